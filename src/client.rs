@@ -1,0 +1,624 @@
+//! One client connection: INFO, CONNECT and auth, the read loop that parses and routes, the
+//! writer that flushes the outbound queue, and the PING timer.
+//!
+//! The reader parses a whole read at a time. Every message it publishes is appended to each
+//! subscriber's outbound queue right away; the subscribers' writers are woken once, after the
+//! batch (see `outbound`). Match results come from a per-connection cache that is valid while
+//! the router's generation number is unchanged, so the common case takes no shared lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, error, trace};
+
+use crate::error::ProtocolError;
+use crate::outbound::{Appended, CloseReason, Take};
+use crate::parser::{self, ClientOp};
+use crate::protocol::{self, ConnectOptions};
+use crate::router::{Connection, Matches, Subscription};
+use crate::server::Shared;
+use crate::subject;
+
+/// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
+const FIRST_PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Smallest read buffer; it doubles while reads fill it (nats-server starts at 512 bytes too).
+const MIN_READ: usize = 512;
+/// Largest single read.
+const MAX_READ: usize = 64 * 1024;
+/// Match results cached per connection (nats-server keeps 512, pruning randomly).
+const MATCH_CACHE_SIZE: usize = 512;
+/// Entries dropped when the cache is full.
+const MATCH_CACHE_PRUNE: usize = 32;
+
+/// Serves one accepted TCP connection until it closes.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let cid = shared.router.next_cid();
+    let conn = Arc::new(Connection::new(cid, shared.opts.max_pending));
+    let (read_half, write_half) = stream.into_split();
+    let mut client = Client::new(shared.clone(), conn.clone(), addr);
+
+    debug!("{} - Client connection created", client.desc);
+    let info = shared.info(cid, addr);
+    client.push(|b| info.encode(b));
+    shared.tasks.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half, client.desc.clone()));
+
+    if !shared.router.add_connection(conn.clone(), shared.opts.max_connections) {
+        error!("{} - maximum connections exceeded", client.desc);
+        client.fail(ProtocolError::MaxConnections);
+        client.finish(CloseReason::MaxConnectionsExceeded);
+        return;
+    }
+    client.read_loop(read_half).await;
+}
+
+/// The reader's side of a connection: everything the read loop needs.
+struct Client {
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    /// `IP:PORT - cid:N` (plus ` - "name"` once CONNECT names the client): the log prefix.
+    desc: String,
+    opts: ConnectOptions,
+    /// CONNECT was received (and accepted).
+    connected: bool,
+    cache: MatchCache,
+    /// Connections this batch appended to and must wake once it ends.
+    to_flush: Vec<Arc<Connection>>,
+    pings_out: u32,
+    last_in: Instant,
+    /// A PONG answered one of our PINGs: the round trip is known.
+    rtt_known: bool,
+    in_msgs: u64,
+    in_bytes: u64,
+    trace: bool,
+}
+
+impl Client {
+    fn new(shared: Arc<Shared>, conn: Arc<Connection>, addr: SocketAddr) -> Self {
+        let desc = format!("{} - cid:{}", addr, conn.cid);
+        Client {
+            shared,
+            conn,
+            desc,
+            opts: ConnectOptions::default(),
+            connected: false,
+            cache: MatchCache::default(),
+            to_flush: Vec::new(),
+            pings_out: 0,
+            last_in: Instant::now(),
+            rtt_known: false,
+            in_msgs: 0,
+            in_bytes: 0,
+            trace: tracing::enabled!(tracing::Level::TRACE),
+        }
+    }
+
+    async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
+        let opts = &self.shared.opts;
+        let limits =
+            parser::Limits { max_control_line: opts.max_control_line, max_payload: opts.max_payload };
+        let first_ping = opts.ping_interval.min(FIRST_PING_INTERVAL);
+        let mut ping = tokio::time::interval_at(Instant::now() + first_ping, opts.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let auth_deadline = tokio::time::sleep(opts.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let auth_required = opts.auth_required();
+
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut read_size = MIN_READ;
+        let reason = loop {
+            if buf.capacity() - buf.len() < read_size / 2 {
+                buf.reserve(read_size);
+            }
+            let result = tokio::select! {
+                biased;
+                _ = self.conn.outbound.reader_wakeup() => {
+                    break self.conn.outbound.close_reason().unwrap_or(CloseReason::ServerShutdown);
+                }
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => break CloseReason::ClientClosed,
+                    Ok(n) => {
+                        if n >= read_size && read_size < MAX_READ {
+                            read_size *= 2;
+                        }
+                        self.last_in = Instant::now();
+                        self.process(&mut buf, &limits)
+                    }
+                    Err(_) => break CloseReason::ReadError,
+                },
+                _ = ping.tick() => self.ping_timer(),
+                _ = &mut auth_deadline, if auth_required && !self.connected => {
+                    Err(ProtocolError::AuthenticationTimeout)
+                }
+            };
+            self.flush_batch();
+            if let Err(err) = result {
+                let reason = close_reason(&err);
+                self.fail(err);
+                break reason;
+            }
+            if buf.is_empty() && buf.capacity() > 2 * MAX_READ {
+                // Give back what a burst of large messages grew, so idle connections stay small.
+                buf = BytesMut::new();
+                read_size = MIN_READ;
+            }
+        };
+        self.finish(reason);
+    }
+
+    /// Parses and handles every whole operation in `buf`, leaving a partial one for later.
+    fn process(&mut self, buf: &mut BytesMut, limits: &parser::Limits) -> Result<(), ProtocolError> {
+        let mut consumed = 0;
+        let result = loop {
+            match parser::parse(&buf[consumed..], limits) {
+                Ok(Some((op, n))) => {
+                    if self.trace {
+                        trace_in(&self.desc, &op);
+                    }
+                    consumed += n;
+                    if let Err(err) = self.handle(op) {
+                        if err.closes_connection() {
+                            break Err(err);
+                        }
+                        self.send_err(&err);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        buf.advance(consumed);
+        result
+    }
+
+    fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
+        if !self.connected && self.shared.opts.auth_required() && !matches!(op, ClientOp::Connect(_)) {
+            return Err(ProtocolError::AuthorizationViolation);
+        }
+        match op {
+            ClientOp::Pub { subject, reply, payload } => self.handle_pub(subject, reply, None, payload),
+            ClientOp::HPub { subject, reply, header_len, message } => {
+                if !self.opts.headers {
+                    return Err(ProtocolError::Malformed("message headers not supported"));
+                }
+                self.handle_pub(subject, reply, Some(header_len), message)
+            }
+            ClientOp::Sub { subject, queue, sid } => self.handle_sub(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.handle_unsub(sid, max),
+            ClientOp::Ping => {
+                self.push_proto(protocol::PONG);
+                Ok(())
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                self.rtt_known = true;
+                Ok(())
+            }
+            ClientOp::Connect(json) => self.handle_connect(json),
+            ClientOp::Info(json) => match serde_json::from_slice::<serde_json::Value>(json) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(ProtocolError::Malformed("invalid INFO JSON")),
+            },
+            ClientOp::Ok => Ok(()),
+            ClientOp::Err(_) => Err(ProtocolError::Malformed("Client Error")),
+        }
+    }
+
+    fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        let opts: ConnectOptions = serde_json::from_slice(json)
+            .map_err(|_| ProtocolError::Malformed("invalid CONNECT JSON"))?;
+        let server = &self.shared.opts;
+        if server.auth_required() && !credentials_match(server, &opts) {
+            return Err(ProtocolError::AuthorizationViolation);
+        }
+        if !(0..=1).contains(&opts.protocol) {
+            return Err(ProtocolError::InvalidClientProtocol);
+        }
+        if opts.no_responders && !opts.headers {
+            return Err(ProtocolError::NoRespondersRequiresHeaders);
+        }
+        if !opts.name.is_empty() && !self.connected {
+            self.desc = format!("{} - {:?}", self.desc, opts.name);
+        }
+        self.conn.headers.store(opts.headers, Ordering::Relaxed);
+        self.opts = opts;
+        self.connected = true;
+        self.send_ok();
+        Ok(())
+    }
+
+    fn handle_pub(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) -> Result<(), ProtocolError> {
+        self.in_msgs += 1;
+        self.in_bytes += message.len() as u64;
+        if self.opts.pedantic && !subject::is_valid_literal(subject) {
+            // nats-server reports the bad subject and still routes the message.
+            self.send_err(&ProtocolError::InvalidPublishSubject);
+        }
+        self.send_ok();
+        self.route(subject, reply, header_len, message);
+        Ok(())
+    }
+
+    /// Delivers one message to every matching subscription and one member of each queue group.
+    fn route(&mut self, subject: &[u8], reply: Option<&[u8]>, header_len: Option<usize>, message: &[u8]) {
+        let matches = self.cache.lookup(&self.shared, subject);
+        let mut delivered = false;
+        for sub in &matches.psubs {
+            delivered |= self.deliver(sub, subject, reply, header_len, message);
+        }
+        for group in &matches.qsubs {
+            // Start at a random member and take the first that can receive, as nats-server does.
+            let n = group.members.len();
+            let start = fastrand::usize(..n);
+            for i in 0..n {
+                if self.deliver(&group.members[(start + i) % n], subject, reply, header_len, message) {
+                    delivered = true;
+                    break;
+                }
+            }
+        }
+        if !delivered && self.opts.no_responders {
+            if let Some(reply) = reply {
+                self.send_no_responders(subject, reply);
+            }
+        }
+    }
+
+    /// Appends one MSG/HMSG to `sub`'s connection. Returns whether it was queued.
+    fn deliver(
+        &mut self,
+        sub: &Arc<Subscription>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) -> bool {
+        let to = &sub.conn;
+        if !self.opts.echo && Arc::ptr_eq(to, &self.conn) {
+            return false;
+        }
+        let Some(last) = sub.claim_delivery() else { return false };
+        let appended = match header_len {
+            Some(header_len) if to.headers.load(Ordering::Relaxed) => to.outbound.append(true, |b| {
+                protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
+            }),
+            // A subscriber without header support gets the payload alone, as from nats-server.
+            Some(header_len) => to.outbound.append(true, |b| {
+                protocol::encode_msg(b, subject, &sub.sid, reply, &message[header_len..])
+            }),
+            None => to
+                .outbound
+                .append(true, |b| protocol::encode_msg(b, subject, &sub.sid, reply, message)),
+        };
+        if self.trace && appended != Appended::Dropped {
+            trace_delivery(sub, subject, reply, header_len, message);
+        }
+        if appended == Appended::ScheduleFlush {
+            self.to_flush.push(to.clone());
+        }
+        if last {
+            self.shared.router.unsubscribe(sub);
+            let mut subs = to.subs();
+            if subs.get(&sub.sid).is_some_and(|s| Arc::ptr_eq(s, sub)) {
+                subs.remove(&sub.sid);
+            }
+        }
+        appended != Appended::Dropped
+    }
+
+    /// The 503 status a requester gets when its request reached no one, sent on its own
+    /// subscription matching the reply subject (none: nothing is sent).
+    fn send_no_responders(&mut self, subject: &[u8], reply: &[u8]) {
+        let sid = {
+            let subs = self.conn.subs();
+            subs.values().find(|s| subject::matches(&s.subject, reply)).map(|s| s.sid.clone())
+        };
+        if let Some(sid) = sid {
+            self.push(|b| protocol::encode_no_responders(b, reply, &sid, subject));
+        }
+    }
+
+    /// `SUB`: queue names and sids are taken as they are, as nats-server takes them.
+    fn handle_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), ProtocolError> {
+        if !subject::is_valid_filter(subject) {
+            return Err(ProtocolError::InvalidSubject);
+        }
+        let sub = {
+            let mut subs = self.conn.subs();
+            if subs.contains_key(sid) {
+                // nats-server ignores a SUB that reuses a live sid.
+                drop(subs);
+                self.send_ok();
+                return Ok(());
+            }
+            let max = self.shared.opts.max_subscriptions;
+            if max > 0 && subs.len() >= max {
+                return Err(ProtocolError::MaxSubscriptions);
+            }
+            let sid = Bytes::copy_from_slice(sid);
+            let sub = Arc::new(Subscription::new(
+                self.conn.clone(),
+                Bytes::copy_from_slice(subject),
+                queue.map(Bytes::copy_from_slice),
+                sid.clone(),
+            ));
+            subs.insert(sid, sub.clone());
+            sub
+        };
+        self.shared.router.subscribe(sub);
+        self.send_ok();
+        Ok(())
+    }
+
+    fn handle_unsub(&mut self, sid: &[u8], max: Option<u64>) -> Result<(), ProtocolError> {
+        let removed = {
+            let mut subs = self.conn.subs();
+            match subs.get(sid) {
+                Some(sub) => {
+                    let delivered = sub.delivered.load(Ordering::Relaxed);
+                    match max {
+                        Some(max) if max > delivered => {
+                            sub.max.store(max, Ordering::Relaxed);
+                            None
+                        }
+                        _ => subs.remove(sid),
+                    }
+                }
+                None => None,
+            }
+        };
+        if let Some(sub) = removed {
+            self.shared.router.unsubscribe(&sub);
+        }
+        self.send_ok();
+        Ok(())
+    }
+
+    /// Fires on the PING timer: sends a PING unless the client was heard from recently, and
+    /// closes the connection once `ping_max` PINGs are unanswered.
+    fn ping_timer(&mut self) -> Result<(), ProtocolError> {
+        let opts = &self.shared.opts;
+        if self.rtt_known && self.last_in.elapsed() < opts.ping_interval {
+            return Ok(());
+        }
+        if self.pings_out + 1 > opts.ping_max {
+            debug!("{} - Stale Client Connection - Closing", self.desc);
+            return Err(ProtocolError::StaleConnection);
+        }
+        self.pings_out += 1;
+        self.push_proto(protocol::PING);
+        Ok(())
+    }
+
+    fn send_ok(&mut self) {
+        if self.opts.verbose {
+            self.push_proto(protocol::OK);
+        }
+    }
+
+    fn send_err(&mut self, err: &ProtocolError) {
+        if let Some(text) = err.client_text() {
+            if self.trace {
+                trace!("{} - ->> [-ERR '{}']", self.desc, text);
+            }
+            self.push(|b| protocol::encode_err(b, text));
+        }
+    }
+
+    fn push_proto(&mut self, proto: &'static [u8]) {
+        if self.trace {
+            trace!("{} - ->> [{}]", self.desc, String::from_utf8_lossy(proto.trim_ascii_end()).trim_start_matches('+'));
+        }
+        self.push(|b| b.extend_from_slice(proto));
+    }
+
+    /// Appends to this connection's own outbound queue.
+    fn push(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        if self.conn.outbound.append(false, encode) == Appended::ScheduleFlush {
+            self.to_flush.push(self.conn.clone());
+        }
+    }
+
+    /// Wakes each writer this batch appended to, once.
+    fn flush_batch(&mut self) {
+        for conn in self.to_flush.drain(..) {
+            conn.outbound.wake_writer();
+        }
+    }
+
+    /// Sends the error's `-ERR` (if it has one) and logs it; the caller then closes.
+    fn fail(&mut self, err: ProtocolError) {
+        match &err {
+            ProtocolError::Malformed(why) => error!("{} - {}", self.desc, why),
+            ProtocolError::AuthorizationViolation => {
+                error!("{} - authentication error", self.desc)
+            }
+            ProtocolError::StaleConnection => {}
+            other => error!("{} - {}", self.desc, other),
+        }
+        self.send_err(&err);
+        self.flush_batch();
+    }
+
+    /// Closes the connection (flushing what is queued unless it is a slow consumer) and
+    /// removes it and its subscriptions from the router.
+    fn finish(&mut self, reason: CloseReason) {
+        let flush = !matches!(
+            reason,
+            CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline
+        );
+        self.conn.outbound.close(reason, flush);
+        self.flush_batch();
+        self.shared.router.remove_connection(&self.conn);
+        let reason = self.conn.outbound.close_reason().unwrap_or(reason);
+        debug!("{} - Client connection closed: {}", self.desc, reason.as_str());
+    }
+}
+
+/// What a closing error is called in the close log line.
+fn close_reason(err: &ProtocolError) -> CloseReason {
+    match err {
+        ProtocolError::AuthorizationViolation => CloseReason::AuthenticationViolation,
+        ProtocolError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
+        ProtocolError::MaxPayload => CloseReason::MaxPayloadExceeded,
+        ProtocolError::MaxControlLine => CloseReason::MaxControlLineExceeded,
+        ProtocolError::MaxConnections => CloseReason::MaxConnectionsExceeded,
+        ProtocolError::StaleConnection => CloseReason::StaleConnection,
+        _ => CloseReason::ProtocolViolation,
+    }
+}
+
+fn credentials_match(server: &crate::config::Options, client: &ConnectOptions) -> bool {
+    if let Some(token) = &server.token {
+        return client.auth_token.as_deref().is_some_and(|t| constant_time_eq(t, token));
+    }
+    match (&server.username, &server.password) {
+        (Some(user), password) => {
+            client.user.as_deref().is_some_and(|u| constant_time_eq(u, user))
+                && constant_time_eq(
+                    client.pass.as_deref().unwrap_or_default(),
+                    password.as_deref().unwrap_or_default(),
+                )
+        }
+        (None, _) => true,
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
+/// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
+/// slow consumer.
+async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: OwnedWriteHalf, desc: String) {
+    let deadline = shared.opts.write_deadline;
+    let mut batch = BytesMut::new();
+    loop {
+        let take = conn.outbound.take(&mut batch);
+        let (write, stop) = match take {
+            Take::Idle => {
+                conn.outbound.writer_wakeup().await;
+                continue;
+            }
+            Take::Write => (true, false),
+            Take::Close { flush } => (flush, true),
+        };
+        if write && !batch.is_empty() {
+            match tokio::time::timeout(deadline, writer.write_all(&batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    conn.outbound.close(CloseReason::WriteError, false);
+                    break;
+                }
+                Err(_) => {
+                    debug!("{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded", desc, deadline);
+                    conn.outbound.close(CloseReason::SlowConsumerWriteDeadline, false);
+                    break;
+                }
+            }
+        }
+        batch.clear();
+        if batch.capacity() > 2 * MAX_READ {
+            batch = BytesMut::new();
+        }
+        if stop {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    shared.tasks.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Match results by subject, valid while the router's generation is the one recorded.
+#[derive(Default)]
+struct MatchCache {
+    generation: u64,
+    entries: HashMap<Box<[u8]>, Matches, ahash::RandomState>,
+}
+
+impl MatchCache {
+    fn lookup(&mut self, shared: &Shared, subject: &[u8]) -> Matches {
+        let generation = shared.router.generation();
+        if generation != self.generation {
+            self.entries.clear();
+            self.generation = generation;
+        } else if let Some(found) = self.entries.get(subject) {
+            return found.clone();
+        }
+        let found = shared.router.matches(subject);
+        if self.entries.len() >= MATCH_CACHE_SIZE {
+            let evict: Vec<Box<[u8]>> = self.entries.keys().take(MATCH_CACHE_PRUNE).cloned().collect();
+            for key in evict {
+                self.entries.remove(&key);
+            }
+        }
+        self.entries.insert(subject.into(), found.clone());
+        found
+    }
+}
+
+fn trace_in(desc: &str, op: &ClientOp<'_>) {
+    let lossy = String::from_utf8_lossy;
+    let reply = |r: Option<&[u8]>| r.map(|r| format!(" {}", lossy(r))).unwrap_or_default();
+    match op {
+        ClientOp::Pub { subject, reply: r, payload } => {
+            trace!("{desc} - <<- [PUB {}{} {}]", lossy(subject), reply(*r), payload.len());
+            trace!("{desc} - <<- MSG_PAYLOAD: [{:?}]", lossy(payload));
+        }
+        ClientOp::HPub { subject, reply: r, header_len, message } => {
+            trace!("{desc} - <<- [HPUB {}{} {} {}]", lossy(subject), reply(*r), header_len, message.len());
+            trace!("{desc} - <<- MSG_PAYLOAD: [{:?}]", lossy(message));
+        }
+        ClientOp::Sub { subject, queue, sid } => {
+            trace!("{desc} - <<- [SUB {}{} {}]", lossy(subject), reply(*queue), lossy(sid))
+        }
+        ClientOp::Unsub { sid, max } => {
+            let max = max.map(|m| format!(" {m}")).unwrap_or_default();
+            trace!("{desc} - <<- [UNSUB {}{}]", lossy(sid), max)
+        }
+        ClientOp::Ping => trace!("{desc} - <<- [PING]"),
+        ClientOp::Pong => trace!("{desc} - <<- [PONG]"),
+        ClientOp::Connect(json) => trace!("{desc} - <<- [CONNECT {}]", lossy(json)),
+        ClientOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
+        ClientOp::Ok => trace!("{desc} - <<- [OK]"),
+        ClientOp::Err(text) => trace!("{desc} - <<- [-ERR {}]", lossy(text)),
+    }
+}
+
+fn trace_delivery(
+    sub: &Subscription,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    header_len: Option<usize>,
+    message: &[u8],
+) {
+    let lossy = String::from_utf8_lossy;
+    let reply = reply.map(|r| format!(" {}", lossy(r))).unwrap_or_default();
+    let cid = sub.conn.cid;
+    let sid = lossy(&sub.sid);
+    match header_len {
+        Some(h) if sub.conn.headers.load(Ordering::Relaxed) => {
+            trace!("cid:{cid} - ->> [HMSG {} {sid}{} {h} {}]", lossy(subject), reply, message.len())
+        }
+        Some(h) => trace!("cid:{cid} - ->> [MSG {} {sid}{} {}]", lossy(subject), reply, message.len() - h),
+        None => trace!("cid:{cid} - ->> [MSG {} {sid}{} {}]", lossy(subject), reply, message.len()),
+    }
+}

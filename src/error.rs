@@ -1,0 +1,95 @@
+//! Every error a client can cause, with nats-server's exact `-ERR` text and whether the
+//! connection is closed afterwards.
+
+use std::fmt;
+
+/// A protocol error caused by a client. `Display` is the text inside `-ERR '...'` (empty for the
+/// errors nats-server answers by closing the connection without a word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// An operation name the server does not know, or a payload not followed by CRLF.
+    UnknownOperation,
+    /// Missing or wrong credentials, or an operation before CONNECT when auth is required.
+    AuthorizationViolation,
+    /// No CONNECT arrived within `auth_timeout`.
+    AuthenticationTimeout,
+    /// The size field of PUB/HPUB is above `max_payload`.
+    MaxPayload,
+    /// A control line longer than `max_control_line`.
+    MaxControlLine,
+    /// `max_connections` reached when this connection was accepted.
+    MaxConnections,
+    /// `ping_max` PINGs went unanswered.
+    StaleConnection,
+    /// CONNECT asked for a protocol version the server does not speak.
+    InvalidClientProtocol,
+    /// CONNECT set `no_responders` without `headers`.
+    NoRespondersRequiresHeaders,
+    /// A SUB with an invalid subject or queue; the connection stays open.
+    InvalidSubject,
+    /// A PUB to a non-literal subject in pedantic mode; the message is still routed.
+    InvalidPublishSubject,
+    /// `max_subscriptions` reached; the SUB is refused and the connection stays open.
+    MaxSubscriptions,
+    /// Arguments nats-server cannot parse (a bad size, a missing sid, HPUB without headers,
+    /// invalid CONNECT JSON): it closes the connection without an `-ERR`. The text is for the log.
+    Malformed(&'static str),
+}
+
+impl ProtocolError {
+    /// Whether the server closes the connection after this error.
+    pub fn closes_connection(&self) -> bool {
+        !matches!(
+            self,
+            ProtocolError::InvalidSubject
+                | ProtocolError::InvalidPublishSubject
+                | ProtocolError::MaxSubscriptions
+        )
+    }
+
+    /// The `-ERR` text sent to the client, or `None` when the connection is closed silently.
+    pub fn client_text(&self) -> Option<&'static str> {
+        Some(match self {
+            ProtocolError::UnknownOperation => "Unknown Protocol Operation",
+            ProtocolError::AuthorizationViolation => "Authorization Violation",
+            ProtocolError::AuthenticationTimeout => "Authentication Timeout",
+            ProtocolError::MaxPayload => "Maximum Payload Violation",
+            ProtocolError::MaxControlLine => "maximum control line exceeded",
+            ProtocolError::MaxConnections => "maximum connections exceeded",
+            ProtocolError::StaleConnection => "Stale Connection",
+            ProtocolError::InvalidClientProtocol => "invalid client protocol",
+            ProtocolError::NoRespondersRequiresHeaders => "no responders requires headers support",
+            ProtocolError::InvalidSubject => "Invalid Subject",
+            ProtocolError::InvalidPublishSubject => "Invalid Publish Subject",
+            ProtocolError::MaxSubscriptions => "maximum subscriptions exceeded",
+            ProtocolError::Malformed(_) => return None,
+        })
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::Malformed(why) => f.write_str(why),
+            other => f.write_str(other.client_text().unwrap_or_default()),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_subject_and_subscription_limits_keep_the_connection() {
+        assert!(!ProtocolError::InvalidSubject.closes_connection());
+        assert!(!ProtocolError::InvalidPublishSubject.closes_connection());
+        assert!(!ProtocolError::MaxSubscriptions.closes_connection());
+        assert!(ProtocolError::MaxPayload.closes_connection());
+        assert!(ProtocolError::Malformed("x").closes_connection());
+        assert_eq!(ProtocolError::Malformed("x").client_text(), None);
+        assert_eq!(ProtocolError::MaxControlLine.to_string(), "maximum control line exceeded");
+    }
+}

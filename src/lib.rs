@@ -1,0 +1,42 @@
+//! tern: a lightweight NATS-compatible pub/sub and request-reply server.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line (nats-server's flags), logging set-up, signals.
+//! - [`config`]: server options as plain data with nats-server's defaults.
+//! - [`server`]: the accept loop, shared state, graceful shutdown.
+//! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
+//! - [`router`]: shared state: the sublist, live connections, the cache generation.
+//! - [`outbound`]: one connection's pending bytes, writer wake-up, slow-consumer budget.
+//! - [`logging`]: nats-server's log line format as a `tracing` subscriber.
+//! - Pure core (no tokio, no sockets, no clock): [`subject`] (validation), [`sublist`] (the
+//!   trie), [`parser`] (bytes to operations), [`protocol`] (encoders, INFO/CONNECT), [`error`]
+//!   (every `-ERR` text and whether it closes the connection).
+//!
+//! # How a message flows
+//!
+//! A connection's reader fills its buffer with one large read and parses every whole operation
+//! in it; subjects and payloads are slices of that buffer. For a PUB it looks the subject up in
+//! its own match cache (valid while the router's generation number is unchanged, so the common
+//! case takes no shared lock), then appends `MSG ...` with a copy of the payload to each
+//! subscriber's outbound buffer under that subscriber's short mutex, picking one random member
+//! per queue group. Each subscriber touched is remembered once; when the whole read has been
+//! handled their writers are woken, and each writer swaps its buffer out and writes it with one
+//! call. A subscriber whose buffer passes `max_pending` is closed as a slow consumer at once, so
+//! the publisher never waits for it.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod outbound;
+pub mod parser;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod subject;
+pub mod sublist;
+
+pub use config::Options;
+pub use server::Server;

@@ -1,0 +1,201 @@
+//! Shared state: the sublist of every subscription, the live connections, and the generation
+//! number that lets each publisher cache match results without taking a lock per message.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use crate::outbound::Outbound;
+use crate::sublist::{Sublist, SublistResult};
+
+/// The part of a connection that other connections touch: its outbound queue, what it
+/// negotiated that matters to publishers, and its subscriptions by sid.
+#[derive(Debug)]
+pub struct Connection {
+    /// Connection id (`cid`), unique for the life of the server.
+    pub cid: u64,
+    /// Pending outbound bytes and the writer wake-up.
+    pub outbound: Outbound,
+    /// CONNECT set `headers`: HMSG is delivered as HMSG, otherwise the headers are stripped.
+    pub headers: AtomicBool,
+    /// Subscriptions by sid. Guards only the map; never held with another lock.
+    pub subs: Mutex<HashMap<Bytes, Arc<Subscription>, ahash::RandomState>>,
+}
+
+impl Connection {
+    /// A connection with an empty outbound queue limited to `max_pending` bytes.
+    pub fn new(cid: u64, max_pending: usize) -> Self {
+        Connection {
+            cid,
+            outbound: Outbound::new(max_pending),
+            headers: AtomicBool::new(false),
+            subs: Mutex::new(HashMap::default()),
+        }
+    }
+
+    /// Locks the sid map (a poisoned map is still consistent: every change is one insert or
+    /// remove).
+    pub fn subs(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, Arc<Subscription>, ahash::RandomState>> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One SUB: who subscribed, to what, and its auto-unsubscribe state.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The subscriber.
+    pub conn: Arc<Connection>,
+    /// The filter, as sent.
+    pub subject: Bytes,
+    /// The queue group, if any.
+    pub queue: Option<Bytes>,
+    /// The client's id for this subscription.
+    pub sid: Bytes,
+    /// Deliveries after which the subscription ends (`UNSUB <sid> <max>`); 0 for none.
+    pub max: AtomicU64,
+    /// Messages delivered so far.
+    pub delivered: AtomicU64,
+    /// Set once the subscription is removed; a publisher holding an older match result skips it.
+    pub closed: AtomicBool,
+}
+
+impl Subscription {
+    /// A new, open subscription.
+    pub fn new(conn: Arc<Connection>, subject: Bytes, queue: Option<Bytes>, sid: Bytes) -> Self {
+        Subscription {
+            conn,
+            subject,
+            queue,
+            sid,
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Claims one delivery. Returns `None` when the subscription is closed or its maximum is
+    /// reached, otherwise whether this delivery is its last (the caller then unsubscribes it).
+    pub fn claim_delivery(&self) -> Option<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let max = self.max.load(Ordering::Relaxed);
+        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        if max == 0 {
+            return Some(false);
+        }
+        if n > max {
+            return None;
+        }
+        Some(n == max)
+    }
+}
+
+/// A match result shared by the sublist and the publishers' caches.
+pub type Matches = Arc<SublistResult<Subscription>>;
+
+/// The shared routing state.
+#[derive(Debug, Default)]
+pub struct Router {
+    /// Every subscription. Read-locked on a cache miss, write-locked by SUB and UNSUB; never
+    /// held together with a connection's `subs` lock or an outbound lock.
+    sublist: RwLock<Sublist<Subscription>>,
+    /// Bumped (inside the write lock) by every change of the sublist; a cached match result is
+    /// valid while the generation it was computed under is current.
+    generation: AtomicU64,
+    /// Live connections by cid. Guards only the map.
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    next_cid: AtomicU64,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next connection id (starting at 1).
+    pub fn next_cid(&self) -> u64 {
+        self.next_cid.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a live connection; refuses it when `max` connections are already live.
+    pub fn add_connection(&self, conn: Arc<Connection>, max: usize) -> bool {
+        let mut conns = self.connections();
+        if conns.len() >= max {
+            return false;
+        }
+        conns.insert(conn.cid, conn);
+        true
+    }
+
+    /// Forgets a connection and removes all its subscriptions.
+    pub fn remove_connection(&self, conn: &Connection) {
+        self.connections().remove(&conn.cid);
+        let subs: Vec<Arc<Subscription>> = conn.subs().drain().map(|(_, s)| s).collect();
+        if subs.is_empty() {
+            return;
+        }
+        let mut sublist = self.sublist_mut();
+        for sub in &subs {
+            if !sub.closed.swap(true, Ordering::Relaxed) {
+                sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every live connection.
+    pub fn connections_snapshot(&self) -> Vec<Arc<Connection>> {
+        self.connections().values().cloned().collect()
+    }
+
+    /// Number of live connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections().len()
+    }
+
+    /// Adds a subscription to the sublist.
+    pub fn subscribe(&self, sub: Arc<Subscription>) {
+        let mut sublist = self.sublist_mut();
+        sublist.insert(&sub.subject.clone(), sub.queue.clone().as_deref(), sub);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Removes a subscription from the sublist (once; later calls do nothing).
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) {
+        if sub.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut sublist = self.sublist_mut();
+        sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current generation: read before `matches` so that a result is never cached under a
+    /// generation newer than the state it saw.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Every subscription matching the literal `subject`.
+    pub fn matches(&self, subject: &[u8]) -> Matches {
+        let sublist = self.sublist.read().unwrap_or_else(|p| p.into_inner());
+        Arc::new(sublist.matches(subject))
+    }
+
+    /// Number of subscriptions in the sublist.
+    pub fn subscription_count(&self) -> usize {
+        self.sublist.read().unwrap_or_else(|p| p.into_inner()).count()
+    }
+
+    fn sublist_mut(&self) -> std::sync::RwLockWriteGuard<'_, Sublist<Subscription>> {
+        self.sublist.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,121 @@
+//! Subject and filter validation, as nats-server's `sublist.go` defines it.
+//!
+//! A subject is a `.`-separated list of non-empty tokens. In a subscription filter the whole
+//! token `*` matches exactly one token and the whole token `>` (only as the last token) matches
+//! one or more trailing tokens; `foo*` or `a>` are ordinary literal tokens. Whitespace is never
+//! part of a token. Subjects are case-sensitive byte strings.
+
+/// The byte that separates tokens.
+pub const SEPARATOR: u8 = b'.';
+/// The single-token wildcard.
+pub const PWC: &[u8] = b"*";
+/// The trailing multi-token wildcard.
+pub const FWC: &[u8] = b">";
+
+/// Whitespace that nats-server refuses inside a subject (`isValidSubject`).
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
+}
+
+/// True when `subject` is a valid subscription filter: non-empty tokens, no whitespace, and `>`
+/// only as the last token. Wildcards are allowed.
+pub fn is_valid_filter(subject: &[u8]) -> bool {
+    if subject.is_empty() {
+        return false;
+    }
+    let mut saw_fwc = false;
+    for token in subject.split(|&b| b == SEPARATOR) {
+        if token.is_empty() || saw_fwc || token.iter().any(|&b| is_space(b)) {
+            return false;
+        }
+        saw_fwc = token == FWC;
+    }
+    true
+}
+
+/// True when `subject` is a valid filter that contains no wildcard token: what a publish subject
+/// must be in pedantic mode (`IsValidLiteralSubject`).
+pub fn is_valid_literal(subject: &[u8]) -> bool {
+    is_valid_filter(subject) && !has_wildcard(subject)
+}
+
+/// True when one of the tokens of `subject` is exactly `*` or `>`.
+pub fn has_wildcard(subject: &[u8]) -> bool {
+    subject.split(|&b| b == SEPARATOR).any(|t| t == PWC || t == FWC)
+}
+
+/// True when the literal `subject` matches `filter` (which may hold wildcards). This is the
+/// brute-force matcher the trie is tested against; the hot path never calls it.
+pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
+    let mut f = filter.split(|&b| b == SEPARATOR);
+    let mut s = subject.split(|&b| b == SEPARATOR);
+    loop {
+        match (f.next(), s.next()) {
+            (None, None) => return true,
+            (Some(ft), Some(_)) if ft == FWC => return true,
+            (Some(ft), Some(st)) if ft == PWC || ft == st => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        // The cases of nats-server's TestSublistValidSubjects/TestValidateSubject, in our words.
+        let valid: &[&str] = &[
+            "foo", "foo.bar", "foo.*", "foo.>", "*", ">", "*.>", "foo.*.bar", "foo*", "foo.bar*",
+            "a>", "foo.>bar", "*.*.*", "_INBOX.abc.*", "$SYS.x", "ünïcode.x",
+        ];
+        let invalid: &[&str] = &[
+            "", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", ">.foo", "foo bar", "foo\tbar",
+            "foo\r", "foo\n", "a.\x0c", " ", "foo.> ",
+        ];
+        for s in valid {
+            assert!(is_valid_filter(s.as_bytes()), "{s:?} should be valid");
+        }
+        for s in invalid {
+            assert!(!is_valid_filter(s.as_bytes()), "{s:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn literals() {
+        for s in ["foo", "foo.bar", "foo*", "a>.b", "foo.bar*"] {
+            assert!(is_valid_literal(s.as_bytes()), "{s:?}");
+        }
+        for s in ["foo.*", "*", ">", "foo.>", "a.*.b", "", "a..b", "a b"] {
+            assert!(!is_valid_literal(s.as_bytes()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn brute_force_matching() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("foo", "foo", true),
+            ("foo", "bar", false),
+            ("foo.*", "foo.bar", true),
+            ("foo.*", "foo", false),
+            ("foo.*", "foo.bar.baz", false),
+            ("foo.>", "foo.bar", true),
+            ("foo.>", "foo.bar.baz", true),
+            ("foo.>", "foo", false),
+            (">", "foo", true),
+            (">", "foo.bar", true),
+            ("*", "foo", true),
+            ("*", "foo.bar", false),
+            ("*.bar", "foo.bar", true),
+            ("*.*", "foo.bar", true),
+            ("foo*", "foo*", true),
+            ("foo*", "foox", false),
+            ("a.*.c.>", "a.b.c.d", true),
+            ("a.*.c.>", "a.b.c", false),
+        ];
+        for (filter, subject, want) in cases {
+            assert_eq!(matches(filter.as_bytes(), subject.as_bytes()), *want, "{filter} ~ {subject}");
+        }
+    }
+}
