@@ -14,7 +14,10 @@ use crate::config::Options;
 #[derive(Debug)]
 pub enum Command {
     /// Run the server with these options; `warnings` are logged once logging is up.
-    Run { opts: Box<Options>, warnings: Vec<String> },
+    Run {
+        opts: Box<Options>,
+        warnings: Vec<String>,
+    },
     /// Print the version and exit.
     Version,
     /// Print the usage text and exit.
@@ -65,44 +68,183 @@ struct Flag {
 }
 
 const FLAGS: &[Flag] = &[
-    Flag { names: &["a", "addr", "net"], kind: Kind::Value, action: Action::Addr },
-    Flag { names: &["p", "port"], kind: Kind::Value, action: Action::Port },
-    Flag { names: &["n", "name", "server_name"], kind: Kind::Value, action: Action::Name },
-    Flag { names: &["P", "pid"], kind: Kind::Value, action: Action::Pid },
-    Flag { names: &["l", "log"], kind: Kind::Value, action: Action::Log },
-    Flag { names: &["T", "logtime"], kind: Kind::Bool, action: Action::LogTime },
-    Flag { names: &["logtime_utc"], kind: Kind::Bool, action: Action::LogTimeUtc },
-    Flag { names: &["D", "debug"], kind: Kind::Bool, action: Action::Debug },
-    Flag { names: &["V", "trace", "VV"], kind: Kind::Bool, action: Action::Trace },
-    Flag { names: &["DV", "DVV"], kind: Kind::Bool, action: Action::DebugTrace },
-    Flag { names: &["user"], kind: Kind::Value, action: Action::User },
-    Flag { names: &["pass"], kind: Kind::Value, action: Action::Pass },
-    Flag { names: &["auth"], kind: Kind::Value, action: Action::Auth },
-    Flag { names: &["v", "version"], kind: Kind::Bool, action: Action::Version },
-    Flag { names: &["h", "help"], kind: Kind::Bool, action: Action::Help },
-    Flag { names: &["sd", "store_dir"], kind: Kind::Value, action: Action::StoreDir },
-    Flag { names: &["m", "http_port"], kind: Kind::Value, action: Action::NotYet("monitoring") },
-    Flag { names: &["ms", "https_port"], kind: Kind::Value, action: Action::NotYet("monitoring") },
-    Flag { names: &["c", "config"], kind: Kind::Value, action: Action::NotYet("configuration files") },
-    Flag { names: &["t"], kind: Kind::Bool, action: Action::NotYet("configuration files") },
-    Flag { names: &["sl", "signal"], kind: Kind::Value, action: Action::NotYet("--signal") },
-    Flag { names: &["client_advertise"], kind: Kind::Value, action: Action::NotYet("clustering") },
-    Flag { names: &["ports_file_dir"], kind: Kind::Value, action: Action::NotYet("ports files") },
-    Flag { names: &["s", "syslog"], kind: Kind::Bool, action: Action::NotYet("syslog") },
-    Flag { names: &["r", "remote_syslog"], kind: Kind::Value, action: Action::NotYet("syslog") },
-    Flag { names: &["log_size_limit"], kind: Kind::Value, action: Action::NotYet("log rotation") },
-    Flag { names: &["max_traced_msg_len"], kind: Kind::Value, action: Action::NotYet("trace limits") },
-    Flag { names: &["js", "jetstream"], kind: Kind::Bool, action: Action::NotYet("JetStream") },
-    Flag { names: &["tls", "tlsverify"], kind: Kind::Bool, action: Action::NotYet("TLS") },
-    Flag { names: &["tlscert", "tlskey", "tlscacert"], kind: Kind::Value, action: Action::NotYet("TLS") },
-    Flag { names: &["help_tls"], kind: Kind::Bool, action: Action::NotYet("TLS") },
     Flag {
-        names: &["routes", "cluster", "cluster_name", "cluster_advertise", "connect_retries", "cluster_listen"],
+        names: &["a", "addr", "net"],
+        kind: Kind::Value,
+        action: Action::Addr,
+    },
+    Flag {
+        names: &["p", "port"],
+        kind: Kind::Value,
+        action: Action::Port,
+    },
+    Flag {
+        names: &["n", "name", "server_name"],
+        kind: Kind::Value,
+        action: Action::Name,
+    },
+    Flag {
+        names: &["P", "pid"],
+        kind: Kind::Value,
+        action: Action::Pid,
+    },
+    Flag {
+        names: &["l", "log"],
+        kind: Kind::Value,
+        action: Action::Log,
+    },
+    Flag {
+        names: &["T", "logtime"],
+        kind: Kind::Bool,
+        action: Action::LogTime,
+    },
+    Flag {
+        names: &["logtime_utc"],
+        kind: Kind::Bool,
+        action: Action::LogTimeUtc,
+    },
+    Flag {
+        names: &["D", "debug"],
+        kind: Kind::Bool,
+        action: Action::Debug,
+    },
+    Flag {
+        names: &["V", "trace", "VV"],
+        kind: Kind::Bool,
+        action: Action::Trace,
+    },
+    Flag {
+        names: &["DV", "DVV"],
+        kind: Kind::Bool,
+        action: Action::DebugTrace,
+    },
+    Flag {
+        names: &["user"],
+        kind: Kind::Value,
+        action: Action::User,
+    },
+    Flag {
+        names: &["pass"],
+        kind: Kind::Value,
+        action: Action::Pass,
+    },
+    Flag {
+        names: &["auth"],
+        kind: Kind::Value,
+        action: Action::Auth,
+    },
+    Flag {
+        names: &["v", "version"],
+        kind: Kind::Bool,
+        action: Action::Version,
+    },
+    Flag {
+        names: &["h", "help"],
+        kind: Kind::Bool,
+        action: Action::Help,
+    },
+    Flag {
+        names: &["sd", "store_dir"],
+        kind: Kind::Value,
+        action: Action::StoreDir,
+    },
+    Flag {
+        names: &["m", "http_port"],
+        kind: Kind::Value,
+        action: Action::NotYet("monitoring"),
+    },
+    Flag {
+        names: &["ms", "https_port"],
+        kind: Kind::Value,
+        action: Action::NotYet("monitoring"),
+    },
+    Flag {
+        names: &["c", "config"],
+        kind: Kind::Value,
+        action: Action::NotYet("configuration files"),
+    },
+    Flag {
+        names: &["t"],
+        kind: Kind::Bool,
+        action: Action::NotYet("configuration files"),
+    },
+    Flag {
+        names: &["sl", "signal"],
+        kind: Kind::Value,
+        action: Action::NotYet("--signal"),
+    },
+    Flag {
+        names: &["client_advertise"],
         kind: Kind::Value,
         action: Action::NotYet("clustering"),
     },
-    Flag { names: &["no_advertise"], kind: Kind::Bool, action: Action::NotYet("clustering") },
-    Flag { names: &["profile"], kind: Kind::Value, action: Action::NotYet("profiling") },
+    Flag {
+        names: &["ports_file_dir"],
+        kind: Kind::Value,
+        action: Action::NotYet("ports files"),
+    },
+    Flag {
+        names: &["s", "syslog"],
+        kind: Kind::Bool,
+        action: Action::NotYet("syslog"),
+    },
+    Flag {
+        names: &["r", "remote_syslog"],
+        kind: Kind::Value,
+        action: Action::NotYet("syslog"),
+    },
+    Flag {
+        names: &["log_size_limit"],
+        kind: Kind::Value,
+        action: Action::NotYet("log rotation"),
+    },
+    Flag {
+        names: &["max_traced_msg_len"],
+        kind: Kind::Value,
+        action: Action::NotYet("trace limits"),
+    },
+    Flag {
+        names: &["js", "jetstream"],
+        kind: Kind::Bool,
+        action: Action::NotYet("JetStream"),
+    },
+    Flag {
+        names: &["tls", "tlsverify"],
+        kind: Kind::Bool,
+        action: Action::NotYet("TLS"),
+    },
+    Flag {
+        names: &["tlscert", "tlskey", "tlscacert"],
+        kind: Kind::Value,
+        action: Action::NotYet("TLS"),
+    },
+    Flag {
+        names: &["help_tls"],
+        kind: Kind::Bool,
+        action: Action::NotYet("TLS"),
+    },
+    Flag {
+        names: &[
+            "routes",
+            "cluster",
+            "cluster_name",
+            "cluster_advertise",
+            "connect_retries",
+            "cluster_listen",
+        ],
+        kind: Kind::Value,
+        action: Action::NotYet("clustering"),
+    },
+    Flag {
+        names: &["no_advertise"],
+        kind: Kind::Bool,
+        action: Action::NotYet("clustering"),
+    },
+    Flag {
+        names: &["profile"],
+        kind: Kind::Value,
+        action: Action::NotYet("profiling"),
+    },
 ];
 
 /// Parses the arguments after the program name.
@@ -118,7 +260,11 @@ where
         if arg == "--" {
             break;
         }
-        let Some(spec) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')).filter(|s| !s.is_empty()) else {
+        let Some(spec) = arg
+            .strip_prefix("--")
+            .or_else(|| arg.strip_prefix('-'))
+            .filter(|s| !s.is_empty())
+        else {
             return Err(CliError {
                 message: format!("nats-server: unrecognized command: {arg:?}"),
                 show_usage: false,
@@ -129,7 +275,9 @@ where
             None => (spec, None),
         };
         let Some(flag) = FLAGS.iter().find(|f| f.names.contains(&name)) else {
-            return Err(usage_error(format!("flag provided but not defined: -{name}")));
+            return Err(usage_error(format!(
+                "flag provided but not defined: -{name}"
+            )));
         };
         let value = match (flag.kind, inline) {
             (Kind::Bool, None) => "true".to_string(),
@@ -139,7 +287,11 @@ where
                 None => return Err(usage_error(format!("flag needs an argument: -{name}"))),
             },
         };
-        let invalid = || usage_error(format!("invalid value {value:?} for flag -{name}: parse error"));
+        let invalid = || {
+            usage_error(format!(
+                "invalid value {value:?} for flag -{name}: parse error"
+            ))
+        };
         let boolean = || parse_bool(&value).ok_or_else(invalid);
         match flag.action {
             Action::Addr => opts.host = value.clone(),
@@ -177,7 +329,9 @@ where
             )),
             Action::NotYet(feature) => {
                 return Err(CliError {
-                    message: format!("tern: flag -{name} needs {feature}, which tern does not support yet"),
+                    message: format!(
+                        "tern: flag -{name} needs {feature}, which tern does not support yet"
+                    ),
                     show_usage: false,
                 })
             }
@@ -190,13 +344,22 @@ where
         });
     }
     if opts.password.is_some() && opts.username.is_none() {
-        return Err(CliError { message: "tern: --pass needs --user".to_string(), show_usage: false });
+        return Err(CliError {
+            message: "tern: --pass needs --user".to_string(),
+            show_usage: false,
+        });
     }
-    Ok(Command::Run { opts: Box::new(opts), warnings })
+    Ok(Command::Run {
+        opts: Box::new(opts),
+        warnings,
+    })
 }
 
 fn usage_error(message: String) -> CliError {
-    CliError { message, show_usage: true }
+    CliError {
+        message,
+        show_usage: true,
+    }
 }
 
 /// Go's `strconv.ParseBool`.
@@ -297,7 +460,10 @@ mod tests {
         assert_eq!(run(&["-a", "127.0.0.1"]).host, "127.0.0.1");
         assert_eq!(run(&["-net", "::1"]).host, "::1");
         assert_eq!(run(&["-n", "x"]).server_name.as_deref(), Some("x"));
-        assert_eq!(run(&["--server_name", "y"]).server_name.as_deref(), Some("y"));
+        assert_eq!(
+            run(&["--server_name", "y"]).server_name.as_deref(),
+            Some("y")
+        );
     }
 
     #[test]
@@ -318,7 +484,10 @@ mod tests {
     #[test]
     fn auth_flags() {
         let o = run(&["--user", "u", "--pass", "p"]);
-        assert_eq!((o.username.as_deref(), o.password.as_deref()), (Some("u"), Some("p")));
+        assert_eq!(
+            (o.username.as_deref(), o.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
         let o = run(&["-user", "ivan", "-pass", "secret"]);
         assert_eq!(o.username.as_deref(), Some("ivan"));
         assert_eq!(run(&["-auth", "s3cr3t"]).token.as_deref(), Some("s3cr3t"));
@@ -327,7 +496,11 @@ mod tests {
 
     #[test]
     fn store_dir_is_accepted_with_a_warning() {
-        for args in [&["--store_dir", "/tmp/x"][..], &["-sd", "/tmp/x"], &["-sd=/tmp/x"]] {
+        for args in [
+            &["--store_dir", "/tmp/x"][..],
+            &["-sd", "/tmp/x"],
+            &["-sd=/tmp/x"],
+        ] {
             match parse(args.iter().copied()) {
                 Ok(Command::Run { warnings, .. }) => assert_eq!(warnings.len(), 1),
                 other => panic!("{other:?}"),
@@ -349,15 +522,36 @@ mod tests {
         let e = fails(&["--bogus"]);
         assert_eq!(e.message, "flag provided but not defined: -bogus");
         assert!(e.show_usage);
-        assert_eq!(fails(&["-bogus"]).message, "flag provided but not defined: -bogus");
-        assert_eq!(fails(&["-p", "abc"]).message, "invalid value \"abc\" for flag -p: parse error");
+        assert_eq!(
+            fails(&["-bogus"]).message,
+            "flag provided but not defined: -bogus"
+        );
+        assert_eq!(
+            fails(&["-p", "abc"]).message,
+            "invalid value \"abc\" for flag -p: parse error"
+        );
         assert_eq!(fails(&["-p"]).message, "flag needs an argument: -p");
-        assert_eq!(fails(&["-p", "70000"]).message, "invalid value \"70000\" for flag -p: parse error");
-        assert_eq!(fails(&["-D=maybe"]).message, "invalid value \"maybe\" for flag -D: parse error");
+        assert_eq!(
+            fails(&["-p", "70000"]).message,
+            "invalid value \"70000\" for flag -p: parse error"
+        );
+        assert_eq!(
+            fails(&["-D=maybe"]).message,
+            "invalid value \"maybe\" for flag -D: parse error"
+        );
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
-        for not_yet in [&["-m", "8222"][..], &["-c", "a.conf"], &["--tls"], &["-js"], &["--routes", "x"]] {
+        for not_yet in [
+            &["-m", "8222"][..],
+            &["-c", "a.conf"],
+            &["--tls"],
+            &["-js"],
+            &["--routes", "x"],
+        ] {
             let e = fails(not_yet);
-            assert!(e.message.contains("does not support yet"), "{not_yet:?}: {e:?}");
+            assert!(
+                e.message.contains("does not support yet"),
+                "{not_yet:?}: {e:?}"
+            );
             assert!(!e.show_usage);
         }
     }

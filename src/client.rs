@@ -35,6 +35,8 @@ const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
 /// Match results cached per connection (nats-server keeps 512, pruning randomly).
 const MATCH_CACHE_SIZE: usize = 512;
+/// The account every connection is in until accounts exist.
+const GLOBAL_ACCOUNT: &str = "$G";
 /// Entries dropped when the cache is full.
 const MATCH_CACHE_PRUNE: usize = 32;
 
@@ -50,9 +52,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let info = shared.info(cid, addr);
     client.push(|b| info.encode(b));
     shared.tasks.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half, client.desc.clone()));
+    tokio::spawn(write_loop(
+        shared.clone(),
+        conn.clone(),
+        write_half,
+        client.desc.clone(),
+    ));
 
-    if !shared.router.add_connection(conn.clone(), shared.opts.max_connections) {
+    if !shared
+        .router
+        .add_connection(conn.clone(), shared.opts.max_connections)
+    {
         error!("{} - maximum connections exceeded", client.desc);
         client.fail(ProtocolError::MaxConnections);
         client.finish(CloseReason::MaxConnectionsExceeded);
@@ -70,6 +80,9 @@ struct Client {
     opts: ConnectOptions,
     /// CONNECT was received (and accepted).
     connected: bool,
+    /// The post-CONNECT INFO has been sent.
+    connect_info_sent: bool,
+    addr: SocketAddr,
     cache: MatchCache,
     /// Connections this batch appended to and must wake once it ends.
     to_flush: Vec<Arc<Connection>>,
@@ -91,6 +104,8 @@ impl Client {
             desc,
             opts: ConnectOptions::default(),
             connected: false,
+            connect_info_sent: false,
+            addr,
             cache: MatchCache::default(),
             to_flush: Vec::new(),
             pings_out: 0,
@@ -104,8 +119,10 @@ impl Client {
 
     async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
         let opts = &self.shared.opts;
-        let limits =
-            parser::Limits { max_control_line: opts.max_control_line, max_payload: opts.max_payload };
+        let limits = parser::Limits {
+            max_control_line: opts.max_control_line,
+            max_payload: opts.max_payload,
+        };
         let first_ping = opts.ping_interval.min(FIRST_PING_INTERVAL);
         let mut ping = tokio::time::interval_at(Instant::now() + first_ping, opts.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -156,7 +173,11 @@ impl Client {
     }
 
     /// Parses and handles every whole operation in `buf`, leaving a partial one for later.
-    fn process(&mut self, buf: &mut BytesMut, limits: &parser::Limits) -> Result<(), ProtocolError> {
+    fn process(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &parser::Limits,
+    ) -> Result<(), ProtocolError> {
         let mut consumed = 0;
         let result = loop {
             match parser::parse(&buf[consumed..], limits) {
@@ -181,21 +202,48 @@ impl Client {
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
-        if !self.connected && self.shared.opts.auth_required() && !matches!(op, ClientOp::Connect(_)) {
+        if !self.connected
+            && self.shared.opts.auth_required()
+            && !matches!(op, ClientOp::Connect(_))
+        {
             return Err(ProtocolError::AuthorizationViolation);
         }
         match op {
-            ClientOp::Pub { subject, reply, payload } => self.handle_pub(subject, reply, None, payload),
-            ClientOp::HPub { subject, reply, header_len, message } => {
+            ClientOp::Pub {
+                subject,
+                reply,
+                payload,
+            } => self.handle_pub(subject, reply, None, payload),
+            ClientOp::HPub {
+                subject,
+                reply,
+                header_len,
+                message,
+            } => {
                 if !self.opts.headers {
                     return Err(ProtocolError::Malformed("message headers not supported"));
                 }
-                self.handle_pub(subject, reply, Some(header_len), message)
+                // An empty header block is delivered as a plain MSG, as from nats-server.
+                let header_len = (header_len > 0).then_some(header_len);
+                self.handle_pub(subject, reply, header_len, message)
             }
-            ClientOp::Sub { subject, queue, sid } => self.handle_sub(subject, queue, sid),
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.handle_sub(subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.handle_unsub(sid, max),
             ClientOp::Ping => {
                 self.push_proto(protocol::PONG);
+                if self.connected && self.opts.protocol >= 1 && !self.connect_info_sent {
+                    // nats-server (2.12+) follows the first PONG after CONNECT with an INFO
+                    // naming the account the connection is bound to.
+                    self.connect_info_sent = true;
+                    let mut info = self.shared.info(self.conn.cid, self.addr);
+                    info.connect_info = true;
+                    info.remote_account = Some(GLOBAL_ACCOUNT.to_string());
+                    self.push(|b| info.encode(b));
+                }
                 Ok(())
             }
             ClientOp::Pong => {
@@ -214,8 +262,11 @@ impl Client {
     }
 
     fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
-        let opts: ConnectOptions = serde_json::from_slice(json)
-            .map_err(|_| ProtocolError::Malformed("invalid CONNECT JSON"))?;
+        let mut opts = self.opts.clone();
+        if let Err(why) = opts.apply(json) {
+            error!("{} - {}", self.desc, why);
+            return Err(ProtocolError::Malformed("invalid CONNECT JSON"));
+        }
         let server = &self.shared.opts;
         if server.auth_required() && !credentials_match(server, &opts) {
             return Err(ProtocolError::AuthorizationViolation);
@@ -226,8 +277,8 @@ impl Client {
         if opts.no_responders && !opts.headers {
             return Err(ProtocolError::NoRespondersRequiresHeaders);
         }
-        if !opts.name.is_empty() && !self.connected {
-            self.desc = format!("{} - {:?}", self.desc, opts.name);
+        if let (Some(name), false) = (opts.log_name(), self.connected) {
+            self.desc = format!("{} - {:?}", self.desc, name);
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.opts = opts;
@@ -255,7 +306,13 @@ impl Client {
     }
 
     /// Delivers one message to every matching subscription and one member of each queue group.
-    fn route(&mut self, subject: &[u8], reply: Option<&[u8]>, header_len: Option<usize>, message: &[u8]) {
+    fn route(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) {
         let matches = self.cache.lookup(&self.shared, subject);
         let mut delivered = false;
         for sub in &matches.psubs {
@@ -266,7 +323,13 @@ impl Client {
             let n = group.members.len();
             let start = fastrand::usize(..n);
             for i in 0..n {
-                if self.deliver(&group.members[(start + i) % n], subject, reply, header_len, message) {
+                if self.deliver(
+                    &group.members[(start + i) % n],
+                    subject,
+                    reply,
+                    header_len,
+                    message,
+                ) {
                     delivered = true;
                     break;
                 }
@@ -292,18 +355,22 @@ impl Client {
         if !self.opts.echo && Arc::ptr_eq(to, &self.conn) {
             return false;
         }
-        let Some(last) = sub.claim_delivery() else { return false };
+        let Some(last) = sub.claim_delivery() else {
+            return false;
+        };
         let appended = match header_len {
-            Some(header_len) if to.headers.load(Ordering::Relaxed) => to.outbound.append(true, |b| {
-                protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
-            }),
+            Some(header_len) if to.headers.load(Ordering::Relaxed) => {
+                to.outbound.append(true, |b| {
+                    protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
+                })
+            }
             // A subscriber without header support gets the payload alone, as from nats-server.
             Some(header_len) => to.outbound.append(true, |b| {
                 protocol::encode_msg(b, subject, &sub.sid, reply, &message[header_len..])
             }),
-            None => to
-                .outbound
-                .append(true, |b| protocol::encode_msg(b, subject, &sub.sid, reply, message)),
+            None => to.outbound.append(true, |b| {
+                protocol::encode_msg(b, subject, &sub.sid, reply, message)
+            }),
         };
         if self.trace && appended != Appended::Dropped {
             trace_delivery(sub, subject, reply, header_len, message);
@@ -322,11 +389,13 @@ impl Client {
     }
 
     /// The 503 status a requester gets when its request reached no one, sent on its own
-    /// subscription matching the reply subject (none: nothing is sent).
+    /// plain (non-queue) subscription matching the reply subject; without one, nothing.
     fn send_no_responders(&mut self, subject: &[u8], reply: &[u8]) {
         let sid = {
             let subs = self.conn.subs();
-            subs.values().find(|s| subject::matches(&s.subject, reply)).map(|s| s.sid.clone())
+            subs.values()
+                .find(|s| s.queue.is_none() && subject::matches(&s.subject, reply))
+                .map(|s| s.sid.clone())
         };
         if let Some(sid) = sid {
             self.push(|b| protocol::encode_no_responders(b, reply, &sid, subject));
@@ -334,7 +403,12 @@ impl Client {
     }
 
     /// `SUB`: queue names and sids are taken as they are, as nats-server takes them.
-    fn handle_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), ProtocolError> {
+    fn handle_sub(
+        &mut self,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+    ) -> Result<(), ProtocolError> {
         if !subject::is_valid_filter(subject) {
             return Err(ProtocolError::InvalidSubject);
         }
@@ -414,7 +488,7 @@ impl Client {
     fn send_err(&mut self, err: &ProtocolError) {
         if let Some(text) = err.client_text() {
             if self.trace {
-                trace!("{} - ->> [-ERR '{}']", self.desc, text);
+                trace!("{} - ->> [-ERR {}]", self.desc, text);
             }
             self.push(|b| protocol::encode_err(b, text));
         }
@@ -422,7 +496,11 @@ impl Client {
 
     fn push_proto(&mut self, proto: &'static [u8]) {
         if self.trace {
-            trace!("{} - ->> [{}]", self.desc, String::from_utf8_lossy(proto.trim_ascii_end()).trim_start_matches('+'));
+            trace!(
+                "{} - ->> [{}]",
+                self.desc,
+                String::from_utf8_lossy(proto.trim_ascii_end()).trim_start_matches('+')
+            );
         }
         self.push(|b| b.extend_from_slice(proto));
     }
@@ -466,7 +544,11 @@ impl Client {
         self.flush_batch();
         self.shared.router.remove_connection(&self.conn);
         let reason = self.conn.outbound.close_reason().unwrap_or(reason);
-        debug!("{} - Client connection closed: {}", self.desc, reason.as_str());
+        debug!(
+            "{} - Client connection closed: {}",
+            self.desc,
+            reason.as_str()
+        );
     }
 }
 
@@ -479,17 +561,25 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
         ProtocolError::MaxControlLine => CloseReason::MaxControlLineExceeded,
         ProtocolError::MaxConnections => CloseReason::MaxConnectionsExceeded,
         ProtocolError::StaleConnection => CloseReason::StaleConnection,
+        ProtocolError::InvalidClientProtocol => CloseReason::BadClientProtocolVersion,
+        ProtocolError::NoRespondersRequiresHeaders => CloseReason::NoRespondersRequiresHeaders,
         _ => CloseReason::ProtocolViolation,
     }
 }
 
 fn credentials_match(server: &crate::config::Options, client: &ConnectOptions) -> bool {
     if let Some(token) = &server.token {
-        return client.auth_token.as_deref().is_some_and(|t| constant_time_eq(t, token));
+        return client
+            .auth_token
+            .as_deref()
+            .is_some_and(|t| constant_time_eq(t, token));
     }
     match (&server.username, &server.password) {
         (Some(user), password) => {
-            client.user.as_deref().is_some_and(|u| constant_time_eq(u, user))
+            client
+                .user
+                .as_deref()
+                .is_some_and(|u| constant_time_eq(u, user))
                 && constant_time_eq(
                     client.pass.as_deref().unwrap_or_default(),
                     password.as_deref().unwrap_or_default(),
@@ -508,7 +598,12 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
 /// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
 /// slow consumer.
-async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: OwnedWriteHalf, desc: String) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    mut writer: OwnedWriteHalf,
+    desc: String,
+) {
     let deadline = shared.opts.write_deadline;
     let mut batch = BytesMut::new();
     loop {
@@ -529,8 +624,12 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Owne
                     break;
                 }
                 Err(_) => {
-                    debug!("{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded", desc, deadline);
-                    conn.outbound.close(CloseReason::SlowConsumerWriteDeadline, false);
+                    debug!(
+                        "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
+                        desc, deadline
+                    );
+                    conn.outbound
+                        .close(CloseReason::SlowConsumerWriteDeadline, false);
                     break;
                 }
             }
@@ -565,7 +664,12 @@ impl MatchCache {
         }
         let found = shared.router.matches(subject);
         if self.entries.len() >= MATCH_CACHE_SIZE {
-            let evict: Vec<Box<[u8]>> = self.entries.keys().take(MATCH_CACHE_PRUNE).cloned().collect();
+            let evict: Vec<Box<[u8]>> = self
+                .entries
+                .keys()
+                .take(MATCH_CACHE_PRUNE)
+                .cloned()
+                .collect();
             for key in evict {
                 self.entries.remove(&key);
             }
@@ -579,16 +683,45 @@ fn trace_in(desc: &str, op: &ClientOp<'_>) {
     let lossy = String::from_utf8_lossy;
     let reply = |r: Option<&[u8]>| r.map(|r| format!(" {}", lossy(r))).unwrap_or_default();
     match op {
-        ClientOp::Pub { subject, reply: r, payload } => {
-            trace!("{desc} - <<- [PUB {}{} {}]", lossy(subject), reply(*r), payload.len());
+        ClientOp::Pub {
+            subject,
+            reply: r,
+            payload,
+        } => {
+            trace!(
+                "{desc} - <<- [PUB {}{} {}]",
+                lossy(subject),
+                reply(*r),
+                payload.len()
+            );
             trace!("{desc} - <<- MSG_PAYLOAD: [{:?}]", lossy(payload));
         }
-        ClientOp::HPub { subject, reply: r, header_len, message } => {
-            trace!("{desc} - <<- [HPUB {}{} {} {}]", lossy(subject), reply(*r), header_len, message.len());
+        ClientOp::HPub {
+            subject,
+            reply: r,
+            header_len,
+            message,
+        } => {
+            trace!(
+                "{desc} - <<- [HPUB {}{} {} {}]",
+                lossy(subject),
+                reply(*r),
+                header_len,
+                message.len()
+            );
             trace!("{desc} - <<- MSG_PAYLOAD: [{:?}]", lossy(message));
         }
-        ClientOp::Sub { subject, queue, sid } => {
-            trace!("{desc} - <<- [SUB {}{} {}]", lossy(subject), reply(*queue), lossy(sid))
+        ClientOp::Sub {
+            subject,
+            queue,
+            sid,
+        } => {
+            trace!(
+                "{desc} - <<- [SUB {}{} {}]",
+                lossy(subject),
+                reply(*queue),
+                lossy(sid)
+            )
         }
         ClientOp::Unsub { sid, max } => {
             let max = max.map(|m| format!(" {m}")).unwrap_or_default();
@@ -616,9 +749,24 @@ fn trace_delivery(
     let sid = lossy(&sub.sid);
     match header_len {
         Some(h) if sub.conn.headers.load(Ordering::Relaxed) => {
-            trace!("cid:{cid} - ->> [HMSG {} {sid}{} {h} {}]", lossy(subject), reply, message.len())
+            trace!(
+                "cid:{cid} - ->> [HMSG {} {sid}{} {h} {}]",
+                lossy(subject),
+                reply,
+                message.len()
+            )
         }
-        Some(h) => trace!("cid:{cid} - ->> [MSG {} {sid}{} {}]", lossy(subject), reply, message.len() - h),
-        None => trace!("cid:{cid} - ->> [MSG {} {sid}{} {}]", lossy(subject), reply, message.len()),
+        Some(h) => trace!(
+            "cid:{cid} - ->> [MSG {} {sid}{} {}]",
+            lossy(subject),
+            reply,
+            message.len() - h
+        ),
+        None => trace!(
+            "cid:{cid} - ->> [MSG {} {sid}{} {}]",
+            lossy(subject),
+            reply,
+            message.len()
+        ),
     }
 }

@@ -90,6 +90,9 @@ mod tests {
         assert!(ProtocolError::MaxPayload.closes_connection());
         assert!(ProtocolError::Malformed("x").closes_connection());
         assert_eq!(ProtocolError::Malformed("x").client_text(), None);
-        assert_eq!(ProtocolError::MaxControlLine.to_string(), "maximum control line exceeded");
+        assert_eq!(
+            ProtocolError::MaxControlLine.to_string(),
+            "maximum control line exceeded"
+        );
     }
 }

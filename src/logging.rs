@@ -28,7 +28,13 @@ pub struct Logger {
 impl Logger {
     /// A logger writing to `out`; DEBUG with `debug`, TRACE with `trace`.
     pub fn new(out: Box<dyn Write + Send>, debug: bool, trace: bool, logtime: bool) -> Self {
-        Logger { debug, trace, logtime, pid: std::process::id(), out: Mutex::new(out) }
+        Logger {
+            debug,
+            trace,
+            logtime,
+            pid: std::process::id(),
+            out: Mutex::new(out),
+        }
     }
 
     /// Formats one line (without writing it).
@@ -168,7 +174,10 @@ mod tests {
     fn line_format() {
         let logger = Logger::new(Box::new(io::sink()), false, false, false);
         let line = logger.format(&Level::INFO, "tern", "Server is ready");
-        assert_eq!(line, format!("[{}] [INF] Server is ready\n", std::process::id()));
+        assert_eq!(
+            line,
+            format!("[{}] [INF] Server is ready\n", std::process::id())
+        );
         let line = logger.format(&Level::ERROR, FATAL, "boom");
         assert!(line.ends_with("[FTL] boom\n"));
     }

@@ -17,7 +17,11 @@ fn main() -> ExitCode {
     let program = args
         .next()
         .as_deref()
-        .map(|p| Path::new(p).file_name().map_or(p.to_string(), |n| n.to_string_lossy().into_owned()))
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .map_or(p.to_string(), |n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "tern".to_string());
     let (opts, warnings) = match cli::parse(args) {
         Ok(Command::Run { opts, warnings }) => (*opts, warnings),
@@ -44,7 +48,10 @@ fn main() -> ExitCode {
     for warning in warnings {
         warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             error!(target: FATAL, "Error starting runtime: {err}");
@@ -84,7 +91,11 @@ async fn run(opts: Options) -> ExitCode {
     info!("  Name:     {}", shared.server_name);
     info!("  ID:       {}", shared.server_id);
     let addr = server.local_addr();
-    info!("Listening for client connections on {}:{}", host_for_log(&host, addr), addr.port());
+    info!(
+        "Listening for client connections on {}:{}",
+        host_for_log(&host, addr),
+        addr.port()
+    );
     info!("Server is ready");
     let shutdown = async {
         match wait_for_signal().await {

@@ -41,6 +41,10 @@ pub enum CloseReason {
     MaxConnectionsExceeded,
     /// The server is shutting down.
     ServerShutdown,
+    /// CONNECT asked for an unknown protocol level.
+    BadClientProtocolVersion,
+    /// CONNECT set `no_responders` without `headers`.
+    NoRespondersRequiresHeaders,
 }
 
 impl CloseReason {
@@ -60,6 +64,8 @@ impl CloseReason {
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::ServerShutdown => "Server Shutdown",
+            CloseReason::BadClientProtocolVersion => "Bad Client Protocol Version",
+            CloseReason::NoRespondersRequiresHeaders => "No Responders Requires Headers",
         }
     }
 }
@@ -143,8 +149,10 @@ impl Outbound {
         let added = state.pending.len() - before;
         if state.pending.len() > self.max_pending {
             state.pending.truncate(before);
-            state.closed =
-                Some(Closed { reason: CloseReason::SlowConsumerPendingBytes, flush: false });
+            state.closed = Some(Closed {
+                reason: CloseReason::SlowConsumerPendingBytes,
+                flush: false,
+            });
             drop(state);
             self.writer.notify_one();
             self.reader.notify_one();
@@ -184,7 +192,9 @@ impl Outbound {
         std::mem::swap(&mut state.pending, into);
         state.flush_scheduled = false;
         match state.closed {
-            Some(closed) => Take::Close { flush: closed.flush },
+            Some(closed) => Take::Close {
+                flush: closed.flush,
+            },
             None if into.is_empty() => Take::Idle,
             None => Take::Write,
         }
@@ -223,7 +233,9 @@ impl Outbound {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the buffer in a state worse than
         // partially written, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -234,25 +246,46 @@ mod tests {
     #[test]
     fn first_append_schedules_the_flush_and_take_resets_it() {
         let out = Outbound::new(1024);
-        assert_eq!(out.append(true, |b| b.extend_from_slice(b"a")), Appended::ScheduleFlush);
-        assert_eq!(out.append(true, |b| b.extend_from_slice(b"b")), Appended::Queued);
+        assert_eq!(
+            out.append(true, |b| b.extend_from_slice(b"a")),
+            Appended::ScheduleFlush
+        );
+        assert_eq!(
+            out.append(true, |b| b.extend_from_slice(b"b")),
+            Appended::Queued
+        );
         let mut buf = BytesMut::new();
         assert!(matches!(out.take(&mut buf), Take::Write));
         assert_eq!(&buf[..], b"ab");
         assert_eq!(out.out_stats(), (2, 2));
         let mut empty = BytesMut::new();
         assert!(matches!(out.take(&mut empty), Take::Idle));
-        assert_eq!(out.append(false, |b| b.extend_from_slice(b"c")), Appended::ScheduleFlush);
+        assert_eq!(
+            out.append(false, |b| b.extend_from_slice(b"c")),
+            Appended::ScheduleFlush
+        );
         assert_eq!(out.out_stats(), (2, 2));
     }
 
     #[test]
     fn over_max_pending_is_a_slow_consumer() {
         let out = Outbound::new(10);
-        assert_eq!(out.append(true, |b| b.extend_from_slice(b"12345")), Appended::ScheduleFlush);
-        assert_eq!(out.append(true, |b| b.extend_from_slice(b"123456")), Appended::Dropped);
-        assert_eq!(out.close_reason(), Some(CloseReason::SlowConsumerPendingBytes));
-        assert_eq!(out.append(true, |b| b.extend_from_slice(b"1")), Appended::Dropped);
+        assert_eq!(
+            out.append(true, |b| b.extend_from_slice(b"12345")),
+            Appended::ScheduleFlush
+        );
+        assert_eq!(
+            out.append(true, |b| b.extend_from_slice(b"123456")),
+            Appended::Dropped
+        );
+        assert_eq!(
+            out.close_reason(),
+            Some(CloseReason::SlowConsumerPendingBytes)
+        );
+        assert_eq!(
+            out.append(true, |b| b.extend_from_slice(b"1")),
+            Appended::Dropped
+        );
         let mut buf = BytesMut::new();
         assert!(matches!(out.take(&mut buf), Take::Close { flush: false }));
     }

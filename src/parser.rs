@@ -19,12 +19,25 @@ pub enum ClientOp<'a> {
     /// `CONNECT <json>`
     Connect(&'a [u8]),
     /// `PUB <subject> [reply] <size>\r\n<payload>\r\n`
-    Pub { subject: &'a [u8], reply: Option<&'a [u8]>, payload: &'a [u8] },
+    Pub {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
     /// `HPUB <subject> [reply] <header size> <total size>\r\n<headers><payload>\r\n`;
     /// `message` holds headers and payload, the first `header_len` bytes being the headers.
-    HPub { subject: &'a [u8], reply: Option<&'a [u8]>, header_len: usize, message: &'a [u8] },
+    HPub {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        header_len: usize,
+        message: &'a [u8],
+    },
     /// `SUB <subject> [queue group] <sid>`
-    Sub { subject: &'a [u8], queue: Option<&'a [u8]>, sid: &'a [u8] },
+    Sub {
+        subject: &'a [u8],
+        queue: Option<&'a [u8]>,
+        sid: &'a [u8],
+    },
     /// `UNSUB <sid> [max messages]`
     Unsub { sid: &'a [u8], max: Option<u64> },
     /// `PING`
@@ -50,7 +63,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_control_line: 4096, max_payload: 1024 * 1024 }
+        Limits {
+            max_control_line: 4096,
+            max_payload: 1024 * 1024,
+        }
     }
 }
 
@@ -98,7 +114,14 @@ pub fn parse<'a>(
                 [subject, queue, sid] => (*subject, Some(*queue), *sid),
                 _ => return Err(ProtocolError::Malformed("processSub Parse Error")),
             };
-            Ok(Some((ClientOp::Sub { subject, queue, sid }, line_end)))
+            Ok(Some((
+                ClientOp::Sub {
+                    subject,
+                    queue,
+                    sid,
+                },
+                line_end,
+            )))
         }
         Op::Unsub => {
             let args = Args::split(rest);
@@ -123,8 +146,17 @@ pub fn parse<'a>(
             if size > limits.max_payload {
                 return Err(ProtocolError::MaxPayload);
             }
-            let Some(payload) = payload(buf, line_end, size)? else { return Ok(None) };
-            Ok(Some((ClientOp::Pub { subject, reply, payload }, line_end + size + 2)))
+            let Some(payload) = payload(buf, line_end, size)? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                ClientOp::Pub {
+                    subject,
+                    reply,
+                    payload,
+                },
+                line_end + size + 2,
+            )))
         }
         Op::HPub => {
             let args = Args::split(rest);
@@ -134,10 +166,14 @@ pub fn parse<'a>(
                 _ => return Err(ProtocolError::Malformed("processHeaderPub Parse Error")),
             };
             let Some(header_len) = parse_size(header_len) else {
-                return Err(ProtocolError::Malformed("processHeaderPub Bad or Missing Header Size"));
+                return Err(ProtocolError::Malformed(
+                    "processHeaderPub Bad or Missing Header Size",
+                ));
             };
             let Some(size) = parse_size(size) else {
-                return Err(ProtocolError::Malformed("processHeaderPub Bad or Missing Total Size"));
+                return Err(ProtocolError::Malformed(
+                    "processHeaderPub Bad or Missing Total Size",
+                ));
             };
             if header_len > size {
                 return Err(ProtocolError::Malformed(
@@ -147,8 +183,15 @@ pub fn parse<'a>(
             if size > limits.max_payload {
                 return Err(ProtocolError::MaxPayload);
             }
-            let Some(message) = payload(buf, line_end, size)? else { return Ok(None) };
-            let op = ClientOp::HPub { subject, reply, header_len, message };
+            let Some(message) = payload(buf, line_end, size)? else {
+                return Ok(None);
+            };
+            let op = ClientOp::HPub {
+                subject,
+                reply,
+                header_len,
+                message,
+            };
             Ok(Some((op, line_end + size + 2)))
         }
     }
@@ -181,8 +224,12 @@ const PREFIX_OPS: [(&[u8], Op); 6] = [
 ];
 
 /// Operations whose name must be followed by a space or a tab.
-const ARG_OPS: [(&[u8], Op); 4] =
-    [(b"PUB", Op::Pub), (b"HPUB", Op::HPub), (b"SUB", Op::Sub), (b"UNSUB", Op::Unsub)];
+const ARG_OPS: [(&[u8], Op); 4] = [
+    (b"PUB", Op::Pub),
+    (b"HPUB", Op::HPub),
+    (b"SUB", Op::Sub),
+    (b"UNSUB", Op::Unsub),
+];
 
 /// Finds the operation a complete control line starts with, and its arguments (leading blanks
 /// removed).
@@ -193,7 +240,8 @@ fn recognize(line: &[u8]) -> Result<(Op, &[u8]), ProtocolError> {
         }
     }
     for (name, op) in ARG_OPS {
-        if starts_with_ignore_case(line, name) && line.get(name.len()).is_some_and(|&b| is_blank(b)) {
+        if starts_with_ignore_case(line, name) && line.get(name.len()).is_some_and(|&b| is_blank(b))
+        {
             return Ok((op, trim_blanks(&line[name.len()..])));
         }
     }
@@ -205,7 +253,9 @@ fn could_be_op(partial: &[u8]) -> bool {
     let is_start_of = |name: &[u8]| {
         partial.len() <= name.len() && name[..partial.len()].eq_ignore_ascii_case(partial)
     };
-    PREFIX_OPS.iter().any(|(name, _)| starts_with_ignore_case(partial, name) || is_start_of(name))
+    PREFIX_OPS
+        .iter()
+        .any(|(name, _)| starts_with_ignore_case(partial, name) || is_start_of(name))
         || ARG_OPS.iter().any(|(name, _)| {
             is_start_of(name)
                 || (starts_with_ignore_case(partial, name) && is_blank(partial[name.len()]))
@@ -217,7 +267,10 @@ fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
 }
 
 fn trim_blanks(args: &[u8]) -> &[u8] {
-    let start = args.iter().position(|&b| !is_blank(b)).unwrap_or(args.len());
+    let start = args
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(args.len());
     &args[start..]
 }
 
@@ -264,7 +317,10 @@ struct Args<'a> {
 
 impl<'a> Args<'a> {
     fn split(rest: &'a [u8]) -> Args<'a> {
-        let mut args = Args { items: [&[]; 6], len: 0 };
+        let mut args = Args {
+            items: [&[]; 6],
+            len: 0,
+        };
         for arg in rest.split(|&b| is_blank(b)).filter(|a| !a.is_empty()) {
             if args.len == args.items.len() {
                 break;
@@ -294,7 +350,8 @@ mod tests {
         let mut buf = Vec::new();
         let mut ops = Vec::new();
         let mut fed = 0;
-        let mut cut_points: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+        let mut cut_points: Vec<usize> =
+            cuts.iter().copied().filter(|&c| c < input.len()).collect();
         cut_points.push(input.len());
         for cut in cut_points {
             buf.extend_from_slice(&input[fed..cut.max(fed)]);
@@ -317,12 +374,20 @@ mod tests {
     fn parse_all_ways(input: &[u8]) -> (Vec<String>, Option<ProtocolError>) {
         let whole = parse_chunked(input, &[]);
         let bytewise: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(parse_chunked(input, &bytewise), whole, "byte by byte: {input:?}");
+        assert_eq!(
+            parse_chunked(input, &bytewise),
+            whole,
+            "byte by byte: {input:?}"
+        );
         let mut rng = fastrand::Rng::with_seed(input.len() as u64);
         for _ in 0..20 {
             let mut cuts: Vec<usize> = (0..4).map(|_| rng.usize(0..=input.len())).collect();
             cuts.sort_unstable();
-            assert_eq!(parse_chunked(input, &cuts), whole, "chunks {cuts:?}: {input:?}");
+            assert_eq!(
+                parse_chunked(input, &cuts),
+                whole,
+                "chunks {cuts:?}: {input:?}"
+            );
         }
         whole
     }
@@ -345,11 +410,19 @@ mod tests {
     fn pub_shapes() {
         assert_eq!(
             one("PUB foo 5\r\nhello\r\n"),
-            ClientOp::Pub { subject: b"foo", reply: None, payload: b"hello" }
+            ClientOp::Pub {
+                subject: b"foo",
+                reply: None,
+                payload: b"hello"
+            }
         );
         assert_eq!(
             one("PUB foo bar 5\r\nhello\r\n"),
-            ClientOp::Pub { subject: b"foo", reply: Some(b"bar"), payload: b"hello" }
+            ClientOp::Pub {
+                subject: b"foo",
+                reply: Some(b"bar"),
+                payload: b"hello"
+            }
         );
         // nats-server's TestParsePubArg spellings: tabs and runs of blanks anywhere.
         for line in [
@@ -362,18 +435,30 @@ mod tests {
         ] {
             assert_eq!(
                 one(line),
-                ClientOp::Pub { subject: b"a", reply: None, payload: b"ok" },
+                ClientOp::Pub {
+                    subject: b"a",
+                    reply: None,
+                    payload: b"ok"
+                },
                 "{line:?}"
             );
         }
         assert_eq!(
             one("PUB foo.bar INBOX.22 0\r\n\r\n"),
-            ClientOp::Pub { subject: b"foo.bar", reply: Some(b"INBOX.22"), payload: b"" }
+            ClientOp::Pub {
+                subject: b"foo.bar",
+                reply: Some(b"INBOX.22"),
+                payload: b""
+            }
         );
         // The payload may contain anything, CRLF included.
         assert_eq!(
             one("PUB a 4\r\n\r\n\r\n\r\n"),
-            ClientOp::Pub { subject: b"a", reply: None, payload: b"\r\n\r\n" }
+            ClientOp::Pub {
+                subject: b"a",
+                reply: None,
+                payload: b"\r\n\r\n"
+            }
         );
     }
 
@@ -405,32 +490,67 @@ mod tests {
     fn sub_unsub_ping_pong_connect() {
         assert_eq!(
             one("SUB foo 1\r\n"),
-            ClientOp::Sub { subject: b"foo", queue: None, sid: b"1" }
+            ClientOp::Sub {
+                subject: b"foo",
+                queue: None,
+                sid: b"1"
+            }
         );
         assert_eq!(
             one("sub foo\tworkers  22\n"),
-            ClientOp::Sub { subject: b"foo", queue: Some(b"workers"), sid: b"22" }
+            ClientOp::Sub {
+                subject: b"foo",
+                queue: Some(b"workers"),
+                sid: b"22"
+            }
         );
-        assert_eq!(one("UNSUB 1\r\n"), ClientOp::Unsub { sid: b"1", max: None });
-        assert_eq!(one("unsub 1 10\r\n"), ClientOp::Unsub { sid: b"1", max: Some(10) });
+        assert_eq!(
+            one("UNSUB 1\r\n"),
+            ClientOp::Unsub {
+                sid: b"1",
+                max: None
+            }
+        );
+        assert_eq!(
+            one("unsub 1 10\r\n"),
+            ClientOp::Unsub {
+                sid: b"1",
+                max: Some(10)
+            }
+        );
         assert_eq!(one("PING\r\n"), ClientOp::Ping);
         assert_eq!(one("ping\n"), ClientOp::Ping);
         assert_eq!(one("PoNg\r\n"), ClientOp::Pong);
-        assert_eq!(one("CONNECT {\"verbose\":false}\r\n"), ClientOp::Connect(b"{\"verbose\":false}"));
+        assert_eq!(
+            one("CONNECT {\"verbose\":false}\r\n"),
+            ClientOp::Connect(b"{\"verbose\":false}")
+        );
         assert_eq!(one("connect\t {}\n"), ClientOp::Connect(b"{}"));
     }
 
     #[test]
     fn streams_parse_the_same_in_any_chunking() {
-        let input = "CONNECT {\"verbose\":false}\r\nSUB foo 1\r\nSUB foo q 2\nPUB foo 5\r\nhello\r\n\
+        let input =
+            "CONNECT {\"verbose\":false}\r\nSUB foo 1\r\nSUB foo q 2\nPUB foo 5\r\nhello\r\n\
                      HPUB foo r 12 14\r\nNATS/1.0\r\n\r\nhi\r\nUNSUB 1 3\r\nPING\r\nPONG\n";
         assert_eq!(ops(input).len(), 8);
     }
 
     #[test]
     fn partial_frames_consume_nothing() {
-        for partial in ["PUB foo 5\r\nhel", "PUB foo 5\r\nhello", "PUB foo 5\r\nhello\r", "SUB foo", "P", ""] {
-            assert_eq!(parse(partial.as_bytes(), &limits()).unwrap(), None, "{partial:?}");
+        for partial in [
+            "PUB foo 5\r\nhel",
+            "PUB foo 5\r\nhello",
+            "PUB foo 5\r\nhello\r",
+            "SUB foo",
+            "P",
+            "",
+        ] {
+            assert_eq!(
+                parse(partial.as_bytes(), &limits()).unwrap(),
+                None,
+                "{partial:?}"
+            );
         }
     }
 
@@ -465,14 +585,26 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_before_the_payload_arrives() {
-        let l = Limits { max_control_line: 64, max_payload: 10 };
+        let l = Limits {
+            max_control_line: 64,
+            max_payload: 10,
+        };
         assert_eq!(parse(b"PUB foo 11\r\n", &l), Err(ProtocolError::MaxPayload));
-        assert_eq!(parse(b"HPUB foo 2 11\r\n", &l), Err(ProtocolError::MaxPayload));
+        assert_eq!(
+            parse(b"HPUB foo 2 11\r\n", &l),
+            Err(ProtocolError::MaxPayload)
+        );
         assert_eq!(parse(b"PUB foo 10\r\n", &l), Ok(None));
         let long = format!("PUB {} 1\r\n", "a".repeat(100));
-        assert_eq!(parse(long.as_bytes(), &l), Err(ProtocolError::MaxControlLine));
+        assert_eq!(
+            parse(long.as_bytes(), &l),
+            Err(ProtocolError::MaxControlLine)
+        );
         let unterminated = format!("PUB {}", "a".repeat(100));
-        assert_eq!(parse(unterminated.as_bytes(), &l), Err(ProtocolError::MaxControlLine));
+        assert_eq!(
+            parse(unterminated.as_bytes(), &l),
+            Err(ProtocolError::MaxControlLine)
+        );
         let fits = format!("PUB {} 1", "a".repeat(50));
         assert_eq!(parse(fits.as_bytes(), &l), Ok(None));
     }

@@ -2,7 +2,8 @@
 //! nats-server writes them.
 
 use bytes::{BufMut, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 /// The nats-server release whose client protocol and behaviour tern matches.
 pub const NATS_SERVER_VERSION: &str = "2.15.1";
@@ -47,23 +48,28 @@ pub struct Info {
     pub client_id: u64,
     /// The connection's remote address.
     pub client_ip: String,
+    /// Set in the INFO that follows the first PONG after CONNECT (protocol 1 clients).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub connect_info: bool,
+    /// The account the connection is bound to; in the post-CONNECT INFO only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_account: Option<String>,
 }
 
 impl Info {
-    /// `INFO {...}\r\n`
+    /// `INFO {...} \r\n` (nats-server puts a space before the line end).
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_slice(b"INFO ");
         // Serializing plain strings, numbers and booleans cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();
         out.put_slice(&json);
-        out.put_slice(b"\r\n");
+        out.put_slice(b" \r\n");
     }
 }
 
-/// The CONNECT options, with nats-server's defaults for what a client leaves out (and for a
-/// client that never sends CONNECT): verbose, pedantic and echo all default to true.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+/// The CONNECT options. Before any CONNECT, verbose, pedantic and echo are true (nats-server's
+/// `defaultOpts`); each CONNECT is applied on top of the current values (see `apply`).
+#[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// Answer each operation with `+OK`.
     pub verbose: bool,
@@ -113,8 +119,86 @@ impl Default for ConnectOptions {
     }
 }
 
+impl ConnectOptions {
+    /// Applies a CONNECT argument the way nats-server's `json.Unmarshal` into the existing
+    /// options does: keys are matched case-insensitively, absent keys and `null` keep the
+    /// current value, unknown keys are ignored, and a value of the wrong type is an error.
+    pub fn apply(&mut self, json: &[u8]) -> Result<(), String> {
+        let fields = match serde_json::from_slice::<Value>(json).map_err(|e| e.to_string())? {
+            Value::Null => return Ok(()),
+            Value::Object(fields) => fields,
+            other => {
+                return Err(format!(
+                    "json: cannot unmarshal {} into ClientOpts",
+                    kind(&other)
+                ))
+            }
+        };
+        for (key, value) in fields {
+            if value.is_null() {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            let wrong = || {
+                format!(
+                    "json: cannot unmarshal {} into ClientOpts.{key}",
+                    kind(&value)
+                )
+            };
+            let flag = |v: &Value| v.as_bool().ok_or_else(wrong);
+            let text = |v: &Value| v.as_str().map(str::to_string).ok_or_else(wrong);
+            match key.as_str() {
+                "verbose" => self.verbose = flag(&value)?,
+                "pedantic" => self.pedantic = flag(&value)?,
+                "echo" => self.echo = flag(&value)?,
+                "headers" => self.headers = flag(&value)?,
+                "no_responders" => self.no_responders = flag(&value)?,
+                "tls_required" => self.tls_required = flag(&value)?,
+                "protocol" => self.protocol = value.as_i64().ok_or_else(wrong)?,
+                "name" => self.name = text(&value)?,
+                "lang" => self.lang = text(&value)?,
+                "version" => self.version = text(&value)?,
+                "user" => self.user = Some(text(&value)?),
+                "pass" => self.pass = Some(text(&value)?),
+                "auth_token" => self.auth_token = Some(text(&value)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// How nats-server names the client in log lines: `v<version>:<lang>:<name>` when the
+    /// library says what it is, else the name; `None` when there is nothing to show.
+    pub fn log_name(&self) -> Option<String> {
+        if !self.version.is_empty() || !self.lang.is_empty() {
+            Some(format!("v{}:{}:{}", self.version, self.lang, self.name))
+        } else if !self.name.is_empty() {
+            Some(self.name.clone())
+        } else {
+            None
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// `MSG <subject> <sid> [reply] <size>\r\n<payload>\r\n`
-pub fn encode_msg(out: &mut BytesMut, subject: &[u8], sid: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
+pub fn encode_msg(
+    out: &mut BytesMut,
+    subject: &[u8],
+    sid: &[u8],
+    reply: Option<&[u8]>,
+    payload: &[u8],
+) {
     out.reserve(subject.len() + sid.len() + reply.map_or(0, <[u8]>::len) + payload.len() + 24);
     out.put_slice(b"MSG ");
     put_head(out, subject, sid, reply);
@@ -196,13 +280,23 @@ mod tests {
         let mut out = BytesMut::new();
         encode_msg(&mut out, b"foo", b"1", None, b"hello");
         encode_msg(&mut out, b"foo", b"22", Some(b"_INBOX.x.1"), b"");
-        assert_eq!(&out[..], b"MSG foo 1 5\r\nhello\r\nMSG foo 22 _INBOX.x.1 0\r\n\r\n");
+        assert_eq!(
+            &out[..],
+            b"MSG foo 1 5\r\nhello\r\nMSG foo 22 _INBOX.x.1 0\r\n\r\n"
+        );
     }
 
     #[test]
     fn hmsg_frames() {
         let mut out = BytesMut::new();
-        encode_hmsg(&mut out, b"foo", b"1", Some(b"r"), 12, b"NATS/1.0\r\n\r\nhi");
+        encode_hmsg(
+            &mut out,
+            b"foo",
+            b"1",
+            Some(b"r"),
+            12,
+            b"NATS/1.0\r\n\r\nhi",
+        );
         assert_eq!(&out[..], b"HMSG foo 1 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
     }
 
@@ -211,7 +305,10 @@ mod tests {
         // Observed from nats-server 2.15.1: the header block is 32 bytes plus the subject.
         let mut out = BytesMut::new();
         encode_no_responders(&mut out, b"r", b"1", b"x");
-        assert_eq!(&out[..], b"HMSG r 1 33 33\r\nNATS/1.0 503\r\nNats-Subject: x\r\n\r\n\r\n");
+        assert_eq!(
+            &out[..],
+            b"HMSG r 1 33 33\r\nNATS/1.0 503\r\nNats-Subject: x\r\n\r\n\r\n"
+        );
     }
 
     #[test]
@@ -224,11 +321,47 @@ mod tests {
     }
 
     #[test]
-    fn connect_defaults_are_nats_servers() {
-        let c: ConnectOptions = serde_json::from_str("{}").unwrap();
+    fn connect_applies_on_top_of_current_options() {
+        let mut c = ConnectOptions::default();
+        c.apply(b"{}").unwrap();
         assert!(c.verbose && c.pedantic && c.echo && !c.headers && !c.no_responders);
-        let c: ConnectOptions =
-            serde_json::from_str(r#"{"verbose":false,"echo":false,"unknown":[1,2]}"#).unwrap();
+        c.apply(br#"{"verbose":false,"echo":false,"unknown":[1,2]}"#)
+            .unwrap();
         assert!(!c.verbose && c.pedantic && !c.echo);
+        c.apply(br#"{"VERBOSE":true,"Headers":true,"name":null}"#)
+            .unwrap();
+        assert!(c.verbose && c.headers && !c.echo);
+        c.apply(b"null").unwrap();
+        assert!(c.verbose);
+    }
+
+    #[test]
+    fn connect_errors() {
+        let mut c = ConnectOptions::default();
+        for bad in [
+            &b""[..],
+            b"{bad json",
+            br#"{"verbose":"yes"}"#,
+            br#"{"verbose":1}"#,
+            br#"{"name":5}"#,
+            b"[]",
+            b"\"x\"",
+            br#"{"verbose":true}{}"#,
+            br#"{"verbose":true} x"#,
+            br#"{"protocol":1.5}"#,
+        ] {
+            assert!(c.apply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn log_names() {
+        let mut c = ConnectOptions::default();
+        assert_eq!(c.log_name(), None);
+        c.apply(br#"{"name":"cli"}"#).unwrap();
+        assert_eq!(c.log_name().as_deref(), Some("cli"));
+        c.apply(br#"{"lang":"go","version":"1.0","name":"n"}"#)
+            .unwrap();
+        assert_eq!(c.log_name().as_deref(), Some("v1.0:go:n"));
     }
 }

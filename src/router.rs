@@ -37,7 +37,9 @@ impl Connection {
 
     /// Locks the sid map (a poisoned map is still consistent: every change is one insert or
     /// remove).
-    pub fn subs(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, Arc<Subscription>, ahash::RandomState>> {
+    pub fn subs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Bytes, Arc<Subscription>, ahash::RandomState>> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -188,7 +190,18 @@ impl Router {
 
     /// Number of subscriptions in the sublist.
     pub fn subscription_count(&self) -> usize {
-        self.sublist.read().unwrap_or_else(|p| p.into_inner()).count()
+        self.sublist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .count()
+    }
+
+    /// True when the sublist holds no subscription and no trie node at all.
+    pub fn sublist_is_empty(&self) -> bool {
+        self.sublist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     fn sublist_mut(&self) -> std::sync::RwLockWriteGuard<'_, Sublist<Subscription>> {

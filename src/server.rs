@@ -53,6 +53,8 @@ impl Shared {
             max_payload: self.opts.max_payload,
             client_id: cid,
             client_ip: client.ip().to_string(),
+            connect_info: false,
+            remote_account: None,
         }
     }
 }
@@ -69,7 +71,10 @@ impl Server {
         let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
         let addr = listener.local_addr()?;
         let server_id = new_server_id();
-        let server_name = opts.server_name.clone().unwrap_or_else(|| server_id.clone());
+        let server_name = opts
+            .server_name
+            .clone()
+            .unwrap_or_else(|| server_id.clone());
         let shared = Arc::new(Shared {
             opts,
             router: Router::new(),

@@ -41,7 +41,9 @@ pub fn is_valid_literal(subject: &[u8]) -> bool {
 
 /// True when one of the tokens of `subject` is exactly `*` or `>`.
 pub fn has_wildcard(subject: &[u8]) -> bool {
-    subject.split(|&b| b == SEPARATOR).any(|t| t == PWC || t == FWC)
+    subject
+        .split(|&b| b == SEPARATOR)
+        .any(|t| t == PWC || t == FWC)
 }
 
 /// True when the literal `subject` matches `filter` (which may hold wildcards). This is the
@@ -67,12 +69,38 @@ mod tests {
     fn filters() {
         // The cases of nats-server's TestSublistValidSubjects/TestValidateSubject, in our words.
         let valid: &[&str] = &[
-            "foo", "foo.bar", "foo.*", "foo.>", "*", ">", "*.>", "foo.*.bar", "foo*", "foo.bar*",
-            "a>", "foo.>bar", "*.*.*", "_INBOX.abc.*", "$SYS.x", "ünïcode.x",
+            "foo",
+            "foo.bar",
+            "foo.*",
+            "foo.>",
+            "*",
+            ">",
+            "*.>",
+            "foo.*.bar",
+            "foo*",
+            "foo.bar*",
+            "a>",
+            "foo.>bar",
+            "*.*.*",
+            "_INBOX.abc.*",
+            "$SYS.x",
+            "ünïcode.x",
         ];
         let invalid: &[&str] = &[
-            "", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", ">.foo", "foo bar", "foo\tbar",
-            "foo\r", "foo\n", "a.\x0c", " ", "foo.> ",
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo.>.bar",
+            ">.foo",
+            "foo bar",
+            "foo\tbar",
+            "foo\r",
+            "foo\n",
+            "a.\x0c",
+            " ",
+            "foo.> ",
         ];
         for s in valid {
             assert!(is_valid_filter(s.as_bytes()), "{s:?} should be valid");
@@ -115,7 +143,11 @@ mod tests {
             ("a.*.c.>", "a.b.c", false),
         ];
         for (filter, subject, want) in cases {
-            assert_eq!(matches(filter.as_bytes(), subject.as_bytes()), *want, "{filter} ~ {subject}");
+            assert_eq!(
+                matches(filter.as_bytes(), subject.as_bytes()),
+                *want,
+                "{filter} ~ {subject}"
+            );
         }
     }
 }

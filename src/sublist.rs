@@ -34,7 +34,10 @@ pub struct SublistResult<T> {
 
 impl<T> SublistResult<T> {
     fn empty() -> Self {
-        SublistResult { psubs: Vec::new(), qsubs: Vec::new() }
+        SublistResult {
+            psubs: Vec::new(),
+            qsubs: Vec::new(),
+        }
     }
 
     /// True when nothing matched.
@@ -68,7 +71,10 @@ struct Node<T> {
 
 impl<T> Default for Sublist<T> {
     fn default() -> Self {
-        Sublist { root: Level::new(), count: 0 }
+        Sublist {
+            root: Level::new(),
+            count: 0,
+        }
     }
 }
 
@@ -144,7 +150,9 @@ where
                 match_level(next, tokens.clone(), result);
             }
         }
-        let Some(node) = level.literals.get(token) else { return };
+        let Some(node) = level.literals.get(token) else {
+            return;
+        };
         if last {
             node.add_to(result);
             return;
@@ -158,7 +166,11 @@ where
 
 impl<T> Level<T> {
     fn new() -> Self {
-        Level { literals: HashMap::default(), pwc: None, fwc: None }
+        Level {
+            literals: HashMap::default(),
+            pwc: None,
+            fwc: None,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -200,8 +212,12 @@ impl<T> Level<T> {
     }
 
     fn remove(&mut self, tokens: &[&[u8]], queue: Option<&[u8]>, sub: &Arc<T>) -> bool {
-        let Some((token, rest)) = tokens.split_first() else { return false };
-        let Some(node) = self.child_mut(token) else { return false };
+        let Some((token, rest)) = tokens.split_first() else {
+            return false;
+        };
+        let Some(node) = self.child_mut(token) else {
+            return false;
+        };
         let removed = if rest.is_empty() {
             node.remove(queue, sub)
         } else {
@@ -225,7 +241,11 @@ impl<T> Level<T> {
 
 impl<T> Node<T> {
     fn new() -> Self {
-        Node { next: None, psubs: Vec::new(), qsubs: Vec::new() }
+        Node {
+            next: None,
+            psubs: Vec::new(),
+            qsubs: Vec::new(),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -237,7 +257,10 @@ impl<T> Node<T> {
             None => self.psubs.push(sub),
             Some(name) => match self.qsubs.iter_mut().find(|g| &*g.name == name) {
                 Some(group) => group.members.push(sub),
-                None => self.qsubs.push(QueueGroup { name: name.into(), members: vec![sub] }),
+                None => self.qsubs.push(QueueGroup {
+                    name: name.into(),
+                    members: vec![sub],
+                }),
             },
         }
     }
@@ -296,7 +319,11 @@ mod tests {
 
     /// The result as sets: plain ids, and queue name -> member ids.
     fn shape(r: &SublistResult<u32>) -> (BTreeSet<u32>, BTreeMap<Vec<u8>, BTreeSet<u32>>) {
-        let q = r.qsubs.iter().map(|g| (g.name.to_vec(), ids(&g.members))).collect();
+        let q = r
+            .qsubs
+            .iter()
+            .map(|g| (g.name.to_vec(), ids(&g.members)))
+            .collect();
         (ids(&r.psubs), q)
     }
 
@@ -304,7 +331,17 @@ mod tests {
     fn literal_and_wildcards() {
         // The shapes of nats-server's TestSublistMatchLiterals and friends.
         let mut s = Sublist::new();
-        let filters = ["foo", "foo.bar", "foo.*", "foo.>", "*.bar", ">", "*", "foo.*.baz", "a.b.c"];
+        let filters = [
+            "foo",
+            "foo.bar",
+            "foo.*",
+            "foo.>",
+            "*.bar",
+            ">",
+            "*",
+            "foo.*.baz",
+            "a.b.c",
+        ];
         for (i, f) in filters.iter().enumerate() {
             s.insert(f.as_bytes(), None, Arc::new(i as u32));
         }
@@ -317,7 +354,16 @@ mod tests {
                 .collect();
             assert_eq!(ids(&s.matches(subject.as_bytes()).psubs), want, "{subject}");
         };
-        for subject in ["foo", "foo.bar", "foo.baz", "foo.bar.baz", "x.bar", "a.b.c", "a", "x.y.z"] {
+        for subject in [
+            "foo",
+            "foo.bar",
+            "foo.baz",
+            "foo.bar.baz",
+            "x.bar",
+            "a.b.c",
+            "a",
+            "x.y.z",
+        ] {
             check(subject);
         }
         assert_eq!(s.count(), filters.len());
@@ -389,7 +435,11 @@ mod tests {
     }
 
     fn token() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("c".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string())
+        ]
     }
 
     fn literal() -> impl Strategy<Value = String> {
@@ -408,7 +458,10 @@ mod tests {
     }
 
     fn step() -> impl Strategy<Value = Step> {
-        let queue = prop::option::weighted(0.3, prop_oneof![Just("q1".to_string()), Just("q2".to_string())]);
+        let queue = prop::option::weighted(
+            0.3,
+            prop_oneof![Just("q1".to_string()), Just("q2".to_string())],
+        );
         prop_oneof![
             3 => (filter(), queue).prop_map(|(f, q)| Step::Insert(f, q)),
             1 => any::<usize>().prop_map(Step::Remove),

@@ -1,0 +1,692 @@
+//! Black-box protocol tests: an in-process server driven with raw bytes. Expected bytes are the
+//! ones nats-server 2.15.1 sends for the same input (recorded in shared/research/probe-2.15.1.md).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{eventually, jump, TestServer};
+use tern::Options;
+
+const QUIET: &str = "CONNECT {\"verbose\":false,\"pedantic\":false}\r\n";
+
+#[tokio::test]
+async fn info_carries_the_fields_clients_rely_on() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    let info = &c.info;
+    assert_eq!(info["version"], "2.15.1");
+    assert_eq!(info["proto"], 1);
+    assert_eq!(info["headers"], true);
+    assert_eq!(info["max_payload"], 1048576);
+    assert_eq!(info["port"], server.addr.port());
+    assert_eq!(info["host"], "127.0.0.1");
+    assert_eq!(info["client_ip"], "127.0.0.1");
+    assert!(info["client_id"].as_u64().unwrap() >= 1);
+    let id = info["server_id"].as_str().unwrap();
+    assert!(id.len() == 56 && id.starts_with('N'), "{id}");
+    assert_eq!(info["server_name"], id);
+    assert!(info.get("auth_required").is_none());
+    // Client ids are unique.
+    let d = server.raw().await;
+    assert_ne!(d.info["client_id"], c.info["client_id"]);
+    c.expect_before_pong("").await;
+}
+
+#[tokio::test]
+async fn info_line_ends_like_nats_servers() {
+    let server = TestServer::start().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n") {
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+            .await
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"INFO {\"server_id\":"));
+    assert!(
+        got.ends_with(b"} \r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[tokio::test]
+async fn telnet_session_without_connect() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    // Bare \n ends control lines; verbose is on until a CONNECT turns it off.
+    c.send("SUB foo 1\nPUB foo 5\nhello\r\n").await;
+    c.expect("+OK\r\n+OK\r\nMSG foo 1 5\r\nhello\r\n").await;
+    c.send("ping\n").await;
+    c.expect("PONG\r\n").await;
+    c.send("sub bar 2\r\npub bar 2\r\nhi\r\nPiNg\r\n").await;
+    c.expect("+OK\r\n+OK\r\nMSG bar 2 2\r\nhi\r\nPONG\r\n")
+        .await;
+    // Whatever follows PING on its line is ignored, as nats-server does.
+    c.send("PINGX\r\nPING foo\r\n").await;
+    c.expect("PONG\r\nPONG\r\n").await;
+}
+
+#[tokio::test]
+async fn connect_options_apply_on_top_of_the_defaults() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    // CONNECT {} keeps verbose and pedantic on.
+    c.send("CONNECT {}\r\n").await;
+    c.expect("+OK\r\n").await;
+    c.send("PUB foo.* 1\r\nx\r\n").await;
+    c.expect("-ERR 'Invalid Publish Subject'\r\n+OK\r\n").await;
+    c.send("CONNECT {\"VERBOSE\":false}\r\n").await;
+    c.expect_before_pong("").await;
+    // A second CONNECT re-applies options.
+    c.send("CONNECT {\"verbose\":true}\r\n").await;
+    c.expect("+OK\r\n").await;
+    c.send("CONNECT null\r\n").await;
+    c.expect("+OK\r\n").await;
+}
+
+#[tokio::test]
+async fn pedantic_reports_bad_publish_subjects_and_still_routes() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send("SUB foo.* 1\r\nPUB foo.* 1\r\nx\r\n").await;
+    c.expect("+OK\r\n-ERR 'Invalid Publish Subject'\r\n+OK\r\nMSG foo.* 1 1\r\nx\r\n")
+        .await;
+    // Subjects with empty tokens never match, not even `>`.
+    c.send("SUB > 2\r\nPUB foo..bar 1\r\nx\r\n").await;
+    c.expect("+OK\r\n-ERR 'Invalid Publish Subject'\r\n+OK\r\n")
+        .await;
+    c.expect_before_pong("").await;
+    let mut quiet = server.raw().await;
+    quiet.send(QUIET).await;
+    quiet
+        .send("SUB > 1\r\nPUB foo..bar 1\r\nx\r\nPUB foo* 1\r\ny\r\n")
+        .await;
+    quiet.expect_before_pong("MSG foo* 1 1\r\ny\r\n").await;
+}
+
+#[tokio::test]
+async fn every_wildcard_shape() {
+    let server = TestServer::start().await;
+    let mut sub = server.raw().await;
+    sub.send(QUIET).await;
+    sub.send(
+        "SUB foo.bar 1\r\nSUB foo.* 2\r\nSUB foo.> 3\r\nSUB > 4\r\nSUB *.bar 5\r\nSUB * 6\r\n",
+    )
+    .await;
+    sub.send("SUB foo.*.baz 7\r\nSUB foo* 8\r\n").await;
+    sub.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+    let cases: &[(&str, &[&str])] = &[
+        ("foo.bar", &["1", "2", "3", "4", "5"]),
+        ("foo", &["4", "6"]),
+        ("foo.bar.baz", &["3", "4", "7"]),
+        ("foo.x.baz.y", &["3", "4"]),
+        ("x.bar", &["4", "5"]),
+        ("foo*", &["4", "6", "8"]),
+    ];
+    for (subject, sids) in cases {
+        publisher.send(format!("PUB {subject} 2\r\nhi\r\n")).await;
+        publisher.expect_before_pong("").await;
+        let mut got: Vec<String> = sub
+            .read_msgs(sids.len())
+            .await
+            .iter()
+            .map(|m| m.split_whitespace().nth(2).unwrap().to_string())
+            .collect();
+        got.sort();
+        assert_eq!(got, *sids, "{subject}");
+        sub.expect_before_pong("").await;
+    }
+}
+
+#[tokio::test]
+async fn queue_groups_deliver_each_message_once_per_group() {
+    let server = TestServer::start().await;
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let mut m = server.raw().await;
+        m.send(QUIET).await;
+        m.send(format!("SUB work.* workers {i}\r\n")).await;
+        m.expect_before_pong("").await;
+        members.push(m);
+    }
+    let mut other_group = server.raw().await;
+    other_group
+        .send(format!("{QUIET}SUB work.> audit 9\r\n"))
+        .await;
+    other_group.expect_before_pong("").await;
+    let mut plain = server.raw().await;
+    plain.send(format!("{QUIET}SUB work.item 1\r\n")).await;
+    plain.expect_before_pong("").await;
+
+    let total = 300;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+    let batch: String = (0..total)
+        .map(|i| format!("PUB work.item 4\r\n{i:04}\r\n"))
+        .collect();
+    publisher.send(batch).await;
+    publisher.expect_before_pong("").await;
+
+    assert_eq!(plain.read_msgs(total).await.len(), total);
+    assert_eq!(other_group.read_msgs(total).await.len(), total);
+    // Every message reached exactly one member; with 300 random picks each member got some.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_member = Vec::new();
+    let mut remaining = total;
+    for (i, m) in members.iter_mut().enumerate() {
+        // Everything has been delivered once the PONGs above came back, so a PING barrier
+        // tells how many this member got.
+        m.send("PING\r\n").await;
+        let mut count = 0;
+        loop {
+            let line = m.read_line().await;
+            if line == "PONG\r\n" {
+                break;
+            }
+            let body = m.read_line().await;
+            assert!(line.starts_with(&format!("MSG work.item {i} 4")), "{line}");
+            *seen.entry(body).or_default() += 1;
+            count += 1;
+        }
+        remaining -= count;
+        per_member.push(count);
+    }
+    assert_eq!(remaining, 0, "spread {per_member:?}");
+    assert_eq!(seen.len(), total);
+    assert!(seen.values().all(|&n| n == 1));
+    assert!(per_member.iter().all(|&n| n > 0), "spread {per_member:?}");
+}
+
+#[tokio::test]
+async fn request_reply_passes_the_reply_subject() {
+    let server = TestServer::start().await;
+    let mut responder = server.raw().await;
+    responder.send(format!("{QUIET}SUB svc.echo q 1\r\n")).await;
+    responder.expect_before_pong("").await;
+    let mut requester = server.raw().await;
+    requester
+        .send(format!(
+            "{QUIET}SUB _INBOX.abc.* 7\r\nPUB svc.echo _INBOX.abc.1 4\r\nping\r\n"
+        ))
+        .await;
+    let request = responder.read_msgs(1).await;
+    assert_eq!(request[0], "MSG svc.echo 1 _INBOX.abc.1 4\r\nping\r\n");
+    responder.send("PUB _INBOX.abc.1 4\r\npong\r\n").await;
+    assert_eq!(
+        requester.read_msgs(1).await[0],
+        "MSG _INBOX.abc.1 7 4\r\npong\r\n"
+    );
+}
+
+#[tokio::test]
+async fn no_responders_status_matches_nats_server() {
+    let server = TestServer::start().await;
+    let nr = "CONNECT {\"headers\":true,\"no_responders\":true,\"verbose\":false}\r\n";
+    let mut c = server.raw().await;
+    c.send(format!("{nr}SUB r 1\r\nPUB x r 5\r\nhello\r\n"))
+        .await;
+    c.expect("HMSG r 1 33 33\r\nNATS/1.0 503\r\nNats-Subject: x\r\n\r\n\r\n")
+        .await;
+    // A wildcard inbox subscription receives it on the reply subject.
+    c.send("SUB r.* 2\r\nHPUB y r.abc 12 17\r\nNATS/1.0\r\n\r\nhello\r\n")
+        .await;
+    c.expect("HMSG r.abc 2 33 33\r\nNATS/1.0 503\r\nNats-Subject: y\r\n\r\n\r\n")
+        .await;
+    // No reply, or no own plain subscription on the reply: nothing.
+    c.send("PUB x 0\r\n\r\nSUB q.r workers 3\r\nPUB x q.r 0\r\n\r\nPUB x other 0\r\n\r\n")
+        .await;
+    c.expect_before_pong("").await;
+    // With echo on, its own subscription on the subject is a responder.
+    c.send("SUB x 4\r\nPUB x r 0\r\n\r\n").await;
+    c.expect_before_pong("MSG x 4 r 0\r\n\r\n").await;
+
+    let mut plain = server.raw().await;
+    plain
+        .send("CONNECT {\"headers\":true,\"verbose\":false}\r\nSUB r 1\r\nPUB x r 0\r\n\r\n")
+        .await;
+    plain.expect_before_pong("").await;
+
+    let mut verbose = server.raw().await;
+    verbose
+        .send("CONNECT {\"headers\":true,\"no_responders\":true}\r\nSUB r 1\r\nPUB z r 0\r\n\r\n")
+        .await;
+    verbose
+        .expect(
+            "+OK\r\n+OK\r\n+OK\r\nHMSG r 1 33 33\r\nNATS/1.0 503\r\nNats-Subject: z\r\n\r\n\r\n",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn headers_are_stripped_for_subscribers_without_them() {
+    let server = TestServer::start().await;
+    let mut with = server.raw().await;
+    with.send("CONNECT {\"headers\":true,\"verbose\":false}\r\nSUB foo 1\r\n")
+        .await;
+    with.expect_before_pong("").await;
+    let mut without = server.raw().await;
+    without.send(format!("{QUIET}SUB foo 2\r\n")).await;
+    without.expect_before_pong("").await;
+    let mut telnet = server.raw().await;
+    telnet.send("SUB foo 3\r\n").await;
+    telnet.expect("+OK\r\n").await;
+
+    with.send("HPUB foo rep 18 23\r\nNATS/1.0\r\nA: B\r\n\r\nhello\r\n")
+        .await;
+    with.expect("HMSG foo 1 rep 18 23\r\nNATS/1.0\r\nA: B\r\n\r\nhello\r\n")
+        .await;
+    without.expect("MSG foo 2 rep 5\r\nhello\r\n").await;
+    telnet.expect("MSG foo 3 rep 5\r\nhello\r\n").await;
+    // An empty header block is a plain message.
+    with.send("HPUB foo 0 2\r\nhi\r\n").await;
+    with.expect("MSG foo 1 2\r\nhi\r\n").await;
+    without.expect("MSG foo 2 2\r\nhi\r\n").await;
+}
+
+#[tokio::test]
+async fn hpub_without_headers_closes_silently() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send("SUB foo 1\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n")
+        .await;
+    c.expect_closed_after("+OK\r\n").await;
+}
+
+#[tokio::test]
+async fn echo_false_suppresses_own_messages() {
+    let server = TestServer::start().await;
+    let mut a = server.raw().await;
+    a.send("CONNECT {\"echo\":false,\"verbose\":false}\r\nSUB foo 1\r\n")
+        .await;
+    a.expect_before_pong("").await;
+    let mut b = server.raw().await;
+    b.send(format!("{QUIET}SUB foo 2\r\n")).await;
+    b.expect_before_pong("").await;
+    a.send("PUB foo 2\r\nhi\r\n").await;
+    a.expect_before_pong("").await;
+    b.expect("MSG foo 2 2\r\nhi\r\n").await;
+    b.send("PUB foo 2\r\nyo\r\n").await;
+    a.expect("MSG foo 1 2\r\nyo\r\n").await;
+    b.expect("MSG foo 2 2\r\nyo\r\n").await;
+}
+
+#[tokio::test]
+async fn auto_unsubscribe_counts_earlier_deliveries() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send(QUIET).await;
+    c.send("SUB foo 1\r\nUNSUB 1 2\r\nPUB foo 1\r\na\r\nPUB foo 1\r\nb\r\nPUB foo 1\r\nc\r\n")
+        .await;
+    c.expect_before_pong("MSG foo 1 1\r\na\r\nMSG foo 1 1\r\nb\r\n")
+        .await;
+    // Delivered before the UNSUB counts: 2 delivered, max 3 -> one more.
+    c.send("SUB bar 2\r\nPUB bar 1\r\na\r\nPUB bar 1\r\nb\r\nUNSUB 2 3\r\n")
+        .await;
+    c.send("PUB bar 1\r\nc\r\nPUB bar 1\r\nd\r\n").await;
+    c.expect_before_pong("MSG bar 2 1\r\na\r\nMSG bar 2 1\r\nb\r\nMSG bar 2 1\r\nc\r\n")
+        .await;
+    // A max already reached removes the subscription at once; so does a max of 0 or garbage.
+    c.send("SUB baz 3\r\nPUB baz 1\r\na\r\nUNSUB 3 1\r\nPUB baz 1\r\nb\r\n")
+        .await;
+    c.expect_before_pong("MSG baz 3 1\r\na\r\n").await;
+    c.send("SUB q 4\r\nUNSUB 4 0\r\nSUB r 5\r\nUNSUB 5 abc\r\nPUB q 1\r\na\r\nPUB r 1\r\nb\r\n")
+        .await;
+    c.expect_before_pong("").await;
+    eventually("subscriptions gone", || {
+        server.shared.router.subscription_count() == 0
+    })
+    .await;
+    // The sid can be reused once the subscription is gone.
+    c.send("SUB foo 1\r\nPUB foo 1\r\nz\r\n").await;
+    c.expect_before_pong("MSG foo 1 1\r\nz\r\n").await;
+}
+
+#[tokio::test]
+async fn duplicate_sid_is_ignored() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send("SUB foo 1\r\nSUB bar 1\r\nPUB foo 1\r\nx\r\nPUB bar 1\r\ny\r\n")
+        .await;
+    c.expect_before_pong("+OK\r\n+OK\r\n+OK\r\nMSG foo 1 1\r\nx\r\n+OK\r\n")
+        .await;
+}
+
+#[tokio::test]
+async fn errors_that_keep_the_connection_open() {
+    let mut opts = Options::default();
+    opts.max_subscriptions = 1;
+    let server = TestServer::with(opts).await;
+    let mut c = server.raw().await;
+    c.send("SUB a..b 1\r\nSUB foo.>.x 2\r\nSUB .foo 3\r\n")
+        .await;
+    c.expect_before_pong("-ERR 'Invalid Subject'\r\n".repeat(3))
+        .await;
+    c.send("SUB ok 1\r\nSUB more 2\r\n").await;
+    c.expect_before_pong("+OK\r\n-ERR 'maximum subscriptions exceeded'\r\n")
+        .await;
+    c.send("PUB more 1\r\nx\r\nPUB ok 1\r\ny\r\n").await;
+    c.expect_before_pong("+OK\r\n+OK\r\nMSG ok 1 1\r\ny\r\n")
+        .await;
+}
+
+/// Each input and what nats-server answers before closing the connection.
+#[tokio::test]
+async fn errors_that_close_the_connection() {
+    let server = TestServer::start().await;
+    let unknown = "-ERR 'Unknown Protocol Operation'\r\n";
+    let cases: &[(&str, &str)] = &[
+        ("FOO\r\n", unknown),
+        ("\r\n", unknown),
+        (" PING\r\n", unknown),
+        ("PUB\r\n", unknown),
+        ("SUB\r\n", unknown),
+        ("MSG foo 1 2\r\nhi\r\n", unknown),
+        ("PUB foo 5\r\nhelloXY", unknown),
+        ("PUB foo 5\r\nhello\n", unknown),
+        (
+            "PUB foo 2000000\r\n",
+            "-ERR 'Maximum Payload Violation'\r\n",
+        ),
+        (
+            "CONNECT {\"protocol\":2}\r\n",
+            "-ERR 'invalid client protocol'\r\n",
+        ),
+        (
+            "CONNECT {\"no_responders\":true}\r\n",
+            "-ERR 'no responders requires headers support'\r\n",
+        ),
+        // Malformed arguments: closed without a word.
+        ("PUB foo\r\n", ""),
+        ("PUB foo bar\r\n", ""),
+        ("PUB foo 1 2 3\r\n", ""),
+        ("SUB foo\r\n", ""),
+        ("UNSUB 1 1 1\r\n", ""),
+        ("CONNECT {bad json\r\n", ""),
+        ("CONNECT {\"verbose\":\"yes\"}\r\n", ""),
+        ("INFO garbage\r\n", ""),
+        ("-ERR 'x'\r\n", ""),
+    ];
+    for (input, answer) in cases {
+        let mut c = server.raw().await;
+        c.send(QUIET).await;
+        c.send(input).await;
+        c.expect_closed_after(answer).await;
+    }
+    let long = format!("PUB {} 1\r\nx\r\n", "a".repeat(5000));
+    let mut c = server.raw().await;
+    c.send(long).await;
+    c.expect_closed_after("-ERR 'maximum control line exceeded'\r\n")
+        .await;
+    // A control line that never ends is refused once it is too long.
+    let mut c = server.raw().await;
+    c.send(format!("SUB {}", "a".repeat(5000))).await;
+    c.expect_closed_after("-ERR 'maximum control line exceeded'\r\n")
+        .await;
+}
+
+#[tokio::test]
+async fn client_ok_and_info_are_ignored() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send(QUIET).await;
+    c.send("+OK\r\nINFO {}\r\nPONG\r\n").await;
+    c.expect_before_pong("").await;
+}
+
+#[tokio::test]
+async fn max_connections_refuses_with_the_nats_error() {
+    let mut opts = Options::default();
+    opts.max_connections = 1;
+    let server = TestServer::with(opts).await;
+    let mut first = server.raw().await;
+    let mut second = server.raw().await;
+    second
+        .expect_closed_after("-ERR 'maximum connections exceeded'\r\n")
+        .await;
+    first.expect_before_pong("").await;
+}
+
+#[tokio::test]
+async fn connect_info_follows_the_first_pong_for_protocol_1() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    c.send("CONNECT {\"protocol\":1,\"verbose\":false}\r\nPING\r\n")
+        .await;
+    c.expect("PONG\r\n").await;
+    let line = c.read_line().await;
+    let info: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim_end()).unwrap();
+    assert_eq!(info["connect_info"], true);
+    assert_eq!(info["remote_account"], "$G");
+    assert_eq!(info["client_id"], c.info["client_id"]);
+    // Only once.
+    c.expect_before_pong("").await;
+    let mut old = server.raw().await;
+    old.send("CONNECT {\"verbose\":false}\r\n").await;
+    old.expect_before_pong("").await;
+    old.expect_before_pong("").await;
+}
+
+#[tokio::test]
+async fn auth_user_and_password() {
+    let mut opts = Options::default();
+    opts.username = Some("u".into());
+    opts.password = Some("p".into());
+    let server = TestServer::with(opts).await;
+    let violation = "-ERR 'Authorization Violation'\r\n";
+    let mut c = server.raw().await;
+    assert_eq!(c.info["auth_required"], true);
+    c.send("PING\r\n").await;
+    c.expect_closed_after(violation).await;
+    for bad in [
+        r#"{"user":"u","pass":"bad"}"#,
+        r#"{"user":"x","pass":"p"}"#,
+        "{}",
+        r#"{"auth_token":"p"}"#,
+    ] {
+        let mut c = server.raw().await;
+        c.send(format!("CONNECT {bad}\r\n")).await;
+        c.expect_closed_after(violation).await;
+    }
+    let mut good = server.raw().await;
+    good.send(
+        "CONNECT {\"user\":\"u\",\"pass\":\"p\",\"verbose\":false}\r\nSUB x 1\r\nPUB x 1\r\na\r\n",
+    )
+    .await;
+    good.expect_before_pong("MSG x 1 1\r\na\r\n").await;
+}
+
+#[tokio::test]
+async fn auth_token() {
+    let mut opts = Options::default();
+    opts.token = Some("s3cr3t".into());
+    let server = TestServer::with(opts).await;
+    let mut bad = server.raw().await;
+    bad.send("CONNECT {\"auth_token\":\"nope\"}\r\n").await;
+    bad.expect_closed_after("-ERR 'Authorization Violation'\r\n")
+        .await;
+    let mut good = server.raw().await;
+    good.send("CONNECT {\"auth_token\":\"s3cr3t\"}\r\n").await;
+    good.expect("+OK\r\n").await;
+}
+
+#[tokio::test]
+async fn auth_timeout_closes_silent_clients() {
+    let mut opts = Options::default();
+    opts.token = Some("t".into());
+    opts.auth_timeout = Duration::from_millis(200);
+    let server = TestServer::with(opts).await;
+    let mut c = server.raw().await;
+    c.expect_closed_after("-ERR 'Authentication Timeout'\r\n")
+        .await;
+}
+
+#[tokio::test]
+async fn unanswered_pings_make_a_stale_connection() {
+    let mut opts = Options::default();
+    opts.ping_interval = Duration::from_secs(60);
+    let server = TestServer::with(opts).await;
+    let mut c = server.raw().await;
+    // The first PING comes after 2 s (nats-server's first client ping), then one per interval;
+    // the third tick finds ping_max (2) PINGs unanswered.
+    jump(Duration::from_millis(1900)).await;
+    c.expect_before_pong("").await;
+    jump(Duration::from_millis(200)).await;
+    c.expect("PING\r\n").await;
+    jump(Duration::from_secs(59)).await;
+    c.expect_before_pong("").await;
+    jump(Duration::from_secs(1)).await;
+    c.expect("PING\r\n").await;
+    jump(Duration::from_secs(60)).await;
+    c.expect_closed_after("-ERR 'Stale Connection'\r\n").await;
+}
+
+#[tokio::test]
+async fn answered_pings_keep_the_connection() {
+    let mut opts = Options::default();
+    opts.ping_interval = Duration::from_secs(60);
+    let server = TestServer::with(opts).await;
+    let mut c = server.raw().await;
+    jump(Duration::from_secs(2)).await;
+    for _ in 0..5 {
+        c.expect("PING\r\n").await;
+        c.send("PONG\r\n").await;
+        c.expect_before_pong("").await;
+        jump(Duration::from_secs(60)).await;
+    }
+    c.expect("PING\r\n").await;
+}
+
+#[tokio::test]
+async fn active_clients_are_not_pinged_once_their_rtt_is_known() {
+    let mut opts = Options::default();
+    opts.ping_interval = Duration::from_secs(60);
+    let server = TestServer::with(opts).await;
+    let mut c = server.raw().await;
+    jump(Duration::from_secs(2)).await;
+    c.expect("PING\r\n").await;
+    c.send("PONG\r\n").await;
+    for _ in 0..4 {
+        jump(Duration::from_secs(40)).await;
+        // Traffic within the interval: the timer skips its PING.
+        c.expect_before_pong("").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_cut_without_slowing_others() {
+    let mut opts = Options::default();
+    opts.max_pending = 1024 * 1024;
+    let server = TestServer::with(opts).await;
+    let mut slow = server.raw().await;
+    slow.send(format!("{QUIET}SUB flood 1\r\n")).await;
+    slow.expect_before_pong("").await;
+    let mut fast = server.raw().await;
+    fast.send(format!("{QUIET}SUB flood 2\r\n")).await;
+    fast.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+
+    // 32 MB through a subscriber that never reads: far past its 1 MiB budget and what the
+    // kernel's socket buffers absorb.
+    let payload = "x".repeat(1024);
+    let count = 32 * 1024;
+    let frame_len = "MSG flood 2 1024\r\n".len() + 1024 + 2;
+    let reader = tokio::spawn(async move {
+        let mut total = 0;
+        let mut chunk = vec![0u8; 256 * 1024];
+        while total < count * frame_len {
+            let n = tokio::io::AsyncReadExt::read(&mut fast.stream, &mut chunk)
+                .await
+                .unwrap();
+            assert!(n > 0, "the fast subscriber was closed after {total} bytes");
+            total += n;
+        }
+        fast
+    });
+    let batch = format!("PUB flood 1024\r\n{payload}\r\n").repeat(64);
+    for i in 0..count / 64 {
+        publisher.send(&batch).await;
+        if i % 4 == 3 {
+            // Keep the publisher within reach of the fast reader; the slow one falls behind
+            // regardless.
+            publisher.expect_before_pong("").await;
+        }
+    }
+    publisher.expect_before_pong("").await;
+    let mut fast = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    fast.expect_before_pong("").await;
+    // The slow one was closed, with no -ERR (nats-server sends none for a slow consumer).
+    let cid = slow.info["client_id"].as_u64().unwrap();
+    eventually("slow consumer removed", || {
+        server
+            .shared
+            .router
+            .connections_snapshot()
+            .iter()
+            .all(|c| c.cid != cid)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_client_does_not_disturb_a_good_one() {
+    let server = TestServer::start().await;
+    let mut good = server.raw().await;
+    good.send(format!("{QUIET}SUB work 1\r\n")).await;
+    good.expect_before_pong("").await;
+    let mut bad = server.raw().await;
+    bad.send("PUB work 3\r\nab").await;
+    good.send("PUB work 2\r\nok\r\n").await;
+    good.expect("MSG work 1 2\r\nok\r\n").await;
+    bad.send("\x00\x01garbage\r\n").await;
+    bad.expect_closed_after("-ERR 'Unknown Protocol Operation'\r\n")
+        .await;
+    good.send("PUB work 2\r\nok\r\n").await;
+    good.expect_before_pong("MSG work 1 2\r\nok\r\n").await;
+}
+
+#[tokio::test]
+async fn subscriptions_are_pruned_on_unsub_and_disconnect() {
+    let server = TestServer::start().await;
+    let mut a = server.raw().await;
+    a.send(QUIET).await;
+    for i in 0..100 {
+        a.send(format!("SUB a.{i}.x {i}\r\nSUB b.*.{i} q {}\r\n", 1000 + i))
+            .await;
+    }
+    a.expect_before_pong("").await;
+    assert_eq!(server.shared.router.subscription_count(), 200);
+    for i in 0..100 {
+        a.send(format!("UNSUB {i}\r\n")).await;
+    }
+    a.expect_before_pong("").await;
+    assert_eq!(server.shared.router.subscription_count(), 100);
+    drop(a);
+    eventually("sublist empty", || server.shared.router.sublist_is_empty()).await;
+    assert_eq!(server.shared.router.subscription_count(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_queued_messages() {
+    let server = TestServer::start().await;
+    let mut sub = server.raw().await;
+    sub.send(format!("{QUIET}SUB x 1\r\n")).await;
+    sub.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(format!("{QUIET}PUB x 3\r\nbye\r\n")).await;
+    publisher.expect_before_pong("").await;
+    server.shutdown().await;
+    sub.expect_closed_after("MSG x 1 3\r\nbye\r\n").await;
+}
