@@ -88,8 +88,8 @@ struct Client {
     to_flush: Vec<Arc<Connection>>,
     pings_out: u32,
     last_in: Instant,
-    /// A PONG answered one of our PINGs: the round trip is known.
-    rtt_known: bool,
+    /// The first PING went out; later ones are skipped while the client is active.
+    pinged: bool,
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
@@ -110,7 +110,7 @@ impl Client {
             to_flush: Vec::new(),
             pings_out: 0,
             last_in: Instant::now(),
-            rtt_known: false,
+            pinged: false,
             in_msgs: 0,
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
@@ -180,6 +180,12 @@ impl Client {
     ) -> Result<(), ProtocolError> {
         let mut consumed = 0;
         let result = loop {
+            // With auth required, nats-server refuses anything but CONNECT from its first byte
+            // on: even an unknown operation is an authorization violation.
+            let first = buf[consumed..].first();
+            if self.awaiting_auth() && first.is_some_and(|b| !b.eq_ignore_ascii_case(&b'c')) {
+                break Err(ProtocolError::AuthorizationViolation);
+            }
             match parser::parse(&buf[consumed..], limits) {
                 Ok(Some((op, n))) => {
                     if self.trace {
@@ -201,11 +207,12 @@ impl Client {
         result
     }
 
+    fn awaiting_auth(&self) -> bool {
+        !self.connected && self.shared.opts.auth_required()
+    }
+
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
-        if !self.connected
-            && self.shared.opts.auth_required()
-            && !matches!(op, ClientOp::Connect(_))
-        {
+        if self.awaiting_auth() && !matches!(op, ClientOp::Connect(_)) {
             return Err(ProtocolError::AuthorizationViolation);
         }
         match op {
@@ -248,7 +255,6 @@ impl Client {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
-                self.rtt_known = true;
                 Ok(())
             }
             ClientOp::Connect(json) => self.handle_connect(json),
@@ -414,15 +420,15 @@ impl Client {
         }
         let sub = {
             let mut subs = self.conn.subs();
+            let max = self.shared.opts.max_subscriptions;
+            if max > 0 && subs.len() >= max {
+                return Err(ProtocolError::MaxSubscriptions);
+            }
             if subs.contains_key(sid) {
                 // nats-server ignores a SUB that reuses a live sid.
                 drop(subs);
                 self.send_ok();
                 return Ok(());
-            }
-            let max = self.shared.opts.max_subscriptions;
-            if max > 0 && subs.len() >= max {
-                return Err(ProtocolError::MaxSubscriptions);
             }
             let sid = Bytes::copy_from_slice(sid);
             let sub = Arc::new(Subscription::new(
@@ -463,13 +469,20 @@ impl Client {
         Ok(())
     }
 
-    /// Fires on the PING timer: sends a PING unless the client was heard from recently, and
-    /// closes the connection once `ping_max` PINGs are unanswered.
+    /// Fires on the PING timer: sends a PING unless the client was heard from within the
+    /// interval (the first PING always goes out), and closes the connection once `ping_max`
+    /// PINGs are unanswered.
     fn ping_timer(&mut self) -> Result<(), ProtocolError> {
         let opts = &self.shared.opts;
-        if self.rtt_known && self.last_in.elapsed() < opts.ping_interval {
+        debug!("{} - Client Ping Timer", self.desc);
+        if self.pinged && self.last_in.elapsed() < opts.ping_interval {
+            debug!(
+                "{} - Delaying PING due to remote client data or ping",
+                self.desc
+            );
             return Ok(());
         }
+        self.pinged = true;
         if self.pings_out + 1 > opts.ping_max {
             debug!("{} - Stale Client Connection - Closing", self.desc);
             return Err(ProtocolError::StaleConnection);
@@ -527,6 +540,9 @@ impl Client {
                 error!("{} - authentication error", self.desc)
             }
             ProtocolError::StaleConnection => {}
+            ProtocolError::AuthenticationTimeout => {
+                debug!("{} - Authentication Timeout", self.desc)
+            }
             other => error!("{} - {}", self.desc, other),
         }
         self.send_err(&err);

@@ -70,9 +70,9 @@ impl Default for Limits {
     }
 }
 
-/// Longest operation name plus separator and line end: the slack allowed above
-/// `max_control_line` before an unterminated line is refused.
-const OP_SLACK: usize = "CONNECT ".len() + 2;
+/// How far past `max_control_line` to look for a line end: room for the operation name, the
+/// blanks after it and the CRLF. A line with no end within that many bytes is refused.
+const SCAN_SLACK: usize = 64;
 
 /// nats-server's `parseSize` refuses sizes of more than nine digits.
 const MAX_SIZE_DIGITS: usize = 9;
@@ -82,15 +82,20 @@ pub fn parse<'a>(
     buf: &'a [u8],
     limits: &Limits,
 ) -> Result<Option<(ClientOp<'a>, usize)>, ProtocolError> {
-    let window = limits.max_control_line.saturating_add(OP_SLACK);
-    let Some(newline) = memchr(b'\n', &buf[..buf.len().min(window)]) else {
-        if buf.len() >= window {
-            return Err(ProtocolError::MaxControlLine);
-        }
+    let scan = &buf[..buf
+        .len()
+        .min(limits.max_control_line.saturating_add(SCAN_SLACK))];
+    let Some(newline) = memchr(b'\n', scan) else {
         // An operation name that can never become valid is refused at once, as nats-server's
         // byte-at-a-time state machine does, instead of waiting for the end of the line.
-        if !could_be_op(buf) {
+        if !could_be_op(scan) {
             return Err(ProtocolError::UnknownOperation);
+        }
+        // So are arguments already longer than the limit: nats-server counts them as they
+        // arrive, and a CR may still be the start of the line end.
+        let partial_args = recognize(strip_cr(scan)).map_or(0, |(_, rest)| rest.len());
+        if partial_args > limits.max_control_line || scan.len() < buf.len() {
+            return Err(ProtocolError::MaxControlLine);
         }
         return Ok(None);
     };
@@ -607,5 +612,36 @@ mod tests {
         );
         let fits = format!("PUB {} 1", "a".repeat(50));
         assert_eq!(parse(fits.as_bytes(), &l), Ok(None));
+    }
+
+    #[test]
+    fn control_line_limit_counts_the_arguments_exactly() {
+        // nats-server: 4096 argument bytes (after the name and its blanks) pass, 4097 fail,
+        // whether or not the line end has arrived.
+        let l = limits();
+        let args = |n: usize| format!("{} 1", "a".repeat(n - 2));
+        let at_limit = format!("PUB   {}\r\n", args(4096));
+        assert_eq!(
+            parse(at_limit.as_bytes(), &l),
+            Ok(None),
+            "waits for the payload"
+        );
+        let over = format!("PUB {}\r\n", args(4097));
+        assert_eq!(
+            parse(over.as_bytes(), &l),
+            Err(ProtocolError::MaxControlLine)
+        );
+        let partial_at_limit = format!("SUB {}", "a".repeat(4096));
+        assert_eq!(parse(partial_at_limit.as_bytes(), &l), Ok(None));
+        let partial_over = format!("SUB {}", "a".repeat(4097));
+        assert_eq!(
+            parse(partial_over.as_bytes(), &l),
+            Err(ProtocolError::MaxControlLine)
+        );
+        let connect = format!("CONNECT {{\"name\":\"{}\"}}\r\n", "x".repeat(5000));
+        assert_eq!(
+            parse(connect.as_bytes(), &l),
+            Err(ProtocolError::MaxControlLine)
+        );
     }
 }

@@ -153,6 +153,16 @@ impl Raw {
         self.expect(want).await;
     }
 
+    /// Asserts that nothing arrives for `quiet` (real time). Only for checks where sending a
+    /// PING as a barrier would itself change what the server does.
+    pub async fn expect_nothing_for(&mut self, quiet: Duration) {
+        let mut chunk = vec![0u8; 1024];
+        if let Ok(read) = tokio::time::timeout(quiet, self.stream.read(&mut chunk)).await {
+            let n = read.expect("read");
+            panic!("unexpected {:?}", String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+
     /// Asserts that the server closes the connection after sending exactly `expected`.
     pub async fn expect_closed_after(&mut self, expected: impl AsRef<[u8]>) {
         let expected = expected.as_ref();
