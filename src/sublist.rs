@@ -396,7 +396,8 @@ mod tests {
     #[test]
     fn removal_prunes_everything() {
         let mut s = Sublist::new();
-        let subs: Vec<(String, Option<&[u8]>, Arc<u32>)> = vec![
+        type Entry = (String, Option<&'static [u8]>, Arc<u32>);
+        let subs: Vec<Entry> = vec![
             ("a.b.c.d".into(), None, Arc::new(1)),
             ("a.b.*".into(), Some(b"q"), Arc::new(2)),
             ("a.>".into(), None, Arc::new(3)),

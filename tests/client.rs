@@ -201,10 +201,12 @@ async fn auto_unsubscribe_after_max() {
 
 #[tokio::test]
 async fn user_password_and_token_auth() {
-    let mut opts = Options::default();
-    opts.username = Some("alice".into());
-    opts.password = Some("s3cret".into());
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        username: Some("alice".into()),
+        password: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
     let ok = ConnectOptions::with_user_and_password("alice".into(), "s3cret".into())
         .connect(server.url())
         .await;
@@ -222,9 +224,11 @@ async fn user_password_and_token_auth() {
         "{err}"
     );
 
-    let mut opts = Options::default();
-    opts.token = Some("tok".into());
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        token: Some("tok".into()),
+        ..Default::default()
+    })
+    .await;
     let client = ConnectOptions::with_token("tok".into())
         .connect(server.url())
         .await

@@ -361,9 +361,11 @@ async fn duplicate_sid_is_ignored() {
 
 #[tokio::test]
 async fn errors_that_keep_the_connection_open() {
-    let mut opts = Options::default();
-    opts.max_subscriptions = 1;
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        max_subscriptions: 1,
+        ..Default::default()
+    })
+    .await;
     let mut c = server.raw().await;
     c.send("SUB a..b 1\r\nSUB foo.>.x 2\r\nSUB .foo 3\r\n")
         .await;
@@ -448,9 +450,11 @@ async fn client_ok_and_info_are_ignored() {
 
 #[tokio::test]
 async fn max_connections_refuses_with_the_nats_error() {
-    let mut opts = Options::default();
-    opts.max_connections = 1;
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        max_connections: 1,
+        ..Default::default()
+    })
+    .await;
     let mut first = server.raw().await;
     let mut second = server.raw().await;
     second
@@ -482,10 +486,12 @@ async fn connect_info_follows_the_first_pong_for_protocol_1() {
 
 #[tokio::test]
 async fn auth_user_and_password() {
-    let mut opts = Options::default();
-    opts.username = Some("u".into());
-    opts.password = Some("p".into());
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        username: Some("u".into()),
+        password: Some("p".into()),
+        ..Default::default()
+    })
+    .await;
     let violation = "-ERR 'Authorization Violation'\r\n";
     let mut c = server.raw().await;
     assert_eq!(c.info["auth_required"], true);
@@ -521,9 +527,11 @@ async fn auth_user_and_password() {
 
 #[tokio::test]
 async fn auth_token() {
-    let mut opts = Options::default();
-    opts.token = Some("s3cr3t".into());
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        token: Some("s3cr3t".into()),
+        ..Default::default()
+    })
+    .await;
     let mut bad = server.raw().await;
     bad.send("CONNECT {\"auth_token\":\"nope\"}\r\n").await;
     bad.expect_closed_after("-ERR 'Authorization Violation'\r\n")
@@ -535,10 +543,12 @@ async fn auth_token() {
 
 #[tokio::test]
 async fn auth_timeout_closes_silent_clients() {
-    let mut opts = Options::default();
-    opts.token = Some("t".into());
-    opts.auth_timeout = Duration::from_millis(200);
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        token: Some("t".into()),
+        auth_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
     let mut c = server.raw().await;
     c.expect_closed_after("-ERR 'Authentication Timeout'\r\n")
         .await;
@@ -546,9 +556,11 @@ async fn auth_timeout_closes_silent_clients() {
 
 #[tokio::test]
 async fn unanswered_pings_make_a_stale_connection() {
-    let mut opts = Options::default();
-    opts.ping_interval = Duration::from_secs(60);
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        ping_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let mut c = server.raw().await;
     // The first PING comes after 2 s (nats-server's first client ping), then one per interval;
     // the third tick finds ping_max (2) PINGs unanswered. The client must stay silent, so the
@@ -567,9 +579,11 @@ async fn unanswered_pings_make_a_stale_connection() {
 
 #[tokio::test]
 async fn answered_pings_keep_the_connection() {
-    let mut opts = Options::default();
-    opts.ping_interval = Duration::from_secs(60);
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        ping_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let mut c = server.raw().await;
     jump(Duration::from_secs(2)).await;
     for _ in 0..5 {
@@ -583,9 +597,11 @@ async fn answered_pings_keep_the_connection() {
 
 #[tokio::test]
 async fn active_clients_are_pinged_once_and_never_stale() {
-    let mut opts = Options::default();
-    opts.ping_interval = Duration::from_secs(60);
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        ping_interval: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
     let mut c = server.raw().await;
     jump(Duration::from_secs(2)).await;
     c.expect("PING\r\n").await;
@@ -599,9 +615,11 @@ async fn active_clients_are_pinged_once_and_never_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_without_slowing_others() {
-    let mut opts = Options::default();
-    opts.max_pending = 1024 * 1024;
-    let server = TestServer::with(opts).await;
+    let server = TestServer::with(Options {
+        max_pending: 1024 * 1024,
+        ..Default::default()
+    })
+    .await;
     let mut slow = server.raw().await;
     slow.send(format!("{QUIET}SUB flood 1\r\n")).await;
     slow.expect_before_pong("").await;

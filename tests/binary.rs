@@ -1,0 +1,282 @@
+//! The built binary run as a process, the way client test harnesses run nats-server: under the
+//! name `nats-server`, with their flags, reading the log for the port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tern-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// The binary, symlinked here as `nats-server`.
+    fn nats_server(&self) -> PathBuf {
+        let link = self.0.join("nats-server");
+        if !link.exists() {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tern"), &link).unwrap();
+        }
+        link
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server process, killed on drop if the test did not stop it.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.0.id().to_string())
+            .status();
+        assert!(status.unwrap().success());
+    }
+
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code().expect("exited normally");
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Polls the log file until `done` accepts its text.
+fn wait_for_log(log: &Path, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log never showed {what}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The port from `Listening for client connections on HOST:PORT`, as harnesses parse it.
+fn listening_port(log: &str) -> Option<u16> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("Listening for client connections on "))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+fn read_line(stream: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    stream.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn version_line_parses_as_nats_server() {
+    let scratch = Scratch::new("version");
+    let out = run(&scratch.nats_server(), &["-v"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("nats-server: v2.15.1"), "{stdout}");
+    let out = run(Path::new(env!("CARGO_BIN_EXE_tern")), &["--version"]);
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("tern: v2.15.1"));
+}
+
+#[test]
+fn help_and_bad_flags() {
+    let tern = Path::new(env!("CARGO_BIN_EXE_tern"));
+    let out = run(tern, &["-h"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: nats-server [options]"));
+
+    let out = run(tern, &["-bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "flag provided but not defined: -bogus\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
+
+    let out = run(tern, &["--tls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not support yet"));
+}
+
+#[test]
+fn serves_with_harness_flags_and_logs_like_nats_server() {
+    let scratch = Scratch::new("harness");
+    let log = scratch.0.join("server.log");
+    let pid = scratch.0.join("server.pid");
+    let store = scratch.0.join("store");
+    let mut server = Process(
+        Command::new(scratch.nats_server())
+            .args(["-a", "127.0.0.1", "-p", "-1", "-DV", "-l"])
+            .arg(&log)
+            .arg("-P")
+            .arg(&pid)
+            .arg("--store_dir")
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let port = listening_port(&text).expect("listening line");
+    assert_ne!(port, 0);
+    // Harnesses need the listening line before the ready line.
+    assert!(
+        text.find("Listening for client connections").unwrap()
+            < text.find("Server is ready").unwrap()
+    );
+    assert!(text.contains("[INF] Starting nats-server"));
+    assert!(text.contains("[WRN] Ignoring store directory"));
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("[{}] ", server.0.id())),
+        "{first}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap().trim(),
+        server.0.id().to_string()
+    );
+
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let info = read_line(&mut reader);
+    assert!(info.contains(&format!("\"port\":{port}")), "{info}");
+    let mut writer = stream;
+    writer.write_all(b"CONNECT {\"verbose\":false,\"name\":\"probe\"}\r\nSUB foo 1\r\nPUB foo 5\r\nhello\r\nPING\r\n").unwrap();
+    assert_eq!(read_line(&mut reader), "MSG foo 1 5\r\n");
+    assert_eq!(read_line(&mut reader), "hello\r\n");
+    assert_eq!(read_line(&mut reader), "PONG\r\n");
+
+    let text = wait_for_log(&log, "traces", |t| t.contains("<<- [PING]"));
+    assert!(text.contains("[DBG] 127.0.0.1:"), "{text}");
+    assert!(text.contains(" - Client connection created"));
+    assert!(text.contains("[TRC] 127.0.0.1:"));
+    assert!(text.contains(" - \"probe\" - <<- [SUB foo 1]"), "{text}");
+    assert!(text.contains("<<- [PUB foo 5]"));
+    assert!(text.contains("<<- MSG_PAYLOAD: [\"hello\"]"));
+    assert!(text.contains("->> [PONG]"));
+
+    // SIGTERM: stop accepting, close clients, exit 0.
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+    let mut rest = Vec::new();
+    let _ = reader.read_to_end(&mut rest);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Trapped \"terminated\" signal"), "{text}");
+    assert!(
+        text.contains("Client connection closed: Server Shutdown"),
+        "{text}"
+    );
+    assert!(text.contains("[INF] Server Exiting.."));
+}
+
+#[test]
+fn sigint_flushes_and_exits_zero_logging_to_stderr() {
+    let scratch = Scratch::new("sigint");
+    let mut child = Command::new(scratch.nats_server())
+        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut server = Process(child);
+    let mut port = None;
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(p) = listening_port(&line) {
+            port = Some(p);
+        }
+        if line.contains("Server is ready") {
+            break;
+        }
+        line.clear();
+    }
+    let port = port.expect("listening line on stderr");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    server.signal("INT");
+    assert_eq!(server.wait_exit(), 0);
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    assert!(
+        received.starts_with(b"INFO {"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("[INF] Trapped \"interrupt\" signal"),
+        "{rest}"
+    );
+    assert!(rest.contains("[INF] Server Exiting.."), "{rest}");
+    let mut stdout = String::new();
+    server
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(stdout, "", "nothing goes to stdout");
+}
+
+#[test]
+fn a_busy_port_is_a_fatal_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = run(
+        Path::new(env!("CARGO_BIN_EXE_tern")),
+        &["-a", "127.0.0.1", "-p", &port],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[FTL] Error listening on port: 127.0.0.1:"),
+        "{stderr}"
+    );
+}
