@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, error, trace};
+use tracing::{debug, error, info, trace};
 
 use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
@@ -44,7 +44,11 @@ const MATCH_CACHE_PRUNE: usize = 32;
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let cid = shared.router.next_cid();
-    let conn = Arc::new(Connection::new(cid, shared.opts.max_pending));
+    let conn = Arc::new(Connection::new(
+        cid,
+        shared.opts.max_pending,
+        &format!("{addr} - cid:{cid}"),
+    ));
     let (read_half, write_half) = stream.into_split();
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
 
@@ -52,12 +56,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let info = shared.info(cid, addr);
     client.push(|b| info.encode(b));
     shared.tasks.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(
-        shared.clone(),
-        conn.clone(),
-        write_half,
-        client.desc.clone(),
-    ));
+    tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
 
     if !shared
         .router
@@ -97,7 +96,7 @@ struct Client {
 
 impl Client {
     fn new(shared: Arc<Shared>, conn: Arc<Connection>, addr: SocketAddr) -> Self {
-        let desc = format!("{} - cid:{}", addr, conn.cid);
+        let desc = conn.desc().to_string();
         Client {
             shared,
             conn,
@@ -285,6 +284,7 @@ impl Client {
         }
         if let (Some(name), false) = (opts.log_name(), self.connected) {
             self.desc = format!("{} - {:?}", self.desc, name);
+            self.conn.set_desc(&self.desc);
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.opts = opts;
@@ -463,6 +463,13 @@ impl Client {
             }
         };
         if let Some(sub) = removed {
+            if self.trace {
+                trace!(
+                    "{} - <-> [DELSUB {}]",
+                    self.desc,
+                    String::from_utf8_lossy(sid)
+                );
+            }
             self.shared.router.unsubscribe(&sub);
         }
         self.send_ok();
@@ -560,6 +567,13 @@ impl Client {
         self.flush_batch();
         self.shared.router.remove_connection(&self.conn);
         let reason = self.conn.outbound.close_reason().unwrap_or(reason);
+        if reason == CloseReason::SlowConsumerPendingBytes {
+            let max = self.shared.opts.max_pending;
+            info!(
+                "{} - Slow Consumer Detected: MaxPending of {max} Exceeded",
+                self.desc
+            );
+        }
         debug!(
             "{} - Client connection closed: {}",
             self.desc,
@@ -614,12 +628,7 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
 /// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
 /// slow consumer.
-async fn write_loop(
-    shared: Arc<Shared>,
-    conn: Arc<Connection>,
-    mut writer: OwnedWriteHalf,
-    desc: String,
-) {
+async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: OwnedWriteHalf) {
     let deadline = shared.opts.write_deadline;
     let mut batch = BytesMut::new();
     loop {
@@ -640,9 +649,10 @@ async fn write_loop(
                     break;
                 }
                 Err(_) => {
-                    debug!(
+                    info!(
                         "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
-                        desc, deadline
+                        conn.desc(),
+                        deadline
                     );
                     conn.outbound
                         .close(CloseReason::SlowConsumerWriteDeadline, false);
@@ -761,25 +771,25 @@ fn trace_delivery(
 ) {
     let lossy = String::from_utf8_lossy;
     let reply = reply.map(|r| format!(" {}", lossy(r))).unwrap_or_default();
-    let cid = sub.conn.cid;
+    let desc = sub.conn.desc();
     let sid = lossy(&sub.sid);
     match header_len {
         Some(h) if sub.conn.headers.load(Ordering::Relaxed) => {
             trace!(
-                "cid:{cid} - ->> [HMSG {} {sid}{} {h} {}]",
+                "{desc} - ->> [HMSG {} {sid}{} {h} {}]",
                 lossy(subject),
                 reply,
                 message.len()
             )
         }
         Some(h) => trace!(
-            "cid:{cid} - ->> [MSG {} {sid}{} {}]",
+            "{desc} - ->> [MSG {} {sid}{} {}]",
             lossy(subject),
             reply,
             message.len() - h
         ),
         None => trace!(
-            "cid:{cid} - ->> [MSG {} {sid}{} {}]",
+            "{desc} - ->> [MSG {} {sid}{} {}]",
             lossy(subject),
             reply,
             message.len()

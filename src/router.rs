@@ -22,17 +22,31 @@ pub struct Connection {
     pub headers: AtomicBool,
     /// Subscriptions by sid. Guards only the map; never held with another lock.
     pub subs: Mutex<HashMap<Bytes, Arc<Subscription>, ahash::RandomState>>,
+    /// The log prefix (`IP:PORT - cid:N[ - "name"]`), for lines other connections log about
+    /// this one. Guards only the string.
+    desc: Mutex<Arc<str>>,
 }
 
 impl Connection {
     /// A connection with an empty outbound queue limited to `max_pending` bytes.
-    pub fn new(cid: u64, max_pending: usize) -> Self {
+    pub fn new(cid: u64, max_pending: usize, desc: &str) -> Self {
         Connection {
             cid,
             outbound: Outbound::new(max_pending),
             headers: AtomicBool::new(false),
             subs: Mutex::new(HashMap::default()),
+            desc: Mutex::new(desc.into()),
         }
+    }
+
+    /// The log prefix naming this connection.
+    pub fn desc(&self) -> Arc<str> {
+        self.desc.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the log prefix (CONNECT named the client).
+    pub fn set_desc(&self, desc: &str) {
+        *self.desc.lock().unwrap_or_else(|p| p.into_inner()) = desc.into();
     }
 
     /// Locks the sid map (a poisoned map is still consistent: every change is one insert or

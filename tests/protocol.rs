@@ -674,6 +674,47 @@ async fn slow_consumer_is_cut_without_slowing_others() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_deadline_cuts_a_subscriber_that_stops_reading() {
+    // A budget too large to be reached: only the write deadline can catch this consumer.
+    let server = TestServer::with(Options {
+        max_pending: 1 << 30,
+        write_deadline: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let mut stuck = server.raw().await;
+    stuck.send(format!("{QUIET}SUB flood 1\r\n")).await;
+    stuck.expect_before_pong("").await;
+    let cid = stuck.info["client_id"].as_u64().unwrap();
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+    let batch = format!("PUB flood 1024\r\n{}\r\n", "x".repeat(1024)).repeat(64);
+    // Enough to fill the kernel's socket buffers many times over; stop early once cut.
+    for _ in 0..1024 {
+        publisher.send(&batch).await;
+        if server
+            .shared
+            .router
+            .connections_snapshot()
+            .iter()
+            .all(|c| c.cid != cid)
+        {
+            break;
+        }
+    }
+    publisher.expect_before_pong("").await;
+    eventually("stuck consumer removed", || {
+        server
+            .shared
+            .router
+            .connections_snapshot()
+            .iter()
+            .all(|c| c.cid != cid)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_bad_client_does_not_disturb_a_good_one() {
     let server = TestServer::start().await;
