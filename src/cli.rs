@@ -6,22 +6,110 @@
 //! the first argument that is not a flag. Client test harnesses use all of these spellings, so
 //! this small table-driven parser follows Go's rules exactly instead of bending clap to them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::config::Options;
+use crate::config::{self, Options};
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Run the server with these options; `warnings` are logged once logging is up.
-    Run {
-        opts: Box<Options>,
-        warnings: Vec<String>,
+    /// Run the server.
+    Run(Box<Run>),
+    /// `-t`: check the configuration file and exit.
+    TestConfig(Box<Run>),
+    /// `--signal <signal>[=<pid|pidfile>]`: signal a running server and exit.
+    Signal {
+        /// The signal to send (SIGHUP for `reload`, ...).
+        signal: &'static str,
+        /// A pid, a pid file, or nothing (the only running server).
+        target: Option<String>,
     },
     /// Print the version and exit.
     Version,
     /// Print the usage text and exit.
     Help,
+}
+
+/// How to run: the configuration file and the flags that override it.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// `-c`: the configuration file.
+    pub config: Option<PathBuf>,
+    /// Every option flag, in order.
+    pub settings: Vec<Setting>,
+    /// Flags accepted but ignored, to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// One option set on the command line.
+#[derive(Debug, Clone)]
+pub enum Setting {
+    /// `-a`
+    Host(String),
+    /// `-p`
+    Port(u16),
+    /// `-n`
+    Name(String),
+    /// `-P`
+    PidFile(PathBuf),
+    /// `-l`
+    LogFile(PathBuf),
+    /// `-T`
+    LogTime(bool),
+    /// `-D`
+    Debug(bool),
+    /// `-V`
+    Trace(bool),
+    /// `--user`
+    User(String),
+    /// `--pass`
+    Pass(String),
+    /// `--auth`
+    Token(String),
+    /// `--ports_file_dir`
+    PortsFileDir(PathBuf),
+}
+
+impl Run {
+    /// The options to run with, in nats-server's precedence: defaults, then the configuration
+    /// file, then the flags. Warnings about the file are added to `warnings`.
+    pub fn options(&self, warnings: &mut Vec<String>) -> Result<Options, String> {
+        let mut opts = Options::default();
+        if let Some(path) = &self.config {
+            config::load(path, &mut opts, warnings).map_err(|e| e.to_string())?;
+        }
+        for setting in &self.settings {
+            setting.apply(&mut opts);
+        }
+        if opts.password.is_some() && opts.username.is_none() {
+            return Err("a password needs a user (--user or authorization { user })".into());
+        }
+        Ok(opts)
+    }
+
+    /// The configuration file, if any.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+}
+
+impl Setting {
+    fn apply(&self, opts: &mut Options) {
+        match self.clone() {
+            Setting::Host(host) => opts.host = host,
+            Setting::Port(port) => opts.port = port,
+            Setting::Name(name) => opts.server_name = Some(name),
+            Setting::PidFile(path) => opts.pid_file = Some(path),
+            Setting::LogFile(path) => opts.log_file = Some(path),
+            Setting::LogTime(on) => opts.logtime = on,
+            Setting::Debug(on) => opts.debug = on,
+            Setting::Trace(on) => opts.trace = on,
+            Setting::User(user) => opts.username = Some(user),
+            Setting::Pass(pass) => opts.password = Some(pass),
+            Setting::Token(token) => opts.token = Some(token),
+            Setting::PortsFileDir(dir) => opts.ports_file_dir = Some(dir),
+        }
+    }
 }
 
 /// A command line tern cannot run with: the message to print, and whether to add the usage.
@@ -57,6 +145,10 @@ enum Action {
     Version,
     Help,
     StoreDir,
+    Config,
+    TestConfig,
+    Signal,
+    PortsFileDir,
     /// A nats-server flag for a feature tern does not have yet: refused, never ignored.
     NotYet(&'static str),
 }
@@ -149,6 +241,26 @@ const FLAGS: &[Flag] = &[
         action: Action::StoreDir,
     },
     Flag {
+        names: &["c", "config"],
+        kind: Kind::Value,
+        action: Action::Config,
+    },
+    Flag {
+        names: &["t"],
+        kind: Kind::Bool,
+        action: Action::TestConfig,
+    },
+    Flag {
+        names: &["sl", "signal"],
+        kind: Kind::Value,
+        action: Action::Signal,
+    },
+    Flag {
+        names: &["ports_file_dir"],
+        kind: Kind::Value,
+        action: Action::PortsFileDir,
+    },
+    Flag {
         names: &["m", "http_port"],
         kind: Kind::Value,
         action: Action::NotYet("monitoring"),
@@ -159,29 +271,9 @@ const FLAGS: &[Flag] = &[
         action: Action::NotYet("monitoring"),
     },
     Flag {
-        names: &["c", "config"],
-        kind: Kind::Value,
-        action: Action::NotYet("configuration files"),
-    },
-    Flag {
-        names: &["t"],
-        kind: Kind::Bool,
-        action: Action::NotYet("configuration files"),
-    },
-    Flag {
-        names: &["sl", "signal"],
-        kind: Kind::Value,
-        action: Action::NotYet("--signal"),
-    },
-    Flag {
         names: &["client_advertise"],
         kind: Kind::Value,
         action: Action::NotYet("clustering"),
-    },
-    Flag {
-        names: &["ports_file_dir"],
-        kind: Kind::Value,
-        action: Action::NotYet("ports files"),
     },
     Flag {
         names: &["s", "syslog"],
@@ -254,8 +346,9 @@ where
     S: Into<String>,
 {
     let mut args = args.into_iter().map(Into::into);
-    let mut opts = Options::default();
-    let mut warnings = Vec::new();
+    let mut run = Run::default();
+    let mut test_config = false;
+    let mut signal = None;
     while let Some(arg) = args.next() {
         if arg == "--" {
             break;
@@ -265,10 +358,7 @@ where
             .or_else(|| arg.strip_prefix('-'))
             .filter(|s| !s.is_empty())
         else {
-            return Err(CliError {
-                message: format!("nats-server: unrecognized command: {arg:?}"),
-                show_usage: false,
-            });
+            return Err(unrecognized(&arg));
         };
         let (name, inline) = match spec.split_once('=') {
             Some((name, value)) => (name, Some(value.to_string())),
@@ -293,27 +383,32 @@ where
             ))
         };
         let boolean = || parse_bool(&value).ok_or_else(invalid);
+        let mut set = |setting| run.settings.push(setting);
         match flag.action {
-            Action::Addr => opts.host = value.clone(),
-            Action::Port => opts.port = parse_port(&value).ok_or_else(invalid)?,
-            Action::Name => opts.server_name = Some(value.clone()),
-            Action::Pid => opts.pid_file = Some(PathBuf::from(&value)),
-            Action::Log => opts.log_file = Some(PathBuf::from(&value)),
-            Action::LogTime => opts.logtime = boolean()?,
+            Action::Addr => set(Setting::Host(value.clone())),
+            Action::Port => set(Setting::Port(parse_port(&value).ok_or_else(invalid)?)),
+            Action::Name => set(Setting::Name(value.clone())),
+            Action::Pid => set(Setting::PidFile(PathBuf::from(&value))),
+            Action::Log => set(Setting::LogFile(PathBuf::from(&value))),
+            Action::LogTime => set(Setting::LogTime(boolean()?)),
             // Timestamps are always UTC in tern, so this only has to be understood.
             Action::LogTimeUtc => {
                 boolean()?;
             }
-            Action::Debug => opts.debug = boolean()?,
-            Action::Trace => opts.trace = boolean()?,
+            Action::Debug => set(Setting::Debug(boolean()?)),
+            Action::Trace => set(Setting::Trace(boolean()?)),
             Action::DebugTrace => {
                 let on = boolean()?;
-                opts.debug = on;
-                opts.trace = on;
+                set(Setting::Debug(on));
+                set(Setting::Trace(on));
             }
-            Action::User => opts.username = Some(value.clone()),
-            Action::Pass => opts.password = Some(value.clone()),
-            Action::Auth => opts.token = Some(value.clone()),
+            Action::User => set(Setting::User(value.clone())),
+            Action::Pass => set(Setting::Pass(value.clone())),
+            Action::Auth => set(Setting::Token(value.clone())),
+            Action::PortsFileDir => set(Setting::PortsFileDir(PathBuf::from(&value))),
+            Action::Config => run.config = Some(PathBuf::from(&value)),
+            Action::TestConfig => test_config = boolean()?,
+            Action::Signal => signal = Some(parse_signal(&value)?),
             Action::Version => {
                 if boolean()? {
                     return Ok(Command::Version);
@@ -324,7 +419,7 @@ where
                     return Ok(Command::Help);
                 }
             }
-            Action::StoreDir => warnings.push(format!(
+            Action::StoreDir => run.warnings.push(format!(
                 "Ignoring store directory {value:?}: tern has no JetStream, so nothing is stored"
             )),
             Action::NotYet(feature) => {
@@ -338,21 +433,45 @@ where
         }
     }
     if let Some(extra) = args.next() {
-        return Err(CliError {
-            message: format!("nats-server: unrecognized command: {extra:?}"),
-            show_usage: false,
-        });
+        return Err(unrecognized(&extra));
     }
-    if opts.password.is_some() && opts.username.is_none() {
-        return Err(CliError {
-            message: "tern: --pass needs --user".to_string(),
-            show_usage: false,
-        });
+    if let Some((signal, target)) = signal {
+        return Ok(Command::Signal { signal, target });
     }
-    Ok(Command::Run {
-        opts: Box::new(opts),
-        warnings,
-    })
+    if test_config {
+        return Ok(Command::TestConfig(Box::new(run)));
+    }
+    Ok(Command::Run(Box::new(run)))
+}
+
+fn unrecognized(arg: &str) -> CliError {
+    CliError {
+        message: format!("nats-server: unrecognized command: {arg:?}"),
+        show_usage: false,
+    }
+}
+
+/// `<signal>[=<pid|pidfile>]`, with nats-server's signal names.
+fn parse_signal(value: &str) -> Result<(&'static str, Option<String>), CliError> {
+    let (name, target) = match value.split_once('=') {
+        Some((name, target)) => (name, Some(target.to_string())),
+        None => (value, None),
+    };
+    let signal = match name {
+        "ldm" => "USR2",
+        "stop" => "KILL",
+        "quit" => "INT",
+        "term" => "TERM",
+        "reopen" => "USR1",
+        "reload" => "HUP",
+        _ => {
+            return Err(CliError {
+                message: format!("unknown signal {name:?}"),
+                show_usage: false,
+            })
+        }
+    };
+    Ok((signal, target))
 }
 
 fn usage_error(message: String) -> CliError {
@@ -389,6 +508,11 @@ Server Options:
     -n, --name
         --server_name <server_name>  Server name (default: auto)
     -P, --pid <file>                 File to store PID
+    -c, --config <file>              Configuration file
+    -t                               Test configuration and exit
+    -sl,--signal <signal>[=<pid>]    Send signal to nats-server process (ldm, stop, quit, term, reopen, reload)
+                                     <pid> can be either a PID (e.g. 1) or the path to a PID file (e.g. /var/run/nats-server.pid)
+        --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports).
 
 Logging Options:
     -l, --log <file>                 File to redirect log output
@@ -410,8 +534,7 @@ Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
 
-Not supported yet (refused with a message): -m, -ms, -c, -t, -sl, --ports_file_dir,
---client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --tls*, cluster
+Not supported yet (refused with a message): -m, -ms, --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --tls*, cluster
 flags, --profile.
 ";
 
@@ -431,7 +554,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Options {
         match parse(args.iter().copied()) {
-            Ok(Command::Run { opts, .. }) => *opts,
+            Ok(Command::Run(run)) => run.options(&mut Vec::new()).unwrap(),
             other => panic!("{args:?}: {other:?}"),
         }
     }
@@ -502,9 +625,59 @@ mod tests {
             &["-sd=/tmp/x"],
         ] {
             match parse(args.iter().copied()) {
-                Ok(Command::Run { warnings, .. }) => assert_eq!(warnings.len(), 1),
+                Ok(Command::Run(run)) => assert_eq!(run.warnings.len(), 1),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn config_test_and_signal_flags() {
+        match parse(["-c", "/etc/nats.conf", "-p", "5000"]) {
+            Ok(Command::Run(run)) => {
+                assert_eq!(run.config_file(), Some(Path::new("/etc/nats.conf")));
+                assert!(matches!(run.settings[..], [Setting::Port(5000)]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(["-t", "-c", "x.conf"]),
+            Ok(Command::TestConfig(_))
+        ));
+        match parse(["--signal", "reload=/var/run/x.pid"]) {
+            Ok(Command::Signal { signal, target }) => {
+                assert_eq!(signal, "HUP");
+                assert_eq!(target.as_deref(), Some("/var/run/x.pid"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (name, signal) in [
+            ("ldm", "USR2"),
+            ("stop", "KILL"),
+            ("quit", "INT"),
+            ("term", "TERM"),
+            ("reopen", "USR1"),
+        ] {
+            match parse(["-sl", name]) {
+                Ok(Command::Signal {
+                    signal: got,
+                    target: None,
+                }) => assert_eq!(got, signal),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(fails(&["--signal", "bogus"])
+            .message
+            .contains("unknown signal"));
+        let o = run(&["--ports_file_dir", "/tmp/ports"]);
+        assert_eq!(o.ports_file_dir, Some(PathBuf::from("/tmp/ports")));
+    }
+
+    #[test]
+    fn a_password_needs_a_user() {
+        match parse(["--pass", "p"]) {
+            Ok(Command::Run(run)) => assert!(run.options(&mut Vec::new()).is_err()),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -542,7 +715,6 @@ mod tests {
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
         for not_yet in [
             &["-m", "8222"][..],
-            &["-c", "a.conf"],
             &["--tls"],
             &["-js"],
             &["--routes", "x"],

@@ -1,8 +1,11 @@
-//! Server options: plain data with nats-server's defaults. The command line (`main.rs`) and,
-//! later, the config file fill it in; nothing here does I/O.
+//! Server options: plain data with nats-server's defaults, and how a configuration file's keys
+//! map onto them (`apply_file`). The file's syntax is `conf`'s business; reading it is the only
+//! I/O here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::conf::{self, ConfError, Entry, Kind, Map, Value};
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -48,6 +51,27 @@ pub struct Options {
     pub log_file: Option<PathBuf>,
     /// Write the process id here (`-P`).
     pub pid_file: Option<PathBuf>,
+    /// Write `<program>_<pid>.ports` here once listening (`--ports_file_dir`).
+    pub ports_file_dir: Option<PathBuf>,
+    /// Users allowed in (`authorization { users [...] }`), besides `username`/`password`.
+    pub users: Vec<User>,
+    /// Clients that present no credentials are this user (`no_auth_user`).
+    pub no_auth_user: Option<String>,
+    /// Lame duck mode closes clients spread over this long (`lame_duck_duration`, 2 minutes).
+    pub lame_duck_duration: Duration,
+    /// Lame duck mode waits this long before closing clients (`lame_duck_grace_period`, 10 s).
+    pub lame_duck_grace_period: Duration,
+    /// Free-form tags (`server_tags`).
+    pub server_tags: Vec<String>,
+}
+
+/// One entry of `authorization { users [...] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: String,
 }
 
 /// nats-server's `DEFAULT_PORT`.
@@ -76,6 +100,12 @@ impl Default for Options {
             logtime: true,
             log_file: None,
             pid_file: None,
+            ports_file_dir: None,
+            users: Vec::new(),
+            no_auth_user: None,
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+            server_tags: Vec::new(),
         }
     }
 }
@@ -83,6 +113,597 @@ impl Default for Options {
 impl Options {
     /// Whether clients must authenticate.
     pub fn auth_required(&self) -> bool {
-        self.username.is_some() || self.token.is_some()
+        self.username.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+
+    /// Applies the options of a parsed configuration file over these. Options tern does not
+    /// have yet are warnings when running without them is harmless and errors when it is not;
+    /// keys nats-server does not know are errors (`unknown field`), as in nats-server.
+    pub fn apply_file(&mut self, file: &Map, warnings: &mut Vec<String>) -> Result<(), ConfError> {
+        for entry in file {
+            self.apply_entry(entry, warnings)?;
+        }
+        if let Some(user) = &self.no_auth_user {
+            let known = self.users.iter().any(|u| &u.name == user);
+            if !known {
+                let pos = file
+                    .iter()
+                    .find(|e| e.key == "no_auth_user")
+                    .map(|e| e.pos.clone());
+                return Err(ConfError {
+                    pos: pos.unwrap_or_else(|| file_pos(file)),
+                    message: format!("no_auth_user: {user:?} not present as user or nkey in authorization block or account configuration"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, entry: &Entry, warnings: &mut Vec<String>) -> Result<(), ConfError> {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = host_port(v)?;
+                if let Some(host) = host {
+                    self.host = host;
+                }
+                self.port = port;
+            }
+            "host" | "net" => self.host = string(v)?,
+            "port" => self.port = port(v)?,
+            "server_name" => self.server_name = Some(string(v)?),
+            "max_payload" => self.max_payload = size(v)?,
+            "max_connections" | "max_conn" => self.max_connections = size(v)?,
+            "max_control_line" => self.max_control_line = size(v)?,
+            "max_subscriptions" | "max_subs" => self.max_subscriptions = size(v)?,
+            "max_pending" => self.max_pending = size(v)?,
+            "ping_interval" => self.ping_interval = duration(entry, warnings)?,
+            "ping_max" => self.ping_max = u32::try_from(int(v)?).map_err(|_| bad(v, "ping_max"))?,
+            "write_deadline" => self.write_deadline = duration(entry, warnings)?,
+            "debug" => self.debug = boolean(v)?,
+            "trace" => self.trace = boolean(v)?,
+            "logtime" => self.logtime = boolean(v)?,
+            "log_file" | "logfile" => self.log_file = Some(PathBuf::from(string(v)?)),
+            "pid_file" | "pidfile" => self.pid_file = Some(PathBuf::from(string(v)?)),
+            "ports_file_dir" => self.ports_file_dir = Some(PathBuf::from(string(v)?)),
+            "lame_duck_duration" => self.lame_duck_duration = duration(entry, warnings)?,
+            "lame_duck_grace_period" => self.lame_duck_grace_period = duration(entry, warnings)?,
+            "server_tags" => {
+                self.server_tags = match &v.kind {
+                    Kind::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+                    _ => vec![string(v)?],
+                }
+            }
+            "no_auth_user" => self.no_auth_user = Some(string(v)?),
+            "authorization" => self.apply_authorization(v, warnings)?,
+            "logtime_utc" => {
+                boolean(v)?;
+                warnings.push(ignored(entry, "tern's log timestamps are always UTC"));
+            }
+            // Harmless to run without: warn and carry on. Client test harnesses put these
+            // blocks in every configuration they write.
+            "leafnodes"
+            | "leaf"
+            | "cluster"
+            | "gateway"
+            | "jetstream"
+            | "websocket"
+            | "mqtt"
+            | "http"
+            | "http_port"
+            | "monitor_port"
+            | "https"
+            | "https_port"
+            | "http_base_path"
+            | "syslog"
+            | "remote_syslog"
+            | "log_size_limit"
+            | "log_max_num"
+            | "max_traced_msg_len"
+            | "trace_verbose"
+            | "client_advertise"
+            | "prof_port"
+            | "max_closed_clients"
+            | "disable_sublist_cache"
+            | "no_sublist_cache"
+            | "no_fast_producer_stall"
+            | "max_sub_tokens"
+            | "server_metadata"
+            | "connect_error_reports"
+            | "reconnect_error_reports"
+            | "no_header_support"
+            | "write_timeout"
+            | "system_account"
+            | "no_system_account"
+            | "no_sys_acc" => {
+                warnings.push(ignored(entry, "not supported by tern yet"));
+            }
+            // Running without these would weaken security or change who may do what.
+            "tls"
+            | "allow_non_tls"
+            | "accounts"
+            | "operator"
+            | "operators"
+            | "resolver"
+            | "resolver_preload"
+            | "trusted"
+            | "trusted_keys"
+            | "mappings"
+            | "ocsp"
+            | "default_permissions"
+            | "proxies" => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!("{:?} is not supported by tern yet", entry.key),
+                });
+            }
+            // A variable's definition (`PASS: secret` used as `$PASS`), not an option.
+            _ if entry.referenced => {}
+            _ => return Err(unknown_field(entry)),
+        }
+        Ok(())
+    }
+
+    fn apply_authorization(
+        &mut self,
+        v: &Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfError> {
+        let Kind::Map(block) = &v.kind else {
+            return Err(bad(v, "authorization"));
+        };
+        for entry in block {
+            let v = &entry.value;
+            match entry.key.to_ascii_lowercase().as_str() {
+                "user" | "username" => self.username = Some(string(v)?),
+                "password" | "pass" => self.password = Some(string(v)?),
+                "token" => self.token = Some(string(v)?),
+                "timeout" => self.auth_timeout = seconds(v)?,
+                "users" => {
+                    let Kind::Array(users) = &v.kind else {
+                        return Err(bad(v, "users"));
+                    };
+                    self.users = users.iter().map(user).collect::<Result<_, _>>()?;
+                }
+                "permissions" | "default_permissions" | "auth_callout" | "nkey" | "nkeys" => {
+                    return Err(ConfError {
+                        pos: entry.pos.clone(),
+                        message: format!(
+                            "authorization {:?} is not supported by tern yet",
+                            entry.key
+                        ),
+                    });
+                }
+                _ if entry.referenced => {}
+                _ => return Err(unknown_field(entry)),
+            }
+        }
+        let _ = warnings;
+        Ok(())
+    }
+}
+
+/// Reads the configuration file at `path` and applies it over `opts`.
+pub fn load(path: &Path, opts: &mut Options, warnings: &mut Vec<String>) -> Result<(), ConfError> {
+    let file = conf::parse_file(path)?;
+    opts.apply_file(&file, warnings)
+}
+
+/// Parses a Go duration (`300ms`, `2m`, `1h30m`, `1.5s`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += number * scale;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+fn file_pos(file: &Map) -> conf::Pos {
+    file.first()
+        .map(|e| e.pos.clone())
+        .unwrap_or_else(|| conf::Pos {
+            file: Path::new("").into(),
+            line: 1,
+            col: 1,
+        })
+}
+
+fn unknown_field(entry: &Entry) -> ConfError {
+    ConfError {
+        pos: entry.pos.clone(),
+        message: format!("unknown field {:?}", entry.key),
+    }
+}
+
+fn ignored(entry: &Entry, why: &str) -> String {
+    let pos = &entry.pos;
+    format!(
+        "{}:{}:{}: ignoring {:?}: {why}",
+        pos.file.display(),
+        pos.line,
+        pos.col,
+        entry.key
+    )
+}
+
+fn bad(v: &Value, what: &str) -> ConfError {
+    ConfError {
+        pos: v.pos.clone(),
+        message: format!("invalid value for {what}: {:?}", v.kind),
+    }
+}
+
+fn string(v: &Value) -> Result<String, ConfError> {
+    match &v.kind {
+        Kind::String(s) => Ok(s.clone()),
+        // Bare numbers where a string is expected (a server name `1`, say) read as text.
+        Kind::Int(n) => Ok(n.to_string()),
+        _ => Err(bad(v, "a string")),
+    }
+}
+
+fn int(v: &Value) -> Result<i64, ConfError> {
+    match &v.kind {
+        Kind::Int(n) => Ok(*n),
+        _ => Err(bad(v, "an integer")),
+    }
+}
+
+fn size(v: &Value) -> Result<usize, ConfError> {
+    usize::try_from(int(v)?).map_err(|_| bad(v, "a size"))
+}
+
+fn boolean(v: &Value) -> Result<bool, ConfError> {
+    match &v.kind {
+        Kind::Bool(b) => Ok(*b),
+        _ => Err(bad(v, "a boolean")),
+    }
+}
+
+/// A port; `-1` asks for a random one (bound as 0).
+fn port(v: &Value) -> Result<u16, ConfError> {
+    match int(v)? {
+        -1 => Ok(0),
+        n => u16::try_from(n).map_err(|_| bad(v, "a port")),
+    }
+}
+
+/// `listen`: `host:port`, `:port`, or a bare port.
+fn host_port(v: &Value) -> Result<(Option<String>, u16), ConfError> {
+    match &v.kind {
+        Kind::Int(_) => Ok((None, port(v)?)),
+        Kind::String(s) => {
+            let (host, p) = s.rsplit_once(':').ok_or_else(|| bad(v, "listen"))?;
+            let p = match p.parse::<i64>().map_err(|_| bad(v, "listen"))? {
+                -1 => 0,
+                n => u16::try_from(n).map_err(|_| bad(v, "listen"))?,
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Ok(((!host.is_empty()).then(|| host.to_string()), p))
+        }
+        _ => Err(bad(v, "listen")),
+    }
+}
+
+/// A duration option: a Go duration string, or (with a warning, as nats-server gives) a
+/// number of seconds.
+fn duration(entry: &Entry, warnings: &mut Vec<String>) -> Result<Duration, ConfError> {
+    let v = &entry.value;
+    match &v.kind {
+        Kind::String(s) => parse_duration(s).ok_or_else(|| bad(v, &entry.key)),
+        Kind::Int(_) | Kind::Float(_) => {
+            warnings.push(format!(
+                "{}:{}:{}: {:?} should be a duration string such as \"2m\"; reading it as seconds",
+                v.pos.file.display(),
+                v.pos.line,
+                v.pos.col,
+                entry.key
+            ));
+            seconds(v)
+        }
+        _ => Err(bad(v, &entry.key)),
+    }
+}
+
+/// A number of seconds (integer or fraction), or a duration string.
+fn seconds(v: &Value) -> Result<Duration, ConfError> {
+    match &v.kind {
+        Kind::Int(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        Kind::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+        Kind::String(s) => parse_duration(s).ok_or_else(|| bad(v, "a duration")),
+        _ => Err(bad(v, "a number of seconds")),
+    }
+}
+
+fn user(v: &Value) -> Result<User, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(bad(v, "a user"));
+    };
+    let mut name = None;
+    let mut password = None;
+    for entry in fields {
+        match entry.key.to_ascii_lowercase().as_str() {
+            "user" | "username" => name = Some(string(&entry.value)?),
+            "password" | "pass" => password = Some(string(&entry.value)?),
+            "permissions" | "nkey" | "allowed_connection_types" | "account" => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!("user {:?} is not supported by tern yet", entry.key),
+                });
+            }
+            _ => return Err(unknown_field(entry)),
+        }
+    }
+    match name {
+        Some(name) => Ok(User {
+            name,
+            password: password.unwrap_or_default(),
+        }),
+        None => Err(ConfError {
+            pos: v.pos.clone(),
+            message: "user entry without a user name".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(text: &str) -> Result<(Options, Vec<String>), ConfError> {
+        let file = conf::parse_str(text, Path::new("test.conf"))?;
+        let mut opts = Options::default();
+        let mut warnings = Vec::new();
+        opts.apply_file(&file, &mut warnings)?;
+        Ok((opts, warnings))
+    }
+
+    fn error(text: &str) -> String {
+        options(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn limits_and_identity() {
+        let (o, warnings) = options(
+            "listen: 127.0.0.1:4333\nserver_name: hub\nmax_payload: 2MB\nmax_connections: 100\n\
+             max_control_line: 512\nmax_subs: 7\nmax_pending: 1GB\nping_interval: \"30s\"\n\
+             ping_max: 5\nwrite_deadline: \"2.5s\"\nlame_duck_duration: \"1m\"\n\
+             lame_duck_grace_period: \"5s\"\nserver_tags: [\"a:1\", \"b\"]\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 4333));
+        assert_eq!(o.server_name.as_deref(), Some("hub"));
+        assert_eq!(o.max_payload, 2 * 1024 * 1024);
+        assert_eq!(o.max_connections, 100);
+        assert_eq!(o.max_control_line, 512);
+        assert_eq!(o.max_subscriptions, 7);
+        assert_eq!(o.max_pending, 1 << 30);
+        assert_eq!(o.ping_interval, Duration::from_secs(30));
+        assert_eq!(o.ping_max, 5);
+        assert_eq!(o.write_deadline, Duration::from_millis(2500));
+        assert_eq!(o.lame_duck_duration, Duration::from_secs(60));
+        assert_eq!(o.lame_duck_grace_period, Duration::from_secs(5));
+        assert_eq!(o.server_tags, ["a:1", "b"]);
+    }
+
+    #[test]
+    fn ports_and_random_ports() {
+        assert_eq!(options("port: -1").unwrap().0.port, 0);
+        assert_eq!(options("listen: \"127.0.0.1:-1\"").unwrap().0.port, 0);
+        assert_eq!(options("listen: 127.0.0.1:-1").unwrap().0.host, "127.0.0.1");
+        assert_eq!(options("listen: 5222").unwrap().0.port, 5222);
+        assert_eq!(options("host: ::1\nport: 1").unwrap().0.host, "::1");
+        assert!(error("port: 70000").contains("test.conf:1:"));
+    }
+
+    #[test]
+    fn bare_seconds_for_durations_warn() {
+        let (o, warnings) = options("ping_interval: 60\nwrite_deadline: 3").unwrap();
+        assert_eq!(o.ping_interval, Duration::from_secs(60));
+        assert_eq!(o.write_deadline, Duration::from_secs(3));
+        assert_eq!(warnings.len(), 2);
+    }
+
+    #[test]
+    fn logging_and_files() {
+        let (o, _) = options(
+            "debug: true\ntrace: yes\nlogtime: false\nlog_file: /tmp/t.log\npid_file: /tmp/t.pid\n\
+             ports_file_dir: /tmp\n",
+        )
+        .unwrap();
+        assert!(o.debug && o.trace && !o.logtime);
+        assert_eq!(o.log_file, Some(PathBuf::from("/tmp/t.log")));
+        assert_eq!(o.pid_file, Some(PathBuf::from("/tmp/t.pid")));
+        assert_eq!(o.ports_file_dir, Some(PathBuf::from("/tmp")));
+    }
+
+    #[test]
+    fn authorization_blocks() {
+        let (o, _) = options("authorization { user: u, password: \"p w\", timeout: 0.5 }").unwrap();
+        assert_eq!(o.username.as_deref(), Some("u"));
+        assert_eq!(o.password.as_deref(), Some("p w"));
+        assert_eq!(o.auth_timeout, Duration::from_millis(500));
+        let (o, _) = options("authorization { token: s3cr3t }").unwrap();
+        assert_eq!(o.token.as_deref(), Some("s3cr3t"));
+        let (o, _) = options(
+            "authorization {\n  users = [\n    {user: a, password: x}\n    {user: b, password: y}\n  ]\n}\n\
+             no_auth_user: b\n",
+        )
+        .unwrap();
+        assert_eq!(o.users.len(), 2);
+        assert_eq!(o.no_auth_user.as_deref(), Some("b"));
+        assert!(error("no_auth_user: nobody").contains("no_auth_user"));
+    }
+
+    #[test]
+    fn unsupported_options_warn_or_fail() {
+        // Harmless without: a warning naming the key, and the server still starts.
+        let (_, warnings) = options(
+            "leafnodes { listen: 127.0.0.1:-1 }\ncluster { name: c, listen: 127.0.0.1:-1 }\n\
+             jetstream { store_dir: /tmp/js }\nhttp: 127.0.0.1:-1\n",
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[0].contains("\"leafnodes\""));
+        // Unsafe without: an error.
+        assert!(error("tls { cert_file: a.pem }").contains("not supported"));
+        assert!(
+            error("accounts { A { users: [{user: a, password: b}] } }").contains("not supported")
+        );
+        let perms = "authorization { users = [{user: a, password: b, permissions: {publish: x}}] }";
+        assert!(error(perms).contains("not supported"));
+    }
+
+    #[test]
+    fn unknown_fields_name_their_position() {
+        // Defining a variable nobody uses is an unknown field, as in nats-server.
+        assert!(error("UNUSED: 1\n").contains("unknown field \"UNUSED\""));
+        assert_eq!(
+            error("port: 1\nfoo: 2\n"),
+            "test.conf:2:1: unknown field \"foo\""
+        );
+        assert!(
+            error("authorization {\n  colour: red\n}").starts_with("test.conf:2:3: unknown field")
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    /// A file written the way nats-server's own test configurations are (`server/configs`):
+    /// comments, aligned colons, quoted durations, a users block, harness blocks.
+    #[test]
+    fn nats_server_test_config_style() {
+        let text = r#"
+# Cluster-free server used by the tests
+
+listen: 127.0.0.1:4242
+http: 8222
+
+authorization {
+  user:     derek
+  password: porkchop
+  timeout:  1
+}
+
+# logging options
+debug:   false
+trace:   true
+logtime: false
+log_file: "/tmp/nats-server/gnatsd.log"
+pid_file: "/tmp/nats-server/gnatsd.pid"
+
+# Some system overrides
+
+# maximum number of connections
+max_connections: 100
+
+# maximum subscriptions
+max_subscriptions: 1000
+
+# maximum protocol control line
+max_control_line: 2048
+
+# maximum payload
+max_payload: 65536
+
+# ping interval and no pong threshold
+ping_interval: "60s"
+ping_max: 3
+
+# how long server can block on a socket write to a client
+write_deadline: "3s"
+
+lame_duck_duration: "4m"
+lame_duck_grace_period: "3s"
+
+jetstream {
+  store_dir: "/tmp/js"
+  max_mem: 1GB
+}
+"#;
+        let (o, warnings) = options(text).unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 4242));
+        assert_eq!(o.username.as_deref(), Some("derek"));
+        assert_eq!(o.password.as_deref(), Some("porkchop"));
+        assert_eq!(o.auth_timeout, Duration::from_secs(1));
+        assert!(!o.debug && o.trace && !o.logtime);
+        assert_eq!(o.max_connections, 100);
+        assert_eq!(o.max_subscriptions, 1000);
+        assert_eq!(o.max_control_line, 2048);
+        assert_eq!(o.max_payload, 65536);
+        assert_eq!(o.ping_interval, Duration::from_secs(60));
+        assert_eq!(o.ping_max, 3);
+        assert_eq!(o.write_deadline, Duration::from_secs(3));
+        assert_eq!(o.lame_duck_duration, Duration::from_secs(240));
+        assert_eq!(o.lame_duck_grace_period, Duration::from_secs(3));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("\"http\""));
+        assert!(warnings[1].contains("\"jetstream\""));
+
+        // The multi-user style, with variables, as in nats-server's multi-user configs.
+        let text = r#"
+listen: 127.0.0.1:-1
+
+ALICE_PASS: "$2a$11$dummyhashvalue"
+BOB_PASS:   bar
+
+authorization {
+  users = [
+    {user: alice, password: $ALICE_PASS}
+    {user: bob,   password: $BOB_PASS}
+  ]
+}
+"#;
+        let (o, _) = options(text).unwrap();
+        assert_eq!(o.port, 0);
+        assert_eq!(
+            o.users,
+            [
+                User {
+                    name: "alice".into(),
+                    password: "$2a$11$dummyhashvalue".into()
+                },
+                User {
+                    name: "bob".into(),
+                    password: "bar".into()
+                }
+            ]
+        );
     }
 }

@@ -3,7 +3,10 @@
 //! # Layout
 //!
 //! - `main.rs`: the command line (nats-server's flags), logging set-up, signals.
-//! - [`config`]: server options as plain data with nats-server's defaults.
+//! - [`cli`]: nats-server's command line, read with Go's flag rules.
+//! - [`config`]: server options as plain data with nats-server's defaults, and the meaning of
+//!   configuration-file keys; [`conf`] reads the file's syntax.
+//! - [`auth`]: who may connect (users, token, `no_auth_user`).
 //! - [`server`]: the accept loop, shared state, graceful shutdown.
 //! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
 //! - [`router`]: shared state: the sublist, live connections, the cache generation.
@@ -25,8 +28,10 @@
 //! call. A subscriber whose buffer passes `max_pending` is closed as a slow consumer at once, so
 //! the publisher never waits for it.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod conf;
 pub mod config;
 pub mod error;
 pub mod logging;
