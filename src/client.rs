@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, trace};
 
+use crate::auth;
+use crate::config::Options;
 use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
 use crate::parser::{self, ClientOp};
@@ -44,9 +46,10 @@ const MATCH_CACHE_PRUNE: usize = 32;
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let cid = shared.router.next_cid();
+    let opts = shared.opts();
     let conn = Arc::new(Connection::new(
         cid,
-        shared.opts.max_pending,
+        opts.max_pending,
         &format!("{addr} - cid:{cid}"),
     ));
     let (read_half, write_half) = stream.into_split();
@@ -60,7 +63,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
 
     if !shared
         .router
-        .add_connection(conn.clone(), shared.opts.max_connections)
+        .add_connection(conn.clone(), opts.max_connections)
     {
         error!("{} - maximum connections exceeded", client.desc);
         client.fail(ProtocolError::MaxConnections);
@@ -73,6 +76,11 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
 /// The reader's side of a connection: everything the read loop needs.
 struct Client {
     shared: Arc<Shared>,
+    /// The server options, refreshed at every read batch so that a reload reaches existing
+    /// connections.
+    server: Arc<Options>,
+    /// The reload generation `server` was taken at.
+    server_generation: u64,
     conn: Arc<Connection>,
     /// `IP:PORT - cid:N` (plus ` - "name"` once CONNECT names the client): the log prefix.
     desc: String,
@@ -98,6 +106,8 @@ impl Client {
     fn new(shared: Arc<Shared>, conn: Arc<Connection>, addr: SocketAddr) -> Self {
         let desc = conn.desc().to_string();
         Client {
+            server_generation: shared.opts_generation(),
+            server: shared.opts(),
             shared,
             conn,
             desc,
@@ -117,17 +127,12 @@ impl Client {
     }
 
     async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
-        let opts = &self.shared.opts;
-        let limits = parser::Limits {
-            max_control_line: opts.max_control_line,
-            max_payload: opts.max_payload,
-        };
-        let first_ping = opts.ping_interval.min(FIRST_PING_INTERVAL);
-        let mut ping = tokio::time::interval_at(Instant::now() + first_ping, opts.ping_interval);
+        let mut ping_interval = self.server.ping_interval;
+        let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
+        let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(opts.auth_timeout);
+        let auth_deadline = tokio::time::sleep(self.server.auth_timeout);
         tokio::pin!(auth_deadline);
-        let auth_required = opts.auth_required();
 
         let mut buf = BytesMut::with_capacity(MIN_READ);
         let mut read_size = MIN_READ;
@@ -147,12 +152,16 @@ impl Client {
                             read_size *= 2;
                         }
                         self.last_in = Instant::now();
-                        self.process(&mut buf, &limits)
+                        self.refresh();
+                        self.process(&mut buf)
                     }
                     Err(_) => break CloseReason::ReadError,
                 },
-                _ = ping.tick() => self.ping_timer(),
-                _ = &mut auth_deadline, if auth_required && !self.connected => {
+                _ = ping.tick() => {
+                    self.refresh();
+                    self.ping_timer()
+                }
+                _ = &mut auth_deadline, if self.awaiting_auth() => {
                     Err(ProtocolError::AuthenticationTimeout)
                 }
             };
@@ -161,6 +170,11 @@ impl Client {
                 let reason = close_reason(&err);
                 self.fail(err);
                 break reason;
+            }
+            if self.server.ping_interval != ping_interval {
+                ping_interval = self.server.ping_interval;
+                ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+                ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
             if buf.is_empty() && buf.capacity() > 2 * MAX_READ {
                 // Give back what a burst of large messages grew, so idle connections stay small.
@@ -171,12 +185,22 @@ impl Client {
         self.finish(reason);
     }
 
+    /// Picks up reloaded options and logging levels (before each read batch is handled).
+    fn refresh(&mut self) {
+        let generation = self.shared.opts_generation();
+        if generation != self.server_generation {
+            self.server_generation = generation;
+            self.server = self.shared.opts();
+        }
+        self.trace = tracing::enabled!(tracing::Level::TRACE);
+    }
+
     /// Parses and handles every whole operation in `buf`, leaving a partial one for later.
-    fn process(
-        &mut self,
-        buf: &mut BytesMut,
-        limits: &parser::Limits,
-    ) -> Result<(), ProtocolError> {
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        let limits = parser::Limits {
+            max_control_line: self.server.max_control_line,
+            max_payload: self.server.max_payload,
+        };
         let mut consumed = 0;
         let result = loop {
             // With auth required, nats-server refuses anything but CONNECT from its first byte
@@ -185,7 +209,7 @@ impl Client {
             if self.awaiting_auth() && first.is_some_and(|b| !b.eq_ignore_ascii_case(&b'c')) {
                 break Err(ProtocolError::AuthorizationViolation);
             }
-            match parser::parse(&buf[consumed..], limits) {
+            match parser::parse(&buf[consumed..], &limits) {
                 Ok(Some((op, n))) => {
                     if self.trace {
                         trace_in(&self.desc, &op);
@@ -207,7 +231,7 @@ impl Client {
     }
 
     fn awaiting_auth(&self) -> bool {
-        !self.connected && self.shared.opts.auth_required()
+        !self.connected && self.server.auth_required() && self.server.no_auth_user.is_none()
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
@@ -272,8 +296,9 @@ impl Client {
             error!("{} - {}", self.desc, why);
             return Err(ProtocolError::Malformed("invalid CONNECT JSON"));
         }
-        let server = &self.shared.opts;
-        if server.auth_required() && !credentials_match(server, &opts) {
+        let server = &self.server;
+        let credentials = opts.credentials();
+        if !auth::authenticate(server, &credentials) {
             return Err(ProtocolError::AuthorizationViolation);
         }
         if !(0..=1).contains(&opts.protocol) {
@@ -287,6 +312,8 @@ impl Client {
             self.conn.set_desc(&self.desc);
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
+        self.conn.set_credentials(credentials);
+        self.conn.set_async_info(opts.protocol >= 1);
         self.opts = opts;
         self.connected = true;
         self.send_ok();
@@ -420,7 +447,7 @@ impl Client {
         }
         let sub = {
             let mut subs = self.conn.subs();
-            let max = self.shared.opts.max_subscriptions;
+            let max = self.server.max_subscriptions;
             if max > 0 && subs.len() >= max {
                 return Err(ProtocolError::MaxSubscriptions);
             }
@@ -480,7 +507,7 @@ impl Client {
     /// interval (the first PING always goes out), and closes the connection once `ping_max`
     /// PINGs are unanswered.
     fn ping_timer(&mut self) -> Result<(), ProtocolError> {
-        let opts = &self.shared.opts;
+        let opts = &self.server;
         debug!("{} - Client Ping Timer", self.desc);
         if self.pinged && self.last_in.elapsed() < opts.ping_interval {
             debug!(
@@ -568,7 +595,7 @@ impl Client {
         self.shared.router.remove_connection(&self.conn);
         let reason = self.conn.outbound.close_reason().unwrap_or(reason);
         if reason == CloseReason::SlowConsumerPendingBytes {
-            let max = self.shared.opts.max_pending;
+            let max = self.server.max_pending;
             info!(
                 "{} - Slow Consumer Detected: MaxPending of {max} Exceeded",
                 self.desc
@@ -597,41 +624,13 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
     }
 }
 
-fn credentials_match(server: &crate::config::Options, client: &ConnectOptions) -> bool {
-    if let Some(token) = &server.token {
-        return client
-            .auth_token
-            .as_deref()
-            .is_some_and(|t| constant_time_eq(t, token));
-    }
-    match (&server.username, &server.password) {
-        (Some(user), password) => {
-            client
-                .user
-                .as_deref()
-                .is_some_and(|u| constant_time_eq(u, user))
-                && constant_time_eq(
-                    client.pass.as_deref().unwrap_or_default(),
-                    password.as_deref().unwrap_or_default(),
-                )
-        }
-        (None, _) => true,
-    }
-}
-
-/// Compares secrets in time that depends only on their lengths.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
 /// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
 /// slow consumer.
 async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: OwnedWriteHalf) {
-    let deadline = shared.opts.write_deadline;
     let mut batch = BytesMut::new();
     loop {
+        let deadline = shared.opts().write_deadline;
         let take = conn.outbound.take(&mut batch);
         let (write, stop) = match take {
             Take::Idle => {

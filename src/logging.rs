@@ -5,36 +5,128 @@
 //! TRACE → TRC (`-V`). An error logged with target `fatal` is tagged FTL. Timestamps are UTC.
 
 use std::fmt::Write as _;
+use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 
 /// Target that turns an error into an `[FTL]` line.
 pub const FATAL: &str = "fatal";
 
-/// Writes nats-server-style lines to stderr or a file.
+/// Writes nats-server-style lines to stderr or a file. Levels and the file can change while
+/// running (reload, log rotation) through a [`LogControl`].
 pub struct Logger {
-    debug: bool,
-    trace: bool,
-    logtime: bool,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    debug: AtomicBool,
+    trace: AtomicBool,
+    logtime: AtomicBool,
     pid: u32,
-    out: Mutex<Box<dyn Write + Send>>,
+    /// Guards the destination; held for one line's write.
+    sink: Mutex<Sink>,
+}
+
+struct Sink {
+    out: Box<dyn Write + Send>,
+    /// The log file, if logging to one (reopened on SIGUSR1).
+    path: Option<PathBuf>,
+}
+
+/// Changes a running logger.
+#[derive(Clone)]
+pub struct LogControl {
+    inner: Arc<Inner>,
 }
 
 impl Logger {
     /// A logger writing to `out`; DEBUG with `debug`, TRACE with `trace`.
     pub fn new(out: Box<dyn Write + Send>, debug: bool, trace: bool, logtime: bool) -> Self {
-        Logger {
-            debug,
-            trace,
-            logtime,
+        let inner = Inner {
+            debug: AtomicBool::new(debug),
+            trace: AtomicBool::new(trace),
+            logtime: AtomicBool::new(logtime),
             pid: std::process::id(),
-            out: Mutex::new(out),
+            sink: Mutex::new(Sink { out, path: None }),
+        };
+        Logger {
+            inner: Arc::new(inner),
         }
+    }
+
+    /// A logger appending to the file at `path` (created if missing).
+    pub fn to_file(path: &Path, debug: bool, trace: bool, logtime: bool) -> io::Result<Self> {
+        let logger = Logger::new(Box::new(open_log(path)?), debug, trace, logtime);
+        logger.inner.sink().path = Some(path.to_path_buf());
+        Ok(logger)
+    }
+
+    /// A handle to change this logger once installed.
+    pub fn control(&self) -> LogControl {
+        LogControl {
+            inner: self.inner.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn format(&self, level: &Level, target: &str, message: &str) -> String {
+        self.inner.format(level, target, message)
+    }
+}
+
+impl LogControl {
+    /// Applies new levels and timestamps (a reload).
+    pub fn set(&self, debug: bool, trace: bool, logtime: bool) {
+        self.inner.debug.store(debug, Ordering::Relaxed);
+        self.inner.trace.store(trace, Ordering::Relaxed);
+        self.inner.logtime.store(logtime, Ordering::Relaxed);
+        tracing::callsite::rebuild_interest_cache();
+    }
+
+    /// Logs to the file at `path` from now on, or to stderr with `None` (a reload).
+    pub fn set_file(&self, path: Option<&Path>) -> io::Result<()> {
+        let mut sink = self.inner.sink();
+        if sink.path.as_deref() == path {
+            return Ok(());
+        }
+        match path {
+            Some(path) => {
+                sink.out = Box::new(open_log(path)?);
+                sink.path = Some(path.to_path_buf());
+            }
+            None => {
+                sink.out = Box::new(io::stderr());
+                sink.path = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reopens the log file (after rotation); logging to stderr needs nothing.
+    pub fn reopen(&self) -> io::Result<()> {
+        let mut sink = self.inner.sink();
+        if let Some(path) = sink.path.clone() {
+            sink.out = Box::new(open_log(&path)?);
+        }
+        Ok(())
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Inner {
+    fn sink(&self) -> std::sync::MutexGuard<'_, Sink> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Formats one line (without writing it).
@@ -49,7 +141,7 @@ impl Logger {
         };
         let mut line = String::with_capacity(48 + message.len());
         let _ = write!(line, "[{}] ", self.pid);
-        if self.logtime {
+        if self.logtime.load(Ordering::Relaxed) {
             line.push_str(&timestamp(SystemTime::now()));
             line.push(' ');
         }
@@ -59,19 +151,24 @@ impl Logger {
 }
 
 impl Subscriber for Logger {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Levels change at run time, so every call site asks `enabled` each time.
+        Interest::sometimes()
+    }
+
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         match *metadata.level() {
-            Level::TRACE => self.trace,
-            Level::DEBUG => self.debug,
+            Level::TRACE => self.inner.trace.load(Ordering::Relaxed),
+            Level::DEBUG => self.inner.debug.load(Ordering::Relaxed),
             _ => true,
         }
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
         use tracing::level_filters::LevelFilter;
-        Some(if self.trace {
+        Some(if self.inner.trace.load(Ordering::Relaxed) {
             LevelFilter::TRACE
-        } else if self.debug {
+        } else if self.inner.debug.load(Ordering::Relaxed) {
             LevelFilter::DEBUG
         } else {
             LevelFilter::INFO
@@ -90,11 +187,11 @@ impl Subscriber for Logger {
         let mut message = MessageVisitor(String::new());
         event.record(&mut message);
         let meta = event.metadata();
-        let line = self.format(meta.level(), meta.target(), &message.0);
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let line = self.inner.format(meta.level(), meta.target(), &message.0);
+        let mut sink = self.inner.sink();
         // Nowhere to report a failing log write; nats-server ignores it too.
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
+        let _ = sink.out.write_all(line.as_bytes());
+        let _ = sink.out.flush();
     }
 
     fn enter(&self, _: &Id) {}

@@ -1,15 +1,16 @@
 //! The `tern` binary: nats-server's command line, logging and signals around `tern::Server`.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use tern::cli::{self, Command};
-use tern::logging::{self, Logger, FATAL};
+use tern::cli::{self, Command, Run};
+use tern::logging::{self, LogControl, Logger, FATAL};
+use tern::server::{self, Shared};
 use tern::{Options, Server};
 
 fn main() -> ExitCode {
@@ -23,8 +24,10 @@ fn main() -> ExitCode {
                 .map_or(p.to_string(), |n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "tern".to_string());
-    let (opts, warnings) = match cli::parse(args) {
-        Ok(Command::Run { opts, warnings }) => (*opts, warnings),
+    let run = match cli::parse(args) {
+        Ok(Command::Run(run)) => run,
+        Ok(Command::TestConfig(run)) => return test_config(&program, &run),
+        Ok(Command::Signal { signal, target }) => return send_signal(&program, signal, target),
         Ok(Command::Version) => {
             println!("{}", cli::version_line(&program));
             return ExitCode::SUCCESS;
@@ -41,10 +44,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(err) = install_logger(&opts) {
-        eprintln!("tern: cannot open log file: {err}");
-        return ExitCode::FAILURE;
-    }
+    let mut warnings = run.warnings.clone();
+    let opts = match run.options(&mut warnings) {
+        Ok(opts) => opts,
+        Err(err) => {
+            eprintln!("{program}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = match install_logger(&opts) {
+        Ok(log) => log,
+        Err(err) => {
+            eprintln!("{program}: cannot open log file: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     for warning in warnings {
         warn!("{warning}");
     }
@@ -58,18 +72,104 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(opts))
+    runtime.block_on(serve(program, run, opts, log))
 }
 
-fn install_logger(opts: &Options) -> io::Result<()> {
-    let out: Box<dyn Write + Send> = match &opts.log_file {
-        Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
-        None => Box::new(io::stderr()),
+/// `-t`: parse the configuration and report, as nats-server does.
+fn test_config(program: &str, run: &Run) -> ExitCode {
+    let Some(path) = run.config_file() else {
+        eprintln!(
+            "{program}: must specify [-c, --config] option to check configuration file syntax"
+        );
+        return ExitCode::FAILURE;
     };
-    logging::install(Logger::new(out, opts.debug, opts.trace, opts.logtime))
+    match run.options(&mut Vec::new()) {
+        Ok(_) => {
+            eprintln!("{program}: configuration file {} is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{program}: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-async fn run(opts: Options) -> ExitCode {
+/// `--signal <signal>[=<pid|pidfile>]`: signal a running server.
+fn send_signal(program: &str, signal: &str, target: Option<String>) -> ExitCode {
+    let pid = match target {
+        Some(t) if t.chars().all(|c| c.is_ascii_digit()) => t,
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(pid) => pid.trim().to_string(),
+            Err(err) => {
+                eprintln!("{program}: cannot read pid file {path}: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => match only_running(program) {
+            Ok(pid) => pid,
+            Err(err) => {
+                eprintln!("{program}: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // `kill(1)` does the sending: no unsafe libc call is needed for something this rare.
+    match std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(&pid)
+        .status()
+    {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("{program}: cannot run kill: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The pid of the only other running process named `program`.
+fn only_running(program: &str) -> Result<String, String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim() == program {
+            found.push(pid);
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(format!("no {program} process running")),
+        _ => Err(format!(
+            "multiple {program} processes running ({}); give a pid",
+            found.join(", ")
+        )),
+    }
+}
+
+fn install_logger(opts: &Options) -> io::Result<LogControl> {
+    let logger = match &opts.log_file {
+        Some(path) => Logger::to_file(path, opts.debug, opts.trace, opts.logtime)?,
+        None => Logger::new(Box::new(io::stderr()), opts.debug, opts.trace, opts.logtime),
+    };
+    let control = logger.control();
+    logging::install(logger)?;
+    Ok(control)
+}
+
+async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -> ExitCode {
+    // Signals are caught from before the server says it is ready, so a harness that signals
+    // as soon as it reads "Server is ready" never kills it by the default action.
+    let signals = Signals::install();
     info!("Starting nats-server");
     info!("  Version:  {}", tern::protocol::NATS_SERVER_VERSION);
     info!("  Git:      [tern-{}]", env!("CARGO_PKG_VERSION"));
@@ -80,6 +180,7 @@ async fn run(opts: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let ports_dir = opts.ports_file_dir.clone();
     let server = match Server::bind(opts).await {
         Ok(server) => server,
         Err(err) => {
@@ -90,22 +191,130 @@ async fn run(opts: Options) -> ExitCode {
     let shared = server.shared();
     info!("  Name:     {}", shared.server_name);
     info!("  ID:       {}", shared.server_id);
+    if let Some(path) = run.config_file() {
+        info!("Using configuration file: {}", path.display());
+    }
     let addr = server.local_addr();
     info!(
         "Listening for client connections on {}:{}",
         host_for_log(&host, addr),
         addr.port()
     );
+    let ports_file =
+        ports_dir.and_then(
+            |dir| match server::write_ports_file(&dir, &program, &shared) {
+                Ok(path) => Some(path),
+                Err(err) => {
+                    error!("Error writing ports file to {}: {err}", dir.display());
+                    None
+                }
+            },
+        );
     info!("Server is ready");
-    let shutdown = async {
-        match wait_for_signal().await {
-            Ok(name) => info!("Trapped {name:?} signal"),
-            Err(err) => error!("Cannot listen for signals: {err}"),
-        }
-        info!("Initiating Shutdown...");
-    };
-    server.run(shutdown).await;
+    let signals = handle_signals(signals, shared.clone(), run, log);
+    server.run(signals).await;
+    remove(ports_file);
     ExitCode::SUCCESS
+}
+
+fn remove(path: Option<PathBuf>) {
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The signals the server acts on.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching the signals (must run inside the runtime).
+    fn install() -> Option<Signals> {
+        let listen = |kind| {
+            signal(kind)
+                .map_err(|e| error!("Cannot listen for signals: {e}"))
+                .ok()
+        };
+        Some(Signals {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+            usr1: listen(SignalKind::user_defined1())?,
+            usr2: listen(SignalKind::user_defined2())?,
+        })
+    }
+}
+
+/// Serves the signals until one asks to stop: SIGHUP reloads the configuration, SIGUSR1
+/// reopens the log file, SIGUSR2 enters lame duck mode, SIGINT and SIGTERM return (shut down).
+async fn handle_signals(
+    signals: Option<Signals>,
+    shared: Arc<Shared>,
+    run: Box<Run>,
+    log: LogControl,
+) {
+    let Some(Signals {
+        mut interrupt,
+        mut terminate,
+        mut hangup,
+        mut usr1,
+        mut usr2,
+    }) = signals
+    else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => {
+                info!("Trapped \"interrupt\" signal");
+                break;
+            }
+            _ = terminate.recv() => {
+                info!("Trapped \"terminated\" signal");
+                break;
+            }
+            _ = hangup.recv() => {
+                info!("Trapped \"hangup\" signal");
+                reload(&shared, &run, &log);
+            }
+            _ = usr1.recv() => {
+                info!("Trapped \"user defined signal 1\" signal");
+                if let Err(err) = log.reopen() {
+                    error!("Error reopening log file: {err}");
+                }
+            }
+            _ = usr2.recv() => {
+                info!("Trapped \"user defined signal 2\" signal");
+                shared.enter_lame_duck_mode();
+            }
+        }
+    }
+    info!("Initiating Shutdown...");
+}
+
+/// Rereads the configuration file and puts it in force; a bad file changes nothing.
+fn reload(shared: &Shared, run: &Run, log: &LogControl) {
+    let mut warnings = Vec::new();
+    let result = run.options(&mut warnings).and_then(|opts| {
+        let levels = (opts.debug, opts.trace, opts.logtime);
+        let log_file = opts.log_file.clone();
+        shared.reload(opts)?;
+        log.set(levels.0, levels.1, levels.2);
+        log.set_file(log_file.as_deref())
+            .map_err(|e| format!("cannot open log file: {e}"))
+    });
+    for warning in warnings {
+        warn!("{warning}");
+    }
+    match result {
+        Ok(()) => info!("Reloaded server configuration"),
+        Err(err) => error!("Failed to reload server configuration: {err}"),
+    }
 }
 
 /// The host as nats-server prints it: the configured one (IPv6 in brackets).
@@ -113,15 +322,5 @@ fn host_for_log(host: &str, addr: std::net::SocketAddr) -> String {
     match addr {
         std::net::SocketAddr::V6(_) if !host.starts_with('[') => format!("[{host}]"),
         _ => host.to_string(),
-    }
-}
-
-/// Waits for SIGINT or SIGTERM and returns Go's name for it.
-async fn wait_for_signal() -> io::Result<&'static str> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = interrupt.recv() => Ok("interrupt"),
-        _ = terminate.recv() => Ok("terminated"),
     }
 }

@@ -54,6 +54,9 @@ pub struct Info {
     /// The account the connection is bound to; in the post-CONNECT INFO only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_account: Option<String>,
+    /// Lame duck mode: the server is about to go away.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
 }
 
 impl Info {
@@ -165,6 +168,15 @@ impl ConnectOptions {
             }
         }
         Ok(())
+    }
+
+    /// The credentials to check.
+    pub fn credentials(&self) -> crate::auth::Credentials {
+        crate::auth::Credentials {
+            user: self.user.clone(),
+            pass: self.pass.clone(),
+            token: self.auth_token.clone(),
+        }
     }
 
     /// How nats-server names the client in log lines: `v<version>:<lang>:<name>` when the

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
+use crate::auth::Credentials;
 use crate::outbound::Outbound;
 use crate::sublist::{Sublist, SublistResult};
 
@@ -20,11 +21,16 @@ pub struct Connection {
     pub outbound: Outbound,
     /// CONNECT set `headers`: HMSG is delivered as HMSG, otherwise the headers are stripped.
     pub headers: AtomicBool,
+    /// CONNECT set `protocol` 1: the client takes INFO updates (lame duck mode).
+    async_info: AtomicBool,
     /// Subscriptions by sid. Guards only the map; never held with another lock.
     pub subs: Mutex<HashMap<Bytes, Arc<Subscription>, ahash::RandomState>>,
     /// The log prefix (`IP:PORT - cid:N[ - "name"]`), for lines other connections log about
     /// this one. Guards only the string.
     desc: Mutex<Arc<str>>,
+    /// What the client authenticated with (set by an accepted CONNECT), re-checked when the
+    /// configuration is reloaded.
+    credentials: Mutex<Option<Credentials>>,
 }
 
 impl Connection {
@@ -34,14 +40,39 @@ impl Connection {
             cid,
             outbound: Outbound::new(max_pending),
             headers: AtomicBool::new(false),
+            async_info: AtomicBool::new(false),
             subs: Mutex::new(HashMap::default()),
             desc: Mutex::new(desc.into()),
+            credentials: Mutex::new(None),
         }
     }
 
     /// The log prefix naming this connection.
     pub fn desc(&self) -> Arc<str> {
         self.desc.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the client takes asynchronous INFO updates.
+    pub fn async_info(&self) -> bool {
+        self.async_info.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the client takes asynchronous INFO updates (CONNECT `protocol` 1).
+    pub fn set_async_info(&self, on: bool) {
+        self.async_info.store(on, Ordering::Relaxed);
+    }
+
+    /// Records what an accepted CONNECT authenticated with.
+    pub fn set_credentials(&self, credentials: Credentials) {
+        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
+    }
+
+    /// What the client authenticated with, once CONNECT was accepted.
+    pub fn credentials(&self) -> Option<Credentials> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Replaces the log prefix (CONNECT named the client).

@@ -1,15 +1,18 @@
-//! The accept loop, per-server shared state, and graceful shutdown.
+//! The accept loop, per-server shared state, reload, lame duck mode and graceful shutdown.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::{debug, error, info};
 
+use crate::auth;
 use crate::client;
 use crate::config::Options;
 use crate::outbound::CloseReason;
@@ -22,8 +25,11 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// State every connection shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The options the server runs with.
-    pub opts: Options,
+    /// The options in force; replaced whole by a reload. Held only to clone the `Arc`.
+    opts: RwLock<Arc<Options>>,
+    /// Bumped by every reload, so a connection can tell its copy of the options is current
+    /// with one atomic load per read instead of taking the lock.
+    opts_generation: AtomicU64,
     /// Subscriptions and connections.
     pub router: Router,
     /// This process's id, as nats-server makes them: `N` and 55 base-32 characters.
@@ -34,11 +40,24 @@ pub struct Shared {
     pub addr: SocketAddr,
     /// Connection tasks (readers and writers) still running.
     pub tasks: AtomicUsize,
+    /// Wakes the accept loop to enter lame duck mode.
+    lame_duck: Notify,
 }
 
 impl Shared {
+    /// The options in force.
+    pub fn opts(&self) -> Arc<Options> {
+        self.opts.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes whenever the options are replaced.
+    pub fn opts_generation(&self) -> u64 {
+        self.opts_generation.load(Ordering::Acquire)
+    }
+
     /// The INFO sent to connection `cid` from `client`.
     pub fn info(&self, cid: u64, client: SocketAddr) -> Info {
+        let opts = self.opts();
         Info {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
@@ -46,16 +65,66 @@ impl Shared {
             proto: protocol::PROTO,
             git_commit: concat!("tern-", env!("CARGO_PKG_VERSION")).to_string(),
             go: "rust".to_string(),
-            host: self.opts.host.clone(),
+            host: opts.host.clone(),
             port: self.addr.port(),
             headers: true,
-            auth_required: self.opts.auth_required(),
-            max_payload: self.opts.max_payload,
+            auth_required: opts.auth_required() && opts.no_auth_user.is_none(),
+            max_payload: opts.max_payload,
             client_id: cid,
             client_ip: client.ip().to_string(),
             connect_info: false,
             remote_account: None,
+            ldm: false,
         }
+    }
+
+    /// Puts `new` in force, as nats-server's reload does: limits, logging and credentials
+    /// change for new and existing connections, and connected clients whose credentials no
+    /// longer pass are disconnected with `Authorization Violation`. The listen address cannot
+    /// change; asking for it leaves everything as it was.
+    pub fn reload(&self, new: Options) -> Result<(), String> {
+        let old = self.opts();
+        // The options nats-server cannot change at run time, refused with its message (and
+        // its Go field names); everything else applies to new and open connections.
+        fn fixed<T: PartialEq + std::fmt::Debug>(
+            name: &str,
+            old: &T,
+            new: &T,
+        ) -> Result<(), String> {
+            match old == new {
+                true => Ok(()),
+                false => Err(format!(
+                    "config reload not supported for {name}: old={old:?}, new={new:?}"
+                )),
+            }
+        }
+        fixed("Host", &old.host, &new.host)?;
+        fixed("Port", &old.port, &new.port)?;
+        fixed("ServerName", &old.server_name, &new.server_name)?;
+        fixed("MaxSubs", &old.max_subscriptions, &new.max_subscriptions)?;
+        fixed("MaxPending", &old.max_pending, &new.max_pending)?;
+        let new = Arc::new(new);
+        *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        self.opts_generation.fetch_add(1, Ordering::Release);
+        for conn in self.router.connections_snapshot() {
+            let Some(credentials) = conn.credentials() else {
+                continue;
+            };
+            if !auth::authenticate(&new, &credentials) {
+                info!("{} - Authorization Violation after reload", conn.desc());
+                conn.outbound.append(false, |b| {
+                    protocol::encode_err(b, "Authorization Violation")
+                });
+                conn.outbound
+                    .close(CloseReason::AuthenticationViolation, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Enters lame duck mode: stop accepting, tell clients, close them gradually, exit.
+    pub fn enter_lame_duck_mode(&self) {
+        self.lame_duck.notify_one();
     }
 }
 
@@ -76,12 +145,14 @@ impl Server {
             .clone()
             .unwrap_or_else(|| server_id.clone());
         let shared = Arc::new(Shared {
-            opts,
+            opts: RwLock::new(Arc::new(opts)),
+            opts_generation: AtomicU64::new(0),
             router: Router::new(),
             server_id,
             server_name,
             addr,
             tasks: AtomicUsize::new(0),
+            lame_duck: Notify::new(),
         });
         Ok(Server { shared, listener })
     }
@@ -96,14 +167,15 @@ impl Server {
         self.shared.clone()
     }
 
-    /// Accepts clients until `shutdown` completes, then closes every connection after
-    /// flushing what is queued to it.
+    /// Accepts clients until `shutdown` completes (or lame duck mode has closed every client),
+    /// then closes every connection after flushing what is queued to it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server { shared, listener } = self;
         tokio::pin!(shutdown);
-        loop {
+        let lame_duck = loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => break false,
+                _ = shared.lame_duck.notified() => break true,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
                         let shared = shared.clone();
@@ -120,9 +192,15 @@ impl Server {
                     }
                 },
             }
-        }
+        };
         drop(listener);
         debug!("Client accept loop exiting..");
+        if lame_duck {
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = lame_duck_mode(&shared) => {}
+            }
+        }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
         while shared.tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             // Repeated so that a connection accepted just before the listener closed is
@@ -134,6 +212,54 @@ impl Server {
         }
         info!("Server Exiting..");
     }
+}
+
+/// nats-server's lame duck mode, after the listener is closed: an INFO with `ldm` to every
+/// client that takes asynchronous INFO, a grace period, then the clients closed one by one
+/// spread over `lame_duck_duration`.
+async fn lame_duck_mode(shared: &Shared) {
+    info!("Entering lame duck mode, stop accepting new clients");
+    let opts = shared.opts();
+    for conn in shared.router.connections_snapshot() {
+        if conn.async_info() {
+            let mut info = shared.info(conn.cid, shared.addr);
+            info.ldm = true;
+            if conn.outbound.append(false, |b| info.encode(b))
+                == crate::outbound::Appended::ScheduleFlush
+            {
+                conn.outbound.wake_writer();
+            }
+        }
+    }
+    tokio::time::sleep(opts.lame_duck_grace_period).await;
+    let conns = shared.router.connections_snapshot();
+    if conns.is_empty() {
+        return;
+    }
+    info!("Closing existing clients");
+    let pause = opts.lame_duck_duration / conns.len() as u32;
+    for conn in conns {
+        conn.outbound.close(CloseReason::ServerShutdown, true);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Writes nats-server's ports file, `<dir>/<program>_<pid>.ports`, listing the client URL.
+/// Returns its path (removed by the caller at exit).
+pub fn write_ports_file(dir: &Path, program: &str, shared: &Shared) -> io::Result<PathBuf> {
+    let path = dir.join(format!("{program}_{}.ports", std::process::id()));
+    let host = match shared.opts().host.as_str() {
+        // A wildcard address is reachable on loopback.
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        "::" => "[::1]".to_string(),
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    };
+    let ports = serde_json::json!({ "nats": [format!("nats://{host}:{}", shared.addr.port())] });
+    std::fs::write(&path, ports.to_string())?;
+    Ok(path)
 }
 
 /// A random server id in nats-server's shape: `N` followed by 55 base-32 characters.

@@ -1,109 +1,14 @@
 //! The built binary run as a process, the way client test harnesses run nats-server: under the
 //! name `nats-server`, with their flags, reading the log for the port.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tern-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    /// The binary, symlinked here as `nats-server`.
-    fn nats_server(&self) -> PathBuf {
-        let link = self.0.join("nats-server");
-        if !link.exists() {
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tern"), &link).unwrap();
-        }
-        link
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running server process, killed on drop if the test did not stop it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Process {
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.0.id().to_string())
-            .status();
-        assert!(status.unwrap().success());
-    }
-
-    fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code().expect("exited normally");
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn run(program: &Path, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Polls the log file until `done` accepts its text.
-fn wait_for_log(log: &Path, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "log never showed {what}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The port from `Listening for client connections on HOST:PORT`, as harnesses parse it.
-fn listening_port(log: &str) -> Option<u16> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("Listening for client connections on "))?;
-    line.rsplit(':').next()?.trim().parse().ok()
-}
-
-fn read_line(stream: &mut BufReader<TcpStream>) -> String {
-    let mut line = String::new();
-    stream.read_line(&mut line).unwrap();
-    line
-}
+use common::process::{listening_port, read_line, run, wait_for_log, Process, Scratch, WAIT};
 
 #[test]
 fn version_line_parses_as_nats_server() {

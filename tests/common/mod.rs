@@ -1,6 +1,8 @@
 //! Shared test helpers: an in-process server on an ephemeral port, and a raw protocol client.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,419 @@
+//! Configuration files, reload, lame duck mode and the operational signals, with the binary run
+//! as a process the way deployments and client test harnesses run nats-server.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{listening_port, read_line, run, wait_for_log, Process, Scratch, WAIT};
+
+/// Starts the binary (as `nats-server`) with `-c <config>` plus `extra`, logging to a file,
+/// and waits until it is ready. Returns the process, the log path and the client port.
+fn start(scratch: &Scratch, config: &Path, extra: &[&str]) -> (Process, PathBuf, u16) {
+    let log = scratch.0.join("server.log");
+    let process = Process(
+        Command::new(scratch.nats_server())
+            .arg("-c")
+            .arg(config)
+            .arg("-l")
+            .arg(&log)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let port = listening_port(&text).expect("listening line");
+    (process, log, port)
+}
+
+/// A raw connection: the INFO line read, then the CONNECT sent.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    info: String,
+}
+
+impl Conn {
+    fn open(port: u16, connect: &str) -> Conn {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let info = read_line(&mut reader);
+        let mut conn = Conn {
+            reader,
+            writer: stream,
+            info,
+        };
+        conn.send(&format!("CONNECT {connect}\r\n"));
+        conn
+    }
+
+    fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        read_line(&mut self.reader)
+    }
+
+    /// Everything until the server closes the connection.
+    fn rest(&mut self) -> String {
+        let mut rest = String::new();
+        let _ = self.reader.read_to_string(&mut rest);
+        rest
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn signal(scratch: &Scratch, which: &str, pid_file: &Path) {
+    let status = Command::new(scratch.nats_server())
+        .arg("--signal")
+        .arg(format!("{which}={}", pid_file.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "--signal {which} failed");
+}
+
+#[test]
+fn dash_t_checks_a_file() {
+    let scratch = Scratch::new("conf-t");
+    let good = scratch.0.join("good.conf");
+    write(
+        &good,
+        "port: 4333\nmax_payload: 2MB\nping_interval: \"30s\"\n",
+    );
+    let out = run(
+        &scratch.nats_server(),
+        &["-t", "-c", good.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is valid"));
+
+    let unknown = scratch.0.join("unknown.conf");
+    write(&unknown, "port: 4333\nfoo: 1\n");
+    let out = run(
+        &scratch.nats_server(),
+        &["-t", "-c", unknown.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown.conf:2:1: unknown field \"foo\""),
+        "{stderr}"
+    );
+
+    let broken = scratch.0.join("broken.conf");
+    write(&broken, "port: 4333\nauthorization {\n  user: a\n");
+    let out = run(
+        &scratch.nats_server(),
+        &["-t", "-c", broken.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.conf:"));
+
+    let unsafe_tls = scratch.0.join("tls.conf");
+    write(
+        &unsafe_tls,
+        "tls {\n  cert_file: a.pem\n  key_file: b.pem\n}\n",
+    );
+    let out = run(
+        &scratch.nats_server(),
+        &["-t", "-c", unsafe_tls.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "running without TLS would be unsafe"
+    );
+}
+
+#[test]
+fn harness_style_config_with_ports_file() {
+    // What the nats.js harness writes: unquoted values, blocks tern does not have yet.
+    let scratch = Scratch::new("conf-harness");
+    let config = scratch.0.join("server.conf");
+    let ports = scratch.0.join("ports");
+    std::fs::create_dir_all(&ports).unwrap();
+    write(
+        &config,
+        &format!(
+            "host: 127.0.0.1\nport: -1\nhttp: 127.0.0.1:-1\nleafnodes {{\n  listen: 127.0.0.1:-1\n}}\n\
+             server_tags [\n  \"id:abc\"\n]\nports_file_dir: {}\nmax_payload: 4KB\n\
+             jetstream {{\n  store_dir: '/tmp/nowhere'\n}}\n",
+            ports.display()
+        ),
+    );
+    let (mut server, log, port) = start(&scratch, &config, &[]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Using configuration file: "), "{text}");
+    assert!(
+        text.contains("[WRN]") && text.contains("\"leafnodes\""),
+        "{text}"
+    );
+    let ports_file = ports.join(format!("nats-server_{}.ports", server.0.id()));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports_file).unwrap()).unwrap();
+    assert_eq!(json["nats"][0], format!("nats://127.0.0.1:{port}"));
+    let conn = Conn::open(port, "{\"verbose\":false}");
+    assert!(conn.info.contains("\"max_payload\":4096"), "{}", conn.info);
+
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+    assert!(!ports_file.exists(), "the ports file is removed at exit");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let scratch = Scratch::new("conf-flags");
+    let config = scratch.0.join("server.conf");
+    write(&config, "listen: 127.0.0.1:1\nserver_name: from-file\n");
+    let (mut server, _, port) = start(&scratch, &config, &["-p", "-1", "-n", "from-flag"]);
+    assert_ne!(port, 1);
+    let conn = Conn::open(port, "{}");
+    assert!(
+        conn.info.contains("\"server_name\":\"from-flag\""),
+        "{}",
+        conn.info
+    );
+    server.signal("INT");
+    assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn reload_changes_users_and_limits_for_existing_connections() {
+    let scratch = Scratch::new("conf-reload");
+    let config = scratch.0.join("server.conf");
+    let pid = scratch.0.join("server.pid");
+    let users = |list: &str, max_payload: &str| {
+        format!(
+            "listen: 127.0.0.1:-1\npid_file: {}\nmax_payload: {max_payload}\n\
+             authorization {{\n  users = [\n{list}\n  ]\n}}\n",
+            pid.display()
+        )
+    };
+    write(
+        &config,
+        &users(
+            "    {user: alice, password: a1}\n    {user: bob, password: b1}",
+            "1MB",
+        ),
+    );
+    let (mut server, log, port) = start(&scratch, &config, &[]);
+
+    let mut alice = Conn::open(
+        port,
+        "{\"user\":\"alice\",\"pass\":\"a1\",\"verbose\":false}",
+    );
+    let mut bob = Conn::open(port, "{\"user\":\"bob\",\"pass\":\"b1\",\"verbose\":false}");
+    bob.send("SUB big 1\r\nPING\r\n");
+    assert_eq!(bob.line(), "PONG\r\n");
+    alice.send("PING\r\n");
+    assert_eq!(alice.line(), "PONG\r\n");
+
+    // Alice is removed, bob's password changes, and the payload limit shrinks.
+    write(
+        &config,
+        &users(
+            "    {user: bob, password: b2}\n    {user: carol, password: c1}",
+            "1KB",
+        ),
+    );
+    signal(&scratch, "reload", &pid);
+    wait_for_log(&log, "reload", |t| {
+        t.contains("Reloaded server configuration")
+    });
+    assert_eq!(alice.rest(), "-ERR 'Authorization Violation'\r\n");
+    assert_eq!(bob.rest(), "-ERR 'Authorization Violation'\r\n");
+
+    let mut carol = Conn::open(
+        port,
+        "{\"user\":\"carol\",\"pass\":\"c1\",\"verbose\":false}",
+    );
+    assert!(
+        carol.info.contains("\"max_payload\":1024"),
+        "{}",
+        carol.info
+    );
+    carol.send("PING\r\n");
+    assert_eq!(carol.line(), "PONG\r\n");
+    carol.send("PUB big 2000\r\n");
+    assert_eq!(carol.rest(), "-ERR 'Maximum Payload Violation'\r\n");
+    let mut old_bob = Conn::open(port, "{\"user\":\"bob\",\"pass\":\"b1\"}");
+    assert_eq!(old_bob.rest(), "-ERR 'Authorization Violation'\r\n");
+
+    // A broken file leaves the running configuration alone.
+    write(&config, "listen: 127.0.0.1:-1\nauthorization {\n");
+    signal(&scratch, "reload", &pid);
+    wait_for_log(&log, "failed reload", |t| {
+        t.contains("Failed to reload server configuration")
+    });
+    let mut carol = Conn::open(
+        port,
+        "{\"user\":\"carol\",\"pass\":\"c1\",\"verbose\":false}",
+    );
+    carol.send("PING\r\n");
+    assert_eq!(carol.line(), "PONG\r\n");
+
+    signal(&scratch, "quit", &pid);
+    assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn reload_applies_limits_to_connections_already_open() {
+    let scratch = Scratch::new("conf-reload-limits");
+    let config = scratch.0.join("server.conf");
+    write(
+        &config,
+        "listen: 127.0.0.1:-1\nmax_payload: 100\nmax_subscriptions: 10\n",
+    );
+    let (mut server, log, port) = start(&scratch, &config, &[]);
+    let mut conn = Conn::open(port, "{\"verbose\":false}");
+    conn.send("PUB a 50\r\n");
+    conn.send(&format!("{}\r\nPING\r\n", "x".repeat(50)));
+    assert_eq!(conn.line(), "PONG\r\n");
+
+    // max_payload is reloadable: the open connection is held to the new limit.
+    write(
+        &config,
+        "listen: 127.0.0.1:-1\nmax_payload: 20\nmax_subscriptions: 10\n",
+    );
+    server.signal("HUP");
+    wait_for_log(&log, "reload", |t| {
+        t.contains("Reloaded server configuration")
+    });
+    conn.send("PUB a 50\r\n");
+    assert_eq!(conn.rest(), "-ERR 'Maximum Payload Violation'\r\n");
+
+    // max_subscriptions is not (nats-server refuses it too): the old value stays.
+    write(
+        &config,
+        "listen: 127.0.0.1:-1\nmax_payload: 20\nmax_subscriptions: 2\n",
+    );
+    server.signal("HUP");
+    let text = wait_for_log(&log, "refused reload", |t| {
+        t.contains("Failed to reload server configuration")
+    });
+    assert!(
+        text.contains("config reload not supported for MaxSubs: old=10, new=2"),
+        "{text}"
+    );
+    let mut conn = Conn::open(port, "{\"verbose\":false}");
+    conn.send("SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nPING\r\n");
+    assert_eq!(conn.line(), "PONG\r\n");
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn lame_duck_mode_tells_clients_and_exits() {
+    let scratch = Scratch::new("conf-ldm");
+    let config = scratch.0.join("server.conf");
+    let pid = scratch.0.join("server.pid");
+    write(
+        &config,
+        &format!(
+            "listen: 127.0.0.1:-1\npid_file: {}\nlame_duck_grace_period: \"300ms\"\n\
+             lame_duck_duration: \"1s\"\n",
+            pid.display()
+        ),
+    );
+    let (mut server, log, port) = start(&scratch, &config, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (events, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let client = runtime.block_on(async {
+        async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    let _ = events.send(event);
+                }
+            })
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap()
+    });
+    let started = Instant::now();
+    signal(&scratch, "ldm", &pid);
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let event = tokio::time::timeout_at(deadline, seen.recv())
+                .await
+                .expect("no ldm event");
+            if matches!(event, Some(async_nats::Event::LameDuckMode)) {
+                break;
+            }
+        }
+    });
+    // No new clients once in lame duck mode.
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert_eq!(server.wait_exit(), 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "grace period honoured"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("Entering lame duck mode, stop accepting new clients"),
+        "{text}"
+    );
+    drop(client);
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file() {
+    let scratch = Scratch::new("conf-reopen");
+    let config = scratch.0.join("server.conf");
+    write(&config, "listen: 127.0.0.1:-1\ndebug: true\n");
+    let (mut server, log, port) = start(&scratch, &config, &[]);
+    let rotated = scratch.0.join("server.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal("USR1");
+    let _conn = Conn::open(port, "{}");
+    let text = wait_for_log(&log, "new log", |t| t.contains("Client connection created"));
+    assert!(
+        !text.contains("Starting nats-server"),
+        "a fresh file after rotation"
+    );
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("Server is ready"));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn signal_stop_kills_by_pid_file() {
+    let scratch = Scratch::new("conf-stop");
+    let config = scratch.0.join("server.conf");
+    let pid = scratch.0.join("server.pid");
+    write(
+        &config,
+        &format!("listen: 127.0.0.1:-1\npid_file: {}\n", pid.display()),
+    );
+    let (mut server, _, _) = start(&scratch, &config, &[]);
+    signal(&scratch, "stop", &pid);
+    let deadline = Instant::now() + WAIT;
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
