@@ -320,7 +320,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit_end..];
         total += number * scale;
     }
-    Some(Duration::from_secs_f64(total))
+    // Far too long a duration is an error, not a panic (found by the conf fuzzer).
+    Duration::try_from_secs_f64(total).ok()
 }
 
 fn file_pos(file: &Map) -> conf::Pos {
@@ -434,7 +435,7 @@ fn duration(entry: &Entry, warnings: &mut Vec<String>) -> Result<Duration, ConfE
 fn seconds(v: &Value) -> Result<Duration, ConfError> {
     match &v.kind {
         Kind::Int(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        Kind::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
+        Kind::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| bad(v, "a number of seconds")),
         Kind::String(s) => parse_duration(s).ok_or_else(|| bad(v, "a duration")),
         _ => Err(bad(v, "a number of seconds")),
     }
@@ -602,6 +603,10 @@ mod tests {
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("abc"), None);
+        // Out of range: refused, not a panic (a conf fuzzer find).
+        assert_eq!(parse_duration("30s1111111111111111111111111111s"), None);
+        assert!(error("write_deadline: 99999999999999999999999.5").contains("invalid value"));
+        assert!(error("authorization { timeout: -0.5 }").contains("invalid value"));
         assert_eq!(parse_duration(""), None);
     }
 
