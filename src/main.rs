@@ -194,6 +194,15 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     if let Some(path) = run.config_file() {
         info!("Using configuration file: {}", path.display());
     }
+    if let Some(addr) = server.monitor_addr() {
+        let opts = shared.opts();
+        let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
+        info!(
+            "Starting http monitor on {}:{}",
+            host_for_log(http_host, addr),
+            addr.port()
+        );
+    }
     let addr = server.local_addr();
     info!(
         "Listening for client connections on {}:{}",
