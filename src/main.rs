@@ -183,6 +183,10 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     let ports_dir = opts.ports_file_dir.clone();
     let server = match Server::bind(opts).await {
         Ok(server) => server,
+        Err(err) if err.to_string().starts_with(server::MONITOR_BIND_ERROR) => {
+            error!(target: FATAL, "{err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => {
             error!(target: FATAL, "Error listening on port: {host}:{port}, \"{err}\"");
             return ExitCode::FAILURE;

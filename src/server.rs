@@ -21,6 +21,9 @@ use crate::protocol::{self, Info};
 use crate::router::Router;
 use crate::stats::ClosedRing;
 
+/// The start of nats-server's fatal error when the monitor port cannot be bound.
+pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to the monitor port";
+
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -180,7 +183,13 @@ impl Server {
             port => {
                 let host = opts.http_host.as_deref().unwrap_or(&opts.host);
                 Some(monitor::bind(host, port).await.map_err(|e| {
-                    io::Error::new(e.kind(), format!("monitor on {host}:{port}: {e}"))
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{MONITOR_BIND_ERROR}: listen tcp {host}:{port}: bind: {}",
+                            crate::monitor::os_error_text(&e)
+                        ),
+                    )
                 })?)
             }
         };

@@ -65,6 +65,20 @@ pub async fn bind(host: &str, port: i32) -> io::Result<TcpListener> {
     TcpListener::bind((host, port)).await
 }
 
+/// An OS error as Go prints it (`address already in use`), without Rust's `(os error N)`.
+pub fn os_error_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// Answers one request.
 pub fn handle(shared: &Shared, req: &Request) -> Response {
     let base = shared
