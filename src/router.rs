@@ -209,16 +209,17 @@ impl Subscription {
     /// What monitoring shows about this subscription.
     pub fn snapshot(&self) -> SubSnapshot {
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        // `claim_delivery` also counts the attempts refused past `max`.
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let msgs = match self.max.load(Ordering::Relaxed) {
+            0 => delivered,
+            max => delivered.min(max),
+        };
         SubSnapshot {
             subject: text(&self.subject),
             queue: self.queue.as_ref().map(text),
             sid: text(&self.sid),
-            msgs: self.delivered.load(Ordering::Relaxed).min(
-                match self.max.load(Ordering::Relaxed) {
-                    0 => u64::MAX,
-                    max => max,
-                },
-            ),
+            msgs,
             cid: self.conn.cid,
         }
     }

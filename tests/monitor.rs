@@ -634,3 +634,115 @@ async fn base_path_prefixes_every_endpoint() {
     assert_eq!(get(monitor, "/varz").await.0, 404);
     assert!(get(monitor, "/nats").await.1.contains("/nats/connz"));
 }
+
+/// Runs nats-server (when installed) and tern side by side in the same situation and compares
+/// their field lists live. Skipped, with a note, when `nats-server` is not on the PATH.
+#[test]
+fn same_fields_as_a_live_nats_server() {
+    use common::process::{http_get, Process, Scratch};
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    let Some(reference) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("nats-server not installed; live comparison skipped");
+        return;
+    };
+    let scratch = Scratch::new("monitor-live");
+    let config = scratch.0.join("ref.conf");
+    std::fs::write(&config, "no_system_account: true\n").unwrap();
+    let mut shapes = Vec::new();
+    for (name, binary) in [
+        ("nats-server", reference),
+        ("tern", std::path::PathBuf::from(env!("CARGO_BIN_EXE_tern"))),
+    ] {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Process(
+            Command::new(&binary)
+                .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-c"])
+                .arg(&config)
+                .arg("--ports_file_dir")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + WAIT;
+        let ports: Value = loop {
+            let file = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"));
+            if let Some(text) = file.and_then(|f| std::fs::read_to_string(f.path()).ok()) {
+                if let Ok(json) = serde_json::from_str(&text) {
+                    break json;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: no ports file"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let url = |key: &str| {
+            let url = ports[key][0].as_str().unwrap().to_string();
+            url.rsplit_once("://").unwrap().1.to_string()
+        };
+        let (client, monitor) = (url("nats"), url("monitoring"));
+        let session = |ops: &str| {
+            let mut conn = std::net::TcpStream::connect(&client).unwrap();
+            conn.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            conn.write_all(ops.as_bytes()).unwrap();
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("PONG") {
+                match conn.read(&mut chunk) {
+                    Ok(n) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            conn
+        };
+        let connect =
+            r#"CONNECT {"verbose":false,"name":"n","lang":"rust","version":"1","protocol":1}"#;
+        let _sub = session(&format!(
+            "{connect}\r\nSUB foo 1\r\nSUB bar.* q 2\r\nPING\r\n"
+        ));
+        let gone = session(&format!(
+            "{connect}\r\nSUB x 1\r\nPUB foo 2\r\nhi\r\nPING\r\n"
+        ));
+        drop(gone);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut endpoints = Vec::new();
+        for path in [
+            "/varz",
+            "/connz?subs=detail&auth=1",
+            "/connz?state=closed&subs=1",
+            "/subsz?subs=1",
+            "/routez",
+            "/healthz",
+        ] {
+            let (status, body) = http_get(&monitor, path).expect("monitor answers");
+            assert_eq!(status, 200, "{name} {path}: {body}");
+            let json: Value = serde_json::from_str(&body).unwrap();
+            endpoints.push((path, shape(&json)));
+        }
+        shapes.push(endpoints);
+        drop(server);
+    }
+    for ((path, theirs), (_, ours)) in shapes[0].iter().zip(&shapes[1]) {
+        let missing: Vec<_> = theirs.difference(ours).collect();
+        let extra: Vec<_> = ours.difference(theirs).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{path}: missing {missing:?}, extra {extra:?}"
+        );
+    }
+}
