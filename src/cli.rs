@@ -68,6 +68,8 @@ pub enum Setting {
     Token(String),
     /// `--ports_file_dir`
     PortsFileDir(PathBuf),
+    /// `-m`: the HTTP monitor port (-1 random, 0 off).
+    HttpPort(i32),
 }
 
 impl Run {
@@ -108,6 +110,7 @@ impl Setting {
             Setting::Pass(pass) => opts.password = Some(pass),
             Setting::Token(token) => opts.token = Some(token),
             Setting::PortsFileDir(dir) => opts.ports_file_dir = Some(dir),
+            Setting::HttpPort(port) => opts.http_port = port,
         }
     }
 }
@@ -149,6 +152,7 @@ enum Action {
     TestConfig,
     Signal,
     PortsFileDir,
+    HttpPort,
     /// A nats-server flag for a feature tern does not have yet: refused, never ignored.
     NotYet(&'static str),
 }
@@ -263,12 +267,12 @@ const FLAGS: &[Flag] = &[
     Flag {
         names: &["m", "http_port"],
         kind: Kind::Value,
-        action: Action::NotYet("monitoring"),
+        action: Action::HttpPort,
     },
     Flag {
         names: &["ms", "https_port"],
         kind: Kind::Value,
-        action: Action::NotYet("monitoring"),
+        action: Action::NotYet("monitoring over https (TLS)"),
     },
     Flag {
         names: &["client_advertise"],
@@ -406,6 +410,9 @@ where
             Action::Pass => set(Setting::Pass(value.clone())),
             Action::Auth => set(Setting::Token(value.clone())),
             Action::PortsFileDir => set(Setting::PortsFileDir(PathBuf::from(&value))),
+            Action::HttpPort => set(Setting::HttpPort(
+                parse_monitor_port(&value).ok_or_else(invalid)?,
+            )),
             Action::Config => run.config = Some(PathBuf::from(&value)),
             Action::TestConfig => test_config = boolean()?,
             Action::Signal => signal = Some(parse_signal(&value)?),
@@ -498,6 +505,14 @@ fn parse_port(value: &str) -> Option<u16> {
     }
 }
 
+/// A monitor port as nats-server keeps it: -1 is random, 0 is off.
+fn parse_monitor_port(value: &str) -> Option<i32> {
+    match value.parse::<i64>().ok()? {
+        port @ -1..=65535 => Some(port as i32),
+        _ => None,
+    }
+}
+
 /// The usage text, in nats-server's layout, listing what tern supports.
 pub const USAGE: &str = "
 Usage: nats-server [options]
@@ -512,6 +527,7 @@ Server Options:
     -t                               Test configuration and exit
     -sl,--signal <signal>[=<pid>]    Send signal to nats-server process (ldm, stop, quit, term, reopen, reload)
                                      <pid> can be either a PID (e.g. 1) or the path to a PID file (e.g. /var/run/nats-server.pid)
+    -m, --http_port <port>           Use port for http monitoring (-1 for random)
         --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports).
 
 Logging Options:
@@ -534,7 +550,7 @@ Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
 
-Not supported yet (refused with a message): -m, -ms, --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --tls*, cluster
+Not supported yet (refused with a message): -ms, --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --tls*, cluster
 flags, --profile.
 ";
 
@@ -671,6 +687,11 @@ mod tests {
             .contains("unknown signal"));
         let o = run(&["--ports_file_dir", "/tmp/ports"]);
         assert_eq!(o.ports_file_dir, Some(PathBuf::from("/tmp/ports")));
+        assert_eq!(run(&["-m", "-1"]).http_port, -1);
+        assert_eq!(run(&["--http_port=8222"]).http_port, 8222);
+        assert_eq!(run(&["-http_port", "0"]).http_port, 0);
+        assert!(fails(&["-m", "70000"]).message.contains("invalid value"));
+        assert!(fails(&["-ms", "8443"]).message.contains("https"));
     }
 
     #[test]
@@ -714,7 +735,7 @@ mod tests {
         );
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
         for not_yet in [
-            &["-m", "8222"][..],
+            &["-ms", "8222"][..],
             &["--tls"],
             &["-js"],
             &["--routes", "x"],

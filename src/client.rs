@@ -25,7 +25,7 @@ use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
 use crate::parser::{self, ClientOp};
 use crate::protocol::{self, ConnectOptions};
-use crate::router::{Connection, Matches, Subscription};
+use crate::router::{ClientMeta, Connection, Matches, Subscription};
 use crate::server::Shared;
 use crate::subject;
 
@@ -51,6 +51,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         cid,
         opts.max_pending,
         &format!("{addr} - cid:{cid}"),
+        addr,
     ));
     let (read_half, write_half) = stream.into_split();
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
@@ -94,6 +95,8 @@ struct Client {
     /// Connections this batch appended to and must wake once it ends.
     to_flush: Vec<Arc<Connection>>,
     pings_out: u32,
+    /// When the oldest unanswered PING went out (for the RTT).
+    ping_sent: Option<Instant>,
     last_in: Instant,
     /// The first PING went out; later ones are skipped while the client is active.
     pinged: bool,
@@ -118,6 +121,7 @@ impl Client {
             cache: MatchCache::default(),
             to_flush: Vec::new(),
             pings_out: 0,
+            ping_sent: None,
             last_in: Instant::now(),
             pinged: false,
             in_msgs: 0,
@@ -153,7 +157,10 @@ impl Client {
                         }
                         self.last_in = Instant::now();
                         self.refresh();
-                        self.process(&mut buf)
+                        let result = self.process(&mut buf);
+                        // Once per read batch: what monitoring reads of this connection.
+                        self.conn.stats.publish(self.in_msgs, self.in_bytes, self.last_in.into_std());
+                        result
                     }
                     Err(_) => break CloseReason::ReadError,
                 },
@@ -277,6 +284,9 @@ impl Client {
                 Ok(())
             }
             ClientOp::Pong => {
+                if let Some(sent) = self.ping_sent.take() {
+                    self.conn.stats.set_rtt(sent.elapsed());
+                }
                 self.pings_out = 0;
                 Ok(())
             }
@@ -291,11 +301,21 @@ impl Client {
     }
 
     fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        if self.conn.stats.rtt().is_none() {
+            // nats-server's first RTT estimate: from accepting the connection to its CONNECT.
+            self.conn.stats.set_rtt(self.conn.stats.age());
+        }
         let mut opts = self.opts.clone();
         if let Err(why) = opts.apply(json) {
             error!("{} - {}", self.desc, why);
             return Err(ProtocolError::Malformed("invalid CONNECT JSON"));
         }
+        self.conn.set_meta(ClientMeta {
+            name: opts.name.clone(),
+            lang: opts.lang.clone(),
+            version: opts.version.clone(),
+            user: opts.user.clone().filter(|u| !u.is_empty()),
+        });
         let server = &self.server;
         let credentials = opts.credentials();
         if !auth::authenticate(server, &credentials) {
@@ -393,15 +413,15 @@ impl Client {
         };
         let appended = match header_len {
             Some(header_len) if to.headers.load(Ordering::Relaxed) => {
-                to.outbound.append(true, |b| {
+                to.outbound.append(Some(message.len()), |b| {
                     protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
                 })
             }
             // A subscriber without header support gets the payload alone, as from nats-server.
-            Some(header_len) => to.outbound.append(true, |b| {
+            Some(header_len) => to.outbound.append(Some(message.len() - header_len), |b| {
                 protocol::encode_msg(b, subject, &sub.sid, reply, &message[header_len..])
             }),
-            None => to.outbound.append(true, |b| {
+            None => to.outbound.append(Some(message.len()), |b| {
                 protocol::encode_msg(b, subject, &sub.sid, reply, message)
             }),
         };
@@ -522,6 +542,7 @@ impl Client {
             return Err(ProtocolError::StaleConnection);
         }
         self.pings_out += 1;
+        self.ping_sent.get_or_insert_with(Instant::now);
         self.push_proto(protocol::PING);
         Ok(())
     }
@@ -554,7 +575,7 @@ impl Client {
 
     /// Appends to this connection's own outbound queue.
     fn push(&mut self, encode: impl FnOnce(&mut BytesMut)) {
-        if self.conn.outbound.append(false, encode) == Appended::ScheduleFlush {
+        if self.conn.outbound.append(None, encode) == Appended::ScheduleFlush {
             self.to_flush.push(self.conn.clone());
         }
     }
@@ -592,8 +613,15 @@ impl Client {
         );
         self.conn.outbound.close(reason, flush);
         self.flush_batch();
-        self.shared.router.remove_connection(&self.conn);
+        self.conn
+            .stats
+            .publish(self.in_msgs, self.in_bytes, self.last_in.into_std());
         let reason = self.conn.outbound.close_reason().unwrap_or(reason);
+        // Taken before the router forgets the subscriptions, so the closed entry lists them.
+        self.shared
+            .closed
+            .push(self.conn.closed_snapshot(reason.as_str()));
+        self.shared.router.remove_connection(&self.conn);
         if reason == CloseReason::SlowConsumerPendingBytes {
             let max = self.server.max_pending;
             info!(

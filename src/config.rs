@@ -63,6 +63,15 @@ pub struct Options {
     pub lame_duck_grace_period: Duration,
     /// Free-form tags (`server_tags`).
     pub server_tags: Vec<String>,
+    /// Address of the HTTP monitor (`http: "host:port"`); the client `host` when unset.
+    pub http_host: Option<String>,
+    /// HTTP monitor port (`-m`, `http_port`, `monitor_port`, `http`): 0 for no monitor, -1
+    /// for a random port, as nats-server keeps it (and shows it in `/varz`).
+    pub http_port: i32,
+    /// Prefix of every monitoring path (`http_base_path`, default none).
+    pub http_base_path: String,
+    /// Closed connections remembered for `/connz?state=closed` (`max_closed_clients`, 10000).
+    pub max_closed_clients: usize,
 }
 
 /// One entry of `authorization { users [...] }`.
@@ -106,6 +115,10 @@ impl Default for Options {
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             server_tags: Vec::new(),
+            http_host: None,
+            http_port: 0,
+            http_base_path: String::new(),
+            max_closed_clients: crate::stats::DEFAULT_MAX_CLOSED_CLIENTS,
         }
     }
 }
@@ -175,6 +188,27 @@ impl Options {
                 }
             }
             "no_auth_user" => self.no_auth_user = Some(string(v)?),
+            "http" => {
+                let (host, port) = monitor_listen(v)?;
+                if host.is_some() {
+                    self.http_host = host;
+                }
+                self.http_port = port;
+            }
+            "http_port" | "monitor_port" => self.http_port = monitor_port(v)?,
+            "http_base_path" => self.http_base_path = string(v)?,
+            "max_closed_clients" => self.max_closed_clients = size(v)?,
+            // Monitoring over TLS needs TLS, which tern does not have yet: refused rather than
+            // silently served in clear.
+            "https" | "https_port" => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!(
+                        "{:?} (monitoring over https) is not supported by tern yet",
+                        entry.key
+                    ),
+                });
+            }
             "authorization" => self.apply_authorization(v, warnings)?,
             "logtime_utc" => {
                 boolean(v)?;
@@ -189,12 +223,6 @@ impl Options {
             | "jetstream"
             | "websocket"
             | "mqtt"
-            | "http"
-            | "http_port"
-            | "monitor_port"
-            | "https"
-            | "https_port"
-            | "http_base_path"
             | "syslog"
             | "remote_syslog"
             | "log_size_limit"
@@ -203,7 +231,6 @@ impl Options {
             | "trace_verbose"
             | "client_advertise"
             | "prof_port"
-            | "max_closed_clients"
             | "disable_sublist_cache"
             | "no_sublist_cache"
             | "no_fast_producer_stall"
@@ -394,6 +421,31 @@ fn port(v: &Value) -> Result<u16, ConfError> {
     }
 }
 
+/// A monitor port: any int from -1 up (-1 is random, 0 is off), kept as nats-server keeps it.
+fn monitor_port(v: &Value) -> Result<i32, ConfError> {
+    match int(v)? {
+        n @ -1..=65535 => Ok(n as i32),
+        _ => Err(bad(v, "a port")),
+    }
+}
+
+/// `http`: `host:port`, `:port`, or a bare port.
+fn monitor_listen(v: &Value) -> Result<(Option<String>, i32), ConfError> {
+    match &v.kind {
+        Kind::Int(_) => Ok((None, monitor_port(v)?)),
+        Kind::String(s) => {
+            let (host, p) = s.rsplit_once(':').ok_or_else(|| bad(v, "http"))?;
+            let p = match p.parse::<i64>().map_err(|_| bad(v, "http"))? {
+                n @ -1..=65535 => n as i32,
+                _ => return Err(bad(v, "http")),
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Ok(((!host.is_empty()).then(|| host.to_string()), p))
+        }
+        _ => Err(bad(v, "http")),
+    }
+}
+
 /// `listen`: `host:port`, `:port`, or a bare port.
 fn host_port(v: &Value) -> Result<(Option<String>, u16), ConfError> {
     match &v.kind {
@@ -435,7 +487,9 @@ fn duration(entry: &Entry, warnings: &mut Vec<String>) -> Result<Duration, ConfE
 fn seconds(v: &Value) -> Result<Duration, ConfError> {
     match &v.kind {
         Kind::Int(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-        Kind::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| bad(v, "a number of seconds")),
+        Kind::Float(f) => {
+            Duration::try_from_secs_f64(*f).map_err(|_| bad(v, "a number of seconds"))
+        }
         Kind::String(s) => parse_duration(s).ok_or_else(|| bad(v, "a duration")),
         _ => Err(bad(v, "a number of seconds")),
     }
@@ -570,7 +624,7 @@ mod tests {
              jetstream { store_dir: /tmp/js }\nhttp: 127.0.0.1:-1\n",
         )
         .unwrap();
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
         assert!(error("tls { cert_file: a.pem }").contains("not supported"));
@@ -579,6 +633,28 @@ mod tests {
         );
         let perms = "authorization { users = [{user: a, password: b, permissions: {publish: x}}] }";
         assert!(error(perms).contains("not supported"));
+    }
+
+    #[test]
+    fn monitoring_options() {
+        let (o, _) = options("http: 127.0.0.2:-1\n").unwrap();
+        assert_eq!(
+            (o.http_host.as_deref(), o.http_port),
+            (Some("127.0.0.2"), -1)
+        );
+        let (o, _) = options("http: \":8222\"\n").unwrap();
+        assert_eq!((o.http_host, o.http_port), (None, 8222));
+        for key in ["http_port", "monitor_port", "http"] {
+            let (o, w) = options(&format!("{key}: 8223\nmax_closed_clients: 5\n")).unwrap();
+            assert!(w.is_empty(), "{w:?}");
+            assert_eq!((o.http_port, o.max_closed_clients), (8223, 5));
+        }
+        let (o, _) = options("http_base_path: /nats\n").unwrap();
+        assert_eq!(o.http_base_path, "/nats");
+        assert_eq!(Options::default().http_port, 0);
+        assert!(error("http_port: 70000").contains("invalid value"));
+        assert!(error("https: 8443").contains("not supported by tern yet"));
+        assert!(error("https_port: 8443").contains("not supported by tern yet"));
     }
 
     #[test]
@@ -677,9 +753,9 @@ jetstream {
         assert_eq!(o.write_deadline, Duration::from_secs(3));
         assert_eq!(o.lame_duck_duration, Duration::from_secs(240));
         assert_eq!(o.lame_duck_grace_period, Duration::from_secs(3));
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("\"http\""));
-        assert!(warnings[1].contains("\"jetstream\""));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"jetstream\""));
+        assert_eq!(o.http_port, 8222);
 
         // The multi-user style, with variables, as in nats-server's multi-user configs.
         let text = r#"

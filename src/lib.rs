@@ -12,6 +12,10 @@
 //! - [`router`]: shared state: the sublist, live connections, the cache generation.
 //! - [`outbound`]: one connection's pending bytes, writer wake-up, slow-consumer budget.
 //! - [`logging`]: nats-server's log line format as a `tracing` subscriber.
+//! - [`monitor`]: the HTTP monitoring endpoints (`/varz`, `/connz`, `/subsz`, `/healthz`, ...)
+//!   and `/metrics`, served by [`http`], a minimal GET/HEAD HTTP/1.1 server.
+//! - [`stats`]: per-connection counters published once per read batch, closed-connection
+//!   totals and the ring of recently closed connections.
 //! - Pure core (no tokio, no sockets, no clock): [`subject`] (validation), [`sublist`] (the
 //!   trie), [`parser`] (bytes to operations), [`protocol`] (encoders, INFO/CONNECT), [`error`]
 //!   (every `-ERR` text and whether it closes the connection).
@@ -34,12 +38,15 @@ pub mod client;
 pub mod conf;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod logging;
+pub mod monitor;
 pub mod outbound;
 pub mod parser;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod stats;
 pub mod subject;
 pub mod sublist;
 

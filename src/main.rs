@@ -183,6 +183,10 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     let ports_dir = opts.ports_file_dir.clone();
     let server = match Server::bind(opts).await {
         Ok(server) => server,
+        Err(err) if err.to_string().starts_with(server::MONITOR_BIND_ERROR) => {
+            error!(target: FATAL, "{err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => {
             error!(target: FATAL, "Error listening on port: {host}:{port}, \"{err}\"");
             return ExitCode::FAILURE;
@@ -193,6 +197,15 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     info!("  ID:       {}", shared.server_id);
     if let Some(path) = run.config_file() {
         info!("Using configuration file: {}", path.display());
+    }
+    if let Some(addr) = server.monitor_addr() {
+        let opts = shared.opts();
+        let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
+        info!(
+            "Starting http monitor on {}:{}",
+            host_for_log(http_host, addr),
+            addr.port()
+        );
     }
     let addr = server.local_addr();
     info!(

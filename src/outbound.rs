@@ -136,17 +136,17 @@ impl Outbound {
         }
     }
 
-    /// Appends one frame written by `encode`, counting it as a delivered message when `is_msg`.
+    /// Appends one frame written by `encode`; `Some(size)` counts it as a delivered message of
+    /// `size` payload bytes (headers included, as nats-server counts `out_bytes`).
     /// Over `max_pending` the connection becomes a slow consumer: it is closed at once and
     /// nothing more is queued, so the producer never waits for it.
-    pub fn append(&self, is_msg: bool, encode: impl FnOnce(&mut BytesMut)) -> Appended {
+    pub fn append(&self, msg: Option<usize>, encode: impl FnOnce(&mut BytesMut)) -> Appended {
         let mut state = self.lock();
         if state.closed.is_some() {
             return Appended::Dropped;
         }
         let before = state.pending.len();
         encode(&mut state.pending);
-        let added = state.pending.len() - before;
         if state.pending.len() > self.max_pending {
             state.pending.truncate(before);
             state.closed = Some(Closed {
@@ -158,9 +158,9 @@ impl Outbound {
             self.reader.notify_one();
             return Appended::Dropped;
         }
-        if is_msg {
+        if let Some(size) = msg {
             state.out_msgs += 1;
-            state.out_bytes += added as u64;
+            state.out_bytes += size as u64;
         }
         if state.flush_scheduled {
             Appended::Queued
@@ -224,7 +224,12 @@ impl Outbound {
         self.lock().closed.is_some()
     }
 
-    /// Messages and bytes delivered so far.
+    /// Bytes queued and not yet taken by the writer.
+    pub fn pending_bytes(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Messages and payload bytes delivered so far.
     pub fn out_stats(&self) -> (u64, u64) {
         let state = self.lock();
         (state.out_msgs, state.out_bytes)
@@ -247,11 +252,11 @@ mod tests {
     fn first_append_schedules_the_flush_and_take_resets_it() {
         let out = Outbound::new(1024);
         assert_eq!(
-            out.append(true, |b| b.extend_from_slice(b"a")),
+            out.append(Some(1), |b| b.extend_from_slice(b"a")),
             Appended::ScheduleFlush
         );
         assert_eq!(
-            out.append(true, |b| b.extend_from_slice(b"b")),
+            out.append(Some(1), |b| b.extend_from_slice(b"b")),
             Appended::Queued
         );
         let mut buf = BytesMut::new();
@@ -261,7 +266,7 @@ mod tests {
         let mut empty = BytesMut::new();
         assert!(matches!(out.take(&mut empty), Take::Idle));
         assert_eq!(
-            out.append(false, |b| b.extend_from_slice(b"c")),
+            out.append(None, |b| b.extend_from_slice(b"c")),
             Appended::ScheduleFlush
         );
         assert_eq!(out.out_stats(), (2, 2));
@@ -271,11 +276,11 @@ mod tests {
     fn over_max_pending_is_a_slow_consumer() {
         let out = Outbound::new(10);
         assert_eq!(
-            out.append(true, |b| b.extend_from_slice(b"12345")),
+            out.append(Some(5), |b| b.extend_from_slice(b"12345")),
             Appended::ScheduleFlush
         );
         assert_eq!(
-            out.append(true, |b| b.extend_from_slice(b"123456")),
+            out.append(Some(6), |b| b.extend_from_slice(b"123456")),
             Appended::Dropped
         );
         assert_eq!(
@@ -283,7 +288,7 @@ mod tests {
             Some(CloseReason::SlowConsumerPendingBytes)
         );
         assert_eq!(
-            out.append(true, |b| b.extend_from_slice(b"1")),
+            out.append(Some(1), |b| b.extend_from_slice(b"1")),
             Appended::Dropped
         );
         let mut buf = BytesMut::new();

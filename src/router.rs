@@ -2,13 +2,16 @@
 //! number that lets each publisher cache match results without taking a lock per message.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use crate::auth::Credentials;
 use crate::outbound::Outbound;
+use crate::stats::{ConnSnapshot, ConnStats, Counts, SubSnapshot, Totals};
 use crate::sublist::{Sublist, SublistResult};
 
 /// The part of a connection that other connections touch: its outbound queue, what it
@@ -31,12 +34,34 @@ pub struct Connection {
     /// What the client authenticated with (set by an accepted CONNECT), re-checked when the
     /// configuration is reloaded.
     credentials: Mutex<Option<Credentials>>,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Counters the reader publishes once per read batch, for monitoring.
+    pub stats: ConnStats,
+    /// What CONNECT said about the client, for monitoring. Guards only the struct.
+    meta: Mutex<ClientMeta>,
+}
+
+/// What CONNECT said about the client (`/connz` shows it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientMeta {
+    /// CONNECT `name`.
+    pub name: String,
+    /// CONNECT `lang`.
+    pub lang: String,
+    /// CONNECT `version`.
+    pub version: String,
+    /// The user name it authenticated with, if any.
+    pub user: Option<String>,
 }
 
 impl Connection {
     /// A connection with an empty outbound queue limited to `max_pending` bytes.
-    pub fn new(cid: u64, max_pending: usize, desc: &str) -> Self {
+    pub fn new(cid: u64, max_pending: usize, desc: &str, addr: SocketAddr) -> Self {
         Connection {
+            addr,
+            stats: ConnStats::new(),
+            meta: Mutex::new(ClientMeta::default()),
             cid,
             outbound: Outbound::new(max_pending),
             headers: AtomicBool::new(false),
@@ -78,6 +103,65 @@ impl Connection {
     /// Replaces the log prefix (CONNECT named the client).
     pub fn set_desc(&self, desc: &str) {
         *self.desc.lock().unwrap_or_else(|p| p.into_inner()) = desc.into();
+    }
+
+    /// Records what CONNECT said about the client.
+    pub fn set_meta(&self, meta: ClientMeta) {
+        *self.meta.lock().unwrap_or_else(|p| p.into_inner()) = meta;
+    }
+
+    /// Message counters: inbound as last published by the reader, outbound as counted.
+    pub fn counts(&self) -> Counts {
+        let (in_msgs, in_bytes) = self.stats.inbound();
+        let (out_msgs, out_bytes) = self.outbound.out_stats();
+        Counts {
+            in_msgs,
+            in_bytes,
+            out_msgs,
+            out_bytes,
+        }
+    }
+
+    /// Every subscription of this connection, for monitoring.
+    pub fn sub_snapshots(&self) -> Vec<SubSnapshot> {
+        let subs: Vec<Arc<Subscription>> = self.subs().values().cloned().collect();
+        subs.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// What `/connz` shows about this connection now; with `subs`, its subscriptions too.
+    pub fn snapshot(&self, subs: bool) -> ConnSnapshot {
+        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let subscriptions = self.subs().len();
+        ConnSnapshot {
+            cid: self.cid,
+            addr: Some(self.addr),
+            start: Some(self.stats.start),
+            last_activity: Some(self.stats.last_activity()),
+            stop: None,
+            reason: None,
+            rtt: self.stats.rtt(),
+            pending_bytes: self.outbound.pending_bytes(),
+            counts: self.counts(),
+            subscriptions,
+            subs: if subs {
+                self.sub_snapshots()
+            } else {
+                Vec::new()
+            },
+            name: meta.name,
+            lang: meta.lang,
+            version: meta.version,
+            user: meta.user,
+        }
+    }
+
+    /// The snapshot kept for `/connz?state=closed` once the connection has closed.
+    pub fn closed_snapshot(&self, reason: &'static str) -> ConnSnapshot {
+        ConnSnapshot {
+            stop: Some(SystemTime::now()),
+            reason: Some(reason),
+            ..self.snapshot(true)
+        }
     }
 
     /// Locks the sid map (a poisoned map is still consistent: every change is one insert or
@@ -122,6 +206,24 @@ impl Subscription {
         }
     }
 
+    /// What monitoring shows about this subscription.
+    pub fn snapshot(&self) -> SubSnapshot {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        // `claim_delivery` also counts the attempts refused past `max`.
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let msgs = match self.max.load(Ordering::Relaxed) {
+            0 => delivered,
+            max => delivered.min(max),
+        };
+        SubSnapshot {
+            subject: text(&self.subject),
+            queue: self.queue.as_ref().map(text),
+            sid: text(&self.sid),
+            msgs,
+            cid: self.conn.cid,
+        }
+    }
+
     /// Claims one delivery. Returns `None` when the subscription is closed or its maximum is
     /// reached, otherwise whether this delivery is its last (the caller then unsubscribes it).
     pub fn claim_delivery(&self) -> Option<bool> {
@@ -152,9 +254,46 @@ pub struct Router {
     /// Bumped (inside the write lock) by every change of the sublist; a cached match result is
     /// valid while the generation it was computed under is current.
     generation: AtomicU64,
-    /// Live connections by cid. Guards only the map.
-    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Live connections by cid, and the counters of closed ones. Guards only the `Live`.
+    connections: Mutex<Live>,
     next_cid: AtomicU64,
+    /// Sublist statistics for `/subsz`, changed under the sublist lock or on a cache miss.
+    sublist_stats: SublistStats,
+}
+
+/// The live connections and what closed ones counted, changed together so that a monitor
+/// reading both sees each connection counted once.
+#[derive(Debug, Default)]
+struct Live {
+    by_cid: HashMap<u64, Arc<Connection>>,
+    closed: Totals,
+}
+
+/// Counts of sublist operations (`/subsz`).
+#[derive(Debug, Default)]
+struct SublistStats {
+    inserts: AtomicU64,
+    removes: AtomicU64,
+    /// Lookups in the shared sublist (publishers' cache misses).
+    matches: AtomicU64,
+    /// Sum of the fan-out of those lookups.
+    fanout: AtomicU64,
+    max_fanout: AtomicU64,
+}
+
+/// What `/subsz` reports about the sublist.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SublistCounts {
+    /// Subscriptions inserted so far.
+    pub inserts: u64,
+    /// Subscriptions removed so far.
+    pub removes: u64,
+    /// Lookups in the shared sublist.
+    pub matches: u64,
+    /// Sum of the subscriptions those lookups found.
+    pub fanout: u64,
+    /// Most subscriptions one lookup found.
+    pub max_fanout: u64,
 }
 
 impl Router {
@@ -171,16 +310,24 @@ impl Router {
     /// Registers a live connection; refuses it when `max` connections are already live.
     pub fn add_connection(&self, conn: Arc<Connection>, max: usize) -> bool {
         let mut conns = self.connections();
-        if conns.len() >= max {
+        if conns.by_cid.len() >= max {
             return false;
         }
-        conns.insert(conn.cid, conn);
+        conns.by_cid.insert(conn.cid, conn);
         true
     }
 
-    /// Forgets a connection and removes all its subscriptions.
+    /// Forgets a connection, adds its final counters to the closed totals, and removes all its
+    /// subscriptions.
     pub fn remove_connection(&self, conn: &Connection) {
-        self.connections().remove(&conn.cid);
+        let counts = conn.counts();
+        let reason = conn.outbound.close_reason();
+        {
+            let mut live = self.connections();
+            if live.by_cid.remove(&conn.cid).is_some() {
+                live.closed.add_closed(counts, reason);
+            }
+        }
         let subs: Vec<Arc<Subscription>> = conn.subs().drain().map(|(_, s)| s).collect();
         if subs.is_empty() {
             return;
@@ -189,6 +336,7 @@ impl Router {
         for sub in &subs {
             if !sub.closed.swap(true, Ordering::Relaxed) {
                 sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+                self.sublist_stats.removes.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
@@ -196,12 +344,66 @@ impl Router {
 
     /// Every live connection.
     pub fn connections_snapshot(&self) -> Vec<Arc<Connection>> {
-        self.connections().values().cloned().collect()
+        self.connections().by_cid.values().cloned().collect()
+    }
+
+    /// Every live connection, and the counters of every closed one, taken together.
+    pub fn connections_and_closed_totals(&self) -> (Vec<Arc<Connection>>, Totals) {
+        let live = self.connections();
+        (live.by_cid.values().cloned().collect(), live.closed)
+    }
+
+    /// The live connection `cid`.
+    pub fn connection(&self, cid: u64) -> Option<Arc<Connection>> {
+        self.connections().by_cid.get(&cid).cloned()
     }
 
     /// Number of live connections.
     pub fn connection_count(&self) -> usize {
-        self.connections().len()
+        self.connections().by_cid.len()
+    }
+
+    /// Connections accepted so far (the last cid handed out).
+    pub fn total_connections(&self) -> u64 {
+        self.next_cid.load(Ordering::Relaxed)
+    }
+
+    /// Sublist statistics.
+    pub fn sublist_counts(&self) -> SublistCounts {
+        let s = &self.sublist_stats;
+        SublistCounts {
+            inserts: s.inserts.load(Ordering::Relaxed),
+            removes: s.removes.load(Ordering::Relaxed),
+            matches: s.matches.load(Ordering::Relaxed),
+            fanout: s.fanout.load(Ordering::Relaxed),
+            max_fanout: s.max_fanout.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every subscription in the sublist, for `/subsz?subs=1` (without `matching`) or every
+    /// subscription a publish to the literal subject `matching` would reach.
+    pub fn subscriptions(&self, matching: Option<&[u8]>) -> Vec<SubSnapshot> {
+        let subs: Vec<Arc<Subscription>> = match matching {
+            Some(subject) => {
+                let found = self
+                    .sublist
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .matches(subject);
+                found
+                    .psubs
+                    .iter()
+                    .chain(found.qsubs.iter().flat_map(|g| g.members.iter()))
+                    .cloned()
+                    .collect()
+            }
+            None => self
+                .connections_snapshot()
+                .iter()
+                .flat_map(|c| c.subs().values().cloned().collect::<Vec<_>>())
+                .collect(),
+        };
+        subs.iter().map(|s| s.snapshot()).collect()
     }
 
     /// Adds a subscription to the sublist.
@@ -209,6 +411,7 @@ impl Router {
         let mut sublist = self.sublist_mut();
         sublist.insert(&sub.subject.clone(), sub.queue.clone().as_deref(), sub);
         self.generation.fetch_add(1, Ordering::Release);
+        self.sublist_stats.inserts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Removes a subscription from the sublist (once; later calls do nothing).
@@ -219,6 +422,7 @@ impl Router {
         let mut sublist = self.sublist_mut();
         sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
         self.generation.fetch_add(1, Ordering::Release);
+        self.sublist_stats.removes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The current generation: read before `matches` so that a result is never cached under a
@@ -229,8 +433,19 @@ impl Router {
 
     /// Every subscription matching the literal `subject`.
     pub fn matches(&self, subject: &[u8]) -> Matches {
-        let sublist = self.sublist.read().unwrap_or_else(|p| p.into_inner());
-        Arc::new(sublist.matches(subject))
+        let found = {
+            let sublist = self.sublist.read().unwrap_or_else(|p| p.into_inner());
+            sublist.matches(subject)
+        };
+        // Only on a publisher's cache miss, which takes the sublist lock anyway.
+        let fanout = (found.psubs.len() + found.qsubs.len()) as u64;
+        let stats = &self.sublist_stats;
+        stats.matches.fetch_add(1, Ordering::Relaxed);
+        stats.fanout.fetch_add(fanout, Ordering::Relaxed);
+        if fanout > stats.max_fanout.load(Ordering::Relaxed) {
+            stats.max_fanout.fetch_max(fanout, Ordering::Relaxed);
+        }
+        Arc::new(found)
     }
 
     /// Number of subscriptions in the sublist.
@@ -253,7 +468,7 @@ impl Router {
         self.sublist.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+    fn connections(&self) -> std::sync::MutexGuard<'_, Live> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

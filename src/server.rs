@@ -4,9 +4,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -15,9 +15,14 @@ use tracing::{debug, error, info};
 use crate::auth;
 use crate::client;
 use crate::config::Options;
+use crate::monitor::{self, MonitorState};
 use crate::outbound::CloseReason;
 use crate::protocol::{self, Info};
 use crate::router::Router;
+use crate::stats::ClosedRing;
+
+/// The start of nats-server's fatal error when the monitor port cannot be bound.
+pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to the monitor port";
 
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +47,20 @@ pub struct Shared {
     pub tasks: AtomicUsize,
     /// Wakes the accept loop to enter lame duck mode.
     lame_duck: Notify,
+    /// Set once lame duck mode has begun (`/healthz` then reports not ready).
+    in_lame_duck: AtomicBool,
+    /// When the server started (wall clock, for `/varz` `start`).
+    pub start: SystemTime,
+    /// When the server started (monotonic, for uptimes).
+    pub started: Instant,
+    /// When the options in force were loaded (start or last reload). Guards only the time.
+    config_load_time: Mutex<SystemTime>,
+    /// The recently closed connections (`/connz?state=closed`).
+    pub closed: ClosedRing,
+    /// The bound HTTP monitor address, when monitoring is on.
+    pub monitor_addr: Option<SocketAddr>,
+    /// The monitor's own counters.
+    pub monitor: MonitorState,
 }
 
 impl Shared {
@@ -103,18 +122,24 @@ impl Shared {
         fixed("ServerName", &old.server_name, &new.server_name)?;
         fixed("MaxSubs", &old.max_subscriptions, &new.max_subscriptions)?;
         fixed("MaxPending", &old.max_pending, &new.max_pending)?;
+        fixed("HTTPHost", &old.http_host, &new.http_host)?;
+        fixed("HTTPPort", &old.http_port, &new.http_port)?;
+        fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
         let new = Arc::new(new);
         *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.opts_generation.fetch_add(1, Ordering::Release);
+        *self
+            .config_load_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
         for conn in self.router.connections_snapshot() {
             let Some(credentials) = conn.credentials() else {
                 continue;
             };
             if !auth::authenticate(&new, &credentials) {
                 info!("{} - Authorization Violation after reload", conn.desc());
-                conn.outbound.append(false, |b| {
-                    protocol::encode_err(b, "Authorization Violation")
-                });
+                conn.outbound
+                    .append(None, |b| protocol::encode_err(b, "Authorization Violation"));
                 conn.outbound
                     .close(CloseReason::AuthenticationViolation, true);
             }
@@ -124,21 +149,55 @@ impl Shared {
 
     /// Enters lame duck mode: stop accepting, tell clients, close them gradually, exit.
     pub fn enter_lame_duck_mode(&self) {
+        self.in_lame_duck.store(true, Ordering::Relaxed);
         self.lame_duck.notify_one();
+    }
+
+    /// Whether lame duck mode has begun.
+    pub fn in_lame_duck_mode(&self) -> bool {
+        self.in_lame_duck.load(Ordering::Relaxed)
+    }
+
+    /// When the options in force were loaded.
+    pub fn config_load_time(&self) -> SystemTime {
+        *self
+            .config_load_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A server with its client listener bound.
+/// A server with its client listener (and HTTP monitor listener, if configured) bound.
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    monitor: Option<TcpListener>,
 }
 
 impl Server {
-    /// Binds the client listener (port 0 picks a free port).
+    /// Binds the HTTP monitor listener when `http_port` is set, then the client listener
+    /// (port 0 picks a free port), in nats-server's order.
     pub async fn bind(opts: Options) -> io::Result<Server> {
+        let monitor = match opts.http_port {
+            0 => None,
+            port => {
+                let host = opts.http_host.as_deref().unwrap_or(&opts.host);
+                Some(monitor::bind(host, port).await.map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{MONITOR_BIND_ERROR}: listen tcp {host}:{port}: bind: {}",
+                            crate::monitor::os_error_text(&e)
+                        ),
+                    )
+                })?)
+            }
+        };
+        let monitor_addr = monitor.as_ref().map(|l| l.local_addr()).transpose()?;
         let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
         let addr = listener.local_addr()?;
+        let closed = ClosedRing::new(opts.max_closed_clients);
+        let now = SystemTime::now();
         let server_id = new_server_id();
         let server_name = opts
             .server_name
@@ -153,8 +212,24 @@ impl Server {
             addr,
             tasks: AtomicUsize::new(0),
             lame_duck: Notify::new(),
+            in_lame_duck: AtomicBool::new(false),
+            start: now,
+            started: Instant::now(),
+            config_load_time: Mutex::new(now),
+            closed,
+            monitor_addr,
+            monitor: MonitorState::default(),
         });
-        Ok(Server { shared, listener })
+        Ok(Server {
+            shared,
+            listener,
+            monitor,
+        })
+    }
+
+    /// The address the HTTP monitor listens on, when monitoring is on.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.shared.monitor_addr
     }
 
     /// The address clients connect to.
@@ -170,7 +245,12 @@ impl Server {
     /// Accepts clients until `shutdown` completes (or lame duck mode has closed every client),
     /// then closes every connection after flushing what is queued to it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { shared, listener } = self;
+        let Server {
+            shared,
+            listener,
+            monitor,
+        } = self;
+        let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone())));
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {
@@ -210,6 +290,9 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        if let Some(monitor) = monitor {
+            monitor.abort();
+        }
         info!("Server Exiting..");
     }
 }
@@ -224,7 +307,7 @@ async fn lame_duck_mode(shared: &Shared) {
         if conn.async_info() {
             let mut info = shared.info(conn.cid, shared.addr);
             info.ldm = true;
-            if conn.outbound.append(false, |b| info.encode(b))
+            if conn.outbound.append(None, |b| info.encode(b))
                 == crate::outbound::Appended::ScheduleFlush
             {
                 conn.outbound.wake_writer();
@@ -246,20 +329,26 @@ async fn lame_duck_mode(shared: &Shared) {
     }
 }
 
-/// Writes nats-server's ports file, `<dir>/<program>_<pid>.ports`, listing the client URL.
-/// Returns its path (removed by the caller at exit).
+/// Writes nats-server's ports file, `<dir>/<program>_<pid>.ports`, listing the client URL and
+/// the monitoring URL. Returns its path (removed by the caller at exit).
 pub fn write_ports_file(dir: &Path, program: &str, shared: &Shared) -> io::Result<PathBuf> {
     let path = dir.join(format!("{program}_{}.ports", std::process::id()));
-    let host = match shared.opts().host.as_str() {
-        // A wildcard address is reachable on loopback.
-        "0.0.0.0" | "" => "127.0.0.1".to_string(),
-        "::" => "[::1]".to_string(),
-        host if host.contains(':') => format!("[{host}]"),
-        host => host.to_string(),
-    };
-    let ports = serde_json::json!({ "nats": [format!("nats://{host}:{}", shared.addr.port())] });
-    std::fs::write(&path, ports.to_string())?;
+    std::fs::write(&path, ports_json(shared).to_string())?;
     Ok(path)
+}
+
+/// The ports file's content: `{"nats":[...],"monitoring":[...]}` (a wildcard address is
+/// listed as loopback, where it is reachable).
+pub fn ports_json(shared: &Shared) -> serde_json::Value {
+    let opts = shared.opts();
+    let host = monitor::url_host(&opts.host);
+    let mut ports =
+        serde_json::json!({ "nats": [format!("nats://{host}:{}", shared.addr.port())] });
+    if let Some(addr) = shared.monitor_addr {
+        let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
+        ports["monitoring"] = serde_json::json!([monitor::url(addr, http_host)]);
+    }
+    ports
 }
 
 /// A random server id in nats-server's shape: `N` followed by 55 base-32 characters.

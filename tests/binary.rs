@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::process::{listening_port, read_line, run, wait_for_log, Process, Scratch, WAIT};
+use common::process::{
+    http_get, listening_port, monitor_addr, read_line, run, wait_for_log, Process, Scratch, WAIT,
+};
 
 #[test]
 fn version_line_parses_as_nats_server() {
@@ -184,4 +186,102 @@ fn a_busy_port_is_a_fatal_error() {
         stderr.contains("[FTL] Error listening on port: 127.0.0.1:"),
         "{stderr}"
     );
+}
+
+/// What the nats.py harness does: `-m`, then poll `GET /varz` until it answers 200, then read
+/// `in_msgs` and `in_bytes` after publishing.
+#[test]
+fn monitor_flag_serves_varz_like_nats_server() {
+    let scratch = Scratch::new("monitor");
+    let log = scratch.0.join("server.log");
+    let mut server = Process(
+        Command::new(scratch.nats_server())
+            .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-l"])
+            .arg(&log)
+            .arg("--ports_file_dir")
+            .arg(&scratch.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    // nats-server's order: the monitor line, then the client line, then ready.
+    let monitor_at = text
+        .find("[INF] Starting http monitor on 127.0.0.1:")
+        .unwrap();
+    assert!(monitor_at < text.find("Listening for client connections").unwrap());
+    let monitor = monitor_addr(&text).unwrap();
+    let port = listening_port(&text).unwrap();
+    let ports_file = scratch
+        .0
+        .join(format!("nats-server_{}.ports", server.0.id()));
+    let ports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports_file).unwrap()).unwrap();
+    assert_eq!(
+        ports,
+        serde_json::json!({
+            "nats": [format!("nats://127.0.0.1:{port}")],
+            "monitoring": [format!("http://{monitor}")],
+        })
+    );
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let varz = loop {
+        if let Some((200, body)) = http_get(&monitor, "/varz") {
+            break serde_json::from_str::<serde_json::Value>(&body).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "/varz never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(varz["in_msgs"], 0);
+    assert_eq!(varz["http_port"], -1);
+
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    assert!(read_line(&mut reader).starts_with("INFO "));
+    conn.write_all(b"CONNECT {\"verbose\":false}\r\nPUB a 3\r\nabc\r\nPING\r\n")
+        .unwrap();
+    assert_eq!(read_line(&mut reader), "PONG\r\n");
+    let (_, body) = http_get(&monitor, "/varz").unwrap();
+    let varz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (varz["in_msgs"].as_u64(), varz["in_bytes"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let (_, body) = http_get(&monitor, "/connz").unwrap();
+    let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(connz["connections"][0]["in_bytes"], 3);
+
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+    assert!(!ports_file.exists());
+}
+
+#[test]
+fn https_monitoring_is_refused_until_tls_exists() {
+    let tern = Path::new(env!("CARGO_BIN_EXE_tern"));
+    let out = run(tern, &["-ms", "8443"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("https") && stderr.contains("does not support yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn monitor_port_in_use_is_fatal_with_nats_server_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let tern = Path::new(env!("CARGO_BIN_EXE_tern"));
+    let out = run(tern, &["-a", "127.0.0.1", "-p", "-1", "-m", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "[FTL] Can't start monitoring: can't listen to the monitor port: listen tcp \
+         127.0.0.1:{port}: bind: address already in use"
+    );
+    assert!(stderr.contains(&want), "{stderr}");
 }

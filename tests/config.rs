@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{listening_port, read_line, run, wait_for_log, Process, Scratch, WAIT};
+use common::process::{
+    http_get, listening_port, monitor_addr, read_line, run, wait_for_log, Process, Scratch, WAIT,
+};
 
 /// Starts the binary (as `nats-server`) with `-c <config>` plus `extra`, logging to a file,
 /// and waits until it is ready. Returns the process, the log path and the client port.
@@ -169,6 +171,15 @@ fn harness_style_config_with_ports_file() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ports_file).unwrap()).unwrap();
     assert_eq!(json["nats"][0], format!("nats://127.0.0.1:{port}"));
+    // `http: 127.0.0.1:-1`: a random monitor port, in the ports file and the log.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let monitor = monitor_addr(&text).expect("Starting http monitor line");
+    assert_eq!(json["monitoring"][0], format!("http://{monitor}"));
+    let (status, body) = http_get(&monitor, "/varz").expect("monitor answers");
+    assert_eq!(status, 200);
+    let varz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(varz["port"], port);
+    assert_eq!(varz["max_payload"], 4096);
     let conn = Conn::open(port, "{\"verbose\":false}");
     assert!(conn.info.contains("\"max_payload\":4096"), "{}", conn.info);
 
@@ -387,6 +398,13 @@ fn sigusr1_reopens_the_log_file() {
     let rotated = scratch.0.join("server.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     server.signal("USR1");
+    // The reopened file exists once the signal has been handled; connect only then, so the
+    // connection's line cannot land in the rotated file.
+    let deadline = Instant::now() + WAIT;
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "log file not reopened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _conn = Conn::open(port, "{}");
     let text = wait_for_log(&log, "new log", |t| t.contains("Client connection created"));
     assert!(

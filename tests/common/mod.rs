@@ -20,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// A tern server running in this process on 127.0.0.1 and a random port; shut down on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP monitor's address, when `http_port` was set.
+    pub monitor: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -35,6 +37,7 @@ impl TestServer {
         opts.port = 0;
         let server = Server::bind(opts).await.expect("bind");
         let addr = server.local_addr();
+        let monitor = server.monitor_addr();
         let shared = server.shared();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -42,6 +45,7 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            monitor,
             shared,
             stop: Some(stop),
             task: Some(task),

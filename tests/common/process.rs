@@ -103,3 +103,25 @@ pub fn read_line(stream: &mut BufReader<TcpStream>) -> String {
     stream.read_line(&mut line).unwrap();
     line
 }
+
+/// A blocking `GET path` over HTTP/1.1; the status and body, or `None` if nothing listens.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The `host:port` from `Starting http monitor on HOST:PORT`.
+pub fn monitor_addr(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("Starting http monitor on "))?;
+    Some(line.rsplit(' ').next()?.trim().to_string())
+}

@@ -1,0 +1,188 @@
+//! `/metrics`: the `/varz` counters in Prometheus text format (version 0.0.4).
+//!
+//! The names are those prometheus-nats-exporter gives the same fields (`gnatsd_varz_<field>`,
+//! labelled with `server_id`), so dashboards built on the exporter work against tern without
+//! one. The full list is in the README.
+
+use std::fmt::Write;
+
+use super::varz;
+use crate::http::Response;
+use crate::server::Shared;
+
+/// Prometheus' text exposition content type.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a metric only ever grows.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// The `/metrics` response.
+pub fn metrics(shared: &Shared) -> Response {
+    let v = varz::build(shared);
+    let uptime = shared.started.elapsed().as_secs_f64();
+    let start = shared
+        .start
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    use Kind::{Counter, Gauge};
+    let metrics: [(&str, Kind, f64, &str); 23] = [
+        (
+            "in_msgs",
+            Counter,
+            v.in_msgs as f64,
+            "Messages received from clients.",
+        ),
+        (
+            "in_bytes",
+            Counter,
+            v.in_bytes as f64,
+            "Payload bytes received from clients.",
+        ),
+        (
+            "out_msgs",
+            Counter,
+            v.out_msgs as f64,
+            "Messages delivered to clients.",
+        ),
+        (
+            "out_bytes",
+            Counter,
+            v.out_bytes as f64,
+            "Payload bytes delivered to clients.",
+        ),
+        (
+            "connections",
+            Gauge,
+            v.connections as f64,
+            "Client connections open now.",
+        ),
+        (
+            "total_connections",
+            Counter,
+            v.total_connections as f64,
+            "Client connections accepted since start.",
+        ),
+        (
+            "subscriptions",
+            Gauge,
+            v.subscriptions as f64,
+            "Subscriptions now.",
+        ),
+        (
+            "slow_consumers",
+            Counter,
+            v.slow_consumers as f64,
+            "Connections closed as slow consumers.",
+        ),
+        (
+            "stale_connections",
+            Counter,
+            v.stale_connections as f64,
+            "Connections closed as stale (unanswered PINGs).",
+        ),
+        (
+            "routes",
+            Gauge,
+            v.routes as f64,
+            "Route connections (always 0: no clustering yet).",
+        ),
+        (
+            "remotes",
+            Gauge,
+            v.remotes as f64,
+            "Remote servers (always 0).",
+        ),
+        (
+            "leafnodes",
+            Gauge,
+            v.leafnodes as f64,
+            "Leaf node connections (always 0).",
+        ),
+        ("mem", Gauge, v.mem as f64, "Resident memory in bytes."),
+        (
+            "cpu",
+            Gauge,
+            v.cpu,
+            "CPU use in percent of one core since the previous sample.",
+        ),
+        ("cores", Gauge, v.cores as f64, "CPU cores available."),
+        (
+            "max_connections",
+            Gauge,
+            v.max_connections as f64,
+            "max_connections option.",
+        ),
+        (
+            "max_payload",
+            Gauge,
+            v.max_payload as f64,
+            "max_payload option in bytes.",
+        ),
+        (
+            "max_pending",
+            Gauge,
+            v.max_pending as f64,
+            "max_pending option in bytes.",
+        ),
+        (
+            "max_control_line",
+            Gauge,
+            v.max_control_line as f64,
+            "max_control_line option in bytes.",
+        ),
+        ("ping_max", Gauge, v.ping_max as f64, "ping_max option."),
+        (
+            "ping_interval_seconds",
+            Gauge,
+            shared.opts().ping_interval.as_secs_f64(),
+            "ping_interval option in seconds.",
+        ),
+        (
+            "start_time_seconds",
+            Gauge,
+            start,
+            "Server start time, seconds since the Unix epoch.",
+        ),
+        (
+            "uptime_seconds",
+            Gauge,
+            uptime,
+            "Seconds since the server started.",
+        ),
+    ];
+    let label = format!("server_id=\"{}\"", escape_label(&v.server_id));
+    let mut text = String::new();
+    for (name, kind, value, help) in metrics {
+        let kind = match kind {
+            Counter => "counter",
+            Gauge => "gauge",
+        };
+        let _ = writeln!(text, "# HELP gnatsd_varz_{name} {help}");
+        let _ = writeln!(text, "# TYPE gnatsd_varz_{name} {kind}");
+        let _ = writeln!(text, "gnatsd_varz_{name}{{{label}}} {value}");
+    }
+    Response::with_status(200, CONTENT_TYPE, text.into_bytes())
+}
+
+/// Escapes a label value (`\`, `"` and newlines), as the text format requires.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_escaping() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,344 @@
+//! The HTTP monitor: nats-server's monitoring endpoints (`/varz`, `/connz`, `/subsz`,
+//! `/routez`, `/accountz`, `/healthz`, `/` as an index) with its JSON field names, types, units
+//! and query parameters, plus `/metrics`, the same counters in Prometheus text format.
+//!
+//! Everything here reads state the server keeps anyway (see `stats`): a request takes the
+//! connection map lock once to list the connections, then reads each connection's counters
+//! without blocking the publishers.
+
+mod connz;
+mod metrics;
+mod subsz;
+mod varz;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::http::{self, Request, Response};
+use crate::server::Shared;
+
+/// The account every connection is in until accounts exist.
+const GLOBAL_ACCOUNT: &str = "$G";
+
+/// Monitor state that is not the server's: request counts and the CPU sampler.
+#[derive(Debug, Default)]
+pub struct MonitorState {
+    /// Requests served per endpoint (`http_req_stats`). Guards only the map.
+    requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// The previous CPU-time sample, for `cpu` as a percentage since then.
+    cpu_sample: Mutex<Option<(Instant, f64)>>,
+}
+
+/// Serves the monitor on `listener` until the task is dropped.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    http::serve_connection(stream, |req| {
+                        let response = handle(&shared, &req);
+                        async move { response }
+                    })
+                    .await;
+                });
+            }
+            Err(err) => {
+                debug!("Error accepting monitor connection: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Binds the monitor listener for `host` and nats-server's `http_port` (-1 is random).
+pub async fn bind(host: &str, port: i32) -> io::Result<TcpListener> {
+    let port = u16::try_from(port.max(0)).map_err(io::Error::other)?;
+    TcpListener::bind((host, port)).await
+}
+
+/// An OS error as Go prints it (`address already in use`), without Rust's `(os error N)`.
+pub fn os_error_text(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Answers one request.
+pub fn handle(shared: &Shared, req: &Request) -> Response {
+    let base = shared
+        .opts()
+        .http_base_path
+        .trim_end_matches('/')
+        .to_string();
+    let Some(path) = req.path.strip_prefix(base.as_str()) else {
+        return not_found();
+    };
+    let name: &'static str = match path {
+        "" | "/" => "/",
+        "/varz" => "/varz",
+        "/connz" => "/connz",
+        "/subsz" | "/subscriptionsz" => "/subsz",
+        "/routez" => "/routez",
+        "/accountz" => "/accountz",
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        _ => return not_found(),
+    };
+    // Counted before answering, so `/varz` includes itself, as in nats-server.
+    *shared
+        .monitor
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name)
+        .or_default() += 1;
+    match name {
+        "/varz" => varz::varz(shared),
+        "/connz" => connz::connz(shared, req),
+        "/subsz" => subsz::subsz(shared, req),
+        "/routez" => subsz::routez(shared),
+        "/accountz" => subsz::accountz(shared, req),
+        "/healthz" => healthz(shared),
+        "/metrics" => metrics::metrics(shared),
+        _ => index(&base),
+    }
+}
+
+/// `/healthz`: ready once listening; not ready in lame duck mode, with nats-server's status
+/// and error text.
+fn healthz(shared: &Shared) -> Response {
+    if shared.in_lame_duck_mode() {
+        let error = "failed to be ready for connections after 1ms: server";
+        warn!("Healthcheck failed: {error:?}");
+        let body = serde_json::json!({ "status": "error", "error": error });
+        return Response::with_status(500, "application/json", body.to_string().into_bytes());
+    }
+    Response::json(br#"{"status":"ok"}"#.to_vec())
+}
+
+/// `/`: links to every endpoint.
+fn index(base: &str) -> Response {
+    let mut html = String::from(
+        "<html lang=\"en\">\n<head><title>tern monitoring</title></head>\n<body>\n\
+         <h1>tern</h1>\n",
+    );
+    html.push_str(&format!(
+        "<p>NATS-compatible server, monitoring compatible with nats-server v{}</p>\n",
+        crate::protocol::NATS_SERVER_VERSION
+    ));
+    for (path, title) in [
+        ("varz", "General"),
+        ("connz", "Connections"),
+        ("accountz", "Accounts"),
+        ("subsz", "Subscriptions"),
+        ("routez", "Routes"),
+        ("healthz", "Health Probe"),
+        ("metrics", "Prometheus Metrics"),
+    ] {
+        html.push_str(&format!(
+            "<a href=\"{base}/{path}\">{title} <span class=\"endpoint\">/{path}</span></a><br/>\n"
+        ));
+    }
+    html.push_str("</body>\n</html>\n");
+    Response::with_status(200, "text/html; charset=utf-8", html.into_bytes())
+}
+
+fn not_found() -> Response {
+    Response::error(404, "404 page not found")
+}
+
+/// A JSON body, indented as nats-server indents its responses.
+fn json(value: &impl Serialize) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => Response::json(body),
+        Err(err) => Response::error(500, format!("Error marshaling response: {err}")),
+    }
+}
+
+/// A `400` with Go's `http.Error`-less text, as nats-server writes query errors.
+fn bad_request(text: String) -> Response {
+    Response::with_status(400, "text/plain; charset=utf-8", text.into_bytes())
+}
+
+/// An integer query parameter, with nats-server's error text.
+fn int_param(req: &Request, name: &str) -> Result<Option<i64>, Response> {
+    match req.param(name) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+            bad_request(format!(
+                "Error decoding int for '{name}': strconv.Atoi: parsing {v:?}: invalid syntax"
+            ))
+        }),
+    }
+}
+
+/// A boolean query parameter (Go's `strconv.ParseBool`), with nats-server's error text.
+fn bool_param(req: &Request, name: &str) -> Result<bool, Response> {
+    match req.param(name) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(v) => Err(bad_request(format!(
+            "Error decoding boolean for '{name}': strconv.ParseBool: parsing {v:?}: invalid syntax"
+        ))),
+    }
+}
+
+/// Go's `time.Time` in JSON: RFC 3339 in UTC with nanoseconds, trailing zeros trimmed.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = crate::logging::civil_from_days(days as i64);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+    let nanos = since.subsec_nanos();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        text.push('.');
+        text.push_str(frac.trim_end_matches('0'));
+    }
+    text.push('Z');
+    text
+}
+
+/// nats-server's uptime and idle format: whole seconds as `1y2d3h4m5s`, leading zero units
+/// left out.
+pub fn uptime(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
+    let years = days / 365;
+    if years > 0 {
+        format!(
+            "{years}y{}d{}h{}m{}s",
+            days % 365,
+            hours % 24,
+            mins % 60,
+            secs % 60
+        )
+    } else if days > 0 {
+        format!("{days}d{}h{}m{}s", hours % 24, mins % 60, secs % 60)
+    } else if hours > 0 {
+        format!("{hours}h{}m{}s", mins % 60, secs % 60)
+    } else if mins > 0 {
+        format!("{mins}m{}s", secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Go's `time.Duration.String()`: `0s`, `850ns`, `1.5µs`, `595µs`, `1.261123ms`, `2m3.5s`.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let fraction = |value: u128, unit: u128, suffix: &str| {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return format!("{whole}{suffix}");
+        }
+        let width = unit.ilog10() as usize;
+        let frac = format!("{rest:0width$}");
+        format!("{whole}.{}{suffix}", frac.trim_end_matches('0'))
+    };
+    match nanos {
+        0 => "0s".to_string(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => fraction(n, 1_000, "µs"),
+        n if n < 1_000_000_000 => fraction(n, 1_000_000, "ms"),
+        n => {
+            let secs = n / 1_000_000_000;
+            let (h, m) = (secs / 3600, secs / 60 % 60);
+            let s = fraction(n % 60_000_000_000, 1_000_000_000, "s");
+            match (h, m) {
+                (0, 0) => s,
+                (0, m) => format!("{m}m{s}"),
+                (h, m) => format!("{h}h{m}m{s}"),
+            }
+        }
+    }
+}
+
+/// Seconds as Go marshals a `float64`: integral values without a fraction.
+fn seconds(d: Duration) -> serde_json::Value {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 && secs < u64::MAX as f64 {
+        serde_json::Value::from(secs as u64)
+    } else {
+        serde_json::Value::from(secs)
+    }
+}
+
+/// The address clients are told to reach the monitor at (a wildcard becomes loopback).
+pub fn url_host(host: &str) -> String {
+    match host {
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        "::" => "[::1]".to_string(),
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    }
+}
+
+/// The monitor's URL for the ports file.
+pub fn url(addr: SocketAddr, host: &str) -> String {
+    format!("http://{}:{}", url_host(host), addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        let ns = Duration::from_nanos;
+        assert_eq!(go_duration(ns(0)), "0s");
+        assert_eq!(go_duration(ns(850)), "850ns");
+        assert_eq!(go_duration(ns(1_500)), "1.5µs");
+        assert_eq!(go_duration(ns(595_000)), "595µs");
+        assert_eq!(go_duration(ns(1_261_123)), "1.261123ms");
+        assert_eq!(go_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(go_duration(Duration::from_millis(123_500)), "2m3.5s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(uptime(Duration::from_millis(999)), "0s");
+        assert_eq!(uptime(Duration::from_secs(62)), "1m2s");
+        assert_eq!(uptime(Duration::from_secs(3 * 3600 + 5)), "3h0m5s");
+        assert_eq!(uptime(Duration::from_secs(86_400 + 61)), "1d0h1m1s");
+        assert_eq!(uptime(Duration::from_secs(366 * 86_400)), "1y1d0h0m0s");
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::new(1_795_972_885, 246_372_480);
+        assert_eq!(rfc3339(t), "2026-11-29T17:21:25.24637248Z");
+    }
+
+    #[test]
+    fn seconds_as_go_floats() {
+        assert_eq!(seconds(Duration::from_secs(2)).to_string(), "2");
+        assert_eq!(seconds(Duration::from_millis(500)).to_string(), "0.5");
+    }
+}
