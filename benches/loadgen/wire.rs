@@ -1,6 +1,7 @@
 //! The raw client protocol, as cheaply as the generator can speak it: pre-built batches of PUB
-//! frames with a sequence number patched into each payload, and a reader that parses MSG frames
-//! in place and checks, per publisher, that every message arrives once and in order.
+//! frames with a publisher id and a sequence number patched into each payload, and a reader
+//! that parses MSG frames in place so that a checker can verify, per publisher, that every
+//! message arrives exactly once and in order.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -8,83 +9,180 @@ use std::time::Duration;
 
 use memchr::memchr;
 
-/// How long any read may block before the scenario is declared failed.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long any single read or write may block before the scenario is declared failed.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens a client connection: reads INFO, sends a quiet CONNECT.
+/// Bytes per write: about what a fast client library flushes at once.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Publisher ids above this are taken for corrupt payloads rather than grown into.
+const MAX_PUBLISHERS: usize = 4096;
+
+/// Opens a client connection: reads INFO, sends a quiet CONNECT. Reads and writes time out.
 pub fn connect(port: u16) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut byte = [0u8; 1];
-    loop {
-        stream.read_exact(&mut byte)?;
-        if byte[0] == b'\n' {
-            break;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // The server sends INFO and then nothing until the client speaks, so one line is all
+    // there is to read.
+    let mut info = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    while memchr(b'\n', &info).is_none() {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before INFO",
+            ));
         }
+        info.extend_from_slice(&chunk[..n]);
+    }
+    if !info.starts_with(b"INFO ") || !info.ends_with(b"\n") {
+        return Err(io::Error::other(format!(
+            "expected a lone INFO line, got {:?}",
+            String::from_utf8_lossy(&info)
+        )));
     }
     stream.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n")?;
     Ok(stream)
 }
 
-/// Sends PING and waits for the PONG on a connection that receives nothing else.
+/// Sends PING and waits for the PONG on a connection that receives nothing else (answering the
+/// server's own PINGs and skipping INFO, which nats-server 2.12+ sends right after the first
+/// PONG; a MSG or -ERR is an error).
 pub fn barrier(stream: &mut TcpStream) -> io::Result<()> {
     stream.write_all(b"PING\r\n")?;
-    let mut reader = Reader::new(stream.try_clone()?);
+    wait_pong(stream)
+}
+
+/// The second half of `barrier`, for a PING already sent.
+pub fn wait_pong(stream: &mut TcpStream) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let mut ponged = false;
     loop {
-        if let Frame::Pong = reader.next()? {
+        while let Some(nl) = memchr(b'\n', &buf) {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            match trim_line(&line) {
+                b"PONG" if !ponged => ponged = true,
+                b"PING" => stream.write_all(b"PONG\r\n")?,
+                b"+OK" => {}
+                info if info.starts_with(b"INFO ") => {}
+                other => {
+                    return Err(io::Error::other(format!(
+                        "unexpected while waiting for PONG: {:?}",
+                        String::from_utf8_lossy(other)
+                    )))
+                }
+            }
+        }
+        // Done at the PONG unless a line after it is still incomplete (it is read to its end
+        // so that no later reader starts mid-line).
+        if ponged && buf.is_empty() {
             return Ok(());
         }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
-/// PUB frames for one publisher: `count` messages to `subject`, payloads of `size` bytes whose
-/// first 8 bytes (when there is room) carry the publisher id and a sequence number.
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Pre-built PUB frames for one publisher, cycling over one or more subjects. Payloads of 8
+/// bytes or more carry the publisher id (4 bytes, little-endian) and a sequence number (4
+/// bytes) that counts every message this publisher sends, whatever its subject.
 pub struct Publisher {
     id: u32,
     seq: u32,
-    frame_len: usize,
-    head_len: usize,
+    /// One cycle of frames.
     batch: Vec<u8>,
-    per_batch: usize,
+    /// Per frame of the cycle: where its payload starts and where the frame ends.
+    frames: Vec<(usize, usize)>,
+    /// The frame of the cycle to send next.
+    next: usize,
+    numbered: bool,
 }
 
 impl Publisher {
+    /// Frames to `subject` (with `reply` if given) and payloads of `size` bytes.
     pub fn new(id: u32, subject: &str, reply: Option<&str>, size: usize) -> Publisher {
         let head = match reply {
             Some(reply) => format!("PUB {subject} {reply} {size}\r\n"),
             None => format!("PUB {subject} {size}\r\n"),
         };
-        let mut frame = head.clone().into_bytes();
-        frame.resize(head.len() + size, b'x');
-        frame.extend_from_slice(b"\r\n");
-        // About 64 KiB per write, as a fast client library would flush.
-        let per_batch = (64 * 1024 / frame.len()).max(1);
+        let frame_len = head.len() + size + 2;
+        let copies = (WRITE_CHUNK / frame_len).max(1);
+        Publisher::build(id, size, (0..copies).map(|_| head.clone()))
+    }
+
+    /// Frames to each of `subjects` in turn, payloads of `size` bytes.
+    pub fn cycling(id: u32, subjects: &[String], size: usize) -> Publisher {
+        Publisher::build(
+            id,
+            size,
+            subjects.iter().map(|s| format!("PUB {s} {size}\r\n")),
+        )
+    }
+
+    fn build(id: u32, size: usize, heads: impl Iterator<Item = String>) -> Publisher {
+        let mut batch = Vec::new();
+        let mut frames = Vec::new();
+        for head in heads {
+            batch.extend_from_slice(head.as_bytes());
+            let payload = batch.len();
+            batch.resize(payload + size, b'x');
+            batch.extend_from_slice(b"\r\n");
+            frames.push((payload, batch.len()));
+        }
         Publisher {
             id,
             seq: 0,
-            frame_len: frame.len(),
-            head_len: head.len(),
-            batch: frame.repeat(per_batch),
-            per_batch,
+            batch,
+            frames,
+            next: 0,
+            numbered: size >= 8,
         }
     }
 
-    /// Sends the next `count` messages.
+    /// Sends the next `count` messages, in writes of about 64 KiB.
     pub fn send(&mut self, stream: &mut TcpStream, count: usize) -> io::Result<()> {
         let mut left = count;
         while left > 0 {
-            let n = left.min(self.per_batch);
-            if self.frame_len - self.head_len - 2 >= 8 {
-                for i in 0..n {
-                    let at = i * self.frame_len + self.head_len;
-                    self.batch[at..at + 4].copy_from_slice(&self.id.to_le_bytes());
-                    self.batch[at + 4..at + 8].copy_from_slice(&self.seq.to_le_bytes());
-                    self.seq += 1;
+            let first = self.next;
+            let from = if first == 0 {
+                0
+            } else {
+                self.frames[first - 1].1
+            };
+            let mut last = first;
+            loop {
+                let (payload, _) = self.frames[last];
+                if self.numbered {
+                    self.batch[payload..payload + 4].copy_from_slice(&self.id.to_le_bytes());
+                    self.batch[payload + 4..payload + 8].copy_from_slice(&self.seq.to_le_bytes());
+                }
+                self.seq = self.seq.wrapping_add(1);
+                left -= 1;
+                last += 1;
+                if left == 0
+                    || last == self.frames.len()
+                    || self.frames[last].1 - from > WRITE_CHUNK
+                {
+                    break;
                 }
             }
-            stream.write_all(&self.batch[..n * self.frame_len])?;
-            left -= n;
+            stream.write_all(&self.batch[from..self.frames[last - 1].1])?;
+            self.next = last % self.frames.len();
         }
         Ok(())
     }
@@ -92,12 +190,17 @@ impl Publisher {
 
 /// One thing the server sent.
 pub enum Frame<'a> {
-    Msg { sid: &'a [u8], reply: Option<&'a [u8]>, payload: &'a [u8] },
+    Msg {
+        sid: &'a [u8],
+        reply: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
     Pong,
     Other,
 }
 
-/// Parses what a connection receives, in place, answering the server's PINGs.
+/// Parses what a connection receives, in place, answering the server's PINGs. `-ERR` from the
+/// server is an error.
 pub struct Reader {
     stream: TcpStream,
     buf: Vec<u8>,
@@ -107,7 +210,23 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(stream: TcpStream) -> Reader {
-        Reader { stream, buf: vec![0; 1 << 20], start: 0, end: 0 }
+        Reader {
+            stream,
+            buf: vec![0; 256 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Sets how long one read may block (a timeout is an error of kind `WouldBlock` or
+    /// `TimedOut`, after which reading can go on).
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
+    /// Sends PING on this connection.
+    pub fn ping(&mut self) -> io::Result<()> {
+        self.stream.write_all(b"PING\r\n")
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -121,7 +240,10 @@ impl Reader {
         }
         let n = self.stream.read(&mut self.buf[self.end..])?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ));
         }
         self.end += n;
         Ok(())
@@ -131,48 +253,122 @@ impl Reader {
     pub fn next(&mut self) -> io::Result<Frame<'_>> {
         loop {
             let window = &self.buf[self.start..self.end];
-            if let Some(nl) = memchr(b'\n', window) {
-                let line = &window[..nl.saturating_sub(1)];
-                if line.starts_with(b"MSG ") {
-                    let args: Vec<&[u8]> = line[4..].split(|&b| b == b' ').filter(|a| !a.is_empty()).collect();
-                    let size: usize = std::str::from_utf8(args[args.len() - 1])
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| io::Error::other("bad MSG line"))?;
-                    let total = nl + 1 + size + 2;
-                    if window.len() < total {
-                        self.fill()?;
+            let Some(nl) = memchr(b'\n', window) else {
+                self.fill()?;
+                continue;
+            };
+            let line = trim_line(&window[..=nl]);
+            if let Some(args) = line.strip_prefix(b"MSG ") {
+                let mut tokens = [&b""[..]; 4];
+                let mut n = 0;
+                for token in args.split(|&b| b == b' ' || b == b'\t') {
+                    if token.is_empty() {
                         continue;
                     }
-                    let frame_start = self.start;
-                    self.start += total;
-                    let window = &self.buf[frame_start..frame_start + total];
-                    let line = &window[4..nl.saturating_sub(1)];
-                    let mut args = line.split(|&b| b == b' ').filter(|a| !a.is_empty());
-                    let _subject = args.next();
-                    let sid = args.next().unwrap_or_default();
-                    let third = args.next();
-                    let reply = if args.next().is_some() { third } else { None };
-                    let payload = &window[nl + 1..nl + 1 + size];
-                    return Ok(Frame::Msg { sid, reply, payload });
+                    if n == tokens.len() {
+                        return Err(bad_line(line));
+                    }
+                    tokens[n] = token;
+                    n += 1;
                 }
-                let is_ping = line == b"PING";
-                let is_pong = line == b"PONG";
-                self.start += nl + 1;
-                if is_ping {
-                    self.stream.write_all(b"PONG\r\n")?;
+                if n < 3 {
+                    return Err(bad_line(line));
                 }
-                if is_pong {
-                    return Ok(Frame::Pong);
+                let size = parse_size(tokens[n - 1]).ok_or_else(|| bad_line(line))?;
+                let total = nl + 1 + size + 2;
+                if window.len() < total {
+                    self.fill()?;
+                    continue;
                 }
-                return Ok(Frame::Other);
+                if &window[total - 2..total] != b"\r\n" {
+                    return Err(io::Error::other("MSG payload not followed by CRLF"));
+                }
+                let (head_len, line_len) = (nl + 1, line.len());
+                let frame = self.start;
+                self.start += total;
+                let window = &self.buf[frame..frame + total];
+                let mut args = window[4..line_len]
+                    .split(|&b| b == b' ' || b == b'\t')
+                    .filter(|a| !a.is_empty());
+                let _subject = args.next();
+                let sid = args.next().unwrap_or_default();
+                let reply = if n == 4 { args.next() } else { None };
+                let payload = &window[head_len..head_len + size];
+                return Ok(Frame::Msg {
+                    sid,
+                    reply,
+                    payload,
+                });
             }
-            self.fill()?;
+            if line.starts_with(b"-ERR") {
+                let text = String::from_utf8_lossy(line).into_owned();
+                return Err(io::Error::other(format!("server sent {text}")));
+            }
+            let is_ping = line == b"PING";
+            let is_pong = line == b"PONG";
+            self.start += nl + 1;
+            if is_ping {
+                self.stream.write_all(b"PONG\r\n")?;
+            }
+            if is_pong {
+                return Ok(Frame::Pong);
+            }
+            return Ok(Frame::Other);
+        }
+    }
+
+    /// After the last expected message: PING and read up to the PONG. Any message that still
+    /// arrives is one too many (a duplicate) and is an error.
+    pub fn expect_no_more(&mut self) -> Result<(), String> {
+        self.ping().map_err(|e| e.to_string())?;
+        loop {
+            match self
+                .next()
+                .map_err(|e| format!("waiting for the final PONG: {e}"))?
+            {
+                Frame::Pong => return Ok(()),
+                Frame::Msg { payload, .. } => {
+                    return Err(format!(
+                        "an extra message after the last expected one: {}",
+                        describe(payload)
+                    ))
+                }
+                Frame::Other => {}
+            }
         }
     }
 }
 
-/// Checks that every publisher's messages arrive exactly once and in order.
+fn bad_line(line: &[u8]) -> io::Error {
+    io::Error::other(format!("bad MSG line {:?}", String::from_utf8_lossy(line)))
+}
+
+fn parse_size(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
+}
+
+/// The publisher id and sequence number a numbered payload carries.
+pub fn numbers(payload: &[u8]) -> Option<(u32, u32)> {
+    let id = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
+    let seq = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
+    Some((id, seq))
+}
+
+fn describe(payload: &[u8]) -> String {
+    match numbers(payload) {
+        Some((id, seq)) => format!("publisher {id} message {seq}"),
+        None => format!("{} byte payload", payload.len()),
+    }
+}
+
+/// Checks, for one subscriber, that every publisher's messages arrive exactly once and in
+/// order: each publisher's sequence numbers must arrive as 0, 1, 2, ... with no gap (a loss),
+/// no repeat (a duplicate) and no step back (a reordering).
 #[derive(Default)]
 pub struct Checker {
     next: Vec<u32>,
@@ -183,19 +379,40 @@ impl Checker {
     /// Records one payload; an error names the first loss, duplicate or reordering.
     pub fn check(&mut self, payload: &[u8]) -> Result<(), String> {
         self.count += 1;
-        if payload.len() < 8 {
-            return Ok(());
+        let (id, seq) = numbers(payload)
+            .ok_or_else(|| format!("payload of {} bytes has no sequence number", payload.len()))?;
+        let id = id as usize;
+        if id >= MAX_PUBLISHERS {
+            return Err(format!("corrupt payload: publisher id {id}"));
         }
-        let id = u32::from_le_bytes(payload[0..4].try_into().unwrap_or_default()) as usize;
-        let seq = u32::from_le_bytes(payload[4..8].try_into().unwrap_or_default());
         if self.next.len() <= id {
             self.next.resize(id + 1, 0);
         }
         let want = self.next[id];
         if seq != want {
-            return Err(format!("publisher {id}: got message {seq}, expected {want}"));
+            let what = if seq > want {
+                "lost or reordered"
+            } else {
+                "duplicated or reordered"
+            };
+            return Err(format!(
+                "publisher {id}: got message {seq}, expected {want} ({what})"
+            ));
         }
         self.next[id] = seq + 1;
         Ok(())
     }
+}
+
+/// A numeric sid.
+pub fn parse_sid(sid: &[u8]) -> Option<usize> {
+    parse_size(sid)
+}
+
+/// True for the error a read timeout gives.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
