@@ -1,7 +1,14 @@
 //! Who may connect: checking CONNECT's credentials against the configured user, users list,
-//! token and `no_auth_user`, as nats-server does. Pure: no I/O, no clock.
+//! token and `no_auth_user`, as nats-server does, and which permissions the user gets. Pure: no
+//! I/O, no clock.
+//!
+//! Passwords and tokens that look like bcrypt hashes (`$2a$11$...`, nats-server's `isBcrypt`)
+//! are checked with bcrypt; plain secrets are compared in constant time.
+
+use std::sync::Arc;
 
 use crate::config::Options;
+use crate::permissions::Permissions;
 
 /// The credentials a client presented in CONNECT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,35 +27,87 @@ impl Credentials {
     }
 }
 
-/// Whether `creds` get in under `opts`. A client with no credentials at all is the
-/// `no_auth_user` when one is set; a user name is checked against the users list and the single
-/// user; otherwise the token decides.
-pub fn authenticate(opts: &Options, creds: &Credentials) -> bool {
+/// Who a client turned out to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authorized {
+    /// The user name (for logs), when the client is a configured user.
+    pub user: Option<String>,
+    /// What the user may do; `None` for everything.
+    pub permissions: Option<Arc<Permissions>>,
+}
+
+/// Whether `creds` get in under `opts`, and as whom. A client with no credentials at all is
+/// the `no_auth_user` when one is set; a user name is checked against the users list and the
+/// single user; otherwise the token decides.
+pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
     if !opts.auth_required() {
-        return true;
+        return Some(Authorized::default());
     }
     if creds.is_empty() {
         if let Some(name) = &opts.no_auth_user {
-            return opts.users.iter().any(|u| &u.name == name);
+            return opts
+                .users
+                .iter()
+                .find(|u| &u.name == name)
+                .map(|u| Authorized {
+                    user: Some(u.name.clone()),
+                    permissions: u.permissions.clone(),
+                });
         }
     }
     if let Some(user) = &creds.user {
         let pass = creds.pass.as_deref().unwrap_or_default();
         if let Some(known) = opts.users.iter().find(|u| constant_time_eq(&u.name, user)) {
-            return constant_time_eq(pass, &known.password);
+            return check_secret(pass, &known.password).then(|| Authorized {
+                user: Some(known.name.clone()),
+                permissions: known.permissions.clone(),
+            });
         }
         if opts
             .username
             .as_deref()
             .is_some_and(|u| constant_time_eq(u, user))
         {
-            return constant_time_eq(pass, opts.password.as_deref().unwrap_or_default());
+            let want = opts.password.as_deref().unwrap_or_default();
+            return check_secret(pass, want).then(|| Authorized {
+                user: Some(user.clone()),
+                permissions: None,
+            });
         }
     }
     match (&opts.token, &creds.token) {
-        (Some(want), Some(got)) => constant_time_eq(got, want),
-        _ => false,
+        (Some(want), Some(got)) => check_secret(got, want).then(Authorized::default),
+        _ => None,
     }
+}
+
+/// nats-server's `isBcrypt`: `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit cost, `$`.
+pub fn is_bcrypt(secret: &str) -> bool {
+    let b = secret.as_bytes();
+    b.len() > 7
+        && b.starts_with(b"$2")
+        && matches!(b[2], b'a' | b'b' | b'x' | b'y')
+        && b[3] == b'$'
+        && b[4].is_ascii_digit()
+        && b[5].is_ascii_digit()
+        && b[6] == b'$'
+}
+
+/// Checks a presented secret against the configured one: bcrypt when the configured one is a
+/// bcrypt hash, otherwise a constant-time comparison.
+fn check_secret(presented: &str, configured: &str) -> bool {
+    if is_bcrypt(configured) {
+        // bcrypt is deliberately slow (tens of milliseconds and up): on a multi-threaded
+        // runtime, tell tokio so that the worker's other connections move elsewhere.
+        let verify = || bcrypt::verify(presented, configured).unwrap_or(false);
+        return match tokio::runtime::Handle::try_current() {
+            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(verify)
+            }
+            _ => verify(),
+        };
+    }
+    constant_time_eq(presented, configured)
 }
 
 /// Compares secrets in time that depends only on their lengths.
@@ -62,6 +121,45 @@ mod tests {
     use super::*;
     use crate::config::User;
 
+    /// `bcrypt` of "s3cr3t" at cost 4 (nats-server accepts any cost).
+    fn hash() -> String {
+        bcrypt::hash("s3cr3t", 4).unwrap()
+    }
+
+    #[test]
+    fn bcrypt_passwords_and_tokens() {
+        let h = hash();
+        assert!(is_bcrypt(&h));
+        assert!(is_bcrypt("$2a$11$dummyhashvalue"));
+        assert!(!is_bcrypt("$2c$11$x"));
+        assert!(!is_bcrypt("plain"));
+        let opts = Options {
+            username: Some("u".into()),
+            password: Some(h.clone()),
+            ..Default::default()
+        };
+        assert!(ok(&opts, &creds(Some("u"), Some("s3cr3t"), None)));
+        assert!(!ok(&opts, &creds(Some("u"), Some("wrong"), None)));
+        // The hash itself is not the password.
+        assert!(!ok(&opts, &creds(Some("u"), Some(&h), None)));
+        let opts = Options {
+            token: Some(h),
+            ..Default::default()
+        };
+        assert!(ok(&opts, &creds(None, None, Some("s3cr3t"))));
+        assert!(!ok(&opts, &creds(None, None, Some("s3cr3"))));
+        // A malformed hash never lets anyone in.
+        let opts = Options {
+            token: Some("$2a$11$notavalidhash".into()),
+            ..Default::default()
+        };
+        assert!(!ok(&opts, &creds(None, None, Some("x"))));
+    }
+
+    fn ok(opts: &Options, creds: &Credentials) -> bool {
+        authenticate(opts, creds).is_some()
+    }
+
     fn creds(user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> Credentials {
         Credentials {
             user: user.map(Into::into),
@@ -72,11 +170,8 @@ mod tests {
 
     #[test]
     fn open_server_lets_everyone_in() {
-        assert!(authenticate(&Options::default(), &Credentials::default()));
-        assert!(authenticate(
-            &Options::default(),
-            &creds(Some("x"), Some("y"), None)
-        ));
+        assert!(ok(&Options::default(), &Credentials::default()));
+        assert!(ok(&Options::default(), &creds(Some("x"), Some("y"), None)));
     }
 
     #[test]
@@ -86,11 +181,11 @@ mod tests {
             password: Some("p".into()),
             ..Default::default()
         };
-        assert!(authenticate(&opts, &creds(Some("u"), Some("p"), None)));
-        assert!(!authenticate(&opts, &creds(Some("u"), Some("bad"), None)));
-        assert!(!authenticate(&opts, &creds(Some("x"), Some("p"), None)));
-        assert!(!authenticate(&opts, &creds(None, None, Some("p"))));
-        assert!(!authenticate(&opts, &Credentials::default()));
+        assert!(ok(&opts, &creds(Some("u"), Some("p"), None)));
+        assert!(!ok(&opts, &creds(Some("u"), Some("bad"), None)));
+        assert!(!ok(&opts, &creds(Some("x"), Some("p"), None)));
+        assert!(!ok(&opts, &creds(None, None, Some("p"))));
+        assert!(!ok(&opts, &Credentials::default()));
     }
 
     #[test]
@@ -99,13 +194,10 @@ mod tests {
             token: Some("tok".into()),
             ..Default::default()
         };
-        assert!(authenticate(&opts, &creds(None, None, Some("tok"))));
-        assert!(authenticate(
-            &opts,
-            &creds(Some("u"), Some("p"), Some("tok"))
-        ));
-        assert!(!authenticate(&opts, &creds(Some("u"), Some("p"), None)));
-        assert!(!authenticate(&opts, &creds(None, None, Some("tok2"))));
+        assert!(ok(&opts, &creds(None, None, Some("tok"))));
+        assert!(ok(&opts, &creds(Some("u"), Some("p"), Some("tok"))));
+        assert!(!ok(&opts, &creds(Some("u"), Some("p"), None)));
+        assert!(!ok(&opts, &creds(None, None, Some("tok2"))));
     }
 
     #[test]
@@ -115,20 +207,31 @@ mod tests {
                 User {
                     name: "a".into(),
                     password: "pa".into(),
+                    ..Default::default()
                 },
                 User {
                     name: "b".into(),
                     password: "pb".into(),
+                    permissions: Some(Arc::new(Permissions::default())),
                 },
             ],
             ..Default::default()
         };
-        assert!(authenticate(&opts, &creds(Some("a"), Some("pa"), None)));
-        assert!(authenticate(&opts, &creds(Some("b"), Some("pb"), None)));
-        assert!(!authenticate(&opts, &creds(Some("a"), Some("pb"), None)));
-        assert!(!authenticate(&opts, &Credentials::default()));
+        assert!(ok(&opts, &creds(Some("a"), Some("pa"), None)));
+        assert!(ok(&opts, &creds(Some("b"), Some("pb"), None)));
+        assert!(!ok(&opts, &creds(Some("a"), Some("pb"), None)));
+        assert!(!ok(&opts, &Credentials::default()));
+        assert_eq!(
+            authenticate(&opts, &creds(Some("a"), Some("pa"), None)),
+            Some(Authorized {
+                user: Some("a".into()),
+                permissions: None
+            })
+        );
         opts.no_auth_user = Some("b".into());
-        assert!(authenticate(&opts, &Credentials::default()));
-        assert!(!authenticate(&opts, &creds(Some("a"), Some("bad"), None)));
+        let b = authenticate(&opts, &Credentials::default()).unwrap();
+        assert_eq!(b.user.as_deref(), Some("b"));
+        assert!(b.permissions.is_some());
+        assert!(!ok(&opts, &creds(Some("a"), Some("bad"), None)));
     }
 }

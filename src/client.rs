@@ -24,6 +24,7 @@ use crate::config::Options;
 use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
 use crate::parser::{self, ClientOp};
+use crate::permissions::{self, Permissions};
 use crate::protocol::{self, ConnectOptions};
 use crate::router::{Connection, Matches, Subscription};
 use crate::server::Shared;
@@ -91,6 +92,10 @@ struct Client {
     connect_info_sent: bool,
     addr: SocketAddr,
     cache: MatchCache,
+    /// The user's permissions; `None` (the common case) skips every check.
+    perms: Option<Arc<Permissions>>,
+    /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
+    pub_cache: HashMap<Box<[u8]>, bool, ahash::RandomState>,
     /// Connections this batch appended to and must wake once it ends.
     to_flush: Vec<Arc<Connection>>,
     pings_out: u32,
@@ -116,6 +121,8 @@ impl Client {
             connect_info_sent: false,
             addr,
             cache: MatchCache::default(),
+            perms: None,
+            pub_cache: HashMap::default(),
             to_flush: Vec::new(),
             pings_out: 0,
             last_in: Instant::now(),
@@ -191,6 +198,12 @@ impl Client {
         if generation != self.server_generation {
             self.server_generation = generation;
             self.server = self.shared.opts();
+            // A reload may have changed the user's permissions (`Shared::reload` sets them
+            // before bumping the generation).
+            if self.connected {
+                self.perms = self.conn.permissions();
+                self.pub_cache.clear();
+            }
         }
         self.trace = tracing::enabled!(tracing::Level::TRACE);
     }
@@ -219,6 +232,7 @@ impl Client {
                         if err.closes_connection() {
                             break Err(err);
                         }
+                        self.report(&err);
                         self.send_err(&err);
                     }
                 }
@@ -237,6 +251,21 @@ impl Client {
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
         if self.awaiting_auth() && !matches!(op, ClientOp::Connect(_)) {
             return Err(ProtocolError::AuthorizationViolation);
+        }
+        if !self.connected
+            && self.server.no_auth_user.is_some()
+            && !matches!(op, ClientOp::Connect(_))
+        {
+            // nats-server binds a client that starts without CONNECT to the no_auth_user (the
+            // telnet case), permissions and all.
+            match auth::authenticate(&self.server, &auth::Credentials::default()) {
+                Some(user) => {
+                    self.bind_user(user.permissions);
+                    self.conn.set_credentials(auth::Credentials::default());
+                    self.connected = true;
+                }
+                None => return Err(ProtocolError::AuthorizationViolation),
+            }
         }
         match op {
             ClientOp::Pub {
@@ -298,9 +327,9 @@ impl Client {
         }
         let server = &self.server;
         let credentials = opts.credentials();
-        if !auth::authenticate(server, &credentials) {
+        let Some(user) = auth::authenticate(server, &credentials) else {
             return Err(ProtocolError::AuthorizationViolation);
-        }
+        };
         if !(0..=1).contains(&opts.protocol) {
             return Err(ProtocolError::InvalidClientProtocol);
         }
@@ -313,11 +342,19 @@ impl Client {
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.conn.set_credentials(credentials);
+        self.bind_user(user.permissions);
         self.conn.set_async_info(opts.protocol >= 1);
         self.opts = opts;
         self.connected = true;
         self.send_ok();
         Ok(())
+    }
+
+    /// Puts the authenticated user's permissions in force for this connection.
+    fn bind_user(&mut self, perms: Option<Arc<Permissions>>) {
+        self.conn.set_permissions(perms.clone());
+        self.perms = perms;
+        self.pub_cache.clear();
     }
 
     fn handle_pub(
@@ -332,6 +369,13 @@ impl Client {
         if self.opts.pedantic && !subject::is_valid_literal(subject) {
             // nats-server reports the bad subject and still routes the message.
             self.send_err(&ProtocolError::InvalidPublishSubject);
+        }
+        if let Some(perms) = &self.perms {
+            if !publish_allowed(&mut self.pub_cache, perms, &self.conn, subject) {
+                return Err(ProtocolError::PublishViolation(Bytes::copy_from_slice(
+                    subject,
+                )));
+            }
         }
         self.send_ok();
         self.route(subject, reply, header_len, message);
@@ -388,9 +432,15 @@ impl Client {
         if !self.opts.echo && Arc::ptr_eq(to, &self.conn) {
             return false;
         }
+        if !to.may_receive(subject) {
+            return false;
+        }
         let Some(last) = sub.claim_delivery() else {
             return false;
         };
+        if let Some(reply) = reply {
+            to.record_reply(reply);
+        }
         let appended = match header_len {
             Some(header_len) if to.headers.load(Ordering::Relaxed) => {
                 to.outbound.append(true, |b| {
@@ -444,6 +494,17 @@ impl Client {
     ) -> Result<(), ProtocolError> {
         if !subject::is_valid_filter(subject) {
             return Err(ProtocolError::InvalidSubject);
+        }
+        if let Some(perms) = &self.perms {
+            if !perms.can_subscribe(subject, queue) {
+                return Err(ProtocolError::SubscriptionViolation {
+                    subject: Bytes::copy_from_slice(subject),
+                    queue: queue.map(Bytes::copy_from_slice),
+                });
+            }
+            if perms.needs_delivery_filter(subject) {
+                self.conn.enable_delivery_filter();
+            }
         }
         let sub = {
             let mut subs = self.conn.subs();
@@ -537,7 +598,30 @@ impl Client {
             if self.trace {
                 trace!("{} - ->> [-ERR {}]", self.desc, text);
             }
-            self.push(|b| protocol::encode_err(b, text));
+            self.push(|b| protocol::encode_err(b, &text));
+        }
+    }
+
+    /// Logs an error that leaves the connection open, as nats-server logs it.
+    fn report(&self, err: &ProtocolError) {
+        match err {
+            ProtocolError::PublishViolation(subject) => error!(
+                "{} - Publish Violation - Subject {}",
+                self.desc,
+                permissions::go_quote(subject)
+            ),
+            ProtocolError::SubscriptionViolation { subject, queue } => {
+                let queue = queue
+                    .as_ref()
+                    .map(|q| format!(", Queue: {}", permissions::go_quote(q)))
+                    .unwrap_or_default();
+                error!(
+                    "{} - Subscription Violation - Subject {}{queue}",
+                    self.desc,
+                    permissions::go_quote(subject)
+                )
+            }
+            _ => {}
         }
     }
 
@@ -669,6 +753,40 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Owne
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     shared.tasks.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Publish decisions cached per connection (nats-server's `maxPermCacheSize`).
+const PUB_CACHE_SIZE: usize = 128;
+
+/// Whether the user may publish to `subject`: the cached decision, else the lists (cached), else
+/// a reply it was sent under `allow_responses` (counted, never cached), as nats-server's
+/// `pubAllowedFullCheck`.
+fn publish_allowed(
+    cache: &mut HashMap<Box<[u8]>, bool, ahash::RandomState>,
+    perms: &Permissions,
+    conn: &Connection,
+    subject: &[u8],
+) -> bool {
+    if !perms.restricts_publish() {
+        return true;
+    }
+    if let Some(&allowed) = cache.get(subject) {
+        return allowed;
+    }
+    let allowed = perms.can_publish(subject);
+    if !allowed {
+        if let Some(resp) = &perms.response {
+            return conn.take_reply(subject, resp);
+        }
+    }
+    if cache.len() >= PUB_CACHE_SIZE {
+        let evict: Vec<Box<[u8]>> = cache.keys().take(PUB_CACHE_SIZE / 4).cloned().collect();
+        for key in evict {
+            cache.remove(&key);
+        }
+    }
+    cache.insert(subject.into(), allowed);
+    allowed
 }
 
 /// Match results by subject, valid while the router's generation is the one recorded.

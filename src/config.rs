@@ -3,9 +3,11 @@
 //! I/O here.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conf::{self, ConfError, Entry, Kind, Map, Value};
+use crate::permissions::{self, Permissions, ResponsePermission, SubjectPermission};
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -66,12 +68,14 @@ pub struct Options {
 }
 
 /// One entry of `authorization { users [...] }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
     /// User name.
     pub name: String,
     /// Password.
     pub password: String,
+    /// What the user may publish and subscribe to; `None` for everything.
+    pub permissions: Option<Arc<Permissions>>,
 }
 
 /// nats-server's `DEFAULT_PORT`.
@@ -252,6 +256,7 @@ impl Options {
         let Kind::Map(block) = &v.kind else {
             return Err(bad(v, "authorization"));
         };
+        let mut default_permissions = None;
         for entry in block {
             let v = &entry.value;
             match entry.key.to_ascii_lowercase().as_str() {
@@ -265,7 +270,10 @@ impl Options {
                     };
                     self.users = users.iter().map(user).collect::<Result<_, _>>()?;
                 }
-                "permissions" | "default_permissions" | "auth_callout" | "nkey" | "nkeys" => {
+                "permissions" | "default_permissions" | "default_permission" => {
+                    default_permissions = Some(Arc::new(permissions_block(v)?));
+                }
+                "auth_callout" | "nkey" | "nkeys" => {
                     return Err(ConfError {
                         pos: entry.pos.clone(),
                         message: format!(
@@ -276,6 +284,12 @@ impl Options {
                 }
                 _ if entry.referenced => {}
                 _ => return Err(unknown_field(entry)),
+            }
+        }
+        // Users without permissions of their own get the block's default permissions.
+        if let Some(default) = default_permissions {
+            for user in self.users.iter_mut().filter(|u| u.permissions.is_none()) {
+                user.permissions = Some(default.clone());
             }
         }
         let _ = warnings;
@@ -446,11 +460,15 @@ fn user(v: &Value) -> Result<User, ConfError> {
     };
     let mut name = None;
     let mut password = None;
+    let mut perms = None;
     for entry in fields {
         match entry.key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(&entry.value)?),
             "password" | "pass" => password = Some(string(&entry.value)?),
-            "permissions" | "nkey" | "allowed_connection_types" | "account" => {
+            "permissions" | "permission" => {
+                perms = Some(Arc::new(permissions_block(&entry.value)?))
+            }
+            "nkey" | "allowed_connection_types" | "account" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),
                     message: format!("user {:?} is not supported by tern yet", entry.key),
@@ -463,11 +481,94 @@ fn user(v: &Value) -> Result<User, ConfError> {
         Some(name) => Ok(User {
             name,
             password: password.unwrap_or_default(),
+            permissions: perms,
         }),
         None => Err(ConfError {
             pos: v.pos.clone(),
             message: "user entry without a user name".into(),
         }),
+    }
+}
+
+/// `permissions { publish, subscribe, allow_responses }` (also `pub`/`sub`).
+fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(bad(v, "permissions"));
+    };
+    let mut perms = Permissions::default();
+    for entry in fields {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "publish" | "pub" => perms.publish = Some(subject_permission(v)?),
+            "subscribe" | "sub" => perms.subscribe = Some(subject_permission(v)?),
+            "allow_responses" | "allow_response" => perms.response = allow_responses(v)?,
+            _ => return Err(unknown_field(entry)),
+        }
+    }
+    // As nats-server does: allowing responses turns off the blanket publish allow, so a
+    // responder publishes only to the replies it was sent (and what it is explicitly allowed).
+    if perms.response.is_some() {
+        let publish = perms.publish.get_or_insert_with(SubjectPermission::default);
+        publish.allow.get_or_insert_with(Vec::new);
+    }
+    Ok(perms)
+}
+
+/// `"subject"`, `["a", "b"]` (both allow lists) or `{ allow: ..., deny: ... }`.
+fn subject_permission(v: &Value) -> Result<SubjectPermission, ConfError> {
+    match &v.kind {
+        Kind::Map(fields) => {
+            let mut perm = SubjectPermission::default();
+            for entry in fields {
+                match entry.key.to_ascii_lowercase().as_str() {
+                    "allow" => perm.allow = Some(subject_list(&entry.value)?),
+                    "deny" => perm.deny = subject_list(&entry.value)?,
+                    _ => return Err(unknown_field(entry)),
+                }
+            }
+            Ok(perm)
+        }
+        _ => Ok(SubjectPermission {
+            allow: Some(subject_list(v)?),
+            deny: Vec::new(),
+        }),
+    }
+}
+
+fn subject_list(v: &Value) -> Result<Vec<permissions::Entry>, ConfError> {
+    let one = |v: &Value| {
+        let text = string(v)?;
+        permissions::Entry::parse(&text).ok_or_else(|| ConfError {
+            pos: v.pos.clone(),
+            message: format!("invalid subject {text:?} in permissions"),
+        })
+    };
+    match &v.kind {
+        Kind::Array(items) => items.iter().map(one).collect(),
+        _ => Ok(vec![one(v)?]),
+    }
+}
+
+/// `allow_responses: true` (one response within 2 minutes) or `{ max: N, expires: "1m" }`.
+fn allow_responses(v: &Value) -> Result<Option<ResponsePermission>, ConfError> {
+    match &v.kind {
+        Kind::Bool(false) => Ok(None),
+        Kind::Bool(true) => Ok(Some(ResponsePermission::default())),
+        Kind::Map(fields) => {
+            let mut perm = ResponsePermission::default();
+            for entry in fields {
+                let v = &entry.value;
+                match entry.key.to_ascii_lowercase().as_str() {
+                    "max" | "max_msgs" | "max_messages" | "max_responses" => {
+                        perm.max = u32::try_from(int(v)?).map_err(|_| bad(v, "max"))?
+                    }
+                    "expires" | "expiration" | "ttl" => perm.expires = seconds(v)?,
+                    _ => return Err(unknown_field(entry)),
+                }
+            }
+            Ok(Some(perm))
+        }
+        _ => Err(bad(v, "allow_responses")),
     }
 }
 
@@ -576,8 +677,50 @@ mod tests {
         assert!(
             error("accounts { A { users: [{user: a, password: b}] } }").contains("not supported")
         );
-        let perms = "authorization { users = [{user: a, password: b, permissions: {publish: x}}] }";
-        assert!(error(perms).contains("not supported"));
+    }
+
+    #[test]
+    fn permissions_in_every_form() {
+        let (o, _) = options(
+            r#"authorization {
+  default_permissions: {publish: {deny: "secret.>"}}
+  users = [
+    {user: a, password: a, permissions: {pub: "x", sub: ["y", "z.> q"]}}
+    {user: b, password: b, permissions: {publish: {allow: ["a.*"], deny: "a.b"}, allow_responses: {max: 3, expires: "5s"}}}
+    {user: c, password: c, permissions: {subscribe: {deny: "n"}, allow_responses: true}}
+    {user: d, password: d}
+  ]
+}"#,
+        )
+        .unwrap();
+        let perms = |i: usize| o.users[i].permissions.clone().unwrap();
+        let a = perms(0);
+        assert!(a.can_publish(b"x") && !a.can_publish(b"y"));
+        assert!(a.can_subscribe(b"z.1", Some(b"q")) && !a.can_subscribe(b"z.1", None));
+        let b = perms(1);
+        assert!(b.can_publish(b"a.c") && !b.can_publish(b"a.b"));
+        assert_eq!(
+            b.response,
+            Some(ResponsePermission {
+                max: 3,
+                expires: Duration::from_secs(5)
+            })
+        );
+        // allow_responses turns off the blanket publish allow.
+        let c = perms(2);
+        assert!(!c.can_publish(b"anything"));
+        assert_eq!(c.response, Some(ResponsePermission::default()));
+        // Users without permissions of their own get the defaults.
+        let d = perms(3);
+        assert!(d.can_publish(b"x") && !d.can_publish(b"secret.x"));
+        assert!(
+            error("authorization { users = [{user: a, permissions: {publish: \"a..b\"}}] }")
+                .contains("invalid subject")
+        );
+        assert!(
+            error("authorization { users = [{user: a, permissions: {colour: red}}] }")
+                .contains("unknown field")
+        );
     }
 
     #[test]
@@ -697,11 +840,13 @@ authorization {
             [
                 User {
                     name: "alice".into(),
-                    password: "$2a$11$dummyhashvalue".into()
+                    password: "$2a$11$dummyhashvalue".into(),
+                    ..Default::default()
                 },
                 User {
                     name: "bob".into(),
-                    password: "bar".into()
+                    password: "bar".into(),
+                    ..Default::default()
                 }
             ]
         );

@@ -7,6 +7,7 @@
 //! - [`config`]: server options as plain data with nats-server's defaults, and the meaning of
 //!   configuration-file keys; [`conf`] reads the file's syntax.
 //! - [`auth`]: who may connect (users, token, `no_auth_user`).
+//! - [`permissions`]: what a user may publish and subscribe to (allow/deny, responses).
 //! - [`server`]: the accept loop, shared state, graceful shutdown.
 //! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
 //! - [`router`]: shared state: the sublist, live connections, the cache generation.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod logging;
 pub mod outbound;
 pub mod parser;
+pub mod permissions;
 pub mod protocol;
 pub mod router;
 pub mod server;

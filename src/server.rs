@@ -15,9 +15,10 @@ use tracing::{debug, error, info};
 use crate::auth;
 use crate::client;
 use crate::config::Options;
+use crate::error;
 use crate::outbound::CloseReason;
 use crate::protocol::{self, Info};
-use crate::router::Router;
+use crate::router::{Connection, Router};
 
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,16 +111,64 @@ impl Shared {
             let Some(credentials) = conn.credentials() else {
                 continue;
             };
-            if !auth::authenticate(&new, &credentials) {
-                info!("{} - Authorization Violation after reload", conn.desc());
-                conn.outbound.append(false, |b| {
-                    protocol::encode_err(b, "Authorization Violation")
-                });
-                conn.outbound
-                    .close(CloseReason::AuthenticationViolation, true);
+            match auth::authenticate(&new, &credentials) {
+                None => {
+                    info!("{} - Authorization Violation after reload", conn.desc());
+                    conn.outbound.append(false, |b| {
+                        protocol::encode_err(b, "Authorization Violation")
+                    });
+                    conn.outbound
+                        .close(CloseReason::AuthenticationViolation, true);
+                }
+                Some(user) => self.apply_permissions(&conn, user),
             }
         }
+        // Readers pick up their connection's new permissions when they see the generation
+        // change, so bump it again now that every connection's are in place.
+        self.opts_generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Puts reloaded permissions in force on an open connection and removes the subscriptions
+    /// they no longer allow, telling the client about each as nats-server does.
+    fn apply_permissions(&self, conn: &Arc<Connection>, user: auth::Authorized) {
+        conn.set_permissions(user.permissions.clone());
+        let Some(perms) = user.permissions else {
+            return;
+        };
+        let revoked: Vec<_> = {
+            let mut subs = conn.subs();
+            let sids: Vec<_> = subs
+                .values()
+                .filter(|s| !perms.can_subscribe(&s.subject, s.queue.as_deref()))
+                .map(|s| s.sid.clone())
+                .collect();
+            sids.iter().filter_map(|sid| subs.remove(sid)).collect()
+        };
+        let who = user.user.unwrap_or_default();
+        for sub in revoked {
+            self.router.unsubscribe(&sub);
+            let text =
+                error::subscription_violation(&sub.subject, sub.queue.as_deref(), Some(&sub.sid));
+            let lossy = String::from_utf8_lossy;
+            let queue = sub
+                .queue
+                .as_ref()
+                .map(|q| format!(" using queue {:?}", lossy(q)))
+                .unwrap_or_default();
+            info!(
+                "Removed sub {:?}{queue} (sid {:?}) for User {who:?} - not authorized",
+                lossy(&sub.subject),
+                lossy(&sub.sid)
+            );
+            if conn
+                .outbound
+                .append(false, |b| protocol::encode_err(b, &text))
+                == crate::outbound::Appended::ScheduleFlush
+            {
+                conn.outbound.wake_writer();
+            }
+        }
     }
 
     /// Enters lame duck mode: stop accepting, tell clients, close them gradually, exit.
