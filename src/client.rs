@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, trace};
@@ -29,6 +28,7 @@ use crate::protocol::{self, ConnectOptions};
 use crate::router::{Connection, Matches, Subscription};
 use crate::server::Shared;
 use crate::subject;
+use crate::tls::{self, ReadHalf, WriteHalf};
 
 /// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
 const FIRST_PING_INTERVAL: Duration = Duration::from_secs(2);
@@ -53,12 +53,38 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         opts.max_pending,
         &format!("{addr} - cid:{cid}"),
     ));
-    let (read_half, write_half) = stream.into_split();
-    let mut client = Client::new(shared.clone(), conn.clone(), addr);
-
-    debug!("{} - Client connection created", client.desc);
+    let desc = conn.desc();
+    debug!("{desc} - Client connection created");
     let info = shared.info(cid, addr);
-    client.push(|b| info.encode(b));
+    let mut info_sent = false;
+    let (read_half, write_half) = match (shared.tls(), &opts.tls) {
+        (Some(config), Some(tls_opts)) => {
+            // NATS-style: INFO in plaintext, then the handshake; or the handshake first.
+            let mut plain_info = BytesMut::new();
+            if !tls_opts.handshake_first {
+                info.encode(&mut plain_info);
+                info_sent = true;
+            }
+            debug!("{desc} - Starting TLS client connection handshake");
+            let info = (!plain_info.is_empty()).then_some(&plain_info[..]);
+            match tls::accept(config, stream, info, tls_opts.timeout).await {
+                Ok(stream) => {
+                    debug!("{desc} - TLS handshake complete");
+                    tls::split_tls(stream)
+                }
+                Err(err) => {
+                    debug!("{desc} - TLS handshake error: {err}");
+                    debug!("{desc} - Client connection closed: TLS Handshake Failure");
+                    return;
+                }
+            }
+        }
+        _ => tls::split_plain(stream),
+    };
+    let mut client = Client::new(shared.clone(), conn.clone(), addr);
+    if !info_sent {
+        client.push(|b| info.encode(b));
+    }
     shared.tasks.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
 
@@ -133,7 +159,7 @@ impl Client {
         }
     }
 
-    async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
+    async fn read_loop(&mut self, mut reader: ReadHalf) {
         let mut ping_interval = self.server.ping_interval;
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
         let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_interval);
@@ -711,7 +737,7 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
 /// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
 /// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
 /// slow consumer.
-async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: OwnedWriteHalf) {
+async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: WriteHalf) {
     let mut batch = BytesMut::new();
     loop {
         let deadline = shared.opts().write_deadline;
@@ -725,7 +751,12 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Owne
             Take::Close { flush } => (flush, true),
         };
         if write && !batch.is_empty() {
-            match tokio::time::timeout(deadline, writer.write_all(&batch)).await {
+            let write = async {
+                writer.write_all(&batch).await?;
+                // A no-op on plain TCP; pushes out what rustls holds back on TLS.
+                writer.flush().await
+            };
+            match tokio::time::timeout(deadline, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     conn.outbound.close(CloseReason::WriteError, false);

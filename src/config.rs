@@ -65,6 +65,45 @@ pub struct Options {
     pub lame_duck_grace_period: Duration,
     /// Free-form tags (`server_tags`).
     pub server_tags: Vec<String>,
+    /// TLS on the client listener (`tls { ... }`, `--tls*`); `None` for plaintext.
+    pub tls: Option<TlsOptions>,
+}
+
+/// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
+/// min_version }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The server certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates client certificates must chain to (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates (mutual TLS).
+    pub verify: bool,
+    /// As `verify`, and the certificate names the user (subject or SAN).
+    pub verify_and_map: bool,
+    /// Longest a handshake may take (`timeout`, 2 s).
+    pub timeout: Duration,
+    /// TLS before INFO (`handshake_first: true`).
+    pub handshake_first: bool,
+    /// Oldest TLS version accepted: `1.2` (default) or `1.3`.
+    pub min_version: Option<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify: false,
+            verify_and_map: false,
+            timeout: Duration::from_secs(2),
+            handshake_first: false,
+            min_version: None,
+        }
+    }
 }
 
 /// One entry of `authorization { users [...] }`.
@@ -110,6 +149,7 @@ impl Default for Options {
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             server_tags: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -180,6 +220,15 @@ impl Options {
             }
             "no_auth_user" => self.no_auth_user = Some(string(v)?),
             "authorization" => self.apply_authorization(v, warnings)?,
+            "tls" => {
+                let tls = tls_block(v, warnings)?;
+                // Fail at load time, with the file position, as nats-server does.
+                crate::tls::server_config(&tls).map_err(|message| ConfError {
+                    pos: entry.pos.clone(),
+                    message,
+                })?;
+                self.tls = Some(tls);
+            }
             "logtime_utc" => {
                 boolean(v)?;
                 warnings.push(ignored(entry, "tern's log timestamps are always UTC"));
@@ -223,8 +272,7 @@ impl Options {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
             // Running without these would weaken security or change who may do what.
-            "tls"
-            | "allow_non_tls"
+            "allow_non_tls"
             | "accounts"
             | "operator"
             | "operators"
@@ -490,6 +538,65 @@ fn user(v: &Value) -> Result<User, ConfError> {
     }
 }
 
+/// The `tls` block.
+fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(bad(v, "tls"));
+    };
+    let mut tls = TlsOptions::default();
+    for entry in fields {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "cert_file" => tls.cert_file = Some(PathBuf::from(string(v)?)),
+            "key_file" => tls.key_file = Some(PathBuf::from(string(v)?)),
+            "ca_file" => tls.ca_file = Some(PathBuf::from(string(v)?)),
+            "verify" => tls.verify = boolean(v)?,
+            "verify_and_map" => tls.verify_and_map = boolean(v)?,
+            "timeout" => tls.timeout = seconds(v)?,
+            "handshake_first" | "first" | "tls_first" => match &v.kind {
+                Kind::Bool(b) => tls.handshake_first = *b,
+                _ => {
+                    return Err(ConfError {
+                        pos: entry.pos.clone(),
+                        message: "handshake_first with a fallback delay is not supported by \
+                                  tern yet; use true or false"
+                            .into(),
+                    })
+                }
+            },
+            "min_version" => {
+                let version = string(v)?;
+                if version != "1.2" && version != "1.3" {
+                    return Err(ConfError {
+                        pos: v.pos.clone(),
+                        message: format!("unknown version: {version}"),
+                    });
+                }
+                tls.min_version = Some(version);
+            }
+            "cipher_suites" | "curve_preferences" => warnings.push(ignored(
+                entry,
+                "rustls chooses its own safe cipher suites and curves",
+            )),
+            "pinned_certs"
+            | "ocsp_peer"
+            | "cert_store"
+            | "cert_match"
+            | "cert_match_by"
+            | "certs"
+            | "insecure"
+            | "verify_cert_and_check_known_urls" => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!("tls {:?} is not supported by tern yet", entry.key),
+                })
+            }
+            _ => return Err(unknown_field(entry)),
+        }
+    }
+    Ok(tls)
+}
+
 /// `permissions { publish, subscribe, allow_responses }` (also `pub`/`sub`).
 fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
     let Kind::Map(fields) = &v.kind else {
@@ -673,7 +780,11 @@ mod tests {
         assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
-        assert!(error("tls { cert_file: a.pem }").contains("not supported"));
+        assert!(error("allow_non_tls: true").contains("not supported"));
+        assert_eq!(
+            error("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }"),
+            "test.conf:2:1: error parsing X509 certificate/key pair: open nope.pem: no such file or directory"
+        );
         assert!(
             error("accounts { A { users: [{user: a, password: b}] } }").contains("not supported")
         );

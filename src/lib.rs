@@ -8,6 +8,7 @@
 //!   configuration-file keys; [`conf`] reads the file's syntax.
 //! - [`auth`]: who may connect (users, token, `no_auth_user`).
 //! - [`permissions`]: what a user may publish and subscribe to (allow/deny, responses).
+//! - [`tls`]: the rustls configuration, the NATS-style TLS upgrade, plain/TLS stream halves.
 //! - [`server`]: the accept loop, shared state, graceful shutdown.
 //! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
 //! - [`router`]: shared state: the sublist, live connections, the cache generation.
@@ -44,6 +45,7 @@ pub mod router;
 pub mod server;
 pub mod subject;
 pub mod sublist;
+pub mod tls;
 
 pub use config::Options;
 pub use server::Server;

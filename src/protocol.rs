@@ -42,6 +42,12 @@ pub struct Info {
     /// Set when clients must authenticate.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub auth_required: bool,
+    /// Clients must speak TLS.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// Clients must present a certificate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     /// Largest payload the server accepts.
     pub max_payload: usize,
     /// The connection's id (`cid`).

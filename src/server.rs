@@ -43,12 +43,20 @@ pub struct Shared {
     pub tasks: AtomicUsize,
     /// Wakes the accept loop to enter lame duck mode.
     lame_duck: Notify,
+    /// The TLS configuration built from `opts.tls`, replaced with it by a reload. Held only to
+    /// clone the `Arc`.
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
     /// The options in force.
     pub fn opts(&self) -> Arc<Options> {
         self.opts.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The TLS configuration new connections are upgraded with, if TLS is on.
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Changes whenever the options are replaced.
@@ -70,6 +78,11 @@ impl Shared {
             port: self.addr.port(),
             headers: true,
             auth_required: opts.auth_required() && opts.no_auth_user.is_none(),
+            tls_required: opts.tls.is_some(),
+            tls_verify: opts
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.verify || t.verify_and_map),
             max_payload: opts.max_payload,
             client_id: cid,
             client_ip: client.ip().to_string(),
@@ -104,6 +117,12 @@ impl Shared {
         fixed("ServerName", &old.server_name, &new.server_name)?;
         fixed("MaxSubs", &old.max_subscriptions, &new.max_subscriptions)?;
         fixed("MaxPending", &old.max_pending, &new.max_pending)?;
+        let tls = new
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
         let new = Arc::new(new);
         *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.opts_generation.fetch_add(1, Ordering::Release);
@@ -186,6 +205,12 @@ pub struct Server {
 impl Server {
     /// Binds the client listener (port 0 picks a free port).
     pub async fn bind(opts: Options) -> io::Result<Server> {
+        let tls = opts
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
         let addr = listener.local_addr()?;
         let server_id = new_server_id();
@@ -202,6 +227,7 @@ impl Server {
             addr,
             tasks: AtomicUsize::new(0),
             lame_duck: Notify::new(),
+            tls: RwLock::new(tls),
         });
         Ok(Server { shared, listener })
     }

@@ -38,9 +38,15 @@ fn help_and_bad_flags() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
 
-    let out = run(tern, &["--tls"]);
+    let out = run(tern, &["--help_tls"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not support yet"));
+
+    // As nats-server 2.15.1: `nats-server: TLS Server certificate must be present and valid`.
+    let out = run(tern, &["--tls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("TLS Server certificate must be present and valid"));
 }
 
 #[test]
