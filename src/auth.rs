@@ -19,12 +19,35 @@ pub struct Credentials {
     pub pass: Option<String>,
     /// `auth_token`
     pub token: Option<String>,
+    /// `nkey`: the user's public key.
+    pub nkey: Option<String>,
+    /// `sig`: the nonce signed with the nkey's seed, base64.
+    pub sig: Option<String>,
+    /// The nonce this connection was sent in INFO (not from the client).
+    pub nonce: Option<String>,
 }
 
 impl Credentials {
     fn is_empty(&self) -> bool {
-        self.user.is_none() && self.pass.is_none() && self.token.is_none()
+        self.user.is_none() && self.pass.is_none() && self.token.is_none() && self.nkey.is_none()
     }
+}
+
+/// nats-server's `nonceRawLen`: random bytes per nonce (15 characters in base64).
+const NONCE_BYTES: usize = 11;
+
+/// A fresh nonce for INFO: 11 bytes from the system's secure generator, unpadded base64url,
+/// as nats-server makes them.
+pub fn new_nonce() -> String {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; NONCE_BYTES];
+    if ring::rand::SystemRandom::new().fill(&mut raw).is_err() {
+        // The OS generator failing is not something to limp on with a guessable nonce.
+        for b in &mut raw {
+            *b = fastrand::u8(..);
+        }
+    }
+    base64_url(&raw)
 }
 
 /// Who a client turned out to be.
@@ -55,6 +78,16 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 });
         }
     }
+    if let Some(nkey) = &creds.nkey {
+        // With nkey users configured, a client that presents an nkey is judged on it alone.
+        if opts.nonce_required() {
+            let known = opts.users.iter().find(|u| u.nkey.as_ref() == Some(nkey))?;
+            return verify_nonce(nkey, creds).then(|| Authorized {
+                user: Some(nkey.clone()),
+                permissions: known.permissions.clone(),
+            });
+        }
+    }
     if let Some(user) = &creds.user {
         let pass = creds.pass.as_deref().unwrap_or_default();
         if let Some(known) = opts.users.iter().find(|u| constant_time_eq(&u.name, user)) {
@@ -79,6 +112,64 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         (Some(want), Some(got)) => check_secret(got, want).then(Authorized::default),
         _ => None,
     }
+}
+
+/// Whether `creds.sig` is `nkey`'s signature of the connection's nonce. The signature may be
+/// base64url (what clients send) or standard base64, as nats-server accepts.
+fn verify_nonce(nkey: &str, creds: &Credentials) -> bool {
+    let (Some(sig), Some(nonce)) = (&creds.sig, &creds.nonce) else {
+        return false;
+    };
+    let Some(sig) = base64_decode(sig) else {
+        return false;
+    };
+    match nkeys::KeyPair::from_public_key(nkey) {
+        Ok(key) => key.verify(nonce.as_bytes(), &sig).is_ok(),
+        Err(_) => false,
+    }
+}
+
+const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url.
+fn base64_url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64_URL[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Decodes base64 in either alphabet, padded or not; `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // A lone trailing character cannot be valid base64.
+    (bits < 6).then_some(out)
 }
 
 /// nats-server's `isBcrypt`: `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit cost, `$`.
@@ -165,7 +256,58 @@ mod tests {
             user: user.map(Into::into),
             pass: pass.map(Into::into),
             token: token.map(Into::into),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn base64_both_ways() {
+        for len in 0..20 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(base64_decode(&base64_url(&data)).unwrap(), data);
+        }
+        assert_eq!(base64_url(b"\xfb\xff"), "-_8");
+        assert_eq!(base64_decode("+/8=").unwrap(), b"\xfb\xff");
+        assert_eq!(base64_decode("A"), None);
+        assert_eq!(base64_decode("a*b"), None);
+        let nonce = new_nonce();
+        assert_eq!(nonce.len(), 15);
+        assert_ne!(nonce, new_nonce());
+    }
+
+    #[test]
+    fn nkey_signatures() {
+        let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
+        let key = nkeys::KeyPair::from_seed(seed).unwrap();
+        let public = key.public_key();
+        let opts = Options {
+            users: vec![User {
+                nkey: Some(public.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let nonce = new_nonce();
+        let signed = |sig: Vec<u8>, nonce: &str| Credentials {
+            nkey: Some(public.clone()),
+            sig: Some(base64_url(&sig)),
+            nonce: Some(nonce.to_string()),
+            ..Default::default()
+        };
+        let good = signed(key.sign(nonce.as_bytes()).unwrap(), &nonce);
+        assert_eq!(
+            authenticate(&opts, &good).unwrap().user,
+            Some(public.clone())
+        );
+        // Another connection's nonce, a bad signature, no signature, an unknown key.
+        assert!(!ok(&opts, &signed(key.sign(b"other").unwrap(), &nonce)));
+        assert!(!ok(&opts, &signed(vec![0; 64], &nonce)));
+        let mut unsigned = good.clone();
+        unsigned.sig = None;
+        assert!(!ok(&opts, &unsigned));
+        let mut stranger = good.clone();
+        stranger.nkey = Some(nkeys::KeyPair::new_user().public_key());
+        assert!(!ok(&opts, &stranger));
     }
 
     #[test]
@@ -213,6 +355,7 @@ mod tests {
                     name: "b".into(),
                     password: "pb".into(),
                     permissions: Some(Arc::new(Permissions::default())),
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -55,7 +55,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     ));
     let desc = conn.desc();
     debug!("{desc} - Client connection created");
-    let info = shared.info(cid, addr);
+    let mut info = shared.info(cid, addr);
+    let nonce = opts.nonce_required().then(auth::new_nonce);
+    info.nonce = nonce.clone();
     let mut info_sent = false;
     let (read_half, write_half) = match (shared.tls(), &opts.tls) {
         (Some(config), Some(tls_opts)) => {
@@ -82,6 +84,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         _ => tls::split_plain(stream),
     };
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
+    client.nonce = nonce;
     if !info_sent {
         client.push(|b| info.encode(b));
     }
@@ -120,6 +123,10 @@ struct Client {
     cache: MatchCache,
     /// The user's permissions; `None` (the common case) skips every check.
     perms: Option<Arc<Permissions>>,
+    /// The nonce sent in INFO, for nkey users to sign.
+    nonce: Option<String>,
+    /// Who a refused CONNECT claimed to be, for the log line.
+    auth_failure: String,
     /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
     pub_cache: HashMap<Box<[u8]>, bool, ahash::RandomState>,
     /// Connections this batch appended to and must wake once it ends.
@@ -148,6 +155,8 @@ impl Client {
             addr,
             cache: MatchCache::default(),
             perms: None,
+            nonce: None,
+            auth_failure: String::new(),
             pub_cache: HashMap::default(),
             to_flush: Vec::new(),
             pings_out: 0,
@@ -352,8 +361,15 @@ impl Client {
             return Err(ProtocolError::Malformed("invalid CONNECT JSON"));
         }
         let server = &self.server;
-        let credentials = opts.credentials();
+        let mut credentials = opts.credentials();
+        credentials.nonce = self.nonce.clone();
         let Some(user) = auth::authenticate(server, &credentials) else {
+            // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
+            self.auth_failure = match (&credentials.nkey, &credentials.user) {
+                (Some(nkey), _) if server.nonce_required() => format!(" - Nkey {nkey:?}"),
+                (_, Some(user)) => format!(" - User {user:?}"),
+                _ => String::new(),
+            };
             return Err(ProtocolError::AuthorizationViolation);
         };
         if !(0..=1).contains(&opts.protocol) {
@@ -681,7 +697,7 @@ impl Client {
         match &err {
             ProtocolError::Malformed(why) => error!("{} - {}", self.desc, why),
             ProtocolError::AuthorizationViolation => {
-                error!("{} - authentication error", self.desc)
+                error!("{} - authentication error{}", self.desc, self.auth_failure)
             }
             ProtocolError::StaleConnection => {}
             ProtocolError::AuthenticationTimeout => {

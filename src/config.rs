@@ -106,11 +106,14 @@ impl Default for TlsOptions {
     }
 }
 
-/// One entry of `authorization { users [...] }`.
+/// One entry of `authorization { users [...] }`: a user name and password, or an nkey.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
-    /// User name.
+    /// User name (empty for an nkey user).
     pub name: String,
+    /// The user's public nkey (`U...`): the client proves it holds the seed by signing the
+    /// nonce sent in INFO.
+    pub nkey: Option<String>,
     /// Password.
     pub password: String,
     /// What the user may publish and subscribe to; `None` for everything.
@@ -160,6 +163,11 @@ impl Options {
         self.username.is_some() || self.token.is_some() || !self.users.is_empty()
     }
 
+    /// Whether INFO carries a nonce for nkey users to sign.
+    pub fn nonce_required(&self) -> bool {
+        self.users.iter().any(|u| u.nkey.is_some())
+    }
+
     /// Applies the options of a parsed configuration file over these. Options tern does not
     /// have yet are warnings when running without them is harmless and errors when it is not;
     /// keys nats-server does not know are errors (`unknown field`), as in nats-server.
@@ -168,7 +176,10 @@ impl Options {
             self.apply_entry(entry, warnings)?;
         }
         if let Some(user) = &self.no_auth_user {
-            let known = self.users.iter().any(|u| &u.name == user);
+            let known = self
+                .users
+                .iter()
+                .any(|u| &u.name == user || u.nkey.as_ref() == Some(user));
             if !known {
                 let pos = file
                     .iter()
@@ -509,14 +520,26 @@ fn user(v: &Value) -> Result<User, ConfError> {
     let mut name = None;
     let mut password = None;
     let mut perms = None;
+    let mut nkey = None;
     for entry in fields {
         match entry.key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(&entry.value)?),
+            "nkey" => {
+                let key = string(&entry.value)?;
+                // nats-server accepts only user keys here (`nkeys.IsValidPublicUserKey`).
+                if !key.starts_with('U') || nkeys::KeyPair::from_public_key(&key).is_err() {
+                    return Err(ConfError {
+                        pos: entry.value.pos.clone(),
+                        message: "Not a valid public nkey for a user".into(),
+                    });
+                }
+                nkey = Some(key);
+            }
             "password" | "pass" => password = Some(string(&entry.value)?),
             "permissions" | "permission" => {
                 perms = Some(Arc::new(permissions_block(&entry.value)?))
             }
-            "nkey" | "allowed_connection_types" | "account" => {
+            "allowed_connection_types" | "account" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),
                     message: format!("user {:?} is not supported by tern yet", entry.key),
@@ -525,13 +548,23 @@ fn user(v: &Value) -> Result<User, ConfError> {
             _ => return Err(unknown_field(entry)),
         }
     }
-    match name {
-        Some(name) => Ok(User {
+    match (name, nkey) {
+        (Some(_), Some(_)) => Err(ConfError {
+            pos: v.pos.clone(),
+            message: "nkey users do not take a user name".into(),
+        }),
+        (None, Some(nkey)) => Ok(User {
+            nkey: Some(nkey),
+            permissions: perms,
+            ..Default::default()
+        }),
+        (Some(name), None) => Ok(User {
             name,
+            nkey: None,
             password: password.unwrap_or_default(),
             permissions: perms,
         }),
-        None => Err(ConfError {
+        (None, None) => Err(ConfError {
             pos: v.pos.clone(),
             message: "user entry without a user name".into(),
         }),
@@ -832,6 +865,26 @@ mod tests {
             error("authorization { users = [{user: a, permissions: {colour: red}}] }")
                 .contains("unknown field")
         );
+    }
+
+    #[test]
+    fn nkey_users() {
+        let key = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+        let (o, _) = options(&format!(
+            "authorization {{ users = [{{nkey: {key}, permissions: {{publish: x}}}}] }}\nno_auth_user: {key}"
+        ))
+        .unwrap();
+        assert_eq!(o.users[0].nkey.as_deref(), Some(key));
+        assert!(o.nonce_required() && o.auth_required());
+        assert!(
+            error("authorization { users = [{nkey: UBAD}] }").contains("Not a valid public nkey")
+        );
+        // A seed or an account key is not a user key.
+        let account = "ADXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+        assert!(error(&format!(
+            "authorization {{ users = [{{nkey: {account}}}] }}"
+        ))
+        .contains("Not a valid public nkey"));
     }
 
     #[test]

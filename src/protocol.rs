@@ -54,6 +54,9 @@ pub struct Info {
     pub client_id: u64,
     /// The connection's remote address.
     pub client_ip: String,
+    /// The random challenge an nkey user signs in CONNECT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// Set in the INFO that follows the first PONG after CONNECT (protocol 1 clients).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub connect_info: bool,
@@ -104,6 +107,10 @@ pub struct ConnectOptions {
     pub pass: Option<String>,
     /// Token.
     pub auth_token: Option<String>,
+    /// The user's public nkey.
+    pub nkey: Option<String>,
+    /// The nonce from INFO, signed with the nkey's seed (base64).
+    pub sig: Option<String>,
     /// Informational.
     pub tls_required: bool,
 }
@@ -123,6 +130,8 @@ impl Default for ConnectOptions {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            sig: None,
             tls_required: false,
         }
     }
@@ -170,6 +179,8 @@ impl ConnectOptions {
                 "user" => self.user = Some(text(&value)?),
                 "pass" => self.pass = Some(text(&value)?),
                 "auth_token" => self.auth_token = Some(text(&value)?),
+                "nkey" => self.nkey = Some(text(&value)?),
+                "sig" => self.sig = Some(text(&value)?),
                 _ => {}
             }
         }
@@ -182,6 +193,9 @@ impl ConnectOptions {
             user: self.user.clone(),
             pass: self.pass.clone(),
             token: self.auth_token.clone(),
+            nkey: self.nkey.clone(),
+            sig: self.sig.clone(),
+            nonce: None,
         }
     }
 

@@ -86,6 +86,7 @@ impl Shared {
             max_payload: opts.max_payload,
             client_id: cid,
             client_ip: client.ip().to_string(),
+            nonce: None,
             connect_info: false,
             remote_account: None,
             ldm: false,
@@ -157,11 +158,14 @@ impl Shared {
         };
         let revoked: Vec<_> = {
             let mut subs = conn.subs();
-            let sids: Vec<_> = subs
+            let mut sids: Vec<_> = subs
                 .values()
                 .filter(|s| !perms.can_subscribe(&s.subject, s.queue.as_deref()))
                 .map(|s| s.sid.clone())
                 .collect();
+            // In sid order (numeric sids sort as numbers), so the client hears in a stable
+            // order; nats-server walks a Go map, in no particular order.
+            sids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
             sids.iter().filter_map(|sid| subs.remove(sid)).collect()
         };
         let who = user.user.unwrap_or_default();
