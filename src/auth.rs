@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::config::Options;
 use crate::permissions::Permissions;
+use crate::tls::CertIdentity;
 
 /// The credentials a client presented in CONNECT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Credentials {
     pub sig: Option<String>,
     /// The nonce this connection was sent in INFO (not from the client).
     pub nonce: Option<String>,
+    /// The names in the client's verified TLS certificate (not from CONNECT).
+    pub cert: Option<Arc<CertIdentity>>,
 }
 
 impl Credentials {
@@ -65,6 +68,19 @@ pub struct Authorized {
 pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
     if !opts.auth_required() {
         return Some(Authorized::default());
+    }
+    if opts.tls.as_ref().is_some_and(|t| t.verify_and_map) {
+        // The verified certificate is the credential: one of its SANs or its subject must be
+        // a configured user name; CONNECT's user and password play no part.
+        let cert = creds.cert.as_ref()?;
+        let user = opts
+            .users
+            .iter()
+            .find(|u| u.nkey.is_none() && cert.is(&u.name))?;
+        return Some(Authorized {
+            user: Some(user.name.clone()),
+            permissions: user.permissions.clone(),
+        });
     }
     if creds.is_empty() {
         if let Some(name) = &opts.no_auth_user {
@@ -258,6 +274,38 @@ mod tests {
             token: token.map(Into::into),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn certificate_identities_under_verify_and_map() {
+        let opts = Options {
+            users: vec![User {
+                name: "CN=alice,O=tern".into(),
+                ..Default::default()
+            }],
+            tls: Some(crate::config::TlsOptions {
+                verify_and_map: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let with = |subject: &[(&str, &str)]| Credentials {
+            cert: Some(Arc::new(CertIdentity {
+                subject: subject
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                alt_names: vec![],
+            })),
+            // Ignored under verify_and_map.
+            user: Some("CN=alice,O=tern".into()),
+            ..Default::default()
+        };
+        assert!(ok(&opts, &with(&[("O", "tern"), ("CN", "alice")])));
+        assert!(!ok(&opts, &with(&[("CN", "bob"), ("O", "tern")])));
+        let mut no_cert = with(&[]);
+        no_cert.cert = None;
+        assert!(!ok(&opts, &no_cert));
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let nonce = opts.nonce_required().then(auth::new_nonce);
     info.nonce = nonce.clone();
     let mut info_sent = false;
+    let mut cert = None;
     let (read_half, write_half) = match (shared.tls(), &opts.tls) {
         (Some(config), Some(tls_opts)) => {
             // NATS-style: INFO in plaintext, then the handshake; or the handshake first.
@@ -72,6 +73,13 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
             match tls::accept(config, stream, info, tls_opts.timeout).await {
                 Ok(stream) => {
                     debug!("{desc} - TLS handshake complete");
+                    cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|c| tls::CertIdentity::from_der(c))
+                        .map(Arc::new);
                     tls::split_tls(stream)
                 }
                 Err(err) => {
@@ -85,6 +93,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     };
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
     client.nonce = nonce;
+    client.cert = cert;
     if !info_sent {
         client.push(|b| info.encode(b));
     }
@@ -125,6 +134,8 @@ struct Client {
     perms: Option<Arc<Permissions>>,
     /// The nonce sent in INFO, for nkey users to sign.
     nonce: Option<String>,
+    /// The names in the client's verified TLS certificate, for `verify_and_map`.
+    cert: Option<Arc<tls::CertIdentity>>,
     /// Who a refused CONNECT claimed to be, for the log line.
     auth_failure: String,
     /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
@@ -157,6 +168,7 @@ impl Client {
             perms: None,
             nonce: None,
             auth_failure: String::new(),
+            cert: None,
             pub_cache: HashMap::default(),
             to_flush: Vec::new(),
             pings_out: 0,
@@ -363,6 +375,7 @@ impl Client {
         let server = &self.server;
         let mut credentials = opts.credentials();
         credentials.nonce = self.nonce.clone();
+        credentials.cert = self.cert.clone();
         let Some(user) = auth::authenticate(server, &credentials) else {
             // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
             self.auth_failure = match (&credentials.nkey, &credentials.user) {

@@ -196,6 +196,7 @@ impl ConnectOptions {
             nkey: self.nkey.clone(),
             sig: self.sig.clone(),
             nonce: None,
+            cert: None,
         }
     }
 

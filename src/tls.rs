@@ -265,3 +265,247 @@ impl AsyncWrite for WriteHalf {
         }
     }
 }
+
+/// The names a client certificate carries, for `verify_and_map`: its subject's attributes and
+/// its email, DNS and URI subject alternative names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// Subject attributes in certificate order, as (`CN`, `alice`) pairs; unknown attribute
+    /// types are named by their dotted OID.
+    pub subject: Vec<(String, String)>,
+    /// Email, DNS and URI subject alternative names.
+    pub alt_names: Vec<String>,
+}
+
+impl CertIdentity {
+    /// Reads the subject and SANs out of a DER certificate; `None` when it does not parse.
+    pub fn from_der(cert: &[u8]) -> Option<CertIdentity> {
+        let (_, certificate, _) = der_read(cert)?;
+        let (_, tbs, _) = der_read(certificate)?;
+        let mut rest = tbs;
+        let mut fields = Vec::new();
+        while !rest.is_empty() {
+            let (tag, value, after) = der_read(rest)?;
+            fields.push((tag, value));
+            rest = after;
+        }
+        // version [0] is optional; then serial, signature, issuer, validity, subject.
+        let start = usize::from(fields.first()?.0 == 0xa0);
+        let subject = fields.get(start + 4).filter(|f| f.0 == 0x30)?.1;
+        let mut identity = CertIdentity {
+            subject: der_name(subject)?,
+            alt_names: Vec::new(),
+        };
+        if let Some((_, extensions)) = fields.iter().find(|f| f.0 == 0xa3) {
+            let (_, mut list, _) = der_read(extensions)?;
+            while !list.is_empty() {
+                let (_, extension, after) = der_read(list)?;
+                list = after;
+                let (_, oid, mut ext_rest) = der_read(extension)?;
+                if der_oid(oid) != "2.5.29.17" {
+                    continue;
+                }
+                let (mut tag, mut value, _) = der_read(ext_rest)?;
+                if tag == 0x01 {
+                    // The optional `critical` flag.
+                    (_, _, ext_rest) = der_read(ext_rest)?;
+                    (tag, value, _) = der_read(ext_rest)?;
+                }
+                if tag != 0x04 {
+                    return None;
+                }
+                let (_, mut names, _) = der_read(value)?;
+                while !names.is_empty() {
+                    let (tag, name, after) = der_read(names)?;
+                    names = after;
+                    // rfc822Name [1], dNSName [2], uniformResourceIdentifier [6].
+                    if matches!(tag, 0x81 | 0x82 | 0x86) {
+                        identity
+                            .alt_names
+                            .push(String::from_utf8_lossy(name).into_owned());
+                    }
+                }
+            }
+        }
+        Some(identity)
+    }
+
+    /// Whether `user` (a configured user name) is this certificate: one of its alternative
+    /// names, or its subject written as a DN (`CN=alice,O=tern`) in either order, as
+    /// nats-server matches them.
+    pub fn is(&self, user: &str) -> bool {
+        if self.alt_names.iter().any(|n| n == user) {
+            return true;
+        }
+        let Some(mut wanted) = parse_dn(user) else {
+            return false;
+        };
+        let mut have: Vec<(String, String)> = self
+            .subject
+            .iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+            .collect();
+        wanted.sort();
+        have.sort();
+        !have.is_empty() && wanted == have
+    }
+
+    /// The subject as nats-server prints it (Go's `pkix.Name.String()`: last attribute first).
+    pub fn subject_string(&self) -> String {
+        let parts: Vec<String> = self
+            .subject
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.join(",")
+    }
+}
+
+/// `CN=alice,O=tern` (RFC 4514, with `\,` escapes) as upper-cased (type, value) pairs.
+fn parse_dn(text: &str) -> Option<Vec<(String, String)>> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.push(chars.next()?),
+            ',' | '+' => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+        .into_iter()
+        .map(|part| {
+            let (k, v) = part.split_once('=')?;
+            Some((k.trim().to_ascii_uppercase(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// One DER element: (tag, contents, what follows). Single-byte tags only, which is all a
+/// certificate's name and SAN structures use.
+fn der_read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        first as usize
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| acc << 8 | b as usize);
+        rest = &rest[n..];
+        len
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// An X.501 Name: SEQUENCE OF SET OF { type OID, value }.
+fn der_name(mut name: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    while !name.is_empty() {
+        let (_, mut set, after) = der_read(name)?;
+        name = after;
+        while !set.is_empty() {
+            let (_, attribute, after) = der_read(set)?;
+            set = after;
+            let (_, oid, rest) = der_read(attribute)?;
+            let (_, value, _) = der_read(rest)?;
+            let oid = der_oid(oid);
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.5" => "SERIALNUMBER",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "STREET",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.17" => "POSTALCODE",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                _ => &oid,
+            }
+            .to_string();
+            out.push((key, String::from_utf8_lossy(value).into_owned()));
+        }
+    }
+    Some(out)
+}
+
+/// A DER OBJECT IDENTIFIER's contents in dotted form.
+fn der_oid(bytes: &[u8]) -> String {
+    let mut parts: Vec<u64> = Vec::new();
+    let mut n = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        n = n << 7 | (b & 0x7f) as u64;
+        if b & 0x80 == 0 {
+            if i == 0 || parts.is_empty() {
+                let first = (n / 40).min(2);
+                parts.push(first);
+                parts.push(n - first * 40);
+            } else {
+                parts.push(n);
+            }
+            n = 0;
+        }
+    }
+    parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oids_and_dns() {
+        assert_eq!(der_oid(&[0x55, 0x04, 0x03]), "2.5.4.3");
+        assert_eq!(der_oid(&[0x55, 0x1d, 0x11]), "2.5.29.17");
+        assert_eq!(
+            der_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]),
+            "1.2.840.113549.1.9.1"
+        );
+        assert_eq!(
+            parse_dn("CN=alice, O=tern\\, inc"),
+            Some(vec![
+                ("CN".into(), "alice".into()),
+                ("O".into(), "tern, inc".into())
+            ])
+        );
+        assert_eq!(parse_dn("alice"), None);
+        let id = CertIdentity {
+            subject: vec![("CN".into(), "alice".into()), ("O".into(), "tern".into())],
+            alt_names: vec!["alice@example.com".into()],
+        };
+        assert!(id.is("alice@example.com"));
+        assert!(id.is("CN=alice,O=tern"));
+        assert!(id.is("O=tern,CN=alice"));
+        assert!(id.is("o=tern,cn=alice"));
+        assert!(!id.is("CN=alice"));
+        assert!(!id.is("CN=bob,O=tern"));
+        assert_eq!(id.subject_string(), "O=tern,CN=alice");
+    }
+
+    #[test]
+    fn truncated_der_is_refused() {
+        assert_eq!(der_read(&[0x30, 0x05, 1, 2]), None);
+        assert_eq!(der_read(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+        assert_eq!(
+            CertIdentity::from_der(&[0x30, 0x03, 0x30, 0x01, 0x00]),
+            None
+        );
+        assert_eq!(CertIdentity::from_der(b"not a certificate"), None);
+    }
+}

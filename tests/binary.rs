@@ -149,6 +149,9 @@ fn sigint_flushes_and_exits_zero_logging_to_stderr() {
     let port = port.expect("listening line on stderr");
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    // Wait until the server has accepted the connection (its INFO is readable), so the signal
+    // cannot land before the accept and leave nothing to flush.
+    stream.peek(&mut [0u8; 1]).unwrap();
     server.signal("INT");
     assert_eq!(server.wait_exit(), 0);
     let mut received = Vec::new();
