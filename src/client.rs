@@ -185,7 +185,7 @@ impl Client {
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
         let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(self.server.auth_timeout);
+        let auth_deadline = tokio::time::sleep(self.server.auth_timeout());
         tokio::pin!(auth_deadline);
 
         let mut buf = BytesMut::with_capacity(MIN_READ);

@@ -33,8 +33,9 @@ pub struct Options {
     pub ping_interval: Duration,
     /// Unanswered PINGs before the connection is stale (`ping_max`, 2).
     pub ping_max: u32,
-    /// Time a client has to send CONNECT when auth is required (`authorization.timeout`, 2 s).
-    pub auth_timeout: Duration,
+    /// Time a client has to send CONNECT when auth is required (`authorization.timeout`); unset,
+    /// nats-server's default: 2 s, or `tls.timeout` + 1 s with TLS. See `auth_timeout()`.
+    pub auth_timeout: Option<Duration>,
     /// Longest a batch of writes to one client may take (`write_deadline`, 10 s).
     pub write_deadline: Duration,
     /// Required user name (`--user`).
@@ -136,7 +137,7 @@ impl Default for Options {
             max_pending: 64 * 1024 * 1024,
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
-            auth_timeout: Duration::from_secs(2),
+            auth_timeout: None,
             write_deadline: Duration::from_secs(10),
             username: None,
             password: None,
@@ -161,6 +162,15 @@ impl Options {
     /// Whether clients must authenticate.
     pub fn auth_required(&self) -> bool {
         self.username.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+
+    /// The time a client has to authenticate (nats-server's `getDefaultAuthTimeout` when unset).
+    pub fn auth_timeout(&self) -> Duration {
+        match (self.auth_timeout, &self.tls) {
+            (Some(timeout), _) => timeout,
+            (None, Some(tls)) => tls.timeout + Duration::from_secs(1),
+            (None, None) => Duration::from_secs(2),
+        }
     }
 
     /// Whether INFO carries a nonce for nkey users to sign.
@@ -322,7 +332,7 @@ impl Options {
                 "user" | "username" => self.username = Some(string(v)?),
                 "password" | "pass" => self.password = Some(string(v)?),
                 "token" => self.token = Some(string(v)?),
-                "timeout" => self.auth_timeout = seconds(v)?,
+                "timeout" => self.auth_timeout = Some(seconds(v)?),
                 "users" => {
                     let Kind::Array(users) = &v.kind else {
                         return Err(bad(v, "users"));
@@ -789,7 +799,7 @@ mod tests {
         let (o, _) = options("authorization { user: u, password: \"p w\", timeout: 0.5 }").unwrap();
         assert_eq!(o.username.as_deref(), Some("u"));
         assert_eq!(o.password.as_deref(), Some("p w"));
-        assert_eq!(o.auth_timeout, Duration::from_millis(500));
+        assert_eq!(o.auth_timeout(), Duration::from_millis(500));
         let (o, _) = options("authorization { token: s3cr3t }").unwrap();
         assert_eq!(o.token.as_deref(), Some("s3cr3t"));
         let (o, _) = options(
@@ -865,6 +875,37 @@ mod tests {
             error("authorization { users = [{user: a, permissions: {colour: red}}] }")
                 .contains("unknown field")
         );
+    }
+
+    #[test]
+    fn tls_blocks() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let cert = fixtures.join("ec.pem");
+        let key = fixtures.join("ec-sec1.key");
+        let (o, warnings) = options(&format!(
+            "tls {{ cert_file: {cert:?}, key_file: {key:?}, timeout: 0.5, handshake_first: true,\n\
+             min_version: \"1.3\", cipher_suites: [\"TLS_AES_128_GCM_SHA256\"] }}",
+        ))
+        .unwrap();
+        let tls = o.tls.clone().unwrap();
+        assert_eq!(tls.timeout, Duration::from_millis(500));
+        assert!(tls.handshake_first && !tls.verify);
+        assert_eq!(tls.min_version.as_deref(), Some("1.3"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        // The auth timeout follows the TLS timeout unless set, as in nats-server.
+        assert_eq!(o.auth_timeout(), Duration::from_millis(1500));
+        assert_eq!(Options::default().auth_timeout(), Duration::from_secs(2));
+        let files = format!("cert_file: {cert:?}, key_file: {key:?}");
+        assert!(
+            error(&format!("tls {{ {files}, min_version: \"1.1\" }}")).contains("unknown version")
+        );
+        assert!(
+            error(&format!("tls {{ {files}, handshake_first: \"300ms\" }}"))
+                .contains("not supported")
+        );
+        assert!(error(&format!("tls {{ {files}, pinned_certs: [] }}")).contains("not supported"));
+        assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
+        assert!(error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
     }
 
     #[test]
@@ -968,7 +1009,7 @@ jetstream {
         assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 4242));
         assert_eq!(o.username.as_deref(), Some("derek"));
         assert_eq!(o.password.as_deref(), Some("porkchop"));
-        assert_eq!(o.auth_timeout, Duration::from_secs(1));
+        assert_eq!(o.auth_timeout(), Duration::from_secs(1));
         assert!(!o.debug && o.trace && !o.logtime);
         assert_eq!(o.max_connections, 100);
         assert_eq!(o.max_subscriptions, 1000);

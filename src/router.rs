@@ -135,7 +135,11 @@ impl Connection {
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         replies.insert(Bytes::copy_from_slice(reply), (now, 0));
         if replies.len() > REPLY_PRUNE_LIMIT {
-            replies.retain(|_, (at, n)| !expired(&resp, *at, *n, now));
+            // Forget replies that are used up or too old (nats-server's `pruneReplyPerms`).
+            replies.retain(|_, (at, n)| {
+                let used_up = resp.max > 0 && *n >= resp.max;
+                !(used_up || expired(&resp, *at, *n, now))
+            });
         }
     }
 
