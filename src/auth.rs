@@ -1,6 +1,7 @@
 //! Who may connect: checking CONNECT's credentials against the configured user, users list,
-//! token and `no_auth_user`, as nats-server does, and which permissions the user gets. Pure: no
-//! I/O, no clock.
+//! token, nkeys, TLS certificate identities and `no_auth_user`, as nats-server does, and which
+//! permissions the user gets. No I/O and no clock; the only side effects are reading the OS
+//! random generator for nonces and telling tokio that a bcrypt check blocks.
 //!
 //! Passwords and tokens that look like bcrypt hashes (`$2a$11$...`, nats-server's `isBcrypt`)
 //! are checked with bcrypt; plain secrets are compared in constant time.
