@@ -185,7 +185,12 @@ impl MatchCache {
 
 fn router(c: &mut Criterion) {
     let router = Router::new();
-    let conn = Arc::new(Connection::new(1, 64 << 20, "bench"));
+    let conn = Arc::new(Connection::new(
+        1,
+        64 << 20,
+        "bench",
+        ([127, 0, 0, 1], 4222).into(),
+    ));
     let subscribe = |subject: String, sid: usize| {
         router.subscribe(Arc::new(Subscription::new(
             conn.clone(),

@@ -1,7 +1,16 @@
 //! Who may connect: checking CONNECT's credentials against the configured user, users list,
-//! token and `no_auth_user`, as nats-server does. Pure: no I/O, no clock.
+//! token, nkeys, TLS certificate identities and `no_auth_user`, as nats-server does, and which
+//! permissions the user gets. No I/O and no clock; the only side effects are reading the OS
+//! random generator for nonces and telling tokio that a bcrypt check blocks.
+//!
+//! Passwords and tokens that look like bcrypt hashes (`$2a$11$...`, nats-server's `isBcrypt`)
+//! are checked with bcrypt; plain secrets are compared in constant time.
+
+use std::sync::Arc;
 
 use crate::config::Options;
+use crate::permissions::Permissions;
+use crate::tls::CertIdentity;
 
 /// The credentials a client presented in CONNECT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -12,43 +21,201 @@ pub struct Credentials {
     pub pass: Option<String>,
     /// `auth_token`
     pub token: Option<String>,
+    /// `nkey`: the user's public key.
+    pub nkey: Option<String>,
+    /// `sig`: the nonce signed with the nkey's seed, base64.
+    pub sig: Option<String>,
+    /// The nonce this connection was sent in INFO (not from the client).
+    pub nonce: Option<String>,
+    /// The names in the client's verified TLS certificate (not from CONNECT).
+    pub cert: Option<Arc<CertIdentity>>,
 }
 
 impl Credentials {
     fn is_empty(&self) -> bool {
-        self.user.is_none() && self.pass.is_none() && self.token.is_none()
+        self.user.is_none() && self.pass.is_none() && self.token.is_none() && self.nkey.is_none()
     }
 }
 
-/// Whether `creds` get in under `opts`. A client with no credentials at all is the
-/// `no_auth_user` when one is set; a user name is checked against the users list and the single
-/// user; otherwise the token decides.
-pub fn authenticate(opts: &Options, creds: &Credentials) -> bool {
+/// nats-server's `nonceRawLen`: random bytes per nonce (15 characters in base64).
+const NONCE_BYTES: usize = 11;
+
+/// A fresh nonce for INFO: 11 bytes from the system's secure generator, unpadded base64url,
+/// as nats-server makes them.
+pub fn new_nonce() -> String {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; NONCE_BYTES];
+    if ring::rand::SystemRandom::new().fill(&mut raw).is_err() {
+        // The OS generator failing is not something to limp on with a guessable nonce.
+        for b in &mut raw {
+            *b = fastrand::u8(..);
+        }
+    }
+    base64_url(&raw)
+}
+
+/// Who a client turned out to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authorized {
+    /// The user name (for logs), when the client is a configured user.
+    pub user: Option<String>,
+    /// What the user may do; `None` for everything.
+    pub permissions: Option<Arc<Permissions>>,
+}
+
+/// Whether `creds` get in under `opts`, and as whom. A client with no credentials at all is
+/// the `no_auth_user` when one is set; a user name is checked against the users list and the
+/// single user; otherwise the token decides.
+pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
     if !opts.auth_required() {
-        return true;
+        return Some(Authorized::default());
+    }
+    if opts.tls.as_ref().is_some_and(|t| t.verify_and_map) {
+        // The verified certificate is the credential: one of its SANs or its subject must be
+        // a configured user name; CONNECT's user and password play no part.
+        let cert = creds.cert.as_ref()?;
+        let user = opts
+            .users
+            .iter()
+            .find(|u| u.nkey.is_none() && cert.is(&u.name))?;
+        return Some(Authorized {
+            user: Some(user.name.clone()),
+            permissions: user.permissions.clone(),
+        });
     }
     if creds.is_empty() {
         if let Some(name) = &opts.no_auth_user {
-            return opts.users.iter().any(|u| &u.name == name);
+            return opts
+                .users
+                .iter()
+                .find(|u| &u.name == name)
+                .map(|u| Authorized {
+                    user: Some(u.name.clone()),
+                    permissions: u.permissions.clone(),
+                });
+        }
+    }
+    if let Some(nkey) = &creds.nkey {
+        // With nkey users configured, a client that presents an nkey is judged on it alone.
+        if opts.nonce_required() {
+            let known = opts.users.iter().find(|u| u.nkey.as_ref() == Some(nkey))?;
+            return verify_nonce(nkey, creds).then(|| Authorized {
+                user: Some(nkey.clone()),
+                permissions: known.permissions.clone(),
+            });
         }
     }
     if let Some(user) = &creds.user {
         let pass = creds.pass.as_deref().unwrap_or_default();
         if let Some(known) = opts.users.iter().find(|u| constant_time_eq(&u.name, user)) {
-            return constant_time_eq(pass, &known.password);
+            return check_secret(pass, &known.password).then(|| Authorized {
+                user: Some(known.name.clone()),
+                permissions: known.permissions.clone(),
+            });
         }
         if opts
             .username
             .as_deref()
             .is_some_and(|u| constant_time_eq(u, user))
         {
-            return constant_time_eq(pass, opts.password.as_deref().unwrap_or_default());
+            let want = opts.password.as_deref().unwrap_or_default();
+            return check_secret(pass, want).then(|| Authorized {
+                user: Some(user.clone()),
+                permissions: None,
+            });
         }
     }
     match (&opts.token, &creds.token) {
-        (Some(want), Some(got)) => constant_time_eq(got, want),
-        _ => false,
+        (Some(want), Some(got)) => check_secret(got, want).then(Authorized::default),
+        _ => None,
     }
+}
+
+/// Whether `creds.sig` is `nkey`'s signature of the connection's nonce. The signature may be
+/// base64url (what clients send) or standard base64, as nats-server accepts.
+fn verify_nonce(nkey: &str, creds: &Credentials) -> bool {
+    let (Some(sig), Some(nonce)) = (&creds.sig, &creds.nonce) else {
+        return false;
+    };
+    let Some(sig) = base64_decode(sig) else {
+        return false;
+    };
+    match nkeys::KeyPair::from_public_key(nkey) {
+        Ok(key) => key.verify(nonce.as_bytes(), &sig).is_ok(),
+        Err(_) => false,
+    }
+}
+
+const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url.
+fn base64_url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64_URL[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Decodes base64 in either alphabet, padded or not; `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // A lone trailing character cannot be valid base64.
+    (bits < 6).then_some(out)
+}
+
+/// nats-server's `isBcrypt`: `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit cost, `$`.
+pub fn is_bcrypt(secret: &str) -> bool {
+    let b = secret.as_bytes();
+    b.len() > 7
+        && b.starts_with(b"$2")
+        && matches!(b[2], b'a' | b'b' | b'x' | b'y')
+        && b[3] == b'$'
+        && b[4].is_ascii_digit()
+        && b[5].is_ascii_digit()
+        && b[6] == b'$'
+}
+
+/// Checks a presented secret against the configured one: bcrypt when the configured one is a
+/// bcrypt hash, otherwise a constant-time comparison.
+fn check_secret(presented: &str, configured: &str) -> bool {
+    if is_bcrypt(configured) {
+        // bcrypt is deliberately slow (tens of milliseconds and up): on a multi-threaded
+        // runtime, tell tokio so that the worker's other connections move elsewhere.
+        let verify = || bcrypt::verify(presented, configured).unwrap_or(false);
+        return match tokio::runtime::Handle::try_current() {
+            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(verify)
+            }
+            _ => verify(),
+        };
+    }
+    constant_time_eq(presented, configured)
 }
 
 /// Compares secrets in time that depends only on their lengths.
@@ -62,21 +229,140 @@ mod tests {
     use super::*;
     use crate::config::User;
 
+    /// `bcrypt` of "s3cr3t" at cost 4 (nats-server accepts any cost).
+    fn hash() -> String {
+        bcrypt::hash("s3cr3t", 4).unwrap()
+    }
+
+    #[test]
+    fn bcrypt_passwords_and_tokens() {
+        let h = hash();
+        assert!(is_bcrypt(&h));
+        assert!(is_bcrypt("$2a$11$dummyhashvalue"));
+        assert!(!is_bcrypt("$2c$11$x"));
+        assert!(!is_bcrypt("plain"));
+        let opts = Options {
+            username: Some("u".into()),
+            password: Some(h.clone()),
+            ..Default::default()
+        };
+        assert!(ok(&opts, &creds(Some("u"), Some("s3cr3t"), None)));
+        assert!(!ok(&opts, &creds(Some("u"), Some("wrong"), None)));
+        // The hash itself is not the password.
+        assert!(!ok(&opts, &creds(Some("u"), Some(&h), None)));
+        let opts = Options {
+            token: Some(h),
+            ..Default::default()
+        };
+        assert!(ok(&opts, &creds(None, None, Some("s3cr3t"))));
+        assert!(!ok(&opts, &creds(None, None, Some("s3cr3"))));
+        // A malformed hash never lets anyone in.
+        let opts = Options {
+            token: Some("$2a$11$notavalidhash".into()),
+            ..Default::default()
+        };
+        assert!(!ok(&opts, &creds(None, None, Some("x"))));
+    }
+
+    fn ok(opts: &Options, creds: &Credentials) -> bool {
+        authenticate(opts, creds).is_some()
+    }
+
     fn creds(user: Option<&str>, pass: Option<&str>, token: Option<&str>) -> Credentials {
         Credentials {
             user: user.map(Into::into),
             pass: pass.map(Into::into),
             token: token.map(Into::into),
+            ..Default::default()
         }
     }
 
     #[test]
+    fn certificate_identities_under_verify_and_map() {
+        let opts = Options {
+            users: vec![User {
+                name: "CN=alice,O=tern".into(),
+                ..Default::default()
+            }],
+            tls: Some(crate::config::TlsOptions {
+                verify_and_map: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let with = |subject: &[(&str, &str)]| Credentials {
+            cert: Some(Arc::new(CertIdentity {
+                subject: subject
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                alt_names: vec![],
+            })),
+            // Ignored under verify_and_map.
+            user: Some("CN=alice,O=tern".into()),
+            ..Default::default()
+        };
+        assert!(ok(&opts, &with(&[("O", "tern"), ("CN", "alice")])));
+        assert!(!ok(&opts, &with(&[("CN", "bob"), ("O", "tern")])));
+        let mut no_cert = with(&[]);
+        no_cert.cert = None;
+        assert!(!ok(&opts, &no_cert));
+    }
+
+    #[test]
+    fn base64_both_ways() {
+        for len in 0..20 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(base64_decode(&base64_url(&data)).unwrap(), data);
+        }
+        assert_eq!(base64_url(b"\xfb\xff"), "-_8");
+        assert_eq!(base64_decode("+/8=").unwrap(), b"\xfb\xff");
+        assert_eq!(base64_decode("A"), None);
+        assert_eq!(base64_decode("a*b"), None);
+        let nonce = new_nonce();
+        assert_eq!(nonce.len(), 15);
+        assert_ne!(nonce, new_nonce());
+    }
+
+    #[test]
+    fn nkey_signatures() {
+        let seed = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
+        let key = nkeys::KeyPair::from_seed(seed).unwrap();
+        let public = key.public_key();
+        let opts = Options {
+            users: vec![User {
+                nkey: Some(public.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let nonce = new_nonce();
+        let signed = |sig: Vec<u8>, nonce: &str| Credentials {
+            nkey: Some(public.clone()),
+            sig: Some(base64_url(&sig)),
+            nonce: Some(nonce.to_string()),
+            ..Default::default()
+        };
+        let good = signed(key.sign(nonce.as_bytes()).unwrap(), &nonce);
+        assert_eq!(
+            authenticate(&opts, &good).unwrap().user,
+            Some(public.clone())
+        );
+        // Another connection's nonce, a bad signature, no signature, an unknown key.
+        assert!(!ok(&opts, &signed(key.sign(b"other").unwrap(), &nonce)));
+        assert!(!ok(&opts, &signed(vec![0; 64], &nonce)));
+        let mut unsigned = good.clone();
+        unsigned.sig = None;
+        assert!(!ok(&opts, &unsigned));
+        let mut stranger = good.clone();
+        stranger.nkey = Some(nkeys::KeyPair::new_user().public_key());
+        assert!(!ok(&opts, &stranger));
+    }
+
+    #[test]
     fn open_server_lets_everyone_in() {
-        assert!(authenticate(&Options::default(), &Credentials::default()));
-        assert!(authenticate(
-            &Options::default(),
-            &creds(Some("x"), Some("y"), None)
-        ));
+        assert!(ok(&Options::default(), &Credentials::default()));
+        assert!(ok(&Options::default(), &creds(Some("x"), Some("y"), None)));
     }
 
     #[test]
@@ -86,11 +372,11 @@ mod tests {
             password: Some("p".into()),
             ..Default::default()
         };
-        assert!(authenticate(&opts, &creds(Some("u"), Some("p"), None)));
-        assert!(!authenticate(&opts, &creds(Some("u"), Some("bad"), None)));
-        assert!(!authenticate(&opts, &creds(Some("x"), Some("p"), None)));
-        assert!(!authenticate(&opts, &creds(None, None, Some("p"))));
-        assert!(!authenticate(&opts, &Credentials::default()));
+        assert!(ok(&opts, &creds(Some("u"), Some("p"), None)));
+        assert!(!ok(&opts, &creds(Some("u"), Some("bad"), None)));
+        assert!(!ok(&opts, &creds(Some("x"), Some("p"), None)));
+        assert!(!ok(&opts, &creds(None, None, Some("p"))));
+        assert!(!ok(&opts, &Credentials::default()));
     }
 
     #[test]
@@ -99,13 +385,10 @@ mod tests {
             token: Some("tok".into()),
             ..Default::default()
         };
-        assert!(authenticate(&opts, &creds(None, None, Some("tok"))));
-        assert!(authenticate(
-            &opts,
-            &creds(Some("u"), Some("p"), Some("tok"))
-        ));
-        assert!(!authenticate(&opts, &creds(Some("u"), Some("p"), None)));
-        assert!(!authenticate(&opts, &creds(None, None, Some("tok2"))));
+        assert!(ok(&opts, &creds(None, None, Some("tok"))));
+        assert!(ok(&opts, &creds(Some("u"), Some("p"), Some("tok"))));
+        assert!(!ok(&opts, &creds(Some("u"), Some("p"), None)));
+        assert!(!ok(&opts, &creds(None, None, Some("tok2"))));
     }
 
     #[test]
@@ -115,20 +398,32 @@ mod tests {
                 User {
                     name: "a".into(),
                     password: "pa".into(),
+                    ..Default::default()
                 },
                 User {
                     name: "b".into(),
                     password: "pb".into(),
+                    permissions: Some(Arc::new(Permissions::default())),
+                    ..Default::default()
                 },
             ],
             ..Default::default()
         };
-        assert!(authenticate(&opts, &creds(Some("a"), Some("pa"), None)));
-        assert!(authenticate(&opts, &creds(Some("b"), Some("pb"), None)));
-        assert!(!authenticate(&opts, &creds(Some("a"), Some("pb"), None)));
-        assert!(!authenticate(&opts, &Credentials::default()));
+        assert!(ok(&opts, &creds(Some("a"), Some("pa"), None)));
+        assert!(ok(&opts, &creds(Some("b"), Some("pb"), None)));
+        assert!(!ok(&opts, &creds(Some("a"), Some("pb"), None)));
+        assert!(!ok(&opts, &Credentials::default()));
+        assert_eq!(
+            authenticate(&opts, &creds(Some("a"), Some("pa"), None)),
+            Some(Authorized {
+                user: Some("a".into()),
+                permissions: None
+            })
+        );
         opts.no_auth_user = Some("b".into());
-        assert!(authenticate(&opts, &Credentials::default()));
-        assert!(!authenticate(&opts, &creds(Some("a"), Some("bad"), None)));
+        let b = authenticate(&opts, &Credentials::default()).unwrap();
+        assert_eq!(b.user.as_deref(), Some("b"));
+        assert!(b.permissions.is_some());
+        assert!(!ok(&opts, &creds(Some("a"), Some("bad"), None)));
     }
 }

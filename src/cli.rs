@@ -70,6 +70,16 @@ pub enum Setting {
     PortsFileDir(PathBuf),
     /// `-m`: the HTTP monitor port (-1 random, 0 off).
     HttpPort(i32),
+    /// `--tls`
+    Tls(bool),
+    /// `--tlsverify`
+    TlsVerify(bool),
+    /// `--tlscert`
+    TlsCert(PathBuf),
+    /// `--tlskey`
+    TlsKey(PathBuf),
+    /// `--tlscacert`
+    TlsCaCert(PathBuf),
 }
 
 impl Run {
@@ -82,6 +92,9 @@ impl Run {
         }
         for setting in &self.settings {
             setting.apply(&mut opts);
+        }
+        if let Some(tls) = &opts.tls {
+            crate::tls::server_config(tls)?;
         }
         if opts.password.is_some() && opts.username.is_none() {
             return Err("a password needs a user (--user or authorization { user })".into());
@@ -111,6 +124,21 @@ impl Setting {
             Setting::Token(token) => opts.token = Some(token),
             Setting::PortsFileDir(dir) => opts.ports_file_dir = Some(dir),
             Setting::HttpPort(port) => opts.http_port = port,
+            // As nats-server: any TLS flag turns TLS on; `--tls=false` alone turns it off.
+            Setting::Tls(false) => opts.tls = None,
+            Setting::Tls(true) => {
+                opts.tls.get_or_insert_with(Default::default);
+            }
+            Setting::TlsVerify(on) => opts.tls.get_or_insert_with(Default::default).verify = on,
+            Setting::TlsCert(path) => {
+                opts.tls.get_or_insert_with(Default::default).cert_file = Some(path)
+            }
+            Setting::TlsKey(path) => {
+                opts.tls.get_or_insert_with(Default::default).key_file = Some(path)
+            }
+            Setting::TlsCaCert(path) => {
+                opts.tls.get_or_insert_with(Default::default).ca_file = Some(path)
+            }
         }
     }
 }
@@ -153,6 +181,11 @@ enum Action {
     Signal,
     PortsFileDir,
     HttpPort,
+    Tls,
+    TlsVerify,
+    TlsCert,
+    TlsKey,
+    TlsCaCert,
     /// A nats-server flag for a feature tern does not have yet: refused, never ignored.
     NotYet(&'static str),
 }
@@ -305,14 +338,29 @@ const FLAGS: &[Flag] = &[
         action: Action::NotYet("JetStream"),
     },
     Flag {
-        names: &["tls", "tlsverify"],
+        names: &["tls"],
         kind: Kind::Bool,
-        action: Action::NotYet("TLS"),
+        action: Action::Tls,
     },
     Flag {
-        names: &["tlscert", "tlskey", "tlscacert"],
+        names: &["tlsverify"],
+        kind: Kind::Bool,
+        action: Action::TlsVerify,
+    },
+    Flag {
+        names: &["tlscert"],
         kind: Kind::Value,
-        action: Action::NotYet("TLS"),
+        action: Action::TlsCert,
+    },
+    Flag {
+        names: &["tlskey"],
+        kind: Kind::Value,
+        action: Action::TlsKey,
+    },
+    Flag {
+        names: &["tlscacert"],
+        kind: Kind::Value,
+        action: Action::TlsCaCert,
     },
     Flag {
         names: &["help_tls"],
@@ -413,6 +461,11 @@ where
             Action::HttpPort => set(Setting::HttpPort(
                 parse_monitor_port(&value).ok_or_else(invalid)?,
             )),
+            Action::Tls => set(Setting::Tls(boolean()?)),
+            Action::TlsVerify => set(Setting::TlsVerify(boolean()?)),
+            Action::TlsCert => set(Setting::TlsCert(PathBuf::from(&value))),
+            Action::TlsKey => set(Setting::TlsKey(PathBuf::from(&value))),
+            Action::TlsCaCert => set(Setting::TlsCaCert(PathBuf::from(&value))),
             Action::Config => run.config = Some(PathBuf::from(&value)),
             Action::TestConfig => test_config = boolean()?,
             Action::Signal => signal = Some(parse_signal(&value)?),
@@ -546,11 +599,18 @@ Authorization Options:
         --pass <password>            Password required for connections
         --auth <token>               Authorization token required for connections
 
+TLS Options:
+        --tls                        Enable TLS, do not verify clients (default: false)
+        --tlscert <file>             Server certificate file
+        --tlskey <file>              Private key for server certificate
+        --tlsverify                  Enable TLS, verify client certificates
+        --tlscacert <file>           Client certificate CA for verification
+
 Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
 
-Not supported yet (refused with a message): -ms, --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --tls*, cluster
+Not supported yet (refused with a message): -ms, --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --help_tls, cluster
 flags, --profile.
 ";
 
@@ -631,6 +691,27 @@ mod tests {
         assert_eq!(o.username.as_deref(), Some("ivan"));
         assert_eq!(run(&["-auth", "s3cr3t"]).token.as_deref(), Some("s3cr3t"));
         assert!(run(&["--auth", "t"]).auth_required());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let parse_opts = |args: &[&str]| match parse(args.iter().copied()) {
+            Ok(Command::Run(run)) => run.options(&mut Vec::new()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            parse_opts(&["--tls"]).unwrap_err(),
+            "TLS Server certificate must be present and valid"
+        );
+        assert_eq!(
+            parse_opts(&["-tlscert", "x.pem"]).unwrap_err(),
+            "TLS Server private key must be present and valid"
+        );
+        assert_eq!(
+            parse_opts(&["--tlscert", "/nonexistent.pem", "--tlskey", "k.pem"]).unwrap_err(),
+            "error parsing X509 certificate/key pair: open /nonexistent.pem: no such file or directory"
+        );
+        assert!(parse_opts(&["--tls=false"]).unwrap().tls.is_none());
     }
 
     #[test]
@@ -736,7 +817,7 @@ mod tests {
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
         for not_yet in [
             &["-ms", "8222"][..],
-            &["--tls"],
+            &["--help_tls"],
             &["-js"],
             &["--routes", "x"],
         ] {

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, trace};
@@ -24,10 +23,12 @@ use crate::config::Options;
 use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
 use crate::parser::{self, ClientOp};
+use crate::permissions::{self, Permissions};
 use crate::protocol::{self, ConnectOptions};
 use crate::router::{ClientMeta, Connection, Matches, Subscription};
 use crate::server::Shared;
 use crate::subject;
+use crate::tls::{self, ReadHalf, WriteHalf};
 
 /// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
 const FIRST_PING_INTERVAL: Duration = Duration::from_secs(2);
@@ -53,12 +54,50 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         &format!("{addr} - cid:{cid}"),
         addr,
     ));
-    let (read_half, write_half) = stream.into_split();
+    let desc = conn.desc();
+    debug!("{desc} - Client connection created");
+    let mut info = shared.info(cid, addr);
+    let nonce = opts.nonce_required().then(auth::new_nonce);
+    info.nonce = nonce.clone();
+    let mut info_sent = false;
+    let mut cert = None;
+    let (read_half, write_half) = match (shared.tls(), &opts.tls) {
+        (Some(config), Some(tls_opts)) => {
+            // NATS-style: INFO in plaintext, then the handshake; or the handshake first.
+            let mut plain_info = BytesMut::new();
+            if !tls_opts.handshake_first {
+                info.encode(&mut plain_info);
+                info_sent = true;
+            }
+            debug!("{desc} - Starting TLS client connection handshake");
+            let info = (!plain_info.is_empty()).then_some(&plain_info[..]);
+            match tls::accept(config, stream, info, tls_opts.timeout).await {
+                Ok(stream) => {
+                    debug!("{desc} - TLS handshake complete");
+                    cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|c| tls::CertIdentity::from_der(c))
+                        .map(Arc::new);
+                    tls::split_tls(stream)
+                }
+                Err(err) => {
+                    debug!("{desc} - TLS handshake error: {err}");
+                    debug!("{desc} - Client connection closed: TLS Handshake Failure");
+                    return;
+                }
+            }
+        }
+        _ => tls::split_plain(stream),
+    };
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
-
-    debug!("{} - Client connection created", client.desc);
-    let info = shared.info(cid, addr);
-    client.push(|b| info.encode(b));
+    client.nonce = nonce;
+    client.cert = cert;
+    if !info_sent {
+        client.push(|b| info.encode(b));
+    }
     shared.tasks.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
 
@@ -92,6 +131,16 @@ struct Client {
     connect_info_sent: bool,
     addr: SocketAddr,
     cache: MatchCache,
+    /// The user's permissions; `None` (the common case) skips every check.
+    perms: Option<Arc<Permissions>>,
+    /// The nonce sent in INFO, for nkey users to sign.
+    nonce: Option<String>,
+    /// The names in the client's verified TLS certificate, for `verify_and_map`.
+    cert: Option<Arc<tls::CertIdentity>>,
+    /// Who a refused CONNECT claimed to be, for the log line.
+    auth_failure: String,
+    /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
+    pub_cache: HashMap<Box<[u8]>, bool, ahash::RandomState>,
     /// Connections this batch appended to and must wake once it ends.
     to_flush: Vec<Arc<Connection>>,
     pings_out: u32,
@@ -119,6 +168,11 @@ impl Client {
             connect_info_sent: false,
             addr,
             cache: MatchCache::default(),
+            perms: None,
+            nonce: None,
+            auth_failure: String::new(),
+            cert: None,
+            pub_cache: HashMap::default(),
             to_flush: Vec::new(),
             pings_out: 0,
             ping_sent: None,
@@ -130,12 +184,12 @@ impl Client {
         }
     }
 
-    async fn read_loop(&mut self, mut reader: OwnedReadHalf) {
+    async fn read_loop(&mut self, mut reader: ReadHalf) {
         let mut ping_interval = self.server.ping_interval;
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
         let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(self.server.auth_timeout);
+        let auth_deadline = tokio::time::sleep(self.server.auth_timeout());
         tokio::pin!(auth_deadline);
 
         let mut buf = BytesMut::with_capacity(MIN_READ);
@@ -198,6 +252,12 @@ impl Client {
         if generation != self.server_generation {
             self.server_generation = generation;
             self.server = self.shared.opts();
+            // A reload may have changed the user's permissions (`Shared::reload` sets them
+            // before bumping the generation).
+            if self.connected {
+                self.perms = self.conn.permissions();
+                self.pub_cache.clear();
+            }
         }
         self.trace = tracing::enabled!(tracing::Level::TRACE);
     }
@@ -226,6 +286,7 @@ impl Client {
                         if err.closes_connection() {
                             break Err(err);
                         }
+                        self.report(&err);
                         self.send_err(&err);
                     }
                 }
@@ -244,6 +305,21 @@ impl Client {
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
         if self.awaiting_auth() && !matches!(op, ClientOp::Connect(_)) {
             return Err(ProtocolError::AuthorizationViolation);
+        }
+        if !self.connected
+            && self.server.no_auth_user.is_some()
+            && !matches!(op, ClientOp::Connect(_))
+        {
+            // nats-server binds a client that starts without CONNECT to the no_auth_user (the
+            // telnet case), permissions and all.
+            match auth::authenticate(&self.server, &auth::Credentials::default()) {
+                Some(user) => {
+                    self.bind_user(user.permissions);
+                    self.conn.set_credentials(auth::Credentials::default());
+                    self.connected = true;
+                }
+                None => return Err(ProtocolError::AuthorizationViolation),
+            }
         }
         match op {
             ClientOp::Pub {
@@ -317,10 +393,18 @@ impl Client {
             user: opts.user.clone().filter(|u| !u.is_empty()),
         });
         let server = &self.server;
-        let credentials = opts.credentials();
-        if !auth::authenticate(server, &credentials) {
+        let mut credentials = opts.credentials();
+        credentials.nonce = self.nonce.clone();
+        credentials.cert = self.cert.clone();
+        let Some(user) = auth::authenticate(server, &credentials) else {
+            // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
+            self.auth_failure = match (&credentials.nkey, &credentials.user) {
+                (Some(nkey), _) if server.nonce_required() => format!(" - Nkey {nkey:?}"),
+                (_, Some(user)) => format!(" - User {user:?}"),
+                _ => String::new(),
+            };
             return Err(ProtocolError::AuthorizationViolation);
-        }
+        };
         if !(0..=1).contains(&opts.protocol) {
             return Err(ProtocolError::InvalidClientProtocol);
         }
@@ -333,11 +417,19 @@ impl Client {
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.conn.set_credentials(credentials);
+        self.bind_user(user.permissions);
         self.conn.set_async_info(opts.protocol >= 1);
         self.opts = opts;
         self.connected = true;
         self.send_ok();
         Ok(())
+    }
+
+    /// Puts the authenticated user's permissions in force for this connection.
+    fn bind_user(&mut self, perms: Option<Arc<Permissions>>) {
+        self.conn.set_permissions(perms.clone());
+        self.perms = perms;
+        self.pub_cache.clear();
     }
 
     fn handle_pub(
@@ -352,6 +444,13 @@ impl Client {
         if self.opts.pedantic && !subject::is_valid_literal(subject) {
             // nats-server reports the bad subject and still routes the message.
             self.send_err(&ProtocolError::InvalidPublishSubject);
+        }
+        if let Some(perms) = &self.perms {
+            if !publish_allowed(&mut self.pub_cache, perms, &self.conn, subject) {
+                return Err(ProtocolError::PublishViolation(Bytes::copy_from_slice(
+                    subject,
+                )));
+            }
         }
         self.send_ok();
         self.route(subject, reply, header_len, message);
@@ -408,9 +507,15 @@ impl Client {
         if !self.opts.echo && Arc::ptr_eq(to, &self.conn) {
             return false;
         }
+        if !to.may_receive(subject) {
+            return false;
+        }
         let Some(last) = sub.claim_delivery() else {
             return false;
         };
+        if let Some(reply) = reply {
+            to.record_reply(reply);
+        }
         let appended = match header_len {
             Some(header_len) if to.headers.load(Ordering::Relaxed) => {
                 to.outbound.append(Some(message.len()), |b| {
@@ -464,6 +569,17 @@ impl Client {
     ) -> Result<(), ProtocolError> {
         if !subject::is_valid_filter(subject) {
             return Err(ProtocolError::InvalidSubject);
+        }
+        if let Some(perms) = &self.perms {
+            if !perms.can_subscribe(subject, queue) {
+                return Err(ProtocolError::SubscriptionViolation {
+                    subject: Bytes::copy_from_slice(subject),
+                    queue: queue.map(Bytes::copy_from_slice),
+                });
+            }
+            if perms.needs_delivery_filter(subject) {
+                self.conn.enable_delivery_filter();
+            }
         }
         let sub = {
             let mut subs = self.conn.subs();
@@ -558,7 +674,30 @@ impl Client {
             if self.trace {
                 trace!("{} - ->> [-ERR {}]", self.desc, text);
             }
-            self.push(|b| protocol::encode_err(b, text));
+            self.push(|b| protocol::encode_err(b, &text));
+        }
+    }
+
+    /// Logs an error that leaves the connection open, as nats-server logs it.
+    fn report(&self, err: &ProtocolError) {
+        match err {
+            ProtocolError::PublishViolation(subject) => error!(
+                "{} - Publish Violation - Subject {}",
+                self.desc,
+                permissions::go_quote(subject)
+            ),
+            ProtocolError::SubscriptionViolation { subject, queue } => {
+                let queue = queue
+                    .as_ref()
+                    .map(|q| format!(", Queue: {}", permissions::go_quote(q)))
+                    .unwrap_or_default();
+                error!(
+                    "{} - Subscription Violation - Subject {}{queue}",
+                    self.desc,
+                    permissions::go_quote(subject)
+                )
+            }
+            _ => {}
         }
     }
 
@@ -592,7 +731,7 @@ impl Client {
         match &err {
             ProtocolError::Malformed(why) => error!("{} - {}", self.desc, why),
             ProtocolError::AuthorizationViolation => {
-                error!("{} - authentication error", self.desc)
+                error!("{} - authentication error{}", self.desc, self.auth_failure)
             }
             ProtocolError::StaleConnection => {}
             ProtocolError::AuthenticationTimeout => {
@@ -655,7 +794,7 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
 /// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
 /// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
 /// slow consumer.
-async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: OwnedWriteHalf) {
+async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: WriteHalf) {
     let mut batch = BytesMut::new();
     loop {
         let deadline = shared.opts().write_deadline;
@@ -669,7 +808,12 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Owne
             Take::Close { flush } => (flush, true),
         };
         if write && !batch.is_empty() {
-            match tokio::time::timeout(deadline, writer.write_all(&batch)).await {
+            let write = async {
+                writer.write_all(&batch).await?;
+                // A no-op on plain TCP; pushes out what rustls holds back on TLS.
+                writer.flush().await
+            };
+            match tokio::time::timeout(deadline, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     conn.outbound.close(CloseReason::WriteError, false);
@@ -697,6 +841,40 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Owne
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     shared.tasks.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Publish decisions cached per connection (nats-server's `maxPermCacheSize`).
+const PUB_CACHE_SIZE: usize = 128;
+
+/// Whether the user may publish to `subject`: the cached decision, else the lists (cached), else
+/// a reply it was sent under `allow_responses` (counted, never cached), as nats-server's
+/// `pubAllowedFullCheck`.
+fn publish_allowed(
+    cache: &mut HashMap<Box<[u8]>, bool, ahash::RandomState>,
+    perms: &Permissions,
+    conn: &Connection,
+    subject: &[u8],
+) -> bool {
+    if !perms.restricts_publish() {
+        return true;
+    }
+    if let Some(&allowed) = cache.get(subject) {
+        return allowed;
+    }
+    let allowed = perms.can_publish(subject);
+    if !allowed {
+        if let Some(resp) = &perms.response {
+            return conn.take_reply(subject, resp);
+        }
+    }
+    if cache.len() >= PUB_CACHE_SIZE {
+        let evict: Vec<Box<[u8]>> = cache.keys().take(PUB_CACHE_SIZE / 4).cloned().collect();
+        for key in evict {
+            cache.remove(&key);
+        }
+    }
+    cache.insert(subject.into(), allowed);
+    allowed
 }
 
 /// Match results by subject, valid while the router's generation is the one recorded.

@@ -3,9 +3,11 @@
 //! I/O here.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::conf::{self, ConfError, Entry, Kind, Map, Value};
+use crate::permissions::{self, Permissions, ResponsePermission, SubjectPermission};
 
 /// Everything the server needs to know to run.
 #[derive(Debug, Clone)]
@@ -31,8 +33,9 @@ pub struct Options {
     pub ping_interval: Duration,
     /// Unanswered PINGs before the connection is stale (`ping_max`, 2).
     pub ping_max: u32,
-    /// Time a client has to send CONNECT when auth is required (`authorization.timeout`, 2 s).
-    pub auth_timeout: Duration,
+    /// Time a client has to send CONNECT when auth is required (`authorization.timeout`); unset,
+    /// nats-server's default: 2 s, or `tls.timeout` + 1 s with TLS. See `auth_timeout()`.
+    pub auth_timeout: Option<Duration>,
     /// Longest a batch of writes to one client may take (`write_deadline`, 10 s).
     pub write_deadline: Duration,
     /// Required user name (`--user`).
@@ -72,15 +75,59 @@ pub struct Options {
     pub http_base_path: String,
     /// Closed connections remembered for `/connz?state=closed` (`max_closed_clients`, 10000).
     pub max_closed_clients: usize,
+    /// TLS on the client listener (`tls { ... }`, `--tls*`); `None` for plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
-/// One entry of `authorization { users [...] }`.
+/// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
+/// min_version }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// The server certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates client certificates must chain to (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates (mutual TLS).
+    pub verify: bool,
+    /// As `verify`, and the certificate names the user (subject or SAN).
+    pub verify_and_map: bool,
+    /// Longest a handshake may take (`timeout`, 2 s).
+    pub timeout: Duration,
+    /// TLS before INFO (`handshake_first: true`).
+    pub handshake_first: bool,
+    /// Oldest TLS version accepted: `1.2` (default) or `1.3`.
+    pub min_version: Option<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify: false,
+            verify_and_map: false,
+            timeout: Duration::from_secs(2),
+            handshake_first: false,
+            min_version: None,
+        }
+    }
+}
+
+/// One entry of `authorization { users [...] }`: a user name and password, or an nkey.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
-    /// User name.
+    /// User name (empty for an nkey user).
     pub name: String,
+    /// The user's public nkey (`U...`): the client proves it holds the seed by signing the
+    /// nonce sent in INFO.
+    pub nkey: Option<String>,
     /// Password.
     pub password: String,
+    /// What the user may publish and subscribe to; `None` for everything.
+    pub permissions: Option<Arc<Permissions>>,
 }
 
 /// nats-server's `DEFAULT_PORT`.
@@ -99,7 +146,7 @@ impl Default for Options {
             max_pending: 64 * 1024 * 1024,
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
-            auth_timeout: Duration::from_secs(2),
+            auth_timeout: None,
             write_deadline: Duration::from_secs(10),
             username: None,
             password: None,
@@ -119,6 +166,7 @@ impl Default for Options {
             http_port: 0,
             http_base_path: String::new(),
             max_closed_clients: crate::stats::DEFAULT_MAX_CLOSED_CLIENTS,
+            tls: None,
         }
     }
 }
@@ -129,6 +177,20 @@ impl Options {
         self.username.is_some() || self.token.is_some() || !self.users.is_empty()
     }
 
+    /// The time a client has to authenticate (nats-server's `getDefaultAuthTimeout` when unset).
+    pub fn auth_timeout(&self) -> Duration {
+        match (self.auth_timeout, &self.tls) {
+            (Some(timeout), _) => timeout,
+            (None, Some(tls)) => tls.timeout + Duration::from_secs(1),
+            (None, None) => Duration::from_secs(2),
+        }
+    }
+
+    /// Whether INFO carries a nonce for nkey users to sign.
+    pub fn nonce_required(&self) -> bool {
+        self.users.iter().any(|u| u.nkey.is_some())
+    }
+
     /// Applies the options of a parsed configuration file over these. Options tern does not
     /// have yet are warnings when running without them is harmless and errors when it is not;
     /// keys nats-server does not know are errors (`unknown field`), as in nats-server.
@@ -137,7 +199,10 @@ impl Options {
             self.apply_entry(entry, warnings)?;
         }
         if let Some(user) = &self.no_auth_user {
-            let known = self.users.iter().any(|u| &u.name == user);
+            let known = self
+                .users
+                .iter()
+                .any(|u| &u.name == user || u.nkey.as_ref() == Some(user));
             if !known {
                 let pos = file
                     .iter()
@@ -210,6 +275,15 @@ impl Options {
                 });
             }
             "authorization" => self.apply_authorization(v, warnings)?,
+            "tls" => {
+                let tls = tls_block(v, warnings)?;
+                // Fail at load time, with the file position, as nats-server does.
+                crate::tls::server_config(&tls).map_err(|message| ConfError {
+                    pos: entry.pos.clone(),
+                    message,
+                })?;
+                self.tls = Some(tls);
+            }
             "logtime_utc" => {
                 boolean(v)?;
                 warnings.push(ignored(entry, "tern's log timestamps are always UTC"));
@@ -246,8 +320,7 @@ impl Options {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
             // Running without these would weaken security or change who may do what.
-            "tls"
-            | "allow_non_tls"
+            "allow_non_tls"
             | "accounts"
             | "operator"
             | "operators"
@@ -279,20 +352,24 @@ impl Options {
         let Kind::Map(block) = &v.kind else {
             return Err(bad(v, "authorization"));
         };
+        let mut default_permissions = None;
         for entry in block {
             let v = &entry.value;
             match entry.key.to_ascii_lowercase().as_str() {
                 "user" | "username" => self.username = Some(string(v)?),
                 "password" | "pass" => self.password = Some(string(v)?),
                 "token" => self.token = Some(string(v)?),
-                "timeout" => self.auth_timeout = seconds(v)?,
+                "timeout" => self.auth_timeout = Some(seconds(v)?),
                 "users" => {
                     let Kind::Array(users) = &v.kind else {
                         return Err(bad(v, "users"));
                     };
                     self.users = users.iter().map(user).collect::<Result<_, _>>()?;
                 }
-                "permissions" | "default_permissions" | "auth_callout" | "nkey" | "nkeys" => {
+                "permissions" | "default_permissions" | "default_permission" => {
+                    default_permissions = Some(Arc::new(permissions_block(v)?));
+                }
+                "auth_callout" | "nkey" | "nkeys" => {
                     return Err(ConfError {
                         pos: entry.pos.clone(),
                         message: format!(
@@ -303,6 +380,12 @@ impl Options {
                 }
                 _ if entry.referenced => {}
                 _ => return Err(unknown_field(entry)),
+            }
+        }
+        // Users without permissions of their own get the block's default permissions.
+        if let Some(default) = default_permissions {
+            for user in self.users.iter_mut().filter(|u| u.permissions.is_none()) {
+                user.permissions = Some(default.clone());
             }
         }
         let _ = warnings;
@@ -501,11 +584,27 @@ fn user(v: &Value) -> Result<User, ConfError> {
     };
     let mut name = None;
     let mut password = None;
+    let mut perms = None;
+    let mut nkey = None;
     for entry in fields {
         match entry.key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(&entry.value)?),
+            "nkey" => {
+                let key = string(&entry.value)?;
+                // nats-server accepts only user keys here (`nkeys.IsValidPublicUserKey`).
+                if !key.starts_with('U') || nkeys::KeyPair::from_public_key(&key).is_err() {
+                    return Err(ConfError {
+                        pos: entry.value.pos.clone(),
+                        message: "Not a valid public nkey for a user".into(),
+                    });
+                }
+                nkey = Some(key);
+            }
             "password" | "pass" => password = Some(string(&entry.value)?),
-            "permissions" | "nkey" | "allowed_connection_types" | "account" => {
+            "permissions" | "permission" => {
+                perms = Some(Arc::new(permissions_block(&entry.value)?))
+            }
+            "allowed_connection_types" | "account" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),
                     message: format!("user {:?} is not supported by tern yet", entry.key),
@@ -514,15 +613,167 @@ fn user(v: &Value) -> Result<User, ConfError> {
             _ => return Err(unknown_field(entry)),
         }
     }
-    match name {
-        Some(name) => Ok(User {
-            name,
-            password: password.unwrap_or_default(),
+    match (name, nkey) {
+        (Some(_), Some(_)) => Err(ConfError {
+            pos: v.pos.clone(),
+            message: "nkey users do not take a user name".into(),
         }),
-        None => Err(ConfError {
+        (None, Some(nkey)) => Ok(User {
+            nkey: Some(nkey),
+            permissions: perms,
+            ..Default::default()
+        }),
+        (Some(name), None) => Ok(User {
+            name,
+            nkey: None,
+            password: password.unwrap_or_default(),
+            permissions: perms,
+        }),
+        (None, None) => Err(ConfError {
             pos: v.pos.clone(),
             message: "user entry without a user name".into(),
         }),
+    }
+}
+
+/// The `tls` block.
+fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(bad(v, "tls"));
+    };
+    let mut tls = TlsOptions::default();
+    for entry in fields {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "cert_file" => tls.cert_file = Some(PathBuf::from(string(v)?)),
+            "key_file" => tls.key_file = Some(PathBuf::from(string(v)?)),
+            "ca_file" => tls.ca_file = Some(PathBuf::from(string(v)?)),
+            "verify" => tls.verify = boolean(v)?,
+            "verify_and_map" => tls.verify_and_map = boolean(v)?,
+            "timeout" => tls.timeout = seconds(v)?,
+            "handshake_first" | "first" | "tls_first" => match &v.kind {
+                Kind::Bool(b) => tls.handshake_first = *b,
+                _ => {
+                    return Err(ConfError {
+                        pos: entry.pos.clone(),
+                        message: "handshake_first with a fallback delay is not supported by \
+                                  tern yet; use true or false"
+                            .into(),
+                    })
+                }
+            },
+            "min_version" => {
+                let version = string(v)?;
+                if version != "1.2" && version != "1.3" {
+                    return Err(ConfError {
+                        pos: v.pos.clone(),
+                        message: format!("unknown version: {version}"),
+                    });
+                }
+                tls.min_version = Some(version);
+            }
+            "cipher_suites" | "curve_preferences" => warnings.push(ignored(
+                entry,
+                "rustls chooses its own safe cipher suites and curves",
+            )),
+            "pinned_certs"
+            | "ocsp_peer"
+            | "cert_store"
+            | "cert_match"
+            | "cert_match_by"
+            | "certs"
+            | "insecure"
+            | "verify_cert_and_check_known_urls" => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!("tls {:?} is not supported by tern yet", entry.key),
+                })
+            }
+            _ => return Err(unknown_field(entry)),
+        }
+    }
+    Ok(tls)
+}
+
+/// `permissions { publish, subscribe, allow_responses }` (also `pub`/`sub`).
+fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(bad(v, "permissions"));
+    };
+    let mut perms = Permissions::default();
+    for entry in fields {
+        let v = &entry.value;
+        match entry.key.to_ascii_lowercase().as_str() {
+            "publish" | "pub" => perms.publish = Some(subject_permission(v)?),
+            "subscribe" | "sub" => perms.subscribe = Some(subject_permission(v)?),
+            "allow_responses" | "allow_response" => perms.response = allow_responses(v)?,
+            _ => return Err(unknown_field(entry)),
+        }
+    }
+    // As nats-server does: allowing responses turns off the blanket publish allow, so a
+    // responder publishes only to the replies it was sent (and what it is explicitly allowed).
+    if perms.response.is_some() {
+        let publish = perms.publish.get_or_insert_with(SubjectPermission::default);
+        publish.allow.get_or_insert_with(Vec::new);
+    }
+    Ok(perms)
+}
+
+/// `"subject"`, `["a", "b"]` (both allow lists) or `{ allow: ..., deny: ... }`.
+fn subject_permission(v: &Value) -> Result<SubjectPermission, ConfError> {
+    match &v.kind {
+        Kind::Map(fields) => {
+            let mut perm = SubjectPermission::default();
+            for entry in fields {
+                match entry.key.to_ascii_lowercase().as_str() {
+                    "allow" => perm.allow = Some(subject_list(&entry.value)?),
+                    "deny" => perm.deny = subject_list(&entry.value)?,
+                    _ => return Err(unknown_field(entry)),
+                }
+            }
+            Ok(perm)
+        }
+        _ => Ok(SubjectPermission {
+            allow: Some(subject_list(v)?),
+            deny: Vec::new(),
+        }),
+    }
+}
+
+fn subject_list(v: &Value) -> Result<Vec<permissions::Entry>, ConfError> {
+    let one = |v: &Value| {
+        let text = string(v)?;
+        permissions::Entry::parse(&text).ok_or_else(|| ConfError {
+            pos: v.pos.clone(),
+            message: format!("invalid subject {text:?} in permissions"),
+        })
+    };
+    match &v.kind {
+        Kind::Array(items) => items.iter().map(one).collect(),
+        _ => Ok(vec![one(v)?]),
+    }
+}
+
+/// `allow_responses: true` (one response within 2 minutes) or `{ max: N, expires: "1m" }`.
+fn allow_responses(v: &Value) -> Result<Option<ResponsePermission>, ConfError> {
+    match &v.kind {
+        Kind::Bool(false) => Ok(None),
+        Kind::Bool(true) => Ok(Some(ResponsePermission::default())),
+        Kind::Map(fields) => {
+            let mut perm = ResponsePermission::default();
+            for entry in fields {
+                let v = &entry.value;
+                match entry.key.to_ascii_lowercase().as_str() {
+                    "max" | "max_msgs" | "max_messages" | "max_responses" => {
+                        perm.max = u32::try_from(int(v)?).map_err(|_| bad(v, "max"))?
+                    }
+                    "expires" | "expiration" | "ttl" => perm.expires = seconds(v)?,
+                    _ => return Err(unknown_field(entry)),
+                }
+            }
+            Ok(Some(perm))
+        }
+        _ => Err(bad(v, "allow_responses")),
     }
 }
 
@@ -603,7 +854,7 @@ mod tests {
         let (o, _) = options("authorization { user: u, password: \"p w\", timeout: 0.5 }").unwrap();
         assert_eq!(o.username.as_deref(), Some("u"));
         assert_eq!(o.password.as_deref(), Some("p w"));
-        assert_eq!(o.auth_timeout, Duration::from_millis(500));
+        assert_eq!(o.auth_timeout(), Duration::from_millis(500));
         let (o, _) = options("authorization { token: s3cr3t }").unwrap();
         assert_eq!(o.token.as_deref(), Some("s3cr3t"));
         let (o, _) = options(
@@ -627,12 +878,109 @@ mod tests {
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
-        assert!(error("tls { cert_file: a.pem }").contains("not supported"));
+        assert!(error("allow_non_tls: true").contains("not supported"));
+        assert_eq!(
+            error("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }"),
+            "test.conf:2:1: error parsing X509 certificate/key pair: open nope.pem: no such file or directory"
+        );
         assert!(
             error("accounts { A { users: [{user: a, password: b}] } }").contains("not supported")
         );
-        let perms = "authorization { users = [{user: a, password: b, permissions: {publish: x}}] }";
-        assert!(error(perms).contains("not supported"));
+    }
+
+    #[test]
+    fn permissions_in_every_form() {
+        let (o, _) = options(
+            r#"authorization {
+  default_permissions: {publish: {deny: "secret.>"}}
+  users = [
+    {user: a, password: a, permissions: {pub: "x", sub: ["y", "z.> q"]}}
+    {user: b, password: b, permissions: {publish: {allow: ["a.*"], deny: "a.b"}, allow_responses: {max: 3, expires: "5s"}}}
+    {user: c, password: c, permissions: {subscribe: {deny: "n"}, allow_responses: true}}
+    {user: d, password: d}
+  ]
+}"#,
+        )
+        .unwrap();
+        let perms = |i: usize| o.users[i].permissions.clone().unwrap();
+        let a = perms(0);
+        assert!(a.can_publish(b"x") && !a.can_publish(b"y"));
+        assert!(a.can_subscribe(b"z.1", Some(b"q")) && !a.can_subscribe(b"z.1", None));
+        let b = perms(1);
+        assert!(b.can_publish(b"a.c") && !b.can_publish(b"a.b"));
+        assert_eq!(
+            b.response,
+            Some(ResponsePermission {
+                max: 3,
+                expires: Duration::from_secs(5)
+            })
+        );
+        // allow_responses turns off the blanket publish allow.
+        let c = perms(2);
+        assert!(!c.can_publish(b"anything"));
+        assert_eq!(c.response, Some(ResponsePermission::default()));
+        // Users without permissions of their own get the defaults.
+        let d = perms(3);
+        assert!(d.can_publish(b"x") && !d.can_publish(b"secret.x"));
+        assert!(
+            error("authorization { users = [{user: a, permissions: {publish: \"a..b\"}}] }")
+                .contains("invalid subject")
+        );
+        assert!(
+            error("authorization { users = [{user: a, permissions: {colour: red}}] }")
+                .contains("unknown field")
+        );
+    }
+
+    #[test]
+    fn tls_blocks() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let cert = fixtures.join("ec.pem");
+        let key = fixtures.join("ec-sec1.key");
+        let (o, warnings) = options(&format!(
+            "tls {{ cert_file: {cert:?}, key_file: {key:?}, timeout: 0.5, handshake_first: true,\n\
+             min_version: \"1.3\", cipher_suites: [\"TLS_AES_128_GCM_SHA256\"] }}",
+        ))
+        .unwrap();
+        let tls = o.tls.clone().unwrap();
+        assert_eq!(tls.timeout, Duration::from_millis(500));
+        assert!(tls.handshake_first && !tls.verify);
+        assert_eq!(tls.min_version.as_deref(), Some("1.3"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        // The auth timeout follows the TLS timeout unless set, as in nats-server.
+        assert_eq!(o.auth_timeout(), Duration::from_millis(1500));
+        assert_eq!(Options::default().auth_timeout(), Duration::from_secs(2));
+        let files = format!("cert_file: {cert:?}, key_file: {key:?}");
+        assert!(
+            error(&format!("tls {{ {files}, min_version: \"1.1\" }}")).contains("unknown version")
+        );
+        assert!(
+            error(&format!("tls {{ {files}, handshake_first: \"300ms\" }}"))
+                .contains("not supported")
+        );
+        assert!(error(&format!("tls {{ {files}, pinned_certs: [] }}")).contains("not supported"));
+        assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
+        assert!(error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
+    }
+
+    #[test]
+    fn nkey_users() {
+        let key = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+        let (o, _) = options(&format!(
+            "authorization {{ users = [{{nkey: {key}, permissions: {{publish: x}}}}] }}\nno_auth_user: {key}"
+        ))
+        .unwrap();
+        assert_eq!(o.users[0].nkey.as_deref(), Some(key));
+        assert!(o.nonce_required() && o.auth_required());
+        assert!(
+            error("authorization { users = [{nkey: UBAD}] }").contains("Not a valid public nkey")
+        );
+        // A seed or an account key is not a user key.
+        let account = "ADXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+        assert!(error(&format!(
+            "authorization {{ users = [{{nkey: {account}}}] }}"
+        ))
+        .contains("Not a valid public nkey"));
     }
 
     #[test]
@@ -742,7 +1090,7 @@ jetstream {
         assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 4242));
         assert_eq!(o.username.as_deref(), Some("derek"));
         assert_eq!(o.password.as_deref(), Some("porkchop"));
-        assert_eq!(o.auth_timeout, Duration::from_secs(1));
+        assert_eq!(o.auth_timeout(), Duration::from_secs(1));
         assert!(!o.debug && o.trace && !o.logtime);
         assert_eq!(o.max_connections, 100);
         assert_eq!(o.max_subscriptions, 1000);
@@ -778,11 +1126,13 @@ authorization {
             [
                 User {
                     name: "alice".into(),
-                    password: "$2a$11$dummyhashvalue".into()
+                    password: "$2a$11$dummyhashvalue".into(),
+                    ..Default::default()
                 },
                 User {
                     name: "bob".into(),
-                    password: "bar".into()
+                    password: "bar".into(),
+                    ..Default::default()
                 }
             ]
         );

@@ -1,7 +1,12 @@
 //! Every error a client can cause, with nats-server's exact `-ERR` text and whether the
 //! connection is closed afterwards.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use bytes::Bytes;
+
+use crate::permissions::go_quote;
 
 /// A protocol error caused by a client. `Display` is the text inside `-ERR '...'` (empty for the
 /// errors nats-server answers by closing the connection without a word).
@@ -31,6 +36,16 @@ pub enum ProtocolError {
     InvalidPublishSubject,
     /// `max_subscriptions` reached; the SUB is refused and the connection stays open.
     MaxSubscriptions,
+    /// A PUB/HPUB to a subject the user may not publish to; the message is dropped and the
+    /// connection stays open.
+    PublishViolation(Bytes),
+    /// A SUB the user's permissions refuse; the connection stays open.
+    SubscriptionViolation {
+        /// The subject of the SUB.
+        subject: Bytes,
+        /// Its queue group.
+        queue: Option<Bytes>,
+    },
     /// Arguments nats-server cannot parse (a bad size, a missing sid, HPUB without headers,
     /// invalid CONNECT JSON): it closes the connection without an `-ERR`. The text is for the log.
     Malformed(&'static str),
@@ -44,12 +59,14 @@ impl ProtocolError {
             ProtocolError::InvalidSubject
                 | ProtocolError::InvalidPublishSubject
                 | ProtocolError::MaxSubscriptions
+                | ProtocolError::PublishViolation(_)
+                | ProtocolError::SubscriptionViolation { .. }
         )
     }
 
     /// The `-ERR` text sent to the client, or `None` when the connection is closed silently.
-    pub fn client_text(&self) -> Option<&'static str> {
-        Some(match self {
+    pub fn client_text(&self) -> Option<Cow<'static, str>> {
+        Some(Cow::Borrowed(match self {
             ProtocolError::UnknownOperation => "Unknown Protocol Operation",
             ProtocolError::AuthorizationViolation => "Authorization Violation",
             ProtocolError::AuthenticationTimeout => "Authentication Timeout",
@@ -62,8 +79,21 @@ impl ProtocolError {
             ProtocolError::InvalidSubject => "Invalid Subject",
             ProtocolError::InvalidPublishSubject => "Invalid Publish Subject",
             ProtocolError::MaxSubscriptions => "maximum subscriptions exceeded",
+            ProtocolError::PublishViolation(subject) => {
+                return Some(Cow::Owned(format!(
+                    "Permissions Violation for Publish to {}",
+                    go_quote(subject)
+                )))
+            }
+            ProtocolError::SubscriptionViolation { subject, queue } => {
+                return Some(Cow::Owned(subscription_violation(
+                    subject,
+                    queue.as_deref(),
+                    None,
+                )))
+            }
             ProtocolError::Malformed(_) => return None,
-        })
+        }))
     }
 }
 
@@ -71,12 +101,28 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProtocolError::Malformed(why) => f.write_str(why),
-            other => f.write_str(other.client_text().unwrap_or_default()),
+            other => f.write_str(&other.client_text().unwrap_or_default()),
         }
     }
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// `Permissions Violation for Subscription to "s"[ using queue "q"][ (sid "n")]`: the last part
+/// when a reload takes away a subscription the client already had.
+pub fn subscription_violation(subject: &[u8], queue: Option<&[u8]>, sid: Option<&[u8]>) -> String {
+    let mut text = format!(
+        "Permissions Violation for Subscription to {}",
+        go_quote(subject)
+    );
+    if let Some(queue) = queue {
+        text.push_str(&format!(" using queue {}", go_quote(queue)));
+    }
+    if let Some(sid) = sid {
+        text.push_str(&format!(" (sid {})", go_quote(sid)));
+    }
+    text
+}
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +136,31 @@ mod tests {
         assert!(ProtocolError::MaxPayload.closes_connection());
         assert!(ProtocolError::Malformed("x").closes_connection());
         assert_eq!(ProtocolError::Malformed("x").client_text(), None);
+        assert!(!ProtocolError::PublishViolation(Bytes::from_static(b"x")).closes_connection());
+    }
+
+    #[test]
+    fn permission_texts_as_nats_server_sends_them() {
+        assert_eq!(
+            ProtocolError::PublishViolation(Bytes::from_static(b"foo.bad")).to_string(),
+            r#"Permissions Violation for Publish to "foo.bad""#
+        );
+        let sub = |q: Option<&'static [u8]>| ProtocolError::SubscriptionViolation {
+            subject: Bytes::from_static(b"q.a"),
+            queue: q.map(Bytes::from_static),
+        };
+        assert_eq!(
+            sub(None).to_string(),
+            r#"Permissions Violation for Subscription to "q.a""#
+        );
+        assert_eq!(
+            sub(Some(b"other")).to_string(),
+            r#"Permissions Violation for Subscription to "q.a" using queue "other""#
+        );
+        assert_eq!(
+            subscription_violation(b"foo.*", Some(b"q"), Some(b"3")),
+            r#"Permissions Violation for Subscription to "foo.*" using queue "q" (sid "3")"#
+        );
         assert_eq!(
             ProtocolError::MaxControlLine.to_string(),
             "maximum control line exceeded"

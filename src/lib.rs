@@ -6,7 +6,9 @@
 //! - [`cli`]: nats-server's command line, read with Go's flag rules.
 //! - [`config`]: server options as plain data with nats-server's defaults, and the meaning of
 //!   configuration-file keys; [`conf`] reads the file's syntax.
-//! - [`auth`]: who may connect (users, token, `no_auth_user`).
+//! - [`auth`]: who may connect (users, bcrypt, token, nkeys, certificates, `no_auth_user`).
+//! - [`permissions`]: what a user may publish and subscribe to (allow/deny, responses).
+//! - [`tls`]: the rustls configuration, the NATS-style TLS upgrade, plain/TLS stream halves.
 //! - [`server`]: the accept loop, shared state, graceful shutdown.
 //! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
 //! - [`router`]: shared state: the sublist, live connections, the cache generation.
@@ -31,6 +33,11 @@
 //! handled their writers are woken, and each writer swaps its buffer out and writes it with one
 //! call. A subscriber whose buffer passes `max_pending` is closed as a slow consumer at once, so
 //! the publisher never waits for it.
+//!
+//! A connection whose user has permissions checks each PUB against a per-connection cache of
+//! publish decisions; a connection without them pays one branch. Deliveries read one atomic
+//! flag on the subscriber, set only when it must filter against its subscribe deny list or
+//! track reply subjects for `allow_responses`.
 
 pub mod auth;
 pub mod cli;
@@ -43,12 +50,14 @@ pub mod logging;
 pub mod monitor;
 pub mod outbound;
 pub mod parser;
+pub mod permissions;
 pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod stats;
 pub mod subject;
 pub mod sublist;
+pub mod tls;
 
 pub use config::Options;
 pub use server::Server;

@@ -42,12 +42,21 @@ pub struct Info {
     /// Set when clients must authenticate.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub auth_required: bool,
+    /// Clients must speak TLS.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// Clients must present a certificate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     /// Largest payload the server accepts.
     pub max_payload: usize,
     /// The connection's id (`cid`).
     pub client_id: u64,
     /// The connection's remote address.
     pub client_ip: String,
+    /// The random challenge an nkey user signs in CONNECT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// Set in the INFO that follows the first PONG after CONNECT (protocol 1 clients).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub connect_info: bool,
@@ -98,6 +107,10 @@ pub struct ConnectOptions {
     pub pass: Option<String>,
     /// Token.
     pub auth_token: Option<String>,
+    /// The user's public nkey.
+    pub nkey: Option<String>,
+    /// The nonce from INFO, signed with the nkey's seed (base64).
+    pub sig: Option<String>,
     /// Informational.
     pub tls_required: bool,
 }
@@ -117,6 +130,8 @@ impl Default for ConnectOptions {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            sig: None,
             tls_required: false,
         }
     }
@@ -164,6 +179,8 @@ impl ConnectOptions {
                 "user" => self.user = Some(text(&value)?),
                 "pass" => self.pass = Some(text(&value)?),
                 "auth_token" => self.auth_token = Some(text(&value)?),
+                "nkey" => self.nkey = Some(text(&value)?),
+                "sig" => self.sig = Some(text(&value)?),
                 _ => {}
             }
         }
@@ -176,6 +193,10 @@ impl ConnectOptions {
             user: self.user.clone(),
             pass: self.pass.clone(),
             token: self.auth_token.clone(),
+            nkey: self.nkey.clone(),
+            sig: self.sig.clone(),
+            nonce: None,
+            cert: None,
         }
     }
 

@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
 use crate::auth::Credentials;
 use crate::outbound::Outbound;
+use crate::permissions::{Permissions, ResponsePermission};
 use crate::stats::{ConnSnapshot, ConnStats, Counts, SubSnapshot, Totals};
 use crate::sublist::{Sublist, SublistResult};
 
@@ -34,6 +35,14 @@ pub struct Connection {
     /// What the client authenticated with (set by an accepted CONNECT), re-checked when the
     /// configuration is reloaded.
     credentials: Mutex<Option<Credentials>>,
+    /// `FILTER_DELIVERIES` and `TRACK_REPLIES`: read by every publisher per delivery, so that a
+    /// connection without permissions costs them one load and a branch.
+    perm_flags: AtomicU8,
+    /// The user's permissions (`None`: everything allowed). Guards only the `Arc`.
+    permissions: Mutex<Option<Arc<Permissions>>>,
+    /// `allow_responses`: reply subjects this connection was sent, with when and how many
+    /// responses it has published to each. Taken after `permissions`, never before.
+    replies: Mutex<HashMap<Bytes, (Instant, u32)>>,
     /// The client's address.
     pub addr: SocketAddr,
     /// Counters the reader publishes once per read batch, for monitoring.
@@ -55,6 +64,14 @@ pub struct ClientMeta {
     pub user: Option<String>,
 }
 
+/// Deliveries to the connection must pass its subscribe deny list (a wildcard subscription
+/// overlaps it: nats-server's `mperms`).
+const FILTER_DELIVERIES: u8 = 1;
+/// The connection may answer requests it receives (`allow_responses`).
+const TRACK_REPLIES: u8 = 2;
+/// Tracked reply subjects above which expired ones are pruned (nats-server's `replyPermLimit`).
+const REPLY_PRUNE_LIMIT: usize = 4096;
+
 impl Connection {
     /// A connection with an empty outbound queue limited to `max_pending` bytes.
     pub fn new(cid: u64, max_pending: usize, desc: &str, addr: SocketAddr) -> Self {
@@ -69,7 +86,100 @@ impl Connection {
             subs: Mutex::new(HashMap::default()),
             desc: Mutex::new(desc.into()),
             credentials: Mutex::new(None),
+            perm_flags: AtomicU8::new(0),
+            permissions: Mutex::new(None),
+            replies: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Puts the user's permissions in force (at CONNECT and on reload). Subscriptions are not
+    /// touched here; the delivery filter stays on if any current one needs it.
+    pub fn set_permissions(&self, perms: Option<Arc<Permissions>>) {
+        let mut flags = 0;
+        if let Some(p) = &perms {
+            if p.response.is_some() {
+                flags |= TRACK_REPLIES;
+            }
+            if self
+                .subs()
+                .values()
+                .any(|s| p.needs_delivery_filter(&s.subject))
+            {
+                flags |= FILTER_DELIVERIES;
+            }
+        }
+        *self.permissions.lock().unwrap_or_else(|p| p.into_inner()) = perms;
+        self.perm_flags.store(flags, Ordering::Release);
+    }
+
+    /// The user's permissions, if restricted.
+    pub fn permissions(&self) -> Option<Arc<Permissions>> {
+        self.permissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Turns on per-delivery checks against the subscribe deny list.
+    pub fn enable_delivery_filter(&self) {
+        self.perm_flags
+            .fetch_or(FILTER_DELIVERIES, Ordering::AcqRel);
+    }
+
+    /// Whether a message on `subject` may be delivered here. One load for connections without
+    /// a subscribe deny list.
+    #[inline]
+    pub fn may_receive(&self, subject: &[u8]) -> bool {
+        if self.perm_flags.load(Ordering::Acquire) & FILTER_DELIVERIES == 0 {
+            return true;
+        }
+        match self.permissions() {
+            Some(p) => p.may_receive(subject),
+            None => true,
+        }
+    }
+
+    /// Remembers that this connection was sent a request with `reply`, which it may then
+    /// answer (`allow_responses`), unless it may publish there anyway.
+    #[inline]
+    pub fn record_reply(&self, reply: &[u8]) {
+        if self.perm_flags.load(Ordering::Acquire) & TRACK_REPLIES == 0 {
+            return;
+        }
+        let Some(perms) = self.permissions() else {
+            return;
+        };
+        let Some(resp) = perms.response else {
+            return;
+        };
+        if perms.can_publish(reply) {
+            return;
+        }
+        let now = Instant::now();
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        replies.insert(Bytes::copy_from_slice(reply), (now, 0));
+        if replies.len() > REPLY_PRUNE_LIMIT {
+            // Forget replies that are used up or too old (nats-server's `pruneReplyPerms`).
+            replies.retain(|_, (at, n)| {
+                let used_up = resp.max > 0 && *n >= resp.max;
+                !(used_up || expired(&resp, *at, *n, now))
+            });
+        }
+    }
+
+    /// Claims one response to `reply` under `resp`: true while the request's response count
+    /// and age are within bounds; a reply past them is forgotten.
+    pub fn take_reply(&self, reply: &[u8], resp: &ResponsePermission) -> bool {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((at, n)) = replies.get_mut(reply) else {
+            return false;
+        };
+        *n += 1;
+        if expired(resp, *at, *n, Instant::now()) {
+            replies.remove(reply);
+            return false;
+        }
+        true
     }
 
     /// The log prefix naming this connection.
@@ -171,6 +281,12 @@ impl Connection {
     ) -> std::sync::MutexGuard<'_, HashMap<Bytes, Arc<Subscription>, ahash::RandomState>> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether a tracked reply is used up: more responses than `max`, or older than `expires`.
+fn expired(resp: &ResponsePermission, at: Instant, n: u32, now: Instant) -> bool {
+    (resp.max > 0 && n > resp.max)
+        || (!resp.expires.is_zero() && now.saturating_duration_since(at) > resp.expires)
 }
 
 /// One SUB: who subscribed, to what, and its auto-unsubscribe state.

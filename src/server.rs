@@ -15,10 +15,11 @@ use tracing::{debug, error, info};
 use crate::auth;
 use crate::client;
 use crate::config::Options;
+use crate::error;
 use crate::monitor::{self, MonitorState};
 use crate::outbound::CloseReason;
 use crate::protocol::{self, Info};
-use crate::router::Router;
+use crate::router::{Connection, Router};
 use crate::stats::ClosedRing;
 
 /// The start of nats-server's fatal error when the monitor port cannot be bound.
@@ -61,12 +62,20 @@ pub struct Shared {
     pub monitor_addr: Option<SocketAddr>,
     /// The monitor's own counters.
     pub monitor: MonitorState,
+    /// The TLS configuration built from `opts.tls`, replaced with it by a reload. Held only to
+    /// clone the `Arc`.
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
     /// The options in force.
     pub fn opts(&self) -> Arc<Options> {
         self.opts.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The TLS configuration new connections are upgraded with, if TLS is on.
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Changes whenever the options are replaced.
@@ -88,9 +97,15 @@ impl Shared {
             port: self.addr.port(),
             headers: true,
             auth_required: opts.auth_required() && opts.no_auth_user.is_none(),
+            tls_required: opts.tls.is_some(),
+            tls_verify: opts
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.verify || t.verify_and_map),
             max_payload: opts.max_payload,
             client_id: cid,
             client_ip: client.ip().to_string(),
+            nonce: None,
             connect_info: false,
             remote_account: None,
             ldm: false,
@@ -125,6 +140,12 @@ impl Shared {
         fixed("HTTPHost", &old.http_host, &new.http_host)?;
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
+        let tls = new
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
         let new = Arc::new(new);
         *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         self.opts_generation.fetch_add(1, Ordering::Release);
@@ -136,15 +157,66 @@ impl Shared {
             let Some(credentials) = conn.credentials() else {
                 continue;
             };
-            if !auth::authenticate(&new, &credentials) {
-                info!("{} - Authorization Violation after reload", conn.desc());
-                conn.outbound
-                    .append(None, |b| protocol::encode_err(b, "Authorization Violation"));
-                conn.outbound
-                    .close(CloseReason::AuthenticationViolation, true);
+            match auth::authenticate(&new, &credentials) {
+                None => {
+                    info!("{} - Authorization Violation after reload", conn.desc());
+                    conn.outbound
+                        .append(None, |b| protocol::encode_err(b, "Authorization Violation"));
+                    conn.outbound
+                        .close(CloseReason::AuthenticationViolation, true);
+                }
+                Some(user) => self.apply_permissions(&conn, user),
             }
         }
+        // Readers pick up their connection's new permissions when they see the generation
+        // change, so bump it again now that every connection's are in place.
+        self.opts_generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Puts reloaded permissions in force on an open connection and removes the subscriptions
+    /// they no longer allow, telling the client about each as nats-server does.
+    fn apply_permissions(&self, conn: &Arc<Connection>, user: auth::Authorized) {
+        conn.set_permissions(user.permissions.clone());
+        let Some(perms) = user.permissions else {
+            return;
+        };
+        let revoked: Vec<_> = {
+            let mut subs = conn.subs();
+            let mut sids: Vec<_> = subs
+                .values()
+                .filter(|s| !perms.can_subscribe(&s.subject, s.queue.as_deref()))
+                .map(|s| s.sid.clone())
+                .collect();
+            // In sid order (numeric sids sort as numbers), so the client hears in a stable
+            // order; nats-server walks a Go map, in no particular order.
+            sids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+            sids.iter().filter_map(|sid| subs.remove(sid)).collect()
+        };
+        let who = user.user.unwrap_or_default();
+        for sub in revoked {
+            self.router.unsubscribe(&sub);
+            let text =
+                error::subscription_violation(&sub.subject, sub.queue.as_deref(), Some(&sub.sid));
+            let lossy = String::from_utf8_lossy;
+            let queue = sub
+                .queue
+                .as_ref()
+                .map(|q| format!(" using queue {:?}", lossy(q)))
+                .unwrap_or_default();
+            info!(
+                "Removed sub {:?}{queue} (sid {:?}) for User {who:?} - not authorized",
+                lossy(&sub.subject),
+                lossy(&sub.sid)
+            );
+            if conn
+                .outbound
+                .append(None, |b| protocol::encode_err(b, &text))
+                == crate::outbound::Appended::ScheduleFlush
+            {
+                conn.outbound.wake_writer();
+            }
+        }
     }
 
     /// Enters lame duck mode: stop accepting, tell clients, close them gradually, exit.
@@ -194,6 +266,12 @@ impl Server {
             }
         };
         let monitor_addr = monitor.as_ref().map(|l| l.local_addr()).transpose()?;
+        let tls = opts
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
         let addr = listener.local_addr()?;
         let closed = ClosedRing::new(opts.max_closed_clients);
@@ -219,6 +297,7 @@ impl Server {
             closed,
             monitor_addr,
             monitor: MonitorState::default(),
+            tls: RwLock::new(tls),
         });
         Ok(Server {
             shared,

@@ -40,9 +40,15 @@ fn help_and_bad_flags() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
 
-    let out = run(tern, &["--tls"]);
+    let out = run(tern, &["--help_tls"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not support yet"));
+
+    // As nats-server 2.15.1: `nats-server: TLS Server certificate must be present and valid`.
+    let out = run(tern, &["--tls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("TLS Server certificate must be present and valid"));
 }
 
 #[test]
@@ -145,6 +151,9 @@ fn sigint_flushes_and_exits_zero_logging_to_stderr() {
     let port = port.expect("listening line on stderr");
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    // Wait until the server has accepted the connection (its INFO is readable), so the signal
+    // cannot land before the accept and leave nothing to flush.
+    stream.peek(&mut [0u8; 1]).unwrap();
     server.signal("INT");
     assert_eq!(server.wait_exit(), 0);
     let mut received = Vec::new();

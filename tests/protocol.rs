@@ -545,7 +545,7 @@ async fn auth_token() {
 async fn auth_timeout_closes_silent_clients() {
     let server = TestServer::with(Options {
         token: Some("t".into()),
-        auth_timeout: Duration::from_millis(200),
+        auth_timeout: Some(Duration::from_millis(200)),
         ..Default::default()
     })
     .await;

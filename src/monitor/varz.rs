@@ -142,7 +142,7 @@ pub fn build(shared: &Shared) -> Varz {
         http_port: opts.http_port,
         http_base_path: opts.http_base_path.clone(),
         https_port: 0,
-        auth_timeout: seconds(opts.auth_timeout),
+        auth_timeout: seconds(opts.auth_timeout()),
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
         max_pending: opts.max_pending,

@@ -1,0 +1,511 @@
+//! TLS on the client listener: the rustls server configuration built from `tls { ... }` (or the
+//! `--tls*` flags), the NATS-style upgrade (INFO in plaintext, then the handshake; or the
+//! handshake first), and the stream halves the reader and writer use, plain or TLS.
+//!
+//! The halves are enums: the plaintext path costs one branch per read or write, and a plain
+//! connection keeps tokio's lock-free TCP halves. A TLS stream is split with `tokio::io::split`.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsOptions;
+
+/// The first byte of a TLS handshake record. nats-server (Go's crypto/tls) closes a connection
+/// whose first record is anything else without writing a byte.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Builds the server configuration, with nats-server's wording for the errors a deployment
+/// hits most: a missing file and a key that does not belong to the certificate.
+pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
+    let pair_error = |why: String| format!("error parsing X509 certificate/key pair: {why}");
+    let cert_file = opts
+        .cert_file
+        .as_deref()
+        .ok_or("TLS Server certificate must be present and valid")?;
+    let key_file = opts
+        .key_file
+        .as_deref()
+        .ok_or("TLS Server private key must be present and valid")?;
+    let certs = read_certs(cert_file).map_err(pair_error)?;
+    let key = read_key(key_file).map_err(pair_error)?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| pair_error(format!("tls: {e}")))?;
+    rustls::sign::CertifiedKey::new(certs.clone(), signing_key)
+        .keys_match()
+        .map_err(|_| pair_error("tls: private key does not match public key".into()))?;
+
+    let versions: &[&rustls::SupportedProtocolVersion] = match opts.min_version.as_deref() {
+        Some("1.3") => &[&rustls::version::TLS13],
+        None | Some("1.2") => rustls::ALL_VERSIONS,
+        Some(other) => return Err(format!("unsupported TLS version: {other}")),
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS configuration error: {e}"))?;
+    let builder = if opts.verify || opts.verify_and_map {
+        let ca_file = opts
+            .ca_file
+            .as_deref()
+            .ok_or("TLS verify requires a CA certificate (ca_file or --tlscacert)")?;
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(ca_file).map_err(|why| format!("error loading ca_file: {why}"))? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("error loading ca_file: {e}"))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("error loading ca_file: {e}"))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| pair_error(format!("tls: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// Certificates from a PEM file.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls: failed to find any PEM data in certificate input ({})",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The private key from a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), as Go accepts.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read(path)?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .ok_or_else(|| {
+            format!(
+                "tls: failed to find any PEM data in key input ({})",
+                path.display()
+            )
+        })
+}
+
+/// Reads a file, naming it in the error the way Go's `open` does.
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        format!("open {}: {why}", path.display())
+    })
+}
+
+/// How a TLS upgrade failed (for the debug log; the client is closed without a word).
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The handshake did not finish within `tls.timeout`.
+    Timeout,
+    /// The first record was not a TLS handshake (a plaintext client on a TLS listener).
+    NotTls,
+    /// rustls or the socket refused.
+    Failed(io::Error),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Timeout => f.write_str("i/o timeout"),
+            HandshakeError::NotTls => {
+                f.write_str("tls: first record does not look like a TLS handshake")
+            }
+            HandshakeError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Upgrades an accepted connection. `info` (the INFO line) is written in plaintext first unless
+/// the handshake comes first. The whole exchange is bounded by `timeout`.
+pub async fn accept(
+    config: Arc<ServerConfig>,
+    mut stream: TcpStream,
+    info: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    let upgrade = async {
+        if let Some(info) = info {
+            stream
+                .write_all(info)
+                .await
+                .map_err(HandshakeError::Failed)?;
+        }
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(0) => {
+                return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => return Err(HandshakeError::NotTls),
+            Ok(_) => {}
+            Err(e) => return Err(HandshakeError::Failed(e)),
+        }
+        TlsAcceptor::from(config)
+            .accept(stream)
+            .await
+            .map_err(HandshakeError::Failed)
+    };
+    tokio::time::timeout(timeout, upgrade)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout))
+}
+
+/// The reading half of a client connection.
+pub enum ReadHalf {
+    /// Plain TCP.
+    Plain(OwnedReadHalf),
+    /// TLS.
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The writing half of a client connection.
+pub enum WriteHalf {
+    /// Plain TCP.
+    Plain(OwnedWriteHalf),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+/// Splits a plain connection.
+pub fn split_plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+    let (r, w) = stream.into_split();
+    (ReadHalf::Plain(r), WriteHalf::Plain(w))
+}
+
+/// Splits a TLS connection.
+pub fn split_tls(stream: TlsStream<TcpStream>) -> (ReadHalf, WriteHalf) {
+    let (r, w) = tokio::io::split(stream);
+    (ReadHalf::Tls(r), WriteHalf::Tls(w))
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteHalf::Plain(w) => w.is_write_vectored(),
+            WriteHalf::Tls(w) => w.is_write_vectored(),
+        }
+    }
+}
+
+/// The names a client certificate carries, for `verify_and_map`: its subject's attributes and
+/// its email, DNS and URI subject alternative names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// Subject attributes in certificate order, as (`CN`, `alice`) pairs; unknown attribute
+    /// types are named by their dotted OID.
+    pub subject: Vec<(String, String)>,
+    /// Email, DNS and URI subject alternative names.
+    pub alt_names: Vec<String>,
+}
+
+impl CertIdentity {
+    /// Reads the subject and SANs out of a DER certificate; `None` when it does not parse.
+    pub fn from_der(cert: &[u8]) -> Option<CertIdentity> {
+        let (_, certificate, _) = der_read(cert)?;
+        let (_, tbs, _) = der_read(certificate)?;
+        let mut rest = tbs;
+        let mut fields = Vec::new();
+        while !rest.is_empty() {
+            let (tag, value, after) = der_read(rest)?;
+            fields.push((tag, value));
+            rest = after;
+        }
+        // version [0] is optional; then serial, signature, issuer, validity, subject.
+        let start = usize::from(fields.first()?.0 == 0xa0);
+        let subject = fields.get(start + 4).filter(|f| f.0 == 0x30)?.1;
+        let mut identity = CertIdentity {
+            subject: der_name(subject)?,
+            alt_names: Vec::new(),
+        };
+        if let Some((_, extensions)) = fields.iter().find(|f| f.0 == 0xa3) {
+            let (_, mut list, _) = der_read(extensions)?;
+            while !list.is_empty() {
+                let (_, extension, after) = der_read(list)?;
+                list = after;
+                let (_, oid, mut ext_rest) = der_read(extension)?;
+                if der_oid(oid) != "2.5.29.17" {
+                    continue;
+                }
+                let (mut tag, mut value, _) = der_read(ext_rest)?;
+                if tag == 0x01 {
+                    // The optional `critical` flag.
+                    (_, _, ext_rest) = der_read(ext_rest)?;
+                    (tag, value, _) = der_read(ext_rest)?;
+                }
+                if tag != 0x04 {
+                    return None;
+                }
+                let (_, mut names, _) = der_read(value)?;
+                while !names.is_empty() {
+                    let (tag, name, after) = der_read(names)?;
+                    names = after;
+                    // rfc822Name [1], dNSName [2], uniformResourceIdentifier [6].
+                    if matches!(tag, 0x81 | 0x82 | 0x86) {
+                        identity
+                            .alt_names
+                            .push(String::from_utf8_lossy(name).into_owned());
+                    }
+                }
+            }
+        }
+        Some(identity)
+    }
+
+    /// Whether `user` (a configured user name) is this certificate: one of its alternative
+    /// names, or its subject written as a DN (`CN=alice,O=tern`) in either order, as
+    /// nats-server matches them.
+    pub fn is(&self, user: &str) -> bool {
+        if self.alt_names.iter().any(|n| n == user) {
+            return true;
+        }
+        let Some(mut wanted) = parse_dn(user) else {
+            return false;
+        };
+        let mut have: Vec<(String, String)> = self
+            .subject
+            .iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+            .collect();
+        wanted.sort();
+        have.sort();
+        !have.is_empty() && wanted == have
+    }
+
+    /// The subject as nats-server prints it (Go's `pkix.Name.String()`: last attribute first).
+    pub fn subject_string(&self) -> String {
+        let parts: Vec<String> = self
+            .subject
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.join(",")
+    }
+}
+
+/// `CN=alice,O=tern` (RFC 4514, with `\,` escapes) as upper-cased (type, value) pairs.
+fn parse_dn(text: &str) -> Option<Vec<(String, String)>> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.push(chars.next()?),
+            ',' | '+' => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+        .into_iter()
+        .map(|part| {
+            let (k, v) = part.split_once('=')?;
+            Some((k.trim().to_ascii_uppercase(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// One DER element: (tag, contents, what follows). Single-byte tags only, which is all a
+/// certificate's name and SAN structures use.
+fn der_read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        first as usize
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| acc << 8 | b as usize);
+        rest = &rest[n..];
+        len
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// An X.501 Name: SEQUENCE OF SET OF { type OID, value }.
+fn der_name(mut name: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    while !name.is_empty() {
+        let (_, mut set, after) = der_read(name)?;
+        name = after;
+        while !set.is_empty() {
+            let (_, attribute, after) = der_read(set)?;
+            set = after;
+            let (_, oid, rest) = der_read(attribute)?;
+            let (_, value, _) = der_read(rest)?;
+            let oid = der_oid(oid);
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.5" => "SERIALNUMBER",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "STREET",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.17" => "POSTALCODE",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                _ => &oid,
+            }
+            .to_string();
+            out.push((key, String::from_utf8_lossy(value).into_owned()));
+        }
+    }
+    Some(out)
+}
+
+/// A DER OBJECT IDENTIFIER's contents in dotted form.
+fn der_oid(bytes: &[u8]) -> String {
+    let mut parts: Vec<u64> = Vec::new();
+    let mut n = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        n = n << 7 | (b & 0x7f) as u64;
+        if b & 0x80 == 0 {
+            if i == 0 || parts.is_empty() {
+                let first = (n / 40).min(2);
+                parts.push(first);
+                parts.push(n - first * 40);
+            } else {
+                parts.push(n);
+            }
+            n = 0;
+        }
+    }
+    parts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oids_and_dns() {
+        assert_eq!(der_oid(&[0x55, 0x04, 0x03]), "2.5.4.3");
+        assert_eq!(der_oid(&[0x55, 0x1d, 0x11]), "2.5.29.17");
+        assert_eq!(
+            der_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]),
+            "1.2.840.113549.1.9.1"
+        );
+        assert_eq!(
+            parse_dn("CN=alice, O=tern\\, inc"),
+            Some(vec![
+                ("CN".into(), "alice".into()),
+                ("O".into(), "tern, inc".into())
+            ])
+        );
+        assert_eq!(parse_dn("alice"), None);
+        let id = CertIdentity {
+            subject: vec![("CN".into(), "alice".into()), ("O".into(), "tern".into())],
+            alt_names: vec!["alice@example.com".into()],
+        };
+        assert!(id.is("alice@example.com"));
+        assert!(id.is("CN=alice,O=tern"));
+        assert!(id.is("O=tern,CN=alice"));
+        assert!(id.is("o=tern,cn=alice"));
+        assert!(!id.is("CN=alice"));
+        assert!(!id.is("CN=bob,O=tern"));
+        assert_eq!(id.subject_string(), "O=tern,CN=alice");
+    }
+
+    #[test]
+    fn truncated_der_is_refused() {
+        assert_eq!(der_read(&[0x30, 0x05, 1, 2]), None);
+        assert_eq!(der_read(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+        assert_eq!(
+            CertIdentity::from_der(&[0x30, 0x03, 0x30, 0x01, 0x00]),
+            None
+        );
+        assert_eq!(CertIdentity::from_der(b"not a certificate"), None);
+    }
+}
