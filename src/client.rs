@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -36,6 +36,10 @@ const FIRST_PING_INTERVAL: Duration = Duration::from_secs(2);
 const MIN_READ: usize = 512;
 /// Largest single read.
 const MAX_READ: usize = 64 * 1024;
+/// A publisher yields to the writers it woke after reading this much (see `read_loop`).
+const YIELD_AFTER: usize = 1024 * 1024;
+/// The largest write buffer a busy writer keeps for reuse.
+const MAX_KEPT_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 /// Match results cached per connection (nats-server keeps 512, pruning randomly).
 const MATCH_CACHE_SIZE: usize = 512;
 /// The account every connection is in until accounts exist.
@@ -194,6 +198,7 @@ impl Client {
 
         let mut buf = BytesMut::with_capacity(MIN_READ);
         let mut read_size = MIN_READ;
+        let mut since_yield = 0usize;
         let reason = loop {
             if buf.capacity() - buf.len() < read_size / 2 {
                 buf.reserve(read_size);
@@ -203,9 +208,14 @@ impl Client {
                 _ = self.conn.outbound.reader_wakeup() => {
                     break self.conn.outbound.close_reason().unwrap_or(CloseReason::ServerShutdown);
                 }
-                read = reader.read_buf(&mut buf) => match read {
+                // At most `read_size` per read even when a large message grew the buffer, so
+                // one read never hands a publisher more than 64 KiB to deliver before the
+                // subscribers' writers get a turn (an unbounded read let a 1 MiB publisher
+                // queue 64 MiB to a subscriber that was keeping up, and cut it as slow).
+                read = read_at_most(&mut reader, &mut buf, read_size) => match read {
                     Ok(0) => break CloseReason::ClientClosed,
                     Ok(n) => {
+                        since_yield += n;
                         if n >= read_size && read_size < MAX_READ {
                             read_size *= 2;
                         }
@@ -226,11 +236,18 @@ impl Client {
                     Err(ProtocolError::AuthenticationTimeout)
                 }
             };
-            self.flush_batch();
+            let woke_others = self.flush_batch();
             if let Err(err) = result {
                 let reason = close_reason(&err);
                 self.fail(err);
                 break reason;
+            }
+            if woke_others && since_yield >= YIELD_AFTER {
+                // A writer woken from a worker thread waits in that worker's LIFO slot, which
+                // no other worker may steal, until this task yields; a publisher whose reads
+                // never block would otherwise keep it waiting for tokio's whole budget.
+                since_yield = 0;
+                tokio::task::yield_now().await;
             }
             if self.server.ping_interval != ping_interval {
                 ping_interval = self.server.ping_interval;
@@ -720,10 +737,14 @@ impl Client {
     }
 
     /// Wakes each writer this batch appended to, once.
-    fn flush_batch(&mut self) {
+    /// Wakes the writers this batch appended to; true if any was another connection's.
+    fn flush_batch(&mut self) -> bool {
+        let mut others = false;
         for conn in self.to_flush.drain(..) {
+            others |= !Arc::ptr_eq(&conn, &self.conn);
             conn.outbound.wake_writer();
         }
+        others
     }
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the caller then closes.
@@ -801,6 +822,11 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
         let take = conn.outbound.take(&mut batch);
         let (write, stop) = match take {
             Take::Idle => {
+                // Idle: give back what a burst grew, so idle connections stay small.
+                if batch.capacity() > MAX_READ {
+                    batch = BytesMut::new();
+                }
+                conn.outbound.release_idle_buffer(MAX_READ);
                 conn.outbound.writer_wakeup().await;
                 continue;
             }
@@ -832,7 +858,9 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
             }
         }
         batch.clear();
-        if batch.capacity() > 2 * MAX_READ {
+        // While busy the two buffers (this one and the pending one) trade places at every
+        // write, so neither is reallocated; only an outsized one is dropped at once.
+        if batch.capacity() > MAX_KEPT_WRITE_BUFFER {
             batch = BytesMut::new();
         }
         if stop {
@@ -841,6 +869,16 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     shared.tasks.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Reads into `buf`'s spare room, at most `limit` bytes.
+async fn read_at_most(
+    reader: &mut ReadHalf,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> std::io::Result<usize> {
+    let mut room = (&mut *buf).limit(limit);
+    reader.read_buf(&mut room).await
 }
 
 /// Publish decisions cached per connection (nats-server's `maxPermCacheSize`).

@@ -200,6 +200,15 @@ impl Outbound {
         }
     }
 
+    /// Drops the pending buffer's memory if nothing is pending and it has grown past `limit`
+    /// (called by an idle writer).
+    pub fn release_idle_buffer(&self, limit: usize) {
+        let mut state = self.lock();
+        if state.pending.is_empty() && state.pending.capacity() > limit {
+            state.pending = BytesMut::new();
+        }
+    }
+
     /// Closes the connection for `reason`. With `flush`, what is already queued (an `-ERR`,
     /// say) is still written first. The first close wins; returns whether this call closed it.
     pub fn close(&self, reason: CloseReason, flush: bool) -> bool {
