@@ -817,9 +817,10 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
 /// slow consumer.
 async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: WriteHalf) {
     let mut batch = BytesMut::new();
+    let mut chunks = Vec::new();
     loop {
         let deadline = shared.opts().write_deadline;
-        let take = conn.outbound.take(&mut batch);
+        let take = conn.outbound.take(&mut batch, &mut chunks);
         let (write, stop) = match take {
             Take::Idle => {
                 // Idle: give back what a burst grew, so idle connections stay small.
@@ -833,8 +834,11 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
             Take::Write => (true, false),
             Take::Close { flush } => (flush, true),
         };
-        if write && !batch.is_empty() {
+        if write {
             let write = async {
+                for chunk in &chunks {
+                    writer.write_all(chunk).await?;
+                }
                 writer.write_all(&batch).await?;
                 // A no-op on plain TCP; pushes out what rustls holds back on TLS.
                 writer.flush().await
@@ -857,6 +861,7 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
                 }
             }
         }
+        chunks.clear();
         batch.clear();
         // While busy the two buffers (this one and the pending one) trade places at every
         // write, so neither is reallocated; only an outsized one is dropped at once.
