@@ -674,6 +674,45 @@ async fn slow_consumer_is_cut_without_slowing_others() {
     .await;
 }
 
+/// A publisher of 1 MiB messages must not make a subscriber that reads as fast as it can a
+/// slow consumer. (Before reads were capped and publishers yielded to the writers they woke,
+/// one publisher's reads could queue the whole 64 MiB budget before the subscriber's writer ran,
+/// and the subscriber was cut having received nothing; the load generator's 1:1 1 MB scenario
+/// found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_keeping_up_with_1_mib_messages_is_not_cut() {
+    let server = TestServer::start().await;
+    let mut sub = server.raw().await;
+    sub.send(format!("{QUIET}SUB big 1\r\n")).await;
+    sub.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+    let size = 1024 * 1024;
+    let count = 192;
+    let frame_len = format!("MSG big 1 {size}\r\n").len() + size + 2;
+    let reader = tokio::spawn(async move {
+        let mut total = 0;
+        let mut chunk = vec![0u8; 1024 * 1024];
+        while total < count * frame_len {
+            let n = tokio::io::AsyncReadExt::read(&mut sub.stream, &mut chunk)
+                .await
+                .unwrap();
+            assert!(n > 0, "the subscriber was closed after {total} bytes");
+            total += n;
+        }
+        total
+    });
+    let frame = format!("PUB big {size}\r\n{}\r\n", "x".repeat(size));
+    for _ in 0..count {
+        publisher.send(&frame).await;
+    }
+    let total = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(total, count * frame_len);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_deadline_cuts_a_subscriber_that_stops_reading() {
     // A budget too large to be reached: only the write deadline can catch this consumer.
