@@ -70,6 +70,8 @@ pub enum Setting {
     PortsFileDir(PathBuf),
     /// `-m`: the HTTP monitor port (-1 random, 0 off).
     HttpPort(i32),
+    /// `-ms`: the HTTPS monitor port (-1 random, 0 off).
+    HttpsPort(i32),
     /// `--tls`
     Tls(bool),
     /// `--tlsverify`
@@ -124,6 +126,7 @@ impl Setting {
             Setting::Token(token) => opts.token = Some(token),
             Setting::PortsFileDir(dir) => opts.ports_file_dir = Some(dir),
             Setting::HttpPort(port) => opts.http_port = port,
+            Setting::HttpsPort(port) => opts.https_port = port,
             // As nats-server: any TLS flag turns TLS on; `--tls=false` alone turns it off.
             Setting::Tls(false) => opts.tls = None,
             Setting::Tls(true) => {
@@ -181,6 +184,7 @@ enum Action {
     Signal,
     PortsFileDir,
     HttpPort,
+    HttpsPort,
     Tls,
     TlsVerify,
     TlsCert,
@@ -305,7 +309,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         names: &["ms", "https_port"],
         kind: Kind::Value,
-        action: Action::NotYet("monitoring over https (TLS)"),
+        action: Action::HttpsPort,
     },
     Flag {
         names: &["client_advertise"],
@@ -461,6 +465,9 @@ where
             Action::HttpPort => set(Setting::HttpPort(
                 parse_monitor_port(&value).ok_or_else(invalid)?,
             )),
+            Action::HttpsPort => set(Setting::HttpsPort(
+                parse_monitor_port(&value).ok_or_else(invalid)?,
+            )),
             Action::Tls => set(Setting::Tls(boolean()?)),
             Action::TlsVerify => set(Setting::TlsVerify(boolean()?)),
             Action::TlsCert => set(Setting::TlsCert(PathBuf::from(&value))),
@@ -581,6 +588,7 @@ Server Options:
     -sl,--signal <signal>[=<pid>]    Send signal to nats-server process (ldm, stop, quit, term, reopen, reload)
                                      <pid> can be either a PID (e.g. 1) or the path to a PID file (e.g. /var/run/nats-server.pid)
     -m, --http_port <port>           Use port for http monitoring (-1 for random)
+    -ms,--https_port <port>          Use port for https monitoring (-1 for random)
         --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports).
 
 Logging Options:
@@ -610,7 +618,7 @@ Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
 
-Not supported yet (refused with a message): -ms, --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --help_tls, cluster
+Not supported yet (refused with a message): --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --help_tls, cluster
 flags, --profile.
 ";
 
@@ -772,7 +780,8 @@ mod tests {
         assert_eq!(run(&["--http_port=8222"]).http_port, 8222);
         assert_eq!(run(&["-http_port", "0"]).http_port, 0);
         assert!(fails(&["-m", "70000"]).message.contains("invalid value"));
-        assert!(fails(&["-ms", "8443"]).message.contains("https"));
+        assert_eq!(run(&["-ms", "-1"]).https_port, -1);
+        assert_eq!(run(&["--https_port=8443"]).https_port, 8443);
     }
 
     #[test]
@@ -815,12 +824,7 @@ mod tests {
             "invalid value \"maybe\" for flag -D: parse error"
         );
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
-        for not_yet in [
-            &["-ms", "8222"][..],
-            &["--help_tls"],
-            &["-js"],
-            &["--routes", "x"],
-        ] {
+        for not_yet in [&["--help_tls"][..], &["-js"], &["--routes", "x"]] {
             let e = fails(not_yet);
             assert!(
                 e.message.contains("does not support yet"),

@@ -71,6 +71,9 @@ pub struct Options {
     /// HTTP monitor port (`-m`, `http_port`, `monitor_port`, `http`): 0 for no monitor, -1
     /// for a random port, as nats-server keeps it (and shows it in `/varz`).
     pub http_port: i32,
+    /// HTTPS monitor port (`-ms`, `https_port`, `https`), served with the client TLS
+    /// certificate; exclusive with `http_port`, as in nats-server.
+    pub https_port: i32,
     /// Prefix of every monitoring path (`http_base_path`, default none).
     pub http_base_path: String,
     /// Closed connections remembered for `/connz?state=closed` (`max_closed_clients`, 10000).
@@ -164,6 +167,7 @@ impl Default for Options {
             server_tags: Vec::new(),
             http_host: None,
             http_port: 0,
+            https_port: 0,
             http_base_path: String::new(),
             max_closed_clients: crate::stats::DEFAULT_MAX_CLOSED_CLIENTS,
             tls: None,
@@ -263,17 +267,14 @@ impl Options {
             "http_port" | "monitor_port" => self.http_port = monitor_port(v)?,
             "http_base_path" => self.http_base_path = string(v)?,
             "max_closed_clients" => self.max_closed_clients = size(v)?,
-            // Monitoring over TLS needs TLS, which tern does not have yet: refused rather than
-            // silently served in clear.
-            "https" | "https_port" => {
-                return Err(ConfError {
-                    pos: entry.pos.clone(),
-                    message: format!(
-                        "{:?} (monitoring over https) is not supported by tern yet",
-                        entry.key
-                    ),
-                });
+            "https" => {
+                let (host, port) = monitor_listen(v)?;
+                if host.is_some() {
+                    self.http_host = host;
+                }
+                self.https_port = port;
             }
+            "https_port" => self.https_port = monitor_port(v)?,
             "authorization" => self.apply_authorization(v, warnings)?,
             "tls" => {
                 let tls = tls_block(v, warnings)?;
@@ -1001,8 +1002,12 @@ mod tests {
         assert_eq!(o.http_base_path, "/nats");
         assert_eq!(Options::default().http_port, 0);
         assert!(error("http_port: 70000").contains("invalid value"));
-        assert!(error("https: 8443").contains("not supported by tern yet"));
-        assert!(error("https_port: 8443").contains("not supported by tern yet"));
+        let (o, _) = options("https: \"127.0.0.1:8443\"").unwrap();
+        assert_eq!(
+            (o.http_host.as_deref(), o.https_port),
+            (Some("127.0.0.1"), 8443)
+        );
+        assert_eq!(options("https_port: -1").unwrap().0.https_port, -1);
     }
 
     #[test]

@@ -183,7 +183,7 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     let ports_dir = opts.ports_file_dir.clone();
     let server = match Server::bind(opts).await {
         Ok(server) => server,
-        Err(err) if err.to_string().starts_with(server::MONITOR_BIND_ERROR) => {
+        Err(err) if err.to_string().starts_with("Can't start monitoring:") => {
             error!(target: FATAL, "{err}");
             return ExitCode::FAILURE;
         }
@@ -202,7 +202,12 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
         let opts = shared.opts();
         let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
         info!(
-            "Starting http monitor on {}:{}",
+            "Starting {} monitor on {}:{}",
+            if shared.monitor_https {
+                "https"
+            } else {
+                "http"
+            },
             host_for_log(http_host, addr),
             addr.port()
         );

@@ -60,6 +60,8 @@ pub struct Shared {
     pub closed: ClosedRing,
     /// The bound HTTP monitor address, when monitoring is on.
     pub monitor_addr: Option<SocketAddr>,
+    /// The monitor serves HTTPS (`https_port`) rather than HTTP.
+    pub monitor_https: bool,
     /// The monitor's own counters.
     pub monitor: MonitorState,
     /// The TLS configuration built from `opts.tls`, replaced with it by a reload. Held only to
@@ -244,13 +246,41 @@ pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
     monitor: Option<TcpListener>,
+    /// The monitor's TLS, when it serves HTTPS.
+    monitor_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
     /// Binds the HTTP monitor listener when `http_port` is set, then the client listener
     /// (port 0 picks a free port), in nats-server's order.
     pub async fn bind(opts: Options) -> io::Result<Server> {
-        let monitor = match opts.http_port {
+        let fatal = |text: String| io::Error::new(io::ErrorKind::InvalidInput, text);
+        let monitor_tls = match (opts.http_port, opts.https_port, &opts.tls) {
+            (0, 0, _) => None,
+            (http, https, _) if http != 0 && https != 0 => {
+                return Err(fatal(format!(
+                    "Can't start monitoring: can't specify both HTTP ({http}) and HTTPs ({https}) ports"
+                )));
+            }
+            (0, _, None) => {
+                return Err(fatal(
+                    "Can't start monitoring: TLS cert and key required for HTTPS".into(),
+                ));
+            }
+            // HTTPS uses the client certificate, without asking for client certificates.
+            (0, _, Some(tls)) => Some(
+                crate::tls::server_config(&crate::config::TlsOptions {
+                    verify: false,
+                    verify_and_map: false,
+                    ..tls.clone()
+                })
+                .map(tokio_rustls::TlsAcceptor::from)
+                .map_err(fatal)?,
+            ),
+            _ => None,
+        };
+        // At most one of the two is set (checked above).
+        let monitor = match opts.http_port + opts.https_port {
             0 => None,
             port => {
                 let host = opts.http_host.as_deref().unwrap_or(&opts.host);
@@ -296,6 +326,7 @@ impl Server {
             config_load_time: Mutex::new(now),
             closed,
             monitor_addr,
+            monitor_https: monitor_tls.is_some(),
             monitor: MonitorState::default(),
             tls: RwLock::new(tls),
         });
@@ -303,6 +334,7 @@ impl Server {
             shared,
             listener,
             monitor,
+            monitor_tls,
         })
     }
 
@@ -328,8 +360,9 @@ impl Server {
             shared,
             listener,
             monitor,
+            monitor_tls,
         } = self;
-        let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone())));
+        let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {
@@ -421,11 +454,18 @@ pub fn write_ports_file(dir: &Path, program: &str, shared: &Shared) -> io::Resul
 pub fn ports_json(shared: &Shared) -> serde_json::Value {
     let opts = shared.opts();
     let host = monitor::url_host(&opts.host);
+    // With TLS on the client port, nats-server lists it as `tls://`.
+    let scheme = if opts.tls.is_some() { "tls" } else { "nats" };
     let mut ports =
-        serde_json::json!({ "nats": [format!("nats://{host}:{}", shared.addr.port())] });
+        serde_json::json!({ "nats": [format!("{scheme}://{host}:{}", shared.addr.port())] });
     if let Some(addr) = shared.monitor_addr {
         let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
-        ports["monitoring"] = serde_json::json!([monitor::url(addr, http_host)]);
+        let url = monitor::url(addr, http_host);
+        let url = match shared.monitor_https {
+            true => url.replacen("http://", "https://", 1),
+            false => url,
+        };
+        ports["monitoring"] = serde_json::json!([url]);
     }
     ports
 }

@@ -269,13 +269,13 @@ fn monitor_flag_serves_varz_like_nats_server() {
 }
 
 #[test]
-fn https_monitoring_is_refused_until_tls_exists() {
+fn https_monitoring_without_a_certificate_is_fatal_as_in_nats_server() {
     let tern = Path::new(env!("CARGO_BIN_EXE_tern"));
-    let out = run(tern, &["-ms", "8443"]);
+    let out = run(tern, &["-a", "127.0.0.1", "-p", "-1", "-ms", "-1"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("https") && stderr.contains("does not support yet"),
+        stderr.contains("[FTL] Can't start monitoring: TLS cert and key required for HTTPS"),
         "{stderr}"
     );
 }

@@ -466,3 +466,72 @@ fn key_formats_and_startup_errors() {
     let not_pem = tls(&pki.server_cert, &pki.server_cert);
     assert!(tern::tls::server_config(&not_pem).is_err());
 }
+
+/// `-ms`/`https_port`: the monitor over TLS with the client certificate (no client certificate
+/// asked for, even with `verify`), `https://` in the ports file, Go's answer to plain HTTP, and
+/// nats-server's refusals (both ports; HTTPS without a certificate).
+#[tokio::test]
+async fn https_monitoring_uses_the_client_certificate() {
+    let pki = Pki::new("tls-https-monitor");
+    let mut opts = pki.options(true, false);
+    opts.https_port = -1;
+    let server = TestServer::with(opts).await;
+    let monitor = server.monitor.expect("monitor bound");
+    assert!(server.shared.monitor_https);
+    let ports = tern::server::ports_json(&server.shared);
+    assert_eq!(
+        ports["monitoring"][0],
+        format!("https://127.0.0.1:{}", monitor.port())
+    );
+    assert!(ports["nats"][0].as_str().unwrap().starts_with("tls://"));
+
+    // A real HTTPS GET, trusting the test CA, presenting no certificate.
+    let tcp = TcpStream::connect(monitor).await.unwrap();
+    let mut tls = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("HTTPS handshake");
+    tls.write_all(b"GET /varz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let response = String::from_utf8(until_closed(&mut tls).await).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let varz: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(varz["https_port"], -1);
+    assert_eq!(varz["http_port"], 0);
+    assert_eq!(varz["tls_required"], true);
+    assert_eq!(varz["tls_verify"], true);
+
+    // Plain HTTP on the HTTPS port gets what Go's server (nats-server's) answers.
+    let mut plain = TcpStream::connect(monitor).await.unwrap();
+    plain
+        .write_all(b"GET /varz HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        until_closed(&mut plain).await,
+        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+    );
+    server.shutdown().await;
+
+    // nats-server's start-up refusals.
+    let mut both = pki.options(false, false);
+    both.http_port = -1;
+    both.https_port = -1;
+    let err = tern::Server::bind(both).await.err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "Can't start monitoring: can't specify both HTTP (-1) and HTTPs (-1) ports"
+    );
+    let no_cert = Options {
+        https_port: -1,
+        ..Default::default()
+    };
+    let err = tern::Server::bind(no_cert).await.err().expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "Can't start monitoring: TLS cert and key required for HTTPS"
+    );
+}

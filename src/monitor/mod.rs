@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::http::{self, Request, Response};
@@ -36,19 +38,27 @@ pub struct MonitorState {
     cpu_sample: Mutex<Option<(Instant, f64)>>,
 }
 
-/// Serves the monitor on `listener` until the task is dropped.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+/// Serves the monitor on `listener` (over TLS with `tls`) until the task is dropped.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    http::serve_connection(stream, |req| {
+                    let serve = |req: Request| {
                         let response = handle(&shared, &req);
                         async move { response }
-                    })
-                    .await;
+                    };
+                    match tls {
+                        None => http::serve_connection(stream, serve).await,
+                        Some(tls) => {
+                            if let Some(stream) = https_handshake(stream, &tls).await {
+                                http::serve_connection(stream, serve).await;
+                            }
+                        }
+                    }
                 });
             }
             Err(err) => {
@@ -56,6 +66,36 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// What Go's HTTPS server answers a plaintext request with, before closing.
+const PLAINTEXT_ON_HTTPS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Longest a monitor client may take over its TLS handshake.
+const HTTPS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The TLS handshake of an HTTPS monitor connection; a client speaking plain HTTP gets Go's
+/// answer (nats-server's monitor is Go's HTTP server) and the connection is closed.
+async fn https_handshake(
+    mut stream: TcpStream,
+    tls: &TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(HTTPS_HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
+    match peeked {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            let _ = stream.write_all(PLAINTEXT_ON_HTTPS).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        _ => return None,
+    }
+    match tokio::time::timeout(HTTPS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        _ => None,
     }
 }
 

@@ -45,6 +45,10 @@ pub struct Varz {
     pub mqtt: Empty,
     pub websocket: Empty,
     pub jetstream: Empty,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     pub tls_timeout: Value,
     pub write_deadline: u64,
     pub start: String,
@@ -141,7 +145,7 @@ pub fn build(shared: &Shared) -> Varz {
         http_host: opts.http_host.clone().unwrap_or_else(|| opts.host.clone()),
         http_port: opts.http_port,
         http_base_path: opts.http_base_path.clone(),
-        https_port: 0,
+        https_port: opts.https_port,
         auth_timeout: seconds(opts.auth_timeout()),
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
@@ -152,8 +156,20 @@ pub fn build(shared: &Shared) -> Varz {
         mqtt: Empty {},
         websocket: Empty {},
         jetstream: Empty {},
-        // nats-server's default TLS timeout, reported even without TLS.
-        tls_timeout: Value::from(2),
+        tls_required: opts.tls.is_some(),
+        tls_verify: opts
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.verify || t.verify_and_map),
+        // nats-server reports its default (2 s) even without TLS; whole seconds as an integer.
+        tls_timeout: {
+            let secs = opts.tls.as_ref().map_or(2.0, |t| t.timeout.as_secs_f64());
+            if secs.fract() == 0.0 {
+                Value::from(secs as u64)
+            } else {
+                Value::from(secs)
+            }
+        },
         write_deadline: opts.write_deadline.as_nanos() as u64,
         start: rfc3339(shared.start),
         now: rfc3339(now),
