@@ -285,3 +285,37 @@ fn monitor_port_in_use_is_fatal_with_nats_server_message() {
     );
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn raises_its_open_file_limit_like_nats_server() {
+    // nats-server (the Go runtime) raises its soft limit to the hard limit; a server left at a
+    // shell's soft 1024 would refuse clients long before nats-server does.
+    let scratch = Scratch::new("nofile");
+    let log = scratch.0.join("server.log");
+    let script = format!(
+        "ulimit -Sn 256 && exec {} -a 127.0.0.1 -p -1 -l {}",
+        env!("CARGO_BIN_EXE_tern"),
+        log.display()
+    );
+    let server = Process(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let (soft, hard) = open_file_limits(server.0.id());
+    assert_eq!(soft, hard, "soft open-file limit left below the hard limit");
+}
