@@ -319,3 +319,36 @@ fn raises_its_open_file_limit_like_nats_server() {
     let (soft, hard) = open_file_limits(server.0.id());
     assert_eq!(soft, hard, "soft open-file limit left below the hard limit");
 }
+
+#[test]
+fn listens_with_the_kernels_largest_backlog_like_nats_server() {
+    // Go's net.Listen asks for net.core.somaxconn; 128 (std's and tokio's bind) makes the
+    // kernel drop handshakes from a burst of a few hundred clients connecting at once.
+    let Ok(somaxconn) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else {
+        return;
+    };
+    let scratch = Scratch::new("backlog");
+    let log = scratch.0.join("server.log");
+    let _server = Process(
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["-a", "127.0.0.1", "-p", "-1", "-l"])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let port = listening_port(&text).unwrap();
+    // `ss` shows a listener's backlog as its Send-Q.
+    let Ok(out) = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+    else {
+        eprintln!("no ss: backlog not checked");
+        return;
+    };
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let backlog = listing.split_whitespace().nth(2).expect("listener listed");
+    let want = somaxconn.trim().parse::<u32>().unwrap().min(65535);
+    assert_eq!(backlog, want.to_string(), "{listing}");
+}
