@@ -669,7 +669,13 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Owne
             Take::Close { flush } => (flush, true),
         };
         if write && !batch.is_empty() {
-            match tokio::time::timeout(deadline, writer.write_all(&batch)).await {
+            let written = tokio::select! {
+                written = tokio::time::timeout(deadline, writer.write_all(&batch)) => written,
+                // A slow consumer cut at max_pending while this write waits for its socket to
+                // drain: close now, as nats-server does, not when the write deadline fires.
+                () = conn.outbound.aborted() => break,
+            };
+            match written {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     conn.outbound.close(CloseReason::WriteError, false);

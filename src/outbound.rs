@@ -80,6 +80,8 @@ pub struct Outbound {
     writer: Notify,
     /// Wakes the reader task when the connection is closed from elsewhere.
     reader: Notify,
+    /// Wakes a writer stuck on a full socket when the connection is closed without flushing.
+    abort: Notify,
     max_pending: usize,
 }
 
@@ -132,6 +134,7 @@ impl Outbound {
             state: Mutex::new(State::default()),
             writer: Notify::new(),
             reader: Notify::new(),
+            abort: Notify::new(),
             max_pending,
         }
     }
@@ -156,6 +159,7 @@ impl Outbound {
             drop(state);
             self.writer.notify_one();
             self.reader.notify_one();
+            self.abort.notify_one();
             return Appended::Dropped;
         }
         if let Some(size) = msg {
@@ -186,6 +190,12 @@ impl Outbound {
         self.reader.notified().await
     }
 
+    /// Waits until the connection is closed without flushing (a slow consumer): the writer
+    /// then drops the write it is blocked in rather than wait for the write deadline.
+    pub async fn aborted(&self) {
+        self.abort.notified().await
+    }
+
     /// Swaps everything pending into `into` (which must be empty).
     pub fn take(&self, into: &mut BytesMut) -> Take {
         let mut state = self.lock();
@@ -211,6 +221,9 @@ impl Outbound {
         drop(state);
         self.writer.notify_one();
         self.reader.notify_one();
+        if !flush {
+            self.abort.notify_one();
+        }
         true
     }
 
