@@ -1062,6 +1062,12 @@ async fn soak() {
         let stop = Arc::new(AtomicBool::new(false));
         let finals: Arc<Vec<AtomicU64>> =
             Arc::new((0..PUBLISHERS).map(|_| AtomicU64::new(u64::MAX)).collect());
+        // End-to-end flow control: publishers stay within WINDOW messages of the slowest
+        // checker, so a checker starved of CPU on a busy machine is never a slow consumer.
+        const WINDOW: u64 = 16 * 1024;
+        let published = Arc::new(AtomicU64::new(0));
+        let progress: Arc<Vec<AtomicU64>> =
+            Arc::new((0..CHECKERS).map(|_| AtomicU64::new(0)).collect());
 
         let mut checkers = Vec::new();
         for i in 0..CHECKERS {
@@ -1069,6 +1075,7 @@ async fn soak() {
             c.send(b"SUB soak.* 1\r\n").await.unwrap();
             c.barrier().await.unwrap();
             let finals = finals.clone();
+            let progress = progress.clone();
             checkers.push(tokio::spawn(async move {
                 let mut seqs = Sequences::new(PUBLISHERS);
                 let mut n = 0u64;
@@ -1078,18 +1085,21 @@ async fn soak() {
                     if done {
                         return n;
                     }
-                    let msg = tokio::time::timeout(Duration::from_secs(30), c.msg())
-                        .await
-                        .expect("checker starved")
-                        .expect("checker stays connected");
+                    let msg = c.msg().await.expect("checker stays connected");
+                    if msg.subject == "soak.end" {
+                        // Sent once the publishers are done: look at `finals` again.
+                        continue;
+                    }
                     seqs.check(&format!("checker {i}"), &msg.payload);
                     n += 1;
+                    progress[i].store(n, Ordering::Relaxed);
                 }
             }));
         }
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|p| {
                 let finals = finals.clone();
+                let (published, progress) = (published.clone(), progress.clone());
                 tokio::spawn(async move {
                     let mut publisher = Client::connect(addr).await.unwrap();
                     let mut seq = 0;
@@ -1102,6 +1112,11 @@ async fn soak() {
                         publisher.send(&batch).await.unwrap();
                         batch.clear();
                         publisher.barrier().await.unwrap();
+                        let total = published.fetch_add(1024, Ordering::Relaxed) + 1024;
+                        let slowest = || progress.iter().map(|p| p.load(Ordering::Relaxed)).min();
+                        while total > slowest().unwrap() + WINDOW && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
                     }
                     finals[p].store(seq, Ordering::Relaxed);
                     seq
@@ -1160,6 +1175,11 @@ async fn soak() {
         for p in publishers {
             published += p.await.unwrap();
         }
+        // Every publisher's last message was handled (its PING answered) before this one.
+        let mut end = Client::connect(addr).await.unwrap();
+        end.send(b"PUB soak.end 0\r\n\r\n").await.unwrap();
+        end.barrier().await.unwrap();
+        drop(end);
         let mut checked = 0;
         for c in checkers {
             checked += c.await.unwrap();
