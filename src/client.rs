@@ -841,7 +841,13 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
                 // A no-op on plain TCP; pushes out what rustls holds back on TLS.
                 writer.flush().await
             };
-            match tokio::time::timeout(deadline, write).await {
+            let written = tokio::select! {
+                written = tokio::time::timeout(deadline, write) => written,
+                // A slow consumer cut at max_pending while this write waits for its socket to
+                // drain: close now, as nats-server does, not when the write deadline fires.
+                () = conn.outbound.aborted() => break,
+            };
+            match written {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     conn.outbound.close(CloseReason::WriteError, false);

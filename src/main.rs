@@ -62,6 +62,7 @@ fn main() -> ExitCode {
     for warning in warnings {
         warn!("{warning}");
     }
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,6 +165,27 @@ fn install_logger(opts: &Options) -> io::Result<LogControl> {
     let control = logger.control();
     logging::install(logger)?;
     Ok(control)
+}
+
+/// Raises the soft limit on open files to the hard limit, as the Go runtime (1.19+) does for
+/// nats-server at start: otherwise a shell's usual soft limit of 1024 caps the server at about
+/// a thousand clients while nats-server on the same machine takes as many as the hard limit
+/// allows (`tests/stress.rs` `ten_thousand_clients`, `tests/binary.rs`
+/// `raises_its_open_file_limit_like_nats_server`).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            // Failure leaves the soft limit as it was, which is all there is to fall back to.
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -> ExitCode {

@@ -88,6 +88,8 @@ pub struct Outbound {
     writer: Notify,
     /// Wakes the reader task when the connection is closed from elsewhere.
     reader: Notify,
+    /// Wakes a writer stuck on a full socket when the connection is closed without flushing.
+    abort: Notify,
     max_pending: usize,
 }
 
@@ -151,6 +153,7 @@ impl Outbound {
             state: Mutex::new(State::default()),
             writer: Notify::new(),
             reader: Notify::new(),
+            abort: Notify::new(),
             max_pending,
         }
     }
@@ -181,6 +184,7 @@ impl Outbound {
             drop(state);
             self.writer.notify_one();
             self.reader.notify_one();
+            self.abort.notify_one();
             return Appended::Dropped;
         }
         if let Some(size) = msg {
@@ -209,6 +213,12 @@ impl Outbound {
     /// failure, shutdown).
     pub async fn reader_wakeup(&self) {
         self.reader.notified().await
+    }
+
+    /// Waits until the connection is closed without flushing (a slow consumer): the writer
+    /// then drops the write it is blocked in rather than wait for the write deadline.
+    pub async fn aborted(&self) {
+        self.abort.notified().await
     }
 
     /// Swaps everything pending out: earlier full buffers into `chunks` (oldest first; write
@@ -248,6 +258,9 @@ impl Outbound {
         drop(state);
         self.writer.notify_one();
         self.reader.notify_one();
+        if !flush {
+            self.abort.notify_one();
+        }
         true
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Notify;
 use tracing::{debug, error, info};
 
@@ -24,6 +24,12 @@ use crate::stats::ClosedRing;
 
 /// The start of nats-server's fatal error when the monitor port cannot be bound.
 pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to the monitor port";
+
+/// The accept backlog asked for; the kernel caps it at `net.core.somaxconn`. Go's net.Listen
+/// asks for somaxconn, so nats-server takes a burst of thousands of connects at once; tokio's
+/// and std's `bind` ask for 128, and past that the kernel drops handshakes, leaving clients
+/// waiting for retransmits (`tests/stress.rs` `ten_thousand_clients` connects 500 at a time).
+const LISTEN_BACKLOG: u32 = 65535;
 
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -302,7 +308,7 @@ impl Server {
             .map(crate::tls::server_config)
             .transpose()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
+        let listener = listen(&opts.host, opts.port).await?;
         let addr = listener.local_addr()?;
         let closed = ClosedRing::new(opts.max_closed_clients);
         let now = SystemTime::now();
@@ -407,6 +413,24 @@ impl Server {
         }
         info!("Server Exiting..");
     }
+}
+
+/// Binds the client listener like `TcpListener::bind`, with nats-server's accept backlog.
+async fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
 }
 
 /// nats-server's lame duck mode, after the listener is closed: an INFO with `ldm` to every

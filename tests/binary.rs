@@ -294,3 +294,70 @@ fn monitor_port_in_use_is_fatal_with_nats_server_message() {
     );
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn raises_its_open_file_limit_like_nats_server() {
+    // nats-server (the Go runtime) raises its soft limit to the hard limit; a server left at a
+    // shell's soft 1024 would refuse clients long before nats-server does.
+    let scratch = Scratch::new("nofile");
+    let log = scratch.0.join("server.log");
+    let script = format!(
+        "ulimit -Sn 256 && exec {} -a 127.0.0.1 -p -1 -l {}",
+        env!("CARGO_BIN_EXE_tern"),
+        log.display()
+    );
+    let server = Process(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let (soft, hard) = open_file_limits(server.0.id());
+    assert_eq!(soft, hard, "soft open-file limit left below the hard limit");
+}
+
+#[test]
+fn listens_with_the_kernels_largest_backlog_like_nats_server() {
+    // Go's net.Listen asks for net.core.somaxconn; 128 (std's and tokio's bind) makes the
+    // kernel drop handshakes from a burst of a few hundred clients connecting at once.
+    let Ok(somaxconn) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else {
+        return;
+    };
+    let scratch = Scratch::new("backlog");
+    let log = scratch.0.join("server.log");
+    let _server = Process(
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["-a", "127.0.0.1", "-p", "-1", "-l"])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let port = listening_port(&text).unwrap();
+    // `ss` shows a listener's backlog as its Send-Q.
+    let Ok(out) = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+    else {
+        eprintln!("no ss: backlog not checked");
+        return;
+    };
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let backlog = listing.split_whitespace().nth(2).expect("listener listed");
+    let want = somaxconn.trim().parse::<u32>().unwrap().min(65535);
+    assert_eq!(backlog, want.to_string(), "{listing}");
+}

@@ -714,6 +714,38 @@ async fn a_subscriber_keeping_up_with_1_mib_messages_is_not_cut() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected_at_once_not_at_the_write_deadline() {
+    // The writer is blocked on the full socket when the budget runs out; nats-server closes
+    // the connection then and there, so tern must not wait for the (here 60 s) write deadline.
+    let server = TestServer::with(Options {
+        max_pending: 1024 * 1024,
+        write_deadline: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let mut slow = server.raw().await;
+    slow.send(format!("{QUIET}SUB flood 1\r\n")).await;
+    slow.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+    publisher.expect_before_pong("").await;
+    let batch = format!("PUB flood 1024\r\n{}\r\n", "x".repeat(1024)).repeat(64);
+    for _ in 0..512 {
+        publisher.send(&batch).await;
+    }
+    publisher.expect_before_pong("").await;
+    // Only the publisher's reader and writer tasks are left once the slow one is gone.
+    eventually("the slow consumer's tasks ended", || {
+        server
+            .shared
+            .tasks
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_deadline_cuts_a_subscriber_that_stops_reading() {
     // A budget too large to be reached: only the write deadline can catch this consumer.
     let server = TestServer::with(Options {
