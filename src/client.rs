@@ -848,7 +848,7 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
                 () = conn.outbound.aborted() => break,
             };
             match written {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => conn.outbound.written(),
                 Ok(Err(_)) => {
                     conn.outbound.close(CloseReason::WriteError, false);
                     break;

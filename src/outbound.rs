@@ -107,6 +107,9 @@ struct State {
     full: Vec<BytesMut>,
     /// Bytes in `full`.
     full_bytes: usize,
+    /// Bytes the writer took and has not finished writing: they still count against
+    /// `max_pending`, as in nats-server, so a stuck subscriber holds at most that much.
+    in_flight: usize,
     /// A producer has taken on waking the writer for what is pending.
     flush_scheduled: bool,
     closed: Option<Closed>,
@@ -175,7 +178,7 @@ impl Outbound {
         }
         let before = state.pending.len();
         encode(&mut state.pending);
-        if state.full_bytes + state.pending.len() > self.max_pending {
+        if state.in_flight + state.full_bytes + state.pending.len() > self.max_pending {
             state.pending.truncate(before);
             state.closed = Some(Closed {
                 reason: CloseReason::SlowConsumerPendingBytes,
@@ -227,6 +230,7 @@ impl Outbound {
         let mut state = self.lock();
         std::mem::swap(&mut state.pending, into);
         std::mem::swap(&mut state.full, chunks);
+        state.in_flight = state.full_bytes + into.len();
         state.full_bytes = 0;
         state.flush_scheduled = false;
         match state.closed {
@@ -245,6 +249,11 @@ impl Outbound {
         if state.pending.is_empty() && state.pending.capacity() > limit {
             state.pending = BytesMut::new();
         }
+    }
+
+    /// The writer has written everything it took.
+    pub fn written(&self) {
+        self.lock().in_flight = 0;
     }
 
     /// Closes the connection for `reason`. With `flush`, what is already queued (an `-ERR`,
@@ -277,7 +286,7 @@ impl Outbound {
     /// Bytes queued and not yet taken by the writer.
     pub fn pending_bytes(&self) -> usize {
         let state = self.lock();
-        state.full_bytes + state.pending.len()
+        state.in_flight + state.full_bytes + state.pending.len()
     }
 
     /// Messages and payload bytes delivered so far.
@@ -387,6 +396,9 @@ mod tests {
         for (i, frame) in all.chunks(1000).enumerate() {
             assert_eq!(frame[0], i as u8);
         }
+        // Taken but not yet written: still pending, until the writer says it is done.
+        assert_eq!(out.pending_bytes(), 5 * CHUNK / 1000 * 1000);
+        out.written();
         assert_eq!(out.pending_bytes(), 0);
         let mut chunks = Vec::new();
         assert!(matches!(
@@ -407,6 +419,30 @@ mod tests {
         assert_eq!(
             out.close_reason(),
             Some(CloseReason::SlowConsumerPendingBytes)
+        );
+    }
+
+    #[test]
+    fn bytes_being_written_count_against_max_pending() {
+        let out = Outbound::new(100);
+        out.append(Some(60), |b| b.extend_from_slice(&[b'x'; 60]));
+        let (mut batch, mut chunks) = (BytesMut::new(), Vec::new());
+        assert!(matches!(out.take(&mut batch, &mut chunks), Take::Write));
+        // The writer holds 60 bytes it has not written: 41 more would pass the budget.
+        assert_eq!(out.pending_bytes(), 60);
+        assert_eq!(
+            out.append(Some(41), |b| b.extend_from_slice(&[b'y'; 41])),
+            Appended::Dropped
+        );
+        let out = Outbound::new(100);
+        out.append(Some(60), |b| b.extend_from_slice(&[b'x'; 60]));
+        let (mut batch, mut chunks) = (BytesMut::new(), Vec::new());
+        assert!(matches!(out.take(&mut batch, &mut chunks), Take::Write));
+        out.written();
+        assert_eq!(out.pending_bytes(), 0);
+        assert_eq!(
+            out.append(Some(41), |b| b.extend_from_slice(&[b'y'; 41])),
+            Appended::ScheduleFlush
         );
     }
 }
