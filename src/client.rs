@@ -16,10 +16,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, trace};
 
 use crate::auth;
-use crate::config::Options;
+use crate::config::{Options, TlsOptions};
 use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
 use crate::parser::{self, ClientOp};
@@ -63,20 +64,44 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let mut info = shared.info(cid, addr);
     let nonce = opts.nonce_required().then(auth::new_nonce);
     info.nonce = nonce.clone();
+    let tls = shared.tls().zip(opts.tls.clone());
+    let handshake_first = tls.as_ref().is_some_and(|(_, t)| t.handshake_first);
+
+    // nats-server counts the connection against max_connections before any TLS: a refused
+    // client gets INFO (unless the handshake was to come first) and the -ERR in plaintext.
+    if !shared
+        .router
+        .add_connection(conn.clone(), opts.max_connections)
+    {
+        let (_read_half, write_half) = tls::split_plain(stream);
+        let mut client = Client::new(shared.clone(), conn.clone(), addr);
+        if !handshake_first {
+            client.push(|b| info.encode(b));
+        }
+        shared.tasks.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
+        client.fail(ProtocolError::MaxConnections);
+        client.finish(CloseReason::MaxConnectionsExceeded);
+        return;
+    }
+
     let mut info_sent = false;
     let mut cert = None;
-    let (read_half, write_half) = match (shared.tls(), &opts.tls) {
-        (Some(config), Some(tls_opts)) => {
-            // NATS-style: INFO in plaintext, then the handshake; or the handshake first.
-            let mut plain_info = BytesMut::new();
-            if !tls_opts.handshake_first {
-                info.encode(&mut plain_info);
-                info_sent = true;
-            }
-            debug!("{desc} - Starting TLS client connection handshake");
-            let info = (!plain_info.is_empty()).then_some(&plain_info[..]);
-            match tls::accept(config, stream, info, tls_opts.timeout).await {
-                Ok(stream) => {
+    // When the PING and authorization timers start: after the handshake, as in nats-server, or
+    // from INFO for a client that stayed in plaintext under `allow_non_tls`.
+    let mut timers_from = None;
+    let (read_half, write_half) = match tls {
+        None => tls::split_plain(stream),
+        Some((config, tls_opts)) => {
+            let accepted = Instant::now();
+            match negotiate(config, &tls_opts, &opts, stream, &info, &desc).await {
+                Ok((Transport::Plain(stream), sent)) => {
+                    info_sent = sent;
+                    timers_from = Some(accepted);
+                    tls::split_plain(stream)
+                }
+                Ok((Transport::Tls(stream), sent)) => {
+                    info_sent = sent;
                     debug!("{desc} - TLS handshake complete");
                     cert = stream
                         .get_ref()
@@ -85,36 +110,90 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                         .and_then(|chain| chain.first())
                         .and_then(|c| tls::CertIdentity::from_der(c))
                         .map(Arc::new);
-                    tls::split_tls(stream)
+                    tls::split_tls(*stream)
                 }
                 Err(err) => {
                     debug!("{desc} - TLS handshake error: {err}");
+                    conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
+                    shared.router.remove_connection(&conn);
                     debug!("{desc} - Client connection closed: TLS Handshake Failure");
                     return;
                 }
             }
         }
-        _ => tls::split_plain(stream),
     };
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
     client.nonce = nonce;
     client.cert = cert;
+    if let Some(from) = timers_from {
+        client.started = from;
+    }
     if !info_sent {
         client.push(|b| info.encode(b));
     }
     shared.tasks.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
-
-    if !shared
-        .router
-        .add_connection(conn.clone(), opts.max_connections)
-    {
-        error!("{} - maximum connections exceeded", client.desc);
-        client.fail(ProtocolError::MaxConnections);
-        client.finish(CloseReason::MaxConnectionsExceeded);
-        return;
-    }
     client.read_loop(read_half).await;
+}
+
+/// The transport a connection on the TLS listener ends up with.
+enum Transport {
+    /// Plaintext, which the client chose under `allow_non_tls`.
+    Plain(TcpStream),
+    /// TLS (boxed: the rustls state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Runs the TLS listener's opening, as nats-server 2.15.1 does; returns the transport and
+/// whether INFO already went out (in plaintext, before any handshake).
+///
+/// - `handshake_first`: the handshake comes before INFO, which then goes over TLS. With a
+///   fallback delay, a client that sends nothing for that long gets INFO (`tls_required`) in
+///   plaintext and the usual upgrade; any byte in time (even a plaintext one) means TLS first.
+/// - `allow_non_tls`: INFO (`tls_available`) goes out in plaintext and the client's first byte
+///   decides: a TLS handshake record upgrades the connection, anything else stays plaintext.
+///   A client that says nothing until nats-server would send its first PING (or until the
+///   authorization timeout) stays plaintext too: a handshake started after a plaintext PING
+///   could not succeed.
+/// - Otherwise INFO (`tls_required`) goes out in plaintext and the handshake must follow.
+async fn negotiate(
+    config: Arc<rustls::ServerConfig>,
+    tls_opts: &TlsOptions,
+    opts: &Options,
+    mut stream: TcpStream,
+    info: &protocol::Info,
+    desc: &str,
+) -> Result<(Transport, bool), tls::HandshakeError> {
+    let mut plain_info = BytesMut::new();
+    info.encode(&mut plain_info);
+    let send_info_first = if tls_opts.handshake_first {
+        match tls_opts.handshake_first_fallback {
+            Some(delay) => tls::first_byte(&stream, delay).await.is_none(),
+            None => false,
+        }
+    } else if opts.allow_non_tls {
+        stream
+            .write_all(&plain_info)
+            .await
+            .map_err(tls::HandshakeError::Failed)?;
+        let mut wait = opts.ping_interval.min(FIRST_PING_INTERVAL);
+        if opts.auth_required() && opts.no_auth_user.is_none() {
+            wait = wait.min(opts.auth_timeout());
+        }
+        match tls::first_byte(&stream, wait).await {
+            Some(Some(byte)) if tls::starts_handshake(byte) => {}
+            _ => return Ok((Transport::Plain(stream), true)),
+        }
+        debug!("{desc} - Starting TLS client connection handshake");
+        let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+        return Ok((Transport::Tls(Box::new(stream)), true));
+    } else {
+        true
+    };
+    debug!("{desc} - Starting TLS client connection handshake");
+    let info = send_info_first.then_some(&plain_info[..]);
+    let stream = tls::accept(config, stream, info, tls_opts.timeout).await?;
+    Ok((Transport::Tls(Box::new(stream)), send_info_first))
 }
 
 /// The reader's side of a connection: everything the read loop needs.
@@ -153,6 +232,8 @@ struct Client {
     last_in: Instant,
     /// The first PING went out; later ones are skipped while the client is active.
     pinged: bool,
+    /// When the first-PING and authorization timers started.
+    started: Instant,
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
@@ -182,6 +263,7 @@ impl Client {
             ping_sent: None,
             last_in: Instant::now(),
             pinged: false,
+            started: Instant::now(),
             in_msgs: 0,
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
@@ -191,9 +273,9 @@ impl Client {
     async fn read_loop(&mut self, mut reader: ReadHalf) {
         let mut ping_interval = self.server.ping_interval;
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
-        let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_interval);
+        let mut ping = tokio::time::interval_at(self.started + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(self.server.auth_timeout());
+        let auth_deadline = tokio::time::sleep_until(self.started + self.server.auth_timeout());
         tokio::pin!(auth_deadline);
 
         let mut buf = BytesMut::with_capacity(MIN_READ);

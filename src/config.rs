@@ -77,6 +77,9 @@ pub struct Options {
     pub max_closed_clients: usize,
     /// TLS on the client listener (`tls { ... }`, `--tls*`); `None` for plaintext.
     pub tls: Option<TlsOptions>,
+    /// With `tls`, clients may also stay in plaintext (`allow_non_tls`, a top-level option as in
+    /// nats-server): INFO says `tls_available` instead of `tls_required`.
+    pub allow_non_tls: bool,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -95,8 +98,12 @@ pub struct TlsOptions {
     pub verify_and_map: bool,
     /// Longest a handshake may take (`timeout`, 2 s).
     pub timeout: Duration,
-    /// TLS before INFO (`handshake_first: true`).
+    /// TLS before INFO (`handshake_first: true`, also spelled `first` or `immediate`).
     pub handshake_first: bool,
+    /// With `handshake_first`, how long to wait for the client's first byte before sending INFO
+    /// in plaintext after all (`handshake_first: "300ms"`, or `auto`: 50 ms); `None` waits for
+    /// the handshake only.
+    pub handshake_first_fallback: Option<Duration>,
     /// Oldest TLS version accepted: `1.2` (default) or `1.3`.
     pub min_version: Option<String>,
 }
@@ -111,6 +118,7 @@ impl Default for TlsOptions {
             verify_and_map: false,
             timeout: Duration::from_secs(2),
             handshake_first: false,
+            handshake_first_fallback: None,
             min_version: None,
         }
     }
@@ -167,6 +175,7 @@ impl Default for Options {
             http_base_path: String::new(),
             max_closed_clients: crate::stats::DEFAULT_MAX_CLOSED_CLIENTS,
             tls: None,
+            allow_non_tls: false,
         }
     }
 }
@@ -319,9 +328,9 @@ impl Options {
             | "no_sys_acc" => {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
+            "allow_non_tls" => self.allow_non_tls = boolean(v)?,
             // Running without these would weaken security or change who may do what.
-            "allow_non_tls"
-            | "accounts"
+            "accounts"
             | "operator"
             | "operators"
             | "resolver"
@@ -651,17 +660,9 @@ fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfEr
             "verify" => tls.verify = boolean(v)?,
             "verify_and_map" => tls.verify_and_map = boolean(v)?,
             "timeout" => tls.timeout = seconds(v)?,
-            "handshake_first" | "first" | "tls_first" => match &v.kind {
-                Kind::Bool(b) => tls.handshake_first = *b,
-                _ => {
-                    return Err(ConfError {
-                        pos: entry.pos.clone(),
-                        message: "handshake_first with a fallback delay is not supported by \
-                                  tern yet; use true or false"
-                            .into(),
-                    })
-                }
-            },
+            "handshake_first" | "first" | "immediate" => {
+                (tls.handshake_first, tls.handshake_first_fallback) = handshake_first(entry)?
+            }
             "min_version" => {
                 let version = string(v)?;
                 if version != "1.2" && version != "1.3" {
@@ -693,6 +694,52 @@ fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfEr
         }
     }
     Ok(tls)
+}
+
+/// nats-server's fallback delay for `handshake_first: auto`.
+pub const HANDSHAKE_FIRST_AUTO_FALLBACK: Duration = Duration::from_millis(50);
+
+/// `handshake_first`: a boolean, `"true"`/`"on"`/`"false"`/`"off"`, `"auto"` (or
+/// `"auto_fallback"`) for a 50 ms fallback, or a Go duration for that fallback (`"0s"` is none),
+/// with nats-server's errors for anything else.
+fn handshake_first(entry: &Entry) -> Result<(bool, Option<Duration>), ConfError> {
+    let v = &entry.value;
+    let invalid = |what: String| ConfError {
+        pos: entry.pos.clone(),
+        message: what,
+    };
+    match &v.kind {
+        Kind::Bool(b) => Ok((*b, None)),
+        Kind::String(text) => match text.to_ascii_lowercase().as_str() {
+            "true" | "on" => Ok((true, None)),
+            "false" | "off" => Ok((false, None)),
+            "auto" | "auto_fallback" => Ok((true, Some(HANDSHAKE_FIRST_AUTO_FALLBACK))),
+            _ => match parse_duration(text) {
+                Some(delay) => Ok((true, (!delay.is_zero()).then_some(delay))),
+                None => Err(invalid(format!(
+                    "field {:?}'s value {text:?} is invalid",
+                    entry.key
+                ))),
+            },
+        },
+        _ => Err(invalid(format!(
+            "field {:?} should be a boolean or a string, got {}",
+            entry.key,
+            go_type(v)
+        ))),
+    }
+}
+
+/// A value's type as Go's `%T` names what nats-server's parser produced.
+fn go_type(v: &Value) -> &'static str {
+    match v.kind {
+        Kind::Bool(_) => "bool",
+        Kind::Int(_) => "int64",
+        Kind::Float(_) => "float64",
+        Kind::String(_) => "string",
+        Kind::Map(_) => "map[string]interface {}",
+        Kind::Array(_) => "[]interface {}",
+    }
 }
 
 /// `permissions { publish, subscribe, allow_responses }` (also `pub`/`sub`).
@@ -878,7 +925,7 @@ mod tests {
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
-        assert!(error("allow_non_tls: true").contains("not supported"));
+        assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
         assert_eq!(
             error("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }"),
             "test.conf:2:1: error parsing X509 certificate/key pair: open nope.pem: no such file or directory"
@@ -954,10 +1001,28 @@ mod tests {
         assert!(
             error(&format!("tls {{ {files}, min_version: \"1.1\" }}")).contains("unknown version")
         );
-        assert!(
-            error(&format!("tls {{ {files}, handshake_first: \"300ms\" }}"))
-                .contains("not supported")
-        );
+        // handshake_first's forms, as nats-server 2.15.1 reads them.
+        let first = |value: &str| {
+            options(&format!("tls {{ {files}, handshake_first: {value} }}")).map(|(o, _)| {
+                o.tls
+                    .map(|t| (t.handshake_first, t.handshake_first_fallback))
+            })
+        };
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(first("\"300ms\"").unwrap(), Some((true, ms(300))));
+        assert_eq!(first("auto").unwrap(), Some((true, ms(50))));
+        assert_eq!(first("\"auto_fallback\"").unwrap(), Some((true, ms(50))));
+        assert_eq!(first("\"0s\"").unwrap(), Some((true, None)));
+        assert_eq!(first("\"ON\"").unwrap(), Some((true, None)));
+        assert_eq!(first("\"off\"").unwrap(), Some((false, None)));
+        assert_eq!(first("false").unwrap(), Some((false, None)));
+        assert!(error(&format!("tls {{ {files}, handshake_first: bogus }}"))
+            .ends_with(r#"field "handshake_first"'s value "bogus" is invalid"#));
+        assert!(error(&format!("tls {{ {files}, handshake_first: 5 }}"))
+            .ends_with(r#"field "handshake_first" should be a boolean or a string, got int64"#));
+        let (o, _) = options(&format!("tls {{ {files}, immediate: true }}")).unwrap();
+        assert!(o.tls.unwrap().handshake_first);
+        assert!(error(&format!("tls {{ {files}, tls_first: true }}")).contains("unknown field"));
         assert!(error(&format!("tls {{ {files}, pinned_certs: [] }}")).contains("not supported"));
         assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
         assert!(error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));

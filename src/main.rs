@@ -213,6 +213,16 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
         host_for_log(&host, addr),
         addr.port()
     );
+    if let Some(tls) = &shared.opts().tls {
+        if shared.opts().allow_non_tls {
+            info!("TLS available for client connections");
+        } else {
+            info!("TLS required for client connections");
+        }
+        if tls.handshake_first && tls.handshake_first_fallback.is_none() {
+            warn!("Clients that are not using \"TLS Handshake First\" option will fail to connect");
+        }
+    }
     let ports_file =
         ports_dir.and_then(
             |dir| match server::write_ports_file(&dir, &program, &shared) {

@@ -111,6 +111,32 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         })
 }
 
+/// Whether the client's first record header (peeked, not consumed) is what Go's crypto/tls
+/// accepts as a first record: a handshake record shorter than 0x3000 bytes. Anything else gets
+/// `first record does not look like a TLS handshake` and the connection closes without a byte
+/// (rustls would answer with an alert).
+async fn looks_like_tls(stream: &TcpStream) -> Result<bool, HandshakeError> {
+    let mut header = [0u8; 5];
+    loop {
+        let n = stream
+            .peek(&mut header)
+            .await
+            .map_err(HandshakeError::Failed)?;
+        if n == 0 {
+            return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if header[0] != TLS_HANDSHAKE_RECORD {
+            return Ok(false);
+        }
+        if n == header.len() {
+            return Ok(u16::from_be_bytes([header[3], header[4]]) < 0x3000);
+        }
+        // Part of the header is in: peek returns at once until more arrives, so wait a little
+        // (bounded by the handshake timeout around this).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Reads a file, naming it in the error the way Go's `open` does.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| {
@@ -146,6 +172,27 @@ impl std::fmt::Display for HandshakeError {
     }
 }
 
+/// Waits up to `wait` for the client's first byte without consuming it: `None` when nothing
+/// came in time, `Some(None)` when the client closed (or the socket failed) first.
+///
+/// nats-server decides on it twice: with `allow_non_tls`, a first byte that starts a TLS
+/// handshake record upgrades the connection and anything else keeps it in plaintext; with a
+/// `handshake_first` fallback delay, any byte in time means the client is doing TLS first,
+/// and silence means INFO goes out in plaintext after all.
+pub async fn first_byte(stream: &TcpStream, wait: Duration) -> Option<Option<u8>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Err(_) => None,
+        Ok(Ok(1..)) => Some(Some(first[0])),
+        Ok(_) => Some(None),
+    }
+}
+
+/// Whether `byte` opens a TLS handshake record.
+pub fn starts_handshake(byte: u8) -> bool {
+    byte == TLS_HANDSHAKE_RECORD
+}
+
 /// Upgrades an accepted connection. `info` (the INFO line) is written in plaintext first unless
 /// the handshake comes first. The whole exchange is bounded by `timeout`.
 pub async fn accept(
@@ -161,14 +208,8 @@ pub async fn accept(
                 .await
                 .map_err(HandshakeError::Failed)?;
         }
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
-            Ok(0) => {
-                return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => return Err(HandshakeError::NotTls),
-            Ok(_) => {}
-            Err(e) => return Err(HandshakeError::Failed(e)),
+        if !looks_like_tls(&stream).await? {
+            return Err(HandshakeError::NotTls);
         }
         TlsAcceptor::from(config)
             .accept(stream)
