@@ -551,6 +551,10 @@ impl Client {
                 )));
             }
         }
+        // Only a reply starting with `_` or `$` costs more than this branch.
+        if let Some(reply) = reply.filter(|r| subject::is_reserved_reply(r)) {
+            return Err(ProtocolError::ReplyViolation(Bytes::copy_from_slice(reply)));
+        }
         self.send_ok();
         self.route(subject, reply, header_len, message);
         Ok(())
@@ -784,6 +788,11 @@ impl Client {
                 "{} - Publish Violation - Subject {}",
                 self.desc,
                 permissions::go_quote(subject)
+            ),
+            ProtocolError::ReplyViolation(reply) => error!(
+                "{} - Publish Violation - Reply {}",
+                self.desc,
+                permissions::go_quote(reply)
             ),
             ProtocolError::SubscriptionViolation { subject, queue } => {
                 let queue = queue
