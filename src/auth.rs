@@ -61,6 +61,9 @@ pub struct Authorized {
     pub user: Option<String>,
     /// What the user may do; `None` for everything.
     pub permissions: Option<Arc<Permissions>>,
+    /// How nats-server names the client in its log prefix once CONNECT is accepted, after the
+    /// account (`"$G/user:alice"`, `"$G/nkey:U..."`, `"$G/token"`); `None` without auth.
+    pub log_name: Option<String>,
 }
 
 /// Whether `creds` get in under `opts`, and as whom. A client with no credentials at all is
@@ -81,6 +84,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         return Some(Authorized {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
+            log_name: None,
         });
     }
     if creds.is_empty() {
@@ -92,6 +96,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 .map(|u| Authorized {
                     user: Some(u.name.clone()),
                     permissions: u.permissions.clone(),
+                    log_name: Some(format!("user:{}", u.name)),
                 });
         }
     }
@@ -102,6 +107,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             return verify_nonce(nkey, creds).then(|| Authorized {
                 user: Some(nkey.clone()),
                 permissions: known.permissions.clone(),
+                log_name: Some(format!("nkey:{nkey}")),
             });
         }
     }
@@ -111,6 +117,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             return check_secret(pass, &known.password).then(|| Authorized {
                 user: Some(known.name.clone()),
                 permissions: known.permissions.clone(),
+                log_name: Some(format!("user:{}", known.name)),
             });
         }
         if opts
@@ -122,11 +129,15 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             return check_secret(pass, want).then(|| Authorized {
                 user: Some(user.clone()),
                 permissions: None,
+                log_name: Some(format!("user:{user}")),
             });
         }
     }
     match (&opts.token, &creds.token) {
-        (Some(want), Some(got)) => check_secret(got, want).then(Authorized::default),
+        (Some(want), Some(got)) => check_secret(got, want).then(|| Authorized {
+            log_name: Some("token".into()),
+            ..Authorized::default()
+        }),
         _ => None,
     }
 }
@@ -417,7 +428,8 @@ mod tests {
             authenticate(&opts, &creds(Some("a"), Some("pa"), None)),
             Some(Authorized {
                 user: Some("a".into()),
-                permissions: None
+                permissions: None,
+                log_name: Some("user:a".into()),
             })
         );
         opts.no_auth_user = Some("b".into());

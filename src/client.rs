@@ -510,9 +510,20 @@ impl Client {
         if opts.no_responders && !opts.headers {
             return Err(ProtocolError::NoRespondersRequiresHeaders);
         }
-        if let (Some(name), false) = (opts.log_name(), self.connected) {
-            self.desc = format!("{} - {:?}", self.desc, name);
-            self.conn.set_desc(&self.desc);
+        if !self.connected {
+            // nats-server's prefix: ` - "name"` for a named client, then ` - "$G/user:alice"`
+            // for an authenticated one.
+            let mut desc = self.desc.clone();
+            if let Some(name) = opts.log_name() {
+                desc = format!("{desc} - {name:?}");
+            }
+            if let Some(who) = &user.log_name {
+                desc = format!("{desc} - {:?}", format!("{GLOBAL_ACCOUNT}/{who}"));
+            }
+            if desc != self.desc {
+                self.desc = desc;
+                self.conn.set_desc(&self.desc);
+            }
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.conn.set_credentials(credentials);
@@ -1089,11 +1100,53 @@ fn trace_in(desc: &str, op: &ClientOp<'_>) {
         }
         ClientOp::Ping => trace!("{desc} - <<- [PING]"),
         ClientOp::Pong => trace!("{desc} - <<- [PONG]"),
-        ClientOp::Connect(json) => trace!("{desc} - <<- [CONNECT {}]", lossy(json)),
+        ClientOp::Connect(json) => {
+            trace!("{desc} - <<- [CONNECT {}]", redact_secrets(&lossy(json)))
+        }
         ClientOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
         ClientOp::Ok => trace!("{desc} - <<- [OK]"),
         ClientOp::Err(text) => trace!("{desc} - <<- [-ERR {}]", lossy(text)),
     }
+}
+
+/// CONNECT's JSON with the values of `pass`, `auth_token`, `nkey` and `sig` replaced by
+/// `[REDACTED]`, as nats-server traces it.
+fn redact_secrets(json: &str) -> String {
+    let mut out = json.to_string();
+    for key in ["\"pass\"", "\"auth_token\"", "\"nkey\"", "\"sig\""] {
+        let mut from = 0;
+        while let Some(found) = out[from..].find(key) {
+            let after_key = from + found + key.len();
+            let rest = &out[after_key..];
+            let trimmed = rest.trim_start();
+            let Some(value) = trimmed.strip_prefix(':').map(str::trim_start) else {
+                from = after_key;
+                continue;
+            };
+            let Some(body) = value.strip_prefix('"') else {
+                from = after_key;
+                continue;
+            };
+            let start = out.len() - body.len();
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in body.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        end = Some(start + i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else { break };
+            out.replace_range(start..end, "[REDACTED]");
+            from = start + "[REDACTED]".len();
+        }
+    }
+    out
 }
 
 fn trace_delivery(
@@ -1128,5 +1181,36 @@ fn trace_delivery(
             reply,
             message.len()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_secrets_are_redacted_in_traces() {
+        // As nats-server 2.15.1 traced these CONNECTs.
+        assert_eq!(
+            redact_secrets(r#"{"user":"e","pass":"e","verbose":false}"#),
+            r#"{"user":"e","pass":"[REDACTED]","verbose":false}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"auth_token":"tok","name":"app2"}"#),
+            r#"{"auth_token":"[REDACTED]","name":"app2"}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"nkey":"UAB","sig":"x\"y","verbose":false}"#),
+            r#"{"nkey":"[REDACTED]","sig":"[REDACTED]","verbose":false}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"pass" : "a", "name":"pass"}"#),
+            r#"{"pass" : "[REDACTED]", "name":"pass"}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"pass":"unterminated"#),
+            r#"{"pass":"unterminated"#
+        );
+        assert_eq!(redact_secrets(r#"{"pass":5}"#), r#"{"pass":5}"#);
     }
 }

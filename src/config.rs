@@ -195,6 +195,13 @@ impl Options {
         }
     }
 
+    /// Whether a configured password is written in the clear (not a bcrypt hash): nats-server
+    /// warns about it at start. Tokens do not count, as in nats-server.
+    pub fn has_plaintext_passwords(&self) -> bool {
+        let plain = |p: &str| !p.is_empty() && !crate::auth::is_bcrypt(p);
+        self.password.as_deref().is_some_and(plain) || self.users.iter().any(|u| plain(&u.password))
+    }
+
     /// Whether INFO carries a nonce for nkey users to sign.
     pub fn nonce_required(&self) -> bool {
         self.users.iter().any(|u| u.nkey.is_some())
@@ -1026,6 +1033,24 @@ mod tests {
         assert!(error(&format!("tls {{ {files}, pinned_certs: [] }}")).contains("not supported"));
         assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
         assert!(error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
+    }
+
+    #[test]
+    fn plaintext_passwords_are_detected_as_nats_server_does() {
+        let plain = |text: &str| options(text).unwrap().0.has_plaintext_passwords();
+        let hash = "\"$2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.ohJwOa\"";
+        assert!(plain("authorization { user: a, password: b }"));
+        assert!(plain(&format!(
+            "authorization {{ users: [{{user: a, password: {hash}}}, {{user: b, password: c}}] }}"
+        )));
+        assert!(!plain(&format!(
+            "authorization {{ user: a, password: {hash} }}"
+        )));
+        // Tokens and nkeys are not passwords.
+        assert!(!plain("authorization { token: abc }"));
+        assert!(!plain(
+            "authorization { users: [{nkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4}] }"
+        ));
     }
 
     #[test]

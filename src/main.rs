@@ -195,6 +195,9 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     let shared = server.shared();
     info!("  Name:     {}", shared.server_name);
     info!("  ID:       {}", shared.server_id);
+    if shared.opts().has_plaintext_passwords() {
+        warn!("Plaintext passwords detected, use nkeys or bcrypt");
+    }
     if let Some(path) = run.config_file() {
         info!("Using configuration file: {}", path.display());
     }
