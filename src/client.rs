@@ -102,6 +102,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                 }
                 Ok((Transport::Tls(stream), sent)) => {
                     info_sent = sent;
+                    // INFO over TLS says so, even under `allow_non_tls` (nats-server then sends
+                    // both tls_required and tls_available).
+                    info.tls_required = true;
                     debug!("{desc} - TLS handshake complete");
                     cert = stream
                         .get_ref()
@@ -148,8 +151,9 @@ enum Transport {
 /// whether INFO already went out (in plaintext, before any handshake).
 ///
 /// - `handshake_first`: the handshake comes before INFO, which then goes over TLS. With a
-///   fallback delay, a client that sends nothing for that long gets INFO (`tls_required`) in
-///   plaintext and the usual upgrade; any byte in time (even a plaintext one) means TLS first.
+///   fallback delay, a client that sends nothing for that long gets the plaintext INFO and
+///   what follows here without `handshake_first`; any byte in time (even a plaintext one)
+///   means TLS first.
 /// - `allow_non_tls`: INFO (`tls_available`) goes out in plaintext and the client's first byte
 ///   decides: a TLS handshake record upgrades the connection, anything else stays plaintext.
 ///   A client that says nothing until nats-server would send its first PING (or until the
@@ -164,36 +168,39 @@ async fn negotiate(
     info: &protocol::Info,
     desc: &str,
 ) -> Result<(Transport, bool), tls::HandshakeError> {
-    let mut plain_info = BytesMut::new();
-    info.encode(&mut plain_info);
-    let send_info_first = if tls_opts.handshake_first {
-        match tls_opts.handshake_first_fallback {
+    if tls_opts.handshake_first {
+        let fall_back = match tls_opts.handshake_first_fallback {
             Some(delay) => tls::first_byte(&stream, delay).await.is_none(),
             None => false,
+        };
+        if !fall_back {
+            debug!("{desc} - Starting TLS client connection handshake");
+            let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+            return Ok((Transport::Tls(Box::new(stream)), false));
         }
-    } else if opts.allow_non_tls {
-        stream
-            .write_all(&plain_info)
-            .await
-            .map_err(tls::HandshakeError::Failed)?;
-        let mut wait = opts.ping_interval.min(FIRST_PING_INTERVAL);
-        if opts.auth_required() && opts.no_auth_user.is_none() {
-            wait = wait.min(opts.auth_timeout());
-        }
-        match tls::first_byte(&stream, wait).await {
-            Some(Some(byte)) if tls::starts_handshake(byte) => {}
-            _ => return Ok((Transport::Plain(stream), true)),
-        }
+    }
+    let mut plain_info = BytesMut::new();
+    info.encode(&mut plain_info);
+    if !opts.allow_non_tls {
         debug!("{desc} - Starting TLS client connection handshake");
-        let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+        let stream = tls::accept(config, stream, Some(&plain_info), tls_opts.timeout).await?;
         return Ok((Transport::Tls(Box::new(stream)), true));
-    } else {
-        true
-    };
+    }
+    stream
+        .write_all(&plain_info)
+        .await
+        .map_err(tls::HandshakeError::Failed)?;
+    let mut wait = opts.ping_interval.min(FIRST_PING_INTERVAL);
+    if opts.auth_required() && opts.no_auth_user.is_none() {
+        wait = wait.min(opts.auth_timeout());
+    }
+    match tls::first_byte(&stream, wait).await {
+        Some(Some(byte)) if tls::starts_handshake(byte) => {}
+        _ => return Ok((Transport::Plain(stream), true)),
+    }
     debug!("{desc} - Starting TLS client connection handshake");
-    let info = send_info_first.then_some(&plain_info[..]);
-    let stream = tls::accept(config, stream, info, tls_opts.timeout).await?;
-    Ok((Transport::Tls(Box::new(stream)), send_info_first))
+    let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+    Ok((Transport::Tls(Box::new(stream)), true))
 }
 
 /// The reader's side of a connection: everything the read loop needs.

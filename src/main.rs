@@ -217,12 +217,14 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
         addr.port()
     );
     if let Some(tls) = &shared.opts().tls {
-        if shared.opts().allow_non_tls {
+        // handshake_first without a fallback leaves no room for plaintext, allow_non_tls or not.
+        let tls_only = tls.handshake_first && tls.handshake_first_fallback.is_none();
+        if shared.opts().allow_non_tls && !tls_only {
             info!("TLS available for client connections");
         } else {
             info!("TLS required for client connections");
         }
-        if tls.handshake_first && tls.handshake_first_fallback.is_none() {
+        if tls_only {
             warn!("Clients that are not using \"TLS Handshake First\" option will fail to connect");
         }
     }

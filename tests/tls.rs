@@ -612,3 +612,53 @@ async fn max_connections_is_checked_before_the_handshake() {
         assert_eq!(server.shared.router.connection_count(), 1);
     }
 }
+
+/// `handshake_first` with `allow_non_tls` (observed from nats-server 2.15.1): the INFO that
+/// goes over TLS says both `tls_required` and `tls_available`; with a fallback delay, a silent
+/// client gets the plaintext `tls_available` INFO and may then stay in plaintext.
+#[tokio::test]
+async fn handshake_first_with_allow_non_tls() {
+    let pki = Pki::new("tls-first-mixed");
+    let mut opts = pki.options(false, true);
+    opts.allow_non_tls = true;
+    if let Some(tls) = opts.tls.as_mut() {
+        tls.handshake_first_fallback = Some(Duration::from_millis(300));
+    }
+    let server = TestServer::with(opts).await;
+
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS first");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let info = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        info.contains("\"headers\":true,\"tls_required\":true,\"tls_available\":true,"),
+        "{info}"
+    );
+
+    let started = Instant::now();
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let info = read_line(&mut plain).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        info.contains("\"headers\":true,\"tls_available\":true,\"max_payload\":"),
+        "{info}"
+    );
+    plain
+        .write_all(b"CONNECT {\"verbose\":true}\r\nPING\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 11];
+    tokio::time::timeout(common::WAIT, plain.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"+OK\r\nPONG\r\n");
+}
