@@ -84,7 +84,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         return Some(Authorized {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
-            log_name: None,
+            log_name: Some(format!("user:{}", user.name)),
         });
     }
     if creds.is_empty() {

@@ -106,6 +106,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                     // both tls_required and tls_available).
                     info.tls_required = true;
                     debug!("{desc} - TLS handshake complete");
+                    let session = stream.get_ref().1;
+                    if let (Some(version), Some(suite)) = (
+                        session.protocol_version(),
+                        session.negotiated_cipher_suite(),
+                    ) {
+                        debug!(
+                            "{desc} - TLS version {}, cipher suite {}",
+                            tls::version_name(version),
+                            tls::suite_name(suite.suite())
+                        );
+                    }
                     cert = stream
                         .get_ref()
                         .1

@@ -137,6 +137,25 @@ async fn looks_like_tls(stream: &TcpStream) -> Result<bool, HandshakeError> {
     }
 }
 
+/// A protocol version as nats-server logs it (`1.3`).
+pub fn version_name(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "1.2",
+        _ => "unknown",
+    }
+}
+
+/// A cipher suite by Go's name: rustls says `TLS13_AES_128_GCM_SHA256` where Go says
+/// `TLS_AES_128_GCM_SHA256`; the TLS 1.2 names are the same.
+pub fn suite_name(suite: rustls::CipherSuite) -> String {
+    let name = format!("{suite:?}");
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
 /// Reads a file, naming it in the error the way Go's `open` does.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| {
@@ -537,6 +556,20 @@ mod tests {
         assert!(!id.is("CN=alice"));
         assert!(!id.is("CN=bob,O=tern"));
         assert_eq!(id.subject_string(), "O=tern,CN=alice");
+    }
+
+    #[test]
+    fn versions_and_suites_by_go_names() {
+        assert_eq!(version_name(rustls::ProtocolVersion::TLSv1_3), "1.3");
+        assert_eq!(version_name(rustls::ProtocolVersion::TLSv1_2), "1.2");
+        assert_eq!(
+            suite_name(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            "TLS_AES_128_GCM_SHA256"
+        );
+        assert_eq!(
+            suite_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        );
     }
 
     #[test]
