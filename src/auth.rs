@@ -80,7 +80,8 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         let user = opts
             .users
             .iter()
-            .find(|u| u.nkey.is_none() && cert.is(&u.name))?;
+            .find(|u| u.nkey.is_none() && cert.is(&u.name))
+            .filter(|u| u.allows_standard_connections())?;
         return Some(Authorized {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
@@ -93,6 +94,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 .users
                 .iter()
                 .find(|u| &u.name == name)
+                .filter(|u| u.allows_standard_connections())
                 .map(|u| Authorized {
                     user: Some(u.name.clone()),
                     permissions: u.permissions.clone(),
@@ -103,7 +105,11 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
     if let Some(nkey) = &creds.nkey {
         // With nkey users configured, a client that presents an nkey is judged on it alone.
         if opts.nonce_required() {
-            let known = opts.users.iter().find(|u| u.nkey.as_ref() == Some(nkey))?;
+            let known = opts
+                .users
+                .iter()
+                .find(|u| u.nkey.as_ref() == Some(nkey))
+                .filter(|u| u.allows_standard_connections())?;
             return verify_nonce(nkey, creds).then(|| Authorized {
                 user: Some(nkey.clone()),
                 permissions: known.permissions.clone(),
@@ -114,7 +120,9 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
     if let Some(user) = &creds.user {
         let pass = creds.pass.as_deref().unwrap_or_default();
         if let Some(known) = opts.users.iter().find(|u| constant_time_eq(&u.name, user)) {
-            return check_secret(pass, &known.password).then(|| Authorized {
+            // The password is checked first either way, so a refused type costs the same.
+            let ok = check_secret(pass, &known.password);
+            return (ok && known.allows_standard_connections()).then(|| Authorized {
                 user: Some(known.name.clone()),
                 permissions: known.permissions.clone(),
                 log_name: Some(format!("user:{}", known.name)),

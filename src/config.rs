@@ -136,7 +136,33 @@ pub struct User {
     pub password: String,
     /// What the user may publish and subscribe to; `None` for everything.
     pub permissions: Option<Arc<Permissions>>,
+    /// The kinds of connection the user may log in on (`allowed_connection_types`, upper
+    /// case); empty for all. tern has only `STANDARD` client connections, so a list without
+    /// it shuts the user out.
+    pub allowed_connection_types: Vec<String>,
 }
+
+impl User {
+    /// Whether the user may log in on a standard client connection.
+    pub fn allows_standard_connections(&self) -> bool {
+        self.allowed_connection_types.is_empty()
+            || self
+                .allowed_connection_types
+                .iter()
+                .any(|t| t == "STANDARD")
+    }
+}
+
+/// The connection types nats-server knows (`jwt.ConnectionType*`).
+const CONNECTION_TYPES: [&str; 7] = [
+    "STANDARD",
+    "WEBSOCKET",
+    "LEAFNODE",
+    "LEAFNODE_WS",
+    "MQTT",
+    "MQTT_WS",
+    "IN_PROCESS",
+];
 
 /// nats-server's `DEFAULT_PORT`.
 pub const DEFAULT_PORT: u16 = 4222;
@@ -602,6 +628,7 @@ fn user(v: &Value) -> Result<User, ConfError> {
     let mut password = None;
     let mut perms = None;
     let mut nkey = None;
+    let mut connection_types = Vec::new();
     for entry in fields {
         match entry.key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(&entry.value)?),
@@ -620,7 +647,28 @@ fn user(v: &Value) -> Result<User, ConfError> {
             "permissions" | "permission" => {
                 perms = Some(Arc::new(permissions_block(&entry.value)?))
             }
-            "allowed_connection_types" | "account" => {
+            "allowed_connection_types" => {
+                let v = &entry.value;
+                let types: Vec<String> = match &v.kind {
+                    Kind::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+                    _ => vec![string(v)?],
+                };
+                let types: Vec<String> = types.iter().map(|t| t.to_ascii_uppercase()).collect();
+                let unknown: Vec<String> = types
+                    .iter()
+                    .filter(|t| !CONNECTION_TYPES.contains(&t.as_str()))
+                    .map(|t| format!("{t:?}"))
+                    .collect();
+                if !unknown.is_empty() {
+                    // nats-server's words, its list printed as Go prints a []string with %q.
+                    return Err(ConfError {
+                        pos: entry.pos.clone(),
+                        message: format!("invalid connection types [{}]", unknown.join(" ")),
+                    });
+                }
+                connection_types = types;
+            }
+            "account" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),
                     message: format!("user {:?} is not supported by tern yet", entry.key),
@@ -637,6 +685,7 @@ fn user(v: &Value) -> Result<User, ConfError> {
         (None, Some(nkey)) => Ok(User {
             nkey: Some(nkey),
             permissions: perms,
+            allowed_connection_types: connection_types,
             ..Default::default()
         }),
         (Some(name), None) => Ok(User {
@@ -644,6 +693,7 @@ fn user(v: &Value) -> Result<User, ConfError> {
             nkey: None,
             password: password.unwrap_or_default(),
             permissions: perms,
+            allowed_connection_types: connection_types,
         }),
         (None, None) => Err(ConfError {
             pos: v.pos.clone(),
@@ -1051,6 +1101,27 @@ mod tests {
         assert!(!plain(
             "authorization { users: [{nkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4}] }"
         ));
+    }
+
+    #[test]
+    fn allowed_connection_types() {
+        let (o, _) = options(
+            "authorization { users = [{user: a, password: a, allowed_connection_types: \
+             [\"standard\", \"Mqtt\"]}, {user: b, password: b, allowed_connection_types: \
+             WEBSOCKET}] }",
+        )
+        .unwrap();
+        assert_eq!(o.users[0].allowed_connection_types, ["STANDARD", "MQTT"]);
+        assert!(o.users[0].allows_standard_connections());
+        assert!(!o.users[1].allows_standard_connections());
+        // nats-server 2.15.1's error, at the key.
+        assert_eq!(
+            error(
+                "authorization { users = [ {user: x, password: x, allowed_connection_types: \
+                 [\"BOGUS\", \"STANDARD\", \"nope\"]} ] }"
+            ),
+            r#"test.conf:1:50: invalid connection types ["BOGUS" "NOPE"]"#
+        );
     }
 
     #[test]
