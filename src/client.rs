@@ -100,6 +100,14 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                     timers_from = Some(accepted);
                     tls::split_plain(stream)
                 }
+                Ok((Transport::Tls(stream), _)) if !is_pinned(&stream, &tls_opts, &desc) => {
+                    // nats-server logs this one as an error.
+                    error!("{desc} - TLS handshake error: certificate not pinned");
+                    conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
+                    shared.router.remove_connection(&conn);
+                    debug!("{desc} - Client connection closed: TLS Handshake Failure");
+                    return;
+                }
                 Ok((Transport::Tls(stream), sent)) => {
                     info_sent = sent;
                     // INFO over TLS says so, even under `allow_non_tls` (nats-server then sends
@@ -148,6 +156,28 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     shared.tasks.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
     client.read_loop(read_half).await;
+}
+
+/// Whether the client's certificate passes `pinned_certs` (always, when none are listed). A
+/// client without a certificate does not.
+fn is_pinned(stream: &TlsStream<TcpStream>, tls_opts: &TlsOptions, desc: &str) -> bool {
+    if tls_opts.pinned_certs.is_empty() {
+        return true;
+    }
+    let key_id = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| tls::pinned_key_id(cert));
+    match key_id {
+        Some(id) if tls_opts.pinned_certs.contains(&id) => true,
+        Some(id) => {
+            debug!("{desc} - Failed pinned cert test for key id: {id}");
+            false
+        }
+        None => false,
+    }
 }
 
 /// The transport a connection on the TLS listener ends up with.

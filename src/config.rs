@@ -106,6 +106,9 @@ pub struct TlsOptions {
     pub handshake_first_fallback: Option<Duration>,
     /// Oldest TLS version accepted: `1.2` (default) or `1.3`.
     pub min_version: Option<String>,
+    /// When not empty, a client certificate's key must be one of these: the SHA-256 of its
+    /// SubjectPublicKeyInfo, in hex (`pinned_certs`).
+    pub pinned_certs: Vec<String>,
 }
 
 impl Default for TlsOptions {
@@ -120,6 +123,7 @@ impl Default for TlsOptions {
             handshake_first: false,
             handshake_first_fallback: None,
             min_version: None,
+            pinned_certs: Vec::new(),
         }
     }
 }
@@ -734,8 +738,16 @@ fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfEr
                 entry,
                 "rustls chooses its own safe cipher suites and curves",
             )),
-            "pinned_certs"
-            | "ocsp_peer"
+            "pinned_certs" => {
+                tls.pinned_certs = match &v.kind {
+                    Kind::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+                    _ => vec![string(v)?],
+                };
+                for pin in &mut tls.pinned_certs {
+                    pin.make_ascii_lowercase();
+                }
+            }
+            "ocsp_peer"
             | "cert_store"
             | "cert_match"
             | "cert_match_by"
@@ -1080,7 +1092,12 @@ mod tests {
         let (o, _) = options(&format!("tls {{ {files}, immediate: true }}")).unwrap();
         assert!(o.tls.unwrap().handshake_first);
         assert!(error(&format!("tls {{ {files}, tls_first: true }}")).contains("unknown field"));
-        assert!(error(&format!("tls {{ {files}, pinned_certs: [] }}")).contains("not supported"));
+        let (o, _) = options(&format!(
+            "tls {{ {files}, pinned_certs: [\"AB01\", cd23] }}"
+        ))
+        .unwrap();
+        assert_eq!(o.tls.unwrap().pinned_certs, ["ab01", "cd23"]);
+        assert!(error(&format!("tls {{ {files}, ocsp_peer: true }}")).contains("not supported"));
         assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
         assert!(error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
     }

@@ -137,6 +137,33 @@ async fn looks_like_tls(stream: &TcpStream) -> Result<bool, HandshakeError> {
     }
 }
 
+/// The key id `pinned_certs` lists: the SHA-256 of the certificate's SubjectPublicKeyInfo
+/// (the whole DER element), in lower-case hex, as nats-server computes it. `None` when the
+/// certificate does not parse.
+pub fn pinned_key_id(cert: &[u8]) -> Option<String> {
+    let (_, certificate, _) = der_read(cert)?;
+    let (_, mut tbs, _) = der_read(certificate)?;
+    // version [0] is optional; then serial, signature, issuer, validity, subject, key.
+    let mut index = 0;
+    let mut skip_version = true;
+    loop {
+        let (tag, _, after) = der_read(tbs)?;
+        let element = &tbs[..tbs.len() - after.len()];
+        if skip_version && tag == 0xa0 {
+            skip_version = false;
+            tbs = after;
+            continue;
+        }
+        skip_version = false;
+        if index == 5 {
+            let digest = ring::digest::digest(&ring::digest::SHA256, element);
+            return Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect());
+        }
+        index += 1;
+        tbs = after;
+    }
+}
+
 /// A protocol version as nats-server logs it (`1.3`).
 pub fn version_name(version: rustls::ProtocolVersion) -> &'static str {
     match version {
@@ -570,6 +597,26 @@ mod tests {
             suite_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
         );
+    }
+
+    #[test]
+    fn pinned_key_ids_match_openssl() {
+        // `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum`
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        for (file, want) in [
+            (
+                "ec.pem",
+                "0b3a0ce61059e400098ee472c9467fac56b069d0ff09eef63f4870d3d7552584",
+            ),
+            (
+                "rsa.pem",
+                "7e41db29e1af6697a04ff6d47db17b521e781d236b908d55e73f1c55840f6de1",
+            ),
+        ] {
+            let certs = read_certs(&fixtures.join(file)).unwrap();
+            assert_eq!(pinned_key_id(&certs[0]).as_deref(), Some(want), "{file}");
+        }
+        assert_eq!(pinned_key_id(b"not a certificate"), None);
     }
 
     #[test]

@@ -662,3 +662,34 @@ async fn handshake_first_with_allow_non_tls() {
         .unwrap();
     assert_eq!(got, b"+OK\r\nPONG\r\n");
 }
+
+/// `pinned_certs` (observed from nats-server 2.15.1): the SHA-256 of the client certificate's
+/// SubjectPublicKeyInfo must be listed; otherwise the handshake completes and the connection
+/// closes without a NATS byte (`TLS handshake error: certificate not pinned`).
+#[tokio::test]
+async fn pinned_certs_admit_listed_keys_only() {
+    let pki = Pki::new("tls-pinned");
+    let client_key_id = tern::tls::pinned_key_id(&certs(&pki.client_cert)[0]).unwrap();
+    for (pins, admitted) in [
+        (vec![client_key_id.to_uppercase()], true),
+        (vec!["00".repeat(32)], false),
+    ] {
+        let mut opts = pki.options(true, false);
+        if let Some(tls) = opts.tls.as_mut() {
+            tls.pinned_certs = pins.iter().map(|p| p.to_lowercase()).collect();
+        }
+        let server = TestServer::with(opts).await;
+        let connector = pki.connector(Some((&pki.client_cert, &pki.client_key)));
+        let mut stream = upgrade(&server, &connector).await.expect("handshake");
+        if admitted {
+            ping_pong(&mut stream).await;
+        } else {
+            let _ = stream.write_all(b"CONNECT {}\r\nPING\r\n").await;
+            assert_eq!(until_closed(&mut stream).await, b"");
+            common::eventually("refused connection forgotten", || {
+                server.shared.router.connection_count() == 0
+            })
+            .await;
+        }
+    }
+}
