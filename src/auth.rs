@@ -61,6 +61,9 @@ pub struct Authorized {
     pub user: Option<String>,
     /// What the user may do; `None` for everything.
     pub permissions: Option<Arc<Permissions>>,
+    /// How nats-server names the client in its log prefix once CONNECT is accepted, after the
+    /// account (`"$G/user:alice"`, `"$G/nkey:U..."`, `"$G/token"`); `None` without auth.
+    pub log_name: Option<String>,
 }
 
 /// Whether `creds` get in under `opts`, and as whom. A client with no credentials at all is
@@ -77,10 +80,12 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         let user = opts
             .users
             .iter()
-            .find(|u| u.nkey.is_none() && cert.is(&u.name))?;
+            .find(|u| u.nkey.is_none() && cert.is(&u.name))
+            .filter(|u| u.allows_standard_connections())?;
         return Some(Authorized {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
+            log_name: Some(format!("user:{}", user.name)),
         });
     }
     if creds.is_empty() {
@@ -89,28 +94,38 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 .users
                 .iter()
                 .find(|u| &u.name == name)
+                .filter(|u| u.allows_standard_connections())
                 .map(|u| Authorized {
                     user: Some(u.name.clone()),
                     permissions: u.permissions.clone(),
+                    log_name: Some(format!("user:{}", u.name)),
                 });
         }
     }
     if let Some(nkey) = &creds.nkey {
         // With nkey users configured, a client that presents an nkey is judged on it alone.
         if opts.nonce_required() {
-            let known = opts.users.iter().find(|u| u.nkey.as_ref() == Some(nkey))?;
+            let known = opts
+                .users
+                .iter()
+                .find(|u| u.nkey.as_ref() == Some(nkey))
+                .filter(|u| u.allows_standard_connections())?;
             return verify_nonce(nkey, creds).then(|| Authorized {
                 user: Some(nkey.clone()),
                 permissions: known.permissions.clone(),
+                log_name: Some(format!("nkey:{nkey}")),
             });
         }
     }
     if let Some(user) = &creds.user {
         let pass = creds.pass.as_deref().unwrap_or_default();
         if let Some(known) = opts.users.iter().find(|u| constant_time_eq(&u.name, user)) {
-            return check_secret(pass, &known.password).then(|| Authorized {
+            // The password is checked first either way, so a refused type costs the same.
+            let ok = check_secret(pass, &known.password);
+            return (ok && known.allows_standard_connections()).then(|| Authorized {
                 user: Some(known.name.clone()),
                 permissions: known.permissions.clone(),
+                log_name: Some(format!("user:{}", known.name)),
             });
         }
         if opts
@@ -122,11 +137,15 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             return check_secret(pass, want).then(|| Authorized {
                 user: Some(user.clone()),
                 permissions: None,
+                log_name: Some(format!("user:{user}")),
             });
         }
     }
     match (&opts.token, &creds.token) {
-        (Some(want), Some(got)) => check_secret(got, want).then(Authorized::default),
+        (Some(want), Some(got)) => check_secret(got, want).then(|| Authorized {
+            log_name: Some("token".into()),
+            ..Authorized::default()
+        }),
         _ => None,
     }
 }
@@ -417,7 +436,8 @@ mod tests {
             authenticate(&opts, &creds(Some("a"), Some("pa"), None)),
             Some(Authorized {
                 user: Some("a".into()),
-                permissions: None
+                permissions: None,
+                log_name: Some("user:a".into()),
             })
         );
         opts.no_auth_user = Some("b".into());

@@ -16,10 +16,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, trace};
 
 use crate::auth;
-use crate::config::Options;
+use crate::config::{Options, TlsOptions};
 use crate::error::ProtocolError;
 use crate::outbound::{Appended, CloseReason, Take};
 use crate::parser::{self, ClientOp};
@@ -61,21 +62,67 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let mut info = shared.info(cid, addr);
     let nonce = opts.nonce_required().then(auth::new_nonce);
     info.nonce = nonce.clone();
+    let tls = shared.tls().zip(opts.tls.clone());
+    let handshake_first = tls.as_ref().is_some_and(|(_, t)| t.handshake_first);
+
+    // nats-server counts the connection against max_connections before any TLS: a refused
+    // client gets INFO (unless the handshake was to come first) and the -ERR in plaintext.
+    if !shared
+        .router
+        .add_connection(conn.clone(), opts.max_connections)
+    {
+        let (_read_half, write_half) = tls::split_plain(stream);
+        let mut client = Client::new(shared.clone(), conn.clone(), addr);
+        if !handshake_first {
+            client.push(|b| info.encode(b));
+        }
+        shared.tasks.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
+        client.fail(ProtocolError::MaxConnections);
+        client.finish(CloseReason::MaxConnectionsExceeded);
+        return;
+    }
+
     let mut info_sent = false;
     let mut cert = None;
-    let (read_half, write_half) = match (shared.tls(), &opts.tls) {
-        (Some(config), Some(tls_opts)) => {
-            // NATS-style: INFO in plaintext, then the handshake; or the handshake first.
-            let mut plain_info = BytesMut::new();
-            if !tls_opts.handshake_first {
-                info.encode(&mut plain_info);
-                info_sent = true;
-            }
-            debug!("{desc} - Starting TLS client connection handshake");
-            let info = (!plain_info.is_empty()).then_some(&plain_info[..]);
-            match tls::accept(config, stream, info, tls_opts.timeout).await {
-                Ok(stream) => {
+    // When the PING and authorization timers start: after the handshake, as in nats-server, or
+    // from INFO for a client that stayed in plaintext under `allow_non_tls`.
+    let mut timers_from = None;
+    let (read_half, write_half) = match tls {
+        None => tls::split_plain(stream),
+        Some((config, tls_opts)) => {
+            let accepted = Instant::now();
+            match negotiate(config, &tls_opts, &opts, stream, &info, &desc).await {
+                Ok((Transport::Plain(stream), sent)) => {
+                    info_sent = sent;
+                    timers_from = Some(accepted);
+                    tls::split_plain(stream)
+                }
+                Ok((Transport::Tls(stream), _)) if !is_pinned(&stream, &tls_opts, &desc) => {
+                    // nats-server logs this one as an error.
+                    error!("{desc} - TLS handshake error: certificate not pinned");
+                    conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
+                    shared.router.remove_connection(&conn);
+                    debug!("{desc} - Client connection closed: TLS Handshake Failure");
+                    return;
+                }
+                Ok((Transport::Tls(stream), sent)) => {
+                    info_sent = sent;
+                    // INFO over TLS says so, even under `allow_non_tls` (nats-server then sends
+                    // both tls_required and tls_available).
+                    info.tls_required = true;
                     debug!("{desc} - TLS handshake complete");
+                    let session = stream.get_ref().1;
+                    if let (Some(version), Some(suite)) = (
+                        session.protocol_version(),
+                        session.negotiated_cipher_suite(),
+                    ) {
+                        debug!(
+                            "{desc} - TLS version {}, cipher suite {}",
+                            tls::version_name(version),
+                            tls::suite_name(suite.suite())
+                        );
+                    }
                     cert = stream
                         .get_ref()
                         .1
@@ -83,36 +130,116 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                         .and_then(|chain| chain.first())
                         .and_then(|c| tls::CertIdentity::from_der(c))
                         .map(Arc::new);
-                    tls::split_tls(stream)
+                    tls::split_tls(*stream)
                 }
                 Err(err) => {
                     debug!("{desc} - TLS handshake error: {err}");
+                    conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
+                    shared.router.remove_connection(&conn);
                     debug!("{desc} - Client connection closed: TLS Handshake Failure");
                     return;
                 }
             }
         }
-        _ => tls::split_plain(stream),
     };
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
     client.nonce = nonce;
     client.cert = cert;
+    if let Some(from) = timers_from {
+        client.started = from;
+    }
     if !info_sent {
         client.push(|b| info.encode(b));
     }
     shared.tasks.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
-
-    if !shared
-        .router
-        .add_connection(conn.clone(), opts.max_connections)
-    {
-        error!("{} - maximum connections exceeded", client.desc);
-        client.fail(ProtocolError::MaxConnections);
-        client.finish(CloseReason::MaxConnectionsExceeded);
-        return;
-    }
     client.read_loop(read_half).await;
+}
+
+/// Whether the client's certificate passes `pinned_certs` (always, when none are listed). A
+/// client without a certificate does not.
+fn is_pinned(stream: &TlsStream<TcpStream>, tls_opts: &TlsOptions, desc: &str) -> bool {
+    if tls_opts.pinned_certs.is_empty() {
+        return true;
+    }
+    let key_id = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| tls::pinned_key_id(cert));
+    match key_id {
+        Some(id) if tls_opts.pinned_certs.contains(&id) => true,
+        Some(id) => {
+            debug!("{desc} - Failed pinned cert test for key id: {id}");
+            false
+        }
+        None => false,
+    }
+}
+
+/// The transport a connection on the TLS listener ends up with.
+enum Transport {
+    /// Plaintext, which the client chose under `allow_non_tls`.
+    Plain(TcpStream),
+    /// TLS (boxed: the rustls state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Runs the TLS listener's opening, as nats-server 2.15.1 does; returns the transport and
+/// whether INFO already went out (in plaintext, before any handshake).
+///
+/// - `handshake_first`: the handshake comes before INFO, which then goes over TLS. With a
+///   fallback delay, a client that sends nothing for that long gets the plaintext INFO and
+///   what follows here without `handshake_first`; any byte in time (even a plaintext one)
+///   means TLS first.
+/// - `allow_non_tls`: INFO (`tls_available`) goes out in plaintext and the client's first byte
+///   decides: a TLS handshake record upgrades the connection, anything else stays plaintext.
+///   A client that says nothing until nats-server would send its first PING (or until the
+///   authorization timeout) stays plaintext too: a handshake started after a plaintext PING
+///   could not succeed.
+/// - Otherwise INFO (`tls_required`) goes out in plaintext and the handshake must follow.
+async fn negotiate(
+    config: Arc<rustls::ServerConfig>,
+    tls_opts: &TlsOptions,
+    opts: &Options,
+    mut stream: TcpStream,
+    info: &protocol::Info,
+    desc: &str,
+) -> Result<(Transport, bool), tls::HandshakeError> {
+    if tls_opts.handshake_first {
+        let fall_back = match tls_opts.handshake_first_fallback {
+            Some(delay) => tls::first_byte(&stream, delay).await.is_none(),
+            None => false,
+        };
+        if !fall_back {
+            debug!("{desc} - Starting TLS client connection handshake");
+            let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+            return Ok((Transport::Tls(Box::new(stream)), false));
+        }
+    }
+    let mut plain_info = BytesMut::new();
+    info.encode(&mut plain_info);
+    if !opts.allow_non_tls {
+        debug!("{desc} - Starting TLS client connection handshake");
+        let stream = tls::accept(config, stream, Some(&plain_info), tls_opts.timeout).await?;
+        return Ok((Transport::Tls(Box::new(stream)), true));
+    }
+    stream
+        .write_all(&plain_info)
+        .await
+        .map_err(tls::HandshakeError::Failed)?;
+    let mut wait = opts.ping_interval.min(FIRST_PING_INTERVAL);
+    if opts.auth_required() && opts.no_auth_user.is_none() {
+        wait = wait.min(opts.auth_timeout());
+    }
+    match tls::first_byte(&stream, wait).await {
+        Some(Some(byte)) if tls::starts_handshake(byte) => {}
+        _ => return Ok((Transport::Plain(stream), true)),
+    }
+    debug!("{desc} - Starting TLS client connection handshake");
+    let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+    Ok((Transport::Tls(Box::new(stream)), true))
 }
 
 /// The reader's side of a connection: everything the read loop needs.
@@ -151,6 +278,8 @@ struct Client {
     last_in: Instant,
     /// The first PING went out; later ones are skipped while the client is active.
     pinged: bool,
+    /// When the first-PING and authorization timers started.
+    started: Instant,
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
@@ -180,6 +309,7 @@ impl Client {
             ping_sent: None,
             last_in: Instant::now(),
             pinged: false,
+            started: Instant::now(),
             in_msgs: 0,
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
@@ -189,9 +319,9 @@ impl Client {
     async fn read_loop(&mut self, mut reader: ReadHalf) {
         let mut ping_interval = self.server.ping_interval;
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
-        let mut ping = tokio::time::interval_at(Instant::now() + first_ping, ping_interval);
+        let mut ping = tokio::time::interval_at(self.started + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(self.server.auth_timeout());
+        let auth_deadline = tokio::time::sleep_until(self.started + self.server.auth_timeout());
         tokio::pin!(auth_deadline);
 
         let mut buf = BytesMut::with_capacity(MIN_READ);
@@ -426,9 +556,20 @@ impl Client {
         if opts.no_responders && !opts.headers {
             return Err(ProtocolError::NoRespondersRequiresHeaders);
         }
-        if let (Some(name), false) = (opts.log_name(), self.connected) {
-            self.desc = format!("{} - {:?}", self.desc, name);
-            self.conn.set_desc(&self.desc);
+        if !self.connected {
+            // nats-server's prefix: ` - "name"` for a named client, then ` - "$G/user:alice"`
+            // for an authenticated one.
+            let mut desc = self.desc.clone();
+            if let Some(name) = opts.log_name() {
+                desc = format!("{desc} - {name:?}");
+            }
+            if let Some(who) = &user.log_name {
+                desc = format!("{desc} - {:?}", format!("{GLOBAL_ACCOUNT}/{who}"));
+            }
+            if desc != self.desc {
+                self.desc = desc;
+                self.conn.set_desc(&self.desc);
+            }
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.conn.set_credentials(credentials);
@@ -466,6 +607,10 @@ impl Client {
                     subject,
                 )));
             }
+        }
+        // Only a reply starting with `_` or `$` costs more than this branch.
+        if let Some(reply) = reply.filter(|r| subject::is_reserved_reply(r)) {
+            return Err(ProtocolError::ReplyViolation(Bytes::copy_from_slice(reply)));
         }
         self.send_ok();
         self.route(subject, reply, header_len, message);
@@ -700,6 +845,11 @@ impl Client {
                 "{} - Publish Violation - Subject {}",
                 self.desc,
                 permissions::go_quote(subject)
+            ),
+            ProtocolError::ReplyViolation(reply) => error!(
+                "{} - Publish Violation - Reply {}",
+                self.desc,
+                permissions::go_quote(reply)
             ),
             ProtocolError::SubscriptionViolation { subject, queue } => {
                 let queue = queue
@@ -1007,11 +1157,53 @@ fn trace_in(desc: &str, op: &ClientOp<'_>) {
         }
         ClientOp::Ping => trace!("{desc} - <<- [PING]"),
         ClientOp::Pong => trace!("{desc} - <<- [PONG]"),
-        ClientOp::Connect(json) => trace!("{desc} - <<- [CONNECT {}]", lossy(json)),
+        ClientOp::Connect(json) => {
+            trace!("{desc} - <<- [CONNECT {}]", redact_secrets(&lossy(json)))
+        }
         ClientOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
         ClientOp::Ok => trace!("{desc} - <<- [OK]"),
         ClientOp::Err(text) => trace!("{desc} - <<- [-ERR {}]", lossy(text)),
     }
+}
+
+/// CONNECT's JSON with the values of `pass`, `auth_token`, `nkey` and `sig` replaced by
+/// `[REDACTED]`, as nats-server traces it.
+fn redact_secrets(json: &str) -> String {
+    let mut out = json.to_string();
+    for key in ["\"pass\"", "\"auth_token\"", "\"nkey\"", "\"sig\""] {
+        let mut from = 0;
+        while let Some(found) = out[from..].find(key) {
+            let after_key = from + found + key.len();
+            let rest = &out[after_key..];
+            let trimmed = rest.trim_start();
+            let Some(value) = trimmed.strip_prefix(':').map(str::trim_start) else {
+                from = after_key;
+                continue;
+            };
+            let Some(body) = value.strip_prefix('"') else {
+                from = after_key;
+                continue;
+            };
+            let start = out.len() - body.len();
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in body.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        end = Some(start + i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else { break };
+            out.replace_range(start..end, "[REDACTED]");
+            from = start + "[REDACTED]".len();
+        }
+    }
+    out
 }
 
 fn trace_delivery(
@@ -1046,5 +1238,36 @@ fn trace_delivery(
             reply,
             message.len()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_secrets_are_redacted_in_traces() {
+        // As nats-server 2.15.1 traced these CONNECTs.
+        assert_eq!(
+            redact_secrets(r#"{"user":"e","pass":"e","verbose":false}"#),
+            r#"{"user":"e","pass":"[REDACTED]","verbose":false}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"auth_token":"tok","name":"app2"}"#),
+            r#"{"auth_token":"[REDACTED]","name":"app2"}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"nkey":"UAB","sig":"x\"y","verbose":false}"#),
+            r#"{"nkey":"[REDACTED]","sig":"[REDACTED]","verbose":false}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"pass" : "a", "name":"pass"}"#),
+            r#"{"pass" : "[REDACTED]", "name":"pass"}"#
+        );
+        assert_eq!(
+            redact_secrets(r#"{"pass":"unterminated"#),
+            r#"{"pass":"unterminated"#
+        );
+        assert_eq!(redact_secrets(r#"{"pass":5}"#), r#"{"pass":5}"#);
     }
 }

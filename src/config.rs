@@ -80,6 +80,9 @@ pub struct Options {
     pub max_closed_clients: usize,
     /// TLS on the client listener (`tls { ... }`, `--tls*`); `None` for plaintext.
     pub tls: Option<TlsOptions>,
+    /// With `tls`, clients may also stay in plaintext (`allow_non_tls`, a top-level option as in
+    /// nats-server): INFO says `tls_available` instead of `tls_required`.
+    pub allow_non_tls: bool,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -98,10 +101,17 @@ pub struct TlsOptions {
     pub verify_and_map: bool,
     /// Longest a handshake may take (`timeout`, 2 s).
     pub timeout: Duration,
-    /// TLS before INFO (`handshake_first: true`).
+    /// TLS before INFO (`handshake_first: true`, also spelled `first` or `immediate`).
     pub handshake_first: bool,
+    /// With `handshake_first`, how long to wait for the client's first byte before sending INFO
+    /// in plaintext after all (`handshake_first: "300ms"`, or `auto`: 50 ms); `None` waits for
+    /// the handshake only.
+    pub handshake_first_fallback: Option<Duration>,
     /// Oldest TLS version accepted: `1.2` (default) or `1.3`.
     pub min_version: Option<String>,
+    /// When not empty, a client certificate's key must be one of these: the SHA-256 of its
+    /// SubjectPublicKeyInfo, in hex (`pinned_certs`).
+    pub pinned_certs: Vec<String>,
 }
 
 impl Default for TlsOptions {
@@ -114,7 +124,9 @@ impl Default for TlsOptions {
             verify_and_map: false,
             timeout: Duration::from_secs(2),
             handshake_first: false,
+            handshake_first_fallback: None,
             min_version: None,
+            pinned_certs: Vec::new(),
         }
     }
 }
@@ -131,7 +143,33 @@ pub struct User {
     pub password: String,
     /// What the user may publish and subscribe to; `None` for everything.
     pub permissions: Option<Arc<Permissions>>,
+    /// The kinds of connection the user may log in on (`allowed_connection_types`, upper
+    /// case); empty for all. tern has only `STANDARD` client connections, so a list without
+    /// it shuts the user out.
+    pub allowed_connection_types: Vec<String>,
 }
+
+impl User {
+    /// Whether the user may log in on a standard client connection.
+    pub fn allows_standard_connections(&self) -> bool {
+        self.allowed_connection_types.is_empty()
+            || self
+                .allowed_connection_types
+                .iter()
+                .any(|t| t == "STANDARD")
+    }
+}
+
+/// The connection types nats-server knows (`jwt.ConnectionType*`).
+const CONNECTION_TYPES: [&str; 7] = [
+    "STANDARD",
+    "WEBSOCKET",
+    "LEAFNODE",
+    "LEAFNODE_WS",
+    "MQTT",
+    "MQTT_WS",
+    "IN_PROCESS",
+];
 
 /// nats-server's `DEFAULT_PORT`.
 pub const DEFAULT_PORT: u16 = 4222;
@@ -171,6 +209,7 @@ impl Default for Options {
             http_base_path: String::new(),
             max_closed_clients: crate::stats::DEFAULT_MAX_CLOSED_CLIENTS,
             tls: None,
+            allow_non_tls: false,
         }
     }
 }
@@ -188,6 +227,13 @@ impl Options {
             (None, Some(tls)) => tls.timeout + Duration::from_secs(1),
             (None, None) => Duration::from_secs(2),
         }
+    }
+
+    /// Whether a configured password is written in the clear (not a bcrypt hash): nats-server
+    /// warns about it at start. Tokens do not count, as in nats-server.
+    pub fn has_plaintext_passwords(&self) -> bool {
+        let plain = |p: &str| !p.is_empty() && !crate::auth::is_bcrypt(p);
+        self.password.as_deref().is_some_and(plain) || self.users.iter().any(|u| plain(&u.password))
     }
 
     /// Whether INFO carries a nonce for nkey users to sign.
@@ -320,9 +366,9 @@ impl Options {
             | "no_sys_acc" => {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
+            "allow_non_tls" => self.allow_non_tls = boolean(v)?,
             // Running without these would weaken security or change who may do what.
-            "allow_non_tls"
-            | "accounts"
+            "accounts"
             | "operator"
             | "operators"
             | "resolver"
@@ -587,6 +633,7 @@ fn user(v: &Value) -> Result<User, ConfError> {
     let mut password = None;
     let mut perms = None;
     let mut nkey = None;
+    let mut connection_types = Vec::new();
     for entry in fields {
         match entry.key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(&entry.value)?),
@@ -605,7 +652,28 @@ fn user(v: &Value) -> Result<User, ConfError> {
             "permissions" | "permission" => {
                 perms = Some(Arc::new(permissions_block(&entry.value)?))
             }
-            "allowed_connection_types" | "account" => {
+            "allowed_connection_types" => {
+                let v = &entry.value;
+                let types: Vec<String> = match &v.kind {
+                    Kind::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+                    _ => vec![string(v)?],
+                };
+                let types: Vec<String> = types.iter().map(|t| t.to_ascii_uppercase()).collect();
+                let unknown: Vec<String> = types
+                    .iter()
+                    .filter(|t| !CONNECTION_TYPES.contains(&t.as_str()))
+                    .map(|t| format!("{t:?}"))
+                    .collect();
+                if !unknown.is_empty() {
+                    // nats-server's words, its list printed as Go prints a []string with %q.
+                    return Err(ConfError {
+                        pos: entry.pos.clone(),
+                        message: format!("invalid connection types [{}]", unknown.join(" ")),
+                    });
+                }
+                connection_types = types;
+            }
+            "account" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),
                     message: format!("user {:?} is not supported by tern yet", entry.key),
@@ -622,6 +690,7 @@ fn user(v: &Value) -> Result<User, ConfError> {
         (None, Some(nkey)) => Ok(User {
             nkey: Some(nkey),
             permissions: perms,
+            allowed_connection_types: connection_types,
             ..Default::default()
         }),
         (Some(name), None) => Ok(User {
@@ -629,6 +698,7 @@ fn user(v: &Value) -> Result<User, ConfError> {
             nkey: None,
             password: password.unwrap_or_default(),
             permissions: perms,
+            allowed_connection_types: connection_types,
         }),
         (None, None) => Err(ConfError {
             pos: v.pos.clone(),
@@ -652,17 +722,9 @@ fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfEr
             "verify" => tls.verify = boolean(v)?,
             "verify_and_map" => tls.verify_and_map = boolean(v)?,
             "timeout" => tls.timeout = seconds(v)?,
-            "handshake_first" | "first" | "tls_first" => match &v.kind {
-                Kind::Bool(b) => tls.handshake_first = *b,
-                _ => {
-                    return Err(ConfError {
-                        pos: entry.pos.clone(),
-                        message: "handshake_first with a fallback delay is not supported by \
-                                  tern yet; use true or false"
-                            .into(),
-                    })
-                }
-            },
+            "handshake_first" | "first" | "immediate" => {
+                (tls.handshake_first, tls.handshake_first_fallback) = handshake_first(entry)?
+            }
             "min_version" => {
                 let version = string(v)?;
                 if version != "1.2" && version != "1.3" {
@@ -677,8 +739,16 @@ fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfEr
                 entry,
                 "rustls chooses its own safe cipher suites and curves",
             )),
-            "pinned_certs"
-            | "ocsp_peer"
+            "pinned_certs" => {
+                tls.pinned_certs = match &v.kind {
+                    Kind::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+                    _ => vec![string(v)?],
+                };
+                for pin in &mut tls.pinned_certs {
+                    pin.make_ascii_lowercase();
+                }
+            }
+            "ocsp_peer"
             | "cert_store"
             | "cert_match"
             | "cert_match_by"
@@ -694,6 +764,52 @@ fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfEr
         }
     }
     Ok(tls)
+}
+
+/// nats-server's fallback delay for `handshake_first: auto`.
+pub const HANDSHAKE_FIRST_AUTO_FALLBACK: Duration = Duration::from_millis(50);
+
+/// `handshake_first`: a boolean, `"true"`/`"on"`/`"false"`/`"off"`, `"auto"` (or
+/// `"auto_fallback"`) for a 50 ms fallback, or a Go duration for that fallback (`"0s"` is none),
+/// with nats-server's errors for anything else.
+fn handshake_first(entry: &Entry) -> Result<(bool, Option<Duration>), ConfError> {
+    let v = &entry.value;
+    let invalid = |what: String| ConfError {
+        pos: entry.pos.clone(),
+        message: what,
+    };
+    match &v.kind {
+        Kind::Bool(b) => Ok((*b, None)),
+        Kind::String(text) => match text.to_ascii_lowercase().as_str() {
+            "true" | "on" => Ok((true, None)),
+            "false" | "off" => Ok((false, None)),
+            "auto" | "auto_fallback" => Ok((true, Some(HANDSHAKE_FIRST_AUTO_FALLBACK))),
+            _ => match parse_duration(text) {
+                Some(delay) => Ok((true, (!delay.is_zero()).then_some(delay))),
+                None => Err(invalid(format!(
+                    "field {:?}'s value {text:?} is invalid",
+                    entry.key
+                ))),
+            },
+        },
+        _ => Err(invalid(format!(
+            "field {:?} should be a boolean or a string, got {}",
+            entry.key,
+            go_type(v)
+        ))),
+    }
+}
+
+/// A value's type as Go's `%T` names what nats-server's parser produced.
+fn go_type(v: &Value) -> &'static str {
+    match v.kind {
+        Kind::Bool(_) => "bool",
+        Kind::Int(_) => "int64",
+        Kind::Float(_) => "float64",
+        Kind::String(_) => "string",
+        Kind::Map(_) => "map[string]interface {}",
+        Kind::Array(_) => "[]interface {}",
+    }
 }
 
 /// `permissions { publish, subscribe, allow_responses }` (also `pub`/`sub`).
@@ -879,7 +995,7 @@ mod tests {
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
-        assert!(error("allow_non_tls: true").contains("not supported"));
+        assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
         assert_eq!(
             error("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }"),
             "test.conf:2:1: error parsing X509 certificate/key pair: open nope.pem: no such file or directory"
@@ -955,13 +1071,75 @@ mod tests {
         assert!(
             error(&format!("tls {{ {files}, min_version: \"1.1\" }}")).contains("unknown version")
         );
-        assert!(
-            error(&format!("tls {{ {files}, handshake_first: \"300ms\" }}"))
-                .contains("not supported")
-        );
-        assert!(error(&format!("tls {{ {files}, pinned_certs: [] }}")).contains("not supported"));
+        // handshake_first's forms, as nats-server 2.15.1 reads them.
+        let first = |value: &str| {
+            options(&format!("tls {{ {files}, handshake_first: {value} }}")).map(|(o, _)| {
+                o.tls
+                    .map(|t| (t.handshake_first, t.handshake_first_fallback))
+            })
+        };
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(first("\"300ms\"").unwrap(), Some((true, ms(300))));
+        assert_eq!(first("auto").unwrap(), Some((true, ms(50))));
+        assert_eq!(first("\"auto_fallback\"").unwrap(), Some((true, ms(50))));
+        assert_eq!(first("\"0s\"").unwrap(), Some((true, None)));
+        assert_eq!(first("\"ON\"").unwrap(), Some((true, None)));
+        assert_eq!(first("\"off\"").unwrap(), Some((false, None)));
+        assert_eq!(first("false").unwrap(), Some((false, None)));
+        assert!(error(&format!("tls {{ {files}, handshake_first: bogus }}"))
+            .ends_with(r#"field "handshake_first"'s value "bogus" is invalid"#));
+        assert!(error(&format!("tls {{ {files}, handshake_first: 5 }}"))
+            .ends_with(r#"field "handshake_first" should be a boolean or a string, got int64"#));
+        let (o, _) = options(&format!("tls {{ {files}, immediate: true }}")).unwrap();
+        assert!(o.tls.unwrap().handshake_first);
+        assert!(error(&format!("tls {{ {files}, tls_first: true }}")).contains("unknown field"));
+        let (o, _) = options(&format!(
+            "tls {{ {files}, pinned_certs: [\"AB01\", cd23] }}"
+        ))
+        .unwrap();
+        assert_eq!(o.tls.unwrap().pinned_certs, ["ab01", "cd23"]);
+        assert!(error(&format!("tls {{ {files}, ocsp_peer: true }}")).contains("not supported"));
         assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
         assert!(error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
+    }
+
+    #[test]
+    fn plaintext_passwords_are_detected_as_nats_server_does() {
+        let plain = |text: &str| options(text).unwrap().0.has_plaintext_passwords();
+        let hash = "\"$2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.ohJwOa\"";
+        assert!(plain("authorization { user: a, password: b }"));
+        assert!(plain(&format!(
+            "authorization {{ users: [{{user: a, password: {hash}}}, {{user: b, password: c}}] }}"
+        )));
+        assert!(!plain(&format!(
+            "authorization {{ user: a, password: {hash} }}"
+        )));
+        // Tokens and nkeys are not passwords.
+        assert!(!plain("authorization { token: abc }"));
+        assert!(!plain(
+            "authorization { users: [{nkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4}] }"
+        ));
+    }
+
+    #[test]
+    fn allowed_connection_types() {
+        let (o, _) = options(
+            "authorization { users = [{user: a, password: a, allowed_connection_types: \
+             [\"standard\", \"Mqtt\"]}, {user: b, password: b, allowed_connection_types: \
+             WEBSOCKET}] }",
+        )
+        .unwrap();
+        assert_eq!(o.users[0].allowed_connection_types, ["STANDARD", "MQTT"]);
+        assert!(o.users[0].allows_standard_connections());
+        assert!(!o.users[1].allows_standard_connections());
+        // nats-server 2.15.1's error, at the key.
+        assert_eq!(
+            error(
+                "authorization { users = [ {user: x, password: x, allowed_connection_types: \
+                 [\"BOGUS\", \"STANDARD\", \"nope\"]} ] }"
+            ),
+            r#"test.conf:1:50: invalid connection types ["BOGUS" "NOPE"]"#
+        );
     }
 
     #[test]

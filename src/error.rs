@@ -39,6 +39,9 @@ pub enum ProtocolError {
     /// A PUB/HPUB to a subject the user may not publish to; the message is dropped and the
     /// connection stays open.
     PublishViolation(Bytes),
+    /// A PUB/HPUB whose reply subject is one the server reserves for itself (see
+    /// `subject::is_reserved_reply`); the message is dropped and the connection stays open.
+    ReplyViolation(Bytes),
     /// A SUB the user's permissions refuse; the connection stays open.
     SubscriptionViolation {
         /// The subject of the SUB.
@@ -60,6 +63,7 @@ impl ProtocolError {
                 | ProtocolError::InvalidPublishSubject
                 | ProtocolError::MaxSubscriptions
                 | ProtocolError::PublishViolation(_)
+                | ProtocolError::ReplyViolation(_)
                 | ProtocolError::SubscriptionViolation { .. }
         )
     }
@@ -83,6 +87,12 @@ impl ProtocolError {
                 return Some(Cow::Owned(format!(
                     "Permissions Violation for Publish to {}",
                     go_quote(subject)
+                )))
+            }
+            ProtocolError::ReplyViolation(reply) => {
+                return Some(Cow::Owned(format!(
+                    "Permissions Violation for Publish with Reply of {}",
+                    go_quote(reply)
                 )))
             }
             ProtocolError::SubscriptionViolation { subject, queue } => {
@@ -145,6 +155,11 @@ mod tests {
             ProtocolError::PublishViolation(Bytes::from_static(b"foo.bad")).to_string(),
             r#"Permissions Violation for Publish to "foo.bad""#
         );
+        assert_eq!(
+            ProtocolError::ReplyViolation(Bytes::from_static(b"_R_.x")).to_string(),
+            r#"Permissions Violation for Publish with Reply of "_R_.x""#
+        );
+        assert!(!ProtocolError::ReplyViolation(Bytes::from_static(b"_R_.x")).closes_connection());
         let sub = |q: Option<&'static [u8]>| ProtocolError::SubscriptionViolation {
             subject: Bytes::from_static(b"q.a"),
             queue: q.map(Bytes::from_static),

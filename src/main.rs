@@ -217,6 +217,9 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
     let shared = server.shared();
     info!("  Name:     {}", shared.server_name);
     info!("  ID:       {}", shared.server_id);
+    if shared.opts().has_plaintext_passwords() {
+        warn!("Plaintext passwords detected, use nkeys or bcrypt");
+    }
     if let Some(path) = run.config_file() {
         info!("Using configuration file: {}", path.display());
     }
@@ -240,6 +243,18 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
         host_for_log(&host, addr),
         addr.port()
     );
+    if let Some(tls) = &shared.opts().tls {
+        // handshake_first without a fallback leaves no room for plaintext, allow_non_tls or not.
+        let tls_only = tls.handshake_first && tls.handshake_first_fallback.is_none();
+        if shared.opts().allow_non_tls && !tls_only {
+            info!("TLS available for client connections");
+        } else {
+            info!("TLS required for client connections");
+        }
+        if tls_only {
+            warn!("Clients that are not using \"TLS Handshake First\" option will fail to connect");
+        }
+    }
     let ports_file =
         ports_dir.and_then(
             |dir| match server::write_ports_file(&dir, &program, &shared) {

@@ -53,6 +53,8 @@ pub enum CloseReason {
     BadClientProtocolVersion,
     /// CONNECT set `no_responders` without `headers`.
     NoRespondersRequiresHeaders,
+    /// The TLS upgrade failed or timed out.
+    TlsHandshakeFailure,
 }
 
 impl CloseReason {
@@ -74,6 +76,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "Server Shutdown",
             CloseReason::BadClientProtocolVersion => "Bad Client Protocol Version",
             CloseReason::NoRespondersRequiresHeaders => "No Responders Requires Headers",
+            CloseReason::TlsHandshakeFailure => "TLS Handshake Failure",
         }
     }
 }

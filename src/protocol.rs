@@ -48,6 +48,9 @@ pub struct Info {
     /// Clients must present a certificate.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls_verify: bool,
+    /// Clients may start TLS or stay in plaintext (`allow_non_tls`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_available: bool,
     /// Largest payload the server accepts.
     pub max_payload: usize,
     /// The connection's id (`cid`).

@@ -105,7 +105,8 @@ impl Shared {
             port: self.addr.port(),
             headers: true,
             auth_required: opts.auth_required() && opts.no_auth_user.is_none(),
-            tls_required: opts.tls.is_some(),
+            tls_required: opts.tls.is_some() && !opts.allow_non_tls,
+            tls_available: opts.tls.is_some() && opts.allow_non_tls,
             tls_verify: opts
                 .tls
                 .as_ref()

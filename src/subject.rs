@@ -33,6 +33,20 @@ pub fn is_valid_filter(subject: &[u8]) -> bool {
     true
 }
 
+/// True when a client may not use `reply` as a PUB's reply subject, whatever its permissions:
+/// nats-server keeps `_R_.` (service imports), `$JS.ACK.` (JetStream acks) and `_GR_.`
+/// (gateway replies) for itself (`isReservedReply`). Case-sensitive; a bare `$JS.ACK.` or `_GR_.`
+/// is allowed, a bare `_R_.` is not (observed from nats-server 2.15.1).
+pub fn is_reserved_reply(reply: &[u8]) -> bool {
+    match reply.first() {
+        Some(b'_') => {
+            reply.starts_with(b"_R_.") || (reply.len() > 5 && reply.starts_with(b"_GR_."))
+        }
+        Some(b'$') => reply.len() > 8 && reply.starts_with(b"$JS.ACK."),
+        _ => false,
+    }
+}
+
 /// True when `subject` is a valid filter that contains no wildcard token: what a publish subject
 /// must be in pedantic mode (`IsValidLiteralSubject`).
 pub fn is_valid_literal(subject: &[u8]) -> bool {
@@ -64,6 +78,34 @@ pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_replies() {
+        // Each as nats-server 2.15.1 answered a PUB with that reply.
+        for reply in [
+            "_R_.x",
+            "_R_.",
+            "_R_.>",
+            "$JS.ACK.x",
+            "$JS.ACK.x@Y",
+            "_GR_.x",
+        ] {
+            assert!(is_reserved_reply(reply.as_bytes()), "{reply}");
+        }
+        for reply in [
+            "_R_",
+            "$JS.ACK.",
+            "$JS.ACK",
+            "_GR_.",
+            "_r_.x",
+            "$js.ack.x",
+            "_INBOX.x",
+            "$SYS.x",
+            "",
+        ] {
+            assert!(!is_reserved_reply(reply.as_bytes()), "{reply}");
+        }
+    }
 
     #[test]
     fn filters() {

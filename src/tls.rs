@@ -111,6 +111,78 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         })
 }
 
+/// Whether the client's first record header (peeked, not consumed) is what Go's crypto/tls
+/// accepts as a first record: a handshake record shorter than 0x3000 bytes. Anything else gets
+/// `first record does not look like a TLS handshake` and the connection closes without a byte
+/// (rustls would answer with an alert).
+async fn looks_like_tls(stream: &TcpStream) -> Result<bool, HandshakeError> {
+    let mut header = [0u8; 5];
+    loop {
+        let n = stream
+            .peek(&mut header)
+            .await
+            .map_err(HandshakeError::Failed)?;
+        if n == 0 {
+            return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if header[0] != TLS_HANDSHAKE_RECORD {
+            return Ok(false);
+        }
+        if n == header.len() {
+            return Ok(u16::from_be_bytes([header[3], header[4]]) < 0x3000);
+        }
+        // Part of the header is in: peek returns at once until more arrives, so wait a little
+        // (bounded by the handshake timeout around this).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The key id `pinned_certs` lists: the SHA-256 of the certificate's SubjectPublicKeyInfo
+/// (the whole DER element), in lower-case hex, as nats-server computes it. `None` when the
+/// certificate does not parse.
+pub fn pinned_key_id(cert: &[u8]) -> Option<String> {
+    let (_, certificate, _) = der_read(cert)?;
+    let (_, mut tbs, _) = der_read(certificate)?;
+    // version [0] is optional; then serial, signature, issuer, validity, subject, key.
+    let mut index = 0;
+    let mut skip_version = true;
+    loop {
+        let (tag, _, after) = der_read(tbs)?;
+        let element = &tbs[..tbs.len() - after.len()];
+        if skip_version && tag == 0xa0 {
+            skip_version = false;
+            tbs = after;
+            continue;
+        }
+        skip_version = false;
+        if index == 5 {
+            let digest = ring::digest::digest(&ring::digest::SHA256, element);
+            return Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect());
+        }
+        index += 1;
+        tbs = after;
+    }
+}
+
+/// A protocol version as nats-server logs it (`1.3`).
+pub fn version_name(version: rustls::ProtocolVersion) -> &'static str {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "1.2",
+        _ => "unknown",
+    }
+}
+
+/// A cipher suite by Go's name: rustls says `TLS13_AES_128_GCM_SHA256` where Go says
+/// `TLS_AES_128_GCM_SHA256`; the TLS 1.2 names are the same.
+pub fn suite_name(suite: rustls::CipherSuite) -> String {
+    let name = format!("{suite:?}");
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
 /// Reads a file, naming it in the error the way Go's `open` does.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| {
@@ -146,6 +218,27 @@ impl std::fmt::Display for HandshakeError {
     }
 }
 
+/// Waits up to `wait` for the client's first byte without consuming it: `None` when nothing
+/// came in time, `Some(None)` when the client closed (or the socket failed) first.
+///
+/// nats-server decides on it twice: with `allow_non_tls`, a first byte that starts a TLS
+/// handshake record upgrades the connection and anything else keeps it in plaintext; with a
+/// `handshake_first` fallback delay, any byte in time means the client is doing TLS first,
+/// and silence means INFO goes out in plaintext after all.
+pub async fn first_byte(stream: &TcpStream, wait: Duration) -> Option<Option<u8>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Err(_) => None,
+        Ok(Ok(1..)) => Some(Some(first[0])),
+        Ok(_) => Some(None),
+    }
+}
+
+/// Whether `byte` opens a TLS handshake record.
+pub fn starts_handshake(byte: u8) -> bool {
+    byte == TLS_HANDSHAKE_RECORD
+}
+
 /// Upgrades an accepted connection. `info` (the INFO line) is written in plaintext first unless
 /// the handshake comes first. The whole exchange is bounded by `timeout`.
 pub async fn accept(
@@ -161,14 +254,8 @@ pub async fn accept(
                 .await
                 .map_err(HandshakeError::Failed)?;
         }
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
-            Ok(0) => {
-                return Err(HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()));
-            }
-            Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => return Err(HandshakeError::NotTls),
-            Ok(_) => {}
-            Err(e) => return Err(HandshakeError::Failed(e)),
+        if !looks_like_tls(&stream).await? {
+            return Err(HandshakeError::NotTls);
         }
         TlsAcceptor::from(config)
             .accept(stream)
@@ -496,6 +583,40 @@ mod tests {
         assert!(!id.is("CN=alice"));
         assert!(!id.is("CN=bob,O=tern"));
         assert_eq!(id.subject_string(), "O=tern,CN=alice");
+    }
+
+    #[test]
+    fn versions_and_suites_by_go_names() {
+        assert_eq!(version_name(rustls::ProtocolVersion::TLSv1_3), "1.3");
+        assert_eq!(version_name(rustls::ProtocolVersion::TLSv1_2), "1.2");
+        assert_eq!(
+            suite_name(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            "TLS_AES_128_GCM_SHA256"
+        );
+        assert_eq!(
+            suite_name(rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        );
+    }
+
+    #[test]
+    fn pinned_key_ids_match_openssl() {
+        // `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum`
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        for (file, want) in [
+            (
+                "ec.pem",
+                "0b3a0ce61059e400098ee472c9467fac56b069d0ff09eef63f4870d3d7552584",
+            ),
+            (
+                "rsa.pem",
+                "7e41db29e1af6697a04ff6d47db17b521e781d236b908d55e73f1c55840f6de1",
+            ),
+        ] {
+            let certs = read_certs(&fixtures.join(file)).unwrap();
+            assert_eq!(pinned_key_id(&certs[0]).as_deref(), Some(want), "{file}");
+        }
+        assert_eq!(pinned_key_id(b"not a certificate"), None);
     }
 
     #[test]

@@ -231,3 +231,33 @@ async fn failed_logins_do_not_slow_other_clients() {
         "round trip took {worst:?} during failed logins (baseline {baseline:?})"
     );
 }
+
+/// `allowed_connection_types` (observed from nats-server 2.15.1): case-insensitive, a string
+/// or a list; an empty list allows everything; a user whose list lacks `STANDARD` cannot log in
+/// on a client connection (`Authorization Violation`, closed).
+#[tokio::test]
+async fn allowed_connection_types_admit_standard_clients_only() {
+    let server = TestServer::with(options(
+        r#"authorization { users = [
+          {user: s, password: s, allowed_connection_types: ["standard"]}
+          {user: t, password: t, allowed_connection_types: "STANDARD"}
+          {user: e, password: e, allowed_connection_types: []}
+          {user: w, password: w, allowed_connection_types: ["WEBSOCKET", "MQTT"]}
+          {user: i, password: i, allowed_connection_types: ["IN_PROCESS", "LEAFNODE_WS"]}
+        ] }"#,
+    ))
+    .await;
+    for user in ["s", "t", "e", "w", "i"] {
+        let mut raw = server.raw().await;
+        raw.send(format!(
+            "CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{user}\"}}\r\nPING\r\n"
+        ))
+        .await;
+        if matches!(user, "w" | "i") {
+            raw.expect_closed_after("-ERR 'Authorization Violation'\r\n")
+                .await;
+        } else {
+            raw.expect("PONG\r\n").await;
+        }
+    }
+}

@@ -361,3 +361,73 @@ fn listens_with_the_kernels_largest_backlog_like_nats_server() {
     let want = somaxconn.trim().parse::<u32>().unwrap().min(65535);
     assert_eq!(backlog, want.to_string(), "{listing}");
 }
+
+/// Start-up and connection log lines for a secured server, as nats-server 2.15.1 prints them:
+/// the plaintext password warning (before the configuration file line), the TLS line after the
+/// listening line, the `"$G/user:u"` prefix once a client has authenticated (after its name),
+/// and CONNECT traced with its password redacted.
+#[test]
+fn logs_plaintext_passwords_tls_and_the_authenticated_user() {
+    let scratch = Scratch::new("secure-log");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let conf = scratch.0.join("secure.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:-1\nallow_non_tls: true\n\
+             authorization {{ users: [{{user: u, password: p}}] }}\n\
+             tls {{ cert_file: {:?}, key_file: {:?} }}\n",
+            fixtures.join("rsa.pem"),
+            fixtures.join("rsa-pkcs1.key")
+        ),
+    )
+    .unwrap();
+    let log = scratch.0.join("server.log");
+    let mut server = Process(
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["-DV", "-c"])
+            .arg(&conf)
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let warning = text
+        .find("[WRN] Plaintext passwords detected, use nkeys or bcrypt\n")
+        .expect("plaintext password warning");
+    assert!(warning < text.find("Using configuration file").unwrap());
+    let listening = text.find("Listening for client connections").unwrap();
+    let tls = text
+        .find("[INF] TLS available for client connections\n")
+        .expect("TLS line");
+    assert!(listening < tls && tls < text.find("Server is ready").unwrap());
+
+    let port = listening_port(&text).expect("listening line");
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    assert!(read_line(&mut reader).contains("\"tls_available\":true"));
+    let mut writer = stream;
+    writer
+        .write_all(b"CONNECT {\"verbose\":false,\"name\":\"probe\",\"user\":\"u\",\"pass\":\"p\"}\r\nSUB foo 1\r\nPING\r\n")
+        .unwrap();
+    assert_eq!(read_line(&mut reader), "PONG\r\n");
+    let text = wait_for_log(&log, "traces", |t| t.contains("<<- [PING]"));
+    assert!(
+        text.contains(" - cid:1 - \"probe\" - \"$G/user:u\" - <<- [SUB foo 1]"),
+        "{text}"
+    );
+    // The password never reaches the log.
+    assert!(
+        text.contains(
+            r#"<<- [CONNECT {"verbose":false,"name":"probe","user":"u","pass":"[REDACTED]"}]"#
+        ),
+        "{text}"
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), 0);
+}

@@ -140,8 +140,7 @@ async fn fields_and_types_match_nats_server() {
         users: vec![User {
             name: "alice".into(),
             password: "secret".into(),
-            nkey: None,
-            permissions: None,
+            ..User::default()
         }],
         ..Options::default()
     };

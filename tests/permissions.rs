@@ -100,6 +100,44 @@ async fn publish_permissions_keep_the_connection_open() {
     .await;
 }
 
+/// Replies nats-server keeps for itself (`_R_.`, `$JS.ACK.`, `_GR_.`) are refused for every
+/// client, with or without permissions and auth: the message is dropped (no +OK in verbose
+/// mode) and the connection stays open. The subject's check comes first. Observed from
+/// nats-server 2.15.1 with raw sockets.
+#[tokio::test]
+async fn reserved_reply_subjects_are_refused() {
+    let open = TestServer::start().await;
+    let mut c = open.raw().await;
+    c.send("CONNECT {\"verbose\":true,\"headers\":true}\r\nSUB > 1\r\n")
+        .await;
+    c.expect_before_pong("+OK\r\n+OK\r\n").await;
+    c.send(
+        "PUB foo _R_.x 2\r\nhi\r\nPUB foo _R_. 2\r\nhi\r\nPUB foo $JS.ACK.x@Y 2\r\nhi\r\n\
+         PUB foo _GR_.x 2\r\nhi\r\nHPUB foo _R_.z 12 14\r\nNATS/1.0\r\n\r\nhi\r\n\
+         PUB foo $JS.ACK. 2\r\nhi\r\nPUB foo _GR_. 2\r\nhi\r\nPUB foo _r_.x 2\r\nhi\r\n",
+    )
+    .await;
+    c.expect_before_pong(
+        "-ERR 'Permissions Violation for Publish with Reply of \"_R_.x\"'\r\n\
+         -ERR 'Permissions Violation for Publish with Reply of \"_R_.\"'\r\n\
+         -ERR 'Permissions Violation for Publish with Reply of \"$JS.ACK.x@Y\"'\r\n\
+         -ERR 'Permissions Violation for Publish with Reply of \"_GR_.x\"'\r\n\
+         -ERR 'Permissions Violation for Publish with Reply of \"_R_.z\"'\r\n\
+         +OK\r\nMSG foo 1 $JS.ACK. 2\r\nhi\r\n+OK\r\nMSG foo 1 _GR_. 2\r\nhi\r\n\
+         +OK\r\nMSG foo 1 _r_.x 2\r\nhi\r\n",
+    )
+    .await;
+
+    let server = TestServer::with(options(CONF)).await;
+    let mut s = login(&server, "s").await;
+    s.send("PUB y _R_.x 0\r\n\r\nPUB x _R_.x 0\r\n\r\n").await;
+    s.expect_before_pong(
+        "-ERR 'Permissions Violation for Publish to \"y\"'\r\n\
+         -ERR 'Permissions Violation for Publish with Reply of \"_R_.x\"'\r\n",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn allow_responses_with_max_and_expiry() {
     let server = TestServer::with(options(CONF)).await;

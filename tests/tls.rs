@@ -467,6 +467,233 @@ fn key_formats_and_startup_errors() {
     assert!(tern::tls::server_config(&not_pem).is_err());
 }
 
+/// `allow_non_tls` (observed from nats-server 2.15.1): INFO carries `"tls_available":true` in
+/// place of `tls_required`, and the client's first byte decides. A TLS handshake record starts
+/// TLS (no second INFO); anything else is plaintext, even when it comes a byte at a time; a
+/// first record that only starts like a handshake closes the connection without a byte.
+#[tokio::test]
+async fn allow_non_tls_lets_the_first_byte_decide() {
+    let pki = Pki::new("tls-mixed");
+    let mut opts = pki.options(false, false);
+    opts.allow_non_tls = true;
+    let server = TestServer::with(opts).await;
+
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let info = read_line(&mut plain).await;
+    assert!(
+        info.contains("\"headers\":true,\"tls_available\":true,\"max_payload\":"),
+        "{info}"
+    );
+    assert!(!info.contains("tls_required"), "{info}");
+    plain.write_all(b"C").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    plain
+        .write_all(b"ONNECT {\"verbose\":true}\r\nPING\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 11];
+    tokio::time::timeout(common::WAIT, plain.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"+OK\r\nPONG\r\n");
+
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert!(read_line(&mut tcp).await.contains("tls_available"));
+    let mut tls = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("handshake after a tls_available INFO");
+    tls.write_all(b"CONNECT {\"verbose\":true}\r\nPING\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 11];
+    tokio::time::timeout(common::WAIT, tls.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"+OK\r\nPONG\r\n");
+
+    let mut bad = TcpStream::connect(server.addr).await.unwrap();
+    read_line(&mut bad).await;
+    bad.write_all(b"\x16garbage\r\n").await.unwrap();
+    assert_eq!(until_closed(&mut bad).await, b"");
+
+    let client = async_nats::connect(server.url()).await.expect("plaintext");
+    client.flush().await.unwrap();
+    assert_eq!(server.shared.router.connection_count(), 3);
+}
+
+/// `handshake_first: "300ms"` (observed from nats-server 2.15.1): a client that sends nothing
+/// gets the plaintext INFO (`tls_required`) once the delay is over, and the usual upgrade; a
+/// client that starts TLS at once gets INFO over TLS; any byte in time means TLS first, so a
+/// plaintext CONNECT closes the connection without a byte.
+#[tokio::test]
+async fn handshake_first_falls_back_to_plaintext_info() {
+    let pki = Pki::new("tls-fallback");
+    let mut opts = pki.options(false, true);
+    if let Some(tls) = opts.tls.as_mut() {
+        tls.handshake_first_fallback = Some(Duration::from_millis(300));
+    }
+    let server = TestServer::with(opts).await;
+
+    let started = Instant::now();
+    let mut stream = upgrade(&server, &pki.connector(None))
+        .await
+        .expect("upgrade after the fallback INFO");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    ping_pong(&mut stream).await;
+
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS first");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("INFO {"));
+    ping_pong(&mut stream).await;
+
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    plain.write_all(b"CONNECT {}\r\nPING\r\n").await.unwrap();
+    assert_eq!(until_closed(&mut plain).await, b"");
+
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .tls_first()
+        .connect(format!("tls://localhost:{}", server.addr.port()))
+        .await
+        .expect("async-nats tls_first");
+    client.flush().await.unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca.clone())
+        .require_tls(true)
+        .connect(format!("tls://localhost:{}", server.addr.port()))
+        .await
+        .expect("async-nats without tls_first, after the fallback");
+    client.flush().await.unwrap();
+}
+
+/// `max_connections` is checked before any TLS, as nats-server 2.15.1 does: the refused client
+/// gets the plaintext INFO and `-ERR 'maximum connections exceeded'`, or the `-ERR` alone when
+/// the handshake was to come first.
+#[tokio::test]
+async fn max_connections_is_checked_before_the_handshake() {
+    let pki = Pki::new("tls-maxconn");
+    for handshake_first in [false, true] {
+        let mut opts = pki.options(false, handshake_first);
+        opts.max_connections = 1;
+        let server = TestServer::with(opts).await;
+        let mut first = if handshake_first {
+            let tcp = TcpStream::connect(server.addr).await.unwrap();
+            pki.connector(None)
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap()
+        } else {
+            upgrade(&server, &pki.connector(None)).await.unwrap()
+        };
+        ping_pong(&mut first).await;
+
+        let mut refused = TcpStream::connect(server.addr).await.unwrap();
+        let got = String::from_utf8(until_closed(&mut refused).await).unwrap();
+        if handshake_first {
+            assert_eq!(got, "-ERR 'maximum connections exceeded'\r\n");
+        } else {
+            let (info, rest) = got.split_once("\r\n").unwrap();
+            assert!(info.starts_with("INFO {") && info.contains("\"tls_required\":true"));
+            assert_eq!(rest, "-ERR 'maximum connections exceeded'\r\n");
+        }
+        assert_eq!(server.shared.router.connection_count(), 1);
+    }
+}
+
+/// `handshake_first` with `allow_non_tls` (observed from nats-server 2.15.1): the INFO that
+/// goes over TLS says both `tls_required` and `tls_available`; with a fallback delay, a silent
+/// client gets the plaintext `tls_available` INFO and may then stay in plaintext.
+#[tokio::test]
+async fn handshake_first_with_allow_non_tls() {
+    let pki = Pki::new("tls-first-mixed");
+    let mut opts = pki.options(false, true);
+    opts.allow_non_tls = true;
+    if let Some(tls) = opts.tls.as_mut() {
+        tls.handshake_first_fallback = Some(Duration::from_millis(300));
+    }
+    let server = TestServer::with(opts).await;
+
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS first");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let info = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        info.contains("\"headers\":true,\"tls_required\":true,\"tls_available\":true,"),
+        "{info}"
+    );
+
+    let started = Instant::now();
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let info = read_line(&mut plain).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        info.contains("\"headers\":true,\"tls_available\":true,\"max_payload\":"),
+        "{info}"
+    );
+    plain
+        .write_all(b"CONNECT {\"verbose\":true}\r\nPING\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 11];
+    tokio::time::timeout(common::WAIT, plain.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"+OK\r\nPONG\r\n");
+}
+
+/// `pinned_certs` (observed from nats-server 2.15.1): the SHA-256 of the client certificate's
+/// SubjectPublicKeyInfo must be listed; otherwise the handshake completes and the connection
+/// closes without a NATS byte (`TLS handshake error: certificate not pinned`).
+#[tokio::test]
+async fn pinned_certs_admit_listed_keys_only() {
+    let pki = Pki::new("tls-pinned");
+    let client_key_id = tern::tls::pinned_key_id(&certs(&pki.client_cert)[0]).unwrap();
+    for (pins, admitted) in [
+        (vec![client_key_id.to_uppercase()], true),
+        (vec!["00".repeat(32)], false),
+    ] {
+        let mut opts = pki.options(true, false);
+        if let Some(tls) = opts.tls.as_mut() {
+            tls.pinned_certs = pins.iter().map(|p| p.to_lowercase()).collect();
+        }
+        let server = TestServer::with(opts).await;
+        let connector = pki.connector(Some((&pki.client_cert, &pki.client_key)));
+        let mut stream = upgrade(&server, &connector).await.expect("handshake");
+        if admitted {
+            ping_pong(&mut stream).await;
+        } else {
+            let _ = stream.write_all(b"CONNECT {}\r\nPING\r\n").await;
+            assert_eq!(until_closed(&mut stream).await, b"");
+            common::eventually("refused connection forgotten", || {
+                server.shared.router.connection_count() == 0
+            })
+            .await;
+        }
+    }
+}
+
 /// `-ms`/`https_port`: the monitor over TLS with the client certificate (no client certificate
 /// asked for, even with `verify`), `https://` in the ports file, Go's answer to plain HTTP, and
 /// nats-server's refusals (both ports; HTTPS without a certificate).
