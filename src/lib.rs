@@ -24,15 +24,18 @@
 //!
 //! # How a message flows
 //!
-//! A connection's reader fills its buffer with one large read and parses every whole operation
-//! in it; subjects and payloads are slices of that buffer. For a PUB it looks the subject up in
+//! A connection's reader fills its buffer with one read of up to 64 KiB and parses every whole
+//! operation in it; subjects and payloads are slices of that buffer. For a PUB it looks the subject up in
 //! its own match cache (valid while the router's generation number is unchanged, so the common
 //! case takes no shared lock), then appends `MSG ...` with a copy of the payload to each
 //! subscriber's outbound buffer under that subscriber's short mutex, picking one random member
 //! per queue group. Each subscriber touched is remembered once; when the whole read has been
 //! handled their writers are woken, and each writer swaps its buffer out and writes it with one
-//! call. A subscriber whose buffer passes `max_pending` is closed as a slow consumer at once, so
-//! the publisher never waits for it.
+//! call. A subscriber whose queued bytes (including those its writer is still writing) pass
+//! `max_pending` is closed as a slow consumer at once, so the publisher never waits for it; a
+//! writer that falls behind is handed whole 256 KiB chunks rather than one buffer regrown by
+//! doubling. A publisher yields to the writers it woke after every MiB it reads, since a task
+//! woken from a tokio worker cannot be stolen by the other worker until the waker yields.
 //!
 //! A connection whose user has permissions checks each PUB against a per-connection cache of
 //! publish decisions; a connection without them pays one branch. Deliveries read one atomic
