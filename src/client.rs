@@ -272,6 +272,8 @@ struct Client {
     pub_cache: HashMap<Box<[u8]>, bool, ahash::RandomState>,
     /// Connections this batch appended to and must wake once it ends.
     to_flush: Vec<Arc<Connection>>,
+    /// Subscribers this batch found backlogged: waited for once it ends (`wait_for_room`).
+    backlogged: Vec<Arc<Connection>>,
     pings_out: u32,
     /// When the oldest unanswered PING went out (for the RTT).
     ping_sent: Option<Instant>,
@@ -305,6 +307,7 @@ impl Client {
             cert: None,
             pub_cache: HashMap::default(),
             to_flush: Vec::new(),
+            backlogged: Vec::new(),
             pings_out: 0,
             ping_sent: None,
             last_in: Instant::now(),
@@ -370,7 +373,16 @@ impl Client {
                 self.fail(err);
                 break reason;
             }
-            if woke_others && since_yield >= YIELD_AFTER {
+            if !self.backlogged.is_empty() {
+                // Pace this publisher to the subscribers it is outrunning (see `wait_for_room`).
+                let backlogged = std::mem::take(&mut self.backlogged);
+                for conn in &backlogged {
+                    conn.outbound.wait_for_room().await;
+                }
+                self.backlogged = backlogged;
+                self.backlogged.clear();
+                since_yield = 0;
+            } else if woke_others && since_yield >= YIELD_AFTER {
                 // A writer woken from a worker thread waits in that worker's LIFO slot, which
                 // no other worker may steal, until this task yields; a publisher whose reads
                 // never block would otherwise keep it waiting for tokio's whole budget.
@@ -696,6 +708,12 @@ impl Client {
         if appended == Appended::ScheduleFlush {
             self.to_flush.push(to.clone());
         }
+        if appended != Appended::Dropped
+            && to.outbound.is_backlogged()
+            && !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
+        {
+            self.backlogged.push(to.clone());
+        }
         if last {
             self.shared.router.unsubscribe(sub);
             let mut subs = to.subs();
@@ -986,8 +1004,10 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
             let write = async {
                 for chunk in &chunks {
                     writer.write_all(chunk).await?;
+                    conn.outbound.wrote(chunk.len());
                 }
                 writer.write_all(&batch).await?;
+                conn.outbound.wrote(batch.len());
                 // A no-op on plain TCP; pushes out what rustls holds back on TLS.
                 writer.flush().await
             };

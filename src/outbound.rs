@@ -15,7 +15,9 @@
 //! load generator's stuck-subscriber scenario, growing by doubling spent about a quarter of
 //! the server's time in page faults and reallocation copies.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::Notify;
@@ -93,8 +95,18 @@ pub struct Outbound {
     reader: Notify,
     /// Wakes a writer stuck on a full socket when the connection is closed without flushing.
     abort: Notify,
+    /// Wakes publishers waiting for this connection's backlog to shrink (`wait_for_room`).
+    drained: Notify,
+    /// More than `backlog_limit()` is queued and the writer is still making progress:
+    /// publishers should wait for it (see `wait_for_room`). Read without the lock on every
+    /// delivery; written under it.
+    backlogged: AtomicBool,
     max_pending: usize,
 }
+
+/// A publisher that finds a subscriber backlogged waits for it while its writer makes
+/// progress; this long without any is a stuck subscriber, left to `max_pending`.
+const STUCK_AFTER: Duration = Duration::from_millis(10);
 
 /// Room for a frame's control line beyond its payload, when judging whether it fits.
 const FRAME_OVERHEAD: usize = 512;
@@ -113,6 +125,8 @@ struct State {
     /// Bytes the writer took and has not finished writing: they still count against
     /// `max_pending`, as in nats-server, so a stuck subscriber holds at most that much.
     in_flight: usize,
+    /// A publisher waited `STUCK_AFTER` for the writer without progress; cleared by progress.
+    stuck: bool,
     /// A producer has taken on waking the writer for what is pending.
     flush_scheduled: bool,
     closed: Option<Closed>,
@@ -160,6 +174,8 @@ impl Outbound {
             writer: Notify::new(),
             reader: Notify::new(),
             abort: Notify::new(),
+            drained: Notify::new(),
+            backlogged: AtomicBool::new(false),
             max_pending,
         }
     }
@@ -197,11 +213,69 @@ impl Outbound {
             state.out_msgs += 1;
             state.out_bytes += size as u64;
         }
+        self.note_backlog(&state);
         if state.flush_scheduled {
             Appended::Queued
         } else {
             state.flush_scheduled = true;
             Appended::ScheduleFlush
+        }
+    }
+
+    /// The backlog past which publishers wait: a sixteenth of `max_pending` (4 MiB by default),
+    /// enough for the writer never to run dry while keeping a paced subscriber's memory small
+    /// (fan-in 4 -> 1 peaked at 40 MiB with a quarter).
+    fn backlog_limit(&self) -> usize {
+        self.max_pending / 16
+    }
+
+    /// Whether publishers should wait for this connection after their batch (a cheap load).
+    pub fn is_backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::Relaxed)
+    }
+
+    fn note_backlog(&self, state: &State) {
+        let queued = state.in_flight + state.full_bytes + state.pending.len();
+        let backlogged = !state.stuck && queued > self.backlog_limit();
+        if self.backlogged.load(Ordering::Relaxed) != backlogged {
+            self.backlogged.store(backlogged, Ordering::Relaxed);
+        }
+    }
+
+    /// The writer has written `n` of the bytes it took: they no longer count as pending, and
+    /// publishers waiting for room are woken.
+    pub fn wrote(&self, n: usize) {
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(n);
+        state.stuck = false;
+        self.note_backlog(&state);
+        drop(state);
+        self.drained.notify_waiters();
+    }
+
+    /// Waits, as a publisher, until this connection's backlog is back under `backlog_limit()`,
+    /// it is closed, or its writer has made no progress for `STUCK_AFTER`: a subscriber that
+    /// reads, only slower than its publishers write (fan-in), paces them, as nats-server's
+    /// stall does, instead of being cut as a slow consumer; one that has stopped reading costs
+    /// its publishers one such wait, then is left to `max_pending`.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let state = self.lock();
+                let queued = state.in_flight + state.full_bytes + state.pending.len();
+                if state.closed.is_some() || state.stuck || queued <= self.backlog_limit() {
+                    return;
+                }
+            }
+            if tokio::time::timeout(STUCK_AFTER, drained).await.is_err() {
+                let mut state = self.lock();
+                state.stuck = true;
+                self.note_backlog(&state);
+                return;
+            }
         }
     }
 

@@ -745,6 +745,74 @@ async fn slow_consumer_is_disconnected_at_once_not_at_the_write_deadline() {
     .await;
 }
 
+/// Four publishers flooding one subscriber that reads as fast as it can (fan-in): the
+/// subscriber paces them rather than being cut as a slow consumer, as nats-server's producer
+/// stall does, and gets every message of each publisher in order. (The load generator's full
+/// fan-in 4 -> 1 run cut it at max_pending before publishers waited for backlogged subscribers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_paces_publishers_instead_of_cutting_the_subscriber() {
+    let server = TestServer::with(Options {
+        max_pending: 256 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let mut sub = server.raw().await;
+    sub.send(format!("{QUIET}SUB fan 1\r\n")).await;
+    sub.expect_before_pong("").await;
+    let publishers = 4;
+    let per_publisher = 20_000usize;
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let mut publisher = server.raw().await;
+        publisher.send(QUIET).await;
+        tasks.push(tokio::spawn(async move {
+            let mut batch = String::new();
+            for i in 0..per_publisher {
+                batch.push_str(&format!("PUB fan 16\r\n{p:02}-{i:013}\r\n"));
+                if batch.len() > 64 * 1024 {
+                    publisher.send(std::mem::take(&mut batch)).await;
+                }
+            }
+            publisher.send(batch).await;
+            publisher
+        }));
+    }
+    // Read every message, checking each publisher's sequence.
+    let frame_len = "MSG fan 1 16\r\n".len() + 16 + 2;
+    let total = publishers * per_publisher;
+    let mut next = vec![0usize; publishers];
+    let mut pending = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < total {
+        let n = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncReadExt::read(&mut sub.stream, &mut chunk),
+        )
+        .await
+        .expect("messages keep coming")
+        .unwrap();
+        assert!(
+            n > 0,
+            "the subscriber was cut after {got} of {total} messages"
+        );
+        pending.extend_from_slice(&chunk[..n]);
+        let whole = pending.len() / frame_len * frame_len;
+        for frame in pending[..whole].chunks(frame_len) {
+            let payload = std::str::from_utf8(&frame[frame_len - 18..frame_len - 2]).unwrap();
+            let (p, i) = payload.split_once('-').unwrap();
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[p], "publisher {p}: out of order or lost");
+            next[p] += 1;
+            got += 1;
+        }
+        pending.drain(..whole);
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_deadline_cuts_a_subscriber_that_stops_reading() {
     // A budget too large to be reached: only the write deadline can catch this consumer.
