@@ -32,8 +32,10 @@
 //! per queue group. Each subscriber touched is remembered once; when the whole read has been
 //! handled their writers are woken, and each writer swaps its buffer out and writes it with one
 //! call. A subscriber whose queued bytes (including those its writer is still writing) pass
-//! `max_pending` is closed as a slow consumer at once, so the publisher never waits for it; a
-//! writer that falls behind is handed whole 256 KiB chunks rather than one buffer regrown by
+//! `max_pending` is closed as a slow consumer at once; a publisher outrunning a subscriber that
+//! still reads waits for it once its backlog passes `max_pending / 16` (fan-in), but never for
+//! one whose writer has stopped making progress (`Outbound::wait_for_room`). A writer that falls
+//! behind is handed whole 256 KiB chunks rather than one buffer regrown by
 //! doubling. A publisher yields to the writers it woke after every MiB it reads, since a task
 //! woken from a tokio worker cannot be stolen by the other worker until the waker yields.
 //!
