@@ -57,21 +57,16 @@ fn serves_with_harness_flags_and_logs_like_nats_server() {
     let log = scratch.0.join("server.log");
     let pid = scratch.0.join("server.pid");
     let store = scratch.0.join("store");
-    let mut server = Process(
+    let (mut server, text) = Process::start(
         Command::new(scratch.nats_server())
             .args(["-a", "127.0.0.1", "-p", "-1", "-DV", "-l"])
             .arg(&log)
             .arg("-P")
             .arg(&pid)
             .arg("--store_dir")
-            .arg(&store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&store),
+        &log,
     );
-    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
     let port = listening_port(&text).expect("listening line");
     assert_ne!(port, 0);
     // Harnesses need the listening line before the ready line.
@@ -203,19 +198,14 @@ fn a_busy_port_is_a_fatal_error() {
 fn monitor_flag_serves_varz_like_nats_server() {
     let scratch = Scratch::new("monitor");
     let log = scratch.0.join("server.log");
-    let mut server = Process(
+    let (mut server, text) = Process::start(
         Command::new(scratch.nats_server())
             .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-l"])
             .arg(&log)
             .arg("--ports_file_dir")
-            .arg(&scratch.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&scratch.0),
+        &log,
     );
-    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
     // nats-server's order: the monitor line, then the client line, then ready.
     let monitor_at = text
         .find("[INF] Starting http monitor on 127.0.0.1:")
@@ -317,14 +307,7 @@ fn raises_its_open_file_limit_like_nats_server() {
         env!("CARGO_BIN_EXE_tern"),
         log.display()
     );
-    let server = Process(
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+    let (server, _) = Process::start(Command::new("sh").args(["-c", &script]), &log);
     let (soft, hard) = open_file_limits(server.0.id());
     assert_eq!(soft, hard, "soft open-file limit left below the hard limit");
 }
@@ -338,15 +321,12 @@ fn listens_with_the_kernels_largest_backlog_like_nats_server() {
     };
     let scratch = Scratch::new("backlog");
     let log = scratch.0.join("server.log");
-    let _server = Process(
+    let (_server, text) = Process::start(
         Command::new(env!("CARGO_BIN_EXE_tern"))
             .args(["-a", "127.0.0.1", "-p", "-1", "-l"])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&log),
+        &log,
     );
-    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
     let port = listening_port(&text).unwrap();
     // `ss` shows a listener's backlog as its Send-Q.
     let Ok(out) = Command::new("ss")
@@ -383,19 +363,14 @@ fn logs_plaintext_passwords_tls_and_the_authenticated_user() {
     )
     .unwrap();
     let log = scratch.0.join("server.log");
-    let mut server = Process(
+    let (mut server, text) = Process::start(
         Command::new(env!("CARGO_BIN_EXE_tern"))
             .args(["-DV", "-c"])
             .arg(&conf)
             .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&log),
+        &log,
     );
-    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
     let warning = text
         .find("[WRN] Plaintext passwords detected, use nkeys or bcrypt\n")
         .expect("plaintext password warning");

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::{
@@ -17,20 +17,15 @@ use common::process::{
 /// and waits until it is ready. Returns the process, the log path and the client port.
 fn start(scratch: &Scratch, config: &Path, extra: &[&str]) -> (Process, PathBuf, u16) {
     let log = scratch.0.join("server.log");
-    let process = Process(
+    let (process, text) = Process::start(
         Command::new(scratch.nats_server())
             .arg("-c")
             .arg(config)
             .arg("-l")
             .arg(&log)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(extra),
+        &log,
     );
-    let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
     let port = listening_port(&text).expect("listening line");
     (process, log, port)
 }

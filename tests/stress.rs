@@ -17,12 +17,12 @@ mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::process::{http_get, listening_port, monitor_addr, wait_for_log, Process, Scratch};
+use common::process::{http_get, listening_port, monitor_addr, Process, Scratch};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,15 +53,7 @@ impl Tern {
             std::fs::write(&path, conf).unwrap();
             command.arg("-c").arg(path);
         }
-        let process = Process(
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let text = wait_for_log(&log, "Server is ready", |t| t.contains("Server is ready"));
+        let (process, text) = Process::start(&mut command, &log);
         let port = listening_port(&text).expect("listening line");
         Tern {
             process,

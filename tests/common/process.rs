@@ -46,6 +46,20 @@ impl Drop for Process {
 }
 
 impl Process {
+    /// Spawns `command` (a server logging to `log`) with its standard streams closed and
+    /// waits until it logs `Server is ready`; returns it with the log so far.
+    pub fn start(command: &mut Command, log: &Path) -> (Process, String) {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Process(child);
+        let text = wait_for_log(log, "Server is ready", |t| t.contains("Server is ready"));
+        (process, text)
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
