@@ -62,7 +62,11 @@ async fn nkey_users_sign_the_nonce() {
     // A signature of another connection's nonce does not work here.
     let key = nkeys::KeyPair::from_seed(SEED).unwrap();
     let sig = key.sign(nonce.as_bytes()).unwrap();
-    let sig = base64_url(&sig);
+    let sig = {
+        use base64::Engine;
+        // Unpadded base64url, as clients encode signatures.
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    };
     let mut other = server.raw().await;
     other
         .send(format!(
@@ -72,22 +76,6 @@ async fn nkey_users_sign_the_nonce() {
     other
         .expect_closed_after("-ERR 'Authorization Violation'\r\n")
         .await;
-}
-
-/// Unpadded base64url, as clients encode signatures.
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[tokio::test]
