@@ -184,6 +184,26 @@ async fn until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8
     }
 }
 
+/// Connects, does the TLS handshake at once (`handshake_first`) and reads the INFO sent over it.
+async fn tls_then_info(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut stream = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS before anything");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let info = String::from_utf8_lossy(&buf[..n]).into_owned();
+    (stream, info)
+}
+
 /// Connects, reads the plaintext INFO and upgrades.
 async fn upgrade(
     server: &TestServer,
@@ -295,18 +315,7 @@ async fn mutual_tls_accepts_a_trusted_certificate_only() {
 async fn handshake_first_sends_info_over_tls() {
     let pki = Pki::new("tls-first");
     let server = TestServer::with(pki.options(false, true)).await;
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let mut stream = pki
-        .connector(None)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS before anything");
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let info = String::from_utf8_lossy(&buf[..n]);
+    let (mut stream, info) = tls_then_info(&pki, server.addr).await;
     assert!(info.starts_with("INFO {") && info.contains("\"tls_required\":true"));
     ping_pong(&mut stream).await;
 
@@ -626,18 +635,7 @@ async fn handshake_first_with_allow_non_tls() {
     }
     let server = TestServer::with(opts).await;
 
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let mut stream = pki
-        .connector(None)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS first");
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(common::WAIT, stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let info = String::from_utf8_lossy(&buf[..n]);
+    let (_stream, info) = tls_then_info(&pki, server.addr).await;
     assert!(
         info.contains("\"headers\":true,\"tls_required\":true,\"tls_available\":true,"),
         "{info}"
