@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tern::parser::{parse, Limits};
-use tern::protocol::encode_msg;
-use tern::router::{Connection, Matches, Router, Subscription};
-use tern::sublist::Sublist;
+use tern::engine::router::{Connection, Matches, Router, Subscription};
+use tern::engine::sublist::Sublist;
+use tern::proto::parser::{parse, Limits};
+use tern::proto::protocol::encode_msg;
 
 /// Frames per parser batch.
 const BATCH: usize = 1000;

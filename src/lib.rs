@@ -44,25 +44,15 @@
 //! flag on the subscriber, set only when it must filter against its subscribe deny list or
 //! track reply subjects for `allow_responses`.
 
-pub mod auth;
-pub mod cli;
-pub mod client;
-pub mod conf;
 pub mod config;
-pub mod error;
-pub mod http;
+pub mod conn;
+pub mod engine;
 pub mod logging;
 pub mod monitor;
-pub mod outbound;
-pub mod parser;
-pub mod permissions;
-pub mod protocol;
-pub mod router;
+pub mod proto;
+pub mod security;
 pub mod server;
-pub mod stats;
-pub mod subject;
-pub mod sublist;
-pub mod tls;
+pub mod state;
 
 pub use config::Options;
 pub use server::Server;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use tern::cli::{self, Command, Run};
+use tern::config::cli::{self, Command, Run};
 use tern::logging::{self, LogControl, Logger, FATAL};
+use tern::security::tls::ServerTls;
 use tern::server::{self, Shared};
 use tern::{Options, Server};
 
@@ -45,8 +46,11 @@ fn main() -> ExitCode {
         }
     };
     let mut warnings = run.warnings.clone();
-    let opts = match run.options(&mut warnings) {
-        Ok(opts) => opts,
+    let built = run
+        .options(&mut warnings)
+        .and_then(|opts| ServerTls::build(&opts).map(|tls| (opts, tls)));
+    let (opts, tls) = match built {
+        Ok(built) => built,
         Err(err) => {
             eprintln!("{program}: {err}");
             return ExitCode::FAILURE;
@@ -73,7 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(program, run, opts, log))
+    runtime.block_on(serve(program, run, opts, tls, log))
 }
 
 /// `-t`: parse the configuration and report, as nats-server does.
@@ -84,7 +88,10 @@ fn test_config(program: &str, run: &Run) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    match run.options(&mut Vec::new()) {
+    match run
+        .options(&mut Vec::new())
+        .and_then(|opts| ServerTls::build(&opts))
+    {
         Ok(_) => {
             eprintln!("{program}: configuration file {} is valid", path.display());
             ExitCode::SUCCESS
@@ -188,12 +195,18 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -> ExitCode {
+async fn serve(
+    program: String,
+    run: Box<Run>,
+    opts: Options,
+    tls: ServerTls,
+    log: LogControl,
+) -> ExitCode {
     // Signals are caught from before the server says it is ready, so a harness that signals
     // as soon as it reads "Server is ready" never kills it by the default action.
     let signals = Signals::install();
     info!("Starting nats-server");
-    info!("  Version:  {}", tern::protocol::NATS_SERVER_VERSION);
+    info!("  Version:  {}", tern::proto::protocol::NATS_SERVER_VERSION);
     info!("  Git:      [tern-{}]", env!("CARGO_PKG_VERSION"));
     let (host, port) = (opts.host.clone(), opts.port);
     if let Some(path) = &opts.pid_file {
@@ -203,7 +216,7 @@ async fn serve(program: String, run: Box<Run>, opts: Options, log: LogControl) -
         }
     }
     let ports_dir = opts.ports_file_dir.clone();
-    let server = match Server::bind(opts).await {
+    let server = match Server::bind_with(opts, tls).await {
         Ok(server) => server,
         Err(err) if err.to_string().starts_with("Can't start monitoring:") => {
             error!(target: FATAL, "{err}");

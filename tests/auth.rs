@@ -17,7 +17,7 @@ const NKEY: &str = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
 const SEED: &str = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
 
 fn options(text: &str) -> Options {
-    let file = tern::conf::parse_str(text, Path::new("test.conf")).expect("conf");
+    let file = tern::config::conf::parse_str(text, Path::new("test.conf")).expect("conf");
     let mut opts = Options::default();
     opts.apply_file(&file, &mut Vec::new()).expect("options");
     opts

@@ -26,7 +26,7 @@ authorization {
 "#;
 
 fn options(text: &str) -> Options {
-    let file = tern::conf::parse_str(text, Path::new("test.conf")).expect("conf");
+    let file = tern::config::conf::parse_str(text, Path::new("test.conf")).expect("conf");
     let mut opts = Options::default();
     opts.apply_file(&file, &mut Vec::new()).expect("options");
     opts

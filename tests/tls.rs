@@ -398,9 +398,9 @@ async fn verify_and_map_names_the_user_by_certificate() {
         }
         opts.users = vec![tern::config::User {
             name: user.into(),
-            permissions: Some(Arc::new(tern::permissions::Permissions {
-                publish: Some(tern::permissions::SubjectPermission {
-                    allow: Some(vec![tern::permissions::Entry::parse("ok").unwrap()]),
+            permissions: Some(Arc::new(tern::engine::permissions::Permissions {
+                publish: Some(tern::engine::permissions::SubjectPermission {
+                    allow: Some(vec![tern::engine::permissions::Entry::parse("ok").unwrap()]),
                     deny: vec![],
                 }),
                 ..Default::default()
@@ -451,14 +451,14 @@ fn key_formats_and_startup_errors() {
     };
     // SEC1 EC and PKCS#1 RSA keys, besides rcgen's PKCS#8.
     let sec1 = tls(&fixtures.join("ec.pem"), &fixtures.join("ec-sec1.key"));
-    tern::tls::server_config(&sec1).expect("SEC1");
+    tern::security::tls::server_config(&sec1).expect("SEC1");
     let pkcs1 = tls(&fixtures.join("rsa.pem"), &fixtures.join("rsa-pkcs1.key"));
-    tern::tls::server_config(&pkcs1).expect("PKCS#1");
+    tern::security::tls::server_config(&pkcs1).expect("PKCS#1");
     let pki = Pki::new("tls-keys");
-    tern::tls::server_config(&tls(&pki.server_cert, &pki.server_key)).expect("PKCS#8");
+    tern::security::tls::server_config(&tls(&pki.server_cert, &pki.server_key)).expect("PKCS#8");
     // nats-server's messages for a missing file and a mismatched key.
     let missing = tls(&pki.dir.0.join("nope.pem"), &pki.server_key);
-    let err = tern::tls::server_config(&missing).unwrap_err();
+    let err = tern::security::tls::server_config(&missing).unwrap_err();
     assert!(
         err.starts_with("error parsing X509 certificate/key pair: open "),
         "{err}"
@@ -469,11 +469,11 @@ fn key_formats_and_startup_errors() {
     );
     let mismatched = tls(&pki.server_cert, &pki.client_key);
     assert_eq!(
-        tern::tls::server_config(&mismatched).unwrap_err(),
+        tern::security::tls::server_config(&mismatched).unwrap_err(),
         "error parsing X509 certificate/key pair: tls: private key does not match public key"
     );
     let not_pem = tls(&pki.server_cert, &pki.server_cert);
-    assert!(tern::tls::server_config(&not_pem).is_err());
+    assert!(tern::security::tls::server_config(&not_pem).is_err());
 }
 
 /// `allow_non_tls` (observed from nats-server 2.15.1): INFO carries `"tls_available":true` in
@@ -667,7 +667,7 @@ async fn handshake_first_with_allow_non_tls() {
 #[tokio::test]
 async fn pinned_certs_admit_listed_keys_only() {
     let pki = Pki::new("tls-pinned");
-    let client_key_id = tern::tls::pinned_key_id(&certs(&pki.client_cert)[0]).unwrap();
+    let client_key_id = tern::security::tls::pinned_key_id(&certs(&pki.client_cert)[0]).unwrap();
     for (pins, admitted) in [
         (vec![client_key_id.to_uppercase()], true),
         (vec!["00".repeat(32)], false),

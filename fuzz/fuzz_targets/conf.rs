@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tern::conf::{parse_str, Entry, Kind};
+use tern::config::conf::{parse_str, Entry, Kind};
 use tern::Options;
 
 /// Every position in a parsed tree lies within the text.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tern::parser::{parse, Limits};
+use tern::proto::parser::{parse, Limits};
 
 /// Feeds `input` in the given pieces, the way the read loop does, and returns every operation
 /// (as text) and the error that stopped the stream, if any.

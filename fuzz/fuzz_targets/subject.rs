@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tern::subject;
+use tern::proto::subject;
 
 fuzz_target!(|data: &[u8]| {
     let tokens: Vec<&[u8]> = data.split(|&b| b == b'.').collect();

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use tern::subject;
-use tern::sublist::Sublist;
+use tern::proto::subject;
+use tern::engine::sublist::Sublist;
 
 const TOKENS: [&str; 6] = ["a", "b", "c", "*", ">", "foo"];
 

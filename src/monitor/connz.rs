@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::{bad_request, bool_param, go_duration, int_param, rfc3339, uptime, GLOBAL_ACCOUNT};
-use crate::http::{Request, Response};
-use crate::server::Shared;
-use crate::stats::{ConnSnapshot, SubSnapshot};
+use crate::engine::stats::{ConnSnapshot, SubSnapshot};
+use crate::monitor::http::{Request, Response};
+use crate::state::Shared;
 
 /// nats-server's default page size.
 pub const DEFAULT_LIMIT: usize = 1024;
@@ -336,7 +336,7 @@ fn conn_info(c: &ConnSnapshot, q: &Query, now: SystemTime) -> ConnInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Counts;
+    use crate::engine::stats::Counts;
     use std::time::UNIX_EPOCH;
 
     fn conn(cid: u64, out_msgs: u64, start: u64, subs: usize) -> Arc<ConnSnapshot> {

@@ -7,8 +7,8 @@
 use std::fmt::Write;
 
 use super::varz;
-use crate::http::Response;
-use crate::server::Shared;
+use crate::monitor::http::Response;
+use crate::state::Shared;
 
 /// Prometheus' text exposition content type.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -7,15 +7,15 @@
 //! without blocking the publishers.
 
 mod connz;
+pub mod http;
 mod metrics;
 mod subsz;
 mod varz;
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -23,20 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use crate::http::{self, Request, Response};
-use crate::server::Shared;
+use crate::state::Shared;
+use http::{Request, Response};
 
 /// The account every connection is in until accounts exist.
 const GLOBAL_ACCOUNT: &str = "$G";
-
-/// Monitor state that is not the server's: request counts and the CPU sampler.
-#[derive(Debug, Default)]
-pub struct MonitorState {
-    /// Requests served per endpoint (`http_req_stats`). Guards only the map.
-    requests: Mutex<BTreeMap<&'static str, u64>>,
-    /// The previous CPU-time sample, for `cpu` as a percentage since then.
-    cpu_sample: Mutex<Option<(Instant, f64)>>,
-}
 
 /// Serves the monitor on `listener` (over TLS with `tls`) until the task is dropped.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
@@ -180,7 +171,7 @@ fn index(base: &str) -> Response {
     );
     html.push_str(&format!(
         "<p>NATS-compatible server, monitoring compatible with nats-server v{}</p>\n",
-        crate::protocol::NATS_SERVER_VERSION
+        crate::proto::protocol::NATS_SERVER_VERSION
     ));
     for (path, title) in [
         ("varz", "General"),

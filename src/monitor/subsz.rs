@@ -6,9 +6,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::{bad_request, bool_param, int_param, rfc3339, GLOBAL_ACCOUNT};
-use crate::http::{Request, Response};
-use crate::server::Shared;
-use crate::subject;
+use crate::monitor::http::{Request, Response};
+use crate::proto::subject;
+use crate::state::Shared;
 
 /// Sublist statistics, nats-server's `SublistStats`.
 #[derive(Debug, Serialize)]

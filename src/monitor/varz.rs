@@ -9,11 +9,12 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{rfc3339, seconds, uptime, MonitorState};
-use crate::http::Response;
-use crate::protocol;
-use crate::server::Shared;
-use crate::stats::Totals;
+use super::{rfc3339, seconds, uptime};
+use crate::engine::stats::Totals;
+use crate::monitor::http::Response;
+use crate::proto::protocol;
+use crate::state::MonitorState;
+use crate::state::Shared;
 
 /// The `/varz` document. Field order follows nats-server's.
 #[derive(Debug, Serialize)]

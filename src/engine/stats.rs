@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::outbound::CloseReason;
+use crate::engine::outbound::CloseReason;
 
 /// nats-server's default `max_closed_clients`.
 pub const DEFAULT_MAX_CLOSED_CLIENTS: usize = 10_000;

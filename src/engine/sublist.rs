@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::subject::{FWC, PWC, SEPARATOR};
+use crate::proto::subject::{FWC, PWC, SEPARATOR};
 
 /// A queue group in a match result: its name and the members that matched.
 #[derive(Debug)]
@@ -309,7 +309,7 @@ fn remove_by_identity<T>(subs: &mut Vec<Arc<T>>, sub: &Arc<T>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subject;
+    use crate::proto::subject;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 

@@ -19,17 +19,17 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, trace};
 
-use crate::auth;
 use crate::config::{Options, TlsOptions};
-use crate::error::ProtocolError;
-use crate::outbound::{Appended, CloseReason, Take};
-use crate::parser::{self, ClientOp};
-use crate::permissions::{self, Permissions};
-use crate::protocol::{self, ConnectOptions};
-use crate::router::{ClientMeta, Connection, Matches, Subscription};
-use crate::server::Shared;
-use crate::subject;
-use crate::tls::{self, ReadHalf, WriteHalf};
+use crate::engine::outbound::{Appended, CloseReason, Take};
+use crate::engine::permissions::{self, Permissions};
+use crate::engine::router::{ClientMeta, Connection, Matches, Subscription};
+use crate::proto::error::ProtocolError;
+use crate::proto::parser::{self, ClientOp};
+use crate::proto::protocol::{self, ConnectOptions};
+use crate::proto::subject;
+use crate::security::auth;
+use crate::security::tls::{self, ReadHalf, WriteHalf};
+use crate::state::Shared;
 
 /// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
 const FIRST_PING_INTERVAL: Duration = Duration::from_secs(2);
@@ -474,7 +474,8 @@ impl Client {
             match auth::authenticate(&self.server, &auth::Credentials::default()) {
                 Some(user) => {
                     self.bind_user(user.permissions);
-                    self.conn.set_credentials(auth::Credentials::default());
+                    self.shared
+                        .set_credentials(self.conn.cid, auth::Credentials::default());
                     self.connected = true;
                 }
                 None => return Err(ProtocolError::AuthorizationViolation),
@@ -552,7 +553,7 @@ impl Client {
             user: opts.user.clone().filter(|u| !u.is_empty()),
         });
         let server = &self.server;
-        let mut credentials = opts.credentials();
+        let mut credentials = auth::Credentials::from_connect(&opts);
         credentials.nonce = self.nonce.clone();
         credentials.cert = self.cert.clone();
         let Some(user) = auth::authenticate(server, &credentials) else {
@@ -586,7 +587,7 @@ impl Client {
             }
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
-        self.conn.set_credentials(credentials);
+        self.shared.set_credentials(self.conn.cid, credentials);
         self.bind_user(user.permissions);
         self.conn.set_async_info(opts.protocol >= 1);
         self.opts = opts;
@@ -950,6 +951,7 @@ impl Client {
             .closed
             .push(self.conn.closed_snapshot(reason.as_str()));
         self.shared.router.remove_connection(&self.conn);
+        self.shared.forget_credentials(self.conn.cid);
         if reason == CloseReason::SlowConsumerPendingBytes {
             let max = self.server.max_pending;
             info!(

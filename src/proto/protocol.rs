@@ -190,19 +190,6 @@ impl ConnectOptions {
         Ok(())
     }
 
-    /// The credentials to check.
-    pub fn credentials(&self) -> crate::auth::Credentials {
-        crate::auth::Credentials {
-            user: self.user.clone(),
-            pass: self.pass.clone(),
-            token: self.auth_token.clone(),
-            nkey: self.nkey.clone(),
-            sig: self.sig.clone(),
-            nonce: None,
-            cert: None,
-        }
-    }
-
     /// How nats-server names the client in log lines: `v<version>:<lang>:<name>` when the
     /// library says what it is, else the name; `None` when there is nothing to show.
     pub fn log_name(&self) -> Option<String> {

@@ -75,6 +75,26 @@ pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Quotes like Go's `%q` for the subjects in permission errors: printable ASCII as is, `"` and
+/// `\` escaped, anything else as `\xNN`.
+pub fn go_quote(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for &b in text {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::permissions::go_quote;
+use crate::proto::subject::go_quote;
 
 /// A protocol error caused by a client. `Display` is the text inside `-ERR '...'` (empty for the
 /// errors nats-server answers by closing the connection without a word).

@@ -95,9 +95,6 @@ impl Run {
         for setting in &self.settings {
             setting.apply(&mut opts);
         }
-        if let Some(tls) = &opts.tls {
-            crate::tls::server_config(tls)?;
-        }
         if opts.password.is_some() && opts.username.is_none() {
             return Err("a password needs a user (--user or authorization { user })".into());
         }
@@ -132,18 +129,19 @@ impl Setting {
             Setting::Tls(true) => {
                 opts.tls.get_or_insert_with(Default::default);
             }
-            Setting::TlsVerify(on) => opts.tls.get_or_insert_with(Default::default).verify = on,
-            Setting::TlsCert(path) => {
-                opts.tls.get_or_insert_with(Default::default).cert_file = Some(path)
-            }
-            Setting::TlsKey(path) => {
-                opts.tls.get_or_insert_with(Default::default).key_file = Some(path)
-            }
-            Setting::TlsCaCert(path) => {
-                opts.tls.get_or_insert_with(Default::default).ca_file = Some(path)
-            }
+            Setting::TlsVerify(on) => flag_tls(opts).verify = on,
+            Setting::TlsCert(path) => flag_tls(opts).cert_file = Some(path),
+            Setting::TlsKey(path) => flag_tls(opts).key_file = Some(path),
+            Setting::TlsCaCert(path) => flag_tls(opts).ca_file = Some(path),
         }
     }
+}
+
+/// The TLS options a flag changes (made if need be); no longer just the file's `tls` block.
+fn flag_tls(opts: &mut Options) -> &mut config::TlsOptions {
+    let tls = opts.tls.get_or_insert_with(Default::default);
+    tls.defined_at = None;
+    tls
 }
 
 /// A command line tern cannot run with: the message to print, and whether to add the usage.
@@ -627,7 +625,7 @@ flags, --profile.
 pub fn version_line(program: &str) -> String {
     format!(
         "{program}: v{} (tern {})",
-        crate::protocol::NATS_SERVER_VERSION,
+        crate::proto::protocol::NATS_SERVER_VERSION,
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -703,23 +701,15 @@ mod tests {
 
     #[test]
     fn tls_flags() {
-        let parse_opts = |args: &[&str]| match parse(args.iter().copied()) {
-            Ok(Command::Run(run)) => run.options(&mut Vec::new()),
+        let tls = |args: &[&str]| match parse(args.iter().copied()) {
+            Ok(Command::Run(run)) => run.options(&mut Vec::new()).unwrap().tls,
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            parse_opts(&["--tls"]).unwrap_err(),
-            "TLS Server certificate must be present and valid"
-        );
-        assert_eq!(
-            parse_opts(&["-tlscert", "x.pem"]).unwrap_err(),
-            "TLS Server private key must be present and valid"
-        );
-        assert_eq!(
-            parse_opts(&["--tlscert", "/nonexistent.pem", "--tlskey", "k.pem"]).unwrap_err(),
-            "error parsing X509 certificate/key pair: open /nonexistent.pem: no such file or directory"
-        );
-        assert!(parse_opts(&["--tls=false"]).unwrap().tls.is_none());
+        assert!(tls(&["--tls"]).is_some());
+        let t = tls(&["-tlscert", "x.pem", "--tlsverify"]).unwrap();
+        assert_eq!(t.cert_file.as_deref(), Some(Path::new("x.pem")));
+        assert!(t.verify && t.defined_at.is_none());
+        assert!(tls(&["--tls=false"]).is_none());
     }
 
     #[test]

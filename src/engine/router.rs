@@ -9,11 +9,10 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::auth::Credentials;
-use crate::outbound::Outbound;
-use crate::permissions::{Permissions, ResponsePermission};
-use crate::stats::{ConnSnapshot, ConnStats, Counts, SubSnapshot, Totals};
-use crate::sublist::{Sublist, SublistResult};
+use crate::engine::outbound::Outbound;
+use crate::engine::permissions::{Permissions, ResponsePermission};
+use crate::engine::stats::{ConnSnapshot, ConnStats, Counts, SubSnapshot, Totals};
+use crate::engine::sublist::{Sublist, SublistResult};
 
 /// The part of a connection that other connections touch: its outbound queue, what it
 /// negotiated that matters to publishers, and its subscriptions by sid.
@@ -32,9 +31,6 @@ pub struct Connection {
     /// The log prefix (`IP:PORT - cid:N[ - "name"]`), for lines other connections log about
     /// this one. Guards only the string.
     desc: Mutex<Arc<str>>,
-    /// What the client authenticated with (set by an accepted CONNECT), re-checked when the
-    /// configuration is reloaded.
-    credentials: Mutex<Option<Credentials>>,
     /// `FILTER_DELIVERIES` and `TRACK_REPLIES`: read by every publisher per delivery, so that a
     /// connection without permissions costs them one load and a branch.
     perm_flags: AtomicU8,
@@ -85,7 +81,6 @@ impl Connection {
             async_info: AtomicBool::new(false),
             subs: Mutex::new(HashMap::default()),
             desc: Mutex::new(desc.into()),
-            credentials: Mutex::new(None),
             perm_flags: AtomicU8::new(0),
             permissions: Mutex::new(None),
             replies: Mutex::new(HashMap::new()),
@@ -195,19 +190,6 @@ impl Connection {
     /// Records whether the client takes asynchronous INFO updates (CONNECT `protocol` 1).
     pub fn set_async_info(&self, on: bool) {
         self.async_info.store(on, Ordering::Relaxed);
-    }
-
-    /// Records what an accepted CONNECT authenticated with.
-    pub fn set_credentials(&self, credentials: Credentials) {
-        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(credentials);
-    }
-
-    /// What the client authenticated with, once CONNECT was accepted.
-    pub fn credentials(&self) -> Option<Credentials> {
-        self.credentials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// Replaces the log prefix (CONNECT named the client).

@@ -11,7 +11,7 @@
 
 use memchr::memchr;
 
-use crate::error::ProtocolError;
+use crate::proto::error::ProtocolError;
 
 /// One operation sent by a client. Slices borrow from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use crate::subject;
+use crate::proto::subject;
+pub use crate::proto::subject::go_quote;
 
 /// nats-server's `DEFAULT_ALLOW_RESPONSE_MAX_MSGS`.
 pub const DEFAULT_RESPONSE_MAX: u32 = 1;
@@ -164,26 +165,6 @@ fn list_matches(list: &[Entry], subject: &[u8], queue: Option<&[u8]>) -> bool {
         Some(q) if queued.peek().is_some() => queued.any(|e| e.covers_queue(q)),
         _ => plain,
     }
-}
-
-/// Quotes like Go's `%q` for the subjects in permission errors: printable ASCII as is, `"` and
-/// `\` escaped, anything else as `\xNN`.
-pub fn go_quote(text: &[u8]) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for &b in text {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
-use crate::config::Options;
-use crate::permissions::Permissions;
-use crate::tls::CertIdentity;
+use crate::config::{is_bcrypt, Options};
+use crate::engine::permissions::Permissions;
+use crate::proto::protocol::ConnectOptions;
+use crate::security::tls::CertIdentity;
 
 /// The credentials a client presented in CONNECT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +33,19 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// What CONNECT presented (the nonce and certificate are the connection's, added later).
+    pub fn from_connect(opts: &ConnectOptions) -> Credentials {
+        Credentials {
+            user: opts.user.clone(),
+            pass: opts.pass.clone(),
+            token: opts.auth_token.clone(),
+            nkey: opts.nkey.clone(),
+            sig: opts.sig.clone(),
+            nonce: None,
+            cert: None,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.user.is_none() && self.pass.is_none() && self.token.is_none() && self.nkey.is_none()
     }
@@ -206,18 +220,6 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     }
     // A lone trailing character cannot be valid base64.
     (bits < 6).then_some(out)
-}
-
-/// nats-server's `isBcrypt`: `$2a$`, `$2b$`, `$2x$` or `$2y$`, a two-digit cost, `$`.
-pub fn is_bcrypt(secret: &str) -> bool {
-    let b = secret.as_bytes();
-    b.len() > 7
-        && b.starts_with(b"$2")
-        && matches!(b[2], b'a' | b'b' | b'x' | b'y')
-        && b[3] == b'$'
-        && b[4].is_ascii_digit()
-        && b[5].is_ascii_digit()
-        && b[6] == b'$'
 }
 
 /// Checks a presented secret against the configured one: bcrypt when the configured one is a

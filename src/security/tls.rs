@@ -21,11 +21,52 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsOptions;
+use crate::config::{Options, TlsOptions};
 
 /// The first byte of a TLS handshake record. nats-server (Go's crypto/tls) closes a connection
 /// whose first record is anything else without writing a byte.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS configurations a server runs with, built from its options in this one place (at
+/// start, by `-t`, and by every reload).
+#[derive(Debug, Clone, Default)]
+pub struct ServerTls {
+    /// For the client port, when `tls` is configured.
+    pub clients: Option<Arc<ServerConfig>>,
+    /// For the HTTPS monitor: the client port's certificate, without asking for client
+    /// certificates.
+    pub monitor: Option<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Builds every TLS configuration `opts` asks for. An error names the `tls` block's
+    /// position in the configuration file, as nats-server reports it at load time.
+    pub fn build(opts: &Options) -> Result<ServerTls, String> {
+        let Some(tls) = &opts.tls else {
+            return Ok(ServerTls::default());
+        };
+        let at = |message: String| match &tls.defined_at {
+            Some(at) => format!("{at}: {message}"),
+            None => message,
+        };
+        let clients = server_config(tls).map_err(at)?;
+        let monitor = match opts.https_port {
+            0 => None,
+            _ => Some(
+                server_config(&TlsOptions {
+                    verify: false,
+                    verify_and_map: false,
+                    ..tls.clone()
+                })
+                .map_err(at)?,
+            ),
+        };
+        Ok(ServerTls {
+            clients: Some(clients),
+            monitor,
+        })
+    }
+}
 
 /// Builds the server configuration, with nats-server's wording for the errors a deployment
 /// hits most: a missing file and a key that does not belong to the certificate.
@@ -555,6 +596,49 @@ fn der_oid(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{cli, conf};
+
+    /// What building the TLS configuration of a configuration file says.
+    fn file_error(text: &str) -> String {
+        let file = conf::parse_str(text, Path::new("test.conf")).unwrap();
+        let mut opts = Options::default();
+        opts.apply_file(&file, &mut Vec::new()).unwrap();
+        ServerTls::build(&opts).unwrap_err()
+    }
+
+    /// What building the TLS configuration of a command line says.
+    fn flags_error(args: &[&str]) -> String {
+        match cli::parse(args.iter().copied()) {
+            Ok(cli::Command::Run(run)) => {
+                ServerTls::build(&run.options(&mut Vec::new()).unwrap()).unwrap_err()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn configuration_errors_as_nats_server_reports_them() {
+        assert_eq!(
+            file_error("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }"),
+            "test.conf:2:1: error parsing X509 certificate/key pair: open nope.pem: no such file or directory"
+        );
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let (cert, key) = (fixtures.join("ec.pem"), fixtures.join("ec-sec1.key"));
+        let files = format!("cert_file: {cert:?}, key_file: {key:?}");
+        assert!(file_error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
+        assert_eq!(
+            flags_error(&["--tls"]),
+            "TLS Server certificate must be present and valid"
+        );
+        assert_eq!(
+            flags_error(&["-tlscert", "x.pem"]),
+            "TLS Server private key must be present and valid"
+        );
+        assert_eq!(
+            flags_error(&["--tlscert", "/nonexistent.pem", "--tlskey", "k.pem"]),
+            "error parsing X509 certificate/key pair: open /nonexistent.pem: no such file or directory"
+        );
+    }
 
     #[test]
     fn oids_and_dns() {

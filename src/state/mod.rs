@@ -1,0 +1,315 @@
+//! The state every connection shares: the options in force (replaced whole by a reload), the
+//! accounts and live connections, the server's identity, the TLS configuration, and the
+//! monitor's counters. Reload lives here too: it swaps the options and re-checks every open
+//! connection's credentials and permissions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::config::Options;
+use crate::engine::outbound::CloseReason;
+use crate::engine::router::{Connection, Router};
+use crate::engine::stats::ClosedRing;
+use crate::proto::error;
+use crate::proto::protocol::{self, Info};
+use crate::security::auth;
+
+/// Monitor state that is not the server's: request counts and the CPU sampler.
+#[derive(Debug, Default)]
+pub struct MonitorState {
+    /// Requests served per endpoint (`http_req_stats`). Guards only the map.
+    pub requests: Mutex<BTreeMap<&'static str, u64>>,
+    /// The previous CPU-time sample, for `cpu` as a percentage since then.
+    pub cpu_sample: Mutex<Option<(Instant, f64)>>,
+}
+
+/// State every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The options in force; replaced whole by a reload. Held only to clone the `Arc`.
+    opts: RwLock<Arc<Options>>,
+    /// Bumped by every reload, so a connection can tell its copy of the options is current
+    /// with one atomic load per read instead of taking the lock.
+    opts_generation: AtomicU64,
+    /// Subscriptions and connections.
+    pub router: Router,
+    /// This process's id, as nats-server makes them: `N` and 55 base-32 characters.
+    pub server_id: String,
+    /// The configured name, or the id.
+    pub server_name: String,
+    /// The bound client address.
+    pub addr: SocketAddr,
+    /// Connection tasks (readers and writers) still running.
+    pub tasks: AtomicUsize,
+    /// Wakes the accept loop to enter lame duck mode.
+    lame_duck: Notify,
+    /// Set once lame duck mode has begun (`/healthz` then reports not ready).
+    in_lame_duck: AtomicBool,
+    /// When the server started (wall clock, for `/varz` `start`).
+    pub start: SystemTime,
+    /// When the server started (monotonic, for uptimes).
+    pub started: Instant,
+    /// When the options in force were loaded (start or last reload). Guards only the time.
+    config_load_time: Mutex<SystemTime>,
+    /// The recently closed connections (`/connz?state=closed`).
+    pub closed: ClosedRing,
+    /// The bound HTTP monitor address, when monitoring is on.
+    pub monitor_addr: Option<SocketAddr>,
+    /// The monitor serves HTTPS (`https_port`) rather than HTTP.
+    pub monitor_https: bool,
+    /// The monitor's own counters.
+    pub monitor: MonitorState,
+    /// What each connected client authenticated with (set by an accepted CONNECT), by cid,
+    /// re-checked when the configuration is reloaded. Guards only the map.
+    sessions: Mutex<HashMap<u64, auth::Credentials>>,
+    /// The TLS configuration built from `opts.tls`, replaced with it by a reload. Held only to
+    /// clone the `Arc`.
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+}
+
+impl Shared {
+    /// The state of a server whose client listener is bound to `addr`.
+    pub fn new(
+        opts: Options,
+        addr: SocketAddr,
+        monitor_addr: Option<SocketAddr>,
+        monitor_https: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Shared {
+        let closed = ClosedRing::new(opts.max_closed_clients);
+        let now = SystemTime::now();
+        let server_id = new_server_id();
+        let server_name = opts
+            .server_name
+            .clone()
+            .unwrap_or_else(|| server_id.clone());
+        Shared {
+            opts: RwLock::new(Arc::new(opts)),
+            opts_generation: AtomicU64::new(0),
+            router: Router::new(),
+            server_id,
+            server_name,
+            addr,
+            tasks: AtomicUsize::new(0),
+            lame_duck: Notify::new(),
+            in_lame_duck: AtomicBool::new(false),
+            start: now,
+            started: Instant::now(),
+            config_load_time: Mutex::new(now),
+            closed,
+            monitor_addr,
+            monitor_https,
+            monitor: MonitorState::default(),
+            tls: RwLock::new(tls),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records what connection `cid`'s accepted CONNECT authenticated with.
+    pub fn set_credentials(&self, cid: u64, credentials: auth::Credentials) {
+        self.sessions().insert(cid, credentials);
+    }
+
+    /// What connection `cid` authenticated with, once its CONNECT was accepted.
+    pub fn credentials(&self, cid: u64) -> Option<auth::Credentials> {
+        self.sessions().get(&cid).cloned()
+    }
+
+    /// Forgets a closed connection's credentials.
+    pub fn forget_credentials(&self, cid: u64) {
+        self.sessions().remove(&cid);
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, auth::Credentials>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes when lame duck mode is asked for.
+    pub async fn lame_duck_requested(&self) {
+        self.lame_duck.notified().await
+    }
+
+    /// The options in force.
+    pub fn opts(&self) -> Arc<Options> {
+        self.opts.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The TLS configuration new connections are upgraded with, if TLS is on.
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes whenever the options are replaced.
+    pub fn opts_generation(&self) -> u64 {
+        self.opts_generation.load(Ordering::Acquire)
+    }
+
+    /// The INFO sent to connection `cid` from `client`.
+    pub fn info(&self, cid: u64, client: SocketAddr) -> Info {
+        let opts = self.opts();
+        Info {
+            server_id: self.server_id.clone(),
+            server_name: self.server_name.clone(),
+            version: protocol::NATS_SERVER_VERSION.to_string(),
+            proto: protocol::PROTO,
+            git_commit: concat!("tern-", env!("CARGO_PKG_VERSION")).to_string(),
+            go: "rust".to_string(),
+            host: opts.host.clone(),
+            port: self.addr.port(),
+            headers: true,
+            auth_required: opts.auth_required() && opts.no_auth_user.is_none(),
+            tls_required: opts.tls.is_some() && !opts.allow_non_tls,
+            tls_available: opts.tls.is_some() && opts.allow_non_tls,
+            tls_verify: opts
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.verify || t.verify_and_map),
+            max_payload: opts.max_payload,
+            client_id: cid,
+            client_ip: client.ip().to_string(),
+            nonce: None,
+            connect_info: false,
+            remote_account: None,
+            ldm: false,
+        }
+    }
+
+    /// Puts `new` in force, as nats-server's reload does: limits, logging and credentials
+    /// change for new and existing connections, and connected clients whose credentials no
+    /// longer pass are disconnected with `Authorization Violation`. The listen address cannot
+    /// change; asking for it leaves everything as it was.
+    pub fn reload(&self, new: Options) -> Result<(), String> {
+        let old = self.opts();
+        // The options nats-server cannot change at run time, refused with its message (and
+        // its Go field names); everything else applies to new and open connections.
+        fn fixed<T: PartialEq + std::fmt::Debug>(
+            name: &str,
+            old: &T,
+            new: &T,
+        ) -> Result<(), String> {
+            match old == new {
+                true => Ok(()),
+                false => Err(format!(
+                    "config reload not supported for {name}: old={old:?}, new={new:?}"
+                )),
+            }
+        }
+        fixed("Host", &old.host, &new.host)?;
+        fixed("Port", &old.port, &new.port)?;
+        fixed("ServerName", &old.server_name, &new.server_name)?;
+        fixed("MaxSubs", &old.max_subscriptions, &new.max_subscriptions)?;
+        fixed("MaxPending", &old.max_pending, &new.max_pending)?;
+        fixed("HTTPHost", &old.http_host, &new.http_host)?;
+        fixed("HTTPPort", &old.http_port, &new.http_port)?;
+        fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
+        let tls = crate::security::tls::ServerTls::build(&new)?;
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls.clients;
+        let new = Arc::new(new);
+        *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        self.opts_generation.fetch_add(1, Ordering::Release);
+        *self
+            .config_load_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
+        for conn in self.router.connections_snapshot() {
+            let Some(credentials) = self.credentials(conn.cid) else {
+                continue;
+            };
+            match auth::authenticate(&new, &credentials) {
+                None => {
+                    info!("{} - Authorization Violation after reload", conn.desc());
+                    conn.outbound
+                        .append(None, |b| protocol::encode_err(b, "Authorization Violation"));
+                    conn.outbound
+                        .close(CloseReason::AuthenticationViolation, true);
+                }
+                Some(user) => self.apply_permissions(&conn, user),
+            }
+        }
+        // Readers pick up their connection's new permissions when they see the generation
+        // change, so bump it again now that every connection's are in place.
+        self.opts_generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Puts reloaded permissions in force on an open connection and removes the subscriptions
+    /// they no longer allow, telling the client about each as nats-server does.
+    fn apply_permissions(&self, conn: &Arc<Connection>, user: auth::Authorized) {
+        conn.set_permissions(user.permissions.clone());
+        let Some(perms) = user.permissions else {
+            return;
+        };
+        let revoked: Vec<_> = {
+            let mut subs = conn.subs();
+            let mut sids: Vec<_> = subs
+                .values()
+                .filter(|s| !perms.can_subscribe(&s.subject, s.queue.as_deref()))
+                .map(|s| s.sid.clone())
+                .collect();
+            // In sid order (numeric sids sort as numbers), so the client hears in a stable
+            // order; nats-server walks a Go map, in no particular order.
+            sids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+            sids.iter().filter_map(|sid| subs.remove(sid)).collect()
+        };
+        let who = user.user.unwrap_or_default();
+        for sub in revoked {
+            self.router.unsubscribe(&sub);
+            let text =
+                error::subscription_violation(&sub.subject, sub.queue.as_deref(), Some(&sub.sid));
+            let lossy = String::from_utf8_lossy;
+            let queue = sub
+                .queue
+                .as_ref()
+                .map(|q| format!(" using queue {:?}", lossy(q)))
+                .unwrap_or_default();
+            info!(
+                "Removed sub {:?}{queue} (sid {:?}) for User {who:?} - not authorized",
+                lossy(&sub.subject),
+                lossy(&sub.sid)
+            );
+            if conn
+                .outbound
+                .append(None, |b| protocol::encode_err(b, &text))
+                == crate::engine::outbound::Appended::ScheduleFlush
+            {
+                conn.outbound.wake_writer();
+            }
+        }
+    }
+
+    /// Enters lame duck mode: stop accepting, tell clients, close them gradually, exit.
+    pub fn enter_lame_duck_mode(&self) {
+        self.in_lame_duck.store(true, Ordering::Relaxed);
+        self.lame_duck.notify_one();
+    }
+
+    /// Whether lame duck mode has begun.
+    pub fn in_lame_duck_mode(&self) -> bool {
+        self.in_lame_duck.load(Ordering::Relaxed)
+    }
+
+    /// When the options in force were loaded.
+    pub fn config_load_time(&self) -> SystemTime {
+        *self
+            .config_load_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A random server id in nats-server's shape: `N` followed by 55 base-32 characters.
+fn new_server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut id = String::with_capacity(56);
+    id.push('N');
+    for _ in 0..55 {
+        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
+    id
+}
