@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use tern::engine::router::{Connection, Matches, Router, Subscription};
+use tern::engine::account::{Account, Matches};
+use tern::engine::connection::Connection;
+use tern::engine::subscription::Subscription;
 use tern::engine::sublist::Sublist;
 use tern::proto::parser::{parse, Limits};
 use tern::proto::protocol::encode_msg;
@@ -162,14 +164,14 @@ fn sublist(c: &mut Criterion) {
 }
 
 /// A copy of the per-connection match cache in `client.rs` (private there): results by subject,
-/// valid while the router's generation is the one recorded.
+/// valid while the account's generation is the one recorded.
 struct MatchCache {
     generation: u64,
     entries: HashMap<Box<[u8]>, Matches, ahash::RandomState>,
 }
 
 impl MatchCache {
-    fn lookup(&mut self, router: &Router, subject: &[u8]) -> Matches {
+    fn lookup(&mut self, router: &Account, subject: &[u8]) -> Matches {
         let generation = router.generation();
         if generation != self.generation {
             self.entries.clear();
@@ -184,12 +186,13 @@ impl MatchCache {
 }
 
 fn router(c: &mut Criterion) {
-    let router = Router::new();
+    let router = Arc::new(Account::new("$G"));
     let conn = Arc::new(Connection::new(
         1,
         64 << 20,
         "bench",
         ([127, 0, 0, 1], 4222).into(),
+        router.clone(),
     ));
     let subscribe = |subject: String, sid: usize| {
         router.subscribe(Arc::new(Subscription::new(
@@ -205,7 +208,7 @@ fn router(c: &mut Criterion) {
     subscribe("svc.*.req".into(), 10_000);
     subscribe("svc.>".into(), 10_001);
 
-    let mut group = c.benchmark_group("router match, 10k subscriptions");
+    let mut group = c.benchmark_group("account match, 10k subscriptions");
     let mut cache = MatchCache {
         generation: router.generation(),
         entries: HashMap::default(),

@@ -46,9 +46,10 @@ fn main() -> ExitCode {
         }
     };
     let mut warnings = run.warnings.clone();
-    let built = run
-        .options(&mut warnings)
-        .and_then(|opts| ServerTls::build(&opts).map(|tls| (opts, tls)));
+    let built = run.options(&mut warnings).and_then(|opts| {
+        tern::state::accounts::check(&opts)?;
+        ServerTls::build(&opts).map(|tls| (opts, tls))
+    });
     let (opts, tls) = match built {
         Ok(built) => built,
         Err(err) => {

@@ -888,7 +888,10 @@ async fn subscriptions_are_pruned_on_unsub_and_disconnect() {
     a.expect_before_pong("").await;
     assert_eq!(server.shared.router.subscription_count(), 100);
     drop(a);
-    eventually("sublist empty", || server.shared.router.sublist_is_empty()).await;
+    eventually("sublist empty", || {
+        server.shared.router.global().sublist_is_empty()
+    })
+    .await;
     assert_eq!(server.shared.router.subscription_count(), 0);
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::accounts::{AccountConfig, MappingConfig};
 use super::conf::{self, ConfError, Entry, Kind, Map, Value};
 use crate::engine::permissions::{self, Permissions, ResponsePermission, SubjectPermission};
 
@@ -83,6 +84,14 @@ pub struct Options {
     /// With `tls`, clients may also stay in plaintext (`allow_non_tls`, a top-level option as in
     /// nats-server): INFO says `tls_available` instead of `tls_required`.
     pub allow_non_tls: bool,
+    /// The configured accounts (`accounts { ... }`); their users are in `users`.
+    pub accounts: Vec<AccountConfig>,
+    /// Subject mappings of the global account (top-level `mappings`).
+    pub mappings: Vec<MappingConfig>,
+    /// The system account (`system_account`; `$SYS`, made automatically, when unset).
+    pub system_account: Option<String>,
+    /// No system account at all (`no_system_account`).
+    pub no_system_account: bool,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -147,6 +156,10 @@ pub struct User {
     pub password: String,
     /// What the user may publish and subscribe to; `None` for everything.
     pub permissions: Option<Arc<Permissions>>,
+    /// The account the user belongs to (empty: the global account, `$G`).
+    pub account: String,
+    /// Where the user is defined in the configuration file (for duplicate-user errors).
+    pub defined_at: Option<super::conf::Pos>,
     /// The kinds of connection the user may log in on (`allowed_connection_types`, upper
     /// case); empty for all. tern has only `STANDARD` client connections, so a list without
     /// it shuts the user out.
@@ -214,6 +227,10 @@ impl Default for Options {
             max_closed_clients: crate::engine::stats::DEFAULT_MAX_CLOSED_CLIENTS,
             tls: None,
             allow_non_tls: false,
+            accounts: Vec::new(),
+            mappings: Vec::new(),
+            system_account: None,
+            no_system_account: false,
         }
     }
 }
@@ -252,6 +269,7 @@ impl Options {
         for entry in file {
             self.apply_entry(entry, warnings)?;
         }
+        super::accounts::check(self, &file_pos(file))?;
         if let Some(user) = &self.no_auth_user {
             let known = self
                 .users
@@ -363,22 +381,29 @@ impl Options {
             | "connect_error_reports"
             | "reconnect_error_reports"
             | "no_header_support"
-            | "write_timeout"
-            | "system_account"
-            | "no_system_account"
-            | "no_sys_acc" => {
+            | "write_timeout" => {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
             "allow_non_tls" => self.allow_non_tls = boolean(v)?,
+            "accounts" => {
+                let mut users = Vec::new();
+                self.accounts = super::accounts::parse_accounts(v, &mut users, warnings)?;
+                // The authorization block's users (global account) stay.
+                self.users.retain(|u| u.account.is_empty());
+                self.users.extend(users);
+            }
+            "mappings" | "maps" => self.mappings = super::accounts::parse_mappings(v)?,
+            "system_account" | "system" => self.system_account = Some(string(v)?),
+            "no_system_account" | "no_system" | "no_sys_acc" => {
+                self.no_system_account = boolean(v)?
+            }
             // Running without these would weaken security or change who may do what.
-            "accounts"
-            | "operator"
+            "operator"
             | "operators"
             | "resolver"
             | "resolver_preload"
             | "trusted"
             | "trusted_keys"
-            | "mappings"
             | "ocsp"
             | "default_permissions"
             | "proxies" => {
@@ -414,7 +439,10 @@ impl Options {
                     let Kind::Array(users) = &v.kind else {
                         return Err(bad(v, "users"));
                     };
-                    self.users = users.iter().map(user).collect::<Result<_, _>>()?;
+                    let users: Vec<User> = users.iter().map(user).collect::<Result<_, _>>()?;
+                    // The accounts' users stay.
+                    self.users.retain(|u| !u.account.is_empty());
+                    self.users.extend(users);
                 }
                 "permissions" | "default_permissions" | "default_permission" => {
                     default_permissions = Some(Arc::new(permissions_block(v)?));
@@ -434,7 +462,11 @@ impl Options {
         }
         // Users without permissions of their own get the block's default permissions.
         if let Some(default) = default_permissions {
-            for user in self.users.iter_mut().filter(|u| u.permissions.is_none()) {
+            for user in self
+                .users
+                .iter_mut()
+                .filter(|u| u.account.is_empty() && u.permissions.is_none())
+            {
                 user.permissions = Some(default.clone());
             }
         }
@@ -506,14 +538,14 @@ fn file_pos(file: &Map) -> conf::Pos {
         })
 }
 
-fn unknown_field(entry: &Entry) -> ConfError {
+pub(super) fn unknown_field(entry: &Entry) -> ConfError {
     ConfError {
         pos: entry.pos.clone(),
         message: format!("unknown field {:?}", entry.key),
     }
 }
 
-fn ignored(entry: &Entry, why: &str) -> String {
+pub(super) fn ignored(entry: &Entry, why: &str) -> String {
     let pos = &entry.pos;
     format!(
         "{}:{}:{}: ignoring {:?}: {why}",
@@ -524,14 +556,14 @@ fn ignored(entry: &Entry, why: &str) -> String {
     )
 }
 
-fn bad(v: &Value, what: &str) -> ConfError {
+pub(super) fn bad(v: &Value, what: &str) -> ConfError {
     ConfError {
         pos: v.pos.clone(),
         message: format!("invalid value for {what}: {:?}", v.kind),
     }
 }
 
-fn string(v: &Value) -> Result<String, ConfError> {
+pub(super) fn string(v: &Value) -> Result<String, ConfError> {
     match &v.kind {
         Kind::String(s) => Ok(s.clone()),
         // Bare numbers where a string is expected (a server name `1`, say) read as text.
@@ -640,7 +672,7 @@ fn seconds(v: &Value) -> Result<Duration, ConfError> {
     }
 }
 
-fn user(v: &Value) -> Result<User, ConfError> {
+pub(super) fn user(v: &Value) -> Result<User, ConfError> {
     let Kind::Map(fields) = &v.kind else {
         return Err(bad(v, "a user"));
     };
@@ -688,12 +720,6 @@ fn user(v: &Value) -> Result<User, ConfError> {
                 }
                 connection_types = types;
             }
-            "account" => {
-                return Err(ConfError {
-                    pos: entry.pos.clone(),
-                    message: format!("user {:?} is not supported by tern yet", entry.key),
-                });
-            }
             _ => return Err(unknown_field(entry)),
         }
     }
@@ -710,10 +736,10 @@ fn user(v: &Value) -> Result<User, ConfError> {
         }),
         (Some(name), None) => Ok(User {
             name,
-            nkey: None,
             password: password.unwrap_or_default(),
             permissions: perms,
             allowed_connection_types: connection_types,
+            ..Default::default()
         }),
         (None, None) => Err(ConfError {
             pos: v.pos.clone(),
@@ -828,7 +854,7 @@ fn go_type(v: &Value) -> &'static str {
 }
 
 /// `permissions { publish, subscribe, allow_responses }` (also `pub`/`sub`).
-fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
+pub(super) fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
     let Kind::Map(fields) = &v.kind else {
         return Err(bad(v, "permissions"));
     };
@@ -912,6 +938,7 @@ fn allow_responses(v: &Value) -> Result<Option<ResponsePermission>, ConfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::account::ResponseType;
 
     fn options(text: &str) -> Result<(Options, Vec<String>), ConfError> {
         let file = conf::parse_str(text, Path::new("test.conf"))?;
@@ -1013,9 +1040,75 @@ mod tests {
         assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
         let (o, _) = options("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }").unwrap();
         assert_eq!(o.tls.unwrap().defined_at.as_deref(), Some("test.conf:2:1"));
-        assert!(
-            error("accounts { A { users: [{user: a, password: b}] } }").contains("not supported")
+        assert!(error("operator: op.jwt").contains("not supported"));
+    }
+
+    #[test]
+    fn accounts_and_their_users() {
+        let (o, _) = options(
+            r#"authorization { users: [{user: g, password: g}] }
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{service: "req", response_type: stream, response_threshold: "5s"}, {stream: "ev.>", accounts: [B]}],
+       default_permissions: {publish: "x"}, mappings: {"m": "n"} }
+  B: { users: [{user: b, password: b, permissions: {publish: "y"}}],
+       imports: [{service: {account: A, subject: "req"}, to: "b.req"}, {stream: {account: A, subject: "ev.x"}, prefix: "p"}] }
+}
+system_account: A"#,
+        )
+        .unwrap();
+        let names: Vec<_> = o
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.account.as_str()))
+            .collect();
+        assert_eq!(names, [("g", ""), ("a", "A"), ("b", "B")]);
+        // default_permissions apply to the account's users without their own.
+        assert!(o.users[1].permissions.as_ref().unwrap().can_publish(b"x"));
+        assert!(!o.users[2].permissions.as_ref().unwrap().can_publish(b"x"));
+        assert!(o.users[0].permissions.is_none());
+        assert_eq!(o.system_account.as_deref(), Some("A"));
+        let a = &o.accounts[0];
+        assert_eq!(a.exports[0].response_type, ResponseType::Stream);
+        assert_eq!(a.exports[0].response_threshold, Duration::from_secs(5));
+        assert_eq!(
+            a.exports[1].accounts.as_deref(),
+            Some(&["B".to_string()][..])
         );
+        assert_eq!(o.accounts[1].imports[0].to.as_deref(), Some("b.req"));
+        assert_eq!(o.accounts[1].imports[1].prefix.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn account_errors_as_nats_server_words_them() {
+        // Each text as nats-server 2.15.1 printed it for the same file (position included).
+        let cases = [
+            ("accounts { B: { imports: [{stream: {account: NOPE, subject: foo}}] } }",
+             "test.conf:1:0: \"NOPE\" account not defined for stream import"),
+            ("accounts { A: { exports: [{stream: foo, accounts: [NOPE]}] } }",
+             "test.conf:1:0: \"NOPE\" account not defined for stream export"),
+            ("accounts { A: { exports: [{stream: bar}] }, B: { imports: [{stream: {account: A, subject: foo}}] } }",
+             "test.conf:1:0: Error adding stream import \"foo\": stream import not authorized"),
+            ("accounts { A: { exports: [{service: foo, accounts: [C]}] }, B: { imports: [{service: {account: A, subject: foo}}] }, C: {} }",
+             "test.conf:1:0: Error adding service import \"foo\": service import not authorized"),
+            ("accounts { A: { exports: [{service: foo}], imports: [{service: {account: B, subject: foo}}] }, B: { exports: [{service: foo}], imports: [{service: {account: A, subject: foo}}] } }",
+             "test.conf:1:0: Error adding service import \"foo\": import forms a cycle"),
+            ("accounts { A: { exports: [{stream: foo}], imports: [{stream: {account: B, subject: foo}}] }, B: { exports: [{stream: foo}], imports: [{stream: {account: A, subject: foo}}] } }",
+             "test.conf:1:0: Error adding stream import \"foo\": import forms a cycle"),
+            ("accounts {\n A: { users: [{user: x}] }\n B: { users: [{user: x}] } }",
+             "test.conf:3:7: Duplicate user \"x\" detected"),
+            ("accounts { $G: {} }", "test.conf:1:12: \"$G\" is a Reserved Account"),
+            ("mappings { \"foo\": \"bar.{{wildcard(3)}}\" }",
+             "test.conf:1:12: Error adding mapping for \"foo\" to \"bar.{{wildcard(3)}}\" : invalid mapping destination: wildcard index out of range in {{wildcard(3)}}"),
+            ("mappings { \"foo.*\": \"bar.$2\" }",
+             "test.conf:1:12: Error adding mapping for \"foo.*\" to \"bar.$2\" : invalid mapping destination: wildcard index out of range in $2: [2]"),
+            ("mappings { \"foo.*\": \"bar.{{nosuch(1)}}\" }",
+             "test.conf:1:12: Error adding mapping for \"foo.*\" to \"bar.{{nosuch(1)}}\" : invalid mapping destination: unknown function in {{nosuch(1)}}"),
+            ("mappings { w: [{destination: w1, weight: 60%}, {destination: w2, weight: 50%}] }",
+             "test.conf:1:12: Error adding mapping for \"w\" : total weight needs to be <= 100"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(error(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -20,9 +20,12 @@ use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, trace};
 
 use crate::config::{Options, TlsOptions};
+use crate::engine::account::{Account, Matches};
+use crate::engine::connection::{ClientMeta, Connection};
+use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::outbound::{Appended, CloseReason, Take};
 use crate::engine::permissions::{self, Permissions};
-use crate::engine::router::{ClientMeta, Connection, Matches, Subscription};
+use crate::engine::subscription::Subscription;
 use crate::proto::error::ProtocolError;
 use crate::proto::parser::{self, ClientOp};
 use crate::proto::protocol::{self, ConnectOptions};
@@ -45,8 +48,6 @@ const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(500);
 const MAX_KEPT_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 /// Match results cached per connection (nats-server keeps 512, pruning randomly).
 const MATCH_CACHE_SIZE: usize = 512;
-/// The account every connection is in until accounts exist.
-const GLOBAL_ACCOUNT: &str = "$G";
 
 /// Serves one accepted TCP connection until it closes.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -58,6 +59,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         opts.max_pending,
         &format!("{addr} - cid:{cid}"),
         addr,
+        shared.router.global().clone(),
     ));
     let desc = conn.desc();
     debug!("{desc} - Client connection created");
@@ -261,6 +263,8 @@ struct Client {
     /// The post-CONNECT INFO has been sent.
     connect_info_sent: bool,
     addr: SocketAddr,
+    /// The account the connection is bound to (`$G` until CONNECT).
+    account: Arc<Account>,
     cache: MatchCache,
     /// The user's permissions; `None` (the common case) skips every check.
     perms: Option<Arc<Permissions>>,
@@ -272,10 +276,9 @@ struct Client {
     auth_failure: String,
     /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
     pub_cache: HashMap<Box<[u8]>, bool, ahash::RandomState>,
-    /// Connections this batch appended to and must wake once it ends.
-    to_flush: Vec<Arc<Connection>>,
-    /// Subscribers this batch found backlogged: waited for once it ends (`wait_for_room`).
-    backlogged: Vec<Arc<Connection>>,
+    /// The connections this batch appended to (woken once it ends) and the subscribers it
+    /// found backlogged (waited for once it ends, `wait_for_room`).
+    out: Deliveries,
     pings_out: u32,
     /// When the oldest unanswered PING went out (for the RTT).
     ping_sent: Option<Instant>,
@@ -292,6 +295,7 @@ struct Client {
 impl Client {
     fn new(shared: Arc<Shared>, conn: Arc<Connection>, addr: SocketAddr) -> Self {
         let desc = conn.desc().to_string();
+        let account = conn.account();
         Client {
             server_generation: shared.opts_generation(),
             server: shared.opts(),
@@ -302,14 +306,14 @@ impl Client {
             connected: false,
             connect_info_sent: false,
             addr,
+            account,
             cache: MatchCache::default(),
             perms: None,
             nonce: None,
             auth_failure: String::new(),
             cert: None,
             pub_cache: HashMap::default(),
-            to_flush: Vec::new(),
-            backlogged: Vec::new(),
+            out: Deliveries::default(),
             pings_out: 0,
             ping_sent: None,
             last_in: Instant::now(),
@@ -375,14 +379,14 @@ impl Client {
                 self.fail(err);
                 break reason;
             }
-            if !self.backlogged.is_empty() {
+            if !self.out.backlogged.is_empty() {
                 // Pace this publisher to the subscribers it is outrunning (see `wait_for_room`).
-                let backlogged = std::mem::take(&mut self.backlogged);
+                let backlogged = std::mem::take(&mut self.out.backlogged);
                 for conn in &backlogged {
                     conn.outbound.wait_for_room().await;
                 }
-                self.backlogged = backlogged;
-                self.backlogged.clear();
+                self.out.backlogged = backlogged;
+                self.out.backlogged.clear();
                 since_yield = 0;
             } else if woke_others && since_yield >= YIELD_AFTER {
                 // A writer woken from a worker thread waits in that worker's LIFO slot, which
@@ -419,6 +423,7 @@ impl Client {
             }
         }
         self.trace = tracing::enabled!(tracing::Level::TRACE);
+        self.out.trace = self.trace;
     }
 
     /// Parses and handles every whole operation in `buf`, leaving a partial one for later.
@@ -473,7 +478,7 @@ impl Client {
             // telnet case), permissions and all.
             match auth::authenticate(&self.server, &auth::Credentials::default()) {
                 Some(user) => {
-                    self.bind_user(user.permissions);
+                    self.bind_user(&user);
                     self.shared
                         .set_credentials(self.conn.cid, auth::Credentials::default());
                     self.connected = true;
@@ -514,7 +519,8 @@ impl Client {
                     self.connect_info_sent = true;
                     let mut info = self.shared.info(self.conn.cid, self.addr);
                     info.connect_info = true;
-                    info.remote_account = Some(GLOBAL_ACCOUNT.to_string());
+                    info.remote_account = Some(self.account.name.to_string());
+                    info.acc_is_sys = self.account.is_system.load(Ordering::Relaxed);
                     self.push(|b| info.encode(b));
                 }
                 Ok(())
@@ -522,6 +528,9 @@ impl Client {
             ClientOp::Pong => {
                 if let Some(sent) = self.ping_sent.take() {
                     self.conn.stats.set_rtt(sent.elapsed());
+                    if let Some((_, rtt)) = &mut self.out.origin {
+                        *rtt = sent.elapsed();
+                    }
                 }
                 self.pings_out = 0;
                 Ok(())
@@ -572,6 +581,8 @@ impl Client {
             return Err(ProtocolError::NoRespondersRequiresHeaders);
         }
         if !self.connected {
+            self.bind_user(&user);
+            let account = self.account.clone();
             // nats-server's prefix: ` - "name"` for a named client, then ` - "$G/user:alice"`
             // for an authenticated one.
             let mut desc = self.desc.clone();
@@ -579,7 +590,7 @@ impl Client {
                 desc = format!("{desc} - {name:?}");
             }
             if let Some(who) = &user.log_name {
-                desc = format!("{desc} - {:?}", format!("{GLOBAL_ACCOUNT}/{who}"));
+                desc = format!("{desc} - {:?}", format!("{}/{who}", account.name));
             }
             if desc != self.desc {
                 self.desc = desc;
@@ -588,7 +599,6 @@ impl Client {
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.shared.set_credentials(self.conn.cid, credentials);
-        self.bind_user(user.permissions);
         self.conn.set_async_info(opts.protocol >= 1);
         self.opts = opts;
         self.connected = true;
@@ -596,10 +606,22 @@ impl Client {
         Ok(())
     }
 
-    /// Puts the authenticated user's permissions in force for this connection.
-    fn bind_user(&mut self, perms: Option<Arc<Permissions>>) {
-        self.conn.set_permissions(perms.clone());
-        self.perms = perms;
+    /// Binds the connection to the authenticated user's account and puts the user's
+    /// permissions in force.
+    fn bind_user(&mut self, user: &auth::Authorized) {
+        let account = self
+            .shared
+            .router
+            .account(&user.account)
+            .unwrap_or_else(|| self.shared.router.global().clone());
+        self.conn.bind_account(account.clone());
+        self.out.origin = Some((
+            account.name.clone(),
+            self.conn.stats.rtt().unwrap_or_default(),
+        ));
+        self.account = account;
+        self.conn.set_permissions(user.permissions.clone());
+        self.perms = user.permissions.clone();
         self.pub_cache.clear();
     }
 
@@ -632,7 +654,8 @@ impl Client {
         Ok(())
     }
 
-    /// Delivers one message to every matching subscription and one member of each queue group.
+    /// Delivers one message to every matching subscription and one member of each queue group
+    /// in the connection's account (after its subject mappings).
     fn route(
         &mut self,
         subject: &[u8],
@@ -640,91 +663,22 @@ impl Client {
         header_len: Option<usize>,
         message: &[u8],
     ) {
-        let matches = self.cache.lookup(&self.shared, subject);
-        let mut delivered = false;
-        for sub in &matches.psubs {
-            delivered |= self.deliver(sub, subject, reply, header_len, message);
-        }
-        for group in &matches.qsubs {
-            // Start at a random member and take the first that can receive, as nats-server does.
-            let n = group.members.len();
-            let start = fastrand::usize(..n);
-            for i in 0..n {
-                if self.deliver(
-                    &group.members[(start + i) % n],
-                    subject,
-                    reply,
-                    header_len,
-                    message,
-                ) {
-                    delivered = true;
-                    break;
-                }
-            }
-        }
+        let mapped = self.account.map_subject(subject);
+        let subject = mapped.as_deref().unwrap_or(subject);
+        let matches = self.cache.lookup(&self.account, subject);
+        let msg = Message {
+            subject,
+            reply,
+            header_len,
+            message,
+        };
+        let skip = (!self.opts.echo).then_some(&self.conn);
+        let delivered = deliver::deliver_all(&self.account, &matches, &msg, &mut self.out, skip);
         if !delivered && self.opts.no_responders {
             if let Some(reply) = reply {
                 self.send_no_responders(subject, reply);
             }
         }
-    }
-
-    /// Appends one MSG/HMSG to `sub`'s connection. Returns whether it was queued.
-    fn deliver(
-        &mut self,
-        sub: &Arc<Subscription>,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        header_len: Option<usize>,
-        message: &[u8],
-    ) -> bool {
-        let to = &sub.conn;
-        if !self.opts.echo && Arc::ptr_eq(to, &self.conn) {
-            return false;
-        }
-        if !to.may_receive(subject) {
-            return false;
-        }
-        let Some(last) = sub.claim_delivery() else {
-            return false;
-        };
-        if let Some(reply) = reply {
-            to.record_reply(reply);
-        }
-        let appended = match header_len {
-            Some(header_len) if to.headers.load(Ordering::Relaxed) => {
-                to.outbound.append(Some(message.len()), |b| {
-                    protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
-                })
-            }
-            // A subscriber without header support gets the payload alone, as from nats-server.
-            Some(header_len) => to.outbound.append(Some(message.len() - header_len), |b| {
-                protocol::encode_msg(b, subject, &sub.sid, reply, &message[header_len..])
-            }),
-            None => to.outbound.append(Some(message.len()), |b| {
-                protocol::encode_msg(b, subject, &sub.sid, reply, message)
-            }),
-        };
-        if self.trace && appended != Appended::Dropped {
-            trace_delivery(sub, subject, reply, header_len, message);
-        }
-        if appended == Appended::ScheduleFlush {
-            self.to_flush.push(to.clone());
-        }
-        if appended != Appended::Dropped
-            && to.outbound.is_backlogged()
-            && !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
-        {
-            self.backlogged.push(to.clone());
-        }
-        if last {
-            self.shared.router.unsubscribe(sub);
-            let mut subs = to.subs();
-            if subs.get(&sub.sid).is_some_and(|s| Arc::ptr_eq(s, sub)) {
-                subs.remove(&sub.sid);
-            }
-        }
-        appended != Appended::Dropped
     }
 
     /// The 503 status a requester gets when its request reached no one, sent on its own
@@ -784,7 +738,7 @@ impl Client {
             subs.insert(sid, sub.clone());
             sub
         };
-        self.shared.router.subscribe(sub);
+        self.account.subscribe(sub);
         self.send_ok();
         Ok(())
     }
@@ -814,7 +768,7 @@ impl Client {
                     String::from_utf8_lossy(sid)
                 );
             }
-            self.shared.router.unsubscribe(&sub);
+            self.account.unsubscribe(&sub);
         }
         self.send_ok();
         Ok(())
@@ -901,19 +855,13 @@ impl Client {
     /// Appends to this connection's own outbound queue.
     fn push(&mut self, encode: impl FnOnce(&mut BytesMut)) {
         if self.conn.outbound.append(None, encode) == Appended::ScheduleFlush {
-            self.to_flush.push(self.conn.clone());
+            self.out.to_flush.push(self.conn.clone());
         }
     }
 
-    /// Wakes each writer this batch appended to, once.
     /// Wakes the writers this batch appended to; true if any was another connection's.
     fn flush_batch(&mut self) -> bool {
-        let mut others = false;
-        for conn in self.to_flush.drain(..) {
-            others |= !Arc::ptr_eq(&conn, &self.conn);
-            conn.outbound.wake_writer();
-        }
-        others
+        self.out.flush(Some(&self.conn))
     }
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the caller then closes.
@@ -1113,15 +1061,15 @@ struct MatchCache {
 }
 
 impl MatchCache {
-    fn lookup(&mut self, shared: &Shared, subject: &[u8]) -> Matches {
-        let generation = shared.router.generation();
+    fn lookup(&mut self, account: &Account, subject: &[u8]) -> Matches {
+        let generation = account.generation();
         if generation != self.generation {
             self.entries.clear();
             self.generation = generation;
         } else if let Some(found) = self.entries.get(subject) {
             return found.clone();
         }
-        let found = shared.router.matches(subject);
+        let found = account.matches(subject);
         if self.entries.len() >= MATCH_CACHE_SIZE {
             // Drop every other entry (an arbitrary half, as the table orders them): one pass
             // per MATCH_CACHE_SIZE / 2 misses and no allocation, where evicting a few keys at
@@ -1235,41 +1183,6 @@ fn redact_secrets(json: &str) -> String {
         }
     }
     out
-}
-
-fn trace_delivery(
-    sub: &Subscription,
-    subject: &[u8],
-    reply: Option<&[u8]>,
-    header_len: Option<usize>,
-    message: &[u8],
-) {
-    let lossy = String::from_utf8_lossy;
-    let reply = reply.map(|r| format!(" {}", lossy(r))).unwrap_or_default();
-    let desc = sub.conn.desc();
-    let sid = lossy(&sub.sid);
-    match header_len {
-        Some(h) if sub.conn.headers.load(Ordering::Relaxed) => {
-            trace!(
-                "{desc} - ->> [HMSG {} {sid}{} {h} {}]",
-                lossy(subject),
-                reply,
-                message.len()
-            )
-        }
-        Some(h) => trace!(
-            "{desc} - ->> [MSG {} {sid}{} {}]",
-            lossy(subject),
-            reply,
-            message.len() - h
-        ),
-        None => trace!(
-            "{desc} - ->> [MSG {} {sid}{} {}]",
-            lossy(subject),
-            reply,
-            message.len()
-        ),
-    }
 }
 
 #[cfg(test)]

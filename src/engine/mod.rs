@@ -1,9 +1,15 @@
-//! Routing: the subscription trie, accounts, permissions, the connections' outbound queues
-//! and counters, and delivery to each kind of subscriber. No sockets; the only tokio it uses
-//! is the `Notify` that wakes a connection's writer.
+//! Routing: accounts with their subscription tries, imports and mappings, permissions, the
+//! connections' outbound queues and counters, and delivery to each kind of subscriber. No
+//! sockets; the only tokio it uses is the `Notify` that wakes a connection's writer.
 
+pub mod account;
+pub mod connection;
+pub mod deliver;
+pub mod import;
+pub mod mapping;
 pub mod outbound;
 pub mod permissions;
 pub mod router;
 pub mod stats;
 pub mod sublist;
+pub mod subscription;

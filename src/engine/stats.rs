@@ -153,6 +153,8 @@ pub struct Counts {
 /// Everything `/connz` shows about one connection, taken at one moment (or at its close).
 #[derive(Debug, Clone, Default)]
 pub struct ConnSnapshot {
+    /// The account the connection is bound to.
+    pub account: String,
     /// Connection id.
     pub cid: u64,
     /// The client's address.

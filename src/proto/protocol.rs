@@ -66,6 +66,9 @@ pub struct Info {
     /// The account the connection is bound to; in the post-CONNECT INFO only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_account: Option<String>,
+    /// The connection is bound to the system account; in the post-CONNECT INFO only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub acc_is_sys: bool,
     /// Lame duck mode: the server is about to go away.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ldm: bool,

@@ -75,6 +75,39 @@ pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Whether every subject `sub` matches is matched by `sup` too (`foo.x` within `foo.*`,
+/// `foo.*.bar` within `foo.>`).
+pub fn is_subset(sub: &[u8], sup: &[u8]) -> bool {
+    let mut a = sub.split(|&b| b == b'.');
+    let mut b = sup.split(|&b| b == b'.');
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (_, Some(b">")) => return true,
+            (Some(b">"), _) => return false,
+            (Some(_), Some(b"*")) => {}
+            (Some(b"*"), Some(_)) => return false,
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some subject is matched by both filters.
+pub fn overlaps(a: &[u8], b: &[u8]) -> bool {
+    let mut x = a.split(|&c| c == b'.');
+    let mut y = b.split(|&c| c == b'.');
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(b">"), Some(_)) | (Some(_), Some(b">")) => return true,
+            (Some(b"*"), Some(_)) | (Some(_), Some(b"*")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Quotes like Go's `%q` for the subjects in permission errors: printable ASCII as is, `"` and
 /// `\` escaped, anything else as `\xNN`.
 pub fn go_quote(text: &[u8]) -> String {

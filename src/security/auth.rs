@@ -75,6 +75,8 @@ pub struct Authorized {
     pub user: Option<String>,
     /// What the user may do; `None` for everything.
     pub permissions: Option<Arc<Permissions>>,
+    /// The account the user belongs to (empty: the global account).
+    pub account: String,
     /// How nats-server names the client in its log prefix once CONNECT is accepted, after the
     /// account (`"$G/user:alice"`, `"$G/nkey:U..."`, `"$G/token"`); `None` without auth.
     pub log_name: Option<String>,
@@ -100,6 +102,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
             log_name: Some(format!("user:{}", user.name)),
+            account: user.account.clone(),
         });
     }
     if creds.is_empty() {
@@ -113,6 +116,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                     user: Some(u.name.clone()),
                     permissions: u.permissions.clone(),
                     log_name: Some(format!("user:{}", u.name)),
+                    account: u.account.clone(),
                 });
         }
     }
@@ -128,6 +132,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 user: Some(nkey.clone()),
                 permissions: known.permissions.clone(),
                 log_name: Some(format!("nkey:{nkey}")),
+                account: known.account.clone(),
             });
         }
     }
@@ -140,6 +145,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 user: Some(known.name.clone()),
                 permissions: known.permissions.clone(),
                 log_name: Some(format!("user:{}", known.name)),
+                account: known.account.clone(),
             });
         }
         if opts
@@ -152,6 +158,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 user: Some(user.clone()),
                 permissions: None,
                 log_name: Some(format!("user:{user}")),
+                account: String::new(),
             });
         }
     }
@@ -440,6 +447,7 @@ mod tests {
                 user: Some("a".into()),
                 permissions: None,
                 log_name: Some("user:a".into()),
+                account: String::new(),
             })
         );
         opts.no_auth_user = Some("b".into());

@@ -87,13 +87,9 @@ impl Server {
         let monitor_addr = monitor.as_ref().map(|l| l.local_addr()).transpose()?;
         let listener = listen(&opts.host, opts.port).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(
-            opts,
-            addr,
-            monitor_addr,
-            monitor_tls.is_some(),
-            tls.clients,
-        ));
+        let shared = Shared::new(opts, addr, monitor_addr, monitor_tls.is_some(), tls.clients)
+            .map_err(fatal)?;
+        let shared = Arc::new(shared);
         Ok(Server {
             shared,
             listener,

@@ -13,12 +13,24 @@ use tokio::sync::Notify;
 use tracing::info;
 
 use crate::config::Options;
+use crate::engine::connection::Connection;
 use crate::engine::outbound::CloseReason;
-use crate::engine::router::{Connection, Router};
+use crate::engine::router::Router;
 use crate::engine::stats::ClosedRing;
 use crate::proto::error;
 use crate::proto::protocol::{self, Info};
 use crate::security::auth;
+
+pub mod accounts;
+
+/// Whether `conn` is bound to `user`'s account.
+fn bound_to(conn: &Connection, user: &auth::Authorized) -> bool {
+    let want = match user.account.as_str() {
+        "" => crate::engine::account::GLOBAL_ACCOUNT,
+        name => name,
+    };
+    *conn.account().name == *want
+}
 
 /// Monitor state that is not the server's: request counts and the CPU sampler.
 #[derive(Debug, Default)]
@@ -81,7 +93,7 @@ impl Shared {
         monitor_addr: Option<SocketAddr>,
         monitor_https: bool,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Shared {
+    ) -> Result<Shared, String> {
         let closed = ClosedRing::new(opts.max_closed_clients);
         let now = SystemTime::now();
         let server_id = new_server_id();
@@ -89,10 +101,12 @@ impl Shared {
             .server_name
             .clone()
             .unwrap_or_else(|| server_id.clone());
-        Shared {
+        let router = Router::new();
+        accounts::install(&router, &opts)?;
+        Ok(Shared {
             opts: RwLock::new(Arc::new(opts)),
             opts_generation: AtomicU64::new(0),
-            router: Router::new(),
+            router,
             server_id,
             server_name,
             addr,
@@ -108,7 +122,7 @@ impl Shared {
             monitor: MonitorState::default(),
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Records what connection `cid`'s accepted CONNECT authenticated with.
@@ -176,6 +190,7 @@ impl Shared {
             nonce: None,
             connect_info: false,
             remote_account: None,
+            acc_is_sys: false,
             ldm: false,
         }
     }
@@ -208,6 +223,12 @@ impl Shared {
         fixed("HTTPHost", &old.http_host, &new.http_host)?;
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
+        fixed(
+            "SystemAccount",
+            &accounts::system_account_name(&old),
+            &accounts::system_account_name(&new),
+        )?;
+        accounts::install(&self.router, &new)?;
         let tls = crate::security::tls::ServerTls::build(&new)?;
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls.clients;
         let new = Arc::new(new);
@@ -228,6 +249,11 @@ impl Shared {
                         .append(None, |b| protocol::encode_err(b, "Authorization Violation"));
                     conn.outbound
                         .close(CloseReason::AuthenticationViolation, true);
+                }
+                Some(user) if !bound_to(&conn, &user) => {
+                    // Moved to another account, or its account is gone: nats-server closes
+                    // the connection without a word.
+                    conn.outbound.close(CloseReason::ClientClosed, true);
                 }
                 Some(user) => self.apply_permissions(&conn, user),
             }
@@ -259,7 +285,7 @@ impl Shared {
         };
         let who = user.user.unwrap_or_default();
         for sub in revoked {
-            self.router.unsubscribe(&sub);
+            conn.account().unsubscribe(&sub);
             let text =
                 error::subscription_violation(&sub.subject, sub.queue.as_deref(), Some(&sub.sid));
             let lossy = String::from_utf8_lossy;

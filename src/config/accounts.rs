@@ -1,0 +1,466 @@
+//! The `accounts` block, subject `mappings`, and the cross-checks nats-server makes once every
+//! account is known (imports of missing or unexported subjects, cycles, duplicate users).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conf::{ConfError, Kind, Pos, Value};
+use super::options::{self, Options, User};
+use crate::engine::account::{ResponseType, DEFAULT_RESPONSE_THRESHOLD, GLOBAL_ACCOUNT};
+use crate::engine::mapping::{Mapping, Transform};
+use crate::engine::permissions::Permissions;
+use crate::proto::subject;
+
+/// One configured account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Its name.
+    pub name: String,
+    /// What it offers other accounts.
+    pub exports: Vec<Export>,
+    /// What it takes from other accounts.
+    pub imports: Vec<Import>,
+    /// Its subject mappings.
+    pub mappings: Vec<MappingConfig>,
+}
+
+/// Stream (messages flow out) or service (requests flow in, responses out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// `stream`
+    Stream,
+    /// `service`
+    Service,
+}
+
+impl Flow {
+    fn as_str(self) -> &'static str {
+        match self {
+            Flow::Stream => "stream",
+            Flow::Service => "service",
+        }
+    }
+}
+
+/// One entry of `exports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Stream or service.
+    pub flow: Flow,
+    /// The subject (wildcards allowed).
+    pub subject: String,
+    /// The accounts that may import it; `None` for every account.
+    pub accounts: Option<Vec<String>>,
+    /// How a service responds.
+    pub response_type: ResponseType,
+    /// How long a service's responses are waited for.
+    pub response_threshold: Duration,
+}
+
+/// One entry of `imports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// Stream or service.
+    pub flow: Flow,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporting account.
+    pub subject: String,
+    /// The subject in the importing account (`to`; for streams, also the legacy `prefix`).
+    pub to: Option<String>,
+    /// Stream imports: prepended to the subject.
+    pub prefix: Option<String>,
+}
+
+/// One subject mapping: a source and weighted destinations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingConfig {
+    /// The source subject or filter.
+    pub source: String,
+    /// Destinations with their weights in percent.
+    pub destinations: Vec<(String, u8)>,
+}
+
+impl MappingConfig {
+    /// The engine's mapping.
+    pub fn build(&self) -> Mapping {
+        Mapping::new(
+            self.destinations
+                .iter()
+                .filter_map(|(d, w)| Transform::new(&self.source, d).ok().map(|t| (t, *w)))
+                .collect(),
+        )
+    }
+}
+
+/// Reads `accounts { NAME: { users, exports, imports, mappings, default_permissions } }`;
+/// the users go to `users`, bound to their account.
+pub fn parse_accounts(
+    v: &Value,
+    users: &mut Vec<User>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<AccountConfig>, ConfError> {
+    let Kind::Map(accounts) = &v.kind else {
+        return Err(options::bad(v, "accounts"));
+    };
+    let mut out = Vec::new();
+    for entry in accounts {
+        let name = entry.key.clone();
+        if name == GLOBAL_ACCOUNT {
+            return Err(ConfError {
+                pos: entry.pos.clone(),
+                message: format!("{name:?} is a Reserved Account"),
+            });
+        }
+        let mut account = AccountConfig {
+            name: name.clone(),
+            exports: Vec::new(),
+            imports: Vec::new(),
+            mappings: Vec::new(),
+        };
+        let Kind::Map(fields) = &entry.value.kind else {
+            // `accounts { A: {} }` and a bare name both make an empty account.
+            out.push(account);
+            continue;
+        };
+        let mut default_permissions: Option<Arc<Permissions>> = None;
+        let mut mine = Vec::new();
+        for field in fields {
+            let v = &field.value;
+            match field.key.to_ascii_lowercase().as_str() {
+                "users" => {
+                    let Kind::Array(list) = &v.kind else {
+                        return Err(options::bad(v, "users"));
+                    };
+                    for u in list {
+                        let mut user = options::user(u)?;
+                        user.account = name.clone();
+                        // nats-server reports a duplicate at the `users` key.
+                        user.defined_at = Some(field.pos.clone());
+                        mine.push(user);
+                    }
+                }
+                "exports" => account.exports = list(v, export)?,
+                "imports" => account.imports = list(v, import)?,
+                "mappings" | "maps" => account.mappings = parse_mappings(v)?,
+                "default_permissions" | "default_permission" => {
+                    default_permissions = Some(Arc::new(options::permissions_block(v)?));
+                }
+                "jetstream" | "limits" | "nkey" => {
+                    warnings.push(options::ignored(field, "not supported by tern yet"))
+                }
+                _ if field.referenced => {}
+                _ => return Err(options::unknown_field(field)),
+            }
+        }
+        if let Some(default) = default_permissions {
+            for user in mine.iter_mut().filter(|u| u.permissions.is_none()) {
+                user.permissions = Some(default.clone());
+            }
+        }
+        users.extend(mine);
+        out.push(account);
+    }
+    Ok(out)
+}
+
+/// `mappings { "src": "dst", "src2": [{destination: "d", weight: 50%}, ...] }`.
+pub fn parse_mappings(v: &Value) -> Result<Vec<MappingConfig>, ConfError> {
+    let Kind::Map(entries) = &v.kind else {
+        return Err(options::bad(v, "mappings"));
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let source = entry.key.clone();
+        let at = |message: String| ConfError {
+            pos: entry.pos.clone(),
+            message,
+        };
+        let destinations = match &entry.value.kind {
+            Kind::String(d) => vec![(d.clone(), 100)],
+            Kind::Array(items) => {
+                let mut ds = Vec::new();
+                for item in items {
+                    ds.push(weighted(item)?);
+                }
+                ds
+            }
+            Kind::Map(_) => vec![weighted(&entry.value)?],
+            _ => return Err(options::bad(&entry.value, "a mapping destination")),
+        };
+        if destinations.iter().map(|(_, w)| u32::from(*w)).sum::<u32>() > 100 {
+            return Err(at(format!(
+                "Error adding mapping for {source:?} : total weight needs to be <= 100"
+            )));
+        }
+        for (destination, _) in &destinations {
+            if let Err(why) = Transform::new(&source, destination) {
+                return Err(at(format!(
+                    "Error adding mapping for {source:?} to {destination:?} : invalid mapping destination: {why}"
+                )));
+            }
+        }
+        out.push(MappingConfig {
+            source,
+            destinations,
+        });
+    }
+    Ok(out)
+}
+
+/// `{destination: "d", weight: 50%}`.
+fn weighted(v: &Value) -> Result<(String, u8), ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(options::bad(v, "a mapping destination"));
+    };
+    let mut destination = None;
+    let mut weight = 100u8;
+    for field in fields {
+        match field.key.to_ascii_lowercase().as_str() {
+            "destination" | "dest" => destination = Some(options::string(&field.value)?),
+            "weight" => {
+                let w = match &field.value.kind {
+                    Kind::Int(n) => *n,
+                    Kind::String(s) => s.trim_end_matches('%').trim().parse().unwrap_or(-1),
+                    _ => -1,
+                };
+                weight = u8::try_from(w)
+                    .ok()
+                    .filter(|w| *w <= 100)
+                    .ok_or_else(|| ConfError {
+                        pos: field.value.pos.clone(),
+                        message: format!("Invalid weight {w} for mapping destination"),
+                    })?;
+            }
+            "cluster" => {}
+            _ => return Err(options::unknown_field(field)),
+        }
+    }
+    let destination = destination.ok_or_else(|| options::bad(v, "a mapping destination"))?;
+    Ok((destination, weight))
+}
+
+fn list<T>(v: &Value, item: fn(&Value) -> Result<T, ConfError>) -> Result<Vec<T>, ConfError> {
+    match &v.kind {
+        Kind::Array(items) => items.iter().map(item).collect(),
+        _ => Err(options::bad(v, "a list")),
+    }
+}
+
+/// `{stream: "subj", accounts: [..]}` or `{service: "subj", response_type, response_threshold}`.
+fn export(v: &Value) -> Result<Export, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(options::bad(v, "an export"));
+    };
+    let mut export = Export {
+        flow: Flow::Stream,
+        subject: String::new(),
+        accounts: None,
+        response_type: ResponseType::Singleton,
+        response_threshold: DEFAULT_RESPONSE_THRESHOLD,
+    };
+    for field in fields {
+        let v = &field.value;
+        match field.key.to_ascii_lowercase().as_str() {
+            "stream" => export.subject = options::string(v)?,
+            "service" => {
+                export.flow = Flow::Service;
+                export.subject = options::string(v)?;
+            }
+            "accounts" => {
+                let Kind::Array(items) = &v.kind else {
+                    return Err(options::bad(v, "accounts"));
+                };
+                export.accounts = Some(
+                    items
+                        .iter()
+                        .map(options::string)
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "response" | "response_type" => {
+                export.response_type = match options::string(v)?.to_ascii_lowercase().as_str() {
+                    "single" | "singleton" => ResponseType::Singleton,
+                    "stream" => ResponseType::Stream,
+                    "chunked" => ResponseType::Chunked,
+                    other => {
+                        return Err(ConfError {
+                            pos: v.pos.clone(),
+                            message: format!("Unknown response type: {other:?}"),
+                        })
+                    }
+                };
+            }
+            "threshold" | "response_threshold" | "response_max_time" | "response_time" => {
+                export.response_threshold = match &v.kind {
+                    Kind::String(s) => {
+                        options::parse_duration(s).ok_or_else(|| options::bad(v, "a duration"))?
+                    }
+                    _ => return Err(options::bad(v, "a duration")),
+                };
+            }
+            "latency" | "account_token_position" | "advertise" | "allow_trace" => {}
+            _ => return Err(options::unknown_field(field)),
+        }
+    }
+    if !subject::is_valid_filter(export.subject.as_bytes()) {
+        return Err(options::bad(v, "an export subject"));
+    }
+    Ok(export)
+}
+
+/// `{stream: {account, subject}, prefix | to}` or `{service: {account, subject}, to}`.
+fn import(v: &Value) -> Result<Import, ConfError> {
+    let Kind::Map(fields) = &v.kind else {
+        return Err(options::bad(v, "an import"));
+    };
+    let mut import = Import {
+        flow: Flow::Stream,
+        account: String::new(),
+        subject: String::new(),
+        to: None,
+        prefix: None,
+    };
+    for field in fields {
+        let v = &field.value;
+        match field.key.to_ascii_lowercase().as_str() {
+            key @ ("stream" | "service") => {
+                if key == "service" {
+                    import.flow = Flow::Service;
+                }
+                let Kind::Map(source) = &v.kind else {
+                    return Err(options::bad(v, "an import source"));
+                };
+                for s in source {
+                    match s.key.to_ascii_lowercase().as_str() {
+                        "account" => import.account = options::string(&s.value)?,
+                        "subject" => import.subject = options::string(&s.value)?,
+                        _ => return Err(options::unknown_field(s)),
+                    }
+                }
+            }
+            "prefix" => import.prefix = Some(options::string(v)?),
+            "to" => import.to = Some(options::string(v)?),
+            "share" | "allow_trace" => {}
+            _ => return Err(options::unknown_field(field)),
+        }
+    }
+    Ok(import)
+}
+
+/// The checks nats-server makes once every account is read: duplicate users, imports from
+/// missing accounts, of subjects not exported (or not to this account), and cycles. The error
+/// carries the position nats-server gives (`1:0` for imports).
+pub fn check(opts: &Options, file_pos: &Pos) -> Result<(), ConfError> {
+    let mut seen = HashSet::new();
+    for user in &opts.users {
+        let key = user.nkey.clone().unwrap_or_else(|| user.name.clone());
+        if !seen.insert(key.clone()) {
+            return Err(ConfError {
+                pos: user.defined_at.clone().unwrap_or_else(|| file_pos.clone()),
+                message: format!("Duplicate user {key:?} detected"),
+            });
+        }
+    }
+    let at = |message: String| ConfError {
+        pos: Pos {
+            line: 1,
+            col: 0,
+            ..file_pos.clone()
+        },
+        message,
+    };
+    let by_name: HashMap<&str, &AccountConfig> =
+        opts.accounts.iter().map(|a| (a.name.as_str(), a)).collect();
+    for account in &opts.accounts {
+        for export in &account.exports {
+            for name in export.accounts.iter().flatten() {
+                if !by_name.contains_key(name.as_str()) {
+                    return Err(at(format!(
+                        "{name:?} account not defined for {} export",
+                        export.flow.as_str()
+                    )));
+                }
+            }
+        }
+        let mut service_to: HashMap<String, &Import> = HashMap::new();
+        for import in &account.imports {
+            let kind = import.flow.as_str();
+            let Some(exporter) = by_name.get(import.account.as_str()) else {
+                return Err(at(format!(
+                    "{:?} account not defined for {kind} import",
+                    import.account
+                )));
+            };
+            let refused = |why: &str| {
+                at(format!(
+                    "Error adding {kind} import {:?}: {why}",
+                    import.subject
+                ))
+            };
+            if !exporter
+                .exports
+                .iter()
+                .any(|e| e.flow == import.flow && export_allows(e, &import.subject, &account.name))
+            {
+                return Err(refused(&format!("{kind} import not authorized")));
+            }
+            if import.flow == Flow::Service {
+                let local = import.to.clone().unwrap_or_else(|| import.subject.clone());
+                if let Some(previous) = service_to.insert(local.clone(), import) {
+                    return Err(at(format!(
+                        "Duplicate service import subject {local:?}, previously used in import for account {:?}, subject {:?}",
+                        previous.account, previous.subject
+                    )));
+                }
+                if let Some(to) = &import.to {
+                    if let Err(why) = Transform::new(to, &import.subject) {
+                        return Err(refused(&format!(
+                            "failed to create mapping transform for service import subject from {to:?} to {:?}: invalid mapping destination: {why}",
+                            import.subject
+                        )));
+                    }
+                }
+            }
+            if forms_cycle(&by_name, &account.name, import) {
+                return Err(refused("import forms a cycle"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `export` lets `account` import `subject` (a subject within the export's).
+fn export_allows(export: &Export, subject: &str, account: &str) -> bool {
+    subject::is_subset(subject.as_bytes(), export.subject.as_bytes())
+        && export
+            .accounts
+            .as_ref()
+            .map_or(true, |list| list.iter().any(|a| a == account))
+}
+
+/// Whether following imports of the same flow from `import`'s exporter leads back to
+/// `importer` through overlapping subjects.
+fn forms_cycle(by_name: &HashMap<&str, &AccountConfig>, importer: &str, import: &Import) -> bool {
+    let mut stack = vec![(import.account.as_str(), import.subject.clone())];
+    let mut visited = HashSet::new();
+    while let Some((account, subj)) = stack.pop() {
+        if account == importer {
+            return true;
+        }
+        if !visited.insert((account, subj.clone())) {
+            continue;
+        }
+        let Some(config) = by_name.get(account) else {
+            continue;
+        };
+        for next in config.imports.iter().filter(|i| i.flow == import.flow) {
+            let local = next.to.as_deref().unwrap_or(&next.subject);
+            if subject::overlaps(local.as_bytes(), subj.as_bytes()) {
+                stack.push((next.account.as_str(), next.subject.clone()));
+            }
+        }
+    }
+    false
+}

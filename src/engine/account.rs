@@ -1,0 +1,423 @@
+//! An account: its own subject space (a sublist and the generation number that keeps the
+//! publishers' match caches honest), its subject mappings, and the responses it owes to other
+//! accounts through service imports.
+//!
+//! Messages never cross accounts except through an import. A stream import is an internal
+//! subscription in the exporting account that republishes into the importer; a service import
+//! is an internal subscription in the importing account that republishes the request into the
+//! exporter with its reply rewritten to `_R_.<prefix>.<id>`, remembered here until the
+//! response comes back (or, for stream and chunked responses, until `response_threshold`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::deliver::{self, Deliveries, Message};
+use super::mapping::Mapping;
+use super::stats::SubSnapshot;
+use super::sublist::{Sublist, SublistResult};
+use super::subscription::{Internal, Subscription};
+
+/// A match result shared by the sublist and the publishers' caches.
+pub type Matches = Arc<SublistResult<Subscription>>;
+
+/// The global account: every connection's when no accounts are configured.
+pub const GLOBAL_ACCOUNT: &str = "$G";
+
+/// The system account's default name.
+pub const SYSTEM_ACCOUNT: &str = "$SYS";
+
+/// The prefix of the reply subjects service imports hand to exporters.
+pub const SERVICE_REPLY_PREFIX: &str = "_R_.";
+
+/// How a service export answers: once, or with several messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseType {
+    /// One response; the mapping is forgotten after it.
+    #[default]
+    Singleton,
+    /// Any number of responses until the threshold passes.
+    Stream,
+    /// Any number of responses (one response in parts) until the threshold passes.
+    Chunked,
+}
+
+impl ResponseType {
+    /// nats-server's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseType::Singleton => "Singleton",
+            ResponseType::Stream => "Stream",
+            ResponseType::Chunked => "Chunked",
+        }
+    }
+}
+
+/// nats-server's `DEFAULT_SERVICE_EXPORT_RESPONSE_THRESHOLD`.
+pub const DEFAULT_RESPONSE_THRESHOLD: Duration = Duration::from_secs(120);
+
+/// One account.
+#[derive(Debug)]
+pub struct Account {
+    /// The account's name (`$G`, `$SYS`, or as configured).
+    pub name: Arc<str>,
+    /// Every subscription in this account. Read-locked on a cache miss, write-locked by SUB
+    /// and UNSUB; never held together with a connection's `subs` lock or an outbound lock.
+    sublist: RwLock<Sublist<Subscription>>,
+    /// Bumped (inside the write lock) by every change of the sublist; a cached match result is
+    /// valid while the generation it was computed under is current.
+    generation: AtomicU64,
+    /// Sublist statistics for `/subsz`, changed under the sublist lock or on a cache miss.
+    stats: SublistStats,
+    /// Set when `mappings` is not empty: a publisher without mappings pays one load.
+    has_mappings: AtomicBool,
+    /// Subject mappings, tried in order. Guards only the `Arc`.
+    mappings: RwLock<Arc<[Mapping]>>,
+    /// Live client connections bound to the account.
+    pub clients: AtomicUsize,
+    /// The internal subscriptions imports installed (here and in other accounts), so that a
+    /// reload can take them out. Guards only the list.
+    import_subs: Mutex<Vec<(Weak<Account>, Arc<Subscription>)>>,
+    /// Responses this account owes through service imports, by reply subject.
+    responses: Mutex<Responses>,
+    /// `_R_.<random>.`: this account's prefix for the reply subjects it is handed.
+    reply_prefix: String,
+    /// The internal subscription to `<reply_prefix>>`, made at the first tracked request.
+    response_sub: OnceLock<Arc<Subscription>>,
+    /// Set for the system account.
+    pub is_system: AtomicBool,
+}
+
+/// Responses owed through service imports.
+#[derive(Debug, Default)]
+struct Responses {
+    by_reply: HashMap<Bytes, Response, ahash::RandomState>,
+    /// When expired entries were last swept.
+    swept: Option<Instant>,
+}
+
+/// Where one response goes back to.
+#[derive(Debug)]
+struct Response {
+    /// The requester's account.
+    to: Weak<Account>,
+    /// The requester's reply subject in its account.
+    reply: Bytes,
+    kind: ResponseType,
+    threshold: Duration,
+    created: Instant,
+}
+
+/// Counts of sublist operations (`/subsz`).
+#[derive(Debug, Default)]
+struct SublistStats {
+    inserts: AtomicU64,
+    removes: AtomicU64,
+    /// Lookups in the shared sublist (publishers' cache misses).
+    matches: AtomicU64,
+    /// Sum of the fan-out of those lookups.
+    fanout: AtomicU64,
+    max_fanout: AtomicU64,
+}
+
+/// What `/subsz` reports about the sublists.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SublistCounts {
+    /// Subscriptions inserted so far.
+    pub inserts: u64,
+    /// Subscriptions removed so far.
+    pub removes: u64,
+    /// Lookups in the shared sublist.
+    pub matches: u64,
+    /// Sum of the subscriptions those lookups found.
+    pub fanout: u64,
+    /// Most subscriptions one lookup found.
+    pub max_fanout: u64,
+}
+
+impl SublistCounts {
+    /// Adds another account's counts.
+    pub fn add(&mut self, other: SublistCounts) {
+        self.inserts += other.inserts;
+        self.removes += other.removes;
+        self.matches += other.matches;
+        self.fanout += other.fanout;
+        self.max_fanout = self.max_fanout.max(other.max_fanout);
+    }
+}
+
+impl Account {
+    /// An empty account.
+    pub fn new(name: &str) -> Account {
+        Account {
+            name: name.into(),
+            sublist: RwLock::new(Sublist::new()),
+            generation: AtomicU64::new(0),
+            stats: SublistStats::default(),
+            has_mappings: AtomicBool::new(false),
+            mappings: RwLock::new(Arc::from(Vec::new())),
+            clients: AtomicUsize::new(0),
+            import_subs: Mutex::new(Vec::new()),
+            responses: Mutex::new(Responses::default()),
+            reply_prefix: format!("{SERVICE_REPLY_PREFIX}{}.", random_token(6)),
+            response_sub: OnceLock::new(),
+            is_system: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds a subscription to the sublist.
+    pub fn subscribe(&self, sub: Arc<Subscription>) {
+        let mut sublist = self.sublist_mut();
+        sublist.insert(&sub.subject.clone(), sub.queue.clone().as_deref(), sub);
+        self.generation.fetch_add(1, Ordering::Release);
+        self.stats.inserts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a subscription from the sublist (once; later calls do nothing).
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) {
+        if sub.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut sublist = self.sublist_mut();
+        sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+        self.generation.fetch_add(1, Ordering::Release);
+        self.stats.removes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes many subscriptions under one lock (a closing connection's).
+    pub fn unsubscribe_all(&self, subs: &[Arc<Subscription>]) {
+        if subs.is_empty() {
+            return;
+        }
+        let mut sublist = self.sublist_mut();
+        for sub in subs {
+            if !sub.closed.swap(true, Ordering::Relaxed) {
+                sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
+                self.stats.removes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current generation: read before `matches` so that a result is never cached under a
+    /// generation newer than the state it saw.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Every subscription matching the literal `subject`.
+    pub fn matches(&self, subject: &[u8]) -> Matches {
+        let found = {
+            let sublist = self.sublist.read().unwrap_or_else(|p| p.into_inner());
+            sublist.matches(subject)
+        };
+        // Only on a publisher's cache miss, which takes the sublist lock anyway.
+        let fanout = (found.psubs.len() + found.qsubs.len()) as u64;
+        let stats = &self.stats;
+        stats.matches.fetch_add(1, Ordering::Relaxed);
+        stats.fanout.fetch_add(fanout, Ordering::Relaxed);
+        if fanout > stats.max_fanout.load(Ordering::Relaxed) {
+            stats.max_fanout.fetch_max(fanout, Ordering::Relaxed);
+        }
+        Arc::new(found)
+    }
+
+    /// Number of subscriptions in the sublist.
+    pub fn subscription_count(&self) -> usize {
+        self.sublist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .count()
+    }
+
+    /// True when the sublist holds no subscription and no trie node at all.
+    pub fn sublist_is_empty(&self) -> bool {
+        self.sublist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Sublist statistics.
+    pub fn sublist_counts(&self) -> SublistCounts {
+        let s = &self.stats;
+        SublistCounts {
+            inserts: s.inserts.load(Ordering::Relaxed),
+            removes: s.removes.load(Ordering::Relaxed),
+            matches: s.matches.load(Ordering::Relaxed),
+            fanout: s.fanout.load(Ordering::Relaxed),
+            max_fanout: s.max_fanout.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every subscription a publish to the literal `subject` would reach, for `/subsz?test=`.
+    pub fn matching_snapshots(&self, subject: &[u8]) -> Vec<SubSnapshot> {
+        let found = self
+            .sublist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .matches(subject);
+        found
+            .psubs
+            .iter()
+            .chain(found.qsubs.iter().flat_map(|g| g.members.iter()))
+            .map(|s| s.snapshot())
+            .collect()
+    }
+
+    /// Puts subject mappings in force (at start and on reload).
+    pub fn set_mappings(&self, mappings: Vec<Mapping>) {
+        let empty = mappings.is_empty();
+        *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(mappings);
+        self.has_mappings.store(!empty, Ordering::Release);
+    }
+
+    /// The subject a publish to `subject` goes to, when a mapping applies.
+    #[inline]
+    pub fn map_subject(&self, subject: &[u8]) -> Option<Vec<u8>> {
+        if !self.has_mappings.load(Ordering::Acquire) {
+            return None;
+        }
+        let mappings = self
+            .mappings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        mappings.iter().find_map(|m| m.apply(subject))
+    }
+
+    /// Installs an import's internal subscription in `host` (this account or the exporter),
+    /// remembered so that [`Account::clear_imports`] can take it out again.
+    pub fn add_import_sub(&self, host: &Arc<Account>, sub: Arc<Subscription>) {
+        host.subscribe(sub.clone());
+        self.import_subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Arc::downgrade(host), sub));
+    }
+
+    /// Removes every internal subscription this account's imports installed.
+    pub fn clear_imports(&self) {
+        let subs = std::mem::take(&mut *self.import_subs.lock().unwrap_or_else(|p| p.into_inner()));
+        for (host, sub) in subs {
+            if let Some(host) = host.upgrade() {
+                host.unsubscribe(&sub);
+            }
+        }
+    }
+
+    /// Remembers that a request forwarded into this account through a service import must be
+    /// answered on `reply` in `to`; returns the reply subject to hand the responder here.
+    pub fn track_response(
+        self: &Arc<Self>,
+        to: &Arc<Account>,
+        reply: &[u8],
+        kind: ResponseType,
+        threshold: Duration,
+    ) -> Bytes {
+        self.response_sub.get_or_init(|| {
+            let target: Arc<dyn Internal> = Arc::new(ResponseRoute {
+                exporter: Arc::downgrade(self),
+            });
+            let sub = Arc::new(Subscription::internal(
+                target,
+                &format!("{}>", self.reply_prefix),
+                None,
+            ));
+            self.subscribe(sub.clone());
+            sub
+        });
+        let now = Instant::now();
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        if responses
+            .swept
+            .map_or(true, |at| now.duration_since(at) > Duration::from_secs(1))
+        {
+            responses.swept = Some(now);
+            responses
+                .by_reply
+                .retain(|_, r| now.duration_since(r.created) <= r.threshold);
+        }
+        // `_R_.<account's token>.<request's token>`, as nats-server makes them.
+        let subject = loop {
+            let subject = Bytes::from(format!("{}{}", self.reply_prefix, random_token(6)));
+            if !responses.by_reply.contains_key(&subject) {
+                break subject;
+            }
+        };
+        responses.by_reply.insert(
+            subject.clone(),
+            Response {
+                to: Arc::downgrade(to),
+                reply: Bytes::copy_from_slice(reply),
+                kind,
+                threshold,
+                created: now,
+            },
+        );
+        subject
+    }
+
+    /// Responses currently tracked (for monitoring and tests).
+    pub fn tracked_responses(&self) -> usize {
+        self.responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_reply
+            .len()
+    }
+
+    /// Where a response published on `subject` goes: the requester's account and reply. A
+    /// singleton's mapping is used up; an expired one is forgotten.
+    fn take_response(&self, subject: &[u8]) -> Option<(Arc<Account>, Bytes)> {
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = responses.by_reply.get(subject)?;
+        let expired = entry.created.elapsed() > entry.threshold;
+        let found = (!expired)
+            .then(|| entry.to.upgrade().map(|to| (to, entry.reply.clone())))
+            .flatten();
+        if expired || entry.kind == ResponseType::Singleton {
+            responses.by_reply.remove(subject);
+        }
+        found
+    }
+
+    fn sublist_mut(&self) -> std::sync::RwLockWriteGuard<'_, Sublist<Subscription>> {
+        self.sublist.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The exporter's subscription to its `_R_` replies: sends each response back to the
+/// requester's account and reply subject.
+#[derive(Debug)]
+struct ResponseRoute {
+    exporter: Weak<Account>,
+}
+
+impl Internal for ResponseRoute {
+    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
+        let Some(exporter) = self.exporter.upgrade() else {
+            return false;
+        };
+        let Some((to, reply)) = exporter.take_response(msg.subject) else {
+            return false;
+        };
+        let response = Message {
+            subject: &reply,
+            ..*msg
+        };
+        deliver::publish(&to, &response, out)
+    }
+}
+
+/// `n` random characters from nats-server's base-62 alphabet.
+pub fn random_token(n: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..n)
+        .map(|_| DIGITS[fastrand::usize(..DIGITS.len())] as char)
+        .collect()
+}

@@ -1,0 +1,209 @@
+//! Delivery: a publish is match -> for each subscription, deliver to its target kind. Client
+//! subscribers get `MSG`/`HMSG` appended to their outbound queue (their writers are woken
+//! once per batch, by whoever published); internal subscribers run their callback.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::trace;
+
+use super::account::{Account, Matches};
+use super::connection::Connection;
+use super::outbound::Appended;
+use super::subscription::{Subscription, Target};
+use crate::proto::protocol;
+
+/// How many accounts one message may pass through (imports of imports); deeper is a loop.
+const MAX_HOPS: u8 = 8;
+
+/// One message being published.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The subject, literal.
+    pub subject: &'a [u8],
+    /// The reply subject.
+    pub reply: Option<&'a [u8]>,
+    /// The length of the header block at the start of `message`, for HPUB.
+    pub header_len: Option<usize>,
+    /// Headers and payload.
+    pub message: &'a [u8],
+}
+
+/// What one publisher's batch touched: the connections whose writers it must wake once the
+/// batch is handled, and the subscribers it found backlogged.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// Connections appended to that must be woken.
+    pub to_flush: Vec<Arc<Connection>>,
+    /// Subscribers found backlogged (`Outbound::wait_for_room`).
+    pub backlogged: Vec<Arc<Connection>>,
+    /// Trace every delivery (`-V`).
+    pub trace: bool,
+    /// The publisher's account name and round-trip time, for the `Nats-Request-Info` header
+    /// a service import adds.
+    pub origin: Option<(Arc<str>, std::time::Duration)>,
+    /// Accounts the current message has passed through.
+    hops: u8,
+}
+
+impl Deliveries {
+    /// Wakes the writers this batch appended to; true if any was not `own`'s.
+    pub fn flush(&mut self, own: Option<&Arc<Connection>>) -> bool {
+        let mut others = false;
+        for conn in self.to_flush.drain(..) {
+            others |= !own.is_some_and(|own| Arc::ptr_eq(&conn, own));
+            conn.outbound.wake_writer();
+        }
+        others
+    }
+}
+
+/// Publishes in `account` from inside the server (imports, responses, system services): the
+/// account's mappings apply, then every match gets the message. True when anyone took it.
+pub fn publish(account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bool {
+    if out.hops >= MAX_HOPS {
+        return false;
+    }
+    out.hops += 1;
+    let mapped = account.map_subject(msg.subject);
+    let msg = match &mapped {
+        Some(subject) => Message { subject, ..*msg },
+        None => *msg,
+    };
+    let matches = account.matches(msg.subject);
+    let delivered = deliver_all(account, &matches, &msg, out, None);
+    out.hops -= 1;
+    delivered
+}
+
+/// Delivers to every plain subscription in `matches` and to one member of each queue group
+/// (a random one that can take it, as nats-server picks). `skip` is the publisher when it
+/// asked not to get its own messages (`echo: false`). True when anyone took it.
+pub fn deliver_all(
+    account: &Account,
+    matches: &Matches,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+) -> bool {
+    let mut delivered = false;
+    for sub in &matches.psubs {
+        delivered |= deliver(account, sub, msg, out, skip);
+    }
+    for group in &matches.qsubs {
+        let n = group.members.len();
+        let start = fastrand::usize(..n);
+        for i in 0..n {
+            if deliver(account, &group.members[(start + i) % n], msg, out, skip) {
+                delivered = true;
+                break;
+            }
+        }
+    }
+    delivered
+}
+
+/// Delivers one message to one subscription of `account`. Returns whether it was taken.
+#[inline]
+pub fn deliver(
+    account: &Account,
+    sub: &Arc<Subscription>,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+) -> bool {
+    match &sub.target {
+        Target::Client(to) => deliver_to_client(account, sub, to, msg, out, skip),
+        Target::Internal(internal) => {
+            let Some(last) = sub.claim_delivery() else {
+                return false;
+            };
+            if last {
+                account.unsubscribe(sub);
+            }
+            internal.deliver(sub, msg, out)
+        }
+    }
+}
+
+/// Appends one MSG/HMSG to a client's outbound queue.
+fn deliver_to_client(
+    account: &Account,
+    sub: &Arc<Subscription>,
+    to: &Arc<Connection>,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+) -> bool {
+    if skip.is_some_and(|skip| Arc::ptr_eq(to, skip)) {
+        return false;
+    }
+    let Message {
+        subject,
+        reply,
+        header_len,
+        message,
+    } = *msg;
+    if !to.may_receive(subject) {
+        return false;
+    }
+    let Some(last) = sub.claim_delivery() else {
+        return false;
+    };
+    if let Some(reply) = reply {
+        to.record_reply(reply);
+    }
+    let appended = match header_len {
+        Some(header_len) if to.headers.load(Ordering::Relaxed) => {
+            to.outbound.append(Some(message.len()), |b| {
+                protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
+            })
+        }
+        // A subscriber without header support gets the payload alone, as from nats-server.
+        Some(header_len) => to.outbound.append(Some(message.len() - header_len), |b| {
+            protocol::encode_msg(b, subject, &sub.sid, reply, &message[header_len..])
+        }),
+        None => to.outbound.append(Some(message.len()), |b| {
+            protocol::encode_msg(b, subject, &sub.sid, reply, message)
+        }),
+    };
+    if out.trace && appended != Appended::Dropped {
+        trace_delivery(sub, to, msg);
+    }
+    if appended == Appended::ScheduleFlush {
+        out.to_flush.push(to.clone());
+    }
+    if appended != Appended::Dropped
+        && to.outbound.is_backlogged()
+        && !out.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
+    {
+        out.backlogged.push(to.clone());
+    }
+    if last {
+        account.unsubscribe(sub);
+        let mut subs = to.subs();
+        if subs.get(&sub.sid).is_some_and(|s| Arc::ptr_eq(s, sub)) {
+            subs.remove(&sub.sid);
+        }
+    }
+    appended != Appended::Dropped
+}
+
+fn trace_delivery(sub: &Subscription, to: &Connection, msg: &Message<'_>) {
+    let lossy = String::from_utf8_lossy;
+    let reply = msg
+        .reply
+        .map(|r| format!(" {}", lossy(r)))
+        .unwrap_or_default();
+    let desc = to.desc();
+    let sid = lossy(&sub.sid);
+    let subject = lossy(msg.subject);
+    let len = msg.message.len();
+    match msg.header_len {
+        Some(h) if to.headers.load(Ordering::Relaxed) => {
+            trace!("{desc} - ->> [HMSG {subject} {sid}{reply} {h} {len}]")
+        }
+        Some(h) => trace!("{desc} - ->> [MSG {subject} {sid}{reply} {}]", len - h),
+        None => trace!("{desc} - ->> [MSG {subject} {sid}{reply} {len}]"),
+    }
+}

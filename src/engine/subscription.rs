@@ -1,0 +1,122 @@
+//! A subscription and the target it delivers to: a client connection now; routes, leafnodes
+//! and the server's own internal subscribers (the system account's services, imports between
+//! accounts, later JetStream) beside it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::connection::Connection;
+use super::deliver::{Deliveries, Message};
+use super::stats::SubSnapshot;
+
+/// Where a subscription's messages go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A client connection: `MSG`/`HMSG` appended to its outbound queue.
+    Client(Arc<Connection>),
+    /// The server itself: a callback run by the publisher, which must not block.
+    Internal(Arc<dyn Internal>),
+}
+
+/// A subscriber inside the server. `deliver` runs on the publisher's task, inline: it hands
+/// the message on (to another account, or to a queue a task of its own drains) and returns
+/// whether anyone took it.
+pub trait Internal: Send + Sync + fmt::Debug {
+    /// Takes one message; true when it reached someone.
+    fn deliver(&self, sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool;
+}
+
+/// One SUB: who subscribed, to what, and its auto-unsubscribe state.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The subscriber.
+    pub target: Target,
+    /// The filter, as sent.
+    pub subject: Bytes,
+    /// The queue group, if any.
+    pub queue: Option<Bytes>,
+    /// The client's id for this subscription.
+    pub sid: Bytes,
+    /// Deliveries after which the subscription ends (`UNSUB <sid> <max>`); 0 for none.
+    pub max: AtomicU64,
+    /// Messages delivered so far.
+    pub delivered: AtomicU64,
+    /// Set once the subscription is removed; a publisher holding an older match result skips it.
+    pub closed: AtomicBool,
+}
+
+impl Subscription {
+    /// A new, open subscription of a client.
+    pub fn new(conn: Arc<Connection>, subject: Bytes, queue: Option<Bytes>, sid: Bytes) -> Self {
+        Self::with_target(Target::Client(conn), subject, queue, sid)
+    }
+
+    /// A new, open subscription of the server itself.
+    pub fn internal(internal: Arc<dyn Internal>, subject: &str, queue: Option<&str>) -> Self {
+        Self::with_target(
+            Target::Internal(internal),
+            Bytes::copy_from_slice(subject.as_bytes()),
+            queue.map(|q| Bytes::copy_from_slice(q.as_bytes())),
+            Bytes::new(),
+        )
+    }
+
+    /// A new, open subscription delivering to `target`.
+    pub fn with_target(target: Target, subject: Bytes, queue: Option<Bytes>, sid: Bytes) -> Self {
+        Subscription {
+            target,
+            subject,
+            queue,
+            sid,
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// What monitoring shows about this subscription.
+    pub fn snapshot(&self) -> SubSnapshot {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        // `claim_delivery` also counts the attempts refused past `max`.
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let msgs = match self.max.load(Ordering::Relaxed) {
+            0 => delivered,
+            max => delivered.min(max),
+        };
+        SubSnapshot {
+            subject: text(&self.subject),
+            queue: self.queue.as_ref().map(text),
+            sid: text(&self.sid),
+            msgs,
+            cid: self.client().map_or(0, |c| c.cid),
+        }
+    }
+
+    /// The client connection this subscription delivers to, if it is a client's.
+    pub fn client(&self) -> Option<&Arc<Connection>> {
+        match &self.target {
+            Target::Client(conn) => Some(conn),
+            Target::Internal(_) => None,
+        }
+    }
+
+    /// Claims one delivery. Returns `None` when the subscription is closed or its maximum is
+    /// reached, otherwise whether this delivery is its last (the caller then unsubscribes it).
+    pub fn claim_delivery(&self) -> Option<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let max = self.max.load(Ordering::Relaxed);
+        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+        if max == 0 {
+            return Some(false);
+        }
+        if n > max {
+            return None;
+        }
+        Some(n == max)
+    }
+}
