@@ -2,31 +2,42 @@
 //!
 //! # Layout
 //!
-//! - `main.rs`: the command line (nats-server's flags), logging set-up, signals.
-//! - [`cli`]: nats-server's command line, read with Go's flag rules.
-//! - [`config`]: server options as plain data with nats-server's defaults, and the meaning of
-//!   configuration-file keys; [`conf`] reads the file's syntax.
-//! - [`auth`]: who may connect (users, bcrypt, token, nkeys, certificates, `no_auth_user`).
-//! - [`permissions`]: what a user may publish and subscribe to (allow/deny, responses).
-//! - [`tls`]: the rustls configuration, the NATS-style TLS upgrade, plain/TLS stream halves.
-//! - [`server`]: the accept loop, shared state, graceful shutdown.
-//! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
-//! - [`router`]: shared state: the sublist, live connections, the cache generation.
-//! - [`outbound`]: one connection's pending bytes, writer wake-up, slow-consumer budget.
-//! - [`logging`]: nats-server's log line format as a `tracing` subscriber.
-//! - [`monitor`]: the HTTP monitoring endpoints (`/varz`, `/connz`, `/subsz`, `/healthz`, ...)
-//!   and `/metrics`, served by [`http`], a minimal GET/HEAD HTTP/1.1 server.
-//! - [`stats`]: per-connection counters published once per read batch, closed-connection
-//!   totals and the ring of recently closed connections.
-//! - Pure core (no tokio, no sockets, no clock): [`subject`] (validation), [`sublist`] (the
-//!   trie), [`parser`] (bytes to operations), [`protocol`] (encoders, INFO/CONNECT), [`error`]
-//!   (every `-ERR` text and whether it closes the connection).
+//! Each folder of `src/` is one layer; a module imports only from layers below its own (no
+//! cycles). From the bottom:
+//!
+//! - [`proto`]: the wire as pure functions (no tokio, sockets or clock): [`proto::subject`]
+//!   rules, [`proto::error`] (every `-ERR` text and whether it closes the connection), the
+//!   client [`proto::parser`] and [`proto::protocol`] encoders, INFO and CONNECT.
+//! - [`engine`]: routing. [`engine::account`] (each account's sublist and generation, its
+//!   mappings and the service responses it owes), [`engine::subscription`] (a subscription
+//!   delivers to a target: a client, or an internal callback), [`engine::deliver`] (publish is
+//!   match -> deliver per target kind), [`engine::import`] (stream and service imports as
+//!   internal subscribers), [`engine::mapping`] (subject transforms), [`engine::connection`]
+//!   (a client as other connections see it), [`engine::outbound`] (pending bytes, writer
+//!   wake-up, slow-consumer budget), [`engine::router`] (accounts and live connections),
+//!   [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
+//! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
+//!   file's syntax, [`config::options`], [`config::users`] and [`config::accounts`] its
+//!   meaning, [`config::cli`] nats-server's command line.
+//! - [`security`]: [`security::auth`] (who may connect, as which user of which account) and
+//!   [`security::tls`] (the one place rustls configurations are built; certificate names).
+//! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
+//!   identity, TLS configuration), reload, and [`state::accounts`] (accounts, imports and the
+//!   system account put in force at start and on reload).
+//! - [`conn`]: connections. [`conn::transport`] (`Plain | Tls` halves beneath the session, the
+//!   TLS listener's opening), [`conn::writer`], [`conn::liveness`] (PINGs), [`conn::cache`]
+//!   (match and permission caches), [`conn::trace`], and [`conn::client`], the client kind's
+//!   operations. Routes and leafnodes will be kinds beside it, each with its own op set.
+//! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`].
+//! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
+//! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
+//! - `main.rs`: the command line, logging set-up, signals.
 //!
 //! # How a message flows
 //!
 //! A connection's reader fills its buffer with one read of up to 64 KiB and parses every whole
 //! operation in it; subjects and payloads are slices of that buffer. For a PUB it looks the subject up in
-//! its own match cache (valid while the router's generation number is unchanged, so the common
+//! its own match cache (valid while its account's generation number is unchanged, so the common
 //! case takes no shared lock), then appends `MSG ...` with a copy of the payload to each
 //! subscriber's outbound buffer under that subscriber's short mutex, picking one random member
 //! per queue group. Each subscriber touched is remembered once; when the whole read has been

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::conf::{ConfError, Kind, Pos, Value};
 use super::options::{self, Options, User};
+use super::users;
 use crate::engine::account::{ResponseType, DEFAULT_RESPONSE_THRESHOLD, GLOBAL_ACCOUNT};
 use crate::engine::mapping::{Mapping, Transform};
 use crate::engine::permissions::Permissions;
@@ -134,7 +135,7 @@ pub fn parse_accounts(
                         return Err(options::bad(v, "users"));
                     };
                     for u in list {
-                        let mut user = options::user(u)?;
+                        let mut user = users::user(u)?;
                         user.account = name.clone();
                         // nats-server reports a duplicate at the `users` key.
                         user.defined_at = Some(field.pos.clone());
@@ -145,7 +146,7 @@ pub fn parse_accounts(
                 "imports" => account.imports = list(v, import)?,
                 "mappings" | "maps" => account.mappings = parse_mappings(v)?,
                 "default_permissions" | "default_permission" => {
-                    default_permissions = Some(Arc::new(options::permissions_block(v)?));
+                    default_permissions = Some(Arc::new(users::permissions_block(v)?));
                 }
                 "jetstream" | "limits" | "nkey" => {
                     warnings.push(options::ignored(field, "not supported by tern yet"))
@@ -463,4 +464,78 @@ fn forms_cycle(by_name: &HashMap<&str, &AccountConfig>, importer: &str, import: 
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{error, options};
+
+    #[test]
+    fn accounts_and_their_users() {
+        let (o, _) = options(
+            r#"authorization { users: [{user: g, password: g}] }
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{service: "req", response_type: stream, response_threshold: "5s"}, {stream: "ev.>", accounts: [B]}],
+       default_permissions: {publish: "x"}, mappings: {"m": "n"} }
+  B: { users: [{user: b, password: b, permissions: {publish: "y"}}],
+       imports: [{service: {account: A, subject: "req"}, to: "b.req"}, {stream: {account: A, subject: "ev.x"}, prefix: "p"}] }
+}
+system_account: A"#,
+        )
+        .unwrap();
+        let names: Vec<_> = o
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.account.as_str()))
+            .collect();
+        assert_eq!(names, [("g", ""), ("a", "A"), ("b", "B")]);
+        // default_permissions apply to the account's users without their own.
+        assert!(o.users[1].permissions.as_ref().unwrap().can_publish(b"x"));
+        assert!(!o.users[2].permissions.as_ref().unwrap().can_publish(b"x"));
+        assert!(o.users[0].permissions.is_none());
+        assert_eq!(o.system_account.as_deref(), Some("A"));
+        let a = &o.accounts[0];
+        assert_eq!(a.exports[0].response_type, ResponseType::Stream);
+        assert_eq!(a.exports[0].response_threshold, Duration::from_secs(5));
+        assert_eq!(
+            a.exports[1].accounts.as_deref(),
+            Some(&["B".to_string()][..])
+        );
+        assert_eq!(o.accounts[1].imports[0].to.as_deref(), Some("b.req"));
+        assert_eq!(o.accounts[1].imports[1].prefix.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn account_errors_as_nats_server_words_them() {
+        // Each text as nats-server 2.15.1 printed it for the same file (position included).
+        let cases = [
+            ("accounts { B: { imports: [{stream: {account: NOPE, subject: foo}}] } }",
+             "test.conf:1:0: \"NOPE\" account not defined for stream import"),
+            ("accounts { A: { exports: [{stream: foo, accounts: [NOPE]}] } }",
+             "test.conf:1:0: \"NOPE\" account not defined for stream export"),
+            ("accounts { A: { exports: [{stream: bar}] }, B: { imports: [{stream: {account: A, subject: foo}}] } }",
+             "test.conf:1:0: Error adding stream import \"foo\": stream import not authorized"),
+            ("accounts { A: { exports: [{service: foo, accounts: [C]}] }, B: { imports: [{service: {account: A, subject: foo}}] }, C: {} }",
+             "test.conf:1:0: Error adding service import \"foo\": service import not authorized"),
+            ("accounts { A: { exports: [{service: foo}], imports: [{service: {account: B, subject: foo}}] }, B: { exports: [{service: foo}], imports: [{service: {account: A, subject: foo}}] } }",
+             "test.conf:1:0: Error adding service import \"foo\": import forms a cycle"),
+            ("accounts { A: { exports: [{stream: foo}], imports: [{stream: {account: B, subject: foo}}] }, B: { exports: [{stream: foo}], imports: [{stream: {account: A, subject: foo}}] } }",
+             "test.conf:1:0: Error adding stream import \"foo\": import forms a cycle"),
+            ("accounts {\n A: { users: [{user: x}] }\n B: { users: [{user: x}] } }",
+             "test.conf:3:7: Duplicate user \"x\" detected"),
+            ("accounts { $G: {} }", "test.conf:1:12: \"$G\" is a Reserved Account"),
+            ("mappings { \"foo\": \"bar.{{wildcard(3)}}\" }",
+             "test.conf:1:12: Error adding mapping for \"foo\" to \"bar.{{wildcard(3)}}\" : invalid mapping destination: wildcard index out of range in {{wildcard(3)}}"),
+            ("mappings { \"foo.*\": \"bar.$2\" }",
+             "test.conf:1:12: Error adding mapping for \"foo.*\" to \"bar.$2\" : invalid mapping destination: wildcard index out of range in $2: [2]"),
+            ("mappings { \"foo.*\": \"bar.{{nosuch(1)}}\" }",
+             "test.conf:1:12: Error adding mapping for \"foo.*\" to \"bar.{{nosuch(1)}}\" : invalid mapping destination: unknown function in {{nosuch(1)}}"),
+            ("mappings { w: [{destination: w1, weight: 60%}, {destination: w2, weight: 50%}] }",
+             "test.conf:1:12: Error adding mapping for \"w\" : total weight needs to be <= 100"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(error(text), want, "{text}");
+        }
+    }
 }

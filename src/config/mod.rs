@@ -5,5 +5,29 @@ pub mod accounts;
 pub mod cli;
 pub mod conf;
 pub mod options;
+pub mod users;
 
 pub use options::*;
+
+/// Reading configuration text in tests, as `-c` reads a file.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use super::conf::{self, ConfError};
+    use super::Options;
+
+    /// The options and warnings `text` gives, as a file named `test.conf`.
+    pub fn options(text: &str) -> Result<(Options, Vec<String>), ConfError> {
+        let file = conf::parse_str(text, Path::new("test.conf"))?;
+        let mut opts = Options::default();
+        let mut warnings = Vec::new();
+        opts.apply_file(&file, &mut warnings)?;
+        Ok((opts, warnings))
+    }
+
+    /// The error `text` gives.
+    pub fn error(text: &str) -> String {
+        options(text).expect_err(text).to_string()
+    }
+}

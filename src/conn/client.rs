@@ -10,20 +10,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, trace};
 
-use crate::config::{Options, TlsOptions};
-use crate::engine::account::{Account, Matches};
+use crate::config::Options;
+use crate::engine::account::Account;
 use crate::engine::connection::{ClientMeta, Connection};
 use crate::engine::deliver::{self, Deliveries, Message};
-use crate::engine::outbound::{Appended, CloseReason, Take};
+use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::permissions::{self, Permissions};
 use crate::engine::subscription::Subscription;
 use crate::proto::error::ProtocolError;
@@ -31,23 +29,21 @@ use crate::proto::parser::{self, ClientOp};
 use crate::proto::protocol::{self, ConnectOptions};
 use crate::proto::subject;
 use crate::security::auth;
-use crate::security::tls::{self, ReadHalf, WriteHalf};
+use crate::security::tls;
+
+use super::cache::{publish_allowed, MatchCache};
+use super::liveness::Liveness;
+use super::trace::trace_in;
+use super::transport::{self, is_pinned, negotiate, ReadHalf, Transport, FIRST_PING_INTERVAL};
+use super::writer::write_loop;
 use crate::state::Shared;
 
-/// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
-const FIRST_PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Smallest read buffer; it doubles while reads fill it (nats-server starts at 512 bytes too).
 const MIN_READ: usize = 512;
 /// Largest single read.
 const MAX_READ: usize = 64 * 1024;
 /// A publisher yields to the writers it woke after reading this much (see `read_loop`).
 const YIELD_AFTER: usize = 1024 * 1024;
-/// How long a writer stays idle before it gives its grown buffers back.
-const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(500);
-/// The largest write buffer a busy writer keeps for reuse.
-const MAX_KEPT_WRITE_BUFFER: usize = 8 * 1024 * 1024;
-/// Match results cached per connection (nats-server keeps 512, pruning randomly).
-const MATCH_CACHE_SIZE: usize = 512;
 
 /// Serves one accepted TCP connection until it closes.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -75,7 +71,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         .router
         .add_connection(conn.clone(), opts.max_connections)
     {
-        let (_read_half, write_half) = tls::split_plain(stream);
+        let (_read_half, write_half) = transport::split_plain(stream);
         let mut client = Client::new(shared.clone(), conn.clone(), addr);
         if !handshake_first {
             client.push(|b| info.encode(b));
@@ -93,14 +89,14 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     // from INFO for a client that stayed in plaintext under `allow_non_tls`.
     let mut timers_from = None;
     let (read_half, write_half) = match tls {
-        None => tls::split_plain(stream),
+        None => transport::split_plain(stream),
         Some((config, tls_opts)) => {
             let accepted = Instant::now();
             match negotiate(config, &tls_opts, &opts, stream, &info, &desc).await {
                 Ok((Transport::Plain(stream), sent)) => {
                     info_sent = sent;
                     timers_from = Some(accepted);
-                    tls::split_plain(stream)
+                    transport::split_plain(stream)
                 }
                 Ok((Transport::Tls(stream), _)) if !is_pinned(&stream, &tls_opts, &desc) => {
                     // nats-server logs this one as an error.
@@ -134,7 +130,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                         .and_then(|chain| chain.first())
                         .and_then(|c| tls::CertIdentity::from_der(c))
                         .map(Arc::new);
-                    tls::split_tls(*stream)
+                    transport::split_tls(*stream)
                 }
                 Err(err) => {
                     debug!("{desc} - TLS handshake error: {err}");
@@ -158,92 +154,6 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     shared.tasks.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
     client.read_loop(read_half).await;
-}
-
-/// Whether the client's certificate passes `pinned_certs` (always, when none are listed). A
-/// client without a certificate does not.
-fn is_pinned(stream: &TlsStream<TcpStream>, tls_opts: &TlsOptions, desc: &str) -> bool {
-    if tls_opts.pinned_certs.is_empty() {
-        return true;
-    }
-    let key_id = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|cert| tls::pinned_key_id(cert));
-    match key_id {
-        Some(id) if tls_opts.pinned_certs.contains(&id) => true,
-        Some(id) => {
-            debug!("{desc} - Failed pinned cert test for key id: {id}");
-            false
-        }
-        None => false,
-    }
-}
-
-/// The transport a connection on the TLS listener ends up with.
-enum Transport {
-    /// Plaintext, which the client chose under `allow_non_tls`.
-    Plain(TcpStream),
-    /// TLS (boxed: the rustls state is large).
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-/// Runs the TLS listener's opening, as nats-server 2.15.1 does; returns the transport and
-/// whether INFO already went out (in plaintext, before any handshake).
-///
-/// - `handshake_first`: the handshake comes before INFO, which then goes over TLS. With a
-///   fallback delay, a client that sends nothing for that long gets the plaintext INFO and
-///   what follows here without `handshake_first`; any byte in time (even a plaintext one)
-///   means TLS first.
-/// - `allow_non_tls`: INFO (`tls_available`) goes out in plaintext and the client's first byte
-///   decides: a TLS handshake record upgrades the connection, anything else stays plaintext.
-///   A client that says nothing until nats-server would send its first PING (or until the
-///   authorization timeout) stays plaintext too: a handshake started after a plaintext PING
-///   could not succeed.
-/// - Otherwise INFO (`tls_required`) goes out in plaintext and the handshake must follow.
-async fn negotiate(
-    config: Arc<rustls::ServerConfig>,
-    tls_opts: &TlsOptions,
-    opts: &Options,
-    mut stream: TcpStream,
-    info: &protocol::Info,
-    desc: &str,
-) -> Result<(Transport, bool), tls::HandshakeError> {
-    if tls_opts.handshake_first {
-        let fall_back = match tls_opts.handshake_first_fallback {
-            Some(delay) => tls::first_byte(&stream, delay).await.is_none(),
-            None => false,
-        };
-        if !fall_back {
-            debug!("{desc} - Starting TLS client connection handshake");
-            let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
-            return Ok((Transport::Tls(Box::new(stream)), false));
-        }
-    }
-    let mut plain_info = BytesMut::new();
-    info.encode(&mut plain_info);
-    if !opts.allow_non_tls {
-        debug!("{desc} - Starting TLS client connection handshake");
-        let stream = tls::accept(config, stream, Some(&plain_info), tls_opts.timeout).await?;
-        return Ok((Transport::Tls(Box::new(stream)), true));
-    }
-    stream
-        .write_all(&plain_info)
-        .await
-        .map_err(tls::HandshakeError::Failed)?;
-    let mut wait = opts.ping_interval.min(FIRST_PING_INTERVAL);
-    if opts.auth_required() && opts.no_auth_user.is_none() {
-        wait = wait.min(opts.auth_timeout());
-    }
-    match tls::first_byte(&stream, wait).await {
-        Some(Some(byte)) if tls::starts_handshake(byte) => {}
-        _ => return Ok((Transport::Plain(stream), true)),
-    }
-    debug!("{desc} - Starting TLS client connection handshake");
-    let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
-    Ok((Transport::Tls(Box::new(stream)), true))
 }
 
 /// The reader's side of a connection: everything the read loop needs.
@@ -279,12 +189,8 @@ struct Client {
     /// The connections this batch appended to (woken once it ends) and the subscribers it
     /// found backlogged (waited for once it ends, `wait_for_room`).
     out: Deliveries,
-    pings_out: u32,
-    /// When the oldest unanswered PING went out (for the RTT).
-    ping_sent: Option<Instant>,
-    last_in: Instant,
-    /// The first PING went out; later ones are skipped while the client is active.
-    pinged: bool,
+    /// PINGs out, RTT, and when the client was last heard from.
+    live: Liveness,
     /// When the first-PING and authorization timers started.
     started: Instant,
     in_msgs: u64,
@@ -314,10 +220,7 @@ impl Client {
             cert: None,
             pub_cache: HashMap::default(),
             out: Deliveries::default(),
-            pings_out: 0,
-            ping_sent: None,
-            last_in: Instant::now(),
-            pinged: false,
+            live: Liveness::default(),
             started: Instant::now(),
             in_msgs: 0,
             in_bytes: 0,
@@ -356,11 +259,11 @@ impl Client {
                         if n >= read_size && read_size < MAX_READ {
                             read_size *= 2;
                         }
-                        self.last_in = Instant::now();
+                        self.live.last_in = Instant::now();
                         self.refresh();
                         let result = self.process(&mut buf);
                         // Once per read batch: what monitoring reads of this connection.
-                        self.conn.stats.publish(self.in_msgs, self.in_bytes, self.last_in.into_std());
+                        self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
                     }
                     Err(_) => break CloseReason::ReadError,
@@ -526,13 +429,12 @@ impl Client {
                 Ok(())
             }
             ClientOp::Pong => {
-                if let Some(sent) = self.ping_sent.take() {
-                    self.conn.stats.set_rtt(sent.elapsed());
+                if let Some(elapsed) = self.live.on_pong() {
+                    self.conn.stats.set_rtt(elapsed);
                     if let Some((_, rtt)) = &mut self.out.origin {
-                        *rtt = sent.elapsed();
+                        *rtt = elapsed;
                     }
                 }
-                self.pings_out = 0;
                 Ok(())
             }
             ClientOp::Connect(json) => self.handle_connect(json),
@@ -778,23 +680,11 @@ impl Client {
     /// interval (the first PING always goes out), and closes the connection once `ping_max`
     /// PINGs are unanswered.
     fn ping_timer(&mut self) -> Result<(), ProtocolError> {
-        let opts = &self.server;
         debug!("{} - Client Ping Timer", self.desc);
-        if self.pinged && self.last_in.elapsed() < opts.ping_interval {
-            debug!(
-                "{} - Delaying PING due to remote client data or ping",
-                self.desc
-            );
-            return Ok(());
+        let (interval, max) = (self.server.ping_interval, self.server.ping_max);
+        if self.live.on_timer(interval, max, &self.desc)? {
+            self.push_proto(protocol::PING);
         }
-        self.pinged = true;
-        if self.pings_out + 1 > opts.ping_max {
-            debug!("{} - Stale Client Connection - Closing", self.desc);
-            return Err(ProtocolError::StaleConnection);
-        }
-        self.pings_out += 1;
-        self.ping_sent.get_or_insert_with(Instant::now);
-        self.push_proto(protocol::PING);
         Ok(())
     }
 
@@ -892,7 +782,7 @@ impl Client {
         self.flush_batch();
         self.conn
             .stats
-            .publish(self.in_msgs, self.in_bytes, self.last_in.into_std());
+            .publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
         let reason = self.conn.outbound.close_reason().unwrap_or(reason);
         // Taken before the router forgets the subscriptions, so the closed entry lists them.
         self.shared
@@ -930,85 +820,6 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
     }
 }
 
-/// Flushes a connection's outbound queue until it closes. Each wake-up writes everything
-/// pending with one buffer swap; a write that misses `write_deadline` makes the connection a
-/// slow consumer.
-async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: WriteHalf) {
-    let mut batch = BytesMut::new();
-    let mut chunks = Vec::new();
-    loop {
-        let deadline = shared.opts().write_deadline;
-        let take = conn.outbound.take(&mut batch, &mut chunks);
-        let (write, stop) = match take {
-            Take::Idle => {
-                // Nothing to write. A connection that stays idle gives back what a burst grew,
-                // so idle connections stay small; one that is merely between batches keeps its
-                // buffers (giving them back at every idle moment cost a 1:1 stream of 1 KiB
-                // messages about a sixth of the server's time in page faults).
-                if batch.capacity() > MAX_READ {
-                    tokio::select! {
-                        _ = conn.outbound.writer_wakeup() => continue,
-                        _ = tokio::time::sleep(IDLE_RELEASE_AFTER) => {}
-                    }
-                    batch = BytesMut::new();
-                }
-                conn.outbound.release_idle_buffer(MAX_READ);
-                conn.outbound.writer_wakeup().await;
-                continue;
-            }
-            Take::Write => (true, false),
-            Take::Close { flush } => (flush, true),
-        };
-        if write {
-            let write = async {
-                for chunk in &chunks {
-                    writer.write_all(chunk).await?;
-                    conn.outbound.wrote(chunk.len());
-                }
-                writer.write_all(&batch).await?;
-                conn.outbound.wrote(batch.len());
-                // A no-op on plain TCP; pushes out what rustls holds back on TLS.
-                writer.flush().await
-            };
-            let written = tokio::select! {
-                written = tokio::time::timeout(deadline, write) => written,
-                // A slow consumer cut at max_pending while this write waits for its socket to
-                // drain: close now, as nats-server does, not when the write deadline fires.
-                () = conn.outbound.aborted() => break,
-            };
-            match written {
-                Ok(Ok(())) => conn.outbound.written(),
-                Ok(Err(_)) => {
-                    conn.outbound.close(CloseReason::WriteError, false);
-                    break;
-                }
-                Err(_) => {
-                    info!(
-                        "{} - Slow Consumer Detected: WriteDeadline of {:?} exceeded",
-                        conn.desc(),
-                        deadline
-                    );
-                    conn.outbound
-                        .close(CloseReason::SlowConsumerWriteDeadline, false);
-                    break;
-                }
-            }
-        }
-        chunks.clear();
-        batch.clear();
-        // While busy the two buffers (this one and the pending one) trade places at every
-        // write, so neither is reallocated; only an outsized one is dropped at once.
-        if batch.capacity() > MAX_KEPT_WRITE_BUFFER {
-            batch = BytesMut::new();
-        }
-        if stop {
-            break;
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
-    shared.tasks.fetch_sub(1, Ordering::SeqCst);
-}
-
 /// Reads into `buf`'s spare room, at most `limit` bytes.
 async fn read_at_most(
     reader: &mut ReadHalf,
@@ -1017,201 +828,4 @@ async fn read_at_most(
 ) -> std::io::Result<usize> {
     let mut room = (&mut *buf).limit(limit);
     reader.read_buf(&mut room).await
-}
-
-/// Publish decisions cached per connection (nats-server's `maxPermCacheSize`).
-const PUB_CACHE_SIZE: usize = 128;
-
-/// Whether the user may publish to `subject`: the cached decision, else the lists (cached), else
-/// a reply it was sent under `allow_responses` (counted, never cached), as nats-server's
-/// `pubAllowedFullCheck`.
-fn publish_allowed(
-    cache: &mut HashMap<Box<[u8]>, bool, ahash::RandomState>,
-    perms: &Permissions,
-    conn: &Connection,
-    subject: &[u8],
-) -> bool {
-    if !perms.restricts_publish() {
-        return true;
-    }
-    if let Some(&allowed) = cache.get(subject) {
-        return allowed;
-    }
-    let allowed = perms.can_publish(subject);
-    if !allowed {
-        if let Some(resp) = &perms.response {
-            return conn.take_reply(subject, resp);
-        }
-    }
-    if cache.len() >= PUB_CACHE_SIZE {
-        let evict: Vec<Box<[u8]>> = cache.keys().take(PUB_CACHE_SIZE / 4).cloned().collect();
-        for key in evict {
-            cache.remove(&key);
-        }
-    }
-    cache.insert(subject.into(), allowed);
-    allowed
-}
-
-/// Match results by subject, valid while the router's generation is the one recorded.
-#[derive(Default)]
-struct MatchCache {
-    generation: u64,
-    entries: HashMap<Box<[u8]>, Matches, ahash::RandomState>,
-}
-
-impl MatchCache {
-    fn lookup(&mut self, account: &Account, subject: &[u8]) -> Matches {
-        let generation = account.generation();
-        if generation != self.generation {
-            self.entries.clear();
-            self.generation = generation;
-        } else if let Some(found) = self.entries.get(subject) {
-            return found.clone();
-        }
-        let found = account.matches(subject);
-        if self.entries.len() >= MATCH_CACHE_SIZE {
-            // Drop every other entry (an arbitrary half, as the table orders them): one pass
-            // per MATCH_CACHE_SIZE / 2 misses and no allocation, where evicting a few keys at
-            // a time cost a key list per few misses when every publish misses (the load
-            // generator's distinct-subjects scenario).
-            let mut keep = false;
-            self.entries.retain(|_, _| {
-                keep = !keep;
-                keep
-            });
-        }
-        self.entries.insert(subject.into(), found.clone());
-        found
-    }
-}
-
-fn trace_in(desc: &str, op: &ClientOp<'_>) {
-    let lossy = String::from_utf8_lossy;
-    let reply = |r: Option<&[u8]>| r.map(|r| format!(" {}", lossy(r))).unwrap_or_default();
-    match op {
-        ClientOp::Pub {
-            subject,
-            reply: r,
-            payload,
-        } => {
-            trace!(
-                "{desc} - <<- [PUB {}{} {}]",
-                lossy(subject),
-                reply(*r),
-                payload.len()
-            );
-            trace!("{desc} - <<- MSG_PAYLOAD: [{:?}]", lossy(payload));
-        }
-        ClientOp::HPub {
-            subject,
-            reply: r,
-            header_len,
-            message,
-        } => {
-            trace!(
-                "{desc} - <<- [HPUB {}{} {} {}]",
-                lossy(subject),
-                reply(*r),
-                header_len,
-                message.len()
-            );
-            trace!("{desc} - <<- MSG_PAYLOAD: [{:?}]", lossy(message));
-        }
-        ClientOp::Sub {
-            subject,
-            queue,
-            sid,
-        } => {
-            trace!(
-                "{desc} - <<- [SUB {}{} {}]",
-                lossy(subject),
-                reply(*queue),
-                lossy(sid)
-            )
-        }
-        ClientOp::Unsub { sid, max } => {
-            let max = max.map(|m| format!(" {m}")).unwrap_or_default();
-            trace!("{desc} - <<- [UNSUB {}{}]", lossy(sid), max)
-        }
-        ClientOp::Ping => trace!("{desc} - <<- [PING]"),
-        ClientOp::Pong => trace!("{desc} - <<- [PONG]"),
-        ClientOp::Connect(json) => {
-            trace!("{desc} - <<- [CONNECT {}]", redact_secrets(&lossy(json)))
-        }
-        ClientOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
-        ClientOp::Ok => trace!("{desc} - <<- [OK]"),
-        ClientOp::Err(text) => trace!("{desc} - <<- [-ERR {}]", lossy(text)),
-    }
-}
-
-/// CONNECT's JSON with the values of `pass`, `auth_token`, `nkey` and `sig` replaced by
-/// `[REDACTED]`, as nats-server traces it.
-fn redact_secrets(json: &str) -> String {
-    let mut out = json.to_string();
-    for key in ["\"pass\"", "\"auth_token\"", "\"nkey\"", "\"sig\""] {
-        let mut from = 0;
-        while let Some(found) = out[from..].find(key) {
-            let after_key = from + found + key.len();
-            let rest = &out[after_key..];
-            let trimmed = rest.trim_start();
-            let Some(value) = trimmed.strip_prefix(':').map(str::trim_start) else {
-                from = after_key;
-                continue;
-            };
-            let Some(body) = value.strip_prefix('"') else {
-                from = after_key;
-                continue;
-            };
-            let start = out.len() - body.len();
-            let mut end = None;
-            let mut escaped = false;
-            for (i, c) in body.char_indices() {
-                match c {
-                    _ if escaped => escaped = false,
-                    '\\' => escaped = true,
-                    '"' => {
-                        end = Some(start + i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let Some(end) = end else { break };
-            out.replace_range(start..end, "[REDACTED]");
-            from = start + "[REDACTED]".len();
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_secrets_are_redacted_in_traces() {
-        // As nats-server 2.15.1 traced these CONNECTs.
-        assert_eq!(
-            redact_secrets(r#"{"user":"e","pass":"e","verbose":false}"#),
-            r#"{"user":"e","pass":"[REDACTED]","verbose":false}"#
-        );
-        assert_eq!(
-            redact_secrets(r#"{"auth_token":"tok","name":"app2"}"#),
-            r#"{"auth_token":"[REDACTED]","name":"app2"}"#
-        );
-        assert_eq!(
-            redact_secrets(r#"{"nkey":"UAB","sig":"x\"y","verbose":false}"#),
-            r#"{"nkey":"[REDACTED]","sig":"[REDACTED]","verbose":false}"#
-        );
-        assert_eq!(
-            redact_secrets(r#"{"pass" : "a", "name":"pass"}"#),
-            r#"{"pass" : "[REDACTED]", "name":"pass"}"#
-        );
-        assert_eq!(
-            redact_secrets(r#"{"pass":"unterminated"#),
-            r#"{"pass":"unterminated"#
-        );
-        assert_eq!(redact_secrets(r#"{"pass":5}"#), r#"{"pass":5}"#);
-    }
 }

@@ -1,4 +1,10 @@
-//! Connections: the transports beneath a session, the machinery every connection shares, and
-//! each kind of connection's handling of its own operations.
+//! Connections: the transports beneath a session (`transport`), the machinery every
+//! connection shares (`writer`, `trace`), and each kind of connection's handling of its own
+//! operations (`client` now; routes, leafnodes and internal clients next).
 
+pub mod cache;
 pub mod client;
+pub mod liveness;
+pub mod trace;
+pub mod transport;
+pub mod writer;

@@ -7,16 +7,13 @@
 
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -306,92 +303,6 @@ pub async fn accept(
     tokio::time::timeout(timeout, upgrade)
         .await
         .unwrap_or(Err(HandshakeError::Timeout))
-}
-
-/// The reading half of a client connection.
-pub enum ReadHalf {
-    /// Plain TCP.
-    Plain(OwnedReadHalf),
-    /// TLS.
-    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
-}
-
-/// The writing half of a client connection.
-pub enum WriteHalf {
-    /// Plain TCP.
-    Plain(OwnedWriteHalf),
-    /// TLS.
-    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
-}
-
-/// Splits a plain connection.
-pub fn split_plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
-    let (r, w) = stream.into_split();
-    (ReadHalf::Plain(r), WriteHalf::Plain(w))
-}
-
-/// Splits a TLS connection.
-pub fn split_tls(stream: TlsStream<TcpStream>) -> (ReadHalf, WriteHalf) {
-    let (r, w) = tokio::io::split(stream);
-    (ReadHalf::Tls(r), WriteHalf::Tls(w))
-}
-
-impl AsyncRead for ReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
-            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
-            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
-            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            WriteHalf::Plain(w) => w.is_write_vectored(),
-            WriteHalf::Tls(w) => w.is_write_vectored(),
-        }
-    }
 }
 
 /// The names a client certificate carries, for `verify_and_map`: its subject's attributes and

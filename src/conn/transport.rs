@@ -1,0 +1,194 @@
+//! The byte streams beneath a connection's session: `Plain | Tls` read and write halves
+//! (WebSocket will be a third), and the TLS listener's opening, as nats-server 2.15.1 runs it
+//! (`handshake_first`, `allow_non_tls`, pinned certificates).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tracing::debug;
+
+use crate::config::{Options, TlsOptions};
+use crate::proto::protocol;
+use crate::security::tls;
+
+/// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
+pub const FIRST_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the client's certificate passes `pinned_certs` (always, when none are listed). A
+/// client without a certificate does not.
+pub fn is_pinned(stream: &TlsStream<TcpStream>, tls_opts: &TlsOptions, desc: &str) -> bool {
+    if tls_opts.pinned_certs.is_empty() {
+        return true;
+    }
+    let key_id = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| tls::pinned_key_id(cert));
+    match key_id {
+        Some(id) if tls_opts.pinned_certs.contains(&id) => true,
+        Some(id) => {
+            debug!("{desc} - Failed pinned cert test for key id: {id}");
+            false
+        }
+        None => false,
+    }
+}
+
+/// The transport a connection on the TLS listener ends up with.
+pub enum Transport {
+    /// Plaintext, which the client chose under `allow_non_tls`.
+    Plain(TcpStream),
+    /// TLS (boxed: the rustls state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Runs the TLS listener's opening, as nats-server 2.15.1 does; returns the transport and
+/// whether INFO already went out (in plaintext, before any handshake).
+///
+/// - `handshake_first`: the handshake comes before INFO, which then goes over TLS. With a
+///   fallback delay, a client that sends nothing for that long gets the plaintext INFO and
+///   what follows here without `handshake_first`; any byte in time (even a plaintext one)
+///   means TLS first.
+/// - `allow_non_tls`: INFO (`tls_available`) goes out in plaintext and the client's first byte
+///   decides: a TLS handshake record upgrades the connection, anything else stays plaintext.
+///   A client that says nothing until nats-server would send its first PING (or until the
+///   authorization timeout) stays plaintext too: a handshake started after a plaintext PING
+///   could not succeed.
+/// - Otherwise INFO (`tls_required`) goes out in plaintext and the handshake must follow.
+pub async fn negotiate(
+    config: Arc<rustls::ServerConfig>,
+    tls_opts: &TlsOptions,
+    opts: &Options,
+    mut stream: TcpStream,
+    info: &protocol::Info,
+    desc: &str,
+) -> Result<(Transport, bool), tls::HandshakeError> {
+    if tls_opts.handshake_first {
+        let fall_back = match tls_opts.handshake_first_fallback {
+            Some(delay) => tls::first_byte(&stream, delay).await.is_none(),
+            None => false,
+        };
+        if !fall_back {
+            debug!("{desc} - Starting TLS client connection handshake");
+            let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+            return Ok((Transport::Tls(Box::new(stream)), false));
+        }
+    }
+    let mut plain_info = BytesMut::new();
+    info.encode(&mut plain_info);
+    if !opts.allow_non_tls {
+        debug!("{desc} - Starting TLS client connection handshake");
+        let stream = tls::accept(config, stream, Some(&plain_info), tls_opts.timeout).await?;
+        return Ok((Transport::Tls(Box::new(stream)), true));
+    }
+    stream
+        .write_all(&plain_info)
+        .await
+        .map_err(tls::HandshakeError::Failed)?;
+    let mut wait = opts.ping_interval.min(FIRST_PING_INTERVAL);
+    if opts.auth_required() && opts.no_auth_user.is_none() {
+        wait = wait.min(opts.auth_timeout());
+    }
+    match tls::first_byte(&stream, wait).await {
+        Some(Some(byte)) if tls::starts_handshake(byte) => {}
+        _ => return Ok((Transport::Plain(stream), true)),
+    }
+    debug!("{desc} - Starting TLS client connection handshake");
+    let stream = tls::accept(config, stream, None, tls_opts.timeout).await?;
+    Ok((Transport::Tls(Box::new(stream)), true))
+}
+
+/// The reading half of a client connection.
+pub enum ReadHalf {
+    /// Plain TCP.
+    Plain(OwnedReadHalf),
+    /// TLS.
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The writing half of a client connection.
+pub enum WriteHalf {
+    /// Plain TCP.
+    Plain(OwnedWriteHalf),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+/// Splits a plain connection.
+pub fn split_plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+    let (r, w) = stream.into_split();
+    (ReadHalf::Plain(r), WriteHalf::Plain(w))
+}
+
+/// Splits a TLS connection.
+pub fn split_tls(stream: TlsStream<TcpStream>) -> (ReadHalf, WriteHalf) {
+    let (r, w) = tokio::io::split(stream);
+    (ReadHalf::Tls(r), WriteHalf::Tls(w))
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteHalf::Plain(w) => w.is_write_vectored(),
+            WriteHalf::Tls(w) => w.is_write_vectored(),
+        }
+    }
+}
