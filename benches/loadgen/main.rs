@@ -200,7 +200,7 @@ fn run_once(
     timeout: Duration,
     log: &Path,
 ) -> Run {
-    let server = match Server::start(target, log) {
+    let server = match Server::start(target, log, scenario.config) {
         Ok(server) => Arc::new(server),
         Err(e) => {
             return Run { outcome: Err(e) };

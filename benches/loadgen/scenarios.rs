@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::server::Server;
 use crate::wire::{
-    barrier, connect, is_timeout, numbers, parse_sid, wait_pong, Checker, Frame, Publisher, Reader,
+    barrier, connect, connect_as, is_timeout, numbers, parse_sid, wait_pong, Checker, Frame,
+    Publisher, Reader,
 };
 
 /// Which way a metric is better.
@@ -70,6 +71,8 @@ pub type Run = dyn Fn(&Server, Scale) -> Outcome + Send + Sync;
 pub struct Scenario {
     pub name: String,
     pub run: Arc<Run>,
+    /// The configuration file the servers run with, if any.
+    pub config: Option<&'static str>,
 }
 
 fn scenario(
@@ -79,8 +82,19 @@ fn scenario(
     Scenario {
         name: name.into(),
         run: Arc::new(run),
+        config: None,
     }
 }
+
+/// Two accounts: A exports the service `bench.req`, B imports it; clients without
+/// credentials are B's user, the responder logs in as A's.
+const SERVICE_IMPORT_CONFIG: &str = r#"
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{service: "bench.req"}] }
+  B: { users: [{user: b, password: b}], imports: [{service: {account: A, subject: "bench.req"}}] }
+}
+no_auth_user: b
+"#;
 
 /// Every scenario, in table order.
 pub fn all(scale: Scale) -> Vec<Scenario> {
@@ -121,6 +135,13 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
     list.push(scenario("queue group of 4, 16 B", queue_group));
     list.push(scenario("request/reply, 1 requester", request_latency));
     list.push(scenario("request/reply, 8 requesters", request_throughput));
+    list.push(Scenario {
+        config: Some(SERVICE_IMPORT_CONFIG),
+        ..scenario(
+            "request/reply via service import, 8 requesters",
+            |s, scale| request_throughput_as(s, scale, Some("a")),
+        )
+    });
     list.push(scenario(
         "100k subscriptions (literal + wildcard)",
         many_subscriptions,
@@ -543,9 +564,9 @@ pub fn check_queue(count: usize, per_member: &[Vec<u32>]) -> Result<Vec<usize>, 
     Ok(spread)
 }
 
-/// A responder that answers every request with its payload.
-fn responder(port: u16) -> Result<JoinHandle<()>, String> {
-    let mut conn = connect(port).map_err(io)?;
+/// A responder that answers every request with its payload, logged in as `user` if given.
+fn responder(port: u16, user: Option<&str>) -> Result<JoinHandle<()>, String> {
+    let mut conn = connect_as(port, user).map_err(io)?;
     conn.write_all(b"SUB bench.req 1\r\n").map_err(io)?;
     barrier(&mut conn).map_err(io)?;
     Ok(std::thread::spawn(move || {
@@ -612,7 +633,7 @@ fn requester(port: u16, id: usize, n: usize) -> Result<Vec<Duration>, String> {
 }
 
 fn request_latency(server: &Server, scale: Scale) -> Outcome {
-    let _responder = responder(server.port)?;
+    let _responder = responder(server.port, None)?;
     let n = scale.pick(5_000, 100_000);
     let mut rtts = requester(server.port, 0, n)?;
     let elapsed: Duration = rtts.iter().sum();
@@ -634,7 +655,12 @@ fn request_latency(server: &Server, scale: Scale) -> Outcome {
 }
 
 fn request_throughput(server: &Server, scale: Scale) -> Outcome {
-    let _responder = responder(server.port)?;
+    request_throughput_as(server, scale, None)
+}
+
+/// Eight requesters at once against one responder logged in as `responder_user`.
+fn request_throughput_as(server: &Server, scale: Scale, responder_user: Option<&str>) -> Outcome {
+    let _responder = responder(server.port, responder_user)?;
     let per = scale.pick(1_000, 20_000);
     let port = server.port;
     let start = Instant::now();

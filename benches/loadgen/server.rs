@@ -42,12 +42,18 @@ const PR_SET_PDEATHSIG: i32 = 1;
 const SIGKILL: i32 = 9;
 
 impl Server {
-    /// Starts `target` on a free loopback port, its standard error going to `log`, and waits
-    /// until it accepts connections.
-    pub fn start(target: &Target, log: &Path) -> Result<Server, String> {
+    /// Starts `target` on a free loopback port, with the configuration file `config` if
+    /// given (written beside `log`; the address flags override it), its standard error going
+    /// to `log`, and waits until it accepts connections.
+    pub fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Server, String> {
         let port = free_port()?;
         let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut command = Command::new(&target.binary);
+        if let Some(config) = config {
+            let path = log.with_extension("conf");
+            std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+            command.arg("-c").arg(path);
+        }
         command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())

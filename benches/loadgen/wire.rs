@@ -20,6 +20,11 @@ const MAX_PUBLISHERS: usize = 4096;
 
 /// Opens a client connection: reads INFO, sends a quiet CONNECT. Reads and writes time out.
 pub fn connect(port: u16) -> io::Result<TcpStream> {
+    connect_as(port, None)
+}
+
+/// As [`connect`], logging in as `user` (whose password is its name) when given.
+pub fn connect_as(port: u16, user: Option<&str>) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -44,7 +49,13 @@ pub fn connect(port: u16) -> io::Result<TcpStream> {
             String::from_utf8_lossy(&info)
         )));
     }
-    stream.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\n")?;
+    let login = user
+        .map(|u| format!(",\"user\":\"{u}\",\"pass\":\"{u}\""))
+        .unwrap_or_default();
+    stream.write_all(
+        format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1{login}}}\r\n")
+            .as_bytes(),
+    )?;
     Ok(stream)
 }
 
