@@ -94,7 +94,11 @@ fn test_config(program: &str, run: &Run) -> ExitCode {
         .and_then(|opts| ServerTls::build(&opts))
     {
         Ok(_) => {
-            eprintln!("{program}: configuration file {} is valid", path.display());
+            eprintln!(
+                "{program}: configuration file {} is valid{}",
+                path.display(),
+                digest_of(path)
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -235,7 +239,7 @@ async fn serve(
         warn!("Plaintext passwords detected, use nkeys or bcrypt");
     }
     if let Some(path) = run.config_file() {
-        info!("Using configuration file: {}", path.display());
+        info!("Using configuration file: {}{}", path.display(), digest_of(path));
     }
     if let Some(addr) = server.monitor_addr() {
         let opts = shared.opts();
@@ -381,8 +385,24 @@ fn reload(shared: &Shared, run: &Run, log: &LogControl) {
         warn!("{warning}");
     }
     match result {
-        Ok(()) => info!("Reloaded server configuration"),
+        Ok(()) => info!(
+            "Reloaded server configuration{}",
+            run.config_file().map(digest_of).unwrap_or_default()
+        ),
         Err(err) => error!("Failed to reload server configuration: {err}"),
+    }
+}
+
+/// ` (sha256:<hex>)` of the configuration file, as nats-server prints it after the file's
+/// name (empty if it cannot be read).
+fn digest_of(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            format!(" (sha256:{hex})")
+        }
+        Err(_) => String::new(),
     }
 }
 

@@ -223,13 +223,21 @@ impl Shared {
         fixed("HTTPHost", &old.http_host, &new.http_host)?;
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
-        fixed(
-            "SystemAccount",
-            &accounts::system_account_name(&old),
-            &accounts::system_account_name(&new),
-        )?;
-        accounts::install(&self.router, &new)?;
+        let (old_system, new_system) = (
+            accounts::system_account_name(&old).unwrap_or_default(),
+            accounts::system_account_name(&new).unwrap_or_default(),
+        );
+        if old_system != new_system {
+            return Err(format!(
+                "config reload not supported for SystemAccount: old={old_system}, new={new_system}"
+            ));
+        }
         let tls = crate::security::tls::ServerTls::build(&new)?;
+        accounts::install(&self.router, &new)?;
+        if old.users != new.users || old.accounts != new.accounts {
+            info!("Reloaded: authorization users");
+            info!("Reloaded: accounts");
+        }
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = tls.clients;
         let new = Arc::new(new);
         *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
@@ -239,6 +247,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
         for conn in self.router.connections_snapshot() {
+            let account = conn.account();
+            if self
+                .router
+                .account(&account.name)
+                .map_or(true, |now| !Arc::ptr_eq(&now, &account))
+            {
+                // Its account is gone: nats-server closes the connection without a word.
+                conn.outbound.close(CloseReason::ClientClosed, true);
+                continue;
+            }
             let Some(credentials) = self.credentials(conn.cid) else {
                 continue;
             };
@@ -251,8 +269,8 @@ impl Shared {
                         .close(CloseReason::AuthenticationViolation, true);
                 }
                 Some(user) if !bound_to(&conn, &user) => {
-                    // Moved to another account, or its account is gone: nats-server closes
-                    // the connection without a word.
+                    // Moved to another account: nats-server closes the connection without a
+                    // word.
                     conn.outbound.close(CloseReason::ClientClosed, true);
                 }
                 Some(user) => self.apply_permissions(&conn, user),
