@@ -239,7 +239,11 @@ async fn serve(
         warn!("Plaintext passwords detected, use nkeys or bcrypt");
     }
     if let Some(path) = run.config_file() {
-        info!("Using configuration file: {}{}", path.display(), digest_of(path));
+        info!(
+            "Using configuration file: {}{}",
+            path.display(),
+            digest_of(path)
+        );
     }
     if let Some(addr) = server.monitor_addr() {
         let opts = shared.opts();
@@ -394,14 +398,10 @@ fn reload(shared: &Shared, run: &Run, log: &LogControl) {
 }
 
 /// ` (sha256:<hex>)` of the configuration file, as nats-server prints it after the file's
-/// name (empty if it cannot be read).
+/// name: a digest of what the file says, not of its bytes (empty if it cannot be read).
 fn digest_of(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            format!(" (sha256:{hex})")
-        }
+    match tern::config::conf::parse_file(path) {
+        Ok(map) => format!(" (sha256:{})", tern::config::conf::digest(&map)),
         Err(_) => String::new(),
     }
 }

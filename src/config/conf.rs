@@ -106,6 +106,82 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Map, ConfError> {
     Parser::new(text, file.into(), 0).parse()
 }
 
+/// nats-server's digest of a configuration: the SHA-256 of the parsed file as Go's JSON
+/// encoder writes it (keys sorted, the last of a repeated key kept, `<`, `>` and `&`
+/// escaped, a newline at the end), so that comments and layout do not change it. Hex.
+pub fn digest(map: &Map) -> String {
+    let mut json = String::new();
+    go_json_map(map, &mut json);
+    json.push('\n');
+    let digest = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn go_json_map(map: &Map, out: &mut String) {
+    let mut last: std::collections::BTreeMap<&str, &Value> = std::collections::BTreeMap::new();
+    for entry in map {
+        last.insert(&entry.key, &entry.value);
+    }
+    out.push('{');
+    for (i, (key, value)) in last.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        go_json_string(key, out);
+        out.push(':');
+        go_json_value(value, out);
+    }
+    out.push('}');
+}
+
+fn go_json_value(value: &Value, out: &mut String) {
+    use std::fmt::Write;
+    match &value.kind {
+        Kind::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Kind::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Kind::Float(f) => {
+            let _ = write!(out, "{f}");
+        }
+        Kind::String(text) => go_json_string(text, out),
+        Kind::Map(map) => go_json_map(map, out),
+        Kind::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                go_json_value(item, out);
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// A string as Go's `encoding/json` writes it (HTML-safe).
+fn go_json_string(text: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 fn parse_file_at(path: &Path, depth: usize) -> Result<Map, ConfError> {
     let file: Arc<Path> = path.into();
     let whole_file = |message: String| ConfError {
@@ -915,5 +991,27 @@ b { who: $USER_X, p: $PORT }
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("/nonexistent/x.conf: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn digest_as_nats_server_computes_it() {
+        // nats-server 2.15.1 `-t` printed these digests for the same texts: comments and
+        // layout do not count, the last of a repeated key does, `<`, `>` and `&` are escaped.
+        let digest_of = |text: &str| digest(&parse_str(text, Path::new("d.conf")).unwrap());
+        assert_eq!(
+            digest_of("port: 4222\n"),
+            "797533ebd0dfba7d34a0f9337ecf147e442871f48ddfd07ed751575a5737267e"
+        );
+        assert_eq!(
+            digest_of("port: 4222\n# c\n"),
+            "797533ebd0dfba7d34a0f9337ecf147e442871f48ddfd07ed751575a5737267e"
+        );
+        let text = "server_tags: [\"x.>\", \"y&z\"]\n# comment\nmappings { \"a.*\": \"b.$1\" }\n\
+                    max_payload: 1k\nauthorization { users: [{user: \"q\\\"t\", password: p}] }\n\
+                    server_name: first\nserver_name: \"last<\"\n";
+        assert_eq!(
+            digest_of(text),
+            "7da17334b2b3fa9cd891e7e2a5374d269fc045d7d0dc532885455f8e31735213"
+        );
     }
 }
