@@ -72,6 +72,8 @@ pub struct Import {
     pub to: Option<String>,
     /// Stream imports: prepended to the subject.
     pub prefix: Option<String>,
+    /// Where `to` is written (duplicate-subject errors point there).
+    pub to_pos: Option<Pos>,
 }
 
 /// One subject mapping: a source and weighted destinations.
@@ -89,7 +91,7 @@ impl MappingConfig {
         Mapping::new(
             self.destinations
                 .iter()
-                .filter_map(|(d, w)| Transform::new(&self.source, d).ok().map(|t| (t, *w)))
+                .filter_map(|(d, w)| Transform::mapping(&self.source, d).ok().map(|t| (t, *w)))
                 .collect(),
         )
     }
@@ -196,9 +198,9 @@ pub fn parse_mappings(v: &Value) -> Result<Vec<MappingConfig>, ConfError> {
             )));
         }
         for (destination, _) in &destinations {
-            if let Err(why) = Transform::new(&source, destination) {
+            if let Err(why) = Transform::mapping(&source, destination) {
                 return Err(at(format!(
-                    "Error adding mapping for {source:?} to {destination:?} : invalid mapping destination: {why}"
+                    "Error adding mapping for {source:?} to {destination:?} : {why}"
                 )));
             }
         }
@@ -322,6 +324,7 @@ fn import(v: &Value) -> Result<Import, ConfError> {
         subject: String::new(),
         to: None,
         prefix: None,
+        to_pos: None,
     };
     for field in fields {
         let v = &field.value;
@@ -342,7 +345,10 @@ fn import(v: &Value) -> Result<Import, ConfError> {
                 }
             }
             "prefix" => import.prefix = Some(options::string(v)?),
-            "to" => import.to = Some(options::string(v)?),
+            "to" => {
+                import.to = Some(options::string(v)?);
+                import.to_pos = Some(v.pos.clone());
+            }
             "share" | "allow_trace" => {}
             _ => return Err(options::unknown_field(field)),
         }
@@ -410,15 +416,18 @@ pub fn check(opts: &Options, file_pos: &Pos) -> Result<(), ConfError> {
             if import.flow == Flow::Service {
                 let local = import.to.clone().unwrap_or_else(|| import.subject.clone());
                 if let Some(previous) = service_to.insert(local.clone(), import) {
-                    return Err(at(format!(
+                    return Err(ConfError {
+                        pos: import.to_pos.clone().unwrap_or_else(|| file_pos.clone()),
+                        message: format!(
                         "Duplicate service import subject {local:?}, previously used in import for account {:?}, subject {:?}",
                         previous.account, previous.subject
-                    )));
+                        ),
+                    });
                 }
                 if let Some(to) = &import.to {
-                    if let Err(why) = Transform::new(to, &import.subject) {
+                    if let Err(why) = Transform::import(&import.subject, to) {
                         return Err(refused(&format!(
-                            "failed to create mapping transform for service import subject from {to:?} to {:?}: invalid mapping destination: {why}",
+                            "failed to create mapping transform for service import subject from {to:?} to {:?}: {why}",
                             import.subject
                         )));
                     }

@@ -1,76 +1,141 @@
 //! Subject mappings and transforms (`mappings { "a.*": "b.{{wildcard(1)}}" }`, the `to` of
-//! imports): a source filter and a destination template, the template's wildcard references
-//! filled from the tokens the source's wildcards matched.
+//! imports): a source filter and a destination template whose placeholders take the tokens the
+//! source's wildcards matched, with nats-server's mapping functions and error texts.
 
 use crate::proto::subject;
 
-/// A rewrite of subjects matching `source` into `destination`.
+/// A rewrite of subjects matching `source` into a destination template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transform {
     source: Vec<u8>,
+    /// How many tokens the source has (a trailing `>` takes what follows the last one).
+    source_tokens: usize,
     tokens: Vec<Token>,
 }
 
+/// One destination token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
-    /// A token taken as it is.
-    Literal(Vec<u8>),
-    /// The token the n-th (0-based) `*` of the source matched.
-    Wildcard(usize),
-    /// Everything the source's trailing `>` matched.
+    /// Taken as it is.
+    Literal(String),
+    /// `>`: every subject token from the source's `>` on.
     Rest,
+    /// `$N`, `{{wildcard(N)}}`: the token at this index of the subject.
+    Wildcard(usize),
+    /// `{{partition(n, a, b, ...)}}`: the FNV-1a hash of those tokens, modulo `n`.
+    Partition(u32, Vec<usize>),
+    /// `{{splitFromLeft(N, p)}}`: the token cut in two after `p` bytes.
+    SplitFromLeft(usize, usize),
+    /// `{{splitFromRight(N, p)}}`: cut in two `p` bytes from its end.
+    SplitFromRight(usize, usize),
+    /// `{{sliceFromLeft(N, s)}}`: cut into `s`-byte pieces from the left.
+    SliceFromLeft(usize, usize),
+    /// `{{sliceFromRight(N, s)}}`: cut into `s`-byte pieces from the right.
+    SliceFromRight(usize, usize),
+    /// `{{split(N, d)}}`: split at each `d`, empty pieces dropped.
+    Split(usize, String),
 }
 
+/// nats-server's error texts.
+const INVALID: &str = "invalid mapping destination";
+const BAD_SUBJECT: &str = "invalid subject";
+
 impl Transform {
-    /// Reads a destination template for `source`: `$N`, `{{wildcard(N)}}` (1-based), a bare
-    /// `*` (the next of the source's wildcards, in order), or `>` (what the source's `>`
-    /// matched). The error is nats-server's reason.
-    pub fn new(source: &str, destination: &str) -> Result<Transform, String> {
-        if !subject::is_valid_filter(source.as_bytes()) {
-            return Err(format!("invalid source subject {source:?}"));
+    /// A subject mapping's transform (`mappings`): any mapping function; the destination may
+    /// not contain `*`.
+    pub fn mapping(source: &str, destination: &str) -> Result<Transform, String> {
+        Self::build(source, destination, false)
+    }
+
+    /// An import's transform: the destination's `*` are the source's wildcards in order, only
+    /// `wildcard` placeholders are allowed, and every wildcard must be used (so that the
+    /// transform can be reversed).
+    pub fn import(source: &str, destination: &str) -> Result<Transform, String> {
+        let mut n = 0;
+        let tokenized: Vec<String> = destination
+            .split('.')
+            .map(|t| match t {
+                "*" => {
+                    n += 1;
+                    format!("${n}")
+                }
+                t => t.to_string(),
+            })
+            .collect();
+        Self::build(source, &tokenized.join("."), true)
+    }
+
+    fn build(source: &str, destination: &str, strict: bool) -> Result<Transform, String> {
+        let source = if source.is_empty() { ">" } else { source };
+        let valid = |s: &str| subject::is_valid_filter(s.as_bytes());
+        let stoks: Vec<&str> = source.split('.').collect();
+        let dtoks: Vec<&str> = destination.split('.').collect();
+        let full = |toks: &[&str]| toks.last() == Some(&">");
+        if !valid(source)
+            || !valid(destination)
+            || dtoks.contains(&"*")
+            || full(&stoks) != full(&dtoks)
+        {
+            return Err(BAD_SUBJECT.into());
         }
-        let wildcards = source.split('.').filter(|t| *t == "*").count();
-        let full = source.ends_with(".>") || source == ">";
-        let mut next_star = 0;
-        let mut tokens = Vec::new();
-        for token in destination.split('.') {
-            let index = if let Some(n) = token.strip_prefix('$') {
-                Some(n.parse::<usize>().map_err(|_| bad_token(token))?)
-            } else if let Some(inner) = mustache(token) {
-                let (name, args) = function(inner).ok_or_else(|| bad_token(token))?;
-                match (name.to_ascii_lowercase().as_str(), args.as_slice()) {
-                    ("wildcard", [n]) => Some(n.parse::<usize>().map_err(|_| bad_token(token))?),
-                    _ => return Err(format!("unknown function in {token}")),
-                }
-            } else {
-                None
+        // The subject index of each of the source's `*`, by wildcard number (1-based).
+        let stars: Vec<usize> = stoks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == "*")
+            .map(|(i, _)| i)
+            .collect();
+        let mut used = 0;
+        let mut tokens = Vec::with_capacity(dtoks.len());
+        for token in &dtoks {
+            let Some(function) = placeholder(token)? else {
+                tokens.push(match *token {
+                    ">" => Token::Rest,
+                    literal => Token::Literal(literal.to_string()),
+                });
+                continue;
             };
-            match (index, token) {
-                // nats-server adds the index list only when the source has wildcards.
-                (Some(n), _) if n == 0 || n > wildcards => {
-                    return Err(match wildcards {
-                        0 => format!("wildcard index out of range in {token}"),
-                        _ => format!("wildcard index out of range in {token}: [{n}]"),
-                    })
-                }
-                (Some(n), _) => tokens.push(Token::Wildcard(n - 1)),
-                (None, "*") => {
-                    if next_star >= wildcards {
-                        return Err(format!(
-                            "not using all of the token wildcard(s) in {source}"
-                        ));
-                    }
-                    tokens.push(Token::Wildcard(next_star));
-                    next_star += 1;
-                }
-                (None, ">") if full => tokens.push(Token::Rest),
-                (None, ">") => return Err("destination has '>' but source does not".into()),
-                (None, "") => return Err(format!("invalid destination subject {destination:?}")),
-                (None, literal) => tokens.push(Token::Literal(literal.as_bytes().to_vec())),
+            if strict && !matches!(function, Function::Wildcard(_)) {
+                return Err(format!(
+                    "{INVALID}: the only mapping function allowed for import transforms is {{{{Wildcard()}}}} in {token}"
+                ));
             }
+            if stars.is_empty() {
+                return Err(format!("{INVALID}: wildcard index out of range in {token}"));
+            }
+            let index = |n: usize| {
+                n.checked_sub(1)
+                    .and_then(|i| stars.get(i).copied())
+                    .ok_or_else(|| {
+                        format!("{INVALID}: wildcard index out of range in {token}: [{n}]")
+                    })
+            };
+            let (n_args, token) = match function {
+                Function::Wildcard(n) => (1, Token::Wildcard(index(n)?)),
+                Function::Partition(buckets, ns) => (
+                    ns.len(),
+                    Token::Partition(
+                        buckets,
+                        ns.into_iter().map(index).collect::<Result<_, _>>()?,
+                    ),
+                ),
+                Function::SplitFromLeft(n, p) => (1, Token::SplitFromLeft(index(n)?, p)),
+                Function::SplitFromRight(n, p) => (1, Token::SplitFromRight(index(n)?, p)),
+                Function::SliceFromLeft(n, s) => (1, Token::SliceFromLeft(index(n)?, s)),
+                Function::SliceFromRight(n, s) => (1, Token::SliceFromRight(index(n)?, s)),
+                Function::Split(n, d) => (1, Token::Split(index(n)?, d)),
+            };
+            used += n_args;
+            tokens.push(token);
+        }
+        if strict && used < stars.len() {
+            return Err(format!(
+                "{INVALID}: not using all of the token wildcard(s) in {destination}"
+            ));
         }
         Ok(Transform {
             source: source.as_bytes().to_vec(),
+            source_tokens: stoks.len(),
             tokens,
         })
     }
@@ -85,38 +150,160 @@ impl Transform {
         if !subject::matches(&self.source, subject_in) {
             return None;
         }
-        let mut stars = Vec::new();
-        let mut rest: &[u8] = &[];
-        let mut offset = 0;
-        for (i, pattern) in self.source.split(|&b| b == b'.').enumerate() {
-            let token_end = subject_in[offset..]
-                .iter()
-                .position(|&b| b == b'.')
-                .map_or(subject_in.len(), |p| offset + p);
-            match pattern {
-                b"*" => stars.push(&subject_in[offset..token_end]),
-                b">" => {
-                    rest = &subject_in[offset..];
-                    break;
-                }
-                _ => {}
-            }
-            let _ = i;
-            offset = token_end + 1;
-        }
+        let toks: Vec<&[u8]> = subject_in.split(|&b| b == b'.').collect();
         let mut out = Vec::with_capacity(subject_in.len() + 16);
         for (i, token) in self.tokens.iter().enumerate() {
             if i > 0 {
                 out.push(b'.');
             }
             match token {
-                Token::Literal(text) => out.extend_from_slice(text),
-                Token::Wildcard(n) => out.extend_from_slice(stars.get(*n)?),
-                Token::Rest => out.extend_from_slice(rest),
+                Token::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                Token::Rest => {
+                    let rest = toks.get(self.source_tokens - 1..).unwrap_or_default();
+                    out.extend_from_slice(&rest.join(&b'.'));
+                }
+                Token::Wildcard(at) => out.extend_from_slice(toks.get(*at)?),
+                Token::Partition(buckets, at) => {
+                    let mut hash: u32 = 0x811c_9dc5;
+                    for &i in at {
+                        for &b in *toks.get(i)? {
+                            hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+                        }
+                    }
+                    let bucket = hash.checked_rem(*buckets).unwrap_or(0);
+                    out.extend_from_slice(bucket.to_string().as_bytes());
+                }
+                Token::SplitFromLeft(at, p) => {
+                    let t = toks.get(*at)?;
+                    cut(&mut out, t, (*p > 0 && *p < t.len()).then_some(*p));
+                }
+                Token::SplitFromRight(at, p) => {
+                    let t = toks.get(*at)?;
+                    cut(&mut out, t, (*p > 0 && *p < t.len()).then(|| t.len() - p));
+                }
+                Token::SliceFromLeft(at, size) => {
+                    let t = toks.get(*at)?;
+                    slices(&mut out, t, *size, 0);
+                }
+                Token::SliceFromRight(at, size) => {
+                    let t = toks.get(*at)?;
+                    let first = if *size > 0 { t.len() % size } else { 0 };
+                    slices(&mut out, t, *size, first);
+                }
+                Token::Split(at, delimiter) => {
+                    let t = String::from_utf8_lossy(toks.get(*at)?).into_owned();
+                    let pieces: Vec<&str> = t
+                        .split(delimiter.as_str())
+                        .filter(|p| !p.is_empty())
+                        .collect();
+                    out.extend_from_slice(pieces.join(".").as_bytes());
+                }
             }
         }
         Some(out)
     }
+}
+
+/// Writes `token`, cut in two at `at` when given.
+fn cut(out: &mut Vec<u8>, token: &[u8], at: Option<usize>) {
+    match at {
+        Some(at) => {
+            out.extend_from_slice(&token[..at]);
+            out.push(b'.');
+            out.extend_from_slice(&token[at..]);
+        }
+        None => out.extend_from_slice(token),
+    }
+}
+
+/// Writes `token` in `size`-byte pieces, the first `first` bytes (a shorter remainder) on
+/// their own; a token no longer than `size` stays whole.
+fn slices(out: &mut Vec<u8>, token: &[u8], size: usize, first: usize) {
+    if size == 0 || size >= token.len() {
+        out.extend_from_slice(token);
+        return;
+    }
+    let mut pieces: Vec<&[u8]> = Vec::new();
+    if first > 0 {
+        pieces.push(&token[..first]);
+    }
+    pieces.extend(token[first..].chunks(size));
+    out.extend_from_slice(&pieces.join(&b'.'));
+}
+
+/// A mapping function named in a destination token.
+enum Function {
+    Wildcard(usize),
+    Partition(u32, Vec<usize>),
+    SplitFromLeft(usize, usize),
+    SplitFromRight(usize, usize),
+    SliceFromLeft(usize, usize),
+    SliceFromRight(usize, usize),
+    Split(usize, String),
+}
+
+/// The function a destination token names: `$N` or `{{name(args)}}`; `None` for a literal.
+fn placeholder(token: &str) -> Result<Option<Function>, String> {
+    if let Some(n) = token.strip_prefix('$') {
+        // A `$` token that is not a number is a literal (other features use `$` subjects).
+        return Ok(n.parse().ok().map(Function::Wildcard));
+    }
+    let Some(inner) = token
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .filter(|_| token.len() > 4)
+    else {
+        return Ok(None);
+    };
+    let err = |why: &str| format!("{INVALID}: {why} in {token}");
+    let inner = inner.trim();
+    let (name, args) = inner
+        .find('(')
+        .filter(|_| inner.ends_with(')'))
+        .map(|open| (inner[..open].trim(), &inner[open + 1..inner.len() - 1]))
+        .ok_or_else(|| err("unknown function"))?;
+    let args: Vec<&str> = args.split(',').map(str::trim).collect();
+    let int = |s: &str| {
+        s.parse::<usize>()
+            .map_err(|_| err("function argument is invalid or in the wrong format"))
+    };
+    let two = |args: &[&str]| -> Result<(usize, usize), String> {
+        match args {
+            [a, b] => Ok((int(a)?, int(b)?)),
+            [_] => Err(err("not enough arguments passed to the function")),
+            _ => Err(err("too many arguments passed to the function")),
+        }
+    };
+    let function = match name.to_ascii_lowercase().as_str() {
+        "wildcard" => match args.as_slice() {
+            [""] => return Err(err("not enough arguments passed to the function")),
+            [n] => Function::Wildcard(int(n)?),
+            _ => return Err(err("too many arguments passed to the function")),
+        },
+        "partition" => {
+            if args.len() < 2 {
+                return Err(err("not enough arguments passed to the function"));
+            }
+            let buckets = u32::try_from(int(args[0])?)
+                .map_err(|_| err("function argument is invalid or in the wrong format"))?;
+            let indexes = args[1..].iter().map(|a| int(a)).collect::<Result<_, _>>()?;
+            Function::Partition(buckets, indexes)
+        }
+        "splitfromleft" => two(&args).map(|(n, p)| Function::SplitFromLeft(n, p))?,
+        "splitfromright" => two(&args).map(|(n, p)| Function::SplitFromRight(n, p))?,
+        "slicefromleft" => two(&args).map(|(n, s)| Function::SliceFromLeft(n, s))?,
+        "slicefromright" => two(&args).map(|(n, s)| Function::SliceFromRight(n, s))?,
+        "split" => match args.as_slice() {
+            [n, d] if !d.contains(' ') && !d.contains('.') => {
+                Function::Split(int(n)?, d.to_string())
+            }
+            [_, _] => return Err(err("function argument is invalid or in the wrong format")),
+            [_] => return Err(err("not enough arguments passed to the function")),
+            _ => return Err(err("too many arguments passed to the function")),
+        },
+        _ => return Err(err("unknown function")),
+    };
+    Ok(Some(function))
 }
 
 /// One mapping: a source and its destinations, each with a weight (percent).
@@ -154,35 +341,12 @@ impl Mapping {
     }
 }
 
-fn bad_token(token: &str) -> String {
-    format!("invalid mapping destination token {token:?}")
-}
-
-/// The inside of `{{ ... }}`.
-fn mustache(token: &str) -> Option<&str> {
-    token
-        .strip_prefix("{{")
-        .and_then(|t| t.strip_suffix("}}"))
-        .map(str::trim)
-}
-
-/// `name(arg, ...)`.
-fn function(text: &str) -> Option<(&str, Vec<&str>)> {
-    let open = text.find('(')?;
-    let args = text[open + 1..].strip_suffix(')')?;
-    let args = match args.trim() {
-        "" => Vec::new(),
-        args => args.split(',').map(str::trim).collect(),
-    };
-    Some((text[..open].trim(), args))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn map(source: &str, destination: &str, subject: &str) -> Option<String> {
-        Transform::new(source, destination)
+        Transform::mapping(source, destination)
             .unwrap()
             .apply(subject.as_bytes())
             .map(|s| String::from_utf8(s).unwrap())
@@ -197,21 +361,73 @@ mod tests {
             Some("b.y.x")
         );
         assert_eq!(map("a.*.*", "b.$2.$1", "a.x.y").as_deref(), Some("b.y.x"));
-        assert_eq!(map("a.*", "b.*", "a.x").as_deref(), Some("b.x"));
         assert_eq!(map("a.>", "b.>", "a.x.y.z").as_deref(), Some("b.x.y.z"));
         assert_eq!(
             map("a.*.>", "b.$1.>", "a.x.y.z").as_deref(),
             Some("b.x.y.z")
         );
-        assert!(Transform::new("a.*", "b.{{wildcard(3)}}").is_err());
-        assert!(Transform::new("a.*", "b.$0").is_err());
-        assert!(Transform::new("a", "b.>").is_err());
-        assert!(Transform::new("a.*", "b.{{nope(1)}}").is_err());
+        // As nats-server 2.15.1 mapped `s.k` and `s.j` with `s.{{partition(3,1)}}.{{wildcard(1)}}`.
+        assert_eq!(
+            map("s.*", "s.{{partition(3,1)}}.$1", "s.k").as_deref(),
+            Some("s.0.k")
+        );
+        assert_eq!(
+            map("s.*", "s.{{partition(3,1)}}.$1", "s.j").as_deref(),
+            Some("s.2.j")
+        );
+        assert_eq!(
+            map("*", "{{splitFromLeft(1,2)}}", "abcde").as_deref(),
+            Some("ab.cde")
+        );
+        assert_eq!(
+            map("*", "{{splitFromRight(1,2)}}", "abcde").as_deref(),
+            Some("abc.de")
+        );
+        assert_eq!(
+            map("*", "{{sliceFromLeft(1,2)}}", "abcde").as_deref(),
+            Some("ab.cd.e")
+        );
+        assert_eq!(
+            map("*", "{{sliceFromRight(1,2)}}", "abcde").as_deref(),
+            Some("a.bc.de")
+        );
+        assert_eq!(map("*", "{{split(1,-)}}", "-a--b-").as_deref(), Some("a.b"));
+        assert_eq!(
+            map("*", "{{splitFromLeft(1,9)}}", "abc").as_deref(),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn errors_in_nats_server_words() {
+        let err = |s, d| Transform::mapping(s, d).unwrap_err();
+        let invalid = "invalid mapping destination";
+        assert_eq!(
+            err("foo", "bar.{{wildcard(3)}}"),
+            format!("{invalid}: wildcard index out of range in {{{{wildcard(3)}}}}")
+        );
+        assert_eq!(
+            err("foo.*", "bar.$2"),
+            format!("{invalid}: wildcard index out of range in $2: [2]")
+        );
+        assert_eq!(
+            err("foo.*", "bar.{{nosuch(1)}}"),
+            format!("{invalid}: unknown function in {{{{nosuch(1)}}}}")
+        );
+        assert_eq!(err("foo.>", "bar.{{wildcard(1)}}"), "invalid subject");
+        assert_eq!(err("foo.*", "bar.*"), "invalid subject");
+        // Imports: `*` in the destination stand for the source's wildcards, all of them used.
+        let import = Transform::import("foo.*", "bar.*").unwrap();
+        assert_eq!(import.apply(b"foo.x").as_deref(), Some(&b"bar.x"[..]));
+        assert_eq!(
+            Transform::import("foo.*", "bar").unwrap_err(),
+            format!("{invalid}: not using all of the token wildcard(s) in bar")
+        );
     }
 
     #[test]
     fn weighted_mappings_split_the_traffic() {
-        let t = |d: &str| Transform::new("w", d).unwrap();
+        let t = |d: &str| Transform::mapping("w", d).unwrap();
         let m = Mapping::new(vec![(t("w1"), 50), (t("w2"), 50)]);
         let (mut w1, mut w2) = (0, 0);
         for _ in 0..2000 {

@@ -97,7 +97,7 @@ fn install_import(
                 to: import
                     .to
                     .as_ref()
-                    .and_then(|to| Transform::new(&import.subject, to).ok()),
+                    .and_then(|to| Transform::import(&import.subject, to).ok()),
             });
             let sub = Arc::new(Subscription::internal(target, &import.subject, None));
             importer.add_import_sub(exporter, sub);
@@ -123,7 +123,7 @@ fn install_import(
                 to: import
                     .to
                     .as_ref()
-                    .and_then(|to| Transform::new(to, &import.subject).ok()),
+                    .and_then(|to| Transform::import(to, &import.subject).ok()),
                 response: export.map_or(ResponseType::Singleton, |e| e.response_type),
                 threshold: export.map_or(DEFAULT_RESPONSE_THRESHOLD, |e| e.response_threshold),
             });
