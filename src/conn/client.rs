@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, trace};
@@ -33,17 +32,11 @@ use crate::security::tls;
 
 use super::cache::{publish_allowed, MatchCache};
 use super::liveness::Liveness;
+use super::reader::ReadBuffer;
 use super::trace::trace_in;
 use super::transport::{self, is_pinned, negotiate, ReadHalf, Transport, FIRST_PING_INTERVAL};
 use super::writer::write_loop;
 use crate::state::Shared;
-
-/// Smallest read buffer; it doubles while reads fill it (nats-server starts at 512 bytes too).
-const MIN_READ: usize = 512;
-/// Largest single read.
-const MAX_READ: usize = 64 * 1024;
-/// A publisher yields to the writers it woke after reading this much (see `read_loop`).
-const YIELD_AFTER: usize = 1024 * 1024;
 
 /// Serves one accepted TCP connection until it closes.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -236,32 +229,19 @@ impl Client {
         let auth_deadline = tokio::time::sleep_until(self.started + self.server.auth_timeout());
         tokio::pin!(auth_deadline);
 
-        let mut buf = BytesMut::with_capacity(MIN_READ);
-        let mut read_size = MIN_READ;
-        let mut since_yield = 0usize;
+        let mut input = ReadBuffer::default();
         let reason = loop {
-            if buf.capacity() - buf.len() < read_size / 2 {
-                buf.reserve(read_size);
-            }
             let result = tokio::select! {
                 biased;
                 _ = self.conn.outbound.reader_wakeup() => {
                     break self.conn.outbound.close_reason().unwrap_or(CloseReason::ServerShutdown);
                 }
-                // At most `read_size` per read even when a large message grew the buffer, so
-                // one read never hands a publisher more than 64 KiB to deliver before the
-                // subscribers' writers get a turn (an unbounded read let a 1 MiB publisher
-                // queue 64 MiB to a subscriber that was keeping up, and cut it as slow).
-                read = read_at_most(&mut reader, &mut buf, read_size) => match read {
+                read = input.read(&mut reader) => match read {
                     Ok(0) => break CloseReason::ClientClosed,
-                    Ok(n) => {
-                        since_yield += n;
-                        if n >= read_size && read_size < MAX_READ {
-                            read_size *= 2;
-                        }
+                    Ok(_) => {
                         self.live.last_in = Instant::now();
                         self.refresh();
-                        let result = self.process(&mut buf);
+                        let result = self.process(&mut input.buf);
                         // Once per read batch: what monitoring reads of this connection.
                         self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
@@ -290,12 +270,9 @@ impl Client {
                 }
                 self.out.backlogged = backlogged;
                 self.out.backlogged.clear();
-                since_yield = 0;
-            } else if woke_others && since_yield >= YIELD_AFTER {
-                // A writer woken from a worker thread waits in that worker's LIFO slot, which
-                // no other worker may steal, until this task yields; a publisher whose reads
-                // never block would otherwise keep it waiting for tokio's whole budget.
-                since_yield = 0;
+                input.paused();
+            } else if woke_others && input.yield_due() {
+                input.paused();
                 tokio::task::yield_now().await;
             }
             if self.server.ping_interval != ping_interval {
@@ -303,11 +280,7 @@ impl Client {
                 ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
                 ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
-            if buf.is_empty() && buf.capacity() > 2 * MAX_READ {
-                // Give back what a burst of large messages grew, so idle connections stay small.
-                buf = BytesMut::new();
-                read_size = MIN_READ;
-            }
+            input.settle();
         };
         self.finish(reason);
     }
@@ -818,14 +791,4 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
         ProtocolError::NoRespondersRequiresHeaders => CloseReason::NoRespondersRequiresHeaders,
         _ => CloseReason::ProtocolViolation,
     }
-}
-
-/// Reads into `buf`'s spare room, at most `limit` bytes.
-async fn read_at_most(
-    reader: &mut ReadHalf,
-    buf: &mut BytesMut,
-    limit: usize,
-) -> std::io::Result<usize> {
-    let mut room = (&mut *buf).limit(limit);
-    reader.read_buf(&mut room).await
 }

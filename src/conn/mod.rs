@@ -1,10 +1,11 @@
 //! Connections: the transports beneath a session (`transport`), the machinery every
-//! connection shares (`writer`, `trace`), and each kind of connection's handling of its own
+//! connection shares (`reader`, `writer`, `liveness`, `trace`), and each kind of connection's handling of its own
 //! operations (`client` now; routes, leafnodes and internal clients next).
 
 pub mod cache;
 pub mod client;
 pub mod liveness;
+pub mod reader;
 pub mod trace;
 pub mod transport;
 pub mod writer;

@@ -9,13 +9,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 
+use super::reader::MAX_READ;
 use super::transport::WriteHalf;
 use crate::engine::connection::Connection;
 use crate::engine::outbound::{CloseReason, Take};
 use crate::state::Shared;
 
-/// Buffers up to this size are kept while idle (the largest single read).
-const MAX_READ: usize = 64 * 1024;
 /// How long a writer stays idle before it gives its grown buffers back.
 const IDLE_RELEASE_AFTER: Duration = Duration::from_millis(500);
 /// The largest write buffer a busy writer keeps for reuse.
