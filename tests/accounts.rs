@@ -557,6 +557,71 @@ async fn service_imports_as_in_nats_server() {
     assert_same(&servers, &transcripts);
 }
 
+async fn late_responses(s: &Server) -> Vec<String> {
+    let mut t = Vec::new();
+    let mut a = user(s.addr, "a").await;
+    let mut b = user(s.addr, "b").await;
+    a.send("SUB treq 1\r\n").await;
+    b.send("SUB _INBOX.> 9\r\n").await;
+    note(&mut t, "a", a.drain().await);
+    note(&mut t, "b", b.drain().await);
+    b.send("PUB treq _INBOX.t 1\r\nq\r\n").await;
+    note(&mut t, "b", b.drain().await);
+    let request = a.drain().await;
+    let reply = reply_of(&request[0]);
+    let asked = Instant::now();
+    // The threshold (500 ms) is the longest silence between responses, not a deadline from
+    // the request: responses every 50 ms keep flowing for three thresholds and more.
+    let mut answered = 0;
+    while asked.elapsed() < Duration::from_millis(1500) {
+        a.send(format!("PUB {reply} 4\r\nbusy\r\n")).await;
+        assert!(a.drain().await.is_empty());
+        let got = b.drain().await;
+        assert_eq!(
+            got,
+            ["MSG _INBOX.t 9 4\r\nbusy\r\n"],
+            "{}: response {answered} after {:?}",
+            s.name,
+            asked.elapsed()
+        );
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.push("responses kept flowing".into());
+    // Then longer and longer silences until a response is dropped; nothing is asserted about
+    // which one (nats-server sweeps on a timer, so anywhere between one and two thresholds).
+    let mut silence = Duration::from_millis(100);
+    loop {
+        assert!(silence < WAIT, "{}: responses never dropped", s.name);
+        tokio::time::sleep(silence).await;
+        a.send(format!("PUB {reply} 4\r\nlate\r\n")).await;
+        assert!(a.drain().await.is_empty());
+        if b.drain().await.is_empty() {
+            break;
+        }
+        silence *= 2;
+    }
+    // Once dropped, always dropped, without a word to the responder.
+    a.send(format!("PUB {reply} 5\r\nlater\r\n")).await;
+    note(&mut t, "a", a.drain().await);
+    note(&mut t, "b", b.drain().await);
+    t
+}
+
+/// `response_threshold` on a streamed service: responses flow while they come more often than
+/// the threshold; after a longer silence the mapping is gone and responses are dropped
+/// silently.
+#[tokio::test]
+async fn response_threshold_is_the_longest_silence_as_in_nats_server() {
+    let scratch = Scratch::new("acc-threshold");
+    let servers = both(&scratch, IMPORTS);
+    let mut transcripts = [Vec::new(), Vec::new()];
+    for (t, s) in transcripts.iter_mut().zip(&servers) {
+        *t = late_responses(s).await;
+    }
+    assert_same(&servers, &transcripts);
+}
+
 /// async-nats `request()` from B to A's service through the import, against both servers:
 /// the responder sees `_R_.<6>.<6>` replies whose middle token is the same for every request,
 /// and `Nats-Request-Info` naming B; a service nobody serves is a no-responders error.
