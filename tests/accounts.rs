@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{listening_port, Process, Scratch};
+use common::process::{listening_port, wait_for_log, Process, Scratch};
 use common::{Raw, WAIT};
 use futures::StreamExt;
+use tokio::io::AsyncReadExt;
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
@@ -49,9 +50,10 @@ fn reference() -> PathBuf {
 /// One server process started from a configuration file, on 127.0.0.1 and an ephemeral port.
 struct Server {
     name: &'static str,
-    /// Killed on drop.
-    _process: Process,
+    process: Process,
     addr: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
 }
 
 impl Server {
@@ -72,13 +74,31 @@ impl Server {
         let port = listening_port(&text).expect("listening line");
         Server {
             name,
-            _process: process,
+            process,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            config: conf,
+            log,
         }
     }
 
     fn url(&self) -> String {
         format!("nats://{}", self.addr)
+    }
+
+    /// Rewrites the configuration, sends SIGHUP and waits for the server to log the outcome;
+    /// true when it reloaded, false when it refused.
+    fn reload(&self, config: &str) -> bool {
+        const DONE: &str = "Reloaded server configuration";
+        const FAILED: &str = "Failed to reload server configuration";
+        let count = |text: &str, what: &str| text.matches(what).count();
+        let before = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let (done, failed) = (count(&before, DONE), count(&before, FAILED));
+        std::fs::write(&self.config, config).unwrap();
+        self.process.signal("HUP");
+        let text = wait_for_log(&self.log, "the reload's outcome", |t| {
+            count(t, DONE) + count(t, FAILED) > done + failed
+        });
+        count(&text, DONE) > done
     }
 }
 
@@ -171,6 +191,24 @@ impl Client {
         let mut frames = self.drain().await;
         frames.sort();
         frames
+    }
+
+    /// Everything the server sends until it closes the connection (its PINGs left out).
+    async fn closed(mut self) -> String {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.raw.stream.read(&mut chunk)).await {
+                Err(_) => panic!(
+                    "connection not closed; got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).replace("PING\r\n", "")
     }
 }
 
@@ -995,6 +1033,116 @@ async fn users_are_bound_to_their_accounts_as_in_nats_server() {
 
 // ---------------------------------------------------------------------------------------------
 // Reload
+
+const RELOAD_BEFORE: &str = r#"
+accounts {
+  A: { users: [{user: a, password: a}, {user: a2, password: a2}],
+       exports: [{service: "req"}, {stream: "ev.>"}] }
+  B: { users: [{user: b, password: b}] }
+  C: { users: [{user: c, password: c}] }
+}
+"#;
+
+const RELOAD_AFTER: &str = r#"
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{service: "req"}, {stream: "ev.>"}] }
+  B: { users: [{user: b, password: b}, {user: a2, password: a2}],
+       imports: [{service: {account: A, subject: "req"}}, {stream: {account: A, subject: "ev.>"}}] }
+}
+"#;
+
+const RELOAD_INVALID: &str = r#"
+accounts {
+  A: { users: [{user: a, password: a}, {user: c, password: c}], exports: [{service: "req"}] }
+  B: { users: [{user: b, password: b}, {user: a2, password: a2}],
+       imports: [{service: {account: NOPE, subject: "req"}}] }
+}
+"#;
+
+async fn reloads(s: &Server) -> Vec<String> {
+    let mut t = Vec::new();
+    let mut a = user(s.addr, "a").await;
+    let a2 = user(s.addr, "a2").await;
+    let mut b = user(s.addr, "b").await;
+    let c = user(s.addr, "c").await;
+    a.send("SUB req 1\r\n").await;
+    b.send("SUB ev.> 1\r\nSUB _INBOX.> 2\r\n").await;
+    note(&mut t, "a", a.drain().await);
+    note(&mut t, "b", b.drain().await);
+    // Before: no import, so nothing reaches B.
+    a.send("PUB ev.one 1\r\n1\r\n").await;
+    note(&mut t, "a", a.drain().await);
+    b.send("PUB req _INBOX.1 1\r\nq\r\n").await;
+    note(&mut t, "b", b.drain().await);
+
+    t.push(format!("reload: {}", s.reload(RELOAD_AFTER)));
+    // a2 moved to B and C removed: both closed without -ERR.
+    t.push(format!("a2 closed after {:?}", a2.closed().await));
+    t.push(format!("c closed after {:?}", c.closed().await));
+    // The imports work at once for the connections that stayed.
+    a.send("PUB ev.two 1\r\n2\r\n").await;
+    note(&mut t, "a", a.drain().await);
+    note(&mut t, "b", b.drain().await);
+    b.send("PUB req _INBOX.2 1\r\nq\r\n").await;
+    note(&mut t, "b", b.drain().await);
+    let request = a.drain().await;
+    let reply = reply_of(&request[0]);
+    note(&mut t, "a", request);
+    a.send(format!("PUB {reply} 2\r\nok\r\n")).await;
+    note(&mut t, "a", a.drain().await);
+    note(&mut t, "b", b.drain().await);
+    let mut a2 = user(s.addr, "a2").await;
+    t.push(format!("a2 again: {}", account_fields(&a2.info)));
+    t.push(format!(
+        "c again: {:?}",
+        login(s.addr, &password("c")).await.err()
+    ));
+
+    // An invalid configuration changes nothing.
+    t.push(format!("reload: {}", s.reload(RELOAD_INVALID)));
+    a2.send("SUB ev.> 1\r\n").await;
+    note(&mut t, "a2", a2.drain().await);
+    a.send("PUB ev.three 1\r\n3\r\n").await;
+    note(&mut t, "a", a.drain().await);
+    note(&mut t, "b", b.drain().await);
+    note(&mut t, "a2", a2.drain().await);
+    t.push(format!(
+        "c still: {:?}",
+        login(s.addr, &password("c")).await.err()
+    ));
+    let again = user(s.addr, "a2").await;
+    t.push(format!("a2 still: {}", account_fields(&again.info)));
+    t
+}
+
+/// Reload (SIGHUP): imports added live, a user moved to another account and an account
+/// removed (their connections closed without -ERR, the others untouched), and an invalid
+/// configuration that leaves everything as it was.
+#[tokio::test]
+async fn reload_changes_accounts_as_in_nats_server() {
+    let scratch = Scratch::new("acc-reload");
+    let servers = both(&scratch, RELOAD_BEFORE);
+    let mut transcripts = [Vec::new(), Vec::new()];
+    for (t, s) in transcripts.iter_mut().zip(&servers) {
+        *t = reloads(s).await;
+    }
+    let ours = &transcripts[1];
+    for expected in [
+        "reload: true",
+        "a2 closed after \"\"",
+        "c closed after \"\"",
+        "b: MSG ev.two 1 1\r\n2\r\n",
+        "reload: false",
+        "b: MSG ev.three 1 1\r\n3\r\n",
+        "a2: MSG ev.three 1 1\r\n3\r\n",
+    ] {
+        assert!(
+            ours.iter().any(|l| l == expected),
+            "{expected:?} in {ours:#?}"
+        );
+    }
+    assert_same(&servers, &transcripts);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Configuration errors

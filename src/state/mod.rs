@@ -242,6 +242,12 @@ impl Shared {
             let Some(credentials) = self.credentials(conn.cid) else {
                 continue;
             };
+            if self.router.account(&conn.account().name).is_none() {
+                // Its account is gone (and its users with it): nats-server closes the
+                // connection without a word, as for a user moved to another account.
+                conn.outbound.close(CloseReason::ClientClosed, true);
+                continue;
+            }
             match auth::authenticate(&new, &credentials) {
                 None => {
                     info!("{} - Authorization Violation after reload", conn.desc());
