@@ -1199,6 +1199,10 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "authorization { users: [{user: x, password: a}] }\naccounts {\n A: { users: [{user: x, password: b}] }\n}\n",
     ),
     (
+        "e7.conf",
+        "accounts { A: { users: [{user: a, password: a}] } }\nno_auth_user: ghost\n",
+    ),
+    (
         "e8.conf",
         "accounts { A: { users: [{user: a, password: a}] } }\nsystem_account: NOPE\n",
     ),
