@@ -1226,6 +1226,10 @@ const BAD_CONFIGS: &[(&str, &str)] = &[
         "e14.conf",
         "accounts { A: { users: [{user: a, password: a}], mappings: { \"foo.*.*\": \"bar.{{wildcard(5)}}\" } } }\n",
     ),
+    ("e16.conf", "mappings { \"foo.>\": \"bar.{{wildcard(1)}}\" }\n"),
+    ("m1.conf", "mappings { \"a.*\": \"b.*\" }\n"),
+    ("m2.conf", "mappings { \"a.>\": \"b\" }\n"),
+    ("m3.conf", "mappings { \"a\": \"b.>\" }\n"),
 ];
 
 /// Configurations where tern says something else than nats-server (reported, not fixed):

@@ -195,6 +195,11 @@ pub fn parse_mappings(v: &Value) -> Result<Vec<MappingConfig>, ConfError> {
             )));
         }
         for (destination, _) in &destinations {
+            if !plain_mapping(&source, destination) {
+                return Err(at(format!(
+                    "Error adding mapping for {source:?} to {destination:?} : invalid subject"
+                )));
+            }
             if let Err(why) = Transform::new(&source, destination) {
                 return Err(at(format!(
                     "Error adding mapping for {source:?} to {destination:?} : invalid mapping destination: {why}"
@@ -207,6 +212,13 @@ pub fn parse_mappings(v: &Value) -> Result<Vec<MappingConfig>, ConfError> {
         });
     }
     Ok(out)
+}
+
+/// nats-server's first check of a mapping: a destination has no bare `*` (wildcards are
+/// `$N` or `{{wildcard(N)}}`), and ends in `>` exactly when the source does.
+fn plain_mapping(source: &str, destination: &str) -> bool {
+    let full = |s: &str| s == ">" || s.ends_with(".>");
+    !destination.split('.').any(|t| t == "*") && full(source) == full(destination)
 }
 
 /// `{destination: "d", weight: 50%}`.
