@@ -393,7 +393,7 @@ fn reload(shared: &Shared, run: &Run, log: &LogControl) {
             "Reloaded server configuration{}",
             run.config_file().map(digest_of).unwrap_or_default()
         ),
-        Err(err) => error!("Failed to reload server configuration: {err}"),
+        Err(err) => error!("Failed to reload server configuration: {}", err.trim_end()),
     }
 }
 

@@ -192,6 +192,17 @@ pub fn parse_mappings(v: &Value) -> Result<Vec<MappingConfig>, ConfError> {
             Kind::Map(_) => vec![weighted(&entry.value)?],
             _ => return Err(options::bad(&entry.value, "a mapping destination")),
         };
+        if !subject::is_valid_filter(source.as_bytes()) {
+            // nats-server reports this one at the start of the file.
+            return Err(ConfError {
+                pos: Pos {
+                    line: 1,
+                    col: 0,
+                    ..entry.pos.clone()
+                },
+                message: format!("Subject {source:?} is not a valid subject"),
+            });
+        }
         if destinations.iter().map(|(_, w)| u32::from(*w)).sum::<u32>() > 100 {
             return Err(at(format!(
                 "Error adding mapping for {source:?} : total weight needs to be <= 100"
@@ -232,7 +243,7 @@ fn weighted(v: &Value) -> Result<(String, u8), ConfError> {
                     .ok()
                     .filter(|w| *w <= 100)
                     .ok_or_else(|| ConfError {
-                        pos: field.value.pos.clone(),
+                        pos: field.pos.clone(),
                         message: format!("Invalid weight {w} for mapping destination"),
                     })?;
             }
@@ -533,7 +544,7 @@ system_account: A"#,
              "test.conf:1:0: Error adding stream import \"foo\": import forms a cycle"),
             ("accounts {\n A: { users: [{user: x}] }\n B: { users: [{user: x}] } }",
              "test.conf:3:7: Duplicate user \"x\" detected"),
-            ("accounts { $G: {} }", "test.conf:1:12: \"$G\" is a Reserved Account"),
+            ("accounts { $G: {} }", "test.conf:1:11: \"$G\" is a Reserved Account"),
             ("mappings { \"foo\": \"bar.{{wildcard(3)}}\" }",
              "test.conf:1:12: Error adding mapping for \"foo\" to \"bar.{{wildcard(3)}}\" : invalid mapping destination: wildcard index out of range in {{wildcard(3)}}"),
             ("mappings { \"foo.*\": \"bar.$2\" }",
@@ -541,7 +552,7 @@ system_account: A"#,
             ("mappings { \"foo.*\": \"bar.{{nosuch(1)}}\" }",
              "test.conf:1:12: Error adding mapping for \"foo.*\" to \"bar.{{nosuch(1)}}\" : invalid mapping destination: unknown function in {{nosuch(1)}}"),
             ("mappings { w: [{destination: w1, weight: 60%}, {destination: w2, weight: 50%}] }",
-             "test.conf:1:12: Error adding mapping for \"w\" : total weight needs to be <= 100"),
+             "test.conf:1:11: Error adding mapping for \"w\" : total weight needs to be <= 100"),
         ];
         for (text, want) in cases {
             assert_eq!(error(text), want, "{text}");

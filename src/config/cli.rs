@@ -90,7 +90,11 @@ impl Run {
     pub fn options(&self, warnings: &mut Vec<String>) -> Result<Options, String> {
         let mut opts = Options::default();
         if let Some(path) = &self.config {
-            config::load(path, &mut opts, warnings).map_err(|e| e.to_string())?;
+            // nats-server ends an error about what the file means (not about its syntax) with
+            // a newline of its own, so its message is followed by an empty line.
+            let file = config::conf::parse_file(path).map_err(|e| e.to_string())?;
+            opts.apply_file(&file, warnings)
+                .map_err(|e| format!("{e}\n"))?;
         }
         for setting in &self.settings {
             setting.apply(&mut opts);

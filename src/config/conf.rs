@@ -329,8 +329,12 @@ impl<'a> Parser<'a> {
     }
 
     fn entry(&mut self, end: Option<u8>) -> Result<(), ConfError> {
-        let pos = self.pos();
+        let mut pos = self.pos();
         let (key, quoted) = self.key()?;
+        // nats-server's column for a key: where its text starts (after a quote), counted from
+        // 1 except on the file's first line, where its lexer counts from 0.
+        pos.col += usize::from(quoted);
+        pos.col -= usize::from(pos.line == 1);
         if !quoted && key == "include" && matches!(self.peek(), Some(b' ' | b'\t')) {
             self.skip_blank(false);
             return self.include();
@@ -858,7 +862,8 @@ nested { inner { deep: true } }
     #[test]
     fn positions_are_line_and_column() {
         let map = parse("a: 1\n  b {\n    c: \"x\"\n  }\n").unwrap();
-        assert_eq!((map[0].pos.line, map[0].pos.col), (1, 1));
+        // Keys as nats-server places them: from 0 on the first line (its lexer's quirk).
+        assert_eq!((map[0].pos.line, map[0].pos.col), (1, 0));
         assert_eq!((map[0].value.pos.line, map[0].value.pos.col), (1, 4));
         assert_eq!((map[1].pos.line, map[1].pos.col), (2, 3));
         let Kind::Map(b) = &map[1].value.kind else {

@@ -259,24 +259,9 @@ impl Options {
         for entry in file {
             self.apply_entry(entry, warnings)?;
         }
-        super::accounts::check(self, &file_pos(file))?;
-        if let Some(user) = &self.no_auth_user {
-            let known = self
-                .users
-                .iter()
-                .any(|u| &u.name == user || u.nkey.as_ref() == Some(user));
-            if !known {
-                let pos = file
-                    .iter()
-                    .find(|e| e.key == "no_auth_user")
-                    .map(|e| e.pos.clone());
-                return Err(ConfError {
-                    pos: pos.unwrap_or_else(|| file_pos(file)),
-                    message: format!("no_auth_user: {user:?} not present as user or nkey in authorization block or account configuration"),
-                });
-            }
-        }
-        Ok(())
+        // A `no_auth_user` naming nobody is not an error here: nats-server's `-t` passes it and
+        // only starting refuses it (`state::accounts::check`).
+        super::accounts::check(self, &file_pos(file))
     }
 
     fn apply_entry(&mut self, entry: &Entry, warnings: &mut Vec<String>) -> Result<(), ConfError> {
@@ -739,7 +724,8 @@ mod tests {
         .unwrap();
         assert_eq!(o.users.len(), 2);
         assert_eq!(o.no_auth_user.as_deref(), Some("b"));
-        assert!(error("no_auth_user: nobody").contains("no_auth_user"));
+        // Refused when the server starts, not when the file is read.
+        assert!(options("no_auth_user: nobody").is_ok());
     }
 
     #[test]

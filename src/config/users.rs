@@ -406,7 +406,7 @@ mod tests {
                 "authorization { users = [ {user: x, password: x, allowed_connection_types: \
                  [\"BOGUS\", \"STANDARD\", \"nope\"]} ] }"
             ),
-            r#"test.conf:1:50: invalid connection types ["BOGUS" "NOPE"]"#
+            r#"test.conf:1:49: invalid connection types ["BOGUS" "NOPE"]"#
         );
     }
 

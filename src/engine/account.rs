@@ -108,7 +108,9 @@ struct Response {
     reply: Bytes,
     kind: ResponseType,
     threshold: Duration,
-    created: Instant,
+    /// When the request was forwarded or, for stream and chunked responses, last answered:
+    /// as in nats-server, the threshold is the longest silence a response may follow.
+    touched: Instant,
 }
 
 /// Counts of sublist operations (`/subsz`).
@@ -340,7 +342,7 @@ impl Account {
             responses.swept = Some(now);
             responses
                 .by_reply
-                .retain(|_, r| now.duration_since(r.created) <= r.threshold);
+                .retain(|_, r| now.duration_since(r.touched) <= r.threshold);
         }
         // `_R_.<account's token>.<request's token>`, as nats-server makes them.
         let subject = loop {
@@ -356,7 +358,7 @@ impl Account {
                 reply: Bytes::copy_from_slice(reply),
                 kind,
                 threshold,
-                created: now,
+                touched: now,
             },
         );
         subject
@@ -372,11 +374,14 @@ impl Account {
     }
 
     /// Where a response published on `subject` goes: the requester's account and reply. A
-    /// singleton's mapping is used up; an expired one is forgotten.
+    /// singleton's mapping is used up; a stream's is kept alive by each response; an expired
+    /// one is forgotten.
     fn take_response(&self, subject: &[u8]) -> Option<(Arc<Account>, Bytes)> {
         let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = responses.by_reply.get(subject)?;
-        let expired = entry.created.elapsed() > entry.threshold;
+        let entry = responses.by_reply.get_mut(subject)?;
+        let now = Instant::now();
+        let expired = now.duration_since(entry.touched) > entry.threshold;
+        entry.touched = now;
         let found = (!expired)
             .then(|| entry.to.upgrade().map(|to| (to, entry.reply.clone())))
             .flatten();

@@ -71,6 +71,9 @@ impl Transform {
         let stoks: Vec<&str> = source.split('.').collect();
         let dtoks: Vec<&str> = destination.split('.').collect();
         let full = |toks: &[&str]| toks.last() == Some(&">");
+        if dtoks.contains(&"") {
+            return Err(format!("{INVALID}: invalid transform"));
+        }
         if !valid(source)
             || !valid(destination)
             || dtoks.contains(&"*")
@@ -103,12 +106,13 @@ impl Transform {
             if stars.is_empty() {
                 return Err(format!("{INVALID}: wildcard index out of range in {token}"));
             }
-            let index = |n: usize| {
-                n.checked_sub(1)
-                    .and_then(|i| stars.get(i).copied())
-                    .ok_or_else(|| {
-                        format!("{INVALID}: wildcard index out of range in {token}: [{n}]")
-                    })
+            // Wildcard 0 is the subject's first token: nats-server looks it up in a map of
+            // wildcard numbers, where a missing 0 reads as 0.
+            let index = |n: usize| match n {
+                0 => Ok(0),
+                n => stars.get(n - 1).copied().ok_or_else(|| {
+                    format!("{INVALID}: wildcard index out of range in {token}: [{n}]")
+                }),
             };
             let (n_args, token) = match function {
                 Function::Wildcard(n) => (1, Token::Wildcard(index(n)?)),

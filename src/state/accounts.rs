@@ -26,8 +26,20 @@ pub fn system_account_name(opts: &Options) -> Option<&str> {
 }
 
 /// What nats-server finds wrong with the accounts only when it starts (not with `-t`): a
-/// `system_account` that names no account.
+/// `no_auth_user` that names no user, a `system_account` that names no account.
 pub fn check(opts: &Options) -> Result<(), String> {
+    if let Some(user) = opts.no_auth_user.as_deref() {
+        let known = opts
+            .users
+            .iter()
+            .any(|u| u.name == user || u.nkey.as_deref() == Some(user));
+        if !known {
+            return Err(format!(
+                "no_auth_user: {user:?} not present as user or nkey in authorization block or \
+                 account configuration"
+            ));
+        }
+    }
     if let Some(name) = opts.system_account.as_deref() {
         let configured = name == SYSTEM_ACCOUNT || opts.accounts.iter().any(|a| a.name == name);
         if !configured && !opts.no_system_account {
