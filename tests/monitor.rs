@@ -636,20 +636,15 @@ async fn base_path_prefixes_every_endpoint() {
     assert!(get(monitor, "/nats").await.1.contains("/nats/connz"));
 }
 
-/// Runs nats-server (when installed) and tern side by side in the same situation and compares
-/// their field lists live. Skipped, with a note, when `nats-server` is not on the PATH.
+/// Runs nats-server 2.15.1 and tern side by side in the same situation and compares their field
+/// lists live (see `common::reference` for when it fails or skips without nats-server).
 #[test]
 fn same_fields_as_a_live_nats_server() {
     use common::process::{http_get, Process, Scratch};
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
 
-    let Some(reference) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nats-server"))
-            .find(|p| p.is_file())
-    }) else {
-        eprintln!("nats-server not installed; live comparison skipped");
+    let Some(reference) = common::reference::nats_server() else {
         return;
     };
     let scratch = Scratch::new("monitor-live");

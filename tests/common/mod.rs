@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod reference;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
