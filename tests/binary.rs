@@ -258,6 +258,46 @@ fn monitor_flag_serves_varz_like_nats_server() {
     assert!(!ports_file.exists());
 }
 
+/// On a wildcard address nats-server lists every interface's address in its ports file,
+/// interface by interface, IPv6 in brackets; tern's file must be the same text but for ports.
+#[test]
+fn wildcard_ports_file_lists_every_interface_like_nats_server() {
+    let Some(reference) = common::reference::nats_server() else {
+        return;
+    };
+    let scratch = Scratch::new("ports-wildcard");
+    let mut files = Vec::new();
+    for (name, binary) in [
+        ("nats-server", reference),
+        ("tern", env!("CARGO_BIN_EXE_tern").into()),
+    ] {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _server = Process(
+            Command::new(binary)
+                .args(["-a", "0.0.0.0", "-p", "-1", "-m", "-1", "--ports_file_dir"])
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let text = common::process::wait_for_ports_file(&dir);
+        // Each listener's port is random: keep everything else.
+        let ports: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut text = text.clone();
+        for key in ["nats", "monitoring"] {
+            let url = ports[key][0].as_str().unwrap();
+            let port = url.rsplit_once(':').unwrap().1;
+            text = text.replace(&format!(":{port}\""), ":PORT\"");
+        }
+        files.push(text);
+    }
+    assert!(files[0].contains("127.0.0.1"), "{}", files[0]);
+    assert_eq!(files[1], files[0], "tern's ports file, then nats-server's");
+}
+
 #[test]
 fn https_monitoring_without_a_certificate_is_fatal_as_in_nats_server() {
     let tern = Path::new(env!("CARGO_BIN_EXE_tern"));

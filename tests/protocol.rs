@@ -55,6 +55,42 @@ async fn info_line_ends_like_nats_servers() {
     );
 }
 
+/// On the default host, `0.0.0.0`, nats-server (Go) listens on one dual-stack socket: IPv4 and
+/// IPv6 clients alike reach the client port and the monitor.
+#[tokio::test]
+async fn default_host_takes_ipv4_and_ipv6_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let opts = Options {
+        http_port: -1,
+        ..Options::default()
+    };
+    assert_eq!(opts.host, "0.0.0.0");
+    let server = TestServer::on_host(opts).await;
+    let monitor = server.monitor.unwrap();
+    for ip in ["127.0.0.1", "::1"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let mut client = common::Raw::connect((ip, server.addr.port()).into()).await;
+        client
+            .send("CONNECT {\"verbose\":false}\r\nSUB a 1\r\nPUB a 2\r\nhi\r\n")
+            .await;
+        client.expect_before_pong("MSG a 1 2\r\nhi\r\n").await;
+
+        let mut http = tokio::net::TcpStream::connect((ip, monitor.port()))
+            .await
+            .unwrap();
+        http.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(common::WAIT, http.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{ip}: {response}");
+    }
+}
+
 #[tokio::test]
 async fn telnet_session_without_connect() {
     let server = TestServer::start().await;

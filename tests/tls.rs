@@ -703,7 +703,8 @@ async fn https_monitoring_uses_the_client_certificate() {
     let server = TestServer::with(opts).await;
     let monitor = server.monitor.expect("monitor bound");
     assert!(server.shared.monitor_https);
-    let ports = tern::server::ports_json(&server.shared);
+    let ports: serde_json::Value =
+        serde_json::from_str(&tern::server::ports_json(&server.shared)).unwrap();
     assert_eq!(
         ports["monitoring"][0],
         format!("https://127.0.0.1:{}", monitor.port())
