@@ -62,7 +62,13 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let desc = conn.desc();
     debug!("{desc} - Client connection created");
     let mut info = shared.info(cid, addr);
-    let nonce = opts.nonce_required().then(auth::new_nonce);
+    let nonce = match opts.nonce_required().then(auth::new_nonce) {
+        Some(None) => {
+            error!("{desc} - Refusing connection: no nonce, the OS random generator failed");
+            return;
+        }
+        nonce => nonce.flatten(),
+    };
     info.nonce = nonce.clone();
     let tls = shared.tls().zip(opts.tls.clone());
     let handshake_first = tls.as_ref().is_some_and(|(_, t)| t.handshake_first);

@@ -55,17 +55,17 @@ impl Credentials {
 const NONCE_BYTES: usize = 11;
 
 /// A fresh nonce for INFO: 11 bytes from the system's secure generator, unpadded base64url,
-/// as nats-server makes them.
-pub fn new_nonce() -> String {
+/// as nats-server makes them. `None` when the generator fails: the OS generator failing is not
+/// something to limp on with a guessable nonce, so the caller refuses the connection.
+pub fn new_nonce() -> Option<String> {
     use ring::rand::SecureRandom;
+    nonce_from(|raw| ring::rand::SystemRandom::new().fill(raw).is_ok())
+}
+
+/// A nonce from the bytes `fill` writes, unless it reports failure.
+fn nonce_from(fill: impl FnOnce(&mut [u8]) -> bool) -> Option<String> {
     let mut raw = [0u8; NONCE_BYTES];
-    if ring::rand::SystemRandom::new().fill(&mut raw).is_err() {
-        // The OS generator failing is not something to limp on with a guessable nonce.
-        for b in &mut raw {
-            *b = fastrand::u8(..);
-        }
-    }
-    base64_url(&raw)
+    fill(&mut raw).then(|| base64_url(&raw))
 }
 
 /// Who a client turned out to be.
@@ -340,9 +340,15 @@ mod tests {
         assert_eq!(base64_decode("+/8=").unwrap(), b"\xfb\xff");
         assert_eq!(base64_decode("A"), None);
         assert_eq!(base64_decode("a*b"), None);
-        let nonce = new_nonce();
+    }
+
+    #[test]
+    fn nonces_are_random_or_refused() {
+        let nonce = new_nonce().unwrap();
         assert_eq!(nonce.len(), 15);
-        assert_ne!(nonce, new_nonce());
+        assert_ne!(nonce, new_nonce().unwrap());
+        // A generator that fails gives no nonce at all, not a guessable one.
+        assert_eq!(nonce_from(|_| false), None);
     }
 
     #[test]
@@ -357,7 +363,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let nonce = new_nonce();
+        let nonce = new_nonce().unwrap();
         let signed = |sig: Vec<u8>, nonce: &str| Credentials {
             nkey: Some(public.clone()),
             sig: Some(base64_url(&sig)),
