@@ -772,11 +772,7 @@ async fn slow_consumer_is_disconnected_at_once_not_at_the_write_deadline() {
     publisher.expect_before_pong("").await;
     // Only the publisher's reader and writer tasks are left once the slow one is gone.
     eventually("the slow consumer's tasks ended", || {
-        server
-            .shared
-            .tasks
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 2
+        server.shared.tasks.len() == 2
     })
     .await;
 }
@@ -939,4 +935,23 @@ async fn shutdown_flushes_queued_messages() {
     publisher.expect_before_pong("").await;
     server.shutdown().await;
     sub.expect_closed_after("MSG x 1 3\r\nbye\r\n").await;
+}
+
+/// Shutdown waits for the connection tasks; one that panicked is done, not counted forever.
+#[tokio::test]
+async fn a_panicked_connection_task_is_not_waited_for() {
+    let server = TestServer::start().await;
+    let mut client = server.raw().await;
+    client.expect_before_pong("").await;
+    let panicked = server
+        .shared
+        .tasks
+        .spawn(async { panic!("a connection task panicking") });
+    assert!(panicked.await.unwrap_err().is_panic());
+    // The client's reader and writer are all that is left.
+    assert_eq!(server.shared.tasks.len(), 2);
+    let shared = server.shared.clone();
+    server.shutdown().await;
+    client.expect_closed_after("").await;
+    assert!(shared.tasks.is_closed() && shared.tasks.is_empty());
 }

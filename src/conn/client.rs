@@ -84,8 +84,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         if !handshake_first {
             client.push(|b| info.encode(b));
         }
-        shared.tasks.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
+        shared
+            .tasks
+            .spawn(write_loop(shared.clone(), conn.clone(), write_half));
         client.fail(ProtocolError::MaxConnections);
         client.finish(CloseReason::MaxConnectionsExceeded);
         return;
@@ -159,8 +160,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     if !info_sent {
         client.push(|b| info.encode(b));
     }
-    shared.tasks.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
+    shared
+        .tasks
+        .spawn(write_loop(shared.clone(), conn.clone(), write_half));
     client.read_loop(read_half).await;
 }
 
@@ -1064,7 +1066,6 @@ async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: Writ
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
-    shared.tasks.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Reads into `buf`'s spare room, at most `limit` bytes.

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,9 @@ pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to th
 
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often shutdown closes again the connections that registered since it began.
+const SHUTDOWN_RECLOSE_EVERY: Duration = Duration::from_millis(50);
 
 /// A server with its client listener (and HTTP monitor listener, if configured) bound.
 pub struct Server {
@@ -133,12 +135,7 @@ impl Server {
                 _ = shared.lame_duck_requested() => break true,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
-                        let shared = shared.clone();
-                        shared.tasks.fetch_add(1, Ordering::SeqCst);
-                        tokio::spawn(async move {
-                            client::serve(shared.clone(), stream, addr).await;
-                            shared.tasks.fetch_sub(1, Ordering::SeqCst);
-                        });
+                        shared.tasks.spawn(client::serve(shared.clone(), stream, addr));
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -156,15 +153,22 @@ impl Server {
                 _ = lame_duck_mode(&shared) => {}
             }
         }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
-        while shared.tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            // Repeated so that a connection accepted just before the listener closed is
-            // closed too; closing twice does nothing.
-            for conn in shared.router.connections_snapshot() {
-                conn.outbound.close(CloseReason::ServerShutdown, true);
+        shared.tasks.close();
+        let closed = async {
+            loop {
+                for conn in shared.router.connections_snapshot() {
+                    conn.outbound.close(CloseReason::ServerShutdown, true);
+                }
+                // Closed again now and then: a connection accepted just before the listener
+                // closed may register after the first round. Closing twice does nothing.
+                let recheck = tokio::time::sleep(SHUTDOWN_RECLOSE_EVERY);
+                tokio::select! {
+                    _ = shared.tasks.wait() => break,
+                    _ = recheck => {}
+                }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, closed).await;
         if let Some(monitor) = monitor {
             monitor.abort();
         }
