@@ -669,8 +669,13 @@ async fn slow_consumer_is_cut_without_slowing_others() {
     // kernel's socket buffers absorb.
     let payload = "x".repeat(1024);
     let count = 32 * 1024;
-    let frame_len = "MSG flood 2 1024\r\n".len() + 1024 + 2;
+    let frame = format!("MSG flood 2 1024\r\n{payload}\r\n").into_bytes();
+    let frame_len = frame.len();
+    // The other subscriber reads as fast as it can: it must get every message and nothing
+    // else (no -ERR), byte for byte.
     let reader = tokio::spawn(async move {
+        // Compared a whole read at a time (memcmp), so that checking does not slow the reader.
+        let expected = frame.repeat(256 * 1024 / frame_len + 2);
         let mut total = 0;
         let mut chunk = vec![0u8; 256 * 1024];
         while total < count * frame_len {
@@ -678,6 +683,13 @@ async fn slow_consumer_is_cut_without_slowing_others() {
                 .await
                 .unwrap();
             assert!(n > 0, "the fast subscriber was closed after {total} bytes");
+            let from = total % frame_len;
+            assert!(
+                chunk[..n] == expected[from..from + n],
+                "the fast subscriber got something other than its messages after {total} bytes: \
+                 {:?}",
+                String::from_utf8_lossy(&chunk[..n.min(256)])
+            );
             total += n;
         }
         fast
@@ -687,17 +699,20 @@ async fn slow_consumer_is_cut_without_slowing_others() {
         publisher.send(&batch).await;
         if i % 4 == 3 {
             // Keep the publisher within reach of the fast reader; the slow one falls behind
-            // regardless.
+            // regardless. Nothing before the PONG: the publisher is neither cut nor warned.
             publisher.expect_before_pong("").await;
         }
     }
     publisher.expect_before_pong("").await;
+    // The timeout only guards against hanging.
     let mut fast = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .unwrap()
         .unwrap();
+    // All `count` messages arrived and nothing follows them.
     fast.expect_before_pong("").await;
-    // The slow one was closed, with no -ERR (nats-server sends none for a slow consumer).
+    // The slow one was closed, with no -ERR (nats-server sends none for a slow consumer): what
+    // it finds in its socket is messages, then the end.
     let cid = slow.info["client_id"].as_u64().unwrap();
     eventually("slow consumer removed", || {
         server
@@ -708,6 +723,30 @@ async fn slow_consumer_is_cut_without_slowing_others() {
             .all(|c| c.cid != cid)
     })
     .await;
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let read = tokio::io::AsyncReadExt::read(&mut slow.stream, &mut chunk);
+        match tokio::time::timeout(common::WAIT, read).await.unwrap() {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let slow_frame = format!("MSG flood 1 1024\r\n{payload}\r\n").into_bytes();
+    assert!(
+        received.len() < count * slow_frame.len(),
+        "the slow consumer got everything"
+    );
+    let wrong = received
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != slow_frame[i % slow_frame.len()]);
+    assert_eq!(
+        wrong, None,
+        "the slow consumer got something other than messages"
+    );
+    // The publisher is still served.
+    publisher.expect_before_pong("").await;
 }
 
 /// A publisher of 1 MiB messages must not make a subscriber that reads as fast as it can a
