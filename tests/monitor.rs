@@ -617,11 +617,29 @@ async fn metrics_match_varz() {
             "{name}: {text}"
         );
     }
-    // Every sample line is `name{labels} value`.
+    // Every sample line is `name{labels} value`, and the value is what /varz says, read with
+    // nothing happening in between (the figures that move by themselves aside).
+    let varz = json(monitor, "/varz").await;
+    let mut compared = 0;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (_, value) = line.rsplit_once(' ').unwrap();
-        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        let name = name.strip_prefix("gnatsd_varz_").unwrap();
+        let name = name
+            .strip_suffix(&format!("{{server_id=\"{id}\"}}"))
+            .unwrap();
+        let want = match name {
+            // Sampled again per request, or (the start) only text in /varz.
+            "mem" | "cpu" | "uptime_seconds" | "start_time_seconds" => continue,
+            "ping_interval_seconds" => varz["ping_interval"].as_f64().unwrap() / 1e9,
+            name => varz[name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("/varz has no number {name}: {varz}")),
+        };
+        assert_eq!(value, want, "{name}: /metrics {value}, /varz {want}");
+        compared += 1;
     }
+    assert!(compared >= 18, "{text}");
 }
 
 #[tokio::test]
