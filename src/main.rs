@@ -255,14 +255,14 @@ async fn serve(
             } else {
                 "http"
             },
-            host_for_log(http_host, addr),
+            host_for_log(http_host),
             addr.port()
         );
     }
     let addr = server.local_addr();
     info!(
         "Listening for client connections on {}:{}",
-        host_for_log(&host, addr),
+        host_for_log(&host),
         addr.port()
     );
     if let Some(tls) = &shared.opts().tls {
@@ -406,10 +406,11 @@ fn digest_of(path: &Path) -> String {
     }
 }
 
-/// The host as nats-server prints it: the configured one (IPv6 in brackets).
-fn host_for_log(host: &str, addr: std::net::SocketAddr) -> String {
-    match addr {
-        std::net::SocketAddr::V6(_) if !host.starts_with('[') => format!("[{host}]"),
-        _ => host.to_string(),
+/// The host as nats-server prints it: the configured one, IPv6 in brackets (Go's
+/// `net.JoinHostPort`).
+fn host_for_log(host: &str) -> String {
+    match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]"),
+        false => host.to_string(),
     }
 }

@@ -178,25 +178,29 @@ async fn no_echo_suppresses_own_messages() {
     assert_eq!(next(&mut own).await.payload, "from other");
 }
 
+/// `UNSUB <sid> <max>`: the server itself stops delivering after `max` messages and drops the
+/// subscription. Spoken in the raw protocol: a client library enforces max on its own side too,
+/// which would hide a server that ignores it.
 #[tokio::test]
 async fn auto_unsubscribe_after_max() {
     let server = TestServer::start().await;
-    let client = connect(&server).await;
-    let mut sub = client.subscribe("limited").await.unwrap();
-    sub.unsubscribe_after(3).await.unwrap();
-    client.flush().await.unwrap();
-    for i in 0..10 {
-        client
-            .publish("limited", i.to_string().into())
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
-    let mut got = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(WAIT, sub.next()).await {
-        got.push(msg.payload);
-    }
-    assert_eq!(got, ["0", "1", "2"]);
+    let quiet = "CONNECT {\"verbose\":false}\r\n";
+    let mut sub = server.raw().await;
+    sub.send(format!("{quiet}SUB limited 1\r\nUNSUB 1 3\r\n"))
+        .await;
+    sub.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    let pubs: String = (0..10)
+        .map(|i| format!("PUB limited 1\r\n{i}\r\n"))
+        .collect();
+    publisher.send(format!("{quiet}{pubs}")).await;
+    // Once the publisher has its PONG, every delivery is queued ahead of the subscriber's.
+    publisher.expect_before_pong("").await;
+    sub.expect_before_pong(
+        "MSG limited 1 1\r\n0\r\nMSG limited 1 1\r\n1\r\nMSG limited 1 1\r\n2\r\n",
+    )
+    .await;
+    assert_eq!(server.shared.router.subscription_count(), 0);
 }
 
 #[tokio::test]

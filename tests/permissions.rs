@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Raw, TestServer};
+use common::{jump, Raw, TestServer};
 use tern::Options;
 
 /// The users of the configuration the expectations were observed with.
@@ -168,7 +168,7 @@ async fn allow_responses_with_max_and_expiry() {
     b.send("PUB req.2 _INBOX.1 1\r\nq\r\n").await;
     b.expect_before_pong("").await;
     assert_eq!(r.read_msgs(1).await, ["MSG req.2 1 _INBOX.1 1\r\nq\r\n"]);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    jump(Duration::from_millis(1100)).await;
     r.send("PUB _INBOX.1 1\r\n1\r\n").await;
     r.expect_before_pong("-ERR 'Permissions Violation for Publish to \"_INBOX.1\"'\r\n")
         .await;

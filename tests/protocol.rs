@@ -55,6 +55,42 @@ async fn info_line_ends_like_nats_servers() {
     );
 }
 
+/// On the default host, `0.0.0.0`, nats-server (Go) listens on one dual-stack socket: IPv4 and
+/// IPv6 clients alike reach the client port and the monitor.
+#[tokio::test]
+async fn default_host_takes_ipv4_and_ipv6_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let opts = Options {
+        http_port: -1,
+        ..Options::default()
+    };
+    assert_eq!(opts.host, "0.0.0.0");
+    let server = TestServer::on_host(opts).await;
+    let monitor = server.monitor.unwrap();
+    for ip in ["127.0.0.1", "::1"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let mut client = common::Raw::connect((ip, server.addr.port()).into()).await;
+        client
+            .send("CONNECT {\"verbose\":false}\r\nSUB a 1\r\nPUB a 2\r\nhi\r\n")
+            .await;
+        client.expect_before_pong("MSG a 1 2\r\nhi\r\n").await;
+
+        let mut http = tokio::net::TcpStream::connect((ip, monitor.port()))
+            .await
+            .unwrap();
+        http.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(common::WAIT, http.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{ip}: {response}");
+    }
+}
+
 #[tokio::test]
 async fn telnet_session_without_connect() {
     let server = TestServer::start().await;
@@ -633,8 +669,13 @@ async fn slow_consumer_is_cut_without_slowing_others() {
     // kernel's socket buffers absorb.
     let payload = "x".repeat(1024);
     let count = 32 * 1024;
-    let frame_len = "MSG flood 2 1024\r\n".len() + 1024 + 2;
+    let frame = format!("MSG flood 2 1024\r\n{payload}\r\n").into_bytes();
+    let frame_len = frame.len();
+    // The other subscriber reads as fast as it can: it must get every message and nothing
+    // else (no -ERR), byte for byte.
     let reader = tokio::spawn(async move {
+        // Compared a whole read at a time (memcmp), so that checking does not slow the reader.
+        let expected = frame.repeat(256 * 1024 / frame_len + 2);
         let mut total = 0;
         let mut chunk = vec![0u8; 256 * 1024];
         while total < count * frame_len {
@@ -642,6 +683,13 @@ async fn slow_consumer_is_cut_without_slowing_others() {
                 .await
                 .unwrap();
             assert!(n > 0, "the fast subscriber was closed after {total} bytes");
+            let from = total % frame_len;
+            assert!(
+                chunk[..n] == expected[from..from + n],
+                "the fast subscriber got something other than its messages after {total} bytes: \
+                 {:?}",
+                String::from_utf8_lossy(&chunk[..n.min(256)])
+            );
             total += n;
         }
         fast
@@ -651,17 +699,20 @@ async fn slow_consumer_is_cut_without_slowing_others() {
         publisher.send(&batch).await;
         if i % 4 == 3 {
             // Keep the publisher within reach of the fast reader; the slow one falls behind
-            // regardless.
+            // regardless. Nothing before the PONG: the publisher is neither cut nor warned.
             publisher.expect_before_pong("").await;
         }
     }
     publisher.expect_before_pong("").await;
+    // The timeout only guards against hanging.
     let mut fast = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .unwrap()
         .unwrap();
+    // All `count` messages arrived and nothing follows them.
     fast.expect_before_pong("").await;
-    // The slow one was closed, with no -ERR (nats-server sends none for a slow consumer).
+    // The slow one was closed, with no -ERR (nats-server sends none for a slow consumer): what
+    // it finds in its socket is messages, then the end.
     let cid = slow.info["client_id"].as_u64().unwrap();
     eventually("slow consumer removed", || {
         server
@@ -672,6 +723,30 @@ async fn slow_consumer_is_cut_without_slowing_others() {
             .all(|c| c.cid != cid)
     })
     .await;
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let read = tokio::io::AsyncReadExt::read(&mut slow.stream, &mut chunk);
+        match tokio::time::timeout(common::WAIT, read).await.unwrap() {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let slow_frame = format!("MSG flood 1 1024\r\n{payload}\r\n").into_bytes();
+    assert!(
+        received.len() < count * slow_frame.len(),
+        "the slow consumer got everything"
+    );
+    let wrong = received
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != slow_frame[i % slow_frame.len()]);
+    assert_eq!(
+        wrong, None,
+        "the slow consumer got something other than messages"
+    );
+    // The publisher is still served.
+    publisher.expect_before_pong("").await;
 }
 
 /// A publisher of 1 MiB messages must not make a subscriber that reads as fast as it can a
@@ -736,11 +811,7 @@ async fn slow_consumer_is_disconnected_at_once_not_at_the_write_deadline() {
     publisher.expect_before_pong("").await;
     // Only the publisher's reader and writer tasks are left once the slow one is gone.
     eventually("the slow consumer's tasks ended", || {
-        server
-            .shared
-            .tasks
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 2
+        server.shared.tasks.len() == 2
     })
     .await;
 }
@@ -906,4 +977,23 @@ async fn shutdown_flushes_queued_messages() {
     publisher.expect_before_pong("").await;
     server.shutdown().await;
     sub.expect_closed_after("MSG x 1 3\r\nbye\r\n").await;
+}
+
+/// Shutdown waits for the connection tasks; one that panicked is done, not counted forever.
+#[tokio::test]
+async fn a_panicked_connection_task_is_not_waited_for() {
+    let server = TestServer::start().await;
+    let mut client = server.raw().await;
+    client.expect_before_pong("").await;
+    let panicked = server
+        .shared
+        .tasks
+        .spawn(async { panic!("a connection task panicking") });
+    assert!(panicked.await.unwrap_err().is_panic());
+    // The client's reader and writer are all that is left.
+    assert_eq!(server.shared.tasks.len(), 2);
+    let shared = server.shared.clone();
+    server.shutdown().await;
+    client.expect_closed_after("").await;
+    assert!(shared.tasks.is_closed() && shared.tasks.is_empty());
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::Scratch;
 use common::TestServer;
@@ -106,6 +106,15 @@ impl Pki {
     }
 
     fn options(&self, verify: bool, handshake_first: bool) -> Options {
+        self.options_with_timeout(verify, handshake_first, Duration::from_millis(500))
+    }
+
+    fn options_with_timeout(
+        &self,
+        verify: bool,
+        handshake_first: bool,
+        timeout: Duration,
+    ) -> Options {
         Options {
             tls: Some(TlsOptions {
                 cert_file: Some(self.server_cert.clone()),
@@ -113,7 +122,7 @@ impl Pki {
                 ca_file: verify.then(|| self.ca.clone()),
                 verify,
                 handshake_first,
-                timeout: Duration::from_millis(500),
+                timeout,
                 ..Default::default()
             }),
             ..Default::default()
@@ -202,6 +211,38 @@ async fn tls_then_info(
         .unwrap();
     let info = String::from_utf8_lossy(&buf[..n]).into_owned();
     (stream, info)
+}
+
+/// A delay that real time cannot reach while a test runs: the tests move tokio's clock past it
+/// (`common::jump`), so that what happens at it is checked without waiting or timing.
+const LONG: Duration = Duration::from_secs(60);
+
+/// Whether the server has neither written nor closed `tcp`, once the server's tasks have had
+/// their turn (the tests and the server share one current-thread runtime).
+async fn says_nothing_yet(tcp: &TcpStream) -> bool {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let mut byte = [0u8; 1];
+    matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Connects once the server is registered, checks that nothing arrives before `delay`, then
+/// moves the clock past it (the `handshake_first` fallback).
+async fn connect_and_wait_out(server: &TestServer, delay: Duration) -> TcpStream {
+    let before = server.shared.router.connection_count();
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    common::eventually("the connection registered", || {
+        server.shared.router.connection_count() == before + 1
+    })
+    .await;
+    common::jump(delay - Duration::from_secs(1)).await;
+    assert!(
+        says_nothing_yet(&tcp).await,
+        "INFO before the fallback delay"
+    );
+    common::jump(Duration::from_secs(2)).await;
+    tcp
 }
 
 /// Connects, reads the plaintext INFO and upgrades.
@@ -338,12 +379,16 @@ async fn plaintext_client_is_closed_without_a_byte() {
     tcp.write_all(b"CONNECT {}\r\nPING\r\n").await.unwrap();
     assert_eq!(until_closed(&mut tcp).await, b"");
 
-    // A client that never starts the handshake is cut at tls.timeout, silently.
+    // A client that never starts the handshake is cut at tls.timeout, silently: still open
+    // just short of it, closed once the clock passes it (moved, not waited for).
+    let server = TestServer::with(pki.options_with_timeout(false, false, LONG)).await;
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
     read_line(&mut tcp).await;
-    let start = Instant::now();
+    common::jump(LONG - Duration::from_secs(1)).await;
+    assert!(says_nothing_yet(&tcp).await, "cut before tls.timeout");
+    assert_eq!(server.shared.router.connection_count(), 1);
+    common::jump(Duration::from_secs(2)).await;
     assert_eq!(until_closed(&mut tcp).await, b"");
-    assert!(start.elapsed() >= Duration::from_millis(400));
 
     // handshake_first: a plaintext client gets nothing at all.
     let server = TestServer::with(pki.options(false, true)).await;
@@ -494,8 +539,13 @@ async fn allow_non_tls_lets_the_first_byte_decide() {
         "{info}"
     );
     assert!(!info.contains("tls_required"), "{info}");
+    // One byte on its own: with no delay on the socket it is in the server's receive queue
+    // when the write returns, and yielding lets the server (on this runtime) peek at it alone.
+    plain.set_nodelay(true).unwrap();
     plain.write_all(b"C").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     plain
         .write_all(b"ONNECT {\"verbose\":true}\r\nPING\r\n")
         .await
@@ -543,15 +593,18 @@ async fn handshake_first_falls_back_to_plaintext_info() {
     let pki = Pki::new("tls-fallback");
     let mut opts = pki.options(false, true);
     if let Some(tls) = opts.tls.as_mut() {
-        tls.handshake_first_fallback = Some(Duration::from_millis(300));
+        tls.handshake_first_fallback = Some(LONG);
     }
     let server = TestServer::with(opts).await;
 
-    let started = Instant::now();
-    let mut stream = upgrade(&server, &pki.connector(None))
+    let mut tcp = connect_and_wait_out(&server, LONG).await;
+    let info = read_line(&mut tcp).await;
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+    let mut stream = pki
+        .connector(None)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("upgrade after the fallback INFO");
-    assert!(started.elapsed() >= Duration::from_millis(300));
     ping_pong(&mut stream).await;
 
     let tcp = TcpStream::connect(server.addr).await.unwrap();
@@ -579,6 +632,13 @@ async fn handshake_first_falls_back_to_plaintext_info() {
         .await
         .expect("async-nats tls_first");
     client.flush().await.unwrap();
+    // async-nats waits for the INFO in real time (its own timers run on this clock too), so
+    // with a delay it outlasts.
+    let mut opts = pki.options(false, true);
+    if let Some(tls) = opts.tls.as_mut() {
+        tls.handshake_first_fallback = Some(Duration::from_millis(300));
+    }
+    let server = TestServer::with(opts).await;
     let client = async_nats::ConnectOptions::new()
         .add_root_certificates(pki.ca.clone())
         .require_tls(true)
@@ -631,7 +691,7 @@ async fn handshake_first_with_allow_non_tls() {
     let mut opts = pki.options(false, true);
     opts.allow_non_tls = true;
     if let Some(tls) = opts.tls.as_mut() {
-        tls.handshake_first_fallback = Some(Duration::from_millis(300));
+        tls.handshake_first_fallback = Some(LONG);
     }
     let server = TestServer::with(opts).await;
 
@@ -641,10 +701,8 @@ async fn handshake_first_with_allow_non_tls() {
         "{info}"
     );
 
-    let started = Instant::now();
-    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let mut plain = connect_and_wait_out(&server, LONG).await;
     let info = read_line(&mut plain).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(
         info.contains("\"headers\":true,\"tls_available\":true,\"max_payload\":"),
         "{info}"
@@ -703,7 +761,8 @@ async fn https_monitoring_uses_the_client_certificate() {
     let server = TestServer::with(opts).await;
     let monitor = server.monitor.expect("monitor bound");
     assert!(server.shared.monitor_https);
-    let ports = tern::server::ports_json(&server.shared);
+    let ports: serde_json::Value =
+        serde_json::from_str(&tern::server::ports_json(&server.shared)).unwrap();
     assert_eq!(
         ports["monitoring"][0],
         format!("https://127.0.0.1:{}", monitor.port())

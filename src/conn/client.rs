@@ -53,7 +53,13 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let desc = conn.desc();
     debug!("{desc} - Client connection created");
     let mut info = shared.info(cid, addr);
-    let nonce = opts.nonce_required().then(auth::new_nonce);
+    let nonce = match opts.nonce_required().then(auth::new_nonce) {
+        Some(None) => {
+            error!("{desc} - Refusing connection: no nonce, the OS random generator failed");
+            return;
+        }
+        nonce => nonce.flatten(),
+    };
     info.nonce = nonce.clone();
     let tls = shared.tls().zip(opts.tls.clone());
     let handshake_first = tls.as_ref().is_some_and(|(_, t)| t.handshake_first);
@@ -69,8 +75,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         if !handshake_first {
             client.push(|b| info.encode(b));
         }
-        shared.tasks.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
+        shared
+            .tasks
+            .spawn(write_loop(shared.clone(), conn.clone(), write_half));
         client.fail(ProtocolError::MaxConnections);
         client.finish(CloseReason::MaxConnectionsExceeded);
         return;
@@ -144,8 +151,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     if !info_sent {
         client.push(|b| info.encode(b));
     }
-    shared.tasks.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(shared.clone(), conn.clone(), write_half));
+    shared
+        .tasks
+        .spawn(write_loop(shared.clone(), conn.clone(), write_half));
     client.read_loop(read_half).await;
 }
 

@@ -1,7 +1,6 @@
 //! The writer every connection runs: flushes its outbound queue with one buffer swap per
 //! wake-up, cuts a slow consumer at `write_deadline`, and gives grown buffers back when idle.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,5 +95,4 @@ pub async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: 
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
-    shared.tasks.fetch_sub(1, Ordering::SeqCst);
 }

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
+// tokio's clock (std's outside a runtime), so that tests can move it for reply expiry.
+use tokio::time::Instant;
 
 use super::account::Account;
 use super::outbound::Outbound;

@@ -13,7 +13,6 @@ mod subsz;
 mod varz;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,12 +87,6 @@ async fn https_handshake(
         Ok(Ok(stream)) => Some(stream),
         _ => None,
     }
-}
-
-/// Binds the monitor listener for `host` and nats-server's `http_port` (-1 is random).
-pub async fn bind(host: &str, port: i32) -> io::Result<TcpListener> {
-    let port = u16::try_from(port.max(0)).map_err(io::Error::other)?;
-    TcpListener::bind((host, port)).await
 }
 
 /// An OS error as Go prints it (`address already in use`), without Rust's `(os error N)`.
@@ -327,11 +320,6 @@ pub fn url_host(host: &str) -> String {
         host if host.contains(':') => format!("[{host}]"),
         host => host.to_string(),
     }
-}
-
-/// The monitor's URL for the ports file.
-pub fn url(addr: SocketAddr, host: &str) -> String {
-    format!("http://{}:{}", url_host(host), addr.port())
 }
 
 #[cfg(test)]

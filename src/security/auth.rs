@@ -55,17 +55,17 @@ impl Credentials {
 const NONCE_BYTES: usize = 11;
 
 /// A fresh nonce for INFO: 11 bytes from the system's secure generator, unpadded base64url,
-/// as nats-server makes them.
-pub fn new_nonce() -> String {
+/// as nats-server makes them. `None` when the generator fails: the OS generator failing is not
+/// something to limp on with a guessable nonce, so the caller refuses the connection.
+pub fn new_nonce() -> Option<String> {
     use ring::rand::SecureRandom;
+    nonce_from(|raw| ring::rand::SystemRandom::new().fill(raw).is_ok())
+}
+
+/// A nonce from the bytes `fill` writes, unless it reports failure.
+fn nonce_from(fill: impl FnOnce(&mut [u8]) -> bool) -> Option<String> {
     let mut raw = [0u8; NONCE_BYTES];
-    if ring::rand::SystemRandom::new().fill(&mut raw).is_err() {
-        // The OS generator failing is not something to limp on with a guessable nonce.
-        for b in &mut raw {
-            *b = fastrand::u8(..);
-        }
-    }
-    base64_url(&raw)
+    fill(&mut raw).then(|| base64_url(&raw))
 }
 
 /// Who a client turned out to be.
@@ -186,47 +186,21 @@ fn verify_nonce(nkey: &str, creds: &Credentials) -> bool {
     }
 }
 
-const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// Unpadded base64url.
 fn base64_url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(BASE64_URL[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes base64 in either alphabet, padded or not; `None` for anything else.
+/// Decodes a signature as nats-server does: unpadded base64url, else padded standard base64;
+/// `None` for anything else.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A lone trailing character cannot be valid base64.
-    (bits < 6).then_some(out)
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .or_else(|_| STANDARD.decode(text))
+        .ok()
 }
 
 /// Checks a presented secret against the configured one: bcrypt when the configured one is a
@@ -248,8 +222,8 @@ fn check_secret(presented: &str, configured: &str) -> bool {
 
 /// Compares secrets in time that depends only on their lengths.
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -347,9 +321,15 @@ mod tests {
         assert_eq!(base64_decode("+/8=").unwrap(), b"\xfb\xff");
         assert_eq!(base64_decode("A"), None);
         assert_eq!(base64_decode("a*b"), None);
-        let nonce = new_nonce();
+    }
+
+    #[test]
+    fn nonces_are_random_or_refused() {
+        let nonce = new_nonce().unwrap();
         assert_eq!(nonce.len(), 15);
-        assert_ne!(nonce, new_nonce());
+        assert_ne!(nonce, new_nonce().unwrap());
+        // A generator that fails gives no nonce at all, not a guessable one.
+        assert_eq!(nonce_from(|_| false), None);
     }
 
     #[test]
@@ -364,7 +344,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let nonce = new_nonce();
+        let nonce = new_nonce().unwrap();
         let signed = |sig: Vec<u8>, nonce: &str| Credentials {
             nkey: Some(public.clone()),
             sig: Some(base64_url(&sig)),

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use x509_cert::der::{self, Decode, Encode};
 
 use crate::config::{Options, TlsOptions};
 
@@ -179,27 +180,10 @@ async fn looks_like_tls(stream: &TcpStream) -> Result<bool, HandshakeError> {
 /// (the whole DER element), in lower-case hex, as nats-server computes it. `None` when the
 /// certificate does not parse.
 pub fn pinned_key_id(cert: &[u8]) -> Option<String> {
-    let (_, certificate, _) = der_read(cert)?;
-    let (_, mut tbs, _) = der_read(certificate)?;
-    // version [0] is optional; then serial, signature, issuer, validity, subject, key.
-    let mut index = 0;
-    let mut skip_version = true;
-    loop {
-        let (tag, _, after) = der_read(tbs)?;
-        let element = &tbs[..tbs.len() - after.len()];
-        if skip_version && tag == 0xa0 {
-            skip_version = false;
-            tbs = after;
-            continue;
-        }
-        skip_version = false;
-        if index == 5 {
-            let digest = ring::digest::digest(&ring::digest::SHA256, element);
-            return Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect());
-        }
-        index += 1;
-        tbs = after;
-    }
+    let cert = x509_cert::Certificate::from_der(cert).ok()?;
+    let key = cert.tbs_certificate.subject_public_key_info.to_der().ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &key);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A protocol version as nats-server logs it (`1.3`).
@@ -319,50 +303,33 @@ pub struct CertIdentity {
 impl CertIdentity {
     /// Reads the subject and SANs out of a DER certificate; `None` when it does not parse.
     pub fn from_der(cert: &[u8]) -> Option<CertIdentity> {
-        let (_, certificate, _) = der_read(cert)?;
-        let (_, tbs, _) = der_read(certificate)?;
-        let mut rest = tbs;
-        let mut fields = Vec::new();
-        while !rest.is_empty() {
-            let (tag, value, after) = der_read(rest)?;
-            fields.push((tag, value));
-            rest = after;
+        use x509_cert::ext::pkix::name::GeneralName;
+        use x509_cert::ext::pkix::SubjectAltName;
+
+        let cert = x509_cert::Certificate::from_der(cert).ok()?;
+        let tbs = &cert.tbs_certificate;
+        let mut identity = CertIdentity::default();
+        for attribute in tbs.subject.0.iter().flat_map(|rdn| rdn.0.iter()) {
+            identity.subject.push((
+                attribute_name(&attribute.oid.to_string()),
+                attribute_value(&attribute.value)?,
+            ));
         }
-        // version [0] is optional; then serial, signature, issuer, validity, subject.
-        let start = usize::from(fields.first()?.0 == 0xa0);
-        let subject = fields.get(start + 4).filter(|f| f.0 == 0x30)?.1;
-        let mut identity = CertIdentity {
-            subject: der_name(subject)?,
-            alt_names: Vec::new(),
-        };
-        if let Some((_, extensions)) = fields.iter().find(|f| f.0 == 0xa3) {
-            let (_, mut list, _) = der_read(extensions)?;
-            while !list.is_empty() {
-                let (_, extension, after) = der_read(list)?;
-                list = after;
-                let (_, oid, mut ext_rest) = der_read(extension)?;
-                if der_oid(oid) != "2.5.29.17" {
-                    continue;
-                }
-                let (mut tag, mut value, _) = der_read(ext_rest)?;
-                if tag == 0x01 {
-                    // The optional `critical` flag.
-                    (_, _, ext_rest) = der_read(ext_rest)?;
-                    (tag, value, _) = der_read(ext_rest)?;
-                }
-                if tag != 0x04 {
-                    return None;
-                }
-                let (_, mut names, _) = der_read(value)?;
-                while !names.is_empty() {
-                    let (tag, name, after) = der_read(names)?;
-                    names = after;
-                    // rfc822Name [1], dNSName [2], uniformResourceIdentifier [6].
-                    if matches!(tag, 0x81 | 0x82 | 0x86) {
-                        identity
-                            .alt_names
-                            .push(String::from_utf8_lossy(name).into_owned());
+        // id-ce-subjectAltName
+        const SAN: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("2.5.29.17");
+        for extension in tbs.extensions.iter().flatten() {
+            if extension.extn_id != SAN {
+                continue;
+            }
+            let names = SubjectAltName::from_der(extension.extn_value.as_bytes()).ok()?;
+            for name in names.0 {
+                match name {
+                    GeneralName::Rfc822Name(name)
+                    | GeneralName::DnsName(name)
+                    | GeneralName::UniformResourceIdentifier(name) => {
+                        identity.alt_names.push(name.to_string())
                     }
+                    _ => {}
                 }
             }
         }
@@ -423,85 +390,38 @@ fn parse_dn(text: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
-/// One DER element: (tag, contents, what follows). Single-byte tags only, which is all a
-/// certificate's name and SAN structures use.
-fn der_read(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        first as usize
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| acc << 8 | b as usize);
-        rest = &rest[n..];
-        len
-    };
-    if rest.len() < len {
-        return None;
+/// An attribute type as Go's `pkix.Name` names it (`CN`, `O`, ...); others by dotted OID.
+fn attribute_name(oid: &str) -> String {
+    match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.5" => "SERIALNUMBER",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.17" => "POSTALCODE",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        _ => oid,
     }
-    Some((tag, &rest[..len], &rest[len..]))
+    .to_string()
 }
 
-/// An X.501 Name: SEQUENCE OF SET OF { type OID, value }.
-fn der_name(mut name: &[u8]) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    while !name.is_empty() {
-        let (_, mut set, after) = der_read(name)?;
-        name = after;
-        while !set.is_empty() {
-            let (_, attribute, after) = der_read(set)?;
-            set = after;
-            let (_, oid, rest) = der_read(attribute)?;
-            let (_, value, _) = der_read(rest)?;
-            let oid = der_oid(oid);
-            let key = match oid.as_str() {
-                "2.5.4.3" => "CN",
-                "2.5.4.5" => "SERIALNUMBER",
-                "2.5.4.6" => "C",
-                "2.5.4.7" => "L",
-                "2.5.4.8" => "ST",
-                "2.5.4.9" => "STREET",
-                "2.5.4.10" => "O",
-                "2.5.4.11" => "OU",
-                "2.5.4.17" => "POSTALCODE",
-                "0.9.2342.19200300.100.1.1" => "UID",
-                "0.9.2342.19200300.100.1.25" => "DC",
-                _ => &oid,
-            }
-            .to_string();
-            out.push((key, String::from_utf8_lossy(value).into_owned()));
-        }
-    }
-    Some(out)
-}
-
-/// A DER OBJECT IDENTIFIER's contents in dotted form.
-fn der_oid(bytes: &[u8]) -> String {
-    let mut parts: Vec<u64> = Vec::new();
-    let mut n = 0u64;
-    for (i, &b) in bytes.iter().enumerate() {
-        n = n << 7 | (b & 0x7f) as u64;
-        if b & 0x80 == 0 {
-            if i == 0 || parts.is_empty() {
-                let first = (n / 40).min(2);
-                parts.push(first);
-                parts.push(n - first * 40);
-            } else {
-                parts.push(n);
-            }
-            n = 0;
-        }
-    }
-    parts
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
+/// A name attribute's value as text, whichever string type it is in (BMPString is UTF-16, as
+/// Go's `parseASN1String` reads it); `None` for one that is not a valid string.
+fn attribute_value(value: &der::Any) -> Option<String> {
+    use der::asn1::{BmpString, Ia5StringRef, PrintableStringRef, TeletexStringRef, Utf8StringRef};
+    use der::{Tag, Tagged};
+    Some(match value.tag() {
+        Tag::Utf8String => value.decode_as::<Utf8StringRef>().ok()?.to_string(),
+        Tag::PrintableString => value.decode_as::<PrintableStringRef>().ok()?.to_string(),
+        Tag::Ia5String => value.decode_as::<Ia5StringRef>().ok()?.to_string(),
+        Tag::TeletexString => value.decode_as::<TeletexStringRef>().ok()?.to_string(),
+        Tag::BmpString => value.decode_as::<BmpString>().ok()?.to_string(),
+        _ => String::from_utf8_lossy(value.value()).into_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -552,13 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn oids_and_dns() {
-        assert_eq!(der_oid(&[0x55, 0x04, 0x03]), "2.5.4.3");
-        assert_eq!(der_oid(&[0x55, 0x1d, 0x11]), "2.5.29.17");
-        assert_eq!(
-            der_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]),
-            "1.2.840.113549.1.9.1"
-        );
+    fn dns() {
         assert_eq!(
             parse_dn("CN=alice, O=tern\\, inc"),
             Some(vec![
@@ -615,13 +529,56 @@ mod tests {
     }
 
     #[test]
-    fn truncated_der_is_refused() {
-        assert_eq!(der_read(&[0x30, 0x05, 1, 2]), None);
-        assert_eq!(der_read(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
+    fn malformed_certificates_are_refused() {
         assert_eq!(
             CertIdentity::from_der(&[0x30, 0x03, 0x30, 0x01, 0x00]),
             None
         );
         assert_eq!(CertIdentity::from_der(b"not a certificate"), None);
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let cert = &read_certs(&fixtures.join("ec.pem")).unwrap()[0];
+        assert!(CertIdentity::from_der(cert).is_some());
+        assert_eq!(CertIdentity::from_der(&cert[..cert.len() - 1]), None);
+    }
+
+    /// Every string type a name may be written in, BMPString (UTF-16) included, and SANs.
+    #[test]
+    fn names_in_any_string_type() {
+        use rcgen::{BmpString, DnType, DnValue, PrintableString, SanType};
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            DnValue::BmpString(BmpString::try_from("ålice").unwrap()),
+        );
+        params.distinguished_name.push(
+            DnType::OrganizationName,
+            DnValue::PrintableString(PrintableString::try_from("tern").unwrap()),
+        );
+        params.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 65]),
+            DnValue::Utf8String("pseudo".into()),
+        );
+        params.subject_alt_names = vec![
+            SanType::Rfc822Name("alice@example.com".try_into().unwrap()),
+            SanType::DnsName("alice.example.com".try_into().unwrap()),
+            SanType::URI("nats://alice".try_into().unwrap()),
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let id = CertIdentity::from_der(cert.der()).unwrap();
+        assert_eq!(
+            id.subject,
+            vec![
+                ("CN".into(), "ålice".into()),
+                ("O".into(), "tern".into()),
+                ("2.5.4.65".into(), "pseudo".into()),
+            ]
+        );
+        assert!(id.is("CN=ålice,O=tern,2.5.4.65=pseudo"));
+        assert_eq!(
+            id.alt_names,
+            ["alice@example.com", "alice.example.com", "nats://alice"]
+        );
     }
 }

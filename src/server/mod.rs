@@ -6,11 +6,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tracing::{debug, error, info};
 
 use crate::config::Options;
@@ -19,18 +18,18 @@ use crate::engine::outbound::CloseReason;
 use crate::monitor;
 use crate::security::tls::ServerTls;
 pub use crate::state::Shared;
+pub use listen::listen;
+
+mod listen;
 
 /// The start of nats-server's fatal error when the monitor port cannot be bound.
 pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to the monitor port";
 
-/// The accept backlog asked for; the kernel caps it at `net.core.somaxconn`. Go's net.Listen
-/// asks for somaxconn, so nats-server takes a burst of thousands of connects at once; tokio's
-/// and std's `bind` ask for 128, and past that the kernel drops handshakes, leaving clients
-/// waiting for retransmits (`tests/stress.rs` `ten_thousand_clients` connects 500 at a time).
-const LISTEN_BACKLOG: u32 = 65535;
-
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often shutdown closes again the connections that registered since it began.
+const SHUTDOWN_RECLOSE_EVERY: Duration = Duration::from_millis(50);
 
 /// A server with its client listener (and HTTP monitor listener, if configured) bound.
 pub struct Server {
@@ -73,7 +72,9 @@ impl Server {
             0 => None,
             port => {
                 let host = opts.http_host.as_deref().unwrap_or(&opts.host);
-                Some(monitor::bind(host, port).await.map_err(|e| {
+                // -1 is a random port.
+                let port = u16::try_from(port.max(0)).map_err(io::Error::other)?;
+                Some(listen(host, port).await.map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -130,12 +131,7 @@ impl Server {
                 _ = shared.lame_duck_requested() => break true,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
-                        let shared = shared.clone();
-                        shared.tasks.fetch_add(1, Ordering::SeqCst);
-                        tokio::spawn(async move {
-                            client::serve(shared.clone(), stream, addr).await;
-                            shared.tasks.fetch_sub(1, Ordering::SeqCst);
-                        });
+                        shared.tasks.spawn(client::serve(shared.clone(), stream, addr));
                     }
                     Err(err) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -153,38 +149,27 @@ impl Server {
                 _ = lame_duck_mode(&shared) => {}
             }
         }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
-        while shared.tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            // Repeated so that a connection accepted just before the listener closed is
-            // closed too; closing twice does nothing.
-            for conn in shared.router.connections_snapshot() {
-                conn.outbound.close(CloseReason::ServerShutdown, true);
+        shared.tasks.close();
+        let closed = async {
+            loop {
+                for conn in shared.router.connections_snapshot() {
+                    conn.outbound.close(CloseReason::ServerShutdown, true);
+                }
+                // Closed again now and then: a connection accepted just before the listener
+                // closed may register after the first round. Closing twice does nothing.
+                let recheck = tokio::time::sleep(SHUTDOWN_RECLOSE_EVERY);
+                tokio::select! {
+                    _ = shared.tasks.wait() => break,
+                    _ = recheck => {}
+                }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, closed).await;
         if let Some(monitor) = monitor {
             monitor.abort();
         }
         info!("Server Exiting..");
     }
-}
-
-/// Binds the client listener like `TcpListener::bind`, with nats-server's accept backlog.
-async fn listen(host: &str, port: u16) -> io::Result<TcpListener> {
-    let mut last_error = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        let socket = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        match socket.bind(addr) {
-            Ok(()) => return socket.listen(LISTEN_BACKLOG),
-            Err(err) => last_error = Some(err),
-        }
-    }
-    Err(last_error
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
 }
 
 /// nats-server's lame duck mode, after the listener is closed: an INFO with `ldm` to every
@@ -223,27 +208,57 @@ async fn lame_duck_mode(shared: &Shared) {
 /// the monitoring URL. Returns its path (removed by the caller at exit).
 pub fn write_ports_file(dir: &Path, program: &str, shared: &Shared) -> io::Result<PathBuf> {
     let path = dir.join(format!("{program}_{}.ports", std::process::id()));
-    std::fs::write(&path, ports_json(shared).to_string())?;
+    std::fs::write(&path, ports_json(shared))?;
     Ok(path)
 }
 
-/// The ports file's content: `{"nats":[...],"monitoring":[...]}` (a wildcard address is
-/// listed as loopback, where it is reachable).
-pub fn ports_json(shared: &Shared) -> serde_json::Value {
+/// The ports file's content: `{"nats":[...],"monitoring":[...]}`. A listener on a wildcard
+/// address is listed at every interface's address, as nats-server lists it.
+pub fn ports_json(shared: &Shared) -> String {
     let opts = shared.opts();
-    let host = monitor::url_host(&opts.host);
     // With TLS on the client port, nats-server lists it as `tls://`.
     let scheme = if opts.tls.is_some() { "tls" } else { "nats" };
-    let mut ports =
-        serde_json::json!({ "nats": [format!("{scheme}://{host}:{}", shared.addr.port())] });
-    if let Some(addr) = shared.monitor_addr {
+    let monitoring = shared.monitor_addr.map(|addr| {
         let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
-        let url = monitor::url(addr, http_host);
-        let url = match shared.monitor_https {
-            true => url.replacen("http://", "https://", 1),
-            false => url,
+        let scheme = if shared.monitor_https {
+            "https"
+        } else {
+            "http"
         };
-        ports["monitoring"] = serde_json::json!([url]);
+        urls(scheme, http_host, addr.port())
+    });
+    // nats-server's `Ports` struct: `nats` before `monitoring`.
+    #[derive(serde::Serialize)]
+    struct Ports {
+        nats: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        monitoring: Option<Vec<String>>,
     }
-    ports
+    let ports = Ports {
+        nats: urls(scheme, &opts.host, shared.addr.port()),
+        monitoring,
+    };
+    serde_json::to_string(&ports).expect("strings serialize")
+}
+
+/// `scheme://host:port` for a listener on `host`; for a wildcard host, one URL per interface
+/// address (Go's `formatURL` in nats-server's `server.go`), or loopback where the interfaces
+/// cannot be listed.
+fn urls(scheme: &str, host: &str, port: u16) -> Vec<String> {
+    let wildcard = host.is_empty()
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+    let addresses = if wildcard {
+        listen::interface_addresses()
+    } else {
+        Vec::new()
+    };
+    if addresses.is_empty() {
+        return vec![format!("{scheme}://{}:{port}", monitor::url_host(host))];
+    }
+    addresses
+        .into_iter()
+        .map(|ip| format!("{scheme}://{}", SocketAddr::new(ip, port)))
+        .collect()
 }

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Options;
@@ -57,8 +58,9 @@ pub struct Shared {
     pub server_name: String,
     /// The bound client address.
     pub addr: SocketAddr,
-    /// Connection tasks (readers and writers) still running.
-    pub tasks: AtomicUsize,
+    /// Connection tasks (readers and writers): spawned through it so that shutdown can wait
+    /// for them; one that ends, by panicking too, is no longer counted.
+    pub tasks: TaskTracker,
     /// Wakes the accept loop to enter lame duck mode.
     lame_duck: Notify,
     /// Set once lame duck mode has begun (`/healthz` then reports not ready).
@@ -110,7 +112,7 @@ impl Shared {
             server_id,
             server_name,
             addr,
-            tasks: AtomicUsize::new(0),
+            tasks: TaskTracker::new(),
             lame_duck: Notify::new(),
             in_lame_duck: AtomicBool::new(false),
             start: now,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod reference;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,11 @@ impl TestServer {
 
     pub async fn with(mut opts: Options) -> TestServer {
         opts.host = "127.0.0.1".to_string();
+        TestServer::on_host(opts).await
+    }
+
+    /// As [`TestServer::with`], on `opts.host` as given (the default is `0.0.0.0`).
+    pub async fn on_host(mut opts: Options) -> TestServer {
         opts.port = 0;
         let server = Server::bind(opts).await.expect("bind");
         let addr = server.local_addr();

@@ -139,3 +139,26 @@ pub fn monitor_addr(log: &str) -> Option<String> {
         .find(|l| l.contains("Starting http monitor on "))?;
     Some(line.rsplit(' ').next()?.trim().to_string())
 }
+
+/// Waits for the one `*.ports` file a server writes into `dir` and returns its text.
+pub fn wait_for_ports_file(dir: &Path) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let file = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".ports"));
+        if let Some(text) = file.and_then(|f| std::fs::read_to_string(f.path()).ok()) {
+            // Written in one call, but it may be caught half-way.
+            if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ports file in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
