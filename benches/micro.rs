@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use tern::engine::account::{Account, Matches};
 use tern::engine::connection::Connection;
-use tern::engine::subscription::Subscription;
 use tern::engine::sublist::Sublist;
+use tern::engine::subscription::Subscription;
 use tern::proto::parser::{parse, Limits};
 use tern::proto::protocol::encode_msg;
 

@@ -54,8 +54,12 @@ async fn json(addr: SocketAddr, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// Monitoring on a random port, without a system account: the recorded fixtures were made with
+/// `no_system_account: true`, and the counts below are of client subscriptions only (a system
+/// account adds its service imports to every account). `tests/sys.rs` covers the system account.
 fn monitored(mut opts: Options) -> Options {
     opts.http_port = -1;
+    opts.no_system_account = true;
     opts
 }
 

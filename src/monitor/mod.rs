@@ -6,11 +6,12 @@
 //! connection map lock once to list the connections, then reads each connection's counters
 //! without blocking the publishers.
 
-mod connz;
+pub mod accountz;
+pub mod connz;
 pub mod http;
 mod metrics;
-mod subsz;
-mod varz;
+pub mod subsz;
+pub mod varz;
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,9 +26,6 @@ use tracing::{debug, warn};
 
 use crate::state::Shared;
 use http::{Request, Response};
-
-/// The account every connection is in until accounts exist.
-const GLOBAL_ACCOUNT: &str = "$G";
 
 /// Serves the monitor on `listener` (over TLS with `tls`) until the task is dropped.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
@@ -127,6 +125,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/subsz" | "/subscriptionsz" => "/subsz",
         "/routez" => "/routez",
         "/accountz" => "/accountz",
+        "/accstatz" => "/accstatz",
         "/healthz" => "/healthz",
         "/metrics" => "/metrics",
         _ => return not_found(),
@@ -144,7 +143,8 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/connz" => connz::connz(shared, req),
         "/subsz" => subsz::subsz(shared, req),
         "/routez" => subsz::routez(shared),
-        "/accountz" => subsz::accountz(shared, req),
+        "/accountz" => accountz::accountz(shared, req),
+        "/accstatz" => accountz::accstatz(shared, req),
         "/healthz" => healthz(shared),
         "/metrics" => metrics::metrics(shared),
         _ => index(&base),
@@ -177,6 +177,7 @@ fn index(base: &str) -> Response {
         ("varz", "General"),
         ("connz", "Connections"),
         ("accountz", "Accounts"),
+        ("accstatz", "Account Stats"),
         ("subsz", "Subscriptions"),
         ("routez", "Routes"),
         ("healthz", "Health Probe"),

@@ -82,6 +82,8 @@ pub struct Varz {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     pub feature_flags: BTreeMap<&'static str, bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_account: Option<String>,
     pub slow_consumer_stats: KindStats,
     pub stale_connection_stats: KindStats,
     pub disk_io_wait_stats: DiskIoWaitStats,
@@ -208,6 +210,7 @@ pub fn build(shared: &Shared) -> Varz {
             ("js_raft_delete_range", true),
             ("js_snapshot_sources", false),
         ]),
+        system_account: crate::state::accounts::system_account_name(&opts).map(String::from),
         slow_consumer_stats: KindStats {
             clients: totals.slow_consumers,
             ..KindStats::default()
