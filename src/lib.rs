@@ -10,6 +10,9 @@
 //! - [`permissions`]: what a user may publish and subscribe to (allow/deny, responses).
 //! - [`tls`]: the rustls configuration, the NATS-style TLS upgrade, plain/TLS stream halves.
 //! - [`server`]: the accept loop, shared state, graceful shutdown.
+//! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
+//!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
+//!   one task fed by `state::events`; a layer between `monitor` and `server`.
 //! - [`client`]: one connection: INFO, CONNECT and auth, read loop, writer, PINGs.
 //! - [`router`]: shared state: the sublist, live connections, the cache generation.
 //! - [`outbound`]: one connection's pending bytes, writer wake-up, slow-consumer budget.
@@ -53,6 +56,7 @@ pub mod proto;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod sys;
 
 pub use config::Options;
 pub use server::Server;

@@ -123,6 +123,7 @@ impl Server {
             monitor_tls,
         } = self;
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
+        let system_services = crate::sys::start(&shared);
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {
@@ -164,6 +165,9 @@ impl Server {
         }
         if let Some(monitor) = monitor {
             monitor.abort();
+        }
+        if let Some(services) = system_services {
+            services.abort();
         }
         info!("Server Exiting..");
     }
