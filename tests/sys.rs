@@ -380,3 +380,179 @@ fn system_account_matches_nats_server() {
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+// In-process: values that follow from the situation, with real clients.
+
+fn options(text: &str) -> tern::Options {
+    let file = tern::config::conf::parse_str(text, Path::new("sys.conf")).expect("conf");
+    let mut opts = tern::Options::default();
+    opts.apply_file(&file, &mut Vec::new()).expect("options");
+    opts
+}
+
+/// A raw client of the system account, subscribed to `subjects` (sids from 1).
+async fn sys_subscriber(server: &common::TestServer, subjects: &[&str]) -> common::Raw {
+    let mut raw = server.raw().await;
+    raw.send("CONNECT {\"verbose\":false,\"user\":\"sys\",\"pass\":\"sys\"}\r\n")
+        .await;
+    for (sid, subject) in subjects.iter().enumerate() {
+        raw.send(format!("SUB {subject} {}\r\n", sid + 1)).await;
+    }
+    raw.expect_before_pong("").await;
+    raw
+}
+
+/// The next `n` messages' subjects and JSON payloads.
+async fn events(raw: &mut common::Raw, n: usize) -> Vec<(String, Value)> {
+    raw.read_msgs(n)
+        .await
+        .into_iter()
+        .map(|frame| {
+            let (line, payload) = frame.split_once("\r\n").expect("MSG line");
+            let subject = line.split_whitespace().nth(1).expect("subject").to_string();
+            let json = serde_json::from_str(payload.trim_end()).expect("event JSON");
+            (subject, json)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_events_follow_a_client() {
+    let server = common::TestServer::with(options(CONFIG)).await;
+    // Account A's events only: the subscriber's own CONNECT may be published after its SUBs.
+    let mut sys = sys_subscriber(&server, &["$SYS.ACCOUNT.A.>", "$SYS.SERVER.ACCOUNT.A.>"]).await;
+    let client = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .name("watched")
+        .connect(server.url())
+        .await
+        .expect("connect as a");
+    client.publish("foo", "hi".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let connected = events(&mut sys, 3).await;
+    let subjects: Vec<&str> = connected.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "$SYS.SERVER.ACCOUNT.A.CONNS",
+            "$SYS.ACCOUNT.A.SERVER.CONNS",
+            "$SYS.ACCOUNT.A.CONNECT"
+        ]
+    );
+    let (conns, legacy) = (&connected[1].1, &connected[0].1);
+    assert_eq!(
+        conns["type"],
+        "io.nats.server.advisory.v1.account_connections"
+    );
+    assert_eq!(
+        (conns["acc"].as_str(), conns["conns"].as_u64()),
+        (Some("A"), Some(1))
+    );
+    assert_eq!(conns["id"], legacy["id"], "one advisory on two subjects");
+    let connect = &connected[2].1;
+    assert_eq!(connect["type"], "io.nats.server.advisory.v1.client_connect");
+    let info = &connect["client"];
+    assert_eq!(info["acc"], "A");
+    assert_eq!(info["user"], "a");
+    assert_eq!(info["name"], "watched");
+    assert_eq!(info["kind"], "Client");
+    assert_eq!(info["client_type"], "nats");
+    assert!(info.get("stop").is_none());
+
+    drop(client);
+    let closed = events(&mut sys, 3).await;
+    assert_eq!(closed[1].0, "$SYS.ACCOUNT.A.SERVER.CONNS");
+    assert_eq!(closed[1].1["conns"], 0);
+    let (subject, disconnect) = &closed[2];
+    assert_eq!(subject, "$SYS.ACCOUNT.A.DISCONNECT");
+    assert_eq!(
+        disconnect["type"],
+        "io.nats.server.advisory.v1.client_disconnect"
+    );
+    assert_eq!(disconnect["reason"], "Client Closed");
+    assert_eq!(disconnect["client"]["id"], info["id"]);
+    assert!(disconnect["client"]["stop"].is_string());
+    assert_eq!(disconnect["received"]["msgs"], 1);
+    assert_eq!(disconnect["received"]["bytes"], 2);
+    // Every message from the system account has the next sequence number.
+    let seqs: Vec<u64> = connected
+        .iter()
+        .chain(&closed)
+        .map(|(_, e)| e["server"]["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn statsz_is_published_from_the_start() {
+    let server = common::TestServer::with(options(CONFIG)).await;
+    let mut sys = sys_subscriber(&server, &["$SYS.SERVER.*.STATSZ"]).await;
+    // The interval starts small and doubles, so two arrive soon after start.
+    let statsz = events(&mut sys, 2).await;
+    let id = &server.shared.server_id;
+    for (subject, event) in &statsz {
+        assert_eq!(subject, &format!("$SYS.SERVER.{id}.STATSZ"));
+        assert_eq!(event["server"]["id"], id.as_str());
+        assert_eq!(event["statsz"]["connections"], 1);
+        assert_eq!(event["statsz"]["active_accounts"], 1);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn account_users_reach_their_own_account_through_the_imports() {
+    let server = common::TestServer::with(options(CONFIG)).await;
+    let _b = async_nats::ConnectOptions::with_user_and_password("b".into(), "b".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let a = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let ask = |subject: &'static str| {
+        let a = a.clone();
+        async move {
+            let reply = tokio::time::timeout(common::WAIT, a.request(subject, "".into()))
+                .await
+                .expect("answered in time");
+            reply.map(|m| serde_json::from_slice::<Value>(&m.payload).expect("JSON"))
+        }
+    };
+    let info = ask("$SYS.REQ.USER.INFO").await.expect("USER.INFO");
+    assert_eq!(
+        info["data"],
+        serde_json::json!({"user": "a", "account": "A", "account_name": "A"})
+    );
+    // `SERVER.PING.CONNZ` from an account is that account's CONNZ: B's client is not listed.
+    let connz = ask("$SYS.REQ.SERVER.PING.CONNZ").await.expect("CONNZ");
+    assert_eq!(connz["data"]["num_connections"], 1);
+    let statz = ask("$SYS.REQ.ACCOUNT.PING.STATZ").await.expect("STATZ");
+    assert_eq!(statz["data"]["account_statz"][0]["acc"], "A");
+    let refused = ask("$SYS.REQ.SERVER.PING.VARZ").await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+        "{refused:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_global_account_asks_as_nobody() {
+    let server = common::TestServer::start().await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let reply = tokio::time::timeout(
+        common::WAIT,
+        client.request("$SYS.REQ.USER.INFO", "".into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("USER.INFO");
+    let info: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        info["data"],
+        serde_json::json!({"user": "", "account": "$G", "account_name": "$G"})
+    );
+    assert_eq!(info["server"]["name"], server.shared.server_name.as_str());
+    server.shutdown().await;
+}
