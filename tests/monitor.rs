@@ -628,6 +628,104 @@ async fn metrics_match_varz() {
     }
 }
 
+/// Accounts with a system account, as in the recorded observations of nats-server.
+const ACCOUNTS: &str = r#"
+accounts {
+  SYS: { users: [{user: sys, password: sys}] }
+  A: { users: [{user: a, password: a}], exports: [{service: "req"}, {stream: "ev.>"}] }
+  B: { users: [{user: b, password: b}], imports: [{service: {account: A, subject: "req"}}] }
+  C: { users: [{user: c, password: c}] }
+}
+system_account: SYS
+http_port: -1
+"#;
+
+#[tokio::test]
+async fn accounts_in_monitoring() {
+    let file = tern::config::conf::parse_str(ACCOUNTS, std::path::Path::new("a.conf")).unwrap();
+    let mut opts = Options::default();
+    opts.apply_file(&file, &mut Vec::new()).unwrap();
+    let server = TestServer::with(opts).await;
+    let monitor = server.monitor.expect("monitor listening");
+    let mut a = raw_connect(&server, r#"{"verbose":false,"user":"a","pass":"a"}"#).await;
+    a.send("SUB foo 1\r\nSUB req 2\r\n").await;
+    a.expect_before_pong("").await;
+    let mut b = raw_connect(&server, r#"{"verbose":false,"user":"b","pass":"b"}"#).await;
+    b.send("SUB bar q1 1\r\n").await;
+    b.expect_before_pong("").await;
+
+    assert_eq!(json(monitor, "/varz").await["system_account"], "SYS");
+    let accountz = json(monitor, "/accountz").await;
+    assert_eq!(accountz["system_account"], "SYS");
+    let mut names: Vec<&str> = accountz["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["$G", "A", "B", "C", "SYS"]);
+    let detail = &json(monitor, "/accountz?acc=A").await["account_detail"];
+    assert_eq!(detail["client_connections"], 1);
+    // Two client subscriptions and the four imports from the system account.
+    assert_eq!(detail["subscriptions"], 6);
+    assert_eq!(detail["exports"][0]["response_type"], "Singleton");
+    assert_eq!(detail["imports"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        json(monitor, "/accountz?acc=SYS").await["account_detail"]["is_system"],
+        true
+    );
+    let (status, body) = get(monitor, "/accountz?acc=NOPE").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "Account NOPE does not exist")
+    );
+
+    let listed = |doc: &Value| {
+        let mut accs: Vec<String> = doc["account_statz"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["acc"].as_str().unwrap().to_string())
+            .collect();
+        accs.sort();
+        accs
+    };
+    assert_eq!(listed(&json(monitor, "/accstatz").await), ["A", "B"]);
+    assert_eq!(
+        listed(&json(monitor, "/accstatz?unused=1").await),
+        ["$G", "A", "B", "C", "SYS"]
+    );
+
+    let connz = json(monitor, "/connz?acc=A").await;
+    assert_eq!(connz["num_connections"], 1);
+    assert!(connz["connections"][0].get("account").is_none());
+    let authed = json(monitor, "/connz?acc=B&auth=1").await;
+    assert_eq!(authed["connections"][0]["account"], "B");
+    assert_eq!(authed["connections"][0]["name_tag"], "B");
+    let missing = json(monitor, "/connz?acc=NOPE").await;
+    assert_eq!(missing["connections"], Value::Null);
+
+    let subsz = json(monitor, "/subsz?subs=1&acc=B").await;
+    assert_eq!(subsz["num_subscriptions"], 6);
+    let bar = &subsz["subscriptions_list"][0];
+    assert_eq!(
+        (bar["account"].as_str(), bar["qgroup"].as_str()),
+        (Some("B"), Some("q1"))
+    );
+
+    // B's six subscriptions: `bar`, the import of A's `req`, and the four system imports.
+    let (_, metrics) = get(monitor, "/metrics").await;
+    let id = &server.shared.server_id;
+    for line in [
+        format!("gnatsd_accstatz_current_connections{{server_id=\"{id}\",account=\"A\"}} 1"),
+        format!("gnatsd_accstatz_current_connections{{server_id=\"{id}\",account=\"C\"}} 0"),
+        format!("gnatsd_accstatz_subscriptions{{server_id=\"{id}\",account=\"B\"}} 6"),
+    ] {
+        assert!(metrics.contains(&format!("{line}\n")), "{line}: {metrics}");
+    }
+}
+
 #[tokio::test]
 async fn base_path_prefixes_every_endpoint() {
     let opts = Options {
