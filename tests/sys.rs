@@ -60,7 +60,8 @@ struct Wire {
 }
 
 impl Wire {
-    /// Connects as `user` (password = user name) and waits for the first PONG.
+    /// Connects as `user` (password = user name; `""` for no credentials) and waits for the
+    /// first PONG.
     fn connect(addr: &str, user: &str) -> Wire {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
@@ -71,10 +72,14 @@ impl Wire {
             buf: Vec::new(),
             inbox: false,
         };
+        let credentials = match user {
+            "" => String::new(),
+            user => format!(",\"user\":\"{user}\",\"pass\":\"{user}\""),
+        };
         wire.send(&format!(
             "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true,\
-             \"no_responders\":true,\"user\":\"{user}\",\"pass\":\"{user}\",\"name\":\"{user}-client\",\
-             \"lang\":\"rust\",\"version\":\"1\"}}\r\nPING\r\n"
+             \"no_responders\":true,\"name\":\"{user}-client\",\"lang\":\"rust\",\
+             \"version\":\"1\"{credentials}}}\r\nPING\r\n"
         ));
         wire.until_pong();
         wire
@@ -293,20 +298,31 @@ fn observe(binary: &Path, scratch: &Scratch, name: &str) -> Observed {
     }
 
     // Monitoring with accounts.
-    for path in [
-        "/varz",
-        "/accountz",
-        "/accountz?acc=A",
-        "/accountz?acc=B",
-        "/accountz?acc=SYS",
-        "/accountz?acc=NOPE",
-        "/accstatz",
-        "/accstatz?unused=1",
-        "/connz?acc=A",
-        "/connz?auth=1&subs=1",
-        "/subsz?subs=1&acc=B",
-    ] {
-        let (status, body) = http_get(&monitor, path).expect("monitor answers");
+    get_all(
+        &monitor,
+        &[
+            "/varz",
+            "/accountz",
+            "/accountz?acc=A",
+            "/accountz?acc=B",
+            "/accountz?acc=SYS",
+            "/accountz?acc=NOPE",
+            "/accstatz",
+            "/accstatz?unused=1",
+            "/connz?acc=A",
+            "/connz?auth=1&subs=1",
+            "/subsz?subs=1&acc=B",
+        ],
+        &mut seen,
+    );
+    drop((a, b));
+    seen
+}
+
+/// `GET`s each path, recording its JSON (or status and text when it is not JSON).
+fn get_all(monitor: &str, paths: &[&str], seen: &mut Observed) {
+    for path in paths {
+        let (status, body) = http_get(monitor, path).expect("monitor answers");
         let outcome = match serde_json::from_str::<Value>(&body) {
             Ok(mut json) => {
                 // nats-server lists the reply routes of its streamed system exports under the
@@ -320,8 +336,49 @@ fn observe(binary: &Path, scratch: &Scratch, name: &str) -> Observed {
         };
         seen.push((format!("GET {path}"), outcome));
     }
-    drop((a, b));
+}
+
+/// Without accounts: `$SYS` is made, nobody can log in to it, and `$G` has the imports.
+fn observe_default(binary: &Path, scratch: &Scratch, name: &str) -> Observed {
+    let config = scratch.0.join("default.conf");
+    std::fs::write(&config, "# nothing: the defaults\n").unwrap();
+    let (_server, client, monitor) = start_with_ports(binary, &config, &scratch.0.join(name));
+    let mut seen = Observed::new();
+    let mut anonymous = Wire::connect(&client, "");
+    anonymous.send("SUB foo 1\r\n");
+    for subject in [
+        "$SYS.REQ.USER.INFO",
+        "$SYS.REQ.SERVER.PING.CONNZ",
+        "$SYS.REQ.ACCOUNT.PING.CONNZ",
+        "$SYS.REQ.ACCOUNT.PING.STATZ",
+        "$SYS.REQ.SERVER.PING",
+    ] {
+        seen.push((format!("$G {subject}"), anonymous.request(subject, "")));
+    }
+    get_all(
+        &monitor,
+        &[
+            "/varz",
+            "/accountz",
+            "/accountz?acc=%24SYS",
+            "/accountz?acc=%24G",
+            "/accstatz?unused=1",
+            "/connz?auth=1",
+            "/subsz?subs=1&acc=%24G",
+        ],
+        &mut seen,
+    );
     seen
+}
+
+#[test]
+fn default_system_account_matches_nats_server() {
+    let reference = reference_server();
+    let scratch = Scratch::new("sys-default-side-by-side");
+    let theirs = observe_default(&reference, &scratch, "nats-server");
+    let ours = observe_default(Path::new(env!("CARGO_BIN_EXE_tern")), &scratch, "tern");
+    assert_eq!(theirs.len(), ours.len());
+    compare(&theirs, &ours);
 }
 
 /// Keeps what the two servers must agree on exactly: shapes, errors, and bare strings.
@@ -357,8 +414,13 @@ fn system_account_matches_nats_server() {
     };
     assert_eq!(answered(&theirs), answered(&ours));
     assert!(answered(&ours) >= 50, "only {} documents", answered(&ours));
+    compare(&theirs, &ours);
+}
+
+/// Asserts that every answer has the same fields and types, errors the same texts.
+fn compare(theirs: &Observed, ours: &Observed) {
     let mut differences = Vec::new();
-    for (label, outcome) in &theirs {
+    for (label, outcome) in theirs {
         let mine = &ours
             .iter()
             .find(|(l, _)| l == label)
