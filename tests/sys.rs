@@ -258,7 +258,23 @@ fn observe(binary: &Path, scratch: &Scratch, name: &str) -> Observed {
             "$SYS.REQ.ACCOUNT.PING.STATZ".into(),
             r#"{"accounts":["A"],"include_unused":true}"#,
         ),
+        ("$SYS.REQ.ACCOUNT.C.STATZ".into(), ""),
+        (
+            "$SYS.REQ.ACCOUNT.C.STATZ".into(),
+            r#"{"include_unused":true}"#,
+        ),
+        (
+            "$SYS.REQ.SERVER.PING.ACCOUNTZ".into(),
+            r#"{"account":"NOPE"}"#,
+        ),
+        ("$SYS.REQ.SERVER.PING.CONNZ".into(), r#"{"sort":"stop"}"#),
+        ("$SYS.REQ.SERVER.PING.CONNZ".into(), r#"{"sort":"bogus"}"#),
+        (
+            "$SYS.REQ.SERVER.PING.CONNZ".into(),
+            r#"{"state":2,"sort":"reason"}"#,
+        ),
         ("$SYS.REQ.USER.INFO".into(), ""),
+        ("$SYS.REQ.USER.A.INFO".into(), ""),
         ("$SYS.REQ.SERVER.PING.NOSUCH".into(), ""),
         ("$SYS.REQ.SERVER.NOSUCHSERVER.VARZ".into(), ""),
     ];

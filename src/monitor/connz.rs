@@ -49,11 +49,9 @@ enum Subs {
 
 /// `sort=`: nats-server's sort options. `cid`, `start` and `reason` ascend; the others put the
 /// largest (most recent, most idle, longest-lived) first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Sort {
-    #[default]
     Cid,
     Start,
     Subs,
@@ -90,13 +88,6 @@ impl Sort {
             "rtt" => Sort::Rtt,
             _ => return None,
         })
-    }
-}
-
-impl TryFrom<String> for Sort {
-    type Error = String;
-    fn try_from(text: String) -> Result<Sort, String> {
-        Sort::parse(&text).ok_or_else(|| format!("invalid sorting option: {text}"))
     }
 }
 
@@ -184,8 +175,8 @@ impl From<&SubSnapshot> for SubDetail {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ConnzOptions {
-    /// `sort`.
-    pub sort: Sort,
+    /// `sort`: one of [`Sort`]'s names (empty: by cid).
+    pub sort: String,
     /// `auth`: show `authorized_user`, `account` and `name_tag`.
     pub auth: bool,
     /// `subscriptions` (`subs=1`): list each connection's subjects.
@@ -217,9 +208,7 @@ impl ConnzOptions {
 
     /// The query of an HTTP request, with nats-server's error texts.
     pub fn from_query(req: &Request) -> Result<ConnzOptions, Response> {
-        let sort_text = req.param("sort").unwrap_or("");
-        let sort = Sort::parse(sort_text)
-            .ok_or_else(|| bad_request(format!("invalid sorting option: {sort_text}")))?;
+        let sort = req.param("sort").unwrap_or_default().to_string();
         let (subscriptions, subscriptions_detail) = match req.param("subs") {
             Some("detail") => (false, true),
             _ => (bool_param(req, "subs")?, false),
@@ -261,12 +250,9 @@ pub fn connz(shared: &Shared, req: &Request) -> Response {
 
 /// The `/connz` document for `q`; the error is nats-server's text for a bad combination.
 pub fn build(shared: &Shared, q: &ConnzOptions) -> Result<Connz, String> {
-    if matches!(q.sort, Sort::Stop | Sort::Reason) && q.state != State::Closed {
-        let name = if q.sort == Sort::Stop {
-            "stop"
-        } else {
-            "reason"
-        };
+    let by = Sort::parse(&q.sort).ok_or_else(|| format!("invalid sorting option: {}", q.sort))?;
+    if matches!(by, Sort::Stop | Sort::Reason) && q.state != State::Closed {
+        let name = if by == Sort::Stop { "stop" } else { "reason" };
         return Err(format!("sort by {name} only valid on closed connections"));
     }
     let limit = match q.limit {
@@ -321,7 +307,7 @@ pub fn build(shared: &Shared, q: &ConnzOptions) -> Result<Connz, String> {
     if !q.acc.is_empty() {
         conns.retain(|c| c.account == q.acc);
     }
-    sort(&mut conns, q.sort, now);
+    sort(&mut conns, by, now);
     let total = conns.len();
     let page: Vec<ConnInfo> = conns
         .iter()

@@ -32,7 +32,8 @@ pub enum Service {
     /// `$SYS.REQ.SERVER.PING` (`STATSZ`), `$SYS.REQ.SERVER.PING.<X>` or
     /// `$SYS.REQ.SERVER.<id>.<X>`: the server-wide endpoint X.
     Server(&'static str),
-    /// `$SYS.REQ.ACCOUNT.<acc>.<X>`: the endpoint X for the account named by the subject.
+    /// `$SYS.REQ.ACCOUNT.<acc>.<X>`: the endpoint X for the account named by the subject
+    /// (`USER` for `$SYS.REQ.USER.<acc>.INFO`).
     Account(&'static str),
     /// One of the imports every account gets from the system account: the endpoint X for the
     /// importing account.

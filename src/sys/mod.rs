@@ -75,6 +75,7 @@ pub fn start(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
             format!("$SYS.REQ.ACCOUNT.*.{endpoint}"),
         );
     }
+    subscribe(Service::Account("USER"), "$SYS.REQ.USER.*.INFO".into());
     let sys = Sys {
         shared: shared.clone(),
         system,

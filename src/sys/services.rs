@@ -144,11 +144,19 @@ impl Sys {
                     if acc != "PING" {
                         opts.accounts = vec![acc.to_string()];
                     }
-                    Answer::Data(to_value(&accountz::build_accstatz(&shared, &opts)))
+                    let statz = accountz::build_accstatz(&shared, &opts);
+                    // Nothing to tell about accounts without connections, unless asked.
+                    match statz.account_statz().is_empty() && !opts.include_unused {
+                        true => Answer::Nothing,
+                        false => Answer::Data(to_value(&statz)),
+                    }
                 }
                 Err(answer) => answer,
             },
             "JSZ" => Answer::Error(500, "jetstream not enabled".into()),
+            // `$SYS.REQ.USER.<acc>.INFO` asked directly, not through the import that says who
+            // asks: nats-server answers for nobody.
+            "USER" => Answer::Data(serde_json::json!({"user": "", "account": ""})),
             "LEAFZ" => Answer::Data(serde_json::json!({
                 "server_id": shared.server_id,
                 "now": rfc3339(SystemTime::now()),
