@@ -634,3 +634,29 @@ async fn the_global_account_asks_as_nobody() {
     assert_eq!(info["server"]["name"], server.shared.server_name.as_str());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_imports_survive_a_reload() {
+    let server = common::TestServer::with(options(CONFIG)).await;
+    let mut reloaded = options(CONFIG);
+    reloaded.host = "127.0.0.1".into();
+    reloaded.port = 0;
+    server.shared.reload(reloaded).expect("reload");
+    let client = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(
+        common::WAIT,
+        client.request("$SYS.REQ.USER.INFO", "".into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("USER.INFO after reload");
+    let info: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(info["data"]["account"], "A");
+    // The four imports, installed once (not twice), and the requester's inbox subscription.
+    let a = server.shared.router.account("A").unwrap();
+    assert_eq!(a.subscription_count(), 5);
+    server.shutdown().await;
+}

@@ -35,6 +35,8 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A server with its client listener (and HTTP monitor listener, if configured) bound.
 pub struct Server {
     shared: Arc<Shared>,
+    /// The system account's services, subscribed at bind and run by `run`.
+    system_services: Option<crate::sys::Services>,
     listener: TcpListener,
     monitor: Option<TcpListener>,
     /// The monitor's TLS, when it serves HTTPS.
@@ -91,6 +93,7 @@ impl Server {
             .map_err(fatal)?;
         let shared = Arc::new(shared);
         Ok(Server {
+            system_services: crate::sys::start(&shared),
             shared,
             listener,
             monitor,
@@ -118,12 +121,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server {
             shared,
+            system_services,
             listener,
             monitor,
             monitor_tls,
         } = self;
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
-        let system_services = crate::sys::start(&shared);
+        let system_services = system_services.map(crate::sys::Services::spawn);
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {

@@ -44,9 +44,22 @@ const SERVER_ENDPOINTS: [&str; 7] = [
 /// The account endpoints, answered on `$SYS.REQ.ACCOUNT.<acc>.<X>`.
 const ACCOUNT_ENDPOINTS: [&str; 7] = ["CONNZ", "SUBSZ", "INFO", "CONNS", "STATZ", "JSZ", "LEAFZ"];
 
-/// Starts the system services when there is a system account: subscribes its endpoints and
-/// spawns the task that answers them and publishes the events.
-pub fn start(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
+/// The system services, subscribed and not yet running.
+pub struct Services {
+    sys: Sys,
+    inputs: UnboundedReceiver<SysInput>,
+}
+
+impl Services {
+    /// Spawns the task that answers the requests and publishes the events.
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.sys.run(self.inputs))
+    }
+}
+
+/// Sets up the system services when there is a system account: subscribes its endpoints at
+/// once (so that they are there as soon as the server is bound); [`Services::spawn`] runs them.
+pub fn start(shared: &Arc<Shared>) -> Option<Services> {
     let system = shared
         .router
         .accounts()
@@ -81,7 +94,7 @@ pub fn start(shared: &Arc<Shared>) -> Option<JoinHandle<()>> {
         system,
         seq: 0,
     };
-    Some(tokio::spawn(sys.run(inputs)))
+    Some(Services { sys, inputs })
 }
 
 /// The services' state: what they publish from, and the sequence of what they sent.
