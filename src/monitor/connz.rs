@@ -50,7 +50,6 @@ enum Subs {
 /// `sort=`: nats-server's sort options. `cid`, `start` and `reason` ascend; the others put the
 /// largest (most recent, most idle, longest-lived) first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum Sort {
     Cid,
     Start,

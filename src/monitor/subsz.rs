@@ -14,7 +14,6 @@ use crate::state::Shared;
 
 /// Sublist statistics, nats-server's `SublistStats`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct SublistStats {
     num_subscriptions: usize,
     num_cache: u64,

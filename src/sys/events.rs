@@ -191,12 +191,17 @@ impl Sys {
 
     /// The account's connection count, on both subjects nats-server uses.
     pub(super) fn publish_account_conns(&mut self, account: &Account) {
-        let mut advisory = self.account_conns(account);
-        let system = self.system.clone();
         let subjects = [
             format!("$SYS.SERVER.ACCOUNT.{}.CONNS", account.name),
             format!("$SYS.ACCOUNT.{}.SERVER.CONNS", account.name),
         ];
+        // Summing an account's counters walks every connection: not for nobody.
+        if !subjects.iter().any(|s| self.has_interest(s)) {
+            self.seq += subjects.len() as u64;
+            return;
+        }
+        let mut advisory = self.account_conns(account);
+        let system = self.system.clone();
         for (i, subject) in subjects.iter().enumerate() {
             // Same advisory (id, timestamp); each message has its own sequence number.
             if i > 0 {
@@ -212,6 +217,11 @@ impl Sys {
     pub(super) fn client_connected(&mut self, conn: &Connection) {
         let account = conn.account();
         self.publish_account_conns(&account);
+        let subject = format!("$SYS.ACCOUNT.{}.CONNECT", account.name);
+        if !self.has_interest(&subject) {
+            self.seq += 1;
+            return;
+        }
         let snapshot = conn.snapshot(false);
         let advisory = ClientAdvisory {
             kind: "io.nats.server.advisory.v1.client_connect",
@@ -223,7 +233,6 @@ impl Sys {
             received: None,
             reason: None,
         };
-        let subject = format!("$SYS.ACCOUNT.{}.CONNECT", account.name);
         if let Some(payload) = Sys::encode(&advisory) {
             self.send(&self.system.clone(), &subject, &payload);
         }
@@ -235,6 +244,11 @@ impl Sys {
             return;
         };
         self.publish_account_conns(&account);
+        let subject = format!("$SYS.ACCOUNT.{}.DISCONNECT", account.name);
+        if !self.has_interest(&subject) {
+            self.seq += 1;
+            return;
+        }
         let advisory = ClientAdvisory {
             kind: "io.nats.server.advisory.v1.client_disconnect",
             id: advisory_id(),
@@ -254,7 +268,6 @@ impl Sys {
             }),
             reason: snapshot.reason,
         };
-        let subject = format!("$SYS.ACCOUNT.{}.DISCONNECT", account.name);
         if let Some(payload) = Sys::encode(&advisory) {
             self.send(&self.system.clone(), &subject, &payload);
         }

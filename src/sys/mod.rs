@@ -201,6 +201,13 @@ impl Sys {
         out.flush(None);
     }
 
+    /// Whether anyone in the system account subscribes to `subject` (an event nobody takes is
+    /// only numbered, not built).
+    fn has_interest(&self, subject: &str) -> bool {
+        let matches = self.system.matches(subject.as_bytes());
+        !matches.psubs.is_empty() || !matches.qsubs.is_empty()
+    }
+
     /// Serializes a response or event, or nothing (logged) if it cannot be.
     fn encode(value: &impl Serialize) -> Option<Vec<u8>> {
         match serde_json::to_vec(value) {
