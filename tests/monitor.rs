@@ -738,22 +738,15 @@ async fn base_path_prefixes_every_endpoint() {
     assert!(get(monitor, "/nats").await.1.contains("/nats/connz"));
 }
 
-/// Runs nats-server (when installed) and tern side by side in the same situation and compares
-/// their field lists live. Skipped, with a note, when `nats-server` is not on the PATH.
+/// Runs nats-server 2.15.1 and tern side by side in the same situation and compares their field
+/// lists live. Fails when the reference is not on the PATH.
 #[test]
 fn same_fields_as_a_live_nats_server() {
     use common::process::{http_get, Process, Scratch};
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
 
-    let Some(reference) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nats-server"))
-            .find(|p| p.is_file())
-    }) else {
-        eprintln!("nats-server not installed; live comparison skipped");
-        return;
-    };
+    let reference = common::process::reference_server();
     let scratch = Scratch::new("monitor-live");
     let config = scratch.0.join("ref.conf");
     std::fs::write(&config, "no_system_account: true\n").unwrap();
