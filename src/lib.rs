@@ -29,6 +29,9 @@
 //!   (match and permission caches), [`conn::trace`], and [`conn::client`], the client kind's
 //!   operations. Routes and leafnodes will be kinds beside it, each with its own op set.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`].
+//! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
+//!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
+//!   one task fed by `state::events`.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.
@@ -64,6 +67,7 @@ pub mod proto;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod sys;
 
 pub use config::Options;
 pub use server::Server;

@@ -54,8 +54,12 @@ async fn json(addr: SocketAddr, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// Monitoring on a random port, without a system account: the recorded fixtures were made with
+/// `no_system_account: true`, and the counts below are of client subscriptions only (a system
+/// account adds its service imports to every account). `tests/sys.rs` covers the system account.
 fn monitored(mut opts: Options) -> Options {
     opts.http_port = -1;
+    opts.no_system_account = true;
     opts
 }
 
@@ -624,7 +628,10 @@ async fn metrics_match_varz() {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap();
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
-        let name = name.strip_prefix("gnatsd_varz_").unwrap();
+        // The per-account series (`gnatsd_accstatz_*`) have their own test.
+        let Some(name) = name.strip_prefix("gnatsd_varz_") else {
+            continue;
+        };
         let name = name
             .strip_suffix(&format!("{{server_id=\"{id}\"}}"))
             .unwrap();
@@ -640,6 +647,104 @@ async fn metrics_match_varz() {
         compared += 1;
     }
     assert!(compared >= 18, "{text}");
+}
+
+/// Accounts with a system account, as in the recorded observations of nats-server.
+const ACCOUNTS: &str = r#"
+accounts {
+  SYS: { users: [{user: sys, password: sys}] }
+  A: { users: [{user: a, password: a}], exports: [{service: "req"}, {stream: "ev.>"}] }
+  B: { users: [{user: b, password: b}], imports: [{service: {account: A, subject: "req"}}] }
+  C: { users: [{user: c, password: c}] }
+}
+system_account: SYS
+http_port: -1
+"#;
+
+#[tokio::test]
+async fn accounts_in_monitoring() {
+    let file = tern::config::conf::parse_str(ACCOUNTS, std::path::Path::new("a.conf")).unwrap();
+    let mut opts = Options::default();
+    opts.apply_file(&file, &mut Vec::new()).unwrap();
+    let server = TestServer::with(opts).await;
+    let monitor = server.monitor.expect("monitor listening");
+    let mut a = raw_connect(&server, r#"{"verbose":false,"user":"a","pass":"a"}"#).await;
+    a.send("SUB foo 1\r\nSUB req 2\r\n").await;
+    a.expect_before_pong("").await;
+    let mut b = raw_connect(&server, r#"{"verbose":false,"user":"b","pass":"b"}"#).await;
+    b.send("SUB bar q1 1\r\n").await;
+    b.expect_before_pong("").await;
+
+    assert_eq!(json(monitor, "/varz").await["system_account"], "SYS");
+    let accountz = json(monitor, "/accountz").await;
+    assert_eq!(accountz["system_account"], "SYS");
+    let mut names: Vec<&str> = accountz["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["$G", "A", "B", "C", "SYS"]);
+    let detail = &json(monitor, "/accountz?acc=A").await["account_detail"];
+    assert_eq!(detail["client_connections"], 1);
+    // Two client subscriptions and the four imports from the system account.
+    assert_eq!(detail["subscriptions"], 6);
+    assert_eq!(detail["exports"][0]["response_type"], "Singleton");
+    assert_eq!(detail["imports"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        json(monitor, "/accountz?acc=SYS").await["account_detail"]["is_system"],
+        true
+    );
+    let (status, body) = get(monitor, "/accountz?acc=NOPE").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "Account NOPE does not exist")
+    );
+
+    let listed = |doc: &Value| {
+        let mut accs: Vec<String> = doc["account_statz"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["acc"].as_str().unwrap().to_string())
+            .collect();
+        accs.sort();
+        accs
+    };
+    assert_eq!(listed(&json(monitor, "/accstatz").await), ["A", "B"]);
+    assert_eq!(
+        listed(&json(monitor, "/accstatz?unused=1").await),
+        ["$G", "A", "B", "C", "SYS"]
+    );
+
+    let connz = json(monitor, "/connz?acc=A").await;
+    assert_eq!(connz["num_connections"], 1);
+    assert!(connz["connections"][0].get("account").is_none());
+    let authed = json(monitor, "/connz?acc=B&auth=1").await;
+    assert_eq!(authed["connections"][0]["account"], "B");
+    assert_eq!(authed["connections"][0]["name_tag"], "B");
+    let missing = json(monitor, "/connz?acc=NOPE").await;
+    assert_eq!(missing["connections"], Value::Null);
+
+    let subsz = json(monitor, "/subsz?subs=1&acc=B").await;
+    assert_eq!(subsz["num_subscriptions"], 6);
+    let bar = &subsz["subscriptions_list"][0];
+    assert_eq!(
+        (bar["account"].as_str(), bar["qgroup"].as_str()),
+        (Some("B"), Some("q1"))
+    );
+
+    // B's six subscriptions: `bar`, the import of A's `req`, and the four system imports.
+    let (_, metrics) = get(monitor, "/metrics").await;
+    let id = &server.shared.server_id;
+    for line in [
+        format!("gnatsd_accstatz_current_connections{{server_id=\"{id}\",account=\"A\"}} 1"),
+        format!("gnatsd_accstatz_current_connections{{server_id=\"{id}\",account=\"C\"}} 0"),
+        format!("gnatsd_accstatz_subscriptions{{server_id=\"{id}\",account=\"B\"}} 6"),
+    ] {
+        assert!(metrics.contains(&format!("{line}\n")), "{line}: {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -36,7 +36,8 @@ pub enum Flow {
 }
 
 impl Flow {
-    fn as_str(self) -> &'static str {
+    /// nats-server's name for it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Flow::Stream => "stream",
             Flow::Service => "service",

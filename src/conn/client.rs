@@ -479,6 +479,7 @@ impl Client {
                 self.desc = desc;
                 self.conn.set_desc(&self.desc);
             }
+            self.shared.client_connected(&self.conn);
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.shared.set_credentials(self.conn.cid, credentials);
@@ -498,6 +499,7 @@ impl Client {
             .account(&user.account)
             .unwrap_or_else(|| self.shared.router.global().clone());
         self.conn.bind_account(account.clone());
+        self.out.publisher = Some(self.conn.cid);
         self.out.origin = Some((
             account.name.clone(),
             self.conn.stats.rtt().unwrap_or_default(),
@@ -770,6 +772,9 @@ impl Client {
             .closed
             .push(self.conn.closed_snapshot(reason.as_str()));
         self.shared.router.remove_connection(&self.conn);
+        if self.connected {
+            self.shared.client_closed(&self.conn, reason);
+        }
         self.shared.forget_credentials(self.conn.cid);
         if reason == CloseReason::SlowConsumerPendingBytes {
             let max = self.server.max_pending;

@@ -42,6 +42,8 @@ pub struct Deliveries {
     /// The publisher's account name and round-trip time, for the `Nats-Request-Info` header
     /// a service import adds.
     pub origin: Option<(Arc<str>, std::time::Duration)>,
+    /// The publishing client's cid, for services that answer who asks (`$SYS.REQ.USER.INFO`).
+    pub publisher: Option<u64>,
     /// Accounts the current message has passed through.
     hops: u8,
 }

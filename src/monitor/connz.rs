@@ -5,9 +5,10 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{bad_request, bool_param, go_duration, int_param, rfc3339, uptime, GLOBAL_ACCOUNT};
+use super::{bad_request, bool_param, go_duration, int_param, rfc3339, uptime};
+use crate::engine::account::GLOBAL_ACCOUNT;
 use crate::engine::stats::{ConnSnapshot, SubSnapshot};
 use crate::monitor::http::{Request, Response};
 use crate::state::Shared;
@@ -15,12 +16,27 @@ use crate::state::Shared;
 /// nats-server's default page size.
 pub const DEFAULT_LIMIT: usize = 1024;
 
-/// Which connections to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+/// Which connections to list: nats-server's `ConnState` (0, 1, 2 in a JSON request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(from = "u8")]
+pub enum State {
+    /// Open connections (the default).
+    #[default]
     Open,
+    /// Recently closed connections.
     Closed,
+    /// Both.
     All,
+}
+
+impl From<u8> for State {
+    fn from(n: u8) -> State {
+        match n {
+            1 => State::Closed,
+            2 => State::All,
+            _ => State::Open,
+        }
+    }
 }
 
 /// How much of each connection's subscriptions to show.
@@ -74,22 +90,22 @@ impl Sort {
     }
 }
 
-/// The `/connz` document.
+/// The `/connz` document. `connections` is `null` when the account asked for does not exist.
 #[derive(Debug, Serialize)]
-struct Connz {
+pub struct Connz {
     server_id: String,
     now: String,
     num_connections: usize,
     total: usize,
     offset: usize,
     limit: usize,
-    connections: Vec<ConnInfo>,
+    connections: Option<Vec<ConnInfo>>,
 }
 
 /// One connection in `/connz`, nats-server's `ConnInfo` (TLS, JWT and MQTT fields are left
 /// out, as nats-server leaves them out when unset).
 #[derive(Debug, Serialize)]
-struct ConnInfo {
+pub struct ConnInfo {
     cid: u64,
     kind: &'static str,
     #[serde(rename = "type")]
@@ -120,12 +136,14 @@ struct ConnInfo {
     version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorized_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subscriptions_list: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subscriptions_list_detail: Vec<SubDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    name_tag: Option<&'static str>,
+    name_tag: Option<String>,
 }
 
 /// One subscription in `subscriptions_list_detail`.
@@ -151,73 +169,111 @@ impl From<&SubSnapshot> for SubDetail {
     }
 }
 
-/// What the query asked for.
-#[derive(Debug)]
-struct Query {
-    sort: Sort,
-    offset: usize,
-    limit: usize,
-    subs: Subs,
-    auth: bool,
-    state: State,
-    cid: Option<u64>,
-    user: Option<String>,
+/// What a `/connz` request asks for: nats-server's `ConnzOptions`, with its JSON names (the
+/// body of a `$SYS.REQ.*.CONNZ` request); the HTTP query is read into the same.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ConnzOptions {
+    /// `sort`: one of [`Sort`]'s names (empty: by cid).
+    pub sort: String,
+    /// `auth`: show `authorized_user`, `account` and `name_tag`.
+    pub auth: bool,
+    /// `subscriptions` (`subs=1`): list each connection's subjects.
+    pub subscriptions: bool,
+    /// `subscriptions_detail` (`subs=detail`): list each connection's subscriptions.
+    pub subscriptions_detail: bool,
+    /// `offset`.
+    pub offset: usize,
+    /// `limit` (0: the default page size).
+    pub limit: usize,
+    /// `cid`: only this connection.
+    pub cid: u64,
+    /// `state`.
+    pub state: State,
+    /// `user`: only this user's connections.
+    pub user: String,
+    /// `acc`: only this account's connections.
+    pub acc: String,
 }
 
-fn query(req: &Request) -> Result<Query, Response> {
-    let sort_text = req.param("sort").unwrap_or("");
-    let sort = Sort::parse(sort_text)
-        .ok_or_else(|| bad_request(format!("invalid sorting option: {sort_text}")))?;
-    let subs = match req.param("subs") {
-        Some("detail") => Subs::Detail,
-        _ if bool_param(req, "subs")? => Subs::Subjects,
-        _ => Subs::None,
-    };
-    let state = match req.param("state").unwrap_or("open") {
-        "" | "open" => State::Open,
-        "closed" => State::Closed,
-        "any" | "all" => State::All,
-        other => {
-            return Err(bad_request(format!(
-                "Error decoding state for 'state': {other:?}"
-            )))
+impl ConnzOptions {
+    fn subs(&self) -> Subs {
+        match (self.subscriptions_detail, self.subscriptions) {
+            (true, _) => Subs::Detail,
+            (false, true) => Subs::Subjects,
+            _ => Subs::None,
         }
-    };
-    if matches!(sort, Sort::Stop | Sort::Reason) && state != State::Closed {
-        let name = if sort == Sort::Stop { "stop" } else { "reason" };
-        return Err(bad_request(format!(
-            "sort by {name} only valid on closed connections"
-        )));
     }
-    let non_negative = |v: Option<i64>| v.map(|n| n.max(0) as usize);
-    Ok(Query {
-        sort,
-        offset: non_negative(int_param(req, "offset")?).unwrap_or(0),
-        limit: match non_negative(int_param(req, "limit")?) {
-            None | Some(0) => DEFAULT_LIMIT,
-            Some(n) => n,
-        },
-        subs,
-        auth: bool_param(req, "auth")?,
-        state,
-        cid: int_param(req, "cid")?.map(|n| n.max(0) as u64),
-        user: req
-            .param("user")
-            .filter(|u| !u.is_empty())
-            .map(String::from),
-    })
+
+    /// The query of an HTTP request, with nats-server's error texts.
+    pub fn from_query(req: &Request) -> Result<ConnzOptions, Response> {
+        let sort = req.param("sort").unwrap_or_default().to_string();
+        let (subscriptions, subscriptions_detail) = match req.param("subs") {
+            Some("detail") => (false, true),
+            _ => (bool_param(req, "subs")?, false),
+        };
+        let state = match req.param("state").unwrap_or("open") {
+            "" | "open" => State::Open,
+            "closed" => State::Closed,
+            "any" | "all" => State::All,
+            other => {
+                return Err(bad_request(format!(
+                    "Error decoding state for 'state': {other:?}"
+                )))
+            }
+        };
+        let non_negative = |v: Option<i64>| v.map_or(0, |n| n.max(0) as usize);
+        Ok(ConnzOptions {
+            sort,
+            offset: non_negative(int_param(req, "offset")?),
+            limit: non_negative(int_param(req, "limit")?),
+            subscriptions,
+            subscriptions_detail,
+            auth: bool_param(req, "auth")?,
+            state,
+            cid: int_param(req, "cid")?.map_or(0, |n| n.max(0) as u64),
+            user: req.param("user").unwrap_or_default().to_string(),
+            acc: req.param("acc").unwrap_or_default().to_string(),
+        })
+    }
 }
 
 /// The `/connz` response.
 pub fn connz(shared: &Shared, req: &Request) -> Response {
-    let q = match query(req) {
-        Ok(q) => q,
-        Err(response) => return response,
+    let built = ConnzOptions::from_query(req).and_then(|q| build(shared, &q).map_err(bad_request));
+    match built {
+        Ok(connz) => super::json(&connz),
+        Err(response) => response,
+    }
+}
+
+/// The `/connz` document for `q`; the error is nats-server's text for a bad combination.
+pub fn build(shared: &Shared, q: &ConnzOptions) -> Result<Connz, String> {
+    let by = Sort::parse(&q.sort).ok_or_else(|| format!("invalid sorting option: {}", q.sort))?;
+    if matches!(by, Sort::Stop | Sort::Reason) && q.state != State::Closed {
+        let name = if by == Sort::Stop { "stop" } else { "reason" };
+        return Err(format!("sort by {name} only valid on closed connections"));
+    }
+    let limit = match q.limit {
+        0 => DEFAULT_LIMIT,
+        n => n,
     };
     let now = SystemTime::now();
+    // An account that does not exist: nats-server answers before filling in its id.
+    if !q.acc.is_empty() && shared.router.account(&q.acc).is_none() {
+        return Ok(Connz {
+            server_id: String::new(),
+            now: rfc3339(now),
+            num_connections: 0,
+            total: 0,
+            offset: q.offset,
+            limit,
+            connections: None,
+        });
+    }
     let mut conns: Vec<Arc<ConnSnapshot>> = Vec::new();
-    let detail = q.subs != Subs::None;
-    match q.cid {
+    let detail = q.subs() != Subs::None;
+    match Some(q.cid).filter(|&cid| cid != 0) {
         Some(cid) => {
             if q.state != State::Closed {
                 if let Some(conn) = shared.router.connection(cid) {
@@ -244,25 +300,28 @@ pub fn connz(shared: &Shared, req: &Request) -> Response {
             }
         }
     }
-    if let Some(user) = &q.user {
-        conns.retain(|c| c.user.as_deref() == Some(user.as_str()));
+    if !q.user.is_empty() {
+        conns.retain(|c| c.user.as_deref() == Some(q.user.as_str()));
     }
-    sort(&mut conns, q.sort, now);
+    if !q.acc.is_empty() {
+        conns.retain(|c| c.account == q.acc);
+    }
+    sort(&mut conns, by, now);
     let total = conns.len();
     let page: Vec<ConnInfo> = conns
         .iter()
         .skip(q.offset)
-        .take(q.limit)
-        .map(|c| conn_info(c, &q, now))
+        .take(limit)
+        .map(|c| conn_info(c, q, now))
         .collect();
-    super::json(&Connz {
+    Ok(Connz {
         server_id: shared.server_id.clone(),
         now: rfc3339(now),
         num_connections: page.len(),
         total,
         offset: q.offset,
-        limit: q.limit,
-        connections: page,
+        limit,
+        connections: Some(page),
     })
 }
 
@@ -291,7 +350,7 @@ pub fn sort(conns: &mut [Arc<ConnSnapshot>], by: Sort, now: SystemTime) {
     }
 }
 
-fn conn_info(c: &ConnSnapshot, q: &Query, now: SystemTime) -> ConnInfo {
+fn conn_info(c: &ConnSnapshot, q: &ConnzOptions, now: SystemTime) -> ConnInfo {
     let end = c.stop.unwrap_or(now);
     let elapsed = |from: Option<SystemTime>| {
         from.and_then(|t| end.duration_since(t).ok())
@@ -320,16 +379,18 @@ fn conn_info(c: &ConnSnapshot, q: &Query, now: SystemTime) -> ConnInfo {
         lang: c.lang.clone(),
         version: c.version.clone(),
         authorized_user: c.user.clone().filter(|_| q.auth),
-        subscriptions_list: match q.subs {
+        // nats-server names the account unless it is the global one.
+        account: (q.auth && c.account != GLOBAL_ACCOUNT).then(|| c.account.clone()),
+        subscriptions_list: match q.subs() {
             Subs::Subjects => c.subs.iter().map(|s| s.subject.clone()).collect(),
             _ => Vec::new(),
         },
-        subscriptions_list_detail: match q.subs {
+        subscriptions_list_detail: match q.subs() {
             Subs::Detail => c.subs.iter().map(SubDetail::from).collect(),
             _ => Vec::new(),
         },
         // nats-server shows the account tag of open connections only.
-        name_tag: (q.auth && c.stop.is_none()).then_some(GLOBAL_ACCOUNT),
+        name_tag: (q.auth && c.stop.is_none()).then(|| c.account.clone()),
     }
 }
 

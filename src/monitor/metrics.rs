@@ -166,6 +166,37 @@ pub fn metrics(shared: &Shared) -> Response {
         let _ = writeln!(text, "# TYPE gnatsd_varz_{name} {kind}");
         let _ = writeln!(text, "gnatsd_varz_{name}{{{label}}} {value}");
     }
+    // Per account, under prometheus-nats-exporter's `accstatz` names, labelled `account`.
+    let accounts = super::accountz::build_accstatz(
+        shared,
+        &super::accountz::AccountStatzOptions {
+            include_unused: true,
+            ..Default::default()
+        },
+    );
+    type Read = fn(&super::accountz::AccountStat) -> usize;
+    let per_account: [(&str, &str, Read); 2] = [
+        (
+            "current_connections",
+            "Client connections open now in the account.",
+            |a| a.conns,
+        ),
+        ("subscriptions", "Subscriptions now in the account.", |a| {
+            a.num_subscriptions
+        }),
+    ];
+    for (name, help, value) in per_account {
+        let _ = writeln!(text, "# HELP gnatsd_accstatz_{name} {help}");
+        let _ = writeln!(text, "# TYPE gnatsd_accstatz_{name} gauge");
+        for account in accounts.account_statz() {
+            let _ = writeln!(
+                text,
+                "gnatsd_accstatz_{name}{{{label},account=\"{}\"}} {}",
+                escape_label(&account.acc),
+                value(account)
+            );
+        }
+    }
     Response::with_status(200, CONTENT_TYPE, text.into_bytes())
 }
 

@@ -6,11 +6,12 @@
 //! connection map lock once to list the connections, then reads each connection's counters
 //! without blocking the publishers.
 
-mod connz;
+pub mod accountz;
+pub mod connz;
 pub mod http;
 mod metrics;
-mod subsz;
-mod varz;
+pub mod subsz;
+pub mod varz;
 
 use std::io;
 use std::sync::Arc;
@@ -24,9 +25,6 @@ use tracing::{debug, warn};
 
 use crate::state::Shared;
 use http::{Request, Response};
-
-/// The account every connection is in until accounts exist.
-const GLOBAL_ACCOUNT: &str = "$G";
 
 /// Serves the monitor on `listener` (over TLS with `tls`) until the task is dropped.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
@@ -120,6 +118,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/subsz" | "/subscriptionsz" => "/subsz",
         "/routez" => "/routez",
         "/accountz" => "/accountz",
+        "/accstatz" => "/accstatz",
         "/healthz" => "/healthz",
         "/metrics" => "/metrics",
         _ => return not_found(),
@@ -137,7 +136,8 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/connz" => connz::connz(shared, req),
         "/subsz" => subsz::subsz(shared, req),
         "/routez" => subsz::routez(shared),
-        "/accountz" => subsz::accountz(shared, req),
+        "/accountz" => accountz::accountz(shared, req),
+        "/accstatz" => accountz::accstatz(shared, req),
         "/healthz" => healthz(shared),
         "/metrics" => metrics::metrics(shared),
         _ => index(&base),
@@ -170,6 +170,7 @@ fn index(base: &str) -> Response {
         ("varz", "General"),
         ("connz", "Connections"),
         ("accountz", "Accounts"),
+        ("accstatz", "Account Stats"),
         ("subsz", "Subscriptions"),
         ("routez", "Routes"),
         ("healthz", "Health Probe"),

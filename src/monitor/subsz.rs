@@ -1,18 +1,20 @@
-//! `/subsz` (the sublist and its statistics), and the endpoints for what tern has little of:
-//! `/routez` (no routes yet) and `/accountz` (the one global account).
+//! `/subsz` (the sublists and their statistics, all accounts' or one's), and `/routez` (no
+//! routes yet).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{bad_request, bool_param, int_param, rfc3339, GLOBAL_ACCOUNT};
+use super::{bad_request, bool_param, int_param, rfc3339};
+use crate::engine::account::SublistCounts;
 use crate::monitor::http::{Request, Response};
 use crate::proto::subject;
 use crate::state::Shared;
 
 /// Sublist statistics, nats-server's `SublistStats`.
 #[derive(Debug, Serialize)]
-struct SublistStats {
+pub struct SublistStats {
     num_subscriptions: usize,
     num_cache: u64,
     num_inserts: u64,
@@ -25,7 +27,7 @@ struct SublistStats {
 
 /// The `/subsz` document.
 #[derive(Debug, Serialize)]
-struct Subsz {
+pub struct Subsz {
     server_id: String,
     now: String,
     #[serde(flatten)]
@@ -40,8 +42,8 @@ struct Subsz {
 /// One subscription in `/subsz?subs=1`.
 #[derive(Debug, Serialize)]
 struct SubInfo {
-    account: &'static str,
-    account_tag: &'static str,
+    account: String,
+    account_tag: String,
     subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     qgroup: Option<String>,
@@ -50,13 +52,28 @@ struct SubInfo {
     cid: u64,
 }
 
-/// The sublist's statistics. Publishers cache match results per connection, so `num_cache`
-/// and `cache_hit_rate` (of a shared cache, in nats-server) are 0; `num_matches` and the
-/// fan-outs count lookups that reached the shared sublist.
-fn sublist_stats(shared: &Shared) -> SublistStats {
-    let counts = shared.router.sublist_counts();
+/// What a `/subsz` request asks for: nats-server's `SubszOptions`, with its JSON names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SubszOptions {
+    /// `offset`.
+    pub offset: usize,
+    /// `limit` (0: the default page size).
+    pub limit: usize,
+    /// `subscriptions` (`subs=1`): list the subscriptions.
+    pub subscriptions: bool,
+    /// `account` (`acc=` over HTTP): only this account.
+    pub account: String,
+    /// `test`: only subscriptions a publish to this subject would reach.
+    pub test: String,
+}
+
+/// Sublist statistics from the counters. Publishers cache match results per connection, so
+/// `num_cache` and `cache_hit_rate` (of a shared cache, in nats-server) are 0; `num_matches`
+/// and the fan-outs count lookups that reached the shared sublist.
+pub fn sublist_stats(counts: SublistCounts, num_subscriptions: usize) -> SublistStats {
     SublistStats {
-        num_subscriptions: shared.router.subscription_count(),
+        num_subscriptions,
         num_cache: 0,
         num_inserts: counts.inserts,
         num_removes: counts.removes,
@@ -71,42 +88,103 @@ fn sublist_stats(shared: &Shared) -> SublistStats {
 }
 
 /// The `/subsz` response: with `subs=1`, the subscriptions (paged by `offset` and `limit`);
-/// with `test=<subject>`, only those a publish to it would reach.
+/// with `test=<subject>`, only those a publish to it would reach; with `acc=`, one account's.
 pub fn subsz(shared: &Shared, req: &Request) -> Response {
-    let subs = match bool_param(req, "subs") {
+    let subscriptions = match bool_param(req, "subs") {
         Ok(subs) => subs,
         Err(response) => return response,
     };
     let (offset, limit) = match (int_param(req, "offset"), int_param(req, "limit")) {
         (Ok(o), Ok(l)) => (
             o.map_or(0, |n| n.max(0) as usize),
-            match l {
-                None | Some(0) => super::connz::DEFAULT_LIMIT,
-                Some(n) => n.max(0) as usize,
-            },
+            l.map_or(0, |n| n.max(0) as usize),
         ),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    let test = req.param("test").filter(|t| !t.is_empty());
+    let opts = SubszOptions {
+        offset,
+        limit,
+        subscriptions,
+        account: req.param("acc").unwrap_or_default().to_string(),
+        test: req.param("test").unwrap_or_default().to_string(),
+    };
+    match build(shared, &opts) {
+        Ok(doc) => super::json(&doc),
+        Err(text) => bad_request(text),
+    }
+}
+
+/// The `/subsz` document for `q`; the error is nats-server's text for a bad test subject.
+pub fn build(shared: &Shared, q: &SubszOptions) -> Result<Subsz, String> {
+    let limit = match q.limit {
+        0 => super::connz::DEFAULT_LIMIT,
+        n => n,
+    };
+    let test = Some(q.test.as_str()).filter(|t| !t.is_empty());
     if let Some(test) = test {
         if !subject::is_valid_literal(test.as_bytes()) {
-            return bad_request(format!(
+            return Err(format!(
                 "invalid test subject, must be valid publish subject: {test}"
             ));
         }
     }
-    let stats = sublist_stats(shared);
-    let (total, list) = if subs {
-        let mut all = shared.router.subscriptions(test.map(str::as_bytes));
-        all.sort_by(|a, b| (a.cid, &a.sid).cmp(&(b.cid, &b.sid)));
+    let account = Some(q.account.as_str())
+        .filter(|a| !a.is_empty())
+        .and_then(|name| shared.router.account(name));
+    let stats = match &account {
+        Some(account) => sublist_stats(account.sublist_counts(), account.subscription_count()),
+        None => sublist_stats(
+            shared.router.sublist_counts(),
+            shared.router.subscription_count(),
+        ),
+    };
+    let (total, list) = if q.subscriptions {
+        let mut all: Vec<(String, _)> = match (&account, test) {
+            (Some(account), Some(test)) => account
+                .matching_snapshots(test.as_bytes())
+                .into_iter()
+                .map(|s| (account.name.to_string(), s))
+                .collect(),
+            (Some(account), None) => shared
+                .router
+                .connections_snapshot()
+                .iter()
+                .filter(|c| Arc::ptr_eq(&c.account(), account))
+                .flat_map(|c| c.sub_snapshots())
+                .map(|s| (account.name.to_string(), s))
+                .collect(),
+            (None, Some(test)) => shared
+                .router
+                .accounts()
+                .iter()
+                .flat_map(|a| {
+                    let name = a.name.to_string();
+                    a.matching_snapshots(test.as_bytes())
+                        .into_iter()
+                        .map(move |s| (name.clone(), s))
+                })
+                .collect(),
+            (None, None) => shared
+                .router
+                .connections_snapshot()
+                .iter()
+                .flat_map(|c| {
+                    let name = c.account().name.to_string();
+                    c.sub_snapshots()
+                        .into_iter()
+                        .map(move |s| (name.clone(), s))
+                })
+                .collect(),
+        };
+        all.sort_by(|(_, a), (_, b)| (a.cid, &a.sid).cmp(&(b.cid, &b.sid)));
         let total = all.len();
         let page = all
             .into_iter()
-            .skip(offset)
+            .skip(q.offset)
             .take(limit)
-            .map(|s| SubInfo {
-                account: GLOBAL_ACCOUNT,
-                account_tag: GLOBAL_ACCOUNT,
+            .map(|(account, s)| SubInfo {
+                account_tag: account.clone(),
+                account,
                 subject: s.subject,
                 qgroup: s.queue,
                 sid: s.sid,
@@ -118,12 +196,12 @@ pub fn subsz(shared: &Shared, req: &Request) -> Response {
     } else {
         (0, Vec::new())
     };
-    super::json(&Subsz {
+    Ok(Subsz {
         server_id: shared.server_id.clone(),
         now: rfc3339(SystemTime::now()),
         stats,
         total,
-        offset,
+        offset: q.offset,
         limit,
         subscriptions_list: list,
     })
@@ -138,52 +216,4 @@ pub fn routez(shared: &Shared) -> Response {
         "num_routes": 0,
         "routes": [],
     }))
-}
-
-/// Details of the global account, nats-server's `AccountInfo` for `$G`.
-#[derive(Debug, Serialize)]
-struct AccountDetail {
-    account_name: &'static str,
-    update_time: String,
-    expired: bool,
-    complete: bool,
-    jetstream_enabled: bool,
-    leafnode_connections: u64,
-    client_connections: usize,
-    subscriptions: usize,
-    name_tag: &'static str,
-    sublist_stats: SublistStats,
-}
-
-/// The `/accountz` response: the accounts (only `$G` until accounts exist), or with
-/// `acc=$G` its details.
-pub fn accountz(shared: &Shared, req: &Request) -> Response {
-    let now = rfc3339(SystemTime::now());
-    match req.param("acc").filter(|a| !a.is_empty()) {
-        None => super::json(&serde_json::json!({
-            "server_id": shared.server_id,
-            "now": now,
-            "accounts": [GLOBAL_ACCOUNT],
-        })),
-        Some(GLOBAL_ACCOUNT) => {
-            let detail = AccountDetail {
-                account_name: GLOBAL_ACCOUNT,
-                update_time: rfc3339(shared.start),
-                expired: false,
-                complete: true,
-                jetstream_enabled: false,
-                leafnode_connections: 0,
-                client_connections: shared.router.connection_count(),
-                subscriptions: shared.router.subscription_count(),
-                name_tag: GLOBAL_ACCOUNT,
-                sublist_stats: sublist_stats(shared),
-            };
-            super::json(&serde_json::json!({
-                "server_id": shared.server_id,
-                "now": now,
-                "account_detail": detail,
-            }))
-        }
-        Some(other) => bad_request(format!("Account {other} does not exist")),
-    }
 }

@@ -82,6 +82,8 @@ pub struct Varz {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     pub feature_flags: BTreeMap<&'static str, bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_account: Option<String>,
     pub slow_consumer_stats: KindStats,
     pub stale_connection_stats: KindStats,
     pub disk_io_wait_stats: DiskIoWaitStats,
@@ -201,13 +203,8 @@ pub fn build(shared: &Shared) -> Varz {
         config_load_time: rfc3339(shared.config_load_time()),
         config_digest: String::new(),
         tags: opts.server_tags.clone(),
-        // JetStream feature flags, as nats-server 2.15.1 reports them with JetStream off.
-        feature_flags: BTreeMap::from([
-            ("js_ack_fc_v2", false),
-            ("js_api_reply_v2", false),
-            ("js_raft_delete_range", true),
-            ("js_snapshot_sources", false),
-        ]),
+        feature_flags: feature_flags(),
+        system_account: crate::state::accounts::system_account_name(&opts).map(String::from),
         slow_consumer_stats: KindStats {
             clients: totals.slow_consumers,
             ..KindStats::default()
@@ -218,6 +215,16 @@ pub fn build(shared: &Shared) -> Varz {
         },
         disk_io_wait_stats: DiskIoWaitStats::default(),
     }
+}
+
+/// JetStream feature flags, as nats-server 2.15.1 reports them with JetStream off.
+pub fn feature_flags() -> BTreeMap<&'static str, bool> {
+    BTreeMap::from([
+        ("js_ack_fc_v2", false),
+        ("js_api_reply_v2", false),
+        ("js_raft_delete_range", true),
+        ("js_snapshot_sources", false),
+    ])
 }
 
 /// The `/varz` response.

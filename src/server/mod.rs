@@ -34,6 +34,8 @@ const SHUTDOWN_RECLOSE_EVERY: Duration = Duration::from_millis(50);
 /// A server with its client listener (and HTTP monitor listener, if configured) bound.
 pub struct Server {
     shared: Arc<Shared>,
+    /// The system account's services, subscribed at bind and run by `run`.
+    system_services: Option<crate::sys::Services>,
     listener: TcpListener,
     monitor: Option<TcpListener>,
     /// The monitor's TLS, when it serves HTTPS.
@@ -92,6 +94,7 @@ impl Server {
             .map_err(fatal)?;
         let shared = Arc::new(shared);
         Ok(Server {
+            system_services: crate::sys::start(&shared),
             shared,
             listener,
             monitor,
@@ -119,11 +122,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server {
             shared,
+            system_services,
             listener,
             monitor,
             monitor_tls,
         } = self;
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
+        let system_services = system_services.map(crate::sys::Services::spawn);
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {
@@ -167,6 +172,9 @@ impl Server {
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, closed).await;
         if let Some(monitor) = monitor {
             monitor.abort();
+        }
+        if let Some(services) = system_services {
+            services.abort();
         }
         info!("Server Exiting..");
     }

@@ -16,6 +16,28 @@ use crate::engine::import::{ServiceImport, StreamImport};
 use crate::engine::mapping::Transform;
 use crate::engine::router::Router;
 use crate::engine::subscription::{Internal, Subscription};
+use crate::state::events::{Service, SysChannel};
+
+/// The service imports nats-server gives every account from the system account: the subject
+/// in the importing account, the service it reaches for that account, and `share`.
+pub const SYSTEM_IMPORTS: [(&str, Service, bool); 4] = [
+    (
+        "$SYS.REQ.ACCOUNT.PING.CONNZ",
+        Service::Imported("CONNZ"),
+        false,
+    ),
+    (
+        "$SYS.REQ.SERVER.PING.CONNZ",
+        Service::Imported("CONNZ"),
+        false,
+    ),
+    (
+        "$SYS.REQ.ACCOUNT.PING.STATZ",
+        Service::Imported("STATZ"),
+        false,
+    ),
+    ("$SYS.REQ.USER.INFO", Service::UserInfo, true),
+];
 
 /// The name of the system account `opts` asks for, if any.
 pub fn system_account_name(opts: &Options) -> Option<&str> {
@@ -51,7 +73,7 @@ pub fn check(opts: &Options) -> Result<(), String> {
 
 /// Makes `router`'s accounts what `opts` configures. Accounts no longer configured are
 /// removed (their connections are the caller's to close). The error is nats-server's.
-pub fn install(router: &Router, opts: &Options) -> Result<(), String> {
+pub fn install(router: &Router, opts: &Options, sys: &SysChannel) -> Result<(), String> {
     check(opts)?;
     let system = system_account_name(opts);
     let mut wanted: Vec<&str> = opts.accounts.iter().map(|a| a.name.as_str()).collect();
@@ -60,7 +82,9 @@ pub fn install(router: &Router, opts: &Options) -> Result<(), String> {
         if router.account(system).is_none() && opts.system_account.is_none() {
             debug!("Created system account: {system:?}");
         }
-        wanted.push(system);
+        if !wanted.contains(&system) {
+            wanted.push(system);
+        }
     }
     for old in router.accounts() {
         old.clear_imports();
@@ -88,6 +112,18 @@ pub fn install(router: &Router, opts: &Options) -> Result<(), String> {
                 continue;
             };
             install_import(opts, &importer, &exporter, import);
+        }
+    }
+    if let Some(system) = system {
+        for name in &wanted {
+            let account = router.account_or_new(name);
+            for (subject, service, _) in SYSTEM_IMPORTS {
+                // The system account imports only `USER.INFO`, from itself.
+                if *name != system || service == Service::UserInfo {
+                    let sub = Arc::new(sys.subscription(service, name, subject));
+                    account.add_import_sub(&account, sub);
+                }
+            }
         }
     }
     Ok(())

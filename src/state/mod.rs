@@ -21,8 +21,10 @@ use crate::engine::stats::ClosedRing;
 use crate::proto::error;
 use crate::proto::protocol::{self, Info};
 use crate::security::auth;
+use events::{SysChannel, SysInput};
 
 pub mod accounts;
+pub mod events;
 
 /// Whether `conn` is bound to `user`'s account.
 fn bound_to(conn: &Connection, user: &auth::Authorized) -> bool {
@@ -85,6 +87,8 @@ pub struct Shared {
     /// The TLS configuration built from `opts.tls`, replaced with it by a reload. Held only to
     /// clone the `Arc`.
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// To the system account's services: connection events and `$SYS.REQ.*` requests.
+    pub sys: SysChannel,
 }
 
 impl Shared {
@@ -104,7 +108,8 @@ impl Shared {
             .clone()
             .unwrap_or_else(|| server_id.clone());
         let router = Router::new();
-        accounts::install(&router, &opts)?;
+        let sys = SysChannel::new();
+        accounts::install(&router, &opts, &sys)?;
         Ok(Shared {
             opts: RwLock::new(Arc::new(opts)),
             opts_generation: AtomicU64::new(0),
@@ -124,6 +129,7 @@ impl Shared {
             monitor: MonitorState::default(),
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
+            sys,
         })
     }
 
@@ -144,6 +150,18 @@ impl Shared {
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, auth::Credentials>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A client's CONNECT was accepted: the system account announces it.
+    pub fn client_connected(&self, conn: &Arc<Connection>) {
+        self.sys.send(SysInput::Connected(conn.clone()));
+    }
+
+    /// A client whose CONNECT had been accepted closed, for `reason`: the system account
+    /// announces it.
+    pub fn client_closed(&self, conn: &Connection, reason: CloseReason) {
+        let snapshot = conn.closed_snapshot(reason.as_str());
+        self.sys.send(SysInput::Closed(Box::new(snapshot)));
     }
 
     /// Completes when lame duck mode is asked for.
@@ -235,7 +253,7 @@ impl Shared {
             ));
         }
         let tls = crate::security::tls::ServerTls::build(&new)?;
-        accounts::install(&self.router, &new)?;
+        accounts::install(&self.router, &new, &self.sys)?;
         if old.users != new.users || old.accounts != new.accounts {
             info!("Reloaded: authorization users");
             info!("Reloaded: accounts");

@@ -129,7 +129,29 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    // Go's server sends a large response in chunks.
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = match chunked {
+        true => dechunk(body)?,
+        false => body.to_string(),
+    };
+    Some((status, body))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
 }
 
 /// The `host:port` from `Starting http monitor on HOST:PORT`.
@@ -161,4 +183,73 @@ pub fn wait_for_ports_file(dir: &Path) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The reference server (nats-server 2.15.1) for side-by-side comparisons; `None` only when
+/// `TERN_SKIP_REFERENCE=1` (see `reference`).
+pub fn reference_server() -> Option<PathBuf> {
+    super::reference::nats_server()
+}
+
+/// A server process started with `-c config` on random client and monitor ports, and the
+/// `host:port` of each, read from its ports file in `dir`.
+pub fn start_with_ports(binary: &Path, config: &Path, dir: &Path) -> (Process, String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let process = Process(
+        Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-c"])
+            .arg(config)
+            .arg("--ports_file_dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ports: serde_json::Value =
+        serde_json::from_str(&wait_for_ports_file(dir)).expect("ports file");
+    let url = |key: &str| {
+        let url = ports[key][0].as_str().expect("url").to_string();
+        url.rsplit_once("://").expect("scheme").1.to_string()
+    };
+    (process, url("nats"), url("monitoring"))
+}
+
+/// Every field path of `value` with its JSON type (`connections[].cid number`), for comparing
+/// documents by shape. Objects whose keys are data (`http_req_stats`) are one field.
+pub fn json_shape(value: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    use serde_json::Value;
+    fn walk(path: &str, value: &Value, out: &mut std::collections::BTreeSet<String>) {
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(items) => {
+                for item in items {
+                    walk(&format!("{path}[]"), item, out);
+                }
+                "array"
+            }
+            Value::Object(map) => {
+                if !path.ends_with("http_req_stats") {
+                    for (key, item) in map {
+                        let child = match path {
+                            "" => key.clone(),
+                            _ => format!("{path}.{key}"),
+                        };
+                        walk(&child, item, out);
+                    }
+                }
+                "object"
+            }
+        };
+        if !path.is_empty() {
+            out.insert(format!("{path} {kind}"));
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk("", value, &mut out);
+    out
 }
