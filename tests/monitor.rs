@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::process::json_shape;
 use common::{eventually, Raw, TestServer, WAIT};
 use futures::StreamExt;
 use serde_json::Value;
@@ -69,44 +69,6 @@ async fn start_monitored(opts: Options) -> (TestServer, SocketAddr) {
     (server, monitor)
 }
 
-/// Every field path of `value` with its JSON type: `connections[].cid number`. Objects whose
-/// keys are data (`http_req_stats`) are one field.
-fn shape(value: &Value) -> BTreeSet<String> {
-    fn walk(path: &str, value: &Value, out: &mut BTreeSet<String>) {
-        let kind = match value {
-            Value::Null => "null",
-            Value::Bool(_) => "bool",
-            Value::Number(_) => "number",
-            Value::String(_) => "string",
-            Value::Array(items) => {
-                for item in items {
-                    walk(&format!("{path}[]"), item, out);
-                }
-                "array"
-            }
-            Value::Object(map) => {
-                if !path.ends_with("http_req_stats") {
-                    for (key, item) in map {
-                        let child = if path.is_empty() {
-                            key.clone()
-                        } else {
-                            format!("{path}.{key}")
-                        };
-                        walk(&child, item, out);
-                    }
-                }
-                "object"
-            }
-        };
-        if !path.is_empty() {
-            out.insert(format!("{path} {kind}"));
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk("", value, &mut out);
-    out
-}
-
 fn fixture(name: &str) -> Value {
     let path = format!(
         "{}/tests/fixtures/nats-server-2.15.1/{name}.json",
@@ -116,7 +78,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn assert_same_shape(endpoint: &str, tern: &Value, reference: &str) {
-    let (ours, theirs) = (shape(tern), shape(&fixture(reference)));
+    let (ours, theirs) = (json_shape(tern), json_shape(&fixture(reference)));
     let missing: Vec<_> = theirs.difference(&ours).collect();
     let extra: Vec<_> = ours.difference(&theirs).collect();
     assert!(
@@ -763,9 +725,8 @@ async fn base_path_prefixes_every_endpoint() {
 /// lists live (see `common::reference` for when it fails or skips without nats-server).
 #[test]
 fn same_fields_as_a_live_nats_server() {
-    use common::process::{http_get, Process, Scratch};
+    use common::process::{http_get, Scratch};
     use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
 
     let Some(reference) = common::reference::nats_server() else {
         return;
@@ -778,42 +739,8 @@ fn same_fields_as_a_live_nats_server() {
         ("nats-server", reference),
         ("tern", std::path::PathBuf::from(env!("CARGO_BIN_EXE_tern"))),
     ] {
-        let dir = scratch.0.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let server = Process(
-            Command::new(&binary)
-                .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-c"])
-                .arg(&config)
-                .arg("--ports_file_dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = std::time::Instant::now() + WAIT;
-        let ports: Value = loop {
-            let file = std::fs::read_dir(&dir)
-                .unwrap()
-                .flatten()
-                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"));
-            if let Some(text) = file.and_then(|f| std::fs::read_to_string(f.path()).ok()) {
-                if let Ok(json) = serde_json::from_str(&text) {
-                    break json;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name}: no ports file"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let url = |key: &str| {
-            let url = ports[key][0].as_str().unwrap().to_string();
-            url.rsplit_once("://").unwrap().1.to_string()
-        };
-        let (client, monitor) = (url("nats"), url("monitoring"));
+        let (server, client, monitor) =
+            common::process::start_with_ports(&binary, &config, &scratch.0.join(name));
         let session = |ops: &str| {
             let mut conn = std::net::TcpStream::connect(&client).unwrap();
             conn.set_read_timeout(Some(Duration::from_millis(300)))
@@ -851,7 +778,7 @@ fn same_fields_as_a_live_nats_server() {
             let (status, body) = http_get(&monitor, path).expect("monitor answers");
             assert_eq!(status, 200, "{name} {path}: {body}");
             let json: Value = serde_json::from_str(&body).unwrap();
-            endpoints.push((path, shape(&json)));
+            endpoints.push((path, json_shape(&json)));
         }
         shapes.push(endpoints);
         drop(server);

@@ -358,48 +358,37 @@ mod tests {
 
     #[test]
     fn transforms() {
-        assert_eq!(map("foo", "bar", "foo").as_deref(), Some("bar"));
-        assert_eq!(map("foo", "bar", "baz"), None);
-        assert_eq!(
-            map("a.*.*", "b.{{wildcard(2)}}.{{wildcard(1)}}", "a.x.y").as_deref(),
-            Some("b.y.x")
-        );
-        assert_eq!(map("a.*.*", "b.$2.$1", "a.x.y").as_deref(), Some("b.y.x"));
-        assert_eq!(map("a.>", "b.>", "a.x.y.z").as_deref(), Some("b.x.y.z"));
-        assert_eq!(
-            map("a.*.>", "b.$1.>", "a.x.y.z").as_deref(),
-            Some("b.x.y.z")
-        );
-        // As nats-server 2.15.1 mapped `s.k` and `s.j` with `s.{{partition(3,1)}}.{{wildcard(1)}}`.
-        assert_eq!(
-            map("s.*", "s.{{partition(3,1)}}.$1", "s.k").as_deref(),
-            Some("s.0.k")
-        );
-        assert_eq!(
-            map("s.*", "s.{{partition(3,1)}}.$1", "s.j").as_deref(),
-            Some("s.2.j")
-        );
-        assert_eq!(
-            map("*", "{{splitFromLeft(1,2)}}", "abcde").as_deref(),
-            Some("ab.cde")
-        );
-        assert_eq!(
-            map("*", "{{splitFromRight(1,2)}}", "abcde").as_deref(),
-            Some("abc.de")
-        );
-        assert_eq!(
-            map("*", "{{sliceFromLeft(1,2)}}", "abcde").as_deref(),
-            Some("ab.cd.e")
-        );
-        assert_eq!(
-            map("*", "{{sliceFromRight(1,2)}}", "abcde").as_deref(),
-            Some("a.bc.de")
-        );
-        assert_eq!(map("*", "{{split(1,-)}}", "-a--b-").as_deref(), Some("a.b"));
-        assert_eq!(
-            map("*", "{{splitFromLeft(1,9)}}", "abc").as_deref(),
-            Some("abc")
-        );
+        // (source, destination, subject, mapped); the partition results are what nats-server
+        // 2.15.1 mapped `s.k` and `s.j` to with `s.{{partition(3,1)}}.{{wildcard(1)}}`.
+        let cases = [
+            ("foo", "bar", "foo", Some("bar")),
+            ("foo", "bar", "baz", None),
+            (
+                "a.*.*",
+                "b.{{wildcard(2)}}.{{wildcard(1)}}",
+                "a.x.y",
+                Some("b.y.x"),
+            ),
+            ("a.*.*", "b.$2.$1", "a.x.y", Some("b.y.x")),
+            ("a.>", "b.>", "a.x.y.z", Some("b.x.y.z")),
+            ("a.*.>", "b.$1.>", "a.x.y.z", Some("b.x.y.z")),
+            ("s.*", "s.{{partition(3,1)}}.$1", "s.k", Some("s.0.k")),
+            ("s.*", "s.{{partition(3,1)}}.$1", "s.j", Some("s.2.j")),
+            ("*", "{{splitFromLeft(1,2)}}", "abcde", Some("ab.cde")),
+            ("*", "{{splitFromRight(1,2)}}", "abcde", Some("abc.de")),
+            ("*", "{{sliceFromLeft(1,2)}}", "abcde", Some("ab.cd.e")),
+            ("*", "{{sliceFromRight(1,2)}}", "abcde", Some("a.bc.de")),
+            ("*", "{{split(1,-)}}", "-a--b-", Some("a.b")),
+            ("*", "{{splitFromLeft(1,9)}}", "abc", Some("abc")),
+            ("a.*", "b.$0", "a.x", Some("b.a")),
+        ];
+        for (source, destination, subject, want) in cases {
+            assert_eq!(
+                map(source, destination, subject).as_deref(),
+                want,
+                "{source} -> {destination} on {subject}"
+            );
+        }
     }
 
     #[test]
