@@ -213,6 +213,9 @@ async fn serve(
     info!("Starting nats-server");
     info!("  Version:  {}", tern::proto::protocol::NATS_SERVER_VERSION);
     info!("  Git:      [tern-{}]", env!("CARGO_PKG_VERSION"));
+    if let Some(name) = opts.cluster.as_ref().and_then(|c| c.name.as_ref()) {
+        info!("  Cluster:  {name}");
+    }
     let (host, port) = (opts.host.clone(), opts.port);
     if let Some(path) = &opts.pid_file {
         if let Err(err) = std::fs::write(path, std::process::id().to_string()) {

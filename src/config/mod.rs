@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod cli;
+pub mod cluster;
 pub mod conf;
 pub mod options;
 pub mod users;

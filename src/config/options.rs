@@ -93,6 +93,8 @@ pub struct Options {
     pub system_account: Option<String>,
     /// No system account at all (`no_system_account`).
     pub no_system_account: bool,
+    /// The cluster (`cluster { ... }`, `--cluster`); `None` outside a cluster.
+    pub cluster: Option<super::cluster::ClusterOptions>,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -221,6 +223,7 @@ impl Default for Options {
             mappings: Vec::new(),
             system_account: None,
             no_system_account: false,
+            cluster: None,
         }
     }
 }
@@ -333,9 +336,9 @@ impl Options {
             }
             // Harmless to run without: warn and carry on. Client test harnesses put these
             // blocks in every configuration they write.
+            "cluster" => self.cluster = Some(super::cluster::parse_cluster(v)?),
             "leafnodes"
             | "leaf"
-            | "cluster"
             | "gateway"
             | "jetstream"
             | "websocket"
@@ -736,7 +739,8 @@ mod tests {
              jetstream { store_dir: /tmp/js }\nhttp: 127.0.0.1:-1\n",
         )
         .unwrap();
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        // The cluster block is read now (see `config::cluster`).
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
         assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);

@@ -53,6 +53,7 @@ pub struct MatchCache {
 }
 
 impl MatchCache {
+    #[inline]
     pub fn lookup(&mut self, account: &Account, subject: &[u8]) -> Matches {
         let generation = account.generation();
         if generation != self.generation {

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod client;
 pub mod liveness;
 pub mod reader;
+pub mod route;
 pub mod trace;
 pub mod transport;
 pub mod writer;

@@ -54,17 +54,20 @@ impl ReadBuffer {
     /// Whether the publisher has read a MiB since it last waited or yielded: a writer woken
     /// from a worker thread waits in that worker's LIFO slot, which no other worker may steal,
     /// until this task yields, so a publisher whose reads never block must yield now and then.
+    #[inline]
     pub fn yield_due(&self) -> bool {
         self.since_yield >= YIELD_AFTER
     }
 
     /// The publisher waited or yielded.
+    #[inline]
     pub fn paused(&mut self) {
         self.since_yield = 0;
     }
 
     /// After a batch: gives back what a burst of large messages grew, so idle connections stay
     /// small.
+    #[inline]
     pub fn settle(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 2 * MAX_READ {
             *self = ReadBuffer::default();

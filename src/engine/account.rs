@@ -17,9 +17,10 @@ use bytes::Bytes;
 
 use super::deliver::{self, Deliveries, Message};
 use super::mapping::Mapping;
+use super::route::{self, LocalInterest, Route, Routes};
 use super::stats::SubSnapshot;
 use super::sublist::{Sublist, SublistResult};
-use super::subscription::{Internal, Subscription};
+use super::subscription::{Internal, Subscription, Target};
 
 /// A match result shared by the sublist and the publishers' caches.
 pub type Matches = Arc<SublistResult<Subscription>>;
@@ -89,6 +90,12 @@ pub struct Account {
     response_sub: OnceLock<Arc<Subscription>>,
     /// Set for the system account.
     pub is_system: AtomicBool,
+    /// The cluster's routes, told about changes of this account's local interest.
+    routes: Arc<Routes>,
+    /// Local interest by subject and queue group, kept while the server is in a cluster.
+    /// Held while routes are told of a change, so that they hear changes in order; taken
+    /// before a route's outbound lock.
+    interest: Mutex<LocalInterest>,
 }
 
 /// Responses owed through service imports.
@@ -152,9 +159,16 @@ impl SublistCounts {
 }
 
 impl Account {
-    /// An empty account.
+    /// An empty account outside any cluster.
     pub fn new(name: &str) -> Account {
+        Self::with_routes(name, Arc::new(Routes::default()))
+    }
+
+    /// An empty account whose local interest is announced on `routes`.
+    pub fn with_routes(name: &str, routes: Arc<Routes>) -> Account {
         Account {
+            routes,
+            interest: Mutex::new(LocalInterest::default()),
             name: name.into(),
             sublist: RwLock::new(Sublist::new()),
             generation: AtomicU64::new(0),
@@ -172,6 +186,7 @@ impl Account {
 
     /// Adds a subscription to the sublist.
     pub fn subscribe(&self, sub: Arc<Subscription>) {
+        self.track_interest(&sub, true);
         let mut sublist = self.sublist_mut();
         sublist.insert(&sub.subject.clone(), sub.queue.clone().as_deref(), sub);
         self.generation.fetch_add(1, Ordering::Release);
@@ -187,6 +202,8 @@ impl Account {
         sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
         self.generation.fetch_add(1, Ordering::Release);
         self.stats.removes.fetch_add(1, Ordering::Relaxed);
+        drop(sublist);
+        self.track_interest(sub, false);
     }
 
     /// Removes many subscriptions under one lock (a closing connection's).
@@ -194,14 +211,49 @@ impl Account {
         if subs.is_empty() {
             return;
         }
+        let mut removed = Vec::new();
         let mut sublist = self.sublist_mut();
         for sub in subs {
             if !sub.closed.swap(true, Ordering::Relaxed) {
                 sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
                 self.stats.removes.fetch_add(1, Ordering::Relaxed);
+                removed.push(sub);
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
+        drop(sublist);
+        for sub in removed {
+            self.track_interest(sub, false);
+        }
+    }
+
+    /// Counts a client subscription in the interest routes hear of, and tells them when it
+    /// changes. Only in a cluster; routes' own interest and the server's internal
+    /// subscriptions are not announced (one hop).
+    fn track_interest(&self, sub: &Subscription, added: bool) {
+        if !self.routes.enabled() || !matches!(sub.target, Target::Client(_)) {
+            return;
+        }
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let change = match added {
+            true => interest.add(&sub.subject, &sub.queue),
+            false => interest.remove(&sub.subject, &sub.queue),
+        };
+        if let Some(count) = change {
+            route::announce(
+                &self.routes,
+                self.name.as_bytes(),
+                &sub.subject,
+                sub.queue.as_deref(),
+                count,
+            );
+        }
+    }
+
+    /// Sends this account's whole local interest to a route that just registered.
+    pub fn send_interest(&self, route: &Route) {
+        let interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        interest.send_all(self.name.as_bytes(), route);
     }
 
     /// The current generation: read before `matches` so that a result is never cached under a

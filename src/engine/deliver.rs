@@ -5,13 +5,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use tracing::trace;
 
 use super::account::{Account, Matches};
 use super::connection::Connection;
 use super::outbound::Appended;
+use super::route::Route;
+use super::sublist::QueueGroup;
 use super::subscription::{Subscription, Target};
 use crate::proto::protocol;
+use crate::proto::route as route_wire;
 
 /// How many accounts one message may pass through (imports of imports); deeper is a loop.
 const MAX_HOPS: u8 = 8;
@@ -46,6 +50,8 @@ pub struct Deliveries {
     pub publisher: Option<u64>,
     /// Accounts the current message has passed through.
     hops: u8,
+    /// The message came from a route: it goes to no route (one hop).
+    pub from_route: bool,
 }
 
 impl Deliveries {
@@ -79,8 +85,11 @@ pub fn publish(account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bo
 }
 
 /// Delivers to every plain subscription in `matches` and to one member of each queue group
-/// (a random one that can take it, as nats-server picks). `skip` is the publisher when it
+/// (a random one that can take it, as nats-server picks: a route's member counts as many times
+/// as the route's weight). Each route gets one `RMSG` naming the groups it was chosen for; a
+/// message that came from a route goes to no route (one hop). `skip` is the publisher when it
 /// asked not to get its own messages (`echo: false`). True when anyone took it.
+#[inline]
 pub fn deliver_all(
     account: &Account,
     matches: &Matches,
@@ -88,21 +97,164 @@ pub fn deliver_all(
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
 ) -> bool {
+    if matches.psubs.is_empty() && matches.qsubs.is_empty() {
+        return false;
+    }
     let mut delivered = false;
+    let mut routes: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
     for sub in &matches.psubs {
-        delivered |= deliver(account, sub, msg, out, skip);
+        match &sub.target {
+            Target::Route(route) => {
+                if !out.from_route && !sub.closed.load(Ordering::Relaxed) {
+                    RouteFrame::note(&mut routes, route, None);
+                }
+            }
+            _ => delivered |= deliver(account, sub, msg, out, skip),
+        }
     }
     for group in &matches.qsubs {
-        let n = group.members.len();
-        let start = fastrand::usize(..n);
-        for i in 0..n {
-            if deliver(account, &group.members[(start + i) % n], msg, out, skip) {
-                delivered = true;
-                break;
+        delivered |= deliver_queue(account, group, msg, out, skip, &mut routes);
+    }
+    for frame in routes {
+        frame.send(account, msg, out);
+        delivered = true;
+    }
+    delivered
+}
+
+/// Delivers a message that came from a route: to every local plain subscriber, and to one
+/// local member of each queue group the sender named (and no other group), never back to a
+/// route. True when anyone took it.
+pub fn deliver_routed(
+    account: &Account,
+    matches: &Matches,
+    msg: &Message<'_>,
+    queues: &[u8],
+    out: &mut Deliveries,
+) -> bool {
+    out.from_route = true;
+    let mut delivered = false;
+    for sub in &matches.psubs {
+        if !matches!(sub.target, Target::Route(_)) {
+            delivered |= deliver(account, sub, msg, out, None);
+        }
+    }
+    if !queues.is_empty() {
+        let mut none = SmallVec::new();
+        for group in &matches.qsubs {
+            if route_wire::queue_names(queues).any(|q| q == &*group.name) {
+                delivered |= deliver_queue(account, group, msg, out, None, &mut none);
             }
         }
     }
+    out.from_route = false;
     delivered
+}
+
+/// One member of a queue group takes the message: chosen at random, a route's member weighing
+/// as much as its weight; if it cannot take it, the next one in turn. A route chosen is noted
+/// in `routes` with the group's name.
+fn deliver_queue<'m>(
+    account: &Account,
+    group: &'m QueueGroup<Subscription>,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+    routes: &mut SmallVec<[RouteFrame<'m>; 2]>,
+) -> bool {
+    let n = group.members.len();
+    if n == 0 {
+        return false;
+    }
+    let weight = |s: &Subscription| match s.target {
+        Target::Route(_) => s.weight.load(Ordering::Relaxed).max(1) as usize,
+        _ => 1,
+    };
+    let total: usize = group.members.iter().map(|s| weight(s)).sum();
+    let start = if total == n {
+        fastrand::usize(..n)
+    } else {
+        // Walk to the member the draw falls on.
+        let mut draw = fastrand::usize(..total);
+        group
+            .members
+            .iter()
+            .position(|s| {
+                let w = weight(s);
+                if draw < w {
+                    return true;
+                }
+                draw -= w;
+                false
+            })
+            .unwrap_or(0)
+    };
+    for i in 0..n {
+        let member = &group.members[(start + i) % n];
+        match &member.target {
+            Target::Route(route) => {
+                if out.from_route || member.closed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                RouteFrame::note(routes, route, Some(&group.name));
+                return true;
+            }
+            _ => {
+                if deliver(account, member, msg, out, skip) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// What one route gets for one message: whether a plain subscription wanted it, and the queue
+/// groups it was chosen for.
+struct RouteFrame<'m> {
+    route: &'m Arc<Route>,
+    queues: SmallVec<[&'m [u8]; 4]>,
+}
+
+impl<'m> RouteFrame<'m> {
+    fn note(
+        frames: &mut SmallVec<[RouteFrame<'m>; 2]>,
+        route: &'m Arc<Route>,
+        queue: Option<&'m [u8]>,
+    ) {
+        let frame = match frames.iter_mut().position(|f| Arc::ptr_eq(f.route, route)) {
+            Some(at) => &mut frames[at],
+            None => {
+                frames.push(RouteFrame {
+                    route,
+                    queues: SmallVec::new(),
+                });
+                let last = frames.len() - 1;
+                &mut frames[last]
+            }
+        };
+        if let Some(queue) = queue {
+            frame.queues.push(queue);
+        }
+    }
+
+    fn send(self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) {
+        let to = &self.route.conn;
+        let appended = to.outbound.append(Some(msg.message.len()), |b| {
+            route_wire::encode_msg(
+                b,
+                account.name.as_bytes(),
+                msg.subject,
+                msg.reply,
+                &self.queues,
+                msg.header_len,
+                msg.message,
+            )
+        });
+        if appended == Appended::ScheduleFlush {
+            out.to_flush.push(to.clone());
+        }
+    }
 }
 
 /// Delivers one message to one subscription of `account`. Returns whether it was taken.
@@ -116,6 +268,8 @@ pub fn deliver(
 ) -> bool {
     match &sub.target {
         Target::Client(to) => deliver_to_client(account, sub, to, msg, out, skip),
+        // Routes are reached through `deliver_all`, one frame per route per message.
+        Target::Route(_) => false,
         Target::Internal(internal) => {
             let Some(last) = sub.claim_delivery() else {
                 return false;
@@ -129,6 +283,7 @@ pub fn deliver(
 }
 
 /// Appends one MSG/HMSG to a client's outbound queue.
+#[inline]
 fn deliver_to_client(
     account: &Account,
     sub: &Arc<Subscription>,

@@ -9,6 +9,7 @@ pub mod import;
 pub mod mapping;
 pub mod outbound;
 pub mod permissions;
+pub mod route;
 pub mod router;
 pub mod stats;
 pub mod sublist;

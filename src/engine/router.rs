@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::account::{Account, SublistCounts, GLOBAL_ACCOUNT};
 use super::connection::Connection;
+use super::route::Routes;
 use super::stats::{SubSnapshot, Totals};
 use super::subscription::Subscription;
 
@@ -21,6 +22,8 @@ pub struct Router {
     /// Live connections by cid, and the counters of closed ones. Guards only the `Live`.
     connections: Mutex<Live>,
     next_cid: AtomicU64,
+    /// The cluster's routes (none outside a cluster).
+    routes: Arc<Routes>,
 }
 
 /// The live connections and what closed ones counted, changed together so that a monitor
@@ -40,7 +43,8 @@ impl Default for Router {
 impl Router {
     /// A router with only the global account.
     pub fn new() -> Self {
-        let global = Arc::new(Account::new(GLOBAL_ACCOUNT));
+        let routes = Arc::new(Routes::default());
+        let global = Arc::new(Account::with_routes(GLOBAL_ACCOUNT, routes.clone()));
         let mut accounts = HashMap::new();
         accounts.insert(global.name.clone(), global.clone());
         Router {
@@ -48,7 +52,13 @@ impl Router {
             global,
             connections: Mutex::new(Live::default()),
             next_cid: AtomicU64::new(0),
+            routes,
         }
+    }
+
+    /// The cluster's routes.
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
     }
 
     /// The global account, `$G`.
@@ -73,7 +83,7 @@ impl Router {
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         accounts
             .entry(name.into())
-            .or_insert_with(|| Arc::new(Account::new(name)))
+            .or_insert_with(|| Arc::new(Account::with_routes(name, self.routes.clone())))
             .clone()
     }
 

@@ -3,13 +3,14 @@
 //! accounts, later JetStream) beside it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::connection::Connection;
 use super::deliver::{Deliveries, Message};
+use super::route::Route;
 use super::stats::SubSnapshot;
 
 /// Where a subscription's messages go.
@@ -19,6 +20,8 @@ pub enum Target {
     Client(Arc<Connection>),
     /// The server itself: a callback run by the publisher, which must not block.
     Internal(Arc<dyn Internal>),
+    /// Another server of the cluster: one `RMSG` per message (see `deliver::deliver_all`).
+    Route(Arc<Route>),
 }
 
 /// A subscriber inside the server. `deliver` runs on the publisher's task, inline: it hands
@@ -46,6 +49,9 @@ pub struct Subscription {
     pub delivered: AtomicU64,
     /// Set once the subscription is removed; a publisher holding an older match result skips it.
     pub closed: AtomicBool,
+    /// How many members a route's queue subscription stands for (1 for everyone else): the
+    /// cluster-wide choice of a queue member weighs it this many times.
+    pub weight: AtomicU32,
 }
 
 impl Subscription {
@@ -74,6 +80,7 @@ impl Subscription {
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            weight: AtomicU32::new(1),
         }
     }
 
@@ -91,7 +98,11 @@ impl Subscription {
             queue: self.queue.as_ref().map(text),
             sid: text(&self.sid),
             msgs,
-            cid: self.client().map_or(0, |c| c.cid),
+            cid: match &self.target {
+                Target::Client(conn) => conn.cid,
+                Target::Route(route) => route.conn.cid,
+                Target::Internal(_) => 0,
+            },
         }
     }
 
@@ -99,7 +110,7 @@ impl Subscription {
     pub fn client(&self) -> Option<&Arc<Connection>> {
         match &self.target {
             Target::Client(conn) => Some(conn),
-            Target::Internal(_) => None,
+            Target::Internal(_) | Target::Route(_) => None,
         }
     }
 

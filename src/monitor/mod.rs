@@ -10,6 +10,7 @@ pub mod accountz;
 pub mod connz;
 pub mod http;
 mod metrics;
+mod routez;
 pub mod subsz;
 pub mod varz;
 
@@ -135,7 +136,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/varz" => varz::varz(shared),
         "/connz" => connz::connz(shared, req),
         "/subsz" => subsz::subsz(shared, req),
-        "/routez" => subsz::routez(shared),
+        "/routez" => routez::routez(shared, req),
         "/accountz" => accountz::accountz(shared, req),
         "/accstatz" => accountz::accstatz(shared, req),
         "/healthz" => healthz(shared),

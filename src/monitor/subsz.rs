@@ -1,5 +1,4 @@
-//! `/subsz` (the sublists and their statistics, all accounts' or one's), and `/routez` (no
-//! routes yet).
+//! `/subsz`: the sublists and their statistics, all accounts' or one's.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -205,15 +204,4 @@ pub fn build(shared: &Shared, q: &SubszOptions) -> Result<Subsz, String> {
         limit,
         subscriptions_list: list,
     })
-}
-
-/// The `/routez` response: tern does not cluster yet, so no routes.
-pub fn routez(shared: &Shared) -> Response {
-    super::json(&serde_json::json!({
-        "server_id": shared.server_id,
-        "server_name": shared.server_name,
-        "now": rfc3339(SystemTime::now()),
-        "num_routes": 0,
-        "routes": [],
-    }))
 }

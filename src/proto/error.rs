@@ -49,6 +49,9 @@ pub enum ProtocolError {
         /// Its queue group.
         queue: Option<Bytes>,
     },
+    /// A server connection refused with an `-ERR` of nats-server's own words (a route from the
+    /// wrong cluster, a client on the route port); the connection is closed.
+    Refused(Cow<'static, str>),
     /// Arguments nats-server cannot parse (a bad size, a missing sid, HPUB without headers,
     /// invalid CONNECT JSON): it closes the connection without an `-ERR`. The text is for the log.
     Malformed(&'static str),
@@ -102,6 +105,7 @@ impl ProtocolError {
                     None,
                 )))
             }
+            ProtocolError::Refused(text) => return Some(text.clone()),
             ProtocolError::Malformed(_) => return None,
         }))
     }

@@ -4,4 +4,5 @@
 pub mod error;
 pub mod parser;
 pub mod protocol;
+pub mod route;
 pub mod subject;

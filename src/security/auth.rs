@@ -205,7 +205,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 /// Checks a presented secret against the configured one: bcrypt when the configured one is a
 /// bcrypt hash, otherwise a constant-time comparison.
-fn check_secret(presented: &str, configured: &str) -> bool {
+pub fn check_secret(presented: &str, configured: &str) -> bool {
     if is_bcrypt(configured) {
         // bcrypt is deliberately slow (tens of milliseconds and up): on a multi-threaded
         // runtime, tell tokio so that the worker's other connections move elsewhere.

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, error, info};
 
 use crate::config::Options;
-use crate::conn::client;
+use crate::conn::{client, route};
 use crate::engine::outbound::CloseReason;
 use crate::monitor;
 use crate::security::tls::ServerTls;
@@ -37,6 +37,8 @@ pub struct Server {
     /// The system account's services, subscribed at bind and run by `run`.
     system_services: Option<crate::sys::Services>,
     listener: TcpListener,
+    /// The cluster port's listener, when the server is in a cluster.
+    routes: Option<TcpListener>,
     monitor: Option<TcpListener>,
     /// The monitor's TLS, when it serves HTTPS.
     monitor_tls: Option<tokio_rustls::TlsAcceptor>,
@@ -90,13 +92,22 @@ impl Server {
         let monitor_addr = monitor.as_ref().map(|l| l.local_addr()).transpose()?;
         let listener = listen(&opts.host, opts.port).await?;
         let addr = listener.local_addr()?;
+        let routes = match &opts.cluster {
+            Some(cluster) => Some(listen(&cluster.host, cluster.port).await?),
+            None => None,
+        };
         let shared = Shared::new(opts, addr, monitor_addr, monitor_tls.is_some(), tls.clients)
             .map_err(fatal)?;
         let shared = Arc::new(shared);
+        if let Some(routes) = &routes {
+            shared.set_cluster_addr(routes.local_addr()?);
+        }
+        shared.set_client_urls(client_urls(&shared.opts().host, addr));
         Ok(Server {
             system_services: crate::sys::start(&shared),
             shared,
             listener,
+            routes,
             monitor,
             monitor_tls,
         })
@@ -124,9 +135,11 @@ impl Server {
             shared,
             system_services,
             listener,
+            routes,
             monitor,
             monitor_tls,
         } = self;
+        let cluster = routes.map(|l| tokio::spawn(run_cluster(l, shared.clone())));
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
         let system_services = system_services.map(crate::sys::Services::spawn);
         tokio::pin!(shutdown);
@@ -155,10 +168,14 @@ impl Server {
             }
         }
         shared.tasks.close();
+        shared.set_stopping();
         let closed = async {
             loop {
                 for conn in shared.router.connections_snapshot() {
                     conn.outbound.close(CloseReason::ServerShutdown, true);
+                }
+                for route in shared.router.routes().all() {
+                    route.conn.outbound.close(CloseReason::ServerShutdown, true);
                 }
                 // Closed again now and then: a connection accepted just before the listener
                 // closed may register after the first round. Closing twice does nothing.
@@ -176,7 +193,70 @@ impl Server {
         if let Some(services) = system_services {
             services.abort();
         }
+        if let Some(cluster) = cluster {
+            cluster.abort();
+        }
         info!("Server Exiting..");
+    }
+}
+
+/// The cluster: accepts routes on the cluster port, dials the configured routes (for ever)
+/// and those learned by gossip (`connect_retries` more times), until aborted.
+async fn run_cluster(listener: TcpListener, shared: Arc<Shared>) {
+    let opts = shared.opts();
+    let Some(cluster) = opts.cluster.clone() else {
+        return;
+    };
+    if let Some(name) = &cluster.name {
+        info!("Cluster name is {name}");
+    }
+    if let Some(addr) = shared.cluster_addr() {
+        // As the client line: the configured host (IPv6 in brackets), the bound port.
+        let host = match cluster.host.contains(':') {
+            true => format!("[{}]", cluster.host),
+            false => cluster.host.clone(),
+        };
+        info!("Listening for route connections on {host}:{}", addr.port());
+    }
+    let mut dialers = tokio::task::JoinSet::new();
+    for url in &cluster.routes {
+        if shared.claim_dial(url) {
+            dialers.spawn(route::solicit(shared.clone(), url.clone(), None));
+        }
+    }
+    let mut learned = shared.take_route_dials();
+    let retries = cluster.connect_retries;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    shared.tasks.spawn(route::accept(shared.clone(), stream, addr));
+                }
+                Err(err) => {
+                    error!("Error accepting route connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(url) = async { match learned.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                dialers.spawn(route::solicit(shared.clone(), url, Some(retries)));
+            }
+            Some(_) = dialers.join_next(), if !dialers.is_empty() => {}
+        }
+    }
+}
+
+/// This server's client URLs as peers tell their clients (`connect_urls`): the listen address,
+/// or every interface's for a wildcard one.
+fn client_urls(host: &str, addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    match host {
+        "0.0.0.0" | "::" | "" => listen::interface_addresses()
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| SocketAddr::new(ip, port).to_string())
+            .collect(),
+        host if host.contains(':') => vec![format!("[{host}]:{port}")],
+        host => vec![format!("{host}:{port}")],
     }
 }
 

@@ -24,6 +24,7 @@ use crate::security::auth;
 use events::{SysChannel, SysInput};
 
 pub mod accounts;
+pub mod cluster;
 pub mod events;
 
 /// Whether `conn` is bound to `user`'s account.
@@ -63,6 +64,8 @@ pub struct Shared {
     /// Connection tasks (readers and writers): spawned through it so that shutdown can wait
     /// for them; one that ends, by panicking too, is no longer counted.
     pub tasks: TaskTracker,
+    /// The cluster: our route address, client URLs for peers, gossiped routes to dial.
+    pub cluster: cluster::ClusterState,
     /// Wakes the accept loop to enter lame duck mode.
     lame_duck: Notify,
     /// Set once lame duck mode has begun (`/healthz` then reports not ready).
@@ -108,6 +111,10 @@ impl Shared {
             .clone()
             .unwrap_or_else(|| server_id.clone());
         let router = Router::new();
+        if opts.cluster.is_some() {
+            // Accounts count their local interest for routes from the first subscription.
+            router.routes().enable();
+        }
         let sys = SysChannel::new();
         accounts::install(&router, &opts, &sys)?;
         Ok(Shared {
@@ -129,6 +136,7 @@ impl Shared {
             monitor: MonitorState::default(),
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
+            cluster: cluster::ClusterState::default(),
             sys,
         })
     }

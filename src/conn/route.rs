@@ -1,0 +1,593 @@
+//! The route kind of connection: another server of the cluster, speaking the route protocol
+//! (`proto::route`) as nats-server 2.15.1 does with a peer that does not pool routes.
+//!
+//! Both ends send INFO at once (the acceptor without waiting for the peer's: 2.15 dialers
+//! delay theirs until they have read it); the dialer sends CONNECT first. A route is
+//! registered only when the peer's INFO arrives, keyed by its server id: a second connection
+//! to the same server is closed and the first kept. Once registered, each side sends its whole
+//! interest (`RS+` for every account), then changes as they happen; a closed route's interest
+//! is forgotten. Messages from a route go to local subscribers only (one hop).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, error, info, trace};
+
+use super::cache::MatchCache;
+use super::liveness::Liveness;
+use super::reader::ReadBuffer;
+use super::transport::{self, ReadHalf};
+use super::writer::write_loop;
+use crate::config::cluster::{ClusterOptions, RouteUrl};
+use crate::engine::account::Account;
+use crate::engine::connection::Connection;
+use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::outbound::{Appended, CloseReason};
+use crate::engine::route::Route;
+use crate::proto::error::ProtocolError;
+use crate::proto::protocol;
+use crate::proto::route::{self as wire, PeerInfo, RouteConnect, RouteInfo, RouteOp};
+use crate::security::auth;
+use crate::state::Shared;
+
+/// nats-server sends a route its first PING after about a second (`firstPingInterval`).
+const FIRST_PING: Duration = Duration::from_secs(1);
+/// Route PINGs are at most this far apart (`routeMaxPingInterval`).
+const MAX_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a dial may take (`DEFAULT_ROUTE_DIAL`).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Between attempts at an explicit route (`DEFAULT_ROUTE_CONNECT`).
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between attempts with `connect_backoff`.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Serves one connection accepted on the cluster port until it closes.
+pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let session = Session::new(shared, addr, None);
+    debug!("{} - Route connection created", session.desc);
+    session.run(stream).await;
+}
+
+/// Dials a route and keeps it up: an explicit one (`routes`, `retries` `None`) again after
+/// every close, every second (doubling up to 30 s with `connect_backoff`), until the server
+/// stops; an implicit one (learned by gossip) `retries` more times (`connect_retries`).
+pub async fn solicit(shared: Arc<Shared>, url: RouteUrl, retries: Option<u32>) {
+    let mut delay = RECONNECT_DELAY;
+    let mut attempts = 0u32;
+    let mut failures = 0u32;
+    loop {
+        attempts += 1;
+        match dial(&url).await {
+            Some((stream, addr)) => {
+                delay = RECONNECT_DELAY;
+                failures = 0;
+                let session = Session::new(shared.clone(), addr, Some(url.clone()));
+                debug!("{} - Route connect msg sent", session.desc);
+                let peer = session.run(stream).await;
+                // A duplicate of a live route: dial again only once that one is gone (both
+                // ends may have refused each other's connection; that is no failed attempt).
+                if let Some(id) = peer {
+                    while shared.router.routes().contains(&id) && !shared.stopping() {
+                        tokio::time::sleep(RECONNECT_DELAY).await;
+                    }
+                    attempts = 0;
+                }
+            }
+            None => {
+                // nats-server reports the first failure, then only now and then
+                // (`connect_error_reports`).
+                failures += 1;
+                let text = format!(
+                    "Error trying to connect to route (attempt {failures}): dial tcp {}:{}: connect: connection refused",
+                    url.host, url.port
+                );
+                match failures {
+                    1 => error!("{text}"),
+                    _ => debug!("{text}"),
+                }
+            }
+        }
+        if shared.stopping() || retries.is_some_and(|r| attempts > r) {
+            shared.release_dial(&url);
+            return;
+        }
+        let backoff = shared
+            .opts()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.connect_backoff);
+        tokio::time::sleep(delay + Duration::from_millis(fastrand::u64(..100))).await;
+        if backoff {
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+        if shared.stopping() {
+            return;
+        }
+    }
+}
+
+/// One TCP connection to a route URL, within the dial timeout.
+async fn dial(url: &RouteUrl) -> Option<(TcpStream, SocketAddr)> {
+    let connect = TcpStream::connect((url.host.as_str(), url.port));
+    let stream = tokio::time::timeout(DIAL_TIMEOUT, connect)
+        .await
+        .ok()?
+        .ok()?;
+    let addr = stream.peer_addr().ok()?;
+    let _ = stream.set_nodelay(true);
+    Some((stream, addr))
+}
+
+/// One route connection's reading side.
+struct Session {
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    desc: String,
+    /// The route URL we dialed; `None` for an accepted connection.
+    solicited: Option<RouteUrl>,
+    /// The peer's CONNECT was accepted (dialed routes need none).
+    connected: bool,
+    /// Registered once the peer's INFO arrived.
+    route: Option<Arc<Route>>,
+    live: Liveness,
+    out: Deliveries,
+    /// Accounts by name, with their match caches.
+    accounts: HashMap<Box<[u8]>, (Arc<Account>, MatchCache), ahash::RandomState>,
+    in_msgs: u64,
+    in_bytes: u64,
+    trace: bool,
+    /// The peer's id, when this connection was refused as a duplicate of a live route.
+    duplicate: Option<String>,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, addr: SocketAddr, solicited: Option<RouteUrl>) -> Session {
+        let cid = shared.router.next_cid();
+        let desc = format!("{addr} - rid:{cid}");
+        let conn = Arc::new(Connection::new(
+            cid,
+            shared.opts().max_pending,
+            &desc,
+            addr,
+            shared.router.global().clone(),
+        ));
+        Session {
+            conn,
+            desc,
+            connected: solicited.is_some(),
+            solicited,
+            route: None,
+            live: Liveness::default(),
+            out: Deliveries::default(),
+            accounts: HashMap::default(),
+            in_msgs: 0,
+            in_bytes: 0,
+            trace: tracing::enabled!(tracing::Level::TRACE),
+            duplicate: None,
+            shared,
+        }
+    }
+
+    /// Runs the connection until it closes; returns the peer's id when it was refused as a
+    /// duplicate of a live route.
+    async fn run(mut self, stream: TcpStream) -> Option<String> {
+        let (reader, writer) = transport::split_plain(stream);
+        let cluster = self.cluster();
+        // The dialer speaks first with CONNECT; both send INFO at once.
+        if let Some(url) = &self.solicited {
+            let connect = RouteConnect {
+                echo: true,
+                user: url.username.clone().or_else(|| cluster.username.clone()),
+                pass: url.password.clone().or_else(|| cluster.password.clone()),
+                headers: true,
+                name: self.shared.server_id.clone(),
+                cluster: cluster.name.clone().unwrap_or_default(),
+                lnoc: true,
+                lnocu: true,
+                ..RouteConnect::default()
+            };
+            self.push(|b| connect.encode(b));
+        }
+        let info = self.route_info(&cluster);
+        self.push(|b| info.encode(b));
+        self.shared
+            .tasks
+            .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
+        let reason = self.read_loop(reader, &cluster).await;
+        self.finish(reason)
+    }
+
+    fn cluster(&self) -> ClusterOptions {
+        self.shared.opts().cluster.clone().unwrap_or_default()
+    }
+
+    /// The INFO this server sends its routes.
+    fn route_info(&self, cluster: &ClusterOptions) -> RouteInfo {
+        let opts = self.shared.opts();
+        let addr = self.shared.cluster_addr();
+        RouteInfo {
+            server_id: self.shared.server_id.clone(),
+            server_name: self.shared.server_name.clone(),
+            version: protocol::NATS_SERVER_VERSION.to_string(),
+            proto: 2,
+            go: "tern".to_string(),
+            host: cluster.host.clone(),
+            port: addr.map_or(cluster.port, |a| a.port()),
+            headers: true,
+            auth_required: cluster.username.is_some(),
+            max_payload: opts.max_payload,
+            ip: cluster
+                .advertise
+                .as_ref()
+                .map(|a| format!("nats-route://{a}/")),
+            cluster: cluster.name.clone().unwrap_or_default(),
+            connect_urls: match cluster.no_advertise {
+                true => Vec::new(),
+                false => self.shared.client_urls(),
+            },
+            compression: "off".to_string(),
+            lnoc: true,
+            lnocu: true,
+            ..RouteInfo::default()
+        }
+    }
+
+    async fn read_loop(&mut self, mut reader: ReadHalf, cluster: &ClusterOptions) -> CloseReason {
+        let interval = cluster.ping_interval.min(MAX_PING_INTERVAL);
+        let mut ping = tokio::time::interval_at(Instant::now() + FIRST_PING, interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let auth_deadline = tokio::time::sleep(cluster.auth_timeout);
+        tokio::pin!(auth_deadline);
+        let mut input = ReadBuffer::default();
+        loop {
+            let result = tokio::select! {
+                biased;
+                _ = self.conn.outbound.reader_wakeup() => {
+                    return self.conn.outbound.close_reason().unwrap_or(CloseReason::ServerShutdown);
+                }
+                read = input.read(&mut reader) => match read {
+                    Ok(0) => return CloseReason::ClientClosed,
+                    Ok(_) => {
+                        self.live.last_in = Instant::now();
+                        self.trace = tracing::enabled!(tracing::Level::TRACE);
+                        self.out.trace = self.trace;
+                        let result = self.process(&mut input.buf);
+                        self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
+                        result
+                    }
+                    Err(_) => return CloseReason::ReadError,
+                },
+                _ = ping.tick() => {
+                    match self.live.on_timer(interval, cluster.ping_max, &self.desc) {
+                        Ok(true) => {
+                            self.push(|b| b.extend_from_slice(protocol::PING));
+                            Ok(())
+                        }
+                        Ok(false) => Ok(()),
+                        Err(err) => Err(err),
+                    }
+                }
+                _ = &mut auth_deadline, if !self.connected => {
+                    Err(ProtocolError::AuthenticationTimeout)
+                }
+            };
+            self.out.flush(Some(&self.conn));
+            if let Err(err) = result {
+                return self.fail(err);
+            }
+            if !self.out.backlogged.is_empty() {
+                let backlogged = std::mem::take(&mut self.out.backlogged);
+                for conn in &backlogged {
+                    conn.outbound.wait_for_room().await;
+                }
+                input.paused();
+            } else if input.yield_due() {
+                input.paused();
+                tokio::task::yield_now().await;
+            }
+            input.settle();
+        }
+    }
+
+    /// Handles every whole operation in `buf`.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        let opts = self.shared.opts();
+        let mut consumed = 0;
+        let result = loop {
+            match wire::parse(&buf[consumed..], opts.max_control_line, opts.max_payload) {
+                Ok(Some((op, n))) => {
+                    consumed += n;
+                    if let Err(err) = self.handle(op) {
+                        break Err(err);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        buf.advance(consumed);
+        result
+    }
+
+    fn handle(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
+        if self.trace {
+            trace_op(&self.desc, &op);
+        }
+        if !self.connected && !matches!(op, RouteOp::Connect(_)) {
+            // The acceptor takes nothing before CONNECT.
+            return Err(ProtocolError::AuthorizationViolation);
+        }
+        match op {
+            RouteOp::Connect(json) => self.handle_connect(json),
+            RouteOp::Info(json) => self.handle_info(json),
+            RouteOp::Ping => {
+                self.push(|b| b.extend_from_slice(protocol::PONG));
+                Ok(())
+            }
+            RouteOp::Pong => {
+                if let Some(rtt) = self.live.on_pong() {
+                    self.conn.stats.set_rtt(rtt);
+                }
+                Ok(())
+            }
+            RouteOp::Ok => Ok(()),
+            RouteOp::Err(text) => {
+                error!(
+                    "{} - Route Error {}",
+                    self.desc,
+                    String::from_utf8_lossy(text)
+                );
+                Err(ProtocolError::Malformed("route error"))
+            }
+            RouteOp::Sub(interest) => {
+                if let (Some(route), Some(account)) =
+                    (self.route.clone(), self.account(interest.account))
+                {
+                    route.add_interest(&account, &interest);
+                }
+                Ok(())
+            }
+            RouteOp::Unsub(interest) => {
+                if let (Some(route), Some(account)) =
+                    (self.route.clone(), self.account(interest.account))
+                {
+                    route.remove_interest(&account, &interest);
+                }
+                Ok(())
+            }
+            RouteOp::Msg(m) => {
+                self.in_msgs += 1;
+                self.in_bytes += m.message.len() as u64;
+                if self.route.is_none() {
+                    return Ok(());
+                }
+                let Some((account, cache)) = self.account_entry(m.account) else {
+                    debug!(
+                        "{} - Unknown account {:?} for routed message",
+                        self.desc,
+                        String::from_utf8_lossy(m.account)
+                    );
+                    return Ok(());
+                };
+                let account = account.clone();
+                let matches = cache.lookup(&account, m.subject);
+                let msg = Message {
+                    subject: m.subject,
+                    reply: m.reply,
+                    header_len: m.header_len,
+                    message: m.message,
+                };
+                deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                Ok(())
+            }
+        }
+    }
+
+    /// The peer's CONNECT, on an accepted connection: nats-server's checks, in its order.
+    fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        if self.connected {
+            return Ok(());
+        }
+        let Ok(connect) = serde_json::from_slice::<RouteConnect>(json) else {
+            return Err(ProtocolError::Malformed("invalid CONNECT JSON"));
+        };
+        if !connect.lang.is_empty() {
+            return Err(ProtocolError::Refused(
+                "attempted to connect to route port".into(),
+            ));
+        }
+        let cluster = self.cluster();
+        if let Some(user) = &cluster.username {
+            let ok = connect.user.as_deref() == Some(user.as_str())
+                && auth::check_secret(
+                    connect.pass.as_deref().unwrap_or_default(),
+                    cluster.password.as_deref().unwrap_or_default(),
+                );
+            if !ok {
+                error!(
+                    "{} - authentication error - User {:?}",
+                    self.desc,
+                    connect.user.unwrap_or_default()
+                );
+                return Err(ProtocolError::AuthorizationViolation);
+            }
+        }
+        let ours = cluster.name.unwrap_or_default();
+        if !connect.cluster.is_empty() && connect.cluster != ours {
+            return Err(ProtocolError::Refused(
+                format!(
+                    "Rejecting connection, cluster name {:?} does not match {:?}",
+                    connect.cluster, ours
+                )
+                .into(),
+            ));
+        }
+        self.connected = true;
+        Ok(())
+    }
+
+    /// The peer's INFO: registers the route (the first one), or news of other servers.
+    fn handle_info(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        let Ok(info) = serde_json::from_slice::<PeerInfo>(json) else {
+            return Err(ProtocolError::Malformed("invalid INFO JSON"));
+        };
+        if let Some(route) = &self.route {
+            if info.server_id == route.remote_id {
+                if info.ldm {
+                    info!("{} - Route entering lame duck mode", self.desc);
+                }
+                return Ok(());
+            }
+            // Gossip about another server: dial it unless it is known already.
+            self.shared.learn_route(&info);
+            return Ok(());
+        }
+        if !info.route_account.is_empty() {
+            // A connection dedicated to one account (2.15's pinned `$SYS` route): tern keeps
+            // one route per server, as a server without pooling.
+            return Err(ProtocolError::Refused(
+                format!(
+                    "Not possible to have a dedicated route for account {:?} between those servers",
+                    info.route_account
+                )
+                .into(),
+            ));
+        }
+        if info.server_id == self.shared.server_id {
+            debug!("{} - Detected route to self, ignoring", self.desc);
+            return Err(ProtocolError::Malformed("route to self"));
+        }
+        let ours = self.cluster().name.unwrap_or_default();
+        if !info.cluster.is_empty() && !ours.is_empty() && info.cluster != ours {
+            error!(
+                "{} - Rejecting connection, cluster name {:?} does not match {:?}",
+                self.desc, info.cluster, ours
+            );
+            return Err(ProtocolError::Malformed("cluster name conflict"));
+        }
+        let route = Arc::new(Route::new(
+            self.conn.clone(),
+            &info.server_id,
+            &info.server_name,
+            self.solicited.is_some(),
+        ));
+        if !self.shared.router.routes().add(route.clone()) {
+            debug!(
+                "{} - Duplicate route to server {:?}, closing",
+                self.desc, info.server_id
+            );
+            self.duplicate = Some(info.server_id.clone());
+            return Err(ProtocolError::Malformed("duplicate route"));
+        }
+        self.desc = format!("{} - {:?}", self.desc, info.server_name);
+        self.conn.set_desc(&self.desc);
+        info!("{} - Route connection created", self.desc);
+        self.route = Some(route.clone());
+        self.shared.route_registered(&route, &info);
+        // The whole of our interest, every account.
+        for account in self.shared.router.accounts() {
+            account.send_interest(&route);
+        }
+        Ok(())
+    }
+
+    /// The account called `name` (cached).
+    fn account(&mut self, name: &[u8]) -> Option<Arc<Account>> {
+        self.account_entry(name).map(|(a, _)| a.clone())
+    }
+
+    fn account_entry(&mut self, name: &[u8]) -> Option<&mut (Arc<Account>, MatchCache)> {
+        if !self.accounts.contains_key(name) {
+            let account = self
+                .shared
+                .router
+                .account(std::str::from_utf8(name).ok()?)?;
+            self.accounts
+                .insert(name.into(), (account, MatchCache::default()));
+        }
+        self.accounts.get_mut(name)
+    }
+
+    fn push(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        if self.conn.outbound.append(None, encode) == Appended::ScheduleFlush {
+            self.out.to_flush.push(self.conn.clone());
+        }
+    }
+
+    /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
+    fn fail(&mut self, err: ProtocolError) -> CloseReason {
+        match &err {
+            ProtocolError::Malformed(why) => debug!("{} - {why}", self.desc),
+            other => error!("{} - {}", self.desc, other),
+        }
+        if let Some(text) = err.client_text() {
+            self.push(|b| protocol::encode_err(b, &text));
+        }
+        self.out.flush(Some(&self.conn));
+        match err {
+            ProtocolError::AuthorizationViolation => CloseReason::AuthenticationViolation,
+            ProtocolError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
+            ProtocolError::StaleConnection => CloseReason::StaleConnection,
+            _ => CloseReason::ProtocolViolation,
+        }
+    }
+
+    /// Closes the connection and forgets the route and its interest.
+    fn finish(mut self, reason: CloseReason) -> Option<String> {
+        self.conn.outbound.close(reason, true);
+        self.out.flush(Some(&self.conn));
+        if let Some(route) = self.route.take() {
+            let router = &self.shared.router;
+            if router.routes().remove(&route) {
+                route.purge(|name| router.account(name));
+                self.shared.route_closed(&route);
+            }
+        }
+        debug!(
+            "{} - Route connection closed: {}",
+            self.desc,
+            reason.as_str()
+        );
+        self.duplicate.take()
+    }
+}
+
+fn trace_op(desc: &str, op: &RouteOp<'_>) {
+    let lossy = String::from_utf8_lossy;
+    match op {
+        RouteOp::Sub(i) => trace!(
+            "{desc} - <<- [RS+ {} {}{}]",
+            lossy(i.account),
+            lossy(i.subject),
+            i.queue
+                .map(|q| format!(" {} {}", lossy(q), i.weight))
+                .unwrap_or_default()
+        ),
+        RouteOp::Unsub(i) => trace!(
+            "{desc} - <<- [RS- {} {}{}]",
+            lossy(i.account),
+            lossy(i.subject),
+            i.queue
+                .map(|q| format!(" {}", lossy(q)))
+                .unwrap_or_default()
+        ),
+        RouteOp::Msg(m) => trace!(
+            "{desc} - <<- [RMSG {} {} {}]",
+            lossy(m.account),
+            lossy(m.subject),
+            m.message.len()
+        ),
+        RouteOp::Connect(json) => trace!("{desc} - <<- [CONNECT {}]", lossy(json)),
+        RouteOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
+        RouteOp::Ping => trace!("{desc} - <<- [PING]"),
+        RouteOp::Pong => trace!("{desc} - <<- [PONG]"),
+        RouteOp::Ok => trace!("{desc} - <<- [OK]"),
+        RouteOp::Err(text) => trace!("{desc} - <<- [-ERR {}]", lossy(text)),
+    }
+}

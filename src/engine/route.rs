@@ -1,0 +1,258 @@
+//! Routes as the engine sees them: another server of the cluster is a delivery target (one
+//! `RMSG` per message, naming the queue groups it was chosen for), and the interest it sent
+//! (`RS+`) lives in our accounts' sublists as subscriptions whose target is that route.
+//!
+//! Each account counts its local interest by subject and queue group, and tells every route
+//! when a subject gains its first subscriber or loses its last (a queue group's weight on
+//! every change), as nats-server's `updateRouteSubscriptionMap` does. A route that registers
+//! gets the whole of it at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use super::account::Account;
+use super::connection::Connection;
+use super::outbound::Appended;
+use super::subscription::{Subscription, Target};
+use crate::proto::route::{self as wire, Interest};
+
+/// Another server of the cluster, connected by a route.
+#[derive(Debug)]
+pub struct Route {
+    /// The connection: outbound queue, counters, log prefix.
+    pub conn: Arc<Connection>,
+    /// The peer's server id.
+    pub remote_id: String,
+    /// The peer's server name.
+    pub remote_name: String,
+    /// We dialed it (rather than it us).
+    pub solicited: bool,
+    /// The peer's interest, by account, subject and queue group. Guards only the map; taken
+    /// before an account's sublist lock, never after.
+    remote: Mutex<HashMap<RemoteKey, Arc<Subscription>>>,
+}
+
+/// What identifies one remote subscription.
+type RemoteKey = (Arc<str>, Bytes, Option<Bytes>);
+
+impl Route {
+    /// A registered route.
+    pub fn new(
+        conn: Arc<Connection>,
+        remote_id: &str,
+        remote_name: &str,
+        solicited: bool,
+    ) -> Route {
+        Route {
+            conn,
+            remote_id: remote_id.to_string(),
+            remote_name: remote_name.to_string(),
+            solicited,
+            remote: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `RS+`: the peer has interest in `account` (a queue group's weight replaces the old one).
+    pub fn add_interest(self: &Arc<Self>, account: &Arc<Account>, interest: &Interest<'_>) {
+        let key: RemoteKey = (
+            account.name.clone(),
+            Bytes::copy_from_slice(interest.subject),
+            interest.queue.map(Bytes::copy_from_slice),
+        );
+        let mut remote = self.remote();
+        if let Some(existing) = remote.get(&key) {
+            existing
+                .weight
+                .store(interest.weight.max(1), Ordering::Relaxed);
+            return;
+        }
+        let sub = Arc::new(Subscription::with_target(
+            Target::Route(self.clone()),
+            key.1.clone(),
+            key.2.clone(),
+            Bytes::new(),
+        ));
+        sub.weight.store(interest.weight.max(1), Ordering::Relaxed);
+        remote.insert(key, sub.clone());
+        account.subscribe(sub);
+    }
+
+    /// `RS-`: the peer lost interest (unknown interest is ignored).
+    pub fn remove_interest(&self, account: &Account, interest: &Interest<'_>) {
+        let key: RemoteKey = (
+            account.name.clone(),
+            Bytes::copy_from_slice(interest.subject),
+            interest.queue.map(Bytes::copy_from_slice),
+        );
+        let removed = self.remote().remove(&key);
+        if let Some(sub) = removed {
+            account.unsubscribe(&sub);
+        }
+    }
+
+    /// Forgets everything the peer said it wanted (the route closed).
+    pub fn purge(&self, accounts: impl Fn(&str) -> Option<Arc<Account>>) {
+        let all: Vec<(RemoteKey, Arc<Subscription>)> = self.remote().drain().collect();
+        for ((account, _, _), sub) in all {
+            if let Some(account) = accounts(&account) {
+                account.unsubscribe(&sub);
+            }
+        }
+    }
+
+    /// The peer's subscriptions (`subject` or `subject queue`), for `/routez?subs=1`.
+    pub fn remote_subjects(&self) -> Vec<String> {
+        let lossy = String::from_utf8_lossy;
+        self.remote()
+            .keys()
+            .map(|(_, subject, queue)| match queue {
+                Some(q) => format!("{} {}", lossy(subject), lossy(q)),
+                None => lossy(subject).into_owned(),
+            })
+            .collect()
+    }
+
+    /// How many subscriptions the peer has with us.
+    pub fn remote_count(&self) -> usize {
+        self.remote().len()
+    }
+
+    /// Appends a frame and wakes the writer.
+    pub fn send(&self, encode: impl FnOnce(&mut bytes::BytesMut)) {
+        if self.conn.outbound.append(None, encode) == Appended::ScheduleFlush {
+            self.conn.outbound.wake_writer();
+        }
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteKey, Arc<Subscription>>> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The registered routes, by the peer's server id. Shared by the router and every account.
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// Guards only the map; never held while an account's interest is being sent.
+    by_id: RwLock<HashMap<String, Arc<Route>>>,
+    /// The server is in a cluster: accounts keep their local interest for routes.
+    enabled: AtomicBool,
+}
+
+impl Routes {
+    /// Starts keeping local interest for routes (before any client connects).
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Release);
+    }
+
+    /// Whether the server is in a cluster.
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Registers a route; refuses a second one to the same server (nats-server keeps the first).
+    pub fn add(&self, route: Arc<Route>) -> bool {
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        if by_id.contains_key(&route.remote_id) {
+            return false;
+        }
+        by_id.insert(route.remote_id.clone(), route);
+        true
+    }
+
+    /// Forgets `route` (if it is the one registered for its server).
+    pub fn remove(&self, route: &Arc<Route>) -> bool {
+        let mut by_id = self.by_id.write().unwrap_or_else(|p| p.into_inner());
+        match by_id.get(&route.remote_id) {
+            Some(r) if Arc::ptr_eq(r, route) => by_id.remove(&route.remote_id).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a route to server `id` is registered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Every registered route.
+    pub fn all(&self) -> Vec<Arc<Route>> {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether there is any route (one load, for the client's SUB path).
+    pub fn is_empty(&self) -> bool {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+/// The local interest of one account that routes are told about: plain subscribers by
+/// subject, queue members by subject and group.
+#[derive(Debug, Default)]
+pub struct LocalInterest {
+    counts: HashMap<(Bytes, Option<Bytes>), u32>,
+}
+
+impl LocalInterest {
+    /// One more local subscriber; returns the `RS+` to send, if any: a plain subject's first,
+    /// or a queue group's new weight.
+    pub fn add(&mut self, subject: &Bytes, queue: &Option<Bytes>) -> Option<u32> {
+        let count = self
+            .counts
+            .entry((subject.clone(), queue.clone()))
+            .or_insert(0);
+        *count += 1;
+        (queue.is_some() || *count == 1).then_some(*count)
+    }
+
+    /// One fewer; returns `Some(0)` for the `RS-` to send (the last one went) or `Some(n)` for
+    /// a queue group's new weight, `None` when routes need not hear of it.
+    pub fn remove(&mut self, subject: &Bytes, queue: &Option<Bytes>) -> Option<u32> {
+        let key = (subject.clone(), queue.clone());
+        let count = self.counts.get_mut(&key)?;
+        *count = count.saturating_sub(1);
+        let now = *count;
+        if now == 0 {
+            self.counts.remove(&key);
+            return Some(0);
+        }
+        queue.is_some().then_some(now)
+    }
+
+    /// Sends all of it to a route that just registered.
+    pub fn send_all(&self, account: &[u8], route: &Route) {
+        if self.counts.is_empty() {
+            return;
+        }
+        route.send(|b| {
+            for ((subject, queue), count) in &self.counts {
+                let queue = queue.as_ref().map(|q| (&q[..], *count));
+                wire::encode_sub(b, account, subject, queue);
+            }
+        });
+    }
+}
+
+/// Tells every route of a change in `account`'s local interest (see [`LocalInterest`]).
+pub fn announce(routes: &Routes, account: &[u8], subject: &[u8], queue: Option<&[u8]>, count: u32) {
+    for route in routes.all() {
+        route.send(|b| match (count, queue) {
+            (0, queue) => wire::encode_unsub(b, account, subject, queue),
+            (n, Some(queue)) => wire::encode_sub(b, account, subject, Some((queue, n))),
+            (_, None) => wire::encode_sub(b, account, subject, None),
+        });
+    }
+}

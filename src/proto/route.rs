@@ -1,0 +1,630 @@
+//! The route protocol's parser and encoders: what one server of a cluster says to another, as
+//! nats-server 2.15.1 speaks it to a peer without route pooling (every operation names its
+//! account). A route has its own operation set: a client's `PUB` or `SUB` on a route is an
+//! unknown operation, as a route's `RS+` is on a client connection.
+//!
+//! ```text
+//! RS+ <acc> <subject>[ <queue> <weight>]          LS+ <origin> <acc> <subject>[ <queue> <weight>]
+//! RS- <acc> <subject>[ <queue>]                   LS- [<origin>] <acc> <subject>[ <queue>]
+//! RMSG <acc> <subject> [<reply> | + <reply> <q>... | | <q>...] <size>
+//! HMSG <acc> <subject> [<reply> | + <reply> <q>... | | <q>...] <header size> <total size>
+//! LMSG <origin> <acc> <subject> [...] <header size> <total size>
+//! CONNECT, INFO, PING, PONG, +OK, -ERR
+//! ```
+
+use bytes::{BufMut, BytesMut};
+use memchr::memchr;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::proto::error::ProtocolError;
+
+/// One operation received on a route. Slices borrow from the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOp<'a> {
+    /// `CONNECT <json>`
+    Connect(&'a [u8]),
+    /// `INFO <json>`
+    Info(&'a [u8]),
+    /// `PING`
+    Ping,
+    /// `PONG`
+    Pong,
+    /// `+OK`
+    Ok,
+    /// `-ERR <text>`: the peer closes; so do we.
+    Err(&'a [u8]),
+    /// `RS+` / `LS+`: the peer has interest.
+    Sub(Interest<'a>),
+    /// `RS-` / `LS-`: the peer lost interest.
+    Unsub(Interest<'a>),
+    /// `RMSG` / `HMSG` / `LMSG`: a message for our subscribers.
+    Msg(RoutedMsg<'a>),
+}
+
+/// The subject of an `RS+`/`RS-`/`LS+`/`LS-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interest<'a> {
+    /// The leaf cluster the interest comes from (`LS+`/`LS-` with origin).
+    pub origin: Option<&'a [u8]>,
+    /// The account.
+    pub account: &'a [u8],
+    /// The subject or filter.
+    pub subject: &'a [u8],
+    /// The queue group.
+    pub queue: Option<&'a [u8]>,
+    /// For a queue `RS+`/`LS+`: how many members the peer has (an absolute count).
+    pub weight: u32,
+}
+
+/// A routed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedMsg<'a> {
+    /// The leaf cluster the message came from (`LMSG`).
+    pub origin: Option<&'a [u8]>,
+    /// The account.
+    pub account: &'a [u8],
+    /// The subject.
+    pub subject: &'a [u8],
+    /// The reply subject.
+    pub reply: Option<&'a [u8]>,
+    /// The queue groups the sender chose us for, blank-separated (see [`queue_names`]).
+    pub queues: &'a [u8],
+    /// The length of the header block at the start of `message` (`HMSG`/`LMSG`).
+    pub header_len: Option<usize>,
+    /// Headers and payload.
+    pub message: &'a [u8],
+}
+
+/// The queue names of a routed message, one at a time.
+pub fn queue_names(queues: &[u8]) -> impl Iterator<Item = &[u8]> {
+    queues
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|q| !q.is_empty())
+}
+
+/// nats-server allows a server connection 16 times the client control line
+/// (`overMaxControlLineLimit`).
+pub const CONTROL_LINE_FACTOR: usize = 16;
+
+/// Parses one route operation from the start of `buf`: `Ok(None)` when more bytes are needed.
+pub fn parse<'a>(
+    buf: &'a [u8],
+    max_control_line: usize,
+    max_payload: usize,
+) -> Result<Option<(RouteOp<'a>, usize)>, ProtocolError> {
+    let limit = max_control_line.saturating_mul(CONTROL_LINE_FACTOR);
+    let scan = &buf[..buf.len().min(limit.saturating_add(64))];
+    let Some(newline) = memchr(b'\n', scan) else {
+        if scan.len() < buf.len() {
+            return Err(ProtocolError::MaxControlLine);
+        }
+        return Ok(None);
+    };
+    let line_end = newline + 1;
+    let line = buf[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..newline]);
+    let (name, rest) = match line.iter().position(|&b| b == b' ' || b == b'\t') {
+        Some(at) => (&line[..at], trim(&line[at..])),
+        None => (line, &line[line.len()..]),
+    };
+    if rest.len() > limit {
+        return Err(ProtocolError::MaxControlLine);
+    }
+    let upper = name.to_ascii_uppercase();
+    let op = match upper.as_slice() {
+        b"PING" => RouteOp::Ping,
+        b"PONG" => RouteOp::Pong,
+        b"+OK" => RouteOp::Ok,
+        b"-ERR" => RouteOp::Err(rest),
+        b"INFO" => RouteOp::Info(rest),
+        b"CONNECT" => RouteOp::Connect(rest),
+        b"RS+" | b"LS+" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
+        b"RS-" | b"LS-" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
+        b"RMSG" | b"HMSG" | b"LMSG" => {
+            let Some((msg, size)) = routed(rest, &upper)? else {
+                return Err(ProtocolError::Malformed("processRoutedMsgArgs Parse Error"));
+            };
+            if size > max_payload {
+                return Err(ProtocolError::MaxPayload);
+            }
+            let end = line_end + size;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError::UnknownOperation);
+            }
+            let message = &buf[line_end..end];
+            return Ok(Some((RouteOp::Msg(RoutedMsg { message, ..msg }), end + 2)));
+        }
+        _ => return Err(ProtocolError::UnknownOperation),
+    };
+    Ok(Some((op, line_end)))
+}
+
+/// `RS+ acc subj [queue weight]`, `LS+ origin acc subj [queue weight]`, and the `-` forms
+/// (`LS-` with or without its origin: a peer without `lnocu` leaves it out).
+fn interest(rest: &[u8], leaf: bool, add: bool) -> Result<Interest<'_>, ProtocolError> {
+    let err = ProtocolError::Malformed(match add {
+        true => "processRemoteSub Parse Error",
+        false => "processRemoteUnsub Parse Error",
+    });
+    let args: SmallVec<[&[u8]; 6]> = split(rest).collect();
+    let (origin, args) = match (leaf, add, args.len()) {
+        (false, _, _) => (None, &args[..]),
+        // `LS+ origin acc subj [q w]`: 3 or 5 arguments.
+        (true, true, 3 | 5) => (Some(args[0]), &args[1..]),
+        // `LS- origin acc subj [q]` or, without origin, `LS- acc subj [q]`: the origin is
+        // there when the count says so (4 is origin + queue, 3 is ambiguous: nats-server reads
+        // it as origin acc subj).
+        (true, false, 3 | 4) => (Some(args[0]), &args[1..]),
+        (true, false, 2) => (None, &args[..]),
+        _ => return Err(err),
+    };
+    let (account, subject, queue, weight) = match (add, args) {
+        (_, [account, subject]) => (*account, *subject, None, 1),
+        (true, [account, subject, queue, weight]) => {
+            let weight = parse_u32(weight).ok_or(err.clone())?;
+            (*account, *subject, Some(*queue), weight)
+        }
+        (false, [account, subject, queue]) => (*account, *subject, Some(*queue), 1),
+        _ => return Err(err),
+    };
+    Ok(Interest {
+        origin,
+        account,
+        subject,
+        queue,
+        weight,
+    })
+}
+
+/// The arguments of `RMSG`/`HMSG`/`LMSG` and the size of what follows.
+fn routed<'a>(rest: &'a [u8], op: &[u8]) -> Result<Option<(RoutedMsg<'a>, usize)>, ProtocolError> {
+    let args: SmallVec<[&[u8]; 8]> = split(rest).collect();
+    let (origin, args) = match op {
+        b"LMSG" => match args.split_first() {
+            Some((origin, rest)) => (Some(*origin), rest),
+            None => return Ok(None),
+        },
+        _ => (None, &args[..]),
+    };
+    let headers = op != b"RMSG";
+    let sizes = if headers { 2 } else { 1 };
+    if args.len() < 2 + sizes {
+        return Ok(None);
+    }
+    let (account, subject) = (args[0], args[1]);
+    let middle = &args[2..args.len() - sizes];
+    let (header_len, size) = if headers {
+        let header = parse_size(args[args.len() - 2]);
+        let total = parse_size(args[args.len() - 1]);
+        match (header, total) {
+            (Some(h), Some(t)) if h <= t => (Some(h), t),
+            _ => return Ok(None),
+        }
+    } else {
+        match parse_size(args[args.len() - 1]) {
+            Some(t) => (None, t),
+            None => return Ok(None),
+        }
+    };
+    // `LMSG` always carries a header size, 0 when there are no headers.
+    let header_len = header_len.filter(|&h| h > 0);
+    let (reply, queues): (Option<&[u8]>, &[&[u8]]) = match middle {
+        [] => (None, &[]),
+        [reply] => (Some(*reply), &[]),
+        [b"+", reply, queues @ ..] if !queues.is_empty() => (Some(*reply), queues),
+        [b"|", queues @ ..] if !queues.is_empty() => (None, queues),
+        _ => return Ok(None),
+    };
+    let queues = match (queues.first(), queues.last()) {
+        (Some(first), Some(last)) => span(rest, first, last),
+        _ => &rest[..0],
+    };
+    let msg = RoutedMsg {
+        origin,
+        account,
+        subject,
+        reply,
+        queues,
+        header_len,
+        message: &[],
+    };
+    Ok(Some((msg, size)))
+}
+
+/// The part of `all` from the start of `first` to the end of `last` (both sub-slices of it).
+fn span<'a>(all: &'a [u8], first: &[u8], last: &[u8]) -> &'a [u8] {
+    let base = all.as_ptr() as usize;
+    let start = first.as_ptr() as usize - base;
+    let end = last.as_ptr() as usize - base + last.len();
+    &all[start..end]
+}
+
+fn split(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
+    rest.split(|&b| b == b' ' || b == b'\t')
+        .filter(|a| !a.is_empty())
+}
+
+fn trim(args: &[u8]) -> &[u8] {
+    let start = args
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(args.len());
+    &args[start..]
+}
+
+fn parse_size(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + usize::from(b - b'0'))
+    })
+}
+
+fn parse_u32(digits: &[u8]) -> Option<u32> {
+    parse_size(digits).and_then(|n| u32::try_from(n).ok())
+}
+
+/// `RS+ <acc> <subject>[ <queue> <weight>]\r\n`
+pub fn encode_sub(out: &mut BytesMut, account: &[u8], subject: &[u8], queue: Option<(&[u8], u32)>) {
+    out.put_slice(b"RS+ ");
+    out.put_slice(account);
+    out.put_u8(b' ');
+    out.put_slice(subject);
+    if let Some((queue, weight)) = queue {
+        out.put_u8(b' ');
+        out.put_slice(queue);
+        out.put_slice(format!(" {weight}").as_bytes());
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// `RS- <acc> <subject>[ <queue>]\r\n`
+pub fn encode_unsub(out: &mut BytesMut, account: &[u8], subject: &[u8], queue: Option<&[u8]>) {
+    out.put_slice(b"RS- ");
+    out.put_slice(account);
+    out.put_u8(b' ');
+    out.put_slice(subject);
+    if let Some(queue) = queue {
+        out.put_u8(b' ');
+        out.put_slice(queue);
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// `RMSG`/`HMSG <acc> <subject> [<reply> | + <reply> <q>... | | <q>...] [<hdr>] <size>\r\n`
+/// with the message: one frame per route per message, naming every queue group the route was
+/// chosen for.
+pub fn encode_msg(
+    out: &mut BytesMut,
+    account: &[u8],
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    queues: &[&[u8]],
+    header_len: Option<usize>,
+    message: &[u8],
+) {
+    out.reserve(account.len() + subject.len() + message.len() + 48);
+    out.put_slice(if header_len.is_some() {
+        b"HMSG "
+    } else {
+        b"RMSG "
+    });
+    out.put_slice(account);
+    out.put_u8(b' ');
+    out.put_slice(subject);
+    match (reply, queues.is_empty()) {
+        (Some(reply), true) => {
+            out.put_u8(b' ');
+            out.put_slice(reply);
+        }
+        (Some(reply), false) => {
+            out.put_slice(b" + ");
+            out.put_slice(reply);
+        }
+        (None, false) => out.put_slice(b" |"),
+        (None, true) => {}
+    }
+    for queue in queues {
+        out.put_u8(b' ');
+        out.put_slice(queue);
+    }
+    let sizes = match header_len {
+        Some(h) => format!(" {h} {}\r\n", message.len()),
+        None => format!(" {}\r\n", message.len()),
+    };
+    out.put_slice(sizes.as_bytes());
+    out.put_slice(message);
+    out.put_slice(b"\r\n");
+}
+
+/// The INFO a route sends, in nats-server's field order, as a peer without pooling or
+/// compression (`compression: "off"`, no `route_pool_size`) and without message tracing
+/// (`proto` 2). Unknown fields of the peer's INFO are ignored when read ([`PeerInfo`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteInfo {
+    /// This server's id.
+    pub server_id: String,
+    /// This server's name.
+    pub server_name: String,
+    /// The nats-server version tern speaks for.
+    pub version: String,
+    /// `RouteProtoV2`.
+    pub proto: u8,
+    /// What built the server.
+    pub go: String,
+    /// The cluster listen host.
+    pub host: String,
+    /// The cluster listen port.
+    pub port: u16,
+    /// Headers are supported.
+    pub headers: bool,
+    /// Route credentials are required.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
+    /// Routes use TLS.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// Routes verify certificates.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
+    /// The largest payload.
+    pub max_payload: usize,
+    /// `nats-route://host:port/` to reach this server, when advertised or gossiped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The cluster's name.
+    pub cluster: String,
+    /// This server's client URLs (`host:port`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
+    /// Never compressed.
+    pub compression: String,
+    /// Leaf-origin interest and messages are understood.
+    pub lnoc: bool,
+    /// `LS-` with origin is understood.
+    pub lnocu: bool,
+    /// How a gossiped route was made (see the research notes, §1.6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_mode: Option<u8>,
+    /// Lame duck mode.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
+}
+
+impl RouteInfo {
+    /// `INFO {...}\r\n`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(b"INFO ");
+        // Serializing plain strings, numbers and bools cannot fail.
+        if let Ok(json) = serde_json::to_vec(self) {
+            out.put_slice(&json);
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// What we read of a peer's route INFO.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct PeerInfo {
+    /// The peer's id.
+    #[serde(default)]
+    pub server_id: String,
+    /// The peer's name.
+    #[serde(default)]
+    pub server_name: String,
+    /// The cluster listen host.
+    #[serde(default)]
+    pub host: String,
+    /// The cluster listen port.
+    #[serde(default)]
+    pub port: u16,
+    /// `nats-route://host:port/` to reach it (advertised, or filled in by gossip).
+    #[serde(default)]
+    pub ip: String,
+    /// Its cluster's name.
+    #[serde(default)]
+    pub cluster: String,
+    /// Its client URLs.
+    #[serde(default)]
+    pub connect_urls: Vec<String>,
+    /// A connection dedicated to one account (pooling): tern takes none.
+    #[serde(default)]
+    pub route_account: String,
+    /// Route credentials are required (for gossiped routes).
+    #[serde(default)]
+    pub auth_required: bool,
+    /// How the gossip came.
+    #[serde(default)]
+    pub gossip_mode: u8,
+    /// The peer enters lame duck mode.
+    #[serde(default)]
+    pub ldm: bool,
+    /// Headers are supported.
+    #[serde(default)]
+    pub headers: bool,
+}
+
+/// The CONNECT a route sends (`sendRouteConnect`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RouteConnect {
+    /// Always true.
+    #[serde(default)]
+    pub echo: bool,
+    /// Always false: `+OK` for every operation otherwise.
+    #[serde(default)]
+    pub verbose: bool,
+    /// Always false.
+    #[serde(default)]
+    pub pedantic: bool,
+    /// Route user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Route password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+    /// Route TLS.
+    #[serde(default)]
+    pub tls_required: bool,
+    /// Headers supported.
+    #[serde(default)]
+    pub headers: bool,
+    /// The sender's server id.
+    #[serde(default)]
+    pub name: String,
+    /// The sender's cluster name.
+    #[serde(default)]
+    pub cluster: String,
+    /// Leaf-origin support.
+    #[serde(default)]
+    pub lnoc: bool,
+    /// `LS-` with origin.
+    #[serde(default)]
+    pub lnocu: bool,
+    /// Set by a client that connected to the route port by mistake.
+    #[serde(default, skip_serializing)]
+    pub lang: String,
+    /// Set by a gateway.
+    #[serde(default, skip_serializing)]
+    pub gateway: String,
+}
+
+impl RouteConnect {
+    /// `CONNECT {...}\r\n`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(b"CONNECT ");
+        if let Ok(json) = serde_json::to_vec(self) {
+            out.put_slice(&json);
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(input: &[u8]) -> RouteOp<'_> {
+        let (op, n) = parse(input, 4096, 1 << 20).unwrap().unwrap();
+        assert_eq!(n, input.len());
+        op
+    }
+
+    #[test]
+    fn interest_in_every_form() {
+        let sub = |origin, account, subject, queue, weight| Interest {
+            origin,
+            account,
+            subject,
+            queue,
+            weight,
+        };
+        assert_eq!(
+            one(b"RS+ $G foo\r\n"),
+            RouteOp::Sub(sub(None, b"$G", b"foo", None, 1))
+        );
+        assert_eq!(
+            one(b"RS+ $G foo q 3\r\n"),
+            RouteOp::Sub(sub(None, b"$G", b"foo", Some(&b"q"[..]), 3))
+        );
+        assert_eq!(
+            one(b"RS- $G foo q\r\n"),
+            RouteOp::Unsub(sub(None, b"$G", b"foo", Some(&b"q"[..]), 1))
+        );
+        assert_eq!(
+            one(b"LS+ LC $G foo\r\n"),
+            RouteOp::Sub(sub(Some(&b"LC"[..]), b"$G", b"foo", None, 1))
+        );
+        assert_eq!(
+            one(b"LS- $G foo\r\n"),
+            RouteOp::Unsub(sub(None, b"$G", b"foo", None, 1))
+        );
+        // A queue RS+ without its weight closes the route, as in nats-server.
+        assert!(parse(b"RS+ $G foo q\r\n", 4096, 1 << 20).is_err());
+        assert!(parse(b"RS+ $G\r\n", 4096, 1 << 20).is_err());
+        assert_eq!(
+            parse(b"SUB foo 1\r\n", 4096, 1 << 20),
+            Err(ProtocolError::UnknownOperation)
+        );
+    }
+
+    #[test]
+    fn messages_in_every_form() {
+        // As nats-server 2.15.1 sent them.
+        let RouteOp::Msg(m) = one(b"RMSG $G remote.q + _INBOX.r grp 2\r\nhq\r\n") else {
+            panic!()
+        };
+        assert_eq!(
+            (m.account, m.subject, m.reply, m.queues, m.message),
+            (
+                &b"$G"[..],
+                &b"remote.q"[..],
+                Some(&b"_INBOX.r"[..]),
+                &b"grp"[..],
+                &b"hq"[..]
+            )
+        );
+        let RouteOp::Msg(m) = one(b"HMSG $G remote.sub 12 14\r\nNATS/1.0\r\n\r\nhi\r\n") else {
+            panic!()
+        };
+        assert_eq!(
+            (m.header_len, m.reply, m.queues),
+            (Some(12), None, &b""[..])
+        );
+        let RouteOp::Msg(m) = one(b"LMSG LC $G tern.sub rep 0 3\r\nabc\r\n") else {
+            panic!()
+        };
+        assert_eq!(
+            (m.origin, m.reply, m.header_len, m.message),
+            (Some(&b"LC"[..]), Some(&b"rep"[..]), None, &b"abc"[..])
+        );
+        let RouteOp::Msg(m) = one(b"RMSG $G foo | q1 q2 1\r\nx\r\n") else {
+            panic!()
+        };
+        assert_eq!(
+            queue_names(m.queues).collect::<Vec<_>>(),
+            [&b"q1"[..], b"q2"]
+        );
+        // Split anywhere: nothing until the whole frame is there.
+        let whole = b"RMSG $G foo r 5\r\nhello\r\n";
+        for cut in 0..whole.len() {
+            assert_eq!(parse(&whole[..cut], 4096, 1 << 20), Ok(None), "{cut}");
+        }
+        assert!(parse(b"RMSG $G foo\r\n", 4096, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn encoders_round_trip() {
+        let mut out = BytesMut::new();
+        encode_sub(&mut out, b"$G", b"foo", Some((b"q", 2)));
+        encode_unsub(&mut out, b"A", b"bar", None);
+        encode_msg(
+            &mut out,
+            b"$G",
+            b"s",
+            Some(b"r"),
+            &[b"q1", b"q2"],
+            None,
+            b"hi",
+        );
+        encode_msg(&mut out, b"$G", b"s", None, &[b"q1"], Some(2), b"h:x");
+        encode_msg(&mut out, b"$G", b"s", None, &[], None, b"");
+        assert_eq!(
+            &out[..],
+            &b"RS+ $G foo q 2\r\nRS- A bar\r\nRMSG $G s + r q1 q2 2\r\nhi\r\n\
+               HMSG $G s | q1 2 3\r\nh:x\r\nRMSG $G s 0\r\n\r\n"[..]
+        );
+        let mut at = 0;
+        let mut ops = 0;
+        while let Some((_, n)) = parse(&out[at..], 4096, 1 << 20).unwrap() {
+            at += n;
+            ops += 1;
+        }
+        assert_eq!((at, ops), (out.len(), 5));
+    }
+}

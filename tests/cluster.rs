@@ -1,0 +1,329 @@
+//! Clusters over nats-server's route protocol: tern nodes with each other, and mixed with
+//! nats-server 2.15.1 in both roles (tern as the seed, tern joining), driven by real clients.
+//! Every server is a real process on loopback ports, killed when the test ends.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::process::{reference_server, wait_for_log, Process, Scratch};
+use futures::StreamExt;
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+/// How long a cluster may take to form and propagate interest.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// One server of a test cluster.
+struct Node {
+    _process: Process,
+    name: String,
+    /// Client `host:port`.
+    client: String,
+    /// Route `host:port`.
+    route: String,
+}
+
+/// Starts `binary` as server `name` of cluster `C1`, routing to `seeds`.
+fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
+    let routes: Vec<String> = seeds
+        .iter()
+        .map(|s| format!("\"nats-route://{}\"", s.route))
+        .collect();
+    let config = scratch.0.join(format!("{name}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:-1\nserver_name: {name}\n\
+             cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}] }}\n",
+            routes.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = scratch.0.join(format!("{name}.log"));
+    let (process, _) = Process::start(
+        Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .arg("-l")
+            .arg(&log),
+        &log,
+    );
+    let text = wait_for_log(&log, "the route listener", |t| {
+        t.contains("Listening for route connections on ")
+    });
+    let after = |marker: &str| {
+        let line = text.lines().find(|l| l.contains(marker)).unwrap();
+        line.rsplit(' ').next().unwrap().trim().to_string()
+    };
+    Node {
+        _process: process,
+        name: name.to_string(),
+        client: after("Listening for client connections on "),
+        route: after("Listening for route connections on "),
+    }
+}
+
+async fn client(node: &Node) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .name(&node.name)
+        .connect(format!("nats://{}", node.client))
+        .await
+        .unwrap()
+}
+
+/// Publishes probes on `subject` from `publisher` until `subscriber` receives one: the
+/// cluster has formed and propagated that interest. Panics after `SETTLE`.
+async fn until_routed(
+    publisher: &async_nats::Client,
+    subscriber: &mut async_nats::Subscriber,
+    subject: &str,
+) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        publisher
+            .publish(subject.to_string(), "probe".into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subject}: interest never arrived"
+        );
+    }
+    // Drain probes still in flight.
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(300), subscriber.next()).await
+    {}
+}
+
+/// Messages across every ordered pair of nodes: each arrives exactly once, in order.
+async fn every_pair_exchanges(nodes: &[&Node]) {
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in nodes.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let subject = format!("pair.{}.{}", from.name, to.name);
+            let publisher = client(from).await;
+            let receiver = client(to).await;
+            let mut sub = receiver.subscribe(subject.clone()).await.unwrap();
+            receiver.flush().await.unwrap();
+            until_routed(&publisher, &mut sub, &subject).await;
+            for n in 0..200u32 {
+                publisher
+                    .publish(subject.clone(), n.to_string().into())
+                    .await
+                    .unwrap();
+            }
+            publisher.flush().await.unwrap();
+            for n in 0..200u32 {
+                let msg = tokio::time::timeout(SETTLE, sub.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(msg.payload, n.to_string(), "{subject}");
+            }
+            let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+            assert!(extra.is_err(), "{subject}: a duplicate arrived");
+        }
+    }
+}
+
+/// A queue group with one member on each node gets each message once, cluster-wide.
+async fn queue_group_across(nodes: &[&Node]) {
+    let publisher = client(nodes[0]).await;
+    let mut members = Vec::new();
+    for node in nodes {
+        let c = client(node).await;
+        let sub = c.queue_subscribe("work", "workers".into()).await.unwrap();
+        c.flush().await.unwrap();
+        members.push((c, sub));
+    }
+    // Interest for the group from every node has arrived when a probe subject subscribed
+    // after the group reaches the publisher's node from the last node.
+    let last = client(nodes[nodes.len() - 1]).await;
+    let mut probe = last.subscribe("work.probe").await.unwrap();
+    last.flush().await.unwrap();
+    until_routed(&publisher, &mut probe, "work.probe").await;
+    let total = 300u32;
+    for n in 0..total {
+        publisher
+            .publish("work", n.to_string().into())
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + SETTLE;
+    while seen.len() < total as usize {
+        for (_, sub) in members.iter_mut() {
+            while let Ok(Some(msg)) =
+                tokio::time::timeout(Duration::from_millis(20), sub.next()).await
+            {
+                let n: u32 = std::str::from_utf8(&msg.payload).unwrap().parse().unwrap();
+                assert!(seen.insert(n), "message {n} delivered twice");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} arrived",
+            seen.len()
+        );
+    }
+}
+
+/// Request/reply with headers from each node to a responder on another.
+async fn requests_across(nodes: &[&Node]) {
+    let responder_node = nodes[nodes.len() - 1];
+    let responder = client(responder_node).await;
+    let mut service = responder.subscribe("svc.echo").await.unwrap();
+    responder.flush().await.unwrap();
+    let answering = responder.clone();
+    let task = tokio::spawn(async move {
+        while let Some(msg) = service.next().await {
+            if let Some(reply) = msg.reply {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    "X-Seen",
+                    msg.headers
+                        .as_ref()
+                        .and_then(|h| h.get("X-Ask"))
+                        .map(|v| v.as_str())
+                        .unwrap_or("none"),
+                );
+                answering
+                    .publish_with_headers(reply, headers, msg.payload)
+                    .await
+                    .unwrap();
+                answering.flush().await.unwrap();
+            }
+        }
+    });
+    for node in nodes {
+        let requester = client(node).await;
+        let deadline = Instant::now() + SETTLE;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("X-Ask", node.name.as_str());
+        let response = loop {
+            let request = async_nats::Request::new()
+                .payload(format!("from {}", node.name).into())
+                .headers(headers.clone())
+                .timeout(Some(Duration::from_millis(500)));
+            match requester.send_request("svc.echo", request).await {
+                Ok(response) => break response,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(err) => panic!("request from {}: {err}", node.name),
+            }
+        };
+        assert_eq!(response.payload, format!("from {}", node.name));
+        let seen = response.headers.unwrap();
+        assert_eq!(seen.get("X-Seen").unwrap().as_str(), node.name);
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn three_tern_nodes_form_a_full_mesh() {
+    let scratch = Scratch::new("cluster-tern3");
+    let tern = PathBuf::from(TERN);
+    let n1 = node(&scratch, &tern, "T1", &[]);
+    // Both join through the seed only: they learn of each other by gossip.
+    let n2 = node(&scratch, &tern, "T2", &[&n1]);
+    let n3 = node(&scratch, &tern, "T3", &[&n1]);
+    let nodes = [&n1, &n2, &n3];
+    every_pair_exchanges(&nodes).await;
+    queue_group_across(&nodes).await;
+    requests_across(&nodes).await;
+}
+
+#[tokio::test]
+async fn tern_joins_a_nats_server_cluster() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let scratch = Scratch::new("cluster-join");
+    let a = node(&scratch, &reference, "A", &[]);
+    let b = node(&scratch, &reference, "B", &[&a]);
+    let t = node(&scratch, &PathBuf::from(TERN), "T", &[&a]);
+    let nodes = [&a, &b, &t];
+    every_pair_exchanges(&nodes).await;
+    queue_group_across(&nodes).await;
+    requests_across(&nodes).await;
+}
+
+#[tokio::test]
+async fn nats_servers_join_a_tern_seed() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let scratch = Scratch::new("cluster-seed");
+    let t = node(&scratch, &PathBuf::from(TERN), "T", &[]);
+    let a = node(&scratch, &reference, "A", &[&t]);
+    let b = node(&scratch, &reference, "B", &[&t]);
+    let nodes = [&t, &a, &b];
+    every_pair_exchanges(&nodes).await;
+    queue_group_across(&nodes).await;
+    requests_across(&nodes).await;
+}
+
+/// Connects to a route port, sends `send` and returns everything the server wrote before it
+/// closed the connection (or after two seconds).
+fn route_port_answer(route: &str, send: &str) -> String {
+    let mut stream = TcpStream::connect(route).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stream.write_all(send.as_bytes()).unwrap();
+    let mut text = Vec::new();
+    let _ = stream.read_to_end(&mut text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Bad input on the route port gets nats-server's `-ERR` and the connection closes.
+#[test]
+fn route_port_refuses_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let scratch = Scratch::new("cluster-refuse");
+    let t = node(&scratch, &PathBuf::from(TERN), "T", &[]);
+    let a = node(&scratch, &reference, "A", &[]);
+    let cases = [
+        // A client on the route port.
+        "CONNECT {\"lang\":\"go\",\"version\":\"1.0\",\"verbose\":false}\r\nPING\r\n",
+        // A route from another cluster.
+        "CONNECT {\"echo\":true,\"verbose\":false,\"pedantic\":false,\"headers\":true,\"name\":\"NXXX\",\"cluster\":\"OTHER\"}\r\n",
+        // Anything before CONNECT.
+        "PING\r\n",
+    ];
+    for send in cases {
+        let errs = |route: &str| -> Vec<String> {
+            route_port_answer(route, send)
+                .lines()
+                .filter(|l| l.starts_with("-ERR"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(errs(&t.route), errs(&a.route), "{send}");
+    }
+    // The INFO a route gets first: the fields a 2.15.1 peer reads.
+    let mut stream = BufReader::new(TcpStream::connect(&t.route).unwrap());
+    let mut line = String::new();
+    stream.read_line(&mut line).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
+    assert_eq!(info["cluster"], "C1");
+    assert_eq!(info["compression"], "off");
+    assert_eq!(info["proto"], 2);
+    assert!(info.get("route_pool_size").is_none(), "{info}");
+}
