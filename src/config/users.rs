@@ -192,7 +192,7 @@ fn handshake_first(entry: &Entry) -> Result<(bool, Option<Duration>), ConfError>
 }
 
 /// A value's type as Go's `%T` names what nats-server's parser produced.
-fn go_type(v: &Value) -> &'static str {
+pub(super) fn go_type(v: &Value) -> &'static str {
     match v.kind {
         Kind::Bool(_) => "bool",
         Kind::Int(_) => "int64",
@@ -228,7 +228,7 @@ pub(super) fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
 }
 
 /// `"subject"`, `["a", "b"]` (both allow lists) or `{ allow: ..., deny: ... }`.
-fn subject_permission(v: &Value) -> Result<SubjectPermission, ConfError> {
+pub(super) fn subject_permission(v: &Value) -> Result<SubjectPermission, ConfError> {
     match &v.kind {
         Kind::Map(fields) => {
             let mut perm = SubjectPermission::default();
