@@ -426,13 +426,12 @@ fn authorization(entry: &Entry, warnings: &mut Vec<String>) -> Result<ClusterAut
     let mut token = false;
     let mut users = false;
     for field in fields {
-        let v = &field.value;
         match field.key.to_ascii_lowercase().as_str() {
             "user" | "username" => auth.username = Some(go_string(field)?),
             "password" | "pass" => auth.password = Some(go_string(field)?),
             "token" => token = true,
             "users" => users = true,
-            "timeout" => auth.timeout = Some(seconds(v)?),
+            "timeout" => auth.timeout = Some(auth_timeout(field)?),
             "permissions" | "default_permissions" | "default_permission" => {
                 auth.permissions = Some(cluster_permissions(field)?);
             }
@@ -465,16 +464,37 @@ fn authorization(entry: &Entry, warnings: &mut Vec<String>) -> Result<ClusterAut
     Ok(auth)
 }
 
+/// `authorization { timeout }`: seconds, or a Go duration (`parseAuthorization`).
+fn auth_timeout(entry: &Entry) -> Result<Duration, ConfError> {
+    match &entry.value.kind {
+        Kind::String(text) => parse_duration(text).ok_or_else(|| {
+            at(
+                entry,
+                format!(
+                    "error parsing authorization config, 'timeout' time: invalid duration {text:?}"
+                ),
+            )
+        }),
+        _ => seconds(&entry.value),
+    }
+}
+
 /// `permissions { import, export }` (`publish`/`pub` and `subscribe`/`sub` are the same).
 fn cluster_permissions(entry: &Entry) -> Result<Permissions, ConfError> {
     let Kind::Map(fields) = &entry.value.kind else {
-        return Err(conversion(entry, "map[string]interface {}"));
+        return Err(at(
+            entry,
+            format!(
+                "Expected permissions to be a map/struct, got {}",
+                go_text(&entry.value)
+            ),
+        ));
     };
     let (mut import, mut export) = (None, None);
     for field in fields {
         match field.key.to_ascii_lowercase().as_str() {
-            "import" | "publish" | "pub" => import = Some(subject_permission(&field.value)?),
-            "export" | "subscribe" | "sub" => export = Some(subject_permission(&field.value)?),
+            "import" | "publish" | "pub" => import = Some(subjects(field)?),
+            "export" | "subscribe" | "sub" => export = Some(subjects(field)?),
             "allow_responses" | "publish_allow_responses" => {
                 return Err(at(
                     entry,
@@ -491,6 +511,38 @@ fn cluster_permissions(entry: &Entry) -> Result<Permissions, ConfError> {
         }
     }
     Ok((import, export))
+}
+
+/// One direction of `permissions`: a subject, a list, or `{ allow, deny }`.
+fn subjects(entry: &Entry) -> Result<SubjectPermission, ConfError> {
+    let v = &entry.value;
+    let is_text = |v: &Value| matches!(v.kind, Kind::String(_));
+    let fits = match &v.kind {
+        Kind::String(_) | Kind::Map(_) => true,
+        Kind::Array(items) => items.iter().all(is_text),
+        _ => false,
+    };
+    if !fits {
+        return Err(at(
+            entry,
+            format!(
+                "Expected subject permissions to be a subject, or array of subjects, got {}",
+                go_type(v)
+            ),
+        ));
+    }
+    subject_permission(v)
+}
+
+/// A value as Go's `%+v` prints a scalar.
+fn go_text(v: &Value) -> String {
+    match &v.kind {
+        Kind::Bool(b) => b.to_string(),
+        Kind::Int(n) => n.to_string(),
+        Kind::Float(f) => f.to_string(),
+        Kind::String(s) => s.clone(),
+        Kind::Map(_) | Kind::Array(_) => go_type(v).to_string(),
+    }
 }
 
 /// `compression`: a mode, a boolean, or `{ mode, rtt_thresholds }` (`parseCompression`). The
@@ -945,6 +997,20 @@ mod tests {
             (
                 "cluster {\n  port: -1\n  permissions { colour: red }\n}",
                 "3:17: Unknown field \"colour\" parsing permissions",
+            ),
+            (
+                "cluster {\n  port: -1\n  authorization { timeout: \"x\" }\n}",
+                "3:19: error parsing authorization config, 'timeout' time: invalid duration \"x\"",
+            ),
+            // nats-server gives these two without a position.
+            (
+                "cluster {\n  port: -1\n  permissions: foo\n}",
+                "3:3: Expected permissions to be a map/struct, got foo",
+            ),
+            (
+                "cluster {\n  port: -1\n  permissions { import: 5 }\n}",
+                "3:17: Expected subject permissions to be a subject, or array of subjects, got \
+                 int64",
             ),
         ];
         for (text, want) in cases {

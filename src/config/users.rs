@@ -151,7 +151,13 @@ pub(super) fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOpti
                     message: format!("tls {:?} is not supported by tern yet", entry.key),
                 })
             }
-            _ => return Err(unknown_field(entry)),
+            _ if entry.referenced => {}
+            _ => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!("error parsing tls config, unknown field {:?}", entry.key),
+                })
+            }
         }
     }
     Ok(tls)
@@ -386,7 +392,8 @@ mod tests {
         .unwrap();
         assert_eq!(o.tls.unwrap().pinned_certs, ["ab01", "cd23"]);
         assert!(error(&format!("tls {{ {files}, ocsp_peer: true }}")).contains("not supported"));
-        assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
+        assert!(error(&format!("tls {{ {files}, colour: red }}"))
+            .ends_with("error parsing tls config, unknown field \"colour\""));
     }
 
     #[test]
