@@ -556,3 +556,54 @@ fn cluster_blocks_checked_as_nats_server_checks_them() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+/// Reload with a cluster: a new cluster port is refused in nats-server 2.15.1's words (the
+/// cluster keeps running as it was), new routes and route credentials are put in force.
+#[test]
+fn reload_refuses_a_new_cluster_port_and_takes_new_routes() {
+    let scratch = Scratch::new("conf-reload-cluster");
+    let config = scratch.0.join("server.conf");
+    let pid = scratch.0.join("server.pid");
+    let cluster = |port: u16, extra: &str| {
+        format!(
+            "listen: 127.0.0.1:-1\npid_file: {}\ncluster {{\n  name: c1\n  \
+             listen: 127.0.0.1:{port}\n{extra}}}\n",
+            pid.display()
+        )
+    };
+    // A free port (tern will listen on it once it has routes).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    write(&config, &cluster(port, ""));
+    let (mut server, log, _port) = start(&scratch, &config, &[]);
+
+    write(&config, &cluster(port + 1, ""));
+    signal(&scratch, "reload", &pid);
+    let text = wait_for_log(&log, "refused reload", |t| {
+        t.contains("Failed to reload server configuration")
+    });
+    assert!(
+        text.contains(&format!(
+            "config reload not supported for cluster port: old={port}, new={}",
+            port + 1
+        )),
+        "{text}"
+    );
+
+    write(
+        &config,
+        &cluster(
+            port,
+            "  routes: [nats-route://127.0.0.1:16309]\n  authorization { user: u, password: p }\n",
+        ),
+    );
+    signal(&scratch, "reload", &pid);
+    wait_for_log(&log, "reload", |t| {
+        t.contains("Reloaded server configuration")
+    });
+
+    signal(&scratch, "quit", &pid);
+    assert_eq!(server.wait_exit(), 0);
+}
