@@ -17,8 +17,9 @@
 //!   wake-up, slow-consumer budget), [`engine::router`] (accounts and live connections),
 //!   [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
-//!   file's syntax, [`config::options`], [`config::users`] and [`config::accounts`] its
-//!   meaning, [`config::cli`] nats-server's command line.
+//!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
+//!   [`config::cluster`] (the `cluster` block and flags, route URLs) its meaning,
+//!   [`config::cli`] nats-server's command line.
 //! - [`security`]: [`security::auth`] (who may connect, as which user of which account) and
 //!   [`security::tls`] (the one place rustls configurations are built; certificate names).
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,

@@ -1,11 +1,13 @@
 //! Configuration as plain data: the options with nats-server's defaults, the configuration
-//! file's syntax ([`conf`]) and meaning ([`options`]), and nats-server's command line ([`cli`]).
+//! file's syntax ([`conf`]) and meaning ([`options`]; the `cluster` block in [`cluster`]), and
+//! nats-server's command line ([`cli`]).
 
 pub mod accounts;
 pub mod cli;
 pub mod cluster;
 pub mod conf;
 pub mod options;
+mod url;
 pub mod users;
 
 pub use options::*;

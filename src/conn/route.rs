@@ -37,8 +37,6 @@ use crate::state::Shared;
 
 /// nats-server sends a route its first PING after about a second (`firstPingInterval`).
 const FIRST_PING: Duration = Duration::from_secs(1);
-/// Route PINGs are at most this far apart (`routeMaxPingInterval`).
-const MAX_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a dial may take (`DEFAULT_ROUTE_DIAL`).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between attempts at an explicit route (`DEFAULT_ROUTE_CONNECT`).
@@ -239,7 +237,8 @@ impl Session {
     }
 
     async fn read_loop(&mut self, mut reader: ReadHalf, cluster: &ClusterOptions) -> CloseReason {
-        let interval = cluster.ping_interval.min(MAX_PING_INTERVAL);
+        let opts = self.shared.opts();
+        let (interval, ping_max) = (opts.route_ping_interval(), opts.route_ping_max());
         let mut ping = tokio::time::interval_at(Instant::now() + FIRST_PING, interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let auth_deadline = tokio::time::sleep(cluster.auth_timeout);
@@ -264,7 +263,7 @@ impl Session {
                     Err(_) => return CloseReason::ReadError,
                 },
                 _ = ping.tick() => {
-                    match self.live.on_timer(interval, cluster.ping_max, &self.desc) {
+                    match self.live.on_timer(interval, ping_max, &self.desc) {
                         Ok(true) => {
                             self.push(|b| b.extend_from_slice(protocol::PING));
                             Ok(())
