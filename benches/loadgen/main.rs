@@ -191,8 +191,9 @@ struct Run {
     outcome: Result<Vec<Metric>, String>,
 }
 
-/// Starts a fresh server, runs the scenario on it within `timeout`, adds the server's CPU
-/// seconds and peak RSS to the metrics, and kills the server.
+/// Starts a fresh server (a fresh two-node cluster for a cluster scenario), runs the scenario
+/// on it within `timeout`, adds the server's CPU seconds and peak RSS (summed over a cluster's
+/// nodes) to the metrics, and kills the server.
 fn run_once(
     target: &Target,
     scenario: &Scenario,
@@ -200,7 +201,12 @@ fn run_once(
     timeout: Duration,
     log: &Path,
 ) -> Run {
-    let server = match Server::start(target, log, scenario.config) {
+    let started = if scenario.cluster {
+        Server::start_cluster(target, log, scenario.config)
+    } else {
+        Server::start(target, log, scenario.config)
+    };
+    let server = match started {
         Ok(server) => Arc::new(server),
         Err(e) => {
             return Run { outcome: Err(e) };
@@ -216,13 +222,18 @@ fn run_once(
     let outcome = match rx.recv_timeout(timeout) {
         Ok(Ok(mut metrics)) => {
             if server.is_running() {
+                let both = if server.node_count() > 1 {
+                    " (both nodes)"
+                } else {
+                    ""
+                };
                 metrics.push(scenarios_metric(
-                    "server CPU time",
+                    &format!("server CPU time{both}"),
                     server.cpu_seconds(),
                     "s",
                 ));
                 metrics.push(scenarios_metric(
-                    "server peak RSS",
+                    &format!("server peak RSS{both}"),
                     server.peak_rss_kib() as f64 / 1024.0,
                     "MiB",
                 ));
@@ -396,6 +407,16 @@ fn main() {
                     slug(&scenario.name),
                     round + 1
                 ));
+                let logs = if scenario.cluster {
+                    server::cluster_logs(&log).to_vec()
+                } else {
+                    vec![log.clone()]
+                };
+                let shown = logs
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let started = Instant::now();
                 let run = run_once(target, scenario, scale, timeout, &log);
                 let took = started.elapsed();
@@ -409,23 +430,23 @@ fn main() {
                             round + 1,
                             took.as_secs_f64()
                         );
-                        let _ = std::fs::remove_file(&log);
+                        for log in &logs {
+                            let _ = std::fs::remove_file(log);
+                        }
                         per_server[ti].add(metrics);
                     }
                     Err(e) => {
                         eprintln!(
-                            "[{:>5.1}s] {} | {} | round {}: FAILED: {e} (server log {})",
+                            "[{:>5.1}s] {} | {} | round {}: FAILED: {e} (server log {shown})",
                             wall.elapsed().as_secs_f64(),
                             scenario.name,
                             target.name,
                             round + 1,
-                            log.display()
                         );
-                        failures.entry((si, ti)).or_default().push(format!(
-                            "round {}: {e} (server log: {})",
-                            round + 1,
-                            log.display()
-                        ));
+                        failures
+                            .entry((si, ti))
+                            .or_default()
+                            .push(format!("round {}: {e} (server log: {shown})", round + 1,));
                         per_server[ti].failed = Some(e);
                     }
                 }

@@ -73,6 +73,9 @@ pub struct Scenario {
     pub run: Arc<Run>,
     /// The configuration file the servers run with, if any.
     pub config: Option<&'static str>,
+    /// Run against a cluster of two nodes of the same binary, A and B (B routing to A),
+    /// rather than one server.
+    pub cluster: bool,
 }
 
 fn scenario(
@@ -83,6 +86,7 @@ fn scenario(
         name: name.into(),
         run: Arc::new(run),
         config: None,
+        cluster: false,
     }
 }
 
