@@ -194,7 +194,14 @@ pub fn build(shared: &Shared) -> Varz {
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
         max_pending: opts.max_pending,
-        cluster: cluster(&opts),
+        cluster: ClusterVarz {
+            // The bound port, when `-1` asked for a random one.
+            cluster_port: shared
+                .cluster_addr()
+                .map(|a| a.port())
+                .or(cluster(&opts).cluster_port),
+            ..cluster(&opts)
+        },
         gateway: cluster_write_deadline(&opts),
         leaf: cluster_write_deadline(&opts),
         mqtt: Empty {},

@@ -45,6 +45,23 @@ impl Default for ClusterState {
     }
 }
 
+/// What tern's routes cannot do yet, refused at start rather than run without: route TLS and
+/// route permissions (a route would otherwise run in plaintext, or unfiltered).
+pub fn check(opts: &crate::config::Options) -> Result<(), String> {
+    let Some(cluster) = &opts.cluster else {
+        return Ok(());
+    };
+    if cluster.tls.is_some() {
+        return Err(
+            "cluster tls is not supported by tern yet (routes would run in plaintext)".into(),
+        );
+    }
+    if cluster.import.is_some() || cluster.export.is_some() {
+        return Err("cluster permissions are not supported by tern yet".into());
+    }
+    Ok(())
+}
+
 impl Shared {
     /// The bound cluster address, once the cluster port listens.
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
