@@ -92,6 +92,9 @@ pub struct Account {
     pub is_system: AtomicBool,
     /// The cluster's routes, told about changes of this account's local interest.
     routes: Arc<Routes>,
+    /// Queue subscriptions of routes in this account: while there are none, a queue member is
+    /// drawn without weighing each one.
+    route_queue_subs: AtomicUsize,
     /// Local interest by subject and queue group, kept while the server is in a cluster.
     /// Held while routes are told of a change, so that they hear changes in order; taken
     /// before a route's outbound lock.
@@ -168,6 +171,7 @@ impl Account {
     pub fn with_routes(name: &str, routes: Arc<Routes>) -> Account {
         Account {
             routes,
+            route_queue_subs: AtomicUsize::new(0),
             interest: Mutex::new(LocalInterest::default()),
             name: name.into(),
             sublist: RwLock::new(Sublist::new()),
@@ -231,7 +235,16 @@ impl Account {
     /// changes. Only in a cluster; routes' own interest and the server's internal
     /// subscriptions are not announced (one hop).
     fn track_interest(&self, sub: &Subscription, added: bool) {
-        if !self.routes.enabled() || !matches!(sub.target, Target::Client(_)) {
+        if !self.routes.enabled() {
+            return;
+        }
+        if matches!(sub.target, Target::Route(_)) && sub.queue.is_some() {
+            match added {
+                true => self.route_queue_subs.fetch_add(1, Ordering::Relaxed),
+                false => self.route_queue_subs.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+        if !matches!(sub.target, Target::Client(_)) {
             return;
         }
         let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
@@ -248,6 +261,12 @@ impl Account {
                 count,
             );
         }
+    }
+
+    /// Whether some route has a queue subscription here (queue members are then weighed).
+    #[inline]
+    pub fn has_route_queue_subs(&self) -> bool {
+        self.route_queue_subs.load(Ordering::Relaxed) > 0
     }
 
     /// Sends this account's whole local interest to a route that just registered.

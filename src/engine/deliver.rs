@@ -97,25 +97,46 @@ pub fn deliver_all(
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
 ) -> bool {
-    if matches.psubs.is_empty() && matches.qsubs.is_empty() {
-        return false;
-    }
+    // The common case, plain local subscribers only, takes no more than this loop.
     let mut delivered = false;
-    let mut routes: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
+    let mut routes = false;
     for sub in &matches.psubs {
         match &sub.target {
-            Target::Route(route) => {
-                if !out.from_route && !sub.closed.load(Ordering::Relaxed) {
-                    RouteFrame::note(&mut routes, route, None);
-                }
-            }
+            Target::Route(_) => routes = true,
             _ => delivered |= deliver(account, sub, msg, out, skip),
         }
     }
-    for group in &matches.qsubs {
-        delivered |= deliver_queue(account, group, msg, out, skip, &mut routes);
+    if matches.qsubs.is_empty() && (!routes || out.from_route) {
+        return delivered;
     }
-    for frame in routes {
+    deliver_groups_and_routes(account, matches, msg, out, skip, routes) | delivered
+}
+
+/// The rest of [`deliver_all`]: one member of each queue group, and one frame per route for
+/// the routes among the plain subscriptions (`routes`) and the groups' chosen members.
+fn deliver_groups_and_routes(
+    account: &Account,
+    matches: &Matches,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+    routes: bool,
+) -> bool {
+    let mut delivered = false;
+    let mut frames: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
+    if routes && !out.from_route {
+        for sub in &matches.psubs {
+            if let Target::Route(route) = &sub.target {
+                if !sub.closed.load(Ordering::Relaxed) {
+                    RouteFrame::note(&mut frames, route, None);
+                }
+            }
+        }
+    }
+    for group in &matches.qsubs {
+        delivered |= deliver_queue(account, group, msg, out, skip, &mut frames);
+    }
+    for frame in frames {
         frame.send(account, msg, out);
         delivered = true;
     }
@@ -170,7 +191,11 @@ fn deliver_queue<'m>(
         Target::Route(_) => s.weight.load(Ordering::Relaxed).max(1) as usize,
         _ => 1,
     };
-    let total: usize = group.members.iter().map(|s| weight(s)).sum();
+    // Without routes' members every member weighs 1: no need to look at each.
+    let total: usize = match account.has_route_queue_subs() {
+        true => group.members.iter().map(|s| weight(s)).sum(),
+        false => n,
+    };
     let start = if total == n {
         fastrand::usize(..n)
     } else {
