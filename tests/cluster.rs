@@ -20,7 +20,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 
 /// One server of a test cluster.
 struct Node {
-    _process: Process,
+    process: Process,
     name: String,
     /// Client `host:port`.
     client: String,
@@ -30,6 +30,11 @@ struct Node {
 
 /// Starts `binary` as server `name` of cluster `C1`, routing to `seeds`.
 fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
+    node_with(scratch, binary, name, seeds, "")
+}
+
+/// As [`node`], with `extra` lines of configuration.
+fn node_with(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node], extra: &str) -> Node {
     let routes: Vec<String> = seeds
         .iter()
         .map(|s| format!("\"nats-route://{}\"", s.route))
@@ -38,7 +43,7 @@ fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:-1\nserver_name: {name}\n\
+            "listen: 127.0.0.1:-1\nserver_name: {name}\n{extra}\n\
              cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}] }}\n",
             routes.join(", ")
         ),
@@ -61,7 +66,7 @@ fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
         line.rsplit(' ').next().unwrap().trim().to_string()
     };
     Node {
-        _process: process,
+        process,
         name: name.to_string(),
         client: after("Listening for client connections on "),
         route: after("Listening for route connections on "),
@@ -326,4 +331,132 @@ fn route_port_refuses_as_nats_server() {
     assert_eq!(info["compression"], "off");
     assert_eq!(info["proto"], 2);
     assert!(info.get("route_pool_size").is_none(), "{info}");
+}
+
+/// A raw client connection that reads the server's lines (answering its PINGs).
+struct RawClient {
+    name: &'static str,
+    stream: BufReader<TcpStream>,
+}
+
+impl RawClient {
+    /// Connects to `node` with CONNECT `protocol` and a PING, and reads up to the PONG (and,
+    /// for protocol 1, the INFO that follows it).
+    fn connect(name: &'static str, node: &Node, protocol: u8, log: &mut Vec<String>) -> RawClient {
+        let stream = TcpStream::connect(&node.client).unwrap();
+        stream.set_read_timeout(Some(SETTLE)).unwrap();
+        let mut client = RawClient {
+            name,
+            stream: BufReader::new(stream),
+        };
+        let connect = format!(
+            "CONNECT {{\"verbose\":false,\"headers\":true,\"protocol\":{protocol}}}\r\nPING\r\n"
+        );
+        client
+            .stream
+            .get_mut()
+            .write_all(connect.as_bytes())
+            .unwrap();
+        client.next_info(log);
+        client.until("PONG");
+        if protocol == 1 {
+            client.next_info(log);
+        }
+        client
+    }
+
+    /// The next line that is not a PING (answered), or panics after `SETTLE`.
+    fn line(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "{}: closed", self.name);
+            if line == "PING\r\n" {
+                self.stream.get_mut().write_all(b"PONG\r\n").unwrap();
+                continue;
+            }
+            return line;
+        }
+    }
+
+    fn until(&mut self, want: &str) {
+        let line = self.line();
+        assert_eq!(line.trim_end(), want, "{}", self.name);
+    }
+
+    /// Reads an INFO and logs what a client makes of it: the cluster, the nodes it may
+    /// reconnect to (by name, via `names`), lame duck mode, connect_info.
+    fn next_info(&mut self, log: &mut Vec<String>) -> serde_json::Value {
+        let line = self.line();
+        let json = line
+            .strip_prefix("INFO ")
+            .unwrap_or_else(|| panic!("{line}"));
+        let info: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        log.push(format!(
+            "{}: cluster={} urls={} ldm={} connect_info={}",
+            self.name, info["cluster"], info["connect_urls"], info["ldm"], info["connect_info"]
+        ));
+        info
+    }
+}
+
+/// What clients are told of the cluster, side by side with nats-server: `cluster` in INFO,
+/// `connect_urls` (none before the first route; ours then the peers') pushed to protocol-1
+/// clients when a node joins, the lame duck INFO on the node leaving (`ldm`, only the others'
+/// URLs) and the others' INFO without it. Protocol-0 clients are told nothing.
+#[test]
+fn clients_are_told_of_the_cluster_as_by_nats_server() {
+    let tern = clients_see(&PathBuf::from(TERN));
+    assert_eq!(
+        tern,
+        [
+            "x1: cluster=\"C1\" urls=null ldm=null connect_info=null",
+            "x1: cluster=\"C1\" urls=null ldm=null connect_info=true",
+            "x0: cluster=\"C1\" urls=null ldm=null connect_info=null",
+            "x1: cluster=\"C1\" urls=[\"X\",\"Y\"] ldm=null connect_info=null",
+            "y1: cluster=\"C1\" urls=[\"Y\",\"X\"] ldm=null connect_info=null",
+            "y1: cluster=\"C1\" urls=[\"Y\",\"X\"] ldm=null connect_info=true",
+            "y1: cluster=\"C1\" urls=[\"X\"] ldm=true connect_info=null",
+            "x1: cluster=\"C1\" urls=[\"X\"] ldm=null connect_info=null",
+            "x0: PONG",
+        ]
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, clients_see(&reference));
+    }
+}
+
+fn clients_see(binary: &Path) -> Vec<String> {
+    let scratch = Scratch::new(&format!(
+        "cluster-clients-{}",
+        binary.file_name().unwrap().to_string_lossy()
+    ));
+    let mut log = Vec::new();
+    let x = node(&scratch, binary, "X", &[]);
+    let mut x1 = RawClient::connect("x1", &x, 1, &mut log);
+    let mut x0 = RawClient::connect("x0", &x, 0, &mut log);
+    let y = node_with(
+        &scratch,
+        binary,
+        "Y",
+        &[&x],
+        "lame_duck_grace_period: \"1s\"\nlame_duck_duration: \"30s\"",
+    );
+    x1.next_info(&mut log);
+    let mut y1 = RawClient::connect("y1", &y, 1, &mut log);
+    y.process.signal("USR2");
+    y1.next_info(&mut log);
+    x1.next_info(&mut log);
+    // The protocol-0 client was told nothing: its next line answers a PING.
+    x0.stream.get_mut().write_all(b"PING\r\n").unwrap();
+    log.push(format!("x0: {}", x0.line().trim_end()));
+    // Client URLs by node name.
+    let names = [(&x.client, "X"), (&y.client, "Y")];
+    log.into_iter()
+        .map(|line| {
+            names
+                .iter()
+                .fold(line, |line, (url, name)| line.replace(url.as_str(), name))
+        })
+        .collect()
 }

@@ -31,7 +31,7 @@ use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::route::Route;
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
-use crate::proto::route::{self as wire, PeerInfo, RouteConnect, RouteInfo, RouteOp};
+use crate::proto::route::{self as wire, PeerInfo, RouteConnect, RouteOp};
 use crate::security::auth;
 use crate::state::Shared;
 
@@ -144,6 +144,9 @@ struct Session {
     trace: bool,
     /// The peer's id, when this connection was refused as a duplicate of a live route.
     duplicate: Option<String>,
+    /// The peer's client URLs, counted in our clients' `connect_urls` until the route closes
+    /// or the peer enters lame duck mode.
+    peer_urls: Vec<String>,
 }
 
 impl Session {
@@ -170,6 +173,7 @@ impl Session {
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
             duplicate: None,
+            peer_urls: Vec::new(),
             shared,
         }
     }
@@ -194,7 +198,7 @@ impl Session {
             };
             self.push(|b| connect.encode(b));
         }
-        let info = self.route_info(&cluster);
+        let info = self.shared.route_info();
         self.push(|b| info.encode(b));
         self.shared
             .tasks
@@ -205,37 +209,6 @@ impl Session {
 
     fn cluster(&self) -> ClusterOptions {
         self.shared.opts().cluster.clone().unwrap_or_default()
-    }
-
-    /// The INFO this server sends its routes.
-    fn route_info(&self, cluster: &ClusterOptions) -> RouteInfo {
-        let opts = self.shared.opts();
-        let addr = self.shared.cluster_addr();
-        RouteInfo {
-            server_id: self.shared.server_id.clone(),
-            server_name: self.shared.server_name.clone(),
-            version: protocol::NATS_SERVER_VERSION.to_string(),
-            proto: 2,
-            go: "tern".to_string(),
-            host: cluster.host.clone(),
-            port: addr.map_or(cluster.port, |a| a.port()),
-            headers: true,
-            auth_required: cluster.username.is_some(),
-            max_payload: opts.max_payload,
-            ip: cluster
-                .advertise
-                .as_ref()
-                .map(|a| format!("nats-route://{a}/")),
-            cluster: cluster.name.clone().unwrap_or_default(),
-            connect_urls: match cluster.no_advertise {
-                true => Vec::new(),
-                false => self.shared.client_urls(),
-            },
-            compression: "off".to_string(),
-            lnoc: true,
-            lnocu: true,
-            ..RouteInfo::default()
-        }
     }
 
     async fn read_loop(&mut self, mut reader: ReadHalf, cluster: &ClusterOptions) -> CloseReason {
@@ -441,6 +414,9 @@ impl Session {
             if info.server_id == route.remote_id {
                 if info.ldm {
                     info!("{} - Route entering lame duck mode", self.desc);
+                    // Its clients will be closed: ours must not be sent there.
+                    self.shared
+                        .remove_peer_urls(&std::mem::take(&mut self.peer_urls));
                 }
                 return Ok(());
             }
@@ -490,6 +466,10 @@ impl Session {
         info!("{} - Route connection created", self.desc);
         self.route = Some(route.clone());
         self.shared.route_registered(&route, &info);
+        if !info.ldm {
+            self.peer_urls = info.connect_urls.clone();
+            self.shared.add_peer_urls(&self.peer_urls);
+        }
         // The whole of our interest, every account.
         for account in self.shared.router.accounts() {
             account.send_interest(&route);
@@ -546,6 +526,8 @@ impl Session {
             let router = &self.shared.router;
             if router.routes().remove(&route) {
                 route.purge(|name| router.account(name));
+                self.shared
+                    .remove_peer_urls(&std::mem::take(&mut self.peer_urls));
                 self.shared.route_closed(&route);
             }
         }

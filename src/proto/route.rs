@@ -383,7 +383,11 @@ pub struct RouteInfo {
     /// This server's client URLs (`host:port`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,
-    /// Never compressed.
+    /// Lame duck mode: sent once, when this server enters it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
+    /// Never compressed (`off`); left out of the lame duck INFO, as nats-server does.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub compression: String,
     /// Leaf-origin interest and messages are understood.
     pub lnoc: bool,
@@ -392,9 +396,6 @@ pub struct RouteInfo {
     /// How a gossiped route was made (see the research notes, §1.6).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip_mode: Option<u8>,
-    /// Lame duck mode.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ldm: bool,
 }
 
 impl RouteInfo {
