@@ -7,109 +7,11 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{reference_server, wait_for_log, Process, Scratch};
+use common::cluster::{client, node, node_with, until_routed, Node, SETTLE, TERN};
+use common::process::{reference_server, Scratch};
 use futures::StreamExt;
-
-const TERN: &str = env!("CARGO_BIN_EXE_tern");
-
-/// How long a cluster may take to form and propagate interest.
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// One server of a test cluster.
-struct Node {
-    process: Process,
-    name: String,
-    /// Client `host:port`.
-    client: String,
-    /// Route `host:port`.
-    route: String,
-}
-
-/// Starts `binary` as server `name` of cluster `C1`, routing to `seeds`.
-fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
-    node_with(scratch, binary, name, seeds, "")
-}
-
-/// As [`node`], with `extra` lines of configuration.
-fn node_with(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node], extra: &str) -> Node {
-    let routes: Vec<String> = seeds
-        .iter()
-        .map(|s| format!("\"nats-route://{}\"", s.route))
-        .collect();
-    let config = scratch.0.join(format!("{name}.conf"));
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:-1\nserver_name: {name}\n{extra}\n\
-             cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}] }}\n",
-            routes.join(", ")
-        ),
-    )
-    .unwrap();
-    let log = scratch.0.join(format!("{name}.log"));
-    let (process, _) = Process::start(
-        Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("-l")
-            .arg(&log),
-        &log,
-    );
-    let text = wait_for_log(&log, "the route listener", |t| {
-        t.contains("Listening for route connections on ")
-    });
-    let after = |marker: &str| {
-        let line = text.lines().find(|l| l.contains(marker)).unwrap();
-        line.rsplit(' ').next().unwrap().trim().to_string()
-    };
-    Node {
-        process,
-        name: name.to_string(),
-        client: after("Listening for client connections on "),
-        route: after("Listening for route connections on "),
-    }
-}
-
-async fn client(node: &Node) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .name(&node.name)
-        .connect(format!("nats://{}", node.client))
-        .await
-        .unwrap()
-}
-
-/// Publishes probes on `subject` from `publisher` until `subscriber` receives one: the
-/// cluster has formed and propagated that interest. Panics after `SETTLE`.
-async fn until_routed(
-    publisher: &async_nats::Client,
-    subscriber: &mut async_nats::Subscriber,
-    subject: &str,
-) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        publisher
-            .publish(subject.to_string(), "probe".into())
-            .await
-            .unwrap();
-        publisher.flush().await.unwrap();
-        if let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{subject}: interest never arrived"
-        );
-    }
-    // Drain probes still in flight.
-    while let Ok(Some(_)) =
-        tokio::time::timeout(Duration::from_millis(300), subscriber.next()).await
-    {}
-}
 
 /// Messages across every ordered pair of nodes: each arrives exactly once, in order.
 async fn every_pair_exchanges(nodes: &[&Node]) {
