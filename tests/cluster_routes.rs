@@ -1,0 +1,341 @@
+//! The route protocol byte for byte, side by side with nats-server 2.15.1: a fake route peer (a
+//! raw socket speaking as a server without pooling) and raw clients drive tern and nats-server
+//! the same way, as nats-server's own route tests do (`test/new_routes_test.go`,
+//! `test/routes_test.go`), and what each writes is compared after normalising ids and nonces,
+//! `RS+` lines as sets, and leaving out the `$SYS` interest tern does not have.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::cluster::{node_with, Node, TERN};
+use common::process::{reference_server, Scratch};
+
+/// How long a read may wait for a line the server owes.
+const READ: Duration = Duration::from_secs(10);
+
+/// Two accounts, each with a user of the same name.
+const ACCOUNTS: &str = "accounts { A: { users: [{user: a, password: a}] }, \
+     B: { users: [{user: b, password: b}] } }";
+
+/// One connection (route or client) to a server, read line by line.
+struct Conn {
+    what: String,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(what: &str, addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(READ)).unwrap();
+        Conn {
+            what: what.to_string(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.reader.get_mut().write_all(text.as_bytes()).unwrap();
+    }
+
+    /// The next line, `None` when the server closed the connection.
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("{}: {e}", self.what),
+        }
+    }
+
+    /// Sends PING and returns what the server wrote before its PONG (answering its PINGs,
+    /// each message's payload on its header's line, `$SYS` interest left out), sorted runs of
+    /// `RS+`/`RS-` kept as they came: compare with [`normalise`].
+    fn sync(&mut self) -> Vec<String> {
+        self.send("PING\r\n");
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .line()
+                .unwrap_or_else(|| panic!("{}: closed before PONG", self.what));
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            match line.as_str() {
+                "PONG" => return lines,
+                "PING" => self.send("PONG\r\n"),
+                l if l.starts_with("RS+ $SYS ") || l.starts_with("RS- $SYS ") => {}
+                l if l.starts_with("RMSG ") || l.starts_with("MSG ") => {
+                    let payload = self.line().unwrap();
+                    lines.push(format!("{l} | {}", payload.trim_end()));
+                }
+                _ => lines.push(line),
+            }
+        }
+    }
+
+    /// Everything the server writes until it closes the connection (or `READ` passes).
+    fn until_closed(&mut self) -> Vec<String> {
+        let mut text = String::new();
+        let _ = self.reader.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| !l.starts_with("RS+ $SYS ") && !l.starts_with("INFO ") && *l != "PING")
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The server's id, from the INFO a connection opens with.
+fn server_id(info_line: &str) -> String {
+    let json: serde_json::Value =
+        serde_json::from_str(info_line.strip_prefix("INFO ").unwrap().trim()).unwrap();
+    json["server_id"].as_str().unwrap().to_string()
+}
+
+/// A fake route peer named `name` with server id `id`: dials the node's route port, sends
+/// CONNECT then INFO (no pool, no compression), and returns with the node's INFO read.
+fn route(node: &Node, name: &str, id: &str) -> (Conn, String) {
+    let mut conn = Conn::open(&format!("route {name}"), &node.route);
+    conn.send(&format!(
+        "CONNECT {{\"echo\":true,\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\
+         \"headers\":true,\"name\":\"{id}\",\"cluster\":\"C1\",\"lnoc\":true,\"lnocu\":true}}\r\n\
+         INFO {{\"server_id\":\"{id}\",\"server_name\":\"{name}\",\"version\":\"2.15.1\",\
+         \"proto\":2,\"go\":\"fake\",\"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\
+         \"max_payload\":1048576,\"cluster\":\"C1\",\"compression\":\"off\",\"lnoc\":true,\
+         \"lnocu\":true}}\r\n"
+    ));
+    let info = conn.line().expect("the route INFO");
+    (conn, info)
+}
+
+/// A raw client of the node, connected (as `user`, when given) and synchronised.
+fn raw_client(node: &Node, user: Option<&str>) -> Conn {
+    let mut conn = Conn::open("client", &node.client);
+    conn.line().expect("the client INFO");
+    let auth = user
+        .map(|u| format!(",\"user\":\"{u}\",\"pass\":\"{u}\""))
+        .unwrap_or_default();
+    conn.send(&format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true{auth}}}\r\n"
+    ));
+    assert!(conn.sync().is_empty());
+    conn
+}
+
+/// `RS+`/`RS-` runs sorted (they are sets), ids replaced by names.
+fn normalise(lines: Vec<String>, ids: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut run: Vec<String> = Vec::new();
+    for line in lines {
+        let line = ids.iter().fold(line, |l, (id, name)| l.replace(id, name));
+        if line.starts_with("RS+ ") || line.starts_with("RS- ") {
+            run.push(line);
+            continue;
+        }
+        run.sort();
+        out.append(&mut run);
+        out.push(line);
+    }
+    run.sort();
+    out.append(&mut run);
+    out
+}
+
+/// Runs `scenario` against a tern node and a nats-server 2.15.1 node started with the same
+/// `extra` configuration and compares what it recorded; returns tern's record.
+fn differential(name: &str, extra: &str, scenario: fn(&Node) -> Vec<String>) -> Vec<String> {
+    let run = |binary: &Path| {
+        let scratch = Scratch::new(&format!(
+            "routes-{name}-{}",
+            binary.file_name().unwrap().to_string_lossy()
+        ));
+        let node = node_with(&scratch, binary, "S", &[], extra);
+        scenario(&node)
+    };
+    let tern = run(&PathBuf::from(TERN));
+    eprintln!("{name}: {tern:#?}");
+    if let Some(reference) = reference_server() {
+        assert_eq!(
+            tern,
+            run(&reference),
+            "{name}: tern (left) and nats-server differ"
+        );
+    }
+    tern
+}
+
+/// `TestNewRouteRSubs`: interest per account, counted (plain: `RS+` on the first, `RS-` on the
+/// last), queue groups with their weight on every change.
+#[test]
+fn new_route_rsubs() {
+    let record = differential("rsubs", ACCOUNTS, |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        let mut log = normalise(r.sync(), &[]);
+        let mut a = raw_client(node, Some("a"));
+        let mut b = raw_client(node, Some("b"));
+        a.send("SUB foo 1\r\nSUB foo 2\r\nSUB bar qq 3\r\n");
+        a.sync();
+        b.send("SUB foo 1\r\nSUB bar qq 2\r\nSUB bar qq 3\r\n");
+        b.sync();
+        log.push("-- subscribed".into());
+        log.extend(normalise(r.sync(), &[]));
+        a.send("UNSUB 1\r\nUNSUB 3\r\n");
+        a.sync();
+        b.send("UNSUB 2\r\n");
+        b.sync();
+        log.push("-- some unsubscribed".into());
+        log.extend(normalise(r.sync(), &[]));
+        drop(b);
+        a.send("UNSUB 2\r\n");
+        a.sync();
+        log.push("-- all gone".into());
+        // B's client closing is seen by the server in its own time: a later sync may be
+        // needed.
+        let mut rest = normalise(r.sync(), &[]);
+        if !rest.iter().any(|l| l.starts_with("RS- B foo")) {
+            std::thread::sleep(Duration::from_millis(200));
+            rest.extend(normalise(r.sync(), &[]));
+            rest = normalise(rest, &[]);
+        }
+        log.extend(rest);
+        log
+    });
+    assert!(record.contains(&"RS+ A bar qq 1".to_string()), "{record:?}");
+}
+
+/// `TestNewRouteProcessRoutedMsgs` with `TestNewRouteNoQueueSubscribersBounce`: a routed
+/// message reaches local plain subscribers; queue members only when the frame names their
+/// group; a group with no member here drops it (nothing goes back to the route).
+#[test]
+fn new_route_process_routed_msgs() {
+    differential("routed", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("SUB foo 1\r\nSUB foo qq 2\r\n");
+        c.sync();
+        r.sync();
+        r.send("RMSG $G foo 2\r\nok\r\n");
+        r.send("RMSG $G foo reply 3\r\nyes\r\n");
+        r.send("RMSG $G foo + reply qq 4\r\nboth\r\n");
+        r.send("RMSG $G foo | qq 5\r\nqueue\r\n");
+        r.send("RMSG $G foo | other 4\r\nnone\r\n");
+        r.send("HMSG $G foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
+        r.send("RMSG $X foo 7\r\nunknown\r\n");
+        let mut log = normalise(r.sync(), &[]);
+        log.push("-- client".into());
+        log.extend(c.sync());
+        log
+    });
+}
+
+/// `TestRouteQueueSemantics`: a publish reaches remote interest in one frame per route,
+/// naming the queue groups whose chosen member is remote.
+#[test]
+fn route_queue_semantics() {
+    differential("queue", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ $G foo bar 1\r\n");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("PUB foo 2\r\nq1\r\nPUB foo reply 2\r\nq2\r\n");
+        c.sync();
+        let mut log = normalise(r.sync(), &[]);
+        r.send("RS+ $G foo\r\n");
+        r.sync();
+        c.send("PUB foo reply 4\r\nboth\r\nPUB foo 5\r\nplain\r\n");
+        c.sync();
+        log.extend(normalise(r.sync(), &[]));
+        r.send("RS- $G foo bar\r\nRS- $G foo\r\n");
+        r.sync();
+        c.send("PUB foo 4\r\nnone\r\n");
+        c.sync();
+        log.push("-- all removed".into());
+        log.extend(normalise(r.sync(), &[]));
+        log
+    });
+}
+
+/// `TestRouteOneHopSemantics`: a message from one route is never sent on to another.
+#[test]
+fn route_one_hop_semantics() {
+    differential("onehop", "", |node| {
+        let (mut r1, _) = route(node, "R1", "NROUTEONE");
+        let (mut r2, _) = route(node, "R2", "NROUTETWO");
+        r1.sync();
+        r2.sync();
+        r2.send("RS+ $G foo\r\n");
+        r2.sync();
+        r1.send("RMSG $G foo 2\r\nok\r\n");
+        r1.sync();
+        let mut log = normalise(r2.sync(), &[]);
+        log.push("-- r1".into());
+        log.extend(normalise(r1.sync(), &[]));
+        log
+    });
+}
+
+/// `TestRouteToSelf`: a route whose INFO carries the server's own id is closed.
+#[test]
+fn route_to_self() {
+    differential("self", "", |node| {
+        let probe = Conn::open("probe", &node.route).line().unwrap();
+        let id = server_id(&probe);
+        let (mut r, _) = route(node, "SELF", &id);
+        let mut log = r.until_closed();
+        log.push("-- closed".into());
+        // A client sees no route: its publish goes nowhere and the server carries on.
+        let mut c = raw_client(node, None);
+        c.send("PUB foo 2\r\nok\r\n");
+        log.extend(c.sync());
+        log
+    });
+}
+
+/// `TestMultipleRoutesSameId`: a second connection from a server already routed is closed as
+/// a duplicate; the first keeps working.
+#[test]
+fn multiple_routes_same_id() {
+    differential("sameid", "", |node| {
+        let (mut first, _) = route(node, "R", "NROUTE");
+        first.sync();
+        let (mut second, _) = route(node, "R", "NROUTE");
+        let mut log = second.until_closed();
+        log.push("-- second closed".into());
+        let mut c = raw_client(node, None);
+        c.send("SUB foo 1\r\n");
+        c.sync();
+        log.extend(normalise(first.sync(), &[]));
+        first.send("RS+ $G bar\r\n");
+        first.sync();
+        c.send("PUB bar 2\r\nok\r\n");
+        c.sync();
+        log.extend(normalise(first.sync(), &[]));
+        log
+    });
+}
+
+/// `TestRouteResendsLocalSubsOnReconnect`: the whole interest again on every new connection
+/// of a route.
+#[test]
+fn route_resends_local_subs_on_reconnect() {
+    differential("resend", "", |node| {
+        let mut c = raw_client(node, None);
+        c.send("SUB foo 1\r\nSUB bar qq 2\r\nSUB bar qq 3\r\nSUB baz.> 4\r\n");
+        c.sync();
+        let mut log = Vec::new();
+        for round in 0..3 {
+            let (mut r, _) = route(node, "R", "NROUTE");
+            log.push(format!("-- connection {round}"));
+            log.extend(normalise(r.sync(), &[]));
+            drop(r);
+            // The server has noticed the close once a new connection is not a duplicate:
+            // wait for the route to be gone before the next round.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        log
+    });
+}
