@@ -425,8 +425,12 @@ fn five_nodes_carry_100k_subscriptions() {
     let sample: Vec<(usize, usize)> = (0..4)
         .flat_map(|k| (0..per_node).step_by(50).map(move |i| (k, i)))
         .collect();
+    // Kept open until every fence has arrived (closing a socket with the server's INFO unread
+    // resets the connection, and the server may lose what it had not read yet).
+    let mut publishers = Vec::new();
     for publisher in [&nodes[4], &nodes[0]] {
         let stream = TcpStream::connect(&publisher.client).unwrap();
+        publishers.push(stream.try_clone().unwrap());
         let mut writer = BufWriter::new(stream);
         writer
             .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
@@ -450,4 +454,5 @@ fn five_nodes_carry_100k_subscriptions() {
             "subscriber on N{k}: wrong or duplicate deliveries"
         );
     }
+    drop(publishers);
 }
