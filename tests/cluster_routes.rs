@@ -339,3 +339,38 @@ fn route_resends_local_subs_on_reconnect() {
         log
     });
 }
+
+/// `TestNewRouteNoQueueSubscribersBounce`: a routed message for a queue group with no member
+/// here is not dropped: nats-server sends it on to a member behind a route, even the route it
+/// came from (its interest may be newer than the sender's view); with a member here, only that
+/// member gets it. Plain interest behind routes still gets nothing (one hop).
+#[test]
+fn routed_queue_message_without_local_member_goes_on_to_a_route() {
+    differential("bounce", "", |node| {
+        let (mut r1, _) = route(node, "R1", "NROUTEONE");
+        let (mut r2, _) = route(node, "R2", "NROUTETWO");
+        r1.sync();
+        r2.sync();
+        r1.send("RS+ $G foo qq 1\r\nRS+ $G foo\r\n");
+        r1.sync();
+        r1.send("RMSG $G foo | qq 2\r\nab\r\n");
+        let mut log = vec!["-- back to r1".to_string()];
+        log.extend(r1.sync());
+        r1.send("RS- $G foo qq\r\n");
+        r2.send("RS+ $G foo qq 1\r\nRS+ $G foo\r\n");
+        r2.sync();
+        r1.send("RMSG $G foo + reply qq 2\r\ncd\r\n");
+        r1.sync();
+        log.push("-- on to r2".into());
+        log.extend(r2.sync());
+        let mut c = raw_client(node, None);
+        c.send("SUB foo qq 1\r\n");
+        c.sync();
+        r1.send("RMSG $G foo | qq 2\r\nef\r\n");
+        r1.sync();
+        log.push("-- local member".into());
+        log.extend(normalise(r2.sync(), &[]));
+        log.extend(c.sync());
+        log
+    });
+}

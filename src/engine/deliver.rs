@@ -123,8 +123,11 @@ pub fn deliver_all(
 }
 
 /// Delivers a message that came from a route: to every local plain subscriber, and to one
-/// local member of each queue group the sender named (and no other group), never back to a
-/// route. True when anyone took it.
+/// local member of each queue group the sender named (and no other group). Plain interest
+/// behind routes gets nothing (one hop); a named group with no member here that takes it goes
+/// on to a member behind a route, even the route it came from, as nats-server does
+/// (`processMsgResults` keeps such a member as `rsub`): the sender's view of the group was
+/// stale, and dropping would lose the message. True when anyone took it.
 pub fn deliver_routed(
     account: &Account,
     matches: &Matches,
@@ -140,11 +143,27 @@ pub fn deliver_routed(
         }
     }
     if !queues.is_empty() {
-        let mut none = SmallVec::new();
+        let mut routes: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
         for group in &matches.qsubs {
-            if route_wire::queue_names(queues).any(|q| q == &*group.name) {
-                delivered |= deliver_queue(account, group, msg, out, None, &mut none);
+            if !route_wire::queue_names(queues).any(|q| q == &*group.name) {
+                continue;
             }
+            // With `from_route`, only members here are tried.
+            if deliver_queue(account, group, msg, out, None, &mut routes) {
+                delivered = true;
+                continue;
+            }
+            let behind_route = group.members.iter().find_map(|m| match &m.target {
+                Target::Route(route) if !m.closed.load(Ordering::Relaxed) => Some(route),
+                _ => None,
+            });
+            if let Some(route) = behind_route {
+                RouteFrame::note(&mut routes, route, Some(&group.name));
+            }
+        }
+        for frame in routes {
+            frame.send(account, msg, out);
+            delivered = true;
         }
     }
     out.from_route = false;
