@@ -374,3 +374,89 @@ fn routed_queue_message_without_local_member_goes_on_to_a_route() {
         log
     });
 }
+
+/// `TestNewRouteQueueSubsDistribution`: a queue group with one member here and members behind
+/// a route (its weight) gets each message once, chosen member by member: with weight 1 about
+/// half go to the route, with weight 4 about four fifths (shares rounded to tens of percent).
+#[test]
+fn new_route_queue_subs_distribution() {
+    let record = differential("distribution", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        let mut member = raw_client(node, None);
+        member.send("SUB foo bar 1\r\n");
+        member.sync();
+        let mut publisher = raw_client(node, None);
+        let mut log = Vec::new();
+        for weight in [1, 4] {
+            r.send(&format!("RS+ $G foo bar {weight}\r\n"));
+            r.sync();
+            let total = 2000;
+            publisher.send(&"PUB foo 2\r\nok\r\n".repeat(total));
+            publisher.sync();
+            let routed = r.sync().iter().filter(|l| l.starts_with("RMSG ")).count();
+            let local = member
+                .sync()
+                .iter()
+                .filter(|l| l.starts_with("MSG "))
+                .count();
+            let share = (routed * 10 + total / 2) / total * 10;
+            log.push(format!(
+                "weight {weight}: {}, {share}% to the route",
+                if routed + local == total {
+                    "each once"
+                } else {
+                    "lost or duplicated"
+                }
+            ));
+        }
+        log
+    });
+    assert_eq!(
+        record,
+        [
+            "weight 1: each once, 50% to the route",
+            "weight 4: each once, 80% to the route"
+        ]
+    );
+}
+
+/// Lame duck mode as routes see it: an INFO with `ldm` for the server's own id, its client
+/// URLs, without a nonce; compared by those fields (the rest of the route INFO differs by
+/// design: `proto`, `compression`, pooling).
+#[test]
+fn lame_duck_info_to_routes() {
+    differential(
+        "ldm",
+        "lame_duck_grace_period: \"1s\"\nlame_duck_duration: \"30s\"",
+        |node| {
+            let (mut r, info) = route(node, "R", "NROUTE");
+            r.sync();
+            // A client keeps the server in lame duck mode for its duration.
+            let c = raw_client(node, None);
+            node.process.signal("USR2");
+            let line = loop {
+                let line = r.line().expect("the lame duck INFO");
+                if line.starts_with("INFO ") {
+                    break line;
+                }
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
+            let log = vec![
+                format!("ldm={}", json["ldm"]),
+                format!("own id={}", json["server_id"] == server_id(&info)),
+                format!("cluster={}", json["cluster"]),
+                format!("nonce={}", json["nonce"]),
+                format!(
+                    "connect_urls={}",
+                    json["connect_urls"]
+                        .to_string()
+                        .replace(&node.client, "CLIENT")
+                ),
+            ];
+            drop(c);
+            log
+        },
+    );
+}
