@@ -460,3 +460,136 @@ fn lame_duck_info_to_routes() {
         },
     );
 }
+
+/// `TestNewRouteRUnsubAccountSpecific` and `TestNewRouteDuplicateSubscription`: interest is per
+/// account; a repeated `RS+` is one subscription, removed by one `RS-`.
+#[test]
+fn new_route_runsub_account_specific() {
+    differential("accounts", ACCOUNTS, |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ A foo\r\nRS+ B foo\r\nRS+ B foo\r\nRS- A foo\r\n");
+        r.sync();
+        let mut a = raw_client(node, Some("a"));
+        let mut b = raw_client(node, Some("b"));
+        a.send("PUB foo 1\r\na\r\n");
+        a.sync();
+        b.send("PUB foo 1\r\nb\r\n");
+        b.sync();
+        let mut log = r.sync();
+        r.send("RS- B foo\r\n");
+        r.sync();
+        b.send("PUB foo 1\r\nc\r\n");
+        b.sync();
+        log.push("-- B removed once".into());
+        log.extend(r.sync());
+        log
+    });
+}
+
+/// `TestNewRouteSendSubsAndMsgs` / `TestRouteForwardsMsgFromClients`: client publishes reach
+/// the route in each form (reply, headers, headers with reply), and wildcards match.
+#[test]
+fn route_forwards_msgs_from_clients() {
+    differential("forward", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ $G foo.*\r\nRS+ $G foo.>\r\nRS+ $G bar\r\n");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("PUB foo.a 2\r\nok\r\nPUB foo.b reply.x 2\r\nok\r\n");
+        c.send("HPUB bar 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
+        c.send("HPUB bar reply.y 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
+        c.send("PUB foo.a.b 0\r\n\r\nPUB nothing 2\r\nno\r\n");
+        c.sync();
+        r.sync()
+    });
+}
+
+/// `TestNewRouteRSubCleanupOnDisconnect`: a route's interest goes with its connection.
+#[test]
+fn new_route_rsub_cleanup_on_disconnect() {
+    differential("cleanup", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ $G foo\r\nRS+ $G foo qq 3\r\n");
+        r.sync();
+        drop(r);
+        // Once the server has noticed, a new connection of the same server is no duplicate
+        // and gets no message for the old interest.
+        std::thread::sleep(Duration::from_millis(300));
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("PUB foo 2\r\nok\r\n");
+        c.sync();
+        r.sync()
+    });
+}
+
+/// A verbose route (CONNECT `verbose`) gets `+OK` after each operation.
+#[test]
+fn verbose_route() {
+    differential("verbose", "", |node| {
+        let mut r = Conn::open("verbose route", &node.route);
+        r.line().unwrap();
+        r.send(
+            "CONNECT {\"verbose\":true,\"pedantic\":false,\"headers\":true,\"name\":\"NVERB\",\
+             \"cluster\":\"C1\"}\r\nINFO {\"server_id\":\"NVERB\",\"server_name\":\"V\",\
+             \"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\"cluster\":\"C1\"}\r\n",
+        );
+        let mut log = r.sync();
+        r.send("RS+ $G foo\r\nRS- $G foo\r\nRMSG $G foo 2\r\nok\r\n");
+        log.extend(r.sync());
+        log
+    });
+}
+
+/// Malformed route operations after registration: nats-server's `-ERR` (or none) and whether
+/// the route survives. Left out, as tern differs: a queue weight that is no number (nats-server
+/// takes it as -1, a member never chosen; tern closes the route) and client `SUB`/`PUB` on a
+/// route (nats-server takes them; tern answers `Unknown Protocol Operation` and closes).
+#[test]
+fn malformed_route_operations() {
+    differential("malformed", "", |node| {
+        let cases = [
+            "RS+\r\n",
+            "RS+ $G\r\n",
+            "RS+ $G foo bar\r\n",
+            "RS+ $G foo bar 1 extra\r\n",
+            "RS- $G\r\n",
+            "RMSG $G foo\r\n",
+            "RMSG $G foo x\r\nok\r\n",
+            "RMSG $G foo 1\r\nok\r\n",
+            "HMSG $G foo 20 10\r\n0123456789\r\n",
+            "BOGUS\r\n",
+            "RS+ $G foo..bar\r\n",
+        ];
+        let mut log = Vec::new();
+        for (i, case) in cases.iter().enumerate() {
+            let (mut r, _) = route(node, "R", &format!("NMALFORMED{i}"));
+            r.sync();
+            r.send(case);
+            r.send("PING\r\n");
+            let mut answer = Vec::new();
+            loop {
+                match r.line() {
+                    None => {
+                        answer.push("closed".to_string());
+                        break;
+                    }
+                    Some(l) if l == "PONG\r\n" => {
+                        answer.push("PONG".into());
+                        break;
+                    }
+                    Some(l) if l == "PING\r\n" || l.starts_with("RS+ $SYS") => {}
+                    Some(l) => answer.push(l.trim_end().to_string()),
+                }
+            }
+            log.push(format!("{}: {}", case.trim_end(), answer.join(" / ")));
+            drop(r);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log
+    });
+}

@@ -32,6 +32,7 @@ use crate::engine::route::Route;
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
 use crate::proto::route::{self as wire, PeerInfo, RouteConnect, RouteOp};
+use crate::proto::subject;
 use crate::security::auth;
 use crate::state::Shared;
 
@@ -133,6 +134,8 @@ struct Session {
     solicited: Option<RouteUrl>,
     /// The peer's CONNECT was accepted (dialed routes need none).
     connected: bool,
+    /// The peer's CONNECT asked for `+OK` after each operation.
+    verbose: bool,
     /// Registered once the peer's INFO arrived.
     route: Option<Arc<Route>>,
     live: Liveness,
@@ -164,6 +167,7 @@ impl Session {
             conn,
             desc,
             connected: solicited.is_some(),
+            verbose: false,
             solicited,
             route: None,
             live: Liveness::default(),
@@ -322,8 +326,14 @@ impl Session {
                 if let (Some(route), Some(account)) =
                     (self.route.clone(), self.account(interest.account))
                 {
+                    // nats-server's sublist refuses the subject: an -ERR, the route stays.
+                    if !subject::is_valid_filter(interest.subject) {
+                        self.push(|b| protocol::encode_err(b, "Invalid Subscription"));
+                        return Ok(());
+                    }
                     route.add_interest(&account, &interest);
                 }
+                self.send_ok();
                 Ok(())
             }
             RouteOp::Unsub(interest) => {
@@ -332,11 +342,13 @@ impl Session {
                 {
                     route.remove_interest(&account, &interest);
                 }
+                self.send_ok();
                 Ok(())
             }
             RouteOp::Msg(m) => {
                 self.in_msgs += 1;
                 self.in_bytes += m.message.len() as u64;
+                self.send_ok();
                 if self.route.is_none() {
                     return Ok(());
                 }
@@ -359,6 +371,14 @@ impl Session {
                 deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
                 Ok(())
             }
+        }
+    }
+
+    /// `+OK` after an operation, when the peer's CONNECT asked for `verbose` (nats-server reads
+    /// a route's CONNECT as a client's options).
+    fn send_ok(&mut self) {
+        if self.verbose {
+            self.push(|b| b.extend_from_slice(protocol::OK));
         }
     }
 
@@ -402,6 +422,7 @@ impl Session {
             ));
         }
         self.connected = true;
+        self.verbose = connect.verbose;
         Ok(())
     }
 

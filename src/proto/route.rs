@@ -113,6 +113,17 @@ pub fn parse<'a>(
         return Err(ProtocolError::MaxControlLine);
     }
     let upper = name.to_ascii_uppercase();
+    // nats-server's parser wants a space after the name of an operation with arguments: a bare
+    // `RS+` is an unknown operation, not bad arguments.
+    let bare = line.len() == name.len();
+    if bare
+        && matches!(
+            upper.as_slice(),
+            b"RS+" | b"LS+" | b"RS-" | b"LS-" | b"RMSG" | b"HMSG" | b"LMSG"
+        )
+    {
+        return Err(ProtocolError::UnknownOperation);
+    }
     let op = match upper.as_slice() {
         b"PING" => RouteOp::Ping,
         b"PONG" => RouteOp::Pong,
@@ -550,6 +561,23 @@ mod tests {
         assert!(parse(b"RS+ $G\r\n", 4096, 1 << 20).is_err());
         assert_eq!(
             parse(b"SUB foo 1\r\n", 4096, 1 << 20),
+            Err(ProtocolError::UnknownOperation)
+        );
+        // No space after the name: an unknown operation (-ERR), not bad arguments (silent).
+        for bare in [
+            &b"RS+\r\n"[..],
+            b"RS-\r\n",
+            b"LS+\r\n",
+            b"RMSG\r\n",
+            b"HMSG\r\n",
+        ] {
+            assert_eq!(
+                parse(bare, 4096, 1 << 20),
+                Err(ProtocolError::UnknownOperation)
+            );
+        }
+        assert_ne!(
+            parse(b"RS+ \r\n", 4096, 1 << 20),
             Err(ProtocolError::UnknownOperation)
         );
     }
