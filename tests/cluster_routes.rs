@@ -377,7 +377,8 @@ fn routed_queue_message_without_local_member_goes_on_to_a_route() {
 
 /// `TestNewRouteQueueSubsDistribution`: a queue group with one member here and members behind
 /// a route (its weight) gets each message once, chosen member by member: with weight 1 about
-/// half go to the route, with weight 4 about four fifths (shares rounded to tens of percent).
+/// half go to the route, with weight 4 about four fifths, with weight 0 none (shares rounded to
+/// tens of percent).
 #[test]
 fn new_route_queue_subs_distribution() {
     let record = differential("distribution", "", |node| {
@@ -388,7 +389,7 @@ fn new_route_queue_subs_distribution() {
         member.sync();
         let mut publisher = raw_client(node, None);
         let mut log = Vec::new();
-        for weight in [1, 4] {
+        for weight in [1, 4, 0] {
             r.send(&format!("RS+ $G foo bar {weight}\r\n"));
             r.sync();
             let total = 2000;
@@ -416,7 +417,8 @@ fn new_route_queue_subs_distribution() {
         record,
         [
             "weight 1: each once, 50% to the route",
-            "weight 4: each once, 80% to the route"
+            "weight 4: each once, 80% to the route",
+            "weight 0: each once, 0% to the route"
         ]
     );
 }
@@ -546,9 +548,8 @@ fn verbose_route() {
 }
 
 /// Malformed route operations after registration: nats-server's `-ERR` (or none) and whether
-/// the route survives. Left out, as tern differs: a queue weight that is no number (nats-server
-/// takes it as -1, a member never chosen; tern closes the route) and client `SUB`/`PUB` on a
-/// route (nats-server takes them; tern answers `Unknown Protocol Operation` and closes).
+/// the route survives. Left out, as tern differs: client `SUB`/`PUB` on a route (nats-server
+/// takes them; tern answers `Unknown Protocol Operation` and closes).
 #[test]
 fn malformed_route_operations() {
     differential("malformed", "", |node| {
@@ -556,6 +557,7 @@ fn malformed_route_operations() {
             "RS+\r\n",
             "RS+ $G\r\n",
             "RS+ $G foo bar\r\n",
+            "RS+ $G foo bar x\r\n",
             "RS+ $G foo bar 1 extra\r\n",
             "RS- $G\r\n",
             "RMSG $G foo\r\n",

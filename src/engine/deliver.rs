@@ -154,7 +154,12 @@ pub fn deliver_routed(
                 continue;
             }
             let behind_route = group.members.iter().find_map(|m| match &m.target {
-                Target::Route(route) if !m.closed.load(Ordering::Relaxed) => Some(route),
+                Target::Route(route)
+                    if !m.closed.load(Ordering::Relaxed)
+                        && m.weight.load(Ordering::Relaxed) > 0 =>
+                {
+                    Some(route)
+                }
                 _ => None,
             });
             if let Some(route) = behind_route {
@@ -185,12 +190,20 @@ fn deliver_queue<'m>(
     if n == 0 {
         return false;
     }
+    // A route's member weighs its weight; 0 is never chosen (nats-server lists a remote
+    // group as many times as its weight).
     let weight = |s: &Subscription| match s.target {
-        Target::Route(_) => s.weight.load(Ordering::Relaxed).max(1) as usize,
+        Target::Route(_) => s.weight.load(Ordering::Relaxed) as usize,
         _ => 1,
     };
-    let total: usize = group.members.iter().map(|s| weight(s)).sum();
-    let start = if total == n {
+    let (total, uniform) = group.members.iter().fold((0, true), |(total, uniform), s| {
+        let w = weight(s);
+        (total + w, uniform && w == 1)
+    });
+    if total == 0 {
+        return false;
+    }
+    let start = if uniform {
         fastrand::usize(..n)
     } else {
         // Walk to the member the draw falls on.
@@ -212,7 +225,7 @@ fn deliver_queue<'m>(
         let member = &group.members[(start + i) % n];
         match &member.target {
             Target::Route(route) => {
-                if out.from_route || member.closed.load(Ordering::Relaxed) {
+                if out.from_route || member.closed.load(Ordering::Relaxed) || weight(member) == 0 {
                     continue;
                 }
                 RouteFrame::note(routes, route, Some(&group.name));

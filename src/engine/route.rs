@@ -64,9 +64,7 @@ impl Route {
         );
         let mut remote = self.remote();
         if let Some(existing) = remote.get(&key) {
-            existing
-                .weight
-                .store(interest.weight.max(1), Ordering::Relaxed);
+            existing.weight.store(interest.weight, Ordering::Relaxed);
             return;
         }
         let sub = Arc::new(Subscription::with_target(
@@ -75,7 +73,7 @@ impl Route {
             key.2.clone(),
             Bytes::new(),
         ));
-        sub.weight.store(interest.weight.max(1), Ordering::Relaxed);
+        sub.weight.store(interest.weight, Ordering::Relaxed);
         remote.insert(key, sub.clone());
         account.subscribe(sub);
     }

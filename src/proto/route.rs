@@ -53,7 +53,8 @@ pub struct Interest<'a> {
     pub subject: &'a [u8],
     /// The queue group.
     pub queue: Option<&'a [u8]>,
-    /// For a queue `RS+`/`LS+`: how many members the peer has (an absolute count).
+    /// For a queue `RS+`/`LS+`: how many members the peer has (an absolute count); 0 (also for
+    /// a weight that is no number) is a group never chosen, as in nats-server.
     pub weight: u32,
 }
 
@@ -177,7 +178,8 @@ fn interest(rest: &[u8], leaf: bool, add: bool) -> Result<Interest<'_>, Protocol
     let (account, subject, queue, weight) = match (add, args) {
         (_, [account, subject]) => (*account, *subject, None, 1),
         (true, [account, subject, queue, weight]) => {
-            let weight = parse_u32(weight).ok_or(err.clone())?;
+            // nats-server reads a weight that is no number as -1: a member never chosen.
+            let weight = parse_u32(weight).unwrap_or(0);
             (*account, *subject, Some(*queue), weight)
         }
         (false, [account, subject, queue]) => (*account, *subject, Some(*queue), 1),
