@@ -548,8 +548,7 @@ fn verbose_route() {
 }
 
 /// Malformed route operations after registration: nats-server's `-ERR` (or none) and whether
-/// the route survives. Left out, as tern differs: client `SUB`/`PUB` on a route (nats-server
-/// takes them; tern answers `Unknown Protocol Operation` and closes).
+/// the route survives.
 #[test]
 fn malformed_route_operations() {
     differential("malformed", "", |node| {
@@ -566,6 +565,10 @@ fn malformed_route_operations() {
             "HMSG $G foo 20 10\r\n0123456789\r\n",
             "BOGUS\r\n",
             "RS+ $G foo..bar\r\n",
+            "SUB foo 1\r\n",
+            "UNSUB 1\r\n",
+            "PUB foo 2\r\nok\r\n",
+            "SUB\r\n",
         ];
         let mut log = Vec::new();
         for (i, case) in cases.iter().enumerate() {

@@ -120,7 +120,16 @@ pub fn parse<'a>(
     if bare
         && matches!(
             upper.as_slice(),
-            b"RS+" | b"LS+" | b"RS-" | b"LS-" | b"RMSG" | b"HMSG" | b"LMSG"
+            b"RS+"
+                | b"LS+"
+                | b"RS-"
+                | b"LS-"
+                | b"RMSG"
+                | b"HMSG"
+                | b"LMSG"
+                | b"SUB"
+                | b"UNSUB"
+                | b"PUB"
         )
     {
         return Err(ProtocolError::UnknownOperation);
@@ -132,10 +141,16 @@ pub fn parse<'a>(
         b"-ERR" => RouteOp::Err(rest),
         b"INFO" => RouteOp::Info(rest),
         b"CONNECT" => RouteOp::Connect(rest),
-        b"RS+" | b"LS+" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
-        b"RS-" | b"LS-" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
-        b"RMSG" | b"HMSG" | b"LMSG" => {
-            let Some((msg, size)) = routed(rest, &upper)? else {
+        // nats-server's parser reads a client's SUB/UNSUB on a route as RS+/RS- (so `SUB foo 1`
+        // is interest in subject `1` of account `foo`) and a PUB as a message of no account.
+        b"RS+" | b"LS+" | b"SUB" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
+        b"RS-" | b"LS-" | b"UNSUB" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
+        b"RMSG" | b"HMSG" | b"LMSG" | b"PUB" => {
+            let parsed = match upper.as_slice() {
+                b"PUB" => client_pub(rest),
+                _ => routed(rest, &upper)?,
+            };
+            let Some((msg, size)) = parsed else {
                 return Err(ProtocolError::Malformed("processRoutedMsgArgs Parse Error"));
             };
             if size > max_payload {
@@ -154,6 +169,26 @@ pub fn parse<'a>(
         _ => return Err(ProtocolError::UnknownOperation),
     };
     Ok(Some((op, line_end)))
+}
+
+/// `PUB subj [reply] size` on a route: a message of no account, which no one gets.
+fn client_pub(rest: &[u8]) -> Option<(RoutedMsg<'_>, usize)> {
+    let args: SmallVec<[&[u8]; 4]> = split(rest).collect();
+    let (subject, reply, size) = match args[..] {
+        [subject, size] => (subject, None, size),
+        [subject, reply, size] => (subject, Some(reply), size),
+        _ => return None,
+    };
+    let msg = RoutedMsg {
+        origin: None,
+        account: &rest[..0],
+        subject,
+        reply,
+        queues: &rest[..0],
+        header_len: None,
+        message: &rest[..0],
+    };
+    Some((msg, parse_size(size)?))
 }
 
 /// `RS+ acc subj [queue weight]`, `LS+ origin acc subj [queue weight]`, and the `-` forms
@@ -561,10 +596,12 @@ mod tests {
         // A queue RS+ without its weight closes the route, as in nats-server.
         assert!(parse(b"RS+ $G foo q\r\n", 4096, 1 << 20).is_err());
         assert!(parse(b"RS+ $G\r\n", 4096, 1 << 20).is_err());
+        // A client's SUB is read as RS+ (account `foo`, subject `1`), as nats-server does.
         assert_eq!(
-            parse(b"SUB foo 1\r\n", 4096, 1 << 20),
-            Err(ProtocolError::UnknownOperation)
+            one(b"SUB foo 1\r\n"),
+            RouteOp::Sub(sub(None, b"foo", b"1", None, 1))
         );
+        assert!(parse(b"UNSUB 1\r\n", 4096, 1 << 20).is_err());
         // No space after the name: an unknown operation (-ERR), not bad arguments (silent).
         for bare in [
             &b"RS+\r\n"[..],
