@@ -97,6 +97,11 @@ fn server_id(info_line: &str) -> String {
 /// A fake route peer named `name` with server id `id`: dials the node's route port, sends
 /// CONNECT then INFO (no pool, no compression), and returns with the node's INFO read.
 fn route(node: &Node, name: &str, id: &str) -> (Conn, String) {
+    route_with(node, name, id, "")
+}
+
+/// As [`route`], with `extra` fields (`,"key":value...`) in the INFO.
+fn route_with(node: &Node, name: &str, id: &str, extra: &str) -> (Conn, String) {
     let mut conn = Conn::open(&format!("route {name}"), &node.route);
     conn.send(&format!(
         "CONNECT {{\"echo\":true,\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\
@@ -104,7 +109,7 @@ fn route(node: &Node, name: &str, id: &str) -> (Conn, String) {
          INFO {{\"server_id\":\"{id}\",\"server_name\":\"{name}\",\"version\":\"2.15.1\",\
          \"proto\":2,\"go\":\"fake\",\"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\
          \"max_payload\":1048576,\"cluster\":\"C1\",\"compression\":\"off\",\"lnoc\":true,\
-         \"lnocu\":true}}\r\n"
+         \"lnocu\":true{extra}}}\r\n"
     ));
     let info = conn.line().expect("the route INFO");
     (conn, info)
@@ -595,6 +600,61 @@ fn malformed_route_operations() {
             drop(r);
             std::thread::sleep(Duration::from_millis(100));
         }
+        log
+    });
+}
+
+/// What clients are told of route peers' client URLs (`TestRouteSendAsyncINFOToClients`):
+/// each peer's `connect_urls` joins ours in an INFO pushed to protocol-1 clients, counted per
+/// peer (a URL two peers announce stays until both are gone), and a peer's lame duck INFO
+/// takes its URLs away. The peers' part of the list is compared as a set.
+#[test]
+fn route_send_async_info_to_clients() {
+    differential("asyncinfo", "", |node| {
+        let mut c = Conn::open("client", &node.client);
+        c.line().unwrap();
+        c.send("CONNECT {\"verbose\":false,\"protocol\":1}\r\n");
+        let mut log = c.sync();
+        let infos = |c: &mut Conn, log: &mut Vec<String>, what: &str| {
+            log.push(format!("-- {what}"));
+            for line in c.sync() {
+                let json: serde_json::Value =
+                    serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
+                let mut urls: Vec<String> = json["connect_urls"]
+                    .as_array()
+                    .map(|a| a.iter().map(|u| u.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default();
+                if let Some(own) = urls.first_mut() {
+                    *own = own.replace(&node.client, "OWN");
+                }
+                if urls.len() > 1 {
+                    urls[1..].sort();
+                }
+                log.push(format!("INFO connect_urls={urls:?} ldm={}", json["ldm"]));
+            }
+        };
+        infos(&mut c, &mut log, "connect_info");
+        let one = ",\"connect_urls\":[\"192.0.2.1:4222\"]";
+        let (mut r1, _) = route_with(node, "R1", "NROUTEONE", one);
+        r1.sync();
+        infos(&mut c, &mut log, "r1");
+        let two = ",\"connect_urls\":[\"192.0.2.1:4222\",\"192.0.2.2:4222\"]";
+        let (mut r2, _) = route_with(node, "R2", "NROUTETWO", two);
+        r2.sync();
+        infos(&mut c, &mut log, "r2");
+        drop(r1);
+        // Once R1 is gone (a new connection of its server is no duplicate), nothing changed
+        // for the client: R2 still announces both URLs.
+        std::thread::sleep(Duration::from_millis(300));
+        let (mut r1, _) = route(node, "R1", "NROUTEONE");
+        r1.sync();
+        infos(&mut c, &mut log, "r1 gone, back without URLs");
+        r2.send(&format!(
+            "INFO {{\"server_id\":\"NROUTETWO\",\"server_name\":\"R2\",\"host\":\"127.0.0.1\",\
+             \"port\":1,\"cluster\":\"C1\"{two},\"ldm\":true}}\r\n"
+        ));
+        r2.sync();
+        infos(&mut c, &mut log, "r2 in lame duck mode");
         log
     });
 }
