@@ -658,3 +658,45 @@ fn route_send_async_info_to_clients() {
         log
     });
 }
+
+/// `TestRouteToSelf` through configuration: a route URL that leads back to the server itself is
+/// given up once found out, with nats-server's debug line naming it.
+#[test]
+fn configured_route_to_self_is_given_up() {
+    let run = |binary: &Path| {
+        let scratch = Scratch::new(&format!(
+            "routes-selfconf-{}",
+            binary.file_name().unwrap().to_string_lossy()
+        ));
+        // The cluster port is only known once bound: a fixed free port for this test.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = scratch.0.join("self.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:-1\ndebug: true\ncluster {{ name: C1, listen: 127.0.0.1:{port}, \
+                 routes: [\"nats-route://127.0.0.1:{port}\"] }}\n"
+            ),
+        )
+        .unwrap();
+        let log = scratch.0.join("self.log");
+        let (_process, _) = common::process::Process::start(
+            std::process::Command::new(binary)
+                .arg("-c")
+                .arg(&config)
+                .arg("-l")
+                .arg(&log),
+            &log,
+        );
+        let want = format!("Detected route to self, ignoring \"nats-route://127.0.0.1:{port}\"");
+        common::process::wait_for_log(&log, &want, |t| t.contains(&want));
+    };
+    run(&PathBuf::from(TERN));
+    if let Some(reference) = reference_server() {
+        run(&reference);
+    }
+}

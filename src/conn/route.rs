@@ -71,6 +71,14 @@ pub async fn solicit(shared: Arc<Shared>, url: RouteUrl, retries: Option<u32>) {
                 let session = Session::new(shared.clone(), addr, Some(url.clone()));
                 debug!("{} - Route connect msg sent", session.desc);
                 let peer = session.run(stream).await;
+                // The URL leads back here: never dialed again, as nats-server gives it up.
+                if peer.as_deref() == Some(shared.server_id.as_str()) {
+                    debug!(
+                        "Detected route to self, ignoring \"nats-route://{}:{}\"",
+                        url.host, url.port
+                    );
+                    return;
+                }
                 // A duplicate of a live route: dial again only once that one is gone (both
                 // ends may have refused each other's connection; that is no failed attempt).
                 if let Some(id) = peer {
@@ -145,7 +153,8 @@ struct Session {
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
-    /// The peer's id, when this connection was refused as a duplicate of a live route.
+    /// The peer's id, when this connection was refused as a duplicate of a live route (or as
+    /// this server itself).
     duplicate: Option<String>,
     /// The peer's client URLs, counted in our clients' `connect_urls` until the route closes
     /// or the peer enters lame duck mode.
@@ -183,7 +192,7 @@ impl Session {
     }
 
     /// Runs the connection until it closes; returns the peer's id when it was refused as a
-    /// duplicate of a live route.
+    /// duplicate of a live route or as this server itself.
     async fn run(mut self, stream: TcpStream) -> Option<String> {
         let (reader, writer) = transport::split_plain(stream);
         let cluster = self.cluster();
@@ -458,6 +467,7 @@ impl Session {
         }
         if info.server_id == self.shared.server_id {
             debug!("{} - Detected route to self, ignoring", self.desc);
+            self.duplicate = Some(info.server_id.clone());
             return Err(ProtocolError::Malformed("route to self"));
         }
         let ours = self.cluster().name.unwrap_or_default();
