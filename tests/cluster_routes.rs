@@ -700,3 +700,27 @@ fn configured_route_to_self_is_given_up() {
         run(&reference);
     }
 }
+
+/// `TestNewRouteHeaderSupport`: a route whose INFO says `headers: false` gets messages with
+/// their headers stripped (RMSG with the payload alone).
+#[test]
+fn new_route_without_header_support() {
+    differential("noheaders", "", |node| {
+        let mut r = Conn::open("route without headers", &node.route);
+        r.send(
+            "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":false,\"name\":\"NNOHDR\",\
+             \"cluster\":\"C1\"}\r\nINFO {\"server_id\":\"NNOHDR\",\"server_name\":\"N\",\
+             \"host\":\"127.0.0.1\",\"port\":1,\"headers\":false,\"cluster\":\"C1\"}\r\n",
+        );
+        r.line().unwrap();
+        r.sync();
+        r.send("RS+ $G foo\r\n");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send(
+            "HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nHPUB foo reply 12 12\r\nNATS/1.0\r\n\r\n\r\n",
+        );
+        c.sync();
+        r.sync()
+    });
+}

@@ -492,6 +492,10 @@ impl Session {
             self.duplicate = Some(info.server_id.clone());
             return Err(ProtocolError::Malformed("duplicate route"));
         }
+        // A peer without header support gets messages with their headers stripped.
+        self.conn
+            .headers
+            .store(info.headers, std::sync::atomic::Ordering::Relaxed);
         self.desc = format!("{} - {:?}", self.desc, info.server_name);
         self.conn.set_desc(&self.desc);
         info!("{} - Route connection created", self.desc);

@@ -272,15 +272,21 @@ impl<'m> RouteFrame<'m> {
 
     fn send(self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) {
         let to = &self.route.conn;
-        let appended = to.outbound.append(Some(msg.message.len()), |b| {
+        // A peer whose INFO said `headers: false` gets RMSG with the payload alone, as
+        // nats-server sends it.
+        let (header_len, message) = match msg.header_len {
+            Some(h) if !to.headers.load(Ordering::Relaxed) => (None, &msg.message[h..]),
+            header_len => (header_len, msg.message),
+        };
+        let appended = to.outbound.append(Some(message.len()), |b| {
             route_wire::encode_msg(
                 b,
                 account.name.as_bytes(),
                 msg.subject,
                 msg.reply,
                 &self.queues,
-                msg.header_len,
-                msg.message,
+                header_len,
+                message,
             )
         });
         if appended == Appended::ScheduleFlush {
