@@ -724,3 +724,61 @@ fn new_route_without_header_support() {
         r.sync()
     });
 }
+
+/// `TestNewRouteClientClosedWithQueueSubscriptions` and `TestNewRouteProgressiveNormalSubs`: a
+/// closing client's queue members lower the group's weight, its last plain subscriber of a
+/// subject removes it; many subscribers of one subject are one `RS+`.
+#[test]
+fn new_route_client_closed_with_queue_subscriptions() {
+    differential("closed", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        let mut c1 = raw_client(node, None);
+        let mut c2 = raw_client(node, None);
+        let subs: String = (1..=20).map(|i| format!("SUB foo {i}\r\n")).collect();
+        c1.send(&format!(
+            "{subs}SUB bar qq 21\r\nSUB bar qq 22\r\nSUB bar qq 23\r\n"
+        ));
+        c1.sync();
+        c2.send("SUB bar qq 1\r\nSUB baz 2\r\n");
+        c2.sync();
+        let mut log = r.sync();
+        drop(c1);
+        // The close is seen in the server's own time: sync until its effects arrived.
+        let mut after = Vec::new();
+        for _ in 0..100 {
+            after.extend(r.sync());
+            let has = |want: &str| after.iter().any(|l| l == want);
+            if has("RS- $G foo") && has("RS+ $G bar qq 1") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        log.push("-- closed".into());
+        log.extend(after);
+        normalise(log, &[])
+    });
+}
+
+/// `TestNewRouteLeafNodeOriginSupport`: interest a route holds for a leaf cluster (`LS+` with
+/// origin) gets client messages as RMSG; `LS-` (with or without origin) removes it.
+#[test]
+fn new_route_leaf_origin_interest() {
+    differential("leaforigin", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("LS+ LC $G foo\r\nLS+ LC $G bar qq 2\r\n");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("PUB foo 2\r\nok\r\nPUB bar reply 2\r\nok\r\n");
+        c.sync();
+        let mut log = r.sync();
+        r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");
+        r.sync();
+        c.send("PUB foo 2\r\nno\r\nPUB bar 2\r\nno\r\n");
+        c.sync();
+        log.push("-- removed".into());
+        log.extend(r.sync());
+        log
+    });
+}
