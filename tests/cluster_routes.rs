@@ -782,3 +782,35 @@ fn new_route_leaf_origin_interest() {
         log
     });
 }
+
+/// `/routez` as a fake route's interest makes it: the count and list of its subscriptions
+/// (interest for an account the server does not have is not kept), `did_solicit`, the remote's
+/// id and name.
+#[test]
+fn routez_shows_a_routes_interest() {
+    differential("routez", "http: \"127.0.0.1:-1\"", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ $G foo\r\nRS+ $G bar qq 3\r\nRS+ NOPE baz\r\nRS+ $G foo.>\r\nRS- $G foo.>\r\n");
+        r.sync();
+        let routez = common::cluster::monitor_json(node, "/routez?subs=1");
+        let route = &routez["routes"][0];
+        let mut subs: Vec<String> = route["subscriptions_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        subs.sort();
+        vec![
+            format!("num_routes={}", routez["num_routes"]),
+            format!(
+                "remote_id={} remote_name={}",
+                route["remote_id"], route["remote_name"]
+            ),
+            format!("did_solicit={}", route["did_solicit"]),
+            format!("subscriptions={}", route["subscriptions"]),
+            format!("subscriptions_list={subs:?}"),
+        ]
+    });
+}
