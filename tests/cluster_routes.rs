@@ -814,3 +814,23 @@ fn routez_shows_a_routes_interest() {
         ]
     });
 }
+
+/// JetStream push deliveries from a 2.15 peer carry the delivery subject after `@` in a
+/// `$JS.ACK.` reply: the client gets the message on that subject with the reply before `@`.
+#[test]
+fn routed_jetstream_ack_reply_is_split() {
+    differential("jsack", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("SUB dlv.x 1\r\nSUB dlv.q qq 2\r\n");
+        c.sync();
+        r.send("RMSG $G dlv.x $JS.ACK.S.C.1.1.1.1796124011950481133.0@orders.new 2\r\no1\r\n");
+        r.send("RMSG $G dlv.q + $JS.ACK.S.C.1.2.2.1796124011950481133.0@orders.q qq 2\r\no2\r\n");
+        r.send("RMSG $G dlv.x $JS.ACK.a.b@short 2\r\no3\r\n");
+        r.send("RMSG $G dlv.x $JS.ACK.S.C.1.1.1.1796124011950481133.0@ 2\r\no4\r\n");
+        r.send("RMSG $G dlv.x _INBOX.a@b 2\r\no5\r\n");
+        r.sync();
+        c.sync()
+    });
+}

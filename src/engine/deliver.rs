@@ -127,7 +127,8 @@ pub fn deliver_all(
 /// behind routes gets nothing (one hop); a named group with no member here that takes it goes
 /// on to a member behind a route, even the route it came from, as nats-server does
 /// (`processMsgResults` keeps such a member as `rsub`): the sender's view of the group was
-/// stale, and dropping would lose the message. True when anyone took it.
+/// stale, and dropping would lose the message. A JetStream push delivery (`$JS.ACK.…@subject`
+/// reply) reaches local subscribers on the subject after the `@`. True when anyone took it.
 pub fn deliver_routed(
     account: &Account,
     matches: &Matches,
@@ -137,9 +138,19 @@ pub fn deliver_routed(
 ) -> bool {
     out.from_route = true;
     let mut delivered = false;
+    // Local subscribers of a JetStream push delivery get it on the subject its reply carries.
+    let split = msg.reply.and_then(route_wire::js_ack_delivery);
+    let local = match split {
+        Some((subject, reply)) => Message {
+            subject,
+            reply: Some(reply),
+            ..*msg
+        },
+        None => *msg,
+    };
     for sub in &matches.psubs {
         if !matches!(sub.target, Target::Route(_)) {
-            delivered |= deliver(account, sub, msg, out, None);
+            delivered |= deliver(account, sub, &local, out, None);
         }
     }
     if !queues.is_empty() {
@@ -149,7 +160,7 @@ pub fn deliver_routed(
                 continue;
             }
             // With `from_route`, only members here are tried.
-            if deliver_queue(account, group, msg, out, None, &mut routes) {
+            if deliver_queue(account, group, &local, out, None, &mut routes) {
                 delivered = true;
                 continue;
             }

@@ -77,6 +77,25 @@ pub struct RoutedMsg<'a> {
     pub message: &'a [u8],
 }
 
+/// A JetStream push delivery from a peer: a `$JS.ACK.` reply that carries the subject the
+/// message was stored on after the first `@` that follows its eight dots
+/// (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>@<subject>`). Local
+/// clients get it on that subject with the reply before the `@` (nats-server's
+/// `processMsgResults`). `None` for any other reply, or an `@` at the very end.
+pub fn js_ack_delivery(reply: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !reply.starts_with(b"$JS.ACK.") {
+        return None;
+    }
+    let mut dots = 0;
+    let at = reply.iter().position(|&b| {
+        if b == b'.' {
+            dots += 1;
+        }
+        b == b'@' && dots >= 8
+    })?;
+    (at + 1 < reply.len()).then(|| (&reply[at + 1..], &reply[..at]))
+}
+
 /// The queue names of a routed message, one at a time.
 pub fn queue_names(queues: &[u8]) -> impl Iterator<Item = &[u8]> {
     queues
@@ -562,6 +581,22 @@ mod tests {
         let (op, n) = parse(input, 4096, 1 << 20).unwrap().unwrap();
         assert_eq!(n, input.len());
         op
+    }
+
+    #[test]
+    fn jetstream_ack_replies_carry_the_subject() {
+        let reply = b"$JS.ACK.S.C.1.1.1.1796124011950481133.0@orders.new";
+        assert_eq!(
+            js_ack_delivery(reply),
+            Some((
+                &b"orders.new"[..],
+                &b"$JS.ACK.S.C.1.1.1.1796124011950481133.0"[..]
+            ))
+        );
+        // Fewer than eight dots before the `@`, nothing after it, or another prefix.
+        assert_eq!(js_ack_delivery(b"$JS.ACK.a.b@short"), None);
+        assert_eq!(js_ack_delivery(b"$JS.ACK.S.C.1.1.1.1.0@"), None);
+        assert_eq!(js_ack_delivery(b"_INBOX.a.b.c.d.e.f.g.h@x"), None);
     }
 
     #[test]
