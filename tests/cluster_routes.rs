@@ -834,3 +834,43 @@ fn routed_jetstream_ack_reply_is_split() {
         c.sync()
     });
 }
+
+/// Gossip (`TestSeedFirstRouteInfo`, `TestSeedMultipleRouteInfo`): a route already registered
+/// is told of a new one in an INFO with the new server's id, its reachable `ip` and
+/// `gossip_mode`; compared by those fields.
+#[test]
+fn routes_are_told_of_new_routes() {
+    differential("gossip", "", |node| {
+        let (mut r1, _) = route(node, "R1", "NROUTEONE");
+        r1.sync();
+        let urls = ",\"connect_urls\":[\"192.0.2.2:4222\"]";
+        let (mut r2, _) = route_with(node, "R2", "NROUTETWO", urls);
+        r2.sync();
+        let fields = |lines: Vec<String>| -> Vec<String> {
+            lines
+                .into_iter()
+                .map(|line| {
+                    let Some(json) = line.strip_prefix("INFO ") else {
+                        return line;
+                    };
+                    let info: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+                    format!(
+                        "INFO server_id={} server_name={} ip={} gossip_mode={} cluster={} \
+                         connect_urls={} port={}",
+                        info["server_id"],
+                        info["server_name"],
+                        info["ip"],
+                        info["gossip_mode"],
+                        info["cluster"],
+                        info["connect_urls"],
+                        info["port"]
+                    )
+                })
+                .collect()
+        };
+        let mut log = fields(r1.sync());
+        log.push("-- r2".into());
+        log.extend(fields(r2.sync()));
+        log
+    });
+}
