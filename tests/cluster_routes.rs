@@ -874,3 +874,21 @@ fn routes_are_told_of_new_routes() {
         log
     });
 }
+
+/// A routed message larger than this server's `max_payload` is delivered (the peer's limit
+/// applies to its own clients; nats-server does not check it on routes).
+#[test]
+fn routed_messages_above_max_payload_are_delivered() {
+    differential("bigmsg", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("SUB foo 1\r\n");
+        c.sync();
+        let size = 1_500_000;
+        r.send(&format!("RMSG $G foo {size}\r\n{}\r\n", "x".repeat(size)));
+        let mut log = r.sync();
+        log.extend(c.sync().into_iter().map(|l| l.chars().take(40).collect()));
+        log
+    });
+}

@@ -40,6 +40,10 @@ use crate::state::Shared;
 const FIRST_PING: Duration = Duration::from_secs(1);
 /// Route PINGs are at most this far apart (`routeMaxPingInterval`).
 const MAX_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest routed message taken. nats-server does not hold routes to its own
+/// `max_payload` (a peer's may be larger); tern bounds them generously instead, above any
+/// `max_payload` seen in practice.
+const ROUTE_MAX_PAYLOAD: usize = 64 << 20;
 /// How long a dial may take (`DEFAULT_ROUTE_DIAL`).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between attempts at an explicit route (`DEFAULT_ROUTE_CONNECT`).
@@ -286,7 +290,7 @@ impl Session {
         let opts = self.shared.opts();
         let mut consumed = 0;
         let result = loop {
-            match wire::parse(&buf[consumed..], opts.max_control_line, opts.max_payload) {
+            match wire::parse(&buf[consumed..], opts.max_control_line, ROUTE_MAX_PAYLOAD) {
                 Ok(Some((op, n))) => {
                     consumed += n;
                     if let Err(err) = self.handle(op) {
