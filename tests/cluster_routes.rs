@@ -892,3 +892,28 @@ fn routed_messages_above_max_payload_are_delivered() {
         log
     });
 }
+
+/// Interest a peer sends between its CONNECT and its INFO.
+#[test]
+fn interest_before_the_peers_info() {
+    differential("early", "", |node| {
+        let mut r = Conn::open("early route", &node.route);
+        r.line().unwrap();
+        r.send(
+            "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"name\":\"NEARLY\",\
+             \"cluster\":\"C1\"}\r\nRS+ $G foo\r\nRMSG $G bar 2\r\nno\r\n\
+             INFO {\"server_id\":\"NEARLY\",\"server_name\":\"E\",\"host\":\"127.0.0.1\",\
+             \"port\":1,\"headers\":true,\"cluster\":\"C1\"}\r\n",
+        );
+        let mut c = raw_client(node, None);
+        c.send("SUB bar 1\r\n");
+        c.sync();
+        let mut log = r.sync();
+        c.send("PUB foo 2\r\nok\r\n");
+        c.sync();
+        log.extend(r.sync());
+        log.push("-- client".into());
+        log.extend(c.sync());
+        log
+    });
+}

@@ -31,7 +31,7 @@ use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::route::Route;
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
-use crate::proto::route::{self as wire, PeerInfo, RouteConnect, RouteOp};
+use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
 use crate::proto::subject;
 use crate::security::auth;
 use crate::state::Shared;
@@ -163,6 +163,18 @@ struct Session {
     /// The peer's client URLs, counted in our clients' `connect_urls` until the route closes
     /// or the peer enters lame duck mode.
     peer_urls: Vec<String>,
+    /// Interest the peer sent before its INFO, applied once the route registers.
+    early: Vec<EarlyInterest>,
+}
+
+/// An `RS+`/`RS-` that came before the route registered, owned.
+struct EarlyInterest {
+    add: bool,
+    origin: Option<Box<[u8]>>,
+    account: Box<[u8]>,
+    subject: Box<[u8]>,
+    queue: Option<Box<[u8]>>,
+    weight: u32,
 }
 
 impl Session {
@@ -191,6 +203,7 @@ impl Session {
             trace: tracing::enabled!(tracing::Level::TRACE),
             duplicate: None,
             peer_urls: Vec::new(),
+            early: Vec::new(),
             shared,
         }
     }
@@ -336,25 +349,17 @@ impl Session {
                 Err(ProtocolError::Malformed("route error"))
             }
             RouteOp::Sub(interest) => {
-                if let (Some(route), Some(account)) =
-                    (self.route.clone(), self.account(interest.account))
-                {
-                    // nats-server's sublist refuses the subject: an -ERR, the route stays.
-                    if !subject::is_valid_filter(interest.subject) {
-                        self.push(|b| protocol::encode_err(b, "Invalid Subscription"));
-                        return Ok(());
-                    }
-                    route.add_interest(&account, &interest);
+                // nats-server's sublist refuses the subject: an -ERR, the route stays.
+                if !subject::is_valid_filter(interest.subject) {
+                    self.push(|b| protocol::encode_err(b, "Invalid Subscription"));
+                    return Ok(());
                 }
+                self.apply_interest(&interest, true);
                 self.send_ok();
                 Ok(())
             }
             RouteOp::Unsub(interest) => {
-                if let (Some(route), Some(account)) =
-                    (self.route.clone(), self.account(interest.account))
-                {
-                    route.remove_interest(&account, &interest);
-                }
+                self.apply_interest(&interest, false);
                 self.send_ok();
                 Ok(())
             }
@@ -383,6 +388,28 @@ impl Session {
                 };
                 deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
                 Ok(())
+            }
+        }
+    }
+
+    /// Adds or removes the peer's interest; kept until the route registers when it comes
+    /// between the peer's CONNECT and its INFO (nats-server takes it then too).
+    fn apply_interest(&mut self, interest: &Interest<'_>, add: bool) {
+        let Some(route) = self.route.clone() else {
+            self.early.push(EarlyInterest {
+                add,
+                origin: interest.origin.map(Into::into),
+                account: interest.account.into(),
+                subject: interest.subject.into(),
+                queue: interest.queue.map(Into::into),
+                weight: interest.weight,
+            });
+            return;
+        };
+        if let Some(account) = self.account(interest.account) {
+            match add {
+                true => route.add_interest(&account, interest),
+                false => route.remove_interest(&account, interest),
             }
         }
     }
@@ -512,6 +539,16 @@ impl Session {
         // The whole of our interest, every account.
         for account in self.shared.router.accounts() {
             account.send_interest(&route);
+        }
+        for early in std::mem::take(&mut self.early) {
+            let interest = Interest {
+                origin: early.origin.as_deref(),
+                account: &early.account,
+                subject: &early.subject,
+                queue: early.queue.as_deref(),
+                weight: early.weight,
+            };
+            self.apply_interest(&interest, early.add);
         }
         Ok(())
     }
