@@ -362,3 +362,42 @@ fn clients_see(binary: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// With `cluster.no_advertise`, a server tells its clients of no other server, and its peers
+/// hear no client URLs from it; side by side with nats-server.
+#[test]
+fn no_advertise_keeps_connect_urls_quiet() {
+    let run = |binary: &Path| -> Vec<String> {
+        let scratch = Scratch::new(&format!(
+            "cluster-noadv-{}",
+            binary.file_name().unwrap().to_string_lossy()
+        ));
+        let mut log = Vec::new();
+        let x = node_with(&scratch, binary, "X", &[], "cluster.no_advertise: true");
+        let mut x1 = RawClient::connect("x1", &x, 1, &mut log);
+        let y = node(&scratch, binary, "Y", &[&x]);
+        let mut y1 = RawClient::connect("y1", &y, 1, &mut log);
+        // Z joins Y: X's client hears nothing, Y's client hears of Z only.
+        let z = node(&scratch, binary, "Z", &[&y]);
+        y1.next_info(&mut log);
+        x1.stream.get_mut().write_all(b"PING\r\n").unwrap();
+        log.push(format!("x1: {}", x1.line().trim_end()));
+        let names = [(&x.client, "X"), (&y.client, "Y"), (&z.client, "Z")];
+        log.into_iter()
+            .map(|line| {
+                names
+                    .iter()
+                    .fold(line, |line, (url, name)| line.replace(url.as_str(), name))
+            })
+            .collect()
+    };
+    let tern = run(&PathBuf::from(TERN));
+    eprintln!("{tern:#?}");
+    assert!(
+        tern.iter().all(|l| !l.contains('X') || l.starts_with("x1")),
+        "{tern:?}"
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, run(&reference));
+    }
+}

@@ -43,7 +43,8 @@ pub fn node_with(
     node_routed(scratch, binary, name, &routes, extra)
 }
 
-/// As [`node_with`], routing to the route `host:port`s in `routes`.
+/// As [`node_with`], routing to the route `host:port`s in `routes`. Lines of `extra` written
+/// `cluster.key: value` go into the cluster block.
 pub fn node_routed(
     scratch: &Scratch,
     binary: &Path,
@@ -55,12 +56,20 @@ pub fn node_routed(
         .iter()
         .map(|r| format!("\"nats-route://{r}\""))
         .collect();
+    // Lines of `extra` written `cluster.key: value` go into the cluster block.
+    let (inside, outside): (Vec<&str>, Vec<&str>) =
+        extra.lines().partition(|l| l.starts_with("cluster."));
+    let inside: String = inside
+        .iter()
+        .map(|l| format!(", {}", l.trim_start_matches("cluster.")))
+        .collect();
     let config = scratch.0.join(format!("{name}.conf"));
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:-1\nserver_name: {name}\n{extra}\n\
-             cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}] }}\n",
+            "listen: 127.0.0.1:-1\nserver_name: {name}\n{}\n\
+             cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}]{inside} }}\n",
+            outside.join("\n"),
             routes.join(", ")
         ),
     )
