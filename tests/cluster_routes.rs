@@ -917,3 +917,50 @@ fn interest_before_the_peers_info() {
         log
     });
 }
+
+/// Route authorization (`cluster.authorization`): missing or wrong credentials get
+/// `Authorization Violation` and the close; the right ones a working route.
+#[test]
+fn route_authorization() {
+    differential(
+        "routeauth",
+        "cluster.authorization: { user: ruser, password: rpwd }",
+        |node| {
+            let mut log = Vec::new();
+            for (what, creds) in [
+                ("none", ""),
+                ("wrong", ",\"user\":\"ruser\",\"pass\":\"nope\""),
+                ("right", ",\"user\":\"ruser\",\"pass\":\"rpwd\""),
+            ] {
+                let mut r = Conn::open("route", &node.route);
+                let info = r.line().unwrap();
+                let json: serde_json::Value =
+                    serde_json::from_str(info.strip_prefix("INFO ").unwrap().trim()).unwrap();
+                log.push(format!("{what}: auth_required={}", json["auth_required"]));
+                r.send(&format!(
+                    "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\
+                     \"name\":\"NAUTH\",\"cluster\":\"C1\"{creds}}}\r\nINFO {{\"server_id\":\
+                     \"NAUTH\",\"server_name\":\"A\",\"host\":\"127.0.0.1\",\"port\":1,\
+                     \"headers\":true,\"cluster\":\"C1\"}}\r\nRS+ $G foo\r\nPING\r\n"
+                ));
+                loop {
+                    match r.line() {
+                        None => {
+                            log.push(format!("{what}: closed"));
+                            break;
+                        }
+                        Some(l) if l == "PONG\r\n" => {
+                            log.push(format!("{what}: PONG"));
+                            break;
+                        }
+                        Some(l) if l.starts_with("-ERR") => {
+                            log.push(format!("{what}: {}", l.trim_end()))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            log
+        },
+    );
+}
