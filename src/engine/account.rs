@@ -226,8 +226,46 @@ impl Account {
         }
         self.generation.fetch_add(1, Ordering::Release);
         drop(sublist);
-        for sub in removed {
+        // As nats-server closes a client: plain subscriptions one by one, then each queue
+        // group once, with its weight after all of the connection's members left.
+        let (queued, plain): (Vec<_>, Vec<_>) =
+            removed.into_iter().partition(|s| s.queue.is_some());
+        for sub in plain {
             self.track_interest(sub, false);
+        }
+        self.untrack_queue_members(&queued);
+    }
+
+    /// Uncounts queue members from the interest routes hear of, announcing each group's final
+    /// weight once.
+    fn untrack_queue_members(&self, subs: &[&Arc<Subscription>]) {
+        if subs.is_empty() || !self.routes.enabled() {
+            return;
+        }
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changes: Vec<(&Subscription, u32)> = Vec::new();
+        for sub in subs {
+            if !matches!(sub.target, Target::Client(_)) {
+                continue;
+            }
+            if let Some(count) = interest.remove(&sub.subject, &sub.queue) {
+                match changes
+                    .iter_mut()
+                    .find(|(s, _)| s.subject == sub.subject && s.queue == sub.queue)
+                {
+                    Some((_, last)) => *last = count,
+                    None => changes.push((sub, count)),
+                }
+            }
+        }
+        for (sub, count) in changes {
+            route::announce(
+                &self.routes,
+                self.name.as_bytes(),
+                &sub.subject,
+                sub.queue.as_deref(),
+                count,
+            );
         }
     }
 

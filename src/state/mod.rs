@@ -217,10 +217,12 @@ impl Shared {
             client_id: cid,
             client_ip: client.ip().to_string(),
             nonce: None,
+            cluster: opts.cluster.as_ref().and_then(|c| c.name.clone()),
+            connect_urls: self.connect_urls(),
+            ldm: self.in_lame_duck_mode(),
             connect_info: false,
             remote_account: None,
             acc_is_sys: false,
-            ldm: false,
         }
     }
 

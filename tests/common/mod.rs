@@ -1,6 +1,7 @@
 //! Shared test helpers: an in-process server on an ephemeral port, and a raw protocol client.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod process;
 pub mod reference;
 
