@@ -401,3 +401,38 @@ fn no_advertise_keeps_connect_urls_quiet() {
         assert_eq!(tern, run(&reference));
     }
 }
+
+/// A publisher far faster than the route to its subscriber's node: the route paces the
+/// publisher (as nats-server stalls it) instead of overflowing its small `max_pending` and
+/// being cut, which would lose messages. Every message arrives, once, in order.
+#[tokio::test]
+async fn a_fast_publisher_is_paced_by_the_route_not_cut() {
+    let scratch = Scratch::new("cluster-paced");
+    let tern = PathBuf::from(TERN);
+    let small = "max_pending: 1MB";
+    let a = node_with(&scratch, &tern, "PA", &[], small);
+    let b = node_with(&scratch, &tern, "PB", &[&a], small);
+    let publisher = client(&a).await;
+    let receiver = client(&b).await;
+    let mut sub = receiver.subscribe("flood").await.unwrap();
+    receiver.flush().await.unwrap();
+    until_routed(&publisher, &mut sub, "flood").await;
+    let total = 20_000u32;
+    let payload = vec![b'x'; 1024];
+    let sending = tokio::spawn(async move {
+        for n in 0..total {
+            let mut body = n.to_be_bytes().to_vec();
+            body.extend_from_slice(&payload);
+            publisher.publish("flood", body.into()).await.unwrap();
+        }
+        publisher.flush().await.unwrap();
+    });
+    for n in 0..total {
+        let msg = tokio::time::timeout(SETTLE, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("message {n} never arrived"))
+            .unwrap();
+        assert_eq!(msg.payload[..4], n.to_be_bytes(), "out of order or lost");
+    }
+    sending.await.unwrap();
+}

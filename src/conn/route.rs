@@ -186,6 +186,9 @@ impl Session {
             addr,
             shared.router.global().clone(),
         ));
+        // A route is paced, not cut, while its peer makes progress within the write deadline.
+        conn.outbound
+            .set_patience(shared.opts().route_write_deadline());
         Session {
             conn,
             desc,

@@ -328,6 +328,14 @@ impl<'m> RouteFrame<'m> {
         if appended == Appended::ScheduleFlush {
             out.to_flush.push(to.clone());
         }
+        // A publisher outrunning a route waits for it, as for a subscriber (see
+        // `Outbound::wait_for_room`): a route is paced, never left to overflow.
+        if appended != Appended::Dropped
+            && to.outbound.is_backlogged()
+            && !out.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
+        {
+            out.backlogged.push(to.clone());
+        }
     }
 }
 

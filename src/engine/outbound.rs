@@ -102,6 +102,10 @@ pub struct Outbound {
     /// delivery; written under it.
     backlogged: AtomicBool,
     max_pending: usize,
+    /// How long a publisher waits for the writer to make progress before taking it as stuck
+    /// (`STUCK_AFTER` for clients; longer for a route, which carries every account's traffic
+    /// and whose loss would drop it all, as nats-server stalls publishers behind a route).
+    stuck_after: std::sync::atomic::AtomicU64,
 }
 
 /// A publisher that finds a subscriber backlogged waits for it while its writer makes
@@ -177,7 +181,15 @@ impl Outbound {
             drained: Notify::new(),
             backlogged: AtomicBool::new(false),
             max_pending,
+            stuck_after: std::sync::atomic::AtomicU64::new(STUCK_AFTER.as_millis() as u64),
         }
+    }
+
+    /// Publishers wait up to `patience` for this connection's writer before taking it as
+    /// stuck (routes: a peer that is busy, not gone, must pace its publishers).
+    pub fn set_patience(&self, patience: Duration) {
+        self.stuck_after
+            .store(patience.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Appends one frame written by `encode`; `Some(size)` counts it as a delivered message of
@@ -270,7 +282,8 @@ impl Outbound {
                     return;
                 }
             }
-            if tokio::time::timeout(STUCK_AFTER, drained).await.is_err() {
+            let patience = Duration::from_millis(self.stuck_after.load(Ordering::Relaxed));
+            if tokio::time::timeout(patience, drained).await.is_err() {
                 let mut state = self.lock();
                 state.stuck = true;
                 self.note_backlog(&state);
