@@ -32,6 +32,8 @@
 //! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
 //!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
 //!   one task fed by `state::events`.
+//! - [`jetstream`]: JetStream on one server: its configuration resolved at start (store
+//!   directory, limits) and what it logs.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.
@@ -61,6 +63,7 @@
 pub mod config;
 pub mod conn;
 pub mod engine;
+pub mod jetstream;
 pub mod logging;
 pub mod monitor;
 pub mod proto;

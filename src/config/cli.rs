@@ -82,6 +82,10 @@ pub enum Setting {
     TlsKey(PathBuf),
     /// `--tlscacert`
     TlsCaCert(PathBuf),
+    /// `-js`: JetStream on (or off with `-js=false`).
+    JetStream(bool),
+    /// `-sd`: JetStream's store directory (it does not turn JetStream on by itself).
+    StoreDir(PathBuf),
 }
 
 impl Run {
@@ -98,6 +102,15 @@ impl Run {
         }
         for setting in &self.settings {
             setting.apply(&mut opts);
+        }
+        // As nats-server, `-sd` replaces the file's `store_dir` whatever the order of the flags,
+        // and turns nothing on by itself.
+        let store_dir = self.settings.iter().rev().find_map(|s| match s {
+            Setting::StoreDir(dir) => Some(dir.clone()),
+            _ => None,
+        });
+        if let (Some(js), Some(dir)) = (opts.jetstream.as_mut(), store_dir) {
+            js.store_dir = Some(dir);
         }
         if opts.password.is_some() && opts.username.is_none() {
             return Err("a password needs a user (--user or authorization { user })".into());
@@ -137,6 +150,13 @@ impl Setting {
             Setting::TlsCert(path) => flag_tls(opts).cert_file = Some(path),
             Setting::TlsKey(path) => flag_tls(opts).key_file = Some(path),
             Setting::TlsCaCert(path) => flag_tls(opts).ca_file = Some(path),
+            Setting::JetStream(false) => opts.jetstream = None,
+            Setting::JetStream(true) => {
+                opts.jetstream
+                    .get_or_insert_with(config::jetstream::JetStreamOptions::enabled);
+            }
+            // Applied by `Run::options` once `-js` and the file have said whether JetStream is on.
+            Setting::StoreDir(_) => {}
         }
     }
 }
@@ -192,6 +212,7 @@ enum Action {
     TlsCert,
     TlsKey,
     TlsCaCert,
+    JetStream,
     /// A nats-server flag for a feature tern does not have yet: refused, never ignored.
     NotYet(&'static str),
 }
@@ -341,7 +362,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         names: &["js", "jetstream"],
         kind: Kind::Bool,
-        action: Action::NotYet("JetStream"),
+        action: Action::JetStream,
     },
     Flag {
         names: &["tls"],
@@ -488,9 +509,8 @@ where
                     return Ok(Command::Help);
                 }
             }
-            Action::StoreDir => run.warnings.push(format!(
-                "Ignoring store directory {value:?}: tern has no JetStream, so nothing is stored"
-            )),
+            Action::StoreDir => set(Setting::StoreDir(PathBuf::from(&value))),
+            Action::JetStream => set(Setting::JetStream(boolean()?)),
             Action::NotYet(feature) => {
                 return Err(CliError {
                     message: format!(
@@ -602,7 +622,8 @@ Logging Options:
     -DV                              Debug and trace
 
 JetStream Options:
-    -sd, --store_dir <dir>           Accepted and ignored with a warning (no JetStream in tern)
+    -js, --jetstream                 Enable JetStream functionality
+    -sd, --store_dir <dir>           Set the storage directory
 
 Authorization Options:
         --user <user>                User required for connections
@@ -717,17 +738,28 @@ mod tests {
     }
 
     #[test]
-    fn store_dir_is_accepted_with_a_warning() {
+    fn jetstream_and_store_dir_flags() {
+        let js = |args: &[&str]| match parse(args.iter().copied()) {
+            Ok(Command::Run(run)) => run.options(&mut Vec::new()).unwrap().jetstream,
+            other => panic!("{other:?}"),
+        };
         for args in [
-            &["--store_dir", "/tmp/x"][..],
-            &["-sd", "/tmp/x"],
-            &["-sd=/tmp/x"],
+            &["-js", "--store_dir", "/tmp/x"][..],
+            &["-sd", "/tmp/x", "--jetstream"],
+            &["-sd=/tmp/x", "-js=true"],
         ] {
-            match parse(args.iter().copied()) {
-                Ok(Command::Run(run)) => assert_eq!(run.warnings.len(), 1),
-                other => panic!("{other:?}"),
-            }
+            let js = js(args).expect("on");
+            assert_eq!(
+                js.store_dir.as_deref(),
+                Some(Path::new("/tmp/x")),
+                "{args:?}"
+            );
+            assert!(js.strict);
         }
+        // The directory alone turns nothing on, and `-js=false` turns it off.
+        assert!(js(&["-sd", "/tmp/x"]).is_none());
+        assert!(js(&["-js", "-js=false"]).is_none());
+        assert!(js(&["-js"]).unwrap().store_dir.is_none());
     }
 
     #[test]
@@ -818,7 +850,7 @@ mod tests {
             "invalid value \"maybe\" for flag -D: parse error"
         );
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
-        for not_yet in [&["--help_tls"][..], &["-js"], &["--routes", "x"]] {
+        for not_yet in [&["--help_tls"][..], &["--routes", "x"]] {
             let e = fails(not_yet);
             assert!(
                 e.message.contains("does not support yet"),

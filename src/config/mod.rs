@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod cli;
 pub mod cluster;
 pub mod conf;
+pub mod jetstream;
 pub mod options;
 pub mod users;
 

@@ -95,6 +95,8 @@ pub struct Options {
     pub no_system_account: bool,
     /// The cluster (`cluster { ... }`, `--cluster`); `None` outside a cluster.
     pub cluster: Option<super::cluster::ClusterOptions>,
+    /// JetStream (`jetstream { ... }`, `-js`); `None` when it is off.
+    pub jetstream: Option<super::jetstream::JetStreamOptions>,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -224,6 +226,7 @@ impl Default for Options {
             system_account: None,
             no_system_account: false,
             cluster: None,
+            jetstream: None,
         }
     }
 }
@@ -337,10 +340,10 @@ impl Options {
             // Harmless to run without: warn and carry on. Client test harnesses put these
             // blocks in every configuration they write.
             "cluster" => self.cluster = Some(super::cluster::parse_cluster(v)?),
+            "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
             "leafnodes"
             | "leaf"
             | "gateway"
-            | "jetstream"
             | "websocket"
             | "mqtt"
             | "syslog"
@@ -739,8 +742,8 @@ mod tests {
              jetstream { store_dir: /tmp/js }\nhttp: 127.0.0.1:-1\n",
         )
         .unwrap();
-        // The cluster block is read now (see `config::cluster`).
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        // The cluster and jetstream blocks are read now (`config::cluster`, `config::jetstream`).
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
         // Unsafe without: an error.
         assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
@@ -889,8 +892,10 @@ jetstream {
         assert_eq!(o.write_deadline, Duration::from_secs(3));
         assert_eq!(o.lame_duck_duration, Duration::from_secs(240));
         assert_eq!(o.lame_duck_grace_period, Duration::from_secs(3));
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("\"jetstream\""));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let js = o.jetstream.unwrap();
+        assert_eq!(js.store_dir.as_deref(), Some(Path::new("/tmp/js")));
+        assert_eq!(js.max_memory, Some(1 << 30));
         assert_eq!(o.http_port, 8222);
 
         // The multi-user style, with variables, as in nats-server's multi-user configs.

@@ -15,6 +15,7 @@ use tracing::{debug, error, info};
 use crate::config::Options;
 use crate::conn::{client, route};
 use crate::engine::outbound::CloseReason;
+use crate::jetstream;
 use crate::monitor;
 use crate::security::tls::ServerTls;
 pub use crate::state::Shared;
@@ -24,6 +25,9 @@ mod listen;
 
 /// The start of nats-server's fatal error when the monitor port cannot be bound.
 pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to the monitor port";
+
+/// The start of nats-server's fatal error when JetStream cannot run.
+pub const JETSTREAM_START_ERROR: &str = "Can't start JetStream";
 
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +46,8 @@ pub struct Server {
     monitor: Option<TcpListener>,
     /// The monitor's TLS, when it serves HTTPS.
     monitor_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// JetStream's resolved configuration, when it is enabled.
+    jetstream: Option<jetstream::Config>,
 }
 
 impl Server {
@@ -70,6 +76,17 @@ impl Server {
             }
             (0, _, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
             _ => None,
+        };
+        let jetstream = match &opts.jetstream {
+            None => None,
+            Some(js) => {
+                if let Some(why) = jetstream::refusal(&opts) {
+                    return Err(fatal(format!("{JETSTREAM_START_ERROR}: {why}")));
+                }
+                let config = jetstream::Config::resolve(js)
+                    .map_err(|e| fatal(format!("{JETSTREAM_START_ERROR}: {e}")))?;
+                Some(config)
+            }
         };
         // At most one of the two is set (checked above).
         let monitor = match opts.http_port + opts.https_port {
@@ -110,7 +127,13 @@ impl Server {
             routes,
             monitor,
             monitor_tls,
+            jetstream,
         })
+    }
+
+    /// JetStream as it runs, when it is enabled.
+    pub fn jetstream(&self) -> Option<&jetstream::Config> {
+        self.jetstream.as_ref()
     }
 
     /// The address the HTTP monitor listens on, when monitoring is on.
@@ -138,6 +161,7 @@ impl Server {
             routes,
             monitor,
             monitor_tls,
+            jetstream: _,
         } = self;
         let cluster = routes.map(|l| tokio::spawn(run_cluster(l, shared.clone())));
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
