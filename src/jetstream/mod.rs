@@ -1,5 +1,14 @@
 //! JetStream on one server: what it runs with (the store directory and the memory and storage
-//! limits, resolved from the options at start) and the lines nats-server logs about it.
+//! limits, resolved from the options at start) and the lines nats-server logs about it; the
+//! pure core ([`store`]: where messages are kept, [`stream`]: a stream's configuration and
+//! publishing into it, [`api`]: one account's `$JS.API` requests, [`errors`]), and the task
+//! that runs it ([`service`]).
+
+pub mod api;
+pub mod errors;
+pub mod service;
+pub mod store;
+pub mod stream;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -48,6 +48,8 @@ pub struct Server {
     monitor_tls: Option<tokio_rustls::TlsAcceptor>,
     /// JetStream's resolved configuration, when it is enabled.
     jetstream: Option<jetstream::Config>,
+    /// JetStream's task, subscribed at bind and run by `run`.
+    jetstream_service: Option<jetstream::service::Service>,
 }
 
 impl Server {
@@ -120,7 +122,11 @@ impl Server {
             shared.set_cluster_addr(routes.local_addr()?);
         }
         shared.set_client_urls(client_urls(&shared.opts().host, addr));
+        let jetstream_service = jetstream
+            .as_ref()
+            .map(|_| jetstream::service::start(&shared));
         Ok(Server {
+            jetstream_service,
             system_services: crate::sys::start(&shared),
             shared,
             listener,
@@ -162,10 +168,12 @@ impl Server {
             monitor,
             monitor_tls,
             jetstream: _,
+            jetstream_service,
         } = self;
         let cluster = routes.map(|l| tokio::spawn(run_cluster(l, shared.clone())));
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
         let system_services = system_services.map(crate::sys::Services::spawn);
+        let jetstream_service = jetstream_service.map(jetstream::service::Service::spawn);
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {
@@ -216,6 +224,9 @@ impl Server {
         }
         if let Some(services) = system_services {
             services.abort();
+        }
+        if let Some(service) = jetstream_service {
+            service.abort();
         }
         if let Some(cluster) = cluster {
             cluster.abort();
