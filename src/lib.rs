@@ -34,8 +34,9 @@
 //!   one task fed by `state::events`.
 //! - [`jetstream`]: JetStream on one server: its configuration resolved at start (store
 //!   directory, limits) and what it logs; a pure core ([`jetstream::store`] behind the
-//!   `StreamStore` trait, [`jetstream::stream`], [`jetstream::api`]) that takes time as input,
-//!   and [`jetstream::service`], the task behind its internal subscriptions.
+//!   `StreamStore` trait, [`jetstream::stream`], [`jetstream::consumer`] (pull consumers),
+//!   [`jetstream::api`]) that takes time as input, and [`jetstream::service`], the task behind
+//!   its internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.

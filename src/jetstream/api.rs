@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::consumer::{Action, Consumer, ConsumerConfig};
 use super::errors::ApiError;
 use super::store::MemoryStore;
 use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
@@ -34,6 +35,10 @@ pub struct AccountJs {
     total: u64,
     /// Requests answered with an error (`api.errors`).
     errors: u64,
+    /// Ephemeral consumers named so far.
+    ephemerals: u64,
+    /// What deleted consumers owe their waiting requests, for [`AccountJs::take_actions`].
+    actions: Vec<Action>,
 }
 
 /// A response: the JSON to send to the request's reply subject.
@@ -66,6 +71,33 @@ impl AccountJs {
             ["STREAM", "LIST"] => ("stream_list_response", self.list(body, now)),
             ["STREAM", "PURGE", name] => ("stream_purge_response", self.purge(name, body)),
             ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", self.msg_get(name, body)),
+            ["CONSUMER", "CREATE", stream] => (
+                "consumer_create_response",
+                self.consumer_create(stream, None, None, body, now),
+            ),
+            ["CONSUMER", "CREATE", stream, name, filter @ ..] => (
+                "consumer_create_response",
+                self.consumer_create(stream, Some(name), Some(filter.join(".")), body, now),
+            ),
+            ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
+                "consumer_create_response",
+                self.consumer_create(stream, Some(name), None, body, now),
+            ),
+            ["CONSUMER", "INFO", stream, name] => (
+                "consumer_info_response",
+                self.consumer_info(stream, name, now),
+            ),
+            ["CONSUMER", "DELETE", stream, name] => (
+                "consumer_delete_response",
+                self.consumer_delete(stream, name),
+            ),
+            ["CONSUMER", "NAMES", stream] => {
+                ("consumer_names_response", self.consumer_names(stream, body))
+            }
+            ["CONSUMER", "LIST", stream] => (
+                "consumer_list_response",
+                self.consumer_list(stream, body, now),
+            ),
             _ => return None,
         };
         let mut response = Map::new();
@@ -143,6 +175,57 @@ impl AccountJs {
         }
     }
 
+    /// What the last requests left to send (the `409 Consumer Deleted` of deleted consumers).
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Lets every consumer of every stream act at `now`.
+    pub fn tick(&mut self, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        for stream in self.streams.values_mut() {
+            out.extend(stream.tick_consumers(now));
+        }
+        out
+    }
+
+    /// A pull request for `consumer` of `stream`, replied to at `reply`.
+    pub fn pull(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        reply: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Vec<Action> {
+        self.streams
+            .get_mut(stream)
+            .and_then(|s| s.with_consumer(consumer, |c, store| c.pull(reply, body, store, now)))
+            .unwrap_or_default()
+    }
+
+    /// An acknowledgement on `ack_subject` (`$JS.ACK.<stream>.<consumer>...`).
+    pub fn ack(&mut self, ack_subject: &str, body: &[u8], now: i64) -> Vec<Action> {
+        let mut tokens = ack_subject.split('.').skip(2);
+        let (Some(stream), Some(consumer)) = (tokens.next(), tokens.next()) else {
+            return Vec::new();
+        };
+        self.streams
+            .get_mut(stream)
+            .and_then(|s| {
+                s.with_consumer(consumer, |c, store| c.ack(ack_subject, body, store, now))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Each consumer as `(stream, consumer)`, for the subscriptions behind it.
+    pub fn consumer_names_all(&self) -> Vec<(String, String)> {
+        self.streams
+            .iter()
+            .flat_map(|(s, stream)| stream.consumers.keys().map(move |c| (s.clone(), c.clone())))
+            .collect()
+    }
+
     /// Each stream's name and subjects, for the subscriptions that capture them.
     pub fn captures(&self) -> BTreeMap<String, Vec<String>> {
         self.streams
@@ -164,7 +247,7 @@ impl AccountJs {
             "reserved_memory": 0,
             "reserved_storage": 0,
             "streams": self.streams.len(),
-            "consumers": 0,
+            "consumers": self.streams.values().map(|s| s.consumers.len()).sum::<usize>(),
             "limits": {
                 "max_memory": -1,
                 "max_storage": -1,
@@ -282,9 +365,13 @@ impl AccountJs {
     }
 
     fn delete(&mut self, name: &str) -> Result<Value, ApiError> {
-        self.streams
+        let stream = self
+            .streams
             .remove(name)
             .ok_or_else(ApiError::stream_not_found)?;
+        for mut consumer in stream.consumers.into_values() {
+            self.actions.extend(consumer.close());
+        }
         Ok(json!({"success": true}))
     }
 
@@ -364,6 +451,175 @@ impl AccountJs {
             ));
         }
         Ok(json!({"success": true, "purged": stream.purge()}))
+    }
+
+    fn consumer_create(
+        &mut self,
+        stream_name: &str,
+        name: Option<&str>,
+        filter: Option<String>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        struct Create {
+            #[serde(default)]
+            stream_name: String,
+            config: ConsumerConfig,
+            #[serde(default)]
+            action: String,
+        }
+        if body.is_empty() {
+            return Err(ApiError::invalid_json("request body is empty"));
+        }
+        let request: Create = parse(body)?;
+        if request.stream_name != stream_name {
+            return Err(ApiError::new(
+                400,
+                10056,
+                "stream name in subject does not match request".into(),
+            ));
+        }
+        let mut config = request.config;
+        if let Some(name) = name {
+            if config.durable_name.as_deref().is_some_and(|d| d != name) {
+                return Err(ApiError::new(
+                    400,
+                    10017,
+                    "consumer name in subject does not match durable name in request".into(),
+                ));
+            }
+            if config.name.as_deref().is_some_and(|n| n != name) {
+                return Err(ApiError::new(
+                    400,
+                    10017,
+                    "consumer name in subject does not match durable name in request".into(),
+                ));
+            }
+        }
+        if let Some(filter) = filter.filter(|f| !f.is_empty()) {
+            match config.filter_subject.as_deref() {
+                Some(f) if f != filter => return Err(ApiError::new(
+                    400,
+                    10131,
+                    "consumer create request did not match filtered subject from create subject"
+                        .into(),
+                )),
+                _ => config.filter_subject = Some(filter),
+            }
+        }
+        let durable = config.durable_name.clone();
+        let name = name
+            .map(str::to_string)
+            .or_else(|| config.name.clone())
+            .or_else(|| durable.clone());
+        let ephemeral = durable.is_none();
+        if let Some(n) = &name {
+            if !super::stream::valid_name(n) {
+                return Err(ApiError::new(400, 10013, "consumer name is invalid".into()));
+            }
+        }
+        if durable.is_some() {
+            config.name = durable.clone();
+        }
+        let config = config.normalize(ephemeral)?;
+        let stream = self
+            .streams
+            .get_mut(stream_name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let name = match name {
+            Some(n) => n,
+            None => {
+                self.ephemerals += 1;
+                ephemeral_name(now, self.ephemerals)
+            }
+        };
+        match stream.consumers.get_mut(&name) {
+            Some(existing) => {
+                if existing.config != config {
+                    if request.action == "create" {
+                        return Err(ApiError::new(400, 10148, "consumer already exists".into()));
+                    }
+                    existing.config = config;
+                }
+            }
+            None => {
+                if request.action == "update" {
+                    return Err(ApiError::new(400, 10149, "consumer does not exist".into()));
+                }
+                let stream_name = stream.config.name.clone();
+                let consumer = stream.with_store(|store| {
+                    Consumer::new(name.clone(), stream_name, config, store, now)
+                });
+                stream.consumers.insert(name.clone(), consumer);
+            }
+        }
+        Ok(Value::Object(consumer_info(stream, &name, now, true)))
+    }
+
+    fn consumer_info(&self, stream: &str, name: &str, now: i64) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        if !stream.consumers.contains_key(name) {
+            return Err(consumer_not_found());
+        }
+        Ok(Value::Object(consumer_info(stream, name, now, true)))
+    }
+
+    fn consumer_delete(&mut self, stream: &str, name: &str) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let mut consumer = stream
+            .consumers
+            .remove(name)
+            .ok_or_else(consumer_not_found)?;
+        self.actions.extend(consumer.close());
+        Ok(json!({"success": true}))
+    }
+
+    fn consumer_names(&self, stream: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let offset = page_offset(body)?;
+        let names: Vec<&String> = stream
+            .consumers
+            .keys()
+            .skip(offset)
+            .take(NAMES_LIMIT)
+            .collect();
+        Ok(json!({
+            "total": stream.consumers.len(),
+            "offset": offset,
+            "limit": NAMES_LIMIT,
+            "consumers": if names.is_empty() { Value::Null } else { json!(names) },
+        }))
+    }
+
+    fn consumer_list(&self, stream: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let offset = page_offset(body)?;
+        let infos: Vec<Value> = stream
+            .consumers
+            .keys()
+            .skip(offset)
+            .take(LIST_LIMIT)
+            .map(|name| Value::Object(consumer_info(stream, name, now, false)))
+            .collect();
+        Ok(json!({
+            "total": stream.consumers.len(),
+            "offset": offset,
+            "limit": LIST_LIMIT,
+            "consumers": infos,
+        }))
     }
 
     fn msg_get(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
@@ -468,13 +724,71 @@ fn stream_info(stream: &Stream, now: i64, dynamic: bool) -> Map<String, Value> {
     if deleted > 0 {
         state.insert("num_deleted".into(), json!(deleted));
     }
-    state.insert("consumer_count".into(), json!(0));
+    state.insert("consumer_count".into(), json!(stream.consumers.len()));
     let mut info = Map::new();
     info.insert("config".into(), json!(config));
     info.insert("created".into(), json!(time(stream.created)));
     info.insert("state".into(), Value::Object(state));
     info.insert("ts".into(), json!(time(now)));
     info
+}
+
+/// `ConsumerInfo` for consumer `name` of `stream` at `now` (it exists), with the server's
+/// dynamic metadata when `dynamic` (not in lists, as nats-server).
+fn consumer_info(stream: &Stream, name: &str, now: i64, dynamic: bool) -> Map<String, Value> {
+    let consumer = &stream.consumers[name];
+    let mut info = consumer.info(stream.store());
+    let mut config = consumer.config.clone();
+    if dynamic {
+        let m = config.metadata.get_or_insert_with(BTreeMap::new);
+        m.insert("_nats.level".into(), super::API_LEVEL.to_string());
+        m.insert(
+            "_nats.ver".into(),
+            crate::proto::protocol::NATS_SERVER_VERSION.into(),
+        );
+    }
+    // After `name` and `created`, as nats-server orders it.
+    let mut ordered = Map::new();
+    for key in ["stream_name", "name", "created"] {
+        if let Some(v) = info.remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.insert("config".into(), json!(config));
+    ordered.extend(info);
+    ordered.insert("ts".into(), json!(time(now)));
+    ordered
+}
+
+fn consumer_not_found() -> ApiError {
+    ApiError::new(404, 10014, "consumer not found".into())
+}
+
+/// The `offset` of a paged request (an empty body is offset 0).
+fn page_offset(body: &[u8]) -> Result<usize, ApiError> {
+    #[derive(Deserialize)]
+    struct Paged {
+        #[serde(default)]
+        offset: usize,
+    }
+    match body.trim_ascii().is_empty() {
+        true => Ok(0),
+        false => Ok(parse::<Paged>(body)?.offset),
+    }
+}
+
+/// An ephemeral consumer's name: 8 characters from the time and a counter (nats-server takes
+/// them from a random value's SHA-256).
+fn ephemeral_name(now: i64, n: u64) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // splitmix64 of the two, so that names made in the same nanosecond differ.
+    let mut x = (now as u64) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (0..8)
+        .map(|i| ALPHABET[((x >> (i * 6)) % 62) as usize] as char)
+        .collect()
 }
 
 /// A time as nats-server writes it: RFC 3339 with nanoseconds in UTC, and Go's zero time for 0.

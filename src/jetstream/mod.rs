@@ -1,10 +1,11 @@
 //! JetStream on one server: what it runs with (the store directory and the memory and storage
 //! limits, resolved from the options at start) and the lines nats-server logs about it; the
 //! pure core ([`store`]: where messages are kept, [`stream`]: a stream's configuration and
-//! publishing into it, [`api`]: one account's `$JS.API` requests, [`errors`]), and the task
-//! that runs it ([`service`]).
+//! publishing into it, [`consumer`]: pull consumers, [`api`]: one account's `$JS.API`
+//! requests, [`errors`]), and the task that runs it ([`service`]).
 
 pub mod api;
+pub mod consumer;
 pub mod errors;
 pub mod service;
 pub mod store;

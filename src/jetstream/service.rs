@@ -12,19 +12,35 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use super::api::{AccountJs, API_PREFIX};
+use super::consumer::Action;
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::subscription::{Internal, Subscription};
 use crate::state::Shared;
 
-/// How often `max_age` is applied.
-const EXPIRE_EVERY: Duration = Duration::from_millis(250);
+/// How often `max_age` is applied, and consumers redeliver and expire pull requests.
+const EXPIRE_EVERY: Duration = Duration::from_millis(50);
 
 /// What the subscriptions hand to the task.
 #[derive(Debug)]
 enum Input {
     /// A `$JS.API.>` request.
     Api {
+        account: Arc<str>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        body: Bytes,
+    },
+    /// A pull request to a consumer.
+    Next {
+        account: Arc<str>,
+        stream: Arc<str>,
+        consumer: Arc<str>,
+        reply: Option<Bytes>,
+        body: Bytes,
+    },
+    /// An acknowledgement to a consumer.
+    Ack {
         account: Arc<str>,
         subject: Bytes,
         reply: Option<Bytes>,
@@ -46,7 +62,15 @@ enum Input {
 enum Role {
     Api,
     Stream(Arc<str>),
+    /// A consumer's `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
+    Next(Arc<str>, Arc<str>),
+    /// A consumer's `$JS.ACK.<stream>.<consumer>.>`.
+    Ack,
 }
+
+/// The prefix of pull requests, which only the consumer's own subscription answers: a
+/// request for a consumer that does not exist gets no responders, as from nats-server.
+const NEXT_PREFIX: &[u8] = b"$JS.API.CONSUMER.MSG.NEXT.";
 
 /// An internal subscriber: copies the message into the channel (it runs on the publisher's
 /// task, so it must not do the work itself).
@@ -64,6 +88,20 @@ impl Internal for Inbox {
         let subject = Bytes::copy_from_slice(msg.subject);
         let reply = msg.reply.map(Bytes::copy_from_slice);
         let input = match &self.role {
+            Role::Api if msg.subject.starts_with(NEXT_PREFIX) => return false,
+            Role::Next(stream, consumer) => Input::Next {
+                account: self.account.clone(),
+                stream: stream.clone(),
+                consumer: consumer.clone(),
+                reply,
+                body: Bytes::copy_from_slice(data),
+            },
+            Role::Ack => Input::Ack {
+                account: self.account.clone(),
+                subject,
+                reply,
+                body: Bytes::copy_from_slice(data),
+            },
             Role::Api => Input::Api {
                 account: self.account.clone(),
                 subject,
@@ -89,6 +127,8 @@ struct Enabled {
     js: AccountJs,
     /// Each stream's subscriptions, with the subjects they were made for.
     captures: HashMap<String, (Vec<String>, Vec<Arc<Subscription>>)>,
+    /// Each consumer's subscriptions (pull requests and acks), by (stream, consumer).
+    consumers: HashMap<(String, String), Vec<Arc<Subscription>>>,
 }
 
 /// JetStream subscribed in every account and not yet running.
@@ -125,6 +165,7 @@ pub fn start(shared: &Arc<Shared>) -> Service {
                 account,
                 js: AccountJs::new(),
                 captures: HashMap::new(),
+                consumers: HashMap::new(),
             },
         );
     }
@@ -154,6 +195,9 @@ impl Service {
                     let now = now();
                     for enabled in self.accounts.values_mut() {
                         enabled.js.expire(now);
+                        let actions = enabled.js.tick(now);
+                        enabled.perform(actions);
+                        enabled.sync_captures(&self.tx);
                     }
                 }
             }
@@ -181,6 +225,8 @@ impl Service {
                 if let Some(reply) = reply {
                     send(&enabled.account, &reply, &response);
                 }
+                let actions = enabled.js.take_actions();
+                enabled.perform(actions);
             }
             Input::Publish {
                 account,
@@ -202,12 +248,97 @@ impl Service {
                 if let (Some(reply), false) = (reply, no_ack) {
                     send(&enabled.account, &reply, &ack);
                 }
+                // Waiting pull requests may take the new message.
+                let actions = enabled.js.tick(now());
+                enabled.perform(actions);
+            }
+            Input::Next {
+                account,
+                stream,
+                consumer,
+                reply,
+                body,
+            } => {
+                let (Some(enabled), Some(reply)) = (self.accounts.get_mut(&account), reply) else {
+                    return;
+                };
+                let reply = String::from_utf8_lossy(&reply);
+                let actions = enabled.js.pull(&stream, &consumer, &reply, &body, now());
+                enabled.perform(actions);
+            }
+            Input::Ack {
+                account,
+                subject,
+                reply,
+                body,
+            } => {
+                let Some(enabled) = self.accounts.get_mut(&account) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let now = now();
+                let mut actions = enabled.js.ack(&subject, &body, now);
+                match (reply, body.strip_prefix(b"+NXT")) {
+                    // `+NXT [pull request]`: acknowledged, then a pull answered to the ack's
+                    // reply subject.
+                    (Some(reply), Some(request)) => {
+                        let mut tokens = subject.split('.').skip(2);
+                        if let (Some(stream), Some(consumer)) = (tokens.next(), tokens.next()) {
+                            let reply = String::from_utf8_lossy(&reply);
+                            let request = request.trim_ascii();
+                            actions.extend(enabled.js.pull(stream, consumer, &reply, request, now));
+                        }
+                    }
+                    // An ack with a reply subject (a "double ack") is answered, empty, once it
+                    // has been processed.
+                    (Some(reply), None) => send(&enabled.account, &reply, b""),
+                    (None, _) => {}
+                }
+                enabled.perform(actions);
             }
         }
     }
 }
 
 impl Enabled {
+    /// Sends what the consumers asked for: messages presented with their stored subject and
+    /// routed to the pull request's reply subject, and status messages.
+    fn perform(&self, actions: Vec<Action>) {
+        for action in actions {
+            let mut out = Deliveries::default();
+            match action {
+                Action::Deliver {
+                    to,
+                    subject,
+                    ack,
+                    header,
+                    data,
+                } => {
+                    let mut message = Vec::with_capacity(header.len() + data.len());
+                    message.extend_from_slice(&header);
+                    message.extend_from_slice(&data);
+                    let msg = Message {
+                        subject: subject.as_bytes(),
+                        reply: Some(ack.as_bytes()),
+                        header_len: (!header.is_empty()).then_some(header.len()),
+                        message: &message,
+                    };
+                    deliver::publish_presented(&self.account, to.as_bytes(), &msg, &mut out);
+                }
+                Action::Status { to, header } => {
+                    let msg = Message {
+                        subject: to.as_bytes(),
+                        reply: None,
+                        header_len: Some(header.len()),
+                        message: header.as_bytes(),
+                    };
+                    deliver::publish(&self.account, &msg, &mut out);
+                }
+            }
+            out.flush(None);
+        }
+    }
+
     /// Subscribes the subjects of new or changed streams and unsubscribes those of deleted
     /// or changed ones.
     fn sync_captures(&mut self, tx: &UnboundedSender<Input>) {
@@ -240,6 +371,47 @@ impl Enabled {
                 self.account.subscribe(sub.clone());
             }
             self.captures.insert(name, (subjects, subs));
+        }
+        let wanted: Vec<(String, String)> = self.js.consumer_names_all();
+        self.consumers.retain(|key, subs| {
+            let keep = wanted.contains(key);
+            if !keep {
+                account.unsubscribe_all(subs);
+            }
+            keep
+        });
+        for (stream, consumer) in wanted {
+            let key = (stream.clone(), consumer.clone());
+            if self.consumers.contains_key(&key) {
+                continue;
+            }
+            let (s, c): (Arc<str>, Arc<str>) = (stream.as_str().into(), consumer.as_str().into());
+            let next = Inbox {
+                tx: tx.clone(),
+                account: self.account.name.clone(),
+                role: Role::Next(s, c),
+            };
+            let ack = Inbox {
+                tx: tx.clone(),
+                account: self.account.name.clone(),
+                role: Role::Ack,
+            };
+            let subs = vec![
+                Arc::new(Subscription::internal(
+                    Arc::new(next),
+                    &format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+                    None,
+                )),
+                Arc::new(Subscription::internal(
+                    Arc::new(ack),
+                    &format!("$JS.ACK.{stream}.{consumer}.>"),
+                    None,
+                )),
+            ];
+            for sub in &subs {
+                account.subscribe(sub.clone());
+            }
+            self.consumers.insert(key, subs);
         }
     }
 }

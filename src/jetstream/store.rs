@@ -60,6 +60,10 @@ pub trait StreamStore: Send {
     fn state(&self) -> StoreState;
     /// The size a message counts for in `bytes`.
     fn msg_size(&self, subject: &str, header: &[u8], data: &[u8]) -> u64;
+    /// The first message at or after `start` whose subject matches `filter` (`>` for all).
+    fn load_next_msg(&self, filter: &str, start: u64) -> Option<StoredMsg>;
+    /// How many messages at or after `start` match `filter`.
+    fn num_pending(&self, filter: &str, start: u64) -> u64;
 }
 
 /// Messages in memory, as nats-server's `memStore`.
@@ -161,6 +165,26 @@ impl StreamStore for MemoryStore {
         }
     }
 
+    fn load_next_msg(&self, filter: &str, start: u64) -> Option<StoredMsg> {
+        self.msgs
+            .range(start..)
+            .map(|(_, m)| m)
+            .find(|m| crate::proto::subject::matches(filter.as_bytes(), m.subject.as_bytes()))
+            .cloned()
+    }
+
+    fn num_pending(&self, filter: &str, start: u64) -> u64 {
+        if filter == ">" {
+            return self.msgs.range(start..).count() as u64;
+        }
+        self.msgs
+            .range(start..)
+            .filter(|(_, m)| {
+                crate::proto::subject::matches(filter.as_bytes(), m.subject.as_bytes())
+            })
+            .count() as u64
+    }
+
     /// nats-server's `memStoreMsgSizeRaw`: subject, headers and payload, plus 16.
     fn msg_size(&self, subject: &str, header: &[u8], data: &[u8]) -> u64 {
         (subject.len() + header.len() + data.len() + 16) as u64
@@ -202,6 +226,10 @@ mod tests {
         assert_eq!(s.state().first_seq, 2);
         assert_eq!(s.load_msg(3).unwrap().data, "three");
         assert!(s.load_msg(1).is_none());
+        assert_eq!(s.load_next_msg("b", 0).unwrap().seq, 2);
+        assert_eq!(s.load_next_msg(">", 3).unwrap().seq, 3);
+        assert!(s.load_next_msg("b", 3).is_none());
+        assert_eq!((s.num_pending(">", 0), s.num_pending("a", 0)), (2, 1));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::consumer::{Action, Consumer};
 use super::errors::ApiError;
 use super::store::{StoreState, StreamStore};
 use crate::proto::subject;
@@ -337,6 +338,8 @@ pub struct Stream {
     /// The `Nats-Msg-Id` of the last message stored, empty when it had none
     /// (`Nats-Expected-Last-Msg-Id` compares with it).
     last_msg_id: String,
+    /// Its consumers by name.
+    pub consumers: BTreeMap<String, Consumer>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -358,6 +361,7 @@ impl Stream {
             msg_ids: HashMap::new(),
             msg_id_times: VecDeque::new(),
             last_msg_id: String::new(),
+            consumers: BTreeMap::new(),
         }
     }
 
@@ -369,6 +373,33 @@ impl Stream {
     /// The store, to read messages.
     pub fn store(&self) -> &dyn StreamStore {
         self.store.as_ref()
+    }
+
+    /// Runs `f` with the stream's store.
+    pub fn with_store<R>(&self, f: impl FnOnce(&dyn StreamStore) -> R) -> R {
+        f(self.store.as_ref())
+    }
+
+    /// Runs `f` on consumer `name` with the stream's store.
+    pub fn with_consumer<R>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Consumer, &dyn StreamStore) -> R,
+    ) -> Option<R> {
+        let consumer = self.consumers.get_mut(name)?;
+        Some(f(consumer, self.store.as_ref()))
+    }
+
+    /// Lets every consumer redeliver, deliver new messages and expire requests at `now`, and
+    /// removes ephemeral consumers idle past their `inactive_threshold`.
+    pub fn tick_consumers(&mut self, now: i64) -> Vec<Action> {
+        let store = self.store.as_ref();
+        let mut out = Vec::new();
+        for consumer in self.consumers.values_mut() {
+            out.extend(consumer.tick(store, now));
+        }
+        self.consumers.retain(|_, c| !c.inactive_at(now));
+        out
     }
 
     /// Removes every message; returns how many.
