@@ -258,6 +258,17 @@ const CALLS: &[(&str, &str)] = &[
     ("$JS.API.STREAM.DELETE.S", ""),
     ("$JS.API.STREAM.DELETE.L", ""),
     (
+        "$JS.API.STREAM.CREATE.F",
+        r#"{"name":"F","subjects":["f.>"]}"#,
+    ),
+    ("f.a", "on disk"),
+    ("f.b", ""),
+    ("$JS.API.STREAM.INFO.F", ""),
+    ("$JS.API.INFO", ""),
+    ("$JS.API.STREAM.MSG.GET.F", r#"{"seq":1}"#),
+    ("$JS.API.STREAM.PURGE.F", ""),
+    ("$JS.API.STREAM.DELETE.F", ""),
+    (
         "$JS.API.STREAM.CREATE.DP",
         r#"{"name":"DP","storage":"memory","deny_purge":true,"max_msg_size":3}"#,
     ),
@@ -756,4 +767,116 @@ async fn ack_next_acknowledges_and_pulls() {
         (info.ack_floor.stream_sequence, info.num_ack_pending),
         (1, 1)
     );
+}
+
+/// Starts tern with `-js` on the store in `store`, logging to `log`; returns it with its
+/// client URL.
+fn start_tern_on(scratch: &Scratch, store: &Path, log: &Path) -> (Process, String) {
+    let (process, text) = Process::start(
+        Command::new(scratch.nats_server())
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-l"])
+            .arg(log)
+            .arg("-sd")
+            .arg(store),
+        log,
+    );
+    let port = listening_port(&text).expect("listening line");
+    (process, format!("127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn file_streams_survive_kill_9() {
+    use async_nats::jetstream::{self, context::Publish, stream};
+
+    let scratch = Scratch::new("js-kill");
+    let store = scratch.0.join("store");
+    let (mut server, addr) = start_tern_on(&scratch, &store, &scratch.0.join("1.log"));
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = jetstream::new(client);
+    js.get_or_create_stream(stream::Config {
+        name: "DURABLE".into(),
+        subjects: vec!["d.>".into()],
+        max_messages_per_subject: 50,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut acks = Vec::new();
+    for n in 0..300u64 {
+        let publish = Publish::build()
+            .message_id(format!("id-{n}"))
+            .payload(format!("payload {n}").into());
+        let ack = js
+            .send_publish(format!("d.{}", n % 3), publish)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        acks.push(ack.sequence);
+    }
+    assert_eq!(acks, (1..=300).collect::<Vec<_>>());
+    // Half removed by the per-subject limit: removal records in the log.
+    let info = js
+        .get_stream("DURABLE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.state.messages, 150);
+
+    // SIGKILL: no chance to flush anything the acks did not already wait for.
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+
+    let log = scratch.0.join("2.log");
+    let (_server, addr) = start_tern_on(&scratch, &store, &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("Restored 150 messages for stream 'DURABLE'"),
+        "{text}"
+    );
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream("DURABLE").await.unwrap();
+    let after = stream.info().await.unwrap().clone();
+    assert_eq!(after.state.messages, 150);
+    assert_eq!(after.state.bytes, info.state.bytes);
+    assert_eq!(after.state.first_sequence, 151);
+    assert_eq!(after.state.last_sequence, 300);
+    assert_eq!(after.created, info.created);
+    for seq in [151, 200, 300] {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(&msg.payload[..], format!("payload {}", seq - 1).as_bytes());
+        assert_eq!(msg.subject.as_str(), format!("d.{}", (seq - 1) % 3));
+    }
+    // The duplicate window survives, and sequences carry on.
+    let dup = js
+        .send_publish(
+            "d.0",
+            Publish::build()
+                .message_id("id-299")
+                .payload("again".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!((dup.sequence, dup.duplicate), (300, true));
+    let next = js
+        .publish("d.1", "new".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(next.sequence, 301);
+    // A deleted stream stays deleted.
+    js.delete_stream("DURABLE").await.unwrap();
+    assert!(!store
+        .join("jetstream")
+        .join("$G")
+        .join("streams")
+        .join("DURABLE")
+        .exists());
 }

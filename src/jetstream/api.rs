@@ -4,6 +4,7 @@
 //! returns the response's bytes.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
@@ -13,7 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::consumer::{Action, Consumer, ConsumerConfig};
 use super::errors::ApiError;
-use super::store::MemoryStore;
+use super::filestore::FileStore;
+use super::store::{MemoryStore, StreamStore};
 use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
 use crate::proto::subject;
 
@@ -39,15 +41,89 @@ pub struct AccountJs {
     ephemerals: u64,
     /// What deleted consumers owe their waiting requests, for [`AccountJs::take_actions`].
     actions: Vec<Action>,
+    /// Where file streams are kept (`<store_dir>/jetstream/<account>/streams`), and whether
+    /// each write is synced; `None` in tests without a disk.
+    disk: Option<(PathBuf, bool)>,
+}
+
+/// What `meta.json` holds.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    created: i64,
+    config: StreamConfig,
 }
 
 /// A response: the JSON to send to the request's reply subject.
 pub type Response = Vec<u8>;
 
 impl AccountJs {
-    /// An account with no streams.
+    /// An account with no streams, and no disk.
     pub fn new() -> AccountJs {
         AccountJs::default()
+    }
+
+    /// The account whose file streams are in `dir`, recovered as they were (messages past
+    /// `max_age` at `now` dropped); `sync_always` syncs every write. Returns it with a line
+    /// to log per stream.
+    pub fn open(
+        dir: PathBuf,
+        sync_always: bool,
+        now: i64,
+    ) -> std::io::Result<(AccountJs, Vec<String>)> {
+        std::fs::create_dir_all(&dir)?;
+        let mut js = AccountJs {
+            disk: Some((dir.clone(), sync_always)),
+            ..AccountJs::default()
+        };
+        let mut log = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        entries.sort();
+        for stream_dir in entries {
+            let meta = std::fs::read(stream_dir.join(super::filestore::META))?;
+            let meta: Meta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
+            let (store, cut) = FileStore::open(&stream_dir, sync_always)?;
+            let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
+            stream.expire(now);
+            stream.rebuild_msg_ids(now);
+            let name = stream.config.name.clone();
+            if cut > 0 {
+                log.push(format!(
+                    "Stream '{name}': cut {cut} bytes of a torn or corrupt record off its log"
+                ));
+            }
+            log.push(format!(
+                "Restored {} messages for stream '{name}'",
+                stream.state().messages
+            ));
+            js.streams.insert(name, stream);
+        }
+        Ok((js, log))
+    }
+
+    /// A new stream's store: on disk for file storage, else in memory.
+    fn new_store(
+        &self,
+        config: &StreamConfig,
+        created: i64,
+    ) -> Result<Box<dyn StreamStore>, ApiError> {
+        let failed = |e: std::io::Error| ApiError::new(500, 10049, e.to_string());
+        match (config.storage, &self.disk) {
+            (Storage::Memory, _) => Ok(Box::new(MemoryStore::new())),
+            (Storage::File, None) => Err(ApiError::new(
+                500,
+                10049,
+                "file storage needs a store directory".into(),
+            )),
+            (Storage::File, Some((dir, sync_always))) => {
+                let stream_dir = dir.join(&config.name);
+                write_meta(&stream_dir, created, config).map_err(failed)?;
+                let (store, _) = FileStore::open(&stream_dir, *sync_always).map_err(failed)?;
+                Ok(Box::new(store))
+            }
+        }
     }
 
     /// Answers the request on `subject` (`$JS.API.<...>`) with `body`; `None` for a subject
@@ -175,6 +251,15 @@ impl AccountJs {
         }
     }
 
+    /// Syncs every file stream to disk (`sync_interval`); failures are logged.
+    pub fn sync(&mut self) {
+        for (name, stream) in self.streams.iter_mut() {
+            if let Err(err) = stream.sync() {
+                tracing::error!("JetStream: syncing stream '{name}': {err}");
+            }
+        }
+    }
+
     /// What the last requests left to send (the `409 Consumer Deleted` of deleted consumers).
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
@@ -241,9 +326,15 @@ impl AccountJs {
             .filter(|s| s.config.storage == Storage::Memory)
             .map(|s| s.state().bytes)
             .sum();
+        let storage: u64 = self
+            .streams
+            .values()
+            .filter(|s| s.config.storage == Storage::File)
+            .map(|s| s.state().bytes)
+            .sum();
         json!({
             "memory": memory,
-            "storage": 0,
+            "storage": storage,
             "reserved_memory": 0,
             "reserved_storage": 0,
             "streams": self.streams.len(),
@@ -315,7 +406,8 @@ impl AccountJs {
             }
         } else {
             self.check_overlap(&config)?;
-            let stream = Stream::new(config, Box::new(MemoryStore::new()), now);
+            let store = self.new_store(&config, now)?;
+            let stream = Stream::new(config, store, now);
             self.streams.insert(name.to_string(), stream);
         }
         let stream = &self.streams[name];
@@ -369,6 +461,11 @@ impl AccountJs {
             .streams
             .remove(name)
             .ok_or_else(ApiError::stream_not_found)?;
+        if let (Storage::File, Some((dir, _))) = (stream.config.storage, &self.disk) {
+            if let Err(err) = std::fs::remove_dir_all(dir.join(name)) {
+                tracing::error!("JetStream: removing stream '{name}': {err}");
+            }
+        }
         for mut consumer in stream.consumers.into_values() {
             self.actions.extend(consumer.close());
         }
@@ -686,6 +783,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut value: Value = serde_json::from_slice(body).map_err(invalid)?;
     strip_nulls(&mut value);
     serde_json::from_value(value).map_err(invalid)
+}
+
+/// Writes a file stream's `meta.json` in `dir` (made if need be).
+fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = serde_json::to_vec(&Meta {
+        created,
+        config: config.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    super::filestore::write_atomically(&dir.join(super::filestore::META), &meta)
 }
 
 /// The reply to a publish, in nats-server's field order.

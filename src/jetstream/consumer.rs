@@ -703,7 +703,8 @@ mod tests {
                 Bytes::new(),
                 Bytes::from(format!("m{}", i + 1)),
                 10,
-            );
+            )
+            .unwrap();
         }
         s
     }

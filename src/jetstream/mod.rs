@@ -7,6 +7,7 @@
 pub mod api;
 pub mod consumer;
 pub mod errors;
+pub mod filestore;
 pub mod service;
 pub mod store;
 pub mod stream;
@@ -22,6 +23,9 @@ use crate::config::Options;
 /// groups, which tern does not have, so clients must not use them.
 pub const API_LEVEL: u32 = 0;
 
+/// nats-server's default `sync_interval`: 2 minutes.
+const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// nats-server's ceiling on the storage limit it takes from the free disk space (1 TB).
 const MAX_STORE_DEFAULT: i64 = 1 << 40;
 
@@ -36,6 +40,10 @@ pub struct Config {
     pub max_store: i64,
     /// `strict`.
     pub strict: bool,
+    /// `sync_interval: always`: file streams fdatasync every write.
+    pub sync_always: bool,
+    /// Otherwise, how often they are fsynced (`sync_interval`, 2 minutes).
+    pub sync_interval: std::time::Duration,
     /// How long resolving took (creating the store directory, measuring memory and disk),
     /// for the "Took ... to start JetStream" line.
     pub start_took: std::time::Duration,
@@ -67,6 +75,8 @@ impl Config {
             max_memory,
             max_store,
             strict: js.strict,
+            sync_always: js.sync_always,
+            sync_interval: js.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL),
             start_took: started.elapsed(),
         })
     }

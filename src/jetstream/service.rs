@@ -134,19 +134,32 @@ struct Enabled {
 /// JetStream subscribed in every account and not yet running.
 pub struct Service {
     shared: Arc<Shared>,
+    /// How often file streams are synced (`sync_interval`).
+    sync_every: Duration,
     tx: UnboundedSender<Input>,
     rx: UnboundedReceiver<Input>,
     accounts: BTreeMap<Arc<str>, Enabled>,
 }
 
 /// Subscribes `$JS.API.>` in every account but the system account (so that requests are
-/// answered as soon as the server is bound); [`Service::spawn`] runs it.
-pub fn start(shared: &Arc<Shared>) -> Service {
+/// answered as soon as the server is bound), after recovering each account's file streams
+/// from `config.store_dir`; [`Service::spawn`] runs it.
+pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Service> {
     let (tx, rx) = unbounded_channel();
     let mut accounts = BTreeMap::new();
     for account in shared.router.accounts() {
         if account.is_system.load(Ordering::Relaxed) {
             continue;
+        }
+        let name: &str = &account.name;
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            tracing::error!("JetStream is not enabled for account {name:?}: not a directory name");
+            continue;
+        }
+        let dir = config.store_dir.join(name).join("streams");
+        let (js, log) = AccountJs::open(dir, config.sync_always, now())?;
+        for line in log {
+            tracing::info!("  {line} in account '{name}'");
         }
         let inbox = Inbox {
             tx: tx.clone(),
@@ -159,22 +172,22 @@ pub fn start(shared: &Arc<Shared>) -> Service {
             &subject,
             None,
         )));
-        accounts.insert(
-            account.name.clone(),
-            Enabled {
-                account,
-                js: AccountJs::new(),
-                captures: HashMap::new(),
-                consumers: HashMap::new(),
-            },
-        );
+        let mut enabled = Enabled {
+            account: account.clone(),
+            js,
+            captures: HashMap::new(),
+            consumers: HashMap::new(),
+        };
+        enabled.sync_captures(&tx);
+        accounts.insert(account.name.clone(), enabled);
     }
-    Service {
+    Ok(Service {
         shared: shared.clone(),
+        sync_every: config.sync_interval.max(Duration::from_millis(10)),
         tx,
         rx,
         accounts,
-    }
+    })
 }
 
 impl Service {
@@ -185,8 +198,17 @@ impl Service {
 
     async fn run(mut self) {
         let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        let mut sync = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.sync_every,
+            self.sync_every,
+        );
         loop {
             tokio::select! {
+                _ = sync.tick() => {
+                    for enabled in self.accounts.values_mut() {
+                        enabled.js.sync();
+                    }
+                }
                 input = self.rx.recv() => match input {
                     Some(input) => self.handle(input),
                     None => break,

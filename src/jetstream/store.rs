@@ -42,8 +42,15 @@ pub struct StoreState {
 
 /// A stream's storage.
 pub trait StreamStore: Send {
-    /// Stores a message at the next sequence, returning that sequence.
-    fn store_msg(&mut self, subject: &str, header: Bytes, data: Bytes, ts: i64) -> u64;
+    /// Stores a message at the next sequence, returning that sequence; an error (from the disk)
+    /// stores nothing.
+    fn store_msg(
+        &mut self,
+        subject: &str,
+        header: Bytes,
+        data: Bytes,
+        ts: i64,
+    ) -> std::io::Result<u64>;
     /// The message at `seq`, if it is held.
     fn load_msg(&self, seq: u64) -> Option<StoredMsg>;
     /// The last message held for `subject`.
@@ -64,6 +71,10 @@ pub trait StreamStore: Send {
     fn load_next_msg(&self, filter: &str, start: u64) -> Option<StoredMsg>;
     /// How many messages at or after `start` match `filter`.
     fn num_pending(&self, filter: &str, start: u64) -> u64;
+    /// Makes what was written durable (fsync); nothing to do in memory.
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Messages in memory, as nats-server's `memStore`.
@@ -74,6 +85,8 @@ pub struct MemoryStore {
     bytes: u64,
     last_seq: u64,
     last_ts: i64,
+    /// Count sizes as the file store does (it keeps its index in a memory store).
+    file_sizes: bool,
 }
 
 impl MemoryStore {
@@ -81,10 +94,24 @@ impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
     }
+
+    /// As `new`, counting each message's size as nats-server's file store does.
+    pub fn with_file_sizes() -> MemoryStore {
+        MemoryStore {
+            file_sizes: true,
+            ..MemoryStore::default()
+        }
+    }
 }
 
 impl StreamStore for MemoryStore {
-    fn store_msg(&mut self, subject: &str, header: Bytes, data: Bytes, ts: i64) -> u64 {
+    fn store_msg(
+        &mut self,
+        subject: &str,
+        header: Bytes,
+        data: Bytes,
+        ts: i64,
+    ) -> std::io::Result<u64> {
         self.last_seq += 1;
         self.last_ts = ts;
         let seq = self.last_seq;
@@ -103,7 +130,7 @@ impl StreamStore for MemoryStore {
                 ts,
             },
         );
-        seq
+        Ok(seq)
     }
 
     fn load_msg(&self, seq: u64) -> Option<StoredMsg> {
@@ -185,8 +212,17 @@ impl StreamStore for MemoryStore {
             .count() as u64
     }
 
-    /// nats-server's `memStoreMsgSizeRaw`: subject, headers and payload, plus 16.
+    /// nats-server's `memStoreMsgSizeRaw`: subject, headers and payload, plus 16; or, with
+    /// `file_sizes`, its `fileStoreMsgSizeRaw`: 22 + subject + payload + 8, plus 4 + headers
+    /// when there are headers.
     fn msg_size(&self, subject: &str, header: &[u8], data: &[u8]) -> u64 {
+        if self.file_sizes {
+            let hdr = match header.len() {
+                0 => 0,
+                n => 4 + n,
+            };
+            return (22 + subject.len() + hdr + data.len() + 8) as u64;
+        }
         (subject.len() + header.len() + data.len() + 16) as u64
     }
 }
@@ -202,6 +238,7 @@ mod tests {
             Bytes::from_static(data.as_bytes()),
             ts,
         )
+        .unwrap()
     }
 
     #[test]

@@ -227,9 +227,6 @@ impl StreamConfig {
         }
         let tern_lacks =
             |what: &str| ApiError::new(500, 10052, format!("{what} is not supported by tern yet"));
-        if self.storage == Storage::File {
-            return Err(tern_lacks("file storage"));
-        }
         if self.retention != Retention::Limits {
             return Err(tern_lacks("retention other than limits"));
         }
@@ -375,6 +372,31 @@ impl Stream {
         self.store.as_ref()
     }
 
+    /// After recovery: the `Nats-Msg-Id`s of messages still within the duplicate window at
+    /// `now`, and the last message's id, as nats-server's `rebuildDedupe`.
+    pub fn rebuild_msg_ids(&mut self, now: i64) {
+        let state = self.store.state();
+        let mut seq = state.first_seq;
+        while let Some(msg) = self.store.load_next_msg(">", seq) {
+            seq = msg.seq + 1;
+            let id = header_value(&msg.header, "Nats-Msg-Id").filter(|id| !id.is_empty());
+            if msg.seq == state.last_seq {
+                self.last_msg_id = id.clone().unwrap_or_default();
+            }
+            if let Some(id) = id {
+                if now - msg.ts < self.config.duplicate_window {
+                    self.msg_ids.insert(id.clone(), msg.seq);
+                    self.msg_id_times.push_back((msg.ts, id));
+                }
+            }
+        }
+    }
+
+    /// Syncs the store to disk (file streams).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.store.sync()
+    }
+
     /// Runs `f` with the stream's store.
     pub fn with_store<R>(&self, f: impl FnOnce(&dyn StreamStore) -> R) -> R {
         f(self.store.as_ref())
@@ -484,7 +506,10 @@ impl Stream {
                 return Err(store_failed("maximum bytes exceeded"));
             }
         }
-        let seq = self.store.store_msg(subject, header, data, now);
+        let seq = self
+            .store
+            .store_msg(subject, header, data, now)
+            .map_err(|e| store_failed(&e.to_string()))?;
         self.last_msg_id.clear();
         if let Some(id) = msg_id {
             self.last_msg_id.push_str(&id);
@@ -626,7 +651,9 @@ mod tests {
         assert!(err(r#"{"name":"S","storage":"memory","max_age":5}"#)
             .description
             .contains("100ms"));
-        assert!(err(r#"{"name":"S"}"#).description.contains("file storage"));
+        assert!(err(r#"{"name":"S","retention":"workqueue"}"#)
+            .description
+            .contains("retention"));
         assert!(
             err(r#"{"name":"S","storage":"memory","mirror":{"name":"X"}}"#)
                 .description

@@ -122,9 +122,13 @@ impl Server {
             shared.set_cluster_addr(routes.local_addr()?);
         }
         shared.set_client_urls(client_urls(&shared.opts().host, addr));
-        let jetstream_service = jetstream
-            .as_ref()
-            .map(|_| jetstream::service::start(&shared));
+        let jetstream_service = match &jetstream {
+            Some(config) => Some(
+                jetstream::service::start(&shared, config)
+                    .map_err(|e| fatal(format!("{JETSTREAM_START_ERROR}: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             jetstream_service,
             system_services: crate::sys::start(&shared),
