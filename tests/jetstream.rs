@@ -787,6 +787,7 @@ fn start_tern_on(scratch: &Scratch, store: &Path, log: &Path) -> (Process, Strin
 #[tokio::test]
 async fn file_streams_survive_kill_9() {
     use async_nats::jetstream::{self, context::Publish, stream};
+    use futures::StreamExt;
 
     let scratch = Scratch::new("js-kill");
     let store = scratch.0.join("store");
@@ -825,6 +826,26 @@ async fn file_streams_survive_kill_9() {
         .unwrap()
         .clone();
     assert_eq!(info.state.messages, 150);
+
+    // A durable consumer: two messages acknowledged (synchronously), one not.
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("DURABLE")
+        .await
+        .unwrap()
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("reader".into()),
+            ack_wait: std::time::Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(3).messages().await.unwrap();
+    for n in 0..3 {
+        let msg = batch.next().await.unwrap().unwrap();
+        if n < 2 {
+            msg.double_ack().await.unwrap();
+        }
+    }
 
     // SIGKILL: no chance to flush anything the acks did not already wait for.
     server.0.kill().unwrap();
@@ -871,6 +892,32 @@ async fn file_streams_survive_kill_9() {
         .await
         .unwrap();
     assert_eq!(next.sequence, 301);
+    // The consumer is back where it was: the next message comes at once, and the one not
+    // acknowledged again once ack_wait has passed since the restart.
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer("reader").await.unwrap();
+    let info = consumer.info().await.unwrap().clone();
+    assert_eq!(info.delivered.stream_sequence, 153);
+    assert_eq!(info.ack_floor.stream_sequence, 152);
+    assert_eq!(info.num_ack_pending, 1);
+    let mut batch = consumer
+        .batch()
+        .max_messages(200)
+        .expires(std::time::Duration::from_secs(5))
+        .messages()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let msg = batch.next().await.expect("153 again").unwrap();
+        let info = msg.info().unwrap();
+        got.push((info.stream_sequence, info.delivered));
+        if info.stream_sequence == 153 {
+            break;
+        }
+    }
+    let expected: Vec<(u64, i64)> = (154..=301).map(|seq| (seq, 1)).chain([(153, 2)]).collect();
+    assert_eq!(got, expected);
     // A deleted stream stays deleted.
     js.delete_stream("DURABLE").await.unwrap();
     assert!(!store

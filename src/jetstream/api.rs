@@ -12,12 +12,15 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::consumer::{Action, Consumer, ConsumerConfig};
+use super::consumer::{Action, Consumer, ConsumerConfig, SavedConsumer};
 use super::errors::ApiError;
 use super::filestore::FileStore;
 use super::store::{MemoryStore, StreamStore};
 use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
 use crate::proto::subject;
+
+/// The directory of a file stream's consumers, beside its log.
+const OBS: &str = "obs";
 
 /// `STREAM.NAMES` pages hold this many names.
 const NAMES_LIMIT: usize = 1024;
@@ -44,6 +47,8 @@ pub struct AccountJs {
     /// Where file streams are kept (`<store_dir>/jetstream/<account>/streams`), and whether
     /// each write is synced; `None` in tests without a disk.
     disk: Option<(PathBuf, bool)>,
+    /// The consumers of file streams whose state is on disk, as (stream, consumer).
+    persisted: std::collections::BTreeSet<(String, String)>,
 }
 
 /// What `meta.json` holds.
@@ -89,6 +94,20 @@ impl AccountJs {
             stream.expire(now);
             stream.rebuild_msg_ids(now);
             let name = stream.config.name.clone();
+            let obs = stream_dir.join(OBS);
+            if obs.is_dir() {
+                for entry in std::fs::read_dir(&obs)? {
+                    let path = entry?.path();
+                    if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                        continue;
+                    }
+                    let saved: SavedConsumer = serde_json::from_slice(&std::fs::read(&path)?)
+                        .map_err(std::io::Error::other)?;
+                    let consumer = Consumer::restore(name.clone(), saved, now);
+                    js.persisted.insert((name.clone(), consumer.name.clone()));
+                    stream.consumers.insert(consumer.name.clone(), consumer);
+                }
+            }
             if cut > 0 {
                 log.push(format!(
                     "Stream '{name}': cut {cut} bytes of a torn or corrupt record off its log"
@@ -249,6 +268,50 @@ impl AccountJs {
         for stream in self.streams.values_mut() {
             stream.expire(now);
         }
+    }
+
+    /// Writes the state of the file streams' consumers that changed, and removes that of
+    /// consumers that are gone; failures are logged (a consumer then comes back as it was
+    /// last written: redelivery, never loss).
+    pub fn persist_consumers(&mut self) {
+        let Some((dir, sync_always)) = &self.disk else {
+            return;
+        };
+        let mut present = std::collections::BTreeSet::new();
+        for (stream_name, stream) in self.streams.iter_mut() {
+            if stream.config.storage != Storage::File {
+                continue;
+            }
+            let obs = dir.join(stream_name).join(OBS);
+            for (name, consumer) in stream.consumers.iter_mut() {
+                present.insert((stream_name.clone(), name.clone()));
+                if !consumer.dirty {
+                    continue;
+                }
+                consumer.dirty = false;
+                let written = std::fs::create_dir_all(&obs).and_then(|_| {
+                    let json =
+                        serde_json::to_vec(&consumer.saved()).map_err(std::io::Error::other)?;
+                    super::filestore::write_atomically(
+                        &obs.join(format!("{name}.json")),
+                        &json,
+                        *sync_always,
+                    )
+                });
+                if let Err(err) = written {
+                    tracing::error!("JetStream: saving consumer '{stream_name} > {name}': {err}");
+                }
+            }
+        }
+        for (stream, name) in self.persisted.difference(&present) {
+            let path = dir.join(stream).join(OBS).join(format!("{name}.json"));
+            if let Err(err) = std::fs::remove_file(&path) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!("JetStream: removing consumer '{stream} > {name}': {err}");
+                }
+            }
+        }
+        self.persisted = present;
     }
 
     /// Syncs every file stream to disk (`sync_interval`); failures are logged.
@@ -793,7 +856,7 @@ fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std
         config: config.clone(),
     })
     .map_err(std::io::Error::other)?;
-    super::filestore::write_atomically(&dir.join(super::filestore::META), &meta)
+    super::filestore::write_atomically(&dir.join(super::filestore::META), &meta, true)
 }
 
 /// The reply to a publish, in nats-server's field order.

@@ -288,6 +288,30 @@ pub struct Consumer {
     pub last_active: i64,
     /// When a message was last delivered (`delivered.last_active`).
     last_delivered_at: i64,
+    /// Something [`Consumer::saved`] keeps changed since it was last taken.
+    pub dirty: bool,
+}
+
+/// What a consumer keeps across a restart (its waiting requests are not kept: their clients
+/// ask again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedConsumer {
+    /// Its name.
+    pub name: String,
+    /// Its configuration.
+    pub config: ConsumerConfig,
+    /// When it was created.
+    pub created: i64,
+    /// The next stream sequence to look at.
+    pub next_sseq: u64,
+    /// Last consumer and stream sequences delivered.
+    pub delivered: (u64, u64),
+    /// The ack floor.
+    pub ack_floor: (u64, u64),
+    /// Delivered, not acknowledged: (stream seq, consumer seq, delivery count).
+    pub pending: Vec<(u64, u64, u64)>,
+    /// When a message was last delivered.
+    pub last_delivered_at: i64,
 }
 
 impl Consumer {
@@ -324,6 +348,62 @@ impl Consumer {
             waiting: VecDeque::new(),
             last_active: 0,
             last_delivered_at: 0,
+            dirty: true,
+        }
+    }
+
+    /// The state to keep across a restart.
+    pub fn saved(&self) -> SavedConsumer {
+        SavedConsumer {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            created: self.created,
+            next_sseq: self.next_sseq,
+            delivered: self.delivered,
+            ack_floor: self.ack_floor,
+            pending: self
+                .pending
+                .iter()
+                .map(|(s, p)| (*s, p.cseq, self.redelivered.get(s).copied().unwrap_or(1)))
+                .chain(
+                    // Taken out of `pending` to be redelivered and not sent yet.
+                    self.redeliver
+                        .iter()
+                        .filter(|s| !self.pending.contains_key(s))
+                        .map(|s| (*s, 0, self.redelivered.get(s).copied().unwrap_or(1))),
+                )
+                .collect(),
+            last_delivered_at: self.last_delivered_at,
+        }
+    }
+
+    /// A consumer of `stream` as `saved` left it; what was pending is redelivered once
+    /// `ack_wait` has passed from `now`.
+    pub fn restore(stream: String, saved: SavedConsumer, now: i64) -> Consumer {
+        let deadline = now + saved.config.ack_wait;
+        let mut pending = BTreeMap::new();
+        let mut redelivered = BTreeMap::new();
+        for (sseq, cseq, dc) in saved.pending {
+            pending.insert(sseq, Pending { cseq, deadline });
+            if dc > 1 {
+                redelivered.insert(sseq, dc);
+            }
+        }
+        Consumer {
+            name: saved.name,
+            stream,
+            config: saved.config,
+            created: saved.created,
+            next_sseq: saved.next_sseq,
+            delivered: saved.delivered,
+            ack_floor: saved.ack_floor,
+            pending,
+            redelivered,
+            redeliver: BTreeSet::new(),
+            waiting: VecDeque::new(),
+            last_active: now,
+            last_delivered_at: saved.last_delivered_at,
+            dirty: false,
         }
     }
 
@@ -451,6 +531,7 @@ impl Consumer {
             return Vec::new();
         };
         self.last_active = now;
+        self.dirty = true;
         let body = String::from_utf8_lossy(body);
         let verb = body.split_whitespace().next().unwrap_or("");
         match verb {
@@ -540,6 +621,7 @@ impl Consumer {
             let sseq = msg.seq;
             let cseq = self.delivered.0 + 1;
             self.delivered = (cseq, self.delivered.1.max(sseq));
+            self.dirty = true;
             self.last_delivered_at = now;
             if dc == 1 {
                 self.next_sseq = sseq + 1;
@@ -598,6 +680,7 @@ impl Consumer {
                 continue;
             };
             let dc = self.redelivered.get(&sseq).copied().unwrap_or(1) + 1;
+            self.dirty = true;
             if self.config.max_deliver > 0 && dc as i64 > self.config.max_deliver {
                 // Past max_deliver: given up on, never acknowledged.
                 self.pending.remove(&sseq);
@@ -786,6 +869,32 @@ mod tests {
         assert!(got.is_empty(), "{got:?}");
         assert_eq!(c.info(&store)["num_ack_pending"], 0);
         assert_eq!(c.ack_floor, (2, 1));
+    }
+
+    #[test]
+    fn saved_and_restored() {
+        let store = store_with(3);
+        let mut c = consumer(r#"{"durable_name":"C","ack_wait":2000000000}"#, &store);
+        c.pull("in", b"3", &store, 0);
+        c.ack("$JS.ACK.S.C.1.1.1.10.2", b"+ACK", &store, 0);
+        c.ack("$JS.ACK.S.C.1.2.2.10.1", b"-NAK", &store, 0);
+        assert!(c.dirty);
+        let saved = c.saved();
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: SavedConsumer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, saved);
+        let mut r = Consumer::restore("S".into(), back, 10 * SEC);
+        assert_eq!(r.info(&store), c.info(&store));
+        // 2 (NAKed, not yet sent again) and 3 come back after ack_wait from the restart.
+        r.pull(
+            "in.2",
+            br#"{"batch":2,"expires":60000000000}"#,
+            &store,
+            10 * SEC,
+        );
+        assert!(r.tick(&store, 11 * SEC).is_empty());
+        let got = delivered(&r.tick(&store, 12 * SEC));
+        assert_eq!(got, ["$JS.ACK.S.C.2.2.4.10.0", "$JS.ACK.S.C.2.3.5.10.0"]);
     }
 
     #[test]

@@ -246,16 +246,19 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Writes `contents` to `path` atomically: a temporary file beside it, synced, then renamed.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Writes `contents` to `path` atomically: a temporary file beside it, then renamed; with
+/// `sync`, the file and the directory are synced too.
+pub fn write_atomically(path: &Path, contents: &[u8], sync: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut file = File::create(&tmp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
+    if let (true, Some(dir)) = (sync, path.parent()) {
         File::open(dir)?.sync_all()?;
     }
     Ok(())

@@ -220,6 +220,7 @@ impl Service {
                         let actions = enabled.js.tick(now);
                         enabled.perform(actions);
                         enabled.sync_captures(&self.tx);
+                        enabled.js.persist_consumers();
                     }
                 }
             }
@@ -244,6 +245,8 @@ impl Service {
                     return;
                 };
                 enabled.sync_captures(&self.tx);
+                // A consumer created is on disk before the client hears of it.
+                enabled.js.persist_consumers();
                 if let Some(reply) = reply {
                     send(&enabled.account, &reply, &response);
                 }
@@ -312,8 +315,11 @@ impl Service {
                         }
                     }
                     // An ack with a reply subject (a "double ack") is answered, empty, once it
-                    // has been processed.
-                    (Some(reply), None) => send(&enabled.account, &reply, b""),
+                    // has been processed and, for a file stream, written.
+                    (Some(reply), None) => {
+                        enabled.js.persist_consumers();
+                        send(&enabled.account, &reply, b"");
+                    }
                     (None, _) => {}
                 }
                 enabled.perform(actions);
