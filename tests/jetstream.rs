@@ -311,6 +311,22 @@ const HEADER_CALLS: &[HeaderCall] = &[
     ("h.a", &[("Nats-TTL", "1s")], "x"),
     ("h.a", &[("Nats-Rollup", "sub")], "x"),
     ("$JS.API.STREAM.MSG.GET.H", &[], r#"{"seq":1}"#),
+    (
+        "$JS.API.STREAM.CREATE.LV",
+        &[("Nats-Required-Api-Level", "9")],
+        r#"{"name":"LV","storage":"memory"}"#,
+    ),
+    (
+        "$JS.API.STREAM.INFO.H",
+        &[("Nats-Required-Api-Level", "9")],
+        "",
+    ),
+    (
+        "$JS.API.STREAM.CREATE.LV",
+        &[("Nats-Required-Api-Level", "0")],
+        r#"{"name":"LV","storage":"memory"}"#,
+    ),
+    ("$JS.API.STREAM.DELETE.LV", &[], ""),
     ("$JS.API.STREAM.INFO.H", &[], ""),
     ("$JS.API.STREAM.DELETE.H", &[], ""),
 ];
@@ -552,6 +568,11 @@ const CONSUMER_CALLS: &[(&str, &str)] = &[
         "$JS.API.CONSUMER.CREATE.C.N.c.a",
         r#"{"stream_name":"C","config":{"name":"N","filter_subject":"c.a","ack_policy":"all","deliver_policy":"last","max_deliver":5,"ack_wait":5000000000}}"#,
     ),
+    (
+        "$JS.API.CONSUMER.CREATE.C.P",
+        r#"{"stream_name":"C","config":{"durable_name":"P"}}"#,
+    ),
+    ("$JS.API.CONSUMER.DELETE.C.P", ""),
     (
         "$JS.API.CONSUMER.CREATE.C.U",
         r#"{"stream_name":"C","config":{"name":"U"},"action":"update"}"#,

@@ -19,6 +19,30 @@ use super::store::{MemoryStore, StreamStore};
 use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
 use crate::proto::subject;
 
+/// The response kind of the request whose subject's tokens after `$JS.API.` are `tokens`;
+/// `None` for a request tern does not answer.
+fn kind_of(tokens: &[&str]) -> Option<&'static str> {
+    Some(match tokens {
+        ["INFO"] => "account_info_response",
+        ["STREAM", "CREATE", _] => "stream_create_response",
+        ["STREAM", "UPDATE", _] => "stream_update_response",
+        ["STREAM", "INFO", _] => "stream_info_response",
+        ["STREAM", "DELETE", _] => "stream_delete_response",
+        ["STREAM", "NAMES"] => "stream_names_response",
+        ["STREAM", "LIST"] => "stream_list_response",
+        ["STREAM", "PURGE", _] => "stream_purge_response",
+        ["STREAM", "MSG", "GET", _] => "stream_msg_get_response",
+        ["CONSUMER", "CREATE", _, ..] | ["CONSUMER", "DURABLE", "CREATE", _, _] => {
+            "consumer_create_response"
+        }
+        ["CONSUMER", "INFO", _, _] => "consumer_info_response",
+        ["CONSUMER", "DELETE", _, _] => "consumer_delete_response",
+        ["CONSUMER", "NAMES", _] => "consumer_names_response",
+        ["CONSUMER", "LIST", _] => "consumer_list_response",
+        _ => return None,
+    })
+}
+
 /// The directory of a file stream's consumers, beside its log.
 const OBS: &str = "obs";
 
@@ -147,15 +171,31 @@ impl AccountJs {
 
     /// Answers the request on `subject` (`$JS.API.<...>`) with `body`; `None` for a subject
     /// nats-server does not answer either. `server_name` is the stream leader's name.
+    ///
+    /// `header` is the request's header block: a `Nats-Required-Api-Level` above tern's
+    /// level is refused (412, 10185) before anything is done, as nats-server refuses it.
     pub fn request(
         &mut self,
         subject: &str,
+        header: &[u8],
         body: &[u8],
         now: i64,
         server_name: &str,
     ) -> Option<Response> {
         let rest = subject.strip_prefix(API_PREFIX)?;
         let tokens: Vec<&str> = rest.split('.').collect();
+        let required = super::stream::header_value(header, "Nats-Required-Api-Level");
+        let too_high = required.is_some_and(|level| {
+            level
+                .trim()
+                .parse::<u32>()
+                .map_or(true, |level| level > super::API_LEVEL)
+        });
+        if too_high {
+            let kind = kind_of(&tokens)?;
+            let error = ApiError::new(412, 10185, "JetStream minimum api level required".into());
+            return Some(self.respond(kind, Err(error)));
+        }
         let (kind, result) = match tokens.as_slice() {
             ["INFO"] => ("account_info_response", Ok(self.account_info())),
             ["STREAM", "CREATE", name] => ("stream_create_response", self.create(name, body, now)),
@@ -195,6 +235,11 @@ impl AccountJs {
             ),
             _ => return None,
         };
+        Some(self.respond(kind, result))
+    }
+
+    /// The response of `kind` carrying `result`, counted in the API totals.
+    fn respond(&mut self, kind: &str, result: Result<Value, ApiError>) -> Response {
         let mut response = Map::new();
         response.insert(
             "type".into(),
@@ -225,7 +270,7 @@ impl AccountJs {
                 }
             }
         }
-        Some(serde_json::to_vec(&Value::Object(response)).unwrap_or_default())
+        serde_json::to_vec(&Value::Object(response)).unwrap_or_default()
     }
 
     /// Stores a message published to `subject`, which `stream` captures; the PubAck JSON
@@ -976,7 +1021,7 @@ mod tests {
 
     fn call(js: &mut AccountJs, subject: &str, body: &str) -> Value {
         let bytes = js
-            .request(subject, body.as_bytes(), 1_000, "srv")
+            .request(subject, b"", body.as_bytes(), 1_000, "srv")
             .expect("answered");
         serde_json::from_slice(&bytes).unwrap()
     }
@@ -1041,6 +1086,6 @@ mod tests {
         );
         let info = call(&mut js, "$JS.API.INFO", "");
         assert_eq!(info["api"]["errors"], 5);
-        assert!(js.request("$JS.API.NOPE", b"", 0, "srv").is_none());
+        assert!(js.request("$JS.API.NOPE", b"", b"", 0, "srv").is_none());
     }
 }

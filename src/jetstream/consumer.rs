@@ -46,12 +46,13 @@ pub enum DeliverPolicy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckPolicy {
-    /// Nothing to acknowledge.
+    /// Nothing to acknowledge (Go's zero value: what a request without `ack_policy` gets;
+    /// clients send `explicit`).
+    #[default]
     None,
     /// Acknowledging one acknowledges everything before it.
     All,
     /// Each message acknowledged on its own.
-    #[default]
     Explicit,
 }
 
@@ -120,7 +121,10 @@ pub struct ConsumerConfig {
 }
 
 /// Request fields refused when set: push delivery, backoff, several filters, sampling, ...
-const NOT_YET: [&str; 12] = [
+const NOT_YET: [&str; 15] = [
+    "priority_groups",
+    "priority_policy",
+    "pause_until",
     "deliver_subject",
     "deliver_group",
     "flow_control",
@@ -810,7 +814,11 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = consumer(r#"{"durable_name":"C"}"#, &store_with(0)).config;
+        let c = consumer(
+            r#"{"durable_name":"C","ack_policy":"explicit"}"#,
+            &store_with(0),
+        )
+        .config;
         assert_eq!(
             (c.ack_wait, c.max_deliver, c.max_ack_pending),
             (30 * SEC, -1, 1000)
@@ -826,7 +834,7 @@ mod tests {
     #[test]
     fn batches_acks_and_no_wait() {
         let store = store_with(3);
-        let mut c = consumer(r#"{"durable_name":"C"}"#, &store);
+        let mut c = consumer(r#"{"durable_name":"C","ack_policy":"explicit"}"#, &store);
         let got = delivered(&c.pull("in.1", br#"{"batch":2}"#, &store, SEC));
         assert_eq!(got, ["$JS.ACK.S.C.1.1.1.10.2", "$JS.ACK.S.C.1.2.2.10.1"]);
         let got = delivered(&c.pull("in.2", br#"{"batch":5,"no_wait":true}"#, &store, SEC));
@@ -848,7 +856,7 @@ mod tests {
     fn expiry_redelivery_and_max_deliver() {
         let store = store_with(1);
         let mut c = consumer(
-            r#"{"durable_name":"C","ack_wait":2000000000,"max_deliver":2}"#,
+            r#"{"durable_name":"C","ack_policy":"explicit","ack_wait":2000000000,"max_deliver":2}"#,
             &store,
         );
         assert_eq!(delivered(&c.pull("in", b"1", &store, 0)).len(), 1);
@@ -874,7 +882,10 @@ mod tests {
     #[test]
     fn saved_and_restored() {
         let store = store_with(3);
-        let mut c = consumer(r#"{"durable_name":"C","ack_wait":2000000000}"#, &store);
+        let mut c = consumer(
+            r#"{"durable_name":"C","ack_policy":"explicit","ack_wait":2000000000}"#,
+            &store,
+        );
         c.pull("in", b"3", &store, 0);
         c.ack("$JS.ACK.S.C.1.1.1.10.2", b"+ACK", &store, 0);
         c.ack("$JS.ACK.S.C.1.2.2.10.1", b"-NAK", &store, 0);
@@ -900,7 +911,7 @@ mod tests {
     #[test]
     fn deleting_tells_waiting_requests() {
         let store = store_with(0);
-        let mut c = consumer(r#"{"durable_name":"C"}"#, &store);
+        let mut c = consumer(r#"{"durable_name":"C","ack_policy":"explicit"}"#, &store);
         assert!(c
             .pull("in", br#"{"expires":5000000000}"#, &store, 0)
             .is_empty());
@@ -911,7 +922,7 @@ mod tests {
     #[test]
     fn nak_with_a_delay() {
         let store = store_with(1);
-        let mut c = consumer(r#"{"durable_name":"C"}"#, &store);
+        let mut c = consumer(r#"{"durable_name":"C","ack_policy":"explicit"}"#, &store);
         c.pull("in", b"", &store, 0);
         c.pull("in.2", b"", &store, 0);
         assert!(c
@@ -940,7 +951,10 @@ mod tests {
     #[test]
     fn filter_and_deliver_policies() {
         let store = store_with(4);
-        let mut c = consumer(r#"{"durable_name":"C","filter_subject":"s.b"}"#, &store);
+        let mut c = consumer(
+            r#"{"durable_name":"C","ack_policy":"explicit","filter_subject":"s.b"}"#,
+            &store,
+        );
         assert_eq!(c.num_pending(&store), 2);
         let got = delivered(&c.pull("in", b"5", &store, 0));
         assert_eq!(got, ["$JS.ACK.S.C.1.2.1.10.1", "$JS.ACK.S.C.1.4.2.10.0"]);

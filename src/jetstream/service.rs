@@ -29,6 +29,7 @@ enum Input {
         account: Arc<str>,
         subject: Bytes,
         reply: Option<Bytes>,
+        header: Bytes,
         body: Bytes,
     },
     /// A pull request to a consumer.
@@ -106,6 +107,7 @@ impl Internal for Inbox {
                 account: self.account.clone(),
                 subject,
                 reply,
+                header: Bytes::copy_from_slice(header),
                 body: Bytes::copy_from_slice(data),
             },
             Role::Stream(stream) => Input::Publish {
@@ -233,6 +235,7 @@ impl Service {
                 account,
                 subject,
                 reply,
+                header,
                 body,
             } => {
                 let server_name = self.shared.server_name.clone();
@@ -240,7 +243,10 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
-                let Some(response) = enabled.js.request(&subject, &body, now(), &server_name)
+                let Some(response) =
+                    enabled
+                        .js
+                        .request(&subject, &header, &body, now(), &server_name)
                 else {
                     return;
                 };

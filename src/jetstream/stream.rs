@@ -148,7 +148,12 @@ pub struct StreamConfig {
 
 /// The request fields tern refuses when they are set to something other than null, false, 0 or
 /// empty: accepting them would store the stream without what they ask for.
-const NOT_YET: [&str; 8] = [
+const NOT_YET: [&str; 13] = [
+    "allow_atomic",
+    "allow_msg_counter",
+    "allow_msg_schedules",
+    "allow_batched",
+    "persist_mode",
     "mirror",
     "sources",
     "republish",
