@@ -690,6 +690,8 @@ async fn consumer_api_side_by_side_with_nats_server() {
             r#"{"batch":1,"expires":1000000000,"idle_heartbeat":600000000}"#,
             1,
         ),
+        (r#"{"batch":1,"min_pending":3}"#, 1),
+        (r#"{"batch":1,"idle_heartbeat":600000000}"#, 1),
     ] {
         let (ours, theirs) = (
             pull(&tern, next, body, n).await,

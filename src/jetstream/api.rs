@@ -872,7 +872,7 @@ impl AccountJs {
 }
 
 /// A request body read as Go reads it: a `null` leaves the field at its default.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     fn strip_nulls(value: &mut Value) {
         match value {
             Value::Object(map) => {

@@ -214,9 +214,16 @@ pub struct PullRequest {
     /// Most bytes wanted (refused for now when set).
     #[serde(default)]
     pub max_bytes: i64,
-    /// Heartbeat interval (refused for now when set).
+    /// Heartbeat interval in nanoseconds.
     #[serde(default)]
     pub idle_heartbeat: i64,
+    /// Overflow priority groups' thresholds: refused, as by nats-server on a consumer
+    /// without them (tern has none).
+    #[serde(default)]
+    pub min_pending: i64,
+    /// As `min_pending`.
+    #[serde(default)]
+    pub min_ack_pending: i64,
 }
 
 /// What the consumer asks its caller to send.
@@ -486,11 +493,17 @@ impl Consumer {
                 ..PullRequest::default()
             })
         } else {
-            serde_json::from_str::<PullRequest>(text)
+            // As Go reads it: a `null` (async-nats sends `"min_pending":null`) is left out.
+            super::api::parse::<PullRequest>(text.as_bytes())
         };
         let Ok(mut request) = request else {
             return status("NATS/1.0 400 Bad Request\r\n\r\n".into());
         };
+        if request.min_pending > 0 || request.min_ack_pending > 0 {
+            return status(
+                "NATS/1.0 400 Bad Request - Not a Overflow Priority consumer\r\n\r\n".into(),
+            );
+        }
         if request.max_bytes > 0 {
             return status(
                 "NATS/1.0 400 Bad Request - max_bytes is not supported by tern yet\r\n\r\n".into(),
@@ -906,6 +919,21 @@ mod tests {
         assert!(r.tick(&store, 11 * SEC).is_empty());
         let got = delivered(&r.tick(&store, 12 * SEC));
         assert_eq!(got, ["$JS.ACK.S.C.2.2.4.10.0", "$JS.ACK.S.C.2.3.5.10.0"]);
+    }
+
+    #[test]
+    fn pull_requests_read_as_go_reads_them() {
+        let store = store_with(2);
+        let mut c = consumer(r#"{"durable_name":"C","ack_policy":"explicit"}"#, &store);
+        let body = br#"{"batch":1,"expires":null,"min_pending":null,"group":null,"x":1}"#;
+        assert_eq!(delivered(&c.pull("in", body, &store, 0)).len(), 1);
+        let got = delivered(&c.pull("in", br#"{"batch":"two"}"#, &store, 0));
+        assert_eq!(got, ["NATS/1.0 400 Bad Request"]);
+        let got = delivered(&c.pull("in", br#"{"min_pending":1}"#, &store, 0));
+        assert_eq!(
+            got,
+            ["NATS/1.0 400 Bad Request - Not a Overflow Priority consumer"]
+        );
     }
 
     #[test]
