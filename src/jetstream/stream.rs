@@ -434,6 +434,36 @@ impl Stream {
         self.store.purge()
     }
 
+    /// nats-server's `PurgeEx`: the messages matching `filter` (all when empty), only those
+    /// below `seq` when it is set, all but the last `keep` when it is set. Returns how many
+    /// went.
+    pub fn purge_ex(&mut self, filter: &str, seq: u64, keep: u64) -> u64 {
+        if filter.is_empty() && seq == 0 && keep == 0 {
+            return self.purge();
+        }
+        let filter = if filter.is_empty() { ">" } else { filter };
+        let mut matching = Vec::new();
+        let mut next = 0;
+        while let Some(msg) = self.store.load_next_msg(filter, next) {
+            if seq > 0 && msg.seq >= seq {
+                break;
+            }
+            next = msg.seq + 1;
+            matching.push(msg.seq);
+        }
+        let keep = (keep as usize).min(matching.len());
+        matching.truncate(matching.len() - keep);
+        for seq in &matching {
+            self.store.remove_msg(*seq);
+        }
+        matching.len() as u64
+    }
+
+    /// Removes the message at `seq`; false when it is not there.
+    pub fn remove_msg(&mut self, seq: u64) -> bool {
+        self.store.remove_msg(seq)
+    }
+
     /// Takes a message published to `subject` at time `now`, as nats-server's
     /// `processJetStreamMsg`: headers checked in its order, duplicates within the window,
     /// `discard: new` limits, then stored and the `discard: old` limits applied.
@@ -710,6 +740,20 @@ mod tests {
             publish(&mut s, "s", "", 0).unwrap();
         }
         assert_eq!(s.state().messages, 2);
+    }
+
+    #[test]
+    fn purge_with_filter_seq_and_keep() {
+        let mut s = stream(r#"{"name":"S","subjects":["s.*"],"storage":"memory"}"#);
+        for subject in ["s.a", "s.b", "s.a", "s.a", "s.b"] {
+            publish(&mut s, subject, "", 0).unwrap();
+        }
+        assert!(s.remove_msg(2));
+        assert_eq!(s.purge_ex("s.a", 0, 1), 2);
+        assert_eq!(s.purge_ex("", 5, 0), 1);
+        assert_eq!((s.state().messages, s.state().first_seq), (1, 5));
+        assert_eq!(s.purge_ex("s.b", 0, 0), 1);
+        assert_eq!((s.state().messages, s.state().last_seq), (0, 5));
     }
 
     #[test]
