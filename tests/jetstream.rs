@@ -966,3 +966,156 @@ async fn file_streams_survive_kill_9() {
         .join("DURABLE")
         .exists());
 }
+
+/// What a raw reply shows: its status, its headers (times left out) and payload.
+fn raw_reply(msg: &async_nats::Message) -> String {
+    let status = msg.status.map(|s| {
+        format!(
+            "{} {}",
+            s.as_u16(),
+            msg.description.clone().unwrap_or_default()
+        )
+    });
+    let headers = msg.headers.as_ref().map(|h| {
+        let mut pairs: Vec<String> = h
+            .iter()
+            .map(|(k, v)| {
+                let v: Vec<&str> = v.iter().map(|v| v.as_str()).collect();
+                match k.to_string().as_str() {
+                    "Nats-Time-Stamp" => format!("{k}=<time>"),
+                    _ => format!("{k}={}", v.join(",")),
+                }
+            })
+            .collect();
+        pairs.sort();
+        pairs.join(";")
+    });
+    format!(
+        "{status:?} {headers:?} {:?}",
+        String::from_utf8_lossy(&msg.payload)
+    )
+}
+
+#[tokio::test]
+async fn direct_get_and_rollups_side_by_side_with_nats_server() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-direct");
+    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    let tern = async_nats::connect(&tern_addr).await.unwrap();
+    let ns = async_nats::connect(&ns_addr).await.unwrap();
+    let create = r#"{"name":"DG","subjects":["dg.*"],"storage":"memory","allow_direct":true,"allow_rollup_hdrs":true}"#;
+    let headers = |pairs: &[(&str, &str)]| {
+        let mut map = async_nats::HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, *v);
+        }
+        map
+    };
+    let steps: &[HeaderCall] = &[
+        ("$JS.API.STREAM.CREATE.DG", &[], create),
+        ("dg.a", &[], "one"),
+        ("dg.a", &[("Foo", "bar")], "two"),
+        ("dg.b", &[], "three"),
+        ("$JS.API.DIRECT.GET.DG", &[], r#"{"seq":1}"#),
+        ("$JS.API.DIRECT.GET.DG", &[], r#"{"last_by_subj":"dg.a"}"#),
+        ("$JS.API.DIRECT.GET.DG.dg.b", &[], ""),
+        ("$JS.API.DIRECT.GET.DG.dg.c", &[], ""),
+        ("$JS.API.DIRECT.GET.DG", &[], r#"{"seq":9}"#),
+        ("$JS.API.DIRECT.GET.DG", &[], ""),
+        (
+            "$JS.API.DIRECT.GET.DG",
+            &[],
+            r#"{"next_by_subj":"dg.b","seq":1}"#,
+        ),
+        ("$JS.API.DIRECT.GET.DG", &[], "{bad"),
+        (
+            "$JS.API.STREAM.MSG.GET.DG",
+            &[],
+            r#"{"next_by_subj":"dg.a","seq":2}"#,
+        ),
+        ("dg.a", &[("Nats-Rollup", "sub")], "four"),
+        ("$JS.API.STREAM.INFO.DG", &[], ""),
+        ("dg.b", &[("Nats-Rollup", "all")], "five"),
+        ("$JS.API.STREAM.INFO.DG", &[], ""),
+        ("dg.b", &[("Nats-Rollup", "bogus")], "six"),
+        (
+            "$JS.API.STREAM.CREATE.NR",
+            &[],
+            r#"{"name":"NR","storage":"memory","allow_rollup_hdrs":true,"deny_purge":true}"#,
+        ),
+        ("$JS.API.STREAM.DELETE.DG", &[], ""),
+    ];
+    for (subject, pairs, body) in steps {
+        let mut answers = Vec::new();
+        for client in [&tern, &ns] {
+            let msg = client
+                .request_with_headers(subject.to_string(), headers(pairs), body.to_string().into())
+                .await
+                .unwrap_or_else(|e| panic!("{subject}: {e}"));
+            answers.push(match serde_json::from_slice::<Value>(&msg.payload) {
+                Ok(mut json) => {
+                    normalise(&mut json);
+                    json.to_string()
+                }
+                Err(_) => raw_reply(&msg),
+            });
+        }
+        assert_eq!(answers[0], answers[1], "{subject} {pairs:?} {body}");
+    }
+    // Without the stream, or without allow_direct: no responders, from both.
+    for client in [&tern, &ns] {
+        let err = client
+            .request("$JS.API.DIRECT.GET.DG", r#"{"seq":1}"#.into())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+    }
+}
+
+#[tokio::test]
+async fn async_nats_key_value_without_watchers() {
+    use async_nats::jetstream::{self, kv, stream::StorageType};
+
+    let scratch = Scratch::new("js-kv");
+    let (_tern, addr) = start_js_server(&scratch.nats_server(), &scratch.0);
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = jetstream::new(client);
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "settings".into(),
+            history: 3,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = kv.put("color", "red".into()).await.unwrap();
+    let second = kv.put("color", "blue".into()).await.unwrap();
+    assert_eq!(kv.get("color").await.unwrap().unwrap(), "blue");
+    let entry = kv.entry("color").await.unwrap().unwrap();
+    assert_eq!(entry.revision, second);
+    assert_eq!(
+        kv.entry_for_revision("color", first)
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "red"
+    );
+    // update needs the current revision; create needs the key to be absent.
+    assert!(kv.update("color", "green".into(), first).await.is_err());
+    let third = kv.update("color", "green".into(), second).await.unwrap();
+    assert!(kv.create("color", "x".into()).await.is_err());
+    assert!(kv.create("size", "large".into()).await.is_ok());
+    // Deleted keys read as absent, and can be created again.
+    kv.delete("color").await.unwrap();
+    assert!(kv.get("color").await.unwrap().is_none());
+    assert!(kv.create("color", "white".into()).await.unwrap() > third);
+    // Purge keeps only the marker.
+    kv.purge("size").await.unwrap();
+    assert!(kv.get("size").await.unwrap().is_none());
+    let status = kv.status().await.unwrap();
+    assert_eq!(status.history(), 3);
+    assert!(js.get_key_value("nope").await.is_err());
+}

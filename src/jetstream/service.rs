@@ -40,6 +40,14 @@ enum Input {
         reply: Option<Bytes>,
         body: Bytes,
     },
+    /// A direct get on a stream.
+    Direct {
+        account: Arc<str>,
+        stream: Arc<str>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        body: Bytes,
+    },
     /// An acknowledgement to a consumer.
     Ack {
         account: Arc<str>,
@@ -67,7 +75,13 @@ enum Role {
     Next(Arc<str>, Arc<str>),
     /// A consumer's `$JS.ACK.<stream>.<consumer>.>`.
     Ack,
+    /// A stream's `$JS.API.DIRECT.GET.<stream>` and `.<stream>.>`.
+    Direct(Arc<str>),
 }
+
+/// The prefix of direct gets, which only the stream's own subscriptions answer (no
+/// responders when it does not exist or does not allow them).
+const DIRECT_PREFIX: &[u8] = b"$JS.API.DIRECT.GET.";
 
 /// The prefix of pull requests, which only the consumer's own subscription answers: a
 /// request for a consumer that does not exist gets no responders, as from nats-server.
@@ -89,7 +103,19 @@ impl Internal for Inbox {
         let subject = Bytes::copy_from_slice(msg.subject);
         let reply = msg.reply.map(Bytes::copy_from_slice);
         let input = match &self.role {
-            Role::Api if msg.subject.starts_with(NEXT_PREFIX) => return false,
+            Role::Api
+                if msg.subject.starts_with(NEXT_PREFIX)
+                    || msg.subject.starts_with(DIRECT_PREFIX) =>
+            {
+                return false
+            }
+            Role::Direct(stream) => Input::Direct {
+                account: self.account.clone(),
+                stream: stream.clone(),
+                subject,
+                reply,
+                body: Bytes::copy_from_slice(data),
+            },
             Role::Next(stream, consumer) => Input::Next {
                 account: self.account.clone(),
                 stream: stream.clone(),
@@ -131,6 +157,8 @@ struct Enabled {
     captures: HashMap<String, (Vec<String>, Vec<Arc<Subscription>>)>,
     /// Each consumer's subscriptions (pull requests and acks), by (stream, consumer).
     consumers: HashMap<(String, String), Vec<Arc<Subscription>>>,
+    /// The direct get subscriptions of streams that allow them.
+    directs: HashMap<String, Vec<Arc<Subscription>>>,
 }
 
 /// JetStream subscribed in every account and not yet running.
@@ -179,6 +207,7 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
             js,
             captures: HashMap::new(),
             consumers: HashMap::new(),
+            directs: HashMap::new(),
         };
         enabled.sync_captures(&tx);
         accounts.insert(account.name.clone(), enabled);
@@ -297,6 +326,32 @@ impl Service {
                 let actions = enabled.js.pull(&stream, &consumer, &reply, &body, now());
                 enabled.perform(actions);
             }
+            Input::Direct {
+                account,
+                stream,
+                subject,
+                reply,
+                body,
+            } => {
+                let (Some(enabled), Some(reply)) = (self.accounts.get(&account), reply) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let Some((header, data)) = enabled.js.direct_get(&stream, &subject, &body) else {
+                    return;
+                };
+                let mut message = header.clone();
+                message.extend_from_slice(&data);
+                let msg = Message {
+                    subject: &reply,
+                    reply: None,
+                    header_len: Some(header.len()),
+                    message: &message,
+                };
+                let mut out = Deliveries::default();
+                deliver::publish(&enabled.account, &msg, &mut out);
+                out.flush(None);
+            }
             Input::Ack {
                 account,
                 subject,
@@ -405,6 +460,38 @@ impl Enabled {
                 self.account.subscribe(sub.clone());
             }
             self.captures.insert(name, (subjects, subs));
+        }
+        let direct = self.js.direct_streams();
+        self.directs.retain(|name, subs| {
+            let keep = direct.contains(name);
+            if !keep {
+                account.unsubscribe_all(subs);
+            }
+            keep
+        });
+        for name in direct {
+            if self.directs.contains_key(&name) {
+                continue;
+            }
+            let stream: Arc<str> = name.as_str().into();
+            let subs: Vec<Arc<Subscription>> = [
+                format!("$JS.API.DIRECT.GET.{name}"),
+                format!("$JS.API.DIRECT.GET.{name}.>"),
+            ]
+            .iter()
+            .map(|subject| {
+                let inbox = Inbox {
+                    tx: tx.clone(),
+                    account: self.account.name.clone(),
+                    role: Role::Direct(stream.clone()),
+                };
+                Arc::new(Subscription::internal(Arc::new(inbox), subject, None))
+            })
+            .collect();
+            for sub in &subs {
+                account.subscribe(sub.clone());
+            }
+            self.directs.insert(name, subs);
         }
         let wanted: Vec<(String, String)> = self.js.consumer_names_all();
         self.consumers.retain(|key, subs| {

@@ -214,6 +214,9 @@ impl StreamConfig {
         } else if self.max_age != 0 && self.duplicate_window > self.max_age {
             return Err(invalid("duplicates window can not be larger then max age"));
         }
+        if self.deny_purge && self.allow_rollup_hdrs {
+            return Err(invalid("roll-ups require the purge permission"));
+        }
         if self.subjects.is_empty() {
             self.subjects = vec![self.name.clone()];
         }
@@ -240,9 +243,7 @@ impl StreamConfig {
         }
         self.compression = "none".into();
         for (flag, what) in [
-            (self.allow_rollup_hdrs, "allow_rollup_hdrs"),
             (self.allow_msg_ttl, "allow_msg_ttl"),
-            (self.allow_direct, "allow_direct"),
             (self.mirror_direct, "mirror_direct"),
             (self.sealed, "sealed"),
         ] {
@@ -520,8 +521,18 @@ impl Stream {
                 ));
             }
         }
-        if value("Nats-Rollup").is_some() {
-            return Err(ApiError::new(500, 10111, "rollup not permitted".into()));
+        let rollup = value("Nats-Rollup");
+        if let Some(rollup) = &rollup {
+            if !self.config.allow_rollup_hdrs {
+                return Err(ApiError::new(500, 10111, "rollup not permitted".into()));
+            }
+            if rollup != "sub" && rollup != "all" {
+                return Err(ApiError::new(
+                    500,
+                    10111,
+                    format!("rollup value invalid: {rollup:?}"),
+                ));
+            }
         }
         let size = (header.len() + data.len()) as i64;
         if self.config.max_msg_size >= 0 && size > self.config.max_msg_size {
@@ -545,6 +556,16 @@ impl Stream {
             .store
             .store_msg(subject, header, data, now)
             .map_err(|e| store_failed(&e.to_string()))?;
+        // A roll-up keeps only the new message, of its subject or of the stream.
+        match rollup.as_deref() {
+            Some("sub") => {
+                self.purge_ex(subject, 0, 1);
+            }
+            Some("all") => {
+                self.purge_ex("", 0, 1);
+            }
+            _ => {}
+        }
         self.last_msg_id.clear();
         if let Some(id) = msg_id {
             self.last_msg_id.push_str(&id);
@@ -754,6 +775,25 @@ mod tests {
         assert_eq!((s.state().messages, s.state().first_seq), (1, 5));
         assert_eq!(s.purge_ex("s.b", 0, 0), 1);
         assert_eq!((s.state().messages, s.state().last_seq), (0, 5));
+    }
+
+    #[test]
+    fn rollups() {
+        let mut s = stream(
+            r#"{"name":"S","subjects":["s.*"],"storage":"memory","allow_rollup_hdrs":true}"#,
+        );
+        for subject in ["s.a", "s.a", "s.b"] {
+            publish(&mut s, subject, "", 0).unwrap();
+        }
+        let sub = "NATS/1.0\r\nNats-Rollup: sub\r\n\r\n";
+        assert_eq!(publish(&mut s, "s.a", sub, 0), Ok(PubOutcome::Stored(4)));
+        assert_eq!((s.state().messages, s.state().first_seq), (2, 3));
+        let all = "NATS/1.0\r\nNats-Rollup: all\r\n\r\n";
+        assert_eq!(publish(&mut s, "s.b", all, 0), Ok(PubOutcome::Stored(5)));
+        assert_eq!((s.state().messages, s.state().first_seq), (1, 5));
+        let bogus = "NATS/1.0\r\nNats-Rollup: bogus\r\n\r\n";
+        let err = publish(&mut s, "s.b", bogus, 0).unwrap_err();
+        assert_eq!(err.description, "rollup value invalid: \"bogus\"");
     }
 
     #[test]
