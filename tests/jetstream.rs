@@ -614,6 +614,49 @@ const CONSUMER_CALLS: &[(&str, &str)] = &[
     ("$JS.API.CONSUMER.DELETE.C.N", ""),
     ("$JS.API.CONSUMER.DELETE.C.N", ""),
     ("$JS.API.INFO", ""),
+    (
+        "$JS.API.STREAM.CREATE.WQ",
+        r#"{"name":"WQ","subjects":["wq.*"],"storage":"memory","retention":"workqueue"}"#,
+    ),
+    ("wq.a", "1"),
+    ("wq.b", "2"),
+    ("wq.a", "3"),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.A",
+        r#"{"stream_name":"WQ","config":{"durable_name":"A","ack_policy":"none"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.A",
+        r#"{"stream_name":"WQ","config":{"durable_name":"A","ack_policy":"explicit","deliver_policy":"last"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.A",
+        r#"{"stream_name":"WQ","config":{"durable_name":"A","ack_policy":"explicit","filter_subject":"wq.a"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.B",
+        r#"{"stream_name":"WQ","config":{"durable_name":"B","ack_policy":"explicit","filter_subject":"wq.a"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.B",
+        r#"{"stream_name":"WQ","config":{"durable_name":"B","ack_policy":"explicit"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.C",
+        r#"{"stream_name":"WQ","config":{"durable_name":"C","ack_policy":"all","filter_subject":"wq.b"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.C",
+        r#"{"stream_name":"WQ","config":{"durable_name":"C","ack_policy":"explicit","filter_subject":"wq.b"}}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.CREATE.WQ.E",
+        r#"{"stream_name":"WQ","config":{"durable_name":"E","ack_policy":"explicit","filter_subject":"wq.>"}}"#,
+    ),
+    (
+        "$JS.API.STREAM.UPDATE.WQ",
+        r#"{"name":"WQ","subjects":["wq.*"],"storage":"memory","retention":"limits"}"#,
+    ),
 ];
 
 /// A pull request's answers: each message's subject, its status line or payload, and its
@@ -752,6 +795,31 @@ async fn consumer_api_side_by_side_with_nats_server() {
     }
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0].0, Some(409));
+
+    // A work queue: what is acknowledged or terminated leaves the stream.
+    for client in [&tern, &ns] {
+        for (consumer, verb) in [("A", "+TERM"), ("A", "+ACK"), ("C", "-NAK")] {
+            // Messages come under their own subject, so not through the request muxer.
+            use futures::StreamExt;
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+            let next = format!("$JS.API.CONSUMER.MSG.NEXT.WQ.{consumer}");
+            client
+                .publish_with_reply(next, inbox, "1".into())
+                .await
+                .unwrap();
+            let msg = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let ack = msg.reply.clone().expect("an ack subject");
+            client.request(ack, verb.into()).await.unwrap();
+        }
+    }
+    for subject in ["$JS.API.STREAM.INFO.WQ", "$JS.API.CONSUMER.INFO.WQ.A"] {
+        let (ours, theirs) = (call(&tern, subject, "").await, call(&ns, subject, "").await);
+        assert_eq!(ours, theirs, "{subject}");
+    }
 }
 
 #[tokio::test]

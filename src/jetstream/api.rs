@@ -413,9 +413,7 @@ impl AccountJs {
         };
         self.streams
             .get_mut(stream)
-            .and_then(|s| {
-                s.with_consumer(consumer, |c, store| c.ack(ack_subject, body, store, now))
-            })
+            .and_then(|s| s.ack(consumer, ack_subject, body, now))
             .unwrap_or_default()
     }
 
@@ -616,6 +614,15 @@ impl AccountJs {
             .streams
             .get(name)
             .ok_or_else(ApiError::stream_not_found)?;
+        let work_queue = |c: &StreamConfig| c.retention == super::stream::Retention::WorkQueue;
+        if work_queue(&existing.config) != work_queue(&config) {
+            return Err(ApiError::new(
+                500,
+                10052,
+                "stream configuration update can not change retention policy to/from workqueue"
+                    .into(),
+            ));
+        }
         if existing.config.storage != config.storage {
             return Err(ApiError::new(
                 500,
@@ -869,6 +876,9 @@ impl AccountJs {
                 ephemeral_name(now, self.ephemerals)
             }
         };
+        if stream.config.retention == super::stream::Retention::WorkQueue {
+            work_queue_check(stream, &name, &config)?;
+        }
         match stream.consumers.get_mut(&name) {
             Some(existing) => {
                 if existing.config != config {
@@ -1099,6 +1109,48 @@ fn consumer_info(stream: &Stream, name: &str, now: i64, dynamic: bool) -> Map<St
     ordered.extend(info);
     ordered.insert("ts".into(), json!(time(now)));
     ordered
+}
+
+/// What a work queue stream asks of a consumer (`addConsumerWithAssignment`): explicit acks,
+/// delivery from the start, and filters that no other consumer's overlap.
+fn work_queue_check(stream: &Stream, name: &str, config: &ConsumerConfig) -> Result<(), ApiError> {
+    use super::consumer::{AckPolicy, DeliverPolicy};
+    let invalid = |code: u32, text: &str| Err(ApiError::new(400, code, text.into()));
+    match config.ack_policy {
+        AckPolicy::None => {
+            return invalid(
+                10084,
+                "consumer in pull mode requires explicit ack policy on workqueue stream",
+            )
+        }
+        AckPolicy::All => return invalid(10098, "workqueue stream requires explicit ack"),
+        AckPolicy::Explicit => {}
+    }
+    if config.deliver_policy != DeliverPolicy::All {
+        return invalid(10101, "consumer must be deliver all on workqueue stream");
+    }
+    let others: Vec<&Consumer> = stream
+        .consumers
+        .values()
+        .filter(|c| c.name != name)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    if config.filter_subject.is_none() {
+        return invalid(
+            10099,
+            "multiple non-filtered consumers not allowed on workqueue stream",
+        );
+    }
+    let filter = config.filter();
+    if others
+        .iter()
+        .any(|c| subject::overlaps(c.config.filter().as_bytes(), filter.as_bytes()))
+    {
+        return invalid(10100, "filtered consumer not unique on workqueue stream");
+    }
+    Ok(())
 }
 
 fn consumer_not_found() -> ApiError {

@@ -301,6 +301,11 @@ pub struct Consumer {
     last_delivered_at: i64,
     /// Something [`Consumer::saved`] keeps changed since it was last taken.
     pub dirty: bool,
+    /// Stream sequences acknowledged (or terminated) since [`Consumer::take_acked`]: a work
+    /// queue stream removes them.
+    acked_seqs: Vec<u64>,
+    /// When an acknowledgement last came (`ack_floor.last_active`).
+    last_acked_at: i64,
 }
 
 /// What a consumer keeps across a restart (its waiting requests are not kept: their clients
@@ -360,7 +365,14 @@ impl Consumer {
             last_active: 0,
             last_delivered_at: 0,
             dirty: true,
+            acked_seqs: Vec::new(),
+            last_acked_at: 0,
         }
+    }
+
+    /// The stream sequences acknowledged or terminated since the last call.
+    pub fn take_acked(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.acked_seqs)
     }
 
     /// The state to keep across a restart.
@@ -415,6 +427,8 @@ impl Consumer {
             last_active: now,
             last_delivered_at: saved.last_delivered_at,
             dirty: false,
+            acked_seqs: Vec::new(),
+            last_acked_at: 0,
         }
     }
 
@@ -457,10 +471,12 @@ impl Consumer {
             delivered["last_active"] = json!(super::api::time(self.last_delivered_at));
         }
         info.insert("delivered".into(), delivered);
-        info.insert(
-            "ack_floor".into(),
-            json!({"consumer_seq": self.ack_floor.0, "stream_seq": self.ack_floor.1}),
-        );
+        let mut ack_floor =
+            json!({"consumer_seq": self.ack_floor.0, "stream_seq": self.ack_floor.1});
+        if self.last_acked_at > 0 {
+            ack_floor["last_active"] = json!(super::api::time(self.last_acked_at));
+        }
+        info.insert("ack_floor".into(), ack_floor);
         info.insert("num_ack_pending".into(), json!(self.pending.len()));
         info.insert("num_redelivered".into(), json!(self.redelivered.len()));
         info.insert("num_waiting".into(), json!(self.waiting.len()));
@@ -550,6 +566,12 @@ impl Consumer {
         self.last_active = now;
         self.dirty = true;
         let body = String::from_utf8_lossy(body);
+        if matches!(
+            body.split_whitespace().next().unwrap_or(""),
+            "" | "+ACK" | "+OK" | "+NXT" | "+TERM"
+        ) {
+            self.last_acked_at = now;
+        }
         let verb = body.split_whitespace().next().unwrap_or("");
         match verb {
             "" | "+ACK" | "+OK" | "+NXT" => self.acked(sseq, cseq),
@@ -567,7 +589,9 @@ impl Consumer {
                 }
             }
             "+TERM" => {
-                self.pending.remove(&sseq);
+                if self.pending.remove(&sseq).is_some() {
+                    self.acked_seqs.push(sseq);
+                }
                 self.redelivered.remove(&sseq);
                 self.redeliver.remove(&sseq);
                 self.update_ack_floor();
@@ -729,7 +753,9 @@ impl Consumer {
         match self.config.ack_policy {
             AckPolicy::None => {}
             AckPolicy::Explicit => {
-                self.pending.remove(&sseq);
+                if self.pending.remove(&sseq).is_some() {
+                    self.acked_seqs.push(sseq);
+                }
                 self.redelivered.remove(&sseq);
                 self.redeliver.remove(&sseq);
             }

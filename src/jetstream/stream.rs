@@ -235,8 +235,8 @@ impl StreamConfig {
         }
         let tern_lacks =
             |what: &str| ApiError::new(500, 10052, format!("{what} is not supported by tern yet"));
-        if self.retention != Retention::Limits {
-            return Err(tern_lacks("retention other than limits"));
+        if self.retention == Retention::Interest {
+            return Err(tern_lacks("interest retention"));
         }
         if self.compression != "none" && !self.compression.is_empty() {
             return Err(tern_lacks("compression"));
@@ -406,6 +406,26 @@ impl Stream {
     /// Runs `f` with the stream's store.
     pub fn with_store<R>(&self, f: impl FnOnce(&dyn StreamStore) -> R) -> R {
         f(self.store.as_ref())
+    }
+
+    /// An acknowledgement for consumer `name`; on a work queue stream what it acknowledged
+    /// (or terminated) is removed from the stream.
+    pub fn ack(
+        &mut self,
+        name: &str,
+        ack_subject: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Option<Vec<Action>> {
+        let consumer = self.consumers.get_mut(name)?;
+        let actions = consumer.ack(ack_subject, body, self.store.as_ref(), now);
+        let acked = consumer.take_acked();
+        if self.config.retention == Retention::WorkQueue {
+            for seq in acked {
+                self.store.remove_msg(seq);
+            }
+        }
+        Some(actions)
     }
 
     /// Runs `f` on consumer `name` with the stream's store.
@@ -707,7 +727,7 @@ mod tests {
         assert!(err(r#"{"name":"S","storage":"memory","max_age":5}"#)
             .description
             .contains("100ms"));
-        assert!(err(r#"{"name":"S","retention":"workqueue"}"#)
+        assert!(err(r#"{"name":"S","retention":"interest"}"#)
             .description
             .contains("retention"));
         assert!(
@@ -775,6 +795,28 @@ mod tests {
         assert_eq!((s.state().messages, s.state().first_seq), (1, 5));
         assert_eq!(s.purge_ex("s.b", 0, 0), 1);
         assert_eq!((s.state().messages, s.state().last_seq), (0, 5));
+    }
+
+    #[test]
+    fn work_queue_acks_remove() {
+        use super::super::consumer::ConsumerConfig;
+        let mut s = stream(r#"{"name":"S","storage":"memory","retention":"workqueue"}"#);
+        publish(&mut s, "S", "", 0).unwrap();
+        publish(&mut s, "S", "", 0).unwrap();
+        let config: ConsumerConfig =
+            serde_json::from_str(r#"{"durable_name":"C","ack_policy":"explicit"}"#).unwrap();
+        let config = config.normalize(false).unwrap();
+        let consumer =
+            s.with_store(|store| Consumer::new("C".into(), "S".into(), config, store, 0));
+        s.consumers.insert("C".into(), consumer);
+        s.with_consumer("C", |c, store| c.pull("in", b"2", store, 0));
+        s.ack("C", "$JS.ACK.S.C.1.2.2.0.0", b"+ACK", 0).unwrap();
+        assert_eq!((s.state().messages, s.state().first_seq), (1, 1));
+        s.ack("C", "$JS.ACK.S.C.1.1.1.0.1", b"+TERM", 0).unwrap();
+        assert_eq!(s.state().messages, 0);
+        // Acknowledging again removes nothing more.
+        s.ack("C", "$JS.ACK.S.C.1.1.1.0.1", b"+ACK", 0).unwrap();
+        assert_eq!(s.state().last_seq, 2);
     }
 
     #[test]
