@@ -304,6 +304,8 @@ pub struct Consumer {
     /// Stream sequences acknowledged (or terminated) since [`Consumer::take_acked`]: a work
     /// queue stream removes them.
     acked_seqs: Vec<u64>,
+    /// `num_pending`, once counted (see [`Consumer::num_pending`]).
+    pending_count: std::cell::Cell<Option<u64>>,
     /// When an acknowledgement last came (`ack_floor.last_active`).
     last_acked_at: i64,
 }
@@ -367,6 +369,7 @@ impl Consumer {
             dirty: true,
             acked_seqs: Vec::new(),
             last_acked_at: 0,
+            pending_count: std::cell::Cell::new(None),
         }
     }
 
@@ -429,6 +432,7 @@ impl Consumer {
             dirty: false,
             acked_seqs: Vec::new(),
             last_acked_at: 0,
+            pending_count: std::cell::Cell::new(None),
         }
     }
 
@@ -452,9 +456,45 @@ impl Consumer {
             .collect()
     }
 
-    /// Messages not yet delivered that match the filter.
+    /// Messages not yet delivered that match the filter: counted once, then kept up to date
+    /// as messages are stored, delivered and removed (a count per delivery would make
+    /// consuming a stream quadratic).
     pub fn num_pending(&self, store: &dyn StreamStore) -> u64 {
-        store.num_pending(self.config.filter(), self.next_sseq)
+        match self.pending_count.get() {
+            Some(n) => n,
+            None => {
+                let n = store.num_pending(self.config.filter(), self.next_sseq);
+                self.pending_count.set(Some(n));
+                n
+            }
+        }
+    }
+
+    /// A message was stored at `seq` under `subject`.
+    pub fn on_stored(&mut self, subject: &str, seq: u64) {
+        if let Some(n) = self.pending_count.get() {
+            if seq >= self.next_sseq && self.matches(subject) {
+                self.pending_count.set(Some(n + 1));
+            }
+        }
+    }
+
+    /// The message at `seq` under `subject` was removed from the stream.
+    pub fn on_removed(&mut self, subject: &str, seq: u64) {
+        if let Some(n) = self.pending_count.get() {
+            if seq >= self.next_sseq && self.matches(subject) {
+                self.pending_count.set(Some(n.saturating_sub(1)));
+            }
+        }
+    }
+
+    /// Many messages went at once (a purge): counted again when next needed.
+    pub fn forget_pending_count(&mut self) {
+        self.pending_count.set(None);
+    }
+
+    fn matches(&self, subject: &str) -> bool {
+        crate::proto::subject::matches(self.config.filter().as_bytes(), subject.as_bytes())
     }
 
     /// nats-server's `ConsumerInfo` fields but `type`, `ts` and the configuration's dynamic
@@ -665,7 +705,11 @@ impl Consumer {
             self.dirty = true;
             self.last_delivered_at = now;
             if dc == 1 {
+                // Nothing matching lies between the old and the new start: the delivered
+                // message was the first match.
+                let pending = self.num_pending(store);
                 self.next_sseq = sseq + 1;
+                self.pending_count.set(Some(pending.saturating_sub(1)));
             }
             let pending_after = self.num_pending(store);
             let ack = format!(
@@ -745,8 +789,18 @@ impl Consumer {
         {
             return None;
         }
-        let msg = store.load_next_msg(self.config.filter(), self.next_sseq)?;
-        Some((msg, 1))
+        match store.load_next_msg(self.config.filter(), self.next_sseq) {
+            Some(msg) => Some((msg, 1)),
+            None => {
+                // Nothing up to the end matches: the next look starts after it, so that a
+                // waiting request does not scan the same messages again on every tick.
+                let last = store.state().last_seq;
+                if last >= self.next_sseq {
+                    self.next_sseq = last + 1;
+                }
+                None
+            }
+        }
     }
 
     fn acked(&mut self, sseq: u64, cseq: u64) {

@@ -422,7 +422,7 @@ impl Stream {
         let acked = consumer.take_acked();
         if self.config.retention == Retention::WorkQueue {
             for seq in acked {
-                self.store.remove_msg(seq);
+                self.remove(seq);
             }
         }
         Some(actions)
@@ -452,7 +452,24 @@ impl Stream {
 
     /// Removes every message; returns how many.
     pub fn purge(&mut self) -> u64 {
+        for consumer in self.consumers.values_mut() {
+            consumer.forget_pending_count();
+        }
         self.store.purge()
+    }
+
+    /// Removes the message at `seq`, telling the consumers; false when it is not there.
+    fn remove(&mut self, seq: u64) -> bool {
+        let Some(msg) = self.store.load_msg(seq) else {
+            return false;
+        };
+        if !self.store.remove_msg(seq) {
+            return false;
+        }
+        for consumer in self.consumers.values_mut() {
+            consumer.on_removed(&msg.subject, seq);
+        }
+        true
     }
 
     /// nats-server's `PurgeEx`: the messages matching `filter` (all when empty), only those
@@ -475,14 +492,14 @@ impl Stream {
         let keep = (keep as usize).min(matching.len());
         matching.truncate(matching.len() - keep);
         for seq in &matching {
-            self.store.remove_msg(*seq);
+            self.remove(*seq);
         }
         matching.len() as u64
     }
 
     /// Removes the message at `seq`; false when it is not there.
     pub fn remove_msg(&mut self, seq: u64) -> bool {
-        self.store.remove_msg(seq)
+        self.remove(seq)
     }
 
     /// Takes a message published to `subject` at time `now`, as nats-server's
@@ -576,6 +593,9 @@ impl Stream {
             .store
             .store_msg(subject, header, data, now)
             .map_err(|e| store_failed(&e.to_string()))?;
+        for consumer in self.consumers.values_mut() {
+            consumer.on_stored(subject, seq);
+        }
         // A roll-up keeps only the new message, of its subject or of the stream.
         match rollup.as_deref() {
             Some("sub") => {
@@ -606,7 +626,7 @@ impl Stream {
             if state.messages == 0 || now - state.first_ts < self.config.max_age {
                 break;
             }
-            self.store.remove_msg(state.first_seq);
+            self.remove(state.first_seq);
         }
     }
 
@@ -617,7 +637,7 @@ impl Stream {
         let per_subject = self.config.max_msgs_per_subject;
         while per_subject > 0 && self.store.subject_total(subject) as i64 > per_subject {
             match self.store.first_seq_for_subject(subject) {
-                Some(seq) => self.store.remove_msg(seq),
+                Some(seq) => self.remove(seq),
                 None => break,
             };
         }
@@ -628,7 +648,7 @@ impl Stream {
             if !over || state.messages == 0 {
                 break;
             }
-            self.store.remove_msg(state.first_seq);
+            self.remove(state.first_seq);
         }
         self.expire(now);
     }
@@ -817,6 +837,62 @@ mod tests {
         // Acknowledging again removes nothing more.
         s.ack("C", "$JS.ACK.S.C.1.1.1.0.1", b"+ACK", 0).unwrap();
         assert_eq!(s.state().last_seq, 2);
+    }
+
+    #[test]
+    fn pending_counts_kept_up_to_date_match_a_recount() {
+        use super::super::consumer::ConsumerConfig;
+        let mut s = stream(
+            r#"{"name":"S","subjects":["s.*"],"storage":"memory","max_msgs_per_subject":4,"max_msgs":12}"#,
+        );
+        for (name, filter) in [("ALL", ">"), ("A", "s.a"), ("W", "s.*")] {
+            let config: ConsumerConfig = serde_json::from_str(&format!(
+                r#"{{"durable_name":"{name}","ack_policy":"explicit","filter_subject":"{filter}"}}"#
+            ))
+            .unwrap();
+            let config = config.normalize(false).unwrap();
+            let c = s.with_store(|store| Consumer::new(name.into(), "S".into(), config, store, 0));
+            s.consumers.insert(name.into(), c);
+        }
+        // A fixed pseudo-random walk through publishes, pulls, removals and purges.
+        let mut x: u64 = 12345;
+        for step in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let subject = ["s.a", "s.b", "s.c"][(x >> 33) as usize % 3];
+            match (x >> 40) % 10 {
+                0..=4 => {
+                    publish(&mut s, subject, "", step).unwrap();
+                }
+                5 | 6 => {
+                    let name = ["ALL", "A", "W"][(x >> 20) as usize % 3];
+                    s.with_consumer(name, |c, store| c.pull("in", b"3", store, step));
+                }
+                7 => {
+                    let first = s.state().first_seq;
+                    s.remove_msg(first + (x >> 50) % 5);
+                }
+                8 => {
+                    s.purge_ex(subject, 0, 2);
+                }
+                _ => {
+                    if (x >> 45) % 20 == 0 {
+                        s.purge();
+                    }
+                }
+            }
+            for name in ["ALL", "A", "W"] {
+                let (kept, recounted) = s
+                    .with_consumer(name, |c, store| {
+                        let kept = c.num_pending(store);
+                        c.forget_pending_count();
+                        (kept, c.num_pending(store))
+                    })
+                    .unwrap();
+                assert_eq!(kept, recounted, "{name} at step {step}");
+            }
+        }
     }
 
     #[test]
