@@ -590,6 +590,11 @@ const CONSUMER_CALLS: &[(&str, &str)] = &[
     ),
     ("$JS.API.CONSUMER.DELETE.C.P", ""),
     (
+        "$JS.API.CONSUMER.CREATE.C.M",
+        r#"{"stream_name":"C","config":{"durable_name":"M","ack_policy":"explicit","max_ack_pending":-1}}"#,
+    ),
+    ("$JS.API.CONSUMER.DELETE.C.M", ""),
+    (
         "$JS.API.CONSUMER.CREATE.C.U",
         r#"{"stream_name":"C","config":{"name":"U"},"action":"update"}"#,
     ),

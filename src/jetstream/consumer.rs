@@ -784,7 +784,9 @@ impl Consumer {
             self.pending.remove(&sseq);
             return Some((msg, dc));
         }
+        // A negative max_ack_pending is no limit.
         if self.config.ack_policy != AckPolicy::None
+            && self.config.max_ack_pending > 0
             && self.pending.len() as i64 >= self.config.max_ack_pending
         {
             return None;
@@ -1014,6 +1016,24 @@ mod tests {
             got,
             ["NATS/1.0 400 Bad Request - Not a Overflow Priority consumer"]
         );
+    }
+
+    #[test]
+    fn max_ack_pending_stalls_new_deliveries_and_minus_one_does_not() {
+        let store = store_with(3);
+        let mut c = consumer(
+            r#"{"durable_name":"C","ack_policy":"explicit","max_ack_pending":2}"#,
+            &store,
+        );
+        assert_eq!(delivered(&c.pull("in", b"3", &store, 0)).len(), 2);
+        assert_eq!(c.info(&store)["num_waiting"], 1);
+        let got = delivered(&c.ack("$JS.ACK.S.C.1.1.1.10.2", b"+ACK", &store, 0));
+        assert_eq!(got, ["$JS.ACK.S.C.1.3.3.10.0"]);
+        let mut c = consumer(
+            r#"{"durable_name":"C","ack_policy":"explicit","max_ack_pending":-1}"#,
+            &store,
+        );
+        assert_eq!(delivered(&c.pull("in", b"3", &store, 0)).len(), 3);
     }
 
     #[test]
