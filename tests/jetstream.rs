@@ -241,6 +241,10 @@ const CALLS: &[(&str, &str)] = &[
     ("$JS.API.STREAM.MSG.GET.X", r#"{"seq":1}"#),
     ("$JS.API.STREAM.NAMES", ""),
     ("$JS.API.STREAM.NAMES", r#"{"subject":"l"}"#),
+    ("$JS.API.STREAM.NAMES", "{"),
+    ("$JS.API.STREAM.LIST", "{"),
+    ("$JS.API.CONSUMER.NAMES.X", ""),
+    ("$JS.API.CONSUMER.LIST.X", ""),
     ("$JS.API.STREAM.LIST", ""),
     (
         "$JS.API.STREAM.UPDATE.L",
@@ -1191,4 +1195,47 @@ async fn async_nats_key_value_without_watchers() {
     let status = kv.status().await.unwrap();
     assert_eq!(status.history(), 3);
     assert!(js.get_key_value("nope").await.is_err());
+}
+
+#[tokio::test]
+async fn only_accounts_with_jetstream_enabled_have_it() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-accounts");
+    let mut answers = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("js.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "jetstream {{ store_dir: '{}' }}\naccounts {{\n  A {{ jetstream: enabled, users: [{{user: a, password: a}}] }}\n  B {{ users: [{{user: b, password: b}}] }}\n}}\n",
+                dir.join("store").display()
+            ),
+        )
+        .unwrap();
+        let (process, addr, _) = start_with_ports(&binary, &config, &dir.join("ports"));
+        let mut seen = Vec::new();
+        for user in ["a", "b"] {
+            let client =
+                async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+                    .connect(&addr)
+                    .await
+                    .unwrap();
+            for (subject, body) in [
+                ("$JS.API.INFO", ""),
+                ("$JS.API.STREAM.NAMES", ""),
+                (
+                    "$JS.API.STREAM.CREATE.S",
+                    r#"{"name":"S","storage":"memory"}"#,
+                ),
+            ] {
+                seen.push(call(&client, subject, body).await);
+            }
+        }
+        answers.push(seen);
+        drop(process);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][3]["error"]["err_code"], 10039);
 }

@@ -74,6 +74,8 @@ pub struct AccountJs {
     disk: Option<(PathBuf, bool)>,
     /// The consumers of file streams whose state is on disk, as (stream, consumer).
     persisted: std::collections::BTreeSet<(String, String)>,
+    /// JetStream is not enabled for this account: every request gets 503/10039.
+    disabled: bool,
 }
 
 /// What `meta.json` holds.
@@ -90,6 +92,15 @@ impl AccountJs {
     /// An account with no streams, and no disk.
     pub fn new() -> AccountJs {
         AccountJs::default()
+    }
+
+    /// An account JetStream is not enabled for: it answers every request with nats-server's
+    /// `503 JetStream not enabled for account` (10039).
+    pub fn disabled() -> AccountJs {
+        AccountJs {
+            disabled: true,
+            ..AccountJs::default()
+        }
     }
 
     /// The account whose file streams are in `dir`, recovered as they were (messages past
@@ -192,6 +203,11 @@ impl AccountJs {
                 .parse::<u32>()
                 .map_or(true, |level| level > super::API_LEVEL)
         });
+        if self.disabled {
+            let kind = kind_of(&tokens)?;
+            let error = ApiError::new(503, 10039, "JetStream not enabled for account".into());
+            return Some(self.respond(kind, Err(error)));
+        }
         if too_high {
             let kind = kind_of(&tokens)?;
             let error = ApiError::new(412, 10185, "JetStream minimum api level required".into());
@@ -273,6 +289,20 @@ impl AccountJs {
                     }
                     "stream_purge_response" => {
                         response.insert("purged".into(), json!(0));
+                    }
+                    "stream_names_response"
+                    | "stream_list_response"
+                    | "consumer_names_response"
+                    | "consumer_list_response" => {
+                        response.insert("total".into(), json!(0));
+                        response.insert("offset".into(), json!(0));
+                        response.insert("limit".into(), json!(0));
+                        let (key, empty) = match kind {
+                            "stream_names_response" => ("streams", Value::Null),
+                            "stream_list_response" => ("streams", json!([])),
+                            _ => ("consumers", json!([])),
+                        };
+                        response.insert(key.into(), empty);
                     }
                     _ => {}
                 }

@@ -186,11 +186,23 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
             tracing::error!("JetStream is not enabled for account {name:?}: not a directory name");
             continue;
         }
-        let dir = config.store_dir.join(name).join("streams");
-        let (js, log) = AccountJs::open(dir, config.sync_always, now())?;
-        for line in log {
-            tracing::info!("  {line} in account '{name}'");
-        }
+        // As nats-server: with accounts configured, only those with `jetstream: enabled`
+        // have it; without, the global account does.
+        let opts = shared.opts();
+        let enabled = match opts.accounts.is_empty() {
+            true => true,
+            false => opts.accounts.iter().any(|a| a.name == name && a.jetstream),
+        };
+        let js = if enabled {
+            let dir = config.store_dir.join(name).join("streams");
+            let (js, log) = AccountJs::open(dir, config.sync_always, now())?;
+            for line in log {
+                tracing::info!("  {line} in account '{name}'");
+            }
+            js
+        } else {
+            AccountJs::disabled()
+        };
         let inbox = Inbox {
             tx: tx.clone(),
             account: account.name.clone(),
