@@ -1239,3 +1239,29 @@ async fn only_accounts_with_jetstream_enabled_have_it() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0][3]["error"]["err_code"], 10039);
 }
+
+#[tokio::test]
+async fn system_events_say_jetstream_is_on() {
+    let scratch = Scratch::new("js-sys");
+    let config = scratch.0.join("js.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "jetstream {{ store_dir: '{}' }}\naccounts {{ SYS {{ users: [{{user: s, password: s}}] }} }}\nsystem_account: SYS\n",
+            scratch.0.join("store").display()
+        ),
+    )
+    .unwrap();
+    let (_process, addr, _) =
+        start_with_ports(&scratch.nats_server(), &config, &scratch.0.join("ports"));
+    let client = async_nats::ConnectOptions::with_user_and_password("s".into(), "s".into())
+        .connect(&addr)
+        .await
+        .unwrap();
+    let msg = client
+        .request("$SYS.REQ.SERVER.PING.VARZ", "".into())
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(json["server"]["jetstream"], true, "{json}");
+}
