@@ -2,7 +2,8 @@
 //! limits, resolved from the options at start) and the lines nats-server logs about it; the
 //! pure core ([`store`]: where messages are kept, [`stream`]: a stream's configuration and
 //! publishing into it, [`consumer`]: pull consumers, [`api`]: one account's `$JS.API`
-//! requests, [`errors`]), and the task that runs it ([`service`]).
+//! requests (consumer requests and direct gets in its submodules), [`errors`]), the file
+//! store ([`filestore`]) and the task that runs it all ([`service`]).
 
 pub mod api;
 pub mod consumer;
