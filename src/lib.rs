@@ -15,10 +15,12 @@
 //!   internal subscribers), [`engine::mapping`] (subject transforms), [`engine::connection`]
 //!   (a client as other connections see it), [`engine::outbound`] (pending bytes, writer
 //!   wake-up, slow-consumer budget), [`engine::router`] (accounts and live connections),
-//!   [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
+//!   [`engine::route`] (a route as a delivery target, and the local interest routes are told
+//!   of), [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
-//!   file's syntax, [`config::options`], [`config::users`] and [`config::accounts`] its
-//!   meaning, [`config::cli`] nats-server's command line.
+//!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
+//!   [`config::cluster`] (the `cluster` block and flags, route URLs) its meaning,
+//!   [`config::cli`] nats-server's command line.
 //! - [`security`]: [`security::auth`] (who may connect, as which user of which account) and
 //!   [`security::tls`] (the one place rustls configurations are built; certificate names).
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
@@ -26,8 +28,9 @@
 //!   system account put in force at start and on reload).
 //! - [`conn`]: connections. [`conn::transport`] (`Plain | Tls` halves beneath the session, the
 //!   TLS listener's opening), [`conn::writer`], [`conn::liveness`] (PINGs), [`conn::cache`]
-//!   (match and permission caches), [`conn::trace`], and [`conn::client`], the client kind's
-//!   operations. Routes and leafnodes will be kinds beside it, each with its own op set.
+//!   (match and permission caches), [`conn::trace`], and the kinds of connection, each with its
+//!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
+//!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`].
 //! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
 //!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),

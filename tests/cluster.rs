@@ -7,104 +7,11 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{reference_server, wait_for_log, Process, Scratch};
+use common::cluster::{client, node, node_with, until_routed, Node, SETTLE, TERN};
+use common::process::{reference_server, Scratch};
 use futures::StreamExt;
-
-const TERN: &str = env!("CARGO_BIN_EXE_tern");
-
-/// How long a cluster may take to form and propagate interest.
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// One server of a test cluster.
-struct Node {
-    _process: Process,
-    name: String,
-    /// Client `host:port`.
-    client: String,
-    /// Route `host:port`.
-    route: String,
-}
-
-/// Starts `binary` as server `name` of cluster `C1`, routing to `seeds`.
-fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
-    let routes: Vec<String> = seeds
-        .iter()
-        .map(|s| format!("\"nats-route://{}\"", s.route))
-        .collect();
-    let config = scratch.0.join(format!("{name}.conf"));
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:-1\nserver_name: {name}\n\
-             cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}] }}\n",
-            routes.join(", ")
-        ),
-    )
-    .unwrap();
-    let log = scratch.0.join(format!("{name}.log"));
-    let (process, _) = Process::start(
-        Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("-l")
-            .arg(&log),
-        &log,
-    );
-    let text = wait_for_log(&log, "the route listener", |t| {
-        t.contains("Listening for route connections on ")
-    });
-    let after = |marker: &str| {
-        let line = text.lines().find(|l| l.contains(marker)).unwrap();
-        line.rsplit(' ').next().unwrap().trim().to_string()
-    };
-    Node {
-        _process: process,
-        name: name.to_string(),
-        client: after("Listening for client connections on "),
-        route: after("Listening for route connections on "),
-    }
-}
-
-async fn client(node: &Node) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
-        .name(&node.name)
-        .connect(format!("nats://{}", node.client))
-        .await
-        .unwrap()
-}
-
-/// Publishes probes on `subject` from `publisher` until `subscriber` receives one: the
-/// cluster has formed and propagated that interest. Panics after `SETTLE`.
-async fn until_routed(
-    publisher: &async_nats::Client,
-    subscriber: &mut async_nats::Subscriber,
-    subject: &str,
-) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        publisher
-            .publish(subject.to_string(), "probe".into())
-            .await
-            .unwrap();
-        publisher.flush().await.unwrap();
-        if let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{subject}: interest never arrived"
-        );
-    }
-    // Drain probes still in flight.
-    while let Ok(Some(_)) =
-        tokio::time::timeout(Duration::from_millis(300), subscriber.next()).await
-    {}
-}
 
 /// Messages across every ordered pair of nodes: each arrives exactly once, in order.
 async fn every_pair_exchanges(nodes: &[&Node]) {
@@ -326,4 +233,171 @@ fn route_port_refuses_as_nats_server() {
     assert_eq!(info["compression"], "off");
     assert_eq!(info["proto"], 2);
     assert!(info.get("route_pool_size").is_none(), "{info}");
+}
+
+/// A raw client connection that reads the server's lines (answering its PINGs).
+struct RawClient {
+    name: &'static str,
+    stream: BufReader<TcpStream>,
+}
+
+impl RawClient {
+    /// Connects to `node` with CONNECT `protocol` and a PING, and reads up to the PONG (and,
+    /// for protocol 1, the INFO that follows it).
+    fn connect(name: &'static str, node: &Node, protocol: u8, log: &mut Vec<String>) -> RawClient {
+        let stream = TcpStream::connect(&node.client).unwrap();
+        stream.set_read_timeout(Some(SETTLE)).unwrap();
+        let mut client = RawClient {
+            name,
+            stream: BufReader::new(stream),
+        };
+        let connect = format!(
+            "CONNECT {{\"verbose\":false,\"headers\":true,\"protocol\":{protocol}}}\r\nPING\r\n"
+        );
+        client
+            .stream
+            .get_mut()
+            .write_all(connect.as_bytes())
+            .unwrap();
+        client.next_info(log);
+        client.until("PONG");
+        if protocol == 1 {
+            client.next_info(log);
+        }
+        client
+    }
+
+    /// The next line that is not a PING (answered), or panics after `SETTLE`.
+    fn line(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "{}: closed", self.name);
+            if line == "PING\r\n" {
+                self.stream.get_mut().write_all(b"PONG\r\n").unwrap();
+                continue;
+            }
+            return line;
+        }
+    }
+
+    fn until(&mut self, want: &str) {
+        let line = self.line();
+        assert_eq!(line.trim_end(), want, "{}", self.name);
+    }
+
+    /// Reads an INFO and logs what a client makes of it: the cluster, the nodes it may
+    /// reconnect to (by name, via `names`), lame duck mode, connect_info.
+    fn next_info(&mut self, log: &mut Vec<String>) -> serde_json::Value {
+        let line = self.line();
+        let json = line
+            .strip_prefix("INFO ")
+            .unwrap_or_else(|| panic!("{line}"));
+        let info: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        log.push(format!(
+            "{}: cluster={} urls={} ldm={} connect_info={}",
+            self.name, info["cluster"], info["connect_urls"], info["ldm"], info["connect_info"]
+        ));
+        info
+    }
+}
+
+/// What clients are told of the cluster, side by side with nats-server: `cluster` in INFO,
+/// `connect_urls` (none before the first route; ours then the peers') pushed to protocol-1
+/// clients when a node joins, the lame duck INFO on the node leaving (`ldm`, only the others'
+/// URLs) and the others' INFO without it. Protocol-0 clients are told nothing.
+#[test]
+fn clients_are_told_of_the_cluster_as_by_nats_server() {
+    let tern = clients_see(&PathBuf::from(TERN));
+    assert_eq!(
+        tern,
+        [
+            "x1: cluster=\"C1\" urls=null ldm=null connect_info=null",
+            "x1: cluster=\"C1\" urls=null ldm=null connect_info=true",
+            "x0: cluster=\"C1\" urls=null ldm=null connect_info=null",
+            "x1: cluster=\"C1\" urls=[\"X\",\"Y\"] ldm=null connect_info=null",
+            "y1: cluster=\"C1\" urls=[\"Y\",\"X\"] ldm=null connect_info=null",
+            "y1: cluster=\"C1\" urls=[\"Y\",\"X\"] ldm=null connect_info=true",
+            "y1: cluster=\"C1\" urls=[\"X\"] ldm=true connect_info=null",
+            "x1: cluster=\"C1\" urls=[\"X\"] ldm=null connect_info=null",
+            "x0: PONG",
+        ]
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, clients_see(&reference));
+    }
+}
+
+fn clients_see(binary: &Path) -> Vec<String> {
+    let scratch = Scratch::new(&format!(
+        "cluster-clients-{}",
+        binary.file_name().unwrap().to_string_lossy()
+    ));
+    let mut log = Vec::new();
+    let x = node(&scratch, binary, "X", &[]);
+    let mut x1 = RawClient::connect("x1", &x, 1, &mut log);
+    let mut x0 = RawClient::connect("x0", &x, 0, &mut log);
+    let y = node_with(
+        &scratch,
+        binary,
+        "Y",
+        &[&x],
+        "lame_duck_grace_period: \"1s\"\nlame_duck_duration: \"30s\"",
+    );
+    x1.next_info(&mut log);
+    let mut y1 = RawClient::connect("y1", &y, 1, &mut log);
+    y.process.signal("USR2");
+    y1.next_info(&mut log);
+    x1.next_info(&mut log);
+    // The protocol-0 client was told nothing: its next line answers a PING.
+    x0.stream.get_mut().write_all(b"PING\r\n").unwrap();
+    log.push(format!("x0: {}", x0.line().trim_end()));
+    // Client URLs by node name.
+    let names = [(&x.client, "X"), (&y.client, "Y")];
+    log.into_iter()
+        .map(|line| {
+            names
+                .iter()
+                .fold(line, |line, (url, name)| line.replace(url.as_str(), name))
+        })
+        .collect()
+}
+
+/// With `cluster.no_advertise`, a server tells its clients of no other server, and its peers
+/// hear no client URLs from it; side by side with nats-server.
+#[test]
+fn no_advertise_keeps_connect_urls_quiet() {
+    let run = |binary: &Path| -> Vec<String> {
+        let scratch = Scratch::new(&format!(
+            "cluster-noadv-{}",
+            binary.file_name().unwrap().to_string_lossy()
+        ));
+        let mut log = Vec::new();
+        let x = node_with(&scratch, binary, "X", &[], "cluster.no_advertise: true");
+        let mut x1 = RawClient::connect("x1", &x, 1, &mut log);
+        let y = node(&scratch, binary, "Y", &[&x]);
+        let mut y1 = RawClient::connect("y1", &y, 1, &mut log);
+        // Z joins Y: X's client hears nothing, Y's client hears of Z only.
+        let z = node(&scratch, binary, "Z", &[&y]);
+        y1.next_info(&mut log);
+        x1.stream.get_mut().write_all(b"PING\r\n").unwrap();
+        log.push(format!("x1: {}", x1.line().trim_end()));
+        let names = [(&x.client, "X"), (&y.client, "Y"), (&z.client, "Z")];
+        log.into_iter()
+            .map(|line| {
+                names
+                    .iter()
+                    .fold(line, |line, (url, name)| line.replace(url.as_str(), name))
+            })
+            .collect()
+    };
+    let tern = run(&PathBuf::from(TERN));
+    eprintln!("{tern:#?}");
+    assert!(
+        tern.iter().all(|l| !l.contains('X') || l.starts_with("x1")),
+        "{tern:?}"
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, run(&reference));
+    }
 }

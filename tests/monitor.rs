@@ -792,3 +792,55 @@ fn same_fields_as_a_live_nats_server() {
         );
     }
 }
+
+/// The `/varz` `cluster` object (and the `gateway` and `leaf` write deadline nats-server fills
+/// from the cluster's) next to a live nats-server 2.15.1 with the same cluster block: the same
+/// fields with the same values.
+#[test]
+fn cluster_varz_as_a_live_nats_server_shows_it() {
+    use common::process::{http_get, Scratch};
+
+    let Some(reference) = common::process::reference_server() else {
+        return;
+    };
+    let scratch = Scratch::new("monitor-cluster");
+    // A free port for the cluster (nats-server shows the port it bound; tern, which does not
+    // listen for routes yet, the configured one).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = scratch.0.join("cluster.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "no_system_account: true\ncluster {{\n  name: c1\n  listen: 127.0.0.1:{port}\n  \
+             routes: [nats-route://u:p@127.0.0.1:4, \"nats://[::1]:5\"]\n  \
+             authorization {{ user: a, password: b, timeout: 3 }}\n  pool_size: 5\n  \
+             write_deadline: \"3s\"\n  write_timeout: close\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    for (name, binary) in [
+        ("nats-server", reference),
+        ("tern", std::path::PathBuf::from(env!("CARGO_BIN_EXE_tern"))),
+    ] {
+        let (server, _client, monitor) =
+            common::process::start_with_ports(&binary, &config, &scratch.0.join(name));
+        let (status, body) = http_get(&monitor, "/varz").expect("monitor answers");
+        assert_eq!(status, 200, "{name}: {body}");
+        let varz: Value = serde_json::from_str(&body).unwrap();
+        seen.push((
+            varz["cluster"].clone(),
+            varz["gateway"].clone(),
+            varz["leaf"].clone(),
+        ));
+        drop(server);
+    }
+    assert_eq!(seen[0], seen[1], "nats-server, then tern");
+    assert_eq!(
+        seen[1].0["urls"],
+        serde_json::json!(["127.0.0.1:4", "[::1]:5"])
+    );
+}

@@ -1001,6 +1001,6 @@ async fn a_panicked_connection_task_is_not_waited_for() {
     assert_eq!(server.shared.tasks.len(), 2);
     let shared = server.shared.clone();
     server.shutdown().await;
-    client.expect_closed_after("").await;
+    client.expect_closed_after_pings("", true).await;
     assert!(shared.tasks.is_closed() && shared.tasks.is_empty());
 }

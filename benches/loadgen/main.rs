@@ -4,6 +4,7 @@
 //! cargo build --release --bin tern
 //! cargo bench --bench loadgen -- [--quick] [--rounds N] [--only SUBSTRING]...
 //!     [--tern PATH] [--nats PATH] [--nats-old PATH|none] [--timeout SECS] [--list]
+//! cargo bench --bench loadgen -- --only cluster   # the two-node cluster scenarios
 //! cargo bench --bench loadgen -- --self-test   # the checks catch loss, duplicates, reordering
 //! ```
 //!
@@ -13,6 +14,13 @@
 //! reference server, the ratio oriented so that above 1 means tern is better. A run that loses,
 //! duplicates or reorders a message, times out, or whose server dies marks the scenario FAILED
 //! for that server, and no number is reported for it.
+//!
+//! The `cluster A -> B` scenarios run each server as a cluster of two processes of the same
+//! binary (tern with tern, nats-server with nats-server, each with its default route settings):
+//! node A, then node B routing to A (A's route port read from its log), used once a message
+//! published on A reaches a subscription on B. Publishers and the requester connect to A,
+//! subscribers and the responder to B, each waiting until its interest is known on the other
+//! node. Both are killed by PID afterwards; CPU time and peak RSS are summed over the two.
 //!
 //! The 5000-idle-connections scenario needs about 10,000 file descriptors in this process and
 //! 5,000 in the server; the generator raises its soft `RLIMIT_NOFILE` to the hard limit (up to
@@ -191,8 +199,9 @@ struct Run {
     outcome: Result<Vec<Metric>, String>,
 }
 
-/// Starts a fresh server, runs the scenario on it within `timeout`, adds the server's CPU
-/// seconds and peak RSS to the metrics, and kills the server.
+/// Starts a fresh server (a fresh two-node cluster for a cluster scenario), runs the scenario
+/// on it within `timeout`, adds the server's CPU seconds and peak RSS (summed over a cluster's
+/// nodes) to the metrics, and kills the server.
 fn run_once(
     target: &Target,
     scenario: &Scenario,
@@ -200,7 +209,12 @@ fn run_once(
     timeout: Duration,
     log: &Path,
 ) -> Run {
-    let server = match Server::start(target, log, scenario.config) {
+    let started = if scenario.cluster {
+        Server::start_cluster(target, log, scenario.config)
+    } else {
+        Server::start(target, log, scenario.config)
+    };
+    let server = match started {
         Ok(server) => Arc::new(server),
         Err(e) => {
             return Run { outcome: Err(e) };
@@ -216,13 +230,18 @@ fn run_once(
     let outcome = match rx.recv_timeout(timeout) {
         Ok(Ok(mut metrics)) => {
             if server.is_running() {
+                let both = if server.node_count() > 1 {
+                    " (both nodes)"
+                } else {
+                    ""
+                };
                 metrics.push(scenarios_metric(
-                    "server CPU time",
+                    &format!("server CPU time{both}"),
                     server.cpu_seconds(),
                     "s",
                 ));
                 metrics.push(scenarios_metric(
-                    "server peak RSS",
+                    &format!("server peak RSS{both}"),
                     server.peak_rss_kib() as f64 / 1024.0,
                     "MiB",
                 ));
@@ -396,6 +415,16 @@ fn main() {
                     slug(&scenario.name),
                     round + 1
                 ));
+                let logs = if scenario.cluster {
+                    server::cluster_logs(&log).to_vec()
+                } else {
+                    vec![log.clone()]
+                };
+                let shown = logs
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let started = Instant::now();
                 let run = run_once(target, scenario, scale, timeout, &log);
                 let took = started.elapsed();
@@ -409,23 +438,23 @@ fn main() {
                             round + 1,
                             took.as_secs_f64()
                         );
-                        let _ = std::fs::remove_file(&log);
+                        for log in &logs {
+                            let _ = std::fs::remove_file(log);
+                        }
                         per_server[ti].add(metrics);
                     }
                     Err(e) => {
                         eprintln!(
-                            "[{:>5.1}s] {} | {} | round {}: FAILED: {e} (server log {})",
+                            "[{:>5.1}s] {} | {} | round {}: FAILED: {e} (server log {shown})",
                             wall.elapsed().as_secs_f64(),
                             scenario.name,
                             target.name,
                             round + 1,
-                            log.display()
                         );
-                        failures.entry((si, ti)).or_default().push(format!(
-                            "round {}: {e} (server log: {})",
-                            round + 1,
-                            log.display()
-                        ));
+                        failures
+                            .entry((si, ti))
+                            .or_default()
+                            .push(format!("round {}: {e} (server log: {shown})", round + 1,));
                         per_server[ti].failed = Some(e);
                     }
                 }

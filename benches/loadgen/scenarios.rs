@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::server::Server;
 use crate::wire::{
-    barrier, connect, connect_as, is_timeout, numbers, parse_sid, wait_pong, Checker, Frame,
-    Publisher, Reader,
+    await_interest, barrier, connect, connect_as, is_timeout, numbers, parse_sid, wait_pong,
+    Checker, Frame, Publisher, Reader,
 };
 
 /// Which way a metric is better.
@@ -73,6 +73,9 @@ pub struct Scenario {
     pub run: Arc<Run>,
     /// The configuration file the servers run with, if any.
     pub config: Option<&'static str>,
+    /// Run against a cluster of two nodes of the same binary, A and B (B routing to A),
+    /// rather than one server.
+    pub cluster: bool,
 }
 
 fn scenario(
@@ -83,7 +86,30 @@ fn scenario(
         name: name.into(),
         run: Arc::new(run),
         config: None,
+        cluster: false,
     }
+}
+
+/// A scenario on a two-node cluster: `server.port` is node A's, `node_b(server)` node B's.
+fn cluster_scenario(
+    name: impl Into<String>,
+    run: impl Fn(&Server, Scale) -> Outcome + Send + Sync + 'static,
+) -> Scenario {
+    Scenario {
+        cluster: true,
+        ..scenario(name, run)
+    }
+}
+
+/// How long interest may take to cross the route in a cluster scenario.
+const INTEREST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Node B's client port.
+fn node_b(server: &Server) -> Result<u16, String> {
+    if server.node_count() < 2 {
+        return Err("a cluster scenario on a single server".into());
+    }
+    Ok(server.node_port(1))
 }
 
 /// Two accounts: A exports the service `bench.req`, B imports it; clients without
@@ -167,6 +193,32 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
         format!("{}k distinct subjects", distinct / 1000),
         distinct_subjects,
     ));
+    // Two nodes of the same binary: publishers (requesters) on A, subscribers (the responder)
+    // on B, so every message crosses the route.
+    for size in [16, 1024] {
+        let fan_of = Fan {
+            size,
+            across: true,
+            ..Fan::default()
+        };
+        list.push(cluster_scenario(
+            format!("cluster A -> B: 1:1 {}", size_name(size)),
+            move |s, scale| fan(s, scale, fan_of).map(|f| f.metrics),
+        ));
+    }
+    let fan_of = Fan {
+        subs: 4,
+        across: true,
+        ..Fan::default()
+    };
+    list.push(cluster_scenario(
+        "cluster A -> B: fan-out 1 -> 4, 16 B",
+        move |s, scale| fan(s, scale, fan_of).map(|f| f.metrics),
+    ));
+    list.push(cluster_scenario(
+        "cluster A -> B: request/reply, 1 requester",
+        |s, scale| request_latency_across(s, scale, node_b(s)?),
+    ));
     list
 }
 
@@ -233,6 +285,8 @@ struct Fan {
     churn: bool,
     /// Messages per publisher (0: chosen by size).
     count: usize,
+    /// Publishers on node A of a cluster, every other connection on node B.
+    across: bool,
 }
 
 impl Default for Fan {
@@ -245,6 +299,7 @@ impl Default for Fan {
             stuck: false,
             churn: false,
             count: 0,
+            across: false,
         }
     }
 }
@@ -305,7 +360,12 @@ fn routed_receiver(
 }
 
 fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
-    assert!(!fan.same_conn || (fan.pubs == 1 && fan.subs == 1));
+    assert!(!fan.same_conn || (fan.pubs == 1 && fan.subs == 1 && !fan.across));
+    let sub_port = if fan.across {
+        node_b(server)?
+    } else {
+        server.port
+    };
     let count = if fan.count > 0 {
         fan.count
     } else {
@@ -316,17 +376,21 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     let expected = count * fan.pubs;
     let mut receivers = Vec::new();
     let mut same = None;
-    for _ in 0..fan.subs {
-        let mut conn = connect(server.port).map_err(io)?;
+    for i in 0..fan.subs {
+        let mut conn = connect(sub_port).map_err(io)?;
         conn.write_all(b"SUB bench.fan 1\r\n").map_err(io)?;
         barrier(&mut conn).map_err(io)?;
+        if fan.across {
+            let probe = format!("bench.probe.sub{i}");
+            await_interest(&mut conn, server.port, &probe, INTEREST_TIMEOUT)?;
+        }
         if fan.same_conn {
             same = Some(conn.try_clone().map_err(io)?);
         }
         receivers.push(receiver(conn, expected));
     }
     let _stuck = if fan.stuck {
-        let mut conn = connect(server.port).map_err(io)?;
+        let mut conn = connect(sub_port).map_err(io)?;
         conn.write_all(b"SUB bench.fan 9\r\n").map_err(io)?;
         barrier(&mut conn).map_err(io)?;
         Some(conn)
@@ -335,7 +399,7 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let churner = if fan.churn {
-        Some(start_churn(server.port, stop.clone())?)
+        Some(start_churn(sub_port, stop.clone())?)
     } else {
         None
     };
@@ -565,10 +629,19 @@ pub fn check_queue(count: usize, per_member: &[Vec<u32>]) -> Result<Vec<usize>, 
 }
 
 /// A responder that answers every request with its payload, logged in as `user` if given.
-fn responder(port: u16, user: Option<&str>) -> Result<JoinHandle<()>, String> {
+/// With `requests_from`, returns once its subscription is known on the node with that client
+/// port (where the requests are published).
+fn responder(
+    port: u16,
+    user: Option<&str>,
+    requests_from: Option<u16>,
+) -> Result<JoinHandle<()>, String> {
     let mut conn = connect_as(port, user).map_err(io)?;
     conn.write_all(b"SUB bench.req 1\r\n").map_err(io)?;
     barrier(&mut conn).map_err(io)?;
+    if let Some(from) = requests_from {
+        await_interest(&mut conn, from, "bench.probe.responder", INTEREST_TIMEOUT)?;
+    }
     Ok(std::thread::spawn(move || {
         let Ok(mut writer) = conn.try_clone() else {
             return;
@@ -597,12 +670,23 @@ fn responder(port: u16, user: Option<&str>) -> Result<JoinHandle<()>, String> {
 }
 
 /// Sends `n` requests one after another, each carrying its number, and checks that each
-/// reply is the echo of its own request; returns each round trip.
-fn requester(port: u16, id: usize, n: usize) -> Result<Vec<Duration>, String> {
+/// reply is the echo of its own request; returns each round trip. With `replies_from`, first
+/// waits until its inbox subscription is known on the node with that client port (where the
+/// responder publishes the replies).
+fn requester(
+    port: u16,
+    id: usize,
+    n: usize,
+    replies_from: Option<u16>,
+) -> Result<Vec<Duration>, String> {
     let mut conn = connect(port).map_err(io)?;
     conn.write_all(format!("SUB _INBOX.{id}.* 1\r\n").as_bytes())
         .map_err(io)?;
     barrier(&mut conn).map_err(io)?;
+    if let Some(from) = replies_from {
+        let probe = format!("bench.probe.requester{id}");
+        await_interest(&mut conn, from, &probe, INTEREST_TIMEOUT)?;
+    }
     let mut reader = Reader::new(conn.try_clone().map_err(io)?);
     let mut rtts = Vec::with_capacity(n);
     let mut request = Vec::new();
@@ -633,9 +717,20 @@ fn requester(port: u16, id: usize, n: usize) -> Result<Vec<Duration>, String> {
 }
 
 fn request_latency(server: &Server, scale: Scale) -> Outcome {
-    let _responder = responder(server.port, None)?;
+    let _responder = responder(server.port, None, None)?;
     let n = scale.pick(5_000, 100_000);
-    let mut rtts = requester(server.port, 0, n)?;
+    latency_metrics(requester(server.port, 0, n, None)?)
+}
+
+/// One requester on node A, the responder on node B (client port `b`).
+fn request_latency_across(server: &Server, scale: Scale, b: u16) -> Outcome {
+    let _responder = responder(b, None, Some(server.port))?;
+    let n = scale.pick(5_000, 100_000);
+    latency_metrics(requester(server.port, 0, n, Some(b))?)
+}
+
+fn latency_metrics(mut rtts: Vec<Duration>) -> Outcome {
+    let n = rtts.len();
     let elapsed: Duration = rtts.iter().sum();
     rtts.sort_unstable();
     let at =
@@ -660,12 +755,12 @@ fn request_throughput(server: &Server, scale: Scale) -> Outcome {
 
 /// Eight requesters at once against one responder logged in as `responder_user`.
 fn request_throughput_as(server: &Server, scale: Scale, responder_user: Option<&str>) -> Outcome {
-    let _responder = responder(server.port, responder_user)?;
+    let _responder = responder(server.port, responder_user, None)?;
     let per = scale.pick(1_000, 20_000);
     let port = server.port;
     let start = Instant::now();
     let threads: Vec<_> = (0..8)
-        .map(|id| std::thread::spawn(move || requester(port, id, per)))
+        .map(|id| std::thread::spawn(move || requester(port, id, per, None)))
         .collect();
     let mut rtts = Vec::new();
     for t in threads {

@@ -1,5 +1,5 @@
-//! A server under test, run as its own process on loopback, with its CPU time and memory read
-//! from /proc.
+//! A server under test, run as its own process on loopback (or a cluster of two such
+//! processes), with its CPU time and memory read from /proc.
 //!
 //! Each process is killed by its PID when the `Server` is dropped (also while unwinding from a
 //! panic), and asks the kernel to SIGKILL it should the load generator die first
@@ -20,18 +20,30 @@ pub struct Target {
     pub binary: PathBuf,
 }
 
-/// A running server process; killed on drop.
+/// A server under test: one process, or a cluster of two processes of the same binary (node A
+/// and node B, B routing to A). Every process is killed on drop.
 pub struct Server {
+    nodes: Vec<Node>,
+    /// The client port of the only node, or of node A in a cluster.
+    pub port: u16,
+}
+
+/// One server process.
+struct Node {
     child: Mutex<Child>,
     pid: u32,
-    pub port: u16,
+    port: u16,
 }
 
 /// Clock ticks per second for /proc/<pid>/stat times (`getconf CLK_TCK` is 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// How long a server may take to accept its first connection.
+/// How long a server may take to accept its first connection, and a cluster to route a
+/// message from node A to node B.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The log line that gives a node's route address (nats-server's and tern's alike).
+const ROUTE_LISTENING: &str = "Listening for route connections on ";
 
 extern "C" {
     /// glibc's `prctl(2)`; std links the C library already.
@@ -41,11 +53,102 @@ extern "C" {
 const PR_SET_PDEATHSIG: i32 = 1;
 const SIGKILL: i32 = 9;
 
+/// The log files of a cluster's nodes A and B, beside `log` (`x.log`: `x-A.log`, `x-B.log`).
+pub fn cluster_logs(log: &Path) -> [PathBuf; 2] {
+    let stem = log.file_stem().unwrap_or_default().to_string_lossy();
+    ["A", "B"].map(|node| log.with_file_name(format!("{stem}-{node}.log")))
+}
+
 impl Server {
     /// Starts `target` on a free loopback port, with the configuration file `config` if
     /// given (written beside `log`; the address flags override it), its standard error going
     /// to `log`, and waits until it accepts connections.
     pub fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Server, String> {
+        let node = Node::start(target, log, config)?;
+        Ok(Server {
+            port: node.port,
+            nodes: vec![node],
+        })
+    }
+
+    /// Starts a cluster of two `target` processes on free loopback ports, node A and then
+    /// node B routing to A, each with `config` (if any) plus its `cluster` block, logging to
+    /// `cluster_logs(log)`; reads A's route port from its log, and returns once a message
+    /// published on A reaches a subscription on B (the route is up, interest flows).
+    pub fn start_cluster(
+        target: &Target,
+        log: &Path,
+        config: Option<&str>,
+    ) -> Result<Server, String> {
+        let [log_a, log_b] = cluster_logs(log);
+        let config = config.unwrap_or_default();
+        let a = Node::start(
+            target,
+            &log_a,
+            Some(&format!(
+                "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\" }}\n"
+            )),
+        )?;
+        let route = a.route_address(target, &log_a)?;
+        let b = Node::start(
+            target,
+            &log_b,
+            Some(&format!(
+                "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\", \
+                 routes: [\"nats-route://{route}\"] }}\n"
+            )),
+        )?;
+        let server = Server {
+            port: a.port,
+            nodes: vec![a, b],
+        };
+        let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
+        crate::wire::await_interest(&mut probe, server.port, "loadgen.route.up", START_TIMEOUT)
+            .map_err(|e| format!("{}: the route from B to A: {e}", target.name))?;
+        Ok(server)
+    }
+
+    /// How many processes this server is.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The client port of node `i` (0 is A, 1 is B); panics if there is no such node.
+    pub fn node_port(&self, i: usize) -> u16 {
+        self.nodes[i].port
+    }
+
+    /// Kills every process now (by its PID) and reaps it. Every connection to them then
+    /// fails, which ends any scenario thread still blocked on one.
+    pub fn kill(&self) {
+        for node in &self.nodes {
+            node.kill();
+        }
+    }
+
+    /// True while no process has exited.
+    pub fn is_running(&self) -> bool {
+        self.nodes.iter().all(Node::is_running)
+    }
+
+    /// User plus system CPU seconds used so far, summed over the processes.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.nodes.iter().map(Node::cpu_seconds).sum()
+    }
+
+    /// Resident memory now, in KiB, summed over the processes.
+    pub fn rss_kib(&self) -> u64 {
+        self.nodes.iter().map(|n| n.status_kib("VmRSS:")).sum()
+    }
+
+    /// Peak resident memory so far, in KiB: the sum of the processes' own peaks.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.nodes.iter().map(|n| n.status_kib("VmHWM:")).sum()
+    }
+}
+
+impl Node {
+    fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Node, String> {
         let port = free_port()?;
         let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut command = Command::new(&target.binary);
@@ -69,14 +172,14 @@ impl Server {
         let child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", target.binary.display()))?;
-        let server = Server {
+        let node = Node {
             pid: child.id(),
             child: Mutex::new(child),
             port,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child().try_wait() {
+            if let Ok(Some(status)) = node.child().try_wait() {
                 return Err(format!("{} exited at start: {status}", target.name));
             }
             if Instant::now() > deadline {
@@ -84,23 +187,45 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(server)
+        Ok(node)
+    }
+
+    /// The `host:port` this node logged it listens on for routes.
+    fn route_address(&self, target: &Target, log: &Path) -> Result<String, String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let found = text
+                .lines()
+                .find_map(|l| l.split_once(ROUTE_LISTENING))
+                .map(|(_, addr)| addr.trim().to_string());
+            if let Some(addr) = found {
+                return Ok(addr);
+            }
+            if !self.is_running() {
+                return Err(format!("{} exited at start", target.name));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} logged no route address ({ROUTE_LISTENING:?})",
+                    target.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn child(&self) -> std::sync::MutexGuard<'_, Child> {
         self.child.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Kills the process now (by its PID) and reaps it. Every connection to it then fails,
-    /// which ends any scenario thread still blocked on one.
-    pub fn kill(&self) {
+    fn kill(&self) {
         let mut child = self.child();
         let _ = child.kill();
         let _ = child.wait();
     }
 
-    /// True while the process has not exited.
-    pub fn is_running(&self) -> bool {
+    fn is_running(&self) -> bool {
         matches!(self.child().try_wait(), Ok(None))
     }
 
@@ -109,8 +234,7 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// User plus system CPU seconds used so far.
-    pub fn cpu_seconds(&self) -> f64 {
+    fn cpu_seconds(&self) -> f64 {
         let stat = self.proc_file("stat");
         // Fields after the parenthesised command name, from field 3 (state) on; utime and
         // stime are fields 14 and 15, so indices 11 and 12 here.
@@ -133,19 +257,9 @@ impl Server {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
-
-    /// Resident memory now, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS:")
-    }
-
-    /// Peak resident memory so far, in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
-    }
 }
 
-impl Drop for Server {
+impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }

@@ -5,7 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memchr::memchr;
 
@@ -107,6 +107,84 @@ pub fn wait_pong(stream: &mut TcpStream) -> io::Result<()> {
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The sid of `await_interest`'s probe subscription.
+const PROBE_SID: &str = "999999999";
+
+/// Returns once the subscriptions `sub` (a connection to one node of a cluster) has made so far
+/// are known on the node whose client port is `from_port`: subscribes `subject` on `sub`,
+/// publishes to it on `from_port` until a probe arrives on `sub` (a node's interest travels to
+/// its peer in order, over the one route connection of its account), then unsubscribes the
+/// probe and reads up to a PONG, so that no probe follows. Gives up after `within`. Nothing
+/// else may be delivered to `sub` meanwhile.
+pub fn await_interest(
+    sub: &mut TcpStream,
+    from_port: u16,
+    subject: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let e = |e: io::Error| format!("probing interest on {subject}: {e}");
+    let mut publisher = connect(from_port).map_err(e)?;
+    barrier(&mut publisher).map_err(e)?;
+    sub.write_all(format!("SUB {subject} {PROBE_SID}\r\n").as_bytes())
+        .map_err(e)?;
+    let mut reader = Reader::new(sub.try_clone().map_err(e)?);
+    reader
+        .set_read_timeout(Duration::from_millis(20))
+        .map_err(e)?;
+    let deadline = Instant::now() + within;
+    let probe = format!("PUB {subject} 5\r\nprobe\r\n");
+    'probing: loop {
+        publisher.write_all(probe.as_bytes()).map_err(e)?;
+        barrier(&mut publisher).map_err(e)?;
+        let wait = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < wait {
+            match reader.next() {
+                Ok(Frame::Msg { sid, .. }) if sid == PROBE_SID.as_bytes() => break 'probing,
+                Ok(Frame::Msg { sid, .. }) => {
+                    return Err(format!(
+                        "probing interest on {subject}: a message on sid {:?}",
+                        String::from_utf8_lossy(sid)
+                    ))
+                }
+                Ok(_) => {}
+                Err(err) if is_timeout(&err) => {}
+                Err(err) => return Err(e(err)),
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "probing interest on {subject}: nothing published on port {from_port} \
+                 arrived within {within:?}"
+            ));
+        }
+    }
+    reader.set_read_timeout(IO_TIMEOUT).map_err(e)?;
+    sub.write_all(format!("UNSUB {PROBE_SID}\r\nPING\r\n").as_bytes())
+        .map_err(e)?;
+    loop {
+        match reader.next().map_err(e)? {
+            Frame::Pong => break,
+            Frame::Msg { sid, .. } if sid != PROBE_SID.as_bytes() => {
+                return Err(format!(
+                    "probing interest on {subject}: a message on sid {:?}",
+                    String::from_utf8_lossy(sid)
+                ))
+            }
+            _ => {}
+        }
+    }
+    // Whatever came with the PONG (an INFO the new route made the server send, say) is read
+    // to its end here, so that the connection's next reader starts at a line.
+    while reader.start != reader.end {
+        if let Frame::Msg { .. } = reader.next().map_err(e)? {
+            return Err(format!(
+                "probing interest on {subject}: a message after the PONG"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Pre-built PUB frames for one publisher, cycling over one or more subjects. Payloads of 8

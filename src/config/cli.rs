@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::cluster::{self, ClusterOptions};
 use crate::config::{self, Options};
 
 /// What the command line asks for.
@@ -86,6 +87,19 @@ pub enum Setting {
     JetStream(bool),
     /// `-sd`: JetStream's store directory (it does not turn JetStream on by itself).
     StoreDir(PathBuf),
+    /// `--cluster`, `--cluster_listen`: the cluster URL, read once the file is (its errors are
+    /// nats-server's start-up errors).
+    ClusterListen(String),
+    /// `--cluster_name`
+    ClusterName(String),
+    /// `--routes`: comma-separated route URLs.
+    Routes(String),
+    /// `--cluster_advertise`
+    ClusterAdvertise(String),
+    /// `--no_advertise` (only `true` changes anything, as in nats-server).
+    NoAdvertise(bool),
+    /// `--connect_retries` (0 leaves the file's, as in nats-server).
+    ConnectRetries(i64),
 }
 
 impl Run {
@@ -101,7 +115,7 @@ impl Run {
                 .map_err(|e| format!("{e}\n"))?;
         }
         for setting in &self.settings {
-            setting.apply(&mut opts);
+            setting.apply(&mut opts)?;
         }
         // As nats-server, `-sd` replaces the file's `store_dir` whatever the order of the flags,
         // and turns nothing on by itself.
@@ -112,6 +126,7 @@ impl Run {
         if let (Some(js), Some(dir)) = (opts.jetstream.as_mut(), store_dir) {
             js.store_dir = Some(dir);
         }
+        finish_cluster(&mut opts, &self.settings, warnings)?;
         if opts.password.is_some() && opts.username.is_none() {
             return Err("a password needs a user (--user or authorization { user })".into());
         }
@@ -125,7 +140,7 @@ impl Run {
 }
 
 impl Setting {
-    fn apply(&self, opts: &mut Options) {
+    fn apply(&self, opts: &mut Options) -> Result<(), String> {
         match self.clone() {
             Setting::Host(host) => opts.host = host,
             Setting::Port(port) => opts.port = port,
@@ -157,8 +172,62 @@ impl Setting {
             }
             // Applied by `Run::options` once `-js` and the file have said whether JetStream is on.
             Setting::StoreDir(_) => {}
+            // nats-server's `MergeOptions` and `overrideCluster`: flags override the file.
+            Setting::ClusterListen(url) => flag_cluster(opts).apply_listen_url(&url)?,
+            Setting::ClusterName(name) => flag_cluster(opts).name = Some(name),
+            Setting::Routes(list) => flag_cluster(opts).routes = cluster::routes_from_str(&list)?,
+            Setting::ClusterAdvertise(advertise) => flag_cluster(opts).advertise = Some(advertise),
+            Setting::NoAdvertise(true) => flag_cluster(opts).no_advertise = true,
+            Setting::NoAdvertise(false) | Setting::ConnectRetries(0) => {}
+            Setting::ConnectRetries(n) => {
+                flag_cluster(opts).connect_retries = u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+            }
         }
+        Ok(())
     }
+}
+
+/// The cluster options a flag changes, made (with no port yet) if the file has none.
+fn flag_cluster(opts: &mut Options) -> &mut ClusterOptions {
+    opts.cluster.get_or_insert_with(|| ClusterOptions {
+        listens: false,
+        ..ClusterOptions::default()
+    })
+}
+
+/// What nats-server makes of the cluster once the file and the flags are read: `--routes`
+/// without any cluster address is refused, and a cluster without a port runs nothing (it is
+/// dropped, with a warning; nats-server would still show its name in client INFO and /varz).
+fn finish_cluster(
+    opts: &mut Options,
+    settings: &[Setting],
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let routes_flag = settings.iter().any(|s| matches!(s, Setting::Routes(_)));
+    let listen_flag = settings
+        .iter()
+        .any(|s| matches!(s, Setting::ClusterListen(_)));
+    let name_flag = settings
+        .iter()
+        .any(|s| matches!(s, Setting::ClusterName(_)));
+    let Some(cluster) = &opts.cluster else {
+        return Ok(());
+    };
+    if routes_flag && !listen_flag && !cluster.listens && cluster.host == "0.0.0.0" {
+        return Err("solicited routes require cluster capabilities, e.g. --cluster".into());
+    }
+    if name_flag && cluster.name.as_deref().is_some_and(|n| n.contains(' ')) {
+        return Err("cluster name cannot contain spaces".into());
+    }
+    if !cluster.listens {
+        warnings.push(
+            "cluster: no cluster port is configured, so there is no clustering (as in \
+             nats-server)"
+                .into(),
+        );
+        opts.cluster = None;
+    }
+    Ok(())
 }
 
 /// The TLS options a flag changes (made if need be); no longer just the file's `tls` block.
@@ -213,6 +282,12 @@ enum Action {
     TlsKey,
     TlsCaCert,
     JetStream,
+    ClusterListen,
+    ClusterName,
+    Routes,
+    ClusterAdvertise,
+    NoAdvertise,
+    ConnectRetries,
     /// A nats-server flag for a feature tern does not have yet: refused, never ignored.
     NotYet(&'static str),
 }
@@ -395,21 +470,34 @@ const FLAGS: &[Flag] = &[
         action: Action::NotYet("TLS"),
     },
     Flag {
-        names: &[
-            "routes",
-            "cluster",
-            "cluster_name",
-            "cluster_advertise",
-            "connect_retries",
-            "cluster_listen",
-        ],
+        names: &["cluster", "cluster_listen"],
         kind: Kind::Value,
-        action: Action::NotYet("clustering"),
+        action: Action::ClusterListen,
+    },
+    Flag {
+        names: &["cluster_name"],
+        kind: Kind::Value,
+        action: Action::ClusterName,
+    },
+    Flag {
+        names: &["routes"],
+        kind: Kind::Value,
+        action: Action::Routes,
+    },
+    Flag {
+        names: &["cluster_advertise"],
+        kind: Kind::Value,
+        action: Action::ClusterAdvertise,
     },
     Flag {
         names: &["no_advertise"],
         kind: Kind::Bool,
-        action: Action::NotYet("clustering"),
+        action: Action::NoAdvertise,
+    },
+    Flag {
+        names: &["connect_retries"],
+        kind: Kind::Value,
+        action: Action::ConnectRetries,
     },
     Flag {
         names: &["profile"],
@@ -496,6 +584,14 @@ where
             Action::TlsCert => set(Setting::TlsCert(PathBuf::from(&value))),
             Action::TlsKey => set(Setting::TlsKey(PathBuf::from(&value))),
             Action::TlsCaCert => set(Setting::TlsCaCert(PathBuf::from(&value))),
+            Action::ClusterListen => set(Setting::ClusterListen(value.clone())),
+            Action::ClusterName => set(Setting::ClusterName(value.clone())),
+            Action::Routes => set(Setting::Routes(value.clone())),
+            Action::ClusterAdvertise => set(Setting::ClusterAdvertise(value.clone())),
+            Action::NoAdvertise => set(Setting::NoAdvertise(boolean()?)),
+            Action::ConnectRetries => set(Setting::ConnectRetries(
+                parse_go_int(&value).ok_or_else(invalid)?,
+            )),
             Action::Config => run.config = Some(PathBuf::from(&value)),
             Action::TestConfig => test_config = boolean()?,
             Action::Signal => signal = Some(parse_signal(&value)?),
@@ -587,6 +683,29 @@ fn parse_port(value: &str) -> Option<u16> {
     }
 }
 
+/// Go's `flag.Int`: `strconv.ParseInt(value, 0, 64)`, so `0x10`, `0o7` and `0b1` too.
+fn parse_go_int(value: &str) -> Option<i64> {
+    let (negative, digits) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value.strip_prefix('+').unwrap_or(value)),
+    };
+    let digits = digits.replace('_', "");
+    let lower = digits.to_ascii_lowercase();
+    let (radix, body) = if let Some(hex) = lower.strip_prefix("0x") {
+        (16, hex)
+    } else if let Some(octal) = lower.strip_prefix("0o") {
+        (8, octal)
+    } else if let Some(binary) = lower.strip_prefix("0b") {
+        (2, binary)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    let n = i64::from_str_radix(body, radix).ok()?;
+    Some(if negative { -n } else { n })
+}
+
 /// A monitor port as nats-server keeps it: -1 is random, 0 is off.
 fn parse_monitor_port(value: &str) -> Option<i32> {
     match value.parse::<i64>().ok()? {
@@ -637,12 +756,21 @@ TLS Options:
         --tlsverify                  Enable TLS, verify client certificates
         --tlscacert <file>           Client certificate CA for verification
 
+Cluster Options:
+        --routes <rurl-1, rurl-2>    Routes to solicit and connect
+        --cluster <cluster-url>      Cluster URL for solicited routes
+        --cluster_name <string>      Cluster Name, if not set one will be dynamically generated
+        --no_advertise <bool>        Do not advertise known cluster information to clients
+        --cluster_advertise <string> Cluster URL to advertise to other servers
+        --connect_retries <number>   For implicit routes, number of connect retries
+        --cluster_listen <url>       Cluster url from which members can solicit routes
+
 Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
 
-Not supported yet (refused with a message): --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --help_tls, cluster
-flags, --profile.
+Not supported yet (refused with a message): --client_advertise, -s, -r, --log_size_limit, --max_traced_msg_len, -js, --help_tls,
+--profile.
 ";
 
 /// The `-v` line: the nats-server level tern matches first, so that harnesses matching
@@ -827,6 +955,148 @@ mod tests {
         assert!(version_line("nats-server").starts_with("nats-server: v2.15.1 "));
     }
 
+    fn options_with(file: Option<&str>, args: &[&str]) -> Result<(Options, Vec<String>), String> {
+        let mut run = match parse(args.iter().copied()) {
+            Ok(Command::Run(run)) => run,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let dir = std::env::temp_dir().join(format!("tern-cli-{}", std::process::id()));
+        if let Some(text) = file {
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{}.conf", args.join("_").len()));
+            std::fs::write(&path, text).unwrap();
+            run.config = Some(path);
+        }
+        let mut warnings = Vec::new();
+        run.options(&mut warnings).map(|o| (o, warnings))
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let cluster = |args: &[&str]| run(args).cluster.expect("a cluster");
+        let c = cluster(&["--cluster", "nats://127.0.0.1:6222"]);
+        assert_eq!(
+            (c.host.as_str(), c.port, c.listens),
+            ("127.0.0.1", 6222, true)
+        );
+        assert_eq!(
+            c,
+            ClusterOptions {
+                host: "127.0.0.1".into(),
+                port: 6222,
+                ..ClusterOptions::default()
+            }
+        );
+        assert_eq!(cluster(&["-cluster_listen=nats://:-1"]).port, 0);
+        let c = cluster(&[
+            "--cluster",
+            "nats://u:p@127.0.0.1:-1",
+            "--cluster_name",
+            "c1",
+            "--routes",
+            "nats://127.0.0.1:4, nats-route://ru:rp@h:5",
+            "--cluster_advertise",
+            "ad:1",
+            "--no_advertise",
+            "--connect_retries",
+            "3",
+        ]);
+        assert_eq!(c.name.as_deref(), Some("c1"));
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!((c.routes[1].host.as_str(), c.routes[1].port), ("h", 5));
+        assert_eq!(c.routes[1].username.as_deref(), Some("ru"));
+        assert_eq!(c.advertise.as_deref(), Some("ad:1"));
+        assert!(c.no_advertise);
+        assert_eq!(c.connect_retries, 3);
+        assert_eq!(
+            cluster(&["--cluster", "nats://h:1", "--connect_retries=0x10"]).connect_retries,
+            16
+        );
+        assert!(fails(&["--connect_retries", "x"])
+            .message
+            .contains("invalid value \"x\" for flag -connect_retries"));
+        // A name or routes without a cluster port: no clustering, as in nats-server.
+        let (o, warnings) = options_with(None, &["--cluster_name", "c1"]).unwrap();
+        assert!(o.cluster.is_none());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn cluster_flag_errors_as_nats_server_words_them() {
+        let error = |args: &[&str]| options_with(None, args).map(|_| ()).unwrap_err();
+        assert_eq!(
+            error(&["--routes", "nats://127.0.0.1:4"]),
+            "solicited routes require cluster capabilities, e.g. --cluster"
+        );
+        assert_eq!(
+            error(&["--cluster", "nats://127.0.0.1:-1", "--cluster_name", "a b"]),
+            "cluster name cannot contain spaces"
+        );
+        assert_eq!(
+            error(&["--cluster", "nats://127.0.0.1"]),
+            "address 127.0.0.1: missing port in address"
+        );
+        assert_eq!(
+            error(&["--cluster", "nats://u@127.0.0.1:6222"]),
+            "expected cluster password to be set"
+        );
+        // nats-server crashes on this one; tern says what the file would.
+        assert_eq!(
+            error(&["--cluster", "nats://127.0.0.1:-1", "--routes", "://bad"]),
+            "error parsing route url [\"://bad\"]"
+        );
+    }
+
+    #[test]
+    fn cluster_flags_override_the_file() {
+        let file = "cluster {\n  name: file\n  listen: 127.0.0.1:7000\n  authorization { user: fu, password: fp }\n  routes: [nats://f:1]\n  connect_retries: 2\n}\n";
+        let (o, _) = options_with(Some(file), &[]).unwrap();
+        let c = o.cluster.unwrap();
+        assert_eq!(
+            (c.name.as_deref(), c.port, c.connect_retries),
+            (Some("file"), 7000, 2)
+        );
+        let (o, _) = options_with(
+            Some(file),
+            &[
+                "--cluster",
+                "nats://0.0.0.0:7001",
+                "--cluster_name",
+                "flag",
+                "--routes",
+                "nats://r:2",
+            ],
+        )
+        .unwrap();
+        let c = o.cluster.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 7001));
+        assert_eq!(c.name.as_deref(), Some("flag"));
+        assert_eq!(c.routes[0].host, "r");
+        // The URL has no user: the file's route credentials are cleared, as nats-server does.
+        assert_eq!((c.username, c.password), (None, None));
+        // --connect_retries 0 and --no_advertise=false leave the file's values.
+        let (o, _) = options_with(Some(file), &["--connect_retries", "0"]).unwrap();
+        assert_eq!(o.cluster.unwrap().connect_retries, 2);
+        // A file cluster without a port gets one from --cluster.
+        let (o, _) = options_with(
+            Some("cluster { name: c1 }\n"),
+            &["--cluster", "nats://127.0.0.1:-1"],
+        )
+        .unwrap();
+        assert_eq!(o.cluster.unwrap().name.as_deref(), Some("c1"));
+        // --routes with a file cluster that names a host is accepted (and dials nothing).
+        let (o, _) = options_with(
+            Some("cluster { host: 127.0.0.1 }\n"),
+            &["--routes", "nats://h:1"],
+        )
+        .unwrap();
+        assert!(o.cluster.is_none());
+    }
+
     #[test]
     fn errors() {
         let e = fails(&["--bogus"]);
@@ -850,7 +1120,7 @@ mod tests {
             "invalid value \"maybe\" for flag -D: parse error"
         );
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
-        for not_yet in [&["--help_tls"][..], &["--routes", "x"]] {
+        for not_yet in [&["--help_tls"][..], &["--client_advertise", "x"]] {
             let e = fails(not_yet);
             assert!(
                 e.message.contains("does not support yet"),

@@ -51,8 +51,22 @@ impl std::error::Error for ConfError {}
 pub struct Value {
     /// The value.
     pub kind: Kind,
-    /// Where the value starts.
+    /// Where the value starts (its opening quote, for a quoted string).
     pub pos: Pos,
+    /// Written in quotes: nats-server's lexer places such a value after its quote.
+    pub quoted: bool,
+}
+
+impl Value {
+    /// Where nats-server's lexer places the value, as its errors about one array item show it:
+    /// where its text starts (after a quote), counted from 1 except on the file's first line,
+    /// where its lexer counts from 0 (as for keys, see `Parser::entry`).
+    pub fn nats_pos(&self) -> Pos {
+        let mut pos = self.pos.clone();
+        pos.col += usize::from(self.quoted);
+        pos.col -= usize::from(pos.line == 1 && pos.col > 0);
+        pos
+    }
 }
 
 /// The kinds of values the format has. Sizes with units (`1KB`, `64MB`) are already integers;
@@ -446,7 +460,14 @@ impl<'a> Parser<'a> {
                 self.depth -= 1;
                 Kind::Array(items)
             }
-            Some(quote @ (b'"' | b'\'')) => Kind::String(self.quoted(quote)?),
+            Some(quote @ (b'"' | b'\'')) => {
+                let text = self.quoted(quote)?;
+                return Ok(Value {
+                    kind: Kind::String(text),
+                    pos,
+                    quoted: true,
+                });
+            }
             Some(b'(') => Kind::String(self.block()?),
             _ => {
                 let word = self.bare();
@@ -456,7 +477,11 @@ impl<'a> Parser<'a> {
                 return self.word(word, pos);
             }
         };
-        Ok(Value { kind, pos })
+        Ok(Value {
+            kind,
+            pos,
+            quoted: false,
+        })
     }
 
     fn array(&mut self) -> Result<Vec<Value>, ConfError> {
@@ -502,6 +527,7 @@ impl<'a> Parser<'a> {
             Ok(Value {
                 kind,
                 pos: pos.clone(),
+                quoted: false,
             })
         };
         match word.to_ascii_lowercase().as_str() {
@@ -561,6 +587,7 @@ impl<'a> Parser<'a> {
             return Ok(Value {
                 kind: Kind::String(format!("${name}")),
                 pos,
+                quoted: false,
             });
         }
         let defined = self
@@ -574,6 +601,7 @@ impl<'a> Parser<'a> {
             return Ok(Value {
                 kind: entry.value.kind.clone(),
                 pos,
+                quoted: false,
             });
         }
         let Some(text) = std::env::var_os(name) else {
@@ -590,7 +618,11 @@ impl<'a> Parser<'a> {
             // Text that does not read as one value (spaces, say) is taken as it is.
             _ => Kind::String(text),
         };
-        Ok(Value { kind, pos })
+        Ok(Value {
+            kind,
+            pos,
+            quoted: false,
+        })
     }
 
     /// A quoted string. Double quotes take the escapes nats-server takes (`\t \n \r \" \\`

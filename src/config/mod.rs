@@ -1,5 +1,6 @@
 //! Configuration as plain data: the options with nats-server's defaults, the configuration
-//! file's syntax ([`conf`]) and meaning ([`options`]), and nats-server's command line ([`cli`]).
+//! file's syntax ([`conf`]) and meaning ([`options`]; the `cluster` block in [`cluster`]), and
+//! nats-server's command line ([`cli`]).
 
 pub mod accounts;
 pub mod cli;
@@ -7,6 +8,7 @@ pub mod cluster;
 pub mod conf;
 pub mod jetstream;
 pub mod options;
+mod url;
 pub mod users;
 
 pub use options::*;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::accounts::{AccountConfig, MappingConfig};
+use super::cluster::{ClusterOptions, ROUTE_MAX_PING_INTERVAL};
 use super::conf::{self, ConfError, Entry, Kind, Map, Value};
 use super::users::{permissions_block, tls_block, user};
 use crate::engine::permissions::Permissions;
@@ -93,8 +94,9 @@ pub struct Options {
     pub system_account: Option<String>,
     /// No system account at all (`no_system_account`).
     pub no_system_account: bool,
-    /// The cluster (`cluster { ... }`, `--cluster`); `None` outside a cluster.
-    pub cluster: Option<super::cluster::ClusterOptions>,
+    /// Clustering (`cluster { ... }`, `--cluster`, `--routes`, ...); `None` when no cluster port
+    /// is configured, as nats-server then runs no cluster.
+    pub cluster: Option<ClusterOptions>,
     /// JetStream (`jetstream { ... }`, `-js`); `None` when it is off.
     pub jetstream: Option<super::jetstream::JetStreamOptions>,
 }
@@ -246,6 +248,41 @@ impl Options {
         }
     }
 
+    /// How often routes PING: the cluster's `ping_interval`, else the top-level one, at most
+    /// 30 s (nats-server's `adjustPingInterval`).
+    pub fn route_ping_interval(&self) -> Duration {
+        let configured = self
+            .cluster
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.ping_interval);
+        let interval = match configured.is_zero() {
+            true => self.ping_interval,
+            false => configured,
+        };
+        interval.min(ROUTE_MAX_PING_INTERVAL)
+    }
+
+    /// Unanswered PINGs before a route is stale: the cluster's `ping_max`, else the top-level
+    /// one.
+    pub fn route_ping_max(&self) -> u32 {
+        match self.cluster.as_ref().map_or(0, |c| c.ping_max) {
+            0 => self.ping_max,
+            n => n,
+        }
+    }
+
+    /// The write deadline of routes: the cluster's `write_deadline`, else the top-level one.
+    pub fn route_write_deadline(&self) -> Duration {
+        match self
+            .cluster
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.write_deadline)
+        {
+            d if d.is_zero() => self.write_deadline,
+            d => d,
+        }
+    }
+
     /// Whether a configured password is written in the clear (not a bcrypt hash): nats-server
     /// warns about it at start. Tokens do not count, as in nats-server.
     pub fn has_plaintext_passwords(&self) -> bool {
@@ -339,7 +376,6 @@ impl Options {
             }
             // Harmless to run without: warn and carry on. Client test harnesses put these
             // blocks in every configuration they write.
-            "cluster" => self.cluster = Some(super::cluster::parse_cluster(v)?),
             "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
             "leafnodes"
             | "leaf"
@@ -366,6 +402,8 @@ impl Options {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
             "allow_non_tls" => self.allow_non_tls = boolean(v)?,
+            // Kept even without a port until the flags have been applied (`Run::options`).
+            "cluster" => self.cluster = Some(ClusterOptions::parse(entry, warnings)?),
             "accounts" => {
                 let mut users = Vec::new();
                 self.accounts = super::accounts::parse_accounts(v, &mut users, warnings)?;

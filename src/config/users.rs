@@ -151,7 +151,13 @@ pub(super) fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOpti
                     message: format!("tls {:?} is not supported by tern yet", entry.key),
                 })
             }
-            _ => return Err(unknown_field(entry)),
+            _ if entry.referenced => {}
+            _ => {
+                return Err(ConfError {
+                    pos: entry.pos.clone(),
+                    message: format!("error parsing tls config, unknown field {:?}", entry.key),
+                })
+            }
         }
     }
     Ok(tls)
@@ -192,7 +198,7 @@ fn handshake_first(entry: &Entry) -> Result<(bool, Option<Duration>), ConfError>
 }
 
 /// A value's type as Go's `%T` names what nats-server's parser produced.
-fn go_type(v: &Value) -> &'static str {
+pub(super) fn go_type(v: &Value) -> &'static str {
     match v.kind {
         Kind::Bool(_) => "bool",
         Kind::Int(_) => "int64",
@@ -228,7 +234,7 @@ pub(super) fn permissions_block(v: &Value) -> Result<Permissions, ConfError> {
 }
 
 /// `"subject"`, `["a", "b"]` (both allow lists) or `{ allow: ..., deny: ... }`.
-fn subject_permission(v: &Value) -> Result<SubjectPermission, ConfError> {
+pub(super) fn subject_permission(v: &Value) -> Result<SubjectPermission, ConfError> {
     match &v.kind {
         Kind::Map(fields) => {
             let mut perm = SubjectPermission::default();
@@ -386,7 +392,8 @@ mod tests {
         .unwrap();
         assert_eq!(o.tls.unwrap().pinned_certs, ["ab01", "cd23"]);
         assert!(error(&format!("tls {{ {files}, ocsp_peer: true }}")).contains("not supported"));
-        assert!(error(&format!("tls {{ {files}, colour: red }}")).contains("unknown field"));
+        assert!(error(&format!("tls {{ {files}, colour: red }}"))
+            .ends_with("error parsing tls config, unknown field \"colour\""));
     }
 
     #[test]

@@ -401,6 +401,8 @@ impl Client {
                     // nats-server (2.12+) follows the first PONG after CONNECT with an INFO
                     // naming the account the connection is bound to.
                     self.connect_info_sent = true;
+                    // From now on it is told of changes (`connect_urls`, lame duck mode).
+                    self.conn.set_async_info(true);
                     let mut info = self.shared.info(self.conn.cid, self.addr);
                     info.connect_info = true;
                     info.remote_account = Some(self.account.name.to_string());
@@ -483,7 +485,9 @@ impl Client {
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
         self.shared.set_credentials(self.conn.cid, credentials);
-        self.conn.set_async_info(opts.protocol >= 1);
+        if opts.protocol < 1 {
+            self.conn.set_async_info(false);
+        }
         self.opts = opts;
         self.connected = true;
         self.send_ok();

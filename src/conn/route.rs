@@ -31,14 +31,17 @@ use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::route::Route;
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
-use crate::proto::route::{self as wire, PeerInfo, RouteConnect, RouteInfo, RouteOp};
+use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
+use crate::proto::subject;
 use crate::security::auth;
 use crate::state::Shared;
 
 /// nats-server sends a route its first PING after about a second (`firstPingInterval`).
 const FIRST_PING: Duration = Duration::from_secs(1);
-/// Route PINGs are at most this far apart (`routeMaxPingInterval`).
-const MAX_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest routed message taken. nats-server does not hold routes to its own
+/// `max_payload` (a peer's may be larger); tern bounds them generously instead, above any
+/// `max_payload` seen in practice.
+const ROUTE_MAX_PAYLOAD: usize = 64 << 20;
 /// How long a dial may take (`DEFAULT_ROUTE_DIAL`).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between attempts at an explicit route (`DEFAULT_ROUTE_CONNECT`).
@@ -70,6 +73,14 @@ pub async fn solicit(shared: Arc<Shared>, url: RouteUrl, retries: Option<u32>) {
                 let session = Session::new(shared.clone(), addr, Some(url.clone()));
                 debug!("{} - Route connect msg sent", session.desc);
                 let peer = session.run(stream).await;
+                // The URL leads back here: never dialed again, as nats-server gives it up.
+                if peer.as_deref() == Some(shared.server_id.as_str()) {
+                    debug!(
+                        "Detected route to self, ignoring \"nats-route://{}:{}\"",
+                        url.host, url.port
+                    );
+                    return;
+                }
                 // A duplicate of a live route: dial again only once that one is gone (both
                 // ends may have refused each other's connection; that is no failed attempt).
                 if let Some(id) = peer {
@@ -133,6 +144,8 @@ struct Session {
     solicited: Option<RouteUrl>,
     /// The peer's CONNECT was accepted (dialed routes need none).
     connected: bool,
+    /// The peer's CONNECT asked for `+OK` after each operation.
+    verbose: bool,
     /// Registered once the peer's INFO arrived.
     route: Option<Arc<Route>>,
     live: Liveness,
@@ -142,8 +155,24 @@ struct Session {
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
-    /// The peer's id, when this connection was refused as a duplicate of a live route.
+    /// The peer's id, when this connection was refused as a duplicate of a live route (or as
+    /// this server itself).
     duplicate: Option<String>,
+    /// The peer's client URLs, counted in our clients' `connect_urls` until the route closes
+    /// or the peer enters lame duck mode.
+    peer_urls: Vec<String>,
+    /// Interest the peer sent before its INFO, applied once the route registers.
+    early: Vec<EarlyInterest>,
+}
+
+/// An `RS+`/`RS-` that came before the route registered, owned.
+struct EarlyInterest {
+    add: bool,
+    origin: Option<Box<[u8]>>,
+    account: Box<[u8]>,
+    subject: Box<[u8]>,
+    queue: Option<Box<[u8]>>,
+    weight: u32,
 }
 
 impl Session {
@@ -161,6 +190,7 @@ impl Session {
             conn,
             desc,
             connected: solicited.is_some(),
+            verbose: false,
             solicited,
             route: None,
             live: Liveness::default(),
@@ -170,12 +200,14 @@ impl Session {
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
             duplicate: None,
+            peer_urls: Vec::new(),
+            early: Vec::new(),
             shared,
         }
     }
 
     /// Runs the connection until it closes; returns the peer's id when it was refused as a
-    /// duplicate of a live route.
+    /// duplicate of a live route or as this server itself.
     async fn run(mut self, stream: TcpStream) -> Option<String> {
         let (reader, writer) = transport::split_plain(stream);
         let cluster = self.cluster();
@@ -194,7 +226,7 @@ impl Session {
             };
             self.push(|b| connect.encode(b));
         }
-        let info = self.route_info(&cluster);
+        let info = self.shared.route_info();
         self.push(|b| info.encode(b));
         self.shared
             .tasks
@@ -207,39 +239,9 @@ impl Session {
         self.shared.opts().cluster.clone().unwrap_or_default()
     }
 
-    /// The INFO this server sends its routes.
-    fn route_info(&self, cluster: &ClusterOptions) -> RouteInfo {
-        let opts = self.shared.opts();
-        let addr = self.shared.cluster_addr();
-        RouteInfo {
-            server_id: self.shared.server_id.clone(),
-            server_name: self.shared.server_name.clone(),
-            version: protocol::NATS_SERVER_VERSION.to_string(),
-            proto: 2,
-            go: "tern".to_string(),
-            host: cluster.host.clone(),
-            port: addr.map_or(cluster.port, |a| a.port()),
-            headers: true,
-            auth_required: cluster.username.is_some(),
-            max_payload: opts.max_payload,
-            ip: cluster
-                .advertise
-                .as_ref()
-                .map(|a| format!("nats-route://{a}/")),
-            cluster: cluster.name.clone().unwrap_or_default(),
-            connect_urls: match cluster.no_advertise {
-                true => Vec::new(),
-                false => self.shared.client_urls(),
-            },
-            compression: "off".to_string(),
-            lnoc: true,
-            lnocu: true,
-            ..RouteInfo::default()
-        }
-    }
-
     async fn read_loop(&mut self, mut reader: ReadHalf, cluster: &ClusterOptions) -> CloseReason {
-        let interval = cluster.ping_interval.min(MAX_PING_INTERVAL);
+        let opts = self.shared.opts();
+        let (interval, ping_max) = (opts.route_ping_interval(), opts.route_ping_max());
         let mut ping = tokio::time::interval_at(Instant::now() + FIRST_PING, interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let auth_deadline = tokio::time::sleep(cluster.auth_timeout);
@@ -264,7 +266,7 @@ impl Session {
                     Err(_) => return CloseReason::ReadError,
                 },
                 _ = ping.tick() => {
-                    match self.live.on_timer(interval, cluster.ping_max, &self.desc) {
+                    match self.live.on_timer(interval, ping_max, &self.desc) {
                         Ok(true) => {
                             self.push(|b| b.extend_from_slice(protocol::PING));
                             Ok(())
@@ -300,7 +302,7 @@ impl Session {
         let opts = self.shared.opts();
         let mut consumed = 0;
         let result = loop {
-            match wire::parse(&buf[consumed..], opts.max_control_line, opts.max_payload) {
+            match wire::parse(&buf[consumed..], opts.max_control_line, ROUTE_MAX_PAYLOAD) {
                 Ok(Some((op, n))) => {
                     consumed += n;
                     if let Err(err) = self.handle(op) {
@@ -346,24 +348,24 @@ impl Session {
                 Err(ProtocolError::Malformed("route error"))
             }
             RouteOp::Sub(interest) => {
-                if let (Some(route), Some(account)) =
-                    (self.route.clone(), self.account(interest.account))
-                {
-                    route.add_interest(&account, &interest);
+                // nats-server's sublist refuses the subject: an -ERR, the route stays.
+                if !subject::is_valid_filter(interest.subject) {
+                    self.push(|b| protocol::encode_err(b, "Invalid Subscription"));
+                    return Ok(());
                 }
+                self.apply_interest(&interest, true);
+                self.send_ok();
                 Ok(())
             }
             RouteOp::Unsub(interest) => {
-                if let (Some(route), Some(account)) =
-                    (self.route.clone(), self.account(interest.account))
-                {
-                    route.remove_interest(&account, &interest);
-                }
+                self.apply_interest(&interest, false);
+                self.send_ok();
                 Ok(())
             }
             RouteOp::Msg(m) => {
                 self.in_msgs += 1;
                 self.in_bytes += m.message.len() as u64;
+                self.send_ok();
                 if self.route.is_none() {
                     return Ok(());
                 }
@@ -386,6 +388,36 @@ impl Session {
                 deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
                 Ok(())
             }
+        }
+    }
+
+    /// Adds or removes the peer's interest; kept until the route registers when it comes
+    /// between the peer's CONNECT and its INFO (nats-server takes it then too).
+    fn apply_interest(&mut self, interest: &Interest<'_>, add: bool) {
+        let Some(route) = self.route.clone() else {
+            self.early.push(EarlyInterest {
+                add,
+                origin: interest.origin.map(Into::into),
+                account: interest.account.into(),
+                subject: interest.subject.into(),
+                queue: interest.queue.map(Into::into),
+                weight: interest.weight,
+            });
+            return;
+        };
+        if let Some(account) = self.account(interest.account) {
+            match add {
+                true => route.add_interest(&account, interest),
+                false => route.remove_interest(&account, interest),
+            }
+        }
+    }
+
+    /// `+OK` after an operation, when the peer's CONNECT asked for `verbose` (nats-server reads
+    /// a route's CONNECT as a client's options).
+    fn send_ok(&mut self) {
+        if self.verbose {
+            self.push(|b| b.extend_from_slice(protocol::OK));
         }
     }
 
@@ -429,6 +461,7 @@ impl Session {
             ));
         }
         self.connected = true;
+        self.verbose = connect.verbose;
         Ok(())
     }
 
@@ -441,6 +474,9 @@ impl Session {
             if info.server_id == route.remote_id {
                 if info.ldm {
                     info!("{} - Route entering lame duck mode", self.desc);
+                    // Its clients will be closed: ours must not be sent there.
+                    self.shared
+                        .remove_peer_urls(&std::mem::take(&mut self.peer_urls));
                 }
                 return Ok(());
             }
@@ -461,6 +497,7 @@ impl Session {
         }
         if info.server_id == self.shared.server_id {
             debug!("{} - Detected route to self, ignoring", self.desc);
+            self.duplicate = Some(info.server_id.clone());
             return Err(ProtocolError::Malformed("route to self"));
         }
         let ours = self.cluster().name.unwrap_or_default();
@@ -485,14 +522,32 @@ impl Session {
             self.duplicate = Some(info.server_id.clone());
             return Err(ProtocolError::Malformed("duplicate route"));
         }
+        // A peer without header support gets messages with their headers stripped.
+        self.conn
+            .headers
+            .store(info.headers, std::sync::atomic::Ordering::Relaxed);
         self.desc = format!("{} - {:?}", self.desc, info.server_name);
         self.conn.set_desc(&self.desc);
         info!("{} - Route connection created", self.desc);
         self.route = Some(route.clone());
         self.shared.route_registered(&route, &info);
+        if !info.ldm {
+            self.peer_urls = info.connect_urls.clone();
+            self.shared.add_peer_urls(&self.peer_urls);
+        }
         // The whole of our interest, every account.
         for account in self.shared.router.accounts() {
             account.send_interest(&route);
+        }
+        for early in std::mem::take(&mut self.early) {
+            let interest = Interest {
+                origin: early.origin.as_deref(),
+                account: &early.account,
+                subject: &early.subject,
+                queue: early.queue.as_deref(),
+                weight: early.weight,
+            };
+            self.apply_interest(&interest, early.add);
         }
         Ok(())
     }
@@ -546,6 +601,8 @@ impl Session {
             let router = &self.shared.router;
             if router.routes().remove(&route) {
                 route.purge(|name| router.account(name));
+                self.shared
+                    .remove_peer_urls(&std::mem::take(&mut self.peer_urls));
                 self.shared.route_closed(&route);
             }
         }

@@ -92,6 +92,9 @@ pub struct Account {
     pub is_system: AtomicBool,
     /// The cluster's routes, told about changes of this account's local interest.
     routes: Arc<Routes>,
+    /// Queue subscriptions of routes in this account: while there are none, a queue member is
+    /// drawn without weighing each one.
+    route_queue_subs: AtomicUsize,
     /// Local interest by subject and queue group, kept while the server is in a cluster.
     /// Held while routes are told of a change, so that they hear changes in order; taken
     /// before a route's outbound lock.
@@ -168,6 +171,7 @@ impl Account {
     pub fn with_routes(name: &str, routes: Arc<Routes>) -> Account {
         Account {
             routes,
+            route_queue_subs: AtomicUsize::new(0),
             interest: Mutex::new(LocalInterest::default()),
             name: name.into(),
             sublist: RwLock::new(Sublist::new()),
@@ -222,8 +226,46 @@ impl Account {
         }
         self.generation.fetch_add(1, Ordering::Release);
         drop(sublist);
-        for sub in removed {
+        // As nats-server closes a client: plain subscriptions one by one, then each queue
+        // group once, with its weight after all of the connection's members left.
+        let (queued, plain): (Vec<_>, Vec<_>) =
+            removed.into_iter().partition(|s| s.queue.is_some());
+        for sub in plain {
             self.track_interest(sub, false);
+        }
+        self.untrack_queue_members(&queued);
+    }
+
+    /// Uncounts queue members from the interest routes hear of, announcing each group's final
+    /// weight once.
+    fn untrack_queue_members(&self, subs: &[&Arc<Subscription>]) {
+        if subs.is_empty() || !self.routes.enabled() {
+            return;
+        }
+        let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changes: Vec<(&Subscription, u32)> = Vec::new();
+        for sub in subs {
+            if !matches!(sub.target, Target::Client(_)) {
+                continue;
+            }
+            if let Some(count) = interest.remove(&sub.subject, &sub.queue) {
+                match changes
+                    .iter_mut()
+                    .find(|(s, _)| s.subject == sub.subject && s.queue == sub.queue)
+                {
+                    Some((_, last)) => *last = count,
+                    None => changes.push((sub, count)),
+                }
+            }
+        }
+        for (sub, count) in changes {
+            route::announce(
+                &self.routes,
+                self.name.as_bytes(),
+                &sub.subject,
+                sub.queue.as_deref(),
+                count,
+            );
         }
     }
 
@@ -231,7 +273,16 @@ impl Account {
     /// changes. Only in a cluster; routes' own interest and the server's internal
     /// subscriptions are not announced (one hop).
     fn track_interest(&self, sub: &Subscription, added: bool) {
-        if !self.routes.enabled() || !matches!(sub.target, Target::Client(_)) {
+        if !self.routes.enabled() {
+            return;
+        }
+        if matches!(sub.target, Target::Route(_)) && sub.queue.is_some() {
+            match added {
+                true => self.route_queue_subs.fetch_add(1, Ordering::Relaxed),
+                false => self.route_queue_subs.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+        if !matches!(sub.target, Target::Client(_)) {
             return;
         }
         let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
@@ -248,6 +299,12 @@ impl Account {
                 count,
             );
         }
+    }
+
+    /// Whether some route has a queue subscription here (queue members are then weighed).
+    #[inline]
+    pub fn has_route_queue_subs(&self) -> bool {
+        self.route_queue_subs.load(Ordering::Relaxed) > 0
     }
 
     /// Sends this account's whole local interest to a route that just registered.

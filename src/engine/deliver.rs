@@ -112,25 +112,46 @@ pub fn deliver_all(
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
 ) -> bool {
-    if matches.psubs.is_empty() && matches.qsubs.is_empty() {
-        return false;
-    }
+    // The common case, plain local subscribers only, takes no more than this loop.
     let mut delivered = false;
-    let mut routes: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
+    let mut routes = false;
     for sub in &matches.psubs {
         match &sub.target {
-            Target::Route(route) => {
-                if !out.from_route && !sub.closed.load(Ordering::Relaxed) {
-                    RouteFrame::note(&mut routes, route, None);
-                }
-            }
+            Target::Route(_) => routes = true,
             _ => delivered |= deliver(account, sub, msg, out, skip),
         }
     }
-    for group in &matches.qsubs {
-        delivered |= deliver_queue(account, group, msg, out, skip, &mut routes);
+    if matches.qsubs.is_empty() && (!routes || out.from_route) {
+        return delivered;
     }
-    for frame in routes {
+    deliver_groups_and_routes(account, matches, msg, out, skip, routes) | delivered
+}
+
+/// The rest of [`deliver_all`]: one member of each queue group, and one frame per route for
+/// the routes among the plain subscriptions (`routes`) and the groups' chosen members.
+fn deliver_groups_and_routes(
+    account: &Account,
+    matches: &Matches,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+    routes: bool,
+) -> bool {
+    let mut delivered = false;
+    let mut frames: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
+    if routes && !out.from_route {
+        for sub in &matches.psubs {
+            if let Target::Route(route) = &sub.target {
+                if !sub.closed.load(Ordering::Relaxed) {
+                    RouteFrame::note(&mut frames, route, None);
+                }
+            }
+        }
+    }
+    for group in &matches.qsubs {
+        delivered |= deliver_queue(account, group, msg, out, skip, &mut frames);
+    }
+    for frame in frames {
         frame.send(account, msg, out);
         delivered = true;
     }
@@ -138,8 +159,12 @@ pub fn deliver_all(
 }
 
 /// Delivers a message that came from a route: to every local plain subscriber, and to one
-/// local member of each queue group the sender named (and no other group), never back to a
-/// route. True when anyone took it.
+/// local member of each queue group the sender named (and no other group). Plain interest
+/// behind routes gets nothing (one hop); a named group with no member here that takes it goes
+/// on to a member behind a route, even the route it came from, as nats-server does
+/// (`processMsgResults` keeps such a member as `rsub`): the sender's view of the group was
+/// stale, and dropping would lose the message. A JetStream push delivery (`$JS.ACK.…@subject`
+/// reply) reaches local subscribers on the subject after the `@`. True when anyone took it.
 pub fn deliver_routed(
     account: &Account,
     matches: &Matches,
@@ -149,17 +174,48 @@ pub fn deliver_routed(
 ) -> bool {
     out.from_route = true;
     let mut delivered = false;
+    // Local subscribers of a JetStream push delivery get it on the subject its reply carries.
+    let split = msg.reply.and_then(route_wire::js_ack_delivery);
+    let local = match split {
+        Some((subject, reply)) => Message {
+            subject,
+            reply: Some(reply),
+            ..*msg
+        },
+        None => *msg,
+    };
     for sub in &matches.psubs {
         if !matches!(sub.target, Target::Route(_)) {
-            delivered |= deliver(account, sub, msg, out, None);
+            delivered |= deliver(account, sub, &local, out, None);
         }
     }
     if !queues.is_empty() {
-        let mut none = SmallVec::new();
+        let mut routes: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
         for group in &matches.qsubs {
-            if route_wire::queue_names(queues).any(|q| q == &*group.name) {
-                delivered |= deliver_queue(account, group, msg, out, None, &mut none);
+            if !route_wire::queue_names(queues).any(|q| q == &*group.name) {
+                continue;
             }
+            // With `from_route`, only members here are tried.
+            if deliver_queue(account, group, &local, out, None, &mut routes) {
+                delivered = true;
+                continue;
+            }
+            let behind_route = group.members.iter().find_map(|m| match &m.target {
+                Target::Route(route)
+                    if !m.closed.load(Ordering::Relaxed)
+                        && m.weight.load(Ordering::Relaxed) > 0 =>
+                {
+                    Some(route)
+                }
+                _ => None,
+            });
+            if let Some(route) = behind_route {
+                RouteFrame::note(&mut routes, route, Some(&group.name));
+            }
+        }
+        for frame in routes {
+            frame.send(account, msg, out);
+            delivered = true;
         }
     }
     out.from_route = false;
@@ -181,12 +237,24 @@ fn deliver_queue<'m>(
     if n == 0 {
         return false;
     }
+    // A route's member weighs its weight; 0 is never chosen (nats-server lists a remote
+    // group as many times as its weight).
     let weight = |s: &Subscription| match s.target {
-        Target::Route(_) => s.weight.load(Ordering::Relaxed).max(1) as usize,
+        Target::Route(_) => s.weight.load(Ordering::Relaxed) as usize,
         _ => 1,
     };
-    let total: usize = group.members.iter().map(|s| weight(s)).sum();
-    let start = if total == n {
+    // Without routes' members every member weighs 1: no need to look at each.
+    let (total, uniform) = match account.has_route_queue_subs() {
+        true => group.members.iter().fold((0, true), |(total, uniform), s| {
+            let w = weight(s);
+            (total + w, uniform && w == 1)
+        }),
+        false => (n, true),
+    };
+    if total == 0 {
+        return false;
+    }
+    let start = if uniform {
         fastrand::usize(..n)
     } else {
         // Walk to the member the draw falls on.
@@ -208,7 +276,7 @@ fn deliver_queue<'m>(
         let member = &group.members[(start + i) % n];
         match &member.target {
             Target::Route(route) => {
-                if out.from_route || member.closed.load(Ordering::Relaxed) {
+                if out.from_route || member.closed.load(Ordering::Relaxed) || weight(member) == 0 {
                     continue;
                 }
                 RouteFrame::note(routes, route, Some(&group.name));
@@ -255,15 +323,21 @@ impl<'m> RouteFrame<'m> {
 
     fn send(self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) {
         let to = &self.route.conn;
-        let appended = to.outbound.append(Some(msg.message.len()), |b| {
+        // A peer whose INFO said `headers: false` gets RMSG with the payload alone, as
+        // nats-server sends it.
+        let (header_len, message) = match msg.header_len {
+            Some(h) if !to.headers.load(Ordering::Relaxed) => (None, &msg.message[h..]),
+            header_len => (header_len, msg.message),
+        };
+        let appended = to.outbound.append(Some(message.len()), |b| {
             route_wire::encode_msg(
                 b,
                 account.name.as_bytes(),
                 msg.subject,
                 msg.reply,
                 &self.queues,
-                msg.header_len,
-                msg.message,
+                header_len,
+                message,
             )
         });
         if appended == Appended::ScheduleFlush {

@@ -64,9 +64,7 @@ impl Route {
         );
         let mut remote = self.remote();
         if let Some(existing) = remote.get(&key) {
-            existing
-                .weight
-                .store(interest.weight.max(1), Ordering::Relaxed);
+            existing.weight.store(interest.weight, Ordering::Relaxed);
             return;
         }
         let sub = Arc::new(Subscription::with_target(
@@ -75,7 +73,7 @@ impl Route {
             key.2.clone(),
             Bytes::new(),
         ));
-        sub.weight.store(interest.weight.max(1), Ordering::Relaxed);
+        sub.weight.store(interest.weight, Ordering::Relaxed);
         remote.insert(key, sub.clone());
         account.subscribe(sub);
     }
@@ -103,15 +101,12 @@ impl Route {
         }
     }
 
-    /// The peer's subscriptions (`subject` or `subject queue`), for `/routez?subs=1`.
+    /// The subjects of the peer's subscriptions (a queue group's without its name, as
+    /// nats-server lists them), for `/routez?subs=1`.
     pub fn remote_subjects(&self) -> Vec<String> {
-        let lossy = String::from_utf8_lossy;
         self.remote()
             .keys()
-            .map(|(_, subject, queue)| match queue {
-                Some(q) => format!("{} {}", lossy(subject), lossy(q)),
-                None => lossy(subject).into_owned(),
-            })
+            .map(|(_, subject, _)| String::from_utf8_lossy(subject).into_owned())
             .collect()
     }
 

@@ -1,15 +1,18 @@
 //! `/varz`: the server's identity, limits and counters, with nats-server's field names and
-//! units (durations in nanoseconds, timeouts in seconds, times in RFC 3339). Features tern does
-//! not have (cluster, gateway, leaf nodes, JetStream, ...) are reported as nats-server reports
-//! them when they are off.
+//! units (durations in nanoseconds, timeouts in seconds, times in RFC 3339). The `cluster`
+//! object shows the cluster options as nats-server shows them; features tern does not have
+//! (gateway, leaf nodes, JetStream, ...) are reported as nats-server reports them when they are
+//! off.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{rfc3339, seconds, uptime};
+use crate::config::cluster::{ClusterOptions, RouteUrl};
+use crate::config::Options;
 use crate::engine::stats::Totals;
 use crate::monitor::http::Response;
 use crate::proto::protocol;
@@ -40,9 +43,9 @@ pub struct Varz {
     pub max_control_line: usize,
     pub max_payload: usize,
     pub max_pending: usize,
-    pub cluster: Empty,
-    pub gateway: Empty,
-    pub leaf: Empty,
+    pub cluster: ClusterVarz,
+    pub gateway: WriteDeadlineVarz,
+    pub leaf: WriteDeadlineVarz,
     pub mqtt: Empty,
     pub websocket: Empty,
     pub jetstream: Empty,
@@ -87,6 +90,44 @@ pub struct Varz {
     pub slow_consumer_stats: KindStats,
     pub stale_connection_stats: KindStats,
     pub disk_io_wait_stats: DiskIoWaitStats,
+}
+
+/// `cluster` (nats-server's `ClusterOptsVarz`): `{}` without a cluster; each field is left
+/// out when empty, as nats-server's `omitempty` does.
+#[derive(Debug, Default, Serialize)]
+pub struct ClusterVarz {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_timeout: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_timeout: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_deadline: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_timeout: Option<String>,
+}
+
+/// `gateway` and `leaf`: `{}`, except that nats-server 2.15.1 fills their `write_deadline` and
+/// `write_timeout` from the cluster's (its `/varz` reads the cluster options for all three).
+#[derive(Debug, Default, Serialize)]
+pub struct WriteDeadlineVarz {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_deadline: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_timeout: Option<String>,
 }
 
 /// A feature block for a feature that is off: `{}`.
@@ -153,9 +194,16 @@ pub fn build(shared: &Shared) -> Varz {
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
         max_pending: opts.max_pending,
-        cluster: Empty {},
-        gateway: Empty {},
-        leaf: Empty {},
+        cluster: ClusterVarz {
+            // The bound port, when `-1` asked for a random one.
+            cluster_port: shared
+                .cluster_addr()
+                .map(|a| a.port())
+                .or(cluster(&opts).cluster_port),
+            ..cluster(&opts)
+        },
+        gateway: cluster_write_deadline(&opts),
+        leaf: cluster_write_deadline(&opts),
         mqtt: Empty {},
         websocket: Empty {},
         jetstream: Empty {},
@@ -217,6 +265,62 @@ pub fn build(shared: &Shared) -> Varz {
     }
 }
 
+/// The `cluster` object. nats-server shows the port it bound (for `-1`) and the name it made up
+/// when none is configured; until the route listener records them in the shared state, the
+/// configured port and name are shown.
+pub fn cluster(opts: &Options) -> ClusterVarz {
+    let Some(cluster) = &opts.cluster else {
+        return ClusterVarz::default();
+    };
+    let tls = cluster.tls.as_ref();
+    ClusterVarz {
+        name: cluster.name.clone(),
+        addr: Some(cluster.host.clone()),
+        cluster_port: Some(cluster.port),
+        auth_timeout: Some(seconds(cluster.auth_timeout)),
+        urls: cluster.routes.iter().map(route_host_port).collect(),
+        tls_timeout: Some(seconds(tls.map_or(Duration::from_secs(2), |t| t.timeout))),
+        // Routes always verify their peer's certificate.
+        tls_required: tls.is_some(),
+        tls_verify: tls.is_some(),
+        pool_size: Some(cluster.pool_size),
+        write_deadline: (!cluster.write_deadline.is_zero())
+            .then_some(cluster.write_deadline.as_nanos() as u64),
+        write_timeout: write_timeout(cluster),
+    }
+}
+
+/// `gateway` and `leaf`, with the cluster's write deadline as nats-server shows it there.
+fn cluster_write_deadline(opts: &Options) -> WriteDeadlineVarz {
+    let cluster = opts.cluster.as_ref();
+    WriteDeadlineVarz {
+        write_deadline: cluster
+            .filter(|c| !c.write_deadline.is_zero())
+            .map(|c| c.write_deadline.as_nanos() as u64),
+        write_timeout: cluster.and_then(write_timeout),
+    }
+}
+
+/// `write_timeout` unless it is nats-server's default policy.
+fn write_timeout(cluster: &ClusterOptions) -> Option<String> {
+    cluster
+        .write_timeout
+        .clone()
+        .filter(|policy| policy != "default")
+}
+
+/// A route URL's `host:port` (Go's `URL.Host`), as `/varz` lists it.
+fn route_host_port(route: &RouteUrl) -> String {
+    let host = match route.host.contains(':') {
+        true => format!("[{}]", route.host),
+        false => route.host.clone(),
+    };
+    match route.port {
+        0 => host,
+        port => format!("{host}:{port}"),
+    }
+}
+
 /// JetStream feature flags, as nats-server 2.15.1 reports them with JetStream off.
 pub fn feature_flags() -> BTreeMap<&'static str, bool> {
     BTreeMap::from([
@@ -272,6 +376,55 @@ fn cpu_percent(state: &MonitorState, started: Instant) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_as_nats_server_shows_it() {
+        use crate::config::cluster::{route_url, ClusterOptions};
+        use crate::config::TlsOptions;
+
+        let json = |opts: &Options| serde_json::to_value(cluster(opts)).unwrap();
+        assert_eq!(json(&Options::default()), serde_json::json!({}));
+        // What nats-server 2.15.1 showed for `cluster { port: -1, tls { ..., timeout: 3 } }`
+        // (less the port it bound and the name it made up, and `tls_cert_not_after`).
+        let opts = Options {
+            cluster: Some(ClusterOptions {
+                tls: Some(TlsOptions {
+                    timeout: Duration::from_secs(3),
+                    ..TlsOptions::default()
+                }),
+                auth_timeout: Duration::from_secs(4),
+                ..ClusterOptions::default()
+            }),
+            ..Options::default()
+        };
+        assert_eq!(
+            json(&opts),
+            serde_json::json!({"addr": "0.0.0.0", "cluster_port": 0, "auth_timeout": 4,
+                "tls_timeout": 3, "tls_required": true, "tls_verify": true, "pool_size": 3})
+        );
+        let opts = Options {
+            cluster: Some(ClusterOptions {
+                routes: vec![route_url("nats-route://u:p@h:4").unwrap()],
+                auth_timeout: Duration::from_millis(500),
+                pool_size: -1,
+                write_deadline: Duration::from_secs(3),
+                write_timeout: Some("default".into()),
+                ..ClusterOptions::default()
+            }),
+            ..Options::default()
+        };
+        let cluster = json(&opts);
+        assert_eq!(cluster["urls"], serde_json::json!(["h:4"]));
+        assert_eq!(cluster["auth_timeout"], serde_json::json!(0.5));
+        assert_eq!(cluster["pool_size"], -1);
+        assert_eq!(cluster["write_deadline"], 3_000_000_000u64);
+        assert!(cluster.get("write_timeout").is_none());
+        let gateway = serde_json::to_value(cluster_write_deadline(&opts)).unwrap();
+        assert_eq!(
+            gateway,
+            serde_json::json!({"write_deadline": 3_000_000_000u64})
+        );
+    }
 
     #[test]
     fn proc_readings() {

@@ -63,6 +63,16 @@ pub struct Info {
     /// The random challenge an nkey user signs in CONNECT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The cluster's name, when the server is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Where clients may reconnect: this server's client URLs, then every route peer's
+    /// (absent until the first route registers, and with `cluster.no_advertise`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
+    /// Lame duck mode: the server is about to go away.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
     /// Set in the INFO that follows the first PONG after CONNECT (protocol 1 clients).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub connect_info: bool,
@@ -72,9 +82,6 @@ pub struct Info {
     /// The connection is bound to the system account; in the post-CONNECT INFO only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub acc_is_sys: bool,
-    /// Lame duck mode: the server is about to go away.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ldm: bool,
 }
 
 impl Info {

@@ -53,7 +53,8 @@ pub struct Interest<'a> {
     pub subject: &'a [u8],
     /// The queue group.
     pub queue: Option<&'a [u8]>,
-    /// For a queue `RS+`/`LS+`: how many members the peer has (an absolute count).
+    /// For a queue `RS+`/`LS+`: how many members the peer has (an absolute count); 0 (also for
+    /// a weight that is no number) is a group never chosen, as in nats-server.
     pub weight: u32,
 }
 
@@ -74,6 +75,25 @@ pub struct RoutedMsg<'a> {
     pub header_len: Option<usize>,
     /// Headers and payload.
     pub message: &'a [u8],
+}
+
+/// A JetStream push delivery from a peer: a `$JS.ACK.` reply that carries the subject the
+/// message was stored on after the first `@` that follows its eight dots
+/// (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>@<subject>`). Local
+/// clients get it on that subject with the reply before the `@` (nats-server's
+/// `processMsgResults`). `None` for any other reply, or an `@` at the very end.
+pub fn js_ack_delivery(reply: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !reply.starts_with(b"$JS.ACK.") {
+        return None;
+    }
+    let mut dots = 0;
+    let at = reply.iter().position(|&b| {
+        if b == b'.' {
+            dots += 1;
+        }
+        b == b'@' && dots >= 8
+    })?;
+    (at + 1 < reply.len()).then(|| (&reply[at + 1..], &reply[..at]))
 }
 
 /// The queue names of a routed message, one at a time.
@@ -113,6 +133,26 @@ pub fn parse<'a>(
         return Err(ProtocolError::MaxControlLine);
     }
     let upper = name.to_ascii_uppercase();
+    // nats-server's parser wants a space after the name of an operation with arguments: a bare
+    // `RS+` is an unknown operation, not bad arguments.
+    let bare = line.len() == name.len();
+    if bare
+        && matches!(
+            upper.as_slice(),
+            b"RS+"
+                | b"LS+"
+                | b"RS-"
+                | b"LS-"
+                | b"RMSG"
+                | b"HMSG"
+                | b"LMSG"
+                | b"SUB"
+                | b"UNSUB"
+                | b"PUB"
+        )
+    {
+        return Err(ProtocolError::UnknownOperation);
+    }
     let op = match upper.as_slice() {
         b"PING" => RouteOp::Ping,
         b"PONG" => RouteOp::Pong,
@@ -120,10 +160,16 @@ pub fn parse<'a>(
         b"-ERR" => RouteOp::Err(rest),
         b"INFO" => RouteOp::Info(rest),
         b"CONNECT" => RouteOp::Connect(rest),
-        b"RS+" | b"LS+" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
-        b"RS-" | b"LS-" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
-        b"RMSG" | b"HMSG" | b"LMSG" => {
-            let Some((msg, size)) = routed(rest, &upper)? else {
+        // nats-server's parser reads a client's SUB/UNSUB on a route as RS+/RS- (so `SUB foo 1`
+        // is interest in subject `1` of account `foo`) and a PUB as a message of no account.
+        b"RS+" | b"LS+" | b"SUB" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
+        b"RS-" | b"LS-" | b"UNSUB" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
+        b"RMSG" | b"HMSG" | b"LMSG" | b"PUB" => {
+            let parsed = match upper.as_slice() {
+                b"PUB" => client_pub(rest),
+                _ => routed(rest, &upper)?,
+            };
+            let Some((msg, size)) = parsed else {
                 return Err(ProtocolError::Malformed("processRoutedMsgArgs Parse Error"));
             };
             if size > max_payload {
@@ -142,6 +188,26 @@ pub fn parse<'a>(
         _ => return Err(ProtocolError::UnknownOperation),
     };
     Ok(Some((op, line_end)))
+}
+
+/// `PUB subj [reply] size` on a route: a message of no account, which no one gets.
+fn client_pub(rest: &[u8]) -> Option<(RoutedMsg<'_>, usize)> {
+    let args: SmallVec<[&[u8]; 4]> = split(rest).collect();
+    let (subject, reply, size) = match args[..] {
+        [subject, size] => (subject, None, size),
+        [subject, reply, size] => (subject, Some(reply), size),
+        _ => return None,
+    };
+    let msg = RoutedMsg {
+        origin: None,
+        account: &rest[..0],
+        subject,
+        reply,
+        queues: &rest[..0],
+        header_len: None,
+        message: &rest[..0],
+    };
+    Some((msg, parse_size(size)?))
 }
 
 /// `RS+ acc subj [queue weight]`, `LS+ origin acc subj [queue weight]`, and the `-` forms
@@ -166,7 +232,8 @@ fn interest(rest: &[u8], leaf: bool, add: bool) -> Result<Interest<'_>, Protocol
     let (account, subject, queue, weight) = match (add, args) {
         (_, [account, subject]) => (*account, *subject, None, 1),
         (true, [account, subject, queue, weight]) => {
-            let weight = parse_u32(weight).ok_or(err.clone())?;
+            // nats-server reads a weight that is no number as -1: a member never chosen.
+            let weight = parse_u32(weight).unwrap_or(0);
             (*account, *subject, Some(*queue), weight)
         }
         (false, [account, subject, queue]) => (*account, *subject, Some(*queue), 1),
@@ -383,7 +450,11 @@ pub struct RouteInfo {
     /// This server's client URLs (`host:port`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,
-    /// Never compressed.
+    /// Lame duck mode: sent once, when this server enters it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
+    /// Never compressed (`off`); left out of the lame duck INFO, as nats-server does.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub compression: String,
     /// Leaf-origin interest and messages are understood.
     pub lnoc: bool,
@@ -392,9 +463,6 @@ pub struct RouteInfo {
     /// How a gossiped route was made (see the research notes, §1.6).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip_mode: Option<u8>,
-    /// Lame duck mode.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ldm: bool,
 }
 
 impl RouteInfo {
@@ -516,6 +584,22 @@ mod tests {
     }
 
     #[test]
+    fn jetstream_ack_replies_carry_the_subject() {
+        let reply = b"$JS.ACK.S.C.1.1.1.1796124011950481133.0@orders.new";
+        assert_eq!(
+            js_ack_delivery(reply),
+            Some((
+                &b"orders.new"[..],
+                &b"$JS.ACK.S.C.1.1.1.1796124011950481133.0"[..]
+            ))
+        );
+        // Fewer than eight dots before the `@`, nothing after it, or another prefix.
+        assert_eq!(js_ack_delivery(b"$JS.ACK.a.b@short"), None);
+        assert_eq!(js_ack_delivery(b"$JS.ACK.S.C.1.1.1.1.0@"), None);
+        assert_eq!(js_ack_delivery(b"_INBOX.a.b.c.d.e.f.g.h@x"), None);
+    }
+
+    #[test]
     fn interest_in_every_form() {
         let sub = |origin, account, subject, queue, weight| Interest {
             origin,
@@ -547,8 +631,27 @@ mod tests {
         // A queue RS+ without its weight closes the route, as in nats-server.
         assert!(parse(b"RS+ $G foo q\r\n", 4096, 1 << 20).is_err());
         assert!(parse(b"RS+ $G\r\n", 4096, 1 << 20).is_err());
+        // A client's SUB is read as RS+ (account `foo`, subject `1`), as nats-server does.
         assert_eq!(
-            parse(b"SUB foo 1\r\n", 4096, 1 << 20),
+            one(b"SUB foo 1\r\n"),
+            RouteOp::Sub(sub(None, b"foo", b"1", None, 1))
+        );
+        assert!(parse(b"UNSUB 1\r\n", 4096, 1 << 20).is_err());
+        // No space after the name: an unknown operation (-ERR), not bad arguments (silent).
+        for bare in [
+            &b"RS+\r\n"[..],
+            b"RS-\r\n",
+            b"LS+\r\n",
+            b"RMSG\r\n",
+            b"HMSG\r\n",
+        ] {
+            assert_eq!(
+                parse(bare, 4096, 1 << 20),
+                Err(ProtocolError::UnknownOperation)
+            );
+        }
+        assert_ne!(
+            parse(b"RS+ \r\n", 4096, 1 << 20),
             Err(ProtocolError::UnknownOperation)
         );
     }

@@ -40,6 +40,14 @@ impl ServerTls {
     /// Builds every TLS configuration `opts` asks for. An error names the `tls` block's
     /// position in the configuration file, as nats-server reports it at load time.
     pub fn build(opts: &Options) -> Result<ServerTls, String> {
+        // The route TLS is checked here too, where nats-server checks it (loading the file);
+        // route connections make their own configuration from it.
+        if let Some(tls) = opts.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+            server_config(tls).map_err(|message| match &tls.defined_at {
+                Some(at) => format!("{at}: {message}"),
+                None => message,
+            })?;
+        }
         let Some(tls) = &opts.tls else {
             return Ok(ServerTls::default());
         };
@@ -457,6 +465,16 @@ mod tests {
         let (cert, key) = (fixtures.join("ec.pem"), fixtures.join("ec-sec1.key"));
         let files = format!("cert_file: {cert:?}, key_file: {key:?}");
         assert!(file_error(&format!("tls {{ {files}, verify: true }}")).contains("CA certificate"));
+        // The route TLS, checked as nats-server checks it when it loads the file.
+        assert_eq!(
+            file_error("cluster {\n  port: -1\n  tls { cert_file: /nope.pem, key_file: /nope.key }\n}"),
+            "test.conf:3:3: error parsing X509 certificate/key pair: open /nope.pem: no such file or directory"
+        );
+        let cluster = format!("cluster {{ port: -1, tls {{ {files} }} }}");
+        let file = conf::parse_str(&cluster, Path::new("test.conf")).unwrap();
+        let mut opts = Options::default();
+        opts.apply_file(&file, &mut Vec::new()).unwrap();
+        assert!(ServerTls::build(&opts).unwrap().clients.is_none());
         assert_eq!(
             flags_error(&["--tls"]),
             "TLS Server certificate must be present and valid"

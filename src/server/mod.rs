@@ -300,22 +300,14 @@ fn client_urls(host: &str, addr: SocketAddr) -> Vec<String> {
 }
 
 /// nats-server's lame duck mode, after the listener is closed: an INFO with `ldm` to every
-/// client that takes asynchronous INFO, a grace period, then the clients closed one by one
+/// route and to every client that takes asynchronous INFO, a grace period, then the clients closed one by one
 /// spread over `lame_duck_duration`.
 async fn lame_duck_mode(shared: &Shared) {
     info!("Entering lame duck mode, stop accepting new clients");
     let opts = shared.opts();
-    for conn in shared.router.connections_snapshot() {
-        if conn.async_info() {
-            let mut info = shared.info(conn.cid, shared.addr);
-            info.ldm = true;
-            if conn.outbound.append(None, |b| info.encode(b))
-                == crate::engine::outbound::Appended::ScheduleFlush
-            {
-                conn.outbound.wake_writer();
-            }
-        }
-    }
+    shared.send_lame_duck_to_routes();
+    // In lame duck mode, the INFO has `ldm` and only the other servers' client URLs.
+    shared.push_client_info();
     tokio::time::sleep(opts.lame_duck_grace_period).await;
     let conns = shared.router.connections_snapshot();
     if conns.is_empty() {

@@ -47,9 +47,13 @@ pub fn system_account_name(opts: &Options) -> Option<&str> {
     Some(opts.system_account.as_deref().unwrap_or(SYSTEM_ACCOUNT))
 }
 
-/// What nats-server finds wrong with the accounts only when it starts (not with `-t`): a
-/// `no_auth_user` that names no user, a `system_account` that names no account.
+/// What nats-server finds wrong only when it starts (not with `-t`): a `no_auth_user` that
+/// names no user, a `system_account` that names no account, and the cluster's checks
+/// (`config::cluster::check_at_start`).
 pub fn check(opts: &Options) -> Result<(), String> {
+    if let Some(cluster) = &opts.cluster {
+        crate::config::cluster::check_at_start(cluster)?;
+    }
     if let Some(user) = opts.no_auth_user.as_deref() {
         let known = opts
             .users

@@ -110,6 +110,7 @@ impl Shared {
             .server_name
             .clone()
             .unwrap_or_else(|| server_id.clone());
+        cluster::check(&opts)?;
         let router = Router::new();
         if opts.cluster.is_some() {
             // Accounts count their local interest for routes from the first subscription.
@@ -217,10 +218,12 @@ impl Shared {
             client_id: cid,
             client_ip: client.ip().to_string(),
             nonce: None,
+            cluster: opts.cluster.as_ref().and_then(|c| c.name.clone()),
+            connect_urls: self.connect_urls(),
+            ldm: self.in_lame_duck_mode(),
             connect_info: false,
             remote_account: None,
             acc_is_sys: false,
-            ldm: false,
         }
     }
 
@@ -252,6 +255,7 @@ impl Shared {
         fixed("HTTPHost", &old.http_host, &new.http_host)?;
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
+        check_cluster_reload(&old, &new)?;
         let (old_system, new_system) = (
             accounts::system_account_name(&old).unwrap_or_default(),
             accounts::system_account_name(&new).unwrap_or_default(),
@@ -385,4 +389,132 @@ fn new_server_id() -> String {
         id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
     }
     id
+}
+
+/// The cluster options that cannot change on reload. nats-server refuses a new cluster host or
+/// port with these words. It reloads a new cluster name or route TLS; tern cannot apply them
+/// to running routes, so it refuses them too, in the same words. Routes and route
+/// authorization may change.
+fn check_cluster_reload(old: &Options, new: &Options) -> Result<(), String> {
+    // nats-server's view: no cluster is host "" and port 0; a random port is -1.
+    let listen = |o: &Options| {
+        o.cluster.as_ref().map_or((String::new(), 0), |c| {
+            let port = match c.port {
+                0 => -1,
+                port => i32::from(port),
+            };
+            (c.host.clone(), port)
+        })
+    };
+    let ((old_host, old_port), (new_host, new_port)) = (listen(old), listen(new));
+    if old_host != new_host {
+        return Err(format!(
+            "config reload not supported for cluster host: old={old_host}, new={new_host}"
+        ));
+    }
+    if old_port != new_port {
+        return Err(format!(
+            "config reload not supported for cluster port: old={old_port}, new={new_port}"
+        ));
+    }
+    let name = |o: &Options| {
+        o.cluster
+            .as_ref()
+            .and_then(|c| c.name.clone())
+            .unwrap_or_default()
+    };
+    if name(old) != name(new) {
+        return Err(format!(
+            "config reload not supported for cluster name: old={}, new={}",
+            name(old),
+            name(new)
+        ));
+    }
+    // Where the block is written does not matter, only what it says.
+    let tls = |o: &Options| {
+        o.cluster
+            .as_ref()
+            .and_then(|c| c.tls.clone())
+            .map(|t| crate::config::TlsOptions {
+                defined_at: None,
+                ..t
+            })
+    };
+    if tls(old) != tls(new) {
+        return Err("config reload not supported for cluster TLS".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::cluster::{route_url, ClusterOptions};
+
+    fn with(cluster: Option<ClusterOptions>) -> Options {
+        Options {
+            cluster,
+            ..Options::default()
+        }
+    }
+
+    fn listen(host: &str, port: u16) -> ClusterOptions {
+        ClusterOptions {
+            name: Some("a".into()),
+            host: host.into(),
+            port,
+            ..ClusterOptions::default()
+        }
+    }
+
+    #[test]
+    fn cluster_reload_refusals_in_nats_server_words() {
+        let old = with(Some(listen("127.0.0.1", 16301)));
+        let refused = |new: Option<ClusterOptions>| check_cluster_reload(&old, &with(new));
+        // As nats-server 2.15.1 logs them.
+        assert_eq!(
+            refused(Some(listen("127.0.0.1", 16302))).unwrap_err(),
+            "config reload not supported for cluster port: old=16301, new=16302"
+        );
+        assert_eq!(
+            refused(Some(listen("0.0.0.0", 16301))).unwrap_err(),
+            "config reload not supported for cluster host: old=127.0.0.1, new=0.0.0.0"
+        );
+        assert_eq!(
+            refused(None).unwrap_err(),
+            "config reload not supported for cluster host: old=127.0.0.1, new="
+        );
+        assert_eq!(
+            check_cluster_reload(&with(None), &old).unwrap_err(),
+            "config reload not supported for cluster host: old=, new=127.0.0.1"
+        );
+        // nats-server reloads these two; tern refuses them.
+        let renamed = ClusterOptions {
+            name: Some("b".into()),
+            ..listen("127.0.0.1", 16301)
+        };
+        assert_eq!(
+            refused(Some(renamed)).unwrap_err(),
+            "config reload not supported for cluster name: old=a, new=b"
+        );
+        let tls = ClusterOptions {
+            tls: Some(Default::default()),
+            ..listen("127.0.0.1", 16301)
+        };
+        assert!(refused(Some(tls)).is_err());
+        // Routes, route credentials and the rest may change.
+        let changed = ClusterOptions {
+            routes: vec![route_url("nats-route://127.0.0.1:16309").unwrap()],
+            username: Some("u".into()),
+            password: Some("p".into()),
+            no_advertise: true,
+            pool_size: 5,
+            compression: "off".into(),
+            ..listen("127.0.0.1", 16301)
+        };
+        assert!(refused(Some(changed)).is_ok());
+        // A random port stays random.
+        let random = with(Some(listen("127.0.0.1", 0)));
+        assert!(check_cluster_reload(&random, &random.clone()).is_ok());
+    }
 }

@@ -1,0 +1,158 @@
+//! A cluster of server processes on loopback for tests: nodes of cluster `C1` started from a
+//! binary (tern or nats-server), real clients on them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::process::{wait_for_log, Process, Scratch};
+
+pub const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+/// How long a cluster may take to form and propagate interest.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// One server of a test cluster.
+pub struct Node {
+    pub process: Process,
+    pub name: String,
+    /// Client `host:port`.
+    pub client: String,
+    /// Route `host:port`.
+    pub route: String,
+    /// Monitor `host:port`, when configured.
+    pub monitor: Option<String>,
+}
+
+/// Starts `binary` as server `name` of cluster `C1`, routing to `seeds`.
+pub fn node(scratch: &Scratch, binary: &Path, name: &str, seeds: &[&Node]) -> Node {
+    node_with(scratch, binary, name, seeds, "")
+}
+
+/// As [`node`], with `extra` lines of configuration.
+pub fn node_with(
+    scratch: &Scratch,
+    binary: &Path,
+    name: &str,
+    seeds: &[&Node],
+    extra: &str,
+) -> Node {
+    let routes: Vec<&str> = seeds.iter().map(|s| s.route.as_str()).collect();
+    node_routed(scratch, binary, name, &routes, extra)
+}
+
+/// As [`node_with`], routing to the route `host:port`s in `routes`. Lines of `extra` written
+/// `cluster.key: value` go into the cluster block.
+pub fn node_routed(
+    scratch: &Scratch,
+    binary: &Path,
+    name: &str,
+    routes: &[&str],
+    extra: &str,
+) -> Node {
+    let routes: Vec<String> = routes
+        .iter()
+        .map(|r| format!("\"nats-route://{r}\""))
+        .collect();
+    // Lines of `extra` written `cluster.key: value` go into the cluster block.
+    let (inside, outside): (Vec<&str>, Vec<&str>) =
+        extra.lines().partition(|l| l.starts_with("cluster."));
+    let inside: String = inside
+        .iter()
+        .map(|l| format!(", {}", l.trim_start_matches("cluster.")))
+        .collect();
+    let config = scratch.0.join(format!("{name}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:-1\nserver_name: {name}\n{}\n\
+             cluster {{ name: C1, listen: 127.0.0.1:-1, routes: [{}]{inside} }}\n",
+            outside.join("\n"),
+            routes.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = scratch.0.join(format!("{name}.log"));
+    let (process, _) = Process::start(
+        Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .arg("-l")
+            .arg(&log),
+        &log,
+    );
+    let text = wait_for_log(&log, "the route listener", |t| {
+        t.contains("Listening for route connections on ")
+    });
+    let after = |marker: &str| {
+        let line = text.lines().find(|l| l.contains(marker)).unwrap();
+        line.rsplit(' ').next().unwrap().trim().to_string()
+    };
+    Node {
+        process,
+        name: name.to_string(),
+        client: after("Listening for client connections on "),
+        route: after("Listening for route connections on "),
+        monitor: text.contains("monitor on ").then(|| after("monitor on ")),
+    }
+}
+
+pub async fn client(node: &Node) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .name(&node.name)
+        .connect(format!("nats://{}", node.client))
+        .await
+        .unwrap()
+}
+
+/// Publishes probes on `subject` from `publisher` until `subscriber` receives one: the
+/// cluster has formed and propagated that interest. Panics after `SETTLE`.
+pub async fn until_routed(
+    publisher: &async_nats::Client,
+    subscriber: &mut async_nats::Subscriber,
+    subject: &str,
+) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        publisher
+            .publish(subject.to_string(), "probe".into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subject}: interest never arrived"
+        );
+    }
+    // Drain probes still in flight.
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(300), subscriber.next()).await
+    {}
+}
+
+/// The JSON document at `path` of `node`'s monitor.
+pub fn monitor_json(node: &Node, path: &str) -> serde_json::Value {
+    let addr = node.monitor.as_deref().expect("a node with a monitor");
+    let (status, body) = super::process::http_get(addr, path).expect("the monitor answers");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `probe` until it returns `want`; returns the last value (compare it with `want`).
+pub fn converge<T: PartialEq>(want: &T, mut probe: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let got = probe();
+        if got == *want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
