@@ -35,6 +35,12 @@
 //! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
 //!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
 //!   one task fed by `state::events`.
+//! - [`jetstream`]: JetStream on one server: its configuration resolved at start (store
+//!   directory, limits) and what it logs; a pure core ([`jetstream::store`] behind the
+//!   `StreamStore` trait with the memory store, [`jetstream::stream`], [`jetstream::consumer`]
+//!   (pull consumers), [`jetstream::api`]) that takes time as input, [`jetstream::filestore`]
+//!   (the append-only file store and its recovery), and [`jetstream::service`], the task
+//!   behind its internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.
@@ -64,6 +70,7 @@
 pub mod config;
 pub mod conn;
 pub mod engine;
+pub mod jetstream;
 pub mod logging;
 pub mod monitor;
 pub mod proto;

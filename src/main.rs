@@ -227,7 +227,10 @@ async fn serve(
     let ports_dir = opts.ports_file_dir.clone();
     let server = match Server::bind_with(opts, tls).await {
         Ok(server) => server,
-        Err(err) if err.to_string().starts_with("Can't start monitoring:") => {
+        Err(err)
+            if err.to_string().starts_with("Can't start monitoring:")
+                || err.to_string().starts_with(server::JETSTREAM_START_ERROR) =>
+        {
             error!(target: FATAL, "{err}");
             return ExitCode::FAILURE;
         }
@@ -262,6 +265,12 @@ async fn serve(
             host_for_log(http_host),
             addr.port()
         );
+    }
+    if let Some(js) = server.jetstream() {
+        for line in js.banner() {
+            info!("{line}");
+        }
+        info!("Took {:?} to start JetStream", js.start_took);
     }
     let addr = server.local_addr();
     info!(

@@ -182,8 +182,9 @@ fn harness_style_config_with_ports_file() {
         &format!(
             "host: 127.0.0.1\nport: -1\nhttp: 127.0.0.1:-1\nleafnodes {{\n  listen: 127.0.0.1:-1\n}}\n\
              server_tags [\n  \"id:abc\"\n]\nports_file_dir: {}\nmax_payload: 4KB\n\
-             jetstream {{\n  store_dir: '/tmp/nowhere'\n}}\n",
-            ports.display()
+             jetstream {{\n  store_dir: '{}'\n}}\n",
+            ports.display(),
+            scratch.0.join("js").display()
         ),
     );
     let (mut server, log, port) = start(&scratch, &config, &[]);

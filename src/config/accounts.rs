@@ -24,6 +24,9 @@ pub struct AccountConfig {
     pub imports: Vec<Import>,
     /// Its subject mappings.
     pub mappings: Vec<MappingConfig>,
+    /// `jetstream: enabled` (or an empty `jetstream {}`): JetStream is on for it when the
+    /// server runs JetStream.
+    pub jetstream: bool,
 }
 
 /// Stream (messages flow out) or service (requests flow in, responses out).
@@ -122,6 +125,7 @@ pub fn parse_accounts(
             exports: Vec::new(),
             imports: Vec::new(),
             mappings: Vec::new(),
+            jetstream: false,
         };
         let Kind::Map(fields) = &entry.value.kind else {
             // `accounts { A: {} }` and a bare name both make an empty account.
@@ -151,7 +155,24 @@ pub fn parse_accounts(
                 "default_permissions" | "default_permission" => {
                     default_permissions = Some(Arc::new(users::permissions_block(v)?));
                 }
-                "jetstream" | "limits" | "nkey" => {
+                "jetstream" => {
+                    account.jetstream = match &v.kind {
+                        Kind::Bool(on) => *on,
+                        Kind::String(s) if s.eq_ignore_ascii_case("enabled") => true,
+                        Kind::String(s) if s.eq_ignore_ascii_case("disabled") => false,
+                        // Limits would go unenforced: refused rather than ignored.
+                        Kind::Map(limits) if limits.is_empty() => true,
+                        Kind::Map(_) => {
+                            return Err(ConfError {
+                                pos: field.pos.clone(),
+                                message: "account JetStream limits are not supported by tern yet"
+                                    .into(),
+                            })
+                        }
+                        _ => return Err(options::bad(v, "jetstream")),
+                    }
+                }
+                "limits" | "nkey" => {
                     warnings.push(options::ignored(field, "not supported by tern yet"))
                 }
                 _ if field.referenced => {}
@@ -491,6 +512,23 @@ fn forms_cycle(by_name: &HashMap<&str, &AccountConfig>, importer: &str, import: 
 mod tests {
     use super::*;
     use crate::config::test_support::{error, options};
+
+    #[test]
+    fn account_jetstream() {
+        let accounts =
+            |text: &str| crate::config::test_support::options(text).map(|(o, _)| o.accounts);
+        let a =
+            accounts("accounts { A { jetstream: enabled }, B { jetstream: {} }, C {} }").unwrap();
+        assert_eq!(
+            a.iter().map(|a| a.jetstream).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        let err = accounts("accounts { A { jetstream: { max_mem: 1G } } }").unwrap_err();
+        assert!(
+            err.to_string().contains("not supported by tern yet"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn accounts_and_their_users() {

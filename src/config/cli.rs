@@ -83,6 +83,10 @@ pub enum Setting {
     TlsKey(PathBuf),
     /// `--tlscacert`
     TlsCaCert(PathBuf),
+    /// `-js`: JetStream on (or off with `-js=false`).
+    JetStream(bool),
+    /// `-sd`: JetStream's store directory (it does not turn JetStream on by itself).
+    StoreDir(PathBuf),
     /// `--cluster`, `--cluster_listen`: the cluster URL, read once the file is (its errors are
     /// nats-server's start-up errors).
     ClusterListen(String),
@@ -112,6 +116,15 @@ impl Run {
         }
         for setting in &self.settings {
             setting.apply(&mut opts)?;
+        }
+        // As nats-server, `-sd` replaces the file's `store_dir` whatever the order of the flags,
+        // and turns nothing on by itself.
+        let store_dir = self.settings.iter().rev().find_map(|s| match s {
+            Setting::StoreDir(dir) => Some(dir.clone()),
+            _ => None,
+        });
+        if let (Some(js), Some(dir)) = (opts.jetstream.as_mut(), store_dir) {
+            js.store_dir = Some(dir);
         }
         finish_cluster(&mut opts, &self.settings, warnings)?;
         if opts.password.is_some() && opts.username.is_none() {
@@ -152,6 +165,13 @@ impl Setting {
             Setting::TlsCert(path) => flag_tls(opts).cert_file = Some(path),
             Setting::TlsKey(path) => flag_tls(opts).key_file = Some(path),
             Setting::TlsCaCert(path) => flag_tls(opts).ca_file = Some(path),
+            Setting::JetStream(false) => opts.jetstream = None,
+            Setting::JetStream(true) => {
+                opts.jetstream
+                    .get_or_insert_with(config::jetstream::JetStreamOptions::enabled);
+            }
+            // Applied by `Run::options` once `-js` and the file have said whether JetStream is on.
+            Setting::StoreDir(_) => {}
             // nats-server's `MergeOptions` and `overrideCluster`: flags override the file.
             Setting::ClusterListen(url) => flag_cluster(opts).apply_listen_url(&url)?,
             Setting::ClusterName(name) => flag_cluster(opts).name = Some(name),
@@ -261,6 +281,7 @@ enum Action {
     TlsCert,
     TlsKey,
     TlsCaCert,
+    JetStream,
     ClusterListen,
     ClusterName,
     Routes,
@@ -416,7 +437,7 @@ const FLAGS: &[Flag] = &[
     Flag {
         names: &["js", "jetstream"],
         kind: Kind::Bool,
-        action: Action::NotYet("JetStream"),
+        action: Action::JetStream,
     },
     Flag {
         names: &["tls"],
@@ -584,9 +605,8 @@ where
                     return Ok(Command::Help);
                 }
             }
-            Action::StoreDir => run.warnings.push(format!(
-                "Ignoring store directory {value:?}: tern has no JetStream, so nothing is stored"
-            )),
+            Action::StoreDir => set(Setting::StoreDir(PathBuf::from(&value))),
+            Action::JetStream => set(Setting::JetStream(boolean()?)),
             Action::NotYet(feature) => {
                 return Err(CliError {
                     message: format!(
@@ -721,7 +741,8 @@ Logging Options:
     -DV                              Debug and trace
 
 JetStream Options:
-    -sd, --store_dir <dir>           Accepted and ignored with a warning (no JetStream in tern)
+    -js, --jetstream                 Enable JetStream functionality
+    -sd, --store_dir <dir>           Set the storage directory
 
 Authorization Options:
         --user <user>                User required for connections
@@ -845,17 +866,28 @@ mod tests {
     }
 
     #[test]
-    fn store_dir_is_accepted_with_a_warning() {
+    fn jetstream_and_store_dir_flags() {
+        let js = |args: &[&str]| match parse(args.iter().copied()) {
+            Ok(Command::Run(run)) => run.options(&mut Vec::new()).unwrap().jetstream,
+            other => panic!("{other:?}"),
+        };
         for args in [
-            &["--store_dir", "/tmp/x"][..],
-            &["-sd", "/tmp/x"],
-            &["-sd=/tmp/x"],
+            &["-js", "--store_dir", "/tmp/x"][..],
+            &["-sd", "/tmp/x", "--jetstream"],
+            &["-sd=/tmp/x", "-js=true"],
         ] {
-            match parse(args.iter().copied()) {
-                Ok(Command::Run(run)) => assert_eq!(run.warnings.len(), 1),
-                other => panic!("{other:?}"),
-            }
+            let js = js(args).expect("on");
+            assert_eq!(
+                js.store_dir.as_deref(),
+                Some(Path::new("/tmp/x")),
+                "{args:?}"
+            );
+            assert!(js.strict);
         }
+        // The directory alone turns nothing on, and `-js=false` turns it off.
+        assert!(js(&["-sd", "/tmp/x"]).is_none());
+        assert!(js(&["-js", "-js=false"]).is_none());
+        assert!(js(&["-js"]).unwrap().store_dir.is_none());
     }
 
     #[test]
@@ -1088,7 +1120,7 @@ mod tests {
             "invalid value \"maybe\" for flag -D: parse error"
         );
         assert!(fails(&["extra"]).message.contains("unrecognized command"));
-        for not_yet in [&["--help_tls"][..], &["-js"], &["--client_advertise", "x"]] {
+        for not_yet in [&["--help_tls"][..], &["--client_advertise", "x"]] {
             let e = fails(not_yet);
             assert!(
                 e.message.contains("does not support yet"),

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod cli;
 pub mod cluster;
 pub mod conf;
+pub mod jetstream;
 pub mod options;
 mod url;
 pub mod users;

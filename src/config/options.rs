@@ -97,6 +97,8 @@ pub struct Options {
     /// Clustering (`cluster { ... }`, `--cluster`, `--routes`, ...); `None` when no cluster port
     /// is configured, as nats-server then runs no cluster.
     pub cluster: Option<ClusterOptions>,
+    /// JetStream (`jetstream { ... }`, `-js`); `None` when it is off.
+    pub jetstream: Option<super::jetstream::JetStreamOptions>,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -226,6 +228,7 @@ impl Default for Options {
             system_account: None,
             no_system_account: false,
             cluster: None,
+            jetstream: None,
         }
     }
 }
@@ -373,10 +376,10 @@ impl Options {
             }
             // Harmless to run without: warn and carry on. Client test harnesses put these
             // blocks in every configuration they write.
+            "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
             "leafnodes"
             | "leaf"
             | "gateway"
-            | "jetstream"
             | "websocket"
             | "mqtt"
             | "syslog"
@@ -777,9 +780,9 @@ mod tests {
              jetstream { store_dir: /tmp/js }\nhttp: 127.0.0.1:-1\n",
         )
         .unwrap();
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        // The cluster and jetstream blocks are read now (`config::cluster`, `config::jetstream`).
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("\"leafnodes\""));
-        assert!(warnings[1].contains("\"jetstream\""));
         // Unsafe without: an error.
         assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
         let (o, _) = options("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }").unwrap();
@@ -927,8 +930,10 @@ jetstream {
         assert_eq!(o.write_deadline, Duration::from_secs(3));
         assert_eq!(o.lame_duck_duration, Duration::from_secs(240));
         assert_eq!(o.lame_duck_grace_period, Duration::from_secs(3));
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("\"jetstream\""));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let js = o.jetstream.unwrap();
+        assert_eq!(js.store_dir.as_deref(), Some(Path::new("/tmp/js")));
+        assert_eq!(js.max_memory, Some(1 << 30));
         assert_eq!(o.http_port, 8222);
 
         // The multi-user style, with variables, as in nats-server's multi-user configs.

@@ -84,6 +84,21 @@ pub fn publish(account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bo
     delivered
 }
 
+/// Publishes in `account` a message routed by `route_by` but presented with its own subject
+/// (`msg.subject`): how JetStream hands a stored message to a pull request's reply subject,
+/// which subscribers see under the subject it was stored with. No mappings apply. JetStream
+/// runs without routes, which would carry the presented subject instead. True when anyone
+/// took it.
+pub fn publish_presented(
+    account: &Account,
+    route_by: &[u8],
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+) -> bool {
+    let matches = account.matches(route_by);
+    deliver_all(account, &matches, msg, out, None)
+}
+
 /// Delivers to every plain subscription in `matches` and to one member of each queue group
 /// (a random one that can take it, as nats-server picks: a route's member counts as many times
 /// as the route's weight). Each route gets one `RMSG` naming the groups it was chosen for; a

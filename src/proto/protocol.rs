@@ -53,6 +53,9 @@ pub struct Info {
     pub tls_available: bool,
     /// Largest payload the server accepts.
     pub max_payload: usize,
+    /// JetStream is enabled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub jetstream: bool,
     /// The connection's id (`cid`).
     pub client_id: u64,
     /// The connection's remote address.

@@ -15,6 +15,7 @@ use tracing::{debug, error, info};
 use crate::config::Options;
 use crate::conn::{client, route};
 use crate::engine::outbound::CloseReason;
+use crate::jetstream;
 use crate::monitor;
 use crate::security::tls::ServerTls;
 pub use crate::state::Shared;
@@ -24,6 +25,9 @@ mod listen;
 
 /// The start of nats-server's fatal error when the monitor port cannot be bound.
 pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to the monitor port";
+
+/// The start of nats-server's fatal error when JetStream cannot run.
+pub const JETSTREAM_START_ERROR: &str = "Can't start JetStream";
 
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +46,10 @@ pub struct Server {
     monitor: Option<TcpListener>,
     /// The monitor's TLS, when it serves HTTPS.
     monitor_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// JetStream's resolved configuration, when it is enabled.
+    jetstream: Option<jetstream::Config>,
+    /// JetStream's task, subscribed at bind and run by `run`.
+    jetstream_service: Option<jetstream::service::Service>,
 }
 
 impl Server {
@@ -70,6 +78,17 @@ impl Server {
             }
             (0, _, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
             _ => None,
+        };
+        let jetstream = match &opts.jetstream {
+            None => None,
+            Some(js) => {
+                if let Some(why) = jetstream::refusal(&opts) {
+                    return Err(fatal(format!("{JETSTREAM_START_ERROR}: {why}")));
+                }
+                let config = jetstream::Config::resolve(js)
+                    .map_err(|e| fatal(format!("{JETSTREAM_START_ERROR}: {e}")))?;
+                Some(config)
+            }
         };
         // At most one of the two is set (checked above).
         let monitor = match opts.http_port + opts.https_port {
@@ -103,14 +122,28 @@ impl Server {
             shared.set_cluster_addr(routes.local_addr()?);
         }
         shared.set_client_urls(client_urls(&shared.opts().host, addr));
+        let jetstream_service = match &jetstream {
+            Some(config) => Some(
+                jetstream::service::start(&shared, config)
+                    .map_err(|e| fatal(format!("{JETSTREAM_START_ERROR}: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Server {
+            jetstream_service,
             system_services: crate::sys::start(&shared),
             shared,
             listener,
             routes,
             monitor,
             monitor_tls,
+            jetstream,
         })
+    }
+
+    /// JetStream as it runs, when it is enabled.
+    pub fn jetstream(&self) -> Option<&jetstream::Config> {
+        self.jetstream.as_ref()
     }
 
     /// The address the HTTP monitor listens on, when monitoring is on.
@@ -138,10 +171,13 @@ impl Server {
             routes,
             monitor,
             monitor_tls,
+            jetstream: _,
+            jetstream_service,
         } = self;
         let cluster = routes.map(|l| tokio::spawn(run_cluster(l, shared.clone())));
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
         let system_services = system_services.map(crate::sys::Services::spawn);
+        let jetstream_service = jetstream_service.map(jetstream::service::Service::spawn);
         tokio::pin!(shutdown);
         let lame_duck = loop {
             tokio::select! {
@@ -192,6 +228,9 @@ impl Server {
         }
         if let Some(services) = system_services {
             services.abort();
+        }
+        if let Some(service) = jetstream_service {
+            service.abort();
         }
         if let Some(cluster) = cluster {
             cluster.abort();

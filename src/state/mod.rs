@@ -214,6 +214,7 @@ impl Shared {
                 .as_ref()
                 .is_some_and(|t| t.verify || t.verify_and_map),
             max_payload: opts.max_payload,
+            jetstream: opts.jetstream.is_some(),
             client_id: cid,
             client_ip: client.ip().to_string(),
             nonce: None,

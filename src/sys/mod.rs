@@ -181,7 +181,7 @@ impl Sys {
             id: self.shared.server_id.clone(),
             ver: protocol::NATS_SERVER_VERSION,
             feature_flags: crate::monitor::varz::feature_flags(),
-            jetstream: false,
+            jetstream: self.shared.opts().jetstream.is_some(),
             flags: 0,
             seq: self.seq,
             time: rfc3339(SystemTime::now()),

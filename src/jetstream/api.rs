@@ -1,0 +1,960 @@
+//! One account's JetStream: its streams and the `$JS.API` requests about them, answered with
+//! nats-server's JSON (`jsStreamCreateRequest`, `jsStreamInfoRequest`, ..., server/
+//! jetstream_api.go). Pure: each request gets the time as nanoseconds since the Unix epoch and
+//! returns the response's bytes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::consumer::{Action, Consumer, SavedConsumer};
+use super::errors::ApiError;
+use super::filestore::FileStore;
+use super::store::{MemoryStore, StreamStore};
+use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
+use crate::proto::subject;
+
+mod consumers;
+mod direct;
+
+/// The response kind of the request whose subject's tokens after `$JS.API.` are `tokens`;
+/// `None` for a request tern does not answer.
+fn kind_of(tokens: &[&str]) -> Option<&'static str> {
+    Some(match tokens {
+        ["INFO"] => "account_info_response",
+        ["STREAM", "CREATE", _] => "stream_create_response",
+        ["STREAM", "UPDATE", _] => "stream_update_response",
+        ["STREAM", "INFO", _] => "stream_info_response",
+        ["STREAM", "DELETE", _] => "stream_delete_response",
+        ["STREAM", "NAMES"] => "stream_names_response",
+        ["STREAM", "LIST"] => "stream_list_response",
+        ["STREAM", "PURGE", _] => "stream_purge_response",
+        ["STREAM", "MSG", "GET", _] => "stream_msg_get_response",
+        ["STREAM", "MSG", "DELETE", _] => "stream_msg_delete_response",
+        ["CONSUMER", "CREATE", _, ..] | ["CONSUMER", "DURABLE", "CREATE", _, _] => {
+            "consumer_create_response"
+        }
+        ["CONSUMER", "INFO", _, _] => "consumer_info_response",
+        ["CONSUMER", "DELETE", _, _] => "consumer_delete_response",
+        ["CONSUMER", "NAMES", _] => "consumer_names_response",
+        ["CONSUMER", "LIST", _] => "consumer_list_response",
+        _ => return None,
+    })
+}
+
+/// The directory of a file stream's consumers, beside its log.
+const OBS: &str = "obs";
+
+/// `STREAM.NAMES` pages hold this many names.
+const NAMES_LIMIT: usize = 1024;
+
+/// `STREAM.LIST` pages hold this many streams.
+const LIST_LIMIT: usize = 256;
+
+/// The `$JS.API.` prefix of every request subject.
+pub const API_PREFIX: &str = "$JS.API.";
+
+/// One account's streams and API counters.
+#[derive(Debug, Default)]
+pub struct AccountJs {
+    /// The streams by name.
+    pub streams: BTreeMap<String, Stream>,
+    /// Requests answered (`api.total`).
+    total: u64,
+    /// Requests answered with an error (`api.errors`).
+    errors: u64,
+    /// Ephemeral consumers named so far.
+    ephemerals: u64,
+    /// What deleted consumers owe their waiting requests, for [`AccountJs::take_actions`].
+    actions: Vec<Action>,
+    /// Where file streams are kept (`<store_dir>/jetstream/<account>/streams`), and whether
+    /// each write is synced; `None` in tests without a disk.
+    disk: Option<(PathBuf, bool)>,
+    /// The consumers of file streams whose state is on disk, as (stream, consumer).
+    persisted: std::collections::BTreeSet<(String, String)>,
+    /// JetStream is not enabled for this account: every request gets 503/10039.
+    disabled: bool,
+}
+
+/// What `meta.json` holds.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    created: i64,
+    config: StreamConfig,
+}
+
+/// A response: the JSON to send to the request's reply subject.
+pub type Response = Vec<u8>;
+
+impl AccountJs {
+    /// An account with no streams, and no disk.
+    pub fn new() -> AccountJs {
+        AccountJs::default()
+    }
+
+    /// An account JetStream is not enabled for: it answers every request with nats-server's
+    /// `503 JetStream not enabled for account` (10039).
+    pub fn disabled() -> AccountJs {
+        AccountJs {
+            disabled: true,
+            ..AccountJs::default()
+        }
+    }
+
+    /// The account whose file streams are in `dir`, recovered as they were (messages past
+    /// `max_age` at `now` dropped); `sync_always` syncs every write. Returns it with a line
+    /// to log per stream.
+    pub fn open(
+        dir: PathBuf,
+        sync_always: bool,
+        now: i64,
+    ) -> std::io::Result<(AccountJs, Vec<String>)> {
+        std::fs::create_dir_all(&dir)?;
+        let mut js = AccountJs {
+            disk: Some((dir.clone(), sync_always)),
+            ..AccountJs::default()
+        };
+        let mut log = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        entries.sort();
+        for stream_dir in entries {
+            let meta = std::fs::read(stream_dir.join(super::filestore::META))?;
+            let meta: Meta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
+            let (store, cut) = FileStore::open(&stream_dir, sync_always)?;
+            let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
+            stream.expire(now);
+            stream.rebuild_msg_ids(now);
+            let name = stream.config.name.clone();
+            let obs = stream_dir.join(OBS);
+            if obs.is_dir() {
+                for entry in std::fs::read_dir(&obs)? {
+                    let path = entry?.path();
+                    if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                        continue;
+                    }
+                    let saved: SavedConsumer = serde_json::from_slice(&std::fs::read(&path)?)
+                        .map_err(std::io::Error::other)?;
+                    let consumer = Consumer::restore(name.clone(), saved, now);
+                    js.persisted.insert((name.clone(), consumer.name.clone()));
+                    stream.consumers.insert(consumer.name.clone(), consumer);
+                }
+            }
+            if cut > 0 {
+                log.push(format!(
+                    "Stream '{name}': cut {cut} bytes of a torn or corrupt record off its log"
+                ));
+            }
+            log.push(format!(
+                "Restored {} messages for stream '{name}'",
+                stream.state().messages
+            ));
+            js.streams.insert(name, stream);
+        }
+        Ok((js, log))
+    }
+
+    /// A new stream's store: on disk for file storage, else in memory.
+    fn new_store(
+        &self,
+        config: &StreamConfig,
+        created: i64,
+    ) -> Result<Box<dyn StreamStore>, ApiError> {
+        let failed = |e: std::io::Error| ApiError::new(500, 10049, e.to_string());
+        match (config.storage, &self.disk) {
+            (Storage::Memory, _) => Ok(Box::new(MemoryStore::new())),
+            (Storage::File, None) => Err(ApiError::new(
+                500,
+                10049,
+                "file storage needs a store directory".into(),
+            )),
+            (Storage::File, Some((dir, sync_always))) => {
+                let stream_dir = dir.join(&config.name);
+                write_meta(&stream_dir, created, config).map_err(failed)?;
+                let (store, _) = FileStore::open(&stream_dir, *sync_always).map_err(failed)?;
+                Ok(Box::new(store))
+            }
+        }
+    }
+
+    /// Answers the request on `subject` (`$JS.API.<...>`) with `body`; `None` for a subject
+    /// nats-server does not answer either. `server_name` is the stream leader's name.
+    ///
+    /// `header` is the request's header block: a `Nats-Required-Api-Level` above tern's
+    /// level is refused (412, 10185) before anything is done, as nats-server refuses it.
+    pub fn request(
+        &mut self,
+        subject: &str,
+        header: &[u8],
+        body: &[u8],
+        now: i64,
+        server_name: &str,
+    ) -> Option<Response> {
+        let rest = subject.strip_prefix(API_PREFIX)?;
+        let tokens: Vec<&str> = rest.split('.').collect();
+        let required = super::stream::header_value(header, "Nats-Required-Api-Level");
+        let too_high = required.is_some_and(|level| {
+            level
+                .trim()
+                .parse::<u32>()
+                .map_or(true, |level| level > super::API_LEVEL)
+        });
+        if self.disabled {
+            let kind = kind_of(&tokens)?;
+            let error = ApiError::new(503, 10039, "JetStream not enabled for account".into());
+            return Some(self.respond(kind, Err(error)));
+        }
+        if too_high {
+            let kind = kind_of(&tokens)?;
+            let error = ApiError::new(412, 10185, "JetStream minimum api level required".into());
+            return Some(self.respond(kind, Err(error)));
+        }
+        let (kind, result) = match tokens.as_slice() {
+            ["INFO"] => ("account_info_response", Ok(self.account_info())),
+            ["STREAM", "CREATE", name] => ("stream_create_response", self.create(name, body, now)),
+            ["STREAM", "UPDATE", name] => ("stream_update_response", self.update(name, body, now)),
+            ["STREAM", "INFO", name] => ("stream_info_response", self.info(name, now, server_name)),
+            ["STREAM", "DELETE", name] => ("stream_delete_response", self.delete(name)),
+            ["STREAM", "NAMES"] => ("stream_names_response", self.names(body)),
+            ["STREAM", "LIST"] => ("stream_list_response", self.list(body, now)),
+            ["STREAM", "PURGE", name] => ("stream_purge_response", self.purge(name, body)),
+            ["STREAM", "MSG", "GET", name] => ("stream_msg_get_response", self.msg_get(name, body)),
+            ["STREAM", "MSG", "DELETE", name] => {
+                ("stream_msg_delete_response", self.msg_delete(name, body))
+            }
+            ["CONSUMER", "CREATE", stream] => (
+                "consumer_create_response",
+                self.consumer_create(stream, None, None, body, now),
+            ),
+            ["CONSUMER", "CREATE", stream, name, filter @ ..] => (
+                "consumer_create_response",
+                self.consumer_create(stream, Some(name), Some(filter.join(".")), body, now),
+            ),
+            ["CONSUMER", "DURABLE", "CREATE", stream, name] => (
+                "consumer_create_response",
+                self.consumer_create(stream, Some(name), None, body, now),
+            ),
+            ["CONSUMER", "INFO", stream, name] => (
+                "consumer_info_response",
+                self.consumer_info(stream, name, now),
+            ),
+            ["CONSUMER", "DELETE", stream, name] => (
+                "consumer_delete_response",
+                self.consumer_delete(stream, name),
+            ),
+            ["CONSUMER", "NAMES", stream] => {
+                ("consumer_names_response", self.consumer_names(stream, body))
+            }
+            ["CONSUMER", "LIST", stream] => (
+                "consumer_list_response",
+                self.consumer_list(stream, body, now),
+            ),
+            _ => return None,
+        };
+        Some(self.respond(kind, result))
+    }
+
+    /// The response of `kind` carrying `result`, counted in the API totals.
+    fn respond(&mut self, kind: &str, result: Result<Value, ApiError>) -> Response {
+        let mut response = Map::new();
+        response.insert(
+            "type".into(),
+            Value::String(format!("io.nats.jetstream.api.v1.{kind}")),
+        );
+        // nats-server counts a response when it sends it through its API response path, which
+        // a successful MSG.GET does not take.
+        if !(kind == "stream_msg_get_response" && result.is_ok()) {
+            self.total += 1;
+        }
+        match result {
+            Ok(Value::Object(fields)) => response.extend(fields),
+            Ok(_) => {}
+            Err(err) => {
+                // nats-server answers a MSG.DELETE of a sequence it does not hold without
+                // counting an error.
+                if err.err_code != 10043 {
+                    self.errors += 1;
+                }
+                response.insert("error".into(), json!(err));
+                // The fields nats-server's response types always carry, beside the error.
+                match kind {
+                    "stream_info_response" => {
+                        response.insert("total".into(), json!(0));
+                        response.insert("offset".into(), json!(0));
+                        response.insert("limit".into(), json!(0));
+                    }
+                    "stream_purge_response" => {
+                        response.insert("purged".into(), json!(0));
+                    }
+                    "stream_names_response"
+                    | "stream_list_response"
+                    | "consumer_names_response"
+                    | "consumer_list_response" => {
+                        response.insert("total".into(), json!(0));
+                        response.insert("offset".into(), json!(0));
+                        response.insert("limit".into(), json!(0));
+                        let (key, empty) = match kind {
+                            "stream_names_response" => ("streams", Value::Null),
+                            "stream_list_response" => ("streams", json!([])),
+                            _ => ("consumers", json!([])),
+                        };
+                        response.insert(key.into(), empty);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        serde_json::to_vec(&Value::Object(response)).unwrap_or_default()
+    }
+
+    /// Stores a message published to `subject`, which `stream` captures; the PubAck JSON
+    /// (`{"stream":..,"seq":..}`, with `"duplicate":true`, or with an error and seq 0).
+    pub fn publish(
+        &mut self,
+        stream: &str,
+        subject: &str,
+        header: Bytes,
+        data: Bytes,
+        now: i64,
+    ) -> Option<(bool, Response)> {
+        let s = self.streams.get_mut(stream)?;
+        let no_ack = s.config.no_ack;
+        let ack = match s.process_publish(subject, header, data, now) {
+            Ok(PubOutcome::Stored(seq)) => PubAck {
+                error: None,
+                stream,
+                seq,
+                duplicate: false,
+            },
+            Ok(PubOutcome::Duplicate(seq)) => PubAck {
+                error: None,
+                stream,
+                seq,
+                duplicate: true,
+            },
+            Err(err) => PubAck {
+                error: Some(err),
+                stream,
+                seq: 0,
+                duplicate: false,
+            },
+        };
+        Some((no_ack, serde_json::to_vec(&ack).unwrap_or_default()))
+    }
+
+    /// Applies `max_age` at `now` to every stream.
+    pub fn expire(&mut self, now: i64) {
+        for stream in self.streams.values_mut() {
+            stream.expire(now);
+        }
+    }
+
+    /// Writes the state of the file streams' consumers that changed, and removes that of
+    /// consumers that are gone; failures are logged (a consumer then comes back as it was
+    /// last written: redelivery, never loss).
+    pub fn persist_consumers(&mut self) {
+        let Some((dir, sync_always)) = &self.disk else {
+            return;
+        };
+        let mut present = std::collections::BTreeSet::new();
+        for (stream_name, stream) in self.streams.iter_mut() {
+            if stream.config.storage != Storage::File {
+                continue;
+            }
+            let obs = dir.join(stream_name).join(OBS);
+            for (name, consumer) in stream.consumers.iter_mut() {
+                present.insert((stream_name.clone(), name.clone()));
+                if !consumer.dirty {
+                    continue;
+                }
+                consumer.dirty = false;
+                let written = std::fs::create_dir_all(&obs).and_then(|_| {
+                    let json =
+                        serde_json::to_vec(&consumer.saved()).map_err(std::io::Error::other)?;
+                    super::filestore::write_atomically(
+                        &obs.join(format!("{name}.json")),
+                        &json,
+                        *sync_always,
+                    )
+                });
+                if let Err(err) = written {
+                    tracing::error!("JetStream: saving consumer '{stream_name} > {name}': {err}");
+                }
+            }
+        }
+        for (stream, name) in self.persisted.difference(&present) {
+            let path = dir.join(stream).join(OBS).join(format!("{name}.json"));
+            if let Err(err) = std::fs::remove_file(&path) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!("JetStream: removing consumer '{stream} > {name}': {err}");
+                }
+            }
+        }
+        self.persisted = present;
+    }
+
+    /// Syncs every file stream to disk (`sync_interval`); failures are logged.
+    pub fn sync(&mut self) {
+        for (name, stream) in self.streams.iter_mut() {
+            if let Err(err) = stream.sync() {
+                tracing::error!("JetStream: syncing stream '{name}': {err}");
+            }
+        }
+    }
+
+    /// What the last requests left to send (the `409 Consumer Deleted` of deleted consumers).
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Lets every consumer of every stream act at `now`.
+    pub fn tick(&mut self, now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        for stream in self.streams.values_mut() {
+            out.extend(stream.tick_consumers(now));
+        }
+        out
+    }
+
+    /// A pull request for `consumer` of `stream`, replied to at `reply`.
+    pub fn pull(
+        &mut self,
+        stream: &str,
+        consumer: &str,
+        reply: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Vec<Action> {
+        self.streams
+            .get_mut(stream)
+            .and_then(|s| s.with_consumer(consumer, |c, store| c.pull(reply, body, store, now)))
+            .unwrap_or_default()
+    }
+
+    /// An acknowledgement on `ack_subject` (`$JS.ACK.<stream>.<consumer>...`).
+    pub fn ack(&mut self, ack_subject: &str, body: &[u8], now: i64) -> Vec<Action> {
+        let mut tokens = ack_subject.split('.').skip(2);
+        let (Some(stream), Some(consumer)) = (tokens.next(), tokens.next()) else {
+            return Vec::new();
+        };
+        self.streams
+            .get_mut(stream)
+            .and_then(|s| s.ack(consumer, ack_subject, body, now))
+            .unwrap_or_default()
+    }
+
+    /// Each consumer as `(stream, consumer)`, for the subscriptions behind it.
+    pub fn consumer_names_all(&self) -> Vec<(String, String)> {
+        self.streams
+            .iter()
+            .flat_map(|(s, stream)| stream.consumers.keys().map(move |c| (s.clone(), c.clone())))
+            .collect()
+    }
+
+    /// The streams that answer direct gets (`allow_direct`).
+    pub fn direct_streams(&self) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.config.allow_direct)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Each stream's name and subjects, for the subscriptions that capture them.
+    pub fn captures(&self) -> BTreeMap<String, Vec<String>> {
+        self.streams
+            .iter()
+            .map(|(name, s)| (name.clone(), s.config.subjects.clone()))
+            .collect()
+    }
+
+    fn account_info(&self) -> Value {
+        let memory: u64 = self
+            .streams
+            .values()
+            .filter(|s| s.config.storage == Storage::Memory)
+            .map(|s| s.state().bytes)
+            .sum();
+        let storage: u64 = self
+            .streams
+            .values()
+            .filter(|s| s.config.storage == Storage::File)
+            .map(|s| s.state().bytes)
+            .sum();
+        json!({
+            "memory": memory,
+            "storage": storage,
+            "reserved_memory": 0,
+            "reserved_storage": 0,
+            "streams": self.streams.len(),
+            "consumers": self.streams.values().map(|s| s.consumers.len()).sum::<usize>(),
+            "limits": {
+                "max_memory": -1,
+                "max_storage": -1,
+                "max_streams": -1,
+                "max_consumers": -1,
+                "max_ack_pending": -1,
+                "memory_max_stream_bytes": -1,
+                "storage_max_stream_bytes": -1,
+                "max_bytes_required": false
+            },
+            "api": {"level": super::API_LEVEL, "total": self.total, "errors": self.errors}
+        })
+    }
+
+    /// The body as a stream configuration for the stream named in the subject.
+    fn config_from(name: &str, body: &[u8]) -> Result<StreamConfig, ApiError> {
+        if body.is_empty() {
+            return Err(ApiError::invalid_json("request body is empty"));
+        }
+        let mut config: StreamConfig = parse(body)?;
+        if config.name.is_empty() {
+            config.name = name.to_string();
+        }
+        if config.name != name {
+            return Err(ApiError::new(
+                400,
+                10056,
+                "stream name in subject does not match request".into(),
+            ));
+        }
+        config.normalize()
+    }
+
+    /// Refuses subjects that another stream already captures.
+    fn check_overlap(&self, config: &StreamConfig) -> Result<(), ApiError> {
+        let others = self
+            .streams
+            .values()
+            .filter(|s| s.config.name != config.name);
+        for other in others {
+            for a in &other.config.subjects {
+                for b in &config.subjects {
+                    if subject::overlaps(a.as_bytes(), b.as_bytes()) {
+                        return Err(ApiError::new(
+                            400,
+                            10065,
+                            "subjects overlap with an existing stream".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, name: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
+        let config = Self::config_from(name, body)?;
+        if let Some(existing) = self.streams.get(name) {
+            if !existing.config.same_as(&config) {
+                return Err(ApiError::new(
+                    400,
+                    10058,
+                    "stream name already in use with a different configuration".into(),
+                ));
+            }
+        } else {
+            self.check_overlap(&config)?;
+            let store = self.new_store(&config, now)?;
+            let stream = Stream::new(config, store, now);
+            self.streams.insert(name.to_string(), stream);
+        }
+        let stream = &self.streams[name];
+        let mut info = stream_info(stream, now, true);
+        info.insert("did_create".into(), json!(true));
+        Ok(Value::Object(info))
+    }
+
+    fn update(&mut self, name: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
+        let config = Self::config_from(name, body)?;
+        let existing = self
+            .streams
+            .get(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let work_queue = |c: &StreamConfig| c.retention == super::stream::Retention::WorkQueue;
+        if work_queue(&existing.config) != work_queue(&config) {
+            return Err(ApiError::new(
+                500,
+                10052,
+                "stream configuration update can not change retention policy to/from workqueue"
+                    .into(),
+            ));
+        }
+        if existing.config.storage != config.storage {
+            return Err(ApiError::new(
+                500,
+                10052,
+                "stream configuration update can not change storage type".into(),
+            ));
+        }
+        self.check_overlap(&config)?;
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        stream.config = config;
+        stream.expire(now);
+        Ok(Value::Object(stream_info(stream, now, true)))
+    }
+
+    fn info(&self, name: &str, now: i64, server_name: &str) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let mut info = Map::new();
+        info.insert("total".into(), json!(0));
+        info.insert("offset".into(), json!(0));
+        info.insert("limit".into(), json!(0));
+        let mut rest = stream_info(stream, now, true);
+        let ts = rest.remove("ts");
+        info.extend(rest);
+        info.insert("cluster".into(), json!({"leader": server_name}));
+        info.insert("ts".into(), ts.unwrap_or(Value::Null));
+        Ok(Value::Object(info))
+    }
+
+    fn delete(&mut self, name: &str) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .remove(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        if let (Storage::File, Some((dir, _))) = (stream.config.storage, &self.disk) {
+            if let Err(err) = std::fs::remove_dir_all(dir.join(name)) {
+                tracing::error!("JetStream: removing stream '{name}': {err}");
+            }
+        }
+        for mut consumer in stream.consumers.into_values() {
+            self.actions.extend(consumer.close());
+        }
+        Ok(json!({"success": true}))
+    }
+
+    /// The streams a `NAMES`/`LIST` request asks for: after `offset`, capturing `subject`.
+    fn selected(&self, body: &[u8]) -> Result<(usize, Vec<&Stream>), ApiError> {
+        #[derive(Deserialize, Default)]
+        struct Paged {
+            #[serde(default)]
+            offset: usize,
+            #[serde(default)]
+            subject: String,
+        }
+        let paged: Paged = match body.is_empty() {
+            true => Paged::default(),
+            false => parse(body)?,
+        };
+        let streams = self
+            .streams
+            .values()
+            .filter(|s| {
+                paged.subject.is_empty()
+                    || s.config
+                        .subjects
+                        .iter()
+                        .any(|c| subject::overlaps(c.as_bytes(), paged.subject.as_bytes()))
+            })
+            .collect();
+        Ok((paged.offset, streams))
+    }
+
+    fn names(&self, body: &[u8]) -> Result<Value, ApiError> {
+        let (offset, streams) = self.selected(body)?;
+        let total = streams.len();
+        let names: Vec<&str> = streams
+            .iter()
+            .skip(offset)
+            .take(NAMES_LIMIT)
+            .map(|s| s.config.name.as_str())
+            .collect();
+        Ok(json!({
+            "total": total,
+            "offset": offset,
+            "limit": NAMES_LIMIT,
+            "streams": if names.is_empty() { Value::Null } else { json!(names) },
+        }))
+    }
+
+    fn list(&self, body: &[u8], now: i64) -> Result<Value, ApiError> {
+        let (offset, streams) = self.selected(body)?;
+        let total = streams.len();
+        let infos: Vec<Value> = streams
+            .iter()
+            .skip(offset)
+            .take(LIST_LIMIT)
+            .map(|s| Value::Object(stream_info(s, now, false)))
+            .collect();
+        Ok(json!({"total": total, "offset": offset, "limit": LIST_LIMIT, "streams": infos}))
+    }
+
+    fn purge(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        if stream.config.deny_purge {
+            return Err(ApiError::new(
+                500,
+                10110,
+                "stream purge not permitted".into(),
+            ));
+        }
+        #[derive(Deserialize, Default)]
+        struct Purge {
+            #[serde(default)]
+            filter: String,
+            #[serde(default)]
+            seq: u64,
+            #[serde(default)]
+            keep: u64,
+        }
+        let purge: Purge = match body.trim_ascii().is_empty() {
+            true => Purge::default(),
+            false => parse(body)?,
+        };
+        if purge.seq > 0 && purge.keep > 0 {
+            return Err(ApiError::bad_request());
+        }
+        let purged = stream.purge_ex(&purge.filter, purge.seq, purge.keep);
+        Ok(json!({"success": true, "purged": purged}))
+    }
+
+    fn msg_delete(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        struct Delete {
+            #[serde(default)]
+            seq: u64,
+        }
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        if body.trim_ascii().is_empty() {
+            return Err(ApiError::bad_request());
+        }
+        let delete: Delete = parse(body)?;
+        if delete.seq == 0 {
+            return Err(ApiError::bad_request());
+        }
+        if stream.config.deny_delete {
+            return Err(ApiError::new(
+                500,
+                10057,
+                "message delete not permitted".into(),
+            ));
+        }
+        if !stream.remove_msg(delete.seq) {
+            return Err(ApiError::new(
+                400,
+                10043,
+                format!("sequence {} not found", delete.seq),
+            ));
+        }
+        Ok(json!({"success": true}))
+    }
+
+    fn msg_get(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        struct Get {
+            #[serde(default)]
+            seq: u64,
+            #[serde(default)]
+            last_by_subj: String,
+            #[serde(default)]
+            next_by_subj: String,
+        }
+        let stream = self
+            .streams
+            .get(name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let get: Get = parse(body)?;
+        let msg = match (
+            get.seq,
+            get.last_by_subj.as_str(),
+            get.next_by_subj.as_str(),
+        ) {
+            (seq, "", "") if seq > 0 => stream.store().load_msg(seq),
+            (0, last, "") if !last.is_empty() => stream.store().load_last_msg(last),
+            (seq, "", next) if !next.is_empty() => stream.store().load_next_msg(next, seq),
+            _ => return Err(ApiError::bad_request()),
+        }
+        .ok_or_else(|| ApiError::new(404, 10037, "no message found".into()))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut message = Map::new();
+        message.insert("subject".into(), json!(msg.subject));
+        message.insert("seq".into(), json!(msg.seq));
+        if !msg.header.is_empty() {
+            message.insert("hdrs".into(), json!(b64.encode(&msg.header)));
+        }
+        message.insert("data".into(), json!(b64.encode(&msg.data)));
+        message.insert("time".into(), json!(time(msg.ts)));
+        Ok(json!({ "message": message }))
+    }
+}
+
+/// A request body read as Go reads it: a `null` leaves the field at its default.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    fn strip_nulls(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
+    }
+    // Go's words for a truncated body; other syntax errors are described in serde's words.
+    let invalid = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Eof => ApiError::invalid_json("unexpected EOF"),
+        _ => ApiError::invalid_json(&e.to_string()),
+    };
+    let mut value: Value = serde_json::from_slice(body).map_err(invalid)?;
+    strip_nulls(&mut value);
+    serde_json::from_value(value).map_err(invalid)
+}
+
+/// Writes a file stream's `meta.json` in `dir` (made if need be).
+fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = serde_json::to_vec(&Meta {
+        created,
+        config: config.clone(),
+    })
+    .map_err(std::io::Error::other)?;
+    super::filestore::write_atomically(&dir.join(super::filestore::META), &meta, true)
+}
+
+/// The reply to a publish, in nats-server's field order.
+#[derive(Serialize)]
+struct PubAck<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ApiError>,
+    stream: &'a str,
+    seq: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+/// nats-server's `StreamInfo` fields for `stream` at `now`: `config` (with the dynamic
+/// metadata when `dynamic`), `created`, `state`, `ts`.
+fn stream_info(stream: &Stream, now: i64, dynamic: bool) -> Map<String, Value> {
+    let config = match dynamic {
+        true => stream.config.with_dynamic_metadata(),
+        false => stream.config.clone(),
+    };
+    let s = stream.state();
+    let mut state = Map::new();
+    state.insert("messages".into(), json!(s.messages));
+    state.insert("bytes".into(), json!(s.bytes));
+    state.insert("first_seq".into(), json!(s.first_seq));
+    state.insert("first_ts".into(), json!(time(s.first_ts)));
+    state.insert("last_seq".into(), json!(s.last_seq));
+    state.insert("last_ts".into(), json!(time(s.last_ts)));
+    if s.num_subjects > 0 {
+        state.insert("num_subjects".into(), json!(s.num_subjects));
+    }
+    let deleted = match s.messages {
+        0 => 0,
+        n => s.last_seq + 1 - s.first_seq - n,
+    };
+    if deleted > 0 {
+        state.insert("num_deleted".into(), json!(deleted));
+    }
+    state.insert("consumer_count".into(), json!(stream.consumers.len()));
+    let mut info = Map::new();
+    info.insert("config".into(), json!(config));
+    info.insert("created".into(), json!(time(stream.created)));
+    info.insert("state".into(), Value::Object(state));
+    info.insert("ts".into(), json!(time(now)));
+    info
+}
+
+/// A time as nats-server writes it: RFC 3339 with nanoseconds in UTC, and Go's zero time for 0.
+pub fn time(ns: i64) -> String {
+    if ns <= 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    crate::monitor::rfc3339(UNIX_EPOCH + Duration::from_nanos(ns as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(js: &mut AccountJs, subject: &str, body: &str) -> Value {
+        let bytes = js
+            .request(subject, b"", body.as_bytes(), 1_000, "srv")
+            .expect("answered");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn create_info_names_delete() {
+        let mut js = AccountJs::new();
+        let body = r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#;
+        let created = call(&mut js, "$JS.API.STREAM.CREATE.S", body);
+        assert_eq!(
+            created["type"],
+            "io.nats.jetstream.api.v1.stream_create_response"
+        );
+        assert_eq!(created["did_create"], true);
+        assert_eq!(created["config"]["metadata"]["_nats.level"], "0");
+        assert_eq!(created["state"]["first_ts"], "0001-01-01T00:00:00Z");
+        // The same again is fine; a different configuration is not.
+        assert_eq!(
+            call(&mut js, "$JS.API.STREAM.CREATE.S", body)["did_create"],
+            true
+        );
+        let other = r#"{"name":"S","subjects":["s.*"],"storage":"memory"}"#;
+        assert_eq!(
+            call(&mut js, "$JS.API.STREAM.CREATE.S", other)["error"]["err_code"],
+            10058
+        );
+        let overlap = r#"{"name":"T","subjects":["s.a"],"storage":"memory"}"#;
+        assert_eq!(
+            call(&mut js, "$JS.API.STREAM.CREATE.T", overlap)["error"]["err_code"],
+            10065
+        );
+        let mismatch = r#"{"name":"S","storage":"memory"}"#;
+        assert_eq!(
+            call(&mut js, "$JS.API.STREAM.CREATE.T", mismatch)["error"]["err_code"],
+            10056
+        );
+
+        let (_, ack) = js
+            .publish("S", "s.a", Bytes::new(), Bytes::from_static(b"hi"), 5)
+            .unwrap();
+        assert_eq!(ack, br#"{"stream":"S","seq":1}"#);
+        let info = call(&mut js, "$JS.API.STREAM.INFO.S", "");
+        assert_eq!(info["cluster"]["leader"], "srv");
+        assert_eq!(info["state"]["messages"], 1);
+        assert_eq!(info["state"]["num_subjects"], 1);
+        let got = call(&mut js, "$JS.API.STREAM.MSG.GET.S", r#"{"seq":1}"#);
+        assert_eq!(got["message"]["data"], "aGk=");
+        let none = call(&mut js, "$JS.API.STREAM.MSG.GET.S", r#"{"seq":2}"#);
+        assert_eq!(none["error"]["err_code"], 10037);
+        let names = call(&mut js, "$JS.API.STREAM.NAMES", "");
+        assert_eq!(names["streams"], json!(["S"]));
+        assert_eq!(call(&mut js, "$JS.API.STREAM.PURGE.S", "")["purged"], 1);
+        assert_eq!(
+            call(&mut js, "$JS.API.STREAM.DELETE.S", "")["success"],
+            true
+        );
+        let gone = call(&mut js, "$JS.API.STREAM.INFO.S", "");
+        assert_eq!(gone["error"]["err_code"], 10059);
+        assert_eq!(
+            call(&mut js, "$JS.API.STREAM.NAMES", "")["streams"],
+            Value::Null
+        );
+        let info = call(&mut js, "$JS.API.INFO", "");
+        assert_eq!(info["api"]["errors"], 5);
+        assert!(js.request("$JS.API.NOPE", b"", b"", 0, "srv").is_none());
+    }
+}

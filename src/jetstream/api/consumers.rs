@@ -1,0 +1,305 @@
+//! The consumer requests of one account's `$JS.API`: `CONSUMER.CREATE` (and
+//! `DURABLE.CREATE`), `INFO`, `DELETE`, `NAMES`, `LIST`, with a work queue stream's rules.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{parse, time, AccountJs, LIST_LIMIT, NAMES_LIMIT};
+use crate::jetstream::consumer::{Consumer, ConsumerConfig};
+use crate::jetstream::errors::ApiError;
+use crate::jetstream::stream::Stream;
+use crate::proto::subject;
+
+impl AccountJs {
+    pub(super) fn consumer_create(
+        &mut self,
+        stream_name: &str,
+        name: Option<&str>,
+        filter: Option<String>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        #[derive(Deserialize)]
+        struct Create {
+            #[serde(default)]
+            stream_name: String,
+            config: ConsumerConfig,
+            #[serde(default)]
+            action: String,
+        }
+        if body.is_empty() {
+            return Err(ApiError::invalid_json("request body is empty"));
+        }
+        let request: Create = parse(body)?;
+        if request.stream_name != stream_name {
+            return Err(ApiError::new(
+                400,
+                10056,
+                "stream name in subject does not match request".into(),
+            ));
+        }
+        let mut config = request.config;
+        if let Some(name) = name {
+            if config.durable_name.as_deref().is_some_and(|d| d != name) {
+                return Err(ApiError::new(
+                    400,
+                    10017,
+                    "consumer name in subject does not match durable name in request".into(),
+                ));
+            }
+            if config.name.as_deref().is_some_and(|n| n != name) {
+                return Err(ApiError::new(
+                    400,
+                    10017,
+                    "consumer name in subject does not match durable name in request".into(),
+                ));
+            }
+        }
+        if let Some(filter) = filter.filter(|f| !f.is_empty()) {
+            match config.filter_subject.as_deref() {
+                Some(f) if f != filter => return Err(ApiError::new(
+                    400,
+                    10131,
+                    "consumer create request did not match filtered subject from create subject"
+                        .into(),
+                )),
+                _ => config.filter_subject = Some(filter),
+            }
+        }
+        let durable = config.durable_name.clone();
+        let name = name
+            .map(str::to_string)
+            .or_else(|| config.name.clone())
+            .or_else(|| durable.clone());
+        let ephemeral = durable.is_none();
+        if let Some(n) = &name {
+            if !crate::jetstream::stream::valid_name(n) {
+                return Err(ApiError::new(400, 10013, "consumer name is invalid".into()));
+            }
+        }
+        if durable.is_some() {
+            config.name = durable.clone();
+        }
+        let config = config.normalize(ephemeral)?;
+        let stream = self
+            .streams
+            .get_mut(stream_name)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let name = match name {
+            Some(n) => n,
+            None => {
+                self.ephemerals += 1;
+                ephemeral_name(now, self.ephemerals)
+            }
+        };
+        if stream.config.retention == crate::jetstream::stream::Retention::WorkQueue {
+            work_queue_check(stream, &name, &config)?;
+        }
+        match stream.consumers.get_mut(&name) {
+            Some(existing) => {
+                if existing.config != config {
+                    if request.action == "create" {
+                        return Err(ApiError::new(400, 10148, "consumer already exists".into()));
+                    }
+                    existing.config = config;
+                }
+            }
+            None => {
+                if request.action == "update" {
+                    return Err(ApiError::new(400, 10149, "consumer does not exist".into()));
+                }
+                let stream_name = stream.config.name.clone();
+                let consumer = stream.with_store(|store| {
+                    Consumer::new(name.clone(), stream_name, config, store, now)
+                });
+                stream.consumers.insert(name.clone(), consumer);
+            }
+        }
+        Ok(Value::Object(consumer_info(stream, &name, now, true)))
+    }
+
+    pub(super) fn consumer_info(
+        &self,
+        stream: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        if !stream.consumers.contains_key(name) {
+            return Err(consumer_not_found());
+        }
+        Ok(Value::Object(consumer_info(stream, name, now, true)))
+    }
+
+    pub(super) fn consumer_delete(&mut self, stream: &str, name: &str) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let mut consumer = stream
+            .consumers
+            .remove(name)
+            .ok_or_else(consumer_not_found)?;
+        self.actions.extend(consumer.close());
+        Ok(json!({"success": true}))
+    }
+
+    pub(super) fn consumer_names(&self, stream: &str, body: &[u8]) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let offset = page_offset(body)?;
+        let names: Vec<&String> = stream
+            .consumers
+            .keys()
+            .skip(offset)
+            .take(NAMES_LIMIT)
+            .collect();
+        Ok(json!({
+            "total": stream.consumers.len(),
+            "offset": offset,
+            "limit": NAMES_LIMIT,
+            "consumers": if names.is_empty() { Value::Null } else { json!(names) },
+        }))
+    }
+
+    pub(super) fn consumer_list(
+        &self,
+        stream: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        let offset = page_offset(body)?;
+        let infos: Vec<Value> = stream
+            .consumers
+            .keys()
+            .skip(offset)
+            .take(LIST_LIMIT)
+            .map(|name| Value::Object(consumer_info(stream, name, now, false)))
+            .collect();
+        Ok(json!({
+            "total": stream.consumers.len(),
+            "offset": offset,
+            "limit": LIST_LIMIT,
+            "consumers": infos,
+        }))
+    }
+}
+
+/// `ConsumerInfo` for consumer `name` of `stream` at `now` (it exists), with the server's
+/// dynamic metadata when `dynamic` (not in lists, as nats-server).
+pub(super) fn consumer_info(
+    stream: &Stream,
+    name: &str,
+    now: i64,
+    dynamic: bool,
+) -> Map<String, Value> {
+    let consumer = &stream.consumers[name];
+    let mut info = consumer.info(stream.store());
+    let mut config = consumer.config.clone();
+    if dynamic {
+        let m = config.metadata.get_or_insert_with(BTreeMap::new);
+        m.insert(
+            "_nats.level".into(),
+            crate::jetstream::API_LEVEL.to_string(),
+        );
+        m.insert(
+            "_nats.ver".into(),
+            crate::proto::protocol::NATS_SERVER_VERSION.into(),
+        );
+    }
+    // After `name` and `created`, as nats-server orders it.
+    let mut ordered = Map::new();
+    for key in ["stream_name", "name", "created"] {
+        if let Some(v) = info.remove(key) {
+            ordered.insert(key.into(), v);
+        }
+    }
+    ordered.insert("config".into(), json!(config));
+    ordered.extend(info);
+    ordered.insert("ts".into(), json!(time(now)));
+    ordered
+}
+
+/// What a work queue stream asks of a consumer (`addConsumerWithAssignment`): explicit acks,
+/// delivery from the start, and filters that no other consumer's overlap.
+fn work_queue_check(stream: &Stream, name: &str, config: &ConsumerConfig) -> Result<(), ApiError> {
+    use crate::jetstream::consumer::{AckPolicy, DeliverPolicy};
+    let invalid = |code: u32, text: &str| Err(ApiError::new(400, code, text.into()));
+    match config.ack_policy {
+        AckPolicy::None => {
+            return invalid(
+                10084,
+                "consumer in pull mode requires explicit ack policy on workqueue stream",
+            )
+        }
+        AckPolicy::All => return invalid(10098, "workqueue stream requires explicit ack"),
+        AckPolicy::Explicit => {}
+    }
+    if config.deliver_policy != DeliverPolicy::All {
+        return invalid(10101, "consumer must be deliver all on workqueue stream");
+    }
+    let others: Vec<&Consumer> = stream
+        .consumers
+        .values()
+        .filter(|c| c.name != name)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    if config.filter_subject.is_none() {
+        return invalid(
+            10099,
+            "multiple non-filtered consumers not allowed on workqueue stream",
+        );
+    }
+    let filter = config.filter();
+    if others
+        .iter()
+        .any(|c| subject::overlaps(c.config.filter().as_bytes(), filter.as_bytes()))
+    {
+        return invalid(10100, "filtered consumer not unique on workqueue stream");
+    }
+    Ok(())
+}
+
+fn consumer_not_found() -> ApiError {
+    ApiError::new(404, 10014, "consumer not found".into())
+}
+
+/// The `offset` of a paged request (an empty body is offset 0).
+fn page_offset(body: &[u8]) -> Result<usize, ApiError> {
+    #[derive(Deserialize)]
+    struct Paged {
+        #[serde(default)]
+        offset: usize,
+    }
+    match body.trim_ascii().is_empty() {
+        true => Ok(0),
+        false => Ok(parse::<Paged>(body)?.offset),
+    }
+}
+
+/// An ephemeral consumer's name: 8 characters from the time and a counter (nats-server takes
+/// them from a random value's SHA-256).
+fn ephemeral_name(now: i64, n: u64) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // splitmix64 of the two, so that names made in the same nanosecond differ.
+    let mut x = (now as u64) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (0..8)
+        .map(|i| ALPHABET[((x >> (i * 6)) % 62) as usize] as char)
+        .collect()
+}

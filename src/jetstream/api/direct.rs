@@ -1,0 +1,81 @@
+//! Direct gets (`$JS.API.DIRECT.GET.<stream>[.<subject>]`), answered from a stream's own
+//! subscriptions with the raw message.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse, time, AccountJs};
+
+impl AccountJs {
+    /// A direct get (`$JS.API.DIRECT.GET.<stream>[.<subject>]`, nats-server's
+    /// `processDirectGetRequest`): the header block and payload of the reply, a message with
+    /// `Nats-Stream`, `Nats-Subject`, `Nats-Sequence` and `Nats-Time-Stamp` added to its
+    /// headers, or a status.
+    pub fn direct_get(&self, stream: &str, subject: &str, body: &[u8]) -> Option<(Vec<u8>, Bytes)> {
+        #[derive(Deserialize)]
+        struct Get {
+            #[serde(default)]
+            seq: u64,
+            #[serde(default)]
+            last_by_subj: String,
+            #[serde(default)]
+            next_by_subj: String,
+            /// The batch and multi-subject forms, which tern does not have yet.
+            #[serde(flatten)]
+            other: BTreeMap<String, Value>,
+        }
+        let s = self.streams.get(stream)?;
+        let status = |text: &str| {
+            Some((
+                format!("NATS/1.0 {text}\r\n\r\n").into_bytes(),
+                Bytes::new(),
+            ))
+        };
+        let prefix = format!("$JS.API.DIRECT.GET.{stream}.");
+        let msg = match subject.strip_prefix(&prefix) {
+            Some(last) => s.store().load_last_msg(last),
+            None if body.trim_ascii().is_empty() => return status("408 Empty Request"),
+            None => {
+                let Ok(get) = parse::<Get>(body) else {
+                    return status("408 Malformed Request");
+                };
+                if !get.other.is_empty() {
+                    return status(
+                        "408 Bad Request - batch and multi_last are not supported by tern yet",
+                    );
+                }
+                match (
+                    get.seq,
+                    get.last_by_subj.as_str(),
+                    get.next_by_subj.as_str(),
+                ) {
+                    (seq, "", "") if seq > 0 => s.store().load_msg(seq),
+                    (0, last, "") if !last.is_empty() => s.store().load_last_msg(last),
+                    (seq, "", next) if !next.is_empty() => s.store().load_next_msg(next, seq),
+                    _ => return status("408 Bad Request"),
+                }
+            }
+        };
+        let Some(msg) = msg else {
+            return status("404 Message Not Found");
+        };
+        let mut header = match msg.header.len() {
+            // The stored block without its closing empty line.
+            n if n >= 4 && msg.header.ends_with(b"\r\n\r\n") => msg.header[..n - 2].to_vec(),
+            _ => b"NATS/1.0\r\n".to_vec(),
+        };
+        header.extend_from_slice(
+            format!(
+                "Nats-Stream: {stream}\r\nNats-Subject: {}\r\nNats-Sequence: {}\r\nNats-Time-Stamp: {}\r\n\r\n",
+                msg.subject,
+                msg.seq,
+                time(msg.ts)
+            )
+            .as_bytes(),
+        );
+        Some((header, msg.data))
+    }
+}

@@ -1,0 +1,41 @@
+//! JetStream API errors as nats-server writes them: `{"code":..,"err_code":..,"description":..}`
+//! (`ApiError`, server/jetstream_errors.go; the codes are those of server/errors.json).
+
+use serde::Serialize;
+
+/// One API error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// The HTTP-like status: 400, 404, 500, 503.
+    pub code: u16,
+    /// nats-server's error number (`JSStreamNotFoundErr` is 10059, ...).
+    pub err_code: u32,
+    /// nats-server's text.
+    pub description: String,
+}
+
+impl ApiError {
+    /// An error with its status, number and text.
+    pub fn new(code: u16, err_code: u32, description: String) -> ApiError {
+        ApiError {
+            code,
+            err_code,
+            description,
+        }
+    }
+
+    /// 10059: "stream not found".
+    pub fn stream_not_found() -> ApiError {
+        ApiError::new(404, 10059, "stream not found".into())
+    }
+
+    /// 10025: the request body is not the JSON expected.
+    pub fn invalid_json(why: &str) -> ApiError {
+        ApiError::new(400, 10025, format!("invalid JSON: {why}"))
+    }
+
+    /// 10003: "bad request".
+    pub fn bad_request() -> ApiError {
+        ApiError::new(400, 10003, "bad request".into())
+    }
+}

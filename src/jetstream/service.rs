@@ -1,0 +1,570 @@
+//! JetStream's task: the internal subscriptions (`$JS.API.>` in every account, and each
+//! stream's subjects) copy what they receive into one channel, and one task answers the
+//! requests and stores the messages, then publishes the responses and PubAcks in the account.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use super::api::{AccountJs, API_PREFIX};
+use super::consumer::Action;
+use crate::engine::account::Account;
+use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::subscription::{Internal, Subscription};
+use crate::state::Shared;
+
+/// How often `max_age` is applied, and consumers redeliver and expire pull requests.
+const EXPIRE_EVERY: Duration = Duration::from_millis(50);
+
+/// What the subscriptions hand to the task.
+#[derive(Debug)]
+enum Input {
+    /// A `$JS.API.>` request.
+    Api {
+        account: Arc<str>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        header: Bytes,
+        body: Bytes,
+    },
+    /// A pull request to a consumer.
+    Next {
+        account: Arc<str>,
+        stream: Arc<str>,
+        consumer: Arc<str>,
+        reply: Option<Bytes>,
+        body: Bytes,
+    },
+    /// A direct get on a stream.
+    Direct {
+        account: Arc<str>,
+        stream: Arc<str>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        body: Bytes,
+    },
+    /// An acknowledgement to a consumer.
+    Ack {
+        account: Arc<str>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        body: Bytes,
+    },
+    /// A message published to a stream's subject.
+    Publish {
+        account: Arc<str>,
+        stream: Arc<str>,
+        subject: Bytes,
+        reply: Option<Bytes>,
+        header: Bytes,
+        data: Bytes,
+    },
+}
+
+/// What one internal subscription stands for.
+#[derive(Debug)]
+enum Role {
+    Api,
+    Stream(Arc<str>),
+    /// A consumer's `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
+    Next(Arc<str>, Arc<str>),
+    /// A consumer's `$JS.ACK.<stream>.<consumer>.>`.
+    Ack,
+    /// A stream's `$JS.API.DIRECT.GET.<stream>` and `.<stream>.>`.
+    Direct(Arc<str>),
+}
+
+/// The prefix of direct gets, which only the stream's own subscriptions answer (no
+/// responders when it does not exist or does not allow them).
+const DIRECT_PREFIX: &[u8] = b"$JS.API.DIRECT.GET.";
+
+/// The prefix of pull requests, which only the consumer's own subscription answers: a
+/// request for a consumer that does not exist gets no responders, as from nats-server.
+const NEXT_PREFIX: &[u8] = b"$JS.API.CONSUMER.MSG.NEXT.";
+
+/// An internal subscriber: copies the message into the channel (it runs on the publisher's
+/// task, so it must not do the work itself).
+#[derive(Debug)]
+struct Inbox {
+    tx: UnboundedSender<Input>,
+    account: Arc<str>,
+    role: Role,
+}
+
+impl Internal for Inbox {
+    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, _out: &mut Deliveries) -> bool {
+        let split = msg.header_len.unwrap_or(0).min(msg.message.len());
+        let (header, data) = msg.message.split_at(split);
+        let subject = Bytes::copy_from_slice(msg.subject);
+        let reply = msg.reply.map(Bytes::copy_from_slice);
+        let input = match &self.role {
+            Role::Api
+                if msg.subject.starts_with(NEXT_PREFIX)
+                    || msg.subject.starts_with(DIRECT_PREFIX) =>
+            {
+                return false
+            }
+            Role::Direct(stream) => Input::Direct {
+                account: self.account.clone(),
+                stream: stream.clone(),
+                subject,
+                reply,
+                body: Bytes::copy_from_slice(data),
+            },
+            Role::Next(stream, consumer) => Input::Next {
+                account: self.account.clone(),
+                stream: stream.clone(),
+                consumer: consumer.clone(),
+                reply,
+                body: Bytes::copy_from_slice(data),
+            },
+            Role::Ack => Input::Ack {
+                account: self.account.clone(),
+                subject,
+                reply,
+                body: Bytes::copy_from_slice(data),
+            },
+            Role::Api => Input::Api {
+                account: self.account.clone(),
+                subject,
+                reply,
+                header: Bytes::copy_from_slice(header),
+                body: Bytes::copy_from_slice(data),
+            },
+            Role::Stream(stream) => Input::Publish {
+                account: self.account.clone(),
+                stream: stream.clone(),
+                subject,
+                reply,
+                header: Bytes::copy_from_slice(header),
+                data: Bytes::copy_from_slice(data),
+            },
+        };
+        self.tx.send(input).is_ok()
+    }
+}
+
+/// One account's JetStream with the subscriptions capturing its streams.
+struct Enabled {
+    account: Arc<Account>,
+    js: AccountJs,
+    /// Each stream's subscriptions, with the subjects they were made for.
+    captures: HashMap<String, (Vec<String>, Vec<Arc<Subscription>>)>,
+    /// Each consumer's subscriptions (pull requests and acks), by (stream, consumer).
+    consumers: HashMap<(String, String), Vec<Arc<Subscription>>>,
+    /// The direct get subscriptions of streams that allow them.
+    directs: HashMap<String, Vec<Arc<Subscription>>>,
+}
+
+/// JetStream subscribed in every account and not yet running.
+pub struct Service {
+    shared: Arc<Shared>,
+    /// How often file streams are synced (`sync_interval`).
+    sync_every: Duration,
+    tx: UnboundedSender<Input>,
+    rx: UnboundedReceiver<Input>,
+    accounts: BTreeMap<Arc<str>, Enabled>,
+}
+
+/// Subscribes `$JS.API.>` in every account but the system account (so that requests are
+/// answered as soon as the server is bound), after recovering each account's file streams
+/// from `config.store_dir`; [`Service::spawn`] runs it.
+pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Service> {
+    let (tx, rx) = unbounded_channel();
+    let mut accounts = BTreeMap::new();
+    for account in shared.router.accounts() {
+        if account.is_system.load(Ordering::Relaxed) {
+            continue;
+        }
+        let name: &str = &account.name;
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            tracing::error!("JetStream is not enabled for account {name:?}: not a directory name");
+            continue;
+        }
+        // As nats-server: with accounts configured, only those with `jetstream: enabled`
+        // have it; without, the global account does.
+        let opts = shared.opts();
+        let enabled = match opts.accounts.is_empty() {
+            true => true,
+            false => opts.accounts.iter().any(|a| a.name == name && a.jetstream),
+        };
+        let js = if enabled {
+            let dir = config.store_dir.join(name).join("streams");
+            let (js, log) = AccountJs::open(dir, config.sync_always, now())?;
+            for line in log {
+                tracing::info!("  {line} in account '{name}'");
+            }
+            js
+        } else {
+            AccountJs::disabled()
+        };
+        let inbox = Inbox {
+            tx: tx.clone(),
+            account: account.name.clone(),
+            role: Role::Api,
+        };
+        let subject = format!("{API_PREFIX}>");
+        account.subscribe(Arc::new(Subscription::internal(
+            Arc::new(inbox),
+            &subject,
+            None,
+        )));
+        let mut enabled = Enabled {
+            account: account.clone(),
+            js,
+            captures: HashMap::new(),
+            consumers: HashMap::new(),
+            directs: HashMap::new(),
+        };
+        enabled.sync_captures(&tx);
+        accounts.insert(account.name.clone(), enabled);
+    }
+    Ok(Service {
+        shared: shared.clone(),
+        sync_every: config.sync_interval.max(Duration::from_millis(10)),
+        tx,
+        rx,
+        accounts,
+    })
+}
+
+impl Service {
+    /// Spawns the task.
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(mut self) {
+        let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        let mut sync = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.sync_every,
+            self.sync_every,
+        );
+        loop {
+            tokio::select! {
+                _ = sync.tick() => {
+                    for enabled in self.accounts.values_mut() {
+                        enabled.js.sync();
+                    }
+                }
+                input = self.rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                _ = expire.tick() => {
+                    let now = now();
+                    for enabled in self.accounts.values_mut() {
+                        enabled.js.expire(now);
+                        let actions = enabled.js.tick(now);
+                        enabled.perform(actions);
+                        enabled.sync_captures(&self.tx);
+                        enabled.js.persist_consumers();
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Api {
+                account,
+                subject,
+                reply,
+                header,
+                body,
+            } => {
+                let server_name = self.shared.server_name.clone();
+                let Some(enabled) = self.accounts.get_mut(&account) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let Some(response) =
+                    enabled
+                        .js
+                        .request(&subject, &header, &body, now(), &server_name)
+                else {
+                    return;
+                };
+                enabled.sync_captures(&self.tx);
+                // A consumer created is on disk before the client hears of it.
+                enabled.js.persist_consumers();
+                if let Some(reply) = reply {
+                    send(&enabled.account, &reply, &response);
+                }
+                let actions = enabled.js.take_actions();
+                enabled.perform(actions);
+            }
+            Input::Publish {
+                account,
+                stream,
+                subject,
+                reply,
+                header,
+                data,
+            } => {
+                let Some(enabled) = self.accounts.get_mut(&account) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let Some((no_ack, ack)) =
+                    enabled.js.publish(&stream, &subject, header, data, now())
+                else {
+                    return;
+                };
+                if let (Some(reply), false) = (reply, no_ack) {
+                    send(&enabled.account, &reply, &ack);
+                }
+                // Waiting pull requests may take the new message.
+                let actions = enabled.js.tick(now());
+                enabled.perform(actions);
+            }
+            Input::Next {
+                account,
+                stream,
+                consumer,
+                reply,
+                body,
+            } => {
+                let (Some(enabled), Some(reply)) = (self.accounts.get_mut(&account), reply) else {
+                    return;
+                };
+                let reply = String::from_utf8_lossy(&reply);
+                let actions = enabled.js.pull(&stream, &consumer, &reply, &body, now());
+                enabled.perform(actions);
+            }
+            Input::Direct {
+                account,
+                stream,
+                subject,
+                reply,
+                body,
+            } => {
+                let (Some(enabled), Some(reply)) = (self.accounts.get(&account), reply) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let Some((header, data)) = enabled.js.direct_get(&stream, &subject, &body) else {
+                    return;
+                };
+                let mut message = header.clone();
+                message.extend_from_slice(&data);
+                let msg = Message {
+                    subject: &reply,
+                    reply: None,
+                    header_len: Some(header.len()),
+                    message: &message,
+                };
+                let mut out = Deliveries::default();
+                deliver::publish(&enabled.account, &msg, &mut out);
+                out.flush(None);
+            }
+            Input::Ack {
+                account,
+                subject,
+                reply,
+                body,
+            } => {
+                let Some(enabled) = self.accounts.get_mut(&account) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let now = now();
+                let mut actions = enabled.js.ack(&subject, &body, now);
+                match (reply, body.strip_prefix(b"+NXT")) {
+                    // `+NXT [pull request]`: acknowledged, then a pull answered to the ack's
+                    // reply subject.
+                    (Some(reply), Some(request)) => {
+                        let mut tokens = subject.split('.').skip(2);
+                        if let (Some(stream), Some(consumer)) = (tokens.next(), tokens.next()) {
+                            let reply = String::from_utf8_lossy(&reply);
+                            let request = request.trim_ascii();
+                            actions.extend(enabled.js.pull(stream, consumer, &reply, request, now));
+                        }
+                    }
+                    // An ack with a reply subject (a "double ack") is answered, empty, once it
+                    // has been processed and, for a file stream, written.
+                    (Some(reply), None) => {
+                        enabled.js.persist_consumers();
+                        send(&enabled.account, &reply, b"");
+                    }
+                    (None, _) => {}
+                }
+                enabled.perform(actions);
+            }
+        }
+    }
+}
+
+impl Enabled {
+    /// Sends what the consumers asked for: messages presented with their stored subject and
+    /// routed to the pull request's reply subject, and status messages.
+    fn perform(&self, actions: Vec<Action>) {
+        for action in actions {
+            let mut out = Deliveries::default();
+            match action {
+                Action::Deliver {
+                    to,
+                    subject,
+                    ack,
+                    header,
+                    data,
+                } => {
+                    let mut message = Vec::with_capacity(header.len() + data.len());
+                    message.extend_from_slice(&header);
+                    message.extend_from_slice(&data);
+                    let msg = Message {
+                        subject: subject.as_bytes(),
+                        reply: Some(ack.as_bytes()),
+                        header_len: (!header.is_empty()).then_some(header.len()),
+                        message: &message,
+                    };
+                    deliver::publish_presented(&self.account, to.as_bytes(), &msg, &mut out);
+                }
+                Action::Status { to, header } => {
+                    let msg = Message {
+                        subject: to.as_bytes(),
+                        reply: None,
+                        header_len: Some(header.len()),
+                        message: header.as_bytes(),
+                    };
+                    deliver::publish(&self.account, &msg, &mut out);
+                }
+            }
+            out.flush(None);
+        }
+    }
+
+    /// Subscribes the subjects of new or changed streams and unsubscribes those of deleted
+    /// or changed ones.
+    fn sync_captures(&mut self, tx: &UnboundedSender<Input>) {
+        let wanted = self.js.captures();
+        let account = &self.account;
+        self.captures.retain(|name, (subjects, subs)| {
+            let keep = wanted.get(name) == Some(subjects);
+            if !keep {
+                account.unsubscribe_all(subs);
+            }
+            keep
+        });
+        for (name, subjects) in wanted {
+            if self.captures.contains_key(&name) {
+                continue;
+            }
+            let stream: Arc<str> = name.as_str().into();
+            let subs: Vec<Arc<Subscription>> = subjects
+                .iter()
+                .map(|subject| {
+                    let inbox = Inbox {
+                        tx: tx.clone(),
+                        account: self.account.name.clone(),
+                        role: Role::Stream(stream.clone()),
+                    };
+                    Arc::new(Subscription::internal(Arc::new(inbox), subject, None))
+                })
+                .collect();
+            for sub in &subs {
+                self.account.subscribe(sub.clone());
+            }
+            self.captures.insert(name, (subjects, subs));
+        }
+        let direct = self.js.direct_streams();
+        self.directs.retain(|name, subs| {
+            let keep = direct.contains(name);
+            if !keep {
+                account.unsubscribe_all(subs);
+            }
+            keep
+        });
+        for name in direct {
+            if self.directs.contains_key(&name) {
+                continue;
+            }
+            let stream: Arc<str> = name.as_str().into();
+            let subs: Vec<Arc<Subscription>> = [
+                format!("$JS.API.DIRECT.GET.{name}"),
+                format!("$JS.API.DIRECT.GET.{name}.>"),
+            ]
+            .iter()
+            .map(|subject| {
+                let inbox = Inbox {
+                    tx: tx.clone(),
+                    account: self.account.name.clone(),
+                    role: Role::Direct(stream.clone()),
+                };
+                Arc::new(Subscription::internal(Arc::new(inbox), subject, None))
+            })
+            .collect();
+            for sub in &subs {
+                account.subscribe(sub.clone());
+            }
+            self.directs.insert(name, subs);
+        }
+        let wanted: Vec<(String, String)> = self.js.consumer_names_all();
+        self.consumers.retain(|key, subs| {
+            let keep = wanted.contains(key);
+            if !keep {
+                account.unsubscribe_all(subs);
+            }
+            keep
+        });
+        for (stream, consumer) in wanted {
+            let key = (stream.clone(), consumer.clone());
+            if self.consumers.contains_key(&key) {
+                continue;
+            }
+            let (s, c): (Arc<str>, Arc<str>) = (stream.as_str().into(), consumer.as_str().into());
+            let next = Inbox {
+                tx: tx.clone(),
+                account: self.account.name.clone(),
+                role: Role::Next(s, c),
+            };
+            let ack = Inbox {
+                tx: tx.clone(),
+                account: self.account.name.clone(),
+                role: Role::Ack,
+            };
+            let subs = vec![
+                Arc::new(Subscription::internal(
+                    Arc::new(next),
+                    &format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+                    None,
+                )),
+                Arc::new(Subscription::internal(
+                    Arc::new(ack),
+                    &format!("$JS.ACK.{stream}.{consumer}.>"),
+                    None,
+                )),
+            ];
+            for sub in &subs {
+                account.subscribe(sub.clone());
+            }
+            self.consumers.insert(key, subs);
+        }
+    }
+}
+
+/// Publishes `payload` to `subject` in `account`.
+fn send(account: &Account, subject: &[u8], payload: &[u8]) {
+    let mut out = Deliveries::default();
+    let msg = Message {
+        subject,
+        reply: None,
+        header_len: None,
+        message: payload,
+    };
+    deliver::publish(account, &msg, &mut out);
+    out.flush(None);
+}
+
+/// Now, in nanoseconds since the Unix epoch: the clock is read here, at the edge.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
