@@ -55,6 +55,20 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
+    /// Notes what appending to `to` asked for: a flush to schedule, a backlog to wait for.
+    #[inline]
+    fn appended(&mut self, appended: Appended, to: &Arc<Connection>) {
+        if appended == Appended::ScheduleFlush {
+            self.to_flush.push(to.clone());
+        }
+        if appended != Appended::Dropped
+            && to.outbound.is_backlogged()
+            && !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
+        {
+            self.backlogged.push(to.clone());
+        }
+    }
+
     /// Wakes the writers this batch appended to; true if any was not `own`'s.
     pub fn flush(&mut self, own: Option<&Arc<Connection>>) -> bool {
         let mut others = false;
@@ -340,17 +354,9 @@ impl<'m> RouteFrame<'m> {
                 message,
             )
         });
-        if appended == Appended::ScheduleFlush {
-            out.to_flush.push(to.clone());
-        }
         // A publisher outrunning a route waits for it, as for a subscriber (see
         // `Outbound::wait_for_room`): a route is paced, never left to overflow.
-        if appended != Appended::Dropped
-            && to.outbound.is_backlogged()
-            && !out.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
-        {
-            out.backlogged.push(to.clone());
-        }
+        out.appended(appended, to);
     }
 }
 
@@ -424,15 +430,7 @@ fn deliver_to_client(
     if out.trace && appended != Appended::Dropped {
         trace_delivery(sub, to, msg);
     }
-    if appended == Appended::ScheduleFlush {
-        out.to_flush.push(to.clone());
-    }
-    if appended != Appended::Dropped
-        && to.outbound.is_backlogged()
-        && !out.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
-    {
-        out.backlogged.push(to.clone());
-    }
+    out.appended(appended, to);
     if last {
         account.unsubscribe(sub);
         let mut subs = to.subs();
