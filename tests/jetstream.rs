@@ -351,18 +351,13 @@ const HEADER_CALLS: &[HeaderCall] = &[
     ("$JS.API.STREAM.DELETE.H", &[], ""),
 ];
 
-#[tokio::test]
-async fn stream_api_side_by_side_with_nats_server() {
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-api");
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let tern = async_nats::connect(&tern_addr).await.unwrap();
-    let ns = async_nats::connect(&ns_addr).await.unwrap();
-    for (subject, body) in CALLS {
+/// Sends each `(subject, body)` request to tern and to nats-server: the answers must be the
+/// same JSON (shape first, for a readable difference).
+async fn same_answers(tern: &async_nats::Client, ns: &async_nats::Client, calls: &[(&str, &str)]) {
+    for (subject, body) in calls {
         let (ours, theirs) = (
-            call(&tern, subject, body).await,
-            call(&ns, subject, body).await,
+            call(tern, subject, body).await,
+            call(ns, subject, body).await,
         );
         assert_eq!(
             json_shape(&ours),
@@ -371,6 +366,17 @@ async fn stream_api_side_by_side_with_nats_server() {
         );
         assert_eq!(ours, theirs, "{subject} {body}");
     }
+}
+
+#[tokio::test]
+async fn stream_api_side_by_side_with_nats_server() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-api");
+    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    let tern = async_nats::connect(&tern_addr).await.unwrap();
+    let ns = async_nats::connect(&ns_addr).await.unwrap();
+    same_answers(&tern, &ns, CALLS).await;
     for (subject, headers, body) in HEADER_CALLS {
         let mut map = async_nats::HeaderMap::new();
         for (name, value) in headers.iter() {
@@ -735,18 +741,7 @@ async fn consumer_api_side_by_side_with_nats_server() {
     let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
     let tern = async_nats::connect(&tern_addr).await.unwrap();
     let ns = async_nats::connect(&ns_addr).await.unwrap();
-    for (subject, body) in CONSUMER_CALLS {
-        let (ours, theirs) = (
-            call(&tern, subject, body).await,
-            call(&ns, subject, body).await,
-        );
-        assert_eq!(
-            json_shape(&ours),
-            json_shape(&theirs),
-            "{subject} {body}:\ntern {ours}\nnats-server {theirs}"
-        );
-        assert_eq!(ours, theirs, "{subject} {body}");
-    }
+    same_answers(&tern, &ns, CONSUMER_CALLS).await;
     // Pull requests: messages with their ack subjects, then the status messages.
     let next = "$JS.API.CONSUMER.MSG.NEXT.C.D";
     for (body, n) in [

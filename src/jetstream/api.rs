@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::consumer::{Action, Consumer, SavedConsumer};
 use super::errors::ApiError;
 use super::filestore::FileStore;
-use super::store::{MemoryStore, StreamStore};
+use super::store::{MemoryStore, StoredMsg, StreamStore};
 use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
 use crate::proto::subject;
 
@@ -760,31 +760,15 @@ impl AccountJs {
     }
 
     fn msg_get(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        #[derive(Deserialize)]
-        struct Get {
-            #[serde(default)]
-            seq: u64,
-            #[serde(default)]
-            last_by_subj: String,
-            #[serde(default)]
-            next_by_subj: String,
-        }
         let stream = self
             .streams
             .get(name)
             .ok_or_else(ApiError::stream_not_found)?;
-        let get: Get = parse(body)?;
-        let msg = match (
-            get.seq,
-            get.last_by_subj.as_str(),
-            get.next_by_subj.as_str(),
-        ) {
-            (seq, "", "") if seq > 0 => stream.store().load_msg(seq),
-            (0, last, "") if !last.is_empty() => stream.store().load_last_msg(last),
-            (seq, "", next) if !next.is_empty() => stream.store().load_next_msg(next, seq),
-            _ => return Err(ApiError::bad_request()),
-        }
-        .ok_or_else(|| ApiError::new(404, 10037, "no message found".into()))?;
+        let get: MsgGetRequest = parse(body)?;
+        let msg = get
+            .load(stream.store())
+            .ok_or_else(ApiError::bad_request)?
+            .ok_or_else(|| ApiError::new(404, 10037, "no message found".into()))?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut message = Map::new();
         message.insert("subject".into(), json!(msg.subject));
@@ -882,6 +866,40 @@ pub fn time(ns: i64) -> String {
         return "0001-01-01T00:00:00Z".into();
     }
     crate::monitor::rfc3339(UNIX_EPOCH + Duration::from_nanos(ns as u64))
+}
+
+/// A message get request (`STREAM.MSG.GET` and the body form of `DIRECT.GET`): by sequence, the
+/// last on a subject, or the next on a subject from a sequence.
+#[derive(Deserialize)]
+pub(super) struct MsgGetRequest {
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    last_by_subj: String,
+    #[serde(default)]
+    next_by_subj: String,
+    /// The batch and multi-subject forms, which tern does not have yet.
+    #[serde(flatten)]
+    pub(super) other: BTreeMap<String, Value>,
+}
+
+impl MsgGetRequest {
+    /// The message asked for (`Some(None)`: there is none), or `None` for a combination of
+    /// fields nats-server refuses.
+    pub(super) fn load(&self, store: &dyn StreamStore) -> Option<Option<StoredMsg>> {
+        Some(
+            match (
+                self.seq,
+                self.last_by_subj.as_str(),
+                self.next_by_subj.as_str(),
+            ) {
+                (seq, "", "") if seq > 0 => store.load_msg(seq),
+                (0, last, "") if !last.is_empty() => store.load_last_msg(last),
+                (seq, "", next) if !next.is_empty() => store.load_next_msg(next, seq),
+                _ => return None,
+            },
+        )
+    }
 }
 
 #[cfg(test)]

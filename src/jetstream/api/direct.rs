@@ -1,13 +1,9 @@
 //! Direct gets (`$JS.API.DIRECT.GET.<stream>[.<subject>]`), answered from a stream's own
 //! subscriptions with the raw message.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::Value;
 
-use super::{parse, time, AccountJs};
+use super::{parse, time, AccountJs, MsgGetRequest};
 
 impl AccountJs {
     /// A direct get (`$JS.API.DIRECT.GET.<stream>[.<subject>]`, nats-server's
@@ -15,18 +11,6 @@ impl AccountJs {
     /// `Nats-Stream`, `Nats-Subject`, `Nats-Sequence` and `Nats-Time-Stamp` added to its
     /// headers, or a status.
     pub fn direct_get(&self, stream: &str, subject: &str, body: &[u8]) -> Option<(Vec<u8>, Bytes)> {
-        #[derive(Deserialize)]
-        struct Get {
-            #[serde(default)]
-            seq: u64,
-            #[serde(default)]
-            last_by_subj: String,
-            #[serde(default)]
-            next_by_subj: String,
-            /// The batch and multi-subject forms, which tern does not have yet.
-            #[serde(flatten)]
-            other: BTreeMap<String, Value>,
-        }
         let s = self.streams.get(stream)?;
         let status = |text: &str| {
             Some((
@@ -39,7 +23,7 @@ impl AccountJs {
             Some(last) => s.store().load_last_msg(last),
             None if body.trim_ascii().is_empty() => return status("408 Empty Request"),
             None => {
-                let Ok(get) = parse::<Get>(body) else {
+                let Ok(get) = parse::<MsgGetRequest>(body) else {
                     return status("408 Malformed Request");
                 };
                 if !get.other.is_empty() {
@@ -47,15 +31,9 @@ impl AccountJs {
                         "408 Bad Request - batch and multi_last are not supported by tern yet",
                     );
                 }
-                match (
-                    get.seq,
-                    get.last_by_subj.as_str(),
-                    get.next_by_subj.as_str(),
-                ) {
-                    (seq, "", "") if seq > 0 => s.store().load_msg(seq),
-                    (0, last, "") if !last.is_empty() => s.store().load_last_msg(last),
-                    (seq, "", next) if !next.is_empty() => s.store().load_next_msg(next, seq),
-                    _ => return status("408 Bad Request"),
+                match get.load(s.store()) {
+                    Some(msg) => msg,
+                    None => return status("408 Bad Request"),
                 }
             }
         };
