@@ -252,6 +252,7 @@ async fn serve(
             digest_of(path)
         );
     }
+    log_operators(&shared.opts());
     if let Some(addr) = server.monitor_addr() {
         let opts = shared.opts();
         let http_host = opts.http_host.as_deref().unwrap_or(&opts.host);
@@ -425,5 +426,45 @@ fn host_for_log(host: &str) -> String {
     match host.contains(':') && !host.starts_with('[') {
         true => format!("[{host}]"),
         false => host.to_string(),
+    }
+}
+
+/// nats-server's start-up lines for operator mode: each trusted operator, and a warning when
+/// there is no system account.
+fn log_operators(opts: &tern::config::Options) {
+    let operators = &opts.operator.operators;
+    if operators.is_empty() {
+        return;
+    }
+    info!("Trusted Operators");
+    // Go prints `time.Unix(..)` with `%v`: `2026-12-01 15:43:26 +0000 UTC` (tern logs in UTC).
+    let time = |secs: i64| {
+        let text = tern::monitor::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+        );
+        format!(
+            "{} +0000 UTC",
+            text.replacen('T', " ", 1).trim_end_matches('Z')
+        )
+    };
+    for op in operators {
+        info!("  System  : {:?}", op.claims.aud);
+        info!("  Operator: {:?}", op.claims.name);
+        info!("  Issued  : {}", time(op.claims.iat));
+        match op.claims.exp {
+            0 => info!("  Expires : Never"),
+            exp => info!("  Expires : {}", time(exp)),
+        }
+    }
+    if opts.system_account.is_none() {
+        warn!("Trusted Operators should utilize a System Account");
+    }
+    for (key, account) in &opts.operator.accounts {
+        if !account.issues.is_empty() {
+            warn!("Account [{key}] has validation issues:");
+            for issue in &account.issues {
+                warn!("  - {issue}");
+            }
+        }
     }
 }

@@ -7,11 +7,25 @@ pub mod cli;
 pub mod cluster;
 pub mod conf;
 pub mod jetstream;
+pub mod operator;
 pub mod options;
 mod url;
 pub mod users;
 
 pub use options::*;
+
+/// Reads a file, naming it in the error the way Go's `open` does
+/// (`open x.pem: no such file or directory`).
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        format!("open {}: {why}", path.display())
+    })
+}
 
 /// Reading configuration text in tests, as `-c` reads a file.
 #[cfg(test)]

@@ -99,6 +99,8 @@ pub struct Options {
     pub cluster: Option<ClusterOptions>,
     /// JetStream (`jetstream { ... }`, `-js`); `None` when it is off.
     pub jetstream: Option<super::jetstream::JetStreamOptions>,
+    /// Operator mode: trusted operators, the account resolver and its accounts.
+    pub operator: super::operator::OperatorOptions,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -229,6 +231,7 @@ impl Default for Options {
             no_system_account: false,
             cluster: None,
             jetstream: None,
+            operator: Default::default(),
         }
     }
 }
@@ -236,7 +239,10 @@ impl Default for Options {
 impl Options {
     /// Whether clients must authenticate.
     pub fn auth_required(&self) -> bool {
-        self.username.is_some() || self.token.is_some() || !self.users.is_empty()
+        self.username.is_some()
+            || self.token.is_some()
+            || !self.users.is_empty()
+            || self.operator.enabled()
     }
 
     /// The time a client has to authenticate (nats-server's `getDefaultAuthTimeout` when unset).
@@ -292,7 +298,7 @@ impl Options {
 
     /// Whether INFO carries a nonce for nkey users to sign.
     pub fn nonce_required(&self) -> bool {
-        self.users.iter().any(|u| u.nkey.is_some())
+        self.users.iter().any(|u| u.nkey.is_some()) || self.operator.enabled()
     }
 
     /// Applies the options of a parsed configuration file over these. Options tern does not
@@ -304,7 +310,10 @@ impl Options {
         }
         // A `no_auth_user` naming nobody is not an error here: nats-server's `-t` passes it and
         // only starting refuses it (`state::accounts::check`).
-        super::accounts::check(self, &file_pos(file))
+        let pos = file_pos(file);
+        super::accounts::check(self, &pos)?;
+        // Operator mode's accounts come from JWTs, checked by their own rules.
+        super::operator::check_and_expand(self, &pos)
     }
 
     fn apply_entry(&mut self, entry: &Entry, warnings: &mut Vec<String>) -> Result<(), ConfError> {
@@ -416,16 +425,18 @@ impl Options {
             "no_system_account" | "no_system" | "no_sys_acc" => {
                 self.no_system_account = boolean(v)?
             }
+            "operator" | "operators" | "root" | "roots" | "root_operator" | "root_operators" => {
+                self.operator.operators = super::operator::parse_operators(entry)?
+            }
+            "trusted" | "trusted_keys" => {
+                self.operator.trusted_keys = super::operator::parse_trusted(v)?
+            }
+            "resolver" | "account_resolver" | "accounts_resolver" => {
+                self.operator.resolver = Some(super::operator::parse_resolver(v)?)
+            }
+            "resolver_preload" => self.operator.preload = super::operator::parse_preload(v)?,
             // Running without these would weaken security or change who may do what.
-            "operator"
-            | "operators"
-            | "resolver"
-            | "resolver_preload"
-            | "trusted"
-            | "trusted_keys"
-            | "ocsp"
-            | "default_permissions"
-            | "proxies" => {
+            "ocsp" | "default_permissions" | "proxies" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),
                     message: format!("{:?} is not supported by tern yet", entry.key),
@@ -787,7 +798,7 @@ mod tests {
         assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
         let (o, _) = options("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }").unwrap();
         assert_eq!(o.tls.unwrap().defined_at.as_deref(), Some("test.conf:2:1"));
-        assert!(error("operator: op.jwt").contains("not supported"));
+        assert!(error("ocsp: true").contains("not supported"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::options::{
 use crate::engine::permissions::{self, Permissions, ResponsePermission, SubjectPermission};
 
 /// The connection types nats-server knows (`jwt.ConnectionType*`).
-const CONNECTION_TYPES: [&str; 7] = [
+pub const CONNECTION_TYPES: [&str; 7] = [
     "STANDARD",
     "WEBSOCKET",
     "LEAFNODE",

@@ -27,8 +27,9 @@ use crate::proto::error::ProtocolError;
 use crate::proto::parser::{self, ClientOp};
 use crate::proto::protocol::{self, ConnectOptions};
 use crate::proto::subject;
-use crate::security::auth;
 use crate::security::tls;
+use crate::security::{auth, jwt};
+use std::time::Duration;
 
 use super::cache::{publish_allowed, MatchCache};
 use super::liveness::Liveness;
@@ -181,6 +182,12 @@ struct Client {
     perms: Option<Arc<Permissions>>,
     /// The nonce sent in INFO, for nkey users to sign.
     nonce: Option<String>,
+    /// The user's own limits (operator mode), beside the server's.
+    user_limits: auth::Limits,
+    /// When the user's credentials expire (operator mode).
+    expires: Option<Instant>,
+    /// `expires` changed: the read loop's deadline must be moved to it.
+    expiry_armed: bool,
     /// The names in the client's verified TLS certificate, for `verify_and_map`.
     cert: Option<Arc<tls::CertIdentity>>,
     /// Who a refused CONNECT claimed to be, for the log line.
@@ -217,6 +224,9 @@ impl Client {
             cache: MatchCache::default(),
             perms: None,
             nonce: None,
+            user_limits: auth::Limits::default(),
+            expires: None,
+            expiry_armed: false,
             auth_failure: String::new(),
             cert: None,
             pub_cache: HashMap::default(),
@@ -260,11 +270,19 @@ impl Client {
                     self.refresh();
                     self.ping_timer()
                 }
-                _ = &mut auth_deadline, if self.awaiting_auth() => {
-                    Err(ProtocolError::AuthenticationTimeout)
+                _ = &mut auth_deadline, if self.awaiting_auth() || self.expires.is_some() => {
+                    Err(if self.awaiting_auth() {
+                        ProtocolError::AuthenticationTimeout
+                    } else {
+                        ProtocolError::AuthenticationExpired
+                    })
                 }
             };
             let woke_others = self.flush_batch();
+            if let Some(at) = self.expires.filter(|_| self.expiry_armed) {
+                self.expiry_armed = false;
+                auth_deadline.as_mut().reset(at);
+            }
             if let Err(err) = result {
                 let reason = close_reason(&err);
                 self.fail(err);
@@ -312,9 +330,9 @@ impl Client {
 
     /// Parses and handles every whole operation in `buf`, leaving a partial one for later.
     fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        let limits = parser::Limits {
+        let mut limits = parser::Limits {
             max_control_line: self.server.max_control_line,
-            max_payload: self.server.max_payload,
+            max_payload: self.max_payload(),
         };
         let mut consumed = 0;
         let result = loop {
@@ -330,7 +348,14 @@ impl Client {
                         trace_in(&self.desc, &op);
                     }
                     consumed += n;
-                    if let Err(err) = self.handle(op) {
+                    let connect = matches!(op, ClientOp::Connect(_));
+                    let handled = self.handle(op);
+                    if connect {
+                        // The user's own payload limit holds from its CONNECT on, within
+                        // this batch too.
+                        limits.max_payload = self.max_payload();
+                    }
+                    if let Err(err) = handled {
                         if err.closes_connection() {
                             break Err(err);
                         }
@@ -450,7 +475,18 @@ impl Client {
         let mut credentials = auth::Credentials::from_connect(&opts);
         credentials.nonce = self.nonce.clone();
         credentials.cert = self.cert.clone();
-        let Some(user) = auth::authenticate(server, &credentials) else {
+        let user = if server.operator.enabled() {
+            let cx = jwt::Context {
+                desc: &self.desc,
+                ip: Some(self.addr.ip()),
+                now: crate::config::operator::unix_now(),
+                connection_type: "STANDARD",
+            };
+            jwt::authenticate(&server.operator, &credentials, &cx)
+        } else {
+            auth::authenticate(server, &credentials)
+        };
+        let Some(user) = user else {
             // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
             self.auth_failure = match (&credentials.nkey, &credentials.user) {
                 (Some(nkey), _) if server.nonce_required() => format!(" - Nkey {nkey:?}"),
@@ -512,6 +548,30 @@ impl Client {
         self.conn.set_permissions(user.permissions.clone());
         self.perms = user.permissions.clone();
         self.pub_cache.clear();
+        self.user_limits = user.limits;
+        if let Some(secs) = user.expires_in {
+            self.expires = Some(Instant::now() + Duration::from_secs(secs.max(0) as u64));
+            self.expiry_armed = true;
+        }
+    }
+
+    /// The largest payload this client may publish: the server's, or the user's own limit
+    /// when smaller (nats-server's `applyAccountLimits`).
+    fn max_payload(&self) -> usize {
+        let server = self.server.max_payload;
+        match usize::try_from(self.user_limits.payload) {
+            Ok(user) => user.min(server),
+            Err(_) => server,
+        }
+    }
+
+    /// The most subscriptions this client may hold, if limited.
+    fn max_subs(&self) -> Option<usize> {
+        let server = (self.server.max_subscriptions > 0).then_some(self.server.max_subscriptions);
+        match (usize::try_from(self.user_limits.subs).ok(), server) {
+            (Some(user), Some(server)) => Some(user.min(server)),
+            (user, server) => user.or(server),
+        }
     }
 
     fn handle_pub(
@@ -607,8 +667,8 @@ impl Client {
         }
         let sub = {
             let mut subs = self.conn.subs();
-            let max = self.server.max_subscriptions;
-            if max > 0 && subs.len() >= max {
+            let max = self.max_subs();
+            if max.is_some_and(|max| subs.len() >= max) {
                 return Err(ProtocolError::MaxSubscriptions);
             }
             if subs.contains_key(sid) {
@@ -800,6 +860,7 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
     match err {
         ProtocolError::AuthorizationViolation => CloseReason::AuthenticationViolation,
         ProtocolError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
+        ProtocolError::AuthenticationExpired => CloseReason::AuthenticationExpired,
         ProtocolError::MaxPayload => CloseReason::MaxPayloadExceeded,
         ProtocolError::MaxControlLine => CloseReason::MaxControlLineExceeded,
         ProtocolError::MaxConnections => CloseReason::MaxConnectionsExceeded,

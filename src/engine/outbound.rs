@@ -41,6 +41,8 @@ pub enum CloseReason {
     AuthenticationViolation,
     /// No CONNECT within the auth timeout.
     AuthenticationTimeout,
+    /// The user's JWT expired.
+    AuthenticationExpired,
     /// PINGs went unanswered.
     StaleConnection,
     /// `max_payload` exceeded.
@@ -71,6 +73,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "Protocol Violation",
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
             CloseReason::StaleConnection => "Stale Connection",
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",

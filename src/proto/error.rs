@@ -18,6 +18,8 @@ pub enum ProtocolError {
     AuthorizationViolation,
     /// No CONNECT arrived within `auth_timeout`.
     AuthenticationTimeout,
+    /// The user's credentials (its JWT, or its connect-time window) ran out.
+    AuthenticationExpired,
     /// The size field of PUB/HPUB is above `max_payload`.
     MaxPayload,
     /// A control line longer than `max_control_line`.
@@ -77,6 +79,7 @@ impl ProtocolError {
             ProtocolError::UnknownOperation => "Unknown Protocol Operation",
             ProtocolError::AuthorizationViolation => "Authorization Violation",
             ProtocolError::AuthenticationTimeout => "Authentication Timeout",
+            ProtocolError::AuthenticationExpired => "User Authentication Expired",
             ProtocolError::MaxPayload => "Maximum Payload Violation",
             ProtocolError::MaxControlLine => "maximum control line exceeded",
             ProtocolError::MaxConnections => "maximum connections exceeded",

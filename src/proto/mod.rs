@@ -2,6 +2,7 @@
 //! and encoders. No tokio, no sockets, no clock: unit-, property- and fuzz-testable alone.
 
 pub mod error;
+pub mod jwt;
 pub mod parser;
 pub mod protocol;
 pub mod route;

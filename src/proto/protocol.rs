@@ -127,6 +127,8 @@ pub struct ConnectOptions {
     pub nkey: Option<String>,
     /// The nonce from INFO, signed with the nkey's seed (base64).
     pub sig: Option<String>,
+    /// The user's JWT (operator mode).
+    pub jwt: Option<String>,
     /// Informational.
     pub tls_required: bool,
 }
@@ -148,6 +150,7 @@ impl Default for ConnectOptions {
             auth_token: None,
             nkey: None,
             sig: None,
+            jwt: None,
             tls_required: false,
         }
     }
@@ -197,6 +200,7 @@ impl ConnectOptions {
                 "auth_token" => self.auth_token = Some(text(&value)?),
                 "nkey" => self.nkey = Some(text(&value)?),
                 "sig" => self.sig = Some(text(&value)?),
+                "jwt" => self.jwt = Some(text(&value)?),
                 _ => {}
             }
         }
@@ -206,13 +210,14 @@ impl ConnectOptions {
     /// How nats-server names the client in log lines: `v<version>:<lang>:<name>` when the
     /// library says what it is, else the name; `None` when there is nothing to show.
     pub fn log_name(&self) -> Option<String> {
-        if !self.version.is_empty() || !self.lang.is_empty() {
-            Some(format!("v{}:{}:{}", self.version, self.lang, self.name))
-        } else if !self.name.is_empty() {
-            Some(self.name.clone())
-        } else {
-            None
-        }
+        // nats-server joins the parts it has: `v1.0:go:n`, `v1.0:n`, `go`, `n`.
+        let version = (!self.version.is_empty()).then(|| format!("v{}", self.version));
+        let parts: Vec<&str> = [version.as_deref(), Some(&*self.lang), Some(&*self.name)]
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(":"))
     }
 }
 
@@ -399,5 +404,17 @@ mod tests {
         c.apply(br#"{"lang":"go","version":"1.0","name":"n"}"#)
             .unwrap();
         assert_eq!(c.log_name().as_deref(), Some("v1.0:go:n"));
+        // What nats-server 2.15.1 logs for the other combinations.
+        for (connect, name) in [
+            (r#"{"version":"1.0","lang":"go"}"#, "v1.0:go"),
+            (r#"{"version":"1.0","name":"n"}"#, "v1.0:n"),
+            (r#"{"lang":"go","name":"n"}"#, "go:n"),
+            (r#"{"lang":"go"}"#, "go"),
+            (r#"{"version":"1.0"}"#, "v1.0"),
+        ] {
+            let mut c = ConnectOptions::default();
+            c.apply(connect.as_bytes()).unwrap();
+            assert_eq!(c.log_name().as_deref(), Some(name), "{connect}");
+        }
     }
 }

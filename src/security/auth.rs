@@ -26,6 +26,8 @@ pub struct Credentials {
     pub nkey: Option<String>,
     /// `sig`: the nonce signed with the nkey's seed, base64.
     pub sig: Option<String>,
+    /// `jwt`: the user's JWT (operator mode).
+    pub jwt: Option<String>,
     /// The nonce this connection was sent in INFO (not from the client).
     pub nonce: Option<String>,
     /// The names in the client's verified TLS certificate (not from CONNECT).
@@ -41,6 +43,7 @@ impl Credentials {
             token: opts.auth_token.clone(),
             nkey: opts.nkey.clone(),
             sig: opts.sig.clone(),
+            jwt: opts.jwt.clone(),
             nonce: None,
             cert: None,
         }
@@ -80,6 +83,29 @@ pub struct Authorized {
     /// How nats-server names the client in its log prefix once CONNECT is accepted, after the
     /// account (`"$G/user:alice"`, `"$G/nkey:U..."`, `"$G/token"`); `None` without auth.
     pub log_name: Option<String>,
+    /// The user's own limits (from its JWT).
+    pub limits: Limits,
+    /// Seconds until the user's credentials expire (its JWT's `exp`, or the end of its
+    /// connect-time window): the connection is closed then.
+    pub expires_in: Option<i64>,
+}
+
+/// A user's own limits, nats-jwt style: `-1` for none (the server's limits still apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload.
+    pub payload: i64,
+    /// Subscriptions.
+    pub subs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            payload: -1,
+            subs: -1,
+        }
+    }
 }
 
 /// Whether `creds` get in under `opts`, and as whom. A client with no credentials at all is
@@ -103,6 +129,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             permissions: user.permissions.clone(),
             log_name: Some(format!("user:{}", user.name)),
             account: user.account.clone(),
+            ..Authorized::default()
         });
     }
     if creds.is_empty() {
@@ -117,6 +144,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                     permissions: u.permissions.clone(),
                     log_name: Some(format!("user:{}", u.name)),
                     account: u.account.clone(),
+                    ..Authorized::default()
                 });
         }
     }
@@ -133,6 +161,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 permissions: known.permissions.clone(),
                 log_name: Some(format!("nkey:{nkey}")),
                 account: known.account.clone(),
+                ..Authorized::default()
             });
         }
     }
@@ -146,6 +175,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 permissions: known.permissions.clone(),
                 log_name: Some(format!("user:{}", known.name)),
                 account: known.account.clone(),
+                ..Authorized::default()
             });
         }
         if opts
@@ -159,6 +189,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 permissions: None,
                 log_name: Some(format!("user:{user}")),
                 account: String::new(),
+                ..Authorized::default()
             });
         }
     }
@@ -174,7 +205,15 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
 /// Whether `creds.sig` is `nkey`'s signature of the connection's nonce. The signature may be
 /// base64url (what clients send) or standard base64, as nats-server accepts.
 fn verify_nonce(nkey: &str, creds: &Credentials) -> bool {
-    let (Some(sig), Some(nonce)) = (&creds.sig, &creds.nonce) else {
+    let Some(sig) = &creds.sig else {
+        return false;
+    };
+    verify_signature(nkey, sig, creds.nonce.as_deref())
+}
+
+/// Whether `sig` (base64url or standard base64) is `nkey`'s signature of `nonce`.
+pub(super) fn verify_signature(nkey: &str, sig: &str, nonce: Option<&str>) -> bool {
+    let Some(nonce) = nonce else {
         return false;
     };
     let Some(sig) = base64_decode(sig) else {
@@ -428,6 +467,7 @@ mod tests {
                 permissions: None,
                 log_name: Some("user:a".into()),
                 account: String::new(),
+                ..Authorized::default()
             })
         );
         opts.no_auth_user = Some("b".into());

@@ -2,4 +2,5 @@
 //! rustls configuration is built, certificate identities, pinned keys).
 
 pub mod auth;
+pub mod jwt;
 pub mod tls;

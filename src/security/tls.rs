@@ -132,7 +132,7 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
 
 /// Certificates from a PEM file.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(path)?;
+    let pem = crate::config::read_file(path)?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -147,7 +147,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The private key from a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), as Go accepts.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read(path)?;
+    let pem = crate::config::read_file(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("{}: {e}", path.display()))?
         .ok_or_else(|| {
@@ -211,18 +211,6 @@ pub fn suite_name(suite: rustls::CipherSuite) -> String {
         Some(rest) => format!("TLS_{rest}"),
         None => name,
     }
-}
-
-/// Reads a file, naming it in the error the way Go's `open` does.
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            io::ErrorKind::NotFound => "no such file or directory".to_string(),
-            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        format!("open {}: {why}", path.display())
-    })
 }
 
 /// How a TLS upgrade failed (for the debug log; the client is closed without a word).

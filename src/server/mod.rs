@@ -185,6 +185,9 @@ impl Server {
                 _ = shared.lame_duck_requested() => break true,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
+                        // The dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`; Go
+                        // shows (and matches) them as plain IPv4.
+                        let addr = std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port());
                         shared.tasks.spawn(client::serve(shared.clone(), stream, addr));
                     }
                     Err(err) => {

@@ -1,0 +1,508 @@
+//! Operator mode (decentralized auth): `operator` (trusted operator JWTs), `trusted` keys,
+//! `resolver` and `resolver_preload`, read and checked as nats-server does
+//! (`opts.go: parseOperator/parseResolver`, `jwt.go: validateTrustedOperators`).
+//!
+//! With the memory resolver every account is known when the file is read: each preloaded
+//! account JWT is verified against the trusted keys and becomes an [`AccountConfig`] named by
+//! its public key, with its exports, imports and mappings; the claims are kept
+//! ([`OperatorOptions::accounts`]) for authentication (signing keys, revocations, limits,
+//! default permissions).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::accounts::{AccountConfig, Export, Flow, Import, MappingConfig};
+use super::conf::{ConfError, Entry, Kind, Pos, Value};
+use super::options::{bad, string, Options};
+use crate::engine::account::{ResponseType, DEFAULT_RESPONSE_THRESHOLD};
+use crate::proto::jwt::{self, AccountClaims, OperatorClaims};
+use crate::proto::subject;
+
+/// A trusted operator: its JWT as given and its claims.
+#[derive(Debug, Clone)]
+pub struct TrustedOperator {
+    /// The JWT.
+    pub jwt: String,
+    /// Its claims.
+    pub claims: OperatorClaims,
+}
+
+/// Where account JWTs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolver {
+    /// `MEMORY`: the preloaded accounts, fixed until a reload.
+    Memory,
+    /// `URL(...)`: an account server (not supported by tern yet).
+    Url(String),
+    /// `{ type: full | cache, dir, ... }`: stored on disk (not supported by tern yet).
+    Dir {
+        /// `full` or `cache`.
+        kind: String,
+    },
+}
+
+/// A verified account JWT.
+#[derive(Debug, Clone)]
+pub struct AccountJwt {
+    /// The JWT.
+    pub jwt: String,
+    /// Its claims.
+    pub claims: Arc<AccountClaims>,
+    /// What nats-jwt's validation finds wrong with it; an account with issues is logged at
+    /// start and cannot be used (nats-server: `account validation failed`).
+    pub issues: Vec<String>,
+}
+
+/// Everything operator mode configures.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorOptions {
+    /// `operator`: the trusted operators.
+    pub operators: Vec<TrustedOperator>,
+    /// `trusted`: operator keys trusted without their JWTs.
+    pub trusted_keys: Vec<String>,
+    /// `resolver`.
+    pub resolver: Option<Resolver>,
+    /// `resolver_preload`: account public key -> JWT, in file order, with their positions.
+    pub preload: Vec<(String, String, Pos)>,
+    /// The preloaded accounts, verified, by public key.
+    pub accounts: BTreeMap<String, AccountJwt>,
+}
+
+impl OperatorOptions {
+    /// Whether the server runs in operator mode.
+    pub fn enabled(&self) -> bool {
+        !self.operators.is_empty() || !self.trusted_keys.is_empty()
+    }
+
+    /// The keys that may sign account JWTs: each operator's own and its signing keys, and
+    /// the `trusted` keys.
+    pub fn trusted(&self) -> impl Iterator<Item = &str> {
+        self.operators
+            .iter()
+            .flat_map(|o| {
+                std::iter::once(o.claims.sub.as_str())
+                    .chain(o.claims.nats.signing_keys.iter().map(String::as_str))
+            })
+            .chain(self.trusted_keys.iter().map(String::as_str))
+    }
+
+    /// Whether `key` may sign account JWTs.
+    pub fn is_trusted(&self, key: &str) -> bool {
+        self.trusted().any(|k| k == key)
+    }
+
+    /// A known account's verified JWT, if it passed validation.
+    pub fn account(&self, key: &str) -> Option<&AccountJwt> {
+        self.accounts.get(key).filter(|a| a.issues.is_empty())
+    }
+}
+
+/// `operator: <jwt or file>` or a list of them.
+pub(super) fn parse_operators(entry: &Entry) -> Result<Vec<TrustedOperator>, ConfError> {
+    let items: Vec<&Value> = match &entry.value.kind {
+        Kind::Array(items) => items.iter().collect(),
+        _ => vec![&entry.value],
+    };
+    items
+        .into_iter()
+        .map(|v| {
+            let text = string(v)?;
+            read_operator(&text).map_err(|why| ConfError {
+                pos: entry.pos.clone(),
+                message: format!("error parsing operator JWT: {why}"),
+            })
+        })
+        .collect()
+}
+
+/// An operator JWT from a file (bare or decorated), or inline.
+fn read_operator(text: &str) -> Result<TrustedOperator, String> {
+    let contents = match super::read_file(Path::new(text)) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) if text.starts_with("eyJ") => text.to_string(),
+        Err(why) => return Err(why),
+    };
+    let token = jwt::jwt_in_text(&contents).unwrap_or(contents.trim());
+    let claims = jwt::decode(token, jwt::Kind::Operator).map_err(|e| e.to_string())?;
+    Ok(TrustedOperator {
+        jwt: token.to_string(),
+        claims,
+    })
+}
+
+/// `trusted: [keys]` (or one string of keys separated by spaces or commas).
+pub(super) fn parse_trusted(v: &Value) -> Result<Vec<String>, ConfError> {
+    let keys: Vec<String> = match &v.kind {
+        Kind::Array(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+        _ => string(v)?
+            .split([',', ' '])
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    for key in &keys {
+        if !key.starts_with('O') || nkeys::KeyPair::from_public_key(key).is_err() {
+            return Err(ConfError {
+                pos: v.pos.clone(),
+                message: format!("trust key {key:?} required to be a valid public operator nkey"),
+            });
+        }
+    }
+    Ok(keys)
+}
+
+/// `resolver: MEMORY | URL(url) | { type, dir, ... }`.
+pub(super) fn parse_resolver(v: &Value) -> Result<Resolver, ConfError> {
+    match &v.kind {
+        Kind::String(text) => {
+            let upper = text.to_ascii_uppercase();
+            if upper == "MEM" || upper == "MEMORY" {
+                Ok(Resolver::Memory)
+            } else if upper.starts_with("URL(") && text.ends_with(')') {
+                Ok(Resolver::Url(text[4..text.len() - 1].trim().to_string()))
+            } else {
+                Err(ConfError {
+                    pos: v.pos.clone(),
+                    message: format!("resolver not supported: {text:?}"),
+                })
+            }
+        }
+        Kind::Map(map) => {
+            let kind = map
+                .iter()
+                .find(|e| e.key.eq_ignore_ascii_case("type"))
+                .map(|e| string(&e.value))
+                .transpose()?
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            match kind.as_str() {
+                "full" | "cache" => Ok(Resolver::Dir { kind }),
+                "mem" | "memory" => Ok(Resolver::Memory),
+                _ => Err(ConfError {
+                    pos: v.pos.clone(),
+                    message: format!("resolver type {kind:?} not supported"),
+                }),
+            }
+        }
+        _ => Err(bad(v, "resolver")),
+    }
+}
+
+/// `resolver_preload { <account key>: <jwt> }`.
+pub(super) fn parse_preload(v: &Value) -> Result<Vec<(String, String, Pos)>, ConfError> {
+    let Kind::Map(map) = &v.kind else {
+        return Err(bad(v, "resolver_preload"));
+    };
+    map.iter()
+        .map(|e| Ok((e.key.clone(), string(&e.value)?, e.value.pos.clone())))
+        .collect()
+}
+
+/// nats-server's checks of operator mode once the whole file is read; then the preloaded
+/// accounts become configured accounts. `file` is where file-wide errors point.
+pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), ConfError> {
+    let op = &mut opts.operator;
+    if !op.enabled() {
+        return Ok(());
+    }
+    let whole = |message: &str| ConfError {
+        pos: Pos {
+            line: 0,
+            ..file.clone()
+        },
+        message: message.to_string(),
+    };
+    if op.resolver.is_none() {
+        return Err(whole(
+            "operators require an account resolver to be configured",
+        ));
+    }
+    if !opts.accounts.is_empty() {
+        return Err(whole(
+            "operators do not allow Accounts to be configured directly",
+        ));
+    }
+    if !opts.users.is_empty() {
+        return Err(whole(
+            "operators do not allow users to be configured directly",
+        ));
+    }
+    if !op.operators.is_empty() && !op.trusted_keys.is_empty() {
+        return Err(whole(
+            "conflicting options for 'TrustedKeys' and 'TrustedOperators'",
+        ));
+    }
+    match &op.resolver {
+        Some(Resolver::Url(_)) => return Err(whole("resolver: URL is not supported by tern yet")),
+        Some(Resolver::Dir { kind }) => {
+            return Err(whole(&format!(
+                "resolver type {kind:?} is not supported by tern yet"
+            )))
+        }
+        _ => {}
+    }
+    let mut accounts = BTreeMap::new();
+    for (key, token, pos) in &op.preload {
+        let invalid = || ConfError {
+            pos: pos.clone(),
+            message: "invalid account JWT".into(),
+        };
+        let claims: AccountClaims =
+            jwt::decode(token, jwt::Kind::Account).map_err(|_| invalid())?;
+        if &claims.sub != key {
+            return Err(invalid());
+        }
+        if !op.is_trusted(&claims.iss) {
+            return Err(ConfError {
+                pos: pos.clone(),
+                message: "account JWT not signed by trusted operator".into(),
+            });
+        }
+        accounts.insert(
+            key.clone(),
+            AccountJwt {
+                jwt: token.clone(),
+                issues: validation_issues(&claims),
+                claims: Arc::new(claims),
+            },
+        );
+    }
+    if opts.system_account.is_none() {
+        opts.system_account = op
+            .operators
+            .iter()
+            .map(|o| o.claims.nats.system_account.clone())
+            .find(|s| !s.is_empty());
+    }
+    opts.accounts = accounts
+        .values()
+        .filter(|a| a.issues.is_empty())
+        .map(|a| account_config(&a.claims, &accounts))
+        .collect();
+    op.accounts = accounts;
+    Ok(())
+}
+
+/// An account JWT as a configured account: its exports (private ones open to the accounts
+/// that import them with a valid activation), imports and mappings.
+fn account_config(claims: &AccountClaims, all: &BTreeMap<String, AccountJwt>) -> AccountConfig {
+    let nats = &claims.nats;
+    let exports = nats
+        .exports
+        .iter()
+        .filter_map(|e| {
+            let flow = flow(&e.kind)?;
+            let accounts = e.token_req.then(|| {
+                all.values()
+                    .filter(|other| {
+                        other.claims.nats.imports.iter().any(|i| {
+                            i.account == claims.sub
+                                && flow_matches(&i.kind, flow)
+                                && activation_allows(i, e, &claims.sub, &other.claims.sub)
+                        })
+                    })
+                    .map(|other| other.claims.sub.clone())
+                    .collect()
+            });
+            Some(Export {
+                flow,
+                subject: e.subject.clone(),
+                accounts,
+                response_type: match e.response_type.as_str() {
+                    "Stream" => ResponseType::Stream,
+                    "Chunked" => ResponseType::Chunked,
+                    _ => ResponseType::Singleton,
+                },
+                response_threshold: if e.response_threshold > 0 {
+                    Duration::from_nanos(e.response_threshold as u64)
+                } else {
+                    DEFAULT_RESPONSE_THRESHOLD
+                },
+            })
+        })
+        .collect();
+    let imports = nats
+        .imports
+        .iter()
+        .filter_map(|i| {
+            let flow = flow(&i.kind)?;
+            // Only what the exporter exports to this account: nats-server drops the rest.
+            let exporter = all.get(&i.account)?;
+            exporter.claims.nats.exports.iter().find(|e| {
+                flow_matches(&e.kind, flow)
+                    && subject::is_subset(i.subject.as_bytes(), e.subject.as_bytes())
+                    && (!e.token_req || activation_allows(i, e, &i.account, &claims.sub))
+            })?;
+            let local = [&i.local_subject, &i.to]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .cloned();
+            Some(match flow {
+                // A stream import's deprecated `to` is a prefix; `local_subject` a rewrite.
+                Flow::Stream if i.local_subject.is_empty() && !i.to.is_empty() => Import {
+                    flow,
+                    account: i.account.clone(),
+                    subject: i.subject.clone(),
+                    to: None,
+                    prefix: Some(i.to.clone()),
+                    to_pos: None,
+                },
+                _ => Import {
+                    flow,
+                    account: i.account.clone(),
+                    subject: i.subject.clone(),
+                    to: local,
+                    prefix: None,
+                    to_pos: None,
+                },
+            })
+        })
+        .collect();
+    let mappings = nats
+        .mappings
+        .iter()
+        .map(|(source, dests)| MappingConfig {
+            source: source.clone(),
+            destinations: dests
+                .iter()
+                .filter(|d| d.cluster.is_empty())
+                .map(|d| {
+                    (
+                        d.subject.clone(),
+                        if d.weight == 0 { 100 } else { d.weight },
+                    )
+                })
+                .collect(),
+        })
+        .filter(|m| !m.destinations.is_empty())
+        .collect();
+    AccountConfig {
+        name: claims.sub.clone(),
+        exports,
+        imports,
+        mappings,
+        jetstream: false,
+    }
+}
+
+/// The blocking problems nats-jwt's `AccountClaims.Validate` reports for its imports: an
+/// unknown import type, an activation token that does not decode, or one for another type.
+fn validation_issues(claims: &AccountClaims) -> Vec<String> {
+    let mut issues = Vec::new();
+    for import in &claims.nats.imports {
+        if flow(&import.kind).is_none() {
+            issues.push(format!("invalid import type: {:?}", import.kind));
+        }
+        if import.token.is_empty() {
+            continue;
+        }
+        match jwt::decode::<Activation>(&import.token, jwt::Kind::Activation) {
+            Err(e) => issues.push(format!("activation token import is not valid: {e}")),
+            Ok(activation) if activation.nats.kind != import.kind => issues.push(format!(
+                "mismatch between token import type {} and type of import {}",
+                if activation.nats.kind.is_empty() {
+                    "unknown"
+                } else {
+                    &activation.nats.kind
+                },
+                import.kind
+            )),
+            Ok(_) => {}
+        }
+    }
+    issues
+}
+
+fn flow(kind: &str) -> Option<Flow> {
+    match kind {
+        "stream" => Some(Flow::Stream),
+        "service" => Some(Flow::Service),
+        _ => None,
+    }
+}
+
+fn flow_matches(kind: &str, want: Flow) -> bool {
+    flow(kind) == Some(want)
+}
+
+/// Whether import `import` of account `importer` carries a valid activation for the private
+/// export `export` of `exporter`: signed by the exporter (or one of its keys, as nats-server
+/// accepts any account key naming it as `issuer_account`), for the importer, covering the
+/// import's subject, not expired and not revoked.
+fn activation_allows(
+    import: &jwt::Import,
+    export: &jwt::Export,
+    exporter: &str,
+    importer: &str,
+) -> bool {
+    if !subject::is_subset(import.subject.as_bytes(), export.subject.as_bytes()) {
+        return false;
+    }
+    let Ok(activation) = jwt::decode::<Activation>(&import.token, jwt::Kind::Activation) else {
+        return false;
+    };
+    let issuer_ok = activation.iss == exporter || activation.nats.issuer_account == exporter;
+    let revoked = [importer, "*"]
+        .iter()
+        .filter_map(|k| export.revocations.get(*k))
+        .any(|&before| activation.iat <= before);
+    issuer_ok
+        && activation.nats.kind == import.kind
+        && activation.sub == importer
+        && !revoked
+        && !activation.expired(unix_now())
+        && subject::is_subset(
+            import.subject.as_bytes(),
+            activation.nats.subject.as_bytes(),
+        )
+}
+
+/// The time now, in Unix seconds, for JWT expiry.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `nats` of an activation token.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+struct Activation {
+    subject: String,
+    /// The import type it activates: `stream` or `service`.
+    kind: String,
+    issuer_account: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{error, options};
+
+    #[test]
+    fn operator_mode_is_checked_as_nats_server_checks_it() {
+        let operator = nkeys::KeyPair::new_operator().public_key();
+        assert!(error(&format!("trusted: [{operator}]"))
+            .contains("operators require an account resolver to be configured"));
+        assert!(error(&format!(
+            "trusted: [{operator}]\nresolver: MEMORY\naccounts {{ A {{}} }}"
+        ))
+        .contains("operators do not allow Accounts to be configured directly"));
+        assert!(error(&format!(
+            "trusted: [{operator}]\nresolver: MEMORY\nauthorization {{ users [{{user: a, password: b}}] }}"
+        ))
+        .contains("operators do not allow users to be configured directly"));
+        assert!(error("trusted: [UABC]").contains("valid public operator nkey"));
+        assert!(error("operator: /nope/op.jwt\nresolver: MEMORY").contains(
+            "test.conf:1:0: error parsing operator JWT: open /nope/op.jwt: no such file or directory"
+        ));
+        assert!(error(&format!(
+            "trusted: [{operator}]\nresolver: MEMORY\nresolver_preload {{ AAA: garbage }}"
+        ))
+        .contains("invalid account JWT"));
+        let (opts, _) = options(&format!("trusted: [{operator}]\nresolver: MEMORY")).unwrap();
+        assert!(opts.operator.enabled());
+        assert!(opts.operator.is_trusted(&operator));
+    }
+}

@@ -1,0 +1,511 @@
+//! Operator mode (decentralized auth), side by side with nats-server 2.15.1: the same
+//! operator, accounts and users (made here, see `common::jwt`) against both servers, and the
+//! same client-visible outcome from each: who gets in, what they may do, when they are cut.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::jwt::{account_jwt, creds, now, operator_jwt, user_jwt};
+use common::process::{reference_server, start_with_ports, Process, Scratch};
+use nkeys::KeyPair;
+use serde_json::json;
+
+/// An operator with a system account and two accounts: A (with a plain and a scoped signing
+/// key, a revoked user, a public service and a private stream) and B (importing both).
+struct World {
+    operator: KeyPair,
+    a: KeyPair,
+    b: KeyPair,
+    signing: KeyPair,
+    scoped: KeyPair,
+    revoked: KeyPair,
+    config: String,
+}
+
+impl World {
+    fn new() -> World {
+        let operator = KeyPair::new_operator();
+        let system = KeyPair::new_account();
+        let (a, b) = (KeyPair::new_account(), KeyPair::new_account());
+        let (signing, scoped) = (KeyPair::new_account(), KeyPair::new_account());
+        let revoked = KeyPair::new_user();
+        let activation = common::jwt::sign(
+            json!({"sub": b.public_key(), "name": "news",
+                   "nats": {"subject": "news.>", "kind": "stream", "type": "activation",
+                            "version": 2}}),
+            &a,
+        );
+        let a_jwt = account_jwt(
+            &operator,
+            &a,
+            "A",
+            json!({
+                "signing_keys": [signing.public_key(), {
+                    "kind": "user_scope", "key": scoped.public_key(), "role": "r",
+                    "template": {"pub": {"allow": ["scoped.>"]}, "sub": {}, "subs": -1,
+                                 "data": -1, "payload": -1}}],
+                "revocations": {revoked.public_key(): now() + 60},
+                "exports": [
+                    {"name": "svc", "subject": "svc.>", "type": "service"},
+                    {"name": "news", "subject": "news.>", "type": "stream", "token_req": true}
+                ]
+            }),
+        );
+        let b_jwt = account_jwt(
+            &operator,
+            &b,
+            "B",
+            json!({"imports": [
+                {"name": "svc", "subject": "svc.>", "account": a.public_key(), "type": "service"},
+                {"name": "news", "subject": "news.>", "account": a.public_key(), "type": "stream",
+                 "token": activation},
+                {"name": "nope", "subject": "secret.>", "account": a.public_key(), "type": "stream"}
+            ]}),
+        );
+        let sys_jwt = account_jwt(&operator, &system, "SYS", json!({}));
+        let config = format!(
+            "operator: {op}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+             {sys}: {sys_jwt}\n  {a}: {a_jwt}\n  {b}: {b_jwt}\n}}\n",
+            op = operator_jwt(&operator, &system.public_key()),
+            sys = system.public_key(),
+            a = a.public_key(),
+            b = b.public_key(),
+        );
+        World {
+            operator,
+            a,
+            b,
+            signing,
+            scoped,
+            revoked,
+            config,
+        }
+    }
+}
+
+/// tern and nats-server 2.15.1, each started on `config`.
+struct Pair {
+    servers: Vec<(&'static str, Process, String)>,
+    _scratch: Scratch,
+}
+
+fn start_pair(name: &str, config: &str) -> Pair {
+    let scratch = Scratch::new(name);
+    let file = scratch.0.join("op.conf");
+    std::fs::write(&file, config).unwrap();
+    let mut servers = Vec::new();
+    let mut binaries: Vec<(&str, PathBuf)> = vec![("tern", env!("CARGO_BIN_EXE_tern").into())];
+    if let Some(reference) = reference_server() {
+        binaries.push(("nats-server", reference));
+    }
+    for (who, binary) in binaries {
+        let (process, addr, _) = start_with_ports(&binary, &file, &scratch.0.join(who));
+        servers.push((who, process, addr));
+    }
+    Pair {
+        servers,
+        _scratch: scratch,
+    }
+}
+
+/// A raw session: CONNECT with `jwt` (signing the nonce with `key` when given), then
+/// `script`, then PING; every line the server sends until PONG or the connection closes.
+fn session(addr: &str, jwt: Option<&str>, key: Option<&KeyPair>, script: &str) -> Vec<String> {
+    talk(addr, jwt, key, script, true, Duration::from_secs(5))
+}
+
+/// As `session`, reading until the server closes the connection (or `wait` passes) when
+/// `until_pong` is false. The servers' own PINGs come when their timers say and are left out.
+fn talk(
+    addr: &str,
+    jwt: Option<&str>,
+    key: Option<&KeyPair>,
+    script: &str,
+    until_pong: bool,
+    wait: Duration,
+) -> Vec<String> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut info = String::new();
+    reader.read_line(&mut info).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+    let mut connect = json!({"verbose": false, "pedantic": false, "headers": true});
+    if let Some(jwt) = jwt {
+        connect["jwt"] = json!(jwt);
+    }
+    if let (Some(key), Some(nonce)) = (key, info["nonce"].as_str()) {
+        connect["sig"] = json!(URL_SAFE_NO_PAD.encode(key.sign(nonce.as_bytes()).unwrap()));
+    }
+    let mut writer = stream;
+    let _ = writer.write_all(format!("CONNECT {connect}\r\n{script}PING\r\n").as_bytes());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line.trim_end() == "PING" => {}
+            Ok(_) => {
+                let line = line.trim_end().to_string();
+                let done = until_pong && line == "PONG";
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// Runs `check` against each server and asserts they answered alike; returns tern's answer.
+fn same<T: PartialEq + std::fmt::Debug>(pair: &Pair, what: &str, check: impl Fn(&str) -> T) -> T {
+    let mut answers = pair
+        .servers
+        .iter()
+        .map(|(who, _, addr)| (*who, check(addr)));
+    let (_, tern) = answers.next().unwrap();
+    for (who, answer) in answers {
+        assert_eq!(tern, answer, "{what}: tern and {who} differ");
+    }
+    tern
+}
+
+const VIOLATION: &str = "-ERR 'Authorization Violation'";
+
+#[test]
+fn who_gets_in_as_nats_server_decides() {
+    let world = World::new();
+    let pair = start_pair("operator-auth", &world.config);
+    let user = KeyPair::new_user();
+    let plain = |extra, claims| user_jwt(&world.a, &user, extra, claims);
+    let unknown_account = KeyPair::new_account();
+    let cases: Vec<(&str, String, Option<&KeyPair>, bool)> = vec![
+        ("good user", plain(json!({}), json!({})), Some(&user), true),
+        ("no signature", plain(json!({}), json!({})), None, false),
+        (
+            "nonce signed by another key",
+            plain(json!({}), json!({})),
+            Some(&world.revoked),
+            false,
+        ),
+        (
+            "bearer token without signature",
+            plain(json!({"bearer_token": true}), json!({})),
+            None,
+            true,
+        ),
+        (
+            "expired",
+            plain(json!({}), json!({"exp": now() - 10})),
+            Some(&user),
+            false,
+        ),
+        (
+            "not yet valid",
+            plain(json!({}), json!({"nbf": now() + 3600})),
+            Some(&user),
+            false,
+        ),
+        (
+            "expires later",
+            plain(json!({}), json!({"exp": now() + 3600})),
+            Some(&user),
+            true,
+        ),
+        (
+            "account not known",
+            user_jwt(&unknown_account, &user, json!({}), json!({})),
+            Some(&user),
+            false,
+        ),
+        (
+            "signed by a signing key",
+            user_jwt(
+                &world.signing,
+                &user,
+                json!({"issuer_account": world.a.public_key()}),
+                json!({}),
+            ),
+            Some(&user),
+            true,
+        ),
+        (
+            "signing key of another account",
+            user_jwt(
+                &world.signing,
+                &user,
+                json!({"issuer_account": world.b.public_key()}),
+                json!({}),
+            ),
+            Some(&user),
+            false,
+        ),
+        (
+            "revoked",
+            user_jwt(&world.a, &world.revoked, json!({}), json!({})),
+            Some(&world.revoked),
+            false,
+        ),
+        (
+            "allowed network",
+            plain(json!({"src": ["127.0.0.0/8"]}), json!({})),
+            Some(&user),
+            true,
+        ),
+        (
+            "other network",
+            plain(json!({"src": ["10.0.0.0/8"]}), json!({})),
+            Some(&user),
+            false,
+        ),
+        (
+            "websocket only",
+            plain(
+                json!({"allowed_connection_types": ["WEBSOCKET"]}),
+                json!({}),
+            ),
+            Some(&user),
+            false,
+        ),
+        (
+            "standard allowed",
+            plain(json!({"allowed_connection_types": ["STANDARD"]}), json!({})),
+            Some(&user),
+            true,
+        ),
+        (
+            "inside its hours",
+            plain(
+                json!({"times": [{"start": "00:00:00", "end": "23:59:59"}]}),
+                json!({}),
+            ),
+            Some(&user),
+            true,
+        ),
+        (
+            "garbage",
+            "eyJhbGciOiJub25lIn0.e30.AAAA".to_string(),
+            Some(&user),
+            false,
+        ),
+        (
+            "operator JWT as a user",
+            operator_jwt(&world.operator, ""),
+            Some(&user),
+            false,
+        ),
+    ];
+    for (what, jwt, key, admitted) in &cases {
+        let lines = same(&pair, what, |addr| session(addr, Some(jwt), *key, ""));
+        let want = if *admitted { "PONG" } else { VIOLATION };
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(want),
+            "{what}: {lines:?}"
+        );
+    }
+    let lines = same(&pair, "no JWT", |addr| session(addr, None, None, ""));
+    assert_eq!(lines, vec![VIOLATION]);
+}
+
+#[test]
+fn what_users_may_do_comes_from_their_jwts() {
+    let world = World::new();
+    let pair = start_pair("operator-perms", &world.config);
+    let user = KeyPair::new_user();
+    // Each case: the user, the script, and how the session must end.
+    let cases = [
+        (
+            "publish allow list",
+            user_jwt(
+                &world.a,
+                &user,
+                json!({"pub": {"allow": ["a.>"]}}),
+                json!({}),
+            ),
+            "PUB a.b 1\r\nx\r\nPUB b 1\r\nx\r\n",
+            "PONG",
+        ),
+        (
+            "subscribe deny list",
+            user_jwt(
+                &world.a,
+                &user,
+                json!({"sub": {"deny": ["secret.>"]}}),
+                json!({}),
+            ),
+            "SUB secret.x 1\r\nSUB open 2\r\n",
+            "PONG",
+        ),
+        (
+            "payload limit",
+            user_jwt(&world.a, &user, json!({"payload": 4}), json!({})),
+            "PUB a 4\r\nxxxx\r\nPUB a 5\r\nxxxxx\r\n",
+            "-ERR 'Maximum Payload Violation'",
+        ),
+        (
+            "subscription limit",
+            user_jwt(&world.a, &user, json!({"subs": 1}), json!({})),
+            "SUB a 1\r\nSUB b 2\r\n",
+            "PONG",
+        ),
+        (
+            "scoped signing key's template",
+            // As `nsc` makes them: no limits of its own, not even "unlimited" ones.
+            user_jwt(
+                &world.scoped,
+                &user,
+                json!({"issuer_account": world.a.public_key(), "subs": 0, "data": 0,
+                       "payload": 0}),
+                json!({}),
+            ),
+            "PUB scoped.x 1\r\nx\r\nPUB other 1\r\nx\r\n",
+            "PONG",
+        ),
+        (
+            "own messages come back",
+            user_jwt(&world.a, &user, json!({}), json!({})),
+            "SUB echo 1\r\nPUB echo 2\r\nhi\r\n",
+            "PONG",
+        ),
+    ];
+    for (what, jwt, script, end) in &cases {
+        let lines = same(&pair, what, |addr| {
+            session(addr, Some(jwt), Some(&user), script)
+        });
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(*end),
+            "{what}: {lines:?}"
+        );
+        assert!(
+            lines.len() > 1 || *end != "PONG",
+            "{what}: the script must have shown something: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn a_user_is_cut_when_its_jwt_expires() {
+    let world = World::new();
+    let pair = start_pair("operator-expiry", &world.config);
+    let user = KeyPair::new_user();
+    let lines = same(&pair, "expiry", |addr| {
+        let started = Instant::now();
+        let jwt = user_jwt(&world.a, &user, json!({}), json!({"exp": now() + 2}));
+        let lines = talk(
+            addr,
+            Some(&jwt),
+            Some(&user),
+            "",
+            false,
+            Duration::from_secs(6),
+        );
+        assert!(started.elapsed() < Duration::from_secs(8));
+        lines
+    });
+    assert_eq!(lines, vec!["PONG", "-ERR 'User Authentication Expired'"]);
+}
+
+/// Real clients with `.creds` files: a service and a private stream exported by account A
+/// and imported by B (the stream with an activation token), an import without its token
+/// getting nothing, and accounts kept apart; the same on both servers.
+#[tokio::test]
+async fn creds_files_imports_and_activations() {
+    let world = World::new();
+    let pair = start_pair("operator-imports", &world.config);
+    let dir = pair._scratch.0.clone();
+    let creds_for = |account: &KeyPair, name: &str| {
+        let user = KeyPair::new_user();
+        let path = dir.join(format!("{name}.creds"));
+        std::fs::write(
+            &path,
+            creds(&user_jwt(account, &user, json!({}), json!({})), &user),
+        )
+        .unwrap();
+        path
+    };
+    let (a_creds, b_creds) = (creds_for(&world.a, "a"), creds_for(&world.b, "b"));
+    for (who, _, addr) in &pair.servers {
+        exchange(who, addr, &a_creds, &b_creds).await;
+    }
+}
+
+async fn exchange(who: &str, addr: &str, a_creds: &Path, b_creds: &Path) {
+    use futures::StreamExt;
+    let connect = |path: &Path| {
+        let path = path.to_path_buf();
+        let url = format!("nats://{addr}");
+        async move {
+            async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .unwrap()
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let a = connect(a_creds).await;
+    let b = connect(b_creds).await;
+    // Service: B requests, A answers.
+    let mut service = a.subscribe("svc.>").await.unwrap();
+    let responder = a.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = service.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder.publish(reply, "pong".into()).await;
+            }
+        }
+    });
+    // A client's flush does not wait for the server: ask until A's SUB has landed.
+    let mut answer = None;
+    for _ in 0..50 {
+        match b.request("svc.ping", "".into()).await {
+            Ok(reply) => {
+                answer = Some(reply);
+                break;
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{who}: request failed: {e}"),
+        }
+    }
+    let answer = answer.unwrap_or_else(|| panic!("{who}: no responder"));
+    assert_eq!(&answer.payload[..], b"pong", "{who}");
+    // Streams: the activated import delivers, the one without a token does not (A publishes
+    // it first, so it would arrive first), and A does not see B's traffic.
+    let mut news = b.subscribe("news.>").await.unwrap();
+    let mut secret = b.subscribe("secret.>").await.unwrap();
+    let mut a_side = a.subscribe("local.>").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        a.publish("secret.x", "no".into()).await.unwrap();
+        a.publish("news.today", "yes".into()).await.unwrap();
+        a.flush().await.unwrap();
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(100), news.next()).await {
+            break msg;
+        }
+        assert!(Instant::now() < deadline, "{who}: no news");
+    };
+    assert_eq!(&got.payload[..], b"yes", "{who}");
+    b.publish("local.x", "b only".into()).await.unwrap();
+    b.flush().await.unwrap();
+    let quiet = Duration::from_millis(300);
+    assert!(
+        tokio::time::timeout(quiet, secret.next()).await.is_err(),
+        "{who}: an import without its export crossed accounts"
+    );
+    assert!(
+        tokio::time::timeout(quiet, a_side.next()).await.is_err(),
+        "{who}: B's message reached account A"
+    );
+}
