@@ -61,7 +61,8 @@ impl World {
             &operator,
             &b,
             "B",
-            json!({"imports": [
+            json!({"default_permissions": {"pub": {"deny": ["nope.>"]}},
+                   "imports": [
                 {"name": "svc", "subject": "svc.>", "account": a.public_key(), "type": "service"},
                 {"name": "news", "subject": "news.>", "account": a.public_key(), "type": "stream",
                  "token": activation},
@@ -368,6 +369,18 @@ fn what_users_may_do_comes_from_their_jwts() {
                 json!({}),
             ),
             "PUB scoped.x 1\r\nx\r\nPUB other 1\r\nx\r\n",
+            "PONG",
+        ),
+        (
+            "the account's default permissions",
+            user_jwt(&world.b, &user, json!({}), json!({})),
+            "PUB nope.x 1\r\nx\r\nPUB fine 1\r\nx\r\n",
+            "PONG",
+        ),
+        (
+            "own permissions replace the account's default",
+            user_jwt(&world.b, &user, json!({"sub": {"deny": ["x"]}}), json!({})),
+            "PUB nope.x 1\r\nx\r\nSUB x 1\r\n",
             "PONG",
         ),
         (
