@@ -522,3 +522,116 @@ async fn exchange(who: &str, addr: &str, a_creds: &Path, b_creds: &Path) {
         "{who}: B's message reached account A"
     );
 }
+
+/// A configuration like the test's, under a newly issued operator JWT (same key, new name).
+fn operator_jwt_again(operator: &KeyPair, account: &KeyPair, extra: &serde_json::Value) -> String {
+    let reissued = common::jwt::sign(
+        json!({"sub": operator.public_key(), "name": "OP2",
+               "nats": {"type": "operator", "version": 2}}),
+        operator,
+    );
+    format!(
+        "operator: {reissued}\nresolver: MEMORY\nresolver_preload {{\n  {}: {}\n}}\n",
+        account.public_key(),
+        account_jwt(operator, account, "A", extra.clone())
+    )
+}
+
+/// A reload that brings an account JWT revoking a connected user closes that user with
+/// `User Authentication Revoked`, and leaves the account's other users connected.
+#[test]
+fn a_reload_that_revokes_a_user_closes_it() {
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let (kept, revoked) = (KeyPair::new_user(), KeyPair::new_user());
+    let operator_jwt = operator_jwt(&operator, "");
+    let config = |extra: serde_json::Value| {
+        format!(
+            "operator: {}\nresolver: MEMORY\nresolver_preload {{\n  {}: {}\n}}\n",
+            operator_jwt,
+            account.public_key(),
+            account_jwt(&operator, &account, "A", extra)
+        )
+    };
+    let pair = start_pair("operator-revoke", &config(json!({})));
+    let open = |addr: &str, user: &KeyPair| {
+        let jwt = user_jwt(&account, user, json!({}), json!({}));
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut info = String::new();
+        reader.read_line(&mut info).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+        let nonce = info["nonce"].as_str().unwrap();
+        let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce.as_bytes()).unwrap());
+        let mut writer = stream;
+        let connect = json!({"verbose": false, "jwt": jwt, "sig": sig});
+        writer
+            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+            .unwrap();
+        let mut pong = String::new();
+        reader.read_line(&mut pong).unwrap();
+        assert_eq!(pong, "PONG\r\n");
+        (reader, writer)
+    };
+    let mut sessions: Vec<_> = pair
+        .servers
+        .iter()
+        .map(|(_, _, addr)| (open(addr, &kept), open(addr, &revoked)))
+        .collect();
+    let revocation = json!({"revocations": {revoked.public_key(): now() + 60}});
+    // A reload may not change the trusted operators (nats-server: `config reload not
+    // supported for TrustedOperators`): the whole reload is refused, the user stays.
+    let reissued = operator_jwt_again(&operator, &account, &revocation);
+    std::fs::write(pair._scratch.0.join("op.conf"), reissued).unwrap();
+    for (_, process, _) in &pair.servers {
+        process.signal("HUP");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for ((_, revoked), (who, _, _)) in sessions.iter_mut().zip(&pair.servers) {
+        revoked.1.write_all(b"PING\r\n").unwrap();
+        let mut pong = String::new();
+        while pong.is_empty() || pong == "PING\r\n" {
+            pong.clear();
+            revoked.0.read_line(&mut pong).unwrap();
+        }
+        assert_eq!(pong, "PONG\r\n", "{who}: a refused reload applied");
+    }
+    std::fs::write(pair._scratch.0.join("op.conf"), config(revocation.clone())).unwrap();
+    for (_, process, _) in &pair.servers {
+        process.signal("HUP");
+    }
+    let mut outcomes = Vec::new();
+    for ((kept, revoked), (who, _, _)) in sessions.iter_mut().zip(&pair.servers) {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match revoked.0.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line == "PING\r\n" => {}
+                Ok(_) => lines.push(line.trim_end().to_string()),
+            }
+        }
+        // The other user is still served.
+        kept.1.write_all(b"PING\r\n").unwrap();
+        let mut pong = String::new();
+        while pong.is_empty() || pong == "PING\r\n" {
+            pong.clear();
+            kept.0.read_line(&mut pong).unwrap();
+        }
+        outcomes.push((*who, lines, pong));
+    }
+    let (_, tern_lines, tern_pong) = &outcomes[0];
+    assert_eq!(tern_lines, &vec!["-ERR 'User Authentication Revoked'"]);
+    assert_eq!(tern_pong, "PONG\r\n");
+    for (who, lines, pong) in &outcomes[1..] {
+        assert_eq!(
+            (lines, pong),
+            (tern_lines, tern_pong),
+            "tern and {who} differ"
+        );
+    }
+}

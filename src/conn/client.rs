@@ -27,8 +27,8 @@ use crate::proto::error::ProtocolError;
 use crate::proto::parser::{self, ClientOp};
 use crate::proto::protocol::{self, ConnectOptions};
 use crate::proto::subject;
+use crate::security::auth;
 use crate::security::tls;
-use crate::security::{auth, jwt};
 use std::time::Duration;
 
 use super::cache::{publish_allowed, MatchCache};
@@ -475,17 +475,8 @@ impl Client {
         let mut credentials = auth::Credentials::from_connect(&opts);
         credentials.nonce = self.nonce.clone();
         credentials.cert = self.cert.clone();
-        let user = if server.operator.enabled() {
-            let cx = jwt::Context {
-                desc: &self.desc,
-                ip: Some(self.addr.ip()),
-                now: crate::config::operator::unix_now(),
-                connection_type: "STANDARD",
-            };
-            jwt::authenticate(&server.operator, &credentials, &cx)
-        } else {
-            auth::authenticate(server, &credentials)
-        };
+        let user =
+            crate::security::authenticate(server, &credentials, &self.desc, Some(self.addr.ip()));
         let Some(user) = user else {
             // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
             self.auth_failure = match (&credentials.nkey, &credentials.user) {

@@ -43,6 +43,8 @@ pub enum CloseReason {
     AuthenticationTimeout,
     /// The user's JWT expired.
     AuthenticationExpired,
+    /// The user's account revoked its JWT.
+    CredentialsRevoked,
     /// PINGs went unanswered.
     StaleConnection,
     /// `max_payload` exceeded.
@@ -74,6 +76,7 @@ impl CloseReason {
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
             CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::CredentialsRevoked => "Credentials Revoked",
             CloseReason::StaleConnection => "Stale Connection",
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",

@@ -182,6 +182,23 @@ fn seconds_of_day(text: &str) -> Option<i64> {
     parts.next().is_none().then_some(h * 3600 + m * 60 + s)
 }
 
+/// Whether `creds` carry a user JWT that its account now revokes (a reload or account update
+/// then closes the client with `User Authentication Revoked`, not a plain violation).
+pub fn revoked(op: &OperatorOptions, creds: &Credentials) -> bool {
+    let Some(token) = creds.jwt.as_deref() else {
+        return false;
+    };
+    let Ok(user) = jwt::decode::<jwt::User>(token, jwt::Kind::User) else {
+        return false;
+    };
+    let issuer = match user.nats.issuer_account.as_str() {
+        "" => user.iss.as_str(),
+        account => account,
+    };
+    op.account(issuer)
+        .is_some_and(|a| a.claims.nats.user_revoked(&user.sub, user.iat))
+}
+
 /// nats-jwt's `HasEmptyPermissions`: a user signed by a scoped key may carry no permissions
 /// and no limits of its own (not even the `-1` "no limit" ones).
 fn has_empty_permissions(user: &jwt::User) -> bool {

@@ -4,3 +4,29 @@
 pub mod auth;
 pub mod jwt;
 pub mod tls;
+
+use std::net::IpAddr;
+
+use crate::config::Options;
+
+/// Authenticates a client's credentials under `opts`: by its user JWT in operator mode,
+/// otherwise against the configured users, tokens and nkeys. `desc` names the connection in
+/// the log; `ip` is where it comes from.
+pub fn authenticate(
+    opts: &Options,
+    creds: &auth::Credentials,
+    desc: &str,
+    ip: Option<IpAddr>,
+) -> Option<auth::Authorized> {
+    if opts.operator.enabled() {
+        let cx = jwt::Context {
+            desc,
+            ip,
+            now: crate::config::operator::unix_now(),
+            connection_type: "STANDARD",
+        };
+        jwt::authenticate(&opts.operator, creds, &cx)
+    } else {
+        auth::authenticate(opts, creds)
+    }
+}

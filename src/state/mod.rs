@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::config::Options;
 use crate::engine::connection::Connection;
@@ -256,6 +256,19 @@ impl Shared {
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
         check_cluster_reload(&old, &new)?;
+        let operators = |o: &Options| -> Vec<String> {
+            o.operator
+                .operators
+                .iter()
+                .map(|op| op.jwt.clone())
+                .collect()
+        };
+        fixed("TrustedOperators", &operators(&old), &operators(&new))?;
+        fixed(
+            "TrustedKeys",
+            &old.operator.trusted_keys,
+            &new.operator.trusted_keys,
+        )?;
         let (old_system, new_system) = (
             accounts::system_account_name(&old).unwrap_or_default(),
             accounts::system_account_name(&new).unwrap_or_default(),
@@ -293,7 +306,31 @@ impl Shared {
             let Some(credentials) = self.credentials(conn.cid) else {
                 continue;
             };
-            match auth::authenticate(&new, &credentials) {
+            match crate::security::authenticate(
+                &new,
+                &credentials,
+                &conn.desc(),
+                Some(conn.addr.ip()),
+            ) {
+                None if crate::security::jwt::revoked(&new.operator, &credentials) => {
+                    let user = credentials.jwt.as_deref().and_then(|t| {
+                        crate::proto::jwt::decode::<crate::proto::jwt::User>(
+                            t,
+                            crate::proto::jwt::Kind::User,
+                        )
+                        .ok()
+                    });
+                    debug!(
+                        "{} - User Authentication Revoked - Account:{} - jwt:{}",
+                        conn.desc(),
+                        conn.account().name,
+                        user.map(|u| u.sub).unwrap_or_default()
+                    );
+                    conn.outbound.append(None, |b| {
+                        protocol::encode_err(b, "User Authentication Revoked")
+                    });
+                    conn.outbound.close(CloseReason::CredentialsRevoked, true);
+                }
                 None => {
                     info!("{} - Authorization Violation after reload", conn.desc());
                     conn.outbound
