@@ -48,7 +48,6 @@ fn main() -> ExitCode {
     let mut warnings = run.warnings.clone();
     let built = run.options(&mut warnings).and_then(|opts| {
         tern::state::accounts::check(&opts)?;
-        tern::state::cluster::check(&opts)?;
         ServerTls::build(&opts).map(|tls| (opts, tls))
     });
     let (opts, tls) = match built {

@@ -9,42 +9,11 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cluster::{client, node, node_with, until_routed, Node, SETTLE, TERN};
+use common::cluster::{
+    client, every_pair_exchanges, node, node_with, until_routed, Node, SETTLE, TERN,
+};
 use common::process::{reference_server, Scratch};
 use futures::StreamExt;
-
-/// Messages across every ordered pair of nodes: each arrives exactly once, in order.
-async fn every_pair_exchanges(nodes: &[&Node]) {
-    for (i, from) in nodes.iter().enumerate() {
-        for (j, to) in nodes.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let subject = format!("pair.{}.{}", from.name, to.name);
-            let publisher = client(from).await;
-            let receiver = client(to).await;
-            let mut sub = receiver.subscribe(subject.clone()).await.unwrap();
-            receiver.flush().await.unwrap();
-            until_routed(&publisher, &mut sub, &subject).await;
-            for n in 0..200u32 {
-                publisher
-                    .publish(subject.clone(), n.to_string().into())
-                    .await
-                    .unwrap();
-            }
-            publisher.flush().await.unwrap();
-            for n in 0..200u32 {
-                let msg = tokio::time::timeout(SETTLE, sub.next())
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(msg.payload, n.to_string(), "{subject}");
-            }
-            let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
-            assert!(extra.is_err(), "{subject}: a duplicate arrived");
-        }
-    }
-}
 
 /// A queue group with one member on each node gets each message once, cluster-wide.
 async fn queue_group_across(nodes: &[&Node]) {

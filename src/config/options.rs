@@ -130,6 +130,9 @@ pub struct TlsOptions {
     /// When not empty, a client certificate's key must be one of these: the SHA-256 of its
     /// SubjectPublicKeyInfo, in hex (`pinned_certs`).
     pub pinned_certs: Vec<String>,
+    /// Skip verifying the certificate of the server dialed (`insecure`): only routes dial,
+    /// so only the route TLS uses it, as in nats-server.
+    pub insecure: bool,
     /// Where the `tls` block is (`file:line:col`), for errors found when the configuration is
     /// built; `None` when flags made or changed it.
     pub defined_at: Option<String>,
@@ -148,6 +151,7 @@ impl Default for TlsOptions {
             handshake_first_fallback: None,
             min_version: None,
             pinned_certs: Vec::new(),
+            insecure: false,
             defined_at: None,
         }
     }

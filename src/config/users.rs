@@ -139,12 +139,12 @@ pub(super) fn tls_block(v: &Value, warnings: &mut Vec<String>) -> Result<TlsOpti
                     pin.make_ascii_lowercase();
                 }
             }
+            "insecure" => tls.insecure = boolean(v)?,
             "ocsp_peer"
             | "cert_store"
             | "cert_match"
             | "cert_match_by"
             | "certs"
-            | "insecure"
             | "verify_cert_and_check_known_urls" => {
                 return Err(ConfError {
                     pos: entry.pos.clone(),

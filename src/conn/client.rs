@@ -112,18 +112,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                     // INFO over TLS says so, even under `allow_non_tls` (nats-server then sends
                     // both tls_required and tls_available).
                     info.tls_required = true;
-                    debug!("{desc} - TLS handshake complete");
-                    let session = stream.get_ref().1;
-                    if let (Some(version), Some(suite)) = (
-                        session.protocol_version(),
-                        session.negotiated_cipher_suite(),
-                    ) {
-                        debug!(
-                            "{desc} - TLS version {}, cipher suite {}",
-                            tls::version_name(version),
-                            tls::suite_name(suite.suite())
-                        );
-                    }
+                    transport::log_handshake(&desc, stream.get_ref().1);
                     cert = stream
                         .get_ref()
                         .1

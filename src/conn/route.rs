@@ -21,19 +21,21 @@ use tracing::{debug, error, info, trace};
 use super::cache::MatchCache;
 use super::liveness::Liveness;
 use super::reader::ReadBuffer;
-use super::transport::{self, ReadHalf};
+use super::transport::{self, ReadHalf, WriteHalf};
 use super::writer::write_loop;
 use crate::config::cluster::{ClusterOptions, RouteUrl};
 use crate::engine::account::Account;
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::outbound::{Appended, CloseReason};
+use crate::engine::permissions::{self, Permissions};
 use crate::engine::route::Route;
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
 use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
 use crate::proto::subject;
 use crate::security::auth;
+use crate::security::tls::{self as security_tls, HandshakeError, RouteTls};
 use crate::state::Shared;
 
 /// nats-server sends a route its first PING after about a second (`firstPingInterval`).
@@ -163,6 +165,8 @@ struct Session {
     peer_urls: Vec<String>,
     /// Interest the peer sent before its INFO, applied once the route registers.
     early: Vec<EarlyInterest>,
+    /// `cluster { permissions }`, as this route applies them.
+    permissions: Option<Arc<Permissions>>,
 }
 
 /// An `RS+`/`RS-` that came before the route registered, owned.
@@ -189,6 +193,8 @@ impl Session {
         // A route is paced, not cut, while its peer makes progress within the write deadline.
         conn.outbound
             .set_patience(shared.opts().route_write_deadline());
+        let permissions = shared.route_permissions();
+        conn.set_permissions(permissions.clone());
         Session {
             conn,
             desc,
@@ -205,6 +211,7 @@ impl Session {
             duplicate: None,
             peer_urls: Vec::new(),
             early: Vec::new(),
+            permissions,
             shared,
         }
     }
@@ -212,7 +219,23 @@ impl Session {
     /// Runs the connection until it closes; returns the peer's id when it was refused as a
     /// duplicate of a live route or as this server itself.
     async fn run(mut self, stream: TcpStream) -> Option<String> {
-        let (reader, writer) = transport::split_plain(stream);
+        let (reader, writer) = match self.shared.route_tls().cloned() {
+            None => transport::split_plain(stream),
+            Some(tls) => match self.handshake(&tls, stream).await {
+                Ok(halves) => halves,
+                Err(err) => {
+                    error!("{} - TLS route handshake error: {err}", self.desc);
+                    info!(
+                        "{} - Router connection closed: TLS Handshake Failure",
+                        self.desc
+                    );
+                    self.conn
+                        .outbound
+                        .close(CloseReason::TlsHandshakeFailure, false);
+                    return None;
+                }
+            },
+        };
         let cluster = self.cluster();
         // The dialer speaks first with CONNECT; both send INFO at once.
         if let Some(url) = &self.solicited {
@@ -223,6 +246,7 @@ impl Session {
                 headers: true,
                 name: self.shared.server_id.clone(),
                 cluster: cluster.name.clone().unwrap_or_default(),
+                tls_required: self.shared.route_tls().is_some(),
                 lnoc: true,
                 lnocu: true,
                 ..RouteConnect::default()
@@ -236,6 +260,33 @@ impl Session {
             .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
         let reason = self.read_loop(reader, &cluster).await;
         self.finish(reason)
+    }
+
+    /// Routes are TLS first: the acceptor handshakes as a TLS server and the dialer as a TLS
+    /// client (expecting the certificate of the host it dialed), before any INFO.
+    async fn handshake(
+        &self,
+        tls: &RouteTls,
+        stream: TcpStream,
+    ) -> Result<(ReadHalf, WriteHalf), HandshakeError> {
+        let halves = match &self.solicited {
+            None => {
+                debug!("{} - Starting TLS route server handshake", self.desc);
+                let stream = security_tls::accept(tls.server.clone(), stream, None, tls.timeout);
+                let stream = stream.await?;
+                transport::log_handshake(&self.desc, stream.get_ref().1);
+                transport::split_tls(stream)
+            }
+            Some(url) => {
+                debug!("{} - Starting TLS route client handshake", self.desc);
+                let name = self.shared.route_server_name(url);
+                let stream = security_tls::connect(tls.client.clone(), stream, &name, tls.timeout);
+                let stream = stream.await?;
+                transport::log_handshake(&self.desc, stream.get_ref().1);
+                transport::split_tls_dialed(stream)
+            }
+        };
+        Ok(halves)
     }
 
     fn cluster(&self) -> ClusterOptions {
@@ -408,6 +459,22 @@ impl Session {
             });
             return;
         };
+        if add {
+            if let Some(perms) = &self.permissions {
+                // nats-server's `canExport`: the export list read as a subscribe permission.
+                if !perms.can_subscribe(interest.subject, None) {
+                    debug!(
+                        "{} - Can not export {}, ignoring remote subscription request",
+                        self.desc,
+                        permissions::go_quote(interest.subject)
+                    );
+                    return;
+                }
+                if perms.needs_delivery_filter(interest.subject) {
+                    self.conn.enable_delivery_filter();
+                }
+            }
+        }
         if let Some(account) = self.account(interest.account) {
             match add {
                 true => route.add_interest(&account, interest),
@@ -511,12 +578,16 @@ impl Session {
             );
             return Err(ProtocolError::Malformed("cluster name conflict"));
         }
-        let route = Arc::new(Route::new(
+        let mut route = Route::new(
             self.conn.clone(),
             &info.server_id,
             &info.server_name,
             self.solicited.is_some(),
-        ));
+            self.permissions.clone(),
+        );
+        route.peer_import = info.import.clone();
+        route.peer_export = info.export.clone();
+        let route = Arc::new(route);
         if !self.shared.router.routes().add(route.clone()) {
             debug!(
                 "{} - Duplicate route to server {:?}, closing",

@@ -107,21 +107,28 @@ pub async fn negotiate(
     Ok((Transport::Tls(Box::new(stream)), true))
 }
 
-/// The reading half of a client connection.
+/// The reading half of a connection.
 pub enum ReadHalf {
     /// Plain TCP.
     Plain(OwnedReadHalf),
-    /// TLS.
+    /// TLS, accepted.
     Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+    /// TLS, dialed (a route we solicited).
+    TlsDialed(tokio::io::ReadHalf<DialedStream>),
 }
 
-/// The writing half of a client connection.
+/// The writing half of a connection.
 pub enum WriteHalf {
     /// Plain TCP.
     Plain(OwnedWriteHalf),
-    /// TLS.
+    /// TLS, accepted.
     Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+    /// TLS, dialed (a route we solicited).
+    TlsDialed(tokio::io::WriteHalf<DialedStream>),
 }
+
+/// A TLS connection this server dialed.
+pub type DialedStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Splits a plain connection.
 pub fn split_plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
@@ -135,6 +142,28 @@ pub fn split_tls(stream: TlsStream<TcpStream>) -> (ReadHalf, WriteHalf) {
     (ReadHalf::Tls(r), WriteHalf::Tls(w))
 }
 
+/// Splits a TLS connection this server dialed.
+pub fn split_tls_dialed(stream: DialedStream) -> (ReadHalf, WriteHalf) {
+    let (r, w) = tokio::io::split(stream);
+    (ReadHalf::TlsDialed(r), WriteHalf::TlsDialed(w))
+}
+
+/// Logs a finished handshake as nats-server does (debug): `TLS handshake complete`, then the
+/// version and cipher suite by their Go names.
+pub fn log_handshake(desc: &str, session: &rustls::CommonState) {
+    debug!("{desc} - TLS handshake complete");
+    if let (Some(version), Some(suite)) = (
+        session.protocol_version(),
+        session.negotiated_cipher_suite(),
+    ) {
+        debug!(
+            "{desc} - TLS version {}, cipher suite {}",
+            tls::version_name(version),
+            tls::suite_name(suite.suite())
+        );
+    }
+}
+
 impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -144,6 +173,7 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::TlsDialed(r) => Pin::new(r).poll_read(cx, buf),
         }
     }
 }
@@ -157,6 +187,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::TlsDialed(w) => Pin::new(w).poll_write(cx, buf),
         }
     }
 
@@ -164,6 +195,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::TlsDialed(w) => Pin::new(w).poll_flush(cx),
         }
     }
 
@@ -171,6 +203,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::TlsDialed(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 
@@ -182,6 +215,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::TlsDialed(w) => Pin::new(w).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -189,6 +223,7 @@ impl AsyncWrite for WriteHalf {
         match self {
             WriteHalf::Plain(w) => w.is_write_vectored(),
             WriteHalf::Tls(w) => w.is_write_vectored(),
+            WriteHalf::TlsDialed(w) => w.is_write_vectored(),
         }
     }
 }

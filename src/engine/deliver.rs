@@ -166,8 +166,7 @@ fn deliver_groups_and_routes(
         delivered |= deliver_queue(account, group, msg, out, skip, &mut frames);
     }
     for frame in frames {
-        frame.send(account, msg, out);
-        delivered = true;
+        delivered |= frame.send(account, msg, out);
     }
     delivered
 }
@@ -228,8 +227,7 @@ pub fn deliver_routed(
             }
         }
         for frame in routes {
-            frame.send(account, msg, out);
-            delivered = true;
+            delivered |= frame.send(account, msg, out);
         }
     }
     out.from_route = false;
@@ -335,8 +333,13 @@ impl<'m> RouteFrame<'m> {
         }
     }
 
-    fn send(self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) {
+    /// Sends the frame; false when the route's `export` permission denies the subject (a
+    /// wildcard interest it took covers a denied subject: nats-server drops it at delivery).
+    fn send(self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let to = &self.route.conn;
+        if !to.may_receive(msg.subject) {
+            return false;
+        }
         // A peer whose INFO said `headers: false` gets RMSG with the payload alone, as
         // nats-server sends it.
         let (header_len, message) = match msg.header_len {
@@ -357,6 +360,7 @@ impl<'m> RouteFrame<'m> {
         // A publisher outrunning a route waits for it, as for a subscriber (see
         // `Outbound::wait_for_room`): a route is paced, never left to overflow.
         out.appended(appended, to);
+        true
     }
 }
 

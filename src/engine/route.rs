@@ -5,7 +5,8 @@
 //! Each account counts its local interest by subject and queue group, and tells every route
 //! when a subject gains its first subscriber or loses its last (a queue group's weight on
 //! every change), as nats-server's `updateRouteSubscriptionMap` does. A route that registers
-//! gets the whole of it at once.
+//! gets the whole of it at once. Cluster permissions filter both: `import` what a route is
+//! told of, `export` what it may ask for (and so what it is sent).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +17,9 @@ use bytes::Bytes;
 use super::account::Account;
 use super::connection::Connection;
 use super::outbound::Appended;
+use super::permissions::Permissions;
 use super::subscription::{Subscription, Target};
-use crate::proto::route::{self as wire, Interest};
+use crate::proto::route::{self as wire, Interest, PermissionJson};
 
 /// Another server of the cluster, connected by a route.
 #[derive(Debug)]
@@ -30,6 +32,14 @@ pub struct Route {
     pub remote_name: String,
     /// We dialed it (rather than it us).
     pub solicited: bool,
+    /// `cluster { permissions }` as nats-server puts them on each route: `import` as the
+    /// publish list (the interest we tell the peer of), `export` as the subscribe list (the
+    /// peer's interest we take, hence the messages we send it). `None` for no restriction.
+    pub permissions: Option<Arc<Permissions>>,
+    /// The peer's own cluster permissions, as its INFO told them (for `/routez`).
+    pub peer_import: Option<PermissionJson>,
+    /// See `peer_import`.
+    pub peer_export: Option<PermissionJson>,
     /// The peer's interest, by account, subject and queue group. Guards only the map; taken
     /// before an account's sublist lock, never after.
     remote: Mutex<HashMap<RemoteKey, Arc<Subscription>>>,
@@ -45,14 +55,26 @@ impl Route {
         remote_id: &str,
         remote_name: &str,
         solicited: bool,
+        permissions: Option<Arc<Permissions>>,
     ) -> Route {
         Route {
             conn,
             remote_id: remote_id.to_string(),
             remote_name: remote_name.to_string(),
             solicited,
+            permissions,
+            peer_import: None,
+            peer_export: None,
             remote: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the peer is told of local interest in `subject` (nats-server's `canImport`:
+    /// the import list read as a publish permission).
+    pub fn imports(&self, subject: &[u8]) -> bool {
+        self.permissions
+            .as_ref()
+            .map_or(true, |p| p.can_publish(subject))
     }
 
     /// `RS+`: the peer has interest in `account` (a queue group's weight replaces the old one).
@@ -234,6 +256,9 @@ impl LocalInterest {
         }
         route.send(|b| {
             for ((subject, queue), count) in &self.counts {
+                if !route.imports(subject) {
+                    continue;
+                }
                 let queue = queue.as_ref().map(|q| (&q[..], *count));
                 wire::encode_sub(b, account, subject, queue);
             }
@@ -244,6 +269,9 @@ impl LocalInterest {
 /// Tells every route of a change in `account`'s local interest (see [`LocalInterest`]).
 pub fn announce(routes: &Routes, account: &[u8], subject: &[u8], queue: Option<&[u8]>, count: u32) {
     for route in routes.all() {
+        if !route.imports(subject) {
+            continue;
+        }
         route.send(|b| match (count, queue) {
             (0, queue) => wire::encode_unsub(b, account, subject, queue),
             (n, Some(queue)) => wire::encode_sub(b, account, subject, Some((queue, n))),

@@ -8,6 +8,8 @@ use serde::Serialize;
 use super::http::{Request, Response};
 use super::{bool_param, go_duration, rfc3339, uptime};
 use crate::engine::route::Route;
+use crate::proto::route::PermissionJson;
+use crate::state::cluster::permission_json;
 use crate::state::Shared;
 
 #[derive(Serialize)]
@@ -15,6 +17,10 @@ struct Routez {
     server_id: String,
     server_name: String,
     now: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    import: Option<PermissionJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export: Option<PermissionJson>,
     num_routes: usize,
     routes: Vec<RouteInfo>,
 }
@@ -33,6 +39,10 @@ struct RouteInfo {
     rtt: String,
     uptime: String,
     idle: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    import: Option<PermissionJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export: Option<PermissionJson>,
     pending_size: usize,
     in_msgs: u64,
     out_msgs: u64,
@@ -59,10 +69,14 @@ pub fn routez(shared: &Shared, req: &Request) -> Response {
         .map(|r| info(r, subs, now))
         .collect();
     routes.sort_by_key(|r| r.rid);
+    let opts = shared.opts();
+    let cluster = opts.cluster.as_ref();
     super::json(&Routez {
         server_id: shared.server_id.clone(),
         server_name: shared.server_name.clone(),
         now: rfc3339(now),
+        import: cluster.and_then(|c| c.import.as_ref()).map(permission_json),
+        export: cluster.and_then(|c| c.export.as_ref()).map(permission_json),
         num_routes: routes.len(),
         routes,
     })
@@ -85,6 +99,8 @@ fn info(route: &Route, subs: bool, now: SystemTime) -> RouteInfo {
         rtt: conn.stats.rtt().map(go_duration).unwrap_or_default(),
         uptime: uptime(now.duration_since(conn.stats.start).unwrap_or_default()),
         idle: uptime(now.duration_since(last).unwrap_or_default()),
+        import: route.peer_import.clone(),
+        export: route.peer_export.clone(),
         pending_size: conn.outbound.pending_bytes(),
         in_msgs: counts.in_msgs,
         out_msgs: counts.out_msgs,

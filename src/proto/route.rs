@@ -456,6 +456,12 @@ pub struct RouteInfo {
     /// Never compressed (`off`); left out of the lame duck INFO, as nats-server does.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub compression: String,
+    /// `cluster { permissions { import } }`: what this server takes from routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<PermissionJson>,
+    /// `cluster { permissions { export } }`: what this server sends routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<PermissionJson>,
     /// Leaf-origin interest and messages are understood.
     pub lnoc: bool,
     /// `LS-` with origin is understood.
@@ -475,6 +481,18 @@ impl RouteInfo {
         }
         out.put_slice(b"\r\n");
     }
+}
+
+/// One direction of route permissions in INFO and `/routez` (nats-server's
+/// `SubjectPermission`): subjects, a queue group after a space.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PermissionJson {
+    /// Allowed subjects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Denied subjects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// What we read of a peer's route INFO.
@@ -516,6 +534,12 @@ pub struct PeerInfo {
     /// Headers are supported.
     #[serde(default)]
     pub headers: bool,
+    /// The peer's import permissions (shown by `/routez`).
+    #[serde(default)]
+    pub import: Option<PermissionJson>,
+    /// The peer's export permissions (shown by `/routez`).
+    #[serde(default)]
+    pub export: Option<PermissionJson>,
 }
 
 /// The CONNECT a route sends (`sendRouteConnect`).

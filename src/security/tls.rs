@@ -1,6 +1,7 @@
 //! TLS on the client listener: the rustls server configuration built from `tls { ... }` (or the
 //! `--tls*` flags), the NATS-style upgrade (INFO in plaintext, then the handshake; or the
-//! handshake first), and the stream halves the reader and writer use, plain or TLS.
+//! handshake first), and the stream halves the reader and writer use, plain or TLS. Routes get
+//! both ends from `cluster { tls { ... } }` ([`RouteTls`]): they handshake first.
 //!
 //! The halves are enums: the plaintext path costs one branch per read or write, and a plain
 //! connection keeps tokio's lock-free TCP halves. A TLS stream is split with `tokio::io::split`.
@@ -10,9 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -34,22 +36,42 @@ pub struct ServerTls {
     /// For the HTTPS monitor: the client port's certificate, without asking for client
     /// certificates.
     pub monitor: Option<Arc<ServerConfig>>,
+    /// For routes, when `cluster { tls }` is configured.
+    pub routes: Option<RouteTls>,
+}
+
+/// The route TLS (`cluster { tls { ... } }`): routes are TLS first, both ends handshaking as
+/// soon as TCP connects, the acceptor as a TLS server and the dialer as a TLS client.
+#[derive(Debug, Clone)]
+pub struct RouteTls {
+    /// For accepted routes: our certificate; with `verify`, the dialer's certificate is
+    /// required and checked against `ca_file`.
+    pub server: Arc<ServerConfig>,
+    /// For dialed routes: the acceptor's certificate is checked against `ca_file` (unless
+    /// `insecure`), and ours is presented when it asks for one, as nats-server does with the
+    /// one certificate of the block.
+    pub client: Arc<ClientConfig>,
+    /// How long a handshake may take (`timeout`).
+    pub timeout: Duration,
 }
 
 impl ServerTls {
     /// Builds every TLS configuration `opts` asks for. An error names the `tls` block's
     /// position in the configuration file, as nats-server reports it at load time.
     pub fn build(opts: &Options) -> Result<ServerTls, String> {
-        // The route TLS is checked here too, where nats-server checks it (loading the file);
-        // route connections make their own configuration from it.
-        if let Some(tls) = opts.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
-            server_config(tls).map_err(|message| match &tls.defined_at {
+        // The route TLS is checked here too, where nats-server checks it (loading the file).
+        let routes = match opts.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+            Some(tls) => Some(route_tls(tls).map_err(|message| match &tls.defined_at {
                 Some(at) => format!("{at}: {message}"),
                 None => message,
-            })?;
-        }
+            })?),
+            None => None,
+        };
         let Some(tls) = &opts.tls else {
-            return Ok(ServerTls::default());
+            return Ok(ServerTls {
+                routes,
+                ..ServerTls::default()
+            });
         };
         let at = |message: String| match &tls.defined_at {
             Some(at) => format!("{at}: {message}"),
@@ -70,7 +92,103 @@ impl ServerTls {
         Ok(ServerTls {
             clients: Some(clients),
             monitor,
+            routes,
         })
+    }
+}
+
+/// Builds both ends of the route TLS from the `cluster { tls }` block.
+fn route_tls(opts: &TlsOptions) -> Result<RouteTls, String> {
+    let server = server_config(opts)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(protocol_versions(opts)?)
+        .map_err(|e| format!("TLS configuration error: {e}"))?;
+    let builder = match opts.insecure {
+        true => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Insecure(provider))),
+        false => {
+            // Without `ca_file` nats-server trusts the system's roots; tern trusts none then.
+            let mut roots = RootCertStore::empty();
+            if let Some(ca_file) = &opts.ca_file {
+                for cert in
+                    read_certs(ca_file).map_err(|why| format!("error loading ca_file: {why}"))?
+                {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("error loading ca_file: {e}"))?;
+                }
+            }
+            builder.with_root_certificates(roots)
+        }
+    };
+    // `server_config` read and checked the pair already.
+    let (cert_file, key_file) = match (&opts.cert_file, &opts.key_file) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => return Err("TLS Server certificate must be present and valid".into()),
+    };
+    let client = builder
+        .with_client_auth_cert(read_certs(cert_file)?, read_key(key_file)?)
+        .map_err(|e| format!("error parsing X509 certificate/key pair: tls: {e}"))?;
+    Ok(RouteTls {
+        server,
+        client: Arc::new(client),
+        timeout: opts.timeout,
+    })
+}
+
+/// `insecure`: any certificate the acceptor presents is taken (its signatures are still
+/// checked, as Go checks them with `InsecureSkipVerify`).
+#[derive(Debug)]
+struct Insecure(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Insecure {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS versions `min_version` leaves.
+fn protocol_versions(
+    opts: &TlsOptions,
+) -> Result<&'static [&'static rustls::SupportedProtocolVersion], String> {
+    static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match opts.min_version.as_deref() {
+        Some("1.3") => Ok(TLS13_ONLY),
+        None | Some("1.2") => Ok(rustls::ALL_VERSIONS),
+        Some(other) => Err(format!("unsupported TLS version: {other}")),
     }
 }
 
@@ -98,13 +216,8 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
         .keys_match()
         .map_err(|_| pair_error("tls: private key does not match public key".into()))?;
 
-    let versions: &[&rustls::SupportedProtocolVersion] = match opts.min_version.as_deref() {
-        Some("1.3") => &[&rustls::version::TLS13],
-        None | Some("1.2") => rustls::ALL_VERSIONS,
-        Some(other) => return Err(format!("unsupported TLS version: {other}")),
-    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
+        .with_protocol_versions(protocol_versions(opts)?)
         .map_err(|e| format!("TLS configuration error: {e}"))?;
     let builder = if opts.verify || opts.verify_and_map {
         let ca_file = opts
@@ -231,8 +344,27 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::NotTls => {
                 f.write_str("tls: first record does not look like a TLS handshake")
             }
-            HandshakeError::Failed(e) => write!(f, "{e}"),
+            HandshakeError::Failed(e) => match go_text(e) {
+                Some(text) => f.write_str(text),
+                None => write!(f, "{e}"),
+            },
         }
+    }
+}
+
+/// Go's words for the certificate failures a deployment meets most (its handshake log lines
+/// are compared with nats-server's); the rest are told in rustls's.
+fn go_text(e: &io::Error) -> Option<&'static str> {
+    use rustls::{CertificateError, Error};
+    match e.get_ref()?.downcast_ref::<Error>()? {
+        Error::NoCertificatesPresented => Some("tls: client didn't provide a certificate"),
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            Some("tls: failed to verify certificate: x509: certificate signed by unknown authority")
+        }
+        Error::InvalidCertificate(CertificateError::Expired) => Some(
+            "tls: failed to verify certificate: x509: certificate has expired or is not yet valid",
+        ),
+        _ => None,
     }
 }
 
@@ -283,6 +415,27 @@ pub async fn accept(
     tokio::time::timeout(timeout, upgrade)
         .await
         .unwrap_or(Err(HandshakeError::Timeout))
+}
+
+/// Upgrades a dialed connection: the TLS handshake as a client, expecting a certificate for
+/// `server_name` (a DNS name or an IP address), bounded by `timeout`.
+pub async fn connect(
+    config: Arc<ClientConfig>,
+    stream: TcpStream,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeError> {
+    let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+        HandshakeError::Failed(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid server name {server_name:?}"),
+        ))
+    })?;
+    let upgrade = tokio_rustls::TlsConnector::from(config).connect(name, stream);
+    match tokio::time::timeout(timeout, upgrade).await {
+        Ok(result) => result.map_err(HandshakeError::Failed),
+        Err(_) => Err(HandshakeError::Timeout),
+    }
 }
 
 /// The names a client certificate carries, for `verify_and_map`: its subject's attributes and
@@ -475,6 +628,34 @@ mod tests {
             flags_error(&["--tlscert", "/nonexistent.pem", "--tlskey", "k.pem"]),
             "error parsing X509 certificate/key pair: open /nonexistent.pem: no such file or directory"
         );
+    }
+
+    /// Both ends of the route TLS come from the cluster block; `insecure` is read there.
+    #[test]
+    fn route_tls_from_the_cluster_block() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let (cert, key) = (fixtures.join("ec.pem"), fixtures.join("ec-sec1.key"));
+        let files = format!("cert_file: {cert:?}, key_file: {key:?}");
+        let build = |tls: &str| {
+            let text = format!("cluster {{ port: -1, tls {{ {files}{tls} }} }}");
+            let file = conf::parse_str(&text, Path::new("test.conf")).unwrap();
+            let mut opts = Options::default();
+            opts.apply_file(&file, &mut Vec::new()).unwrap();
+            let insecure = opts
+                .cluster
+                .as_ref()
+                .unwrap()
+                .tls
+                .as_ref()
+                .unwrap()
+                .insecure;
+            ServerTls::build(&opts).map(|t| (t.routes.is_some(), insecure))
+        };
+        assert_eq!(build(""), Ok((true, false)));
+        assert_eq!(build(", insecure: true, timeout: 3"), Ok((true, true)));
+        assert!(build(", verify: true")
+            .unwrap_err()
+            .contains("CA certificate"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Options;
 use crate::conn::{client, route};
@@ -117,6 +117,7 @@ impl Server {
         };
         let shared = Shared::new(opts, addr, monitor_addr, monitor_tls.is_some(), tls.clients)
             .map_err(fatal)?;
+        shared.set_route_tls(tls.routes);
         let shared = Arc::new(shared);
         if let Some(routes) = &routes {
             shared.set_cluster_addr(routes.local_addr()?);
@@ -259,6 +260,9 @@ async fn run_cluster(listener: TcpListener, shared: Arc<Shared>) {
             false => cluster.host.clone(),
         };
         info!("Listening for route connections on {host}:{}", addr.port());
+    }
+    if cluster.tls.as_ref().is_some_and(|t| t.insecure) {
+        warn!("TLS certificate chain and hostname of solicited routes will not be verified. DO NOT USE IN PRODUCTION!");
     }
     let mut dialers = tokio::task::JoinSet::new();
     for url in &cluster.routes {

@@ -14,8 +14,10 @@ use tracing::debug;
 use super::Shared;
 use crate::config::cluster::{route_url, RouteUrl};
 use crate::engine::outbound::Appended;
+use crate::engine::permissions::{Permissions, SubjectPermission};
 use crate::engine::route::Route;
-use crate::proto::route::{PeerInfo, RouteInfo};
+use crate::proto::route::{PeerInfo, PermissionJson, RouteInfo};
+use crate::security::tls::RouteTls;
 
 /// The cluster side of the shared state.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct ClusterState {
     client_urls: Mutex<Vec<String>>,
     /// The route peers' client URLs, as told to clients.
     peer_urls: Mutex<PeerUrls>,
+    /// The route TLS, when `cluster { tls }` is configured (fixed: it cannot be reloaded).
+    tls: OnceLock<RouteTls>,
 }
 
 /// The route peers' client URLs, each counted once per route that announced it (nats-server's
@@ -56,25 +60,9 @@ impl Default for ClusterState {
             dialing: Mutex::new(HashSet::new()),
             client_urls: Mutex::new(Vec::new()),
             peer_urls: Mutex::new(PeerUrls::default()),
+            tls: OnceLock::new(),
         }
     }
-}
-
-/// What tern's routes cannot do yet, refused at start rather than run without: route TLS and
-/// route permissions (a route would otherwise run in plaintext, or unfiltered).
-pub fn check(opts: &crate::config::Options) -> Result<(), String> {
-    let Some(cluster) = &opts.cluster else {
-        return Ok(());
-    };
-    if cluster.tls.is_some() {
-        return Err(
-            "cluster tls is not supported by tern yet (routes would run in plaintext)".into(),
-        );
-    }
-    if cluster.import.is_some() || cluster.export.is_some() {
-        return Err("cluster permissions are not supported by tern yet".into());
-    }
-    Ok(())
 }
 
 impl Shared {
@@ -86,6 +74,51 @@ impl Shared {
     /// Records the bound cluster address.
     pub fn set_cluster_addr(&self, addr: SocketAddr) {
         let _ = self.cluster.addr.set(addr);
+    }
+
+    /// Puts the route TLS in force (at start; `cluster { tls }` is not reloadable).
+    pub fn set_route_tls(&self, tls: Option<RouteTls>) {
+        if let Some(tls) = tls {
+            let _ = self.cluster.tls.set(tls);
+        }
+    }
+
+    /// The route TLS, when routes use TLS.
+    pub fn route_tls(&self) -> Option<&RouteTls> {
+        self.cluster.tls.get()
+    }
+
+    /// The name a dialed route's certificate must carry: the URL's host, except that for an
+    /// address (a route learned by gossip, say) the first host name among the configured routes
+    /// stands in, as nats-server's `routeTLSName` does.
+    pub fn route_server_name(&self, url: &RouteUrl) -> String {
+        if url.host.parse::<std::net::IpAddr>().is_ok() {
+            let opts = self.opts();
+            let named = opts.cluster.as_ref().and_then(|c| {
+                c.routes
+                    .iter()
+                    .find(|r| r.host.parse::<std::net::IpAddr>().is_err())
+            });
+            if let Some(route) = named {
+                return route.host.clone();
+            }
+        }
+        url.host.clone()
+    }
+
+    /// `cluster { permissions }` as each route applies them (nats-server's
+    /// `setRoutePermissions`): `import` as the publish list, `export` as the subscribe list.
+    pub fn route_permissions(&self) -> Option<Arc<Permissions>> {
+        let opts = self.opts();
+        let cluster = opts.cluster.as_ref()?;
+        if cluster.import.is_none() && cluster.export.is_none() {
+            return None;
+        }
+        Some(Arc::new(Permissions {
+            publish: cluster.import.clone(),
+            subscribe: cluster.export.clone(),
+            response: None,
+        }))
     }
 
     /// Whether the server is shutting down.
@@ -210,6 +243,9 @@ impl Shared {
             port: self.cluster_addr().map_or(cluster.port, |a| a.port()),
             headers: true,
             auth_required: cluster.username.is_some(),
+            // nats-server says both whenever routes use TLS, `verify` or not.
+            tls_required: cluster.tls.is_some(),
+            tls_verify: cluster.tls.is_some(),
             max_payload: opts.max_payload,
             ip: cluster
                 .advertise
@@ -221,6 +257,8 @@ impl Shared {
                 false => self.client_urls(),
             },
             compression: "off".to_string(),
+            import: cluster.import.as_ref().map(permission_json),
+            export: cluster.export.as_ref().map(permission_json),
             lnoc: true,
             lnocu: true,
             ..RouteInfo::default()
@@ -339,5 +377,17 @@ impl Shared {
     /// A route closed.
     pub fn route_closed(&self, route: &Arc<Route>) {
         debug!("Removed route to {:?}", route.remote_name);
+    }
+}
+
+/// One direction of the cluster permissions as route INFO and `/routez` show it.
+pub fn permission_json(perm: &SubjectPermission) -> PermissionJson {
+    let text = |e: &crate::engine::permissions::Entry| match &e.queue {
+        Some(queue) => format!("{} {queue}", e.subject),
+        None => e.subject.clone(),
+    };
+    PermissionJson {
+        allow: perm.allow.iter().flatten().map(text).collect(),
+        deny: perm.deny.iter().map(text).collect(),
     }
 }

@@ -110,7 +110,6 @@ impl Shared {
             .server_name
             .clone()
             .unwrap_or_else(|| server_id.clone());
-        cluster::check(&opts)?;
         let router = Router::new();
         if opts.cluster.is_some() {
             // Accounts count their local interest for routes from the first subscription.

@@ -107,6 +107,39 @@ pub async fn client(node: &Node) -> async_nats::Client {
         .unwrap()
 }
 
+/// Messages across every ordered pair of nodes: each arrives exactly once, in order.
+pub async fn every_pair_exchanges(nodes: &[&Node]) {
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, to) in nodes.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let subject = format!("pair.{}.{}", from.name, to.name);
+            let publisher = client(from).await;
+            let receiver = client(to).await;
+            let mut sub = receiver.subscribe(subject.clone()).await.unwrap();
+            receiver.flush().await.unwrap();
+            until_routed(&publisher, &mut sub, &subject).await;
+            for n in 0..200u32 {
+                publisher
+                    .publish(subject.clone(), n.to_string().into())
+                    .await
+                    .unwrap();
+            }
+            publisher.flush().await.unwrap();
+            for n in 0..200u32 {
+                let msg = tokio::time::timeout(SETTLE, sub.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(msg.payload, n.to_string(), "{subject}");
+            }
+            let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+            assert!(extra.is_err(), "{subject}: a duplicate arrived");
+        }
+    }
+}
+
 /// Publishes probes on `subject` from `publisher` until `subscriber` receives one: the
 /// cluster has formed and propagated that interest. Panics after `SETTLE`.
 pub async fn until_routed(

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod jwt;
+pub mod pki;
 pub mod process;
 pub mod reference;
 
