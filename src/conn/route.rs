@@ -34,8 +34,8 @@ use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
 use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
 use crate::proto::subject;
-use crate::security::auth;
 use crate::security::tls::{self as security_tls, HandshakeError, RouteTls};
+use crate::state::cluster::{route_authorized, RouteLink};
 use crate::state::Shared;
 
 /// nats-server sends a route its first PING after about a second (`firstPingInterval`).
@@ -67,6 +67,11 @@ pub async fn solicit(shared: Arc<Shared>, url: RouteUrl, retries: Option<u32>) {
     let mut attempts = 0u32;
     let mut failures = 0u32;
     loop {
+        // An explicit route that a reload took out of `routes` is given up (the reload has
+        // released its claim).
+        if retries.is_none() && !shared.route_configured(&url) {
+            return;
+        }
         attempts += 1;
         match dial(&url).await {
             Some((stream, addr)) => {
@@ -86,7 +91,10 @@ pub async fn solicit(shared: Arc<Shared>, url: RouteUrl, retries: Option<u32>) {
                 // A duplicate of a live route: dial again only once that one is gone (both
                 // ends may have refused each other's connection; that is no failed attempt).
                 if let Some(id) = peer {
-                    while shared.router.routes().contains(&id) && !shared.stopping() {
+                    while shared.router.routes().contains(&id)
+                        && !shared.stopping()
+                        && (retries.is_some() || shared.route_configured(&url))
+                    {
                         tokio::time::sleep(RECONNECT_DELAY).await;
                     }
                     attempts = 0;
@@ -148,6 +156,8 @@ struct Session {
     connected: bool,
     /// The peer's CONNECT asked for `+OK` after each operation.
     verbose: bool,
+    /// The `user` and `pass` of the peer's CONNECT, re-checked by a reload.
+    credentials: (Option<String>, Option<String>),
     /// Registered once the peer's INFO arrived.
     route: Option<Arc<Route>>,
     live: Liveness,
@@ -167,6 +177,8 @@ struct Session {
     early: Vec<EarlyInterest>,
     /// `cluster { permissions }`, as this route applies them.
     permissions: Option<Arc<Permissions>>,
+    /// The peer's server name, from its first INFO.
+    remote_name: String,
 }
 
 /// An `RS+`/`RS-` that came before the route registered, owned.
@@ -200,6 +212,7 @@ impl Session {
             desc,
             connected: solicited.is_some(),
             verbose: false,
+            credentials: (None, None),
             solicited,
             route: None,
             live: Liveness::default(),
@@ -212,6 +225,7 @@ impl Session {
             peer_urls: Vec::new(),
             early: Vec::new(),
             permissions,
+            remote_name: String::new(),
             shared,
         }
     }
@@ -505,20 +519,13 @@ impl Session {
             ));
         }
         let cluster = self.cluster();
-        if let Some(user) = &cluster.username {
-            let ok = connect.user.as_deref() == Some(user.as_str())
-                && auth::check_secret(
-                    connect.pass.as_deref().unwrap_or_default(),
-                    cluster.password.as_deref().unwrap_or_default(),
-                );
-            if !ok {
-                error!(
-                    "{} - authentication error - User {:?}",
-                    self.desc,
-                    connect.user.unwrap_or_default()
-                );
-                return Err(ProtocolError::AuthorizationViolation);
-            }
+        if !route_authorized(&cluster, connect.user.as_deref(), connect.pass.as_deref()) {
+            error!(
+                "{} - authentication error - User {:?}",
+                self.desc,
+                connect.user.unwrap_or_default()
+            );
+            return Err(ProtocolError::AuthorizationViolation);
         }
         let ours = cluster.name.unwrap_or_default();
         if !connect.cluster.is_empty() && connect.cluster != ours {
@@ -532,6 +539,7 @@ impl Session {
         }
         self.connected = true;
         self.verbose = connect.verbose;
+        self.credentials = (connect.user, connect.pass);
         Ok(())
     }
 
@@ -554,6 +562,7 @@ impl Session {
             self.shared.learn_route(&info);
             return Ok(());
         }
+        self.remote_name = info.server_name.clone();
         if !info.route_account.is_empty() {
             // A connection dedicated to one account (2.15's pinned `$SYS` route): tern keeps
             // one route per server, as a server without pooling.
@@ -604,6 +613,14 @@ impl Session {
         self.conn.set_desc(&self.desc);
         info!("{} - Route connection created", self.desc);
         self.route = Some(route.clone());
+        let link = match &self.solicited {
+            Some(url) => RouteLink::Dialed(url.clone()),
+            None => RouteLink::Accepted {
+                user: self.credentials.0.take(),
+                pass: self.credentials.1.take(),
+            },
+        };
+        self.shared.set_route_link(&route, link);
         self.shared.route_registered(&route, &info);
         if !info.ldm {
             self.peer_urls = info.connect_urls.clone();
@@ -680,8 +697,13 @@ impl Session {
                 self.shared.route_closed(&route);
             }
         }
-        debug!(
-            "{} - Route connection closed: {}",
+        // As nats-server words it, naming the peer once its INFO told who it is.
+        let remote = match self.remote_name.is_empty() {
+            true => String::new(),
+            false => format!(" - Remote: {}", self.remote_name),
+        };
+        info!(
+            "{} - Router connection closed: {}{remote}",
             self.desc,
             reason.as_str()
         );

@@ -61,6 +61,8 @@ pub enum CloseReason {
     NoRespondersRequiresHeaders,
     /// The TLS upgrade failed or timed out.
     TlsHandshakeFailure,
+    /// A reload took the route's URL out of `cluster.routes`.
+    RouteRemoved,
 }
 
 impl CloseReason {
@@ -85,6 +87,7 @@ impl CloseReason {
             CloseReason::BadClientProtocolVersion => "Bad Client Protocol Version",
             CloseReason::NoRespondersRequiresHeaders => "No Responders Requires Headers",
             CloseReason::TlsHandshakeFailure => "TLS Handshake Failure",
+            CloseReason::RouteRemoved => "Route Removed",
         }
     }
 }

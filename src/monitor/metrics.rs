@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use super::varz;
+use crate::engine::route::Route;
 use crate::monitor::http::Response;
 use crate::state::Shared;
 
@@ -89,13 +90,13 @@ pub fn metrics(shared: &Shared) -> Response {
             "routes",
             Gauge,
             v.routes as f64,
-            "Route connections (always 0: no clustering yet).",
+            "Route connections open now.",
         ),
         (
             "remotes",
             Gauge,
             v.remotes as f64,
-            "Remote servers (always 0).",
+            "Remote servers connected by routes now.",
         ),
         (
             "leafnodes",
@@ -197,7 +198,88 @@ pub fn metrics(shared: &Shared) -> Response {
             );
         }
     }
+    routez(shared, &label, &mut text);
     Response::with_status(200, CONTENT_TYPE, text.into_bytes())
+}
+
+/// The routes, under prometheus-nats-exporter's `routez` names: their number, and per route
+/// (labelled `rid`) its traffic, interest, RTT and uptime, with the peer named once in
+/// `gnatsd_routez_route_info`. All gauges, as the exporter declares them.
+fn routez(shared: &Shared, label: &str, text: &mut String) {
+    let mut routes = shared.router.routes().all();
+    routes.sort_by_key(|r| r.conn.cid);
+    let _ = writeln!(
+        text,
+        "# HELP gnatsd_routez_num_routes Route connections open now."
+    );
+    let _ = writeln!(text, "# TYPE gnatsd_routez_num_routes gauge");
+    let _ = writeln!(text, "gnatsd_routez_num_routes{{{label}}} {}", routes.len());
+    let _ = writeln!(
+        text,
+        "# HELP gnatsd_routez_route_info A route's peer (always 1)."
+    );
+    let _ = writeln!(text, "# TYPE gnatsd_routez_route_info gauge");
+    for route in &routes {
+        let _ = writeln!(
+            text,
+            "gnatsd_routez_route_info{{{label},rid=\"{}\",remote_id=\"{}\",remote_name=\"{}\",\
+             account=\"\",ip=\"{}\",compression=\"off\"}} 1",
+            route.conn.cid,
+            escape_label(&route.remote_id),
+            escape_label(&route.remote_name),
+            route.conn.addr.ip(),
+        );
+    }
+    type Read = fn(&Route) -> Option<f64>;
+    let per_route: [(&str, &str, Read); 7] = [
+        ("in_msgs", "Messages received from the route.", |r| {
+            Some(r.conn.counts().in_msgs as f64)
+        }),
+        ("out_msgs", "Messages sent to the route.", |r| {
+            Some(r.conn.counts().out_msgs as f64)
+        }),
+        ("in_bytes", "Payload bytes received from the route.", |r| {
+            Some(r.conn.counts().in_bytes as f64)
+        }),
+        ("out_bytes", "Payload bytes sent to the route.", |r| {
+            Some(r.conn.counts().out_bytes as f64)
+        }),
+        (
+            "subscriptions",
+            "Subscriptions the route's server has with us.",
+            |r| Some(r.remote_count() as f64),
+        ),
+        (
+            "rtt_seconds",
+            "Round-trip time to the route's server, once measured.",
+            |r| r.conn.stats.rtt().map(|d| d.as_secs_f64()),
+        ),
+        (
+            "uptime_seconds",
+            "Seconds since the route connected.",
+            |r| {
+                Some(
+                    std::time::SystemTime::now()
+                        .duration_since(r.conn.stats.start)
+                        .unwrap_or_default()
+                        .as_secs() as f64,
+                )
+            },
+        ),
+    ];
+    for (name, help, value) in per_route {
+        let _ = writeln!(text, "# HELP gnatsd_routez_route_{name} {help}");
+        let _ = writeln!(text, "# TYPE gnatsd_routez_route_{name} gauge");
+        for route in &routes {
+            if let Some(value) = value(route) {
+                let _ = writeln!(
+                    text,
+                    "gnatsd_routez_route_{name}{{{label},rid=\"{}\"}} {value}",
+                    route.conn.cid
+                );
+            }
+        }
+    }
 }
 
 /// Escapes a label value (`\`, `"` and newlines), as the text format requires.

@@ -231,8 +231,9 @@ pub fn build(shared: &Shared) -> Varz {
         cpu: cpu_percent(&shared.monitor, shared.started).unwrap_or(0.0),
         connections,
         total_connections: shared.router.total_connections(),
-        routes: 0,
-        remotes: 0,
+        // One connection per server: as many routes as remote servers.
+        routes: shared.router.routes().all().len() as u64,
+        remotes: shared.router.routes().all().len() as u64,
         leafnodes: 0,
         in_msgs: totals.in_msgs,
         in_bytes: totals.in_bytes,

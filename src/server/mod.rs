@@ -271,7 +271,6 @@ async fn run_cluster(listener: TcpListener, shared: Arc<Shared>) {
         }
     }
     let mut learned = shared.take_route_dials();
-    let retries = cluster.connect_retries;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -283,8 +282,8 @@ async fn run_cluster(listener: TcpListener, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(url) = async { match learned.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
-                dialers.spawn(route::solicit(shared.clone(), url, Some(retries)));
+            Some((url, retries)) = async { match learned.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                dialers.spawn(route::solicit(shared.clone(), url, retries));
             }
             Some(_) = dialers.join_next(), if !dialers.is_empty() => {}
         }

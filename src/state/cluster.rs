@@ -3,18 +3,19 @@
 //! peers come and go), the routes it has been told of (gossip) and must dial, and whether it
 //! is stopping.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tracing::debug;
+use tracing::{debug, error, info};
 
 use super::Shared;
-use crate::config::cluster::{route_url, RouteUrl};
-use crate::engine::outbound::Appended;
 use crate::engine::permissions::{Permissions, SubjectPermission};
+use crate::config::cluster::{route_url, ClusterOptions, RouteUrl};
+use crate::config::Options;
+use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::route::Route;
 use crate::proto::route::{PeerInfo, PermissionJson, RouteInfo};
 use crate::security::tls::RouteTls;
@@ -26,9 +27,10 @@ pub struct ClusterState {
     addr: OnceLock<SocketAddr>,
     /// The server is shutting down: no more route dials.
     stopping: AtomicBool,
-    /// Routes learned by gossip, for the server layer to dial.
-    dial_tx: UnboundedSender<RouteUrl>,
-    dial_rx: Mutex<Option<UnboundedReceiver<RouteUrl>>>,
+    /// Routes for the server layer to dial: learned by gossip (with the attempts they get),
+    /// or added to `routes` by a reload (`None`: for ever).
+    dial_tx: UnboundedSender<RouteDial>,
+    dial_rx: Mutex<Option<UnboundedReceiver<RouteDial>>>,
     /// Route URLs being dialed (explicit or learned), so each is dialed once.
     dialing: Mutex<HashSet<String>>,
     /// This server's client URLs (`host:port`), as told to routes and clients.
@@ -37,6 +39,24 @@ pub struct ClusterState {
     peer_urls: Mutex<PeerUrls>,
     /// The route TLS, when `cluster { tls }` is configured (fixed: it cannot be reloaded).
     tls: OnceLock<RouteTls>,
+    /// How each registered route came to be, by its connection's cid: what a reload checks
+    /// it against (its URL may leave `routes`, its credentials may no longer pass).
+    links: Mutex<HashMap<u64, RouteLink>>,
+}
+
+/// A route to dial and how many more attempts it gets (`None`: for ever).
+pub type RouteDial = (RouteUrl, Option<u32>);
+
+/// How a registered route came to be.
+#[derive(Debug, Clone)]
+pub enum RouteLink {
+    /// We dialed this URL.
+    Dialed(RouteUrl),
+    /// The peer dialed us with these credentials (CONNECT `user`, `pass`).
+    Accepted {
+        user: Option<String>,
+        pass: Option<String>,
+    },
 }
 
 /// The route peers' client URLs, each counted once per route that announced it (nats-server's
@@ -61,6 +81,7 @@ impl Default for ClusterState {
             client_urls: Mutex::new(Vec::new()),
             peer_urls: Mutex::new(PeerUrls::default()),
             tls: OnceLock::new(),
+            links: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -288,8 +309,9 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The routes to dial, learned by gossip: taken once by the server layer.
-    pub fn take_route_dials(&self) -> Option<UnboundedReceiver<RouteUrl>> {
+    /// The routes to dial (learned by gossip, or added by a reload) and how many more attempts
+    /// each gets (`None`: for ever): taken once by the server layer.
+    pub fn take_route_dials(&self) -> Option<UnboundedReceiver<RouteDial>> {
         self.cluster
             .dial_rx
             .lock()
@@ -328,15 +350,20 @@ impl Shared {
         let Ok(mut url) = route_url(text.trim_end_matches('/')) else {
             return;
         };
-        if let Some(cluster) = &self.opts().cluster {
-            if url.username.is_none() && info.auth_required {
-                url.username = cluster.username.clone();
-                url.password = cluster.password.clone();
-            }
+        let opts = self.opts();
+        let Some(cluster) = &opts.cluster else {
+            return;
+        };
+        if url.username.is_none() && info.auth_required {
+            url.username = cluster.username.clone();
+            url.password = cluster.password.clone();
         }
         if self.claim_dial(&url) {
             debug!("Adding implicit route to {:?}", info.server_name);
-            let _ = self.cluster.dial_tx.send(url);
+            let _ = self
+                .cluster
+                .dial_tx
+                .send((url, Some(cluster.connect_retries)));
         }
     }
 
@@ -376,8 +403,112 @@ impl Shared {
 
     /// A route closed.
     pub fn route_closed(&self, route: &Arc<Route>) {
+        self.links().remove(&route.conn.cid);
         debug!("Removed route to {:?}", route.remote_name);
     }
+
+    /// Records how a route that just registered came to be (see [`RouteLink`]).
+    pub fn set_route_link(&self, route: &Route, link: RouteLink) {
+        self.links().insert(route.conn.cid, link);
+    }
+
+    /// Whether `url` is still one of the configured routes: an explicit route's dialer gives
+    /// up once a reload has taken it out.
+    pub fn route_configured(&self, url: &RouteUrl) -> bool {
+        self.opts()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.routes.contains(url))
+    }
+
+    /// A reload changed the cluster block (`old` and `new` are the options before and after;
+    /// `new` is already in force), as nats-server's `clusterOption` and `routesOption` apply
+    /// it: a route whose URL left `routes` is closed (its dialer gives up), a new URL is
+    /// dialed, and an accepted route whose credentials no longer pass is closed with
+    /// `Authorization Violation` (a dialed one is left to the peer to judge).
+    pub fn reload_cluster(&self, old: &Options, new: &Options) {
+        let (Some(old), Some(new)) = (&old.cluster, &new.cluster) else {
+            return;
+        };
+        let without_routes = |c: &ClusterOptions| ClusterOptions {
+            routes: Vec::new(),
+            ..c.clone()
+        };
+        let cluster_changed = without_routes(old) != without_routes(new);
+        if cluster_changed {
+            info!("Reloaded: cluster");
+        }
+        if old.routes != new.routes {
+            let links: Vec<(u64, RouteLink)> = self
+                .links()
+                .iter()
+                .map(|(cid, link)| (*cid, link.clone()))
+                .collect();
+            let routes = self.router.routes().all();
+            for removed in old.routes.iter().filter(|u| !new.routes.contains(u)) {
+                // Its dialer gives up; the address may be dialed again (with other
+                // credentials, say).
+                self.release_dial(removed);
+                for (cid, link) in &links {
+                    let RouteLink::Dialed(url) = link else {
+                        continue;
+                    };
+                    if url != removed {
+                        continue;
+                    }
+                    if let Some(route) = routes.iter().find(|r| r.conn.cid == *cid) {
+                        route.conn.outbound.close(CloseReason::RouteRemoved, true);
+                        info!("Removed route {}", removed.url);
+                    }
+                }
+            }
+            for added in new.routes.iter().filter(|u| !old.routes.contains(u)) {
+                if self.claim_dial(added) {
+                    let _ = self.cluster.dial_tx.send((added.clone(), None));
+                }
+            }
+            info!("Reloaded: cluster routes");
+        }
+        if !cluster_changed {
+            return;
+        }
+        for route in self.router.routes().all() {
+            let link = self.links().get(&route.conn.cid).cloned();
+            let Some(RouteLink::Accepted { user, pass }) = link else {
+                continue;
+            };
+            if route_authorized(new, user.as_deref(), pass.as_deref()) {
+                continue;
+            }
+            error!(
+                "{} - authentication error - User {:?}",
+                route.conn.desc(),
+                user.unwrap_or_default()
+            );
+            route.send(|b| crate::proto::protocol::encode_err(b, "Authorization Violation"));
+            route
+                .conn
+                .outbound
+                .close(CloseReason::AuthenticationViolation, true);
+        }
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RouteLink>> {
+        self.cluster.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether a route's CONNECT credentials pass the cluster's `authorization` (any do without
+/// one), as nats-server's `isRouterAuthorized` checks them.
+pub fn route_authorized(cluster: &ClusterOptions, user: Option<&str>, pass: Option<&str>) -> bool {
+    let Some(want) = &cluster.username else {
+        return true;
+    };
+    user == Some(want.as_str())
+        && crate::security::auth::check_secret(
+            pass.unwrap_or_default(),
+            cluster.password.as_deref().unwrap_or_default(),
+        )
 }
 
 /// One direction of the cluster permissions as route INFO and `/routez` show it.

@@ -291,6 +291,7 @@ impl Shared {
             .config_load_time
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
+        self.reload_cluster(&old, &new);
         for conn in self.router.connections_snapshot() {
             let account = conn.account();
             if self
