@@ -1,0 +1,476 @@
+//! JetStream push consumers: delivery to a deliver subject while someone listens there, idle
+//! heartbeats, flow control, queue groups, ordered consumers and the key-value watchers built
+//! on them. The message shapes are compared with nats-server 2.15.1 on the raw protocol; the
+//! rest is driven by async-nats.
+
+mod common;
+
+use std::time::Duration;
+
+use common::jetstream::{call, start_js_server};
+use common::process::{json_shape, reference_server, Scratch};
+use common::{Raw, WAIT};
+use serde_json::Value;
+
+/// A raw connection to `addr` (`host:port`) that may receive headers.
+async fn raw(addr: &str) -> Raw {
+    let mut raw = Raw::connect(addr.parse().unwrap()).await;
+    raw.send("CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\n")
+        .await;
+    raw.expect_before_pong("").await;
+    raw
+}
+
+/// A delivered frame with what differs by nature left out: the stored timestamp in an ack
+/// reply (`$JS.ACK.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>`) and the random id
+/// of a flow control reply. With `first_line`, only the frame's first line.
+fn frame(text: &str, first_line: bool) -> String {
+    let text = match first_line {
+        true => text.lines().next().unwrap_or_default().to_string(),
+        false => text.to_string(),
+    };
+    text.split(' ')
+        .map(|word| {
+            let mut tokens: Vec<&str> = word.split('.').collect();
+            if word.starts_with("$JS.ACK.") && tokens.len() == 9 {
+                tokens[7] = "TS";
+            }
+            if word.starts_with("$JS.FC.") && tokens.len() == 5 {
+                tokens[4] = "ID";
+            }
+            tokens.join(".")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The next `n` frames on `raw`, normalised (see [`frame`]) and joined.
+async fn frames(raw: &mut Raw, n: usize, first_line: bool) -> String {
+    let frames = raw.read_msgs(n).await;
+    frames
+        .iter()
+        .map(|f| frame(f, first_line))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Replaces the flow control id in a header block (`Nats-Consumer-Stalled: $JS.FC...`).
+fn stalled(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("Nats-Consumer-Stalled: ") {
+            Some(subject) => format!("Nats-Consumer-Stalled: {}", frame(subject, true)),
+            None => frame(line, false),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Creates consumer `name` (none: ephemeral) of stream `stream` with `config`.
+async fn create(client: &async_nats::Client, stream: &str, name: &str, config: Value) -> Value {
+    let subject = match name {
+        "" => format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        name => format!("$JS.API.CONSUMER.CREATE.{stream}.{name}"),
+    };
+    let body = serde_json::json!({"stream_name": stream, "config": config});
+    call(client, &subject, &body.to_string()).await
+}
+
+/// Stores `payload` under `subject` and waits for the PubAck.
+async fn store(client: &async_nats::Client, subject: &str, payload: Vec<u8>) -> Value {
+    let msg = client
+        .request(subject.to_string(), payload.into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+/// What one server does in the push scenarios, as lines to compare with the other's.
+async fn push_transcript(addr: &str) -> Vec<String> {
+    let client = async_nats::connect(addr).await.unwrap();
+    let mut raw = raw(addr).await;
+    let mut out = Vec::new();
+    let mut note = |what: String| out.push(what);
+    let stream = r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#;
+    note(
+        call(&client, "$JS.API.STREAM.CREATE.S", stream)
+            .await
+            .to_string(),
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Foo", "bar");
+    note(store(&client, "s.a", b"one".to_vec()).await.to_string());
+    client
+        .request_with_headers("s.b", headers, "two".into())
+        .await
+        .unwrap();
+    note(store(&client, "s.a", b"three".to_vec()).await.to_string());
+
+    // Push configurations nats-server refuses.
+    for config in [
+        r#"{"deliver_subject":"dlv.*","ack_policy":"explicit"}"#,
+        r#"{"deliver_subject":"dlv.x","max_waiting":5}"#,
+        r#"{"deliver_subject":"dlv.x","ack_policy":"none","max_ack_pending":5}"#,
+        r#"{"deliver_subject":"dlv.x","idle_heartbeat":50000000}"#,
+        r#"{"deliver_subject":"dlv.x","flow_control":true}"#,
+        r#"{"flow_control":true}"#,
+        r#"{"idle_heartbeat":1000000000}"#,
+        r#"{"rate_limit_bps":1000}"#,
+        r#"{"deliver_subject":"s.x"}"#,
+        r#"{"deliver_subject":"dlv.x","deliver_policy":"last_per_subject"}"#,
+        r#"{"deliver_subject":"dlv.x","deliver_policy":"by_start_time"}"#,
+        r#"{"deliver_subject":"dlv.x","deliver_policy":"by_start_sequence"}"#,
+        r#"{"deliver_subject":"dlv.x","deliver_policy":"all","opt_start_seq":3}"#,
+        r#"{"deliver_subject":"dlv.x","ack_policy":"explicit","backoff":[1000000000,2000000000],"max_deliver":1}"#,
+        r#"{"deliver_subject":"dlv.x","filter_subject":"s.a","filter_subjects":["s.b"]}"#,
+        r#"{"deliver_subject":"dlv.x","filter_subjects":["s.a","s.>"]}"#,
+        r#"{"deliver_subject":"dlv.x","filter_subjects":[""]}"#,
+    ] {
+        let config: Value = serde_json::from_str(config).unwrap();
+        note(format!(
+            "{config} -> {}",
+            create(&client, "S", "", config.clone()).await
+        ));
+    }
+
+    // A durable push consumer with explicit acks: nothing goes until someone listens.
+    let config =
+        serde_json::json!({"durable_name":"P","deliver_subject":"dlv.p","ack_policy":"explicit"});
+    note(create(&client, "S", "P", config).await.to_string());
+    note(
+        call(&client, "$JS.API.CONSUMER.INFO.S.P", "")
+            .await
+            .to_string(),
+    );
+    raw.send("SUB dlv.p 1\r\n").await;
+    let delivered = raw.read_msgs(3).await;
+    let acks: Vec<String> = delivered
+        .iter()
+        .map(|f| f.split_whitespace().nth(3).unwrap().to_string())
+        .collect();
+    note(
+        delivered
+            .iter()
+            .map(|f| frame(f, false))
+            .collect::<Vec<_>>()
+            .join("|"),
+    );
+    raw.send(format!("PUB {} 0\r\n\r\n", acks[1])).await;
+    raw.expect_before_pong("").await;
+    let info = call(&client, "$JS.API.CONSUMER.INFO.S.P", "").await;
+    note(format!("{:?}", json_shape(&info)));
+    note(info.to_string());
+    // A pull request to a push consumer.
+    raw.send("SUB in.1 9\r\nPUB $JS.API.CONSUMER.MSG.NEXT.S.P in.1 1\r\n1\r\n")
+        .await;
+    note(frame(&raw.read_msgs(1).await[0], false));
+
+    // Headers only, filtered, with flow control and idle heartbeats, no acks.
+    let config = serde_json::json!({"name":"H","deliver_subject":"dlv.h","ack_policy":"none",
+        "idle_heartbeat":300_000_000,"flow_control":true,"headers_only":true,"filter_subject":"s.a"});
+    note(create(&client, "S", "H", config).await.to_string());
+    raw.send("SUB dlv.h 2\r\n").await;
+    note(frames(&mut raw, 3, false).await);
+    raw.send("UNSUB 2\r\n").await;
+    raw.expect_before_pong("").await;
+    note(
+        call(&client, "$JS.API.CONSUMER.INFO.S.H", "")
+            .await
+            .to_string(),
+    );
+
+    // A deliver group: only members of that queue group bind the consumer.
+    let config = serde_json::json!({"durable_name":"G","deliver_subject":"dlv.g",
+        "deliver_group":"grp","ack_policy":"none"});
+    note(create(&client, "S", "G", config).await.to_string());
+    raw.send("SUB dlv.g other 3\r\n").await;
+    raw.expect_before_pong("").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    note(
+        call(&client, "$JS.API.CONSUMER.INFO.S.G", "")
+            .await
+            .to_string(),
+    );
+    raw.send("UNSUB 3\r\nSUB dlv.g grp 4\r\n").await;
+    note(frames(&mut raw, 3, false).await);
+    note(
+        call(&client, "$JS.API.CONSUMER.INFO.S.G", "")
+            .await
+            .to_string(),
+    );
+
+    // Flow control: a request once half the 2 MiB window is out, a stall at the window (the
+    // heartbeat names the request), the rest once it is answered.
+    let stream = r#"{"name":"F","subjects":["f"],"storage":"memory"}"#;
+    note(
+        call(&client, "$JS.API.STREAM.CREATE.F", stream)
+            .await
+            .to_string(),
+    );
+    for _ in 0..25 {
+        store(&client, "f", vec![b'x'; 100_000]).await;
+    }
+    let config = serde_json::json!({"name":"FC","deliver_subject":"dlv.f","ack_policy":"none",
+        "flow_control":true,"idle_heartbeat":500_000_000});
+    note(create(&client, "F", "FC", config).await.to_string());
+    raw.send("SUB dlv.f 5\r\n").await;
+    let window = raw.read_msgs(22).await;
+    let request = window
+        .iter()
+        .find(|f| f.contains("FlowControl"))
+        .expect("a flow control request")
+        .clone();
+    note(
+        window
+            .iter()
+            .map(|f| frame(f, true))
+            .collect::<Vec<_>>()
+            .join("|"),
+    );
+    note(stalled(&frame(&request, false)));
+    let heartbeat = raw.read_msgs(1).await;
+    note(stalled(&heartbeat[0]));
+    let reply = request.split_whitespace().nth(3).unwrap().to_string();
+    raw.send(format!("PUB {reply} 0\r\n\r\n")).await;
+    note(frames(&mut raw, 4, true).await);
+    out
+}
+
+#[tokio::test]
+async fn push_consumers_side_by_side_with_nats_server() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-push-shapes");
+    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    let ours = push_transcript(&tern_addr).await;
+    let theirs = push_transcript(&ns_addr).await;
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a, b, "\ntern        {a}\nnats-server {b}");
+    }
+    assert_eq!(ours.len(), theirs.len());
+}
+
+/// tern with JetStream, a client and its JetStream context.
+async fn tern(
+    scratch: &Scratch,
+) -> (
+    common::process::Process,
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    String,
+) {
+    let (process, addr) = start_js_server(&scratch.nats_server(), &scratch.0);
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    (process, client, js, addr)
+}
+
+/// A memory stream `name` capturing `subject` (its name when none).
+async fn memory_stream(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    subject: Option<&str>,
+) -> async_nats::jetstream::stream::Stream {
+    use async_nats::jetstream::stream;
+    js.get_or_create_stream(stream::Config {
+        name: name.into(),
+        subjects: subject.map(|s| vec![s.to_string()]).unwrap_or_default(),
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The next item of `stream`, within `WAIT`.
+async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> S::Item {
+    use futures::StreamExt;
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("in time")
+        .expect("not ended")
+}
+
+#[tokio::test]
+async fn async_nats_push_consumers_with_each_ack_policy() {
+    use async_nats::jetstream::consumer::{push, AckPolicy, PushConsumer};
+
+    let scratch = Scratch::new("js-push-acks");
+    let (_tern, client, js, _) = tern(&scratch).await;
+    let stream = memory_stream(&js, "P", Some("p.>")).await;
+    for n in 1..=3 {
+        js.publish("p.a", n.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for (name, policy) in [
+        ("E", AckPolicy::Explicit),
+        ("A", AckPolicy::All),
+        ("N", AckPolicy::None),
+    ] {
+        let mut consumer: PushConsumer = stream
+            .create_consumer(push::Config {
+                durable_name: Some(name.into()),
+                deliver_subject: client.new_inbox(),
+                ack_policy: policy,
+                filter_subject: "p.a".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!consumer.cached_info().push_bound);
+        let mut messages = consumer.messages().await.unwrap();
+        for n in 1..=3u64 {
+            let msg = next(&mut messages).await.unwrap();
+            assert_eq!(msg.payload, n.to_string());
+            let info = msg.info().unwrap();
+            assert_eq!((info.stream_sequence, info.consumer_sequence), (n, n));
+            assert_eq!(info.pending, 3 - n, "{name}");
+            // Explicit: each acknowledged; all: only the last one.
+            if policy == AckPolicy::Explicit || (policy == AckPolicy::All && n == 3) {
+                msg.double_ack().await.unwrap();
+            }
+        }
+        let info = consumer.info().await.unwrap();
+        assert!(info.push_bound, "{name}");
+        assert_eq!(info.num_ack_pending, 0, "{name}");
+        assert_eq!(
+            (
+                info.ack_floor.stream_sequence,
+                info.delivered.stream_sequence
+            ),
+            (3, 3),
+            "{name}"
+        );
+    }
+
+    // Not acknowledged: redelivered after each backoff, up to max_deliver.
+    js.publish("p.r", "again".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let consumer: PushConsumer = stream
+        .create_consumer(push::Config {
+            durable_name: Some("R".into()),
+            deliver_subject: client.new_inbox(),
+            ack_policy: AckPolicy::Explicit,
+            filter_subject: "p.r".into(),
+            backoff: vec![Duration::from_millis(200), Duration::from_millis(400)],
+            max_deliver: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.cached_info().config.ack_wait,
+        Duration::from_millis(200)
+    );
+    let mut messages = consumer.messages().await.unwrap();
+    let started = std::time::Instant::now();
+    for delivered in 1..=3 {
+        let msg = next(&mut messages).await.unwrap();
+        let info = msg.info().unwrap();
+        assert_eq!((info.stream_sequence, info.delivered), (4, delivered));
+    }
+    // 200 ms, then 400 ms, apart at least.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    let quiet = tokio::time::timeout(Duration::from_millis(700), {
+        use futures::StreamExt;
+        messages.next()
+    });
+    assert!(quiet.await.is_err(), "past max_deliver");
+}
+
+#[tokio::test]
+async fn heartbeats_and_flow_control_seen_by_async_nats() {
+    use async_nats::jetstream::consumer::{push, AckPolicy, PushConsumer};
+    use futures::StreamExt;
+
+    let scratch = Scratch::new("js-push-hb");
+    let (_tern, client, js, _) = tern(&scratch).await;
+    let stream = memory_stream(&js, "B", None).await;
+    for _ in 0..30 {
+        js.publish("B", vec![b'x'; 100_000].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // The raw deliveries: 21 messages, a flow control request, then heartbeats naming it.
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    let _: PushConsumer = stream
+        .create_consumer(push::Config {
+            name: Some("H".into()),
+            deliver_subject: inbox,
+            ack_policy: AckPolicy::None,
+            flow_control: true,
+            idle_heartbeat: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    let mut delivered = 0;
+    while statuses.len() < 2 {
+        let msg = next(&mut sub).await;
+        match msg.status {
+            None => delivered += 1,
+            Some(status) => {
+                assert_eq!(status.as_u16(), 100);
+                statuses.push(msg);
+            }
+        }
+    }
+    assert_eq!(delivered, 21);
+    let fc = &statuses[0];
+    assert_eq!(fc.description.as_deref(), Some("FlowControl Request"));
+    let reply = fc.reply.clone().expect("a reply subject");
+    assert!(reply.starts_with("$JS.FC.B.H."));
+    let hb = &statuses[1];
+    assert_eq!(hb.description.as_deref(), Some("Idle Heartbeat"));
+    let headers = hb.headers.as_ref().unwrap();
+    let value =
+        |name: async_nats::header::HeaderName| headers.get(name).map(|v| v.as_str().to_string());
+    assert_eq!(
+        value(async_nats::header::NATS_LAST_CONSUMER).as_deref(),
+        Some("21")
+    );
+    assert_eq!(
+        value(async_nats::header::NATS_LAST_STREAM).as_deref(),
+        Some("21")
+    );
+    let stalled = headers.get("Nats-Consumer-Stalled").map(|v| v.to_string());
+    assert_eq!(stalled, Some(reply.to_string()));
+    // Answered: the rest comes.
+    client.publish(reply, "".into()).await.unwrap();
+    while delivered < 30 {
+        if next(&mut sub).await.status.is_none() {
+            delivered += 1;
+        }
+    }
+
+    // An ordered consumer answers flow control itself: all 3 MB arrive.
+    let ordered = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let config = &ordered.cached_info().config;
+    assert!(config.flow_control && config.memory_storage);
+    assert_eq!(config.num_replicas, 1);
+    let mut messages = ordered.messages().await.unwrap();
+    for n in 1..=30 {
+        let msg = next(&mut messages).await.unwrap();
+        assert_eq!(msg.info().unwrap().stream_sequence, n);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), messages.next())
+            .await
+            .is_err()
+    );
+}
