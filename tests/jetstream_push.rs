@@ -474,3 +474,142 @@ async fn heartbeats_and_flow_control_seen_by_async_nats() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn ordered_consumer_recreated_after_a_gap() {
+    use async_nats::jetstream::consumer::push;
+
+    let scratch = Scratch::new("js-push-ordered");
+    let (_tern, client, js, addr) = tern(&scratch).await;
+    let mut stream = memory_stream(&js, "O", Some("o.>")).await;
+    let publish = |n: u64| {
+        let js = js.clone();
+        async move {
+            js.publish("o.x", n.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    for n in 1..=3 {
+        publish(n).await;
+    }
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: "o.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deliver = consumer
+        .cached_info()
+        .config
+        .deliver_subject
+        .clone()
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    for n in 1..=2 {
+        assert_eq!(next(&mut messages).await.unwrap().payload, n.to_string());
+    }
+    // A heartbeat that says more was delivered than the client saw: a gap, as after a lost
+    // message. The client drops that consumer and makes another from the next sequence.
+    let mut raw = raw(&addr).await;
+    let header =
+        "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 50\r\nNats-Last-Stream: 50\r\n\r\n";
+    raw.send(format!(
+        "HPUB {deliver} {} {}\r\n{header}\r\n",
+        header.len(),
+        header.len()
+    ))
+    .await;
+    raw.expect_before_pong("").await;
+    for n in 4..=6 {
+        publish(n).await;
+    }
+    for n in 3..=6 {
+        assert_eq!(next(&mut messages).await.unwrap().payload, n.to_string());
+    }
+    // The first consumer is still there (until its inactive threshold), beside the new one.
+    assert_eq!(stream.info().await.unwrap().state.consumer_count, 2);
+}
+
+#[tokio::test]
+async fn key_value_watchers_keys_and_history() {
+    use async_nats::jetstream::kv::{self, Operation};
+    use async_nats::jetstream::stream::StorageType;
+    use futures::TryStreamExt;
+
+    let scratch = Scratch::new("js-push-kv");
+    let (_tern, _client, js, _) = tern(&scratch).await;
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "cfg".into(),
+            history: 5,
+            storage: StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    kv.put("a", "1".into()).await.unwrap();
+    kv.put("b", "2".into()).await.unwrap();
+    kv.put("a", "3".into()).await.unwrap();
+
+    let mut keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+    let history: Vec<kv::Entry> = kv.history("a").await.unwrap().try_collect().await.unwrap();
+    let seen: Vec<(u64, &[u8])> = history.iter().map(|e| (e.revision, &e.value[..])).collect();
+    assert_eq!(seen, [(1, &b"1"[..]), (3, &b"3"[..])]);
+
+    // Updates only, in order: puts, deletes, purges.
+    let mut all = kv.watch_all().await.unwrap();
+    let mut one = kv.watch("b").await.unwrap();
+    kv.put("c", "4".into()).await.unwrap();
+    kv.delete("b").await.unwrap();
+    kv.purge("a").await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let entry = next(&mut all).await.unwrap();
+        got.push((entry.key, entry.revision, entry.operation));
+    }
+    assert_eq!(
+        got,
+        [
+            ("c".to_string(), 4, Operation::Put),
+            ("b".to_string(), 5, Operation::Delete),
+            ("a".to_string(), 6, Operation::Purge),
+        ]
+    );
+    let entry = next(&mut one).await.unwrap();
+    assert_eq!(
+        (entry.key.as_str(), entry.operation),
+        ("b", Operation::Delete)
+    );
+
+    // With history: the latest of each key first, then what comes.
+    let mut latest = kv.watch_with_history("c").await.unwrap();
+    let entry = next(&mut latest).await.unwrap();
+    assert_eq!((entry.revision, entry.seen_current), (4, true));
+    let mut from = kv.watch_all_from_revision(5).await.unwrap();
+    assert_eq!(next(&mut from).await.unwrap().revision, 5);
+    let mut many = kv.watch_many(["a", "c"]).await.unwrap();
+    kv.put("c", "7".into()).await.unwrap();
+    kv.put("b", "8".into()).await.unwrap();
+    kv.put("a", "9".into()).await.unwrap();
+    assert_eq!(next(&mut latest).await.unwrap().value, "7");
+    assert_eq!(next(&mut many).await.unwrap().key, "c");
+    assert_eq!(next(&mut many).await.unwrap().key, "a");
+
+    // Deleted and purged keys read as absent; only live keys are listed.
+    kv.delete("b").await.unwrap();
+    assert!(kv.get("b").await.unwrap().is_none());
+    kv.purge("c").await.unwrap();
+    assert!(kv.get("c").await.unwrap().is_none());
+    let keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+    assert_eq!(keys, ["a"]);
+    let history: Vec<kv::Entry> = kv.history("c").await.unwrap().try_collect().await.unwrap();
+    assert_eq!(history.len(), 1, "a purge keeps only its marker");
+    assert_eq!(history[0].operation, Operation::Purge);
+}
