@@ -178,6 +178,21 @@ async fn push_transcript(addr: &str) -> Vec<String> {
             .to_string(),
     );
 
+    // What an ordered consumer of a key-value watcher asks for: the last message of each
+    // subject, headers only (a stored header block keeps its headers).
+    let config = serde_json::json!({"name":"O","deliver_subject":"dlv.o","ack_policy":"none",
+        "max_deliver":1,"flow_control":true,"idle_heartbeat":5_000_000_000_i64,
+        "inactive_threshold":30_000_000_000_i64,"num_replicas":1,"mem_storage":true,
+        "deliver_policy":"last_per_subject","filter_subject":"s.>","headers_only":true});
+    note(create(&client, "S", "O", config).await.to_string());
+    raw.send("SUB dlv.o 6\r\n").await;
+    note(frames(&mut raw, 2, false).await);
+    note(
+        call(&client, "$JS.API.CONSUMER.INFO.S.O", "")
+            .await
+            .to_string(),
+    );
+
     // A deliver group: only members of that queue group bind the consumer.
     let config = serde_json::json!({"durable_name":"G","deliver_subject":"dlv.g",
         "deliver_group":"grp","ack_policy":"none"});
@@ -612,4 +627,61 @@ async fn key_value_watchers_keys_and_history() {
     let history: Vec<kv::Entry> = kv.history("c").await.unwrap().try_collect().await.unwrap();
     assert_eq!(history.len(), 1, "a purge keeps only its marker");
     assert_eq!(history[0].operation, Operation::Purge);
+}
+
+#[tokio::test]
+async fn async_nats_object_store_put_get_list_delete() {
+    use async_nats::jetstream::object_store;
+    use async_nats::jetstream::stream::StorageType;
+    use futures::TryStreamExt;
+    use tokio::io::AsyncReadExt;
+
+    /// The objects listed, by name.
+    async fn names(store: &object_store::ObjectStore) -> Vec<String> {
+        let mut names: Vec<String> = store
+            .list()
+            .await
+            .unwrap()
+            .map_ok(|info| info.name)
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        names
+    }
+
+    let scratch = Scratch::new("js-push-obj");
+    let (_tern, _client, js, _) = tern(&scratch).await;
+    let store = js
+        .create_object_store(object_store::Config {
+            bucket: "files".into(),
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Several chunks (128 KiB each) and a small one.
+    let big: Vec<u8> = (0..300_000u32).map(|n| (n % 251) as u8).collect();
+    let info = store.put("big", &mut &big[..]).await.unwrap();
+    assert_eq!((info.size, info.chunks), (300_000, 3));
+    store.put("small", &mut &b"hello"[..]).await.unwrap();
+    let mut object = store.get("big").await.unwrap();
+    let mut read = Vec::new();
+    object.read_to_end(&mut read).await.unwrap();
+    assert!(read == big, "the object comes back whole");
+    // Put again: replaced, the old chunks purged.
+    store.put("small", &mut &b"hello again"[..]).await.unwrap();
+    let mut read = Vec::new();
+    store
+        .get("small")
+        .await
+        .unwrap()
+        .read_to_end(&mut read)
+        .await
+        .unwrap();
+    assert_eq!(read, b"hello again");
+    assert_eq!(names(&store).await, ["big", "small"]);
+    store.delete("big").await.unwrap();
+    assert!(store.get("big").await.is_err());
+    assert_eq!(names(&store).await, ["small"]);
 }
