@@ -38,7 +38,7 @@
 //! - [`jetstream`]: JetStream on one server: its configuration resolved at start (store
 //!   directory, limits) and what it logs; a pure core ([`jetstream::store`] behind the
 //!   `StreamStore` trait with the memory store, [`jetstream::stream`], [`jetstream::consumer`]
-//!   (pull consumers), [`jetstream::api`]) that takes time as input, [`jetstream::filestore`]
+//!   (pull and push consumers), [`jetstream::api`]) that takes time as input, [`jetstream::filestore`]
 //!   (the append-only file store and its recovery), and [`jetstream::service`], the task
 //!   behind its internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.

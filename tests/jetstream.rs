@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
+use common::jetstream::{call, normalise, start_js_server};
 use common::process::{
     json_shape, listening_port, read_line, reference_server, run, start_with_ports, Process,
     Scratch, WAIT,
@@ -134,64 +135,6 @@ fn jetstream_block_and_cluster_refusal() {
             .contains("[FTL] Can't start JetStream: tern does not support JetStream in a cluster"),
         "{stderr}"
     );
-}
-
-/// Starts `binary` with JetStream (its store under `dir`) on random ports; returns the process
-/// and its client address.
-fn start_js_server(binary: &Path, dir: &Path) -> (Process, String) {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("js.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "jetstream {{ store_dir: '{}' }}\n",
-            dir.join("store").display()
-        ),
-    )
-    .unwrap();
-    let (process, addr, _) = start_with_ports(binary, &config, &dir.join("ports"));
-    (process, addr)
-}
-
-/// A request's response as JSON, with what differs between two servers or two runs by nature
-/// (times, the server's name, its version metadata and API level) replaced by its type.
-async fn call(client: &async_nats::Client, subject: &str, body: &str) -> Value {
-    let msg = client
-        .request(subject.to_string(), body.to_string().into())
-        .await
-        .unwrap_or_else(|e| panic!("{subject}: {e}"));
-    let mut value: Value = serde_json::from_slice(&msg.payload).unwrap();
-    normalise(&mut value);
-    value
-}
-
-fn normalise(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, item) in map.iter_mut() {
-                match key.as_str() {
-                    "created" | "ts" | "first_ts" | "last_ts" | "time" | "leader"
-                    | "last_active" | "_nats.level" | "_nats.ver" | "level" => {
-                        *item = Value::String(format!("<{}>", kind(item)));
-                    }
-                    _ => normalise(item),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalise),
-        _ => {}
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// The calls compared side by side: stream lifecycle, publishing, errors.

@@ -1,7 +1,7 @@
 //! JetStream on one server: what it runs with (the store directory and the memory and storage
 //! limits, resolved from the options at start) and the lines nats-server logs about it; the
 //! pure core ([`store`]: where messages are kept, [`stream`]: a stream's configuration and
-//! publishing into it, [`consumer`]: pull consumers, [`api`]: one account's `$JS.API`
+//! publishing into it, [`consumer`]: pull and push consumers, [`api`]: one account's `$JS.API`
 //! requests (consumer requests and direct gets in its submodules), [`errors`]), the file
 //! store ([`filestore`]) and the task that runs it all ([`service`]).
 

@@ -55,6 +55,13 @@ enum Input {
         reply: Option<Bytes>,
         body: Bytes,
     },
+    /// An answer to a push consumer's flow control request (`$JS.FC.<stream>.<consumer>.<id>`).
+    FlowControl {
+        account: Arc<str>,
+        stream: Arc<str>,
+        consumer: Arc<str>,
+        subject: Bytes,
+    },
     /// A message published to a stream's subject.
     Publish {
         account: Arc<str>,
@@ -75,6 +82,8 @@ enum Role {
     Next(Arc<str>, Arc<str>),
     /// A consumer's `$JS.ACK.<stream>.<consumer>.>`.
     Ack,
+    /// A consumer's `$JS.FC.<stream>.<consumer>.*`.
+    FlowControl(Arc<str>, Arc<str>),
     /// A stream's `$JS.API.DIRECT.GET.<stream>` and `.<stream>.>`.
     Direct(Arc<str>),
 }
@@ -123,6 +132,12 @@ impl Internal for Inbox {
                 reply,
                 body: Bytes::copy_from_slice(data),
             },
+            Role::FlowControl(stream, consumer) => Input::FlowControl {
+                account: self.account.clone(),
+                stream: stream.clone(),
+                consumer: consumer.clone(),
+                subject,
+            },
             Role::Ack => Input::Ack {
                 account: self.account.clone(),
                 subject,
@@ -159,6 +174,9 @@ struct Enabled {
     consumers: HashMap<(String, String), Vec<Arc<Subscription>>>,
     /// The direct get subscriptions of streams that allow them.
     directs: HashMap<String, Vec<Arc<Subscription>>>,
+    /// The account's sublist generation when push consumers were last told who listens on
+    /// their deliver subjects (`None`: tell them again).
+    interest_generation: Option<u64>,
 }
 
 /// JetStream subscribed in every account and not yet running.
@@ -220,6 +238,7 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
             captures: HashMap::new(),
             consumers: HashMap::new(),
             directs: HashMap::new(),
+            interest_generation: None,
         };
         enabled.sync_captures(&tx);
         accounts.insert(account.name.clone(), enabled);
@@ -260,6 +279,7 @@ impl Service {
                     let now = now();
                     for enabled in self.accounts.values_mut() {
                         enabled.js.expire(now);
+                        enabled.refresh_interest(now);
                         let actions = enabled.js.tick(now);
                         enabled.perform(actions);
                         enabled.sync_captures(&self.tx);
@@ -284,6 +304,8 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
+                // `push_bound` in an answer reflects the subscriptions made before the request.
+                enabled.refresh_interest(now());
                 let Some(response) =
                     enabled
                         .js
@@ -297,7 +319,12 @@ impl Service {
                 if let Some(reply) = reply {
                     send(&enabled.account, &reply, &response);
                 }
-                let actions = enabled.js.take_actions();
+                let mut actions = enabled.js.take_actions();
+                // A push consumer created or changed delivers at once to whoever listens.
+                enabled.interest_generation = None;
+                let now = now();
+                enabled.refresh_interest(now);
+                actions.extend(enabled.js.tick(now));
                 enabled.perform(actions);
             }
             Input::Publish {
@@ -320,8 +347,10 @@ impl Service {
                 if let (Some(reply), false) = (reply, no_ack) {
                     send(&enabled.account, &reply, &ack);
                 }
-                // Waiting pull requests may take the new message.
-                let actions = enabled.js.tick(now());
+                // Waiting pull requests and push consumers may take the new message.
+                let now = now();
+                enabled.refresh_interest(now);
+                let actions = enabled.js.tick(now);
                 enabled.perform(actions);
             }
             Input::Next {
@@ -364,6 +393,30 @@ impl Service {
                 deliver::publish(&enabled.account, &msg, &mut out);
                 out.flush(None);
             }
+            Input::FlowControl {
+                account,
+                stream,
+                consumer,
+                subject,
+            } => {
+                let Some(enabled) = self.accounts.get_mut(&account) else {
+                    return;
+                };
+                let subject = String::from_utf8_lossy(&subject);
+                let now = now();
+                enabled.refresh_interest(now);
+                let actions = enabled
+                    .js
+                    .streams
+                    .get_mut(&*stream)
+                    .and_then(|s| {
+                        s.with_consumer(&consumer, |c, store| {
+                            c.flow_control_reply(&subject, store, now)
+                        })
+                    })
+                    .unwrap_or_default();
+                enabled.perform(actions);
+            }
             Input::Ack {
                 account,
                 subject,
@@ -375,6 +428,7 @@ impl Service {
                 };
                 let subject = String::from_utf8_lossy(&subject);
                 let now = now();
+                enabled.refresh_interest(now);
                 let mut actions = enabled.js.ack(&subject, &body, now);
                 match (reply, body.strip_prefix(b"+NXT")) {
                     // `+NXT [pull request]`: acknowledged, then a pull answered to the ack's
@@ -426,6 +480,15 @@ impl Enabled {
                     };
                     deliver::publish_presented(&self.account, to.as_bytes(), &msg, &mut out);
                 }
+                Action::FlowControl { to, reply, header } => {
+                    let msg = Message {
+                        subject: to.as_bytes(),
+                        reply: Some(reply.as_bytes()),
+                        header_len: Some(header.len()),
+                        message: header.as_bytes(),
+                    };
+                    deliver::publish(&self.account, &msg, &mut out);
+                }
                 Action::Status { to, header } => {
                     let msg = Message {
                         subject: to.as_bytes(),
@@ -437,6 +500,29 @@ impl Enabled {
                 }
             }
             out.flush(None);
+        }
+    }
+
+    /// Tells each push consumer whether someone listens on its deliver subject (a member of
+    /// its deliver group, when it has one), if the account's subscriptions changed since.
+    fn refresh_interest(&mut self, now: i64) {
+        let generation = self.account.generation();
+        if self.interest_generation == Some(generation) {
+            return;
+        }
+        self.interest_generation = Some(generation);
+        for stream in self.js.streams.values_mut() {
+            for consumer in stream.consumers.values_mut() {
+                let Some((subject, group)) = consumer.deliver_target() else {
+                    continue;
+                };
+                let matches = self.account.matches(subject.as_bytes());
+                let active = match group {
+                    Some(group) => matches.qsubs.iter().any(|q| &*q.name == group.as_bytes()),
+                    None => !matches.psubs.is_empty() || !matches.qsubs.is_empty(),
+                };
+                consumer.set_interest(active, now);
+            }
         }
     }
 
@@ -522,12 +608,17 @@ impl Enabled {
             let next = Inbox {
                 tx: tx.clone(),
                 account: self.account.name.clone(),
-                role: Role::Next(s, c),
+                role: Role::Next(s.clone(), c.clone()),
             };
             let ack = Inbox {
                 tx: tx.clone(),
                 account: self.account.name.clone(),
                 role: Role::Ack,
+            };
+            let flow_control = Inbox {
+                tx: tx.clone(),
+                account: self.account.name.clone(),
+                role: Role::FlowControl(s.clone(), c.clone()),
             };
             let subs = vec![
                 Arc::new(Subscription::internal(
@@ -538,6 +629,11 @@ impl Enabled {
                 Arc::new(Subscription::internal(
                     Arc::new(ack),
                     &format!("$JS.ACK.{stream}.{consumer}.>"),
+                    None,
+                )),
+                Arc::new(Subscription::internal(
+                    Arc::new(flow_control),
+                    &format!("$JS.FC.{stream}.{consumer}.*"),
                     None,
                 )),
             ];

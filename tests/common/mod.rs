@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod jwt;
 pub mod pki;
+pub mod jetstream;
 pub mod process;
 pub mod reference;
 

@@ -94,6 +94,7 @@ impl AccountJs {
                 ephemeral_name(now, self.ephemerals)
             }
         };
+        config.check_cycle(&stream.config.subjects)?;
         if stream.config.retention == crate::jetstream::stream::Retention::WorkQueue {
             work_queue_check(stream, &name, &config)?;
         }
@@ -103,6 +104,7 @@ impl AccountJs {
                     if request.action == "create" {
                         return Err(ApiError::new(400, 10148, "consumer already exists".into()));
                     }
+                    existing.config.check_update(&config)?;
                     existing.config = config;
                 }
             }
@@ -257,17 +259,23 @@ fn work_queue_check(stream: &Stream, name: &str, config: &ConsumerConfig) -> Res
     if others.is_empty() {
         return Ok(());
     }
-    if config.filter_subject.is_none() {
+    if config.filters().is_empty() {
         return invalid(
             10099,
             "multiple non-filtered consumers not allowed on workqueue stream",
         );
     }
-    let filter = config.filter();
-    if others
-        .iter()
-        .any(|c| subject::overlaps(c.config.filter().as_bytes(), filter.as_bytes()))
-    {
+    let overlap = |c: &&Consumer| {
+        let theirs = c.config.filters();
+        let theirs = if theirs.is_empty() { vec![">"] } else { theirs };
+        theirs.iter().any(|a| {
+            config
+                .filters()
+                .iter()
+                .any(|b| subject::overlaps(a.as_bytes(), b.as_bytes()))
+        })
+    };
+    if others.iter().any(overlap) {
         return invalid(10100, "filtered consumer not unique on workqueue stream");
     }
     Ok(())
