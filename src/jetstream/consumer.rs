@@ -301,8 +301,9 @@ pub struct Consumer {
     last_delivered_at: i64,
     /// Something [`Consumer::saved`] keeps changed since it was last taken.
     pub dirty: bool,
-    /// Stream sequences acknowledged (or terminated) since [`Consumer::take_acked`]: a work
-    /// queue stream removes them.
+    /// Stream sequences acknowledged (or terminated, or delivered without acks) since
+    /// [`Consumer::take_acked`]: a work queue stream removes them, an interest stream those
+    /// no other consumer holds.
     acked_seqs: Vec<u64>,
     /// `num_pending`, once counted (see [`Consumer::num_pending`]).
     pending_count: std::cell::Cell<Option<u64>>,
@@ -491,6 +492,20 @@ impl Consumer {
     /// Many messages went at once (a purge): counted again when next needed.
     pub fn forget_pending_count(&mut self) {
         self.pending_count.set(None);
+    }
+
+    /// Whether this consumer still holds the message at `sseq` under `subject` (nats-server's
+    /// `needAck`): it matches the filter, is above the ack floor, and is either not yet
+    /// delivered or delivered and not acknowledged. An interest stream keeps a message while
+    /// a consumer holds it.
+    pub fn needs_ack(&self, sseq: u64, subject: &str) -> bool {
+        if !self.matches(subject) || sseq <= self.ack_floor.1 {
+            return false;
+        }
+        match self.config.ack_policy {
+            AckPolicy::None | AckPolicy::All => true,
+            AckPolicy::Explicit => sseq >= self.next_sseq || self.pending.contains_key(&sseq),
+        }
     }
 
     fn matches(&self, subject: &str) -> bool {
@@ -718,6 +733,8 @@ impl Consumer {
             );
             if self.config.ack_policy == AckPolicy::None {
                 self.ack_floor = (cseq, sseq);
+                // Delivered is acknowledged: an interest stream may let it go.
+                self.acked_seqs.push(sseq);
             } else {
                 self.pending.insert(
                     sseq,
@@ -823,6 +840,7 @@ impl Consumer {
                     .map(|(s, _)| *s)
                     .collect();
                 for s in acked {
+                    self.acked_seqs.push(s);
                     self.pending.remove(&s);
                     self.redelivered.remove(&s);
                     self.redeliver.remove(&s);

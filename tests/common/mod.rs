@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod js;
 pub mod process;
 pub mod reference;
 

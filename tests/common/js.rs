@@ -1,0 +1,73 @@
+//! JetStream helpers shared by the JetStream test files: a server started with a store
+//! directory, requests whose answers are normalised for comparing two servers.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::process::{start_with_ports, Process};
+
+/// Starts `binary` with JetStream (its store under `dir`) on random ports; returns the process
+/// and its client address.
+pub fn start_js_server(binary: &Path, dir: &Path) -> (Process, String) {
+    let (process, addr, _) = start_js_server_with(binary, dir, "");
+    (process, addr)
+}
+
+/// As [`start_js_server`], with `more` added to the configuration file; returns the monitor's
+/// address too. A ports file left by an earlier run in `dir` (killed) is removed first.
+pub fn start_js_server_with(binary: &Path, dir: &Path, more: &str) -> (Process, String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("js.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "jetstream {{ store_dir: '{}' }}\n{more}\n",
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("ports"));
+    start_with_ports(binary, &config, &dir.join("ports"))
+}
+
+/// A request's response as JSON, with what differs between two servers or two runs by nature
+/// (times, the server's name, its version metadata and API level) replaced by its type.
+pub async fn call(client: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let msg = client
+        .request(subject.to_string(), body.to_string().into())
+        .await
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    let mut value: Value = serde_json::from_slice(&msg.payload).unwrap();
+    normalise(&mut value);
+    value
+}
+
+pub fn normalise(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                match key.as_str() {
+                    "created" | "ts" | "first_ts" | "last_ts" | "time" | "leader"
+                    | "last_active" | "_nats.level" | "_nats.ver" | "level" => {
+                        *item = Value::String(format!("<{}>", kind(item)));
+                    }
+                    _ => normalise(item),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
