@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::js::{call, start_js_server};
-use common::process::{reference_server, Scratch, WAIT};
+use common::cluster::converge;
+use common::js::{call, start_js_server, start_js_server_with};
+use common::process::{http_get, json_shape, reference_server, start_with_ports, Scratch, WAIT};
 use futures::StreamExt;
+use serde_json::Value;
 
 /// One step of a script run against both servers.
 enum Step {
@@ -208,4 +210,136 @@ async fn interest_stream_on_disk_survives_a_restart() {
     assert_eq!(before["messages"], 1);
     assert_eq!(before["first_seq"], 3);
     assert_eq!(state(&after[0]), before);
+}
+
+/// The JSON at `path` of the monitor at `addr`.
+fn monitor(addr: &str, path: &str) -> Value {
+    let (status, body) = http_get(addr, path).expect("the monitor answers");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The counts of a `/jsz` document that the same calls make the same on both servers.
+fn jsz_counts(jsz: &Value) -> Vec<Value> {
+    let mut counts: Vec<Value> = [
+        "memory",
+        "storage",
+        "accounts",
+        "streams",
+        "consumers",
+        "messages",
+        "bytes",
+        "total",
+    ]
+    .iter()
+    .map(|k| jsz[k].clone())
+    .collect();
+    counts.push(jsz["api"]["total"].clone());
+    counts.push(jsz["api"]["errors"].clone());
+    for account in jsz["account_details"].as_array().into_iter().flatten() {
+        counts.push(account["name"].clone());
+        counts.push(account["api"].clone());
+        // In name order: nats-server lists them in its map's order.
+        let mut streams: Vec<Vec<Value>> = account["stream_detail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|stream| {
+                let consumers = stream["consumer_detail"].as_array().into_iter().flatten();
+                [stream["name"].clone(), stream["state"]["messages"].clone()]
+                    .into_iter()
+                    .chain(consumers.map(|c| c["num_pending"].clone()))
+                    .collect()
+            })
+            .collect();
+        streams.sort_by_key(|s| s[0].to_string());
+        counts.extend(streams.into_iter().flatten());
+    }
+    counts
+}
+
+/// `/jsz` at every detail level and `/varz`'s `jetstream`: the same fields as nats-server's
+/// (key sets and types), and the same counts after the same calls; with JetStream off, the
+/// `disabled` document.
+#[tokio::test]
+async fn jsz_and_varz_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-jsz");
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        ),
+        Call("s.a", "one"),
+        Call("s.b", "two"),
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"]}"#,
+        ),
+        Call("f", "on disk"),
+        Call("$JS.API.STREAM.INFO.X", ""),
+    ];
+    let mut servers = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference.clone())] {
+        let (process, addr, monitor) = start_js_server_with(&binary, &scratch.0.join(name), "");
+        let client = async_nats::connect(&addr).await.unwrap();
+        run_script(&client, &script).await;
+        servers.push((process, monitor));
+    }
+    let (tern, ns) = (&servers[0].1, &servers[1].1);
+    for path in [
+        "/jsz",
+        "/jsz?accounts=true",
+        "/jsz?streams=true",
+        "/jsz?consumers=true",
+        "/jsz?accounts=true&streams=true&consumers=true&config=true",
+        "/jsz?acc=$G&consumers=1",
+        "/jsz?acc=NOPE&streams=1",
+    ] {
+        let theirs = monitor(ns, path);
+        let ours = converge(&jsz_counts(&theirs), || jsz_counts(&monitor(tern, path)));
+        assert_eq!(ours, jsz_counts(&theirs), "{path}");
+        let ours = monitor(tern, path);
+        assert_eq!(json_shape(&ours), json_shape(&theirs), "{path}");
+    }
+    let (status, body) = http_get(tern, "/jsz?accounts=x").unwrap();
+    assert_eq!((status, body), http_get(ns, "/jsz?accounts=x").unwrap());
+
+    let varz = |addr: &str| monitor(addr, "/varz")["jetstream"].clone();
+    let (ours, theirs) = (varz(tern), varz(ns));
+    assert_eq!(json_shape(&ours), json_shape(&theirs));
+    for key in ["memory", "storage", "accounts"] {
+        assert_eq!(ours["stats"][key], theirs["stats"][key], "{key}");
+    }
+    assert_eq!(
+        ours["stats"]["api"]["total"],
+        theirs["stats"]["api"]["total"]
+    );
+    assert_eq!(ours["config"]["strict"], theirs["config"]["strict"]);
+    assert!(ours["config"]["store_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("tern/store/jetstream"));
+    drop(servers);
+
+    // Without JetStream.
+    let mut documents = Vec::new();
+    for (name, binary) in [("tern-off", scratch.nats_server()), ("ref-off", reference)] {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("off.conf"), "").unwrap();
+        let (_process, _, monitor_addr) =
+            start_with_ports(&binary, &dir.join("off.conf"), &dir.join("ports"));
+        let jsz = monitor(&monitor_addr, "/jsz?accounts=true");
+        let varz = monitor(&monitor_addr, "/varz")["jetstream"].clone();
+        documents.push((jsz, varz));
+    }
+    assert_eq!(json_shape(&documents[0].0), json_shape(&documents[1].0));
+    assert_eq!(documents[0].0["disabled"], true);
+    assert_eq!(documents[0].1, documents[1].1);
 }
