@@ -24,14 +24,18 @@
 //! - [`security`]: [`security::auth`] (who may connect, as which user of which account) and
 //!   [`security::tls`] (the one place rustls configurations are built; certificate names).
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
-//!   identity, TLS configuration), reload, and [`state::accounts`] (accounts, imports and the
-//!   system account put in force at start and on reload).
+//!   identity, TLS configuration), reload, [`state::accounts`] (accounts, imports and the
+//!   system account put in force at start and on reload), and [`state::jetstream`]
+//!   (JetStream's configuration and totals, filled in by the JetStream task, and the queries
+//!   through which the monitor asks it for detail: the monitor reads JetStream without
+//!   depending on it).
 //! - [`conn`]: connections. [`conn::transport`] (`Plain | Tls` halves beneath the session, the
 //!   TLS listener's opening), [`conn::writer`], [`conn::liveness`] (PINGs), [`conn::cache`]
 //!   (match and permission caches), [`conn::trace`], and the kinds of connection, each with its
 //!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
 //!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
-//! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`].
+//! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`];
+//!   [`monitor::jsz`] shows JetStream from [`state::jetstream`].
 //! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
 //!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
 //!   one task fed by `state::events`.

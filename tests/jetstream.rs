@@ -8,10 +8,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
-use common::jetstream::{call, normalise, start_js_server};
+use common::jetstream::{call, normalise, start_js_server, start_js_server_with};
 use common::process::{
-    json_shape, listening_port, read_line, reference_server, run, start_with_ports, Process,
-    Scratch, WAIT,
+    json_shape, listening_port, read_line, reference_server, run, Process, Scratch, WAIT,
 };
 use serde_json::Value;
 
@@ -1141,18 +1140,8 @@ async fn only_accounts_with_jetstream_enabled_have_it() {
     let scratch = Scratch::new("js-accounts");
     let mut answers = Vec::new();
     for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
-        let dir = scratch.0.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("js.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "jetstream {{ store_dir: '{}' }}\naccounts {{\n  A {{ jetstream: enabled, users: [{{user: a, password: a}}] }}\n  B {{ users: [{{user: b, password: b}}] }}\n}}\n",
-                dir.join("store").display()
-            ),
-        )
-        .unwrap();
-        let (process, addr, _) = start_with_ports(&binary, &config, &dir.join("ports"));
+        let accounts = "accounts {\n  A { jetstream: enabled, users: [{user: a, password: a}] }\n  B { users: [{user: b, password: b}] }\n}";
+        let (process, addr, _) = start_js_server_with(&binary, &scratch.0.join(name), accounts);
         let mut seen = Vec::new();
         for user in ["a", "b"] {
             let client =
@@ -1181,17 +1170,8 @@ async fn only_accounts_with_jetstream_enabled_have_it() {
 #[tokio::test]
 async fn system_events_say_jetstream_is_on() {
     let scratch = Scratch::new("js-sys");
-    let config = scratch.0.join("js.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "jetstream {{ store_dir: '{}' }}\naccounts {{ SYS {{ users: [{{user: s, password: s}}] }} }}\nsystem_account: SYS\n",
-            scratch.0.join("store").display()
-        ),
-    )
-    .unwrap();
-    let (_process, addr, _) =
-        start_with_ports(&scratch.nats_server(), &config, &scratch.0.join("ports"));
+    let system = "accounts { SYS { users: [{user: s, password: s}] } }\nsystem_account: SYS";
+    let (_process, addr, _) = start_js_server_with(&scratch.nats_server(), &scratch.0, system);
     let client = async_nats::ConnectOptions::with_user_and_password("s".into(), "s".into())
         .connect(&addr)
         .await

@@ -21,6 +21,7 @@ use crate::proto::subject;
 
 mod consumers;
 mod direct;
+mod report;
 
 /// The response kind of the request whose subject's tokens after `$JS.API.` are `tokens`;
 /// `None` for a request tern does not answer.

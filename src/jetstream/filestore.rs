@@ -11,6 +11,7 @@
 //! body = 1 u8 | seq u64 | ts i64 | subj_len u16 | subj | hdr_len u32 | hdr | data   (message)
 //!      | 2 u8 | seq u64                                                          (removal)
 //!      | 3 u8 | last_seq u64                                                     (purge)
+//!      | 4 u8 | seq u64 | ts i64                                                (skipped sequence)
 //! ```
 //!
 //! A message's record is `write(2)`-n before `store_msg` returns, so the PubAck follows it
@@ -29,6 +30,7 @@ use super::store::{MemoryStore, StoreState, StoredMsg, StreamStore};
 const MSG: u8 = 1;
 const REMOVE: u8 = 2;
 const PURGE: u8 = 3;
+const SKIP: u8 = 4;
 
 /// The log file's name in a stream's directory.
 pub const LOG: &str = "msgs.log";
@@ -116,6 +118,15 @@ impl StreamStore for FileStore {
         body.extend_from_slice(&data);
         self.append(&body)?;
         self.index.store_msg(subject, header, data, ts)
+    }
+
+    fn skip_msg(&mut self, ts: i64) -> io::Result<u64> {
+        let seq = self.index.state().last_seq + 1;
+        let mut body = vec![SKIP];
+        body.extend_from_slice(&seq.to_le_bytes());
+        body.extend_from_slice(&ts.to_le_bytes());
+        self.append(&body)?;
+        self.index.skip_msg(ts)
     }
 
     fn load_msg(&self, seq: u64) -> Option<StoredMsg> {
@@ -231,6 +242,12 @@ fn apply(body: &[u8], index: &mut MemoryStore) -> Option<()> {
                 index.purge();
             }
         }
+        SKIP => {
+            if u64_at(1)? != index.state().last_seq + 1 {
+                return None;
+            }
+            index.skip_msg(u64_at(9)? as i64).ok()?;
+        }
         _ => return None,
     }
     Some(())
@@ -324,6 +341,21 @@ mod tests {
             (0, 3, 2)
         );
         assert_eq!(put(&mut s, "a", "z", 3), 3);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn skipped_sequences_survive() {
+        let d = dir("skip");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        assert_eq!(s.skip_msg(1).unwrap(), 1);
+        put(&mut s, "a", "x", 2);
+        assert_eq!(s.skip_msg(3).unwrap(), 3);
+        let before = s.state();
+        drop(s);
+        let (mut s, cut) = FileStore::open(&d, false).unwrap();
+        assert_eq!((cut, s.state()), (0, before));
+        assert_eq!(put(&mut s, "a", "y", 4), 4);
         std::fs::remove_dir_all(d).unwrap();
     }
 

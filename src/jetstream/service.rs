@@ -16,6 +16,7 @@ use super::consumer::Action;
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::subscription::{Internal, Subscription};
+use crate::state::jetstream::{JetStreamConfig, JetStreamStats, JszQuery};
 use crate::state::Shared;
 
 /// How often `max_age` is applied, and consumers redeliver and expire pull requests.
@@ -186,6 +187,8 @@ pub struct Service {
     sync_every: Duration,
     tx: UnboundedSender<Input>,
     rx: UnboundedReceiver<Input>,
+    /// The monitor's requests for each account's detail (`/jsz`).
+    jsz: UnboundedReceiver<JszQuery>,
     accounts: BTreeMap<Arc<str>, Enabled>,
 }
 
@@ -243,13 +246,29 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
         enabled.sync_captures(&tx);
         accounts.insert(account.name.clone(), enabled);
     }
-    Ok(Service {
+    let (jsz_tx, jsz) = unbounded_channel();
+    shared.jetstream.start(
+        JetStreamConfig {
+            max_memory: config.max_memory,
+            max_storage: config.max_store,
+            store_dir: config.store_dir.display().to_string(),
+            sync_interval: config.sync_interval.as_nanos() as u64,
+            sync_always: config.sync_always,
+            strict: config.strict,
+            api_level: super::API_LEVEL,
+        },
+        jsz_tx,
+    );
+    let service = Service {
         shared: shared.clone(),
         sync_every: config.sync_interval.max(Duration::from_millis(10)),
         tx,
         rx,
+        jsz,
         accounts,
-    })
+    };
+    service.report_stats();
+    Ok(service)
 }
 
 impl Service {
@@ -272,9 +291,15 @@ impl Service {
                     }
                 }
                 input = self.rx.recv() => match input {
-                    Some(input) => self.handle(input),
+                    Some(input) => {
+                        self.handle(input);
+                        self.report_stats();
+                    }
                     None => break,
                 },
+                Some(query) = self.jsz.recv() => {
+                    let _ = query.reply.send(self.jsz_accounts(&query.detail));
+                }
                 _ = expire.tick() => {
                     let now = now();
                     for enabled in self.accounts.values_mut() {
@@ -285,9 +310,35 @@ impl Service {
                         enabled.sync_captures(&self.tx);
                         enabled.js.persist_consumers();
                     }
+                    self.report_stats();
                 }
             }
         }
+    }
+
+    /// Hands the totals over every account to the monitor.
+    fn report_stats(&self) {
+        let mut stats = JetStreamStats::default();
+        for enabled in self.accounts.values() {
+            enabled.js.add_usage(&mut stats);
+        }
+        self.shared.jetstream.set_stats(stats);
+    }
+
+    /// Each account with JetStream (or only the one asked for) as `/jsz` shows it.
+    fn jsz_accounts(&self, detail: &crate::state::jetstream::JszDetail) -> Vec<serde_json::Value> {
+        let now = now();
+        self.accounts
+            .iter()
+            .filter(|(name, enabled)| {
+                enabled.js.enabled() && detail.account.as_deref().map_or(true, |a| a == &***name)
+            })
+            .map(|(name, enabled)| {
+                enabled
+                    .js
+                    .jsz_account(name, detail, now, &self.shared.server_name)
+            })
+            .collect()
     }
 
     fn handle(&mut self, input: Input) {

@@ -51,6 +51,9 @@ pub trait StreamStore: Send {
         data: Bytes,
         ts: i64,
     ) -> std::io::Result<u64>;
+    /// Takes the next sequence without storing anything at it (nats-server's `SkipMsg`: an
+    /// interest stream's message no consumer wants), returning it.
+    fn skip_msg(&mut self, ts: i64) -> std::io::Result<u64>;
     /// The message at `seq`, if it is held.
     fn load_msg(&self, seq: u64) -> Option<StoredMsg>;
     /// The last message held for `subject`.
@@ -131,6 +134,12 @@ impl StreamStore for MemoryStore {
             },
         );
         Ok(seq)
+    }
+
+    fn skip_msg(&mut self, ts: i64) -> std::io::Result<u64> {
+        self.last_seq += 1;
+        self.last_ts = ts;
+        Ok(self.last_seq)
     }
 
     fn load_msg(&self, seq: u64) -> Option<StoredMsg> {
@@ -280,5 +289,18 @@ mod tests {
         assert_eq!((state.first_seq, state.first_ts, state.last_seq), (3, 0, 2));
         assert_eq!(store(&mut s, "a", "z", 3), 3);
         assert!(s.load_last_msg("a").is_some());
+    }
+
+    #[test]
+    fn skipped_sequences_are_given_and_hold_nothing() {
+        let mut s = MemoryStore::new();
+        assert_eq!(s.skip_msg(5).unwrap(), 1);
+        let state = s.state();
+        assert_eq!((state.messages, state.first_seq, state.last_seq), (0, 2, 1));
+        assert_eq!((state.first_ts, state.last_ts), (0, 5));
+        assert_eq!(store(&mut s, "a", "x", 6), 2);
+        assert_eq!(s.skip_msg(7).unwrap(), 3);
+        let state = s.state();
+        assert_eq!((state.messages, state.first_seq, state.last_seq), (1, 2, 3));
     }
 }

@@ -235,9 +235,6 @@ impl StreamConfig {
         }
         let tern_lacks =
             |what: &str| ApiError::new(500, 10052, format!("{what} is not supported by tern yet"));
-        if self.retention == Retention::Interest {
-            return Err(tern_lacks("interest retention"));
-        }
         if self.compression != "none" && !self.compression.is_empty() {
             return Err(tern_lacks("compression"));
         }
@@ -419,23 +416,82 @@ impl Stream {
     ) -> Option<Vec<Action>> {
         let consumer = self.consumers.get_mut(name)?;
         let actions = consumer.ack(ack_subject, body, self.store.as_ref(), now);
-        let acked = consumer.take_acked();
-        if self.config.retention == Retention::WorkQueue {
-            for seq in acked {
-                self.remove(seq);
-            }
-        }
+        self.settle(name);
         Some(actions)
     }
 
-    /// Runs `f` on consumer `name` with the stream's store.
+    /// Runs `f` on consumer `name` with the stream's store, then applies the retention policy
+    /// to what it acknowledged.
     pub fn with_consumer<R>(
         &mut self,
         name: &str,
         f: impl FnOnce(&mut Consumer, &dyn StreamStore) -> R,
     ) -> Option<R> {
         let consumer = self.consumers.get_mut(name)?;
-        Some(f(consumer, self.store.as_ref()))
+        let result = f(consumer, self.store.as_ref());
+        self.settle(name);
+        Some(result)
+    }
+
+    /// What consumer `name` acknowledged since last asked: a work queue stream removes it; an
+    /// interest stream removes what no consumer holds any more.
+    fn settle(&mut self, name: &str) {
+        let Some(consumer) = self.consumers.get_mut(name) else {
+            return;
+        };
+        let acked = consumer.take_acked();
+        match self.config.retention {
+            Retention::Limits => {}
+            Retention::WorkQueue => {
+                for seq in acked {
+                    self.remove(seq);
+                }
+            }
+            Retention::Interest => {
+                for seq in acked {
+                    let Some(msg) = self.store.load_msg(seq) else {
+                        continue;
+                    };
+                    if !self.held(seq, &msg.subject) {
+                        self.remove(seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a consumer still holds the message at `seq` under `subject`.
+    fn held(&self, seq: u64, subject: &str) -> bool {
+        self.consumers.values().any(|c| c.needs_ack(seq, subject))
+    }
+
+    /// Removes consumer `name`; an interest stream then lets go of what only it held (of
+    /// everything, when no consumer is left), as nats-server does when a consumer is deleted.
+    pub fn remove_consumer(&mut self, name: &str) -> Option<Consumer> {
+        let consumer = self.consumers.remove(name)?;
+        if self.config.retention == Retention::Interest {
+            self.drop_unheld(&consumer);
+        }
+        Some(consumer)
+    }
+
+    /// The messages `gone` (a removed consumer) held that no other consumer holds go.
+    fn drop_unheld(&mut self, gone: &Consumer) {
+        if self.consumers.is_empty() {
+            self.purge();
+            return;
+        }
+        let mut next = 0;
+        let mut unheld = Vec::new();
+        while let Some(msg) = self.store.load_next_msg(gone.config.filter(), next) {
+            next = msg.seq + 1;
+            if gone.needs_ack(msg.seq, &msg.subject) && !self.held(msg.seq, &msg.subject) {
+                unheld.push(msg.seq);
+            }
+        }
+        for seq in unheld {
+            self.remove(seq);
+        }
     }
 
     /// Lets every consumer redeliver, deliver new messages and expire requests at `now`, and
@@ -446,7 +502,19 @@ impl Stream {
         for consumer in self.consumers.values_mut() {
             out.extend(consumer.tick(store, now));
         }
-        self.consumers.retain(|_, c| !c.inactive_at(now));
+        let names: Vec<String> = self.consumers.keys().cloned().collect();
+        for name in &names {
+            self.settle(name);
+        }
+        for name in names {
+            if self
+                .consumers
+                .get(&name)
+                .is_some_and(|c| c.inactive_at(now))
+            {
+                self.remove_consumer(&name);
+            }
+        }
         out
     }
 
@@ -579,6 +647,21 @@ impl Stream {
                 "message size exceeds maximum allowed".into(),
             ));
         }
+        // An interest stream does not keep what no consumer would take: the sequence goes by
+        // and the publisher gets its PubAck.
+        if self.config.retention == Retention::Interest
+            && !self
+                .consumers
+                .values()
+                .any(|c| subject::matches(c.config.filter().as_bytes(), subject.as_bytes()))
+        {
+            let seq = self
+                .store
+                .skip_msg(now)
+                .map_err(|e| store_failed(&e.to_string()))?;
+            self.remember_msg_id(msg_id, seq, now);
+            return Ok(PubOutcome::Stored(seq));
+        }
         if self.config.discard == Discard::New {
             let state = self.store.state();
             if self.config.max_msgs > 0 && state.messages as i64 >= self.config.max_msgs {
@@ -606,14 +689,19 @@ impl Stream {
             }
             _ => {}
         }
+        self.remember_msg_id(msg_id, seq, now);
+        self.enforce_limits(subject, now);
+        Ok(PubOutcome::Stored(seq))
+    }
+
+    /// The message stored at `seq` had `msg_id` (`Nats-Msg-Id`), or none.
+    fn remember_msg_id(&mut self, msg_id: Option<String>, seq: u64, now: i64) {
         self.last_msg_id.clear();
         if let Some(id) = msg_id {
             self.last_msg_id.push_str(&id);
             self.msg_ids.insert(id.clone(), seq);
             self.msg_id_times.push_back((now, id));
         }
-        self.enforce_limits(subject, now);
-        Ok(PubOutcome::Stored(seq))
     }
 
     /// Removes what `max_age` no longer allows at `now`; nats-server runs this on a timer.
@@ -747,9 +835,6 @@ mod tests {
         assert!(err(r#"{"name":"S","storage":"memory","max_age":5}"#)
             .description
             .contains("100ms"));
-        assert!(err(r#"{"name":"S","retention":"interest"}"#)
-            .description
-            .contains("retention"));
         assert!(
             err(r#"{"name":"S","storage":"memory","mirror":{"name":"X"}}"#)
                 .description
@@ -839,20 +924,48 @@ mod tests {
         assert_eq!(s.state().last_seq, 2);
     }
 
+    /// Adds an explicit-ack consumer `name` of `filter` to `s`.
+    fn add_consumer(s: &mut Stream, name: &str, filter: &str) {
+        use super::super::consumer::ConsumerConfig;
+        let config: ConsumerConfig = serde_json::from_str(&format!(
+            r#"{{"durable_name":"{name}","ack_policy":"explicit","filter_subject":"{filter}"}}"#
+        ))
+        .unwrap();
+        let config = config.normalize(false).unwrap();
+        let c = s.with_store(|store| Consumer::new(name.into(), "S".into(), config, store, 0));
+        s.consumers.insert(name.into(), c);
+    }
+
+    #[test]
+    fn interest_keeps_what_a_consumer_holds() {
+        let mut s =
+            stream(r#"{"name":"S","subjects":["s.*"],"storage":"memory","retention":"interest"}"#);
+        // No consumer: the sequence goes by, nothing is kept.
+        assert_eq!(publish(&mut s, "s.a", "", 0), Ok(PubOutcome::Stored(1)));
+        assert_eq!((s.state().messages, s.state().first_seq), (0, 2));
+        add_consumer(&mut s, "A", "s.a");
+        add_consumer(&mut s, "B", ">");
+        publish(&mut s, "s.a", "", 0).unwrap();
+        publish(&mut s, "s.b", "", 0).unwrap();
+        s.with_consumer("A", |c, store| c.pull("in", b"1", store, 0));
+        s.with_consumer("B", |c, store| c.pull("in", b"2", store, 0));
+        // 2 is held by B still; 3 only ever mattered to B.
+        s.ack("A", "$JS.ACK.S.A.1.2.1.0.0", b"+ACK", 0).unwrap();
+        assert_eq!(s.state().messages, 2);
+        s.ack("B", "$JS.ACK.S.B.1.3.2.0.0", b"+ACK", 0).unwrap();
+        assert_eq!((s.state().messages, s.state().first_seq), (1, 2));
+        // Without B, nothing holds 2 any more.
+        assert!(s.remove_consumer("B").is_some());
+        assert_eq!((s.state().messages, s.state().first_seq), (0, 4));
+    }
+
     #[test]
     fn pending_counts_kept_up_to_date_match_a_recount() {
-        use super::super::consumer::ConsumerConfig;
         let mut s = stream(
             r#"{"name":"S","subjects":["s.*"],"storage":"memory","max_msgs_per_subject":4,"max_msgs":12}"#,
         );
         for (name, filter) in [("ALL", ">"), ("A", "s.a"), ("W", "s.*")] {
-            let config: ConsumerConfig = serde_json::from_str(&format!(
-                r#"{{"durable_name":"{name}","ack_policy":"explicit","filter_subject":"{filter}"}}"#
-            ))
-            .unwrap();
-            let config = config.normalize(false).unwrap();
-            let c = s.with_store(|store| Consumer::new(name.into(), "S".into(), config, store, 0));
-            s.consumers.insert(name.into(), c);
+            add_consumer(&mut s, name, filter);
         }
         // A fixed pseudo-random walk through publishes, pulls, removals and purges.
         let mut x: u64 = 12345;

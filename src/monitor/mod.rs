@@ -1,5 +1,5 @@
 //! The HTTP monitor: nats-server's monitoring endpoints (`/varz`, `/connz`, `/subsz`,
-//! `/routez`, `/accountz`, `/healthz`, `/` as an index) with its JSON field names, types, units
+//! `/routez`, `/accountz`, `/jsz`, `/healthz`, `/` as an index) with its JSON field names, types, units
 //! and query parameters, plus `/metrics`, the same counters in Prometheus text format.
 //!
 //! Everything here reads state the server keeps anyway (see `stats`): a request takes the
@@ -9,6 +9,7 @@
 pub mod accountz;
 pub mod connz;
 pub mod http;
+pub mod jsz;
 mod metrics;
 mod routez;
 pub mod subsz;
@@ -37,8 +38,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcce
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let serve = |req: Request| {
-                        let response = handle(&shared, &req);
-                        async move { response }
+                        let shared = shared.clone();
+                        async move { handle(&shared, &req).await }
                     };
                     match tls {
                         None => http::serve_connection(stream, serve).await,
@@ -103,7 +104,7 @@ pub fn os_error_text(err: &io::Error) -> String {
 }
 
 /// Answers one request.
-pub fn handle(shared: &Shared, req: &Request) -> Response {
+pub async fn handle(shared: &Shared, req: &Request) -> Response {
     let base = shared
         .opts()
         .http_base_path
@@ -120,6 +121,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/routez" => "/routez",
         "/accountz" => "/accountz",
         "/accstatz" => "/accstatz",
+        "/jsz" => "/jsz",
         "/healthz" => "/healthz",
         "/metrics" => "/metrics",
         _ => return not_found(),
@@ -139,6 +141,7 @@ pub fn handle(shared: &Shared, req: &Request) -> Response {
         "/routez" => routez::routez(shared, req),
         "/accountz" => accountz::accountz(shared, req),
         "/accstatz" => accountz::accstatz(shared, req),
+        "/jsz" => jsz::jsz(shared, req).await,
         "/healthz" => healthz(shared),
         "/metrics" => metrics::metrics(shared),
         _ => index(&base),
@@ -173,6 +176,7 @@ fn index(base: &str) -> Response {
         ("accountz", "Accounts"),
         ("accstatz", "Account Stats"),
         ("subsz", "Subscriptions"),
+        ("jsz", "JetStream"),
         ("routez", "Routes"),
         ("healthz", "Health Probe"),
         ("metrics", "Prometheus Metrics"),

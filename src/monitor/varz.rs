@@ -48,7 +48,7 @@ pub struct Varz {
     pub leaf: WriteDeadlineVarz,
     pub mqtt: Empty,
     pub websocket: Empty,
-    pub jetstream: Empty,
+    pub jetstream: JetStreamField,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls_required: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -143,6 +143,14 @@ pub struct KindStats {
     pub leafs: u64,
 }
 
+/// `jetstream`: its configuration and totals, or `{}` when it is off.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum JetStreamField {
+    On(super::jsz::JetStreamVarz),
+    Off(Empty),
+}
+
 /// JetStream's disk waits; always zero without JetStream.
 #[derive(Debug, Default, Serialize)]
 pub struct DiskIoWaitStats {
@@ -206,7 +214,10 @@ pub fn build(shared: &Shared) -> Varz {
         leaf: cluster_write_deadline(&opts),
         mqtt: Empty {},
         websocket: Empty {},
-        jetstream: Empty {},
+        jetstream: match super::jsz::varz(shared) {
+            Some(js) => JetStreamField::On(js),
+            None => JetStreamField::Off(Empty {}),
+        },
         tls_required: opts.tls.is_some(),
         tls_verify: opts
             .tls

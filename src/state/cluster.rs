@@ -12,10 +12,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, error, info};
 
 use super::Shared;
-use crate::engine::permissions::{Permissions, SubjectPermission};
 use crate::config::cluster::{route_url, ClusterOptions, RouteUrl};
 use crate::config::Options;
 use crate::engine::outbound::{Appended, CloseReason};
+use crate::engine::permissions::{Permissions, SubjectPermission};
 use crate::engine::route::Route;
 use crate::proto::route::{PeerInfo, PermissionJson, RouteInfo};
 use crate::security::tls::RouteTls;

@@ -26,6 +26,7 @@ use events::{SysChannel, SysInput};
 pub mod accounts;
 pub mod cluster;
 pub mod events;
+pub mod jetstream;
 
 /// Whether `conn` is bound to `user`'s account.
 fn bound_to(conn: &Connection, user: &auth::Authorized) -> bool {
@@ -92,6 +93,8 @@ pub struct Shared {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// To the system account's services: connection events and `$SYS.REQ.*` requests.
     pub sys: SysChannel,
+    /// JetStream's configuration and totals for the monitor, set by JetStream when it runs.
+    pub jetstream: jetstream::JetStreamState,
 }
 
 impl Shared {
@@ -138,6 +141,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             cluster: cluster::ClusterState::default(),
             sys,
+            jetstream: jetstream::JetStreamState::default(),
         })
     }
 

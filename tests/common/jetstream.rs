@@ -1,5 +1,5 @@
-//! JetStream helpers shared by the JetStream tests: a server (tern or the reference) with
-//! JetStream on random ports, and API calls whose answers are normalised for comparison.
+//! JetStream helpers shared by the JetStream test files: a server started with a store
+//! directory, requests whose answers are normalised for comparing two servers.
 
 use std::path::Path;
 
@@ -10,18 +10,25 @@ use super::process::{start_with_ports, Process};
 /// Starts `binary` with JetStream (its store under `dir`) on random ports; returns the process
 /// and its client address.
 pub fn start_js_server(binary: &Path, dir: &Path) -> (Process, String) {
+    let (process, addr, _) = start_js_server_with(binary, dir, "");
+    (process, addr)
+}
+
+/// As [`start_js_server`], with `more` added to the configuration file; returns the monitor's
+/// address too. A ports file left by an earlier run in `dir` (killed) is removed first.
+pub fn start_js_server_with(binary: &Path, dir: &Path, more: &str) -> (Process, String, String) {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("js.conf");
     std::fs::write(
         &config,
         format!(
-            "jetstream {{ store_dir: '{}' }}\n",
+            "jetstream {{ store_dir: '{}' }}\n{more}\n",
             dir.join("store").display()
         ),
     )
     .unwrap();
-    let (process, addr, _) = start_with_ports(binary, &config, &dir.join("ports"));
-    (process, addr)
+    let _ = std::fs::remove_dir_all(dir.join("ports"));
+    start_with_ports(binary, &config, &dir.join("ports"))
 }
 
 /// A request's response as JSON, with what differs between two servers or two runs by nature
@@ -54,7 +61,7 @@ pub fn normalise(value: &mut Value) {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",

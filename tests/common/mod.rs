@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod jetstream;
 pub mod jwt;
 pub mod pki;
-pub mod jetstream;
 pub mod process;
 pub mod reference;
 

@@ -144,8 +144,7 @@ impl AccountJs {
             .get_mut(stream)
             .ok_or_else(ApiError::stream_not_found)?;
         let mut consumer = stream
-            .consumers
-            .remove(name)
+            .remove_consumer(name)
             .ok_or_else(consumer_not_found)?;
         self.actions.extend(consumer.close());
         Ok(json!({"success": true}))

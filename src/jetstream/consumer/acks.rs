@@ -114,6 +114,7 @@ impl Consumer {
                     .map(|(s, _)| *s)
                     .collect();
                 for s in acked {
+                    self.acked_seqs.push(s);
                     self.pending.remove(&s);
                     self.redelivered.remove(&s);
                     self.redeliver.remove(&s);

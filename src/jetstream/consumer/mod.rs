@@ -108,8 +108,9 @@ pub struct Consumer {
     last_delivered_at: i64,
     /// Something [`Consumer::saved`] keeps changed since it was last taken.
     pub dirty: bool,
-    /// Stream sequences acknowledged (or terminated) since [`Consumer::take_acked`]: a work
-    /// queue stream removes them.
+    /// Stream sequences acknowledged (or terminated, or delivered without acks) since
+    /// [`Consumer::take_acked`]: a work queue stream removes them, an interest stream those
+    /// no other consumer holds.
     acked_seqs: Vec<u64>,
     /// `num_pending`, once counted (see [`Consumer::num_pending`]).
     pending_count: std::cell::Cell<Option<u64>>,
@@ -355,6 +356,20 @@ impl Consumer {
         self.pending_count.set(None);
     }
 
+    /// Whether this consumer still holds the message at `sseq` under `subject` (nats-server's
+    /// `needAck`): it matches the filter, is above the ack floor, and is either not yet
+    /// delivered or delivered and not acknowledged. An interest stream keeps a message while
+    /// a consumer holds it.
+    pub fn needs_ack(&self, sseq: u64, subject: &str) -> bool {
+        if !self.matches(subject) || sseq <= self.ack_floor.1 {
+            return false;
+        }
+        match self.config.ack_policy {
+            AckPolicy::None | AckPolicy::All => true,
+            AckPolicy::Explicit => sseq >= self.next_sseq || self.pending.contains_key(&sseq),
+        }
+    }
+
     fn matches(&self, subject: &str) -> bool {
         let filters = self.config.filters();
         filters.is_empty()
@@ -441,6 +456,8 @@ impl Consumer {
         );
         if self.config.ack_policy == AckPolicy::None {
             self.ack_floor = (cseq, sseq);
+            // Delivered is acknowledged: an interest stream may let it go.
+            self.acked_seqs.push(sseq);
         } else {
             let deadline = now + self.ack_wait_for(dc);
             self.pending.insert(sseq, Pending { cseq, deadline });

@@ -1,0 +1,345 @@
+//! JetStream beyond the API basics, side by side with nats-server 2.15.1: interest retention,
+//! the monitor's `/jsz` and `/varz` JetStream documents, per-account limits, advisories.
+
+mod common;
+
+use common::cluster::converge;
+use common::jetstream::{call, start_js_server, start_js_server_with};
+use common::process::{http_get, json_shape, reference_server, start_with_ports, Scratch, WAIT};
+use futures::StreamExt;
+use serde_json::Value;
+
+/// One step of a script run against both servers.
+enum Step {
+    /// A request whose (normalised) JSON answer is compared.
+    Call(&'static str, &'static str),
+    /// A pull of `n` messages by `<stream>.<consumer>`, each then acknowledged with its verb
+    /// (none for ""), as a double ack so that it is processed before the next step.
+    Pull(&'static str, &'static [&'static str]),
+}
+
+/// What each step came to on the server `client` is connected to.
+async fn run_script(client: &async_nats::Client, script: &[Step]) -> Vec<String> {
+    let mut out = Vec::new();
+    for step in script {
+        match step {
+            Step::Call(subject, body) => {
+                let answer = call(client, subject, body).await;
+                out.push(format!("{subject} {body} => {answer}"));
+            }
+            Step::Pull(consumer, verbs) => {
+                let inbox = client.new_inbox();
+                let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+                let body = format!(r#"{{"batch":{},"expires":2000000000}}"#, verbs.len());
+                client
+                    .publish_with_reply(
+                        format!("$JS.API.CONSUMER.MSG.NEXT.{consumer}"),
+                        inbox,
+                        body.into(),
+                    )
+                    .await
+                    .unwrap();
+                for verb in verbs.iter() {
+                    let msg = tokio::time::timeout(WAIT, sub.next())
+                        .await
+                        .expect("a message")
+                        .unwrap();
+                    out.push(format!("{consumer} got {}", msg.subject));
+                    let ack = msg.reply.clone().expect("an ack subject");
+                    if !verb.is_empty() {
+                        client
+                            .request(ack.to_string(), verb.to_string().into())
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs `script` on tern and on nats-server; every step must come to the same.
+async fn same_script(name: &str, script: &[Step]) {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new(name);
+    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    let tern = async_nats::connect(&tern_addr).await.unwrap();
+    let ns = async_nats::connect(&ns_addr).await.unwrap();
+    let ours = run_script(&tern, script).await;
+    let theirs = run_script(&ns, script).await;
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(ours.len(), theirs.len());
+}
+
+const INFO: &str = "$JS.API.STREAM.INFO.I";
+
+/// Interest retention: nothing is stored for a subject no consumer takes; a message goes once
+/// every consumer whose filter matches has acknowledged it (explicitly, by `+TERM`, by an
+/// ack-all, or by delivery with ack policy none), and with the consumers deleted.
+#[tokio::test]
+async fn interest_retention_side_by_side_with_nats_server() {
+    use Step::*;
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.I",
+            r#"{"name":"I","subjects":["i.>"],"storage":"memory","retention":"interest"}"#,
+        ),
+        Call("i.a", "no consumer: not kept"),
+        Call("i.b", "nor this"),
+        Call(INFO, ""),
+        Call(
+            "$JS.API.CONSUMER.CREATE.I.A",
+            r#"{"stream_name":"I","config":{"durable_name":"A","ack_policy":"explicit","filter_subject":"i.a"}}"#,
+        ),
+        Call("i.a", "3"),
+        Call("i.b", "A does not take i.b"),
+        Call("i.a", "5"),
+        Call(INFO, ""),
+        Call(
+            "$JS.API.CONSUMER.CREATE.I.B",
+            r#"{"stream_name":"I","config":{"durable_name":"B","ack_policy":"explicit"}}"#,
+        ),
+        Call("i.a", "6"),
+        Call("i.b", "7"),
+        Call(INFO, ""),
+        // A takes 3, 5, 6 and acknowledges 3 and 6: B still holds them.
+        Pull("I.A", &["+ACK", "", "+ACK"]),
+        Call(INFO, ""),
+        // B acknowledges 6 (A did too: it goes) and 7 (only B wanted it).
+        Pull("I.B", &["", "", "+ACK", "+ACK"]),
+        Call(INFO, ""),
+        Call("$JS.API.CONSUMER.DELETE.I.A", ""),
+        Call(INFO, ""),
+        Call("$JS.API.CONSUMER.DELETE.I.B", ""),
+        Call(INFO, ""),
+        Call("$JS.API.STREAM.DELETE.I", ""),
+    ];
+    same_script("js-interest", &script).await;
+
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.I",
+            r#"{"name":"I","subjects":["i.>"],"retention":"interest"}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.I.N",
+            r#"{"stream_name":"I","config":{"durable_name":"N","ack_policy":"none"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.I.L",
+            r#"{"stream_name":"I","config":{"durable_name":"L","ack_policy":"all","filter_subject":"i.a"}}"#,
+        ),
+        Call("i.a", "1"),
+        Call("i.b", "2"),
+        Call("i.a", "3"),
+        Call("i.a", "4"),
+        Call(INFO, ""),
+        // Delivered to an ack-none consumer: acknowledged.
+        Pull("I.N", &["", ""]),
+        Call(INFO, ""),
+        // Acknowledging 3 acknowledges 1 too.
+        Pull("I.L", &["", "+ACK", ""]),
+        Call(INFO, ""),
+        Pull("I.N", &["", ""]),
+        Call(INFO, ""),
+        Call(
+            "$JS.API.CONSUMER.CREATE.I.T",
+            r#"{"stream_name":"I","config":{"durable_name":"T","ack_policy":"explicit","filter_subject":"i.b"}}"#,
+        ),
+        Call("i.b", "5"),
+        Call("i.b", "6"),
+        Pull("I.T", &["+TERM", "-NAK"]),
+        Call(INFO, ""),
+        Pull("I.N", &["", ""]),
+        Call(INFO, ""),
+        // 6 was held by T alone.
+        Call("$JS.API.CONSUMER.DELETE.I.T", ""),
+        Call(INFO, ""),
+        Call(
+            "$JS.API.STREAM.UPDATE.I",
+            r#"{"name":"I","subjects":["i.>"],"retention":"workqueue"}"#,
+        ),
+        Call("$JS.API.STREAM.DELETE.I", ""),
+    ];
+    same_script("js-interest-acks", &script).await;
+}
+
+/// An interest stream on disk keeps the sequences it skipped, and its consumers' hold, across
+/// a restart.
+#[tokio::test]
+async fn interest_stream_on_disk_survives_a_restart() {
+    let scratch = Scratch::new("js-interest-restart");
+    let dir = scratch.0.join("tern");
+    let (tern, addr) = start_js_server(&scratch.nats_server(), &dir);
+    let client = async_nats::connect(&addr).await.unwrap();
+    use Step::*;
+    let before = run_script(
+        &client,
+        &[
+            Call(
+                "$JS.API.STREAM.CREATE.I",
+                r#"{"name":"I","subjects":["i.>"],"retention":"interest"}"#,
+            ),
+            Call("i.a", "skipped"),
+            Call(
+                "$JS.API.CONSUMER.CREATE.I.A",
+                r#"{"stream_name":"I","config":{"durable_name":"A","ack_policy":"explicit"}}"#,
+            ),
+            Call("i.a", "2"),
+            Call("i.a", "3"),
+            Pull("I.A", &["+ACK"]),
+            Call(INFO, ""),
+        ],
+    )
+    .await;
+    drop(client);
+    drop(tern);
+    let (_tern, addr) = start_js_server(&scratch.nats_server(), &dir);
+    let client = async_nats::connect(&addr).await.unwrap();
+    let after = run_script(&client, &[Call(INFO, "")]).await;
+    let state = |line: &str| {
+        let json = line.split(" => ").nth(1).unwrap().to_string();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        value["state"].clone()
+    };
+    let before = state(before.last().unwrap());
+    assert_eq!(before["messages"], 1);
+    assert_eq!(before["first_seq"], 3);
+    assert_eq!(state(&after[0]), before);
+}
+
+/// The JSON at `path` of the monitor at `addr`.
+fn monitor(addr: &str, path: &str) -> Value {
+    let (status, body) = http_get(addr, path).expect("the monitor answers");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The counts of a `/jsz` document that the same calls make the same on both servers.
+fn jsz_counts(jsz: &Value) -> Vec<Value> {
+    let mut counts: Vec<Value> = [
+        "memory",
+        "storage",
+        "accounts",
+        "streams",
+        "consumers",
+        "messages",
+        "bytes",
+        "total",
+    ]
+    .iter()
+    .map(|k| jsz[k].clone())
+    .collect();
+    counts.push(jsz["api"]["total"].clone());
+    counts.push(jsz["api"]["errors"].clone());
+    for account in jsz["account_details"].as_array().into_iter().flatten() {
+        counts.push(account["name"].clone());
+        counts.push(account["api"].clone());
+        // In name order: nats-server lists them in its map's order.
+        let mut streams: Vec<Vec<Value>> = account["stream_detail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|stream| {
+                let consumers = stream["consumer_detail"].as_array().into_iter().flatten();
+                [stream["name"].clone(), stream["state"]["messages"].clone()]
+                    .into_iter()
+                    .chain(consumers.map(|c| c["num_pending"].clone()))
+                    .collect()
+            })
+            .collect();
+        streams.sort_by_key(|s| s[0].to_string());
+        counts.extend(streams.into_iter().flatten());
+    }
+    counts
+}
+
+/// `/jsz` at every detail level and `/varz`'s `jetstream`: the same fields as nats-server's
+/// (key sets and types), and the same counts after the same calls; with JetStream off, the
+/// `disabled` document.
+#[tokio::test]
+async fn jsz_and_varz_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-jsz");
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        ),
+        Call("s.a", "one"),
+        Call("s.b", "two"),
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"]}"#,
+        ),
+        Call("f", "on disk"),
+        Call("$JS.API.STREAM.INFO.X", ""),
+    ];
+    let mut servers = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference.clone())] {
+        let (process, addr, monitor) = start_js_server_with(&binary, &scratch.0.join(name), "");
+        let client = async_nats::connect(&addr).await.unwrap();
+        run_script(&client, &script).await;
+        servers.push((process, monitor));
+    }
+    let (tern, ns) = (&servers[0].1, &servers[1].1);
+    for path in [
+        "/jsz",
+        "/jsz?accounts=true",
+        "/jsz?streams=true",
+        "/jsz?consumers=true",
+        "/jsz?accounts=true&streams=true&consumers=true&config=true",
+        "/jsz?acc=$G&consumers=1",
+        "/jsz?acc=NOPE&streams=1",
+    ] {
+        let theirs = monitor(ns, path);
+        let ours = converge(&jsz_counts(&theirs), || jsz_counts(&monitor(tern, path)));
+        assert_eq!(ours, jsz_counts(&theirs), "{path}");
+        let ours = monitor(tern, path);
+        assert_eq!(json_shape(&ours), json_shape(&theirs), "{path}");
+    }
+    let (status, body) = http_get(tern, "/jsz?accounts=x").unwrap();
+    assert_eq!((status, body), http_get(ns, "/jsz?accounts=x").unwrap());
+
+    let varz = |addr: &str| monitor(addr, "/varz")["jetstream"].clone();
+    let (ours, theirs) = (varz(tern), varz(ns));
+    assert_eq!(json_shape(&ours), json_shape(&theirs));
+    for key in ["memory", "storage", "accounts"] {
+        assert_eq!(ours["stats"][key], theirs["stats"][key], "{key}");
+    }
+    assert_eq!(
+        ours["stats"]["api"]["total"],
+        theirs["stats"]["api"]["total"]
+    );
+    assert_eq!(ours["config"]["strict"], theirs["config"]["strict"]);
+    assert!(ours["config"]["store_dir"]
+        .as_str()
+        .unwrap()
+        .ends_with("tern/store/jetstream"));
+    drop(servers);
+
+    // Without JetStream.
+    let mut documents = Vec::new();
+    for (name, binary) in [("tern-off", scratch.nats_server()), ("ref-off", reference)] {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("off.conf"), "").unwrap();
+        let (_process, _, monitor_addr) =
+            start_with_ports(&binary, &dir.join("off.conf"), &dir.join("ports"));
+        let jsz = monitor(&monitor_addr, "/jsz?accounts=true");
+        let varz = monitor(&monitor_addr, "/varz")["jetstream"].clone();
+        documents.push((jsz, varz));
+    }
+    assert_eq!(json_shape(&documents[0].0), json_shape(&documents[1].0));
+    assert_eq!(documents[0].0["disabled"], true);
+    assert_eq!(documents[0].1, documents[1].1);
+}
