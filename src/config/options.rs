@@ -99,6 +99,8 @@ pub struct Options {
     pub cluster: Option<ClusterOptions>,
     /// JetStream (`jetstream { ... }`, `-js`); `None` when it is off.
     pub jetstream: Option<super::jetstream::JetStreamOptions>,
+    /// The WebSocket listener for clients (`websocket { ... }`); `None` without a port.
+    pub websocket: Option<super::websocket::WebSocketOptions>,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -168,19 +170,20 @@ pub struct User {
     /// Where the user is defined in the configuration file (for duplicate-user errors).
     pub defined_at: Option<super::conf::Pos>,
     /// The kinds of connection the user may log in on (`allowed_connection_types`, upper
-    /// case); empty for all. tern has only `STANDARD` client connections, so a list without
-    /// it shuts the user out.
+    /// case); empty for all. tern has `STANDARD` and `WEBSOCKET` client connections.
     pub allowed_connection_types: Vec<String>,
 }
 
 impl User {
     /// Whether the user may log in on a standard client connection.
     pub fn allows_standard_connections(&self) -> bool {
+        self.allows("STANDARD")
+    }
+
+    /// Whether the user may log in on a connection of this type (`STANDARD`, `WEBSOCKET`).
+    pub fn allows(&self, kind: &str) -> bool {
         self.allowed_connection_types.is_empty()
-            || self
-                .allowed_connection_types
-                .iter()
-                .any(|t| t == "STANDARD")
+            || self.allowed_connection_types.iter().any(|t| t == kind)
     }
 }
 
@@ -229,6 +232,7 @@ impl Default for Options {
             no_system_account: false,
             cluster: None,
             jetstream: None,
+            websocket: None,
         }
     }
 }
@@ -380,7 +384,6 @@ impl Options {
             "leafnodes"
             | "leaf"
             | "gateway"
-            | "websocket"
             | "mqtt"
             | "syslog"
             | "remote_syslog"
@@ -402,6 +405,9 @@ impl Options {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
             "allow_non_tls" => self.allow_non_tls = boolean(v)?,
+            "websocket" | "ws" => {
+                self.websocket = super::websocket::WebSocketOptions::parse(entry, warnings)?
+            }
             // Kept even without a port until the flags have been applied (`Run::options`).
             "cluster" => self.cluster = Some(ClusterOptions::parse(entry, warnings)?),
             "accounts" => {

@@ -34,7 +34,10 @@ use super::cache::{publish_allowed, MatchCache};
 use super::liveness::Liveness;
 use super::reader::ReadBuffer;
 use super::trace::trace_in;
-use super::transport::{self, is_pinned, negotiate, ReadHalf, Transport, FIRST_PING_INTERVAL};
+use super::transport::{
+    self, is_pinned, negotiate, ReadHalf, Transport, WriteHalf, FIRST_PING_INTERVAL,
+};
+use super::websocket::Upgrade;
 use super::writer::write_loop;
 use crate::state::Shared;
 
@@ -157,6 +160,45 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     client.read_loop(read_half).await;
 }
 
+/// Runs a WebSocket client's session once the upgrade is done: INFO, then the connection limit
+/// (checked after INFO, as nats-server checks it for WebSocket clients), then the read loop.
+pub(super) async fn serve_upgraded(
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    (read_half, write_half): (ReadHalf, WriteHalf),
+    mut info: protocol::Info,
+    upgrade: Upgrade,
+) {
+    let opts = shared.opts();
+    let nonce = match opts.nonce_required().then(auth::new_nonce) {
+        Some(None) => {
+            error!(
+                "{} - Refusing connection: no nonce, the OS random generator failed",
+                conn.desc()
+            );
+            return;
+        }
+        nonce => nonce.flatten(),
+    };
+    info.nonce = nonce.clone();
+    let mut client = Client::new(shared.clone(), conn.clone(), conn.addr);
+    client.nonce = nonce;
+    client.websocket = Some(upgrade);
+    client.push(|b| info.encode(b));
+    shared
+        .tasks
+        .spawn(write_loop(shared.clone(), conn.clone(), write_half));
+    if !shared
+        .router
+        .add_connection(conn.clone(), opts.max_connections)
+    {
+        client.fail(ProtocolError::MaxConnections);
+        client.finish(CloseReason::MaxConnectionsExceeded);
+        return;
+    }
+    client.read_loop(read_half).await;
+}
+
 /// The reader's side of a connection: everything the read loop needs.
 struct Client {
     shared: Arc<Shared>,
@@ -197,6 +239,8 @@ struct Client {
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
+    /// What the WebSocket upgrade settled, for a WebSocket client.
+    websocket: Option<Upgrade>,
 }
 
 impl Client {
@@ -226,15 +270,16 @@ impl Client {
             in_msgs: 0,
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
+            websocket: None,
         }
     }
 
     async fn read_loop(&mut self, mut reader: ReadHalf) {
-        let mut ping_interval = self.server.ping_interval;
+        let mut ping_interval = self.ping_interval();
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
         let mut ping = tokio::time::interval_at(self.started + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep_until(self.started + self.server.auth_timeout());
+        let auth_deadline = tokio::time::sleep_until(self.started + self.auth_timeout());
         tokio::pin!(auth_deadline);
 
         let mut input = ReadBuffer::default();
@@ -283,8 +328,8 @@ impl Client {
                 input.paused();
                 tokio::task::yield_now().await;
             }
-            if self.server.ping_interval != ping_interval {
-                ping_interval = self.server.ping_interval;
+            if self.ping_interval() != ping_interval {
+                ping_interval = self.ping_interval();
                 ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
                 ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
@@ -347,7 +392,33 @@ impl Client {
     }
 
     fn awaiting_auth(&self) -> bool {
-        !self.connected && self.server.auth_required() && self.server.no_auth_user.is_none()
+        !self.connected && auth::must_authenticate(&self.server, self.websocket.is_some())
+    }
+
+    /// The PING interval: the `websocket` block's for a WebSocket client, when it sets one.
+    fn ping_interval(&self) -> std::time::Duration {
+        let ws = self.server.websocket.as_ref().map(|w| w.ping_interval);
+        match ws.filter(|i| self.websocket.is_some() && !i.is_zero()) {
+            Some(interval) => interval,
+            None => self.server.ping_interval,
+        }
+    }
+
+    /// The authorization timeout: the `websocket` block's for a WebSocket client, when set.
+    fn auth_timeout(&self) -> std::time::Duration {
+        let ws = self.server.websocket.as_ref().and_then(|w| w.auth_timeout);
+        match ws.filter(|_| self.websocket.is_some()) {
+            Some(timeout) => timeout,
+            None => self.server.auth_timeout(),
+        }
+    }
+
+    /// Credentials as this connection presents them before CONNECT's own.
+    fn base_credentials(&self) -> auth::Credentials {
+        auth::Credentials {
+            websocket: self.websocket.is_some(),
+            ..auth::Credentials::default()
+        }
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
@@ -355,16 +426,16 @@ impl Client {
             return Err(ProtocolError::AuthorizationViolation);
         }
         if !self.connected
-            && self.server.no_auth_user.is_some()
+            && auth::no_auth_user(&self.server, self.websocket.is_some()).is_some()
             && !matches!(op, ClientOp::Connect(_))
         {
             // nats-server binds a client that starts without CONNECT to the no_auth_user (the
             // telnet case), permissions and all.
-            match auth::authenticate(&self.server, &auth::Credentials::default()) {
+            let credentials = self.base_credentials();
+            match auth::authenticate(&self.server, &credentials) {
                 Some(user) => {
                     self.bind_user(&user);
-                    self.shared
-                        .set_credentials(self.conn.cid, auth::Credentials::default());
+                    self.shared.set_credentials(self.conn.cid, credentials);
                     self.connected = true;
                 }
                 None => return Err(ProtocolError::AuthorizationViolation),
@@ -450,6 +521,14 @@ impl Client {
         let mut credentials = auth::Credentials::from_connect(&opts);
         credentials.nonce = self.nonce.clone();
         credentials.cert = self.cert.clone();
+        if let Some(upgrade) = &self.websocket {
+            credentials.websocket = true;
+            // The configured cookies stand in for what CONNECT leaves out.
+            let cookie = |c: &Option<String>| c.clone().filter(|v| !v.is_empty());
+            credentials.user = credentials.user.or_else(|| cookie(&upgrade.cookie_user));
+            credentials.pass = credentials.pass.or_else(|| cookie(&upgrade.cookie_pass));
+            credentials.token = credentials.token.or_else(|| cookie(&upgrade.cookie_token));
+        }
         let Some(user) = auth::authenticate(server, &credentials) else {
             // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
             self.auth_failure = match (&credentials.nkey, &credentials.user) {

@@ -1,5 +1,5 @@
-//! The byte streams beneath a connection's session: `Plain | Tls` read and write halves
-//! (WebSocket will be a third), and the TLS listener's opening, as nats-server 2.15.1 runs it
+//! The byte streams beneath a connection's session: `Plain | Tls | Ws` read and write halves
+//! (`Ws` frames over one of the other two, see `websocket`), and the TLS listener's opening, as nats-server 2.15.1 runs it
 //! (`handshake_first`, `allow_non_tls`, pinned certificates).
 
 use std::io;
@@ -113,6 +113,8 @@ pub enum ReadHalf {
     Plain(OwnedReadHalf),
     /// TLS.
     Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+    /// WebSocket frames over one of the others.
+    Ws(Box<super::websocket::WsReader>),
 }
 
 /// The writing half of a client connection.
@@ -121,6 +123,18 @@ pub enum WriteHalf {
     Plain(OwnedWriteHalf),
     /// TLS.
     Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+    /// WebSocket frames over one of the others.
+    Ws(Box<super::websocket::WsWriter>),
+}
+
+impl WriteHalf {
+    /// Whether bytes of the transport's own (WebSocket pongs) wait for a flush.
+    pub fn has_control(&self) -> bool {
+        match self {
+            WriteHalf::Ws(w) => w.has_control(),
+            _ => false,
+        }
+    }
 }
 
 /// Splits a plain connection.
@@ -144,6 +158,7 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Ws(r) => Pin::new(r.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -157,6 +172,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -164,6 +180,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_flush(cx),
         }
     }
 
@@ -171,6 +188,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -182,6 +200,7 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -189,6 +208,7 @@ impl AsyncWrite for WriteHalf {
         match self {
             WriteHalf::Plain(w) => w.is_write_vectored(),
             WriteHalf::Tls(w) => w.is_write_vectored(),
+            WriteHalf::Ws(_) => false,
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod parser;
 pub mod protocol;
 pub mod route;
 pub mod subject;
+pub mod websocket;

@@ -34,6 +34,8 @@ pub struct ServerTls {
     /// For the HTTPS monitor: the client port's certificate, without asking for client
     /// certificates.
     pub monitor: Option<Arc<ServerConfig>>,
+    /// For the WebSocket listener, when its block has `tls`.
+    pub websocket: Option<Arc<ServerConfig>>,
 }
 
 impl ServerTls {
@@ -48,8 +50,18 @@ impl ServerTls {
                 None => message,
             })?;
         }
+        let websocket = match opts.websocket.as_ref().and_then(|w| w.tls.as_ref()) {
+            Some(tls) => Some(server_config(tls).map_err(|message| match &tls.defined_at {
+                Some(at) => format!("{at}: {message}"),
+                None => message,
+            })?),
+            None => None,
+        };
         let Some(tls) = &opts.tls else {
-            return Ok(ServerTls::default());
+            return Ok(ServerTls {
+                websocket,
+                ..ServerTls::default()
+            });
         };
         let at = |message: String| match &tls.defined_at {
             Some(at) => format!("{at}: {message}"),
@@ -70,6 +82,7 @@ impl ServerTls {
         Ok(ServerTls {
             clients: Some(clients),
             monitor,
+            websocket,
         })
     }
 }
