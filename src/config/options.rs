@@ -381,9 +381,11 @@ impl Options {
             // Harmless to run without: warn and carry on. Client test harnesses put these
             // blocks in every configuration they write.
             "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
-            "leafnodes"
-            | "leaf"
-            | "gateway"
+            "leafnodes" | "leaf" => {
+                super::websocket::leafnode_ws_remote(entry)?;
+                warnings.push(ignored(entry, "not supported by tern yet"));
+            }
+            "gateway"
             | "mqtt"
             | "syslog"
             | "remote_syslog"
