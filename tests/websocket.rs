@@ -777,3 +777,52 @@ async fn websocket_requires_tls_or_no_tls() {
         "{err}"
     );
 }
+
+/// Users limited to `WEBSOCKET` connections log in over WebSocket only, `STANDARD` ones over
+/// TCP only; the block's `no_auth_user` stands in for a WebSocket client without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_types_and_no_auth_user_as_nats_server() {
+    let config = r#"authorization { users = [
+        {user: w, password: w, allowed_connection_types: ["WEBSOCKET"]}
+        {user: s, password: s, allowed_connection_types: ["STANDARD"]}
+        {user: bob, password: b}
+      ] }
+      websocket { listen: "127.0.0.1:-1", no_tls: true, no_auth_user: bob }"#;
+    let servers = both("types", config);
+    let mut seen = Vec::new();
+    for s in &servers {
+        let mut answers = Vec::new();
+        for connect in [
+            r#"{"verbose":false,"user":"w","pass":"w"}"#,
+            r#"{"verbose":false,"user":"s","pass":"s"}"#,
+            r#"{"verbose":false}"#,
+        ] {
+            let mut ws = Ws::connect(&s.ws, "").await;
+            let info = ws.info().await;
+            assert_eq!(info["auth_required"], true, "{}", s.name);
+            ws.send(&binary(format!("CONNECT {connect}\r\nPING\r\n").as_bytes()))
+                .await;
+            let mut controls = Vec::new();
+            let text = ws.nats_until("\r\n", &mut controls).await;
+            if text.starts_with("-ERR") {
+                controls.extend(ws.until_closed().await);
+            }
+            answers.push((text, controls));
+        }
+        assert_eq!(answers[0].0, "PONG\r\n", "{}", s.name);
+        assert_eq!(
+            answers[1],
+            (
+                "-ERR 'Authorization Violation'\r\n".to_string(),
+                vec![close_frame(1008, "Authentication Failure")]
+            ),
+            "{}",
+            s.name
+        );
+        assert_eq!(answers[2].0, "PONG\r\n", "{}", s.name);
+        seen.push(answers);
+    }
+    for answers in &seen[1..] {
+        assert_eq!(&seen[0], answers);
+    }
+}
