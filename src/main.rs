@@ -272,6 +272,17 @@ async fn serve(
         }
         info!("Took {:?} to start JetStream", js.start_took);
     }
+    if let (Some(ws), Some(addr)) = (&shared.opts().websocket, server.websocket_addr()) {
+        let scheme = if ws.tls.is_some() { "wss" } else { "ws" };
+        info!(
+            "Listening for websocket clients on {scheme}://{}:{}",
+            ws.host,
+            addr.port()
+        );
+        if ws.tls.is_none() {
+            warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
+        }
+    }
     let addr = server.local_addr();
     info!(
         "Listening for client connections on {}:{}",

@@ -465,7 +465,7 @@ fn authorization(entry: &Entry, warnings: &mut Vec<String>) -> Result<ClusterAut
 }
 
 /// `authorization { timeout }`: seconds, or a Go duration (`parseAuthorization`).
-fn auth_timeout(entry: &Entry) -> Result<Duration, ConfError> {
+pub(super) fn auth_timeout(entry: &Entry) -> Result<Duration, ConfError> {
     match &entry.value.kind {
         Kind::String(text) => parse_duration(text).ok_or_else(|| {
             at(
@@ -594,7 +594,7 @@ fn compression(entry: &Entry) -> Result<String, ConfError> {
 }
 
 /// `listen`: a port, or `host:port` as Go's `net.SplitHostPort` splits it (`parseListen`).
-fn listen(entry: &Entry) -> Result<(String, i64), ConfError> {
+pub(super) fn listen(entry: &Entry) -> Result<(String, i64), ConfError> {
     let v = &entry.value;
     match &v.kind {
         Kind::Int(port) => Ok((String::new(), *port)),
@@ -632,7 +632,7 @@ fn route_item(item: &Value) -> Result<RouteUrl, ConfError> {
 
 /// A duration option as nats-server's `parseDuration` reads it: a Go duration, or (with its
 /// warning) a number of seconds.
-fn go_duration(
+pub(super) fn go_duration(
     entry: &Entry,
     name: &str,
     warnings: &mut Vec<String>,
@@ -656,21 +656,21 @@ fn go_duration(
 }
 
 /// A string field, as nats-server's `mv.(string)` takes it (a number is not text here).
-fn go_string(entry: &Entry) -> Result<String, ConfError> {
+pub(super) fn go_string(entry: &Entry) -> Result<String, ConfError> {
     match &entry.value.kind {
         Kind::String(s) => Ok(s.clone()),
         _ => Err(conversion(entry, "string")),
     }
 }
 
-fn go_int(entry: &Entry) -> Result<i64, ConfError> {
+pub(super) fn go_int(entry: &Entry) -> Result<i64, ConfError> {
     match &entry.value.kind {
         Kind::Int(n) => Ok(*n),
         _ => Err(conversion(entry, "int64")),
     }
 }
 
-fn go_bool(entry: &Entry) -> Result<bool, ConfError> {
+pub(super) fn go_bool(entry: &Entry) -> Result<bool, ConfError> {
     match &entry.value.kind {
         Kind::Bool(b) => Ok(*b),
         _ => Err(conversion(entry, "bool")),
@@ -682,7 +682,7 @@ fn clamp_u32(n: i64) -> u32 {
 }
 
 /// The error Go's failed type assertion gives, which nats-server reports at the key.
-fn conversion(entry: &Entry, want: &str) -> ConfError {
+pub(super) fn conversion(entry: &Entry, want: &str) -> ConfError {
     at(
         entry,
         format!(
@@ -692,7 +692,7 @@ fn conversion(entry: &Entry, want: &str) -> ConfError {
     )
 }
 
-fn at(entry: &Entry, message: String) -> ConfError {
+pub(super) fn at(entry: &Entry, message: String) -> ConfError {
     ConfError {
         pos: entry.pos.clone(),
         message,

@@ -1,6 +1,6 @@
 //! Configuration as plain data: the options with nats-server's defaults, the configuration
-//! file's syntax ([`conf`]) and meaning ([`options`]; the `cluster` block in [`cluster`]), and
-//! nats-server's command line ([`cli`]).
+//! file's syntax ([`conf`]) and meaning ([`options`]; the `cluster` block in [`cluster`], the
+//! `websocket` block in [`websocket`]), and nats-server's command line ([`cli`]).
 
 pub mod accounts;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod operator;
 pub mod options;
 mod url;
 pub mod users;
+pub mod websocket;
 
 pub use options::*;
 

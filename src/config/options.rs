@@ -101,6 +101,8 @@ pub struct Options {
     pub jetstream: Option<super::jetstream::JetStreamOptions>,
     /// Operator mode: trusted operators, the account resolver and its accounts.
     pub operator: super::operator::OperatorOptions,
+    /// The WebSocket listener for clients (`websocket { ... }`); `None` without a port.
+    pub websocket: Option<super::websocket::WebSocketOptions>,
 }
 
 /// `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout, handshake_first,
@@ -174,19 +176,20 @@ pub struct User {
     /// Where the user is defined in the configuration file (for duplicate-user errors).
     pub defined_at: Option<super::conf::Pos>,
     /// The kinds of connection the user may log in on (`allowed_connection_types`, upper
-    /// case); empty for all. tern has only `STANDARD` client connections, so a list without
-    /// it shuts the user out.
+    /// case); empty for all. tern has `STANDARD` and `WEBSOCKET` client connections.
     pub allowed_connection_types: Vec<String>,
 }
 
 impl User {
     /// Whether the user may log in on a standard client connection.
     pub fn allows_standard_connections(&self) -> bool {
+        self.allows("STANDARD")
+    }
+
+    /// Whether the user may log in on a connection of this type (`STANDARD`, `WEBSOCKET`).
+    pub fn allows(&self, kind: &str) -> bool {
         self.allowed_connection_types.is_empty()
-            || self
-                .allowed_connection_types
-                .iter()
-                .any(|t| t == "STANDARD")
+            || self.allowed_connection_types.iter().any(|t| t == kind)
     }
 }
 
@@ -236,6 +239,7 @@ impl Default for Options {
             cluster: None,
             jetstream: None,
             operator: Default::default(),
+            websocket: None,
         }
     }
 }
@@ -390,10 +394,11 @@ impl Options {
             // Harmless to run without: warn and carry on. Client test harnesses put these
             // blocks in every configuration they write.
             "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
-            "leafnodes"
-            | "leaf"
-            | "gateway"
-            | "websocket"
+            "leafnodes" | "leaf" => {
+                super::websocket::leafnode_ws_remote(entry)?;
+                warnings.push(ignored(entry, "not supported by tern yet"));
+            }
+            "gateway"
             | "mqtt"
             | "syslog"
             | "remote_syslog"
@@ -415,6 +420,9 @@ impl Options {
                 warnings.push(ignored(entry, "not supported by tern yet"));
             }
             "allow_non_tls" => self.allow_non_tls = boolean(v)?,
+            "websocket" | "ws" => {
+                self.websocket = super::websocket::WebSocketOptions::parse(entry, warnings)?
+            }
             // Kept even without a port until the flags have been applied (`Run::options`).
             "cluster" => self.cluster = Some(ClusterOptions::parse(entry, warnings)?),
             "accounts" => {

@@ -1,4 +1,4 @@
-//! Connections: the transports beneath a session (`transport`), the machinery every
+//! Connections: the transports beneath a session (`transport`, `websocket`), the machinery every
 //! connection shares (`reader`, `writer`, `liveness`, `trace`), and each kind of connection's handling of its own
 //! operations (`client` now; routes, leafnodes and internal clients next).
 
@@ -9,4 +9,5 @@ pub mod reader;
 pub mod route;
 pub mod trace;
 pub mod transport;
+pub mod websocket;
 pub mod writer;

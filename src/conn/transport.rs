@@ -1,5 +1,5 @@
-//! The byte streams beneath a connection's session: `Plain | Tls` read and write halves
-//! (WebSocket will be a third), and the TLS listener's opening, as nats-server 2.15.1 runs it
+//! The byte streams beneath a connection's session: `Plain | Tls | Ws` read and write halves
+//! (`Ws` frames over one of the other two, see `websocket`), and the TLS listener's opening, as nats-server 2.15.1 runs it
 //! (`handshake_first`, `allow_non_tls`, pinned certificates).
 
 use std::io;
@@ -115,6 +115,8 @@ pub enum ReadHalf {
     Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
     /// TLS, dialed (a route we solicited).
     TlsDialed(tokio::io::ReadHalf<DialedStream>),
+    /// WebSocket frames over one of the others.
+    Ws(Box<super::websocket::WsReader>),
 }
 
 /// The writing half of a connection.
@@ -125,6 +127,18 @@ pub enum WriteHalf {
     Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
     /// TLS, dialed (a route we solicited).
     TlsDialed(tokio::io::WriteHalf<DialedStream>),
+    /// WebSocket frames over one of the others.
+    Ws(Box<super::websocket::WsWriter>),
+}
+
+impl WriteHalf {
+    /// Whether bytes of the transport's own (WebSocket pongs) wait for a flush.
+    pub fn has_control(&self) -> bool {
+        match self {
+            WriteHalf::Ws(w) => w.has_control(),
+            _ => false,
+        }
+    }
 }
 
 /// A TLS connection this server dialed.
@@ -174,6 +188,7 @@ impl AsyncRead for ReadHalf {
             ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::TlsDialed(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Ws(r) => Pin::new(r.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -188,6 +203,7 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Plain(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Tls(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::TlsDialed(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -196,6 +212,7 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Plain(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Tls(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::TlsDialed(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_flush(cx),
         }
     }
 
@@ -204,6 +221,7 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Plain(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Tls(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::TlsDialed(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -216,6 +234,7 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Plain(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::Tls(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::TlsDialed(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Ws(w) => Pin::new(w.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -224,6 +243,7 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Plain(w) => w.is_write_vectored(),
             WriteHalf::Tls(w) => w.is_write_vectored(),
             WriteHalf::TlsDialed(w) => w.is_write_vectored(),
+            WriteHalf::Ws(_) => false,
         }
     }
 }

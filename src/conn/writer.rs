@@ -30,6 +30,16 @@ pub async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: 
         let take = conn.outbound.take(&mut batch, &mut chunks);
         let (write, stop) = match take {
             Take::Idle => {
+                if writer.has_control() {
+                    // WebSocket pongs the reader queued: sent now, outside any batch.
+                    match tokio::time::timeout(deadline, writer.flush()).await {
+                        Ok(Ok(())) => continue,
+                        _ => {
+                            conn.outbound.close(CloseReason::WriteError, false);
+                            break;
+                        }
+                    }
+                }
                 // Nothing to write. A connection that stays idle gives back what a burst grew,
                 // so idle connections stay small; one that is merely between batches keeps its
                 // buffers (giving them back at every idle moment cost a 1:1 stream of 1 KiB

@@ -53,6 +53,8 @@ pub struct Connection {
     pub stats: ConnStats,
     /// What CONNECT said about the client, for monitoring. Guards only the struct.
     meta: Mutex<ClientMeta>,
+    /// The client came in over WebSocket (`/connz` type `websocket`).
+    websocket: AtomicBool,
 }
 
 /// What CONNECT said about the client (`/connz` shows it).
@@ -100,7 +102,18 @@ impl Connection {
             perm_flags: AtomicU8::new(0),
             permissions: Mutex::new(None),
             replies: Mutex::new(HashMap::new()),
+            websocket: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection as a WebSocket client's.
+    pub fn mark_websocket(&self) {
+        self.websocket.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client came in over WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        self.websocket.load(Ordering::Relaxed)
     }
 
     /// The account the connection is bound to.
@@ -288,6 +301,7 @@ impl Connection {
             version: meta.version,
             user: meta.user,
             account: self.account().name.to_string(),
+            websocket: self.is_websocket(),
         }
     }
 

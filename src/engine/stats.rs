@@ -153,6 +153,8 @@ pub struct Counts {
 /// Everything `/connz` shows about one connection, taken at one moment (or at its close).
 #[derive(Debug, Clone, Default)]
 pub struct ConnSnapshot {
+    /// The client came in over WebSocket.
+    pub websocket: bool,
     /// The account the connection is bound to.
     pub account: String,
     /// Connection id.

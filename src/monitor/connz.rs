@@ -359,7 +359,7 @@ fn conn_info(c: &ConnSnapshot, q: &ConnzOptions, now: SystemTime) -> ConnInfo {
     ConnInfo {
         cid: c.cid,
         kind: "Client",
-        kind_type: "nats",
+        kind_type: if c.websocket { "websocket" } else { "nats" },
         ip: c.addr.map(|a| a.ip().to_string()).unwrap_or_default(),
         port: c.addr.map_or(0, |a| a.port()),
         start: c.start.map(rfc3339).unwrap_or_default(),

@@ -47,7 +47,7 @@ pub struct Varz {
     pub gateway: WriteDeadlineVarz,
     pub leaf: WriteDeadlineVarz,
     pub mqtt: Empty,
-    pub websocket: Empty,
+    pub websocket: WebSocketVarz,
     pub jetstream: JetStreamField,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls_required: bool,
@@ -128,6 +128,61 @@ pub struct WriteDeadlineVarz {
     pub write_deadline: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_timeout: Option<String>,
+}
+
+/// `websocket` (nats-server's `WebsocketOptsVarz`): `{}` without a WebSocket listener; each
+/// field is left out when empty, zero or false, as Go's `omitempty` does.
+#[derive(Debug, Default, Serialize)]
+pub struct WebSocketVarz {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_auth_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_cookie: Option<String>,
+    /// Nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_timeout: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_tls: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub same_origin: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compression: bool,
+}
+
+fn is_zero(port: &u16) -> bool {
+    *port == 0
+}
+
+/// The `websocket` object, with the port the listener bound.
+fn websocket(opts: &Options, bound: Option<u16>) -> WebSocketVarz {
+    let Some(ws) = &opts.websocket else {
+        return WebSocketVarz::default();
+    };
+    WebSocketVarz {
+        host: ws.host.clone(),
+        port: bound.unwrap_or(ws.port),
+        advertise: ws.advertise.clone(),
+        no_auth_user: ws.no_auth_user.clone(),
+        jwt_cookie: ws.jwt_cookie.clone(),
+        handshake_timeout: (!ws.handshake_timeout.is_zero())
+            .then_some(ws.handshake_timeout.as_nanos() as u64),
+        auth_timeout: ws.auth_timeout.map(seconds),
+        no_tls: ws.no_tls,
+        same_origin: ws.same_origin,
+        allowed_origins: ws.allowed_origins.clone(),
+        compression: ws.compression,
+    }
 }
 
 /// A feature block for a feature that is off: `{}`.
@@ -213,7 +268,7 @@ pub fn build(shared: &Shared) -> Varz {
         gateway: cluster_write_deadline(&opts),
         leaf: cluster_write_deadline(&opts),
         mqtt: Empty {},
-        websocket: Empty {},
+        websocket: websocket(&opts, shared.websocket_addr().map(|a| a.port())),
         jetstream: match super::jsz::varz(shared) {
             Some(js) => JetStreamField::On(js),
             None => JetStreamField::Off(Empty {}),

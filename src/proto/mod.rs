@@ -7,3 +7,4 @@ pub mod parser;
 pub mod protocol;
 pub mod route;
 pub mod subject;
+pub mod websocket;

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::config::websocket::WebSocketOptions;
 use crate::config::{is_bcrypt, Options};
 use crate::engine::permissions::Permissions;
 use crate::proto::protocol::ConnectOptions;
@@ -32,6 +33,10 @@ pub struct Credentials {
     pub nonce: Option<String>,
     /// The names in the client's verified TLS certificate (not from CONNECT).
     pub cert: Option<Arc<CertIdentity>>,
+    /// The client came in over WebSocket (not from CONNECT): the `websocket` block's
+    /// credentials and `no_auth_user` apply when it sets any, and users must allow
+    /// `WEBSOCKET` connections.
+    pub websocket: bool,
 }
 
 impl Credentials {
@@ -46,6 +51,16 @@ impl Credentials {
             jwt: opts.jwt.clone(),
             nonce: None,
             cert: None,
+            websocket: false,
+        }
+    }
+
+    /// The connection type users' `allowed_connection_types` are checked against.
+    fn kind(&self) -> &'static str {
+        if self.websocket {
+            "WEBSOCKET"
+        } else {
+            "STANDARD"
         }
     }
 
@@ -112,8 +127,38 @@ impl Default for Limits {
 /// the `no_auth_user` when one is set; a user name is checked against the users list and the
 /// single user; otherwise the token decides.
 pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
-    if !opts.auth_required() {
+    let websocket = websocket_override(opts, creds.websocket);
+    if !opts.auth_required() && websocket.is_none() {
         return Some(Authorized::default());
+    }
+    if let Some(ws) = websocket {
+        // The block's own credentials replace the server's for WebSocket clients.
+        if let (true, Some(name)) = (creds.is_empty(), &ws.no_auth_user) {
+            return opts
+                .users
+                .iter()
+                .find(|u| &u.name == name)
+                .filter(|u| u.allows(creds.kind()))
+                .map(user_of);
+        }
+        if let Some(want) = &ws.username {
+            let user = creds.user.as_deref().unwrap_or_default();
+            let pass = creds.pass.as_deref().unwrap_or_default();
+            let ok = constant_time_eq(user, want)
+                & check_secret(pass, ws.password.as_deref().unwrap_or_default());
+            return ok.then(|| Authorized {
+                user: Some(want.clone()),
+                log_name: Some(format!("user:{want}")),
+                ..Authorized::default()
+            });
+        }
+        if let Some(want) = &ws.token {
+            let got = creds.token.as_deref()?;
+            return check_secret(got, want).then(|| Authorized {
+                log_name: Some("token".into()),
+                ..Authorized::default()
+            });
+        }
     }
     if opts.tls.as_ref().is_some_and(|t| t.verify_and_map) {
         // The verified certificate is the credential: one of its SANs or its subject must be
@@ -123,7 +168,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             .users
             .iter()
             .find(|u| u.nkey.is_none() && cert.is(&u.name))
-            .filter(|u| u.allows_standard_connections())?;
+            .filter(|u| u.allows(creds.kind()))?;
         return Some(Authorized {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
@@ -132,13 +177,13 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             ..Authorized::default()
         });
     }
-    if creds.is_empty() {
+    if creds.is_empty() && websocket.is_none() {
         if let Some(name) = &opts.no_auth_user {
             return opts
                 .users
                 .iter()
                 .find(|u| &u.name == name)
-                .filter(|u| u.allows_standard_connections())
+                .filter(|u| u.allows(creds.kind()))
                 .map(|u| Authorized {
                     user: Some(u.name.clone()),
                     permissions: u.permissions.clone(),
@@ -155,7 +200,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
                 .users
                 .iter()
                 .find(|u| u.nkey.as_ref() == Some(nkey))
-                .filter(|u| u.allows_standard_connections())?;
+                .filter(|u| u.allows(creds.kind()))?;
             return verify_nonce(nkey, creds).then(|| Authorized {
                 user: Some(nkey.clone()),
                 permissions: known.permissions.clone(),
@@ -170,7 +215,7 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         if let Some(known) = opts.users.iter().find(|u| constant_time_eq(&u.name, user)) {
             // The password is checked first either way, so a refused type costs the same.
             let ok = check_secret(pass, &known.password);
-            return (ok && known.allows_standard_connections()).then(|| Authorized {
+            return (ok && known.allows(creds.kind())).then(|| Authorized {
                 user: Some(known.name.clone()),
                 permissions: known.permissions.clone(),
                 log_name: Some(format!("user:{}", known.name)),
@@ -199,6 +244,41 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             ..Authorized::default()
         }),
         _ => None,
+    }
+}
+
+/// The `websocket` block, for a WebSocket client, when it sets credentials of its own.
+fn websocket_override(opts: &Options, websocket: bool) -> Option<&WebSocketOptions> {
+    opts.websocket
+        .as_ref()
+        .filter(|w| websocket && w.auth_override())
+}
+
+/// Whether a client must send CONNECT with credentials before anything else: auth is
+/// required (by the server, or by the `websocket` block for a WebSocket client) and no
+/// `no_auth_user` stands in.
+pub fn must_authenticate(opts: &Options, websocket: bool) -> bool {
+    match websocket_override(opts, websocket) {
+        Some(ws) => ws.no_auth_user.is_none(),
+        None => opts.auth_required() && opts.no_auth_user.is_none(),
+    }
+}
+
+/// The `no_auth_user` a client without credentials is bound to, if any.
+pub fn no_auth_user(opts: &Options, websocket: bool) -> Option<&str> {
+    match websocket_override(opts, websocket) {
+        Some(ws) => ws.no_auth_user.as_deref(),
+        None => opts.no_auth_user.as_deref(),
+    }
+}
+
+fn user_of(u: &crate::config::User) -> Authorized {
+    Authorized {
+        user: Some(u.name.clone()),
+        permissions: u.permissions.clone(),
+        log_name: Some(format!("user:{}", u.name)),
+        account: u.account.clone(),
+        ..Authorized::default()
     }
 }
 

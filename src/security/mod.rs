@@ -23,7 +23,11 @@ pub fn authenticate(
             desc,
             ip,
             now: crate::config::operator::unix_now(),
-            connection_type: "STANDARD",
+            connection_type: if creds.websocket {
+                "WEBSOCKET"
+            } else {
+                "STANDARD"
+            },
         };
         jwt::authenticate(&opts.operator, creds, &cx)
     } else {

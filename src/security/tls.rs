@@ -38,6 +38,8 @@ pub struct ServerTls {
     pub monitor: Option<Arc<ServerConfig>>,
     /// For routes, when `cluster { tls }` is configured.
     pub routes: Option<RouteTls>,
+    /// For the WebSocket listener, when its block has `tls`.
+    pub websocket: Option<Arc<ServerConfig>>,
 }
 
 /// The route TLS (`cluster { tls { ... } }`): routes are TLS first, both ends handshaking as
@@ -67,9 +69,17 @@ impl ServerTls {
             })?),
             None => None,
         };
+        let websocket = match opts.websocket.as_ref().and_then(|w| w.tls.as_ref()) {
+            Some(tls) => Some(server_config(tls).map_err(|message| match &tls.defined_at {
+                Some(at) => format!("{at}: {message}"),
+                None => message,
+            })?),
+            None => None,
+        };
         let Some(tls) = &opts.tls else {
             return Ok(ServerTls {
                 routes,
+                websocket,
                 ..ServerTls::default()
             });
         };
@@ -93,6 +103,7 @@ impl ServerTls {
             clients: Some(clients),
             monitor,
             routes,
+            websocket,
         })
     }
 }

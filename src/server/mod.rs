@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Options;
-use crate::conn::{client, route};
+use crate::conn::{client, route, websocket};
 use crate::engine::outbound::CloseReason;
 use crate::jetstream;
 use crate::monitor;
@@ -43,6 +43,8 @@ pub struct Server {
     listener: TcpListener,
     /// The cluster port's listener, when the server is in a cluster.
     routes: Option<TcpListener>,
+    /// The WebSocket listener and its TLS, when `websocket` is configured.
+    websocket: Option<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     monitor: Option<TcpListener>,
     /// The monitor's TLS, when it serves HTTPS.
     monitor_tls: Option<tokio_rustls::TlsAcceptor>,
@@ -109,6 +111,28 @@ impl Server {
             }
         };
         let monitor_addr = monitor.as_ref().map(|l| l.local_addr()).transpose()?;
+        // nats-server opens the WebSocket listener before the client one.
+        let websocket = match &opts.websocket {
+            Some(ws) => {
+                let listener = listen(&ws.host, ws.port).await.map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "Unable to listen for websocket connections: listen tcp {}:{}: bind: {}",
+                            ws.host,
+                            ws.port,
+                            crate::monitor::os_error_text(&e)
+                        ),
+                    )
+                })?;
+                Some((listener, tls.websocket.clone()))
+            }
+            None => None,
+        };
+        let websocket_addr = websocket
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
+            .transpose()?;
         let listener = listen(&opts.host, opts.port).await?;
         let addr = listener.local_addr()?;
         let routes = match &opts.cluster {
@@ -121,6 +145,9 @@ impl Server {
         let shared = Arc::new(shared);
         if let Some(routes) = &routes {
             shared.set_cluster_addr(routes.local_addr()?);
+        }
+        if let Some(addr) = websocket_addr {
+            shared.set_websocket_addr(addr);
         }
         shared.set_client_urls(client_urls(&shared.opts().host, addr));
         let jetstream_service = match &jetstream {
@@ -136,6 +163,7 @@ impl Server {
             shared,
             listener,
             routes,
+            websocket,
             monitor,
             monitor_tls,
             jetstream,
@@ -145,6 +173,11 @@ impl Server {
     /// JetStream as it runs, when it is enabled.
     pub fn jetstream(&self) -> Option<&jetstream::Config> {
         self.jetstream.as_ref()
+    }
+
+    /// The address the WebSocket listener listens on, when it is configured.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.shared.websocket_addr()
     }
 
     /// The address the HTTP monitor listens on, when monitoring is on.
@@ -170,12 +203,15 @@ impl Server {
             system_services,
             listener,
             routes,
+            websocket,
             monitor,
             monitor_tls,
             jetstream: _,
             jetstream_service,
         } = self;
         let cluster = routes.map(|l| tokio::spawn(run_cluster(l, shared.clone())));
+        let websocket =
+            websocket.map(|(l, tls)| tokio::spawn(run_websocket(l, tls, shared.clone())));
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
         let system_services = system_services.map(crate::sys::Services::spawn);
         let jetstream_service = jetstream_service.map(jetstream::service::Service::spawn);
@@ -200,6 +236,9 @@ impl Server {
             }
         };
         drop(listener);
+        if let Some(websocket) = websocket {
+            websocket.abort();
+        }
         debug!("Client accept loop exiting..");
         if lame_duck {
             tokio::select! {
@@ -290,6 +329,27 @@ async fn run_cluster(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Accepts WebSocket clients until aborted.
+async fn run_websocket(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shared: Arc<Shared>,
+) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let serve = websocket::serve(shared.clone(), stream, addr, port, tls.clone());
+                shared.tasks.spawn(serve);
+            }
+            Err(err) => {
+                error!("Error accepting websocket connection: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// This server's client URLs as peers tell their clients (`connect_urls`): the listen address,
 /// or every interface's for a wildcard one.
 fn client_urls(host: &str, addr: SocketAddr) -> Vec<String> {
@@ -353,15 +413,26 @@ pub fn ports_json(shared: &Shared) -> String {
         urls(scheme, http_host, addr.port())
     });
     // nats-server's `Ports` struct: `nats` before `monitoring`.
+    let websocket = opts
+        .websocket
+        .as_ref()
+        .zip(shared.websocket_addr())
+        .map(|(ws, addr)| {
+            let scheme = if ws.tls.is_some() { "wss" } else { "ws" };
+            urls(scheme, &ws.host, addr.port())
+        });
     #[derive(serde::Serialize)]
     struct Ports {
         nats: Vec<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         monitoring: Option<Vec<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        websocket: Option<Vec<String>>,
     }
     let ports = Ports {
         nats: urls(scheme, &opts.host, shared.addr.port()),
         monitoring,
+        websocket,
     };
     serde_json::to_string(&ports).expect("strings serialize")
 }

@@ -54,6 +54,7 @@ pub fn check(opts: &Options) -> Result<(), String> {
     if let Some(cluster) = &opts.cluster {
         crate::config::cluster::check_at_start(cluster)?;
     }
+    crate::config::websocket::check_at_start(opts)?;
     if let Some(user) = opts.no_auth_user.as_deref() {
         let known = opts
             .users

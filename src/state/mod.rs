@@ -83,6 +83,8 @@ pub struct Shared {
     pub monitor_addr: Option<SocketAddr>,
     /// The monitor serves HTTPS (`https_port`) rather than HTTP.
     pub monitor_https: bool,
+    /// The WebSocket listener's bound address, once it listens.
+    websocket_addr: std::sync::OnceLock<SocketAddr>,
     /// The monitor's own counters.
     pub monitor: MonitorState,
     /// What each connected client authenticated with (set by an accepted CONNECT), by cid,
@@ -136,6 +138,7 @@ impl Shared {
             closed,
             monitor_addr,
             monitor_https,
+            websocket_addr: std::sync::OnceLock::new(),
             monitor: MonitorState::default(),
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
@@ -189,6 +192,16 @@ impl Shared {
     /// The TLS configuration new connections are upgraded with, if TLS is on.
     pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The WebSocket listener's bound address, when it listens.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket_addr.get().copied()
+    }
+
+    /// Records the WebSocket listener's bound address.
+    pub fn set_websocket_addr(&self, addr: SocketAddr) {
+        let _ = self.websocket_addr.set(addr);
     }
 
     /// Changes whenever the options are replaced.

@@ -1,6 +1,7 @@
 //! Certificates generated at test time (rcgen): a CA, a server certificate for
 //! localhost/127.0.0.1 (which routes also present as their client certificate), client
-//! certificates, an expired one and one from a CA nobody trusts, as PEM files.
+//! certificates, an expired one and one from a CA nobody trusts, as PEM files, and a rustls
+//! client.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! One client connection: INFO, CONNECT and auth, the read loop that parses and routes, the
-//! writer that flushes the outbound queue, and the PING timer.
+//! One client connection: CONNECT and auth, the read loop that parses and routes, the writer
+//! that flushes the outbound queue, and the PING timer; how it opens (INFO, TLS, or a
+//! WebSocket upgrade's frames) is in `open`. A WebSocket client is this same session over
+//! another transport.
 //!
 //! The reader parses a whole read at a time. Every message it publishes is appended to each
 //! subscriber's outbound queue right away; the subscribers' writers are woken once, after the
@@ -12,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, trace};
 
@@ -35,117 +36,13 @@ use super::cache::{publish_allowed, MatchCache};
 use super::liveness::Liveness;
 use super::reader::ReadBuffer;
 use super::trace::trace_in;
-use super::transport::{self, is_pinned, negotiate, ReadHalf, Transport, FIRST_PING_INTERVAL};
-use super::writer::write_loop;
+use super::transport::{ReadHalf, FIRST_PING_INTERVAL};
+use super::websocket::Upgrade;
 use crate::state::Shared;
 
-/// Serves one accepted TCP connection until it closes.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let cid = shared.router.next_cid();
-    let opts = shared.opts();
-    let conn = Arc::new(Connection::new(
-        cid,
-        opts.max_pending,
-        &format!("{addr} - cid:{cid}"),
-        addr,
-        shared.router.global().clone(),
-    ));
-    let desc = conn.desc();
-    debug!("{desc} - Client connection created");
-    let mut info = shared.info(cid, addr);
-    let nonce = match opts.nonce_required().then(auth::new_nonce) {
-        Some(None) => {
-            error!("{desc} - Refusing connection: no nonce, the OS random generator failed");
-            return;
-        }
-        nonce => nonce.flatten(),
-    };
-    info.nonce = nonce.clone();
-    let tls = shared.tls().zip(opts.tls.clone());
-    let handshake_first = tls.as_ref().is_some_and(|(_, t)| t.handshake_first);
-
-    // nats-server counts the connection against max_connections before any TLS: a refused
-    // client gets INFO (unless the handshake was to come first) and the -ERR in plaintext.
-    if !shared
-        .router
-        .add_connection(conn.clone(), opts.max_connections)
-    {
-        let (_read_half, write_half) = transport::split_plain(stream);
-        let mut client = Client::new(shared.clone(), conn.clone(), addr);
-        if !handshake_first {
-            client.push(|b| info.encode(b));
-        }
-        shared
-            .tasks
-            .spawn(write_loop(shared.clone(), conn.clone(), write_half));
-        client.fail(ProtocolError::MaxConnections);
-        client.finish(CloseReason::MaxConnectionsExceeded);
-        return;
-    }
-
-    let mut info_sent = false;
-    let mut cert = None;
-    // When the PING and authorization timers start: after the handshake, as in nats-server, or
-    // from INFO for a client that stayed in plaintext under `allow_non_tls`.
-    let mut timers_from = None;
-    let (read_half, write_half) = match tls {
-        None => transport::split_plain(stream),
-        Some((config, tls_opts)) => {
-            let accepted = Instant::now();
-            match negotiate(config, &tls_opts, &opts, stream, &info, &desc).await {
-                Ok((Transport::Plain(stream), sent)) => {
-                    info_sent = sent;
-                    timers_from = Some(accepted);
-                    transport::split_plain(stream)
-                }
-                Ok((Transport::Tls(stream), _)) if !is_pinned(&stream, &tls_opts, &desc) => {
-                    // nats-server logs this one as an error.
-                    error!("{desc} - TLS handshake error: certificate not pinned");
-                    conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
-                    shared.router.remove_connection(&conn);
-                    debug!("{desc} - Client connection closed: TLS Handshake Failure");
-                    return;
-                }
-                Ok((Transport::Tls(stream), sent)) => {
-                    info_sent = sent;
-                    // INFO over TLS says so, even under `allow_non_tls` (nats-server then sends
-                    // both tls_required and tls_available).
-                    info.tls_required = true;
-                    transport::log_handshake(&desc, stream.get_ref().1);
-                    cert = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|c| tls::CertIdentity::from_der(c))
-                        .map(Arc::new);
-                    transport::split_tls(*stream)
-                }
-                Err(err) => {
-                    debug!("{desc} - TLS handshake error: {err}");
-                    conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
-                    shared.router.remove_connection(&conn);
-                    debug!("{desc} - Client connection closed: TLS Handshake Failure");
-                    return;
-                }
-            }
-        }
-    };
-    let mut client = Client::new(shared.clone(), conn.clone(), addr);
-    client.nonce = nonce;
-    client.cert = cert;
-    if let Some(from) = timers_from {
-        client.started = from;
-    }
-    if !info_sent {
-        client.push(|b| info.encode(b));
-    }
-    shared
-        .tasks
-        .spawn(write_loop(shared.clone(), conn.clone(), write_half));
-    client.read_loop(read_half).await;
-}
+mod open;
+pub use open::serve;
+pub(in crate::conn) use open::serve_upgraded;
 
 /// The reader's side of a connection: everything the read loop needs.
 struct Client {
@@ -193,6 +90,8 @@ struct Client {
     in_msgs: u64,
     in_bytes: u64,
     trace: bool,
+    /// What the WebSocket upgrade settled, for a WebSocket client.
+    websocket: Option<Upgrade>,
 }
 
 impl Client {
@@ -225,15 +124,16 @@ impl Client {
             in_msgs: 0,
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
+            websocket: None,
         }
     }
 
     async fn read_loop(&mut self, mut reader: ReadHalf) {
-        let mut ping_interval = self.server.ping_interval;
+        let mut ping_interval = self.ping_interval();
         let first_ping = ping_interval.min(FIRST_PING_INTERVAL);
         let mut ping = tokio::time::interval_at(self.started + first_ping, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep_until(self.started + self.server.auth_timeout());
+        let auth_deadline = tokio::time::sleep_until(self.started + self.auth_timeout());
         tokio::pin!(auth_deadline);
 
         let mut input = ReadBuffer::default();
@@ -290,8 +190,8 @@ impl Client {
                 input.paused();
                 tokio::task::yield_now().await;
             }
-            if self.server.ping_interval != ping_interval {
-                ping_interval = self.server.ping_interval;
+            if self.ping_interval() != ping_interval {
+                ping_interval = self.ping_interval();
                 ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
                 ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
@@ -361,7 +261,33 @@ impl Client {
     }
 
     fn awaiting_auth(&self) -> bool {
-        !self.connected && self.server.auth_required() && self.server.no_auth_user.is_none()
+        !self.connected && auth::must_authenticate(&self.server, self.websocket.is_some())
+    }
+
+    /// The PING interval: the `websocket` block's for a WebSocket client, when it sets one.
+    fn ping_interval(&self) -> std::time::Duration {
+        let ws = self.server.websocket.as_ref().map(|w| w.ping_interval);
+        match ws.filter(|i| self.websocket.is_some() && !i.is_zero()) {
+            Some(interval) => interval,
+            None => self.server.ping_interval,
+        }
+    }
+
+    /// The authorization timeout: the `websocket` block's for a WebSocket client, when set.
+    fn auth_timeout(&self) -> std::time::Duration {
+        let ws = self.server.websocket.as_ref().and_then(|w| w.auth_timeout);
+        match ws.filter(|_| self.websocket.is_some()) {
+            Some(timeout) => timeout,
+            None => self.server.auth_timeout(),
+        }
+    }
+
+    /// Credentials as this connection presents them before CONNECT's own.
+    fn base_credentials(&self) -> auth::Credentials {
+        auth::Credentials {
+            websocket: self.websocket.is_some(),
+            ..auth::Credentials::default()
+        }
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), ProtocolError> {
@@ -369,16 +295,16 @@ impl Client {
             return Err(ProtocolError::AuthorizationViolation);
         }
         if !self.connected
-            && self.server.no_auth_user.is_some()
+            && auth::no_auth_user(&self.server, self.websocket.is_some()).is_some()
             && !matches!(op, ClientOp::Connect(_))
         {
             // nats-server binds a client that starts without CONNECT to the no_auth_user (the
             // telnet case), permissions and all.
-            match auth::authenticate(&self.server, &auth::Credentials::default()) {
+            let credentials = self.base_credentials();
+            match auth::authenticate(&self.server, &credentials) {
                 Some(user) => {
                     self.bind_user(&user);
-                    self.shared
-                        .set_credentials(self.conn.cid, auth::Credentials::default());
+                    self.shared.set_credentials(self.conn.cid, credentials);
                     self.connected = true;
                 }
                 None => return Err(ProtocolError::AuthorizationViolation),
@@ -464,6 +390,15 @@ impl Client {
         let mut credentials = auth::Credentials::from_connect(&opts);
         credentials.nonce = self.nonce.clone();
         credentials.cert = self.cert.clone();
+        if let Some(upgrade) = &self.websocket {
+            credentials.websocket = true;
+            // The configured cookies stand in for what CONNECT leaves out.
+            let cookie = |c: &Option<String>| c.clone().filter(|v| !v.is_empty());
+            credentials.user = credentials.user.or_else(|| cookie(&upgrade.cookie_user));
+            credentials.pass = credentials.pass.or_else(|| cookie(&upgrade.cookie_pass));
+            credentials.token = credentials.token.or_else(|| cookie(&upgrade.cookie_token));
+            credentials.jwt = credentials.jwt.or_else(|| cookie(&upgrade.cookie_jwt));
+        }
         let user =
             crate::security::authenticate(server, &credentials, &self.desc, Some(self.addr.ip()));
         let Some(user) = user else {

@@ -1,0 +1,614 @@
+//! WebSocket as a transport beneath the client session: the HTTP upgrade on the WebSocket
+//! listener (with `wss` through rustls, origin checks and `handshake_timeout`), then read and
+//! write halves that turn frames into the byte stream the parser reads and the writer's bytes
+//! into frames. The session above (parser, router, permissions, limits, slow consumers) is the
+//! TCP client's, unchanged.
+//!
+//! Control frames: a ping is answered by the writer with a pong; a client's close is echoed
+//! and ends the stream; a frame-level violation queues a 1002 close and fails the read (`Read
+//! Error`, logged as nats-server logs it). When the server closes the connection it sends the
+//! close frame nats-server sends for that reason (none for read, write and slow consumer
+//! errors).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tracing::{debug, error};
+
+use tokio::net::TcpStream;
+
+use super::client;
+use super::transport::{self, ReadHalf, WriteHalf};
+use crate::config::websocket::WebSocketOptions;
+use crate::engine::connection::Connection;
+use crate::engine::outbound::CloseReason;
+use crate::proto::websocket::{self as ws, Control, Decoder, Request};
+use crate::security::tls;
+use crate::state::Shared;
+
+/// The largest upgrade request accepted (Go's `http.DefaultMaxHeaderBytes` is 1 MiB; a client
+/// needs a few hundred bytes).
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// What the upgrade settled, for the session.
+#[derive(Debug, Clone, Default)]
+pub struct Upgrade {
+    /// permessage-deflate is on.
+    pub compress: bool,
+    /// The client said `Nats-No-Masking: true`.
+    pub no_masking: bool,
+    /// A browser (`User-Agent: Mozilla/...`): frames of at most 4 KiB.
+    pub browser: bool,
+    /// A Safari browser with compression: compressed messages are not fragmented.
+    pub no_compressed_fragments: bool,
+    /// Credentials from the configured cookies.
+    pub cookie_user: Option<String>,
+    pub cookie_pass: Option<String>,
+    pub cookie_token: Option<String>,
+    pub cookie_jwt: Option<String>,
+}
+
+/// Reads and answers the HTTP upgrade on `stream`. `Err` carries the log line's reason after
+/// the HTTP error was written (or the connection dropped).
+pub async fn handshake<S>(
+    stream: &mut S,
+    opts: &WebSocketOptions,
+    secure: bool,
+) -> Result<Upgrade, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let (request, head_len) = loop {
+        match ws::parse_request(&buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) if buf.len() < MAX_REQUEST => {}
+            _ => {
+                let _ = stream.write_all(ws::MALFORMED_REQUEST).await;
+                return Err("malformed HTTP request".into());
+            }
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return Err("connection closed during handshake".into()),
+            Ok(_) => {}
+        }
+    };
+    let checked = ws::check_upgrade(&request)
+        .map_err(|r| (r.status, r.reason))
+        .and_then(|key| match check_origin(&request, opts, secure) {
+            Ok(()) => Ok(key),
+            Err(why) => Err((403, format!("origin not allowed: {why}"))),
+        })
+        .and_then(|key| match buf.len() > head_len {
+            true => Err((400, "client sent data before handshake is complete".into())),
+            false => Ok(key),
+        });
+    let key = match checked {
+        Ok(key) => key.to_string(),
+        Err((status, reason)) => {
+            let date = http_date(std::time::SystemTime::now());
+            let _ = stream
+                .write_all(&ws::encode_http_error(status, &date))
+                .await;
+            let _ = stream.flush().await;
+            return Err(format!("websocket handshake error: {reason}"));
+        }
+    };
+    let compress = opts.compression && request.offers_deflate();
+    let no_masking = request.header("Nats-No-Masking") == Some("true");
+    let answer = ws::encode_accept(&key, compress, no_masking, &opts.headers);
+    stream
+        .write_all(&answer)
+        .await
+        .map_err(|e| format!("websocket handshake error: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("websocket handshake error: {e}"))?;
+    let agent = request.header("User-Agent").unwrap_or_default();
+    let browser = agent.starts_with("Mozilla/");
+    let cookie = |name: &Option<String>| name.as_deref().and_then(|n| request.cookie(n));
+    Ok(Upgrade {
+        compress,
+        no_masking,
+        browser,
+        no_compressed_fragments: browser
+            && compress
+            && agent.contains("Version/")
+            && agent.contains("Safari/"),
+        cookie_user: cookie(&opts.user_cookie),
+        cookie_pass: cookie(&opts.pass_cookie),
+        cookie_token: cookie(&opts.token_cookie),
+        cookie_jwt: cookie(&opts.jwt_cookie),
+    })
+}
+
+/// nats-server's `checkOrigin`: no `Origin` (or `Sec-WebSocket-Origin`) passes; otherwise it
+/// must match the request's host with `same_origin`, and be listed in `allowed_origins` (scheme,
+/// host and port) when the list is not empty.
+fn check_origin(req: &Request, opts: &WebSocketOptions, secure: bool) -> Result<(), String> {
+    if !opts.same_origin && opts.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    let origin = req
+        .header("Origin")
+        .filter(|o| !o.is_empty())
+        .or_else(|| req.header("Sec-WebSocket-Origin"))
+        .unwrap_or_default();
+    if origin.is_empty() {
+        return Ok(());
+    }
+    let (scheme, host, port) =
+        split_origin(origin).ok_or_else(|| format!("parse {origin:?}: invalid URI for request"))?;
+    if opts.same_origin {
+        let (req_host, req_port) = host_and_port(req.header("Host").unwrap_or_default(), secure);
+        if host != req_host || port != req_port {
+            return Err("not same origin".into());
+        }
+    }
+    if !opts.allowed_origins.is_empty() {
+        let listed = opts
+            .allowed_origins
+            .iter()
+            .filter_map(|o| split_origin(o))
+            .any(|(s, h, p)| s == scheme && h == host && p == port);
+        if !listed {
+            return Err("not in the allowed list".into());
+        }
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]...` as (scheme, lower-case host, port with the scheme's default).
+fn split_origin(origin: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = host_and_port(authority, scheme.eq_ignore_ascii_case("https"));
+    Some((scheme.to_string(), host, port))
+}
+
+/// `host[:port]` as (lower-case host, port), the port defaulting to 443 or 80.
+fn host_and_port(authority: &str, tls: bool) -> (String, String) {
+    let default = if tls { "443" } else { "80" };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            if h.contains(':') && !h.starts_with('[') {
+                (authority, default)
+            } else {
+                (h, p)
+            }
+        }
+        _ => (authority, default),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.to_ascii_lowercase(), port.to_string())
+}
+
+/// An HTTP `Date` value (RFC 7231 IMF-fixdate) for `time`.
+fn http_date(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = secs / 86400;
+    let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {h:02}:{m:02}:{s:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize]
+    )
+}
+
+/// What the two halves share: control frames the reader found for the writer to send.
+#[derive(Debug, Default)]
+struct Link {
+    /// Pongs (whole frames) to send before the next data.
+    control: BytesMut,
+    /// The close frame's payload to send last, once one is decided (a client's close echoed,
+    /// or a protocol error).
+    close: Option<Vec<u8>>,
+}
+
+/// Splits a transport that has been upgraded into WebSocket halves.
+pub fn split(
+    read: ReadHalf,
+    write: WriteHalf,
+    conn: Arc<Connection>,
+    upgrade: &Upgrade,
+) -> (ReadHalf, WriteHalf) {
+    let link = Arc::new(Mutex::new(Link::default()));
+    let reader = WsReader {
+        inner: read,
+        raw: BytesMut::new(),
+        decoded: BytesMut::new(),
+        scratch: Vec::new(),
+        decoder: Decoder::new(!upgrade.no_masking),
+        link: link.clone(),
+        conn: conn.clone(),
+        ended: false,
+    };
+    let max_frame = match (
+        upgrade.browser,
+        upgrade.compress && upgrade.no_compressed_fragments,
+    ) {
+        (true, false) => Some(ws::BROWSER_FRAME_SIZE),
+        _ => None,
+    };
+    let writer = WsWriter {
+        inner: write,
+        framed: BytesMut::new(),
+        compress: upgrade.compress,
+        max_frame,
+        link,
+        conn,
+        close_queued: false,
+    };
+    (
+        ReadHalf::Ws(Box::new(reader)),
+        WriteHalf::Ws(Box::new(writer)),
+    )
+}
+
+/// Reads frames and yields their NATS bytes.
+pub struct WsReader {
+    inner: ReadHalf,
+    /// Bytes read and not yet decoded.
+    raw: BytesMut,
+    /// NATS bytes decoded and not yet handed out.
+    decoded: BytesMut,
+    scratch: Vec<u8>,
+    decoder: Decoder,
+    link: Arc<Mutex<Link>>,
+    conn: Arc<Connection>,
+    /// A close frame was received: the stream ends once `decoded` is handed out.
+    ended: bool,
+}
+
+impl AsyncRead for WsReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.decoded.is_empty() {
+                let n = this.decoded.len().min(buf.remaining());
+                buf.put_slice(&this.decoded[..n]);
+                this.decoded.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.ended {
+                return Poll::Ready(Ok(()));
+            }
+            let want = buf.remaining().clamp(512, 64 * 1024);
+            if this.scratch.len() < want {
+                this.scratch.resize(want, 0);
+            }
+            let mut read = ReadBuf::new(&mut this.scratch[..want]);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.raw.extend_from_slice(read.filled());
+            let mut controls = Vec::new();
+            let result = this
+                .decoder
+                .decode(&mut this.raw, &mut this.decoded, &mut controls);
+            this.handle(controls);
+            if let Err(ws::FrameError(why)) = result {
+                error!("{} - read error: {why}", this.conn.desc());
+                this.lock_link().close = Some(ws::close_payload(ws::CLOSE_PROTOCOL_ERROR, &why));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+            }
+        }
+    }
+}
+
+impl WsReader {
+    fn lock_link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues the answers to control frames and wakes the writer to send them.
+    fn handle(&mut self, controls: Vec<Control>) {
+        if controls.is_empty() {
+            return;
+        }
+        let link = self.link.clone();
+        let mut link = link.lock().unwrap_or_else(|p| p.into_inner());
+        for control in controls {
+            match control {
+                Control::Ping(payload) => {
+                    ws::encode_control(&mut link.control, ws::OP_PONG, &payload)
+                }
+                Control::Close(payload) => {
+                    link.close.get_or_insert(payload);
+                    self.ended = true;
+                }
+            }
+        }
+        drop(link);
+        self.conn.outbound.wake_writer();
+    }
+}
+
+/// Frames what the writer writes.
+pub struct WsWriter {
+    inner: WriteHalf,
+    /// Framed bytes not yet written.
+    framed: BytesMut,
+    compress: bool,
+    max_frame: Option<usize>,
+    link: Arc<Mutex<Link>>,
+    conn: Arc<Connection>,
+    close_queued: bool,
+}
+
+impl WsWriter {
+    /// Whether control frames wait to be sent.
+    pub fn has_control(&self) -> bool {
+        !self
+            .link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .control
+            .is_empty()
+    }
+
+    fn take_control(&mut self) {
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        if !link.control.is_empty() {
+            self.framed.extend_from_slice(&link.control);
+            link.control.clear();
+        }
+    }
+
+    /// Writes every framed byte.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.framed.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.framed))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.framed.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The close frame that ends the connection: the one the reader decided, or the one
+    /// nats-server sends for the close reason (none for errors that skip the final flush).
+    fn queue_close(&mut self) {
+        let decided = self
+            .link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close
+            .take();
+        let payload = decided.or_else(|| {
+            let reason = self.conn.outbound.close_reason()?;
+            close_status(reason).map(|status| ws::close_payload(status, reason.as_str()))
+        });
+        if let Some(payload) = payload {
+            ws::encode_control(&mut self.framed, ws::OP_CLOSE, &payload);
+        }
+    }
+}
+
+/// nats-server's close status for a close reason (`wsEnqueueCloseMessage`); `None` where it
+/// sends none: errors that skip the final flush, and protocol violations (which nats-server's
+/// WebSocket read loop reports as read errors).
+fn close_status(reason: CloseReason) -> Option<u16> {
+    use CloseReason::*;
+    Some(match reason {
+        ClientClosed => ws::CLOSE_NORMAL,
+        AuthenticationTimeout
+        | AuthenticationViolation
+        | AuthenticationExpired
+        | CredentialsRevoked
+        | MaxConnectionsExceeded
+        | MaxControlLineExceeded => ws::CLOSE_POLICY_VIOLATION,
+        BadClientProtocolVersion => ws::CLOSE_PROTOCOL_ERROR,
+        MaxPayloadExceeded => ws::CLOSE_MESSAGE_TOO_BIG,
+        ServerShutdown | RouteRemoved => ws::CLOSE_GOING_AWAY,
+        StaleConnection => ws::CLOSE_ABNORMAL,
+        ReadError
+        | WriteError
+        | SlowConsumerPendingBytes
+        | SlowConsumerWriteDeadline
+        | TlsHandshakeFailure
+        | ProtocolViolation => return None,
+        NoRespondersRequiresHeaders => ws::CLOSE_INTERNAL_ERROR,
+    })
+}
+
+impl AsyncWrite for WsWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.take_control();
+        if this.compress && buf.len() > ws::COMPRESS_THRESHOLD {
+            ws::encode_compressed(&mut this.framed, buf, this.max_frame)
+                .map_err(io::Error::other)?;
+        } else {
+            ws::encode_binary(&mut this.framed, buf, this.max_frame);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.take_control();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_queued {
+            this.close_queued = true;
+            this.take_control();
+            this.queue_close();
+        }
+        ready!(this.poll_drain(cx))?;
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// Runs the upgrade on a plain or TLS stream under `handshake_timeout` (no limit when zero).
+pub async fn upgrade_within<S>(
+    stream: &mut S,
+    opts: &WebSocketOptions,
+    secure: bool,
+    addr: SocketAddr,
+) -> Option<Upgrade>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let upgrade = handshake(stream, opts, secure);
+    let result = match opts.handshake_timeout {
+        t if t.is_zero() => upgrade.await,
+        t => match tokio::time::timeout(t, upgrade).await {
+            Ok(result) => result,
+            Err(_) => {
+                debug!("{addr} - websocket handshake timeout");
+                return None;
+            }
+        },
+    };
+    match result {
+        Ok(upgrade) => Some(upgrade),
+        Err(why) => {
+            error!("{addr} - {why}");
+            None
+        }
+    }
+}
+
+/// Serves one connection accepted on the WebSocket listener (bound to `port`): TLS when
+/// `tls` is set, the upgrade, then the client session over WebSocket frames.
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let opts = shared.opts();
+    let Some(wso) = opts.websocket.clone() else {
+        return;
+    };
+    let (halves, upgrade) = match tls {
+        None => {
+            let mut stream = stream;
+            let Some(upgrade) = upgrade_within(&mut stream, &wso, false, addr).await else {
+                return;
+            };
+            (transport::split_plain(stream), upgrade)
+        }
+        Some(config) => {
+            let mut stream = match tls::accept(config, stream, None, tls_timeout(&wso)).await {
+                Ok(stream) => stream,
+                Err(err) => {
+                    debug!("{addr} - TLS handshake error: {err}");
+                    return;
+                }
+            };
+            let Some(upgrade) = upgrade_within(&mut stream, &wso, true, addr).await else {
+                return;
+            };
+            (transport::split_tls(stream), upgrade)
+        }
+    };
+    let cid = shared.router.next_cid();
+    let conn = Arc::new(Connection::new(
+        cid,
+        opts.max_pending,
+        &format!("{addr} - wid:{cid}"),
+        addr,
+        shared.router.global().clone(),
+    ));
+    conn.mark_websocket();
+    debug!("{} - Client connection created", conn.desc());
+    // INFO on the WebSocket port names that port, as nats-server's does.
+    let mut info = shared.info(cid, addr);
+    info.host = wso.host.clone();
+    info.port = port;
+    info.tls_required = wso.tls.is_some();
+    info.tls_available = false;
+    info.tls_verify = wso
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.verify || t.verify_and_map);
+    info.auth_required |= wso.auth_override();
+    let halves = split(halves.0, halves.1, conn.clone(), &upgrade);
+    client::serve_upgraded(shared, conn, halves, info, upgrade).await;
+}
+
+/// A TLS handshake on the WebSocket listener: bounded by `handshake_timeout` when set, else
+/// by the TLS block's timeout.
+pub fn tls_timeout(opts: &WebSocketOptions) -> Duration {
+    match (opts.handshake_timeout, &opts.tls) {
+        (t, _) if !t.is_zero() => t,
+        (_, Some(tls)) => tls.timeout,
+        _ => Duration::from_secs(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_796_140_405);
+        assert_eq!(http_date(t), "Tue, 01 Dec 2026 15:53:25 GMT");
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            split_origin("http://Example.com"),
+            Some(("http".into(), "example.com".into(), "80".into()))
+        );
+        assert_eq!(
+            split_origin("https://a.b:8443/x"),
+            Some(("https".into(), "a.b".into(), "8443".into()))
+        );
+        assert_eq!(
+            host_and_port("127.0.0.1:4443", false),
+            ("127.0.0.1".into(), "4443".into())
+        );
+        assert_eq!(
+            host_and_port("[::1]:80", false),
+            ("::1".into(), "80".into())
+        );
+        assert!(split_origin("bad url").is_none());
+    }
+}
