@@ -345,3 +345,131 @@ async fn drain(
         }
     }
 }
+
+/// The `[FTL]` line a server printed on its standard error, without the prefix.
+fn fatal_line(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once("[FTL] ").map(|(_, rest)| rest.to_string()));
+    line.unwrap_or_else(|| panic!("no [FTL] line in {text}"))
+}
+
+#[test]
+fn an_unusable_store_directory_is_refused_as_nats_server_refuses_it() {
+    let reference = common::process::reference_server();
+    let scratch = Scratch::new("js-bad-store");
+    let file = scratch.0.join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let under_file = file.join("store");
+    // sysfs refuses new directories, even to root.
+    for dir in [Path::new("/sys/tern-store"), under_file.as_path()] {
+        let sd = dir.to_str().unwrap();
+        let args = ["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", sd];
+        let tern = common::process::run(Path::new(env!("CARGO_BIN_EXE_tern")), &args);
+        assert_eq!(tern.status.code(), Some(1), "{tern:?}");
+        let line = fatal_line(&tern);
+        assert!(line.starts_with("Can't start JetStream: "), "{line}");
+        if let Some(reference) = &reference {
+            let ns = common::process::run(reference, &args);
+            assert_eq!(ns.status.code(), Some(1));
+            assert_eq!(line, fatal_line(&ns), "store directory {sd}");
+        }
+    }
+}
+
+/// Publishes `payload` to `subject` with a reply and returns the PubAck JSON.
+async fn publish_raw(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: &[u8],
+) -> serde_json::Value {
+    let reply = client
+        .request(subject.to_string(), payload.to_vec().into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+/// A write that fails under a running server (here the file size limit, `ulimit -f`, which
+/// even root is held to): the publisher gets JetStream's store failure (503, 10077) with the
+/// system's reason, the server stays up, and after a restart every acknowledged message is
+/// there and publishing works again.
+#[tokio::test]
+async fn a_failed_write_gets_the_publisher_an_error_and_loses_nothing() {
+    let scratch = Scratch::new("js-write-fail");
+    let store = scratch.0.join("store");
+    let log = scratch.0.join("limited.log");
+    // SIGXFSZ ignored (kept across exec), so that a write past the limit fails with EFBIG.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tern"))
+        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-l"])
+        .arg(&log)
+        .arg("-sd")
+        .arg(&store);
+    let (mut server, text) = Process::start(&mut command, &log);
+    let addr = format!("127.0.0.1:{}", listening_port(&text).unwrap());
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "FULL".into(),
+        subjects: vec!["full.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let payload = vec![b'f'; 1000];
+    let mut acked = 0;
+    let failure = loop {
+        let ack = publish_raw(&client, "full.x", &payload).await;
+        match ack.get("error") {
+            None => {
+                acked += 1;
+                assert_eq!(ack["seq"], acked);
+            }
+            Some(error) => break error.clone(),
+        }
+        assert!(acked < 10_000, "the file size limit never hit");
+    };
+    assert!(acked > 10, "{acked}");
+    assert_eq!(failure["code"], 503, "{failure}");
+    assert_eq!(failure["err_code"], 10077, "{failure}");
+    let description = failure["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("write ") && description.ends_with("msgs.log: file too large"),
+        "{description}"
+    );
+    // Still up, still refusing cleanly; nothing half written is left behind.
+    let again = publish_raw(&client, "full.x", &payload).await;
+    assert_eq!(again["error"]["err_code"], 10077, "{again}");
+    let info = js
+        .get_stream("FULL")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.state.messages, acked);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("[ERR] Filestore [FULL] Critical write error: write "),
+        "{text}"
+    );
+
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let (_server, addr) = start(&store, &scratch.0.join("after.log"));
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("FULL").await.unwrap();
+    for seq in 1..=acked {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(msg.payload.as_ref(), payload.as_slice(), "{seq}");
+    }
+    let ack = publish_raw(&client, "full.x", b"room again").await;
+    assert_eq!(ack["seq"], acked + 1, "{ack}");
+}
