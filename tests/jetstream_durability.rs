@@ -473,3 +473,81 @@ async fn a_failed_write_gets_the_publisher_an_error_and_loses_nothing() {
     let ack = publish_raw(&client, "full.x", b"room again").await;
     assert_eq!(ack["seq"], acked + 1, "{ack}");
 }
+
+/// State files damaged while the server was down: a torn tail on a stream's log is cut, a
+/// consumer or stream whose file does not parse is left out with nats-server's warning, and
+/// everything else comes back.
+#[tokio::test]
+async fn damaged_files_are_cut_or_left_out_with_a_warning() {
+    let scratch = Scratch::new("js-damaged");
+    let store = scratch.0.join("store");
+    let (mut server, addr) = start(&store, &scratch.0.join("1.log"));
+    let js = jetstream::new(async_nats::connect(&addr).await.unwrap());
+    for name in ["KEPT", "BROKEN"] {
+        let stream = js
+            .create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for durable in ["whole", "torn"] {
+            stream
+                .create_consumer(pull::Config {
+                    durable_name: Some(durable.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        for n in 0..3 {
+            js.publish(format!("{name}.x"), format!("m{n}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+
+    let streams = store.join("jetstream/$G/streams");
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(streams.join("KEPT/msgs.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, &[9, 0, 0]).unwrap();
+    let torn = streams.join("KEPT/obs/torn.json");
+    let json = std::fs::read(&torn).unwrap();
+    std::fs::write(&torn, &json[..json.len() / 2]).unwrap();
+    std::fs::write(streams.join("BROKEN/meta.json"), b"{\"created\":").unwrap();
+
+    let log = scratch.0.join("2.log");
+    let (_server, addr) = start(&store, &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    for warning in [
+        "[WRN] Filestore [KEPT] cut 3 bytes of a torn or corrupt record off the end of its log"
+            .to_string(),
+        format!(
+            "[WRN]     Error unmarshalling consumer metafile {:?}: ",
+            torn.display().to_string()
+        ),
+        format!(
+            "[WRN]   Error unmarshalling stream metafile {:?}: ",
+            streams.join("BROKEN/meta.json").display().to_string()
+        ),
+    ] {
+        assert!(text.contains(&warning), "no {warning:?} in\n{text}");
+    }
+    let js = jetstream::new(async_nats::connect(&addr).await.unwrap());
+    let mut kept = js.get_stream("KEPT").await.unwrap();
+    assert_eq!(kept.info().await.unwrap().state.messages, 3);
+    assert_eq!(
+        kept.get_raw_message(3).await.unwrap().payload.as_ref(),
+        b"m2"
+    );
+    assert!(kept.consumer_info("whole").await.is_ok());
+    assert!(kept.consumer_info("torn").await.is_err());
+    assert!(js.get_stream("BROKEN").await.is_err());
+}

@@ -126,9 +126,18 @@ impl AccountJs {
             .collect();
         entries.sort();
         for stream_dir in entries {
-            let meta = std::fs::read(stream_dir.join(super::filestore::META))?;
-            let meta: Meta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
-            let (store, cut) = FileStore::open(&stream_dir, sync_always)?;
+            // As nats-server, a stream or consumer whose file cannot be read is left out, with
+            // a warning, rather than keeping JetStream from starting.
+            let meta_path = stream_dir.join(super::filestore::META);
+            let meta: Meta = match read_json(&meta_path) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    let path = meta_path.display().to_string();
+                    tracing::warn!("  Error unmarshalling stream metafile {path:?}: {err}");
+                    continue;
+                }
+            };
+            let (store, _) = FileStore::open(&stream_dir, sync_always)?;
             let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
             stream.expire(now);
             stream.rebuild_msg_ids(now);
@@ -140,17 +149,20 @@ impl AccountJs {
                     if path.extension().and_then(|e| e.to_str()) != Some("json") {
                         continue;
                     }
-                    let saved: SavedConsumer = serde_json::from_slice(&std::fs::read(&path)?)
-                        .map_err(std::io::Error::other)?;
+                    let saved: SavedConsumer = match read_json(&path) {
+                        Ok(saved) => saved,
+                        Err(err) => {
+                            let path = path.display().to_string();
+                            tracing::warn!(
+                                "    Error unmarshalling consumer metafile {path:?}: {err}"
+                            );
+                            continue;
+                        }
+                    };
                     let consumer = Consumer::restore(name.clone(), saved, now);
                     js.persisted.insert((name.clone(), consumer.name.clone()));
                     stream.consumers.insert(consumer.name.clone(), consumer);
                 }
-            }
-            if cut > 0 {
-                log.push(format!(
-                    "Stream '{name}': cut {cut} bytes of a torn or corrupt record off its log"
-                ));
             }
             log.push(format!(
                 "Restored {} messages for stream '{name}'",
@@ -805,6 +817,12 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ap
 }
 
 /// Writes a file stream's `meta.json` in `dir` (made if need be).
+/// The JSON file at `path`, or why it cannot be had.
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| crate::monitor::os_error_text(&e))?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
 fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta = serde_json::to_vec(&Meta {
