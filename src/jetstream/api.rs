@@ -634,16 +634,19 @@ impl AccountJs {
     }
 
     fn delete(&mut self, name: &str) -> Result<Value, ApiError> {
-        let stream = self
+        let mut stream = self
             .streams
             .remove(name)
             .ok_or_else(ApiError::stream_not_found)?;
-        if let (Storage::File, Some((dir, _))) = (stream.config.storage, &self.disk) {
+        let (storage, consumers) = (stream.config.storage, std::mem::take(&mut stream.consumers));
+        // Its store is closed (a compaction in progress finished) before its files go.
+        drop(stream);
+        if let (Storage::File, Some((dir, _))) = (storage, &self.disk) {
             if let Err(err) = std::fs::remove_dir_all(dir.join(name)) {
                 tracing::error!("JetStream: removing stream '{name}': {err}");
             }
         }
-        for mut consumer in stream.consumers.into_values() {
+        for mut consumer in consumers.into_values() {
             self.actions.extend(consumer.close());
         }
         Ok(json!({"success": true}))

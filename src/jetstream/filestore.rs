@@ -338,6 +338,17 @@ impl FileStore {
     }
 }
 
+impl Drop for FileStore {
+    /// A compaction still writing is waited for and its file removed, so that a stream's
+    /// directory can be deleted right after (the thread would otherwise write into it).
+    fn drop(&mut self) {
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.writer.join();
+            let _ = std::fs::remove_file(self.dir.join(COMPACTING));
+        }
+    }
+}
+
 impl StreamStore for FileStore {
     fn store_msg(&mut self, subject: &str, header: Bytes, data: Bytes, ts: i64) -> io::Result<u64> {
         let seq = self.index.state().last_seq + 1;
@@ -928,21 +939,51 @@ mod tests {
     }
 
     #[test]
+    fn compaction_starts_once_dead_records_pass_half_of_the_log_and_1_mib() {
+        let d = dir("compact-trigger");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        let payload = Bytes::from(vec![b'p'; 1000]);
+        for n in 0..2000 {
+            s.store_msg("t", Bytes::new(), payload.clone(), n).unwrap();
+        }
+        let mut started = None;
+        for seq in 1..=2000 {
+            let dead = s.len - s.live;
+            assert!(
+                s.compaction.is_none(),
+                "started early, {dead} dead of {}",
+                s.len
+            );
+            s.remove_msg(seq);
+            if s.compaction.is_some() {
+                started = Some(seq);
+                let dead = s.len - s.live;
+                assert!(dead >= COMPACT_MIN_DEAD && dead > s.len / 2);
+                break;
+            }
+        }
+        // Each removal makes a 1036-byte record dead and adds a 21-byte one: past half the
+        // log after 990, past 1 MiB (1,048,576 bytes) after 993.
+        assert_eq!(started, Some(993));
+        s.wait_for_compaction();
+        reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
     fn compaction_rewrites_the_log_and_keeps_everything_held() {
         let d = dir("compact");
         let (mut s, _) = FileStore::open(&d, false).unwrap();
         churn(&mut s);
         s.wait_for_compaction();
-        let before = (msgs_of(&s), s.state());
-        assert_eq!(before.1.messages, 250);
-        let len = std::fs::metadata(d.join(LOG)).unwrap().len();
-        assert_eq!(len, s.log_len());
-        // Dead records were dropped: well under the 2.5 MB written.
-        assert!(len < 1_200_000, "{len}");
+        assert_eq!(s.state().messages, 250);
         // The last sequences were removed: the next one still follows them.
         s.remove_msg(2500);
         s.start_compaction();
         s.wait_for_compaction();
+        // Only the messages held are left, and the record of the last sequence (12 + 17).
+        assert_eq!(s.log_len(), s.live + 29);
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), s.log_len());
         let bytes_per_msg = s.log_len() / s.state().messages;
         eprintln!("disk bytes per 1000-byte message after compaction: {bytes_per_msg}");
         assert_eq!(put(&mut s, "c", "next", 1), 2501);
@@ -979,6 +1020,16 @@ mod tests {
         partial.truncate(partial.len() / 3);
         std::fs::write(d.join(COMPACTING), &partial).unwrap();
         reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_store_closed_while_compacting_leaves_its_directory_clean() {
+        let (d, mut s) = thinned("compact-drop");
+        s.start_compaction();
+        drop(s);
+        assert!(!d.join(COMPACTING).exists());
+        std::fs::remove_dir(&d).unwrap_err();
         std::fs::remove_dir_all(d).unwrap();
     }
 
