@@ -127,9 +127,18 @@ impl AccountJs {
             .collect();
         entries.sort();
         for stream_dir in entries {
-            let meta = std::fs::read(stream_dir.join(super::filestore::META))?;
-            let meta: Meta = serde_json::from_slice(&meta).map_err(std::io::Error::other)?;
-            let (store, cut) = FileStore::open(&stream_dir, sync_always)?;
+            // As nats-server, a stream or consumer whose file cannot be read is left out, with
+            // a warning, rather than keeping JetStream from starting.
+            let meta_path = stream_dir.join(super::filestore::META);
+            let meta: Meta = match read_json(&meta_path) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    let path = meta_path.display().to_string();
+                    tracing::warn!("  Error unmarshalling stream metafile {path:?}: {err}");
+                    continue;
+                }
+            };
+            let (store, _) = FileStore::open(&stream_dir, sync_always)?;
             let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
             stream.expire(now);
             stream.rebuild_msg_ids(now);
@@ -141,17 +150,20 @@ impl AccountJs {
                     if path.extension().and_then(|e| e.to_str()) != Some("json") {
                         continue;
                     }
-                    let saved: SavedConsumer = serde_json::from_slice(&std::fs::read(&path)?)
-                        .map_err(std::io::Error::other)?;
+                    let saved: SavedConsumer = match read_json(&path) {
+                        Ok(saved) => saved,
+                        Err(err) => {
+                            let path = path.display().to_string();
+                            tracing::warn!(
+                                "    Error unmarshalling consumer metafile {path:?}: {err}"
+                            );
+                            continue;
+                        }
+                    };
                     let consumer = Consumer::restore(name.clone(), saved, now);
                     js.persisted.insert((name.clone(), consumer.name.clone()));
                     stream.consumers.insert(consumer.name.clone(), consumer);
                 }
-            }
-            if cut > 0 {
-                log.push(format!(
-                    "Stream '{name}': cut {cut} bytes of a torn or corrupt record off its log"
-                ));
             }
             log.push(format!(
                 "Restored {} messages for stream '{name}'",
@@ -623,16 +635,19 @@ impl AccountJs {
     }
 
     fn delete(&mut self, name: &str) -> Result<Value, ApiError> {
-        let stream = self
+        let mut stream = self
             .streams
             .remove(name)
             .ok_or_else(ApiError::stream_not_found)?;
-        if let (Storage::File, Some((dir, _))) = (stream.config.storage, &self.disk) {
+        let (storage, consumers) = (stream.config.storage, std::mem::take(&mut stream.consumers));
+        // Its store is closed (a compaction in progress finished) before its files go.
+        drop(stream);
+        if let (Storage::File, Some((dir, _))) = (storage, &self.disk) {
             if let Err(err) = std::fs::remove_dir_all(dir.join(name)) {
                 tracing::error!("JetStream: removing stream '{name}': {err}");
             }
         }
-        for mut consumer in stream.consumers.into_values() {
+        for mut consumer in consumers.into_values() {
             self.actions.extend(consumer.close());
         }
         Ok(json!({"success": true}))
@@ -806,6 +821,12 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ap
 }
 
 /// Writes a file stream's `meta.json` in `dir` (made if need be).
+/// The JSON file at `path`, or why it cannot be had.
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| crate::monitor::os_error_text(&e))?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
 fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta = serde_json::to_vec(&Meta {

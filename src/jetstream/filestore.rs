@@ -10,18 +10,41 @@
 //! body_len u32 | body | fnv1a64(body) u64
 //! body = 1 u8 | seq u64 | ts i64 | subj_len u16 | subj | hdr_len u32 | hdr | data   (message)
 //!      | 2 u8 | seq u64                                                          (removal)
-//!      | 3 u8 | last_seq u64                                                     (purge)
-//!      | 4 u8 | seq u64 | ts i64                                                (skipped sequence)
+//!      | 3 u8 | last_seq u64                        (purge: every message up to last_seq)
+//!      | 4 u8 | seq u64 | ts i64          (the last sequence given: one a message did not take,
+//!                                         interest retention; or the last one, after compaction)
 //! ```
 //!
-//! A message's record is `write(2)`-n before `store_msg` returns, so the PubAck follows it
-//! and a killed process loses no acknowledged message; with `sync_interval: always` it is
-//! also fdatasync-ed. On open the log is replayed; a torn or corrupt record ends it and is
-//! cut off.
+//! Durability. A message's record is `write(2)`-n before `store_msg` returns, so the PubAck
+//! follows it and a killed process loses no acknowledged message; with `sync_interval:
+//! always` it is also fdatasync-ed first. Otherwise the log is fsynced every `sync_interval`
+//! on a thread of its own, so that publishing does not wait for the disk. A write that fails
+//! (a full disk, a file size limit) is undone (the log is cut back to where it was) and the
+//! publisher gets the error; if even that fails, the store refuses every later write until
+//! it is reopened, so that nothing is ever appended after a torn record.
+//!
+//! Recovery. On open the log is replayed, record by record:
+//! - a torn last record (one that does not fit in the file, or whose checksum fails and which
+//!   ends the file) is cut off: it was being written when the process died, and was never
+//!   acknowledged;
+//! - a record in the middle whose checksum fails while the record after it is whole (its
+//!   length was intact, its content not) is skipped, with a warning, and the log is then
+//!   rewritten without it; a message lost that way is a gap in the sequences, as if deleted;
+//! - anything else unreadable ends the log: it is cut there, with a warning (nats-server cuts
+//!   a block at its first bad record the same way).
+//!
+//! Compaction. Removals and purges only append, so the log holds dead records; when they take
+//! more than half of it and more than 1 MiB, the log is rewritten: a thread writes the
+//! messages held (and the last sequence) to `msgs.log.new` and fsyncs it, while publishing
+//! carries on into the old log; then what was appended meanwhile is copied over, the new file
+//! is fsynced and renamed onto `msgs.log`, and the directory is fsynced. A process killed at
+//! any point leaves either the old log (and a `msgs.log.new`, removed on open) or the new one.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
@@ -30,28 +53,85 @@ use super::store::{MemoryStore, StoreState, StoredMsg, StreamStore};
 const MSG: u8 = 1;
 const REMOVE: u8 = 2;
 const PURGE: u8 = 3;
-const SKIP: u8 = 4;
+const SEQ: u8 = 4;
 
 /// The log file's name in a stream's directory.
 pub const LOG: &str = "msgs.log";
 
+/// The log being rewritten by a compaction.
+pub const COMPACTING: &str = "msgs.log.new";
+
 /// The configuration file's name in a stream's directory.
 pub const META: &str = "meta.json";
+
+/// Dead records are compacted away once they take more than half of the log and this much.
+pub const COMPACT_MIN_DEAD: u64 = 1 << 20;
+
+/// A record's length prefix and checksum.
+const FRAME: usize = 4 + 8;
 
 /// Messages in an append-only file, indexed in memory.
 #[derive(Debug)]
 pub struct FileStore {
     index: MemoryStore,
     log: File,
+    dir: PathBuf,
     path: PathBuf,
+    /// The stream's name (its directory's), for log lines.
+    name: String,
     sync_always: bool,
+    /// Bytes in the log.
+    len: u64,
+    /// Bytes of the records of the messages held; the rest of the log is dead.
+    live: u64,
+    /// Why nothing more may be written: a failed append could not be undone.
+    broken: Option<String>,
+    /// The last `sync_interval` fsync, running on its own thread.
+    syncing: Option<JoinHandle<()>>,
+    /// The compaction in progress.
+    compaction: Option<Compaction>,
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// A compaction in progress: the thread writing the messages held when it started, and the
+/// log's length then (what follows is copied over when it is done).
+#[derive(Debug)]
+struct Compaction {
+    mark: u64,
+    writer: JoinHandle<io::Result<()>>,
+}
+
+/// What replaying a log found ([`replay`]).
+#[derive(Debug)]
+pub struct Replay {
+    /// The messages, as the log leaves them.
+    pub index: MemoryStore,
+    /// How many bytes of the log were read as records; what follows is cut off.
+    pub good: usize,
+    /// Records skipped: corrupt ones whose framing held, and whole ones that made no sense.
+    pub skipped: u64,
+    /// Sequences missing right after a corrupt record (lost with it).
+    pub lost: u64,
+    /// Bytes of the records of the messages held.
+    pub live: u64,
 }
 
 impl FileStore {
-    /// Opens (creating it if need be) the log in `dir` and replays it. Returns the store and
-    /// how many bytes of a torn or corrupt tail were cut off.
+    /// Opens (creating it if need be) the log in `dir` and replays it (see the module's
+    /// documentation). Returns the store and how many bytes of a torn or corrupt tail were
+    /// cut off.
     pub fn open(dir: &Path, sync_always: bool) -> io::Result<(FileStore, u64)> {
         std::fs::create_dir_all(dir)?;
+        let name = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        // A compaction that did not finish: the log it was to replace is whole.
+        match std::fs::remove_file(dir.join(COMPACTING)) {
+            Ok(()) => tracing::warn!("Filestore [{name}] removed an unfinished compaction"),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
         let path = dir.join(LOG);
         let mut log = OpenOptions::new()
             .create(true)
@@ -60,36 +140,107 @@ impl FileStore {
             .open(&path)?;
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes)?;
-        let mut index = MemoryStore::with_file_sizes();
-        let good = replay(&bytes, &mut index);
-        let cut = (bytes.len() - good) as u64;
+        let found = replay(&bytes);
+        let cut = (bytes.len() - found.good) as u64;
+        drop(bytes);
         if cut > 0 {
-            log.set_len(good as u64)?;
+            log.set_len(found.good as u64)?;
             log.sync_all()?;
+            tracing::warn!(
+                "Filestore [{name}] cut {cut} bytes of a torn or corrupt record off the end of \
+                 its log, last sequence {}",
+                found.index.state().last_seq
+            );
         }
-        Ok((
-            FileStore {
-                index,
-                log,
-                path,
-                sync_always,
-            },
-            cut,
-        ))
+        let mut store = FileStore {
+            index: found.index,
+            log,
+            dir: dir.to_path_buf(),
+            path,
+            name,
+            sync_always,
+            len: found.good as u64,
+            live: found.live,
+            broken: None,
+            syncing: None,
+            compaction: None,
+            #[cfg(test)]
+            faults: Faults::default(),
+        };
+        if found.skipped > 0 {
+            tracing::warn!(
+                "Filestore [{}] skipped {} corrupt records in its log, {} messages lost",
+                store.name,
+                found.skipped,
+                found.lost
+            );
+            // Rewritten without them, so that they are not met again.
+            store.start_compaction();
+            store.wait_for_compaction();
+        }
+        Ok((store, cut))
     }
 
-    /// Appends one record.
+    /// Bytes in the log (for tests and reports: disk bytes per message).
+    pub fn log_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends one record; on failure the log is as it was.
     fn append(&mut self, body: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(body.len()).map_err(io::Error::other)?;
-        let mut record = Vec::with_capacity(body.len() + 12);
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(body);
-        record.extend_from_slice(&fnv1a64(body).to_le_bytes());
-        self.log.write_all(&record)?;
-        if self.sync_always {
-            self.log.sync_data()?;
+        if let Some(why) = &self.broken {
+            return Err(io::Error::other(why.clone()));
         }
-        Ok(())
+        let record = frame(body);
+        let written = self
+            .write_record(&record)
+            .and_then(|()| match self.sync_always {
+                true => self.log.sync_data(),
+                false => Ok(()),
+            });
+        match written {
+            Ok(()) => {
+                self.len += record.len() as u64;
+                self.poll_compaction();
+                Ok(())
+            }
+            Err(err) => {
+                let err = io::Error::new(
+                    err.kind(),
+                    format!(
+                        "write {}: {}",
+                        self.path.display(),
+                        crate::monitor::os_error_text(&err)
+                    ),
+                );
+                tracing::error!("Filestore [{}] Critical write error: {err}", self.name);
+                // A partial record would make every record after it unreadable: cut it off.
+                if let Err(undo) = self.log.set_len(self.len) {
+                    tracing::error!(
+                        "Filestore [{}] could not undo a failed write ({undo}): no more \
+                         writes until restarted",
+                        self.name
+                    );
+                    self.broken = Some(err.to_string());
+                }
+                Err(err)
+            }
+        }
+    }
+
+    #[cfg(not(test))]
+    fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
+        self.log.write_all(record)
+    }
+
+    /// As in production, unless a test asked for the next write to fail part way.
+    #[cfg(test)]
+    fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
+        if let Some(keep) = self.faults.fail_next_write.take() {
+            self.log.write_all(&record[..keep.min(record.len())])?;
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        }
+        self.log.write_all(record)
     }
 
     /// Appends a record that cannot be refused to the caller (a removal or a purge): a
@@ -99,30 +250,118 @@ impl FileStore {
             tracing::error!("JetStream: writing {}: {err}", self.path.display());
         }
     }
+
+    /// Starts a compaction when dead records take more than half of the log and at least
+    /// [`COMPACT_MIN_DEAD`] bytes.
+    fn maybe_compact(&mut self) {
+        let dead = self.len.saturating_sub(self.live);
+        if self.compaction.is_none() && dead >= COMPACT_MIN_DEAD && dead > self.len / 2 {
+            self.start_compaction();
+        }
+    }
+
+    /// Starts writing the messages held to [`COMPACTING`] on a thread of its own.
+    fn start_compaction(&mut self) {
+        if self.broken.is_some() || self.compaction.is_some() {
+            return;
+        }
+        let msgs = all_msgs(&self.index);
+        let state = self.index.state();
+        let tmp = self.dir.join(COMPACTING);
+        let writer = std::thread::Builder::new()
+            .name("tern-compact".into())
+            .spawn(move || {
+                let mut out = BufWriter::new(File::create(&tmp)?);
+                write_snapshot(&mut out, &msgs, state.last_seq, state.last_ts)?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()
+            });
+        match writer {
+            Ok(writer) => {
+                self.compaction = Some(Compaction {
+                    mark: self.len,
+                    writer,
+                })
+            }
+            Err(err) => tracing::error!("Filestore [{}] compacting: {err}", self.name),
+        }
+    }
+
+    /// Finishes the compaction in progress if its thread is done.
+    fn poll_compaction(&mut self) {
+        if self
+            .compaction
+            .as_ref()
+            .is_some_and(|c| c.writer.is_finished())
+        {
+            self.wait_for_compaction();
+        }
+    }
+
+    /// Waits for the compaction in progress, then puts the new log in place.
+    fn wait_for_compaction(&mut self) {
+        let Some(compaction) = self.compaction.take() else {
+            return;
+        };
+        if let Err(err) = self.finish_compaction(compaction) {
+            tracing::error!("Filestore [{}] compacting: {err}", self.name);
+            let _ = std::fs::remove_file(self.dir.join(COMPACTING));
+        }
+    }
+
+    /// Copies what was appended since the compaction started to the new log, syncs it and
+    /// renames it onto the old one.
+    fn finish_compaction(&mut self, compaction: Compaction) -> io::Result<()> {
+        compaction
+            .writer
+            .join()
+            .map_err(|_| io::Error::other("the compaction thread panicked"))??;
+        let tmp = self.dir.join(COMPACTING);
+        let mut new = OpenOptions::new().read(true).append(true).open(&tmp)?;
+        let mut tail = vec![0; (self.len - compaction.mark) as usize];
+        self.log.read_exact_at(&mut tail, compaction.mark)?;
+        new.write_all(&tail)?;
+        new.sync_all()?;
+        #[cfg(test)]
+        if self.faults.crash_before_rename {
+            return Ok(());
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        File::open(&self.dir)?.sync_all()?;
+        let before = self.len;
+        self.len = new.metadata()?.len();
+        self.log = new;
+        tracing::debug!(
+            "Filestore [{}] compacted its log from {before} to {} bytes",
+            self.name,
+            self.len
+        );
+        Ok(())
+    }
+}
+
+impl Drop for FileStore {
+    /// A compaction still writing is waited for and its file removed, so that a stream's
+    /// directory can be deleted right after (the thread would otherwise write into it).
+    fn drop(&mut self) {
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.writer.join();
+            let _ = std::fs::remove_file(self.dir.join(COMPACTING));
+        }
+    }
 }
 
 impl StreamStore for FileStore {
     fn store_msg(&mut self, subject: &str, header: Bytes, data: Bytes, ts: i64) -> io::Result<u64> {
         let seq = self.index.state().last_seq + 1;
-        let subj_len = u16::try_from(subject.len()).map_err(io::Error::other)?;
-        let hdr_len = u32::try_from(header.len()).map_err(io::Error::other)?;
-        let mut body =
-            Vec::with_capacity(1 + 8 + 8 + 2 + 4 + subject.len() + header.len() + data.len());
-        body.push(MSG);
-        body.extend_from_slice(&seq.to_le_bytes());
-        body.extend_from_slice(&ts.to_le_bytes());
-        body.extend_from_slice(&subj_len.to_le_bytes());
-        body.extend_from_slice(subject.as_bytes());
-        body.extend_from_slice(&hdr_len.to_le_bytes());
-        body.extend_from_slice(&header);
-        body.extend_from_slice(&data);
+        let body = msg_body(seq, ts, subject, &header, &data)?;
         self.append(&body)?;
+        self.live += (body.len() + FRAME) as u64;
         self.index.store_msg(subject, header, data, ts)
     }
 
     fn skip_msg(&mut self, ts: i64) -> io::Result<u64> {
         let seq = self.index.state().last_seq + 1;
-        let mut body = vec![SKIP];
+        let mut body = vec![SEQ];
         body.extend_from_slice(&seq.to_le_bytes());
         body.extend_from_slice(&ts.to_le_bytes());
         self.append(&body)?;
@@ -146,12 +385,15 @@ impl StreamStore for FileStore {
     }
 
     fn remove_msg(&mut self, seq: u64) -> bool {
-        if !self.index.remove_msg(seq) {
+        let Some(msg) = self.index.load_msg(seq) else {
             return false;
-        }
+        };
+        self.index.remove_msg(seq);
+        self.live = self.live.saturating_sub(record_size(&msg));
         let mut body = vec![REMOVE];
         body.extend_from_slice(&seq.to_le_bytes());
         self.append_or_log(&body);
+        self.maybe_compact();
         true
     }
 
@@ -160,7 +402,10 @@ impl StreamStore for FileStore {
         let mut body = vec![PURGE];
         body.extend_from_slice(&last.to_le_bytes());
         self.append_or_log(&body);
-        self.index.purge()
+        self.live = 0;
+        let purged = self.index.purge();
+        self.maybe_compact();
+        purged
     }
 
     fn state(&self) -> StoreState {
@@ -179,37 +424,168 @@ impl StreamStore for FileStore {
         self.index.num_pending(filter, start)
     }
 
+    /// Starts an fsync of the log on a thread of its own (one at a time), so that the task
+    /// storing messages does not wait for the disk; a failure is logged there.
     fn sync(&mut self) -> io::Result<()> {
-        self.log.sync_data()
-    }
-}
-
-/// Applies every whole, intact record of `bytes` to `index`; returns how many bytes they take.
-fn replay(bytes: &[u8], index: &mut MemoryStore) -> usize {
-    let mut at = 0;
-    while let Some(body) = record_at(bytes, at) {
-        let next = at + 4 + body.len() + 8;
-        if apply(body, index).is_none() {
-            break;
+        self.poll_compaction();
+        if self.syncing.as_ref().is_some_and(|s| !s.is_finished()) {
+            return Ok(());
         }
-        at = next;
+        let file = self.log.try_clone()?;
+        let name = self.name.clone();
+        #[cfg(test)]
+        let gate = self.faults.sync_gate.take();
+        let syncing = std::thread::Builder::new()
+            .name("tern-sync".into())
+            .spawn(move || {
+                #[cfg(test)]
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                if let Err(err) = file.sync_data() {
+                    tracing::error!("Filestore [{name}] syncing its log: {err}");
+                }
+            })?;
+        self.syncing = Some(syncing);
+        Ok(())
     }
-    at
 }
 
-/// The body of the record at `at`, if it is whole and its checksum matches.
-fn record_at(bytes: &[u8], at: usize) -> Option<&[u8]> {
-    let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-    let body = bytes.get(at + 4..at + 4 + len)?;
-    let sum = u64::from_le_bytes(bytes.get(at + 4 + len..at + 12 + len)?.try_into().ok()?);
-    (fnv1a64(body) == sum).then_some(body)
+/// Replays a log: applies every record it can read to a new index (see the module's
+/// documentation for what is cut and what is skipped). Pure, so that it can be fuzzed.
+pub fn replay(bytes: &[u8]) -> Replay {
+    let mut found = Replay {
+        index: MemoryStore::with_file_sizes(),
+        good: 0,
+        skipped: 0,
+        lost: 0,
+        live: 0,
+    };
+    let mut at = 0;
+    let mut after_corrupt = false;
+    while at < bytes.len() {
+        match frame_at(bytes, at) {
+            Frame::Whole(body, next) => {
+                match apply(body, &mut found.index) {
+                    Some(gap) => {
+                        if after_corrupt {
+                            found.lost += gap;
+                        }
+                    }
+                    None => found.skipped += 1,
+                }
+                after_corrupt = false;
+                at = next;
+            }
+            Frame::Corrupt(next) if matches!(frame_at(bytes, next), Frame::Whole(..)) => {
+                found.skipped += 1;
+                after_corrupt = true;
+                at = next;
+            }
+            Frame::Corrupt(_) | Frame::Torn => break,
+        }
+    }
+    found.good = at;
+    found.live = all_msgs(&found.index).iter().map(record_size).sum();
+    found
 }
 
-/// Applies one record; `None` when it does not make sense (then it and what follows are cut).
-fn apply(body: &[u8], index: &mut MemoryStore) -> Option<()> {
+/// Writes a log holding `msgs` and remembering `last_seq` (given at `last_ts`): what a
+/// compaction writes, and what replaying it gives back.
+pub fn write_snapshot(
+    out: &mut impl Write,
+    msgs: &[StoredMsg],
+    last_seq: u64,
+    last_ts: i64,
+) -> io::Result<()> {
+    for msg in msgs {
+        let body = msg_body(msg.seq, msg.ts, &msg.subject, &msg.header, &msg.data)?;
+        out.write_all(&frame(&body))?;
+    }
+    let mut body = vec![SEQ];
+    body.extend_from_slice(&last_seq.to_le_bytes());
+    body.extend_from_slice(&last_ts.to_le_bytes());
+    out.write_all(&frame(&body))?;
+    out.flush()
+}
+
+/// Every message of `index`, in order.
+pub fn all_msgs(index: &MemoryStore) -> Vec<StoredMsg> {
+    let mut msgs = Vec::new();
+    let mut next = 0;
+    while let Some(msg) = index.load_next_msg(">", next) {
+        next = msg.seq + 1;
+        msgs.push(msg);
+    }
+    msgs
+}
+
+/// A record as it is read back.
+enum Frame<'a> {
+    /// Its body (checksum verified) and where the next record starts.
+    Whole(&'a [u8], usize),
+    /// Its checksum fails; where the next record would start.
+    Corrupt(usize),
+    /// It does not fit in what is left.
+    Torn,
+}
+
+fn frame_at(bytes: &[u8], at: usize) -> Frame<'_> {
+    let Some(len) = bytes.get(at..at.saturating_add(4)) else {
+        return Frame::Torn;
+    };
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let end = at.saturating_add(FRAME).saturating_add(len);
+    if end > bytes.len() {
+        return Frame::Torn;
+    }
+    let body = &bytes[at + 4..at + 4 + len];
+    let mut sum = [0; 8];
+    sum.copy_from_slice(&bytes[end - 8..end]);
+    match fnv1a64(body) == u64::from_le_bytes(sum) {
+        true => Frame::Whole(body, end),
+        false => Frame::Corrupt(end),
+    }
+}
+
+/// Frames a record body: its length, the body, its checksum.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(body.len() + FRAME);
+    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    record.extend_from_slice(body);
+    record.extend_from_slice(&fnv1a64(body).to_le_bytes());
+    record
+}
+
+/// A message record's body; an error when a length does not fit its field.
+fn msg_body(seq: u64, ts: i64, subject: &str, header: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
+    let subj_len = u16::try_from(subject.len()).map_err(io::Error::other)?;
+    let hdr_len = u32::try_from(header.len()).map_err(io::Error::other)?;
+    let mut body = Vec::with_capacity(23 + subject.len() + header.len() + data.len());
+    body.push(MSG);
+    body.extend_from_slice(&seq.to_le_bytes());
+    body.extend_from_slice(&ts.to_le_bytes());
+    body.extend_from_slice(&subj_len.to_le_bytes());
+    body.extend_from_slice(subject.as_bytes());
+    body.extend_from_slice(&hdr_len.to_le_bytes());
+    body.extend_from_slice(header);
+    body.extend_from_slice(data);
+    u32::try_from(body.len()).map_err(io::Error::other)?;
+    Ok(body)
+}
+
+/// The bytes a message's record takes in the log.
+fn record_size(msg: &StoredMsg) -> u64 {
+    (FRAME + 23 + msg.subject.len() + msg.header.len() + msg.data.len()) as u64
+}
+
+/// Applies one whole record; `None` when it makes no sense (it is then skipped), else how
+/// many sequences it jumped over (a message record after a gap).
+fn apply(body: &[u8], index: &mut MemoryStore) -> Option<u64> {
     let u64_at = |at: usize| -> Option<u64> {
         Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?))
     };
+    let last_seq = index.state().last_seq;
     match *body.first()? {
         MSG => {
             let seq = u64_at(1)?;
@@ -218,11 +594,13 @@ fn apply(body: &[u8], index: &mut MemoryStore) -> Option<()> {
             let subject = std::str::from_utf8(body.get(19..19 + subj_len)?).ok()?;
             let at = 19 + subj_len;
             let hdr_len = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
-            let header = body.get(at + 4..at + 4 + hdr_len)?;
+            let header = body.get(at + 4..(at + 4).checked_add(hdr_len)?)?;
             let data = body.get(at + 4 + hdr_len..)?;
-            if seq != index.state().last_seq + 1 {
+            // Sequences only go up; a gap is what a compaction (or a lost record) left.
+            if seq <= last_seq || seq == u64::MAX {
                 return None;
             }
+            index.skip_to(seq - 1, ts);
             index
                 .store_msg(
                     subject,
@@ -231,26 +609,32 @@ fn apply(body: &[u8], index: &mut MemoryStore) -> Option<()> {
                     ts,
                 )
                 .ok()?;
+            Some(seq - last_seq - 1)
         }
-        REMOVE => {
+        REMOVE if body.len() == 9 => {
             index.remove_msg(u64_at(1)?);
+            Some(0)
         }
-        PURGE => {
+        PURGE if body.len() == 9 => {
+            // Every message up to `last` goes, and sequences carry on after it.
             let last = u64_at(1)?;
-            // Only what was stored up to the purge goes (all of it, since it was the end).
-            if last == index.state().last_seq {
+            if last >= last_seq {
                 index.purge();
+                let last_ts = index.state().last_ts;
+                index.skip_to(last, last_ts);
+            } else {
+                while let Some(msg) = index.load_next_msg(">", 0).filter(|m| m.seq <= last) {
+                    index.remove_msg(msg.seq);
+                }
             }
+            Some(0)
         }
-        SKIP => {
-            if u64_at(1)? != index.state().last_seq + 1 {
-                return None;
-            }
-            index.skip_msg(u64_at(9)? as i64).ok()?;
+        SEQ if body.len() == 17 => {
+            index.skip_to(u64_at(1)?, u64_at(9)? as i64);
+            Some(0)
         }
-        _ => return None,
+        _ => None,
     }
-    Some(())
 }
 
 /// FNV-1a, 64 bits: enough to tell a torn or garbled record from a whole one.
@@ -279,6 +663,19 @@ pub fn write_atomically(path: &Path, contents: &[u8], sync: bool) -> io::Result<
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Faults a test can inject.
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct Faults {
+    /// The next record write writes this many bytes, then fails with EFBIG.
+    fail_next_write: Option<usize>,
+    /// A compaction stops (as if the process died) once the new log is written and synced,
+    /// before it is renamed.
+    crash_before_rename: bool,
+    /// The next background fsync waits for this before it starts.
+    sync_gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 #[cfg(test)]
@@ -388,5 +785,320 @@ mod tests {
         assert!(cut > 0);
         assert_eq!(s.state().last_seq, 1);
         std::fs::remove_dir_all(d).unwrap();
+    }
+
+    fn msgs_of(s: &FileStore) -> Vec<(u64, String, Bytes)> {
+        all_msgs(&s.index)
+            .into_iter()
+            .map(|m| (m.seq, m.subject, m.data))
+            .collect()
+    }
+
+    /// The offset of each record in a log.
+    fn offsets(log: &[u8]) -> Vec<usize> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while let Frame::Whole(_, next) = frame_at(log, at) {
+            out.push(at);
+            at = next;
+        }
+        out
+    }
+
+    #[test]
+    fn a_truncated_log_keeps_every_whole_record() {
+        let d = dir("truncated");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        for n in 0..20 {
+            put(&mut s, "a", ["x", "yy", "zzz"][n % 3], n as i64);
+        }
+        assert!(s.remove_msg(4));
+        drop(s);
+        let whole = std::fs::read(d.join(LOG)).unwrap();
+        let starts = offsets(&whole);
+        assert_eq!(starts.len(), 21);
+        let ends: Vec<usize> = starts[1..].iter().copied().chain([whole.len()]).collect();
+        // Cut anywhere: every record that still fits is back, nothing else.
+        for keep in 0..=whole.len() {
+            std::fs::write(d.join(LOG), &whole[..keep]).unwrap();
+            let (s, cut) = FileStore::open(&d, false).unwrap();
+            let records = ends.iter().filter(|&&end| end <= keep).count();
+            let good = records.checked_sub(1).map_or(0, |i| ends[i]);
+            assert_eq!(cut as usize, keep - good, "kept {keep}");
+            assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), good as u64);
+            // Records 0..20 are messages 1..=20; record 20 removes message 4.
+            let msgs = records.min(20) as u64;
+            let removed = u64::from(records == 21);
+            assert_eq!(s.state().messages, msgs - removed, "kept {keep}");
+            assert_eq!(s.state().last_seq, msgs);
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_record_in_the_middle_is_skipped_and_what_follows_kept() {
+        let d = dir("corrupt-middle");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        for n in 1..=5 {
+            put(&mut s, "a", "data", n);
+        }
+        drop(s);
+        let mut log = std::fs::read(d.join(LOG)).unwrap();
+        let starts = offsets(&log);
+        // A byte of message 3's payload flips: its checksum fails, its length is intact.
+        log[starts[3] - 9] ^= 0x55;
+        std::fs::write(d.join(LOG), &log).unwrap();
+        let (mut s, cut) = FileStore::open(&d, false).unwrap();
+        assert_eq!(cut, 0);
+        let seqs: Vec<u64> = msgs_of(&s).iter().map(|m| m.0).collect();
+        assert_eq!(seqs, [1, 2, 4, 5]);
+        assert_eq!(s.state().last_seq, 5);
+        // The log was rewritten without it: the next open finds nothing wrong.
+        assert!(!d.join(COMPACTING).exists());
+        let clean = std::fs::read(d.join(LOG)).unwrap();
+        assert_eq!(replay(&clean).skipped, 0);
+        assert_eq!(put(&mut s, "a", "six", 6), 6);
+        drop(s);
+        let (s, _) = FileStore::open(&d, false).unwrap();
+        let seqs: Vec<u64> = msgs_of(&s).iter().map(|m| m.0).collect();
+        assert_eq!(seqs, [1, 2, 4, 5, 6]);
+
+        // A garbled length cannot be stepped over: the log ends there.
+        drop(s);
+        let mut log = std::fs::read(d.join(LOG)).unwrap();
+        let starts = offsets(&log);
+        log[starts[2] + 3] = 0x7f;
+        std::fs::write(d.join(LOG), &log).unwrap();
+        let (s, cut) = FileStore::open(&d, false).unwrap();
+        assert_eq!(cut as usize, log.len() - starts[2]);
+        let seqs: Vec<u64> = msgs_of(&s).iter().map(|m| m.0).collect();
+        assert_eq!(seqs, [1, 2]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn removals_and_purges_replay() {
+        let d = dir("replay-removals");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        for n in 1..=6 {
+            put(&mut s, ["a", "b"][n as usize % 2], "v", n);
+        }
+        assert!(s.remove_msg(2));
+        assert!(s.remove_msg(6));
+        let before = (msgs_of(&s), s.state());
+        drop(s);
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        assert_eq!((msgs_of(&s), s.state()), before);
+        assert_eq!(s.state().last_seq, 6, "the last removed still counts");
+        assert_eq!(s.purge(), 4);
+        put(&mut s, "a", "after", 7);
+        let before = (msgs_of(&s), s.state());
+        drop(s);
+        let (s, _) = FileStore::open(&d, false).unwrap();
+        assert_eq!((msgs_of(&s), s.state()), before);
+        assert_eq!(s.state().first_seq, 7);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_is_undone_and_the_log_stays_readable() {
+        let d = dir("failed-write");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        put(&mut s, "a", "one", 1);
+        let len = s.log_len();
+        s.faults.fail_next_write = Some(10);
+        let err = s
+            .store_msg("a", Bytes::new(), Bytes::from_static(b"two"), 2)
+            .unwrap_err();
+        assert!(
+            err.to_string().ends_with("msgs.log: file too large"),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("write /"), "{err}");
+        // Nothing of it is stored or left in the file; the next message takes its sequence.
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), len);
+        assert_eq!(s.state().last_seq, 1);
+        assert_eq!(put(&mut s, "a", "three", 3), 2);
+        drop(s);
+        let (s, cut) = FileStore::open(&d, false).unwrap();
+        assert_eq!(cut, 0);
+        let data: Vec<Bytes> = msgs_of(&s).into_iter().map(|m| m.2).collect();
+        assert_eq!(data, ["one", "three"]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// Fills a store until its removals call for a compaction, keeping every tenth message.
+    fn churn(s: &mut FileStore) {
+        let payload = Bytes::from(vec![b'p'; 1000]);
+        for n in 0..2500u64 {
+            let seq = s
+                .store_msg("c", Bytes::new(), payload.clone(), n as i64)
+                .unwrap();
+            if seq % 10 != 0 {
+                s.remove_msg(seq);
+            }
+        }
+    }
+
+    /// Drops `s` (as a process would stop) and opens its directory again: the same messages
+    /// and state come back, with nothing cut.
+    fn reopened_the_same(s: FileStore, d: &Path) -> FileStore {
+        let before = (msgs_of(&s), s.state());
+        drop(s);
+        let (s, cut) = FileStore::open(d, false).unwrap();
+        assert_eq!(cut, 0);
+        assert_eq!((msgs_of(&s), s.state()), before);
+        s
+    }
+
+    /// A churned store, compacted once, then with all but its last 50 messages removed.
+    fn thinned(name: &str) -> (PathBuf, FileStore) {
+        let d = dir(name);
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        churn(&mut s);
+        s.wait_for_compaction();
+        for seq in 1..=2000 {
+            s.remove_msg(seq);
+        }
+        (d, s)
+    }
+
+    #[test]
+    fn compaction_starts_once_dead_records_pass_half_of_the_log_and_1_mib() {
+        let d = dir("compact-trigger");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        let payload = Bytes::from(vec![b'p'; 1000]);
+        for n in 0..2000 {
+            s.store_msg("t", Bytes::new(), payload.clone(), n).unwrap();
+        }
+        let mut started = None;
+        for seq in 1..=2000 {
+            let dead = s.len - s.live;
+            assert!(
+                s.compaction.is_none(),
+                "started early, {dead} dead of {}",
+                s.len
+            );
+            s.remove_msg(seq);
+            if s.compaction.is_some() {
+                started = Some(seq);
+                let dead = s.len - s.live;
+                assert!(dead >= COMPACT_MIN_DEAD && dead > s.len / 2);
+                break;
+            }
+        }
+        // Each removal makes a 1036-byte record dead and adds a 21-byte one: past half the
+        // log after 990, past 1 MiB (1,048,576 bytes) after 993.
+        assert_eq!(started, Some(993));
+        s.wait_for_compaction();
+        reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn compaction_rewrites_the_log_and_keeps_everything_held() {
+        let d = dir("compact");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        churn(&mut s);
+        s.wait_for_compaction();
+        assert_eq!(s.state().messages, 250);
+        // The last sequences were removed: the next one still follows them.
+        s.remove_msg(2500);
+        s.start_compaction();
+        s.wait_for_compaction();
+        // Only the messages held are left, and the record of the last sequence (12 + 17).
+        assert_eq!(s.log_len(), s.live + 29);
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), s.log_len());
+        let bytes_per_msg = s.log_len() / s.state().messages;
+        eprintln!("disk bytes per 1000-byte message after compaction: {bytes_per_msg}");
+        assert_eq!(put(&mut s, "c", "next", 1), 2501);
+        reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn publishing_carries_on_while_a_compaction_writes() {
+        let (d, mut s) = thinned("compact-concurrent");
+        s.start_compaction();
+        // Appended while the thread writes: copied over when it is done.
+        let during = put(&mut s, "c", "during", 1);
+        assert!(s.remove_msg(2100));
+        s.wait_for_compaction();
+        assert_eq!(msgs_of(&s).last().unwrap().0, during);
+        reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_compaction_killed_before_the_rename_loses_nothing() {
+        let (d, mut s) = thinned("compact-crash");
+        s.faults.crash_before_rename = true;
+        s.start_compaction();
+        put(&mut s, "c", "late", 1);
+        s.wait_for_compaction();
+        // The process dies here: the new log is written, the old one still in place.
+        assert!(d.join(COMPACTING).exists());
+        let s = reopened_the_same(s, &d);
+        assert!(!d.join(COMPACTING).exists());
+        // Killed half way through writing it: the same.
+        let mut partial = std::fs::read(d.join(LOG)).unwrap();
+        partial.truncate(partial.len() / 3);
+        std::fs::write(d.join(COMPACTING), &partial).unwrap();
+        reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_store_closed_while_compacting_leaves_its_directory_clean() {
+        let (d, mut s) = thinned("compact-drop");
+        s.start_compaction();
+        drop(s);
+        assert!(!d.join(COMPACTING).exists());
+        std::fs::remove_dir(&d).unwrap_err();
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_interval_fsync_does_not_hold_up_the_caller() {
+        let d = dir("sync");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        put(&mut s, "a", "one", 1);
+        let (release, gate) = std::sync::mpsc::channel();
+        s.faults.sync_gate = Some(gate);
+        // The fsync waits for the gate on its own thread; the caller goes on storing.
+        s.sync().unwrap();
+        put(&mut s, "a", "two", 2);
+        assert!(!s.syncing.as_ref().unwrap().is_finished());
+        // A second interval while the first still runs starts nothing more.
+        s.sync().unwrap();
+        release.send(()).unwrap();
+        s.syncing.take().unwrap().join().unwrap();
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn replay_of_a_snapshot_is_the_same_store() {
+        let mut index = MemoryStore::with_file_sizes();
+        for n in 1..=5 {
+            index
+                .store_msg(
+                    "s",
+                    Bytes::from_static(b"NATS/1.0\r\n\r\n"),
+                    Bytes::new(),
+                    n,
+                )
+                .unwrap();
+        }
+        index.remove_msg(1);
+        index.remove_msg(3);
+        index.remove_msg(5);
+        let mut bytes = Vec::new();
+        let state = index.state();
+        write_snapshot(&mut bytes, &all_msgs(&index), state.last_seq, state.last_ts).unwrap();
+        let back = replay(&bytes);
+        assert_eq!((back.good, back.skipped), (bytes.len(), 0));
+        assert_eq!(back.index.state(), state);
+        assert_eq!(all_msgs(&back.index), all_msgs(&index));
+        assert_eq!(back.live, bytes.len() as u64 - 29);
     }
 }

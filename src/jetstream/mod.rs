@@ -62,7 +62,7 @@ impl Config {
             .unwrap_or_else(|| std::env::temp_dir().join("nats"));
         let base = std::path::absolute(base)?;
         let store_dir = base.join("jetstream");
-        std::fs::create_dir_all(&store_dir)?;
+        prepare_store_dir(&store_dir)?;
         let max_memory = match js.max_memory {
             Some(n) => n,
             None => total_memory()? / 4 * 3,
@@ -123,6 +123,48 @@ pub fn refusal(opts: &Options) -> Option<String> {
          disable JetStream"
             .to_string()
     })
+}
+
+/// Creates `dir` if it does not exist, else checks that it is a directory tern can write
+/// in, with nats-server's words for what is wrong (they follow "Can't start JetStream: ").
+fn prepare_store_dir(dir: &Path) -> io::Result<()> {
+    use crate::monitor::os_error_text;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let probe = dir.join(format!("_test_{}", std::process::id()));
+            std::fs::File::create(&probe)
+                .map_err(|e| io::Error::new(e.kind(), "storage directory is not writable"))?;
+            let _ = std::fs::remove_file(probe);
+            Ok(())
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // As Go's MkdirAll, name the first directory that could not be made.
+            let missing: Vec<&Path> = dir
+                .ancestors()
+                .take_while(|p| {
+                    !p.as_os_str().is_empty()
+                        && std::fs::metadata(p).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+                })
+                .collect();
+            for path in missing.into_iter().rev() {
+                match std::fs::create_dir(path) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "could not create storage directory - mkdir {}: {}",
+                                path.display(),
+                                os_error_text(&e)
+                            ),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        _ => Err(io::Error::other("storage directory is not a directory")),
+    }
 }
 
 /// nats-server's `friendlyBytes`: powers of 1024, two decimals, "KB", "MB", "GB"...

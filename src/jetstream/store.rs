@@ -105,6 +105,17 @@ impl MemoryStore {
             ..MemoryStore::default()
         }
     }
+
+    /// Moves the last sequence given to `last_seq` (stored at `last_ts`) without storing
+    /// anything: the sequences skipped are as if stored and removed. A file store rebuilding
+    /// its index uses it for what its log no longer holds; nothing happens unless `last_seq`
+    /// is past the current last sequence.
+    pub fn skip_to(&mut self, last_seq: u64, last_ts: i64) {
+        if last_seq > self.last_seq {
+            self.last_seq = last_seq;
+            self.last_ts = last_ts;
+        }
+    }
 }
 
 impl StreamStore for MemoryStore {
