@@ -164,6 +164,19 @@ async fn push_transcript(addr: &str) -> Vec<String> {
         .await;
     note(frame(&raw.read_msgs(1).await[0], false));
 
+    // A filtered pull request's heartbeat names the last stream sequence looked at, past the
+    // last one delivered.
+    let config =
+        serde_json::json!({"durable_name":"Q","filter_subject":"s.b","ack_policy":"explicit"});
+    note(create(&client, "S", "Q", config).await.to_string());
+    let body = r#"{"batch":2,"expires":1000000000,"idle_heartbeat":400000000}"#;
+    raw.send(format!(
+        "SUB in.2 10\r\nPUB $JS.API.CONSUMER.MSG.NEXT.S.Q in.2 {}\r\n{body}\r\n",
+        body.len()
+    ))
+    .await;
+    note(frames(&mut raw, 4, false).await);
+
     // Headers only, filtered, with flow control and idle heartbeats, no acks.
     let config = serde_json::json!({"name":"H","deliver_subject":"dlv.h","ack_policy":"none",
         "idle_heartbeat":300_000_000,"flow_control":true,"headers_only":true,"filter_subject":"s.a"});

@@ -530,6 +530,22 @@ impl Consumer {
         }
     }
 
+    /// `NATS/1.0 100 Idle Heartbeat` (nats-server's `sendIdleHeartbeat`): the last consumer
+    /// sequence delivered, the last stream sequence looked at, and the flow control request a
+    /// push consumer is held by.
+    fn heartbeat(&self, stalled: Option<&str>) -> String {
+        let mut header = format!(
+            "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: {}\r\nNats-Last-Stream: {}\r\n",
+            self.delivered.0,
+            self.next_sseq.saturating_sub(1)
+        );
+        if let Some(id) = stalled {
+            header.push_str(&format!("Nats-Consumer-Stalled: {id}\r\n"));
+        }
+        header.push_str("\r\n");
+        header
+    }
+
     /// The first message at or after `start` matching one of the filters.
     fn load_next(&self, store: &dyn StreamStore, start: u64) -> Option<StoredMsg> {
         match self.config.filters().as_slice() {

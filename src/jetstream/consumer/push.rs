@@ -174,9 +174,7 @@ impl Consumer {
         out
     }
 
-    /// Sends the idle heartbeat when one is due and someone listens: the last consumer
-    /// sequence delivered and the last stream sequence looked at, and the outstanding flow
-    /// control request while stalled on it.
+    /// Sends the idle heartbeat when one is due and someone listens.
     pub(super) fn push_heartbeat(&mut self, now: i64, out: &mut Vec<Action>) {
         let heartbeat = self.config.idle_heartbeat;
         let (Some(to), Some(push)) = (&self.config.deliver_subject, self.push.as_mut()) else {
@@ -189,19 +187,10 @@ impl Consumer {
         if !push.active {
             return;
         }
-        let mut header = format!(
-            "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: {}\r\nNats-Last-Stream: {}\r\n",
-            self.delivered.0,
-            self.next_sseq.saturating_sub(1)
-        );
-        if let Some((id, _)) = &push.flow_control {
-            header.push_str(&format!("Nats-Consumer-Stalled: {id}\r\n"));
-        }
-        header.push_str("\r\n");
-        out.push(Action::Status {
-            to: to.clone(),
-            header,
-        });
+        let stalled = push.flow_control.as_ref().map(|(id, _)| id.clone());
+        let to = to.clone();
+        let header = self.heartbeat(stalled.as_deref());
+        out.push(Action::Status { to, header });
     }
 }
 
