@@ -164,6 +164,16 @@ async fn push_transcript(addr: &str) -> Vec<String> {
         .await;
     note(frame(&raw.read_msgs(1).await[0], false));
 
+    // A new deliver subject: refused while bound; once free, what is pending goes there.
+    let moved =
+        serde_json::json!({"durable_name":"P","deliver_subject":"dlv.p2","ack_policy":"explicit"});
+    note(create(&client, "S", "P", moved.clone()).await.to_string());
+    raw.send("UNSUB 1\r\n").await;
+    raw.expect_before_pong("").await;
+    note(create(&client, "S", "P", moved).await.to_string());
+    raw.send("SUB dlv.p2 11\r\n").await;
+    note(frames(&mut raw, 2, false).await);
+
     // A filtered pull request's heartbeat names the last stream sequence looked at, past the
     // last one delivered.
     let config =

@@ -392,7 +392,7 @@ impl Consumer {
         info.insert("num_redelivered".into(), json!(redelivered));
         info.insert("num_waiting".into(), json!(self.waiting.len()));
         info.insert("num_pending".into(), json!(self.num_pending(store)));
-        if self.push.as_ref().is_some_and(|p| p.active) {
+        if self.is_bound() {
             info.insert("push_bound".into(), json!(true));
         }
         info

@@ -65,6 +65,11 @@ impl Consumer {
         Some((subject, self.config.deliver_group.as_deref()))
     }
 
+    /// A push consumer someone listens to (`push_bound`).
+    pub fn is_bound(&self) -> bool {
+        self.push.as_ref().is_some_and(|p| p.active)
+    }
+
     /// Whether someone listens on the deliver subject now (a member of the deliver group when
     /// there is one). Nothing for a pull consumer.
     pub fn set_interest(&mut self, active: bool, now: i64) {
@@ -74,6 +79,19 @@ impl Consumer {
         if push.active != active {
             push.active = active;
             push.inactive_since = (!active).then_some(now);
+        }
+    }
+
+    /// Takes `config`, an allowed update: a new deliver subject gets what is pending again
+    /// (nats-server's `updateDeliverSubject`), once someone listens there.
+    pub fn update_config(&mut self, config: ConsumerConfig, now: i64) {
+        let moved = self.config.deliver_subject != config.deliver_subject;
+        self.config = config;
+        self.dirty = true;
+        if moved {
+            let pending: Vec<u64> = self.pending.keys().copied().collect();
+            self.redeliver.extend(pending);
+            self.set_interest(false, now);
         }
     }
 
