@@ -424,3 +424,22 @@ fn a_new_deliver_subject_gets_what_is_pending() {
         .collect();
     assert_eq!(to, ["e", "e"]);
 }
+
+#[test]
+fn an_ephemeral_push_consumer_goes_once_no_one_listens_for_its_threshold() {
+    let store = store_with(1);
+    let config: ConsumerConfig =
+        serde_json::from_str(r#"{"deliver_subject":"d","ack_policy":"explicit"}"#).unwrap();
+    let config = config.normalize(true).unwrap();
+    assert_eq!(config.inactive_threshold, 5 * SEC);
+    let mut c = Consumer::new("E".into(), "S".into(), config, &store, 0);
+    assert!(!c.inactive_at(4 * SEC));
+    c.set_interest(true, 4 * SEC);
+    assert!(!c.inactive_at(20 * SEC), "bound");
+    c.set_interest(false, 20 * SEC);
+    assert!(!c.inactive_at(24 * SEC));
+    // An acknowledgement holds it a while more.
+    c.ack("$JS.ACK.S.E.1.1.1.10.0", b"+ACK", &store, 24 * SEC);
+    assert!(!c.inactive_at(28 * SEC));
+    assert!(c.inactive_at(29 * SEC));
+}
