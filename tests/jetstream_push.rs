@@ -216,6 +216,13 @@ async fn push_transcript(addr: &str) -> Vec<String> {
             .to_string(),
     );
 
+    // A consumer without acks does not listen for them.
+    let err = client
+        .request("$JS.ACK.S.H.1.1.1.0.0", "".into())
+        .await
+        .unwrap_err();
+    note(format!("{:?}", err.kind()));
+
     // A deliver group: only members of that queue group bind the consumer.
     let config = serde_json::json!({"durable_name":"G","deliver_subject":"dlv.g",
         "deliver_group":"grp","ack_policy":"none"});
