@@ -715,3 +715,61 @@ async fn async_nats_object_store_put_get_list_delete() {
     assert!(store.get("big").await.is_err());
     assert_eq!(names(&store).await, ["small"]);
 }
+
+/// What async-nats key-value watchers, key listing and history show on the server at `addr`.
+async fn key_value_transcript(addr: &str) -> Vec<String> {
+    use async_nats::jetstream::kv;
+    use async_nats::jetstream::stream::StorageType;
+    use futures::TryStreamExt;
+
+    let js = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "cmp".into(),
+            history: 3,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let shown = |e: &kv::Entry| {
+        format!(
+            "{} {} {:?} {:?} delta {} current {}",
+            e.key, e.revision, e.operation, e.value, e.delta, e.seen_current
+        )
+    };
+    for (key, value) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
+        kv.put(key, value.into()).await.unwrap();
+    }
+    kv.delete("b").await.unwrap();
+    let mut out = Vec::new();
+    let mut watch = kv.watch_with_history(">").await.unwrap();
+    for _ in 0..3 {
+        out.push(shown(&next(&mut watch).await.unwrap()));
+    }
+    kv.purge("c").await.unwrap();
+    kv.put("d", "5".into()).await.unwrap();
+    for _ in 0..2 {
+        out.push(shown(&next(&mut watch).await.unwrap()));
+    }
+    let mut keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+    keys.sort();
+    out.push(format!("keys {keys:?}"));
+    let history: Vec<kv::Entry> = kv.history("a").await.unwrap().try_collect().await.unwrap();
+    out.extend(history.iter().map(shown));
+    for key in ["a", "b", "c", "x"] {
+        out.push(format!("get {key} {:?}", kv.get(key).await.unwrap()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn key_value_watchers_side_by_side_with_nats_server() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-push-kv-cmp");
+    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    let ours = key_value_transcript(&tern_addr).await;
+    let theirs = key_value_transcript(&ns_addr).await;
+    assert_eq!(ours, theirs);
+}
