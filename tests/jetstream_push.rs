@@ -280,14 +280,26 @@ async fn push_transcript(addr: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn push_consumers_side_by_side_with_nats_server() {
+/// The same scenario's transcript from tern and from nats-server 2.15.1, each with JetStream
+/// in its own directory under a scratch directory named `name`.
+async fn side_by_side<F, Fut>(name: &str, scenario: F) -> (Vec<String>, Vec<String>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
     let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-push-shapes");
+    let scratch = Scratch::new(name);
     let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
     let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let ours = push_transcript(&tern_addr).await;
-    let theirs = push_transcript(&ns_addr).await;
+    (scenario(tern_addr).await, scenario(ns_addr).await)
+}
+
+#[tokio::test]
+async fn push_consumers_side_by_side_with_nats_server() {
+    let (ours, theirs) = side_by_side("js-push-shapes", |addr| async move {
+        push_transcript(&addr).await
+    })
+    .await;
     for (a, b) in ours.iter().zip(&theirs) {
         assert_eq!(a, b, "\ntern        {a}\nnats-server {b}");
     }
@@ -765,11 +777,9 @@ async fn key_value_transcript(addr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn key_value_watchers_side_by_side_with_nats_server() {
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-push-kv-cmp");
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let ours = key_value_transcript(&tern_addr).await;
-    let theirs = key_value_transcript(&ns_addr).await;
+    let (ours, theirs) = side_by_side("js-push-kv-cmp", |addr| async move {
+        key_value_transcript(&addr).await
+    })
+    .await;
     assert_eq!(ours, theirs);
 }
