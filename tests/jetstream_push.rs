@@ -179,7 +179,7 @@ async fn push_transcript(addr: &str) -> Vec<String> {
     let config =
         serde_json::json!({"durable_name":"Q","filter_subject":"s.b","ack_policy":"explicit"});
     note(create(&client, "S", "Q", config).await.to_string());
-    let body = r#"{"batch":2,"expires":1000000000,"idle_heartbeat":400000000}"#;
+    let body = r#"{"batch":2,"expires":1100000000,"idle_heartbeat":400000000}"#;
     raw.send(format!(
         "SUB in.2 10\r\nPUB $JS.API.CONSUMER.MSG.NEXT.S.Q in.2 {}\r\n{body}\r\n",
         body.len()
