@@ -164,6 +164,29 @@ async fn push_transcript(addr: &str) -> Vec<String> {
         .await;
     note(frame(&raw.read_msgs(1).await[0], false));
 
+    // A new deliver subject: refused while bound; once free, what is pending goes there.
+    let moved =
+        serde_json::json!({"durable_name":"P","deliver_subject":"dlv.p2","ack_policy":"explicit"});
+    note(create(&client, "S", "P", moved.clone()).await.to_string());
+    raw.send("UNSUB 1\r\n").await;
+    raw.expect_before_pong("").await;
+    note(create(&client, "S", "P", moved).await.to_string());
+    raw.send("SUB dlv.p2 11\r\n").await;
+    note(frames(&mut raw, 2, false).await);
+
+    // A filtered pull request's heartbeat names the last stream sequence looked at, past the
+    // last one delivered.
+    let config =
+        serde_json::json!({"durable_name":"Q","filter_subject":"s.b","ack_policy":"explicit"});
+    note(create(&client, "S", "Q", config).await.to_string());
+    let body = r#"{"batch":2,"expires":1100000000,"idle_heartbeat":400000000}"#;
+    raw.send(format!(
+        "SUB in.2 10\r\nPUB $JS.API.CONSUMER.MSG.NEXT.S.Q in.2 {}\r\n{body}\r\n",
+        body.len()
+    ))
+    .await;
+    note(frames(&mut raw, 4, false).await);
+
     // Headers only, filtered, with flow control and idle heartbeats, no acks.
     let config = serde_json::json!({"name":"H","deliver_subject":"dlv.h","ack_policy":"none",
         "idle_heartbeat":300_000_000,"flow_control":true,"headers_only":true,"filter_subject":"s.a"});
@@ -192,6 +215,13 @@ async fn push_transcript(addr: &str) -> Vec<String> {
             .await
             .to_string(),
     );
+
+    // A consumer without acks does not listen for them.
+    let err = client
+        .request("$JS.ACK.S.H.1.1.1.0.0", "".into())
+        .await
+        .unwrap_err();
+    note(format!("{:?}", err.kind()));
 
     // A deliver group: only members of that queue group bind the consumer.
     let config = serde_json::json!({"durable_name":"G","deliver_subject":"dlv.g",
@@ -250,14 +280,26 @@ async fn push_transcript(addr: &str) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn push_consumers_side_by_side_with_nats_server() {
+/// The same scenario's transcript from tern and from nats-server 2.15.1, each with JetStream
+/// in its own directory under a scratch directory named `name`.
+async fn side_by_side<F, Fut>(name: &str, scenario: F) -> (Vec<String>, Vec<String>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
     let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-push-shapes");
+    let scratch = Scratch::new(name);
     let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
     let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let ours = push_transcript(&tern_addr).await;
-    let theirs = push_transcript(&ns_addr).await;
+    (scenario(tern_addr).await, scenario(ns_addr).await)
+}
+
+#[tokio::test]
+async fn push_consumers_side_by_side_with_nats_server() {
+    let (ours, theirs) = side_by_side("js-push-shapes", |addr| async move {
+        push_transcript(&addr).await
+    })
+    .await;
     for (a, b) in ours.iter().zip(&theirs) {
         assert_eq!(a, b, "\ntern        {a}\nnats-server {b}");
     }
@@ -684,4 +726,60 @@ async fn async_nats_object_store_put_get_list_delete() {
     store.delete("big").await.unwrap();
     assert!(store.get("big").await.is_err());
     assert_eq!(names(&store).await, ["small"]);
+}
+
+/// What async-nats key-value watchers, key listing and history show on the server at `addr`.
+async fn key_value_transcript(addr: &str) -> Vec<String> {
+    use async_nats::jetstream::kv;
+    use async_nats::jetstream::stream::StorageType;
+    use futures::TryStreamExt;
+
+    let js = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "cmp".into(),
+            history: 3,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let shown = |e: &kv::Entry| {
+        format!(
+            "{} {} {:?} {:?} delta {} current {}",
+            e.key, e.revision, e.operation, e.value, e.delta, e.seen_current
+        )
+    };
+    for (key, value) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
+        kv.put(key, value.into()).await.unwrap();
+    }
+    kv.delete("b").await.unwrap();
+    let mut out = Vec::new();
+    let mut watch = kv.watch_with_history(">").await.unwrap();
+    for _ in 0..3 {
+        out.push(shown(&next(&mut watch).await.unwrap()));
+    }
+    kv.purge("c").await.unwrap();
+    kv.put("d", "5".into()).await.unwrap();
+    for _ in 0..2 {
+        out.push(shown(&next(&mut watch).await.unwrap()));
+    }
+    let mut keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+    keys.sort();
+    out.push(format!("keys {keys:?}"));
+    let history: Vec<kv::Entry> = kv.history("a").await.unwrap().try_collect().await.unwrap();
+    out.extend(history.iter().map(shown));
+    for key in ["a", "b", "c", "x"] {
+        out.push(format!("get {key} {:?}", kv.get(key).await.unwrap()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn key_value_watchers_side_by_side_with_nats_server() {
+    let (ours, theirs) = side_by_side("js-push-kv-cmp", |addr| async move {
+        key_value_transcript(&addr).await
+    })
+    .await;
+    assert_eq!(ours, theirs);
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use super::api::{AccountJs, API_PREFIX};
-use super::consumer::Action;
+use super::consumer::{AckPolicy, Action};
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::subscription::{Internal, Subscription};
@@ -656,38 +656,38 @@ impl Enabled {
                 continue;
             }
             let (s, c): (Arc<str>, Arc<str>) = (stream.as_str().into(), consumer.as_str().into());
-            let next = Inbox {
-                tx: tx.clone(),
-                account: self.account.name.clone(),
-                role: Role::Next(s.clone(), c.clone()),
+            let internal = |role: Role, subject: String| {
+                let inbox = Inbox {
+                    tx: tx.clone(),
+                    account: self.account.name.clone(),
+                    role,
+                };
+                Arc::new(Subscription::internal(Arc::new(inbox), &subject, None))
             };
-            let ack = Inbox {
-                tx: tx.clone(),
-                account: self.account.name.clone(),
-                role: Role::Ack,
-            };
-            let flow_control = Inbox {
-                tx: tx.clone(),
-                account: self.account.name.clone(),
-                role: Role::FlowControl(s.clone(), c.clone()),
-            };
-            let subs = vec![
-                Arc::new(Subscription::internal(
-                    Arc::new(next),
-                    &format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
-                    None,
-                )),
-                Arc::new(Subscription::internal(
-                    Arc::new(ack),
-                    &format!("$JS.ACK.{stream}.{consumer}.>"),
-                    None,
-                )),
-                Arc::new(Subscription::internal(
-                    Arc::new(flow_control),
-                    &format!("$JS.FC.{stream}.{consumer}.*"),
-                    None,
-                )),
-            ];
+            let mut subs = vec![internal(
+                Role::Next(s.clone(), c.clone()),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+            )];
+            // As nats-server, a consumer without acks or flow control does not listen for
+            // them: a request there gets no responders.
+            let config = self
+                .js
+                .streams
+                .get(&stream)
+                .and_then(|st| st.consumers.get(&consumer))
+                .map(|consumer| &consumer.config);
+            if config.is_some_and(|config| config.ack_policy != AckPolicy::None) {
+                subs.push(internal(
+                    Role::Ack,
+                    format!("$JS.ACK.{stream}.{consumer}.>"),
+                ));
+            }
+            if config.is_some_and(|config| config.flow_control) {
+                subs.push(internal(
+                    Role::FlowControl(s.clone(), c.clone()),
+                    format!("$JS.FC.{stream}.{consumer}.*"),
+                ));
+            }
             for sub in &subs {
                 account.subscribe(sub.clone());
             }

@@ -211,11 +211,15 @@ impl Raw {
         self.buf.clear();
     }
 
-    /// Reads until `n` complete MSG/HMSG frames are buffered; returns them raw.
+    /// Reads until `n` complete MSG/HMSG frames are buffered; returns them raw. The server's
+    /// own PINGs (its first comes two seconds after the connection) are passed over.
     pub async fn read_msgs(&mut self, n: usize) -> Vec<String> {
         let mut frames = Vec::new();
         while frames.len() < n {
             let line = self.read_line().await;
+            if line == "PING\r\n" {
+                continue;
+            }
             let parts: Vec<&str> = line.split_whitespace().collect();
             let size: usize = parts.last().and_then(|s| s.parse().ok()).expect("size");
             self.fill(size + 2).await;

@@ -105,7 +105,17 @@ impl AccountJs {
                         return Err(ApiError::new(400, 10148, "consumer already exists".into()));
                     }
                     existing.config.check_update(&config)?;
-                    existing.config = config;
+                    // A bound push consumer keeps its deliver subject.
+                    if existing.config.deliver_subject != config.deliver_subject
+                        && existing.is_bound()
+                    {
+                        return Err(ApiError::new(
+                            400,
+                            10013,
+                            "consumer name already in use".into(),
+                        ));
+                    }
+                    existing.update_config(config, now);
                 }
             }
             None => {

@@ -407,7 +407,7 @@ impl Consumer {
         info.insert("num_redelivered".into(), json!(redelivered));
         info.insert("num_waiting".into(), json!(self.waiting.len()));
         info.insert("num_pending".into(), json!(self.num_pending(store)));
-        if self.push.as_ref().is_some_and(|p| p.active) {
+        if self.is_bound() {
             info.insert("push_bound".into(), json!(true));
         }
         info
@@ -545,6 +545,22 @@ impl Consumer {
                 None
             }
         }
+    }
+
+    /// `NATS/1.0 100 Idle Heartbeat` (nats-server's `sendIdleHeartbeat`): the last consumer
+    /// sequence delivered, the last stream sequence looked at, and the flow control request a
+    /// push consumer is held by.
+    fn heartbeat(&self, stalled: Option<&str>) -> String {
+        let mut header = format!(
+            "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: {}\r\nNats-Last-Stream: {}\r\n",
+            self.delivered.0,
+            self.next_sseq.saturating_sub(1)
+        );
+        if let Some(id) = stalled {
+            header.push_str(&format!("Nats-Consumer-Stalled: {id}\r\n"));
+        }
+        header.push_str("\r\n");
+        header
     }
 
     /// The first message at or after `start` matching one of the filters.

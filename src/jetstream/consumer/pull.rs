@@ -161,15 +161,13 @@ impl Consumer {
             }
             _ => true,
         });
-        let (last_cseq, last_sseq) = self.delivered;
+        let header = self.heartbeat(None);
         for w in self.waiting.iter_mut() {
             if w.heartbeat > 0 && w.next_heartbeat <= now {
                 w.next_heartbeat = now + w.heartbeat;
                 out.push(Action::Status {
                     to: w.reply.clone(),
-                    header: format!(
-                        "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: {last_cseq}\r\nNats-Last-Stream: {last_sseq}\r\n\r\n"
-                    ),
+                    header: header.clone(),
                 });
             }
         }

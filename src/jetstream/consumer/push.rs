@@ -65,6 +65,11 @@ impl Consumer {
         Some((subject, self.config.deliver_group.as_deref()))
     }
 
+    /// A push consumer someone listens to (`push_bound`).
+    pub fn is_bound(&self) -> bool {
+        self.push.as_ref().is_some_and(|p| p.active)
+    }
+
     /// Whether someone listens on the deliver subject now (a member of the deliver group when
     /// there is one). Nothing for a pull consumer.
     pub fn set_interest(&mut self, active: bool, now: i64) {
@@ -74,6 +79,19 @@ impl Consumer {
         if push.active != active {
             push.active = active;
             push.inactive_since = (!active).then_some(now);
+        }
+    }
+
+    /// Takes `config`, an allowed update: a new deliver subject gets what is pending again
+    /// (nats-server's `updateDeliverSubject`), once someone listens there.
+    pub fn update_config(&mut self, config: ConsumerConfig, now: i64) {
+        let moved = self.config.deliver_subject != config.deliver_subject;
+        self.config = config;
+        self.dirty = true;
+        if moved {
+            let pending: Vec<u64> = self.pending.keys().copied().collect();
+            self.redeliver.extend(pending);
+            self.set_interest(false, now);
         }
     }
 
@@ -174,9 +192,7 @@ impl Consumer {
         out
     }
 
-    /// Sends the idle heartbeat when one is due and someone listens: the last consumer
-    /// sequence delivered and the last stream sequence looked at, and the outstanding flow
-    /// control request while stalled on it.
+    /// Sends the idle heartbeat when one is due and someone listens.
     pub(super) fn push_heartbeat(&mut self, now: i64, out: &mut Vec<Action>) {
         let heartbeat = self.config.idle_heartbeat;
         let (Some(to), Some(push)) = (&self.config.deliver_subject, self.push.as_mut()) else {
@@ -189,19 +205,10 @@ impl Consumer {
         if !push.active {
             return;
         }
-        let mut header = format!(
-            "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: {}\r\nNats-Last-Stream: {}\r\n",
-            self.delivered.0,
-            self.next_sseq.saturating_sub(1)
-        );
-        if let Some((id, _)) = &push.flow_control {
-            header.push_str(&format!("Nats-Consumer-Stalled: {id}\r\n"));
-        }
-        header.push_str("\r\n");
-        out.push(Action::Status {
-            to: to.clone(),
-            header,
-        });
+        let stalled = push.flow_control.as_ref().map(|(id, _)| id.clone());
+        let to = to.clone();
+        let header = self.heartbeat(stalled.as_deref());
+        out.push(Action::Status { to, header });
     }
 }
 

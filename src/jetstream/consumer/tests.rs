@@ -396,3 +396,50 @@ fn several_filters_start_time_and_backoff() {
     assert!(c.tick(&store, 3 * SEC).is_empty());
     assert_eq!(delivered(&c.tick(&store, 4 * SEC)).len(), 2);
 }
+
+#[test]
+fn a_new_deliver_subject_gets_what_is_pending() {
+    let store = store_with(2);
+    let mut c = push(
+        r#"{"durable_name":"C","deliver_subject":"d","ack_policy":"explicit"}"#,
+        &store,
+    );
+    assert_eq!(c.tick(&store, 0).len(), 2);
+    let mut config = c.config.clone();
+    config.deliver_subject = Some("e".into());
+    c.config.check_update(&config).unwrap();
+    c.update_config(config, SEC);
+    assert!(c.tick(&store, SEC).is_empty(), "no one listens on e yet");
+    c.set_interest(true, SEC);
+    let out = c.tick(&store, SEC);
+    let to: Vec<&str> = out
+        .iter()
+        .map(|a| match a {
+            Action::Deliver { to, ack, .. } => {
+                assert!(ack.starts_with("$JS.ACK.S.C.2."));
+                to.as_str()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(to, ["e", "e"]);
+}
+
+#[test]
+fn an_ephemeral_push_consumer_goes_once_no_one_listens_for_its_threshold() {
+    let store = store_with(1);
+    let config: ConsumerConfig =
+        serde_json::from_str(r#"{"deliver_subject":"d","ack_policy":"explicit"}"#).unwrap();
+    let config = config.normalize(true).unwrap();
+    assert_eq!(config.inactive_threshold, 5 * SEC);
+    let mut c = Consumer::new("E".into(), "S".into(), config, &store, 0);
+    assert!(!c.inactive_at(4 * SEC));
+    c.set_interest(true, 4 * SEC);
+    assert!(!c.inactive_at(20 * SEC), "bound");
+    c.set_interest(false, 20 * SEC);
+    assert!(!c.inactive_at(24 * SEC));
+    // An acknowledgement holds it a while more.
+    c.ack("$JS.ACK.S.E.1.1.1.10.0", b"+ACK", &store, 24 * SEC);
+    assert!(!c.inactive_at(28 * SEC));
+    assert!(c.inactive_at(29 * SEC));
+}
