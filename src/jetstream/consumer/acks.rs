@@ -127,7 +127,8 @@ impl Consumer {
     /// The floor is just below the oldest pending delivery, or the last delivered.
     pub(super) fn update_ack_floor(&mut self) {
         self.ack_floor = match self.pending.iter().next() {
-            Some((sseq, p)) => (p.cseq - 1, sseq - 1),
+            // Saturating: a consumer file may hold a pending entry with sequence 0.
+            Some((sseq, p)) => (p.cseq.saturating_sub(1), sseq.saturating_sub(1)),
             None => self.delivered,
         };
     }
