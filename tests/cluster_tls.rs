@@ -103,6 +103,17 @@ fn handshake_failures(scratch: &Scratch, node: &Node, after: usize) -> usize {
     count(&text)
 }
 
+/// `node` has logged `count` failed route handshakes (or more), with each of `whys` after
+/// `TLS route handshake error: `.
+fn assert_handshake_errors(scratch: &Scratch, node: &Node, count: usize, whys: &[&str]) {
+    handshake_failures(scratch, node, count - 1);
+    let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
+    for why in whys {
+        let line = format!("TLS route handshake error: {why}");
+        assert!(log.contains(&line), "{}: {line}: {log}", node.name);
+    }
+}
+
 /// `intruder`, dialing `t`, failed its handshake there (`failures` had been logged before),
 /// and never joins; a node with the cluster's route TLS joins, and clients exchange messages.
 async fn only_trusted_peers_join(
@@ -134,10 +145,8 @@ async fn a_plaintext_route_on_a_tls_port_is_closed_as_nats_server_closes_it() {
     for node in [&t, &a] {
         let answer = plaintext_answer(&node.route, ROUTE_CONNECT);
         assert_eq!(answer, b"", "{}", node.name);
-        handshake_failures(&scratch, node, 0);
-        let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
-        let why = "TLS route handshake error: tls: first record does not look like a TLS handshake";
-        assert!(log.contains(why), "{}: {log}", node.name);
+        let why = "tls: first record does not look like a TLS handshake";
+        assert_handshake_errors(&scratch, node, 1, &[why]);
     }
     // A plaintext tern node dialing the TLS port never joins.
     let plain = node_with(&scratch, &PathBuf::from(TERN), "P", &[&t], "");
@@ -200,14 +209,11 @@ async fn verify_refuses_a_missing_or_untrusted_certificate_as_nats_server_does()
     }
     // Both log the refusals in Go's words.
     for node in [&t, &a] {
-        handshake_failures(&scratch, node, 1);
-        let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
-        for why in [
-            "TLS route handshake error: tls: client didn't provide a certificate",
-            "TLS route handshake error: tls: failed to verify certificate: x509: certificate signed by unknown authority",
-        ] {
-            assert!(log.contains(why), "{}: {why}: {log}", node.name);
-        }
+        let whys = [
+            "tls: client didn't provide a certificate",
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+        ];
+        assert_handshake_errors(&scratch, node, 2, &whys);
     }
     assert_eq!(infos[0], infos[1]);
     assert_eq!(infos[0], (true.into(), true.into()));
@@ -244,10 +250,7 @@ async fn pinned_certs_apply_to_routes_as_in_nats_server() {
             "{}",
             node.name
         );
-        handshake_failures(&scratch, node, 0);
-        let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
-        let why = "TLS route handshake error: certificate not pinned";
-        assert!(log.contains(why), "{}: {log}", node.name);
+        assert_handshake_errors(&scratch, node, 1, &["certificate not pinned"]);
     }
 }
 
