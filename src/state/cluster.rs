@@ -542,3 +542,60 @@ pub fn permission_json(perm: &SubjectPermission) -> PermissionJson {
         deny: perm.deny.iter().map(text).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsOptions;
+
+    /// What a reload re-checks an accepted route against: its credentials, or with
+    /// `verify_and_map` the certificate it presented.
+    #[test]
+    fn route_authorization_by_password_or_certificate() {
+        let password = ClusterOptions {
+            username: Some("ruser".into()),
+            password: Some("rpwd".into()),
+            ..ClusterOptions::default()
+        };
+        assert!(route_authorized(
+            &password,
+            Some("ruser"),
+            Some("rpwd"),
+            None
+        ));
+        assert!(!route_authorized(
+            &password,
+            Some("ruser"),
+            Some("nope"),
+            None
+        ));
+        assert!(route_authorized(
+            &ClusterOptions::default(),
+            None,
+            None,
+            None
+        ));
+        let cert = CertIdentity {
+            subject: vec![
+                ("CN".into(), "localhost".into()),
+                ("O".into(), "tern".into()),
+            ],
+            alt_names: vec!["localhost".into()],
+        };
+        let mapped = |user: Option<&str>| ClusterOptions {
+            username: user.map(str::to_string),
+            tls: Some(TlsOptions {
+                verify_and_map: true,
+                ..TlsOptions::default()
+            }),
+            ..ClusterOptions::default()
+        };
+        let by_cert = |user, cert| route_authorized(&mapped(user), Some("x"), Some("y"), cert);
+        assert!(by_cert(Some("CN=localhost,O=tern"), Some(&cert)));
+        assert!(by_cert(Some("localhost"), Some(&cert)));
+        assert!(!by_cert(Some("O=tern,CN=localhost"), Some(&cert)));
+        assert!(!by_cert(Some("CN=localhost,O=tern"), None));
+        // Without a route user, no route passes (nats-server's TLSMap).
+        assert!(!by_cert(None, Some(&cert)));
+    }
+}
