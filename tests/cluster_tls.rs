@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::cluster::{
     client, every_pair_exchanges, monitor_json, node_with, until_routed, Node, SETTLE, TERN,
 };
-use common::pki::Pki;
+use common::pki::{certs, Pki};
 use common::process::{reference_server, wait_for_log, Scratch};
 use futures::StreamExt;
 use rustls::pki_types::ServerName;
@@ -103,6 +103,17 @@ fn handshake_failures(scratch: &Scratch, node: &Node, after: usize) -> usize {
     count(&text)
 }
 
+/// `node` has logged `count` failed route handshakes (or more), with each of `whys` after
+/// `TLS route handshake error: `.
+fn assert_handshake_errors(scratch: &Scratch, node: &Node, count: usize, whys: &[&str]) {
+    handshake_failures(scratch, node, count - 1);
+    let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
+    for why in whys {
+        let line = format!("TLS route handshake error: {why}");
+        assert!(log.contains(&line), "{}: {line}: {log}", node.name);
+    }
+}
+
 /// `intruder`, dialing `t`, failed its handshake there (`failures` had been logged before),
 /// and never joins; a node with the cluster's route TLS joins, and clients exchange messages.
 async fn only_trusted_peers_join(
@@ -134,10 +145,8 @@ async fn a_plaintext_route_on_a_tls_port_is_closed_as_nats_server_closes_it() {
     for node in [&t, &a] {
         let answer = plaintext_answer(&node.route, ROUTE_CONNECT);
         assert_eq!(answer, b"", "{}", node.name);
-        handshake_failures(&scratch, node, 0);
-        let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
-        let why = "TLS route handshake error: tls: first record does not look like a TLS handshake";
-        assert!(log.contains(why), "{}: {log}", node.name);
+        let why = "tls: first record does not look like a TLS handshake";
+        assert_handshake_errors(&scratch, node, 1, &[why]);
     }
     // A plaintext tern node dialing the TLS port never joins.
     let plain = node_with(&scratch, &PathBuf::from(TERN), "P", &[&t], "");
@@ -200,14 +209,11 @@ async fn verify_refuses_a_missing_or_untrusted_certificate_as_nats_server_does()
     }
     // Both log the refusals in Go's words.
     for node in [&t, &a] {
-        handshake_failures(&scratch, node, 1);
-        let log = std::fs::read_to_string(scratch.0.join(format!("{}.log", node.name))).unwrap();
-        for why in [
-            "TLS route handshake error: tls: client didn't provide a certificate",
-            "TLS route handshake error: tls: failed to verify certificate: x509: certificate signed by unknown authority",
-        ] {
-            assert!(log.contains(why), "{}: {why}: {log}", node.name);
-        }
+        let whys = [
+            "tls: client didn't provide a certificate",
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+        ];
+        assert_handshake_errors(&scratch, node, 2, &whys);
     }
     assert_eq!(infos[0], infos[1]);
     assert_eq!(infos[0], (true.into(), true.into()));
@@ -217,6 +223,92 @@ async fn verify_refuses_a_missing_or_untrusted_certificate_as_nats_server_does()
     let rogue_tls = route_tls(&pki.rogue_cert, &pki.rogue_key, &pki.ca, true);
     let rogue = node_with(&scratch, &PathBuf::from(TERN), "R", &[&t], &rogue_tls);
     only_trusted_peers_join(&scratch, &t, &tls, failures, rogue).await;
+}
+
+#[tokio::test]
+async fn pinned_certs_apply_to_routes_as_in_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let scratch = Scratch::new("cluster-tls-pinned");
+    let pki = Pki::new("cluster-tls-pinned-pki");
+    let key_id = tern::security::tls::pinned_key_id(&certs(&pki.server_cert)[0]).unwrap();
+    let tls = shared_tls(&pki, true).replace(" }", &format!(", pinned_certs: [{key_id:?}] }}"));
+    let (t, a) = tls_pair(&scratch, &reference, &tls);
+    for node in [&t, &a] {
+        // The pinned certificate is taken; another one from the same CA is not.
+        let pinned = Some((pki.server_cert.as_path(), pki.server_key.as_path()));
+        assert!(
+            tls_route_info(&pki, &node.route, pinned).await.is_some(),
+            "{}",
+            node.name
+        );
+        let other = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
+        assert_eq!(
+            tls_route_info(&pki, &node.route, other).await,
+            None,
+            "{}",
+            node.name
+        );
+        assert_handshake_errors(&scratch, node, 1, &["certificate not pinned"]);
+    }
+}
+
+/// The route TLS with `verify_and_map`, and the route user the certificate must name.
+fn mapped_tls(pki: &Pki, user: &str) -> String {
+    let tls = shared_tls(pki, false).replace("verify: false", "verify_and_map: true");
+    format!("{tls}\ncluster.authorization: {{ user: {user:?} }}")
+}
+
+/// Sends a route CONNECT over TLS (presenting the shared certificate) and returns the `-ERR`
+/// lines the server answers before it closes the connection.
+async fn mapped_connect_errors(pki: &Pki, route: &str) -> Vec<String> {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpStream::connect(route).await.unwrap();
+    let identity = Some((pki.server_cert.as_path(), pki.server_key.as_path()));
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = pki.connector(identity).connect(name, tcp).await.unwrap();
+    stream.write_all(ROUTE_CONNECT.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(SETTLE, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .filter(|l| l.starts_with("-ERR"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_and_map_authorizes_routes_by_certificate_as_nats_server_does() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let scratch = Scratch::new("cluster-tls-map");
+    let pki = Pki::new("cluster-tls-map-pki");
+    let tern = PathBuf::from(TERN);
+    let plain = shared_tls(&pki, true);
+    // The certificate's subject, in certificate order, is the route user: no password needed.
+    let mapped = mapped_tls(&pki, "CN=localhost,O=tern");
+    let t = node_with(&scratch, &tern, "T", &[], &mapped);
+    let a = node_with(&scratch, &reference, "A", &[&t], &plain);
+    every_pair_exchanges(&[&t, &a]).await;
+    let b = node_with(&scratch, &reference, "B", &[], &mapped);
+    let t2 = node_with(&scratch, &tern, "T2", &[&b], &plain);
+    every_pair_exchanges(&[&b, &t2]).await;
+    // The subject in the other order (as Go's `pkix.Name` prints it) is another user: the
+    // certificate does not name it, and both refuse the route alike.
+    let wrong = mapped_tls(&pki, "O=tern,CN=localhost");
+    let t3 = node_with(&scratch, &tern, "T3", &[], &wrong);
+    let c = node_with(&scratch, &reference, "C", &[], &wrong);
+    let refused = mapped_connect_errors(&pki, &t3.route).await;
+    assert_eq!(refused, mapped_connect_errors(&pki, &c.route).await);
+    assert_eq!(refused, ["-ERR 'Authorization Violation'"]);
+    for node in [&t3, &c] {
+        let log = scratch.0.join(format!("{}.log", node.name));
+        wait_for_log(&log, "the authentication error", |text| {
+            text.lines().any(|l| l.ends_with(" - authentication error"))
+        });
+    }
 }
 
 /// The restricted node's cluster permissions: what it takes in (`import`) and sends out

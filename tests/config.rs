@@ -534,6 +534,7 @@ fn cluster_blocks_checked_as_nats_server_checks_them() {
         "tls { colour: red }".into(),
         "tls { cert_file: /nope.pem, key_file: /nope.key }".into(),
         format!("tls {{ cert_file: {tls}/ec.pem, key_file: {tls}/ec-sec1.key, timeout: 3 }}"),
+        format!("tls {{ cert_file: {tls}/ec.pem, key_file: {tls}/ec-sec1.key, insecure: true }}"),
         "colour: red".into(),
     ];
     let mut differ = Vec::new();

@@ -34,8 +34,8 @@ use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
 use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
 use crate::proto::subject;
-use crate::security::tls::{self as security_tls, HandshakeError, RouteTls};
-use crate::state::cluster::{route_authorized, RouteLink};
+use crate::security::tls::{self as security_tls, CertIdentity, HandshakeError, RouteTls};
+use crate::state::cluster::{route_auth_error, route_authorized, RouteLink};
 use crate::state::Shared;
 
 /// nats-server sends a route its first PING after about a second (`firstPingInterval`).
@@ -179,6 +179,8 @@ struct Session {
     permissions: Option<Arc<Permissions>>,
     /// The peer's server name, from its first INFO.
     remote_name: String,
+    /// The names in the certificate an accepted TLS route presented (`verify_and_map`).
+    cert: Option<CertIdentity>,
 }
 
 /// An `RS+`/`RS-` that came before the route registered, owned.
@@ -226,6 +228,7 @@ impl Session {
             early: Vec::new(),
             permissions,
             remote_name: String::new(),
+            cert: None,
             shared,
         }
     }
@@ -279,16 +282,31 @@ impl Session {
     /// Routes are TLS first: the acceptor handshakes as a TLS server and the dialer as a TLS
     /// client (expecting the certificate of the host it dialed), before any INFO.
     async fn handshake(
-        &self,
+        &mut self,
         tls: &RouteTls,
         stream: TcpStream,
     ) -> Result<(ReadHalf, WriteHalf), HandshakeError> {
+        let opts = self.cluster().tls.unwrap_or_default();
+        let checked = |session: &rustls::CommonState| {
+            // `pinned_certs` applies to both ends, as in nats-server.
+            if !transport::is_pinned(session, &opts, &self.desc) {
+                return Err(HandshakeError::NotPinned);
+            }
+            transport::log_handshake(&self.desc, session);
+            Ok(())
+        };
         let halves = match &self.solicited {
             None => {
                 debug!("{} - Starting TLS route server handshake", self.desc);
                 let stream = security_tls::accept(tls.server.clone(), stream, None, tls.timeout);
                 let stream = stream.await?;
-                transport::log_handshake(&self.desc, stream.get_ref().1);
+                checked(stream.get_ref().1)?;
+                self.cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|c| CertIdentity::from_der(c));
                 transport::split_tls(stream)
             }
             Some(url) => {
@@ -296,7 +314,7 @@ impl Session {
                 let name = self.shared.route_server_name(url);
                 let stream = security_tls::connect(tls.client.clone(), stream, &name, tls.timeout);
                 let stream = stream.await?;
-                transport::log_handshake(&self.desc, stream.get_ref().1);
+                checked(stream.get_ref().1)?;
                 transport::split_tls_dialed(stream)
             }
         };
@@ -519,12 +537,13 @@ impl Session {
             ));
         }
         let cluster = self.cluster();
-        if !route_authorized(&cluster, connect.user.as_deref(), connect.pass.as_deref()) {
-            error!(
-                "{} - authentication error - User {:?}",
-                self.desc,
-                connect.user.unwrap_or_default()
-            );
+        if !route_authorized(
+            &cluster,
+            connect.user.as_deref(),
+            connect.pass.as_deref(),
+            self.cert.as_ref(),
+        ) {
+            route_auth_error(&self.desc, connect.user.as_deref());
             return Err(ProtocolError::AuthorizationViolation);
         }
         let ours = cluster.name.unwrap_or_default();
@@ -618,6 +637,7 @@ impl Session {
             None => RouteLink::Accepted {
                 user: self.credentials.0.take(),
                 pass: self.credentials.1.take(),
+                cert: self.cert.take(),
             },
         };
         self.shared.set_route_link(&route, link);

@@ -21,15 +21,13 @@ use crate::security::tls;
 /// nats-server sends a client its first PING after at most this long (`firstClientPingInterval`).
 pub const FIRST_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Whether the client's certificate passes `pinned_certs` (always, when none are listed). A
-/// client without a certificate does not.
-pub fn is_pinned(stream: &TlsStream<TcpStream>, tls_opts: &TlsOptions, desc: &str) -> bool {
+/// Whether the peer's certificate passes `pinned_certs` (always, when none are listed). A
+/// peer without a certificate does not.
+pub fn is_pinned(session: &rustls::CommonState, tls_opts: &TlsOptions, desc: &str) -> bool {
     if tls_opts.pinned_certs.is_empty() {
         return true;
     }
-    let key_id = stream
-        .get_ref()
-        .1
+    let key_id = session
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|cert| tls::pinned_key_id(cert));

@@ -344,6 +344,8 @@ pub enum HandshakeError {
     Timeout,
     /// The first record was not a TLS handshake (a plaintext client on a TLS listener).
     NotTls,
+    /// The peer's certificate is not among `pinned_certs`.
+    NotPinned,
     /// rustls or the socket refused.
     Failed(io::Error),
 }
@@ -355,6 +357,7 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::NotTls => {
                 f.write_str("tls: first record does not look like a TLS handshake")
             }
+            HandshakeError::NotPinned => f.write_str("certificate not pinned"),
             HandshakeError::Failed(e) => match go_text(e) {
                 Some(text) => f.write_str(text),
                 None => write!(f, "{e}"),
@@ -514,6 +517,18 @@ impl CertIdentity {
         wanted.sort();
         have.sort();
         !have.is_empty() && wanted == have
+    }
+
+    /// Whether `user` (the cluster's route user) is this certificate, as nats-server 2.15.1
+    /// maps a route's certificate: one of its email or DNS names, or its subject written in
+    /// certificate order (`CN=localhost,O=tern`; the other order is refused).
+    pub fn is_route_user(&self, user: &str) -> bool {
+        let in_order: Vec<String> = self
+            .subject
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        self.alt_names.iter().any(|n| n == user) || in_order.join(",") == user
     }
 
     /// The subject as nats-server prints it (Go's `pkix.Name.String()`: last attribute first).
@@ -690,6 +705,10 @@ mod tests {
         assert!(!id.is("CN=alice"));
         assert!(!id.is("CN=bob,O=tern"));
         assert_eq!(id.subject_string(), "O=tern,CN=alice");
+        // Routes: a name, or the subject in certificate order only (as nats-server 2.15.1).
+        assert!(id.is_route_user("alice@example.com"));
+        assert!(id.is_route_user("CN=alice,O=tern"));
+        assert!(!id.is_route_user("O=tern,CN=alice"));
     }
 
     #[test]

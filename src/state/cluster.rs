@@ -18,7 +18,7 @@ use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::permissions::{Permissions, SubjectPermission};
 use crate::engine::route::Route;
 use crate::proto::route::{PeerInfo, PermissionJson, RouteInfo};
-use crate::security::tls::RouteTls;
+use crate::security::tls::{CertIdentity, RouteTls};
 
 /// The cluster side of the shared state.
 #[derive(Debug)]
@@ -52,10 +52,12 @@ pub type RouteDial = (RouteUrl, Option<u32>);
 pub enum RouteLink {
     /// We dialed this URL.
     Dialed(RouteUrl),
-    /// The peer dialed us with these credentials (CONNECT `user`, `pass`).
+    /// The peer dialed us with these credentials (CONNECT `user`, `pass`), and this
+    /// certificate over TLS (for `verify_and_map`).
     Accepted {
         user: Option<String>,
         pass: Option<String>,
+        cert: Option<CertIdentity>,
     },
 }
 
@@ -474,17 +476,13 @@ impl Shared {
         }
         for route in self.router.routes().all() {
             let link = self.links().get(&route.conn.cid).cloned();
-            let Some(RouteLink::Accepted { user, pass }) = link else {
+            let Some(RouteLink::Accepted { user, pass, cert }) = link else {
                 continue;
             };
-            if route_authorized(new, user.as_deref(), pass.as_deref()) {
+            if route_authorized(new, user.as_deref(), pass.as_deref(), cert.as_ref()) {
                 continue;
             }
-            error!(
-                "{} - authentication error - User {:?}",
-                route.conn.desc(),
-                user.unwrap_or_default()
-            );
+            route_auth_error(&route.conn.desc(), user.as_deref());
             route.send(|b| crate::proto::protocol::encode_err(b, "Authorization Violation"));
             route
                 .conn
@@ -499,8 +497,21 @@ impl Shared {
 }
 
 /// Whether a route's CONNECT credentials pass the cluster's `authorization` (any do without
-/// one), as nats-server's `isRouterAuthorized` checks them.
-pub fn route_authorized(cluster: &ClusterOptions, user: Option<&str>, pass: Option<&str>) -> bool {
+/// one), as nats-server's `isRouterAuthorized` checks them. With `verify_and_map` the
+/// certificate (`cert`, of an accepted TLS route) must name the route user instead, whatever
+/// CONNECT says; without a user configured no route passes then, as in nats-server.
+pub fn route_authorized(
+    cluster: &ClusterOptions,
+    user: Option<&str>,
+    pass: Option<&str>,
+    cert: Option<&CertIdentity>,
+) -> bool {
+    if cluster.tls.as_ref().is_some_and(|t| t.verify_and_map) {
+        return match (&cluster.username, cert) {
+            (Some(want), Some(cert)) => cert.is_route_user(want),
+            _ => false,
+        };
+    }
     let Some(want) = &cluster.username else {
         return true;
     };
@@ -509,6 +520,15 @@ pub fn route_authorized(cluster: &ClusterOptions, user: Option<&str>, pass: Opti
             pass.unwrap_or_default(),
             cluster.password.as_deref().unwrap_or_default(),
         )
+}
+
+/// Logs a route refused for its credentials, as nats-server does (naming the user only when
+/// CONNECT gave one).
+pub fn route_auth_error(desc: &str, user: Option<&str>) {
+    match user {
+        Some(user) if !user.is_empty() => error!("{desc} - authentication error - User {user:?}"),
+        _ => error!("{desc} - authentication error"),
+    }
 }
 
 /// One direction of the cluster permissions as route INFO and `/routez` show it.
@@ -520,5 +540,62 @@ pub fn permission_json(perm: &SubjectPermission) -> PermissionJson {
     PermissionJson {
         allow: perm.allow.iter().flatten().map(text).collect(),
         deny: perm.deny.iter().map(text).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsOptions;
+
+    /// What a reload re-checks an accepted route against: its credentials, or with
+    /// `verify_and_map` the certificate it presented.
+    #[test]
+    fn route_authorization_by_password_or_certificate() {
+        let password = ClusterOptions {
+            username: Some("ruser".into()),
+            password: Some("rpwd".into()),
+            ..ClusterOptions::default()
+        };
+        assert!(route_authorized(
+            &password,
+            Some("ruser"),
+            Some("rpwd"),
+            None
+        ));
+        assert!(!route_authorized(
+            &password,
+            Some("ruser"),
+            Some("nope"),
+            None
+        ));
+        assert!(route_authorized(
+            &ClusterOptions::default(),
+            None,
+            None,
+            None
+        ));
+        let cert = CertIdentity {
+            subject: vec![
+                ("CN".into(), "localhost".into()),
+                ("O".into(), "tern".into()),
+            ],
+            alt_names: vec!["localhost".into()],
+        };
+        let mapped = |user: Option<&str>| ClusterOptions {
+            username: user.map(str::to_string),
+            tls: Some(TlsOptions {
+                verify_and_map: true,
+                ..TlsOptions::default()
+            }),
+            ..ClusterOptions::default()
+        };
+        let by_cert = |user, cert| route_authorized(&mapped(user), Some("x"), Some("y"), cert);
+        assert!(by_cert(Some("CN=localhost,O=tern"), Some(&cert)));
+        assert!(by_cert(Some("localhost"), Some(&cert)));
+        assert!(!by_cert(Some("O=tern,CN=localhost"), Some(&cert)));
+        assert!(!by_cert(Some("CN=localhost,O=tern"), None));
+        // Without a route user, no route passes (nats-server's TLSMap).
+        assert!(!by_cert(None, Some(&cert)));
     }
 }

@@ -497,6 +497,17 @@ fn check_cluster_reload(old: &Options, new: &Options) -> Result<(), String> {
     if tls(old) != tls(new) {
         return Err("config reload not supported for cluster TLS".into());
     }
+    // nats-server puts new cluster permissions in force on live routes (and resends interest);
+    // tern's routes keep those they were made with, so a change is refused rather than left
+    // half applied.
+    let permissions = |o: &Options| {
+        o.cluster
+            .as_ref()
+            .map(|c| (c.import.clone(), c.export.clone()))
+    };
+    if permissions(old) != permissions(new) {
+        return Err("config reload not supported for cluster permissions".into());
+    }
     Ok(())
 }
 
@@ -542,7 +553,7 @@ mod tests {
             check_cluster_reload(&with(None), &old).unwrap_err(),
             "config reload not supported for cluster host: old=, new=127.0.0.1"
         );
-        // nats-server reloads these two; tern refuses them.
+        // nats-server reloads these three; tern refuses them.
         let renamed = ClusterOptions {
             name: Some("b".into()),
             ..listen("127.0.0.1", 16301)
@@ -556,6 +567,14 @@ mod tests {
             ..listen("127.0.0.1", 16301)
         };
         assert!(refused(Some(tls)).is_err());
+        let permissions = ClusterOptions {
+            export: Some(Default::default()),
+            ..listen("127.0.0.1", 16301)
+        };
+        assert_eq!(
+            refused(Some(permissions)).unwrap_err(),
+            "config reload not supported for cluster permissions"
+        );
         // Routes, route credentials and the rest may change.
         let changed = ClusterOptions {
             routes: vec![route_url("nats-route://127.0.0.1:16309").unwrap()],

@@ -80,7 +80,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                     timers_from = Some(accepted);
                     transport::split_plain(stream)
                 }
-                Ok((Transport::Tls(stream), _)) if !is_pinned(&stream, &tls_opts, &desc) => {
+                Ok((Transport::Tls(stream), _))
+                    if !is_pinned(stream.get_ref().1, &tls_opts, &desc) =>
+                {
                     // nats-server logs this one as an error.
                     error!("{desc} - TLS handshake error: certificate not pinned");
                     conn.outbound.close(CloseReason::TlsHandshakeFailure, false);
