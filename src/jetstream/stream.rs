@@ -616,6 +616,15 @@ impl Stream {
         Ok(PubOutcome::Stored(seq))
     }
 
+    /// Applies the limits to what a restart recovered. Storing a message and removing what it
+    /// pushes out are separate writes: a process killed between them leaves the last message's
+    /// removals undone, and only those (each message's are done before the next is taken).
+    pub fn enforce_limits_on_recover(&mut self, now: i64) {
+        if let Some(last) = self.store.load_msg(self.store.state().last_seq) {
+            self.enforce_limits(&last.subject, now);
+        }
+    }
+
     /// Removes what `max_age` no longer allows at `now`; nats-server runs this on a timer.
     pub fn expire(&mut self, now: i64) {
         if self.config.max_age <= 0 {
