@@ -42,9 +42,9 @@
 //! - [`jetstream`]: JetStream on one server: its configuration resolved at start (store
 //!   directory, limits) and what it logs; a pure core ([`jetstream::store`] behind the
 //!   `StreamStore` trait with the memory store, [`jetstream::stream`], [`jetstream::consumer`]
-//!   (pull and push consumers), [`jetstream::api`]) that takes time as input, [`jetstream::filestore`]
-//!   (the append-only file store and its recovery), and [`jetstream::service`], the task
-//!   behind its internal subscriptions.
+//!   (pull and push consumers), [`jetstream::api`]) that takes time as input,
+//!   [`jetstream::filestore`] (the append-only file store: recovery, compaction, background
+//!   fsync), and [`jetstream::service`], the task behind its internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.

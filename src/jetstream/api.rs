@@ -140,7 +140,7 @@ impl AccountJs {
             };
             let (store, _) = FileStore::open(&stream_dir, sync_always)?;
             let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
-            stream.expire(now);
+            stream.enforce_limits_on_recover(now);
             stream.rebuild_msg_ids(now);
             let name = stream.config.name.clone();
             let obs = stream_dir.join(OBS);

@@ -704,6 +704,26 @@ impl Stream {
         }
     }
 
+    /// Applies the limits to what a restart recovered. Storing a message and removing what it
+    /// pushes out are separate writes: a process killed between them leaves the last message's
+    /// removals undone, and only those (each message's are done before the next is taken).
+    /// The same holds for the purge a roll-up asks for.
+    pub fn enforce_limits_on_recover(&mut self, now: i64) {
+        let Some(last) = self.store.load_msg(self.store.state().last_seq) else {
+            return;
+        };
+        match header_value(&last.header, "Nats-Rollup").as_deref() {
+            Some("sub") => {
+                self.purge_ex(&last.subject, 0, 1);
+            }
+            Some("all") => {
+                self.purge_ex("", 0, 1);
+            }
+            _ => {}
+        }
+        self.enforce_limits(&last.subject, now);
+    }
+
     /// Removes what `max_age` no longer allows at `now`; nats-server runs this on a timer.
     pub fn expire(&mut self, now: i64) {
         if self.config.max_age <= 0 {
@@ -1071,5 +1091,28 @@ mod tests {
                 .err_code,
             10166
         );
+    }
+
+    #[test]
+    fn what_the_last_message_pushed_out_goes_on_recovery() {
+        let mut s = stream(
+            r#"{"name":"R","subjects":["r.>"],"max_msgs_per_subject":2,"allow_rollup_hdrs":true}"#,
+        );
+        for n in 0..3 {
+            publish(&mut s, "r.k", "", n).unwrap();
+        }
+        // Stored, and the process killed before the removal it called for.
+        s.store
+            .store_msg("r.k", Bytes::new(), Bytes::from_static(b"v"), 3)
+            .unwrap();
+        assert_eq!(s.store.subject_total("r.k"), 3);
+        s.enforce_limits_on_recover(3);
+        assert_eq!(s.store.subject_total("r.k"), 2);
+        // A roll-up whose purge was not done.
+        let rollup = Bytes::from_static(b"NATS/1.0\r\nNats-Rollup: sub\r\n\r\n");
+        s.store.store_msg("r.k", rollup, Bytes::new(), 4).unwrap();
+        s.enforce_limits_on_recover(4);
+        assert_eq!(s.store.subject_total("r.k"), 1);
+        assert_eq!(s.store.state().last_seq, 5);
     }
 }
