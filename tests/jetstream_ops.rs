@@ -4,7 +4,7 @@
 mod common;
 
 use common::cluster::converge;
-use common::js::{call, start_js_server, start_js_server_with};
+use common::js::{call, start_js_server, start_js_server_with, write_js_config};
 use common::process::{http_get, json_shape, reference_server, start_with_ports, Scratch, WAIT};
 use futures::StreamExt;
 use serde_json::Value;
@@ -61,15 +61,28 @@ async fn run_script(client: &async_nats::Client, script: &[Step]) -> Vec<String>
 
 /// Runs `script` on tern and on nats-server; every step must come to the same.
 async fn same_script(name: &str, script: &[Step]) {
+    same_script_as(name, "", None, script).await;
+}
+
+/// As [`same_script`], with `config` added to both servers' configuration and connected as
+/// `user` (whose password is its name).
+async fn same_script_as(name: &str, config: &str, user: Option<&str>, script: &[Step]) {
     let reference = reference_server().expect("nats-server 2.15.1 on PATH");
     let scratch = Scratch::new(name);
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let tern = async_nats::connect(&tern_addr).await.unwrap();
-    let ns = async_nats::connect(&ns_addr).await.unwrap();
-    let ours = run_script(&tern, script).await;
-    let theirs = run_script(&ns, script).await;
-    for (a, b) in ours.iter().zip(&theirs) {
+    let mut results = Vec::new();
+    for (dir, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (_server, addr, _) = start_js_server_with(&binary, &scratch.0.join(dir), config);
+        let options = match user {
+            Some(user) => {
+                async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options.connect(&addr).await.unwrap();
+        results.push(run_script(&client, script).await);
+    }
+    let (ours, theirs) = (&results[0], &results[1]);
+    for (a, b) in ours.iter().zip(theirs) {
         assert_eq!(a, b);
     }
     assert_eq!(ours.len(), theirs.len());
@@ -342,4 +355,160 @@ async fn jsz_and_varz_side_by_side_with_nats_server() {
     assert_eq!(json_shape(&documents[0].0), json_shape(&documents[1].0));
     assert_eq!(documents[0].0["disabled"], true);
     assert_eq!(documents[0].1, documents[1].1);
+}
+
+/// Two accounts with JetStream limits: the limits in `$JS.API.INFO`, and each refused
+/// stream, consumer and message with nats-server's error.
+const LIMITED: &str = "accounts {
+  A { jetstream { max_mem: 1K, max_file: 2K, max_streams: 3, max_consumers: 1 }, users: [{user: a, password: a}] }
+  B { jetstream { max_memory: 10K, max_store: 10K, disk_max_stream_bytes: 2K, max_bytes_required: true, max_ack_pending: 5 }, users: [{user: b, password: b}] }
+}";
+
+/// A 100-byte payload.
+const HUNDRED: &str =
+    "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
+
+#[tokio::test]
+async fn account_limits_side_by_side_with_nats_server() {
+    use Step::*;
+    let a = [
+        Call("$JS.API.INFO", ""),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":3000}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":1500}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.G",
+            r#"{"name":"G","subjects":["g"],"max_bytes":1000}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.H",
+            r#"{"name":"H","subjects":["h"],"storage":"memory","max_consumers":5}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.H",
+            r#"{"name":"H","subjects":["h"],"storage":"memory"}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.M",
+            r#"{"name":"M","subjects":["m"],"storage":"memory","max_bytes":2048}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.I",
+            r#"{"name":"I","subjects":["i"],"storage":"memory"}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.J",
+            r#"{"name":"J","subjects":["j"],"storage":"memory"}"#,
+        ),
+        // max_consumers is per stream.
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.C",
+            r#"{"stream_name":"F","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.H.C",
+            r#"{"stream_name":"H","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.H.D",
+            r#"{"stream_name":"H","config":{"durable_name":"D","ack_policy":"explicit"}}"#,
+        ),
+        Call("h", HUNDRED),
+        Call("h", HUNDRED),
+        Call("f", HUNDRED),
+        Call(
+            "$JS.API.STREAM.UPDATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":2500}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.UPDATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":2000}"#,
+        ),
+        Call("$JS.API.INFO", ""),
+    ];
+    same_script_as("js-limits-a", LIMITED, Some("a"), &a).await;
+    let b = [
+        Call("$JS.API.INFO", ""),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"]}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":3000}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":2000}"#,
+        ),
+        // The account's max_ack_pending caps the default and what a consumer may ask.
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.C",
+            r#"{"stream_name":"F","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.D",
+            r#"{"stream_name":"F","config":{"durable_name":"D","ack_policy":"explicit","max_ack_pending":10}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.E",
+            r#"{"stream_name":"F","config":{"durable_name":"E","ack_policy":"explicit","max_ack_pending":3}}"#,
+        ),
+        Call("$JS.API.INFO", ""),
+    ];
+    same_script_as("js-limits-b", LIMITED, Some("b"), &b).await;
+}
+
+/// An account JetStream is enabled for (with limits) by a reload answers as nats-server's
+/// does afterwards.
+#[tokio::test]
+async fn account_given_jetstream_by_a_reload() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-reload");
+    let before = "accounts { A { users: [{user: a, password: a}] } }";
+    let after = "accounts { A { jetstream { max_streams: 1 }, users: [{user: a, password: a}] } }";
+    let mut answers = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let dir = scratch.0.join(name);
+        let (server, addr, _) = start_js_server_with(&binary, &dir, before);
+        let client = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+            .connect(&addr)
+            .await
+            .unwrap();
+        let mut seen = vec![call(&client, "$JS.API.INFO", "").await];
+        write_js_config(&dir, after);
+        server.signal("HUP");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let info = call(&client, "$JS.API.INFO", "").await;
+            if info.get("error").is_none() {
+                seen.push(info);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: {info}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for (subject, body) in [
+            (
+                "$JS.API.STREAM.CREATE.S",
+                r#"{"name":"S","storage":"memory"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.T",
+                r#"{"name":"T","storage":"memory"}"#,
+            ),
+        ] {
+            seen.push(call(&client, subject, body).await);
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][0]["error"]["err_code"], 10039);
+    assert_eq!(answers[0][1]["limits"]["max_streams"], 1);
+    assert_eq!(answers[0][3]["error"]["err_code"], 10027);
 }

@@ -21,6 +21,7 @@ use crate::proto::subject;
 
 mod consumers;
 mod direct;
+mod limits;
 mod report;
 
 /// The response kind of the request whose subject's tokens after `$JS.API.` are `tokens`;
@@ -80,6 +81,8 @@ pub struct AccountJs {
     persisted: std::collections::BTreeSet<(String, String)>,
     /// JetStream is not enabled for this account: every request gets 503/10039.
     disabled: bool,
+    /// The account's limits (its `jetstream { ... }` block).
+    pub limits: crate::config::accounts::JetStreamLimits,
 }
 
 /// What `meta.json` holds.
@@ -325,9 +328,16 @@ impl AccountJs {
         data: Bytes,
         now: i64,
     ) -> Option<(bool, Response)> {
+        let s = self.streams.get(stream)?;
+        let size = s.store().msg_size(subject, &header, &data);
+        let over = self.would_exceed(s.config.storage, size);
         let s = self.streams.get_mut(stream)?;
         let no_ack = s.config.no_ack;
-        let ack = match s.process_publish(subject, header, data, now) {
+        let outcome = match over {
+            Some(err) => Err(err),
+            None => s.process_publish(subject, header, data, now),
+        };
+        let ack = match outcome {
             Ok(PubOutcome::Stored(seq)) => PubAck {
                 error: None,
                 stream,
@@ -492,20 +502,11 @@ impl AccountJs {
         json!({
             "memory": memory,
             "storage": storage,
-            "reserved_memory": 0,
-            "reserved_storage": 0,
+            "reserved_memory": self.reserved(Storage::Memory, None),
+            "reserved_storage": self.reserved(Storage::File, None),
             "streams": self.streams.len(),
             "consumers": self.streams.values().map(|s| s.consumers.len()).sum::<usize>(),
-            "limits": {
-                "max_memory": -1,
-                "max_storage": -1,
-                "max_streams": -1,
-                "max_consumers": -1,
-                "max_ack_pending": -1,
-                "memory_max_stream_bytes": -1,
-                "storage_max_stream_bytes": -1,
-                "max_bytes_required": false
-            },
+            "limits": self.limits_json(),
             "api": {"level": super::API_LEVEL, "total": self.total, "errors": self.errors}
         })
     }
@@ -563,6 +564,7 @@ impl AccountJs {
             }
         } else {
             self.check_overlap(&config)?;
+            self.check_stream_limits(&config, false)?;
             let store = self.new_store(&config, now)?;
             let stream = Stream::new(config, store, now);
             self.streams.insert(name.to_string(), stream);
@@ -596,6 +598,7 @@ impl AccountJs {
             ));
         }
         self.check_overlap(&config)?;
+        self.check_stream_limits(&config, true)?;
         let stream = self
             .streams
             .get_mut(name)

@@ -165,6 +165,12 @@ struct Enabled {
 /// JetStream subscribed in every account and not yet running.
 pub struct Service {
     shared: Arc<Shared>,
+    /// `<store_dir>/jetstream`.
+    store_dir: std::path::PathBuf,
+    /// `sync_interval: always`.
+    sync_always: bool,
+    /// The options generation the accounts were last set up for.
+    opts_generation: u64,
     /// How often file streams are synced (`sync_interval`).
     sync_every: Duration,
     tx: UnboundedSender<Input>,
@@ -179,54 +185,6 @@ pub struct Service {
 /// from `config.store_dir`; [`Service::spawn`] runs it.
 pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Service> {
     let (tx, rx) = unbounded_channel();
-    let mut accounts = BTreeMap::new();
-    for account in shared.router.accounts() {
-        if account.is_system.load(Ordering::Relaxed) {
-            continue;
-        }
-        let name: &str = &account.name;
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            tracing::error!("JetStream is not enabled for account {name:?}: not a directory name");
-            continue;
-        }
-        // As nats-server: with accounts configured, only those with `jetstream: enabled`
-        // have it; without, the global account does.
-        let opts = shared.opts();
-        let enabled = match opts.accounts.is_empty() {
-            true => true,
-            false => opts.accounts.iter().any(|a| a.name == name && a.jetstream),
-        };
-        let js = if enabled {
-            let dir = config.store_dir.join(name).join("streams");
-            let (js, log) = AccountJs::open(dir, config.sync_always, now())?;
-            for line in log {
-                tracing::info!("  {line} in account '{name}'");
-            }
-            js
-        } else {
-            AccountJs::disabled()
-        };
-        let inbox = Inbox {
-            tx: tx.clone(),
-            account: account.name.clone(),
-            role: Role::Api,
-        };
-        let subject = format!("{API_PREFIX}>");
-        account.subscribe(Arc::new(Subscription::internal(
-            Arc::new(inbox),
-            &subject,
-            None,
-        )));
-        let mut enabled = Enabled {
-            account: account.clone(),
-            js,
-            captures: HashMap::new(),
-            consumers: HashMap::new(),
-            directs: HashMap::new(),
-        };
-        enabled.sync_captures(&tx);
-        accounts.insert(account.name.clone(), enabled);
-    }
     let (jsz_tx, jsz) = unbounded_channel();
     shared.jetstream.start(
         JetStreamConfig {
@@ -240,14 +198,18 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
         },
         jsz_tx,
     );
-    let service = Service {
+    let mut service = Service {
         shared: shared.clone(),
+        store_dir: config.store_dir.clone(),
+        sync_always: config.sync_always,
+        opts_generation: shared.opts_generation(),
         sync_every: config.sync_interval.max(Duration::from_millis(10)),
         tx,
         rx,
         jsz,
-        accounts,
+        accounts: BTreeMap::new(),
     };
+    service.sync_accounts()?;
     service.report_stats();
     Ok(service)
 }
@@ -282,6 +244,13 @@ impl Service {
                     let _ = query.reply.send(self.jsz_accounts(&query.detail));
                 }
                 _ = expire.tick() => {
+                    let generation = self.shared.opts_generation();
+                    if generation != self.opts_generation {
+                        self.opts_generation = generation;
+                        if let Err(err) = self.sync_accounts() {
+                            tracing::error!("JetStream: setting up reloaded accounts: {err}");
+                        }
+                    }
                     let now = now();
                     for enabled in self.accounts.values_mut() {
                         enabled.js.expire(now);
@@ -294,6 +263,78 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Sets JetStream up for the accounts the options in force configure: each account not
+    /// yet known gets `$JS.API.>` (answered 503 when JetStream is not enabled for it), an
+    /// account a reload enabled it for recovers its streams, and limits follow the options.
+    fn sync_accounts(&mut self) -> std::io::Result<()> {
+        let opts = self.shared.opts();
+        for account in self.shared.router.accounts() {
+            if account.is_system.load(Ordering::Relaxed) {
+                continue;
+            }
+            let name: &str = &account.name;
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                if !self.accounts.contains_key(name) {
+                    tracing::error!(
+                        "JetStream is not enabled for account {name:?}: not a directory name"
+                    );
+                }
+                continue;
+            }
+            // As nats-server: with accounts configured, only those with `jetstream: enabled`
+            // have it; without, the global account does.
+            let configured = opts.accounts.iter().find(|a| a.name == name);
+            let enabled = opts.accounts.is_empty() || configured.is_some_and(|a| a.jetstream);
+            let limits = configured.map(|a| a.jetstream_limits).unwrap_or_default();
+            if let Some(known) = self.accounts.get_mut(name) {
+                if known.js.enabled() {
+                    known.js.limits = limits;
+                    continue;
+                }
+                if !enabled {
+                    continue;
+                }
+            }
+            let js = if enabled {
+                let dir = self.store_dir.join(name).join("streams");
+                let (mut js, log) = AccountJs::open(dir, self.sync_always, now())?;
+                for line in log {
+                    tracing::info!("  {line} in account '{name}'");
+                }
+                js.limits = limits;
+                js
+            } else {
+                AccountJs::disabled()
+            };
+            if let Some(known) = self.accounts.get_mut(name) {
+                known.js = js;
+                known.sync_captures(&self.tx);
+                continue;
+            }
+            let inbox = Inbox {
+                tx: self.tx.clone(),
+                account: account.name.clone(),
+                role: Role::Api,
+            };
+            let subject = format!("{API_PREFIX}>");
+            account.subscribe(Arc::new(Subscription::internal(
+                Arc::new(inbox),
+                &subject,
+                None,
+            )));
+            let mut enabled = Enabled {
+                account: account.clone(),
+                js,
+                captures: HashMap::new(),
+                consumers: HashMap::new(),
+                directs: HashMap::new(),
+            };
+            enabled.sync_captures(&self.tx);
+            self.accounts.insert(account.name.clone(), enabled);
+        }
+        Ok(())
     }
 
     /// Hands the totals over every account to the monitor.

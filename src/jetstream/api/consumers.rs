@@ -82,7 +82,14 @@ impl AccountJs {
         if durable.is_some() {
             config.name = durable.clone();
         }
-        let config = config.normalize(ephemeral)?;
+        let asked = config.max_ack_pending;
+        let mut config = config.normalize(ephemeral)?;
+        if let Some(stream) = self.streams.get(stream_name) {
+            let new = name
+                .as_ref()
+                .map_or(true, |n| !stream.consumers.contains_key(n));
+            self.check_consumer_limits(stream, &mut config, asked, new)?;
+        }
         let stream = self
             .streams
             .get_mut(stream_name)
