@@ -16,6 +16,8 @@ enum Step {
     /// A pull of `n` messages by `<stream>.<consumer>`, each then acknowledged with its verb
     /// (none for ""), as a double ack so that it is processed before the next step.
     Pull(&'static str, &'static [&'static str]),
+    /// A pause of this many milliseconds (for an ack wait to pass).
+    Wait(u64),
 }
 
 /// What each step came to on the server `client` is connected to.
@@ -27,6 +29,7 @@ async fn run_script(client: &async_nats::Client, script: &[Step]) -> Vec<String>
                 let answer = call(client, subject, body).await;
                 out.push(format!("{subject} {body} => {answer}"));
             }
+            Step::Wait(ms) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
             Step::Pull(consumer, verbs) => {
                 let inbox = client.new_inbox();
                 let mut sub = client.subscribe(inbox.clone()).await.unwrap();
@@ -484,13 +487,18 @@ async fn account_given_jetstream_by_a_reload() {
         write_js_config(&dir, after);
         server.signal("HUP");
         let deadline = std::time::Instant::now() + WAIT;
+        // Until the reload is in force (a request may find no responder while it happens).
         loop {
-            let info = call(&client, "$JS.API.INFO", "").await;
-            if info.get("error").is_none() {
-                seen.push(info);
+            let answer = client.request("$JS.API.INFO", "".into()).await;
+            let info: Option<Value> = answer
+                .ok()
+                .and_then(|msg| serde_json::from_slice(&msg.payload).ok());
+            if let Some(info) = info.filter(|i| i.get("error").is_none()) {
+                seen.push(call(&client, "$JS.API.INFO", "").await);
+                assert_eq!(info["limits"], seen[1]["limits"]);
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "{name}: {info}");
+            assert!(std::time::Instant::now() < deadline, "{name}: not reloaded");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         for (subject, body) in [
@@ -511,4 +519,80 @@ async fn account_given_jetstream_by_a_reload() {
     assert_eq!(answers[0][0]["error"]["err_code"], 10039);
     assert_eq!(answers[0][1]["limits"]["max_streams"], 1);
     assert_eq!(answers[0][3]["error"]["err_code"], 10027);
+}
+
+/// An advisory without what differs by nature (id, time, server, client address and times,
+/// the audited response's times): its subject, field paths and stable values.
+fn advisory(msg: &async_nats::Message) -> String {
+    let mut body: Value = serde_json::from_slice(&msg.payload).unwrap();
+    let shape = json_shape(&body);
+    for key in ["id", "timestamp", "server", "client", "response"] {
+        body.as_object_mut().unwrap().remove(key);
+    }
+    format!("{} {shape:?} {body}", msg.subject)
+}
+
+/// The advisories of stream and consumer actions, of messages given up on and terminated, and
+/// the API audit: the same subjects, fields and values as nats-server's, taken by a subscriber.
+#[tokio::test]
+async fn advisories_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-advisories");
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.UPDATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory","max_msgs":5}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit","max_deliver":1,"ack_wait":200000000}}"#,
+        ),
+        Call("s.a", "1"),
+        Call("s.b", "2"),
+        // 1 is never acknowledged (MAX_DELIVERIES once the ack wait ends), 2 is terminated.
+        Pull("S.C", &["", "+TERM no good"]),
+        Wait(700),
+        Call("$JS.API.STREAM.INFO.X", ""),
+        Call("$JS.API.CONSUMER.DELETE.S.C", ""),
+        Call("$JS.API.STREAM.DELETE.S", ""),
+    ];
+    let mut seen = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (_server, addr, _) = start_js_server_with(&binary, &scratch.0.join(name), "");
+        let client = async_nats::connect(&addr).await.unwrap();
+        let mut events = client.subscribe("$JS.EVENT.>").await.unwrap();
+        client.flush().await.unwrap();
+        run_script(&client, &script).await;
+        let mut got = Vec::new();
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await
+        {
+            got.push(advisory(&msg));
+        }
+        // Published in an order that varies with timing.
+        got.sort();
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1]);
+    let subjects: Vec<&str> = seen[0]
+        .iter()
+        .map(|a| a.split(' ').next().unwrap())
+        .collect();
+    for subject in [
+        "$JS.EVENT.ADVISORY.STREAM.CREATED.S",
+        "$JS.EVENT.ADVISORY.STREAM.UPDATED.S",
+        "$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.C",
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.C",
+        "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C",
+        "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.C",
+        "$JS.EVENT.ADVISORY.STREAM.DELETED.S",
+        "$JS.EVENT.ADVISORY.API",
+    ] {
+        assert!(subjects.contains(&subject), "{subject}: {subjects:?}");
+    }
 }

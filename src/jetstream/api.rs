@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::advisory::Advisory;
 use super::consumer::{Action, Consumer, SavedConsumer};
 use super::errors::ApiError;
 use super::filestore::FileStore;
@@ -81,6 +82,8 @@ pub struct AccountJs {
     persisted: std::collections::BTreeSet<(String, String)>,
     /// JetStream is not enabled for this account: every request gets 503/10039.
     disabled: bool,
+    /// Advisories to publish, for [`AccountJs::take_advisories`].
+    advisories: Vec<Advisory>,
     /// The account's limits (its `jetstream { ... }` block).
     pub limits: crate::config::accounts::JetStreamLimits,
 }
@@ -428,8 +431,52 @@ impl AccountJs {
     /// Lets every consumer of every stream act at `now`.
     pub fn tick(&mut self, now: i64) -> Vec<Action> {
         let mut out = Vec::new();
-        for stream in self.streams.values_mut() {
+        let mut gone = Vec::new();
+        for (name, stream) in self.streams.iter_mut() {
+            let before: Vec<String> = stream.consumers.keys().cloned().collect();
             out.extend(stream.tick_consumers(now));
+            for consumer in before {
+                if !stream.consumers.contains_key(&consumer) {
+                    gone.push((name.clone(), consumer));
+                }
+            }
+        }
+        for (stream, consumer) in gone {
+            self.advise_consumer(&stream, &consumer, "delete");
+        }
+        out
+    }
+
+    /// Notes a stream advisory (`create`, `modify`, `delete`).
+    fn advise_stream(&mut self, stream: &str, action: &'static str) {
+        self.advisories.push(Advisory::Stream {
+            stream: stream.into(),
+            action,
+        });
+    }
+
+    /// Notes a consumer advisory (`create`, `delete`).
+    fn advise_consumer(&mut self, stream: &str, consumer: &str, action: &'static str) {
+        self.advisories.push(Advisory::Consumer {
+            stream: stream.into(),
+            consumer: consumer.into(),
+            action,
+        });
+    }
+
+    /// The advisories to publish since the last call, the consumers' notices included.
+    pub fn take_advisories(&mut self) -> Vec<Advisory> {
+        let mut out = std::mem::take(&mut self.advisories);
+        for (name, stream) in self.streams.iter_mut() {
+            for (consumer_name, consumer) in stream.consumers.iter_mut() {
+                for notice in consumer.take_notices() {
+                    out.push(Advisory::Notice {
+                        stream: name.clone(),
+                        consumer: consumer_name.clone(),
+                        notice,
+                    });
+                }
+            }
         }
         out
     }
@@ -568,6 +615,7 @@ impl AccountJs {
             let store = self.new_store(&config, now)?;
             let stream = Stream::new(config, store, now);
             self.streams.insert(name.to_string(), stream);
+            self.advise_stream(name, "create");
         }
         let stream = &self.streams[name];
         let mut info = stream_info(stream, now, true);
@@ -605,7 +653,9 @@ impl AccountJs {
             .ok_or_else(ApiError::stream_not_found)?;
         stream.config = config;
         stream.expire(now);
-        Ok(Value::Object(stream_info(stream, now, true)))
+        let info = stream_info(stream, now, true);
+        self.advise_stream(name, "modify");
+        Ok(Value::Object(info))
     }
 
     fn info(&self, name: &str, now: i64, server_name: &str) -> Result<Value, ApiError> {
@@ -638,6 +688,7 @@ impl AccountJs {
         for mut consumer in stream.consumers.into_values() {
             self.actions.extend(consumer.close());
         }
+        self.advise_stream(name, "delete");
         Ok(json!({"success": true}))
     }
 

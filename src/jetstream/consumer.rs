@@ -309,6 +309,8 @@ pub struct Consumer {
     pending_count: std::cell::Cell<Option<u64>>,
     /// When an acknowledgement last came (`ack_floor.last_active`).
     last_acked_at: i64,
+    /// What the stream is to announce (advisories), taken by [`Consumer::take_notices`].
+    notices: Vec<super::advisory::Notice>,
 }
 
 /// What a consumer keeps across a restart (its waiting requests are not kept: their clients
@@ -371,12 +373,18 @@ impl Consumer {
             acked_seqs: Vec::new(),
             last_acked_at: 0,
             pending_count: std::cell::Cell::new(None),
+            notices: Vec::new(),
         }
     }
 
     /// The stream sequences acknowledged or terminated since the last call.
     pub fn take_acked(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.acked_seqs)
+    }
+
+    /// What happened since the last call that advisories announce.
+    pub fn take_notices(&mut self) -> Vec<super::advisory::Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The state to keep across a restart.
@@ -434,6 +442,7 @@ impl Consumer {
             acked_seqs: Vec::new(),
             last_acked_at: 0,
             pending_count: std::cell::Cell::new(None),
+            notices: Vec::new(),
         }
     }
 
@@ -647,6 +656,12 @@ impl Consumer {
                 if self.pending.remove(&sseq).is_some() {
                     self.acked_seqs.push(sseq);
                 }
+                self.notices.push(super::advisory::Notice::Terminated {
+                    consumer_seq: cseq,
+                    stream_seq: sseq,
+                    deliveries: tokens.get(4).and_then(|t| t.parse().ok()).unwrap_or(1),
+                    reason: body.trim_start_matches("+TERM").trim().to_string(),
+                });
                 self.redelivered.remove(&sseq);
                 self.redeliver.remove(&sseq);
                 self.update_ack_floor();
@@ -670,6 +685,20 @@ impl Consumer {
             .map(|(s, _)| *s)
             .collect();
         for sseq in due {
+            // Delivered as often as allowed: given up on now, as nats-server does when the
+            // ack wait ends.
+            let deliveries = self.redelivered.get(&sseq).copied().unwrap_or(1);
+            if self.config.max_deliver > 0 && deliveries as i64 >= self.config.max_deliver {
+                self.notices.push(super::advisory::Notice::MaxDeliveries {
+                    stream_seq: sseq,
+                    deliveries,
+                });
+                self.pending.remove(&sseq);
+                self.redelivered.remove(&sseq);
+                self.dirty = true;
+                self.update_ack_floor();
+                continue;
+            }
             self.redeliver.insert(sseq);
             if let Some(p) = self.pending.get_mut(&sseq) {
                 // Not due again until redelivered.
@@ -785,6 +814,10 @@ impl Consumer {
             self.dirty = true;
             if self.config.max_deliver > 0 && dc as i64 > self.config.max_deliver {
                 // Past max_deliver: given up on, never acknowledged.
+                self.notices.push(super::advisory::Notice::MaxDeliveries {
+                    stream_seq: sseq,
+                    deliveries: dc - 1,
+                });
                 self.pending.remove(&sseq);
                 self.redelivered.remove(&sseq);
                 self.update_ack_floor();

@@ -11,10 +11,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
+use super::advisory::{new_id, ApiAudit, AuditClient, API_AUDIT, API_AUDIT_TYPE};
 use super::api::{AccountJs, API_PREFIX};
 use super::consumer::Action;
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::stats::ConnSnapshot;
 use crate::engine::subscription::{Internal, Subscription};
 use crate::state::jetstream::{JetStreamConfig, JetStreamStats, JszQuery};
 use crate::state::Shared;
@@ -32,6 +34,8 @@ enum Input {
         reply: Option<Bytes>,
         header: Bytes,
         body: Bytes,
+        /// The publishing client's cid, for the audit advisory.
+        publisher: Option<u64>,
     },
     /// A pull request to a consumer.
     Next {
@@ -98,7 +102,7 @@ struct Inbox {
 }
 
 impl Internal for Inbox {
-    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, _out: &mut Deliveries) -> bool {
+    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let split = msg.header_len.unwrap_or(0).min(msg.message.len());
         let (header, data) = msg.message.split_at(split);
         let subject = Bytes::copy_from_slice(msg.subject);
@@ -136,6 +140,7 @@ impl Internal for Inbox {
                 reply,
                 header: Bytes::copy_from_slice(header),
                 body: Bytes::copy_from_slice(data),
+                publisher: out.publisher,
             },
             Role::Stream(stream) => Input::Publish {
                 account: self.account.clone(),
@@ -236,6 +241,7 @@ impl Service {
                 input = self.rx.recv() => match input {
                     Some(input) => {
                         self.handle(input);
+                        self.publish_advisories();
                         self.report_stats();
                     }
                     None => break,
@@ -259,6 +265,7 @@ impl Service {
                         enabled.sync_captures(&self.tx);
                         enabled.js.persist_consumers();
                     }
+                    self.publish_advisories();
                     self.report_stats();
                 }
             }
@@ -337,6 +344,19 @@ impl Service {
         Ok(())
     }
 
+    /// Publishes each account's advisories to whoever listens.
+    fn publish_advisories(&mut self) {
+        for enabled in self.accounts.values_mut() {
+            for advisory in enabled.js.take_advisories() {
+                let subject = advisory.subject();
+                if has_interest(&enabled.account, &subject) {
+                    let body = advisory.encode(&new_id(), &super::api::time(now()));
+                    send(&enabled.account, subject.as_bytes(), &body);
+                }
+            }
+        }
+    }
+
     /// Hands the totals over every account to the monitor.
     fn report_stats(&self) {
         let mut stats = JetStreamStats::default();
@@ -370,6 +390,7 @@ impl Service {
                 reply,
                 header,
                 body,
+                publisher,
             } => {
                 let server_name = self.shared.server_name.clone();
                 let Some(enabled) = self.accounts.get_mut(&account) else {
@@ -388,6 +409,25 @@ impl Service {
                 enabled.js.persist_consumers();
                 if let Some(reply) = reply {
                     send(&enabled.account, &reply, &response);
+                }
+                if has_interest(&enabled.account, API_AUDIT) {
+                    let client = publisher
+                        .and_then(|cid| self.shared.router.connection(cid))
+                        .map(|conn| audit_client(&conn.snapshot(false), &server_name))
+                        .unwrap_or_default();
+                    let (id, timestamp) = (new_id(), super::api::time(now()));
+                    let audit = ApiAudit {
+                        kind: API_AUDIT_TYPE,
+                        id: &id,
+                        timestamp: &timestamp,
+                        server: &server_name,
+                        client,
+                        subject: &subject,
+                        request: &String::from_utf8_lossy(&body),
+                        response: &String::from_utf8_lossy(&response),
+                    };
+                    let audit = serde_json::to_vec(&audit).unwrap_or_default();
+                    send(&enabled.account, API_AUDIT.as_bytes(), &audit);
                 }
                 let actions = enabled.js.take_actions();
                 enabled.perform(actions);
@@ -638,6 +678,31 @@ impl Enabled {
             }
             self.consumers.insert(key, subs);
         }
+    }
+}
+
+/// Whether anyone in `account` subscribes to `subject` (an advisory nobody takes is not
+/// built).
+fn has_interest(account: &Account, subject: &str) -> bool {
+    let matches = account.matches(subject.as_bytes());
+    !matches.psubs.is_empty() || !matches.qsubs.is_empty()
+}
+
+/// A client as the audit advisory shows it.
+fn audit_client(conn: &ConnSnapshot, server: &str) -> AuditClient {
+    AuditClient {
+        start: conn.start.map(crate::monitor::rfc3339).unwrap_or_default(),
+        host: conn.addr.map(|a| a.ip().to_string()).unwrap_or_default(),
+        id: conn.cid,
+        acc: conn.account.clone(),
+        user: conn.user.clone().unwrap_or_default(),
+        name: conn.name.clone(),
+        lang: conn.lang.clone(),
+        ver: conn.version.clone(),
+        rtt: conn.rtt.map(|d| d.as_nanos() as u64),
+        server: server.to_string(),
+        kind: "Client",
+        client_type: "nats",
     }
 }
 
