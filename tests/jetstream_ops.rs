@@ -4,7 +4,7 @@
 mod common;
 
 use common::cluster::converge;
-use common::js::{call, start_js_server, start_js_server_with, write_js_config};
+use common::js::{call, raw_reply, start_js_server, start_js_server_with, write_js_config};
 use common::process::{http_get, json_shape, reference_server, start_with_ports, Scratch, WAIT};
 use futures::StreamExt;
 use serde_json::Value;
@@ -595,4 +595,64 @@ async fn advisories_side_by_side_with_nats_server() {
     ] {
         assert!(subjects.contains(&subject), "{subject}: {subjects:?}");
     }
+}
+
+/// Batch direct gets: `batch` from a sequence (with `next_by_subj`, `max_bytes`) and
+/// `multi_last` (with `up_to_seq`, `batch`), each message with `Nats-Num-Pending` and
+/// `Nats-Last-Sequence` and the batch ended by `204 EOB`; the same replies as nats-server's.
+#[tokio::test]
+async fn batch_direct_gets_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-direct-batch");
+    let setup = [
+        Call(
+            "$JS.API.STREAM.CREATE.D",
+            r#"{"name":"D","subjects":["d.>"],"storage":"memory","allow_direct":true}"#,
+        ),
+        Call("d.a", "1"),
+        Call("d.b", "2"),
+        Call("d.a", "3"),
+        Call("d.c", "4"),
+    ];
+    let requests = [
+        r#"{"batch":3,"seq":1}"#,
+        r#"{"batch":3,"seq":2,"next_by_subj":"d.a"}"#,
+        r#"{"batch":5,"seq":1,"max_bytes":5}"#,
+        r#"{"batch":2,"seq":10}"#,
+        r#"{"batch":2}"#,
+        r#"{"multi_last":["d.a","d.b"]}"#,
+        r#"{"multi_last":["d.>"],"up_to_seq":3}"#,
+        r#"{"multi_last":["d.*"],"batch":1}"#,
+        r#"{"multi_last":["d.x"]}"#,
+    ];
+    let mut seen = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (_server, addr, _) = start_js_server_with(&binary, &scratch.0.join(name), "");
+        let client = async_nats::connect(&addr).await.unwrap();
+        run_script(&client, &setup).await;
+        let mut replies = Vec::new();
+        for request in requests {
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+            client
+                .publish_with_reply("$JS.API.DIRECT.GET.D", inbox, request.into())
+                .await
+                .unwrap();
+            // Messages until a status ends the batch (or is the whole answer).
+            loop {
+                let msg = tokio::time::timeout(WAIT, sub.next())
+                    .await
+                    .expect("a reply")
+                    .unwrap();
+                replies.push(format!("{request} {}", raw_reply(&msg)));
+                if msg.status.is_some() {
+                    break;
+                }
+            }
+        }
+        seen.push(replies);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(seen[0].iter().any(|r| r.contains("204")), "{:?}", seen[0]);
 }

@@ -933,12 +933,32 @@ pub(super) struct MsgGetRequest {
     last_by_subj: String,
     #[serde(default)]
     next_by_subj: String,
-    /// The batch and multi-subject forms, which tern does not have yet.
+    /// Direct get only: up to this many messages from `seq` (matching `next_by_subj`).
+    #[serde(default)]
+    pub(super) batch: usize,
+    /// Direct get only: a batch stops once its messages reach this many bytes.
+    #[serde(default)]
+    pub(super) max_bytes: u64,
+    /// Direct get only: the last message of each subject matching these filters.
+    #[serde(default)]
+    pub(super) multi_last: Vec<String>,
+    /// With `multi_last`: the last at or below this sequence.
+    #[serde(default)]
+    pub(super) up_to_seq: u64,
+    /// The forms tern does not have yet (`start_time`, `up_to_time`, `no_hdr`).
     #[serde(flatten)]
     pub(super) other: BTreeMap<String, Value>,
 }
 
 impl MsgGetRequest {
+    /// Nothing asked for: no sequence, subject or subjects.
+    pub(super) fn is_empty(&self) -> bool {
+        self.seq == 0
+            && self.last_by_subj.is_empty()
+            && self.next_by_subj.is_empty()
+            && self.multi_last.is_empty()
+    }
+
     /// The message asked for (`Some(None)`: there is none), or `None` for a combination of
     /// fields nats-server refuses.
     pub(super) fn load(&self, store: &dyn StreamStore) -> Option<Option<StoredMsg>> {

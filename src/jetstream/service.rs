@@ -481,20 +481,19 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
-                let Some((header, data)) = enabled.js.direct_get(&stream, &subject, &body) else {
-                    return;
-                };
-                let mut message = header.clone();
-                message.extend_from_slice(&data);
-                let msg = Message {
-                    subject: &reply,
-                    reply: None,
-                    header_len: Some(header.len()),
-                    message: &message,
-                };
-                let mut out = Deliveries::default();
-                deliver::publish(&enabled.account, &msg, &mut out);
-                out.flush(None);
+                for (header, data) in enabled.js.direct_get(&stream, &subject, &body) {
+                    let mut message = header.clone();
+                    message.extend_from_slice(&data);
+                    let msg = Message {
+                        subject: &reply,
+                        reply: None,
+                        header_len: Some(header.len()),
+                        message: &message,
+                    };
+                    let mut out = Deliveries::default();
+                    deliver::publish(&enabled.account, &msg, &mut out);
+                    out.flush(None);
+                }
             }
             Input::Ack {
                 account,

@@ -77,3 +77,32 @@ pub fn kind(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+
+/// What a raw reply shows: its status, its headers (times left out) and payload.
+pub fn raw_reply(msg: &async_nats::Message) -> String {
+    let status = msg.status.map(|s| {
+        format!(
+            "{} {}",
+            s.as_u16(),
+            msg.description.clone().unwrap_or_default()
+        )
+    });
+    let headers = msg.headers.as_ref().map(|h| {
+        let mut pairs: Vec<String> = h
+            .iter()
+            .map(|(k, v)| {
+                let v: Vec<&str> = v.iter().map(|v| v.as_str()).collect();
+                match k.to_string().as_str() {
+                    "Nats-Time-Stamp" => format!("{k}=<time>"),
+                    _ => format!("{k}={}", v.join(",")),
+                }
+            })
+            .collect();
+        pairs.sort();
+        pairs.join(";")
+    });
+    format!(
+        "{status:?} {headers:?} {:?}",
+        String::from_utf8_lossy(&msg.payload)
+    )
+}
