@@ -526,14 +526,22 @@ async fn account_given_jetstream_by_a_reload() {
 fn advisory(msg: &async_nats::Message) -> String {
     let mut body: Value = serde_json::from_slice(&msg.payload).unwrap();
     let shape = json_shape(&body);
-    for key in ["id", "timestamp", "server", "client", "response"] {
+    for key in [
+        "id",
+        "timestamp",
+        "server",
+        "client",
+        "response",
+        "ack_time",
+    ] {
         body.as_object_mut().unwrap().remove(key);
     }
     format!("{} {shape:?} {body}", msg.subject)
 }
 
-/// The advisories of stream and consumer actions, of messages given up on and terminated, and
-/// the API audit: the same subjects, fields and values as nats-server's, taken by a subscriber.
+/// The advisories of stream and consumer actions, of messages given up on and terminated, the
+/// ack metric of a sampling consumer, and the API audit: the same subjects, fields and values
+/// as nats-server's, taken by a subscriber.
 #[tokio::test]
 async fn advisories_side_by_side_with_nats_server() {
     use Step::*;
@@ -556,6 +564,13 @@ async fn advisories_side_by_side_with_nats_server() {
         Call("s.b", "2"),
         // 1 is never acknowledged (MAX_DELIVERIES once the ack wait ends), 2 is terminated.
         Pull("S.C", &["", "+TERM no good"]),
+        // Every ack of M is sampled.
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.M",
+            r#"{"stream_name":"S","config":{"durable_name":"M","ack_policy":"explicit","sample_freq":"100%"}}"#,
+        ),
+        Pull("S.M", &["+ACK"]),
+        Call("$JS.API.CONSUMER.DELETE.S.M", ""),
         Wait(700),
         Call("$JS.API.STREAM.INFO.X", ""),
         Call("$JS.API.CONSUMER.DELETE.S.C", ""),
@@ -589,6 +604,7 @@ async fn advisories_side_by_side_with_nats_server() {
         "$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.C",
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.C",
         "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C",
+        "$JS.EVENT.METRIC.CONSUMER.ACK.S.M",
         "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.C",
         "$JS.EVENT.ADVISORY.STREAM.DELETED.S",
         "$JS.EVENT.ADVISORY.API",

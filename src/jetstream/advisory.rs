@@ -16,6 +16,17 @@ pub enum Notice {
         /// How many times it was delivered.
         deliveries: u64,
     },
+    /// A sampled acknowledgement (`sample_freq`), for the ack metric.
+    Acked {
+        /// Its consumer sequence.
+        consumer_seq: u64,
+        /// Its stream sequence.
+        stream_seq: u64,
+        /// Nanoseconds from its delivery to the ack.
+        ack_time: i64,
+        /// How many times it was delivered.
+        deliveries: u64,
+    },
     /// A message was terminated by `+TERM`.
     Terminated {
         /// Its consumer sequence.
@@ -93,6 +104,9 @@ impl Advisory {
                 let what = match notice {
                     Notice::MaxDeliveries { .. } => "MAX_DELIVERIES",
                     Notice::Terminated { .. } => "MSG_TERMINATED",
+                    Notice::Acked { .. } => {
+                        return format!("$JS.EVENT.METRIC.CONSUMER.ACK.{stream}.{consumer}")
+                    }
                 };
                 format!("$JS.EVENT.ADVISORY.CONSUMER.{what}.{stream}.{consumer}")
             }
@@ -111,9 +125,14 @@ impl Advisory {
             Advisory::Notice { notice, .. } => match notice {
                 Notice::MaxDeliveries { .. } => "max_deliver",
                 Notice::Terminated { .. } => "terminated",
+                Notice::Acked { .. } => "consumer_ack",
             },
         };
-        put("type", format!("{PREFIX}{kind}").into());
+        let kind = match kind {
+            "consumer_ack" => "io.nats.jetstream.metric.v1.consumer_ack".to_string(),
+            kind => format!("{PREFIX}{kind}"),
+        };
+        put("type", kind.into());
         put("id", id.into());
         put("timestamp", timestamp.into());
         match self {
@@ -143,6 +162,17 @@ impl Advisory {
                         deliveries,
                     } => {
                         put("stream_seq", (*stream_seq).into());
+                        put("deliveries", (*deliveries).into());
+                    }
+                    Notice::Acked {
+                        consumer_seq,
+                        stream_seq,
+                        ack_time,
+                        deliveries,
+                    } => {
+                        put("consumer_seq", (*consumer_seq).into());
+                        put("stream_seq", (*stream_seq).into());
+                        put("ack_time", (*ack_time).into());
                         put("deliveries", (*deliveries).into());
                     }
                     Notice::Terminated {
@@ -227,6 +257,13 @@ pub struct ApiAudit<'a> {
 
 /// The type of [`ApiAudit`].
 pub const API_AUDIT_TYPE: &str = "io.nats.jetstream.advisory.v1.api_audit";
+
+/// The share of acks `sample_freq` asks to announce, in percent (`"100%"`, `"50"`; 0 when
+/// unset or unreadable).
+pub fn sample_percent(freq: Option<&str>) -> u32 {
+    freq.and_then(|f| f.trim().trim_end_matches('%').parse::<u32>().ok())
+        .map_or(0, |p| p.min(100))
+}
 
 /// A new advisory id: 22 characters, as nats-server's NUIDs.
 pub fn new_id() -> String {

@@ -97,6 +97,9 @@ pub struct ConsumerConfig {
     /// `replay_policy`: only `instant` for now.
     #[serde(default = "instant")]
     pub replay_policy: String,
+    /// `sample_freq`: the share of acks announced as metrics (`"100%"`, `"50"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_freq: Option<String>,
     /// `max_waiting`: pull requests that may wait at once.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_waiting: i64,
@@ -121,7 +124,7 @@ pub struct ConsumerConfig {
 }
 
 /// Request fields refused when set: push delivery, backoff, several filters, sampling, ...
-const NOT_YET: [&str; 15] = [
+const NOT_YET: [&str; 14] = [
     "priority_groups",
     "priority_policy",
     "pause_until",
@@ -132,7 +135,6 @@ const NOT_YET: [&str; 15] = [
     "backoff",
     "filter_subjects",
     "rate_limit_bps",
-    "sample_freq",
     "headers_only",
     "opt_start_time",
     "max_batch",
@@ -269,6 +271,8 @@ struct Waiting {
 struct Pending {
     cseq: u64,
     deadline: i64,
+    /// When it was (last) delivered, for the ack metric's `ack_time`.
+    delivered_at: i64,
 }
 
 /// One consumer of one stream.
@@ -382,6 +386,24 @@ impl Consumer {
         std::mem::take(&mut self.acked_seqs)
     }
 
+    /// An explicit ack of `sseq` at `now`, announced as a metric as often as `sample_freq`
+    /// asks (nats-server's `sampleAck`).
+    fn sample_ack(&mut self, sseq: u64, now: i64) {
+        let Some(p) = self.pending.get(&sseq).copied() else {
+            return;
+        };
+        let percent = super::advisory::sample_percent(self.config.sample_freq.as_deref());
+        if percent == 0 || (percent < 100 && fastrand::u32(0..100) >= percent) {
+            return;
+        }
+        self.notices.push(super::advisory::Notice::Acked {
+            consumer_seq: p.cseq,
+            stream_seq: sseq,
+            ack_time: now - p.delivered_at,
+            deliveries: self.redelivered.get(&sseq).copied().unwrap_or(1),
+        });
+    }
+
     /// What happened since the last call that advisories announce.
     pub fn take_notices(&mut self) -> Vec<super::advisory::Notice> {
         std::mem::take(&mut self.notices)
@@ -419,7 +441,14 @@ impl Consumer {
         let mut pending = BTreeMap::new();
         let mut redelivered = BTreeMap::new();
         for (sseq, cseq, dc) in saved.pending {
-            pending.insert(sseq, Pending { cseq, deadline });
+            pending.insert(
+                sseq,
+                Pending {
+                    cseq,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
             if dc > 1 {
                 redelivered.insert(sseq, dc);
             }
@@ -638,7 +667,10 @@ impl Consumer {
         }
         let verb = body.split_whitespace().next().unwrap_or("");
         match verb {
-            "" | "+ACK" | "+OK" | "+NXT" => self.acked(sseq, cseq),
+            "" | "+ACK" | "+OK" | "+NXT" => {
+                self.sample_ack(sseq, now);
+                self.acked(sseq, cseq);
+            }
             // `-NAK`, `-NAK {"delay":<ns>}` or `-NAK <Go duration>`.
             "-NAK" if self.pending.contains_key(&sseq) => {
                 match nak_delay(body.trim_start_matches("-NAK").trim()) {
@@ -770,6 +802,7 @@ impl Consumer {
                     Pending {
                         cseq,
                         deadline: now + self.config.ack_wait,
+                        delivered_at: now,
                     },
                 );
             }
