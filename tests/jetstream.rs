@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
-use common::jetstream::{call, normalise, start_js_server, start_js_server_with};
+use common::jetstream::{call, normalise, raw_reply, start_js_server, start_js_server_with};
 use common::process::{
     json_shape, listening_port, read_line, reference_server, run, Process, Scratch, WAIT,
 };
@@ -979,35 +979,6 @@ async fn file_streams_survive_kill_9() {
         .join("streams")
         .join("DURABLE")
         .exists());
-}
-
-/// What a raw reply shows: its status, its headers (times left out) and payload.
-fn raw_reply(msg: &async_nats::Message) -> String {
-    let status = msg.status.map(|s| {
-        format!(
-            "{} {}",
-            s.as_u16(),
-            msg.description.clone().unwrap_or_default()
-        )
-    });
-    let headers = msg.headers.as_ref().map(|h| {
-        let mut pairs: Vec<String> = h
-            .iter()
-            .map(|(k, v)| {
-                let v: Vec<&str> = v.iter().map(|v| v.as_str()).collect();
-                match k.to_string().as_str() {
-                    "Nats-Time-Stamp" => format!("{k}=<time>"),
-                    _ => format!("{k}={}", v.join(",")),
-                }
-            })
-            .collect();
-        pairs.sort();
-        pairs.join(";")
-    });
-    format!(
-        "{status:?} {headers:?} {:?}",
-        String::from_utf8_lossy(&msg.payload)
-    )
 }
 
 #[tokio::test]

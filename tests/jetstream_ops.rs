@@ -4,7 +4,7 @@
 mod common;
 
 use common::cluster::converge;
-use common::jetstream::{call, start_js_server, start_js_server_with};
+use common::jetstream::{call, raw_reply, start_js_server, start_js_server_with, write_js_config};
 use common::process::{http_get, json_shape, reference_server, start_with_ports, Scratch, WAIT};
 use futures::StreamExt;
 use serde_json::Value;
@@ -16,6 +16,8 @@ enum Step {
     /// A pull of `n` messages by `<stream>.<consumer>`, each then acknowledged with its verb
     /// (none for ""), as a double ack so that it is processed before the next step.
     Pull(&'static str, &'static [&'static str]),
+    /// A pause of this many milliseconds (for an ack wait to pass).
+    Wait(u64),
 }
 
 /// What each step came to on the server `client` is connected to.
@@ -27,6 +29,7 @@ async fn run_script(client: &async_nats::Client, script: &[Step]) -> Vec<String>
                 let answer = call(client, subject, body).await;
                 out.push(format!("{subject} {body} => {answer}"));
             }
+            Step::Wait(ms) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
             Step::Pull(consumer, verbs) => {
                 let inbox = client.new_inbox();
                 let mut sub = client.subscribe(inbox.clone()).await.unwrap();
@@ -61,15 +64,28 @@ async fn run_script(client: &async_nats::Client, script: &[Step]) -> Vec<String>
 
 /// Runs `script` on tern and on nats-server; every step must come to the same.
 async fn same_script(name: &str, script: &[Step]) {
+    same_script_as(name, "", None, script).await;
+}
+
+/// As [`same_script`], with `config` added to both servers' configuration and connected as
+/// `user` (whose password is its name).
+async fn same_script_as(name: &str, config: &str, user: Option<&str>, script: &[Step]) {
     let reference = reference_server().expect("nats-server 2.15.1 on PATH");
     let scratch = Scratch::new(name);
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let tern = async_nats::connect(&tern_addr).await.unwrap();
-    let ns = async_nats::connect(&ns_addr).await.unwrap();
-    let ours = run_script(&tern, script).await;
-    let theirs = run_script(&ns, script).await;
-    for (a, b) in ours.iter().zip(&theirs) {
+    let mut results = Vec::new();
+    for (dir, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (_server, addr, _) = start_js_server_with(&binary, &scratch.0.join(dir), config);
+        let options = match user {
+            Some(user) => {
+                async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options.connect(&addr).await.unwrap();
+        results.push(run_script(&client, script).await);
+    }
+    let (ours, theirs) = (&results[0], &results[1]);
+    for (a, b) in ours.iter().zip(theirs) {
         assert_eq!(a, b);
     }
     assert_eq!(ours.len(), theirs.len());
@@ -342,4 +358,317 @@ async fn jsz_and_varz_side_by_side_with_nats_server() {
     assert_eq!(json_shape(&documents[0].0), json_shape(&documents[1].0));
     assert_eq!(documents[0].0["disabled"], true);
     assert_eq!(documents[0].1, documents[1].1);
+}
+
+/// Two accounts with JetStream limits: the limits in `$JS.API.INFO`, and each refused
+/// stream, consumer and message with nats-server's error.
+const LIMITED: &str = "accounts {
+  A { jetstream { max_mem: 1K, max_file: 2K, max_streams: 3, max_consumers: 1 }, users: [{user: a, password: a}] }
+  B { jetstream { max_memory: 10K, max_store: 10K, disk_max_stream_bytes: 2K, max_bytes_required: true, max_ack_pending: 5 }, users: [{user: b, password: b}] }
+}";
+
+/// A 100-byte payload.
+const HUNDRED: &str =
+    "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789";
+
+#[tokio::test]
+async fn account_limits_side_by_side_with_nats_server() {
+    use Step::*;
+    let a = [
+        Call("$JS.API.INFO", ""),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":3000}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":1500}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.G",
+            r#"{"name":"G","subjects":["g"],"max_bytes":1000}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.H",
+            r#"{"name":"H","subjects":["h"],"storage":"memory","max_consumers":5}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.H",
+            r#"{"name":"H","subjects":["h"],"storage":"memory"}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.M",
+            r#"{"name":"M","subjects":["m"],"storage":"memory","max_bytes":2048}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.I",
+            r#"{"name":"I","subjects":["i"],"storage":"memory"}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.J",
+            r#"{"name":"J","subjects":["j"],"storage":"memory"}"#,
+        ),
+        // max_consumers is per stream.
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.C",
+            r#"{"stream_name":"F","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.H.C",
+            r#"{"stream_name":"H","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.H.D",
+            r#"{"stream_name":"H","config":{"durable_name":"D","ack_policy":"explicit"}}"#,
+        ),
+        Call("h", HUNDRED),
+        Call("h", HUNDRED),
+        Call("f", HUNDRED),
+        Call(
+            "$JS.API.STREAM.UPDATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":2500}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.UPDATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":2000}"#,
+        ),
+        Call("$JS.API.INFO", ""),
+    ];
+    same_script_as("js-limits-a", LIMITED, Some("a"), &a).await;
+    let b = [
+        Call("$JS.API.INFO", ""),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"]}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":3000}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"],"max_bytes":2000}"#,
+        ),
+        // The account's max_ack_pending caps the default and what a consumer may ask.
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.C",
+            r#"{"stream_name":"F","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.D",
+            r#"{"stream_name":"F","config":{"durable_name":"D","ack_policy":"explicit","max_ack_pending":10}}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.F.E",
+            r#"{"stream_name":"F","config":{"durable_name":"E","ack_policy":"explicit","max_ack_pending":3}}"#,
+        ),
+        Call("$JS.API.INFO", ""),
+    ];
+    same_script_as("js-limits-b", LIMITED, Some("b"), &b).await;
+}
+
+/// An account JetStream is enabled for (with limits) by a reload answers as nats-server's
+/// does afterwards.
+#[tokio::test]
+async fn account_given_jetstream_by_a_reload() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-reload");
+    let before = "accounts { A { users: [{user: a, password: a}] } }";
+    let after = "accounts { A { jetstream { max_streams: 1 }, users: [{user: a, password: a}] } }";
+    let mut answers = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let dir = scratch.0.join(name);
+        let (server, addr, _) = start_js_server_with(&binary, &dir, before);
+        let client = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+            .connect(&addr)
+            .await
+            .unwrap();
+        let mut seen = vec![call(&client, "$JS.API.INFO", "").await];
+        write_js_config(&dir, after);
+        server.signal("HUP");
+        let deadline = std::time::Instant::now() + WAIT;
+        // Until the reload is in force (a request may find no responder while it happens).
+        loop {
+            let answer = client.request("$JS.API.INFO", "".into()).await;
+            let info: Option<Value> = answer
+                .ok()
+                .and_then(|msg| serde_json::from_slice(&msg.payload).ok());
+            if let Some(info) = info.filter(|i| i.get("error").is_none()) {
+                seen.push(call(&client, "$JS.API.INFO", "").await);
+                assert_eq!(info["limits"], seen[1]["limits"]);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: not reloaded");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for (subject, body) in [
+            (
+                "$JS.API.STREAM.CREATE.S",
+                r#"{"name":"S","storage":"memory"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.T",
+                r#"{"name":"T","storage":"memory"}"#,
+            ),
+        ] {
+            seen.push(call(&client, subject, body).await);
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][0]["error"]["err_code"], 10039);
+    assert_eq!(answers[0][1]["limits"]["max_streams"], 1);
+    assert_eq!(answers[0][3]["error"]["err_code"], 10027);
+}
+
+/// An advisory without what differs by nature (id, time, server, client address and times,
+/// the audited response's times): its subject, field paths and stable values.
+fn advisory(msg: &async_nats::Message) -> String {
+    let mut body: Value = serde_json::from_slice(&msg.payload).unwrap();
+    let shape = json_shape(&body);
+    for key in [
+        "id",
+        "timestamp",
+        "server",
+        "client",
+        "response",
+        "ack_time",
+    ] {
+        body.as_object_mut().unwrap().remove(key);
+    }
+    format!("{} {shape:?} {body}", msg.subject)
+}
+
+/// The advisories of stream and consumer actions, of messages given up on and terminated, the
+/// ack metric of a sampling consumer, and the API audit: the same subjects, fields and values
+/// as nats-server's, taken by a subscriber.
+#[tokio::test]
+async fn advisories_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-advisories");
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.UPDATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory","max_msgs":5}"#,
+        ),
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit","max_deliver":1,"ack_wait":200000000}}"#,
+        ),
+        Call("s.a", "1"),
+        Call("s.b", "2"),
+        // 1 is never acknowledged (MAX_DELIVERIES once the ack wait ends), 2 is terminated.
+        Pull("S.C", &["", "+TERM no good"]),
+        // Every ack of M is sampled.
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.M",
+            r#"{"stream_name":"S","config":{"durable_name":"M","ack_policy":"explicit","sample_freq":"100%"}}"#,
+        ),
+        Pull("S.M", &["+ACK"]),
+        Call("$JS.API.CONSUMER.DELETE.S.M", ""),
+        Wait(700),
+        Call("$JS.API.STREAM.INFO.X", ""),
+        Call("$JS.API.CONSUMER.DELETE.S.C", ""),
+        Call("$JS.API.STREAM.DELETE.S", ""),
+    ];
+    let mut seen = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (_server, addr, _) = start_js_server_with(&binary, &scratch.0.join(name), "");
+        let client = async_nats::connect(&addr).await.unwrap();
+        let mut events = client.subscribe("$JS.EVENT.>").await.unwrap();
+        client.flush().await.unwrap();
+        run_script(&client, &script).await;
+        let mut got = Vec::new();
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await
+        {
+            got.push(advisory(&msg));
+        }
+        // Published in an order that varies with timing.
+        got.sort();
+        seen.push(got);
+    }
+    assert_eq!(seen[0], seen[1]);
+    let subjects: Vec<&str> = seen[0]
+        .iter()
+        .map(|a| a.split(' ').next().unwrap())
+        .collect();
+    for subject in [
+        "$JS.EVENT.ADVISORY.STREAM.CREATED.S",
+        "$JS.EVENT.ADVISORY.STREAM.UPDATED.S",
+        "$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.C",
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.C",
+        "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C",
+        "$JS.EVENT.METRIC.CONSUMER.ACK.S.M",
+        "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.C",
+        "$JS.EVENT.ADVISORY.STREAM.DELETED.S",
+        "$JS.EVENT.ADVISORY.API",
+    ] {
+        assert!(subjects.contains(&subject), "{subject}: {subjects:?}");
+    }
+}
+
+/// Batch direct gets: `batch` from a sequence (with `next_by_subj`, `max_bytes`) and
+/// `multi_last` (with `up_to_seq`, `batch`), each message with `Nats-Num-Pending` and
+/// `Nats-Last-Sequence` and the batch ended by `204 EOB`; the same replies as nats-server's.
+#[tokio::test]
+async fn batch_direct_gets_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-direct-batch");
+    let setup = [
+        Call(
+            "$JS.API.STREAM.CREATE.D",
+            r#"{"name":"D","subjects":["d.>"],"storage":"memory","allow_direct":true}"#,
+        ),
+        Call("d.a", "1"),
+        Call("d.b", "2"),
+        Call("d.a", "3"),
+        Call("d.c", "4"),
+    ];
+    let requests = [
+        r#"{"batch":3,"seq":1}"#,
+        r#"{"batch":3,"seq":2,"next_by_subj":"d.a"}"#,
+        r#"{"batch":5,"seq":1,"max_bytes":5}"#,
+        r#"{"batch":2,"seq":10}"#,
+        r#"{"batch":2}"#,
+        r#"{"multi_last":["d.a","d.b"]}"#,
+        r#"{"multi_last":["d.>"],"up_to_seq":3}"#,
+        r#"{"multi_last":["d.*"],"batch":1}"#,
+        r#"{"multi_last":["d.x"]}"#,
+    ];
+    let mut seen = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (_server, addr, _) = start_js_server_with(&binary, &scratch.0.join(name), "");
+        let client = async_nats::connect(&addr).await.unwrap();
+        run_script(&client, &setup).await;
+        let mut replies = Vec::new();
+        for request in requests {
+            let inbox = client.new_inbox();
+            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+            client
+                .publish_with_reply("$JS.API.DIRECT.GET.D", inbox, request.into())
+                .await
+                .unwrap();
+            // Messages until a status ends the batch (or is the whole answer).
+            loop {
+                let msg = tokio::time::timeout(WAIT, sub.next())
+                    .await
+                    .expect("a reply")
+                    .unwrap();
+                replies.push(format!("{request} {}", raw_reply(&msg)));
+                if msg.status.is_some() {
+                    break;
+                }
+            }
+        }
+        seen.push(replies);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(seen[0].iter().any(|r| r.contains("204")), "{:?}", seen[0]);
 }

@@ -24,9 +24,109 @@ pub struct AccountConfig {
     pub imports: Vec<Import>,
     /// Its subject mappings.
     pub mappings: Vec<MappingConfig>,
-    /// `jetstream: enabled` (or an empty `jetstream {}`): JetStream is on for it when the
+    /// `jetstream: enabled` (or a `jetstream {}` block): JetStream is on for it when the
     /// server runs JetStream.
     pub jetstream: bool,
+    /// The limits of its `jetstream { ... }` block (none for `jetstream: enabled`).
+    pub jetstream_limits: JetStreamLimits,
+}
+
+/// An account's JetStream limits (nats-server's `JetStreamAccountLimits`); -1 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JetStreamLimits {
+    /// `max_mem` (`max_memory`, `mem`, `memory`): bytes its memory streams may hold.
+    pub max_memory: i64,
+    /// `max_file` (`max_store`, `max_disk`, `store`, `disk`): bytes its file streams may hold.
+    pub max_store: i64,
+    /// `max_streams` (`streams`).
+    pub max_streams: i64,
+    /// `max_consumers` (`consumers`): consumers per stream.
+    pub max_consumers: i64,
+    /// `max_ack_pending`: the most a consumer may set.
+    pub max_ack_pending: i64,
+    /// `mem_max_stream_bytes` (`memory_max_stream_bytes`): the most a memory stream may set.
+    pub memory_max_stream_bytes: i64,
+    /// `disk_max_stream_bytes` (`store_max_stream_bytes`): the most a file stream may set.
+    pub store_max_stream_bytes: i64,
+    /// `max_bytes_required` (`max_stream_bytes`, `max_bytes`): streams must set `max_bytes`.
+    pub max_bytes_required: bool,
+}
+
+impl Default for JetStreamLimits {
+    fn default() -> JetStreamLimits {
+        JetStreamLimits {
+            max_memory: -1,
+            max_store: -1,
+            max_streams: -1,
+            max_consumers: -1,
+            max_ack_pending: -1,
+            memory_max_stream_bytes: -1,
+            store_max_stream_bytes: -1,
+            max_bytes_required: false,
+        }
+    }
+}
+
+/// A scalar as Go's `%v` prints it, for nats-server's "Expected ..." errors.
+fn go_value(v: &Value) -> String {
+    match &v.kind {
+        Kind::Bool(b) => b.to_string(),
+        Kind::Int(n) => n.to_string(),
+        Kind::Float(f) => f.to_string(),
+        Kind::String(s) => s.clone(),
+        Kind::Map(_) => "map[...]".into(),
+        Kind::Array(_) => "[...]".into(),
+    }
+}
+
+/// An account's `jetstream { ... }` block, as nats-server's `parseJetStreamForAccount` reads
+/// it.
+fn jetstream_limits(block: &[super::conf::Entry]) -> Result<JetStreamLimits, ConfError> {
+    let mut limits = JetStreamLimits::default();
+    for field in block {
+        let v = &field.value;
+        let size = |name: &str| match &v.kind {
+            Kind::Int(n) => Ok(*n),
+            _ => Err(ConfError {
+                pos: v.pos.clone(),
+                message: format!(
+                    "Expected a parseable size for {name:?}, got {}",
+                    go_value(v)
+                ),
+            }),
+        };
+        match field.key.to_ascii_lowercase().as_str() {
+            "max_memory" | "max_mem" | "mem" | "memory" => limits.max_memory = size(&field.key)?,
+            "max_store" | "max_file" | "max_disk" | "store" | "disk" => {
+                limits.max_store = size(&field.key)?
+            }
+            "max_streams" | "streams" => limits.max_streams = size(&field.key)?,
+            "max_consumers" | "consumers" => limits.max_consumers = size(&field.key)?,
+            "max_ack_pending" => limits.max_ack_pending = size(&field.key)?,
+            "mem_max_stream_bytes" | "memory_max_stream_bytes" => {
+                limits.memory_max_stream_bytes = size(&field.key)?
+            }
+            "disk_max_stream_bytes" | "store_max_stream_bytes" => {
+                limits.store_max_stream_bytes = size(&field.key)?
+            }
+            "max_bytes_required" | "max_stream_bytes" | "max_bytes" => match &v.kind {
+                Kind::Bool(b) => limits.max_bytes_required = *b,
+                _ => {
+                    return Err(ConfError {
+                        pos: v.pos.clone(),
+                        message: format!(
+                            "Expected a parseable bool for {:?}, got {}",
+                            field.key,
+                            go_value(v)
+                        ),
+                    })
+                }
+            },
+            _ if field.referenced => {}
+            _ => return Err(options::unknown_field(field)),
+        }
+    }
+    Ok(limits)
 }
 
 /// Stream (messages flow out) or service (requests flow in, responses out).
@@ -126,6 +226,7 @@ pub fn parse_accounts(
             imports: Vec::new(),
             mappings: Vec::new(),
             jetstream: false,
+            jetstream_limits: JetStreamLimits::default(),
         };
         let Kind::Map(fields) = &entry.value.kind else {
             // `accounts { A: {} }` and a bare name both make an empty account.
@@ -160,14 +261,9 @@ pub fn parse_accounts(
                         Kind::Bool(on) => *on,
                         Kind::String(s) if s.eq_ignore_ascii_case("enabled") => true,
                         Kind::String(s) if s.eq_ignore_ascii_case("disabled") => false,
-                        // Limits would go unenforced: refused rather than ignored.
-                        Kind::Map(limits) if limits.is_empty() => true,
-                        Kind::Map(_) => {
-                            return Err(ConfError {
-                                pos: field.pos.clone(),
-                                message: "account JetStream limits are not supported by tern yet"
-                                    .into(),
-                            })
+                        Kind::Map(block) => {
+                            account.jetstream_limits = jetstream_limits(block)?;
+                            true
                         }
                         _ => return Err(options::bad(v, "jetstream")),
                     }
@@ -523,9 +619,23 @@ mod tests {
             a.iter().map(|a| a.jetstream).collect::<Vec<_>>(),
             [true, true, false]
         );
-        let err = accounts("accounts { A { jetstream: { max_mem: 1G } } }").unwrap_err();
+        let a = accounts(
+            "accounts { A { jetstream: { max_mem: 1K, max_file: 2M, max_streams: 3, \
+             consumers: 4, max_bytes_required: true, disk_max_stream_bytes: 5 } } }",
+        )
+        .unwrap();
+        let limits = a[0].jetstream_limits;
+        assert_eq!((limits.max_memory, limits.max_store), (1000, 2_000_000));
+        assert_eq!((limits.max_streams, limits.max_consumers), (3, 4));
+        assert_eq!(limits.store_max_stream_bytes, 5);
+        assert_eq!(
+            (limits.max_ack_pending, limits.max_bytes_required),
+            (-1, true)
+        );
+        let err = accounts("accounts { A { jetstream: { max_stream_bytes: 2000 } } }").unwrap_err();
         assert!(
-            err.to_string().contains("not supported by tern yet"),
+            err.to_string()
+                .contains("Expected a parseable bool for \"max_stream_bytes\", got 2000"),
             "{err}"
         );
     }

@@ -384,6 +384,7 @@ fn account_config(claims: &AccountClaims, all: &BTreeMap<String, AccountJwt>) ->
         imports,
         mappings,
         jetstream: false,
+        jetstream_limits: Default::default(),
     }
 }
 

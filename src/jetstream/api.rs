@@ -1,27 +1,30 @@
 //! One account's JetStream: its streams and the `$JS.API` requests about them, answered with
 //! nats-server's JSON (`jsStreamCreateRequest`, `jsStreamInfoRequest`, ..., server/
 //! jetstream_api.go). Pure: each request gets the time as nanoseconds since the Unix epoch and
-//! returns the response's bytes.
+//! returns the response's bytes. By concept: `streams` (the stream requests), `consumers`,
+//! `direct` (direct gets), `limits` (the account's JetStream limits), `report` (totals and
+//! `/jsz` detail for the monitor).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::advisory::Advisory;
 use super::consumer::{Action, Consumer, SavedConsumer};
 use super::errors::ApiError;
 use super::filestore::FileStore;
 use super::store::{MemoryStore, StoredMsg, StreamStore};
 use super::stream::{PubOutcome, Storage, Stream, StreamConfig};
-use crate::proto::subject;
 
 mod consumers;
 mod direct;
+mod limits;
 mod report;
+mod streams;
 
 /// The response kind of the request whose subject's tokens after `$JS.API.` are `tokens`;
 /// `None` for a request tern does not answer.
@@ -80,6 +83,10 @@ pub struct AccountJs {
     persisted: std::collections::BTreeSet<(String, String)>,
     /// JetStream is not enabled for this account: every request gets 503/10039.
     disabled: bool,
+    /// Advisories to publish, for [`AccountJs::take_advisories`].
+    advisories: Vec<Advisory>,
+    /// The account's limits (its `jetstream { ... }` block).
+    pub limits: crate::config::accounts::JetStreamLimits,
 }
 
 /// What `meta.json` holds.
@@ -337,9 +344,16 @@ impl AccountJs {
         data: Bytes,
         now: i64,
     ) -> Option<(bool, Response)> {
+        let s = self.streams.get(stream)?;
+        let size = s.store().msg_size(subject, &header, &data);
+        let over = self.would_exceed(s.config.storage, size);
         let s = self.streams.get_mut(stream)?;
         let no_ack = s.config.no_ack;
-        let ack = match s.process_publish(subject, header, data, now) {
+        let outcome = match over {
+            Some(err) => Err(err),
+            None => s.process_publish(subject, header, data, now),
+        };
+        let ack = match outcome {
             Ok(PubOutcome::Stored(seq)) => PubAck {
                 error: None,
                 stream,
@@ -430,8 +444,52 @@ impl AccountJs {
     /// Lets every consumer of every stream act at `now`.
     pub fn tick(&mut self, now: i64) -> Vec<Action> {
         let mut out = Vec::new();
-        for stream in self.streams.values_mut() {
+        let mut gone = Vec::new();
+        for (name, stream) in self.streams.iter_mut() {
+            let before: Vec<String> = stream.consumers.keys().cloned().collect();
             out.extend(stream.tick_consumers(now));
+            for consumer in before {
+                if !stream.consumers.contains_key(&consumer) {
+                    gone.push((name.clone(), consumer));
+                }
+            }
+        }
+        for (stream, consumer) in gone {
+            self.advise_consumer(&stream, &consumer, "delete");
+        }
+        out
+    }
+
+    /// Notes a stream advisory (`create`, `modify`, `delete`).
+    fn advise_stream(&mut self, stream: &str, action: &'static str) {
+        self.advisories.push(Advisory::Stream {
+            stream: stream.into(),
+            action,
+        });
+    }
+
+    /// Notes a consumer advisory (`create`, `delete`).
+    fn advise_consumer(&mut self, stream: &str, consumer: &str, action: &'static str) {
+        self.advisories.push(Advisory::Consumer {
+            stream: stream.into(),
+            consumer: consumer.into(),
+            action,
+        });
+    }
+
+    /// The advisories to publish since the last call, the consumers' notices included.
+    pub fn take_advisories(&mut self) -> Vec<Advisory> {
+        let mut out = std::mem::take(&mut self.advisories);
+        for (name, stream) in self.streams.iter_mut() {
+            for (consumer_name, consumer) in stream.consumers.iter_mut() {
+                for notice in consumer.take_notices() {
+                    out.push(Advisory::Notice {
+                        stream: name.clone(),
+                        consumer: consumer_name.clone(),
+                        notice,
+                    });
+                }
+            }
         }
         out
     }
@@ -504,297 +562,13 @@ impl AccountJs {
         json!({
             "memory": memory,
             "storage": storage,
-            "reserved_memory": 0,
-            "reserved_storage": 0,
+            "reserved_memory": self.reserved(Storage::Memory, None),
+            "reserved_storage": self.reserved(Storage::File, None),
             "streams": self.streams.len(),
             "consumers": self.streams.values().map(|s| s.consumers.len()).sum::<usize>(),
-            "limits": {
-                "max_memory": -1,
-                "max_storage": -1,
-                "max_streams": -1,
-                "max_consumers": -1,
-                "max_ack_pending": -1,
-                "memory_max_stream_bytes": -1,
-                "storage_max_stream_bytes": -1,
-                "max_bytes_required": false
-            },
+            "limits": self.limits_json(),
             "api": {"level": super::API_LEVEL, "total": self.total, "errors": self.errors}
         })
-    }
-
-    /// The body as a stream configuration for the stream named in the subject.
-    fn config_from(name: &str, body: &[u8]) -> Result<StreamConfig, ApiError> {
-        if body.is_empty() {
-            return Err(ApiError::invalid_json("request body is empty"));
-        }
-        let mut config: StreamConfig = parse(body)?;
-        if config.name.is_empty() {
-            config.name = name.to_string();
-        }
-        if config.name != name {
-            return Err(ApiError::new(
-                400,
-                10056,
-                "stream name in subject does not match request".into(),
-            ));
-        }
-        config.normalize()
-    }
-
-    /// Refuses subjects that another stream already captures.
-    fn check_overlap(&self, config: &StreamConfig) -> Result<(), ApiError> {
-        let others = self
-            .streams
-            .values()
-            .filter(|s| s.config.name != config.name);
-        for other in others {
-            for a in &other.config.subjects {
-                for b in &config.subjects {
-                    if subject::overlaps(a.as_bytes(), b.as_bytes()) {
-                        return Err(ApiError::new(
-                            400,
-                            10065,
-                            "subjects overlap with an existing stream".into(),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn create(&mut self, name: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
-        let config = Self::config_from(name, body)?;
-        if let Some(existing) = self.streams.get(name) {
-            if !existing.config.same_as(&config) {
-                return Err(ApiError::new(
-                    400,
-                    10058,
-                    "stream name already in use with a different configuration".into(),
-                ));
-            }
-        } else {
-            self.check_overlap(&config)?;
-            let store = self.new_store(&config, now)?;
-            let stream = Stream::new(config, store, now);
-            self.streams.insert(name.to_string(), stream);
-        }
-        let stream = &self.streams[name];
-        let mut info = stream_info(stream, now, true);
-        info.insert("did_create".into(), json!(true));
-        Ok(Value::Object(info))
-    }
-
-    fn update(&mut self, name: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
-        let config = Self::config_from(name, body)?;
-        let existing = self
-            .streams
-            .get(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        let work_queue = |c: &StreamConfig| c.retention == super::stream::Retention::WorkQueue;
-        if work_queue(&existing.config) != work_queue(&config) {
-            return Err(ApiError::new(
-                500,
-                10052,
-                "stream configuration update can not change retention policy to/from workqueue"
-                    .into(),
-            ));
-        }
-        if existing.config.storage != config.storage {
-            return Err(ApiError::new(
-                500,
-                10052,
-                "stream configuration update can not change storage type".into(),
-            ));
-        }
-        self.check_overlap(&config)?;
-        let stream = self
-            .streams
-            .get_mut(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        stream.config = config;
-        stream.expire(now);
-        Ok(Value::Object(stream_info(stream, now, true)))
-    }
-
-    fn info(&self, name: &str, now: i64, server_name: &str) -> Result<Value, ApiError> {
-        let stream = self
-            .streams
-            .get(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        let mut info = Map::new();
-        info.insert("total".into(), json!(0));
-        info.insert("offset".into(), json!(0));
-        info.insert("limit".into(), json!(0));
-        let mut rest = stream_info(stream, now, true);
-        let ts = rest.remove("ts");
-        info.extend(rest);
-        info.insert("cluster".into(), json!({"leader": server_name}));
-        info.insert("ts".into(), ts.unwrap_or(Value::Null));
-        Ok(Value::Object(info))
-    }
-
-    fn delete(&mut self, name: &str) -> Result<Value, ApiError> {
-        let mut stream = self
-            .streams
-            .remove(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        let (storage, consumers) = (stream.config.storage, std::mem::take(&mut stream.consumers));
-        // Its store is closed (a compaction in progress finished) before its files go.
-        drop(stream);
-        if let (Storage::File, Some((dir, _))) = (storage, &self.disk) {
-            if let Err(err) = std::fs::remove_dir_all(dir.join(name)) {
-                tracing::error!("JetStream: removing stream '{name}': {err}");
-            }
-        }
-        for mut consumer in consumers.into_values() {
-            self.actions.extend(consumer.close());
-        }
-        Ok(json!({"success": true}))
-    }
-
-    /// The streams a `NAMES`/`LIST` request asks for: after `offset`, capturing `subject`.
-    fn selected(&self, body: &[u8]) -> Result<(usize, Vec<&Stream>), ApiError> {
-        #[derive(Deserialize, Default)]
-        struct Paged {
-            #[serde(default)]
-            offset: usize,
-            #[serde(default)]
-            subject: String,
-        }
-        let paged: Paged = match body.is_empty() {
-            true => Paged::default(),
-            false => parse(body)?,
-        };
-        let streams = self
-            .streams
-            .values()
-            .filter(|s| {
-                paged.subject.is_empty()
-                    || s.config
-                        .subjects
-                        .iter()
-                        .any(|c| subject::overlaps(c.as_bytes(), paged.subject.as_bytes()))
-            })
-            .collect();
-        Ok((paged.offset, streams))
-    }
-
-    fn names(&self, body: &[u8]) -> Result<Value, ApiError> {
-        let (offset, streams) = self.selected(body)?;
-        let total = streams.len();
-        let names: Vec<&str> = streams
-            .iter()
-            .skip(offset)
-            .take(NAMES_LIMIT)
-            .map(|s| s.config.name.as_str())
-            .collect();
-        Ok(json!({
-            "total": total,
-            "offset": offset,
-            "limit": NAMES_LIMIT,
-            "streams": if names.is_empty() { Value::Null } else { json!(names) },
-        }))
-    }
-
-    fn list(&self, body: &[u8], now: i64) -> Result<Value, ApiError> {
-        let (offset, streams) = self.selected(body)?;
-        let total = streams.len();
-        let infos: Vec<Value> = streams
-            .iter()
-            .skip(offset)
-            .take(LIST_LIMIT)
-            .map(|s| Value::Object(stream_info(s, now, false)))
-            .collect();
-        Ok(json!({"total": total, "offset": offset, "limit": LIST_LIMIT, "streams": infos}))
-    }
-
-    fn purge(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        let stream = self
-            .streams
-            .get_mut(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        if stream.config.deny_purge {
-            return Err(ApiError::new(
-                500,
-                10110,
-                "stream purge not permitted".into(),
-            ));
-        }
-        #[derive(Deserialize, Default)]
-        struct Purge {
-            #[serde(default)]
-            filter: String,
-            #[serde(default)]
-            seq: u64,
-            #[serde(default)]
-            keep: u64,
-        }
-        let purge: Purge = match body.trim_ascii().is_empty() {
-            true => Purge::default(),
-            false => parse(body)?,
-        };
-        if purge.seq > 0 && purge.keep > 0 {
-            return Err(ApiError::bad_request());
-        }
-        let purged = stream.purge_ex(&purge.filter, purge.seq, purge.keep);
-        Ok(json!({"success": true, "purged": purged}))
-    }
-
-    fn msg_delete(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        #[derive(Deserialize)]
-        struct Delete {
-            #[serde(default)]
-            seq: u64,
-        }
-        let stream = self
-            .streams
-            .get_mut(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        if body.trim_ascii().is_empty() {
-            return Err(ApiError::bad_request());
-        }
-        let delete: Delete = parse(body)?;
-        if delete.seq == 0 {
-            return Err(ApiError::bad_request());
-        }
-        if stream.config.deny_delete {
-            return Err(ApiError::new(
-                500,
-                10057,
-                "message delete not permitted".into(),
-            ));
-        }
-        if !stream.remove_msg(delete.seq) {
-            return Err(ApiError::new(
-                400,
-                10043,
-                format!("sequence {} not found", delete.seq),
-            ));
-        }
-        Ok(json!({"success": true}))
-    }
-
-    fn msg_get(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        let stream = self
-            .streams
-            .get(name)
-            .ok_or_else(ApiError::stream_not_found)?;
-        let get: MsgGetRequest = parse(body)?;
-        let msg = get
-            .load(stream.store())
-            .ok_or_else(ApiError::bad_request)?
-            .ok_or_else(|| ApiError::new(404, 10037, "no message found".into()))?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut message = Map::new();
-        message.insert("subject".into(), json!(msg.subject));
-        message.insert("seq".into(), json!(msg.seq));
-        if !msg.header.is_empty() {
-            message.insert("hdrs".into(), json!(b64.encode(&msg.header)));
-        }
-        message.insert("data".into(), json!(b64.encode(&msg.data)));
-        message.insert("time".into(), json!(time(msg.ts)));
-        Ok(json!({ "message": message }))
     }
 }
 
@@ -820,13 +594,13 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Ap
     serde_json::from_value(value).map_err(invalid)
 }
 
-/// Writes a file stream's `meta.json` in `dir` (made if need be).
 /// The JSON file at `path`, or why it cannot be had.
 fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
     let bytes = std::fs::read(path).map_err(|e| crate::monitor::os_error_text(&e))?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
+/// Writes a file stream's `meta.json` in `dir` (made if need be).
 fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let meta = serde_json::to_vec(&Meta {
@@ -900,12 +674,32 @@ pub(super) struct MsgGetRequest {
     last_by_subj: String,
     #[serde(default)]
     next_by_subj: String,
-    /// The batch and multi-subject forms, which tern does not have yet.
+    /// Direct get only: up to this many messages from `seq` (matching `next_by_subj`).
+    #[serde(default)]
+    pub(super) batch: usize,
+    /// Direct get only: a batch stops once its messages reach this many bytes.
+    #[serde(default)]
+    pub(super) max_bytes: u64,
+    /// Direct get only: the last message of each subject matching these filters.
+    #[serde(default)]
+    pub(super) multi_last: Vec<String>,
+    /// With `multi_last`: the last at or below this sequence.
+    #[serde(default)]
+    pub(super) up_to_seq: u64,
+    /// The forms tern does not have yet (`start_time`, `up_to_time`, `no_hdr`).
     #[serde(flatten)]
     pub(super) other: BTreeMap<String, Value>,
 }
 
 impl MsgGetRequest {
+    /// Nothing asked for: no sequence, subject or subjects.
+    pub(super) fn is_empty(&self) -> bool {
+        self.seq == 0
+            && self.last_by_subj.is_empty()
+            && self.next_by_subj.is_empty()
+            && self.multi_last.is_empty()
+    }
+
     /// The message asked for (`Some(None)`: there is none), or `None` for a combination of
     /// fields nats-server refuses.
     pub(super) fn load(&self, store: &dyn StreamStore) -> Option<Option<StoredMsg>> {

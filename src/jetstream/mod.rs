@@ -2,9 +2,11 @@
 //! limits, resolved from the options at start) and the lines nats-server logs about it; the
 //! pure core ([`store`]: where messages are kept, [`stream`]: a stream's configuration and
 //! publishing into it, [`consumer`]: pull and push consumers, [`api`]: one account's `$JS.API`
-//! requests (consumer requests and direct gets in its submodules), [`errors`]), the file
+//! requests (consumer requests and direct gets in its submodules), [`errors`],
+//! [`advisory`]: what `$JS.EVENT.ADVISORY.>` announces), the file
 //! store ([`filestore`]) and the task that runs it all ([`service`]).
 
+pub mod advisory;
 pub mod api;
 pub mod consumer;
 pub mod errors;

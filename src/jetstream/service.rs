@@ -11,10 +11,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
+use super::advisory::{new_id, ApiAudit, AuditClient, API_AUDIT, API_AUDIT_TYPE};
 use super::api::{AccountJs, API_PREFIX};
 use super::consumer::{AckPolicy, Action};
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::stats::ConnSnapshot;
 use crate::engine::subscription::{Internal, Subscription};
 use crate::state::jetstream::{JetStreamConfig, JetStreamStats, JszQuery};
 use crate::state::Shared;
@@ -32,6 +34,8 @@ enum Input {
         reply: Option<Bytes>,
         header: Bytes,
         body: Bytes,
+        /// The publishing client's cid, for the audit advisory.
+        publisher: Option<u64>,
     },
     /// A pull request to a consumer.
     Next {
@@ -107,7 +111,7 @@ struct Inbox {
 }
 
 impl Internal for Inbox {
-    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, _out: &mut Deliveries) -> bool {
+    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let split = msg.header_len.unwrap_or(0).min(msg.message.len());
         let (header, data) = msg.message.split_at(split);
         let subject = Bytes::copy_from_slice(msg.subject);
@@ -151,6 +155,7 @@ impl Internal for Inbox {
                 reply,
                 header: Bytes::copy_from_slice(header),
                 body: Bytes::copy_from_slice(data),
+                publisher: out.publisher,
             },
             Role::Stream(stream) => Input::Publish {
                 account: self.account.clone(),
@@ -183,6 +188,12 @@ struct Enabled {
 /// JetStream subscribed in every account and not yet running.
 pub struct Service {
     shared: Arc<Shared>,
+    /// `<store_dir>/jetstream`.
+    store_dir: std::path::PathBuf,
+    /// `sync_interval: always`.
+    sync_always: bool,
+    /// The options generation the accounts were last set up for.
+    opts_generation: u64,
     /// How often file streams are synced (`sync_interval`).
     sync_every: Duration,
     tx: UnboundedSender<Input>,
@@ -197,55 +208,6 @@ pub struct Service {
 /// from `config.store_dir`; [`Service::spawn`] runs it.
 pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Service> {
     let (tx, rx) = unbounded_channel();
-    let mut accounts = BTreeMap::new();
-    for account in shared.router.accounts() {
-        if account.is_system.load(Ordering::Relaxed) {
-            continue;
-        }
-        let name: &str = &account.name;
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            tracing::error!("JetStream is not enabled for account {name:?}: not a directory name");
-            continue;
-        }
-        // As nats-server: with accounts configured, only those with `jetstream: enabled`
-        // have it; without, the global account does.
-        let opts = shared.opts();
-        let enabled = match opts.accounts.is_empty() {
-            true => true,
-            false => opts.accounts.iter().any(|a| a.name == name && a.jetstream),
-        };
-        let js = if enabled {
-            let dir = config.store_dir.join(name).join("streams");
-            let (js, log) = AccountJs::open(dir, config.sync_always, now())?;
-            for line in log {
-                tracing::info!("  {line} in account '{name}'");
-            }
-            js
-        } else {
-            AccountJs::disabled()
-        };
-        let inbox = Inbox {
-            tx: tx.clone(),
-            account: account.name.clone(),
-            role: Role::Api,
-        };
-        let subject = format!("{API_PREFIX}>");
-        account.subscribe(Arc::new(Subscription::internal(
-            Arc::new(inbox),
-            &subject,
-            None,
-        )));
-        let mut enabled = Enabled {
-            account: account.clone(),
-            js,
-            captures: HashMap::new(),
-            consumers: HashMap::new(),
-            directs: HashMap::new(),
-            interest_generation: None,
-        };
-        enabled.sync_captures(&tx);
-        accounts.insert(account.name.clone(), enabled);
-    }
     let (jsz_tx, jsz) = unbounded_channel();
     shared.jetstream.start(
         JetStreamConfig {
@@ -259,14 +221,18 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
         },
         jsz_tx,
     );
-    let service = Service {
+    let mut service = Service {
         shared: shared.clone(),
+        store_dir: config.store_dir.clone(),
+        sync_always: config.sync_always,
+        opts_generation: shared.opts_generation(),
         sync_every: config.sync_interval.max(Duration::from_millis(10)),
         tx,
         rx,
         jsz,
-        accounts,
+        accounts: BTreeMap::new(),
     };
+    service.sync_accounts()?;
     service.report_stats();
     Ok(service)
 }
@@ -293,6 +259,7 @@ impl Service {
                 input = self.rx.recv() => match input {
                     Some(input) => {
                         self.handle(input);
+                        self.publish_advisories();
                         self.report_stats();
                     }
                     None => break,
@@ -301,6 +268,13 @@ impl Service {
                     let _ = query.reply.send(self.jsz_accounts(&query.detail));
                 }
                 _ = expire.tick() => {
+                    let generation = self.shared.opts_generation();
+                    if generation != self.opts_generation {
+                        self.opts_generation = generation;
+                        if let Err(err) = self.sync_accounts() {
+                            tracing::error!("JetStream: setting up reloaded accounts: {err}");
+                        }
+                    }
                     let now = now();
                     for enabled in self.accounts.values_mut() {
                         enabled.js.expire(now);
@@ -310,7 +284,94 @@ impl Service {
                         enabled.sync_captures(&self.tx);
                         enabled.js.persist_consumers();
                     }
+                    self.publish_advisories();
                     self.report_stats();
+                }
+            }
+        }
+    }
+
+    /// Sets JetStream up for the accounts the options in force configure: each account not
+    /// yet known gets `$JS.API.>` (answered 503 when JetStream is not enabled for it), an
+    /// account a reload enabled it for recovers its streams, and limits follow the options.
+    fn sync_accounts(&mut self) -> std::io::Result<()> {
+        let opts = self.shared.opts();
+        for account in self.shared.router.accounts() {
+            if account.is_system.load(Ordering::Relaxed) {
+                continue;
+            }
+            let name: &str = &account.name;
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                if !self.accounts.contains_key(name) {
+                    tracing::error!(
+                        "JetStream is not enabled for account {name:?}: not a directory name"
+                    );
+                }
+                continue;
+            }
+            // As nats-server: with accounts configured, only those with `jetstream: enabled`
+            // have it; without, the global account does.
+            let configured = opts.accounts.iter().find(|a| a.name == name);
+            let enabled = opts.accounts.is_empty() || configured.is_some_and(|a| a.jetstream);
+            let limits = configured.map(|a| a.jetstream_limits).unwrap_or_default();
+            if let Some(known) = self.accounts.get_mut(name) {
+                if known.js.enabled() {
+                    known.js.limits = limits;
+                    continue;
+                }
+                if !enabled {
+                    continue;
+                }
+            }
+            let js = if enabled {
+                let dir = self.store_dir.join(name).join("streams");
+                let (mut js, log) = AccountJs::open(dir, self.sync_always, now())?;
+                for line in log {
+                    tracing::info!("  {line} in account '{name}'");
+                }
+                js.limits = limits;
+                js
+            } else {
+                AccountJs::disabled()
+            };
+            if let Some(known) = self.accounts.get_mut(name) {
+                known.js = js;
+                known.sync_captures(&self.tx);
+                continue;
+            }
+            let inbox = Inbox {
+                tx: self.tx.clone(),
+                account: account.name.clone(),
+                role: Role::Api,
+            };
+            let subject = format!("{API_PREFIX}>");
+            account.subscribe(Arc::new(Subscription::internal(
+                Arc::new(inbox),
+                &subject,
+                None,
+            )));
+            let mut enabled = Enabled {
+                account: account.clone(),
+                js,
+                captures: HashMap::new(),
+                consumers: HashMap::new(),
+                directs: HashMap::new(),
+                interest_generation: None,
+            };
+            enabled.sync_captures(&self.tx);
+            self.accounts.insert(account.name.clone(), enabled);
+        }
+        Ok(())
+    }
+
+    /// Publishes each account's advisories to whoever listens.
+    fn publish_advisories(&mut self) {
+        for enabled in self.accounts.values_mut() {
+            for advisory in enabled.js.take_advisories() {
+                let subject = advisory.subject();
+                if has_interest(&enabled.account, &subject) {
+                    let body = advisory.encode(&new_id(), &super::api::time(now()));
+                    send(&enabled.account, subject.as_bytes(), &body);
                 }
             }
         }
@@ -349,6 +410,7 @@ impl Service {
                 reply,
                 header,
                 body,
+                publisher,
             } => {
                 let server_name = self.shared.server_name.clone();
                 let Some(enabled) = self.accounts.get_mut(&account) else {
@@ -369,6 +431,25 @@ impl Service {
                 enabled.js.persist_consumers();
                 if let Some(reply) = reply {
                     send(&enabled.account, &reply, &response);
+                }
+                if has_interest(&enabled.account, API_AUDIT) {
+                    let client = publisher
+                        .and_then(|cid| self.shared.router.connection(cid))
+                        .map(|conn| audit_client(&conn.snapshot(false), &server_name))
+                        .unwrap_or_default();
+                    let (id, timestamp) = (new_id(), super::api::time(now()));
+                    let audit = ApiAudit {
+                        kind: API_AUDIT_TYPE,
+                        id: &id,
+                        timestamp: &timestamp,
+                        server: &server_name,
+                        client,
+                        subject: &subject,
+                        request: &String::from_utf8_lossy(&body),
+                        response: &String::from_utf8_lossy(&response),
+                    };
+                    let audit = serde_json::to_vec(&audit).unwrap_or_default();
+                    send(&enabled.account, API_AUDIT.as_bytes(), &audit);
                 }
                 let mut actions = enabled.js.take_actions();
                 // A push consumer created or changed delivers at once to whoever listens.
@@ -429,20 +510,19 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
-                let Some((header, data)) = enabled.js.direct_get(&stream, &subject, &body) else {
-                    return;
-                };
-                let mut message = header.clone();
-                message.extend_from_slice(&data);
-                let msg = Message {
-                    subject: &reply,
-                    reply: None,
-                    header_len: Some(header.len()),
-                    message: &message,
-                };
-                let mut out = Deliveries::default();
-                deliver::publish(&enabled.account, &msg, &mut out);
-                out.flush(None);
+                for (header, data) in enabled.js.direct_get(&stream, &subject, &body) {
+                    let mut message = header.clone();
+                    message.extend_from_slice(&data);
+                    let msg = Message {
+                        subject: &reply,
+                        reply: None,
+                        header_len: Some(header.len()),
+                        message: &message,
+                    };
+                    let mut out = Deliveries::default();
+                    deliver::publish(&enabled.account, &msg, &mut out);
+                    out.flush(None);
+                }
             }
             Input::FlowControl {
                 account,
@@ -693,6 +773,31 @@ impl Enabled {
             }
             self.consumers.insert(key, subs);
         }
+    }
+}
+
+/// Whether anyone in `account` subscribes to `subject` (an advisory nobody takes is not
+/// built).
+fn has_interest(account: &Account, subject: &str) -> bool {
+    let matches = account.matches(subject.as_bytes());
+    !matches.psubs.is_empty() || !matches.qsubs.is_empty()
+}
+
+/// A client as the audit advisory shows it.
+fn audit_client(conn: &ConnSnapshot, server: &str) -> AuditClient {
+    AuditClient {
+        start: conn.start.map(crate::monitor::rfc3339).unwrap_or_default(),
+        host: conn.addr.map(|a| a.ip().to_string()).unwrap_or_default(),
+        id: conn.cid,
+        acc: conn.account.clone(),
+        user: conn.user.clone().unwrap_or_default(),
+        name: conn.name.clone(),
+        lang: conn.lang.clone(),
+        ver: conn.version.clone(),
+        rtt: conn.rtt.map(|d| d.as_nanos() as u64),
+        server: server.to_string(),
+        kind: "Client",
+        client_type: "nats",
     }
 }
 

@@ -1,7 +1,7 @@
 //! JetStream helpers shared by the JetStream test files: a server started with a store
 //! directory, requests whose answers are normalised for comparing two servers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -17,6 +17,13 @@ pub fn start_js_server(binary: &Path, dir: &Path) -> (Process, String) {
 /// As [`start_js_server`], with `more` added to the configuration file; returns the monitor's
 /// address too. A ports file left by an earlier run in `dir` (killed) is removed first.
 pub fn start_js_server_with(binary: &Path, dir: &Path, more: &str) -> (Process, String, String) {
+    let config = write_js_config(dir, more);
+    let _ = std::fs::remove_dir_all(dir.join("ports"));
+    start_with_ports(binary, &config, &dir.join("ports"))
+}
+
+/// Writes `dir/js.conf`: JetStream with its store in `dir`, and `more`; returns its path.
+pub fn write_js_config(dir: &Path, more: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("js.conf");
     std::fs::write(
@@ -27,8 +34,7 @@ pub fn start_js_server_with(binary: &Path, dir: &Path, more: &str) -> (Process, 
         ),
     )
     .unwrap();
-    let _ = std::fs::remove_dir_all(dir.join("ports"));
-    start_with_ports(binary, &config, &dir.join("ports"))
+    config
 }
 
 /// A request's response as JSON, with what differs between two servers or two runs by nature
@@ -70,4 +76,33 @@ pub fn kind(value: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
+}
+
+/// What a raw reply shows: its status, its headers (times left out) and payload.
+pub fn raw_reply(msg: &async_nats::Message) -> String {
+    let status = msg.status.map(|s| {
+        format!(
+            "{} {}",
+            s.as_u16(),
+            msg.description.clone().unwrap_or_default()
+        )
+    });
+    let headers = msg.headers.as_ref().map(|h| {
+        let mut pairs: Vec<String> = h
+            .iter()
+            .map(|(k, v)| {
+                let v: Vec<&str> = v.iter().map(|v| v.as_str()).collect();
+                match k.to_string().as_str() {
+                    "Nats-Time-Stamp" => format!("{k}=<time>"),
+                    _ => format!("{k}={}", v.join(",")),
+                }
+            })
+            .collect();
+        pairs.sort();
+        pairs.join(";")
+    });
+    format!(
+        "{status:?} {headers:?} {:?}",
+        String::from_utf8_lossy(&msg.payload)
+    )
 }

@@ -82,7 +82,14 @@ impl AccountJs {
         if durable.is_some() {
             config.name = durable.clone();
         }
-        let config = config.normalize(ephemeral)?;
+        let asked = config.max_ack_pending;
+        let mut config = config.normalize(ephemeral)?;
+        if let Some(stream) = self.streams.get(stream_name) {
+            let new = name
+                .as_ref()
+                .map_or(true, |n| !stream.consumers.contains_key(n));
+            self.check_consumer_limits(stream, &mut config, asked, new)?;
+        }
         let stream = self
             .streams
             .get_mut(stream_name)
@@ -127,6 +134,10 @@ impl AccountJs {
                     Consumer::new(name.clone(), stream_name, config, store, now)
                 });
                 stream.consumers.insert(name.clone(), consumer);
+                let info = consumer_info(stream, &name, now, true);
+                let owner = stream.config.name.clone();
+                self.advise_consumer(&owner, &name, "create");
+                return Ok(Value::Object(info));
             }
         }
         Ok(Value::Object(consumer_info(stream, &name, now, true)))
@@ -148,15 +159,16 @@ impl AccountJs {
         Ok(Value::Object(consumer_info(stream, name, now, true)))
     }
 
-    pub(super) fn consumer_delete(&mut self, stream: &str, name: &str) -> Result<Value, ApiError> {
+    pub(super) fn consumer_delete(&mut self, owner: &str, name: &str) -> Result<Value, ApiError> {
         let stream = self
             .streams
-            .get_mut(stream)
+            .get_mut(owner)
             .ok_or_else(ApiError::stream_not_found)?;
         let mut consumer = stream
             .remove_consumer(name)
             .ok_or_else(consumer_not_found)?;
         self.actions.extend(consumer.close());
+        self.advise_consumer(owner, name, "delete");
         Ok(json!({"success": true}))
     }
 

@@ -36,7 +36,10 @@ impl Consumer {
             self.last_acked_at = now;
         }
         match verb {
-            "" | "+ACK" | "+OK" | "+NXT" => self.acked(sseq, cseq),
+            "" | "+ACK" | "+OK" | "+NXT" => {
+                self.sample_ack(sseq, now);
+                self.acked(sseq, cseq);
+            }
             // `-NAK`, `-NAK {"delay":<ns>}` or `-NAK <Go duration>`.
             "-NAK" if self.pending.contains_key(&sseq) => {
                 match nak_delay(body.trim_start_matches("-NAK").trim()) {
@@ -54,6 +57,13 @@ impl Consumer {
                 if self.pending.remove(&sseq).is_some() {
                     self.acked_seqs.push(sseq);
                 }
+                self.notices
+                    .push(crate::jetstream::advisory::Notice::Terminated {
+                        consumer_seq: cseq,
+                        stream_seq: sseq,
+                        deliveries: tokens.get(4).and_then(|t| t.parse().ok()).unwrap_or(1),
+                        reason: body.trim_start_matches("+TERM").trim().to_string(),
+                    });
                 self.redelivered.remove(&sseq);
                 self.redeliver.remove(&sseq);
                 self.update_ack_floor();
@@ -88,12 +98,47 @@ impl Consumer {
             .map(|(s, _)| *s)
             .collect();
         for sseq in due {
+            // Delivered as often as allowed: given up on now, as nats-server does when the
+            // ack wait ends.
+            let deliveries = self.redelivered.get(&sseq).copied().unwrap_or(1);
+            if self.config.max_deliver > 0 && deliveries as i64 >= self.config.max_deliver {
+                self.notices
+                    .push(crate::jetstream::advisory::Notice::MaxDeliveries {
+                        stream_seq: sseq,
+                        deliveries,
+                    });
+                self.pending.remove(&sseq);
+                self.redelivered.remove(&sseq);
+                self.dirty = true;
+                self.update_ack_floor();
+                continue;
+            }
             self.redeliver.insert(sseq);
             if let Some(p) = self.pending.get_mut(&sseq) {
                 // Not due again until redelivered.
                 p.deadline = i64::MAX;
             }
         }
+    }
+
+    /// An explicit ack of `sseq` at `now`, announced as a metric as often as `sample_freq`
+    /// asks (nats-server's `sampleAck`).
+    fn sample_ack(&mut self, sseq: u64, now: i64) {
+        let Some(p) = self.pending.get(&sseq).copied() else {
+            return;
+        };
+        let percent =
+            crate::jetstream::advisory::sample_percent(self.config.sample_freq.as_deref());
+        if percent == 0 || (percent < 100 && fastrand::u32(0..100) >= percent) {
+            return;
+        }
+        self.notices
+            .push(crate::jetstream::advisory::Notice::Acked {
+                consumer_seq: p.cseq,
+                stream_seq: sseq,
+                ack_time: now - p.delivered_at,
+                deliveries: self.redelivered.get(&sseq).copied().unwrap_or(1),
+            });
     }
 
     pub(super) fn acked(&mut self, sseq: u64, cseq: u64) {

@@ -111,6 +111,9 @@ pub struct ConsumerConfig {
     /// `replay_policy`: only `instant` for now.
     #[serde(default = "instant")]
     pub replay_policy: String,
+    /// `sample_freq`: the share of acks announced as metrics (`"100%"`, `"50"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_freq: Option<String>,
     /// `rate_limit_bps`: bits per second a push consumer delivers at most.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub rate_limit_bps: u64,
@@ -152,12 +155,11 @@ pub struct ConsumerConfig {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
-/// Request fields refused when set: priority groups, pause, sampling, pull limits.
-const NOT_YET: [&str; 6] = [
+/// Request fields refused when set: priority groups, pause, pull limits.
+const NOT_YET: [&str; 5] = [
     "priority_groups",
     "priority_policy",
     "pause_until",
-    "sample_freq",
     "max_batch",
     "max_expires",
 ];

@@ -63,6 +63,8 @@ pub enum Action {
 struct Pending {
     cseq: u64,
     deadline: i64,
+    /// When it was (last) delivered, for the ack metric's `ack_time`.
+    delivered_at: i64,
 }
 
 /// `deliver_policy: last_per_subject` at the start: the last message of each subject, in
@@ -116,6 +118,8 @@ pub struct Consumer {
     pending_count: std::cell::Cell<Option<u64>>,
     /// When an acknowledgement last came (`ack_floor.last_active`).
     last_acked_at: i64,
+    /// What the stream is to announce (advisories), taken by [`Consumer::take_notices`].
+    notices: Vec<super::advisory::Notice>,
 }
 
 /// What a consumer keeps across a restart (its waiting requests are not kept: their clients
@@ -208,10 +212,16 @@ impl Consumer {
             acked_seqs: Vec::new(),
             last_acked_at: 0,
             pending_count: std::cell::Cell::new(None),
+            notices: Vec::new(),
         }
     }
 
     /// The stream sequences acknowledged or terminated since the last call.
+    /// What happened since the last call that advisories announce.
+    pub fn take_notices(&mut self) -> Vec<super::advisory::Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
     pub fn take_acked(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.acked_seqs)
     }
@@ -248,7 +258,14 @@ impl Consumer {
         let mut pending = BTreeMap::new();
         let mut redelivered = BTreeMap::new();
         for (sseq, cseq, dc) in saved.pending {
-            pending.insert(sseq, Pending { cseq, deadline });
+            pending.insert(
+                sseq,
+                Pending {
+                    cseq,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
             if dc > 1 {
                 redelivered.insert(sseq, dc);
             }
@@ -277,6 +294,7 @@ impl Consumer {
             acked_seqs: Vec::new(),
             last_acked_at: 0,
             pending_count: std::cell::Cell::new(None),
+            notices: Vec::new(),
         }
     }
 
@@ -460,7 +478,14 @@ impl Consumer {
             self.acked_seqs.push(sseq);
         } else {
             let deadline = now + self.ack_wait_for(dc);
-            self.pending.insert(sseq, Pending { cseq, deadline });
+            self.pending.insert(
+                sseq,
+                Pending {
+                    cseq,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
         }
         let (header, data) = match self.config.headers_only {
             true => (headers_only(&msg.header, msg.data.len()), Bytes::new()),
@@ -487,6 +512,10 @@ impl Consumer {
             self.dirty = true;
             if self.config.max_deliver > 0 && dc as i64 > self.config.max_deliver {
                 // Past max_deliver: given up on, never acknowledged.
+                self.notices.push(super::advisory::Notice::MaxDeliveries {
+                    stream_seq: sseq,
+                    deliveries: dc - 1,
+                });
                 self.pending.remove(&sseq);
                 self.redelivered.remove(&sseq);
                 self.update_ack_floor();

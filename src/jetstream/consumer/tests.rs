@@ -49,11 +49,11 @@ fn defaults() {
         (30 * SEC, -1, 1000)
     );
     assert_eq!((c.max_waiting, c.inactive_threshold), (512, 0));
-    let err = serde_json::from_str::<ConsumerConfig>(r#"{"sample_freq":"5%"}"#)
+    let err = serde_json::from_str::<ConsumerConfig>(r#"{"pause_until":"2030-01-01T00:00:00Z"}"#)
         .unwrap()
         .normalize(false)
         .unwrap_err();
-    assert!(err.description.contains("sample_freq"));
+    assert!(err.description.contains("pause_until"));
 }
 
 #[test]
