@@ -783,6 +783,30 @@ fn new_route_leaf_origin_interest() {
     });
 }
 
+/// Interest from a leaf cluster behind the peer is its own: the peer's `RS-` for the same
+/// subject leaves it, and messages still go to the route until its `LS-`.
+#[test]
+fn leaf_origin_interest_is_kept_apart() {
+    differential("leafapart", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ $G foo\r\nLS+ LC $G foo\r\nRS+ $G bar qq 1\r\nLS+ LC $G bar qq 1\r\n");
+        r.send("RS- $G foo\r\nRS- $G bar qq\r\n");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("PUB foo 2\r\nok\r\nPUB bar 2\r\nok\r\n");
+        c.sync();
+        let mut log = r.sync();
+        r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");
+        r.sync();
+        c.send("PUB foo 2\r\nno\r\nPUB bar 2\r\nno\r\n");
+        c.sync();
+        log.push("-- removed".into());
+        log.extend(r.sync());
+        log
+    });
+}
+
 /// `/routez` as a fake route's interest makes it: the count and list of its subscriptions
 /// (interest for an account the server does not have is not kept), `did_solicit`, the remote's
 /// id and name.
