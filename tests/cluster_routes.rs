@@ -323,6 +323,43 @@ fn multiple_routes_same_id() {
     });
 }
 
+/// The log of a second connection from a server already routed, as nats-server writes it:
+/// the duplicate detected (debug) and the connection closed as `Duplicate Route`, naming the
+/// peer; the route's own connection created and closed at INF.
+#[test]
+fn duplicate_route_is_logged_as_nats_server() {
+    let run = |binary: &Path| {
+        let scratch = Scratch::new(&format!(
+            "routes-duplog-{}",
+            binary.file_name().unwrap().to_string_lossy()
+        ));
+        let node = node_with(&scratch, binary, "S", &[], "debug: true");
+        let (mut first, _) = route(&node, "R", "NROUTE");
+        first.sync();
+        let (mut second, _) = route(&node, "R", "NROUTE");
+        second.until_closed();
+        let log = scratch.0.join("S.log");
+        let text = common::process::wait_for_log(&log, "the duplicate closed", |t| {
+            t.contains(" - Router connection closed: Duplicate Route - Remote: R\n")
+        });
+        let detected = text.lines().any(|l| {
+            l.contains("[DBG] 127.0.0.1:")
+                && l.ends_with(" - Detected duplicate remote route \"NROUTE\"")
+        });
+        assert!(detected, "{}:\n{text}", binary.display());
+        let created = text
+            .lines()
+            .filter(|l| l.contains("[INF] ") && l.ends_with(" - Route connection created"))
+            .count();
+        assert_eq!(created, 2, "{}:\n{text}", binary.display());
+        assert!(!text.contains("Protocol Violation"), "{text}");
+    };
+    run(&PathBuf::from(TERN));
+    if let Some(reference) = reference_server() {
+        run(&reference);
+    }
+}
+
 /// `TestRouteResendsLocalSubsOnReconnect`: the whole interest again on every new connection
 /// of a route.
 #[test]
@@ -693,7 +730,14 @@ fn configured_route_to_self_is_given_up() {
             &log,
         );
         let want = format!("Detected route to self, ignoring \"nats-route://127.0.0.1:{port}\"");
-        common::process::wait_for_log(&log, &want, |t| t.contains(&want));
+        let text = common::process::wait_for_log(&log, &want, |t| t.contains(&want));
+        // The connection is closed as a duplicate, without naming the peer.
+        assert!(
+            text.contains(" - Router connection closed: Duplicate Route\n"),
+            "{}:\n{text}",
+            binary.display()
+        );
+        assert!(!text.contains("Protocol Violation"), "{text}");
     };
     run(&PathBuf::from(TERN));
     if let Some(reference) = reference_server() {
