@@ -323,6 +323,43 @@ fn multiple_routes_same_id() {
     });
 }
 
+/// The log of a second connection from a server already routed, as nats-server writes it:
+/// the duplicate detected (debug) and the connection closed as `Duplicate Route`, naming the
+/// peer; the route's own connection created and closed at INF.
+#[test]
+fn duplicate_route_is_logged_as_nats_server() {
+    let run = |binary: &Path| {
+        let scratch = Scratch::new(&format!(
+            "routes-duplog-{}",
+            binary.file_name().unwrap().to_string_lossy()
+        ));
+        let node = node_with(&scratch, binary, "S", &[], "debug: true");
+        let (mut first, _) = route(&node, "R", "NROUTE");
+        first.sync();
+        let (mut second, _) = route(&node, "R", "NROUTE");
+        second.until_closed();
+        let log = scratch.0.join("S.log");
+        let text = common::process::wait_for_log(&log, "the duplicate closed", |t| {
+            t.contains(" - Router connection closed: Duplicate Route - Remote: R\n")
+        });
+        let detected = text.lines().any(|l| {
+            l.contains("[DBG] 127.0.0.1:")
+                && l.ends_with(" - Detected duplicate remote route \"NROUTE\"")
+        });
+        assert!(detected, "{}:\n{text}", binary.display());
+        let created = text
+            .lines()
+            .filter(|l| l.contains("[INF] ") && l.ends_with(" - Route connection created"))
+            .count();
+        assert_eq!(created, 2, "{}:\n{text}", binary.display());
+        assert!(!text.contains("Protocol Violation"), "{text}");
+    };
+    run(&PathBuf::from(TERN));
+    if let Some(reference) = reference_server() {
+        run(&reference);
+    }
+}
+
 /// `TestRouteResendsLocalSubsOnReconnect`: the whole interest again on every new connection
 /// of a route.
 #[test]
@@ -693,7 +730,14 @@ fn configured_route_to_self_is_given_up() {
             &log,
         );
         let want = format!("Detected route to self, ignoring \"nats-route://127.0.0.1:{port}\"");
-        common::process::wait_for_log(&log, &want, |t| t.contains(&want));
+        let text = common::process::wait_for_log(&log, &want, |t| t.contains(&want));
+        // The connection is closed as a duplicate, without naming the peer.
+        assert!(
+            text.contains(" - Router connection closed: Duplicate Route\n"),
+            "{}:\n{text}",
+            binary.display()
+        );
+        assert!(!text.contains("Protocol Violation"), "{text}");
     };
     run(&PathBuf::from(TERN));
     if let Some(reference) = reference_server() {
@@ -771,6 +815,30 @@ fn new_route_leaf_origin_interest() {
         r.sync();
         let mut c = raw_client(node, None);
         c.send("PUB foo 2\r\nok\r\nPUB bar reply 2\r\nok\r\n");
+        c.sync();
+        let mut log = r.sync();
+        r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");
+        r.sync();
+        c.send("PUB foo 2\r\nno\r\nPUB bar 2\r\nno\r\n");
+        c.sync();
+        log.push("-- removed".into());
+        log.extend(r.sync());
+        log
+    });
+}
+
+/// Interest from a leaf cluster behind the peer is its own: the peer's `RS-` for the same
+/// subject leaves it, and messages still go to the route until its `LS-`.
+#[test]
+fn leaf_origin_interest_is_kept_apart() {
+    differential("leafapart", "", |node| {
+        let (mut r, _) = route(node, "R", "NROUTE");
+        r.sync();
+        r.send("RS+ $G foo\r\nLS+ LC $G foo\r\nRS+ $G bar qq 1\r\nLS+ LC $G bar qq 1\r\n");
+        r.send("RS- $G foo\r\nRS- $G bar qq\r\n");
+        r.sync();
+        let mut c = raw_client(node, None);
+        c.send("PUB foo 2\r\nok\r\nPUB bar 2\r\nok\r\n");
         c.sync();
         let mut log = r.sync();
         r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");

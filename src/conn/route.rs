@@ -55,7 +55,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let session = Session::new(shared, addr, None);
-    debug!("{} - Route connection created", session.desc);
+    info!("{} - Route connection created", session.desc);
     session.run(stream).await;
 }
 
@@ -73,12 +73,17 @@ pub async fn solicit(shared: Arc<Shared>, url: RouteUrl, retries: Option<u32>) {
             return;
         }
         attempts += 1;
+        debug!(
+            "Trying to connect to route on {}:{} ({}:{})",
+            url.host, url.port, url.host, url.port
+        );
         match dial(&url).await {
             Some((stream, addr)) => {
                 delay = RECONNECT_DELAY;
                 failures = 0;
                 let session = Session::new(shared.clone(), addr, Some(url.clone()));
                 debug!("{} - Route connect msg sent", session.desc);
+                info!("{} - Route connection created", session.desc);
                 let peer = session.run(stream).await;
                 // The URL leads back here: never dialed again, as nats-server gives it up.
                 if peer.as_deref() == Some(shared.server_id.as_str()) {
@@ -581,7 +586,6 @@ impl Session {
             self.shared.learn_route(&info);
             return Ok(());
         }
-        self.remote_name = info.server_name.clone();
         if !info.route_account.is_empty() {
             // A connection dedicated to one account (2.15's pinned `$SYS` route): tern keeps
             // one route per server, as a server without pooling.
@@ -594,10 +598,12 @@ impl Session {
             ));
         }
         if info.server_id == self.shared.server_id {
-            debug!("{} - Detected route to self, ignoring", self.desc);
+            // Closed as a duplicate without naming the peer, as nats-server does; the dialer
+            // then logs that it gives the URL up.
             self.duplicate = Some(info.server_id.clone());
             return Err(ProtocolError::Malformed("route to self"));
         }
+        self.remote_name = info.server_name.clone();
         let ours = self.cluster().name.unwrap_or_default();
         if !info.cluster.is_empty() && !ours.is_empty() && info.cluster != ours {
             error!(
@@ -618,7 +624,7 @@ impl Session {
         let route = Arc::new(route);
         if !self.shared.router.routes().add(route.clone()) {
             debug!(
-                "{} - Duplicate route to server {:?}, closing",
+                "{} - Detected duplicate remote route {:?}",
                 self.desc, info.server_id
             );
             self.duplicate = Some(info.server_id.clone());
@@ -630,7 +636,10 @@ impl Session {
             .store(info.headers, std::sync::atomic::Ordering::Relaxed);
         self.desc = format!("{} - {:?}", self.desc, info.server_name);
         self.conn.set_desc(&self.desc);
-        info!("{} - Route connection created", self.desc);
+        debug!(
+            "{} - Registering remote route {:?}",
+            self.desc, info.server_id
+        );
         self.route = Some(route.clone());
         let link = match &self.solicited {
             Some(url) => RouteLink::Dialed(url.clone()),
@@ -688,6 +697,10 @@ impl Session {
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
     fn fail(&mut self, err: ProtocolError) -> CloseReason {
+        // A duplicate of a live route (or a route to this server) closes quietly.
+        if self.duplicate.is_some() {
+            return CloseReason::DuplicateRoute;
+        }
         match &err {
             ProtocolError::Malformed(why) => debug!("{} - {why}", self.desc),
             other => error!("{} - {}", self.desc, other),

@@ -438,7 +438,8 @@ fn close_status(reason: CloseReason) -> Option<u16> {
         | SlowConsumerWriteDeadline
         | TlsHandshakeFailure
         | ProtocolViolation => return None,
-        NoRespondersRequiresHeaders => ws::CLOSE_INTERNAL_ERROR,
+        // Route reasons, never a WebSocket client's: nats-server's default.
+        NoRespondersRequiresHeaders | DuplicateRoute => ws::CLOSE_INTERNAL_ERROR,
     })
 }
 

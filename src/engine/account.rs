@@ -282,7 +282,7 @@ impl Account {
                 false => self.route_queue_subs.fetch_sub(1, Ordering::Relaxed),
             };
         }
-        if !matches!(sub.target, Target::Client(_)) {
+        if !sub.announced() {
             return;
         }
         let mut interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());

@@ -63,6 +63,8 @@ pub enum CloseReason {
     TlsHandshakeFailure,
     /// A reload took the route's URL out of `cluster.routes`.
     RouteRemoved,
+    /// A second route to a server already routed, or a route to this server itself.
+    DuplicateRoute,
 }
 
 impl CloseReason {
@@ -88,6 +90,7 @@ impl CloseReason {
             CloseReason::NoRespondersRequiresHeaders => "No Responders Requires Headers",
             CloseReason::TlsHandshakeFailure => "TLS Handshake Failure",
             CloseReason::RouteRemoved => "Route Removed",
+            CloseReason::DuplicateRoute => "Duplicate Route",
         }
     }
 }

@@ -45,8 +45,10 @@ pub struct Route {
     remote: Mutex<HashMap<RemoteKey, Arc<Subscription>>>,
 }
 
-/// What identifies one remote subscription.
-type RemoteKey = (Arc<str>, Bytes, Option<Bytes>);
+/// What identifies one remote subscription: account, leaf origin, subject, queue group. As in
+/// nats-server, interest from a leaf cluster behind the peer (`LS+ <origin> ...`) is kept apart
+/// from the peer's own on the same subject: each comes and goes on its own.
+type RemoteKey = (Arc<str>, Option<Bytes>, Bytes, Option<Bytes>);
 
 impl Route {
     /// A registered route.
@@ -79,11 +81,7 @@ impl Route {
 
     /// `RS+`: the peer has interest in `account` (a queue group's weight replaces the old one).
     pub fn add_interest(self: &Arc<Self>, account: &Arc<Account>, interest: &Interest<'_>) {
-        let key: RemoteKey = (
-            account.name.clone(),
-            Bytes::copy_from_slice(interest.subject),
-            interest.queue.map(Bytes::copy_from_slice),
-        );
+        let key = Route::key(account, interest);
         let mut remote = self.remote();
         if let Some(existing) = remote.get(&key) {
             existing.weight.store(interest.weight, Ordering::Relaxed);
@@ -91,8 +89,8 @@ impl Route {
         }
         let sub = Arc::new(Subscription::with_target(
             Target::Route(self.clone()),
-            key.1.clone(),
             key.2.clone(),
+            key.3.clone(),
             Bytes::new(),
         ));
         sub.weight.store(interest.weight, Ordering::Relaxed);
@@ -102,11 +100,7 @@ impl Route {
 
     /// `RS-`: the peer lost interest (unknown interest is ignored).
     pub fn remove_interest(&self, account: &Account, interest: &Interest<'_>) {
-        let key: RemoteKey = (
-            account.name.clone(),
-            Bytes::copy_from_slice(interest.subject),
-            interest.queue.map(Bytes::copy_from_slice),
-        );
+        let key = Route::key(account, interest);
         let removed = self.remote().remove(&key);
         if let Some(sub) = removed {
             account.unsubscribe(&sub);
@@ -116,7 +110,7 @@ impl Route {
     /// Forgets everything the peer said it wanted (the route closed).
     pub fn purge(&self, accounts: impl Fn(&str) -> Option<Arc<Account>>) {
         let all: Vec<(RemoteKey, Arc<Subscription>)> = self.remote().drain().collect();
-        for ((account, _, _), sub) in all {
+        for ((account, _, _, _), sub) in all {
             if let Some(account) = accounts(&account) {
                 account.unsubscribe(&sub);
             }
@@ -128,7 +122,7 @@ impl Route {
     pub fn remote_subjects(&self) -> Vec<String> {
         self.remote()
             .keys()
-            .map(|(_, subject, _)| String::from_utf8_lossy(subject).into_owned())
+            .map(|(_, _, subject, _)| String::from_utf8_lossy(subject).into_owned())
             .collect()
     }
 
@@ -142,6 +136,15 @@ impl Route {
         if self.conn.outbound.append(None, encode) == Appended::ScheduleFlush {
             self.conn.outbound.wake_writer();
         }
+    }
+
+    fn key(account: &Account, interest: &Interest<'_>) -> RemoteKey {
+        (
+            account.name.clone(),
+            interest.origin.map(Bytes::copy_from_slice),
+            Bytes::copy_from_slice(interest.subject),
+            interest.queue.map(Bytes::copy_from_slice),
+        )
     }
 
     fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteKey, Arc<Subscription>>> {

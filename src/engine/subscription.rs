@@ -30,6 +30,13 @@ pub enum Target {
 pub trait Internal: Send + Sync + fmt::Debug {
     /// Takes one message; true when it reached someone.
     fn deliver(&self, sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool;
+
+    /// Whether routes are told of this subscription, as of a client's. nats-server tells them
+    /// of the system account's own services (so that every server of the cluster answers
+    /// `$SYS.REQ.SERVER.PING`), not of imports' subscriptions.
+    fn announced(&self) -> bool {
+        false
+    }
 }
 
 /// One SUB: who subscribed, to what, and its auto-unsubscribe state.
@@ -103,6 +110,16 @@ impl Subscription {
                 Target::Route(route) => route.conn.cid,
                 Target::Internal(_) => 0,
             },
+        }
+    }
+
+    /// Whether routes are told of this subscription: a client's, or an internal one that
+    /// says so ([`Internal::announced`]).
+    pub fn announced(&self) -> bool {
+        match &self.target {
+            Target::Client(_) => true,
+            Target::Internal(internal) => internal.announced(),
+            Target::Route(_) => false,
         }
     }
 

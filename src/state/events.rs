@@ -148,4 +148,10 @@ impl Internal for Endpoint {
         }
         true
     }
+
+    /// The system account's own endpoints are announced to routes, so that requests from
+    /// anywhere in the cluster reach them; those imported into other accounts are not.
+    fn announced(&self) -> bool {
+        matches!(self.service, Service::Server(_) | Service::Account(_))
+    }
 }

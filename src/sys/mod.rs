@@ -111,6 +111,9 @@ pub struct ServerInfo {
     name: String,
     host: String,
     id: String,
+    /// The cluster's name, in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
     ver: &'static str,
     feature_flags: BTreeMap<&'static str, bool>,
     jetstream: bool,
@@ -179,6 +182,12 @@ impl Sys {
             name: self.shared.server_name.clone(),
             host: self.shared.opts().host.clone(),
             id: self.shared.server_id.clone(),
+            cluster: self
+                .shared
+                .opts()
+                .cluster
+                .as_ref()
+                .and_then(|c| c.name.clone()),
             ver: protocol::NATS_SERVER_VERSION,
             feature_flags: crate::monitor::varz::feature_flags(),
             jetstream: self.shared.opts().jetstream.is_some(),
