@@ -31,8 +31,9 @@
 //!   system account put in force at start and on reload).
 //! - [`conn`]: connections. [`conn::transport`] (`Plain | Tls | Ws` halves beneath the session,
 //!   the TLS listener's opening), [`conn::websocket`] (the upgrade, and the `Ws` halves that
-//!   turn frames into the byte stream the client session reads and writes), [`conn::writer`], [`conn::liveness`] (PINGs), [`conn::cache`]
-//!   (match and permission caches), [`conn::trace`], and the kinds of connection, each with its
+//!   turn frames into the byte stream the client session reads and writes), [`conn::writer`],
+//!   [`conn::liveness`] (PINGs), [`conn::cache`] (match and permission caches),
+//!   [`conn::trace`], and the kinds of connection, each with its
 //!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
 //!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`].

@@ -826,3 +826,58 @@ async fn connection_types_and_no_auth_user_as_nats_server() {
         assert_eq!(&seen[0], answers);
     }
 }
+
+/// A browser gets frames of at most 4 KiB; `Nats-No-Masking: true` lets a client send
+/// unmasked frames, and the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_frames_and_no_masking_as_nats_server() {
+    let servers = both(
+        "browser",
+        r#"websocket { listen: "127.0.0.1:-1", no_tls: true }"#,
+    );
+    for s in &servers {
+        let mut ws = Ws::connect(&s.ws, "User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n").await;
+        ws.info().await;
+        let payload = "b".repeat(10_000);
+        ws.send(&binary(
+            format!("CONNECT {{\"verbose\":false}}\r\nSUB big 1\r\nPUB big 10000\r\n{payload}\r\nPING\r\n")
+                .as_bytes(),
+        ))
+        .await;
+        let mut text = String::new();
+        while !text.ends_with("PONG\r\n") {
+            let f = ws.frame().await.expect("frame");
+            assert!(
+                f.payload.len() <= 4096,
+                "{}: {} bytes",
+                s.name,
+                f.payload.len()
+            );
+            text.push_str(&String::from_utf8_lossy(&f.payload));
+        }
+        assert_eq!(
+            text,
+            format!("MSG big 1 10000\r\n{payload}\r\nPONG\r\n"),
+            "{}",
+            s.name
+        );
+
+        let mut ws = Ws::connect(&s.ws, "Nats-No-Masking: true\r\n").await;
+        assert!(
+            ws.head.contains("Nats-No-Masking: true\r\n"),
+            "{}: {}",
+            s.name,
+            ws.head
+        );
+        ws.info().await;
+        ws.send(&frame(
+            2,
+            b"CONNECT {\"verbose\":false}\r\nPING\r\n",
+            false,
+            true,
+            false,
+        ))
+        .await;
+        ws.nats_until("PONG\r\n", &mut Vec::new()).await;
+    }
+}

@@ -25,6 +25,10 @@ pub const BROWSER_FRAME_SIZE: usize = 4096;
 /// nats-server's `wsCompressThreshold`: smaller writes go out uncompressed.
 pub const COMPRESS_THRESHOLD: usize = 64;
 
+/// The most a compressed message may hold, compressed or inflated: a guard against a small
+/// message that inflates to gigabytes (nats-server has none; no NATS traffic comes near it).
+pub const MAX_COMPRESSED_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// RFC 6455 section 7.4.1 status codes nats-server sends.
 pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -107,6 +111,9 @@ impl Decoder {
                 self.unmask(&mut chunk);
                 self.remaining -= n as u64;
                 if self.compressed_message {
+                    if self.compressed.len() + chunk.len() > MAX_COMPRESSED_MESSAGE {
+                        return Err(FrameError("compressed message too large".into()));
+                    }
                     self.compressed.extend_from_slice(&chunk);
                 } else {
                     out.extend_from_slice(&chunk);
@@ -409,6 +416,9 @@ pub fn inflate(message: &[u8], out: &mut BytesMut) -> Result<(), String> {
             .decompress_vec(rest, &mut buf, flate2::FlushDecompress::Sync)
             .map_err(|e| e.to_string())?;
         rest = &rest[(inflater.total_in() - before) as usize..];
+        if buf.len() > MAX_COMPRESSED_MESSAGE {
+            return Err("compressed message too large".into());
+        }
         let filled = buf.len() == buf.capacity();
         if status == flate2::Status::StreamEnd || (rest.is_empty() && !filled) {
             break;
@@ -690,6 +700,16 @@ mod tests {
             d.decode(&mut out, &mut decoded, &mut Vec::new()).unwrap();
             assert_eq!(&decoded[..], &data[..]);
         }
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused() {
+        let mut out = BytesMut::new();
+        let zeros = vec![0u8; MAX_COMPRESSED_MESSAGE + 1];
+        encode_compressed(&mut out, &zeros, None).unwrap();
+        let mut d = Decoder::new(false);
+        let err = d.decode(&mut out, &mut BytesMut::new(), &mut Vec::new());
+        assert_eq!(err, Err(FrameError("compressed message too large".into())));
     }
 
     #[test]
