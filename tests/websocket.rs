@@ -881,3 +881,27 @@ async fn browser_frames_and_no_masking_as_nats_server() {
         ws.nats_until("PONG\r\n", &mut Vec::new()).await;
     }
 }
+
+/// The block cannot change at run time (nats-server: `config reload not supported for
+/// Websocket`); the rest of a reload still applies when it is unchanged.
+#[tokio::test]
+async fn reload_refuses_websocket_changes() {
+    let server = TestServer::with(plain_options()).await;
+    let mut changed = plain_options();
+    changed.host = "127.0.0.1".into();
+    changed.port = 0;
+    if let Some(ws) = changed.websocket.as_mut() {
+        ws.compression = true;
+    }
+    let err = server.shared.reload(changed).unwrap_err();
+    assert!(
+        err.starts_with("config reload not supported for Websocket: "),
+        "{err}"
+    );
+    let mut same = plain_options();
+    same.host = "127.0.0.1".into();
+    same.port = 0;
+    same.max_payload = 1000;
+    server.shared.reload(same).expect("reload");
+    server.shutdown().await;
+}

@@ -268,6 +268,7 @@ impl Shared {
         fixed("HTTPHost", &old.http_host, &new.http_host)?;
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
+        fixed("Websocket", &old.websocket, &new.websocket)?;
         check_cluster_reload(&old, &new)?;
         let (old_system, new_system) = (
             accounts::system_account_name(&old).unwrap_or_default(),
