@@ -905,3 +905,33 @@ async fn reload_refuses_websocket_changes() {
     server.shared.reload(same).expect("reload");
     server.shutdown().await;
 }
+
+/// Lame duck mode tells WebSocket clients too, with an INFO that names the WebSocket port,
+/// then closes them with 1001 `Server Shutdown`.
+#[tokio::test]
+async fn lame_duck_mode_tells_websocket_clients() {
+    let mut opts = options(
+        r#"websocket { listen: "127.0.0.1:-1", no_tls: true }
+        lame_duck_grace_period: "100ms", lame_duck_duration: "200ms""#,
+    );
+    opts.port = 0;
+    let server = TestServer::with(opts).await;
+    let ws_addr = server.shared.websocket_addr().unwrap();
+    let mut ws = Ws::connect(&ws_addr.to_string(), "").await;
+    ws.info().await;
+    ws.send(&binary(
+        b"CONNECT {\"verbose\":false,\"protocol\":1}\r\nPING\r\n",
+    ))
+    .await;
+    ws.nats_until("PONG\r\n", &mut Vec::new()).await;
+    server.shared.enter_lame_duck_mode();
+    let text = ws.nats_until("\r\n", &mut Vec::new()).await;
+    let info: serde_json::Value =
+        serde_json::from_str(text.trim().strip_prefix("INFO ").expect("INFO")).unwrap();
+    assert_eq!(info["ldm"], true);
+    assert_eq!(info["port"].as_u64(), Some(u64::from(ws_addr.port())));
+    assert!(info.get("connect_urls").is_none(), "{info}");
+    let frames = ws.until_closed().await;
+    assert_eq!(frames, vec![close_frame(1001, "Server Shutdown")]);
+    server.shutdown().await;
+}

@@ -506,13 +506,12 @@ where
     }
 }
 
-/// Serves one connection accepted on the WebSocket listener (bound to `port`): TLS when
+/// Serves one connection accepted on the WebSocket listener: TLS when
 /// `tls` is set, the upgrade, then the client session over WebSocket frames.
 pub async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
-    port: u16,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -553,16 +552,7 @@ pub async fn serve(
     conn.mark_websocket();
     debug!("{} - Client connection created", conn.desc());
     // INFO on the WebSocket port names that port, as nats-server's does.
-    let mut info = shared.info(cid, addr);
-    info.host = wso.host.clone();
-    info.port = port;
-    info.tls_required = wso.tls.is_some();
-    info.tls_available = false;
-    info.tls_verify = wso
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.verify || t.verify_and_map);
-    info.auth_required |= wso.auth_override();
+    let info = shared.websocket_info(cid, addr);
     let halves = split(halves.0, halves.1, conn.clone(), &upgrade);
     client::serve_upgraded(shared, conn, halves, info, upgrade).await;
 }
