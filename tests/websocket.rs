@@ -663,6 +663,19 @@ async fn async_nats_over_websocket_talks_to_a_tcp_client() {
         .await
         .unwrap();
     let tcp = async_nats::connect(server.url()).await.unwrap();
+    // nats-server's log prefix for a WebSocket client: `wid:`, after the proxy's
+    // `X-Forwarded-For` address when there is one.
+    let mut proxied = Ws::connect(&ws_addr.to_string(), "X-Forwarded-For: 10.1.2.3\r\n").await;
+    proxied.info().await;
+    common::eventually("the proxied client's log prefix", || {
+        server
+            .shared
+            .router
+            .connections_snapshot()
+            .iter()
+            .any(|c| c.desc().starts_with("10.1.2.3/") && c.desc().contains(" - wid:"))
+    })
+    .await;
 
     let mut from_tcp = ws.subscribe("to.ws").await.unwrap();
     let mut from_ws = tcp.subscribe("to.tcp").await.unwrap();

@@ -47,6 +47,9 @@ pub struct Upgrade {
     pub browser: bool,
     /// A Safari browser with compression: compressed messages are not fragmented.
     pub no_compressed_fragments: bool,
+    /// The client's address as a proxy gave it (`X-Forwarded-For`, when it is an IP address):
+    /// nats-server puts it before the socket's address in the log prefix.
+    pub forwarded_for: Option<std::net::IpAddr>,
     /// Credentials from the configured cookies.
     pub cookie_user: Option<String>,
     pub cookie_pass: Option<String>,
@@ -121,6 +124,9 @@ where
             && compress
             && agent.contains("Version/")
             && agent.contains("Safari/"),
+        forwarded_for: request
+            .header("X-Forwarded-For")
+            .and_then(|ip| ip.trim().parse().ok()),
         cookie_user: cookie(&opts.user_cookie),
         cookie_pass: cookie(&opts.pass_cookie),
         cookie_token: cookie(&opts.token_cookie),
@@ -542,10 +548,14 @@ pub async fn serve(
         }
     };
     let cid = shared.router.next_cid();
+    let desc = match upgrade.forwarded_for {
+        Some(ip) => format!("{ip}/{addr} - wid:{cid}"),
+        None => format!("{addr} - wid:{cid}"),
+    };
     let conn = Arc::new(Connection::new(
         cid,
         opts.max_pending,
-        &format!("{addr} - wid:{cid}"),
+        &desc,
         addr,
         shared.router.global().clone(),
     ));
