@@ -512,8 +512,8 @@ where
     }
 }
 
-/// Serves one connection accepted on the WebSocket listener: TLS when
-/// `tls` is set, the upgrade, then the client session over WebSocket frames.
+/// Serves one connection accepted on the WebSocket listener: TLS when `tls` is set, the
+/// upgrade, then (in a connection task of its own) the client session over WebSocket frames.
 pub async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -564,7 +564,13 @@ pub async fn serve(
     // INFO on the WebSocket port names that port, as nats-server's does.
     let info = shared.websocket_info(cid, addr);
     let halves = split(halves.0, halves.1, conn.clone(), &upgrade);
-    client::serve_upgraded(shared, conn, halves, info, upgrade).await;
+    // The session is a connection task like any other (shutdown waits for it); the upgrade
+    // before it is not, so that a client that never finishes it cannot hold shutdown up.
+    if shared.stopping() {
+        return;
+    }
+    let session = client::serve_upgraded(shared.clone(), conn, halves, info, upgrade);
+    shared.tasks.spawn(session);
 }
 
 /// A TLS handshake on the WebSocket listener: bounded by `handshake_timeout` when set, else

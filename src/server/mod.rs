@@ -332,8 +332,7 @@ async fn run_websocket(
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                let serve = websocket::serve(shared.clone(), stream, addr, tls.clone());
-                shared.tasks.spawn(serve);
+                tokio::spawn(websocket::serve(shared.clone(), stream, addr, tls.clone()));
             }
             Err(err) => {
                 error!("Error accepting websocket connection: {err}");
