@@ -507,6 +507,37 @@ async fn http_errors_as_nats_server() {
     for (name, mine) in &answers[1..] {
         assert_eq!(&answers[0].1, mine, "tern vs {name}");
     }
+    for s in &servers {
+        // After an HTTP error the connection stays open for another request, as Go's server
+        // keeps it; the upgrade then succeeds on it.
+        let mut ws = Ws {
+            stream: Box::new(TcpStream::connect(&s.ws).await.unwrap()),
+            buf: BytesMut::new(),
+            head: String::new(),
+        };
+        ws.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+        assert!(
+            ws.read_head().await.starts_with("HTTP/1.1 400"),
+            "{}",
+            s.name
+        );
+        let _ = ws.buf.split();
+        ws.send(upgrade_request("").as_bytes()).await;
+        // The 400's body may still be ahead of the answer.
+        let mut answer = ws.read_head().await;
+        if !answer.starts_with("HTTP/1.1 101") {
+            answer = ws.read_head().await;
+        }
+        assert!(answer.contains("HTTP/1.1 101"), "{}: {answer}", s.name);
+        // A frame sent with the upgrade request, before its answer: closed without a word.
+        let mut early = TcpStream::connect(&s.ws).await.unwrap();
+        let mut bytes = upgrade_request("").into_bytes();
+        bytes.extend(binary(b"PING\r\n"));
+        early.write_all(&bytes).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, early.read_to_end(&mut rest)).await;
+        assert!(read.is_ok() && rest.is_empty(), "{}: {rest:?}", s.name);
+    }
     // An allowed origin, and none at all, pass.
     for origin in ["Origin: http://allowed.example\r\n", ""] {
         let ws = Ws::connect(&servers[0].ws, origin).await;

@@ -56,50 +56,66 @@ pub struct Upgrade {
     pub cookie_token: Option<String>,
 }
 
-/// Reads and answers the HTTP upgrade on `stream`. `Err` carries the log line's reason after
-/// the HTTP error was written (or the connection dropped).
+/// Reads and answers the HTTP upgrade on `stream`. A refused request gets the HTTP error
+/// nats-server's Go server writes, logged; like that server, the connection then stays open
+/// for another request unless the client asked to close or sent a body. `Err` ends the
+/// connection, with a line to log when there is one.
 pub async fn handshake<S>(
     stream: &mut S,
     opts: &WebSocketOptions,
     secure: bool,
-) -> Result<Upgrade, String>
+    addr: SocketAddr,
+) -> Result<Upgrade, Option<String>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(1024);
-    let (request, head_len) = loop {
-        match ws::parse_request(&buf) {
-            Ok(Some(parsed)) => break parsed,
-            Ok(None) if buf.len() < MAX_REQUEST => {}
-            _ => {
-                let _ = stream.write_all(ws::MALFORMED_REQUEST).await;
-                return Err("malformed HTTP request".into());
+    let (request, key) = loop {
+        let (request, head_len) = loop {
+            match ws::parse_request(&buf) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) if buf.len() < MAX_REQUEST => {}
+                _ => {
+                    let _ = stream.write_all(ws::MALFORMED_REQUEST).await;
+                    return Err(None);
+                }
             }
-        }
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return Err("connection closed during handshake".into()),
-            Ok(_) => {}
-        }
-    };
-    let checked = ws::check_upgrade(&request)
-        .map_err(|r| (r.status, r.reason))
-        .and_then(|key| match check_origin(&request, opts, secure) {
-            Ok(()) => Ok(key),
-            Err(why) => Err((403, format!("origin not allowed: {why}"))),
-        })
-        .and_then(|key| match buf.len() > head_len {
-            true => Err((400, "client sent data before handshake is complete".into())),
-            false => Ok(key),
-        });
-    let key = match checked {
-        Ok(key) => key.to_string(),
-        Err((status, reason)) => {
-            let date = http_date(std::time::SystemTime::now());
-            let _ = stream
-                .write_all(&ws::encode_http_error(status, &date))
-                .await;
-            let _ = stream.flush().await;
-            return Err(format!("websocket handshake error: {reason}"));
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {}
+            }
+        };
+        let checked = ws::check_upgrade(&request)
+            .map_err(|r| (r.status, r.reason))
+            .and_then(|key| match check_origin(&request, opts, secure) {
+                Ok(()) => Ok(key),
+                Err(why) => Err((403, format!("origin not allowed: {why}"))),
+            });
+        match checked {
+            // nats-server finds this after taking the connection from its HTTP server: its
+            // 400 cannot be written any more, and the connection is closed without a word.
+            Ok(_) if buf.len() > head_len => {
+                return Err(Some(
+                    "websocket handshake error: client sent data before handshake is complete"
+                        .into(),
+                ))
+            }
+            Ok(key) => break (request.clone(), key.to_string()),
+            Err((status, reason)) => {
+                error!("{addr} - websocket handshake error: {reason}");
+                let date = http_date(std::time::SystemTime::now());
+                let answer = ws::encode_http_error(status, &date);
+                if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
+                    return Err(None);
+                }
+                let body = request
+                    .header("Content-Length")
+                    .is_some_and(|n| n.trim() != "0");
+                if body || request.header_contains("Connection", "close") {
+                    return Err(None);
+                }
+                let _ = buf.split_to(head_len.min(buf.len()));
+            }
         }
     };
     let compress = opts.compression && request.offers_deflate();
@@ -108,11 +124,11 @@ where
     stream
         .write_all(&answer)
         .await
-        .map_err(|e| format!("websocket handshake error: {e}"))?;
+        .map_err(|e| Some(format!("websocket handshake error: {e}")))?;
     stream
         .flush()
         .await
-        .map_err(|e| format!("websocket handshake error: {e}"))?;
+        .map_err(|e| Some(format!("websocket handshake error: {e}")))?;
     let agent = request.header("User-Agent").unwrap_or_default();
     let browser = agent.starts_with("Mozilla/");
     let cookie = |name: &Option<String>| name.as_deref().and_then(|n| request.cookie(n));
@@ -492,7 +508,7 @@ pub async fn upgrade_within<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let upgrade = handshake(stream, opts, secure);
+    let upgrade = handshake(stream, opts, secure, addr);
     let result = match opts.handshake_timeout {
         t if t.is_zero() => upgrade.await,
         t => match tokio::time::timeout(t, upgrade).await {
@@ -506,7 +522,9 @@ where
     match result {
         Ok(upgrade) => Some(upgrade),
         Err(why) => {
-            error!("{addr} - {why}");
+            if let Some(why) = why {
+                error!("{addr} - {why}");
+            }
             None
         }
     }
