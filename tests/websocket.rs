@@ -93,10 +93,18 @@ fn inflate(data: &[u8]) -> Vec<u8> {
     let mut d = flate2::Decompress::new(false);
     let mut input = data.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::with_capacity(data.len() * 20 + 1024);
-    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
-        .unwrap();
-    out
+    let mut out = Vec::new();
+    let mut rest = &input[..];
+    loop {
+        out.reserve(64 * 1024);
+        let before = d.total_in();
+        d.decompress_vec(rest, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        rest = &rest[(d.total_in() - before) as usize..];
+        if rest.is_empty() && out.len() < out.capacity() {
+            return out;
+        }
+    }
 }
 
 impl Ws {
@@ -573,6 +581,21 @@ async fn compression_negotiated_as_nats_server() {
             "{}",
             s.name
         );
+        // Again, and uncompressed from the client this time: each message starts afresh.
+        for n in [100, 5000] {
+            let payload = "y".repeat(n);
+            ws.send(&binary(
+                format!("PUB foo {n}\r\n{payload}\r\nPING\r\n").as_bytes(),
+            ))
+            .await;
+            let text = ws.nats_until("PONG\r\n", &mut controls).await;
+            assert_eq!(
+                text,
+                format!("MSG foo 1 {n}\r\n{payload}\r\nPONG\r\n"),
+                "{}",
+                s.name
+            );
+        }
     }
     assert!(heads[0].contains(
         "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"

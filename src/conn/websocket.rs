@@ -278,6 +278,7 @@ pub fn split(
         inner: write,
         framed: BytesMut::new(),
         compress: upgrade.compress,
+        deflater: None,
         max_frame,
         link,
         conn,
@@ -379,6 +380,8 @@ pub struct WsWriter {
     /// Framed bytes not yet written.
     framed: BytesMut,
     compress: bool,
+    /// Made at the first compressed write, then reused.
+    deflater: Option<flate2::Compress>,
     max_frame: Option<usize>,
     link: Arc<Mutex<Link>>,
     conn: Arc<Connection>,
@@ -470,7 +473,8 @@ impl AsyncWrite for WsWriter {
         ready!(this.poll_drain(cx))?;
         this.take_control();
         if this.compress && buf.len() > ws::COMPRESS_THRESHOLD {
-            ws::encode_compressed(&mut this.framed, buf, this.max_frame)
+            let deflater = this.deflater.get_or_insert_with(ws::new_deflater);
+            ws::encode_compressed(deflater, &mut this.framed, buf, this.max_frame)
                 .map_err(io::Error::other)?;
         } else {
             ws::encode_binary(&mut this.framed, buf, this.max_frame);
