@@ -7,7 +7,9 @@
 //!
 //! - [`proto`]: the wire as pure functions (no tokio, sockets or clock): [`proto::subject`]
 //!   rules, [`proto::error`] (every `-ERR` text and whether it closes the connection), the
-//!   client [`proto::parser`] and [`proto::protocol`] encoders, INFO and CONNECT.
+//!   client [`proto::parser`] and [`proto::protocol`] encoders, INFO and CONNECT, and
+//!   [`proto::websocket`] (RFC 6455 frames, the upgrade request and its answers,
+//!   permessage-deflate).
 //! - [`engine`]: routing. [`engine::account`] (each account's sublist and generation, its
 //!   mappings and the service responses it owes), [`engine::subscription`] (a subscription
 //!   delivers to a target: a client, or an internal callback), [`engine::deliver`] (publish is
@@ -19,9 +21,11 @@
 //!   of), [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
 //!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
-//!   [`config::cluster`] (the `cluster` block and flags, route URLs) its meaning,
+//!   [`config::cluster`] (the `cluster` block and flags, route URLs) and
+//!   [`config::websocket`] its meaning,
 //!   [`config::cli`] nats-server's command line.
-//! - [`security`]: [`security::auth`] (who may connect, as which user of which account) and
+//! - [`security`]: [`security::auth`] (who may connect, as which user of which account),
+//!   [`security::jwt`] (operator mode: a user's JWT checked up to a trusted operator) and
 //!   [`security::tls`] (the one place rustls configurations are built; certificate names).
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
 //!   identity, TLS configuration), reload, [`state::accounts`] (accounts, imports and the
@@ -29,9 +33,11 @@
 //!   (JetStream's configuration and totals, filled in by the JetStream task, and the queries
 //!   through which the monitor asks it for detail: the monitor reads JetStream without
 //!   depending on it).
-//! - [`conn`]: connections. [`conn::transport`] (`Plain | Tls` halves beneath the session, the
-//!   TLS listener's opening), [`conn::writer`], [`conn::liveness`] (PINGs), [`conn::cache`]
-//!   (match and permission caches), [`conn::trace`], and the kinds of connection, each with its
+//! - [`conn`]: connections. [`conn::transport`] (`Plain | Tls | Ws` halves beneath the session,
+//!   the TLS listener's opening), [`conn::websocket`] (the upgrade, and the `Ws` halves that
+//!   turn frames into the byte stream the client session reads and writes), [`conn::writer`],
+//!   [`conn::liveness`] (PINGs), [`conn::cache`] (match and permission caches),
+//!   [`conn::trace`], and the kinds of connection, each with its
 //!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
 //!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`];

@@ -93,10 +93,18 @@ fn inflate(data: &[u8]) -> Vec<u8> {
     let mut d = flate2::Decompress::new(false);
     let mut input = data.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::with_capacity(data.len() * 20 + 1024);
-    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
-        .unwrap();
-    out
+    let mut out = Vec::new();
+    let mut rest = &input[..];
+    loop {
+        out.reserve(64 * 1024);
+        let before = d.total_in();
+        d.decompress_vec(rest, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        rest = &rest[(d.total_in() - before) as usize..];
+        if rest.is_empty() && out.len() < out.capacity() {
+            return out;
+        }
+    }
 }
 
 impl Ws {
@@ -507,6 +515,37 @@ async fn http_errors_as_nats_server() {
     for (name, mine) in &answers[1..] {
         assert_eq!(&answers[0].1, mine, "tern vs {name}");
     }
+    for s in &servers {
+        // After an HTTP error the connection stays open for another request, as Go's server
+        // keeps it; the upgrade then succeeds on it.
+        let mut ws = Ws {
+            stream: Box::new(TcpStream::connect(&s.ws).await.unwrap()),
+            buf: BytesMut::new(),
+            head: String::new(),
+        };
+        ws.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+        assert!(
+            ws.read_head().await.starts_with("HTTP/1.1 400"),
+            "{}",
+            s.name
+        );
+        let _ = ws.buf.split();
+        ws.send(upgrade_request("").as_bytes()).await;
+        // The 400's body may still be ahead of the answer.
+        let mut answer = ws.read_head().await;
+        if !answer.starts_with("HTTP/1.1 101") {
+            answer = ws.read_head().await;
+        }
+        assert!(answer.contains("HTTP/1.1 101"), "{}: {answer}", s.name);
+        // A frame sent with the upgrade request, before its answer: closed without a word.
+        let mut early = TcpStream::connect(&s.ws).await.unwrap();
+        let mut bytes = upgrade_request("").into_bytes();
+        bytes.extend(binary(b"PING\r\n"));
+        early.write_all(&bytes).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, early.read_to_end(&mut rest)).await;
+        assert!(read.is_ok() && rest.is_empty(), "{}: {rest:?}", s.name);
+    }
     // An allowed origin, and none at all, pass.
     for origin in ["Origin: http://allowed.example\r\n", ""] {
         let ws = Ws::connect(&servers[0].ws, origin).await;
@@ -542,6 +581,21 @@ async fn compression_negotiated_as_nats_server() {
             "{}",
             s.name
         );
+        // Again, and uncompressed from the client this time: each message starts afresh.
+        for n in [100, 5000] {
+            let payload = "y".repeat(n);
+            ws.send(&binary(
+                format!("PUB foo {n}\r\n{payload}\r\nPING\r\n").as_bytes(),
+            ))
+            .await;
+            let text = ws.nats_until("PONG\r\n", &mut controls).await;
+            assert_eq!(
+                text,
+                format!("MSG foo 1 {n}\r\n{payload}\r\nPONG\r\n"),
+                "{}",
+                s.name
+            );
+        }
     }
     assert!(heads[0].contains(
         "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
@@ -663,6 +717,19 @@ async fn async_nats_over_websocket_talks_to_a_tcp_client() {
         .await
         .unwrap();
     let tcp = async_nats::connect(server.url()).await.unwrap();
+    // nats-server's log prefix for a WebSocket client: `wid:`, after the proxy's
+    // `X-Forwarded-For` address when there is one.
+    let mut proxied = Ws::connect(&ws_addr.to_string(), "X-Forwarded-For: 10.1.2.3\r\n").await;
+    proxied.info().await;
+    common::eventually("the proxied client's log prefix", || {
+        server
+            .shared
+            .router
+            .connections_snapshot()
+            .iter()
+            .any(|c| c.desc().starts_with("10.1.2.3/") && c.desc().contains(" - wid:"))
+    })
+    .await;
 
     let mut from_tcp = ws.subscribe("to.ws").await.unwrap();
     let mut from_ws = tcp.subscribe("to.tcp").await.unwrap();
@@ -825,4 +892,113 @@ async fn connection_types_and_no_auth_user_as_nats_server() {
     for answers in &seen[1..] {
         assert_eq!(&seen[0], answers);
     }
+}
+
+/// A browser gets frames of at most 4 KiB; `Nats-No-Masking: true` lets a client send
+/// unmasked frames, and the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_frames_and_no_masking_as_nats_server() {
+    let servers = both(
+        "browser",
+        r#"websocket { listen: "127.0.0.1:-1", no_tls: true }"#,
+    );
+    for s in &servers {
+        let mut ws = Ws::connect(&s.ws, "User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n").await;
+        ws.info().await;
+        let payload = "b".repeat(10_000);
+        ws.send(&binary(
+            format!("CONNECT {{\"verbose\":false}}\r\nSUB big 1\r\nPUB big 10000\r\n{payload}\r\nPING\r\n")
+                .as_bytes(),
+        ))
+        .await;
+        let mut text = String::new();
+        while !text.ends_with("PONG\r\n") {
+            let f = ws.frame().await.expect("frame");
+            assert!(
+                f.payload.len() <= 4096,
+                "{}: {} bytes",
+                s.name,
+                f.payload.len()
+            );
+            text.push_str(&String::from_utf8_lossy(&f.payload));
+        }
+        assert_eq!(
+            text,
+            format!("MSG big 1 10000\r\n{payload}\r\nPONG\r\n"),
+            "{}",
+            s.name
+        );
+
+        let mut ws = Ws::connect(&s.ws, "Nats-No-Masking: true\r\n").await;
+        assert!(
+            ws.head.contains("Nats-No-Masking: true\r\n"),
+            "{}: {}",
+            s.name,
+            ws.head
+        );
+        ws.info().await;
+        ws.send(&frame(
+            2,
+            b"CONNECT {\"verbose\":false}\r\nPING\r\n",
+            false,
+            true,
+            false,
+        ))
+        .await;
+        ws.nats_until("PONG\r\n", &mut Vec::new()).await;
+    }
+}
+
+/// The block cannot change at run time (nats-server: `config reload not supported for
+/// Websocket`); the rest of a reload still applies when it is unchanged.
+#[tokio::test]
+async fn reload_refuses_websocket_changes() {
+    let server = TestServer::with(plain_options()).await;
+    let mut changed = plain_options();
+    changed.host = "127.0.0.1".into();
+    changed.port = 0;
+    if let Some(ws) = changed.websocket.as_mut() {
+        ws.compression = true;
+    }
+    let err = server.shared.reload(changed).unwrap_err();
+    assert!(
+        err.starts_with("config reload not supported for Websocket: "),
+        "{err}"
+    );
+    let mut same = plain_options();
+    same.host = "127.0.0.1".into();
+    same.port = 0;
+    same.max_payload = 1000;
+    server.shared.reload(same).expect("reload");
+    server.shutdown().await;
+}
+
+/// Lame duck mode tells WebSocket clients too, with an INFO that names the WebSocket port,
+/// then closes them with 1001 `Server Shutdown`.
+#[tokio::test]
+async fn lame_duck_mode_tells_websocket_clients() {
+    let mut opts = options(
+        r#"websocket { listen: "127.0.0.1:-1", no_tls: true }
+        lame_duck_grace_period: "100ms", lame_duck_duration: "200ms""#,
+    );
+    opts.port = 0;
+    let server = TestServer::with(opts).await;
+    let ws_addr = server.shared.websocket_addr().unwrap();
+    let mut ws = Ws::connect(&ws_addr.to_string(), "").await;
+    ws.info().await;
+    ws.send(&binary(
+        b"CONNECT {\"verbose\":false,\"protocol\":1}\r\nPING\r\n",
+    ))
+    .await;
+    ws.nats_until("PONG\r\n", &mut Vec::new()).await;
+    server.shared.enter_lame_duck_mode();
+    let text = ws.nats_until("\r\n", &mut Vec::new()).await;
+    let info: serde_json::Value =
+        serde_json::from_str(text.trim().strip_prefix("INFO ").expect("INFO")).unwrap();
+    assert_eq!(info["ldm"], true);
+    assert_eq!(info["port"].as_u64(), Some(u64::from(ws_addr.port())));
+    assert!(info.get("connect_urls").is_none(), "{info}");
+    let frames = ws.until_closed().await;
+    assert_eq!(frames, vec![close_frame(1001, "Server Shutdown")]);
+    server.shutdown().await;
 }

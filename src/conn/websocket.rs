@@ -47,6 +47,9 @@ pub struct Upgrade {
     pub browser: bool,
     /// A Safari browser with compression: compressed messages are not fragmented.
     pub no_compressed_fragments: bool,
+    /// The client's address as a proxy gave it (`X-Forwarded-For`, when it is an IP address):
+    /// nats-server puts it before the socket's address in the log prefix.
+    pub forwarded_for: Option<std::net::IpAddr>,
     /// Credentials from the configured cookies.
     pub cookie_user: Option<String>,
     pub cookie_pass: Option<String>,
@@ -54,50 +57,66 @@ pub struct Upgrade {
     pub cookie_jwt: Option<String>,
 }
 
-/// Reads and answers the HTTP upgrade on `stream`. `Err` carries the log line's reason after
-/// the HTTP error was written (or the connection dropped).
+/// Reads and answers the HTTP upgrade on `stream`. A refused request gets the HTTP error
+/// nats-server's Go server writes, logged; like that server, the connection then stays open
+/// for another request unless the client asked to close or sent a body. `Err` ends the
+/// connection, with a line to log when there is one.
 pub async fn handshake<S>(
     stream: &mut S,
     opts: &WebSocketOptions,
     secure: bool,
-) -> Result<Upgrade, String>
+    addr: SocketAddr,
+) -> Result<Upgrade, Option<String>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(1024);
-    let (request, head_len) = loop {
-        match ws::parse_request(&buf) {
-            Ok(Some(parsed)) => break parsed,
-            Ok(None) if buf.len() < MAX_REQUEST => {}
-            _ => {
-                let _ = stream.write_all(ws::MALFORMED_REQUEST).await;
-                return Err("malformed HTTP request".into());
+    let (request, key) = loop {
+        let (request, head_len) = loop {
+            match ws::parse_request(&buf) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) if buf.len() < MAX_REQUEST => {}
+                _ => {
+                    let _ = stream.write_all(ws::MALFORMED_REQUEST).await;
+                    return Err(None);
+                }
             }
-        }
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return Err("connection closed during handshake".into()),
-            Ok(_) => {}
-        }
-    };
-    let checked = ws::check_upgrade(&request)
-        .map_err(|r| (r.status, r.reason))
-        .and_then(|key| match check_origin(&request, opts, secure) {
-            Ok(()) => Ok(key),
-            Err(why) => Err((403, format!("origin not allowed: {why}"))),
-        })
-        .and_then(|key| match buf.len() > head_len {
-            true => Err((400, "client sent data before handshake is complete".into())),
-            false => Ok(key),
-        });
-    let key = match checked {
-        Ok(key) => key.to_string(),
-        Err((status, reason)) => {
-            let date = http_date(std::time::SystemTime::now());
-            let _ = stream
-                .write_all(&ws::encode_http_error(status, &date))
-                .await;
-            let _ = stream.flush().await;
-            return Err(format!("websocket handshake error: {reason}"));
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {}
+            }
+        };
+        let checked = ws::check_upgrade(&request)
+            .map_err(|r| (r.status, r.reason))
+            .and_then(|key| match check_origin(&request, opts, secure) {
+                Ok(()) => Ok(key),
+                Err(why) => Err((403, format!("origin not allowed: {why}"))),
+            });
+        match checked {
+            // nats-server finds this after taking the connection from its HTTP server: its
+            // 400 cannot be written any more, and the connection is closed without a word.
+            Ok(_) if buf.len() > head_len => {
+                return Err(Some(
+                    "websocket handshake error: client sent data before handshake is complete"
+                        .into(),
+                ))
+            }
+            Ok(key) => break (request.clone(), key.to_string()),
+            Err((status, reason)) => {
+                error!("{addr} - websocket handshake error: {reason}");
+                let date = http_date(std::time::SystemTime::now());
+                let answer = ws::encode_http_error(status, &date);
+                if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
+                    return Err(None);
+                }
+                let body = request
+                    .header("Content-Length")
+                    .is_some_and(|n| n.trim() != "0");
+                if body || request.header_contains("Connection", "close") {
+                    return Err(None);
+                }
+                let _ = buf.split_to(head_len.min(buf.len()));
+            }
         }
     };
     let compress = opts.compression && request.offers_deflate();
@@ -106,11 +125,11 @@ where
     stream
         .write_all(&answer)
         .await
-        .map_err(|e| format!("websocket handshake error: {e}"))?;
+        .map_err(|e| Some(format!("websocket handshake error: {e}")))?;
     stream
         .flush()
         .await
-        .map_err(|e| format!("websocket handshake error: {e}"))?;
+        .map_err(|e| Some(format!("websocket handshake error: {e}")))?;
     let agent = request.header("User-Agent").unwrap_or_default();
     let browser = agent.starts_with("Mozilla/");
     let cookie = |name: &Option<String>| name.as_deref().and_then(|n| request.cookie(n));
@@ -122,6 +141,9 @@ where
             && compress
             && agent.contains("Version/")
             && agent.contains("Safari/"),
+        forwarded_for: request
+            .header("X-Forwarded-For")
+            .and_then(|ip| ip.trim().parse().ok()),
         cookie_user: cookie(&opts.user_cookie),
         cookie_pass: cookie(&opts.pass_cookie),
         cookie_token: cookie(&opts.token_cookie),
@@ -258,6 +280,7 @@ pub fn split(
         inner: write,
         framed: BytesMut::new(),
         compress: upgrade.compress,
+        deflater: None,
         max_frame,
         link,
         conn,
@@ -359,6 +382,8 @@ pub struct WsWriter {
     /// Framed bytes not yet written.
     framed: BytesMut,
     compress: bool,
+    /// Made at the first compressed write, then reused.
+    deflater: Option<flate2::Compress>,
     max_frame: Option<usize>,
     link: Arc<Mutex<Link>>,
     conn: Arc<Connection>,
@@ -453,7 +478,8 @@ impl AsyncWrite for WsWriter {
         ready!(this.poll_drain(cx))?;
         this.take_control();
         if this.compress && buf.len() > ws::COMPRESS_THRESHOLD {
-            ws::encode_compressed(&mut this.framed, buf, this.max_frame)
+            let deflater = this.deflater.get_or_insert_with(ws::new_deflater);
+            ws::encode_compressed(deflater, &mut this.framed, buf, this.max_frame)
                 .map_err(io::Error::other)?;
         } else {
             ws::encode_binary(&mut this.framed, buf, this.max_frame);
@@ -491,7 +517,7 @@ pub async fn upgrade_within<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let upgrade = handshake(stream, opts, secure);
+    let upgrade = handshake(stream, opts, secure, addr);
     let result = match opts.handshake_timeout {
         t if t.is_zero() => upgrade.await,
         t => match tokio::time::timeout(t, upgrade).await {
@@ -505,19 +531,20 @@ where
     match result {
         Ok(upgrade) => Some(upgrade),
         Err(why) => {
-            error!("{addr} - {why}");
+            if let Some(why) = why {
+                error!("{addr} - {why}");
+            }
             None
         }
     }
 }
 
-/// Serves one connection accepted on the WebSocket listener (bound to `port`): TLS when
-/// `tls` is set, the upgrade, then the client session over WebSocket frames.
+/// Serves one connection accepted on the WebSocket listener: TLS when `tls` is set, the
+/// upgrade, then (in a connection task of its own) the client session over WebSocket frames.
 pub async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
-    port: u16,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -548,28 +575,29 @@ pub async fn serve(
         }
     };
     let cid = shared.router.next_cid();
+    let desc = match upgrade.forwarded_for {
+        Some(ip) => format!("{ip}/{addr} - wid:{cid}"),
+        None => format!("{addr} - wid:{cid}"),
+    };
     let conn = Arc::new(Connection::new(
         cid,
         opts.max_pending,
-        &format!("{addr} - wid:{cid}"),
+        &desc,
         addr,
         shared.router.global().clone(),
     ));
     conn.mark_websocket();
     debug!("{} - Client connection created", conn.desc());
     // INFO on the WebSocket port names that port, as nats-server's does.
-    let mut info = shared.info(cid, addr);
-    info.host = wso.host.clone();
-    info.port = port;
-    info.tls_required = wso.tls.is_some();
-    info.tls_available = false;
-    info.tls_verify = wso
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.verify || t.verify_and_map);
-    info.auth_required |= wso.auth_override();
+    let info = shared.websocket_info(cid, addr);
     let halves = split(halves.0, halves.1, conn.clone(), &upgrade);
-    client::serve_upgraded(shared, conn, halves, info, upgrade).await;
+    // The session is a connection task like any other (shutdown waits for it); the upgrade
+    // before it is not, so that a client that never finishes it cannot hold shutdown up.
+    if shared.stopping() {
+        return;
+    }
+    let session = client::serve_upgraded(shared.clone(), conn, halves, info, upgrade);
+    shared.tasks.spawn(session);
 }
 
 /// A TLS handshake on the WebSocket listener: bounded by `handshake_timeout` when set, else

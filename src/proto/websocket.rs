@@ -25,6 +25,10 @@ pub const BROWSER_FRAME_SIZE: usize = 4096;
 /// nats-server's `wsCompressThreshold`: smaller writes go out uncompressed.
 pub const COMPRESS_THRESHOLD: usize = 64;
 
+/// The most a compressed message may hold, compressed or inflated: a guard against a small
+/// message that inflates to gigabytes (nats-server has none; no NATS traffic comes near it).
+pub const MAX_COMPRESSED_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// RFC 6455 section 7.4.1 status codes nats-server sends.
 pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -71,6 +75,8 @@ pub struct Decoder {
     /// The current message is compressed; its bytes gather in `compressed` until it ends.
     compressed_message: bool,
     compressed: Vec<u8>,
+    /// Made at the first compressed message, then reused.
+    inflater: Option<flate2::Decompress>,
     /// Whether clients must mask (nats-server's `maskread`, off for `Nats-No-Masking`).
     pub require_mask: bool,
 }
@@ -107,6 +113,9 @@ impl Decoder {
                 self.unmask(&mut chunk);
                 self.remaining -= n as u64;
                 if self.compressed_message {
+                    if self.compressed.len() + chunk.len() > MAX_COMPRESSED_MESSAGE {
+                        return Err(FrameError("compressed message too large".into()));
+                    }
                     self.compressed.extend_from_slice(&chunk);
                 } else {
                     out.extend_from_slice(&chunk);
@@ -187,7 +196,10 @@ impl Decoder {
         if self.compressed_message && self.message_done {
             self.compressed_message = false;
             let message = std::mem::take(&mut self.compressed);
-            inflate(&message, out).map_err(FrameError)?;
+            let inflater = self
+                .inflater
+                .get_or_insert_with(|| flate2::Decompress::new(false));
+            inflate(inflater, &message, out).map_err(FrameError)?;
         }
         Ok(())
     }
@@ -344,16 +356,23 @@ pub fn encode_binary(out: &mut BytesMut, data: &[u8], max_frame: Option<usize>) 
     }
 }
 
+/// A deflater for [`encode_compressed`], kept by a connection: its state is large, and each
+/// message starts it afresh anyway (no context takeover).
+pub fn new_deflater() -> flate2::Compress {
+    flate2::Compress::new(flate2::Compression::fast(), false)
+}
+
 /// Appends `data` compressed as one message (no context takeover): fragmented into frames of
 /// at most `max_frame` bytes when it is set, the first one marked compressed.
 pub fn encode_compressed(
+    deflater: &mut flate2::Compress,
     out: &mut BytesMut,
     data: &[u8],
     max_frame: Option<usize>,
 ) -> Result<(), String> {
-    let mut deflater = flate2::Compress::new(flate2::Compression::fast(), false);
+    deflater.reset();
     let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-    deflate_all(&mut deflater, data, &mut compressed)?;
+    deflate_all(deflater, data, &mut compressed)?;
     // RFC 7692 7.2.1: the sync flush's empty block is left off.
     if compressed.ends_with(&DEFLATE_TAIL) {
         compressed.truncate(compressed.len() - 4);
@@ -395,8 +414,12 @@ fn deflate_all(
 }
 
 /// Inflates one whole compressed message (its stripped tail put back) onto `out`.
-pub fn inflate(message: &[u8], out: &mut BytesMut) -> Result<(), String> {
-    let mut inflater = flate2::Decompress::new(false);
+pub fn inflate(
+    inflater: &mut flate2::Decompress,
+    message: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    inflater.reset(false);
     let mut input = Vec::with_capacity(message.len() + 4);
     input.extend_from_slice(message);
     input.extend_from_slice(&DEFLATE_TAIL);
@@ -409,6 +432,9 @@ pub fn inflate(message: &[u8], out: &mut BytesMut) -> Result<(), String> {
             .decompress_vec(rest, &mut buf, flate2::FlushDecompress::Sync)
             .map_err(|e| e.to_string())?;
         rest = &rest[(inflater.total_in() - before) as usize..];
+        if buf.len() > MAX_COMPRESSED_MESSAGE {
+            return Err("compressed message too large".into());
+        }
         let filled = buf.len() == buf.capacity();
         if status == flate2::Status::StreamEnd || (rest.is_empty() && !filled) {
             break;
@@ -681,15 +707,26 @@ mod tests {
     #[test]
     fn compression_round_trips() {
         let data = b"MSG foo 1 200\r\n".repeat(50);
-        for max in [None, Some(64)] {
+        let mut deflater = new_deflater();
+        for max in [None, Some(64), None] {
             let mut out = BytesMut::new();
-            encode_compressed(&mut out, &data, max).unwrap();
+            encode_compressed(&mut deflater, &mut out, &data, max).unwrap();
             // Decode as a client would, masking aside.
             let mut d = Decoder::new(false);
             let mut decoded = BytesMut::new();
             d.decode(&mut out, &mut decoded, &mut Vec::new()).unwrap();
             assert_eq!(&decoded[..], &data[..]);
         }
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused() {
+        let mut out = BytesMut::new();
+        let zeros = vec![0u8; MAX_COMPRESSED_MESSAGE + 1];
+        encode_compressed(&mut new_deflater(), &mut out, &zeros, None).unwrap();
+        let mut d = Decoder::new(false);
+        let err = d.decode(&mut out, &mut BytesMut::new(), &mut Vec::new());
+        assert_eq!(err, Err(FrameError("compressed message too large".into())));
     }
 
     #[test]

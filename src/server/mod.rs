@@ -335,12 +335,10 @@ async fn run_websocket(
     tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
 ) {
-    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                let serve = websocket::serve(shared.clone(), stream, addr, port, tls.clone());
-                shared.tasks.spawn(serve);
+                tokio::spawn(websocket::serve(shared.clone(), stream, addr, tls.clone()));
             }
             Err(err) => {
                 error!("Error accepting websocket connection: {err}");

@@ -244,7 +244,10 @@ impl Shared {
     pub fn push_client_info(&self) {
         for conn in self.router.connections_snapshot() {
             if conn.async_info() {
-                let info = self.info(conn.cid, conn.addr);
+                let info = match conn.is_websocket() {
+                    true => self.websocket_info(conn.cid, conn.addr),
+                    false => self.info(conn.cid, conn.addr),
+                };
                 if conn.outbound.append(None, |b| info.encode(b)) == Appended::ScheduleFlush {
                     conn.outbound.wake_writer();
                 }

@@ -243,6 +243,27 @@ impl Shared {
         }
     }
 
+    /// The INFO a WebSocket client is sent: the WebSocket listener's host and port, its TLS,
+    /// the block's own authorization, and no `connect_urls` (nats-server gives WebSocket
+    /// clients the cluster's WebSocket URLs there, which tern does not gossip).
+    pub fn websocket_info(&self, cid: u64, client: SocketAddr) -> Info {
+        let mut info = self.info(cid, client);
+        let opts = self.opts();
+        if let Some(ws) = &opts.websocket {
+            info.host = ws.host.clone();
+            info.port = self.websocket_addr().map_or(ws.port, |a| a.port());
+            info.tls_required = ws.tls.is_some();
+            info.tls_available = false;
+            info.tls_verify = ws
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.verify || t.verify_and_map);
+            info.auth_required |= ws.auth_override();
+        }
+        info.connect_urls = Vec::new();
+        info
+    }
+
     /// Puts `new` in force, as nats-server's reload does: limits, logging and credentials
     /// change for new and existing connections, and connected clients whose credentials no
     /// longer pass are disconnected with `Authorization Violation`. The listen address cannot
@@ -271,6 +292,7 @@ impl Shared {
         fixed("HTTPHost", &old.http_host, &new.http_host)?;
         fixed("HTTPPort", &old.http_port, &new.http_port)?;
         fixed("HTTPBasePath", &old.http_base_path, &new.http_base_path)?;
+        fixed("Websocket", &old.websocket, &new.websocket)?;
         check_cluster_reload(&old, &new)?;
         let operators = |o: &Options| -> Vec<String> {
             o.operator
