@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::jwt::{account_jwt, creds, now, operator_jwt, user_jwt};
-use common::process::{reference_server, start_with_ports, Process, Scratch};
+use common::process::{http_get, json_shape, reference_server, start_with_ports, Process, Scratch};
 use nkeys::KeyPair;
 use serde_json::json;
 
@@ -93,6 +93,8 @@ impl World {
 /// tern and nats-server 2.15.1, each started on `config`.
 struct Pair {
     servers: Vec<(&'static str, Process, String)>,
+    /// Each server's monitor address, in the same order.
+    monitors: Vec<String>,
     _scratch: Scratch,
 }
 
@@ -105,12 +107,15 @@ fn start_pair(name: &str, config: &str) -> Pair {
     if let Some(reference) = reference_server() {
         binaries.push(("nats-server", reference));
     }
+    let mut monitors = Vec::new();
     for (who, binary) in binaries {
-        let (process, addr, _) = start_with_ports(&binary, &file, &scratch.0.join(who));
+        let (process, addr, monitor) = start_with_ports(&binary, &file, &scratch.0.join(who));
         servers.push((who, process, addr));
+        monitors.push(monitor);
     }
     Pair {
         servers,
+        monitors,
         _scratch: scratch,
     }
 }
@@ -633,5 +638,125 @@ fn a_reload_that_revokes_a_user_closes_it() {
             (tern_lines, tern_pong),
             "tern and {who} differ"
         );
+    }
+}
+
+/// An account JWT's `conn` limit: one connection more than it allows is refused with
+/// nats-server's error, and a place freed by a client that leaves is taken again.
+#[test]
+fn account_connection_limit() {
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let mut limits = common::jwt::open_limits();
+    limits["conn"] = json!(1);
+    let config = format!(
+        "operator: {}\nresolver: MEMORY\nresolver_preload {{\n  {}: {}\n}}\n",
+        operator_jwt(&operator, ""),
+        account.public_key(),
+        account_jwt(&operator, &account, "A", json!({ "limits": limits }))
+    );
+    let pair = start_pair("operator-conns", &config);
+    let user = KeyPair::new_user();
+    let jwt = user_jwt(&account, &user, json!({}), json!({}));
+    let outcome = same(&pair, "account connection limit", |addr| {
+        let first = TcpStream::connect(addr).unwrap();
+        let mut reader = BufReader::new(first.try_clone().unwrap());
+        let mut info = String::new();
+        reader.read_line(&mut info).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+        let nonce = info["nonce"].as_str().unwrap();
+        let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce.as_bytes()).unwrap());
+        let mut writer = first;
+        let connect = json!({"verbose": false, "jwt": jwt, "sig": sig});
+        writer
+            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+            .unwrap();
+        let mut pong = String::new();
+        reader.read_line(&mut pong).unwrap();
+        let second = session(addr, Some(&jwt), Some(&user), "");
+        drop((reader, writer));
+        // The first has gone: its place is free again (once the server has seen it leave).
+        let mut third = Vec::new();
+        for _ in 0..50 {
+            third = session(addr, Some(&jwt), Some(&user), "");
+            if third == ["PONG"] {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (pong, second, third)
+    });
+    assert_eq!(outcome.0, "PONG\r\n");
+    assert_eq!(
+        outcome.1,
+        vec!["-ERR 'maximum account active connections exceeded'"]
+    );
+    assert_eq!(outcome.2, vec!["PONG"]);
+}
+
+/// `/connz?auth=1` shows a JWT user as nats-server does: its public key, its JWT, who signed
+/// it and its account's name.
+#[test]
+fn connz_shows_jwt_users() {
+    let world = World::new();
+    let pair = start_pair("operator-connz", &world.config);
+    let user = KeyPair::new_user();
+    let jwt = user_jwt(
+        &world.signing,
+        &user,
+        json!({"issuer_account": world.a.public_key()}),
+        json!({}),
+    );
+    let mut entries = Vec::new();
+    for ((_, _, addr), monitor) in pair.servers.iter().zip(&pair.monitors) {
+        let stream = TcpStream::connect(addr).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut info = String::new();
+        reader.read_line(&mut info).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+        let sig = URL_SAFE_NO_PAD.encode(
+            user.sign(info["nonce"].as_str().unwrap().as_bytes())
+                .unwrap(),
+        );
+        let mut writer = stream;
+        let connect = json!({"verbose": false, "jwt": jwt, "sig": sig, "name": "n1"});
+        writer
+            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+            .unwrap();
+        let mut pong = String::new();
+        reader.read_line(&mut pong).unwrap();
+        assert_eq!(pong, "PONG\r\n");
+        let (status, body) = http_get(monitor, "/connz?auth=1").unwrap();
+        assert_eq!(status, 200);
+        let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let entry = connz["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "n1")
+            .cloned()
+            .unwrap();
+        entries.push(entry);
+        drop((reader, writer));
+    }
+    let tern = &entries[0];
+    assert_eq!(tern["authorized_user"], json!(user.public_key()));
+    assert_eq!(tern["account"], json!(world.a.public_key()));
+    assert_eq!(tern["jwt"], json!(jwt));
+    assert_eq!(tern["issuer_key"], json!(world.signing.public_key()));
+    assert_eq!(tern["name_tag"], json!("A"));
+    for other in &entries[1..] {
+        for key in [
+            "authorized_user",
+            "account",
+            "jwt",
+            "issuer_key",
+            "name_tag",
+        ] {
+            assert_eq!(tern[key], other[key], "{key}");
+        }
+        assert_eq!(json_shape(tern), json_shape(other));
     }
 }

@@ -451,6 +451,7 @@ fn close_status(reason: CloseReason) -> Option<u16> {
         | AuthenticationViolation
         | AuthenticationExpired
         | CredentialsRevoked
+        | MaxAccountConnectionsExceeded
         | MaxConnectionsExceeded
         | MaxControlLineExceeded => ws::CLOSE_POLICY_VIOLATION,
         BadClientProtocolVersion => ws::CLOSE_PROTOCOL_ERROR,

@@ -66,8 +66,21 @@ pub struct ClientMeta {
     pub lang: String,
     /// CONNECT `version`.
     pub version: String,
-    /// The user name it authenticated with, if any.
+    /// The user name it authenticated with, if any (a JWT user's public key).
     pub user: Option<String>,
+    /// How a JWT user authenticated (operator mode), for `/connz?auth=1`.
+    pub jwt: Option<Arc<JwtIdentity>>,
+}
+
+/// A JWT user's identity as `/connz?auth=1` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtIdentity {
+    /// The user JWT.
+    pub jwt: String,
+    /// Who signed it (the account or one of its signing keys).
+    pub issuer_key: String,
+    /// The account's name in its JWT.
+    pub name_tag: String,
 }
 
 /// Deliveries to the connection must pass its subscribe deny list (a wildcard subscription
@@ -253,7 +266,12 @@ impl Connection {
         *self.desc.lock().unwrap_or_else(|p| p.into_inner()) = desc.into();
     }
 
-    /// Records what CONNECT said about the client.
+    /// What CONNECT said about the client.
+    pub fn meta(&self) -> ClientMeta {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces what CONNECT said about the client.
     pub fn set_meta(&self, meta: ClientMeta) {
         *self.meta.lock().unwrap_or_else(|p| p.into_inner()) = meta;
     }
@@ -300,6 +318,7 @@ impl Connection {
             lang: meta.lang,
             version: meta.version,
             user: meta.user,
+            jwt: meta.jwt,
             account: self.account().name.to_string(),
             websocket: self.is_websocket(),
         }

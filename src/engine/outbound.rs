@@ -45,6 +45,8 @@ pub enum CloseReason {
     AuthenticationExpired,
     /// The user's account revoked its JWT.
     CredentialsRevoked,
+    /// The user's account has as many connections as its JWT allows.
+    MaxAccountConnectionsExceeded,
     /// PINGs went unanswered.
     StaleConnection,
     /// `max_payload` exceeded.
@@ -81,6 +83,7 @@ impl CloseReason {
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
             CloseReason::AuthenticationExpired => "Authentication Expired",
             CloseReason::CredentialsRevoked => "Credentials Revoked",
+            CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
             CloseReason::StaleConnection => "Stale Connection",
             CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
             CloseReason::MaxControlLineExceeded => "Maximum Control Line Exceeded",

@@ -187,6 +187,8 @@ pub struct ConnSnapshot {
     pub version: String,
     /// The user it authenticated as.
     pub user: Option<String>,
+    /// A JWT user's identity (operator mode).
+    pub jwt: Option<Arc<super::connection::JwtIdentity>>,
 }
 
 /// One subscription, for `/connz?subs=detail` and `/subsz?subs=1`.

@@ -138,6 +138,10 @@ pub struct ConnInfo {
     authorized_user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer_key: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subscriptions_list: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -381,6 +385,12 @@ fn conn_info(c: &ConnSnapshot, q: &ConnzOptions, now: SystemTime) -> ConnInfo {
         authorized_user: c.user.clone().filter(|_| q.auth),
         // nats-server names the account unless it is the global one.
         account: (q.auth && c.account != GLOBAL_ACCOUNT).then(|| c.account.clone()),
+        jwt: c.jwt.as_ref().filter(|_| q.auth).map(|j| j.jwt.clone()),
+        issuer_key: c
+            .jwt
+            .as_ref()
+            .filter(|_| q.auth)
+            .map(|j| j.issuer_key.clone()),
         subscriptions_list: match q.subs() {
             Subs::Subjects => c.subs.iter().map(|s| s.subject.clone()).collect(),
             _ => Vec::new(),
@@ -390,7 +400,10 @@ fn conn_info(c: &ConnSnapshot, q: &ConnzOptions, now: SystemTime) -> ConnInfo {
             _ => Vec::new(),
         },
         // nats-server shows the account tag of open connections only.
-        name_tag: (q.auth && c.stop.is_none()).then(|| c.account.clone()),
+        name_tag: (q.auth && c.stop.is_none()).then(|| match &c.jwt {
+            Some(j) => j.name_tag.clone(),
+            None => c.account.clone(),
+        }),
     }
 }
 

@@ -20,6 +20,8 @@ pub enum ProtocolError {
     AuthenticationTimeout,
     /// The user's credentials (its JWT, or its connect-time window) ran out.
     AuthenticationExpired,
+    /// The user's account has as many connections as its JWT allows.
+    MaxAccountConnections,
     /// The size field of PUB/HPUB is above `max_payload`.
     MaxPayload,
     /// A control line longer than `max_control_line`.
@@ -80,6 +82,7 @@ impl ProtocolError {
             ProtocolError::AuthorizationViolation => "Authorization Violation",
             ProtocolError::AuthenticationTimeout => "Authentication Timeout",
             ProtocolError::AuthenticationExpired => "User Authentication Expired",
+            ProtocolError::MaxAccountConnections => "maximum account active connections exceeded",
             ProtocolError::MaxPayload => "Maximum Payload Violation",
             ProtocolError::MaxControlLine => "maximum control line exceeded",
             ProtocolError::MaxConnections => "maximum connections exceeded",

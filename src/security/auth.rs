@@ -100,6 +100,8 @@ pub struct Authorized {
     pub log_name: Option<String>,
     /// The user's own limits (from its JWT).
     pub limits: Limits,
+    /// How a JWT user authenticated (operator mode): shown by `/connz?auth=1`.
+    pub jwt: Option<Arc<crate::engine::connection::JwtIdentity>>,
     /// Seconds until the user's credentials expire (its JWT's `exp`, or the end of its
     /// connect-time window): the connection is closed then.
     pub expires_in: Option<i64>,
@@ -112,6 +114,8 @@ pub struct Limits {
     pub payload: i64,
     /// Subscriptions.
     pub subs: i64,
+    /// Client connections of the user's account.
+    pub conn: i64,
 }
 
 impl Default for Limits {
@@ -119,6 +123,7 @@ impl Default for Limits {
         Limits {
             payload: -1,
             subs: -1,
+            conn: -1,
         }
     }
 }

@@ -16,6 +16,7 @@ use tracing::{debug, error};
 use super::auth::{verify_signature, Authorized, Credentials, Limits};
 use crate::config::operator::OperatorOptions;
 use crate::config::users::CONNECTION_TYPES;
+use crate::engine::connection::JwtIdentity;
 use crate::engine::permissions::{self, Permissions, ResponsePermission, SubjectPermission};
 use crate::proto::jwt::{self, SigningKey, UserClaims};
 
@@ -139,7 +140,13 @@ pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> 
         limits: Limits {
             payload: min_limit(limits.payload, claims.nats.limits.nats.payload),
             subs: min_limit(limits.subs, claims.nats.limits.nats.subs),
+            conn: claims.nats.limits.conn,
         },
+        jwt: Some(Arc::new(JwtIdentity {
+            jwt: token.to_string(),
+            issuer_key: user.iss.clone(),
+            name_tag: claims.name.clone(),
+        })),
         expires_in: match (user.valid_for(cx.now), window) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

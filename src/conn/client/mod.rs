@@ -385,6 +385,7 @@ impl Client {
             lang: opts.lang.clone(),
             version: opts.version.clone(),
             user: opts.user.clone().filter(|u| !u.is_empty()),
+            jwt: None,
         });
         let server = &self.server;
         let mut credentials = auth::Credentials::from_connect(&opts);
@@ -410,6 +411,18 @@ impl Client {
             };
             return Err(ProtocolError::AuthorizationViolation);
         };
+        if user.jwt.is_some() {
+            // A JWT user is its public key, as nats-server shows it.
+            let mut meta = self.conn.meta();
+            meta.user = user.user.clone();
+            meta.jwt = user.jwt.clone();
+            self.conn.set_meta(meta);
+        }
+        if !self.connected && self.account_full(&user) {
+            // nats-server logs it twice: once as it refuses, once as it closes.
+            error!("{} - {}", self.desc, ProtocolError::MaxAccountConnections);
+            return Err(ProtocolError::MaxAccountConnections);
+        }
         if !(0..=1).contains(&opts.protocol) {
             return Err(ProtocolError::InvalidClientProtocol);
         }
@@ -468,6 +481,18 @@ impl Client {
             self.expires = Some(Instant::now() + Duration::from_secs(secs.max(0) as u64));
             self.expiry_armed = true;
         }
+    }
+
+    /// Whether the user's account already has as many client connections as its JWT allows
+    /// (`limits.conn`; this connection is not counted in it yet).
+    fn account_full(&self, user: &auth::Authorized) -> bool {
+        let Ok(limit) = usize::try_from(user.limits.conn) else {
+            return false;
+        };
+        self.shared
+            .router
+            .account(&user.account)
+            .is_some_and(|a| a.clients.load(Ordering::Relaxed) >= limit)
     }
 
     /// The largest payload this client may publish: the server's, or the user's own limit
@@ -776,6 +801,7 @@ fn close_reason(err: &ProtocolError) -> CloseReason {
         ProtocolError::AuthorizationViolation => CloseReason::AuthenticationViolation,
         ProtocolError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
         ProtocolError::AuthenticationExpired => CloseReason::AuthenticationExpired,
+        ProtocolError::MaxAccountConnections => CloseReason::MaxAccountConnectionsExceeded,
         ProtocolError::MaxPayload => CloseReason::MaxPayloadExceeded,
         ProtocolError::MaxControlLine => CloseReason::MaxControlLineExceeded,
         ProtocolError::MaxConnections => CloseReason::MaxConnectionsExceeded,
