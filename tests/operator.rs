@@ -760,3 +760,163 @@ fn connz_shows_jwt_users() {
         assert_eq!(json_shape(tern), json_shape(other));
     }
 }
+
+/// The full resolver: account JWTs pushed through the system account at run time, as
+/// nats-server takes them (list, lookup, update with its errors), put in force at once (a new
+/// account's users get in, a revocation closes its user), and kept in the directory across a
+/// restart.
+#[tokio::test]
+async fn full_resolver_takes_updates_through_the_system_account() {
+    let operator = KeyPair::new_operator();
+    let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+    let (sys_user, user) = (KeyPair::new_user(), KeyPair::new_user());
+    let scratch = Scratch::new("operator-full");
+    let sys_creds = scratch.0.join("sys.creds");
+    std::fs::write(
+        &sys_creds,
+        creds(
+            &user_jwt(&system, &sys_user, json!({}), json!({})),
+            &sys_user,
+        ),
+    )
+    .unwrap();
+    let user_jwt_a = user_jwt(&account, &user, json!({}), json!({}));
+    let account_v1 = account_jwt(&operator, &account, "A", json!({}));
+    let mut binaries: Vec<(&str, PathBuf)> = vec![("tern", env!("CARGO_BIN_EXE_tern").into())];
+    if let Some(reference) = reference_server() {
+        binaries.push(("nats-server", reference));
+    }
+    let mut transcripts = Vec::new();
+    for (who, binary) in &binaries {
+        let dir = scratch.0.join(who);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("full.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "operator: {}\nsystem_account: {sys}\nresolver {{ type: full, dir: '{}' }}\n\
+                 resolver_preload {{\n  {sys}: {}\n}}\n",
+                operator_jwt(&operator, &system.public_key()),
+                dir.join("jwt").display(),
+                account_jwt(&operator, &system, "SYS", json!({})),
+                sys = system.public_key(),
+            ),
+        )
+        .unwrap();
+        let (process, addr, _) = start_with_ports(binary, &config, &dir.join("ports"));
+        let sys = async_nats::ConnectOptions::with_credentials_file(sys_creds.clone())
+            .await
+            .unwrap()
+            .connect(format!("nats://{addr}"))
+            .await
+            .unwrap();
+        let ask = |subject: String, body: String| {
+            let sys = sys.clone();
+            async move {
+                let reply = sys.request(subject, body.into()).await.unwrap();
+                let mut value: serde_json::Value = serde_json::from_slice(&reply.payload)
+                    .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&reply.payload) }));
+                if let Some(map) = value.as_object_mut() {
+                    map.remove("server");
+                }
+                value
+            }
+        };
+        let key = account.public_key();
+        let mut t = Vec::new();
+        t.push(ask("$SYS.REQ.CLAIMS.LIST".into(), String::new()).await);
+        t.push(json!(session(&addr, Some(&user_jwt_a), Some(&user), "")));
+        t.push(
+            ask(
+                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"),
+                String::new(),
+            )
+            .await,
+        );
+        t.push(ask("$SYS.REQ.CLAIMS.UPDATE".into(), account_v1.clone()).await);
+        t.push(json!(session(&addr, Some(&user_jwt_a), Some(&user), "")));
+        t.push(
+            ask(
+                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"),
+                String::new(),
+            )
+            .await,
+        );
+        t.push(ask("$SYS.REQ.CLAIMS.UPDATE".into(), "garbage".into()).await);
+        let wrong = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", system.public_key());
+        t.push(ask(wrong, account_v1.clone()).await);
+        // A user connected while its account revokes it.
+        let stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut info = String::new();
+        reader.read_line(&mut info).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+        let sig = URL_SAFE_NO_PAD.encode(
+            user.sign(info["nonce"].as_str().unwrap().as_bytes())
+                .unwrap(),
+        );
+        let mut writer = stream;
+        let connect = json!({"verbose": false, "jwt": user_jwt_a, "sig": sig});
+        writer
+            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+            .unwrap();
+        let mut pong = String::new();
+        reader.read_line(&mut pong).unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let revoking = account_jwt(
+            &operator,
+            &account,
+            "A",
+            json!({"revocations": {user.public_key(): now()}}),
+        );
+        let update = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE");
+        t.push(ask(update, revoking).await);
+        let mut cut = Vec::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line == "PING\r\n" => {}
+                Ok(_) => cut.push(line.trim_end().to_string()),
+            }
+        }
+        t.push(json!(cut));
+        let mut list = ask("$SYS.REQ.CLAIMS.LIST".into(), String::new()).await;
+        if let Some(keys) = list["data"].as_array_mut() {
+            keys.sort_by_key(|k| k.to_string());
+        }
+        t.push(list);
+        drop(process);
+        transcripts.push((*who, t));
+    }
+    let (_, tern) = &transcripts[0];
+    let key = account.public_key();
+    assert_eq!(tern[0], json!({"data": [system.public_key()]}));
+    assert_eq!(tern[1], json!([VIOLATION]));
+    assert_eq!(
+        tern[3],
+        json!({"data": {"account": key, "code": 200, "message": "jwt updated"}})
+    );
+    assert_eq!(tern[4], json!(["PONG"]));
+    assert_eq!(tern[5], json!({ "raw": account_v1 }));
+    assert_eq!(tern[9], json!(["-ERR 'User Authentication Revoked'"]));
+    for (who, other) in &transcripts[1..] {
+        for (i, (a, b)) in tern.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: tern and {who} differ");
+        }
+    }
+    // The directory keeps what was pushed: a restarted tern knows the account.
+    let dir = scratch.0.join("tern");
+    let (_process, addr, _) = start_with_ports(
+        Path::new(env!("CARGO_BIN_EXE_tern")),
+        &dir.join("full.conf"),
+        &dir.join("ports2"),
+    );
+    let other = KeyPair::new_user();
+    let jwt = user_jwt(&account, &other, json!({}), json!({}));
+    assert_eq!(session(&addr, Some(&jwt), Some(&other), ""), ["PONG"]);
+}

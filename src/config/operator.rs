@@ -36,10 +36,16 @@ pub enum Resolver {
     Memory,
     /// `URL(...)`: an account server (not supported by tern yet).
     Url(String),
-    /// `{ type: full | cache, dir, ... }`: stored on disk (not supported by tern yet).
+    /// `{ type: full | cache, dir, allow_delete, ... }`: account JWTs stored in a directory,
+    /// one `<account key>.jwt` file each, updated through the system account (`full`; `cache`
+    /// is not supported by tern yet).
     Dir {
         /// `full` or `cache`.
         kind: String,
+        /// `dir`.
+        dir: std::path::PathBuf,
+        /// `allow_delete`.
+        allow_delete: bool,
     },
 }
 
@@ -178,7 +184,19 @@ pub(super) fn parse_resolver(v: &Value) -> Result<Resolver, ConfError> {
                 .unwrap_or_default()
                 .to_ascii_lowercase();
             match kind.as_str() {
-                "full" | "cache" => Ok(Resolver::Dir { kind }),
+                "full" | "cache" => {
+                    let field = |name: &str| map.iter().find(|e| e.key.eq_ignore_ascii_case(name));
+                    let dir = field("dir").map(|e| string(&e.value)).transpose()?;
+                    let allow_delete = field("allow_delete")
+                        .map(|e| super::options::boolean(&e.value))
+                        .transpose()?
+                        .unwrap_or(false);
+                    Ok(Resolver::Dir {
+                        kind,
+                        dir: dir.unwrap_or_default().into(),
+                        allow_delete,
+                    })
+                }
                 "mem" | "memory" => Ok(Resolver::Memory),
                 _ => Err(ConfError {
                     pos: v.pos.clone(),
@@ -236,7 +254,7 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
     }
     match &op.resolver {
         Some(Resolver::Url(_)) => return Err(whole("resolver: URL is not supported by tern yet")),
-        Some(Resolver::Dir { kind }) => {
+        Some(Resolver::Dir { kind, .. }) if kind != "full" => {
             return Err(whole(&format!(
                 "resolver type {kind:?} is not supported by tern yet"
             )))
@@ -244,6 +262,15 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
         _ => {}
     }
     let mut accounts = BTreeMap::new();
+    // The full resolver's directory: what earlier updates stored (a file that does not hold
+    // a valid account JWT is passed over, as nats-server's lookups pass it over).
+    if let Some(Resolver::Dir { dir, .. }) = &op.resolver {
+        for (key, token) in stored_jwts(dir) {
+            if let Ok(account) = verify(op, &key, &token) {
+                accounts.insert(key, account);
+            }
+        }
+    }
     for (key, token, pos) in &op.preload {
         let invalid = || ConfError {
             pos: pos.clone(),
@@ -259,6 +286,13 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
                 pos: pos.clone(),
                 message: "account JWT not signed by trusted operator".into(),
             });
+        }
+        // A stored update newer than the preloaded JWT wins.
+        if accounts
+            .get(key)
+            .is_some_and(|stored: &AccountJwt| stored.claims.iat > claims.iat)
+        {
+            continue;
         }
         accounts.insert(
             key.clone(),
@@ -276,13 +310,77 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
             .map(|o| o.claims.nats.system_account.clone())
             .find(|s| !s.is_empty());
     }
+    opts.operator.accounts = accounts;
+    expand(opts);
+    Ok(())
+}
+
+/// The configured accounts from the verified account JWTs.
+fn expand(opts: &mut Options) {
+    let accounts = &opts.operator.accounts;
     opts.accounts = accounts
         .values()
         .filter(|a| a.issues.is_empty())
-        .map(|a| account_config(&a.claims, &accounts))
+        .map(|a| account_config(&a.claims, accounts))
         .collect();
-    op.accounts = accounts;
-    Ok(())
+}
+
+/// `token` checked as the account JWT of `key`: nats-jwt's error text when it is not one, or
+/// not for `key`, or not signed by a trusted key.
+fn verify(op: &OperatorOptions, key: &str, token: &str) -> Result<AccountJwt, String> {
+    let claims: AccountClaims =
+        jwt::decode(token.trim(), jwt::Kind::Account).map_err(|e| e.to_string())?;
+    if claims.sub != key {
+        return Err("subject does not match jwt content".into());
+    }
+    if !op.is_trusted(&claims.iss) {
+        return Err("not trusted".into());
+    }
+    Ok(AccountJwt {
+        jwt: token.trim().to_string(),
+        issues: validation_issues(&claims),
+        claims: Arc::new(claims),
+    })
+}
+
+/// The `<key>.jwt` files of a full resolver's directory.
+fn stored_jwts(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let key = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".jwt")?
+                .to_string();
+            let token = std::fs::read_to_string(&path).ok()?;
+            Some((key, token))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A claims update (`$SYS.REQ.CLAIMS.UPDATE`, or `$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE` with
+/// `key`): the options with the account JWT `token` in force, and the account's key; or
+/// nats-server's reason for refusing it and the account it names (`n/a` when unknown).
+pub fn with_update(
+    opts: &Options,
+    token: &str,
+    key: Option<&str>,
+) -> Result<(Options, String), (String, String)> {
+    let claims: AccountClaims = jwt::decode(token.trim(), jwt::Kind::Account)
+        .map_err(|e| (key.unwrap_or("n/a").to_string(), e.to_string()))?;
+    let key = key.unwrap_or(&claims.sub).to_string();
+    let account = verify(&opts.operator, &key, token).map_err(|why| (key.clone(), why))?;
+    let mut new = opts.clone();
+    new.operator.accounts.insert(key.clone(), account);
+    expand(&mut new);
+    Ok((new, key))
 }
 
 /// An account JWT as a configured account: its exports (private ones open to the accounts

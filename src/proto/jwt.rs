@@ -41,7 +41,7 @@ pub enum JwtError {
 impl fmt::Display for JwtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JwtError::Malformed(what) => write!(f, "invalid JWT: {what}"),
+            JwtError::Malformed(what) => f.write_str(what),
             JwtError::Header(what) => write!(f, "invalid JWT header: {what}"),
             JwtError::Signature => f.write_str("claim failed V2 signature verification"),
             JwtError::Kind(what) => f.write_str(what),

@@ -40,6 +40,10 @@ pub enum Service {
     Imported(&'static str),
     /// `$SYS.REQ.USER.INFO`: who the requester is.
     UserInfo,
+    /// The full account resolver's requests: `UPDATE` (`$SYS.REQ.CLAIMS.UPDATE`,
+    /// `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE`), `LOOKUP` (`$SYS.REQ.ACCOUNT.<acc>.CLAIMS.LOOKUP`)
+    /// and `LIST` (`$SYS.REQ.CLAIMS.LIST`).
+    Claims(&'static str),
 }
 
 /// One request, copied off the publisher's path.

@@ -7,6 +7,7 @@
 //! builds the JSON (from the monitor's documents) and publishes it from the system account,
 //! numbering every message it sends (`server.seq`).
 
+mod claims;
 pub mod events;
 pub mod services;
 
@@ -89,6 +90,19 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
         );
     }
     subscribe(Service::Account("USER"), "$SYS.REQ.USER.*.INFO".into());
+    if let Some(dir) = claims::directory(shared) {
+        claims::prepare(shared, &dir);
+        subscribe(Service::Claims("UPDATE"), "$SYS.REQ.CLAIMS.UPDATE".into());
+        subscribe(
+            Service::Claims("UPDATE"),
+            "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE".into(),
+        );
+        subscribe(
+            Service::Claims("LOOKUP"),
+            "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP".into(),
+        );
+        subscribe(Service::Claims("LIST"), "$SYS.REQ.CLAIMS.LIST".into());
+    }
     let sys = Sys {
         shared: shared.clone(),
         system,
@@ -125,6 +139,9 @@ pub struct ServerInfo {
 /// `{"code":..,"description":..}` in an error response.
 #[derive(Debug, Serialize)]
 pub struct ApiError {
+    /// The account a claims request was about (`n/a` when it cannot be told).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// An HTTP-like status: 400 for a bad request body, 500 otherwise.
     pub code: u16,
     /// nats-server's text.

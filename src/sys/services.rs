@@ -15,7 +15,7 @@ use crate::monitor::{rfc3339, varz};
 use crate::state::events::{Service, SysRequest};
 
 /// What a request is answered with.
-enum Answer {
+pub(super) enum Answer {
     /// `{"server":..,"data":..}`.
     Data(serde_json::Value),
     /// `{"server":..,"statsz":..}`.
@@ -26,6 +26,13 @@ enum Answer {
     Error(u16, String),
     /// No answer at all (`CONNS` of an account without connections).
     Nothing,
+    /// These bytes as they are (a claims lookup: the JWT, or nothing).
+    Raw(Vec<u8>),
+    /// A document with its own `server` (keys in sorted order, as nats-server writes the
+    /// claims list).
+    Document(serde_json::Value),
+    /// A refused claims request: `{"server":..,"error":{"account":..,"code":500,..}}`.
+    ClaimError(String, String),
 }
 
 impl Sys {
@@ -44,9 +51,22 @@ impl Sys {
             }
             Service::Imported(endpoint) => self.account_endpoint(endpoint, &req.account, &req.body),
             Service::UserInfo => self.user_info(&req),
+            Service::Claims(op) => self.claims(op, &req),
         };
         let payload = match answer {
             Answer::Nothing => return,
+            Answer::Raw(bytes) => Some(bytes),
+            Answer::Document(value) => serde_json::to_vec(&value).ok(),
+            Answer::ClaimError(acc, description) => Sys::encode(&Envelope {
+                server: self.server_info(),
+                data: None,
+                statsz: None,
+                error: Some(ApiError {
+                    account: Some(acc),
+                    code: 500,
+                    description,
+                }),
+            }),
             Answer::Bare(value) => Sys::encode(&value),
             Answer::Data(data) => Sys::encode(&Envelope {
                 server: self.server_info(),
@@ -65,7 +85,11 @@ impl Sys {
                 // nats-server leaves `data` out only when the request could not be read.
                 data: (code != 400).then_some(serde_json::Value::Null),
                 statsz: None,
-                error: Some(ApiError { code, description }),
+                error: Some(ApiError {
+                    account: None,
+                    code,
+                    description,
+                }),
             }),
         };
         if let Some(payload) = payload {
