@@ -106,8 +106,8 @@ async fn removed_and_added_route(x_binary: &Path, p_binary: &Path, tag: &str) {
     reload(&scratch, &x, |t| {
         t.replace("routes: [", &format!("routes: [{listed}"))
     });
-    until_connected(&x, &p, "again.x").await;
-    until_connected(&p, &x, "again.p").await;
+    until_connected(&x, &p, &format!("again.x.{tag}")).await;
+    until_connected(&p, &x, &format!("again.p.{tag}")).await;
     assert_eq!(
         log_text(&scratch, &x)
             .matches("[INF] Reloaded: cluster routes")
@@ -161,8 +161,8 @@ async fn changed_route_password(x_binary: &Path, p_binary: &Path, tag: &str) {
 
     // The peer learns the new password: the route forms again.
     reload(&scratch, &p, |t| t.replace(&with("old"), &with("new")));
-    until_connected(&x, &p, "again.x").await;
-    until_connected(&p, &x, "again.p").await;
+    until_connected(&x, &p, &format!("again.x.{tag}")).await;
+    until_connected(&p, &x, &format!("again.p.{tag}")).await;
 }
 
 fn binaries() -> Option<[(PathBuf, PathBuf, &'static str); 4]> {
