@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cluster::{client, node_routed, until_routed, Node, TERN};
+use common::cluster::{client, monitor_json, node_routed, until_routed, Node, TERN};
 use common::process::{reference_server, wait_for_log, Scratch};
 use futures::StreamExt;
 
@@ -270,10 +270,17 @@ async fn reloaded_permissions(
 ) -> (
     std::collections::BTreeSet<String>,
     std::collections::BTreeSet<String>,
+    Vec<serde_json::Value>,
 ) {
     let scratch = Scratch::new(&format!("reload-perms-{tag}"));
-    let x = node_routed(&scratch, x_binary, "X", &[], PERMS_BEFORE);
-    let p = node_routed(&scratch, p_binary, "P", &[&x.route], "");
+    let x = node_routed(
+        &scratch,
+        x_binary,
+        "X",
+        &[],
+        &format!("http: 127.0.0.1:-1\n{PERMS_BEFORE}"),
+    );
+    let p = node_routed(&scratch, p_binary, "P", &[&x.route], "http: 127.0.0.1:-1");
     let (xc, pc) = (client(&x).await, client(&p).await);
     let mut subs = Vec::new();
     for subject in ON_X {
@@ -299,7 +306,15 @@ async fn reloaded_permissions(
         let since = log.get(from..).unwrap_or_default();
         assert!(!since.contains("Router connection closed"), "{tag}:\n{log}");
     }
-    (before, after)
+    // The new lists as X's `/routez` and P's (X's route) show them.
+    let (own, peer) = (monitor_json(&x, "/routez"), monitor_json(&p, "/routez"));
+    let shown = vec![
+        own["import"].clone(),
+        own["export"].clone(),
+        peer["routes"][0]["import"].clone(),
+        peer["routes"][0]["export"].clone(),
+    ];
+    (before, after, shown)
 }
 
 #[tokio::test]
@@ -315,7 +330,12 @@ async fn reload_of_cluster_permissions_applies_to_live_routes_as_nats_server() {
     // `d.1` from P, which resends its interest on X's new INFO.
     let (x, p, tag) = &runs[1];
     let reference = reloaded_permissions(x, p, tag).await;
-    assert_eq!(reference, (set(&["a.1", "b.1"]), set(&["c.1", "d.1"])));
+    assert_eq!(
+        (&reference.0, &reference.1),
+        (&set(&["a.1", "b.1"]), &set(&["c.1", "d.1"]))
+    );
+    assert_eq!(reference.2[1]["allow"][0], "d.>", "{:?}", reference.2);
+    assert_eq!(reference.2[3]["allow"][0], "d.>", "{:?}", reference.2);
     for (x, p, tag) in [&runs[0], &runs[2], &runs[3]] {
         let got = reloaded_permissions(x, p, tag).await;
         assert_eq!(got, reference, "{tag}");

@@ -106,42 +106,50 @@ impl Route {
     }
 
     /// Puts reloaded cluster permissions in force, as nats-server's `reloadClusterPermissions`
-    /// does on each route: the peer is told of local interest `import` now lets through
-    /// (`RS+`) and no longer of what it stops (`RS-`), and the peer's interest `export` no
-    /// longer allows is dropped without a word. The caller sends our new INFO first.
-    pub fn reload_permissions(&self, accounts: &[Arc<Account>], new: Option<Arc<Permissions>>) {
+    /// does on each route: the new lists apply first (to the peer's interest from now on), the
+    /// peer's interest `export` no longer allows is dropped without a word, `info` (our INFO
+    /// with the new lists, so that the peer resends what it may now send) is sent, then
+    /// `RS+` for local interest `import` now lets through and `RS-` for what it stops.
+    pub fn reload_permissions(
+        &self,
+        accounts: &[Arc<Account>],
+        new: Option<Arc<Permissions>>,
+        info: impl FnOnce(&mut bytes::BytesMut),
+    ) {
         let old = std::mem::replace(
             &mut *self.permissions.write().unwrap_or_else(|p| p.into_inner()),
             new.clone(),
         );
         self.conn.set_permissions(new.clone());
+        if let Some(perms) = &new {
+            self.drop_refused(accounts, perms);
+        }
+        self.send(info);
         let import = |p: &Option<Arc<Permissions>>, subject: &[u8]| {
             p.as_ref().map_or(true, |p| p.can_publish(subject))
         };
         for account in accounts {
+            let name = account.name.as_bytes();
             account.with_interest(|interest| {
                 self.send(|b| {
                     for ((subject, queue), count) in interest.iter() {
                         match (import(&old, subject), import(&new, subject)) {
                             (false, true) => {
                                 let queue = queue.as_ref().map(|q| (&q[..], count));
-                                wire::encode_sub(b, account.name.as_bytes(), subject, queue);
+                                wire::encode_sub(b, name, subject, queue);
                             }
-                            (true, false) => wire::encode_unsub(
-                                b,
-                                account.name.as_bytes(),
-                                subject,
-                                queue.as_deref(),
-                            ),
+                            (true, false) => wire::encode_unsub(b, name, subject, queue.as_deref()),
                             _ => {}
                         }
                     }
                 })
             });
         }
-        let Some(perms) = new else {
-            return;
-        };
+    }
+
+    /// Forgets the peer's interest `perms` no longer export, and filters deliveries when a
+    /// remaining wildcard interest covers denied subjects.
+    fn drop_refused(&self, accounts: &[Arc<Account>], perms: &Permissions) {
         let dropped: Vec<(RemoteKey, Arc<Subscription>)> = {
             let mut remote = self.remote();
             let refused: Vec<RemoteKey> = remote

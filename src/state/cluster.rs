@@ -479,15 +479,14 @@ impl Shared {
             return;
         }
         if (&old.import, &old.export) != (&new.import, &new.export) {
-            // nats-server's `reloadClusterPermissions`: every route gets our INFO with the new
-            // `import`/`export` (so the peer can resend what it may now send), then the
+            // nats-server's `reloadClusterPermissions`: every route takes the new lists and
+            // gets our INFO with them (so the peer can resend what it may now send), then the
             // interest changes.
             let info = self.route_info();
             let permissions = self.route_permissions();
             let accounts = self.router.accounts();
             for route in self.router.routes().all() {
-                route.send(|b| info.encode(b));
-                route.reload_permissions(&accounts, permissions.clone());
+                route.reload_permissions(&accounts, permissions.clone(), |b| info.encode(b));
             }
         }
         for route in self.router.routes().all() {
