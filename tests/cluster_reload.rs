@@ -203,9 +203,9 @@ const PERMS_BEFORE: &str =
 const PERMS_AFTER: &str =
     "cluster.permissions: { import: { allow: [\"c.>\"] }, export: { allow: [\"d.>\"] } }";
 
-/// Subjects subscribed on X (`a.1`, `c.1`, published on P) and on P (`b.1`, `d.1`, published
-/// on X).
-const ON_X: [&str; 2] = ["a.1", "c.1"];
+/// Subjects subscribed on X (published on P; `*.q` by a queue group) and on P (published on
+/// X).
+const ON_X: [&str; 4] = ["a.1", "a.q", "c.1", "c.q"];
 const ON_P: [&str; 2] = ["b.1", "d.1"];
 
 /// Adds to `got` the subjects whose subscriber received `phase` within `wait`.
@@ -284,14 +284,18 @@ async fn reloaded_permissions(
     let (xc, pc) = (client(&x).await, client(&p).await);
     let mut subs = Vec::new();
     for subject in ON_X {
-        subs.push((subject.to_string(), xc.subscribe(subject).await.unwrap()));
+        let sub = match subject.ends_with(".q") {
+            true => xc.queue_subscribe(subject, "g".into()).await.unwrap(),
+            false => xc.subscribe(subject).await.unwrap(),
+        };
+        subs.push((subject.to_string(), sub));
     }
     for subject in ON_P {
         subs.push((subject.to_string(), pc.subscribe(subject).await.unwrap()));
     }
     xc.flush().await.unwrap();
     pc.flush().await.unwrap();
-    let before = crossing(&xc, &pc, &mut subs, "before", &["a.1", "b.1"]).await;
+    let before = crossing(&xc, &pc, &mut subs, "before", &["a.1", "a.q", "b.1"]).await;
     let logged = [log_text(&scratch, &x).len(), log_text(&scratch, &p).len()];
     let inside = |perms: &str| perms.trim_start_matches("cluster.").to_string();
     reload(&scratch, &x, |t| {
@@ -299,12 +303,17 @@ async fn reloaded_permissions(
         assert_ne!(changed, t, "{tag}");
         changed
     });
-    let after = crossing(&xc, &pc, &mut subs, "after", &["c.1", "d.1"]).await;
-    // The route stays up: nats-server applies new permissions to live routes.
-    for (node, from) in [(&x, logged[0]), (&p, logged[1])] {
-        let log = log_text(&scratch, node);
-        let since = log.get(from..).unwrap_or_default();
-        assert!(!since.contains("Router connection closed"), "{tag}:\n{log}");
+    let after = crossing(&xc, &pc, &mut subs, "after", &["c.1", "c.q", "d.1"]).await;
+    // The route stays up: new permissions apply to live routes. Not with nats-server as X: the
+    // `RS+` it sends for a queue group the new `import` lets through is malformed (P logs
+    // `processRemoteSub Parse Error: 'R $G c.q g '`) and P closes the route for it; the route
+    // forms again with all interest resent, so the same crosses.
+    if x_binary == Path::new(TERN) {
+        for (node, from) in [(&x, logged[0]), (&p, logged[1])] {
+            let log = log_text(&scratch, node);
+            let since = log.get(from..).unwrap_or_default();
+            assert!(!since.contains("Router connection closed"), "{tag}:\n{log}");
+        }
     }
     // The new lists as X's `/routez` and P's (X's route) show them.
     let (own, peer) = (monitor_json(&x, "/routez"), monitor_json(&p, "/routez"));
@@ -325,14 +334,14 @@ async fn reload_of_cluster_permissions_applies_to_live_routes_as_nats_server() {
     let set = |s: &[&str]| -> std::collections::BTreeSet<String> {
         s.iter().map(|s| s.to_string()).collect()
     };
-    // nats-nats is the reference: spelled out, X tells P of `a.1` and takes `b.1` before, and
-    // after the reload withdraws `a.1` (RS-), tells of `c.1` (RS+), drops P's `b.1` and gets
-    // `d.1` from P, which resends its interest on X's new INFO.
+    // nats-nats is the reference: spelled out, X tells P of `a.1` and `a.q g` and takes `b.1`
+    // before, and after the reload withdraws `a.*` (RS-), tells of `c.*` (RS+), drops P's
+    // `b.1` and gets `d.1` from P, which resends its interest on X's new INFO.
     let (x, p, tag) = &runs[1];
     let reference = reloaded_permissions(x, p, tag).await;
     assert_eq!(
         (&reference.0, &reference.1),
-        (&set(&["a.1", "b.1"]), &set(&["c.1", "d.1"]))
+        (&set(&["a.1", "a.q", "b.1"]), &set(&["c.1", "c.q", "d.1"]))
     );
     assert_eq!(reference.2[1]["allow"][0], "d.>", "{:?}", reference.2);
     assert_eq!(reference.2[3]["allow"][0], "d.>", "{:?}", reference.2);
