@@ -28,8 +28,8 @@ use crate::engine::account::Account;
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::outbound::{Appended, CloseReason};
-use crate::engine::permissions::{self, Permissions};
-use crate::engine::route::Route;
+use crate::engine::permissions;
+use crate::engine::route::{export_permissions, Route};
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
 use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
@@ -180,8 +180,6 @@ struct Session {
     peer_urls: Vec<String>,
     /// Interest the peer sent before its INFO, applied once the route registers.
     early: Vec<EarlyInterest>,
-    /// `cluster { permissions }`, as this route applies them.
-    permissions: Option<Arc<Permissions>>,
     /// The peer's server name, from its first INFO.
     remote_name: String,
     /// The names in the certificate an accepted TLS route presented (`verify_and_map`).
@@ -212,8 +210,7 @@ impl Session {
         // A route is paced, not cut, while its peer makes progress within the write deadline.
         conn.outbound
             .set_patience(shared.opts().route_write_deadline());
-        let permissions = shared.route_permissions();
-        conn.set_permissions(permissions.clone());
+        conn.set_permissions(shared.route_permissions());
         Session {
             conn,
             desc,
@@ -231,7 +228,6 @@ impl Session {
             duplicate: None,
             peer_urls: Vec::new(),
             early: Vec::new(),
-            permissions,
             remote_name: String::new(),
             cert: None,
             shared,
@@ -497,7 +493,7 @@ impl Session {
             return;
         };
         if add {
-            if let Some(perms) = &self.permissions {
+            if let Some(perms) = route.permissions() {
                 // nats-server's `canExport`: the export list read as a subscribe permission.
                 if !perms.can_subscribe(interest.subject, None) {
                     debug!(
@@ -579,6 +575,16 @@ impl Session {
                     // Its clients will be closed: ours must not be sent there.
                     self.shared
                         .remove_peer_urls(&std::mem::take(&mut self.peer_urls));
+                    return Ok(());
+                }
+                // A later INFO from the peer itself: its config was reloaded.
+                let old = route.set_peer_permissions((info.import.clone(), info.export.clone()));
+                if old.1 != info.export {
+                    route.peer_export_changed(
+                        &self.shared.router.accounts(),
+                        export_permissions(old.1.as_ref()).as_ref(),
+                        export_permissions(info.export.as_ref()).as_ref(),
+                    );
                 }
                 return Ok(());
             }
@@ -612,15 +618,14 @@ impl Session {
             );
             return Err(ProtocolError::Malformed("cluster name conflict"));
         }
-        let mut route = Route::new(
+        let route = Route::new(
             self.conn.clone(),
             &info.server_id,
             &info.server_name,
             self.solicited.is_some(),
-            self.permissions.clone(),
+            self.shared.route_permissions(),
         );
-        route.peer_import = info.import.clone();
-        route.peer_export = info.export.clone();
+        route.set_peer_permissions((info.import.clone(), info.export.clone()));
         let route = Arc::new(route);
         if !self.shared.router.routes().add(route.clone()) {
             debug!(

@@ -307,6 +307,11 @@ impl Account {
         self.route_queue_subs.load(Ordering::Relaxed) > 0
     }
 
+    /// Runs `f` on this account's local interest, locked.
+    pub fn with_interest<R>(&self, f: impl FnOnce(&LocalInterest) -> R) -> R {
+        f(&self.interest.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Sends this account's whole local interest to a route that just registered.
     pub fn send_interest(&self, route: &Route) {
         let interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::account::Account;
 use super::connection::Connection;
 use super::outbound::Appended;
-use super::permissions::Permissions;
+use super::permissions::{Entry, Permissions, SubjectPermission};
 use super::subscription::{Subscription, Target};
 use crate::proto::route::{self as wire, Interest, PermissionJson};
 
@@ -35,11 +35,10 @@ pub struct Route {
     /// `cluster { permissions }` as nats-server puts them on each route: `import` as the
     /// publish list (the interest we tell the peer of), `export` as the subscribe list (the
     /// peer's interest we take, hence the messages we send it). `None` for no restriction.
-    pub permissions: Option<Arc<Permissions>>,
-    /// The peer's own cluster permissions, as its INFO told them (for `/routez`).
-    pub peer_import: Option<PermissionJson>,
-    /// See `peer_import`.
-    pub peer_export: Option<PermissionJson>,
+    /// Replaced when a reload changes them.
+    permissions: RwLock<Option<Arc<Permissions>>>,
+    /// The peer's own cluster permissions (`import`, `export`), as its latest INFO told them.
+    peer_permissions: Mutex<PeerPermissions>,
     /// The peer's interest, by account, subject and queue group. Guards only the map; taken
     /// before an account's sublist lock, never after.
     remote: Mutex<HashMap<RemoteKey, Arc<Subscription>>>,
@@ -49,6 +48,9 @@ pub struct Route {
 /// nats-server, interest from a leaf cluster behind the peer (`LS+ <origin> ...`) is kept apart
 /// from the peer's own on the same subject: each comes and goes on its own.
 type RemoteKey = (Arc<str>, Option<Bytes>, Bytes, Option<Bytes>);
+
+/// The peer's cluster permissions as its INFO says them: `import`, `export`.
+pub type PeerPermissions = (Option<PermissionJson>, Option<PermissionJson>);
 
 impl Route {
     /// A registered route.
@@ -64,9 +66,8 @@ impl Route {
             remote_id: remote_id.to_string(),
             remote_name: remote_name.to_string(),
             solicited,
-            permissions,
-            peer_import: None,
-            peer_export: None,
+            permissions: RwLock::new(permissions),
+            peer_permissions: Mutex::new((None, None)),
             remote: Mutex::new(HashMap::new()),
         }
     }
@@ -74,9 +75,131 @@ impl Route {
     /// Whether the peer is told of local interest in `subject` (nats-server's `canImport`:
     /// the import list read as a publish permission).
     pub fn imports(&self, subject: &[u8]) -> bool {
-        self.permissions
+        self.permissions()
             .as_ref()
             .map_or(true, |p| p.can_publish(subject))
+    }
+
+    /// The cluster permissions this route applies now.
+    pub fn permissions(&self) -> Option<Arc<Permissions>> {
+        self.permissions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The peer's cluster permissions, as its latest INFO told them (for `/routez`).
+    pub fn peer_permissions(&self) -> PeerPermissions {
+        self.peer_permissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the peer's cluster permissions; returns those it had before.
+    pub fn set_peer_permissions(&self, perms: PeerPermissions) -> PeerPermissions {
+        let mut current = self
+            .peer_permissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut current, perms)
+    }
+
+    /// Puts reloaded cluster permissions in force, as nats-server's `reloadClusterPermissions`
+    /// does on each route: the new lists apply first (to the peer's interest from now on), the
+    /// peer's interest `export` no longer allows is dropped without a word, `info` (our INFO
+    /// with the new lists, so that the peer resends what it may now send) is sent, then
+    /// `RS+` for local interest `import` now lets through and `RS-` for what it stops.
+    pub fn reload_permissions(
+        &self,
+        accounts: &[Arc<Account>],
+        new: Option<Arc<Permissions>>,
+        info: impl FnOnce(&mut bytes::BytesMut),
+    ) {
+        let old = std::mem::replace(
+            &mut *self.permissions.write().unwrap_or_else(|p| p.into_inner()),
+            new.clone(),
+        );
+        self.conn.set_permissions(new.clone());
+        if let Some(perms) = &new {
+            self.drop_refused(accounts, perms);
+        }
+        self.send(info);
+        let import = |p: &Option<Arc<Permissions>>, subject: &[u8]| {
+            p.as_ref().map_or(true, |p| p.can_publish(subject))
+        };
+        for account in accounts {
+            let name = account.name.as_bytes();
+            account.with_interest(|interest| {
+                self.send(|b| {
+                    for ((subject, queue), count) in interest.iter() {
+                        match (import(&old, subject), import(&new, subject)) {
+                            (false, true) => {
+                                let queue = queue.as_ref().map(|q| (&q[..], count));
+                                wire::encode_sub(b, name, subject, queue);
+                            }
+                            (true, false) => wire::encode_unsub(b, name, subject, queue.as_deref()),
+                            _ => {}
+                        }
+                    }
+                })
+            });
+        }
+    }
+
+    /// Forgets the peer's interest `perms` no longer export, and filters deliveries when a
+    /// remaining wildcard interest covers denied subjects.
+    fn drop_refused(&self, accounts: &[Arc<Account>], perms: &Permissions) {
+        let dropped: Vec<(RemoteKey, Arc<Subscription>)> = {
+            let mut remote = self.remote();
+            let refused: Vec<RemoteKey> = remote
+                .keys()
+                .filter(|(_, _, subject, _)| !perms.can_subscribe(subject, None))
+                .cloned()
+                .collect();
+            refused
+                .into_iter()
+                .filter_map(|k| remote.remove_entry(&k))
+                .collect()
+        };
+        for ((name, _, _, _), sub) in dropped {
+            if let Some(account) = accounts.iter().find(|a| a.name == name) {
+                account.unsubscribe(&sub);
+            }
+        }
+        if self
+            .remote()
+            .keys()
+            .any(|(_, _, subject, _)| perms.needs_delivery_filter(subject))
+        {
+            self.conn.enable_delivery_filter();
+        }
+    }
+
+    /// The peer's INFO changed its `export` (its config was reloaded): as nats-server's
+    /// `updateRemoteRoutePerms`, local interest the peer now takes but did not before, and that
+    /// our `import` lets through, is sent (`RS+`); nothing is withdrawn.
+    pub fn peer_export_changed(
+        &self,
+        accounts: &[Arc<Account>],
+        old: Option<&Permissions>,
+        new: Option<&Permissions>,
+    ) {
+        let export = |p: Option<&Permissions>, subject: &[u8]| {
+            p.map_or(true, |p| p.can_subscribe(subject, None))
+        };
+        for account in accounts {
+            account.with_interest(|interest| {
+                self.send(|b| {
+                    for ((subject, queue), count) in interest.iter() {
+                        if export(new, subject) && !export(old, subject) && self.imports(subject) {
+                            let queue = queue.as_ref().map(|q| (&q[..], count));
+                            wire::encode_sub(b, account.name.as_bytes(), subject, queue);
+                        }
+                    }
+                })
+            });
+        }
     }
 
     /// `RS+`: the peer has interest in `account` (a queue group's weight replaces the old one).
@@ -150,6 +273,23 @@ impl Route {
     fn remote(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteKey, Arc<Subscription>>> {
         self.remote.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A peer's `export` as its INFO says it, read as the subscribe list nats-server tests it
+/// with (an empty `allow` allows everything not denied); `None` when unrestricted.
+pub fn export_permissions(export: Option<&PermissionJson>) -> Option<Permissions> {
+    let export = export?;
+    let entries = |list: &[String]| -> Vec<Entry> {
+        list.iter().filter_map(|text| Entry::parse(text)).collect()
+    };
+    Some(Permissions {
+        publish: None,
+        subscribe: Some(SubjectPermission {
+            allow: (!export.allow.is_empty()).then(|| entries(&export.allow)),
+            deny: entries(&export.deny),
+        }),
+        response: None,
+    })
 }
 
 /// The registered routes, by the peer's server id. Shared by the router and every account.
@@ -250,6 +390,11 @@ impl LocalInterest {
             return Some(0);
         }
         queue.is_some().then_some(now)
+    }
+
+    /// Each subject and queue group with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (&(Bytes, Option<Bytes>), u32)> {
+        self.counts.iter().map(|(k, n)| (k, *n))
     }
 
     /// Sends all of it to a route that just registered.

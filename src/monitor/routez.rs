@@ -86,6 +86,7 @@ fn info(route: &Route, subs: bool, now: SystemTime) -> RouteInfo {
     let conn = &route.conn;
     let counts = conn.counts();
     let last = conn.stats.last_activity();
+    let peer = route.peer_permissions();
     RouteInfo {
         rid: conn.cid,
         remote_id: route.remote_id.clone(),
@@ -99,8 +100,8 @@ fn info(route: &Route, subs: bool, now: SystemTime) -> RouteInfo {
         rtt: conn.stats.rtt().map(go_duration).unwrap_or_default(),
         uptime: uptime(now.duration_since(conn.stats.start).unwrap_or_default()),
         idle: uptime(now.duration_since(last).unwrap_or_default()),
-        import: route.peer_import.clone(),
-        export: route.peer_export.clone(),
+        import: peer.0,
+        export: peer.1,
         pending_size: conn.outbound.pending_bytes(),
         in_msgs: counts.in_msgs,
         out_msgs: counts.out_msgs,

@@ -430,7 +430,8 @@ impl Shared {
     /// `new` is already in force), as nats-server's `clusterOption` and `routesOption` apply
     /// it: a route whose URL left `routes` is closed (its dialer gives up), a new URL is
     /// dialed, and an accepted route whose credentials no longer pass is closed with
-    /// `Authorization Violation` (a dialed one is left to the peer to judge).
+    /// `Authorization Violation` (a dialed one is left to the peer to judge); new cluster
+    /// permissions are put in force on every route.
     pub fn reload_cluster(&self, old: &Options, new: &Options) {
         let (Some(old), Some(new)) = (&old.cluster, &new.cluster) else {
             return;
@@ -476,6 +477,17 @@ impl Shared {
         }
         if !cluster_changed {
             return;
+        }
+        if (&old.import, &old.export) != (&new.import, &new.export) {
+            // nats-server's `reloadClusterPermissions`: every route takes the new lists and
+            // gets our INFO with them (so the peer can resend what it may now send), then the
+            // interest changes.
+            let info = self.route_info();
+            let permissions = self.route_permissions();
+            let accounts = self.router.accounts();
+            for route in self.router.routes().all() {
+                route.reload_permissions(&accounts, permissions.clone(), |b| info.encode(b));
+            }
         }
         for route in self.router.routes().all() {
             let link = self.links().get(&route.conn.cid).cloned();

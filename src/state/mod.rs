@@ -519,17 +519,6 @@ fn check_cluster_reload(old: &Options, new: &Options) -> Result<(), String> {
     if tls(old) != tls(new) {
         return Err("config reload not supported for cluster TLS".into());
     }
-    // nats-server puts new cluster permissions in force on live routes (and resends interest);
-    // tern's routes keep those they were made with, so a change is refused rather than left
-    // half applied.
-    let permissions = |o: &Options| {
-        o.cluster
-            .as_ref()
-            .map(|c| (c.import.clone(), c.export.clone()))
-    };
-    if permissions(old) != permissions(new) {
-        return Err("config reload not supported for cluster permissions".into());
-    }
     Ok(())
 }
 
@@ -575,7 +564,7 @@ mod tests {
             check_cluster_reload(&with(None), &old).unwrap_err(),
             "config reload not supported for cluster host: old=, new=127.0.0.1"
         );
-        // nats-server reloads these three; tern refuses them.
+        // nats-server reloads these two; tern refuses them.
         let renamed = ClusterOptions {
             name: Some("b".into()),
             ..listen("127.0.0.1", 16301)
@@ -589,15 +578,7 @@ mod tests {
             ..listen("127.0.0.1", 16301)
         };
         assert!(refused(Some(tls)).is_err());
-        let permissions = ClusterOptions {
-            export: Some(Default::default()),
-            ..listen("127.0.0.1", 16301)
-        };
-        assert_eq!(
-            refused(Some(permissions)).unwrap_err(),
-            "config reload not supported for cluster permissions"
-        );
-        // Routes, route credentials and the rest may change.
+        // Routes, route credentials, permissions and the rest may change.
         let changed = ClusterOptions {
             routes: vec![route_url("nats-route://127.0.0.1:16309").unwrap()],
             username: Some("u".into()),
@@ -605,6 +586,7 @@ mod tests {
             no_advertise: true,
             pool_size: 5,
             compression: "off".into(),
+            export: Some(Default::default()),
             ..listen("127.0.0.1", 16301)
         };
         assert!(refused(Some(changed)).is_ok());
