@@ -539,9 +539,9 @@ fn advisory(msg: &async_nats::Message) -> String {
     format!("{} {shape:?} {body}", msg.subject)
 }
 
-/// The advisories of stream and consumer actions, of messages given up on and terminated, the
-/// ack metric of a sampling consumer, and the API audit: the same subjects, fields and values
-/// as nats-server's, taken by a subscriber.
+/// The advisories of stream and consumer actions, of messages given up on, refused and
+/// terminated, the ack metric of a sampling consumer, and the API audit: the same subjects,
+/// fields and values as nats-server's, taken by a subscriber.
 #[tokio::test]
 async fn advisories_side_by_side_with_nats_server() {
     use Step::*;
@@ -569,7 +569,8 @@ async fn advisories_side_by_side_with_nats_server() {
             "$JS.API.CONSUMER.CREATE.S.M",
             r#"{"stream_name":"S","config":{"durable_name":"M","ack_policy":"explicit","sample_freq":"100%"}}"#,
         ),
-        Pull("S.M", &["+ACK"]),
+        // A refused delivery: MSG_NAKED.
+        Pull("S.M", &["-NAK", "+ACK"]),
         Call("$JS.API.CONSUMER.DELETE.S.M", ""),
         Wait(700),
         Call("$JS.API.STREAM.INFO.X", ""),
@@ -605,6 +606,7 @@ async fn advisories_side_by_side_with_nats_server() {
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.C",
         "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C",
         "$JS.EVENT.METRIC.CONSUMER.ACK.S.M",
+        "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.S.M",
         "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.C",
         "$JS.EVENT.ADVISORY.STREAM.DELETED.S",
         "$JS.EVENT.ADVISORY.API",
