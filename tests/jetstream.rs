@@ -310,14 +310,27 @@ async fn same_answers(tern: &async_nats::Client, ns: &async_nats::Client, calls:
     }
 }
 
+/// tern and nats-server 2.15.1 with JetStream, each in its part of a scratch directory, and a
+/// client on each: (what to keep alive, tern's client, nats-server's).
+async fn side_by_side(
+    name: &str,
+) -> (
+    (Process, Process, Scratch),
+    async_nats::Client,
+    async_nats::Client,
+) {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new(name);
+    let (tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    let tern_client = async_nats::connect(&tern_addr).await.unwrap();
+    let ns_client = async_nats::connect(&ns_addr).await.unwrap();
+    ((tern, ns, scratch), tern_client, ns_client)
+}
+
 #[tokio::test]
 async fn stream_api_side_by_side_with_nats_server() {
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-api");
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let tern = async_nats::connect(&tern_addr).await.unwrap();
-    let ns = async_nats::connect(&ns_addr).await.unwrap();
+    let (_servers, tern, ns) = side_by_side("js-api").await;
     same_answers(&tern, &ns, CALLS).await;
     for (subject, headers, body) in HEADER_CALLS {
         let mut map = async_nats::HeaderMap::new();
@@ -675,14 +688,29 @@ async fn pull(client: &async_nats::Client, subject: &str, body: &str, n: usize) 
     out
 }
 
+/// Pulls one message from `next` (`$JS.API.CONSUMER.MSG.NEXT...`) to a new inbox: the
+/// inbox's subscription, the inbox and the message.
+async fn pull_one(
+    client: &async_nats::Client,
+    next: &str,
+) -> (async_nats::Subscriber, String, async_nats::Message) {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(next.to_string(), inbox.clone(), "1".into())
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    (sub, inbox, msg)
+}
+
 #[tokio::test]
 async fn consumer_api_side_by_side_with_nats_server() {
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-consumer-api");
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let tern = async_nats::connect(&tern_addr).await.unwrap();
-    let ns = async_nats::connect(&ns_addr).await.unwrap();
+    let (_servers, tern, ns) = side_by_side("js-consumer-api").await;
     same_answers(&tern, &ns, CONSUMER_CALLS).await;
     // Pull requests: messages with their ack subjects, then the status messages.
     let next = "$JS.API.CONSUMER.MSG.NEXT.C.D";
@@ -746,18 +774,8 @@ async fn consumer_api_side_by_side_with_nats_server() {
     for client in [&tern, &ns] {
         for (consumer, verb) in [("A", "+TERM"), ("A", "+ACK"), ("C", "-NAK")] {
             // Messages come under their own subject, so not through the request muxer.
-            use futures::StreamExt;
-            let inbox = client.new_inbox();
-            let mut sub = client.subscribe(inbox.clone()).await.unwrap();
             let next = format!("$JS.API.CONSUMER.MSG.NEXT.WQ.{consumer}");
-            client
-                .publish_with_reply(next, inbox, "1".into())
-                .await
-                .unwrap();
-            let msg = tokio::time::timeout(WAIT, sub.next())
-                .await
-                .unwrap()
-                .unwrap();
+            let (_, _, msg) = pull_one(client, &next).await;
             let ack = msg.reply.clone().expect("an ack subject");
             client.request(ack, verb.into()).await.unwrap();
         }
@@ -766,6 +784,125 @@ async fn consumer_api_side_by_side_with_nats_server() {
         let (ours, theirs) = (call(&tern, subject, "").await, call(&ns, subject, "").await);
         assert_eq!(ours, theirs, "{subject}");
     }
+}
+
+/// `max_bytes` in pull requests: what a delivery weighs (subject, ack reply, headers,
+/// payload), the `409` that ends a request the next message does not fit, a request that
+/// ends silently when its bytes run out exactly, no limit when negative, and a redelivery
+/// that did not fit going to the next request; side by side with nats-server.
+#[tokio::test]
+async fn pull_max_bytes_side_by_side_with_nats_server() {
+    use futures::StreamExt;
+    let (_servers, tern, ns) = side_by_side("js-max-bytes").await;
+    let next = "$JS.API.CONSUMER.MSG.NEXT.S.D";
+    for client in [&tern, &ns] {
+        call(
+            client,
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        )
+        .await;
+        call(
+            client,
+            "$JS.API.CONSUMER.CREATE.S.D",
+            r#"{"stream_name":"S","config":{"durable_name":"D","ack_policy":"explicit"}}"#,
+        )
+        .await;
+        for _ in 0..5 {
+            client.publish("s.a", "0123456789".into()).await.unwrap();
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("H", "v");
+        client
+            .publish_with_headers("s.b", headers, "0123456789".into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+    }
+    for (body, n) in [
+        (r#"{"batch":1,"max_bytes":5}"#, 1),
+        (r#"{"batch":2,"max_bytes":104}"#, 2),
+        (r#"{"batch":10,"max_bytes":104,"expires":300000000}"#, 2),
+        (r#"{"batch":3,"max_bytes":-1,"expires":300000000}"#, 3),
+        (r#"{"batch":5,"max_bytes":60,"no_wait":true}"#, 1),
+        (r#"{"batch":5,"max_bytes":500,"expires":300000000}"#, 1),
+    ] {
+        let (ours, theirs) = (
+            pull(&tern, next, body, n).await,
+            pull(&ns, next, body, n).await,
+        );
+        assert_eq!(ours, theirs, "{body}");
+    }
+    // A request still waiting when the next message does not fit it: 409, and the message
+    // (a redelivery here) goes to the request after it.
+    let mut seen = Vec::new();
+    for client in [&tern, &ns] {
+        client.publish("s.c", "0123456789".into()).await.unwrap();
+        let (mut sub, inbox, msg) = pull_one(client, next).await;
+        let waiting = r#"{"batch":2,"max_bytes":40,"expires":2000000000}"#;
+        client
+            .publish_with_reply(next, inbox.clone(), waiting.into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        client
+            .publish_with_reply(next, inbox, r#"{"batch":1,"expires":2000000000}"#.into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        client
+            .request(msg.reply.clone().unwrap(), "-NAK".into())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let msg = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let ack = msg.reply.as_deref().unwrap_or_default();
+            let ack: Vec<&str> = ack.split('.').take(7).collect();
+            seen.push(format!("{} {}", raw_reply(&msg), ack.join(".")));
+        }
+    }
+    assert_eq!(seen[..2], seen[2..]);
+    assert!(
+        seen[0].contains("409 Message Size Exceeds MaxBytes"),
+        "{seen:?}"
+    );
+    let (ours, theirs) = (
+        call(&tern, "$JS.API.CONSUMER.INFO.S.D", "").await,
+        call(&ns, "$JS.API.CONSUMER.INFO.S.D", "").await,
+    );
+    assert_eq!(ours, theirs);
+
+    // async-nats: a fetch bounded by bytes.
+    let js = async_nats::jetstream::new(tern.clone());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .create_consumer_on_stream(
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("F".into()),
+                ..Default::default()
+            },
+            "S",
+        )
+        .await
+        .unwrap();
+    let mut got = 0;
+    let mut messages = consumer
+        .fetch()
+        .max_messages(10)
+        .max_bytes(120)
+        .messages()
+        .await
+        .unwrap();
+    while let Some(msg) = tokio::time::timeout(WAIT, messages.next()).await.unwrap() {
+        if msg.is_ok() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 2);
 }
 
 #[tokio::test]
@@ -983,12 +1120,7 @@ async fn file_streams_survive_kill_9() {
 
 #[tokio::test]
 async fn direct_get_and_rollups_side_by_side_with_nats_server() {
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new("js-direct");
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    let tern = async_nats::connect(&tern_addr).await.unwrap();
-    let ns = async_nats::connect(&ns_addr).await.unwrap();
+    let (_servers, tern, ns) = side_by_side("js-direct").await;
     let create = r#"{"name":"DG","subjects":["dg.*"],"storage":"memory","allow_direct":true,"allow_rollup_hdrs":true}"#;
     let headers = |pairs: &[(&str, &str)]| {
         let mut map = async_nats::HeaderMap::new();

@@ -539,9 +539,9 @@ fn advisory(msg: &async_nats::Message) -> String {
     format!("{} {shape:?} {body}", msg.subject)
 }
 
-/// The advisories of stream and consumer actions, of messages given up on and terminated, the
-/// ack metric of a sampling consumer, and the API audit: the same subjects, fields and values
-/// as nats-server's, taken by a subscriber.
+/// The advisories of stream and consumer actions, of messages given up on, refused and
+/// terminated, the ack metric of a sampling consumer, and the API audit: the same subjects,
+/// fields and values as nats-server's, taken by a subscriber.
 #[tokio::test]
 async fn advisories_side_by_side_with_nats_server() {
     use Step::*;
@@ -569,7 +569,8 @@ async fn advisories_side_by_side_with_nats_server() {
             "$JS.API.CONSUMER.CREATE.S.M",
             r#"{"stream_name":"S","config":{"durable_name":"M","ack_policy":"explicit","sample_freq":"100%"}}"#,
         ),
-        Pull("S.M", &["+ACK"]),
+        // A refused delivery: MSG_NAKED.
+        Pull("S.M", &["-NAK", "+ACK"]),
         Call("$JS.API.CONSUMER.DELETE.S.M", ""),
         Wait(700),
         Call("$JS.API.STREAM.INFO.X", ""),
@@ -605,6 +606,7 @@ async fn advisories_side_by_side_with_nats_server() {
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.S.C",
         "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C",
         "$JS.EVENT.METRIC.CONSUMER.ACK.S.M",
+        "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.S.M",
         "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.C",
         "$JS.EVENT.ADVISORY.STREAM.DELETED.S",
         "$JS.EVENT.ADVISORY.API",
@@ -671,4 +673,125 @@ async fn batch_direct_gets_side_by_side_with_nats_server() {
     }
     assert_eq!(seen[0], seen[1]);
     assert!(seen[0].iter().any(|r| r.contains("204")), "{:?}", seen[0]);
+}
+
+/// `/metrics` with JetStream: the server totals and limits, and per stream and per consumer
+/// the gauges prometheus-nats-exporter makes of `/jsz` (its names and labels), with the
+/// values `/jsz?consumers=true&config=true` shows.
+#[tokio::test]
+async fn metrics_carry_jsz_streams_and_consumers() {
+    use Step::*;
+    let scratch = Scratch::new("js-metrics");
+    let (_tern, addr, monitor_addr) = start_js_server_with(&scratch.nats_server(), &scratch.0, "");
+    let client = async_nats::connect(&addr).await.unwrap();
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory","max_msgs":10}"#,
+        ),
+        Call("s.a", "one"),
+        Call("s.b", "two"),
+        Call("s.b", "three"),
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit","description":"the \"C\""}}"#,
+        ),
+        Pull("S.C", &["+ACK", "-NAK"]),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"]}"#,
+        ),
+    ];
+    run_script(&client, &script).await;
+    let (status, text) = http_get(&monitor_addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    // name -> [(labels, value)]
+    let mut samples: Vec<(String, String, f64)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, rest) = line.split_once('{').unwrap();
+        let (labels, value) = rest.rsplit_once("} ").unwrap();
+        samples.push((name.into(), labels.into(), value.parse().unwrap()));
+    }
+    let value = |name: &str, label: &str| -> f64 {
+        let found: Vec<f64> = samples
+            .iter()
+            .filter(|(n, l, _)| n == name && l.contains(label))
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {label}: {found:?}");
+        found[0]
+    };
+    let jsz = monitor(&monitor_addr, "/jsz?consumers=true&config=true");
+    for (metric, key) in [
+        ("jetstream_server_total_streams", "streams"),
+        ("jetstream_server_total_consumers", "consumers"),
+        ("jetstream_server_total_messages", "messages"),
+        ("jetstream_server_total_message_bytes", "bytes"),
+    ] {
+        assert_eq!(
+            value(metric, "server_id="),
+            jsz[key].as_f64().unwrap(),
+            "{metric}"
+        );
+    }
+    assert_eq!(
+        value("jetstream_server_max_memory", "server_id="),
+        jsz["config"]["max_memory"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value("jetstream_server_jetstream_disabled", "server_id="),
+        0.0
+    );
+    let streams = jsz["account_details"][0]["stream_detail"]
+        .as_array()
+        .unwrap();
+    assert_eq!(streams.len(), 2);
+    for stream in streams {
+        let label = format!(
+            "account=\"$G\",account_id=\"$G\",stream_name=\"{}\"",
+            stream["name"].as_str().unwrap()
+        );
+        for (metric, path) in [
+            ("total_messages", ["state", "messages"]),
+            ("total_bytes", ["state", "bytes"]),
+            ("first_seq", ["state", "first_seq"]),
+            ("last_seq", ["state", "last_seq"]),
+            ("consumer_count", ["state", "consumer_count"]),
+            ("limit_messages", ["config", "max_msgs"]),
+            ("limit_bytes", ["config", "max_bytes"]),
+        ] {
+            let expected = stream[path[0]][path[1]].as_f64().unwrap();
+            let metric = format!("jetstream_stream_{metric}");
+            assert_eq!(value(&metric, &label), expected, "{metric} {label}");
+        }
+    }
+    assert_eq!(
+        value("jetstream_stream_limit_messages", "stream_name=\"S\""),
+        10.0
+    );
+    let s = streams.iter().find(|s| s["name"] == "S").unwrap();
+    let consumer = &s["consumer_detail"][0];
+    let label = "stream_name=\"S\",stream_leader=\"\",is_stream_leader=\"true\",\
+                 stream_raft_group=\"\",consumer_name=\"C\",consumer_leader=\"\",\
+                 is_consumer_leader=\"true\",consumer_desc=\"the \\\"C\\\"\"";
+    for (metric, path) in [
+        ("delivered_consumer_seq", vec!["delivered", "consumer_seq"]),
+        ("delivered_stream_seq", vec!["delivered", "stream_seq"]),
+        ("ack_floor_consumer_seq", vec!["ack_floor", "consumer_seq"]),
+        ("ack_floor_stream_seq", vec!["ack_floor", "stream_seq"]),
+        ("num_ack_pending", vec!["num_ack_pending"]),
+        ("num_redelivered", vec!["num_redelivered"]),
+        ("num_waiting", vec!["num_waiting"]),
+        ("num_pending", vec!["num_pending"]),
+    ] {
+        let expected = path.iter().fold(consumer, |v, k| &v[*k]);
+        let expected = expected
+            .as_f64()
+            .unwrap_or_else(|| panic!("{metric}: {consumer}"));
+        let metric = format!("jetstream_consumer_{metric}");
+        assert_eq!(value(&metric, label), expected, "{metric}");
+    }
+    // Something to see: one acknowledged, one pending again, one never delivered.
+    assert_eq!(value("jetstream_consumer_num_ack_pending", label), 1.0);
+    assert_eq!(value("jetstream_consumer_num_pending", label), 1.0);
 }

@@ -1,7 +1,8 @@
 //! JetStream's advisories, as nats-server publishes them on `$JS.EVENT.ADVISORY.>`: streams
-//! and consumers created, updated and deleted, messages that reached `max_deliver` or were
-//! terminated, and the audit of every API request (`server/jetstream_events.go`). Pure: the
-//! caller gives the id and the time, and publishes only when someone listens.
+//! and consumers created, updated and deleted, messages that reached `max_deliver`, were
+//! refused (`-NAK`) or terminated, and the audit of every API request
+//! (`server/jetstream_events.go`). Pure: the caller gives the id and the time, and publishes
+//! only when someone listens.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -24,6 +25,15 @@ pub enum Notice {
         stream_seq: u64,
         /// Nanoseconds from its delivery to the ack.
         ack_time: i64,
+        /// How many times it was delivered.
+        deliveries: u64,
+    },
+    /// A delivery was refused by `-NAK`.
+    Naked {
+        /// Its consumer sequence.
+        consumer_seq: u64,
+        /// Its stream sequence.
+        stream_seq: u64,
         /// How many times it was delivered.
         deliveries: u64,
     },
@@ -104,6 +114,7 @@ impl Advisory {
                 let what = match notice {
                     Notice::MaxDeliveries { .. } => "MAX_DELIVERIES",
                     Notice::Terminated { .. } => "MSG_TERMINATED",
+                    Notice::Naked { .. } => "MSG_NAKED",
                     Notice::Acked { .. } => {
                         return format!("$JS.EVENT.METRIC.CONSUMER.ACK.{stream}.{consumer}")
                     }
@@ -125,6 +136,7 @@ impl Advisory {
             Advisory::Notice { notice, .. } => match notice {
                 Notice::MaxDeliveries { .. } => "max_deliver",
                 Notice::Terminated { .. } => "terminated",
+                Notice::Naked { .. } => "nak",
                 Notice::Acked { .. } => "consumer_ack",
             },
         };
@@ -175,17 +187,24 @@ impl Advisory {
                         put("ack_time", (*ack_time).into());
                         put("deliveries", (*deliveries).into());
                     }
-                    Notice::Terminated {
+                    Notice::Naked {
                         consumer_seq,
                         stream_seq,
                         deliveries,
-                        reason,
+                    }
+                    | Notice::Terminated {
+                        consumer_seq,
+                        stream_seq,
+                        deliveries,
+                        ..
                     } => {
                         put("consumer_seq", (*consumer_seq).into());
                         put("stream_seq", (*stream_seq).into());
                         put("deliveries", (*deliveries).into());
-                        if !reason.is_empty() {
-                            put("reason", reason.as_str().into());
+                        if let Notice::Terminated { reason, .. } = notice {
+                            if !reason.is_empty() {
+                                put("reason", reason.as_str().into());
+                            }
                         }
                     }
                 }

@@ -1,4 +1,5 @@
-//! `/metrics`: the `/varz` counters in Prometheus text format (version 0.0.4).
+//! `/metrics`: the `/varz` counters, accounts, routes and JetStream in Prometheus text format
+//! (version 0.0.4).
 //!
 //! The names are those prometheus-nats-exporter gives the same fields (`gnatsd_varz_<field>`,
 //! labelled with `server_id`), so dashboards built on the exporter work against tern without
@@ -22,7 +23,7 @@ enum Kind {
 }
 
 /// The `/metrics` response.
-pub fn metrics(shared: &Shared) -> Response {
+pub async fn metrics(shared: &Shared) -> Response {
     let v = varz::build(shared);
     let uptime = shared.started.elapsed().as_secs_f64();
     let start = shared
@@ -199,6 +200,7 @@ pub fn metrics(shared: &Shared) -> Response {
         }
     }
     routez(shared, &label, &mut text);
+    jetstream(shared, &mut text).await;
     Response::with_status(200, CONTENT_TYPE, text.into_bytes())
 }
 
@@ -288,6 +290,207 @@ fn escape_label(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// A number at `path` in `value` (0 when absent).
+fn number(value: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// A string at `key` in `value` ("" when absent), escaped for a label.
+fn text_at(value: &serde_json::Value, key: &str) -> String {
+    escape_label(value.get(key).and_then(|v| v.as_str()).unwrap_or(""))
+}
+
+/// One gauge family: its help and type lines, then each sample (labels, value).
+fn family(text: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(text, "# HELP jetstream_{name} {help}");
+    let _ = writeln!(text, "# TYPE jetstream_{name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(text, "jetstream_{name}{{{labels}}} {value}");
+    }
+}
+
+/// JetStream, under prometheus-nats-exporter's `jsz` names and labels: the server's totals
+/// and limits, and per stream and per consumer what `/jsz?consumers=true&config=true` shows
+/// (read from the same detail). Nothing when JetStream is off. All gauges, as the exporter
+/// declares them; the cluster, domain and leader labels are those of a lone server.
+async fn jetstream(shared: &Shared, text: &mut String) {
+    let Some(config) = shared.jetstream.config() else {
+        return;
+    };
+    let totals = shared.jetstream.stats();
+    let server = format!(
+        "server_id=\"{}\",server_name=\"{}\",cluster=\"\",domain=\"\",meta_leader=\"\",\
+         is_meta_leader=\"true\"",
+        escape_label(&shared.server_id),
+        escape_label(&shared.server_name)
+    );
+    let server_gauges: [(&str, &str, f64); 7] = [
+        (
+            "server_jetstream_disabled",
+            "JetStream disabled or not",
+            0.0,
+        ),
+        (
+            "server_max_memory",
+            "JetStream Max Memory",
+            config.max_memory as f64,
+        ),
+        (
+            "server_max_storage",
+            "JetStream Max Storage",
+            config.max_storage as f64,
+        ),
+        (
+            "server_total_streams",
+            "Total number of streams in JetStream",
+            totals.streams as f64,
+        ),
+        (
+            "server_total_consumers",
+            "Total number of consumers in JetStream",
+            totals.consumers as f64,
+        ),
+        (
+            "server_total_messages",
+            "Total number of stored messages in JetStream",
+            totals.messages as f64,
+        ),
+        (
+            "server_total_message_bytes",
+            "Total number of bytes stored in JetStream",
+            totals.bytes as f64,
+        ),
+    ];
+    for (name, help, value) in server_gauges {
+        family(text, name, help, &[(server.clone(), value)]);
+    }
+    let detail = crate::state::jetstream::JszDetail {
+        account: None,
+        streams: true,
+        consumers: true,
+        config: true,
+    };
+    let accounts = shared
+        .jetstream
+        .account_details(detail)
+        .await
+        .unwrap_or_default();
+    // (labels, stream) and (labels, consumer) for every stream and consumer.
+    let mut streams = Vec::new();
+    let mut consumers = Vec::new();
+    for account in &accounts {
+        let list = account.get("stream_detail").and_then(|s| s.as_array());
+        for stream in list.into_iter().flatten() {
+            let labels = format!(
+                "{server},account=\"{}\",account_id=\"{}\",stream_name=\"{}\",\
+                 stream_leader=\"\",is_stream_leader=\"true\",stream_raft_group=\"\"",
+                text_at(account, "name"),
+                text_at(account, "id"),
+                text_at(stream, "name"),
+            );
+            let list = stream.get("consumer_detail").and_then(|c| c.as_array());
+            for consumer in list.into_iter().flatten() {
+                let description = consumer
+                    .get("config")
+                    .map(|c| text_at(c, "description"))
+                    .unwrap_or_default();
+                let labels = format!(
+                    "{labels},consumer_name=\"{}\",consumer_leader=\"\",\
+                     is_consumer_leader=\"true\",consumer_desc=\"{description}\"",
+                    text_at(consumer, "name"),
+                );
+                consumers.push((labels, consumer));
+            }
+            streams.push((labels, stream));
+        }
+    }
+    let per_stream: [(&str, &str, &[&str]); 8] = [
+        ("total_messages", "Total number of messages from a stream", &["state", "messages"]),
+        ("total_bytes", "Total stored bytes from a stream", &["state", "bytes"]),
+        ("first_seq", "First sequence from a stream", &["state", "first_seq"]),
+        ("last_seq", "Last sequence from a stream", &["state", "last_seq"]),
+        (
+            "consumer_count",
+            "Total number of consumers from a stream",
+            &["state", "consumer_count"],
+        ),
+        (
+            "subject_count",
+            "Total number of subjects in a stream",
+            &["state", "num_subjects"],
+        ),
+        (
+            "limit_bytes",
+            "The maximum configured storage limit (in bytes) for a JetStream stream. A value of -1 indicates no limit.",
+            &["config", "max_bytes"],
+        ),
+        (
+            "limit_messages",
+            "The maximum number of messages allowed in a JetStream stream as per its configuration. A value of -1 indicates no limit.",
+            &["config", "max_msgs"],
+        ),
+    ];
+    for (name, help, path) in per_stream {
+        let samples: Vec<(String, f64)> = streams
+            .iter()
+            .map(|(labels, stream)| (labels.clone(), number(stream, path)))
+            .collect();
+        family(text, &format!("stream_{name}"), help, &samples);
+    }
+    let per_consumer: [(&str, &str, &[&str]); 8] = [
+        (
+            "delivered_consumer_seq",
+            "Latest sequence number of a stream consumer",
+            &["delivered", "consumer_seq"],
+        ),
+        (
+            "delivered_stream_seq",
+            "Latest sequence number of a stream",
+            &["delivered", "stream_seq"],
+        ),
+        (
+            "num_ack_pending",
+            "Number of pending acks from a consumer",
+            &["num_ack_pending"],
+        ),
+        (
+            "num_redelivered",
+            "Number of redelivered messages from a consumer",
+            &["num_redelivered"],
+        ),
+        (
+            "num_waiting",
+            "Number of inflight fetch requests from a pull consumer",
+            &["num_waiting"],
+        ),
+        (
+            "num_pending",
+            "Number of pending messages from a consumer",
+            &["num_pending"],
+        ),
+        (
+            "ack_floor_stream_seq",
+            "Number of ack floor stream seq from a consumer",
+            &["ack_floor", "stream_seq"],
+        ),
+        (
+            "ack_floor_consumer_seq",
+            "Number of ack floor consumer seq from a consumer",
+            &["ack_floor", "consumer_seq"],
+        ),
+    ];
+    for (name, help, path) in per_consumer {
+        let samples: Vec<(String, f64)> = consumers
+            .iter()
+            .map(|(labels, consumer)| (labels.clone(), number(consumer, path)))
+            .collect();
+        family(text, &format!("consumer_{name}"), help, &samples);
+    }
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ pub async fn handle(shared: &Shared, req: &Request) -> Response {
         "/accstatz" => accountz::accstatz(shared, req),
         "/jsz" => jsz::jsz(shared, req).await,
         "/healthz" => healthz(shared),
-        "/metrics" => metrics::metrics(shared),
+        "/metrics" => metrics::metrics(shared).await,
         _ => index(&base),
     }
 }

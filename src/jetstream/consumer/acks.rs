@@ -42,6 +42,12 @@ impl Consumer {
             }
             // `-NAK`, `-NAK {"delay":<ns>}` or `-NAK <Go duration>`.
             "-NAK" if self.pending.contains_key(&sseq) => {
+                self.notices
+                    .push(crate::jetstream::advisory::Notice::Naked {
+                        consumer_seq: cseq,
+                        stream_seq: sseq,
+                        deliveries: tokens.get(4).and_then(|t| t.parse().ok()).unwrap_or(1),
+                    });
                 match nak_delay(body.trim_start_matches("-NAK").trim()) {
                     Some(delay) if delay > 0 => {
                         if let Some(p) = self.pending.get_mut(&sseq) {

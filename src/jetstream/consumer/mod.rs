@@ -67,6 +67,14 @@ struct Pending {
     delivered_at: i64,
 }
 
+/// Where [`Consumer::next_message`] took a message from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Redelivery,
+    LastPerSubject,
+    New,
+}
+
 /// `deliver_policy: last_per_subject` at the start: the last message of each subject, in
 /// stream order, then on from `resume + 1` (nats-server's `lastSeqSkipList`).
 #[derive(Debug, Clone)]
@@ -463,15 +471,11 @@ impl Consumer {
         now: i64,
     ) -> Action {
         let sseq = msg.seq;
+        let ack = self.ack_reply(&msg, dc, store);
         let cseq = self.delivered.0 + 1;
         self.delivered = (cseq, self.delivered.1.max(sseq));
         self.dirty = true;
         self.last_delivered_at = now;
-        let pending_after = self.num_pending(store);
-        let ack = format!(
-            "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
-            self.stream, self.name, dc, sseq, cseq, msg.ts, pending_after
-        );
         if self.config.ack_policy == AckPolicy::None {
             self.ack_floor = (cseq, sseq);
             // Delivered is acknowledged: an interest stream may let it go.
@@ -500,10 +504,59 @@ impl Consumer {
         }
     }
 
+    /// The ack reply subject the next delivery of `msg` (for the `dc`th time) gets.
+    fn ack_reply(&self, msg: &StoredMsg, dc: u64, store: &dyn StreamStore) -> String {
+        format!(
+            "$JS.ACK.{}.{}.{}.{}.{}.{}.{}",
+            self.stream,
+            self.name,
+            dc,
+            msg.seq,
+            self.delivered.0 + 1,
+            msg.ts,
+            self.num_pending(store)
+        )
+    }
+
+    /// What the next delivery of `msg` weighs as nats-server counts it against a pull
+    /// request's `max_bytes`: subject, ack reply, headers and payload as delivered.
+    fn delivery_size(&self, msg: &StoredMsg, dc: u64, store: &dyn StreamStore) -> i64 {
+        let body = match self.config.headers_only {
+            true => headers_only(&msg.header, msg.data.len()).len(),
+            false => msg.header.len() + msg.data.len(),
+        };
+        (msg.subject.len() + self.ack_reply(msg, dc, store).len() + body) as i64
+    }
+
+    /// Undoes [`Consumer::next_message`] for a message no request could take: it is the next
+    /// one handed out again.
+    fn put_back(&mut self, seq: u64, dc: u64, from: Source) {
+        self.pending_count.set(None);
+        match from {
+            Source::Redelivery => {
+                self.redeliver.insert(seq);
+                match dc - 1 {
+                    1 => self.redelivered.remove(&seq),
+                    n => self.redelivered.insert(seq, n),
+                };
+            }
+            Source::LastPerSubject => match self.skip.as_mut() {
+                Some(skip) => skip.seqs.push_front(seq),
+                None => {
+                    self.skip = Some(SkipList {
+                        seqs: VecDeque::from([seq]),
+                        resume: self.next_sseq.saturating_sub(1),
+                    })
+                }
+            },
+            Source::New => self.next_sseq = seq,
+        }
+    }
+
     /// The next message to deliver with its delivery count, if any and if allowed:
     /// redeliveries first, then (while `max_ack_pending` allows) the last messages per
     /// subject of a `last_per_subject` start, then new messages.
-    fn next_message(&mut self, store: &dyn StreamStore) -> Option<(StoredMsg, u64)> {
+    fn next_message(&mut self, store: &dyn StreamStore) -> Option<(StoredMsg, u64, Source)> {
         while let Some(sseq) = self.redeliver.pop_first() {
             if !self.pending.contains_key(&sseq) {
                 continue;
@@ -527,9 +580,9 @@ impl Consumer {
                 self.update_ack_floor();
                 continue;
             };
+            // Still in `pending`: the delivery replaces its entry.
             self.redelivered.insert(sseq, dc);
-            self.pending.remove(&sseq);
-            return Some((msg, dc));
+            return Some((msg, dc, Source::Redelivery));
         }
         // A negative max_ack_pending is no limit.
         if self.config.ack_policy != AckPolicy::None
@@ -552,7 +605,7 @@ impl Consumer {
                 self.next_sseq = seq + 1;
             }
             if let Some(msg) = store.load_msg(seq) {
-                return Some((msg, 1));
+                return Some((msg, 1, Source::LastPerSubject));
             }
         }
         let before = self.num_pending(store);
@@ -562,7 +615,7 @@ impl Consumer {
                 // match.
                 self.next_sseq = msg.seq + 1;
                 self.pending_count.set(Some(before.saturating_sub(1)));
-                Some((msg, 1))
+                Some((msg, 1, Source::New))
             }
             None => {
                 // Nothing up to the end matches: the next look starts after it, so that a

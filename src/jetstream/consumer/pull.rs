@@ -18,7 +18,8 @@ pub struct PullRequest {
     /// Answer at once when nothing is there.
     #[serde(default)]
     pub no_wait: bool,
-    /// Most bytes wanted (refused for now when set).
+    /// Most bytes wanted, counted as nats-server does (subject, ack reply, headers and
+    /// payload); 0 or less for no limit.
     #[serde(default)]
     pub max_bytes: i64,
     /// Heartbeat interval in nanoseconds.
@@ -38,6 +39,8 @@ pub struct PullRequest {
 pub(super) struct Waiting {
     pub(super) reply: String,
     left: i64,
+    /// Bytes still wanted (`max_bytes`; 0 or less for no limit).
+    bytes: i64,
     expires_at: Option<i64>,
     no_wait: bool,
     delivered_any: bool,
@@ -87,11 +90,6 @@ impl Consumer {
                 "NATS/1.0 400 Bad Request - Not a Overflow Priority consumer\r\n\r\n".into(),
             );
         }
-        if request.max_bytes > 0 {
-            return status(
-                "NATS/1.0 400 Bad Request - max_bytes is not supported by tern yet\r\n\r\n".into(),
-            );
-        }
         if request.idle_heartbeat > 0 && request.idle_heartbeat * 2 > request.expires {
             return status("NATS/1.0 400 Bad Request - heartbeat value too large\r\n\r\n".into());
         }
@@ -104,6 +102,7 @@ impl Consumer {
         self.waiting.push_back(Waiting {
             reply: reply.to_string(),
             left: request.batch,
+            bytes: request.max_bytes,
             expires_at: (request.expires > 0).then(|| now + request.expires),
             no_wait: request.no_wait,
             delivered_any: false,
@@ -114,11 +113,18 @@ impl Consumer {
     }
 
     /// Hands messages to waiting requests: redeliveries first, then new messages, while
-    /// `max_ack_pending` allows; then answers `no_wait` requests that cannot get more.
+    /// `max_ack_pending` allows; then answers `no_wait` requests that cannot get more. A
+    /// request the next message does not fit in (`max_bytes`) ends with a `409`, as in
+    /// nats-server, and the message goes to the next one.
     pub(super) fn dispatch_pull(&mut self, store: &dyn StreamStore, now: i64) -> Vec<Action> {
         let mut out = Vec::new();
-        while let Some(reply) = self.waiting.front().map(|w| w.reply.clone()) {
-            let Some((msg, dc)) = self.next_message(store) else {
+        while !self.waiting.is_empty() {
+            let Some((msg, dc, from)) = self.next_message(store) else {
+                break;
+            };
+            let size = self.delivery_size(&msg, dc, store);
+            let Some(reply) = self.fitting_request(size, &mut out) else {
+                self.put_back(msg.seq, dc, from);
                 break;
             };
             out.push(self.deliver(msg, dc, reply, store, now));
@@ -146,6 +152,33 @@ impl Consumer {
         out
     }
 
+    /// The reply subject of the first request a delivery of `size` bytes fits in, with that
+    /// size taken off its bytes; the requests before it end with a `409`. One left with no
+    /// bytes after it takes nothing more.
+    fn fitting_request(&mut self, size: i64, out: &mut Vec<Action>) -> Option<String> {
+        while let Some(front) = self.waiting.front_mut() {
+            if front.bytes <= 0 {
+                return Some(front.reply.clone());
+            }
+            if size <= front.bytes {
+                front.bytes -= size;
+                if front.bytes == 0 {
+                    front.left = 1;
+                }
+                return Some(front.reply.clone());
+            }
+            out.push(Action::Status {
+                to: front.reply.clone(),
+                header: format!(
+                    "NATS/1.0 409 Message Size Exceeds MaxBytes\r\nNats-Pending-Messages: {}\r\nNats-Pending-Bytes: {}\r\n\r\n",
+                    front.left, front.bytes
+                ),
+            });
+            self.waiting.pop_front();
+        }
+        None
+    }
+
     /// Answers the requests whose `expires` passed (`408`) and sends the heartbeats due.
     pub(super) fn expire_requests(&mut self, now: i64, out: &mut Vec<Action>) {
         self.waiting.retain(|w| match w.expires_at {
@@ -153,8 +186,9 @@ impl Consumer {
                 out.push(Action::Status {
                     to: w.reply.clone(),
                     header: format!(
-                        "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: {}\r\nNats-Pending-Bytes: 0\r\n\r\n",
-                        w.left
+                        "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: {}\r\nNats-Pending-Bytes: {}\r\n\r\n",
+                        w.left,
+                        w.bytes
                     ),
                 });
                 false

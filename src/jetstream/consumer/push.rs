@@ -138,7 +138,7 @@ impl Consumer {
                     break;
                 }
             }
-            let Some((msg, dc)) = self.next_message(store) else {
+            let Some((msg, dc, _)) = self.next_message(store) else {
                 break;
             };
             let action = self.deliver(msg, dc, to.clone(), store, now);
