@@ -41,6 +41,13 @@ impl World {
                             "version": 2}}),
             &a,
         );
+        // An activation "for A" signed by a key that is not A's: it must open nothing.
+        let forged = common::jwt::sign(
+            json!({"sub": b.public_key(), "name": "forged",
+                   "nats": {"subject": "forged.>", "kind": "stream", "type": "activation",
+                            "issuer_account": a.public_key(), "version": 2}}),
+            &KeyPair::new_account(),
+        );
         let a_jwt = account_jwt(
             &operator,
             &a,
@@ -53,7 +60,8 @@ impl World {
                 "revocations": {revoked.public_key(): now() + 60},
                 "exports": [
                     {"name": "svc", "subject": "svc.>", "type": "service"},
-                    {"name": "news", "subject": "news.>", "type": "stream", "token_req": true}
+                    {"name": "news", "subject": "news.>", "type": "stream", "token_req": true},
+                    {"name": "forged", "subject": "forged.>", "type": "stream", "token_req": true}
                 ]
             }),
         );
@@ -66,7 +74,9 @@ impl World {
                 {"name": "svc", "subject": "svc.>", "account": a.public_key(), "type": "service"},
                 {"name": "news", "subject": "news.>", "account": a.public_key(), "type": "stream",
                  "token": activation},
-                {"name": "nope", "subject": "secret.>", "account": a.public_key(), "type": "stream"}
+                {"name": "nope", "subject": "secret.>", "account": a.public_key(), "type": "stream"},
+                {"name": "forged", "subject": "forged.>", "account": a.public_key(), "type": "stream",
+                 "token": forged}
             ]}),
         );
         let sys_jwt = account_jwt(&operator, &system, "SYS", json!({}));
@@ -503,10 +513,12 @@ async fn exchange(who: &str, addr: &str, a_creds: &Path, b_creds: &Path) {
     // it first, so it would arrive first), and A does not see B's traffic.
     let mut news = b.subscribe("news.>").await.unwrap();
     let mut secret = b.subscribe("secret.>").await.unwrap();
+    let mut forged = b.subscribe("forged.>").await.unwrap();
     let mut a_side = a.subscribe("local.>").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let got = loop {
         a.publish("secret.x", "no".into()).await.unwrap();
+        a.publish("forged.x", "no".into()).await.unwrap();
         a.publish("news.today", "yes".into()).await.unwrap();
         a.flush().await.unwrap();
         if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(100), news.next()).await {
@@ -521,6 +533,10 @@ async fn exchange(who: &str, addr: &str, a_creds: &Path, b_creds: &Path) {
     assert!(
         tokio::time::timeout(quiet, secret.next()).await.is_err(),
         "{who}: an import without its export crossed accounts"
+    );
+    assert!(
+        tokio::time::timeout(quiet, forged.next()).await.is_err(),
+        "{who}: an activation signed by a stranger opened a private export"
     );
     assert!(
         tokio::time::timeout(quiet, a_side.next()).await.is_err(),

@@ -398,7 +398,7 @@ fn account_config(claims: &AccountClaims, all: &BTreeMap<String, AccountJwt>) ->
                         other.claims.nats.imports.iter().any(|i| {
                             i.account == claims.sub
                                 && flow_matches(&i.kind, flow)
-                                && activation_allows(i, e, &claims.sub, &other.claims.sub)
+                                && activation_allows(i, e, claims, &other.claims.sub)
                         })
                     })
                     .map(|other| other.claims.sub.clone())
@@ -431,7 +431,7 @@ fn account_config(claims: &AccountClaims, all: &BTreeMap<String, AccountJwt>) ->
             exporter.claims.nats.exports.iter().find(|e| {
                 flow_matches(&e.kind, flow)
                     && subject::is_subset(i.subject.as_bytes(), e.subject.as_bytes())
-                    && (!e.token_req || activation_allows(i, e, &i.account, &claims.sub))
+                    && (!e.token_req || activation_allows(i, e, &exporter.claims, &claims.sub))
             })?;
             let local = [&i.local_subject, &i.to]
                 .into_iter()
@@ -527,13 +527,13 @@ fn flow_matches(kind: &str, want: Flow) -> bool {
 }
 
 /// Whether import `import` of account `importer` carries a valid activation for the private
-/// export `export` of `exporter`: signed by the exporter (or one of its keys, as nats-server
-/// accepts any account key naming it as `issuer_account`), for the importer, covering the
-/// import's subject, not expired and not revoked.
+/// export `export` of `exporter`: signed by the exporter, or by one of its signing keys
+/// naming it as `issuer_account` (any other key naming it proves nothing), for the importer,
+/// covering the import's subject, not expired and not revoked.
 fn activation_allows(
     import: &jwt::Import,
     export: &jwt::Export,
-    exporter: &str,
+    exporter: &AccountClaims,
     importer: &str,
 ) -> bool {
     if !subject::is_subset(import.subject.as_bytes(), export.subject.as_bytes()) {
@@ -542,7 +542,9 @@ fn activation_allows(
     let Ok(activation) = jwt::decode::<Activation>(&import.token, jwt::Kind::Activation) else {
         return false;
     };
-    let issuer_ok = activation.iss == exporter || activation.nats.issuer_account == exporter;
+    let issuer_ok = activation.iss == exporter.sub
+        || (activation.nats.issuer_account == exporter.sub
+            && exporter.nats.signing_key(&activation.iss).is_some());
     let revoked = [importer, "*"]
         .iter()
         .filter_map(|k| export.revocations.get(*k))
