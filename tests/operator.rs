@@ -146,13 +146,7 @@ fn talk(
     until_pong: bool,
     wait: Duration,
 ) -> Vec<String> {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(wait)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut info = String::new();
-    reader.read_line(&mut info).unwrap();
-    let info: serde_json::Value =
-        serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+    let (mut reader, mut writer, info) = open(addr, wait);
     let mut connect = json!({"verbose": false, "pedantic": false, "headers": true});
     if let Some(jwt) = jwt {
         connect["jwt"] = json!(jwt);
@@ -160,7 +154,6 @@ fn talk(
     if let (Some(key), Some(nonce)) = (key, info["nonce"].as_str()) {
         connect["sig"] = json!(URL_SAFE_NO_PAD.encode(key.sign(nonce.as_bytes()).unwrap()));
     }
-    let mut writer = stream;
     let _ = writer.write_all(format!("CONNECT {connect}\r\n{script}PING\r\n").as_bytes());
     let mut lines = Vec::new();
     loop {
@@ -179,6 +172,42 @@ fn talk(
         }
     }
     lines
+}
+
+/// Connects to `addr`: the reading half (reads give up after `wait`), the writing half, and
+/// INFO.
+fn open(addr: &str, wait: Duration) -> (BufReader<TcpStream>, TcpStream, serde_json::Value) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut info = String::new();
+    reader.read_line(&mut info).unwrap();
+    let info = serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
+    (reader, stream, info)
+}
+
+/// Logs in as the user of `jwt` (the nonce signed with `key`; `more` merged into CONNECT) and
+/// waits for the PONG that says it got in; the connection's halves, still open.
+fn logged_in(
+    addr: &str,
+    jwt: &str,
+    key: &KeyPair,
+    more: serde_json::Value,
+) -> (BufReader<TcpStream>, TcpStream) {
+    let (mut reader, mut writer, info) = open(addr, Duration::from_secs(5));
+    let nonce = info["nonce"].as_str().unwrap();
+    let sig = URL_SAFE_NO_PAD.encode(key.sign(nonce.as_bytes()).unwrap());
+    let mut connect = json!({"verbose": false, "jwt": jwt, "sig": sig});
+    if let (Some(connect), Some(more)) = (connect.as_object_mut(), more.as_object()) {
+        connect.extend(more.clone());
+    }
+    writer
+        .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
+        .unwrap();
+    let mut pong = String::new();
+    reader.read_line(&mut pong).unwrap();
+    assert_eq!(pong, "PONG\r\n", "{addr}: not logged in");
+    (reader, writer)
 }
 
 /// Runs `check` against each server and asserts they answered alike; returns tern's answer.
@@ -577,26 +606,7 @@ fn a_reload_that_revokes_a_user_closes_it() {
     let pair = start_pair("operator-revoke", &config(json!({})));
     let open = |addr: &str, user: &KeyPair| {
         let jwt = user_jwt(&account, user, json!({}), json!({}));
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut info = String::new();
-        reader.read_line(&mut info).unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
-        let nonce = info["nonce"].as_str().unwrap();
-        let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce.as_bytes()).unwrap());
-        let mut writer = stream;
-        let connect = json!({"verbose": false, "jwt": jwt, "sig": sig});
-        writer
-            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
-            .unwrap();
-        let mut pong = String::new();
-        reader.read_line(&mut pong).unwrap();
-        assert_eq!(pong, "PONG\r\n");
-        (reader, writer)
+        logged_in(addr, &jwt, user, json!({}))
     };
     let mut sessions: Vec<_> = pair
         .servers
@@ -675,23 +685,9 @@ fn account_connection_limit() {
     let user = KeyPair::new_user();
     let jwt = user_jwt(&account, &user, json!({}), json!({}));
     let outcome = same(&pair, "account connection limit", |addr| {
-        let first = TcpStream::connect(addr).unwrap();
-        let mut reader = BufReader::new(first.try_clone().unwrap());
-        let mut info = String::new();
-        reader.read_line(&mut info).unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
-        let nonce = info["nonce"].as_str().unwrap();
-        let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce.as_bytes()).unwrap());
-        let mut writer = first;
-        let connect = json!({"verbose": false, "jwt": jwt, "sig": sig});
-        writer
-            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
-            .unwrap();
-        let mut pong = String::new();
-        reader.read_line(&mut pong).unwrap();
+        let first = logged_in(addr, &jwt, &user, json!({}));
         let second = session(addr, Some(&jwt), Some(&user), "");
-        drop((reader, writer));
+        drop(first);
         // The first has gone: its place is free again (once the server has seen it leave).
         let mut third = Vec::new();
         for _ in 0..50 {
@@ -701,14 +697,13 @@ fn account_connection_limit() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        (pong, second, third)
+        (second, third)
     });
-    assert_eq!(outcome.0, "PONG\r\n");
     assert_eq!(
-        outcome.1,
+        outcome.0,
         vec!["-ERR 'maximum account active connections exceeded'"]
     );
-    assert_eq!(outcome.2, vec!["PONG"]);
+    assert_eq!(outcome.1, vec!["PONG"]);
 }
 
 /// `/connz?auth=1` shows a JWT user as nats-server does: its public key, its JWT, who signed
@@ -726,24 +721,7 @@ fn connz_shows_jwt_users() {
     );
     let mut entries = Vec::new();
     for ((_, _, addr), monitor) in pair.servers.iter().zip(&pair.monitors) {
-        let stream = TcpStream::connect(addr).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut info = String::new();
-        reader.read_line(&mut info).unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
-        let sig = URL_SAFE_NO_PAD.encode(
-            user.sign(info["nonce"].as_str().unwrap().as_bytes())
-                .unwrap(),
-        );
-        let mut writer = stream;
-        let connect = json!({"verbose": false, "jwt": jwt, "sig": sig, "name": "n1"});
-        writer
-            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
-            .unwrap();
-        let mut pong = String::new();
-        reader.read_line(&mut pong).unwrap();
-        assert_eq!(pong, "PONG\r\n");
+        let client = logged_in(addr, &jwt, &user, json!({"name": "n1"}));
         let (status, body) = http_get(monitor, "/connz?auth=1").unwrap();
         assert_eq!(status, 200);
         let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -755,7 +733,7 @@ fn connz_shows_jwt_users() {
             .cloned()
             .unwrap();
         entries.push(entry);
-        drop((reader, writer));
+        drop(client);
     }
     let tern = &entries[0];
     assert_eq!(tern["authorized_user"], json!(user.public_key()));
@@ -862,26 +840,7 @@ async fn full_resolver_takes_updates_through_the_system_account() {
         let wrong = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", system.public_key());
         t.push(ask(wrong, account_v1.clone()).await);
         // A user connected while its account revokes it.
-        let stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut info = String::new();
-        reader.read_line(&mut info).unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(info.trim_start_matches("INFO ").trim()).unwrap();
-        let sig = URL_SAFE_NO_PAD.encode(
-            user.sign(info["nonce"].as_str().unwrap().as_bytes())
-                .unwrap(),
-        );
-        let mut writer = stream;
-        let connect = json!({"verbose": false, "jwt": user_jwt_a, "sig": sig});
-        writer
-            .write_all(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
-            .unwrap();
-        let mut pong = String::new();
-        reader.read_line(&mut pong).unwrap();
+        let (mut reader, _writer) = logged_in(&addr, &user_jwt_a, &user, json!({}));
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let revoking = account_jwt(
             &operator,
