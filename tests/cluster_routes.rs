@@ -813,17 +813,7 @@ fn new_route_leaf_origin_interest() {
         r.sync();
         r.send("LS+ LC $G foo\r\nLS+ LC $G bar qq 2\r\n");
         r.sync();
-        let mut c = raw_client(node, None);
-        c.send("PUB foo 2\r\nok\r\nPUB bar reply 2\r\nok\r\n");
-        c.sync();
-        let mut log = r.sync();
-        r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");
-        r.sync();
-        c.send("PUB foo 2\r\nno\r\nPUB bar 2\r\nno\r\n");
-        c.sync();
-        log.push("-- removed".into());
-        log.extend(r.sync());
-        log
+        leaf_interest_until_withdrawn(node, r, "PUB bar reply 2")
     });
 }
 
@@ -837,18 +827,25 @@ fn leaf_origin_interest_is_kept_apart() {
         r.send("RS+ $G foo\r\nLS+ LC $G foo\r\nRS+ $G bar qq 1\r\nLS+ LC $G bar qq 1\r\n");
         r.send("RS- $G foo\r\nRS- $G bar qq\r\n");
         r.sync();
-        let mut c = raw_client(node, None);
-        c.send("PUB foo 2\r\nok\r\nPUB bar 2\r\nok\r\n");
-        c.sync();
-        let mut log = r.sync();
-        r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");
-        r.sync();
-        c.send("PUB foo 2\r\nno\r\nPUB bar 2\r\nno\r\n");
-        c.sync();
-        log.push("-- removed".into());
-        log.extend(r.sync());
-        log
+        leaf_interest_until_withdrawn(node, r, "PUB bar 2")
     });
+}
+
+/// With leaf cluster LC's interest in `foo` and queue `bar qq` on route `r`: a client publishes
+/// to both (`bar` with `bar_pub`), the route withdraws the interest (`LS-`), the client
+/// publishes again; what the route received before and after.
+fn leaf_interest_until_withdrawn(node: &Node, mut r: Conn, bar_pub: &str) -> Vec<String> {
+    let mut c = raw_client(node, None);
+    c.send(&format!("PUB foo 2\r\nok\r\n{bar_pub}\r\nok\r\n"));
+    c.sync();
+    let mut log = r.sync();
+    r.send("LS- LC $G foo\r\nLS- LC $G bar qq\r\n");
+    r.sync();
+    c.send("PUB foo 2\r\nno\r\nPUB bar 2\r\nno\r\n");
+    c.sync();
+    log.push("-- removed".into());
+    log.extend(r.sync());
+    log
 }
 
 /// `/routez` as a fake route's interest makes it: the count and list of its subscriptions
