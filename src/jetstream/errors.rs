@@ -39,3 +39,24 @@ impl ApiError {
         ApiError::new(400, 10003, "bad request".into())
     }
 }
+
+/// The first of `names` that a request's unknown fields (`other`) set to something other than
+/// null, false, 0 or empty: a feature tern does not have yet, which it refuses rather than
+/// store a configuration without it.
+pub fn first_set<'a>(
+    other: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    names: &[&str],
+) -> Option<&'a str> {
+    use serde_json::Value;
+    other.iter().find_map(|(key, value)| {
+        let unset = match value {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+        };
+        (names.contains(&key.as_str()) && !unset).then_some(key.as_str())
+    })
+}

@@ -251,18 +251,8 @@ impl StreamConfig {
         if !self.consumer_limits.is_empty() {
             return Err(tern_lacks("consumer_limits"));
         }
-        for (key, value) in &self.other {
-            let unset = match value {
-                serde_json::Value::Null => true,
-                serde_json::Value::Bool(b) => !b,
-                serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
-                serde_json::Value::String(s) => s.is_empty(),
-                serde_json::Value::Array(a) => a.is_empty(),
-                serde_json::Value::Object(o) => o.is_empty(),
-            };
-            if NOT_YET.contains(&key.as_str()) && !unset {
-                return Err(tern_lacks(key));
-            }
+        if let Some(key) = crate::jetstream::errors::first_set(&self.other, &NOT_YET) {
+            return Err(tern_lacks(key));
         }
         self.other.clear();
         // nats-server stores the API level the request required (none: "0").

@@ -170,18 +170,8 @@ impl ConsumerConfig {
     pub fn normalize(mut self, ephemeral: bool) -> Result<ConsumerConfig, ApiError> {
         let lacks =
             |what: &str| ApiError::new(500, 10012, format!("{what} is not supported by tern yet"));
-        for (key, value) in &self.other {
-            let unset = match value {
-                serde_json::Value::Null => true,
-                serde_json::Value::Bool(b) => !b,
-                serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
-                serde_json::Value::String(s) => s.is_empty(),
-                serde_json::Value::Array(a) => a.is_empty(),
-                serde_json::Value::Object(o) => o.is_empty(),
-            };
-            if NOT_YET.contains(&key.as_str()) && !unset {
-                return Err(lacks(key));
-            }
+        if let Some(key) = crate::jetstream::errors::first_set(&self.other, &NOT_YET) {
+            return Err(lacks(key));
         }
         self.other.clear();
         if self.replay_policy != "instant" {
