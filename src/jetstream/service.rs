@@ -110,6 +110,24 @@ struct Inbox {
     role: Role,
 }
 
+impl Inbox {
+    /// A subscription of `account` to `subject` that hands what it gets to the service as
+    /// `role`.
+    fn subscription(
+        tx: &UnboundedSender<Input>,
+        account: &Arc<str>,
+        role: Role,
+        subject: &str,
+    ) -> Arc<Subscription> {
+        let inbox = Inbox {
+            tx: tx.clone(),
+            account: account.clone(),
+            role,
+        };
+        Arc::new(Subscription::internal(Arc::new(inbox), subject, None))
+    }
+}
+
 impl Internal for Inbox {
     fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let split = msg.header_len.unwrap_or(0).min(msg.message.len());
@@ -339,17 +357,13 @@ impl Service {
                 known.sync_captures(&self.tx);
                 continue;
             }
-            let inbox = Inbox {
-                tx: self.tx.clone(),
-                account: account.name.clone(),
-                role: Role::Api,
-            };
             let subject = format!("{API_PREFIX}>");
-            account.subscribe(Arc::new(Subscription::internal(
-                Arc::new(inbox),
+            account.subscribe(Inbox::subscription(
+                &self.tx,
+                &account.name,
+                Role::Api,
                 &subject,
-                None,
-            )));
+            ));
             let mut enabled = Enabled {
                 account: account.clone(),
                 js,
@@ -677,12 +691,8 @@ impl Enabled {
             let subs: Vec<Arc<Subscription>> = subjects
                 .iter()
                 .map(|subject| {
-                    let inbox = Inbox {
-                        tx: tx.clone(),
-                        account: self.account.name.clone(),
-                        role: Role::Stream(stream.clone()),
-                    };
-                    Arc::new(Subscription::internal(Arc::new(inbox), subject, None))
+                    let role = Role::Stream(stream.clone());
+                    Inbox::subscription(tx, &self.account.name, role, subject)
                 })
                 .collect();
             for sub in &subs {
@@ -709,12 +719,8 @@ impl Enabled {
             ]
             .iter()
             .map(|subject| {
-                let inbox = Inbox {
-                    tx: tx.clone(),
-                    account: self.account.name.clone(),
-                    role: Role::Direct(stream.clone()),
-                };
-                Arc::new(Subscription::internal(Arc::new(inbox), subject, None))
+                let role = Role::Direct(stream.clone());
+                Inbox::subscription(tx, &self.account.name, role, subject)
             })
             .collect();
             for sub in &subs {
@@ -737,12 +743,7 @@ impl Enabled {
             }
             let (s, c): (Arc<str>, Arc<str>) = (stream.as_str().into(), consumer.as_str().into());
             let internal = |role: Role, subject: String| {
-                let inbox = Inbox {
-                    tx: tx.clone(),
-                    account: self.account.name.clone(),
-                    role,
-                };
-                Arc::new(Subscription::internal(Arc::new(inbox), &subject, None))
+                Inbox::subscription(tx, &self.account.name, role, &subject)
             };
             let mut subs = vec![internal(
                 Role::Next(s.clone(), c.clone()),
