@@ -817,25 +817,14 @@ async fn full_resolver_takes_updates_through_the_system_account() {
             }
         };
         let key = account.public_key();
+        let lookup = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP");
         let mut t = Vec::new();
         t.push(ask("$SYS.REQ.CLAIMS.LIST".into(), String::new()).await);
         t.push(json!(session(&addr, Some(&user_jwt_a), Some(&user), "")));
-        t.push(
-            ask(
-                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"),
-                String::new(),
-            )
-            .await,
-        );
+        t.push(ask(lookup.clone(), String::new()).await);
         t.push(ask("$SYS.REQ.CLAIMS.UPDATE".into(), account_v1.clone()).await);
         t.push(json!(session(&addr, Some(&user_jwt_a), Some(&user), "")));
-        t.push(
-            ask(
-                format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP"),
-                String::new(),
-            )
-            .await,
-        );
+        t.push(ask(lookup.clone(), String::new()).await);
         t.push(ask("$SYS.REQ.CLAIMS.UPDATE".into(), "garbage".into()).await);
         let wrong = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", system.public_key());
         t.push(ask(wrong, account_v1.clone()).await);
