@@ -352,6 +352,17 @@ fn duplicate_route_is_logged_as_nats_server() {
             .filter(|l| l.contains("[INF] ") && l.ends_with(" - Route connection created"))
             .count();
         assert_eq!(created, 2, "{}:\n{text}", binary.display());
+        // After registration the prefix is still `addr - rid:N`: the peer's name is only in
+        // the close line's `Remote:`.
+        for line in text.lines().filter(|l| l.contains(" - rid:")) {
+            let rest = line.split(" - rid:").nth(1).unwrap_or_default();
+            let after_id = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            assert!(
+                after_id.starts_with(" - ") && !after_id[3..].starts_with('"'),
+                "{}: {line}",
+                binary.display()
+            );
+        }
         assert!(!text.contains("Protocol Violation"), "{text}");
     };
     run(&PathBuf::from(TERN));

@@ -639,8 +639,8 @@ impl Session {
         self.conn
             .headers
             .store(info.headers, std::sync::atomic::Ordering::Relaxed);
-        self.desc = format!("{} - {:?}", self.desc, info.server_name);
-        self.conn.set_desc(&self.desc);
+        // nats-server's prefix stays `addr - rid:N` after registration; the peer's name shows
+        // in the close line's `Remote:` instead.
         debug!(
             "{} - Registering remote route {:?}",
             self.desc, info.server_id
