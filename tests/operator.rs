@@ -884,3 +884,147 @@ async fn full_resolver_takes_updates_through_the_system_account() {
     let jwt = user_jwt(&account, &other, json!({}), json!({}));
     assert_eq!(session(&addr, Some(&jwt), Some(&other), ""), ["PONG"]);
 }
+
+/// A server of a two-node cluster in operator mode: `config` plus a cluster block listening
+/// on `route_port` and routing to `routes`.
+fn cluster_node(
+    scratch: &Scratch,
+    binary: &Path,
+    name: &str,
+    config: &str,
+    route_port: u16,
+    routes: &[u16],
+) -> (Process, String) {
+    let routes: Vec<String> = routes
+        .iter()
+        .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+        .collect();
+    let file = scratch.0.join(format!("{name}.conf"));
+    std::fs::write(
+        &file,
+        format!(
+            "listen: 127.0.0.1:-1\nserver_name: {name}\n{config}\ncluster {{ name: C, listen: \
+             127.0.0.1:{route_port}, routes: [{}] }}\n",
+            routes.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = scratch.0.join(format!("{name}.log"));
+    let (process, text) = Process::start(
+        std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&file)
+            .arg("-l")
+            .arg(&log),
+        &log,
+    );
+    let port = common::process::listening_port(&text).unwrap();
+    (process, format!("127.0.0.1:{port}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What a logged-in client hears after a PING: `PONG` while it is open, or the `-ERR` it was
+/// closed with.
+fn still_open(client: &mut (BufReader<TcpStream>, TcpStream)) -> Vec<String> {
+    let _ = client.1.write_all(b"PING\r\n");
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match client.0.read_line(&mut line) {
+            Ok(0) | Err(_) => return lines,
+            // The server's own PINGs come when its timers say.
+            Ok(_) if line.trim_end() == "PING" => {}
+            Ok(_) => {
+                let line = line.trim_end().to_string();
+                let done = line == "PONG";
+                lines.push(line);
+                if done {
+                    return lines;
+                }
+            }
+        }
+    }
+}
+
+/// An account's `conn` limit counts its clients on every server of a cluster, from the
+/// `$SYS.SERVER.ACCOUNT.<acc>.CONNS` events each server publishes: with a limit of 2 and one
+/// client on each node, neither node takes a third. And a node that learns the cluster is over
+/// the limit (clients connected on both sides before they knew of each other) closes its
+/// newest clients until it is not. Every pairing of tern and nats-server, with nats-server in both places as the
+/// reference.
+#[test]
+fn account_connection_limit_counts_the_whole_cluster() {
+    let operator = KeyPair::new_operator();
+    let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+    let mut limits = common::jwt::open_limits();
+    limits["conn"] = json!(2);
+    let config = format!(
+        "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+         {sys}: {}\n  {}: {}\n}}\n",
+        operator_jwt(&operator, &system.public_key()),
+        account_jwt(&operator, &system, "SYS", json!({})),
+        account.public_key(),
+        account_jwt(&operator, &account, "A", json!({ "limits": limits })),
+        sys = system.public_key(),
+    );
+    let user = KeyPair::new_user();
+    let jwt = user_jwt(&account, &user, json!({}), json!({}));
+    let tern = PathBuf::from(env!("CARGO_BIN_EXE_tern"));
+    let mut pairings = vec![(tern.clone(), tern.clone())];
+    if let Some(reference) = reference_server() {
+        pairings.push((reference.clone(), tern.clone()));
+        pairings.push((tern.clone(), reference.clone()));
+        pairings.push((reference.clone(), reference));
+    }
+    let full = vec!["-ERR 'maximum account active connections exceeded'".to_string()];
+    for (a_bin, b_bin) in pairings {
+        let tag = format!("A {} / B {}", a_bin.display(), b_bin.display());
+        let scratch = Scratch::new("operator-cluster-conns");
+        let (a_port, b_port) = (free_port(), free_port());
+        let (_a, a) = cluster_node(&scratch, &a_bin, "A", &config, a_port, &[]);
+        let (_b, b) = cluster_node(&scratch, &b_bin, "B", &config, b_port, &[a_port]);
+        // The route and the system account's interest across it.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut on_a = logged_in(&a, &jwt, &user, json!({}));
+        let mut on_b = logged_in(&b, &jwt, &user, json!({}));
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            session(&b, Some(&jwt), Some(&user), ""),
+            full,
+            "{tag}: on B"
+        );
+        assert_eq!(
+            session(&a, Some(&jwt), Some(&user), ""),
+            full,
+            "{tag}: on A"
+        );
+        assert_eq!(still_open(&mut on_a), ["PONG"], "{tag}");
+        assert_eq!(still_open(&mut on_b), ["PONG"], "{tag}");
+        drop((on_a, on_b));
+
+        // B's two clients connect while B has no route (it dials a port nobody listens on
+        // yet); then C comes up there, and a client connects to C before C has heard B's
+        // count. C asks for the others' counts as its first client comes, then sends its own:
+        // B answers 2 (C closes its client: three in the cluster) and then hears C's 1 (B
+        // closes its newest). Both err on the side of closing; clients reconnect.
+        let scratch = Scratch::new("operator-cluster-over");
+        let (b_port, c_port) = (free_port(), free_port());
+        let (_b, b) = cluster_node(&scratch, &b_bin, "B", &config, b_port, &[c_port]);
+        let mut older = logged_in(&b, &jwt, &user, json!({}));
+        let mut newer = logged_in(&b, &jwt, &user, json!({}));
+        let (_c, c) = cluster_node(&scratch, &a_bin, "C", &config, c_port, &[]);
+        std::thread::sleep(Duration::from_secs(3));
+        let mut on_c = logged_in(&c, &jwt, &user, json!({}));
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(still_open(&mut newer), full, "{tag}: B's newest client");
+        assert_eq!(still_open(&mut older), ["PONG"], "{tag}: B's older client");
+        assert_eq!(still_open(&mut on_c), full, "{tag}: C's client");
+    }
+}

@@ -79,6 +79,11 @@ pub struct Account {
     mappings: RwLock<Arc<[Mapping]>>,
     /// Live client connections bound to the account.
     pub clients: AtomicUsize,
+    /// The account's client connections on other servers of the cluster, as their
+    /// `$SYS.SERVER.ACCOUNT.<acc>.CONNS` events last said (nats-server's `strack`), by
+    /// server id; and their sum, read at every CONNECT of a limited account.
+    remote_servers: Mutex<HashMap<String, usize>>,
+    remote_clients: AtomicUsize,
     /// The internal subscriptions imports installed (here and in other accounts), so that a
     /// reload can take them out. Guards only the list.
     import_subs: Mutex<Vec<(Weak<Account>, Arc<Subscription>)>>,
@@ -180,12 +185,40 @@ impl Account {
             has_mappings: AtomicBool::new(false),
             mappings: RwLock::new(Arc::from(Vec::new())),
             clients: AtomicUsize::new(0),
+            remote_servers: Mutex::new(HashMap::new()),
+            remote_clients: AtomicUsize::new(0),
             import_subs: Mutex::new(Vec::new()),
             responses: Mutex::new(Responses::default()),
             reply_prefix: format!("{SERVICE_REPLY_PREFIX}{}.", random_token(6)),
             response_sub: OnceLock::new(),
             is_system: AtomicBool::new(false),
         }
+    }
+
+    /// Records that server `id` has `conns` client connections in this account (each update
+    /// replaces that server's last one, so none depends on another arriving).
+    pub fn update_remote_server(&self, id: &str, conns: usize) {
+        let mut servers = self
+            .remote_servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if conns == 0 {
+            servers.remove(id);
+        } else {
+            servers.insert(id.to_string(), conns);
+        }
+        self.remote_clients
+            .store(servers.values().sum(), Ordering::Relaxed);
+    }
+
+    /// Forgets server `id` (it shut down).
+    pub fn remove_remote_server(&self, id: &str) {
+        self.update_remote_server(id, 0);
+    }
+
+    /// Client connections in this account on the other servers of the cluster.
+    pub fn remote_clients(&self) -> usize {
+        self.remote_clients.load(Ordering::Relaxed)
     }
 
     /// Adds a subscription to the sublist.

@@ -148,6 +148,12 @@ impl Connection {
         *current = account;
     }
 
+    /// Whether the connection is a client counted in its account (its CONNECT was accepted
+    /// and it has not closed).
+    pub fn is_counted(&self) -> bool {
+        self.counted.load(Ordering::Acquire)
+    }
+
     /// Stops counting the connection in its account (it closed).
     pub fn unbind_account(&self) {
         let current = self.account.lock().unwrap_or_else(|p| p.into_inner());

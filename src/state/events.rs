@@ -44,6 +44,9 @@ pub enum Service {
     /// `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE`), `LOOKUP` (`$SYS.REQ.ACCOUNT.<acc>.CLAIMS.LOOKUP`)
     /// and `LIST` (`$SYS.REQ.CLAIMS.LIST`).
     Claims(&'static str),
+    /// Another server's connection counts: `CONNS` (`$SYS.SERVER.ACCOUNT.<acc>.CONNS`, and the
+    /// answers to this server's requests for them) and `SHUTDOWN` (`$SYS.SERVER.<id>.SHUTDOWN`).
+    Remote(&'static str),
 }
 
 /// One request, copied off the publisher's path.
@@ -136,8 +139,11 @@ struct Endpoint {
 impl Internal for Endpoint {
     fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         // A request without a reply subject cannot be answered; nats-server drops it too.
-        let Some(reply) = msg.reply else {
-            return true;
+        // Other servers' events have none and need none.
+        let reply = match (msg.reply, self.service) {
+            (Some(reply), _) => reply,
+            (None, Service::Remote(_)) => &[][..],
+            (None, _) => return true,
         };
         if self.running.load(Ordering::Acquire) {
             let body = &msg.message[msg.header_len.unwrap_or(0).min(msg.message.len())..];
@@ -153,9 +159,13 @@ impl Internal for Endpoint {
         true
     }
 
-    /// The system account's own endpoints are announced to routes, so that requests from
-    /// anywhere in the cluster reach them; those imported into other accounts are not.
+    /// The system account's own endpoints are announced to routes, so that requests and
+    /// events from anywhere in the cluster reach them; those imported into other accounts
+    /// are not.
     fn announced(&self) -> bool {
-        matches!(self.service, Service::Server(_) | Service::Account(_))
+        matches!(
+            self.service,
+            Service::Server(_) | Service::Account(_) | Service::Remote(_)
+        )
     }
 }

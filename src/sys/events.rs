@@ -216,6 +216,7 @@ impl Sys {
     /// A client's CONNECT was accepted: its account's count, then `CONNECT`.
     pub(super) fn client_connected(&mut self, conn: &Connection) {
         let account = conn.account();
+        self.track_account(&account);
         self.publish_account_conns(&account);
         let subject = format!("$SYS.ACCOUNT.{}.CONNECT", account.name);
         if !self.has_interest(&subject) {

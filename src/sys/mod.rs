@@ -9,6 +9,7 @@
 
 mod claims;
 pub mod events;
+mod remote;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,11 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
         );
     }
     subscribe(Service::Account("USER"), "$SYS.REQ.USER.*.INFO".into());
+    if shared.opts().cluster.is_some() {
+        for (service, subject) in remote::subscriptions(&shared.server_id) {
+            subscribe(service, subject);
+        }
+    }
     if let Some(dir) = claims::directory(shared) {
         claims::prepare(shared, &dir);
         subscribe(Service::Claims("UPDATE"), "$SYS.REQ.CLAIMS.UPDATE".into());
@@ -107,6 +113,7 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
         shared: shared.clone(),
         system,
         seq: 0,
+        tracked: Default::default(),
     };
     Some(Services { sys, inputs })
 }
@@ -117,6 +124,8 @@ struct Sys {
     system: Arc<Account>,
     /// Messages sent from the system account so far (`server.seq`).
     seq: u64,
+    /// Accounts whose connection counts were asked of the other servers.
+    tracked: std::collections::HashSet<Arc<str>>,
 }
 
 /// Who sends, in every event and response: nats-server's `ServerInfo`.
@@ -216,10 +225,19 @@ impl Sys {
 
     /// Publishes `payload` on `subject` in `account` (the system account for events).
     fn send(&self, account: &Account, subject: &str, payload: &[u8]) {
+        Self::publish(account, subject, None, payload);
+    }
+
+    /// Publishes a request from the system account whose answers go to `reply`.
+    fn send_request(&self, subject: &str, reply: &str, payload: &[u8]) {
+        Self::publish(&self.system, subject, Some(reply.as_bytes()), payload);
+    }
+
+    fn publish(account: &Account, subject: &str, reply: Option<&[u8]>, payload: &[u8]) {
         let mut out = Deliveries::default();
         let msg = Message {
             subject: subject.as_bytes(),
-            reply: None,
+            reply,
             header_len: None,
             message: payload,
         };

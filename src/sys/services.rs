@@ -52,6 +52,10 @@ impl Sys {
             Service::Imported(endpoint) => self.account_endpoint(endpoint, &req.account, &req.body),
             Service::UserInfo => self.user_info(&req),
             Service::Claims(op) => self.claims(op, &req),
+            Service::Remote(what) => {
+                self.remote_event(what, &req);
+                return;
+            }
         };
         let payload = match answer {
             Answer::Nothing => return,

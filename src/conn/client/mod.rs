@@ -492,7 +492,7 @@ impl Client {
         self.shared
             .router
             .account(&user.account)
-            .is_some_and(|a| a.clients.load(Ordering::Relaxed) >= limit)
+            .is_some_and(|a| a.clients.load(Ordering::Relaxed) + a.remote_clients() >= limit)
     }
 
     /// The largest payload this client may publish: the server's, or the user's own limit
