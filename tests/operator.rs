@@ -1028,3 +1028,85 @@ fn account_connection_limit_counts_the_whole_cluster() {
         assert_eq!(still_open(&mut on_c), full, "{tag}: C's client");
     }
 }
+
+/// The other side of the cluster-wide count, driven by hand from the system account: once the
+/// account is in use here, a server's `CONNS` event (a server that does not exist, with one
+/// client) fills the account, and its `SHUTDOWN` event frees it again; and a server shutting down announces it on
+/// `$SYS.SERVER.<id>.SHUTDOWN` before its connections close. Side by side with nats-server.
+#[test]
+fn remote_counts_come_and_go_with_their_servers() {
+    let operator = KeyPair::new_operator();
+    let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+    let mut limits = common::jwt::open_limits();
+    limits["conn"] = json!(2);
+    let config = format!(
+        "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+         {sys}: {}\n  {acc}: {}\n}}\n",
+        operator_jwt(&operator, &system.public_key()),
+        account_jwt(&operator, &system, "SYS", json!({})),
+        account_jwt(&operator, &account, "A", json!({ "limits": limits })),
+        sys = system.public_key(),
+        acc = account.public_key(),
+    );
+    let (admin, user) = (KeyPair::new_user(), KeyPair::new_user());
+    let admin_jwt = user_jwt(&system, &admin, json!({}), json!({}));
+    let jwt = user_jwt(&account, &user, json!({}), json!({}));
+    let full = vec!["-ERR 'maximum account active connections exceeded'".to_string()];
+    let mut binaries = vec![PathBuf::from(env!("CARGO_BIN_EXE_tern"))];
+    binaries.extend(reference_server());
+    for binary in binaries {
+        let tag = binary.display().to_string();
+        let scratch = Scratch::new("operator-remote-counts");
+        let (server, addr) = cluster_node(&scratch, &binary, "S", &config, free_port(), &[]);
+        let mut sys = logged_in(&addr, &admin_jwt, &admin, json!({}));
+        let fake = "NDFAKESERVERFORTHECOUNTSTESTXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
+        let conns = json!({"server": {"name": "fake", "host": "127.0.0.1", "id": fake,
+                                      "ver": "2.15.1", "seq": 1, "jetstream": false,
+                                      "flags": 0, "time": "2026-12-01T00:00:00Z"},
+                           "acc": account.public_key(), "name": "A", "conns": 1,
+                           "leafnodes": 0, "total_conns": 1})
+        .to_string();
+        let shutdown = json!({"name": "fake", "host": "127.0.0.1", "id": fake, "ver": "2.15.1",
+                              "seq": 2, "jetstream": false, "flags": 0,
+                              "time": "2026-12-01T00:00:01Z"})
+        .to_string();
+        let publish = |sys: &mut (BufReader<TcpStream>, TcpStream), subject: &str, body: &str| {
+            let op = format!("PUB {subject} {}\r\n{body}\r\n", body.len());
+            sys.1.write_all(op.as_bytes()).unwrap();
+            assert_eq!(still_open(sys), ["PONG"], "{tag}: {subject}");
+            // The server handles events off the publisher's path.
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let _first = logged_in(&addr, &jwt, &user, json!({}));
+        let subject = format!("$SYS.SERVER.ACCOUNT.{}.CONNS", account.public_key());
+        publish(&mut sys, &subject, &conns);
+        assert_eq!(session(&addr, Some(&jwt), Some(&user), ""), full, "{tag}");
+        publish(&mut sys, &format!("$SYS.SERVER.{fake}.SHUTDOWN"), &shutdown);
+        assert_eq!(
+            session(&addr, Some(&jwt), Some(&user), ""),
+            ["PONG"],
+            "{tag}"
+        );
+
+        // Its own shutdown, heard by a system client of the server itself.
+        sys.1
+            .write_all(b"SUB $SYS.SERVER.*.SHUTDOWN 1\r\n")
+            .unwrap();
+        assert_eq!(still_open(&mut sys), ["PONG"], "{tag}");
+        server.signal("TERM");
+        let mut heard = String::new();
+        let _ = sys.0.read_line(&mut heard);
+        assert!(
+            heard.starts_with("MSG $SYS.SERVER.") && heard.contains(".SHUTDOWN 1 "),
+            "{tag}: {heard:?}"
+        );
+        let mut body = String::new();
+        let _ = sys.0.read_line(&mut body);
+        let info: serde_json::Value = serde_json::from_str(body.trim_end()).unwrap();
+        assert_eq!(info["name"], "S", "{tag}: {body}");
+        assert!(
+            heard.contains(info["id"].as_str().unwrap()),
+            "{tag}: {heard}"
+        );
+    }
+}

@@ -32,6 +32,9 @@ pub const JETSTREAM_START_ERROR: &str = "Can't start JetStream";
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long shutdown waits for the system services to announce it.
+const SHUTDOWN_EVENT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often shutdown closes again the connections that registered since it began.
 const SHUTDOWN_RECLOSE_EVERY: Duration = Duration::from_millis(50);
 
@@ -248,6 +251,14 @@ impl Server {
         }
         shared.tasks.close();
         shared.set_stopping();
+        if system_services.is_some() {
+            // The cluster hears of it while the routes are still up.
+            let (done, told) = tokio::sync::oneshot::channel();
+            shared
+                .sys
+                .send(crate::state::events::SysInput::Shutdown(done));
+            let _ = tokio::time::timeout(SHUTDOWN_EVENT_TIMEOUT, told).await;
+        }
         let closed = async {
             loop {
                 for conn in shared.router.connections_snapshot() {

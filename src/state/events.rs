@@ -24,6 +24,9 @@ pub enum SysInput {
     Closed(Box<ConnSnapshot>),
     /// A request to one of the system services.
     Request(SysRequest),
+    /// The server is shutting down: tell the cluster (`$SYS.SERVER.<id>.SHUTDOWN`), then
+    /// answer.
+    Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Which service a request subscription stands for.

@@ -183,6 +183,10 @@ impl Sys {
                     Some(SysInput::Request(request)) => self.answer(request),
                     Some(SysInput::Connected(conn)) => self.client_connected(&conn),
                     Some(SysInput::Closed(snapshot)) => self.client_closed(&snapshot),
+                    Some(SysInput::Shutdown(done)) => {
+                        self.publish_shutdown();
+                        let _ = done.send(());
+                    }
                     None => break,
                 },
                 _ = &mut statsz => {

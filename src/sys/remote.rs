@@ -39,7 +39,7 @@ fn inbox(server_id: &str) -> String {
     format!("$SYS._INBOX_.{server_id}")
 }
 
-/// What is read of an `account_connections` event (or a `SHUTDOWN` event's server).
+/// What is read of an `account_connections` event (`SHUTDOWN` events only need to parse).
 #[derive(Debug, Deserialize)]
 struct Event {
     #[serde(default)]
@@ -48,9 +48,6 @@ struct Event {
     acc: String,
     #[serde(default)]
     conns: usize,
-    /// `SHUTDOWN` carries the sender's `ServerInfo` alone.
-    #[serde(default)]
-    id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,7 +62,16 @@ impl Sys {
             error!("Error unmarshalling account connection event message");
             return;
         };
-        let sender = event.server.map(|s| s.id).or(event.id);
+        // `$SYS.SERVER.<id>.SHUTDOWN` names its server in the subject, as nats-server reads it.
+        let named = (what == "SHUTDOWN")
+            .then(|| {
+                String::from_utf8_lossy(&req.subject)
+                    .split('.')
+                    .nth(2)
+                    .map(String::from)
+            })
+            .flatten();
+        let sender = named.or(event.server.map(|s| s.id));
         let Some(sender) = sender.filter(|id| *id != self.shared.server_id) else {
             // Our own event, heard through our own subscription.
             return;
@@ -76,12 +82,28 @@ impl Sys {
             }
             return;
         }
-        // Accounts this server does not have are not tracked (nats-server ignores them).
-        let Some(account) = self.shared.router.account(&event.acc) else {
+        // Only accounts that have had a client here are tracked: nats-server ignores events
+        // of accounts it has not registered, which it does at their first use.
+        let Some(account) = self
+            .shared
+            .router
+            .account(&event.acc)
+            .filter(|a| self.tracked.contains(&a.name))
+        else {
             return;
         };
         account.update_remote_server(&sender, event.conns);
         close_over_limit(&self.shared, &account);
+    }
+
+    /// `$SYS.SERVER.<id>.SHUTDOWN`, this server's `ServerInfo` alone: the others stop counting
+    /// its clients.
+    pub(super) fn publish_shutdown(&mut self) {
+        let subject = format!("$SYS.SERVER.{}.SHUTDOWN", self.shared.server_id);
+        let info = self.server_info();
+        if let Some(payload) = Sys::encode(&info) {
+            self.send(&self.system.clone(), &subject, &payload);
+        }
     }
 
     /// Asks the other servers for their counts of `account`'s clients, the first time it has
