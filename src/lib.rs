@@ -52,6 +52,9 @@
 //!   [`jetstream::filestore`] (the append-only file store: recovery, compaction, background
 //!   fsync), and [`jetstream::service`], the task behind its internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
+//! - [`tools`] (a top layer beside `server`, which it does not use): the client tools of
+//!   `tern pub|sub|req|reply|bench|server|trace`, a small NATS client of their own
+//!   ([`tools::client`], [`tools::wire`]) that works against tern and nats-server alike.
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.
 //!
@@ -88,6 +91,7 @@ pub mod security;
 pub mod server;
 pub mod state;
 pub mod sys;
+pub mod tools;
 
 pub use config::Options;
 pub use server::Server;

@@ -15,6 +15,13 @@ use tern::server::{self, Shared};
 use tern::{Options, Server};
 
 fn main() -> ExitCode {
+    // `tern pub ...`, `tern sub ...`: a client tool. Only an exact tool name as the first
+    // argument selects one; the server's flags all start with `-`, and anything else is the
+    // server's command line as before.
+    let all: Vec<String> = std::env::args().collect();
+    if let Some(tool) = all.get(1).filter(|a| tern::tools::is_tool(a)) {
+        return tern::tools::run(tool, &all[2..]);
+    }
     let mut args = std::env::args();
     let program = args
         .next()

@@ -255,7 +255,7 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
 }
 
 /// Certificates from a PEM file.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = crate::config::read_file(path)?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -270,7 +270,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The private key from a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), as Go accepts.
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = crate::config::read_file(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("{}: {e}", path.display()))?

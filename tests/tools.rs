@@ -1,0 +1,364 @@
+//! The client tools (`tern pub|sub|req|reply|bench|server|trace`) run as the built binary
+//! against tern and against nats-server 2.15.1: they are clients, and must work with both.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::process::{listening_port, reference_server, Process, Scratch};
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+/// Longest any one tool run may take before the test kills it and fails.
+const TOOL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Two accounts, the system one with its own user.
+const CONFIG: &str = r#"
+accounts {
+  SYS { users [{user: sys, password: sys}] }
+  APP { users [{user: app, password: app}] }
+}
+system_account: SYS
+"#;
+
+/// A server process and its client URL.
+struct Target {
+    _process: Process,
+    name: &'static str,
+    port: u16,
+}
+
+impl Target {
+    fn url(&self, user: &str) -> String {
+        format!("nats://{user}:{user}@127.0.0.1:{}", self.port)
+    }
+}
+
+/// tern, then nats-server 2.15.1 (unless the reference is opted out), each started with
+/// `config` under `scratch`.
+fn targets(scratch: &Scratch, config: &str) -> Vec<Target> {
+    let conf = scratch.0.join("server.conf");
+    std::fs::write(&conf, config).unwrap();
+    let mut binaries = vec![("tern", PathBuf::from(TERN))];
+    if let Some(reference) = reference_server() {
+        binaries.push(("nats-server", reference));
+    }
+    binaries
+        .into_iter()
+        .map(|(name, binary)| start(scratch, name, &binary, &conf))
+        .collect()
+}
+
+fn start(scratch: &Scratch, name: &'static str, binary: &Path, conf: &Path) -> Target {
+    let log = scratch.0.join(format!("{name}.log"));
+    let (process, text) = Process::start(
+        Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", "-1", "-c"])
+            .arg(conf)
+            .arg("-l")
+            .arg(&log),
+        &log,
+    );
+    let port = listening_port(&text).expect("port in log");
+    Target {
+        _process: process,
+        name,
+        port,
+    }
+}
+
+/// What a tool run printed and how it ended.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `tern <args>` to the end (killed after [`TOOL_LIMIT`]).
+fn tool(args: &[&str]) -> Ran {
+    let child = spawn(args);
+    finish(child, TOOL_LIMIT)
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(TERN)
+        .args(args)
+        .env_remove("NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` up to `limit`, then kills it; returns what it printed.
+fn finish(mut child: Child, limit: Duration) -> Ran {
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Ran {
+        code,
+        stdout,
+        stderr,
+    }
+}
+
+/// A long-running tool (`sub`, `reply`) started and waited on until it says it listens.
+fn listening(args: &[&str]) -> Child {
+    let mut child = spawn(args);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("Subscribing on") || line.starts_with("Listening on"),
+        "{args:?}: {line}"
+    );
+    // Keep the rest of stderr readable by `finish`.
+    child.stderr = Some(unread(stderr));
+    child
+}
+
+/// Hands back the stderr pipe from its reader (nothing more was buffered after one line).
+fn unread(reader: BufReader<ChildStderr>) -> ChildStderr {
+    assert!(reader.buffer().is_empty());
+    reader.into_inner()
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// An error is one line on stderr, exit code 1, and no panic.
+fn assert_one_line_error(ran: &Ran, containing: &str) {
+    assert_eq!(
+        ran.code, 1,
+        "stdout {:?} stderr {:?}",
+        ran.stdout, ran.stderr
+    );
+    assert_eq!(ran.stderr.lines().count(), 1, "{:?}", ran.stderr);
+    assert!(ran.stderr.contains(containing), "{:?}", ran.stderr);
+    assert!(!ran.stderr.contains("panicked"), "{:?}", ran.stderr);
+}
+
+#[test]
+fn pub_and_sub_with_headers_on_both_servers() {
+    let scratch = Scratch::new("tools-pubsub");
+    for target in targets(&scratch, CONFIG) {
+        let url = target.url("app");
+        let sub = listening(&["sub", "orders.*", "-s", &url, "--count", "3", "--json"]);
+        let ran = tool(&[
+            "pub",
+            "orders.new",
+            "hello",
+            "-s",
+            &url,
+            "-H",
+            "Trace-Id:42",
+        ]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert_eq!(ran.stdout, "Published 5 bytes to \"orders.new\"\n");
+        let ran = tool(&["pub", "orders.old", "x", "--count", "2", "--server", &url]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        let got = finish(sub, Duration::from_secs(10));
+        assert_eq!(got.code, 0, "{}: {}", target.name, got.stderr);
+        let msgs = json_lines(&got.stdout);
+        assert_eq!(msgs.len(), 3, "{}: {}", target.name, got.stdout);
+        assert_eq!(msgs[0]["subject"], "orders.new");
+        assert_eq!(msgs[0]["data"], "hello");
+        assert_eq!(msgs[0]["headers"]["Trace-Id"][0], "42");
+        assert_eq!(msgs[2]["subject"], "orders.old");
+
+        // Readable output, headers on request; NATS_URL when there is no --server.
+        let sub = listening(&["sub", "a", "-s", &url, "--count", "1", "--headers"]);
+        let ran = Command::new(TERN)
+            .args(["pub", "a", "body", "-H", "k:v"])
+            .env("NATS_URL", &url)
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{:?}", ran);
+        let got = finish(sub, Duration::from_secs(10));
+        assert_eq!(
+            got.stdout, "[#1] Received on \"a\"\nk: v\n\nbody\n\n",
+            "{}",
+            target.name
+        );
+    }
+}
+
+#[test]
+fn request_reply_and_queue_groups_on_both_servers() {
+    let scratch = Scratch::new("tools-reqrep");
+    for target in targets(&scratch, CONFIG) {
+        let url = target.url("app");
+        let responder = listening(&["reply", "svc.time", "noon", "-s", &url, "--count", "1"]);
+        let ran = tool(&["req", "svc.time", "when?", "-s", &url, "--json"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        let answer = &json_lines(&ran.stdout)[0];
+        assert_eq!(answer["data"], "noon");
+        assert!(answer["rtt_us"].as_u64().is_some());
+        let served = finish(responder, Duration::from_secs(10));
+        assert_eq!(served.code, 0);
+        assert!(served.stdout.contains("when?"), "{}", served.stdout);
+
+        // Nobody answers now: nats-server and tern both send no-responders.
+        let ran = tool(&["req", "svc.time", "again", "-s", &url]);
+        assert_one_line_error(&ran, "no responders");
+
+        // Two members of one queue group share ten messages.
+        let members: Vec<Child> = (0..2)
+            .map(|_| listening(&["sub", "work", "--queue", "q", "-s", &url, "--json"]))
+            .collect();
+        let ran = tool(&["pub", "work", "job", "--count", "10", "-s", &url]);
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        std::thread::sleep(Duration::from_millis(500));
+        let total: usize = members
+            .into_iter()
+            .map(|m| json_lines(&finish(m, Duration::ZERO).stdout).len())
+            .sum();
+        assert_eq!(total, 10, "{}", target.name);
+    }
+}
+
+#[test]
+fn server_ping_and_info_through_the_system_account() {
+    let scratch = Scratch::new("tools-server");
+    for target in targets(&scratch, CONFIG) {
+        let sys = target.url("sys");
+        let ran = tool(&["server", "ping", "-s", &sys, "--expect", "1"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(
+            ran.stdout.contains("1 server(s) answered"),
+            "{}",
+            ran.stdout
+        );
+        let ran = tool(&["server", "info", "-s", &sys, "--expect", "1", "--json"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        let docs: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(docs[0]["data"]["port"], target.port, "{}", target.name);
+        let ran = tool(&["server", "info", "-s", &sys, "--expect", "1"]);
+        assert!(ran.stdout.contains("Connections"), "{}", ran.stdout);
+
+        // A user of another account has no system services to ask.
+        let ran = tool(&["server", "ping", "-s", &target.url("app")]);
+        assert_one_line_error(&ran, "system account");
+    }
+}
+
+#[test]
+fn bench_reports_a_sane_summary() {
+    let scratch = Scratch::new("tools-bench");
+    for target in targets(&scratch, CONFIG) {
+        let url = target.url("app");
+        let args = [
+            "bench", "b", "-s", &url, "--msgs", "20000", "--pub", "2", "--sub", "2",
+        ];
+        let ran = tool(&[&args[..], &["--size", "64", "--json"]].concat());
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        let doc: Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+        assert_eq!(doc["pub"]["msgs"], 20000);
+        assert_eq!(
+            doc["sub"]["msgs"], 40000,
+            "{}: every subscriber gets every message",
+            target.name
+        );
+        assert!(doc["pub"]["msgs_per_sec"].as_f64().unwrap() > 0.0);
+        let lat = &doc["latency_us"];
+        let (p50, p99, max) = (
+            lat["p50"].as_u64().unwrap(),
+            lat["p99"].as_u64().unwrap(),
+            lat["max"].as_u64().unwrap(),
+        );
+        assert!(p50 <= p99 && p99 <= max, "{lat}");
+        let ran = tool(&args);
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        assert!(
+            ran.stdout.contains("msgs/s") && ran.stdout.contains("latency"),
+            "{}",
+            ran.stdout
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_failure_exit() {
+    let scratch = Scratch::new("tools-bad");
+    // Nothing listens on a port just released.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nowhere = format!("nats://{free}");
+    assert_one_line_error(&tool(&["pub", "a", "b", "-s", &nowhere]), "cannot connect");
+    assert_one_line_error(&tool(&["sub", "a", "-s", &nowhere]), "cannot connect");
+    assert_one_line_error(&tool(&["pub", "a", "b", "-s", "http://x"]), "scheme");
+    assert_one_line_error(&tool(&["pub", "a", "b", "--nope"]), "unknown option");
+    assert_one_line_error(&tool(&["pub"]), "missing argument <subject>");
+    assert_one_line_error(&tool(&["bench", "a", "--msgs", "many"]), "not a number");
+    for target in targets(&scratch, CONFIG) {
+        let bad = format!("nats://app:wrong@127.0.0.1:{}", target.port);
+        assert_one_line_error(
+            &tool(&["pub", "a", "b", "-s", &bad]),
+            "Authorization Violation",
+        );
+        let url = target.url("app");
+        assert_one_line_error(&tool(&["pub", "a b", "x", "-s", &url]), "invalid subject");
+        assert_one_line_error(&tool(&["pub", "a.*", "x", "-s", &url]), "invalid subject");
+        assert_one_line_error(&tool(&["sub", "a..b", "-s", &url]), "invalid subject");
+        let missing = scratch.0.join("missing.creds");
+        let ran = tool(&[
+            "pub",
+            "a",
+            "b",
+            "-s",
+            &url,
+            "--creds",
+            missing.to_str().unwrap(),
+        ]);
+        assert_one_line_error(&ran, "missing.creds");
+    }
+}
+
+#[test]
+fn a_server_flag_is_never_a_tool() {
+    // `-p` and friends still go to the server's command line, and an unknown word is still
+    // the server's error, not a tool's.
+    let ran = tool(&["--version"]);
+    assert!(ran.stdout.starts_with("tern: v2.15.1"), "{}", ran.stdout);
+    let ran = tool(&["publish"]);
+    assert_ne!(ran.code, 0);
+    assert!(!ran.stderr.contains("tern pub"), "{}", ran.stderr);
+    let ran = tool(&["pub", "--help"]);
+    assert_eq!(ran.code, 0);
+    assert!(ran.stdout.starts_with("Usage: tern pub"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("--creds"));
+}
