@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 server for the monitoring endpoints: GET and HEAD only, no bodies, no
-//! chunked encoding, keep-alive or close.
+//! chunked encoding, keep-alive or close. A response may instead stream its body until either
+//! side goes away (the dashboard's server-sent events): it is framed by closing the connection.
 //!
 //! The request head is parsed by `httparse` (a small, fuzzed, allocation-free parser); this
 //! file only frames it: the head is bounded by [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers,
@@ -11,8 +12,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 /// Largest request head (request line and headers) accepted; more is a `431`.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -32,6 +34,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// The connection stays open after the response.
     pub keep_alive: bool,
+    /// The `Accept` header (empty when absent; several are joined with `,`).
+    pub accept: String,
 }
 
 impl Request {
@@ -41,6 +45,21 @@ impl Request {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The client prefers HTML: its `Accept` names `text/html` (browsers do for a page; curl
+    /// and HTTP libraries send `*/*` or nothing), with a non-zero quality.
+    pub fn wants_html(&self) -> bool {
+        self.accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("text/html") && !refused
+        })
     }
 }
 
@@ -54,14 +73,28 @@ pub enum Method {
 }
 
 /// A response to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Response {
     /// Status code.
     pub status: u16,
     /// `Content-Type`.
     pub content_type: &'static str,
-    /// The body.
+    /// The body (for a streamed response, what is sent before the stream).
     pub body: Vec<u8>,
+    /// More headers.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// A body streamed after `body` until the sender or the peer goes away.
+    pub stream: Option<BodyStream>,
+}
+
+/// The chunks of a streamed body, in order; the response ends when the sender is dropped.
+#[derive(Debug)]
+pub struct BodyStream(pub mpsc::Receiver<Bytes>);
+
+impl PartialEq for BodyStream {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
 }
 
 impl Response {
@@ -76,7 +109,25 @@ impl Response {
             status,
             content_type,
             body,
+            headers: Vec::new(),
+            stream: None,
         }
+    }
+
+    /// A `200` whose body is `first`, then every chunk `stream` yields, until it ends or the
+    /// peer goes away (the connection is closed after it, which ends the body).
+    pub fn streamed(content_type: &'static str, first: Vec<u8>, stream: BodyStream) -> Self {
+        Response {
+            stream: Some(stream),
+            headers: vec![("Cache-Control", "no-cache")],
+            ..Response::with_status(200, content_type, first)
+        }
+    }
+
+    /// The same response with header `name: value` added.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// A plain-text error, as Go's `http.Error` writes them.
@@ -86,21 +137,27 @@ impl Response {
         Response::with_status(status, "text/plain; charset=utf-8", body)
     }
 
-    /// Writes the status line, headers and (unless `head`) the body to `out`.
+    /// Writes the status line, headers and (unless `head`) the body to `out`. A streamed
+    /// response has no `Content-Length` and always closes the connection.
     pub fn encode(&self, out: &mut Vec<u8>, head: bool, keep_alive: bool) {
         out.extend_from_slice(
             format!(
-                "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
                 self.status,
                 reason_phrase(self.status),
                 self.content_type,
-                self.body.len()
             )
             .as_bytes(),
         );
+        if self.stream.is_none() {
+            out.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
         // nats-server lets any origin read its JSON (dashboards served from elsewhere).
         out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
-        if !keep_alive {
+        if !keep_alive || self.stream.is_some() {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -111,7 +168,7 @@ impl Response {
 }
 
 /// What reading a request head produced.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Parsed {
     /// A whole request; its head was this many bytes.
     Request(Request, usize),
@@ -149,8 +206,15 @@ pub fn parse(buf: &[u8]) -> Parsed {
     };
     // HTTP/1.1 keeps the connection open unless asked not to; HTTP/1.0 closes unless asked.
     let mut keep_alive = version == 1;
+    let mut accept = String::new();
     for header in req.headers.iter() {
         let value = String::from_utf8_lossy(header.value);
+        if header.name.eq_ignore_ascii_case("accept") {
+            if !accept.is_empty() {
+                accept.push(',');
+            }
+            accept.push_str(&value);
+        }
         if header.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
@@ -174,6 +238,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         path: percent_decode(path),
         query: parse_query(query),
         keep_alive,
+        accept,
     };
     Parsed::Request(request, len)
 }
@@ -200,23 +265,50 @@ where
             }
         };
         out.clear();
-        let keep_alive = match parsed {
+        let (keep_alive, body_stream) = match parsed {
             Parsed::Request(request, len) => {
                 buf.advance(len);
                 let head = request.method == Method::Head;
                 let keep_alive = request.keep_alive;
-                handle(request).await.encode(&mut out, head, keep_alive);
-                keep_alive
+                let response = handle(request).await;
+                response.encode(&mut out, head, keep_alive);
+                match response.stream {
+                    Some(body) if !head => (false, Some(body)),
+                    Some(_) => (false, None),
+                    None => (keep_alive, None),
+                }
             }
             Parsed::Reject(response) => {
                 response.encode(&mut out, false, false);
-                false
+                (false, None)
             }
             Parsed::Partial => return,
         };
-        if stream.write_all(&out).await.is_err() || !keep_alive {
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+        if let Some(body) = body_stream {
+            stream_body(&mut stream, body).await;
+        }
+        if !keep_alive {
             let _ = stream.shutdown().await;
             return;
+        }
+    }
+}
+
+/// Writes each chunk of `body` as it comes, until the sender is dropped, a write fails, or the
+/// peer reads nothing for [`IDLE_TIMEOUT`]. What the peer sends meanwhile is not read: a
+/// request after a streamed response is not served.
+async fn stream_body<S: AsyncWrite + Unpin>(stream: &mut S, mut body: BodyStream) {
+    while let Some(chunk) = body.0.recv().await {
+        let write = async {
+            stream.write_all(&chunk).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(IDLE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
     }
 }
@@ -383,5 +475,51 @@ mod tests {
         task.await.unwrap();
         assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
         assert!(got.ends_with("\r\n\r\n/bb"), "{got}");
+    }
+
+    #[test]
+    fn content_negotiation() {
+        let accept = |value: &str| {
+            request(&format!("GET / HTTP/1.1\r\nAccept: {value}\r\n\r\n")).wants_html()
+        };
+        assert!(accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+        ));
+        assert!(accept("TEXT/HTML"));
+        assert!(!accept("*/*"));
+        assert!(!accept("application/json"));
+        assert!(!accept("text/html;q=0, application/json"));
+        assert!(!request("GET / HTTP/1.1\r\n\r\n").wants_html());
+        let two = request("GET / HTTP/1.1\r\nAccept: */*\r\nAccept: text/html\r\n\r\n");
+        assert_eq!(two.accept, "*/*,text/html");
+        assert!(two.wants_html());
+    }
+
+    #[tokio::test]
+    async fn streams_a_body_until_the_sender_goes() {
+        let (client, server) = tokio::io::duplex(4096);
+        let (tx, rx) = mpsc::channel(1);
+        let mut rx = Some(rx);
+        let task = tokio::spawn(serve_connection(server, move |_req: Request| {
+            let stream = BodyStream(rx.take().expect("one request"));
+            async move { Response::streamed("text/event-stream", b"first\n".to_vec(), stream) }
+        }));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        wr.write_all(b"GET /events HTTP/1.1\r\n\r\n").await.unwrap();
+        tx.send(Bytes::from_static(b"second\n")).await.unwrap();
+        drop(tx);
+        let mut got = String::new();
+        rd.read_to_string(&mut got).await.unwrap();
+        task.await.unwrap();
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/event-stream\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Cache-Control: no-cache\r\n"), "{head}");
+        assert!(head.contains("Connection: close"), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+        assert_eq!(body, "first\nsecond\n");
     }
 }

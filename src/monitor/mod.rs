@@ -1,6 +1,7 @@
 //! The HTTP monitor: nats-server's monitoring endpoints (`/varz`, `/connz`, `/subsz`,
 //! `/routez`, `/accountz`, `/jsz`, `/healthz`, `/` as an index) with its JSON field names, types, units
-//! and query parameters, plus `/metrics`, the same counters in Prometheus text format.
+//! and query parameters, plus `/metrics`, the same counters in Prometheus text format, and a
+//! live [`dashboard`] (`/dashboard`, and `/` for a browser).
 //!
 //! Everything here reads state the server keeps anyway (see `stats`): a request takes the
 //! connection map lock once to list the connections, then reads each connection's counters
@@ -8,6 +9,7 @@
 
 pub mod accountz;
 pub mod connz;
+pub mod dashboard;
 pub mod http;
 pub mod jsz;
 mod metrics;
@@ -26,20 +28,37 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::state::Shared;
+use dashboard::Dashboard;
 use http::{Request, Response};
 
-/// Serves the monitor on `listener` (over TLS with `tls`) until the task is dropped.
+/// Serves the monitor on `listener` (over TLS with `tls`), and samples the dashboard's
+/// counters, until the task is dropped.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+    let (dashboard, sampler) = Dashboard::new();
+    tokio::select! {
+        _ = sampler.run(shared.clone()) => {}
+        _ = accept(listener, shared, dashboard, tls) => {}
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    dashboard: Arc<Dashboard>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let dashboard = dashboard.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let serve = |req: Request| {
                         let shared = shared.clone();
-                        async move { handle(&shared, &req).await }
+                        let dashboard = dashboard.clone();
+                        async move { handle(&shared, &dashboard, &req).await }
                     };
                     match tls {
                         None => http::serve_connection(stream, serve).await,
@@ -104,7 +123,7 @@ pub fn os_error_text(err: &io::Error) -> String {
 }
 
 /// Answers one request.
-pub async fn handle(shared: &Shared, req: &Request) -> Response {
+pub async fn handle(shared: &Shared, dashboard: &Dashboard, req: &Request) -> Response {
     let base = shared
         .opts()
         .http_base_path
@@ -124,6 +143,8 @@ pub async fn handle(shared: &Shared, req: &Request) -> Response {
         "/jsz" => "/jsz",
         "/healthz" => "/healthz",
         "/metrics" => "/metrics",
+        "/dashboard" => "/dashboard",
+        "/dashboard/events" => "/dashboard/events",
         _ => return not_found(),
     };
     // Counted before answering, so `/varz` includes itself, as in nats-server.
@@ -144,7 +165,11 @@ pub async fn handle(shared: &Shared, req: &Request) -> Response {
         "/jsz" => jsz::jsz(shared, req).await,
         "/healthz" => healthz(shared),
         "/metrics" => metrics::metrics(shared).await,
-        _ => index(&base),
+        "/dashboard" => dashboard.page(&base),
+        "/dashboard/events" => dashboard.events(shared),
+        // A browser gets the dashboard; other clients nats-server's list of endpoints.
+        _ if req.wants_html() => dashboard.page(&base).with_header("Vary", "Accept"),
+        _ => index(&base).with_header("Vary", "Accept"),
     }
 }
 
@@ -160,32 +185,12 @@ fn healthz(shared: &Shared) -> Response {
     Response::json(br#"{"status":"ok"}"#.to_vec())
 }
 
-/// `/`: links to every endpoint.
+/// `/`: nats-server's page of links to its endpoints, byte for byte (its links are relative to
+/// the base path; some name endpoints tern does not serve).
 fn index(base: &str) -> Response {
-    let mut html = String::from(
-        "<html lang=\"en\">\n<head><title>tern monitoring</title></head>\n<body>\n\
-         <h1>tern</h1>\n",
-    );
-    html.push_str(&format!(
-        "<p>NATS-compatible server, monitoring compatible with nats-server v{}</p>\n",
-        crate::proto::protocol::NATS_SERVER_VERSION
-    ));
-    for (path, title) in [
-        ("varz", "General"),
-        ("connz", "Connections"),
-        ("accountz", "Accounts"),
-        ("accstatz", "Account Stats"),
-        ("subsz", "Subscriptions"),
-        ("jsz", "JetStream"),
-        ("routez", "Routes"),
-        ("healthz", "Health Probe"),
-        ("metrics", "Prometheus Metrics"),
-    ] {
-        html.push_str(&format!(
-            "<a href=\"{base}/{path}\">{title} <span class=\"endpoint\">/{path}</span></a><br/>\n"
-        ));
-    }
-    html.push_str("</body>\n</html>\n");
+    let html = include_str!("index.html")
+        .replace("%VERSION%", crate::proto::protocol::NATS_SERVER_VERSION)
+        .replace("%BASE%", base);
     Response::with_status(200, "text/html; charset=utf-8", html.into_bytes())
 }
 

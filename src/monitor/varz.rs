@@ -5,6 +5,7 @@
 //! off.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use super::{rfc3339, seconds, uptime};
 use crate::config::cluster::{ClusterOptions, RouteUrl};
 use crate::config::Options;
+use crate::engine::connection::Connection;
 use crate::engine::stats::Totals;
 use crate::monitor::http::Response;
 use crate::proto::protocol;
@@ -215,19 +217,22 @@ pub struct DiskIoWaitStats {
     pub max_wait_time: u64,
 }
 
-/// Server-wide message counters: live connections' plus closed ones'.
-pub fn totals(shared: &Shared) -> (usize, Totals) {
+/// Server-wide message counters (live connections' plus closed ones'), and the live
+/// connections they were read from.
+pub fn totals(shared: &Shared) -> (Vec<Arc<Connection>>, Totals) {
     let (live, mut totals) = shared.router.connections_and_closed_totals();
     for conn in &live {
         totals.add(conn.counts());
     }
-    (live.len(), totals)
+    (live, totals)
 }
 
 /// Builds the document.
 pub fn build(shared: &Shared) -> Varz {
     let opts = shared.opts();
-    let (connections, totals) = totals(shared);
+    let (live, totals) = totals(shared);
+    let connections = live.len();
+    drop(live);
     let now = SystemTime::now();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let http_stats = shared
@@ -404,7 +409,7 @@ pub fn varz(shared: &Shared) -> Response {
 }
 
 /// Resident set size in bytes (`VmRSS` in `/proc/self/status`).
-fn resident_memory() -> Option<u64> {
+pub(super) fn resident_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -413,7 +418,7 @@ fn resident_memory() -> Option<u64> {
 
 /// CPU time used by the process, in seconds (`utime + stime` of `/proc/self/stat`, in the
 /// kernel's USER_HZ of 100 ticks a second).
-fn cpu_seconds() -> Option<f64> {
+pub(super) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
