@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{Deliveries, Message};
+use crate::engine::msgtrace::MsgTrace;
 use crate::engine::stats::ConnSnapshot;
 use crate::engine::subscription::{Internal, Subscription};
 
@@ -24,6 +25,8 @@ pub enum SysInput {
     Closed(Box<ConnSnapshot>),
     /// A request to one of the system services.
     Request(SysRequest),
+    /// A traced message's event, to publish to its destination.
+    Trace(Box<MsgTrace>),
 }
 
 /// Which service a request subscription stands for.

@@ -10,6 +10,7 @@
 mod claims;
 pub mod events;
 pub mod services;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -174,6 +175,7 @@ impl Sys {
                     Some(SysInput::Request(request)) => self.answer(request),
                     Some(SysInput::Connected(conn)) => self.client_connected(&conn),
                     Some(SysInput::Closed(snapshot)) => self.client_closed(&snapshot),
+                    Some(SysInput::Trace(trace)) => self.publish_trace(&trace),
                     None => break,
                 },
                 _ = &mut statsz => {

@@ -21,6 +21,7 @@ use crate::config::Options;
 use crate::engine::account::Account;
 use crate::engine::connection::{ClientMeta, Connection};
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::msgtrace;
 use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::permissions::{self, Permissions};
 use crate::engine::subscription::Subscription;
@@ -41,6 +42,7 @@ use super::websocket::Upgrade;
 use crate::state::Shared;
 
 mod open;
+mod traced;
 pub use open::serve;
 pub(in crate::conn) use open::serve_upgraded;
 
@@ -552,6 +554,22 @@ impl Client {
         header_len: Option<usize>,
         message: &[u8],
     ) {
+        // Only a message with headers can ask for a trace.
+        if let Some(h) = header_len {
+            if msgtrace::requested(&message[..h]) {
+                return self.route_traced(subject, reply, h, message);
+            }
+        }
+        self.route_untraced(subject, reply, header_len, message);
+    }
+
+    pub(super) fn route_untraced(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) {
         let mapped = self.account.map_subject(subject);
         let subject = mapped.as_deref().unwrap_or(subject);
         let matches = self.cache.lookup(&self.account, subject);
@@ -572,7 +590,7 @@ impl Client {
 
     /// The 503 status a requester gets when its request reached no one, sent on its own
     /// plain (non-queue) subscription matching the reply subject; without one, nothing.
-    fn send_no_responders(&mut self, subject: &[u8], reply: &[u8]) {
+    pub(super) fn send_no_responders(&mut self, subject: &[u8], reply: &[u8]) {
         let sid = {
             let subs = self.conn.subs();
             subs.values()
