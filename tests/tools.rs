@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::cluster::node;
 use common::process::{listening_port, reference_server, Process, Scratch};
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
@@ -361,4 +362,67 @@ fn a_server_flag_is_never_a_tool() {
     assert_eq!(ran.code, 0);
     assert!(ran.stdout.starts_with("Usage: tern pub"), "{}", ran.stdout);
     assert!(ran.stdout.contains("--creds"));
+}
+
+#[test]
+fn trace_prints_the_path_on_one_server_and_across_a_mixed_cluster() {
+    let scratch = Scratch::new("tools-trace");
+    for target in targets(&scratch, CONFIG) {
+        let url = target.url("app");
+        let sub = listening(&["sub", "t.x", "-s", &url, "--count", "1", "--json"]);
+        // Trace-only by default: the path is printed, the subscriber gets nothing.
+        let ran = tool(&["trace", "t.x", "hi", "-s", &url]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(ran.stdout.contains("--> in from client"), "{}", ran.stdout);
+        assert!(
+            ran.stdout.contains("<-- out to client") && ran.stdout.contains("\"tern sub\""),
+            "{}",
+            ran.stdout
+        );
+        let ran = tool(&[
+            "trace",
+            "t.x",
+            "delivered",
+            "-s",
+            &url,
+            "--deliver",
+            "--json",
+        ]);
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        let events: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(events[0]["events"][1]["sub"], "t.x", "{}", target.name);
+        let got = finish(sub, Duration::from_secs(10));
+        assert_eq!(json_lines(&got.stdout)[0]["data"], "delivered");
+    }
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let a = node(&scratch, Path::new(TERN), "A", &[]);
+    let b = node(&scratch, &reference, "B", &[&a]);
+    let sub = listening(&["sub", "t.y", "-s", &b.client, "--count", "1"]);
+    // Until B's interest has crossed the route, the path ends at A.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let ran = tool(&["trace", "t.y", "-s", &a.client, "--deliver"]);
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        if ran.stdout.contains("out to route") || Instant::now() > deadline {
+            break ran;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = &ran.stdout;
+    assert!(
+        text.contains("Server A ") && text.contains("Server B "),
+        "{text}"
+    );
+    assert!(
+        text.contains("<-- out to route cid") && text.contains("\"B\", hop 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(hop 1)") && text.contains("--> in from route"),
+        "{text}"
+    );
+    assert!(text.contains("subscription \"t.y\""), "{text}");
+    assert_eq!(finish(sub, Duration::from_secs(10)).code, 0);
 }
