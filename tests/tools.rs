@@ -426,3 +426,85 @@ fn trace_prints_the_path_on_one_server_and_across_a_mixed_cluster() {
     assert!(text.contains("subscription \"t.y\""), "{text}");
     assert_eq!(finish(sub, Duration::from_secs(10)).code, 0);
 }
+
+#[test]
+fn creds_files_sign_the_nonce_in_operator_mode() {
+    use common::jwt::{account_jwt, creds, operator_jwt, user_jwt};
+    use nkeys::KeyPair;
+    let scratch = Scratch::new("tools-creds");
+    let operator = KeyPair::new_operator();
+    let system = KeyPair::new_account();
+    let app = KeyPair::new_account();
+    let stranger = KeyPair::new_account();
+    let config = format!(
+        "operator: {op}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+         {sys}: {sys_jwt}\n  {app}: {app_jwt}\n}}\n",
+        op = operator_jwt(&operator, &system.public_key()),
+        sys = system.public_key(),
+        sys_jwt = account_jwt(&operator, &system, "SYS", serde_json::json!({})),
+        app = app.public_key(),
+        app_jwt = account_jwt(&operator, &app, "APP", serde_json::json!({})),
+    );
+    let write_creds = |name: &str, account: &KeyPair| {
+        let user = KeyPair::new_user();
+        let jwt = user_jwt(account, &user, serde_json::json!({}), serde_json::json!({}));
+        let path = scratch.0.join(name);
+        std::fs::write(&path, creds(&jwt, &user)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let app_creds = write_creds("app.creds", &app);
+    let sys_creds = write_creds("sys.creds", &system);
+    // Signed by an account the operator never issued.
+    let stranger_creds = write_creds("stranger.creds", &stranger);
+    for target in targets(&scratch, &config) {
+        let url = format!("nats://127.0.0.1:{}", target.port);
+        let sub = listening(&[
+            "sub", "x", "-s", &url, "--creds", &app_creds, "--count", "1",
+        ]);
+        let ran = tool(&["pub", "x", "signed", "-s", &url, "--creds", &app_creds]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(finish(sub, Duration::from_secs(10))
+            .stdout
+            .contains("signed"));
+        let ran = tool(&[
+            "server", "ping", "-s", &url, "--creds", &sys_creds, "--expect", "1",
+        ]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        let ran = tool(&["pub", "x", "y", "-s", &url, "--creds", &stranger_creds]);
+        assert_one_line_error(&ran, "Authorization Violation");
+    }
+}
+
+#[test]
+fn tls_with_a_ca_and_a_client_certificate() {
+    use common::pki::Pki;
+    let pki = Pki::new("tools-tls");
+    let scratch = Scratch::new("tools-tls-servers");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let config = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
+        path(&pki.server_cert),
+        path(&pki.server_key),
+        path(&pki.ca)
+    );
+    let (ca, cert, key) = (path(&pki.ca), path(&pki.client_cert), path(&pki.client_key));
+    for target in targets(&scratch, &config) {
+        let url = format!("tls://localhost:{}", target.port);
+        let tls = ["--tlsca", &ca, "--tlscert", &cert, "--tlskey", &key];
+        let ran = tool(&[&["pub", "x", "over tls", "-s", &url][..], &tls].concat());
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        // No client certificate: the server refuses the handshake.
+        let ran = tool(&["pub", "x", "y", "-s", &url, "--tlsca", &ca]);
+        assert_eq!(ran.code, 1, "{}: {}", target.name, ran.stdout);
+        assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+        // A server certificate from a CA we were not told to trust.
+        let ran = tool(
+            &[
+                &["pub", "x", "y", "-s", &url, "--tlsca", &cert][..],
+                &tls[2..],
+            ]
+            .concat(),
+        );
+        assert_one_line_error(&ran, "TLS handshake");
+    }
+}
