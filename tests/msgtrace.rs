@@ -242,3 +242,43 @@ async fn a_mixed_cluster_traces_as_one() {
         );
     }
 }
+
+/// A traced publish the publisher may not make: the event's ingress carries the error.
+async fn refused(binary: &Path) -> Value {
+    let scratch = scratch();
+    let server = node_with(
+        &scratch,
+        binary,
+        "A",
+        &[],
+        "authorization { users [{user: u, password: u, \
+         permissions: {publish: {deny: [\"secret.>\"]}}}] }",
+    );
+    let client = async_nats::ConnectOptions::with_user_and_password("u".into(), "u".into())
+        .name("tracer")
+        .connect(format!("nats://{}", server.client))
+        .await
+        .unwrap();
+    let mut trace_sub = client.subscribe("trace.out").await.unwrap();
+    client
+        .publish_with_headers("secret.x", trace_headers(false), "hi".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut got = events(&mut trace_sub).await;
+    assert_eq!(got.len(), 1);
+    normalise(got.remove(0))
+}
+
+#[tokio::test]
+async fn a_refused_publish_is_traced_with_its_error() {
+    let tern = refused(Path::new(TERN)).await;
+    assert_eq!(
+        tern["events"][0]["error"],
+        "Permissions Violation for Publish to \"secret.x\""
+    );
+    assert_eq!(tern["events"].as_array().unwrap().len(), 1);
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, refused(&reference).await);
+    }
+}

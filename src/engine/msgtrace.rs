@@ -87,6 +87,8 @@ pub enum TraceEvent {
         account: String,
         /// Its subject.
         subject: String,
+        /// Why it went no further (a publish permission violation).
+        error: Option<String>,
     },
     /// A subject mapping changed its subject (`sm`).
     Mapping {
@@ -182,7 +184,15 @@ impl MsgTrace {
             name,
             account: account.to_string(),
             subject: String::from_utf8_lossy(subject).into_owned(),
+            error: None,
         });
+    }
+
+    /// Notes why the message was refused where it came in.
+    pub fn ingress_error(&mut self, why: String) {
+        if let Some(TraceEvent::Ingress { error, .. }) = self.events.first_mut() {
+            *error = Some(why);
+        }
     }
 
     /// Notes that a subject mapping changed the subject to `to`.

@@ -39,8 +39,9 @@ fn event_json(event: &TraceEvent) -> Value {
             name,
             account,
             subject,
+            error,
         } => json!({"type": "in", "ts": rfc3339(*at), "kind": kind, "cid": cid,
-                    "name": name, "acc": account, "subj": subject}),
+                    "name": name, "acc": account, "subj": subject, "error": error}),
         TraceEvent::Mapping { at, to } => json!({"type": "sm", "ts": rfc3339(*at), "to": to}),
         TraceEvent::Egress {
             at,

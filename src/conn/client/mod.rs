@@ -531,9 +531,11 @@ impl Client {
         }
         if let Some(perms) = &self.perms {
             if !publish_allowed(&mut self.pub_cache, perms, &self.conn, subject) {
-                return Err(ProtocolError::PublishViolation(Bytes::copy_from_slice(
-                    subject,
-                )));
+                let err = ProtocolError::PublishViolation(Bytes::copy_from_slice(subject));
+                if let Some(h) = header_len.filter(|&h| msgtrace::requested(&message[..h])) {
+                    self.trace_refused(subject, &message[..h], message.len(), &err);
+                }
+                return Err(err);
             }
         }
         // Only a reply starting with `_` or `$` costs more than this branch.

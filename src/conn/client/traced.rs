@@ -3,6 +3,7 @@
 
 use crate::engine::deliver::{self, Message};
 use crate::engine::msgtrace::{kind, MsgTrace};
+use crate::proto::error::ProtocolError;
 use crate::state::events::SysInput;
 
 use super::Client;
@@ -62,6 +63,35 @@ impl Client {
         }
         if let Some(trace) = trace.filter(|t| t.has_dest()) {
             self.shared.sys.send(SysInput::Trace(trace));
+        }
+    }
+
+    /// A traced message refused where it came in (publish permissions): the event carries
+    /// the error on its ingress, as nats-server's does.
+    #[cold]
+    pub(super) fn trace_refused(
+        &mut self,
+        subject: &[u8],
+        header_block: &[u8],
+        size: usize,
+        err: &ProtocolError,
+    ) {
+        let Some(mut trace) =
+            MsgTrace::from_headers(header_block, size, self.account.clone(), self.out.trace)
+        else {
+            return;
+        };
+        let name = self.conn.meta().name;
+        trace.ingress(
+            kind::CLIENT,
+            self.conn.cid,
+            name,
+            &self.account.name,
+            subject,
+        );
+        trace.ingress_error(err.to_string());
+        if trace.has_dest() {
+            self.shared.sys.send(SysInput::Trace(Box::new(trace)));
         }
     }
 }
