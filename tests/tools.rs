@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::cluster::node;
 use common::process::{listening_port, reference_server, Process, Scratch};
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
@@ -361,4 +362,149 @@ fn a_server_flag_is_never_a_tool() {
     assert_eq!(ran.code, 0);
     assert!(ran.stdout.starts_with("Usage: tern pub"), "{}", ran.stdout);
     assert!(ran.stdout.contains("--creds"));
+}
+
+#[test]
+fn trace_prints_the_path_on_one_server_and_across_a_mixed_cluster() {
+    let scratch = Scratch::new("tools-trace");
+    for target in targets(&scratch, CONFIG) {
+        let url = target.url("app");
+        let sub = listening(&["sub", "t.x", "-s", &url, "--count", "1", "--json"]);
+        // Trace-only by default: the path is printed, the subscriber gets nothing.
+        let ran = tool(&["trace", "t.x", "hi", "-s", &url]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(ran.stdout.contains("--> in from client"), "{}", ran.stdout);
+        assert!(
+            ran.stdout.contains("<-- out to client") && ran.stdout.contains("\"tern sub\""),
+            "{}",
+            ran.stdout
+        );
+        let ran = tool(&[
+            "trace",
+            "t.x",
+            "delivered",
+            "-s",
+            &url,
+            "--deliver",
+            "--json",
+        ]);
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        let events: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(events[0]["events"][1]["sub"], "t.x", "{}", target.name);
+        let got = finish(sub, Duration::from_secs(10));
+        assert_eq!(json_lines(&got.stdout)[0]["data"], "delivered");
+    }
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let a = node(&scratch, Path::new(TERN), "A", &[]);
+    let b = node(&scratch, &reference, "B", &[&a]);
+    let sub = listening(&["sub", "t.y", "-s", &b.client, "--count", "1"]);
+    // Until B's interest has crossed the route, the path ends at A.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let ran = tool(&["trace", "t.y", "-s", &a.client, "--deliver"]);
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        if ran.stdout.contains("out to route") || Instant::now() > deadline {
+            break ran;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = &ran.stdout;
+    assert!(
+        text.contains("Server A ") && text.contains("Server B "),
+        "{text}"
+    );
+    assert!(
+        text.contains("<-- out to route cid") && text.contains("\"B\", hop 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(hop 1)") && text.contains("--> in from route"),
+        "{text}"
+    );
+    assert!(text.contains("subscription \"t.y\""), "{text}");
+    assert_eq!(finish(sub, Duration::from_secs(10)).code, 0);
+}
+
+#[test]
+fn creds_files_sign_the_nonce_in_operator_mode() {
+    use common::jwt::{account_jwt, creds, operator_jwt, user_jwt};
+    use nkeys::KeyPair;
+    let scratch = Scratch::new("tools-creds");
+    let operator = KeyPair::new_operator();
+    let system = KeyPair::new_account();
+    let app = KeyPair::new_account();
+    let stranger = KeyPair::new_account();
+    let config = format!(
+        "operator: {op}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+         {sys}: {sys_jwt}\n  {app}: {app_jwt}\n}}\n",
+        op = operator_jwt(&operator, &system.public_key()),
+        sys = system.public_key(),
+        sys_jwt = account_jwt(&operator, &system, "SYS", serde_json::json!({})),
+        app = app.public_key(),
+        app_jwt = account_jwt(&operator, &app, "APP", serde_json::json!({})),
+    );
+    let write_creds = |name: &str, account: &KeyPair| {
+        let user = KeyPair::new_user();
+        let jwt = user_jwt(account, &user, serde_json::json!({}), serde_json::json!({}));
+        let path = scratch.0.join(name);
+        std::fs::write(&path, creds(&jwt, &user)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let app_creds = write_creds("app.creds", &app);
+    let sys_creds = write_creds("sys.creds", &system);
+    // Signed by an account the operator never issued.
+    let stranger_creds = write_creds("stranger.creds", &stranger);
+    for target in targets(&scratch, &config) {
+        let url = format!("nats://127.0.0.1:{}", target.port);
+        let sub = listening(&[
+            "sub", "x", "-s", &url, "--creds", &app_creds, "--count", "1",
+        ]);
+        let ran = tool(&["pub", "x", "signed", "-s", &url, "--creds", &app_creds]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(finish(sub, Duration::from_secs(10))
+            .stdout
+            .contains("signed"));
+        let ran = tool(&[
+            "server", "ping", "-s", &url, "--creds", &sys_creds, "--expect", "1",
+        ]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        let ran = tool(&["pub", "x", "y", "-s", &url, "--creds", &stranger_creds]);
+        assert_one_line_error(&ran, "Authorization Violation");
+    }
+}
+
+#[test]
+fn tls_with_a_ca_and_a_client_certificate() {
+    use common::pki::Pki;
+    let pki = Pki::new("tools-tls");
+    let scratch = Scratch::new("tools-tls-servers");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let config = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
+        path(&pki.server_cert),
+        path(&pki.server_key),
+        path(&pki.ca)
+    );
+    let (ca, cert, key) = (path(&pki.ca), path(&pki.client_cert), path(&pki.client_key));
+    for target in targets(&scratch, &config) {
+        let url = format!("tls://localhost:{}", target.port);
+        let tls = ["--tlsca", &ca, "--tlscert", &cert, "--tlskey", &key];
+        let ran = tool(&[&["pub", "x", "over tls", "-s", &url][..], &tls].concat());
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        // No client certificate: the server refuses the handshake.
+        let ran = tool(&["pub", "x", "y", "-s", &url, "--tlsca", &ca]);
+        assert_eq!(ran.code, 1, "{}: {}", target.name, ran.stdout);
+        assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+        // A server certificate from a CA we were not told to trust.
+        let ran = tool(
+            &[
+                &["pub", "x", "y", "-s", &url, "--tlsca", &cert][..],
+                &tls[2..],
+            ]
+            .concat(),
+        );
+        assert_one_line_error(&ran, "TLS handshake");
+    }
 }

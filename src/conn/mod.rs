@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod client;
 pub mod liveness;
+pub mod msgtrace;
 pub mod reader;
 pub mod route;
 pub mod trace;

@@ -20,13 +20,15 @@ use tracing::{debug, error, info, trace};
 
 use super::cache::MatchCache;
 use super::liveness::Liveness;
+use super::msgtrace::FromRoute;
 use super::reader::ReadBuffer;
 use super::transport::{self, ReadHalf, WriteHalf};
 use super::writer::write_loop;
 use crate::config::cluster::{ClusterOptions, RouteUrl};
-use crate::engine::account::Account;
+use crate::engine::account::{Account, Matches};
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::msgtrace;
 use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::permissions;
 use crate::engine::route::{export_permissions, Route};
@@ -472,10 +474,39 @@ impl Session {
                     header_len: m.header_len,
                     message: m.message,
                 };
-                deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                let traced = m
+                    .header_len
+                    .is_some_and(|h| msgtrace::requested(&m.message[..h]))
+                    && self.deliver_traced(&account, &matches, &msg, m.queues);
+                if !traced {
+                    deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                }
                 Ok(())
             }
         }
+    }
+
+    #[cold]
+    fn deliver_traced(
+        &mut self,
+        account: &Arc<Account>,
+        matches: &Matches,
+        msg: &Message<'_>,
+        queues: &[u8],
+    ) -> bool {
+        let from = FromRoute {
+            cid: self.conn.cid,
+            name: &self.remote_name,
+        };
+        super::msgtrace::deliver_routed(
+            &self.shared,
+            from,
+            account,
+            matches,
+            msg,
+            queues,
+            &mut self.out,
+        )
     }
 
     /// Adds or removes the peer's interest; kept until the route registers when it comes

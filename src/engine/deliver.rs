@@ -10,6 +10,7 @@ use tracing::trace;
 
 use super::account::{Account, Matches};
 use super::connection::Connection;
+use super::msgtrace::{self, MsgTrace};
 use super::outbound::Appended;
 use super::route::Route;
 use super::sublist::QueueGroup;
@@ -41,8 +42,11 @@ pub struct Deliveries {
     pub to_flush: Vec<Arc<Connection>>,
     /// Subscribers found backlogged (`Outbound::wait_for_room`).
     pub backlogged: Vec<Arc<Connection>>,
-    /// Trace every delivery (`-V`).
+    /// Observe every delivery: `-V` protocol tracing, or a traced message (`msg_trace`). One
+    /// flag, so that the common delivery checks nothing more.
     pub trace: bool,
+    /// The trace of the message being delivered (`Nats-Trace-Dest`); set only with `trace`.
+    pub msg_trace: Option<Box<MsgTrace>>,
     /// The publisher's account name and round-trip time, for the `Nats-Request-Info` header
     /// a service import adds.
     pub origin: Option<(Arc<str>, std::time::Duration)>,
@@ -335,7 +339,12 @@ impl<'m> RouteFrame<'m> {
 
     /// Sends the frame; false when the route's `export` permission denies the subject (a
     /// wildcard interest it took covers a denied subject: nats-server drops it at delivery).
-    fn send(self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bool {
+    fn send(&self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bool {
+        if out.trace {
+            if let Some(trace) = out.msg_trace.take() {
+                return self.send_traced(account, msg, out, trace);
+            }
+        }
         let to = &self.route.conn;
         if !to.may_receive(msg.subject) {
             return false;
@@ -364,6 +373,43 @@ impl<'m> RouteFrame<'m> {
     }
 }
 
+impl RouteFrame<'_> {
+    /// Sends a traced message on as the next hop (`Nats-Trace-Hop`), and notes the egress.
+    #[cold]
+    fn send_traced(
+        &self,
+        account: &Account,
+        msg: &Message<'_>,
+        out: &mut Deliveries,
+        mut trace: Box<MsgTrace>,
+    ) -> bool {
+        let to = &self.route.conn;
+        let name = self.route.remote_name.clone();
+        if !to.may_receive(msg.subject) {
+            trace.route_egress(to.cid, name, None, Some(msgtrace::error::PUB_VIOLATION));
+            out.msg_trace = Some(trace);
+            return false;
+        }
+        let hop = trace.next_hop();
+        let header_len = msg.header_len.unwrap_or(0);
+        let block = msgtrace::with_hop(&msg.message[..header_len], &hop);
+        let mut message = Vec::with_capacity(block.len() + msg.message.len() - header_len);
+        message.extend_from_slice(&block);
+        message.extend_from_slice(&msg.message[header_len..]);
+        let hopped = Message {
+            header_len: Some(block.len()),
+            message: &message,
+            ..*msg
+        };
+        out.trace = trace.log;
+        let sent = self.send(account, &hopped, out);
+        out.trace = true;
+        trace.route_egress(to.cid, name, Some(hop), None);
+        out.msg_trace = Some(trace);
+        sent
+    }
+}
+
 /// Delivers one message to one subscription of `account`. Returns whether it was taken.
 #[inline]
 pub fn deliver(
@@ -378,6 +424,10 @@ pub fn deliver(
         // Routes are reached through `deliver_all`, one frame per route per message.
         Target::Route(_) => false,
         Target::Internal(internal) => {
+            // A trace-only message reaches no service, stream or import.
+            if out.trace && out.msg_trace.as_ref().is_some_and(|t| t.only) {
+                return false;
+            }
             let Some(last) = sub.claim_delivery() else {
                 return false;
             };
@@ -399,6 +449,9 @@ fn deliver_to_client(
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
 ) -> bool {
+    if out.trace {
+        return deliver_observed(account, sub, to, msg, out, skip);
+    }
     if skip.is_some_and(|skip| Arc::ptr_eq(to, skip)) {
         return false;
     }
@@ -431,9 +484,6 @@ fn deliver_to_client(
             protocol::encode_msg(b, subject, &sub.sid, reply, message)
         }),
     };
-    if out.trace && appended != Appended::Dropped {
-        trace_delivery(sub, to, msg);
-    }
     out.appended(appended, to);
     if last {
         account.unsubscribe(sub);
@@ -443,6 +493,56 @@ fn deliver_to_client(
         }
     }
     appended != Appended::Dropped
+}
+
+/// [`deliver_to_client`] watched: logged for `-V`, noted in the message's trace (and held
+/// back from applications for a trace-only message).
+#[cold]
+fn deliver_observed(
+    account: &Account,
+    sub: &Arc<Subscription>,
+    to: &Arc<Connection>,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+) -> bool {
+    let Some(mut trace) = out.msg_trace.take() else {
+        out.trace = false;
+        let took = deliver_to_client(account, sub, to, msg, out, skip);
+        out.trace = true;
+        if took {
+            trace_delivery(sub, to, msg);
+        }
+        return took;
+    };
+    let refused = if skip.is_some_and(|skip| Arc::ptr_eq(to, skip)) {
+        Some(msgtrace::error::NO_ECHO)
+    } else if !to.may_receive(msg.subject) {
+        Some(msgtrace::error::SUB_DENY)
+    } else {
+        None
+    };
+    let took = match refused {
+        Some(_) => false,
+        None if trace.only => true,
+        None => {
+            out.trace = trace.log;
+            let took = deliver_to_client(account, sub, to, msg, out, skip);
+            out.trace = true;
+            took
+        }
+    };
+    let error = refused.or((!took).then_some(msgtrace::error::CLIENT_CLOSED));
+    trace.client_egress(
+        to.cid,
+        to.meta().name,
+        &to.account().name,
+        &sub.subject,
+        sub.queue.as_deref(),
+        error,
+    );
+    out.msg_trace = Some(trace);
+    took
 }
 
 fn trace_delivery(sub: &Subscription, to: &Connection, msg: &Message<'_>) {

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod deliver;
 pub mod import;
 pub mod mapping;
+pub mod msgtrace;
 pub mod outbound;
 pub mod permissions;
 pub mod route;

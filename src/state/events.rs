@@ -12,6 +12,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{Deliveries, Message};
+use crate::engine::msgtrace::MsgTrace;
 use crate::engine::stats::ConnSnapshot;
 use crate::engine::subscription::{Internal, Subscription};
 
@@ -27,6 +28,8 @@ pub enum SysInput {
     /// The server is shutting down: tell the cluster (`$SYS.SERVER.<id>.SHUTDOWN`), then
     /// answer.
     Shutdown(tokio::sync::oneshot::Sender<()>),
+    /// A traced message's event, to publish to its destination.
+    Trace(Box<MsgTrace>),
 }
 
 /// Which service a request subscription stands for.

@@ -11,6 +11,7 @@ mod claims;
 pub mod events;
 mod remote;
 pub mod services;
+mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -187,6 +188,7 @@ impl Sys {
                         self.publish_shutdown();
                         let _ = done.send(());
                     }
+                    Some(SysInput::Trace(trace)) => self.publish_trace(&trace),
                     None => break,
                 },
                 _ = &mut statsz => {

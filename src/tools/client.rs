@@ -79,6 +79,11 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Msg> {
         self.rx.recv().await
     }
+
+    /// A message already received, if any (no waiting).
+    pub fn try_next(&mut self) -> Option<Msg> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Client {

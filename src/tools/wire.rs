@@ -118,13 +118,14 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ServerOp>, WireError> {
             if header_len > total {
                 return Err(bad());
             }
+            let sid = sid.parse().map_err(|_| bad())?;
             let need = end + 1 + total + 2;
             if buf.len() < need {
                 return Ok(None);
             }
             let msg = Msg {
                 subject: subject.to_string(),
-                sid: sid.parse().map_err(|_| bad())?,
+                sid,
                 reply: reply.map(str::to_string),
                 headers: None,
                 payload: Bytes::new(),
@@ -218,7 +219,7 @@ mod tests {
         let ops = parse_all(
             b"INFO {\"a\":1} \r\nPING\r\nPONG\r\n+OK\r\n-ERR 'Authorization Violation'\r\n\
               MSG foo 1 5\r\nhello\r\nMSG foo 2 _INBOX.x 0\r\n\r\n\
-              HMSG foo 3 22 24\r\nNATS/1.0\r\nA: b c\r\n\r\nhi\r\n",
+              HMSG foo 3 20 22\r\nNATS/1.0\r\nA: b c\r\n\r\nhi\r\n",
         );
         assert!(matches!(&ops[0], ServerOp::Info(j) if &j[..] == b"{\"a\":1}"));
         assert!(matches!(ops[1], ServerOp::Ping));
@@ -239,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_frame_split_anywhere_waits_for_the_rest() {
-        let whole = b"HMSG foo 3 _R 22 24\r\nNATS/1.0\r\nA: b c\r\n\r\nhi\r\n";
+        let whole = b"HMSG foo 3 _R 20 22\r\nNATS/1.0\r\nA: b c\r\n\r\nhi\r\n";
         for cut in 0..whole.len() {
             let mut buf = BytesMut::from(&whole[..cut]);
             assert!(parse(&mut buf).unwrap().is_none());

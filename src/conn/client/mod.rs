@@ -21,6 +21,7 @@ use crate::config::Options;
 use crate::engine::account::Account;
 use crate::engine::connection::{ClientMeta, Connection};
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::msgtrace;
 use crate::engine::outbound::{Appended, CloseReason};
 use crate::engine::permissions::{self, Permissions};
 use crate::engine::subscription::Subscription;
@@ -41,6 +42,7 @@ use super::websocket::Upgrade;
 use crate::state::Shared;
 
 mod open;
+mod traced;
 pub use open::serve;
 pub(in crate::conn) use open::serve_upgraded;
 
@@ -529,9 +531,11 @@ impl Client {
         }
         if let Some(perms) = &self.perms {
             if !publish_allowed(&mut self.pub_cache, perms, &self.conn, subject) {
-                return Err(ProtocolError::PublishViolation(Bytes::copy_from_slice(
-                    subject,
-                )));
+                let err = ProtocolError::PublishViolation(Bytes::copy_from_slice(subject));
+                if let Some(h) = header_len.filter(|&h| msgtrace::requested(&message[..h])) {
+                    self.trace_refused(subject, &message[..h], message.len(), &err);
+                }
+                return Err(err);
             }
         }
         // Only a reply starting with `_` or `$` costs more than this branch.
@@ -546,6 +550,22 @@ impl Client {
     /// Delivers one message to every matching subscription and one member of each queue group
     /// in the connection's account (after its subject mappings).
     fn route(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) {
+        // Only a message with headers can ask for a trace.
+        if let Some(h) = header_len {
+            if msgtrace::requested(&message[..h]) {
+                return self.route_traced(subject, reply, h, message);
+            }
+        }
+        self.route_untraced(subject, reply, header_len, message);
+    }
+
+    pub(super) fn route_untraced(
         &mut self,
         subject: &[u8],
         reply: Option<&[u8]>,
@@ -572,7 +592,7 @@ impl Client {
 
     /// The 503 status a requester gets when its request reached no one, sent on its own
     /// plain (non-queue) subscription matching the reply subject; without one, nothing.
-    fn send_no_responders(&mut self, subject: &[u8], reply: &[u8]) {
+    pub(super) fn send_no_responders(&mut self, subject: &[u8], reply: &[u8]) {
         let sid = {
             let subs = self.conn.subs();
             subs.values()

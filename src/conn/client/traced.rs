@@ -1,0 +1,97 @@
+//! A traced message (`Nats-Trace-Dest`) from a client: delivered like any other, with each
+//! delivery noted, and the trace event handed to the system services to publish.
+
+use crate::engine::deliver::{self, Message};
+use crate::engine::msgtrace::{kind, MsgTrace};
+use crate::proto::error::ProtocolError;
+use crate::state::events::SysInput;
+
+use super::Client;
+
+impl Client {
+    /// [`Client::route`] for a message whose headers ask for a trace (`Nats-Trace-Dest`):
+    /// the deliveries are noted as they happen, and the event goes to the system services to
+    /// be published.
+    #[cold]
+    pub(super) fn route_traced(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: usize,
+        message: &[u8],
+    ) {
+        let Some(mut trace) = MsgTrace::from_headers(
+            &message[..header_len],
+            message.len(),
+            self.account.clone(),
+            self.out.trace,
+        ) else {
+            return self.route_untraced(subject, reply, Some(header_len), message);
+        };
+        let name = self.conn.meta().name;
+        trace.ingress(
+            kind::CLIENT,
+            self.conn.cid,
+            name,
+            &self.account.name,
+            subject,
+        );
+        let mapped = self.account.map_subject(subject);
+        if let Some(to) = &mapped {
+            trace.mapped(to);
+        }
+        let subject = mapped.as_deref().unwrap_or(subject);
+        let matches = self.cache.lookup(&self.account, subject);
+        let msg = Message {
+            subject,
+            reply,
+            header_len: Some(header_len),
+            message,
+        };
+        let only = trace.only;
+        let skip = (!self.opts.echo).then_some(&self.conn);
+        let log = self.out.trace;
+        self.out.trace = true;
+        self.out.msg_trace = Some(Box::new(trace));
+        let delivered = deliver::deliver_all(&self.account, &matches, &msg, &mut self.out, skip);
+        self.out.trace = log;
+        let trace = self.out.msg_trace.take();
+        if !delivered && !only && self.opts.no_responders {
+            if let Some(reply) = reply {
+                self.send_no_responders(subject, reply);
+            }
+        }
+        if let Some(trace) = trace.filter(|t| t.has_dest()) {
+            self.shared.sys.send(SysInput::Trace(trace));
+        }
+    }
+
+    /// A traced message refused where it came in (publish permissions): the event carries
+    /// the error on its ingress, as nats-server's does.
+    #[cold]
+    pub(super) fn trace_refused(
+        &mut self,
+        subject: &[u8],
+        header_block: &[u8],
+        size: usize,
+        err: &ProtocolError,
+    ) {
+        let Some(mut trace) =
+            MsgTrace::from_headers(header_block, size, self.account.clone(), self.out.trace)
+        else {
+            return;
+        };
+        let name = self.conn.meta().name;
+        trace.ingress(
+            kind::CLIENT,
+            self.conn.cid,
+            name,
+            &self.account.name,
+            subject,
+        );
+        trace.ingress_error(err.to_string());
+        if trace.has_dest() {
+            self.shared.sys.send(SysInput::Trace(Box::new(trace)));
+        }
+    }
+}

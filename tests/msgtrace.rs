@@ -1,0 +1,284 @@
+//! Message tracing (`Nats-Trace-Dest`): the trace events tern publishes, compared with those
+//! of nats-server 2.15.1 for the same publish (ids and times normalised away), on one server
+//! and across a two-node cluster of every mix of tern and nats-server.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde_json::Value;
+
+use common::cluster::{node, node_with, until_routed, Node, SETTLE, TERN};
+use common::process::{reference_server, Scratch};
+
+/// How long to wait to be sure that nothing more arrives.
+const QUIET: Duration = Duration::from_millis(400);
+
+/// A scratch directory of its own for each run.
+fn scratch() -> Scratch {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    Scratch::new(&format!(
+        "msgtrace-{}",
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+async fn named(node: &Node, name: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connect(format!("nats://{}", node.client))
+        .await
+        .unwrap()
+}
+
+fn trace_headers(only: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Trace-Dest", "trace.out");
+    headers.insert("App-Id", "42");
+    if only {
+        headers.insert("Nats-Trace-Only", "true");
+    }
+    headers
+}
+
+/// An event without what differs from run to run: times, cids, server identities. Egress
+/// events sorted (their order among subscribers is the sublist's, not part of the format).
+fn normalise(mut event: Value) -> Value {
+    event.as_object_mut().unwrap().remove("server");
+    let events = event["events"].as_array_mut().unwrap();
+    for e in events.iter_mut() {
+        let e = e.as_object_mut().unwrap();
+        assert!(e.remove("ts").unwrap().is_string());
+        if e["type"] != "sm" {
+            assert!(e.remove("cid").unwrap().is_u64());
+        }
+    }
+    // Stable: ingress and mapping keep their place ahead of the egresses.
+    events.sort_by_key(|e| {
+        (
+            e["type"] == "eg",
+            if e["type"] == "eg" {
+                e.to_string()
+            } else {
+                String::new()
+            },
+        )
+    });
+    event
+}
+
+/// Receives trace events until none comes for [`QUIET`]; sorted by hop.
+async fn events(sub: &mut async_nats::Subscriber) -> Vec<Value> {
+    let mut got = Vec::new();
+    let first = tokio::time::timeout(SETTLE, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    got.push(serde_json::from_slice::<Value>(&first.payload).unwrap());
+    while let Ok(Some(msg)) = tokio::time::timeout(QUIET, sub.next()).await {
+        got.push(serde_json::from_slice(&msg.payload).unwrap());
+    }
+    got.sort_by_key(|e| {
+        let hop = &e["request"]["header"]["Nats-Trace-Hop"][0];
+        hop.as_str().unwrap_or_default().to_string()
+    });
+    got
+}
+
+/// Nothing arrives on `sub` for [`QUIET`].
+async fn silent(sub: &mut async_nats::Subscriber, what: &str) {
+    let got = tokio::time::timeout(QUIET, sub.next()).await;
+    assert!(
+        got.is_err(),
+        "{what} got {:?}",
+        got.unwrap().map(|m| m.payload)
+    );
+}
+
+/// On one server with a subject mapping: a plain subscriber, a queue group member, a
+/// subscriber on the mapped-from subject (which gets nothing), with and without delivery.
+async fn single_server(binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let server = node_with(
+        &scratch,
+        binary,
+        "A",
+        &[],
+        "mappings { orders.in: orders.mapped }",
+    );
+    let plain = named(&server, "plain").await;
+    let mut plain_sub = plain.subscribe("orders.*").await.unwrap();
+    let member = named(&server, "member").await;
+    let mut queue_sub = member
+        .queue_subscribe("orders.mapped", "workers".into())
+        .await
+        .unwrap();
+    let tracer = named(&server, "tracer").await;
+    let mut trace_sub = tracer.subscribe("trace.out").await.unwrap();
+    for c in [&plain, &member, &tracer] {
+        c.flush().await.unwrap();
+    }
+    let mut out = Vec::new();
+    for only in [false, true] {
+        tracer
+            .publish_with_headers("orders.in", trace_headers(only), "hello".into())
+            .await
+            .unwrap();
+        tracer.flush().await.unwrap();
+        let got = events(&mut trace_sub).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        if only {
+            silent(&mut plain_sub, "a trace-only plain subscriber").await;
+            silent(&mut queue_sub, "a trace-only queue member").await;
+        } else {
+            let msg = plain_sub.next().await.unwrap();
+            assert_eq!(msg.subject.as_str(), "orders.mapped");
+            let _ = queue_sub.next().await.unwrap();
+        }
+        out.extend(got.into_iter().map(normalise));
+    }
+    // A message without the header is not traced.
+    tracer.publish("orders.in", "plain".into()).await.unwrap();
+    tracer.flush().await.unwrap();
+    silent(&mut trace_sub, "an untraced publish").await;
+    out
+}
+
+#[tokio::test]
+async fn one_server_traces_as_nats_server_does() {
+    let tern = single_server(Path::new(TERN)).await;
+    // The shape on its own: ingress, mapping, two egresses.
+    let types: Vec<&str> = tern[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["in", "sm", "eg", "eg"], "{}", tern[0]);
+    assert_eq!(tern[0]["events"][0]["name"], "tracer");
+    assert_eq!(tern[0]["request"]["header"]["App-Id"][0], "42");
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let expected = single_server(&reference).await;
+    assert_eq!(tern, expected);
+}
+
+/// Publishes a traced message on node A of a two-node cluster with a subscriber on each node;
+/// returns both servers' events, normalised.
+async fn two_nodes(a_binary: &Path, b_binary: &Path, only: bool) -> Vec<Value> {
+    let scratch = scratch();
+    let a = node(&scratch, a_binary, "A", &[]);
+    let b = node(&scratch, b_binary, "B", &[&a]);
+    let local = named(&a, "local").await;
+    let mut local_sub = local.subscribe("orders.*").await.unwrap();
+    let remote = named(&b, "remote").await;
+    let mut remote_sub = remote.subscribe("orders.*").await.unwrap();
+    let tracer = named(&a, "tracer").await;
+    let mut trace_sub = tracer.subscribe("trace.out").await.unwrap();
+    tracer.flush().await.unwrap();
+    // Interest has crossed both ways: B's subscriber seen on A, A's trace subscriber on B.
+    until_routed(&tracer, &mut remote_sub, "orders.probe").await;
+    until_routed(&remote, &mut trace_sub, "trace.out").await;
+    while tokio::time::timeout(QUIET, local_sub.next()).await.is_ok() {}
+
+    tracer
+        .publish_with_headers("orders.new", trace_headers(only), "hello".into())
+        .await
+        .unwrap();
+    tracer.flush().await.unwrap();
+    let got = events(&mut trace_sub).await;
+    if only {
+        silent(&mut local_sub, "a trace-only local subscriber").await;
+        silent(&mut remote_sub, "a trace-only remote subscriber").await;
+    } else {
+        assert_eq!(local_sub.next().await.unwrap().payload, "hello");
+        let msg = remote_sub.next().await.unwrap();
+        assert_eq!(msg.payload, "hello");
+        // The remote subscriber sees the hop header the route added.
+        let hop = msg.headers.as_ref().and_then(|h| h.get("Nats-Trace-Hop"));
+        assert_eq!(hop.map(|v| v.as_str()), Some("1"));
+    }
+    got.into_iter().map(normalise).collect()
+}
+
+#[tokio::test]
+async fn a_mixed_cluster_traces_as_one() {
+    let tern = PathBuf::from(TERN);
+    for only in [false, true] {
+        let all_tern = two_nodes(&tern, &tern, only).await;
+        assert_eq!(all_tern.len(), 2, "one event per server: {all_tern:?}");
+        assert_eq!(all_tern[0]["hops"], 1);
+        let route_egress = all_tern[0]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == 1)
+            .cloned()
+            .unwrap();
+        assert_eq!(route_egress["hop"], "1");
+        assert_eq!(route_egress["name"], "B");
+        assert_eq!(all_tern[1]["events"][0]["kind"], 1);
+        assert_eq!(all_tern[1]["events"][0]["name"], "A");
+        assert_eq!(all_tern[1]["request"]["header"]["Nats-Trace-Hop"][0], "1");
+        let Some(reference) = reference_server() else {
+            continue;
+        };
+        let expected = two_nodes(&reference, &reference, only).await;
+        assert_eq!(all_tern, expected, "tern cluster vs nats-server cluster");
+        assert_eq!(
+            two_nodes(&tern, &reference, only).await,
+            expected,
+            "tern -> nats-server"
+        );
+        assert_eq!(
+            two_nodes(&reference, &tern, only).await,
+            expected,
+            "nats-server -> tern"
+        );
+    }
+}
+
+/// A traced publish the publisher may not make: the event's ingress carries the error.
+async fn refused(binary: &Path) -> Value {
+    let scratch = scratch();
+    let server = node_with(
+        &scratch,
+        binary,
+        "A",
+        &[],
+        "authorization { users [{user: u, password: u, \
+         permissions: {publish: {deny: [\"secret.>\"]}}}] }",
+    );
+    let client = async_nats::ConnectOptions::with_user_and_password("u".into(), "u".into())
+        .name("tracer")
+        .connect(format!("nats://{}", server.client))
+        .await
+        .unwrap();
+    let mut trace_sub = client.subscribe("trace.out").await.unwrap();
+    client
+        .publish_with_headers("secret.x", trace_headers(false), "hi".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut got = events(&mut trace_sub).await;
+    assert_eq!(got.len(), 1);
+    normalise(got.remove(0))
+}
+
+#[tokio::test]
+async fn a_refused_publish_is_traced_with_its_error() {
+    let tern = refused(Path::new(TERN)).await;
+    assert_eq!(
+        tern["events"][0]["error"],
+        "Permissions Violation for Publish to \"secret.x\""
+    );
+    assert_eq!(tern["events"].as_array().unwrap().len(), 1);
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, refused(&reference).await);
+    }
+}
