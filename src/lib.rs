@@ -41,7 +41,8 @@
 //!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
 //!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`];
-//!   [`monitor::jsz`] shows JetStream from [`state::jetstream`].
+//!   [`monitor::jsz`] shows JetStream from [`state::jetstream`]; [`monitor::dashboard`] is the
+//!   live page (compiled in) and its once-a-second sampler, ring of history and event stream.
 //! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
 //!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
 //!   one task fed by `state::events`.

@@ -36,6 +36,8 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 const SUBJECTS_EVERY: u64 = 5;
 /// How long a page waits before reconnecting a dropped stream, in milliseconds.
 const RETRY_MS: u64 = 2000;
+/// The most slow or stale connections named in the history a page starts with.
+const HISTORY_EVENTS: usize = 100;
 
 const PAGE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
@@ -97,6 +99,9 @@ struct HistoryDoc<'a> {
     start: u64,
     interval_ms: u64,
     samples: Vec<Sample>,
+    /// The slow consumers and stale connections among the closed connections kept, since the
+    /// oldest sample.
+    closed: Vec<ClosedEvent>,
 }
 
 impl Dashboard {
@@ -136,13 +141,16 @@ impl Dashboard {
         let mut ticks = self.ticks.clone();
         // Only what comes after the history; a sample in both is dropped by the page.
         ticks.borrow_and_update();
+        let samples: Vec<Sample> = self.ring().iter().copied().collect();
+        let since = samples.first().map_or(0, |s| s.t);
         let history = HistoryDoc {
             server_id: &shared.server_id,
             server_name: &shared.server_name,
             version: crate::proto::protocol::NATS_SERVER_VERSION,
             start: unix_millis(shared.start),
             interval_ms: INTERVAL.as_millis() as u64,
-            samples: self.ring().iter().copied().collect(),
+            samples,
+            closed: slow_or_stale(&shared.closed.snapshot(), since, HISTORY_EVENTS),
         };
         let history = serde_json::to_string(&history).unwrap_or_default();
         let first = format!("retry: {RETRY_MS}\nevent: history\ndata: {history}\n\n");
@@ -218,7 +226,11 @@ impl Sampler {
         let subjects = (self.watched % SUBJECTS_EVERY == 0).then(|| top::busiest_subjects(&live));
         self.watched += 1;
         let closed = match closed_since {
-            true => recently_closed(&shared.closed.snapshot(), sample.t),
+            // The last two intervals: a close may be counted just after a sample.
+            true => {
+                let since = sample.t.saturating_sub(2 * INTERVAL.as_millis() as u64);
+                slow_or_stale(&shared.closed.snapshot(), since, top::ROWS)
+            }
             false => Vec::new(),
         };
         let doc = TickDoc {
@@ -233,9 +245,9 @@ impl Sampler {
     }
 }
 
-/// The connections closed as slow consumers or stale in the last two intervals, newest first.
-fn recently_closed(closed: &[Arc<ConnSnapshot>], now_ms: u64) -> Vec<ClosedEvent> {
-    let since = now_ms.saturating_sub(2 * INTERVAL.as_millis() as u64);
+/// Up to `most` of the `closed` connections that closed as slow consumers or stale since
+/// `since` (Unix milliseconds), newest first.
+fn slow_or_stale(closed: &[Arc<ConnSnapshot>], since: u64, most: usize) -> Vec<ClosedEvent> {
     closed
         .iter()
         .rev()
@@ -251,7 +263,7 @@ fn recently_closed(closed: &[Arc<ConnSnapshot>], now_ms: u64) -> Vec<ClosedEvent
                 t,
             })
         })
-        .take(top::ROWS)
+        .take(most)
         .collect()
 }
 
@@ -374,6 +386,42 @@ mod tests {
             body.recv().await.is_none(),
             "the stream ends with the sampler"
         );
+    }
+
+    #[test]
+    fn slow_and_stale_closes_are_named() {
+        let closed = |cid: u64, reason: &'static str, ms: u64| {
+            Arc::new(ConnSnapshot {
+                cid,
+                name: format!("c{cid}"),
+                reason: Some(reason),
+                stop: Some(UNIX_EPOCH + Duration::from_millis(ms)),
+                ..ConnSnapshot::default()
+            })
+        };
+        let ring = [
+            closed(1, "Slow Consumer (Pending Bytes)", 1_000),
+            closed(2, "Slow Consumer (Write Deadline)", 5_000),
+            closed(3, "Client Closed", 6_000),
+            closed(4, "Stale Connection", 7_000),
+            closed(5, "Slow Consumer (Pending Bytes)", 8_000),
+        ];
+        let named = |since, most| {
+            slow_or_stale(&ring, since, most)
+                .iter()
+                .map(|e| (e.cid, e.reason, e.t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            named(2_000, 10),
+            [
+                (5, "Slow Consumer (Pending Bytes)", 8_000),
+                (4, "Stale Connection", 7_000),
+                (2, "Slow Consumer (Write Deadline)", 5_000)
+            ]
+        );
+        assert_eq!(named(0, 1).len(), 1);
+        assert_eq!(slow_or_stale(&ring, 0, 10)[3].name, "c1");
     }
 
     #[test]

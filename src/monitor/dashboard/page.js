@@ -183,6 +183,7 @@
       const d = JSON.parse(e.data);
       S.server = d;
       S.samples = d.samples;
+      S.closed = d.closed;
       deriveEvents();
       render();
     });
