@@ -42,7 +42,7 @@ pub enum Service {
     UserInfo,
     /// The full account resolver's requests: `UPDATE` (`$SYS.REQ.CLAIMS.UPDATE`,
     /// `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE`), `LOOKUP` (`$SYS.REQ.ACCOUNT.<acc>.CLAIMS.LOOKUP`)
-    /// and `LIST` (`$SYS.REQ.CLAIMS.LIST`).
+    /// `LIST` (`$SYS.REQ.CLAIMS.LIST`) and `DELETE` (`$SYS.REQ.CLAIMS.DELETE`).
     Claims(&'static str),
 }
 
