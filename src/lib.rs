@@ -25,7 +25,8 @@
 //!   [`config::websocket`] its meaning,
 //!   [`config::cli`] nats-server's command line.
 //! - [`security`]: [`security::auth`] (who may connect, as which user of which account),
-//!   [`security::jwt`] (operator mode: a user's JWT checked up to a trusted operator) and
+//!   [`security::jwt`] (operator mode: a user's JWT checked up to a trusted operator),
+//!   [`security::callout`] (auth callout requests and the judging of their responses) and
 //!   [`security::tls`] (the one place rustls configurations are built; certificate names).
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
 //!   identity, TLS configuration), reload, [`state::accounts`] (accounts, imports and the

@@ -1110,3 +1110,143 @@ fn remote_counts_come_and_go_with_their_servers() {
         );
     }
 }
+/// `$SYS.REQ.CLAIMS.DELETE` on a full resolver: the operator's signed list of accounts to
+/// delete, refused as nats-server refuses it (not self-signed, not trusted, the system
+/// account, malformed, delete not allowed) and carried out as it does (the account's JWT is
+/// gone, its users are cut and cannot come back).
+#[tokio::test]
+async fn full_resolver_deletes_accounts_the_operator_names() {
+    let operator = KeyPair::new_operator();
+    let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+    let (sys_user, user) = (KeyPair::new_user(), KeyPair::new_user());
+    let scratch = Scratch::new("operator-delete");
+    let sys_creds = scratch.0.join("sys.creds");
+    std::fs::write(
+        &sys_creds,
+        creds(
+            &user_jwt(&system, &sys_user, json!({}), json!({})),
+            &sys_user,
+        ),
+    )
+    .unwrap();
+    let user_jwt_a = user_jwt(&account, &user, json!({}), json!({}));
+    let account_jwt_a = account_jwt(&operator, &account, "A", json!({}));
+    let deletion = |signer: &KeyPair, accounts: serde_json::Value| {
+        common::jwt::sign(
+            json!({"sub": signer.public_key(), "nats": {"accounts": accounts}}),
+            signer,
+        )
+    };
+    let key = account.public_key();
+    let requests = [
+        "garbage".to_string(),
+        deletion(&account, json!([key])),
+        deletion(&KeyPair::new_operator(), json!([key])),
+        common::jwt::sign(
+            json!({"sub": KeyPair::new_operator().public_key(), "nats": {"accounts": [key]}}),
+            &operator,
+        ),
+        deletion(&operator, json!([system.public_key()])),
+        deletion(&operator, json!("x")),
+        deletion(&operator, json!([key])),
+        deletion(&operator, json!([key])),
+    ];
+    let good = requests.len() - 2;
+    let mut binaries: Vec<(&str, PathBuf)> = vec![("tern", env!("CARGO_BIN_EXE_tern").into())];
+    if let Some(reference) = reference_server() {
+        binaries.push(("nats-server", reference));
+    }
+    let mut transcripts = Vec::new();
+    for (who, binary) in &binaries {
+        let mut t = Vec::new();
+        for allow_delete in [false, true] {
+            let dir = scratch.0.join(format!("{who}-{allow_delete}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = dir.join("full.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "operator: {}\nsystem_account: {sys}\nresolver {{ type: full, dir: '{}', \
+                     allow_delete: {allow_delete} }}\nresolver_preload {{\n  {sys}: {}\n  \
+                     {key}: {account_jwt_a}\n}}\n",
+                    operator_jwt(&operator, &system.public_key()),
+                    dir.join("jwt").display(),
+                    account_jwt(&operator, &system, "SYS", json!({})),
+                    sys = system.public_key(),
+                ),
+            )
+            .unwrap();
+            let (_process, addr, _) = start_with_ports(binary, &config, &dir.join("ports"));
+            let sys = async_nats::ConnectOptions::with_credentials_file(sys_creds.clone())
+                .await
+                .unwrap()
+                .connect(format!("nats://{addr}"))
+                .await
+                .unwrap();
+            let (mut reader, _writer) = logged_in(&addr, &user_jwt_a, &user, json!({}));
+            let ask = |body: String| {
+                let sys = sys.clone();
+                async move {
+                    let subject = "$SYS.REQ.CLAIMS.DELETE".to_string();
+                    match sys.request(subject, body.into()).await {
+                        Ok(reply) => {
+                            let mut value: serde_json::Value =
+                                serde_json::from_slice(&reply.payload).unwrap_or_else(
+                                    |_| json!({"raw": String::from_utf8_lossy(&reply.payload)}),
+                                );
+                            if let Some(map) = value.as_object_mut() {
+                                map.remove("server");
+                            }
+                            value
+                        }
+                        Err(e) => json!({"request error": e.kind().to_string()}),
+                    }
+                }
+            };
+            for request in &requests[..if allow_delete { requests.len() } else { 1 }] {
+                t.push(ask(request.clone()).await);
+                if !allow_delete {
+                    t.push(ask(requests[good].clone()).await);
+                }
+            }
+            if allow_delete {
+                let mut cut = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line == "PING\r\n" => {}
+                        Ok(_) => cut.push(line.trim_end().to_string()),
+                    }
+                }
+                t.push(json!(cut));
+                t.push(json!(session(&addr, Some(&user_jwt_a), Some(&user), "")));
+                let lookup = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.LOOKUP");
+                let reply = sys.request(lookup, "".into()).await.unwrap();
+                t.push(json!(String::from_utf8_lossy(&reply.payload)));
+                t.push(json!(dir.join("jwt").join(format!("{key}.jwt")).exists()));
+            }
+        }
+        transcripts.push((*who, t));
+    }
+    let (_, tern) = &transcripts[0];
+    assert_eq!(
+        tern[3]["error"]["description"],
+        format!("delete accounts request by {key} failed - not trusted")
+    );
+    assert_eq!(
+        tern[good + 2],
+        json!({"data": {"code": 200, "message": "deleted 1 accounts"}})
+    );
+    assert_eq!(
+        tern[good + 4],
+        json!(["-ERR 'Account Authentication Expired'"])
+    );
+    assert_eq!(tern[good + 5], json!([VIOLATION]));
+    for (who, other) in &transcripts[1..] {
+        assert_eq!(tern.len(), other.len());
+        for (i, (a, b)) in tern.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: tern and {who} differ");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! `websocket` block in [`websocket`]), and nats-server's command line ([`cli`]).
 
 pub mod accounts;
+pub mod callout;
 pub mod cli;
 pub mod cluster;
 pub mod conf;

@@ -315,6 +315,12 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
     Ok(())
 }
 
+/// The configured accounts from the verified account JWTs (after accounts were removed from
+/// [`OperatorOptions::accounts`]).
+pub fn expand_accounts(opts: &mut Options) {
+    expand(opts);
+}
+
 /// The configured accounts from the verified account JWTs.
 fn expand(opts: &mut Options) {
     let accounts = &opts.operator.accounts;

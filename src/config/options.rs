@@ -101,6 +101,8 @@ pub struct Options {
     pub jetstream: Option<super::jetstream::JetStreamOptions>,
     /// Operator mode: trusted operators, the account resolver and its accounts.
     pub operator: super::operator::OperatorOptions,
+    /// `authorization { auth_callout }`: an external service admits the clients.
+    pub auth_callout: Option<super::callout::AuthCallout>,
     /// The WebSocket listener for clients (`websocket { ... }`); `None` without a port.
     pub websocket: Option<super::websocket::WebSocketOptions>,
 }
@@ -239,6 +241,7 @@ impl Default for Options {
             cluster: None,
             jetstream: None,
             operator: Default::default(),
+            auth_callout: None,
             websocket: None,
         }
     }
@@ -489,7 +492,10 @@ impl Options {
                 "permissions" | "default_permissions" | "default_permission" => {
                     default_permissions = Some(Arc::new(permissions_block(v)?));
                 }
-                "auth_callout" | "nkey" | "nkeys" => {
+                "auth_callout" | "auth_hook" => {
+                    self.auth_callout = Some(super::callout::parse(entry)?);
+                }
+                "nkey" | "nkeys" => {
                     return Err(ConfError {
                         pos: entry.pos.clone(),
                         message: format!(

@@ -350,6 +350,9 @@ pub struct User {
     pub allowed_connection_types: Vec<String>,
     /// The account, when the issuer is one of its signing keys.
     pub issuer_account: String,
+    /// Tags (`key:value` or plain), shown to an auth callout service.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A signing key of an account: a plain key, or a scoped one whose template replaces the
@@ -507,6 +510,85 @@ pub struct Account {
     pub imports: Vec<Import>,
     /// Subject mappings.
     pub mappings: BTreeMap<String, Vec<MappingDestination>>,
+    /// Auth callout: the users of this account that are its service, when set.
+    pub authorization: ExternalAuthorization,
+    /// Tags (`key:value` or plain).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+}
+
+/// `authorization` of an account JWT: the account runs an auth callout service, and its
+/// users other than `auth_users` are admitted by it (nats-jwt's `ExternalAuthorization`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ExternalAuthorization {
+    /// The service's own users (public keys): admitted by their JWT alone.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub auth_users: Vec<String>,
+    /// Accounts the service may place users in besides this one (`*`: any).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub allowed_accounts: Vec<String>,
+    /// The service's public xkey: requests are sealed for it.
+    pub xkey: String,
+}
+
+impl ExternalAuthorization {
+    /// Whether the account runs a callout (nats-jwt's `IsEnabled`: it names auth users).
+    pub fn enabled(&self) -> bool {
+        !self.auth_users.is_empty()
+    }
+
+    /// nats-jwt's checks of the block, in its words.
+    pub fn issues(&self) -> Vec<String> {
+        let mut issues = Vec::new();
+        if !self.allowed_accounts.is_empty() && self.auth_users.is_empty() {
+            issues.push(
+                "External authorization cannot have accounts without users specified".to_string(),
+            );
+        }
+        for user in &self.auth_users {
+            if prefix(user) != Some('U') {
+                issues.push(format!("AuthUser {user:?} is not a valid user public key"));
+            }
+        }
+        for account in &self.allowed_accounts {
+            if account == "*" {
+                if self.allowed_accounts.len() > 1 {
+                    issues.push(
+                        "AllowedAccounts can only be a list of accounts or \"*\"".to_string(),
+                    );
+                }
+            } else if prefix(account) != Some('A') {
+                issues.push(format!(
+                    "Account {account:?} is not a valid account public key"
+                ));
+            }
+        }
+        if !self.xkey.is_empty() && nkeys::XKey::from_public_key(&self.xkey).is_err() {
+            issues.push(format!("XKey {:?} is not a valid public xkey", self.xkey));
+        }
+        issues
+    }
+
+    /// Whether the service may place users in `account` (nats-server's `isAllowedAcount`).
+    pub fn allows_account(&self, account: &str) -> bool {
+        self.allowed_accounts
+            .iter()
+            .any(|a| a == "*" || a == account)
+    }
+}
+
+/// `nats` of an authorization response (auth callout): the user JWT the service signed, or
+/// why it refuses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthorizationResponse {
+    /// The user's JWT.
+    pub jwt: String,
+    /// Why the user is refused.
+    pub error: String,
+    /// The account a signing key signed the response for.
+    pub issuer_account: String,
 }
 
 impl Account {
@@ -551,6 +633,46 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
             .map(str::to_string)
             .collect(),
     })
+}
+
+/// Signs `claims` as a NATS JWT with `signer`, filling `iss` with its public key, `iat` with
+/// `now` and `jti` as nats-jwt computes it (base32 of the SHA-256 of the claims without it).
+pub fn encode(mut claims: serde_json::Value, signer: &nkeys::KeyPair, now: i64) -> String {
+    if let Some(map) = claims.as_object_mut() {
+        map.insert("iss".into(), signer.public_key().into());
+        map.insert("iat".into(), now.into());
+        map.remove("jti");
+        let digest = ring::digest::digest(&ring::digest::SHA256, claims.to_string().as_bytes());
+        let jti = base32(digest.as_ref());
+        if let Some(map) = claims.as_object_mut() {
+            map.insert("jti".into(), jti.into());
+        }
+    }
+    let head = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{head}.{body}");
+    // Signing with a key pair that holds its seed does not fail.
+    let sig = signer.sign(signed.as_bytes()).unwrap_or_default();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// RFC 4648 base32 without padding (Go's `base32.StdEncoding.WithPadding(NoPadding)`).
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
 }
 
 /// Operator claims.
@@ -690,6 +812,22 @@ mod tests {
         assert!(!claims.nats.user_revoked("UA", 101));
         assert!(claims.nats.user_revoked("UB", 10));
         assert!(!claims.nats.user_revoked("UB", 11));
+    }
+
+    #[test]
+    fn encodes_what_decode_reads() {
+        let server = nkeys::KeyPair::new_server();
+        let token = super::encode(
+            serde_json::json!({"sub": "x", "jti": "old", "nats": {}}),
+            &server,
+            7,
+        );
+        let claims: Claims<serde_json::Value> = decode(&token, Kind::Other).unwrap();
+        assert_eq!(claims.iss, server.public_key());
+        assert_eq!(claims.iat, 7);
+        assert_eq!(claims.jti.len(), 52);
+        assert_ne!(claims.jti, "old");
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
     }
 
     #[test]

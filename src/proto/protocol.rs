@@ -82,6 +82,9 @@ pub struct Info {
     /// The connection is bound to the system account; in the post-CONNECT INFO only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub acc_is_sys: bool,
+    /// The server's public curve key, for auth callout services that seal for it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub xkey: String,
 }
 
 impl Info {

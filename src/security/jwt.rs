@@ -33,8 +33,14 @@ pub struct Context<'a> {
     pub connection_type: &'a str,
 }
 
-/// Authenticates `creds` in operator mode.
-pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> Option<Authorized> {
+/// Authenticates `creds` in operator mode. `found` is set to the account of the user's JWT
+/// once it is known (an auth callout of that account may still admit the client).
+pub fn authenticate(
+    op: &OperatorOptions,
+    creds: &Credentials,
+    cx: &Context,
+    found: &mut Option<String>,
+) -> Option<Authorized> {
     let refuse = |why: &str| {
         debug!("{} - {why}", cx.desc);
         None
@@ -65,6 +71,7 @@ pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> 
         });
     };
     let claims = &account.claims;
+    *found = Some(claims.sub.clone());
     if !op.is_trusted(&claims.iss) {
         return refuse("Account JWT not signed by trusted operator");
     }
@@ -80,21 +87,11 @@ pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> 
     if claims.expired(cx.now) {
         return refuse("Account JWT has expired");
     }
-    let (mut perms, limits, bearer) = match scope {
-        Some(template) => (
-            &template.permissions,
-            template.limits,
-            template.bearer_token,
-        ),
-        None => (
-            &user.nats.permissions,
-            user.nats.limits,
-            user.nats.bearer_token,
-        ),
-    };
     if scope.is_some() && !has_empty_permissions(&user.nats) {
         return refuse("User JWT is not valid: scoped users require no permissions or limits set");
     }
+    let grant = Grant::of(&user, Some(claims), scope.map(|t| t.as_ref()));
+    let bearer = grant.bearer;
     if bearer && claims.nats.limits.disallow_bearer {
         return refuse("Account does not allow bearer token");
     }
@@ -121,9 +118,6 @@ pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> 
         error!("{} - Outside connect times", cx.desc);
         return None;
     };
-    if perms == &jwt::Permissions::default() {
-        perms = &claims.nats.default_permissions;
-    }
     debug!(
         "{} - Authenticated JWT: Client {:?} (claim-name: {:?}) signed with {:?} by Account {:?} \
          (claim-name: {:?}) signed with {:?}",
@@ -131,17 +125,13 @@ pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> 
     );
     Some(Authorized {
         user: Some(user.sub.clone()),
-        permissions: permissions_of(perms).map(Arc::new),
+        permissions: grant.permissions.map(Arc::new),
         account: claims.sub.clone(),
         log_name: Some(match claims.name.as_str() {
             "" => format!("jwt:{}", user.sub),
             name => format!("{name}/jwt:{}", user.sub),
         }),
-        limits: Limits {
-            payload: min_limit(limits.payload, claims.nats.limits.nats.payload),
-            subs: min_limit(limits.subs, claims.nats.limits.nats.subs),
-            conn: claims.nats.limits.conn,
-        },
+        limits: grant.limits,
         jwt: Some(Arc::new(JwtIdentity {
             jwt: token.to_string(),
             issuer_key: user.iss.clone(),
@@ -154,12 +144,64 @@ pub fn authenticate(op: &OperatorOptions, creds: &Credentials, cx: &Context) -> 
     })
 }
 
+/// What a user JWT grants: its permissions and limits (or those of the scoped signing key's
+/// template that signed it), with its account's default permissions and limits.
+pub(super) struct Grant {
+    /// Permissions in force; `None` for everything.
+    pub permissions: Option<Permissions>,
+    /// The user's limits together with the account's (the smaller wins).
+    pub limits: Limits,
+    /// The JWT is the whole credential.
+    pub bearer: bool,
+}
+
+impl Grant {
+    /// What `user` gets in the account of `account` (none in configuration mode), through
+    /// the scoped signing key's `template` when one signed it.
+    pub fn of(
+        user: &UserClaims,
+        account: Option<&jwt::AccountClaims>,
+        template: Option<&jwt::ScopeTemplate>,
+    ) -> Grant {
+        let (mut perms, limits, bearer) = match template {
+            Some(t) => (&t.permissions, t.limits, t.bearer_token),
+            None => (
+                &user.nats.permissions,
+                user.nats.limits,
+                user.nats.bearer_token,
+            ),
+        };
+        let none = jwt::AccountLimits::default();
+        let account_limits = account.map_or(&none, |a| &a.nats.limits);
+        if let Some(account) = account.filter(|_| perms == &jwt::Permissions::default()) {
+            perms = &account.nats.default_permissions;
+        }
+        let (payload, subs, conn) = match account {
+            Some(_) => (
+                min_limit(limits.payload, account_limits.nats.payload),
+                min_limit(limits.subs, account_limits.nats.subs),
+                account_limits.conn,
+            ),
+            None => (limits.payload, limits.subs, jwt::NO_LIMIT),
+        };
+        Grant {
+            permissions: permissions_of(perms),
+            limits: Limits {
+                payload,
+                subs,
+                conn,
+            },
+            bearer,
+        }
+    }
+}
+
 /// Whether the user may connect now by its `times` windows (`"HH:MM:SS"` start and end), and
 /// for how many seconds more; `Some(None)` without windows. Windows are read in UTC; a named
 /// `times_location` other than UTC refuses (tern carries no time zone database). As in
 /// nats-server (`validateTimes`), a window whose end is before its start runs from its start
 /// today to its end tomorrow.
-fn within_times(user: &jwt::User, now: i64) -> Option<Option<i64>> {
+pub(super) fn within_times(user: &jwt::User, now: i64) -> Option<Option<i64>> {
     if user.times.is_empty() {
         return Some(None);
     }
@@ -208,7 +250,7 @@ pub fn revoked(op: &OperatorOptions, creds: &Credentials) -> bool {
 
 /// nats-jwt's `HasEmptyPermissions`: a user signed by a scoped key may carry no permissions
 /// and no limits of its own (not even the `-1` "no limit" ones).
-fn has_empty_permissions(user: &jwt::User) -> bool {
+pub(super) fn has_empty_permissions(user: &jwt::User) -> bool {
     user.permissions == jwt::Permissions::default()
         && user.limits == jwt::NatsLimits::default()
         && user.src.is_empty()
@@ -230,7 +272,7 @@ fn min_limit(user: i64, account: i64) -> i64 {
 
 /// Whether `kind` is in the user's `allowed_connection_types` (empty: all). Unknown types are
 /// dropped first; a list of only unknown types admits nobody.
-fn connection_type_allowed(types: &mut Vec<String>, kind: &str) -> bool {
+pub(super) fn connection_type_allowed(types: &mut Vec<String>, kind: &str) -> bool {
     if types.is_empty() {
         return true;
     }

@@ -2,6 +2,7 @@
 //! rustls configuration is built, certificate identities, pinned keys).
 
 pub mod auth;
+pub mod callout;
 pub mod jwt;
 pub mod tls;
 
@@ -18,7 +19,19 @@ pub fn authenticate(
     desc: &str,
     ip: Option<IpAddr>,
 ) -> Option<auth::Authorized> {
-    if opts.operator.enabled() {
+    judge(opts, creds, desc, ip).0
+}
+
+/// As [`authenticate`], and whether an auth callout service decides instead (then the
+/// client's own credentials count for nothing, as in nats-server).
+pub fn judge(
+    opts: &Options,
+    creds: &auth::Credentials,
+    desc: &str,
+    ip: Option<IpAddr>,
+) -> (Option<auth::Authorized>, Option<callout::Plan>) {
+    let mut found = None;
+    let user = if opts.operator.enabled() {
         let cx = jwt::Context {
             desc,
             ip,
@@ -29,8 +42,16 @@ pub fn authenticate(
                 "STANDARD"
             },
         };
-        jwt::authenticate(&opts.operator, creds, &cx)
+        jwt::authenticate(&opts.operator, creds, &cx, &mut found)
     } else {
         auth::authenticate(opts, creds)
-    }
+    };
+    let jwt_user = user.as_ref().filter(|u| u.jwt.is_some());
+    let plan = callout::plan(
+        opts,
+        creds,
+        found.as_deref(),
+        jwt_user.and_then(|u| u.user.as_deref()),
+    );
+    (user, plan)
 }

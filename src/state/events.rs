@@ -48,7 +48,7 @@ pub enum Service {
     UserInfo,
     /// The full account resolver's requests: `UPDATE` (`$SYS.REQ.CLAIMS.UPDATE`,
     /// `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE`), `LOOKUP` (`$SYS.REQ.ACCOUNT.<acc>.CLAIMS.LOOKUP`)
-    /// and `LIST` (`$SYS.REQ.CLAIMS.LIST`).
+    /// `LIST` (`$SYS.REQ.CLAIMS.LIST`) and `DELETE` (`$SYS.REQ.CLAIMS.DELETE`).
     Claims(&'static str),
     /// Another server's connection counts: `CONNS` (`$SYS.SERVER.ACCOUNT.<acc>.CONNS`, and the
     /// answers to this server's requests for them) and `SHUTDOWN` (`$SYS.SERVER.<id>.SHUTDOWN`).

@@ -56,8 +56,14 @@ pub struct Shared {
     opts_generation: AtomicU64,
     /// Subscriptions and connections.
     pub router: Router,
-    /// This process's id, as nats-server makes them: `N` and 55 base-32 characters.
+    /// This process's id, as nats-server makes them: the public key of [`Shared::server_key`]
+    /// (`N` and 55 base-32 characters).
     pub server_id: String,
+    /// The server's identity key: signs auth callout requests.
+    pub server_key: nkeys::KeyPair,
+    /// The server's curve key (its public half is INFO's `xkey`): seals auth callout requests
+    /// and opens their responses.
+    pub xkey: nkeys::XKey,
     /// The configured name, or the id.
     pub server_name: String,
     /// The bound client address.
@@ -110,7 +116,8 @@ impl Shared {
     ) -> Result<Shared, String> {
         let closed = ClosedRing::new(opts.max_closed_clients);
         let now = SystemTime::now();
-        let server_id = new_server_id();
+        let server_key = nkeys::KeyPair::new_server();
+        let server_id = server_key.public_key();
         let server_name = opts
             .server_name
             .clone()
@@ -127,6 +134,8 @@ impl Shared {
             opts_generation: AtomicU64::new(0),
             router,
             server_id,
+            server_key,
+            xkey: nkeys::XKey::new(),
             server_name,
             addr,
             tasks: TaskTracker::new(),
@@ -238,6 +247,7 @@ impl Shared {
             connect_urls: self.connect_urls(),
             ldm: self.in_lame_duck_mode(),
             connect_info: false,
+            xkey: self.xkey.public_key(),
             remote_account: None,
             acc_is_sys: false,
         }
@@ -454,17 +464,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// A random server id in nats-server's shape: `N` followed by 55 base-32 characters.
-fn new_server_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut id = String::with_capacity(56);
-    id.push('N');
-    for _ in 0..55 {
-        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
-    }
-    id
 }
 
 /// The cluster options that cannot change on reload. nats-server refuses a new cluster host or

@@ -73,6 +73,7 @@ impl Sys {
                         .unwrap_or_default(),
                 )
             }
+            "DELETE" => self.delete(&dir, &req.body),
             "LIST" => {
                 let mut keys: Vec<String> = self
                     .shared
@@ -90,12 +91,54 @@ impl Sys {
         }
     }
 
+    /// `$SYS.REQ.CLAIMS.DELETE`: a JWT the operator signs for itself, listing the accounts
+    /// to delete (`nats.accounts`). Their JWTs leave the directory and the server, and their
+    /// clients are closed with `Account Authentication Expired`, as nats-server does.
+    fn delete(&mut self, dir: &Path, body: &[u8]) -> Answer {
+        let token = String::from_utf8_lossy(body);
+        let opts = self.shared.opts();
+        let accounts = match delete_request(&opts, &token) {
+            Ok(request) => request,
+            Err((by, why)) => {
+                return Answer::ClaimError(
+                    None,
+                    format!("delete accounts request by {by} failed - {why}"),
+                )
+            }
+        };
+        let mut new = (*opts).clone();
+        for key in &accounts {
+            let _ = std::fs::remove_file(file(dir, key));
+            new.operator.accounts.remove(key);
+            new.operator.preload.retain(|(k, _, _)| k != key);
+        }
+        operator::expand_accounts(&mut new);
+        for conn in self.shared.router.connections_snapshot() {
+            if accounts.iter().any(|k| **k == *conn.account().name) {
+                conn.outbound.append(None, |b| {
+                    crate::proto::protocol::encode_err(b, "Account Authentication Expired")
+                });
+                conn.outbound.close(
+                    crate::engine::outbound::CloseReason::AuthenticationExpired,
+                    true,
+                );
+            }
+        }
+        if let Err(why) = self.shared.reload(new) {
+            error!("Failed to delete accounts: {why}");
+        }
+        Answer::Data(serde_json::json!({
+            "code": 200,
+            "message": format!("deleted {} accounts", accounts.len()),
+        }))
+    }
+
     fn update(&mut self, dir: &Path, body: &[u8], named: Option<&str>) -> Answer {
         let token = String::from_utf8_lossy(body);
         let opts = self.shared.opts();
         let refused = |acc: String, why: String| {
             error!("jwt update resulted in error - {acc} - {why}");
-            Answer::ClaimError(acc, format!("jwt update resulted in error - {why}"))
+            Answer::ClaimError(Some(acc), format!("jwt update resulted in error - {why}"))
         };
         let (new, key) = match operator::with_update(&opts, &token, named) {
             Ok(done) => done,
@@ -113,4 +156,48 @@ impl Sys {
             "message": "jwt updated",
         }))
     }
+}
+
+/// A delete request checked as nats-server checks it: the accounts it names; or who signed
+/// it (empty when unreadable) and why it is refused.
+fn delete_request(
+    opts: &crate::config::Options,
+    token: &str,
+) -> Result<Vec<String>, (String, String)> {
+    use crate::proto::jwt;
+    let claims: jwt::Claims<serde_json::Value> =
+        jwt::decode(token, jwt::Kind::Other).map_err(|e| (String::new(), e.to_string()))?;
+    let by = claims.sub.clone();
+    let fail = |why: &str| Err((by.clone(), why.to_string()));
+    let allowed = matches!(
+        &opts.operator.resolver,
+        Some(Resolver::Dir {
+            allow_delete: true,
+            ..
+        })
+    );
+    if !allowed {
+        return fail("delete must be enabled in server config");
+    }
+    if claims.sub != claims.iss {
+        return fail("not self signed");
+    }
+    if !opts.operator.is_trusted(&claims.iss) {
+        return fail("not trusted");
+    }
+    let Some(list) = claims.nats.get("accounts").and_then(|a| a.as_array()) else {
+        return fail("malformed request");
+    };
+    let mut accounts = Vec::new();
+    for entry in list {
+        let key = entry.as_str().unwrap_or_default();
+        if !key.starts_with('A') || nkeys::KeyPair::from_public_key(key).is_err() {
+            return fail("malformed request");
+        }
+        if opts.system_account.as_deref() == Some(key) {
+            return fail("not allowed to delete system account");
+        }
+        accounts.push(key.to_string());
+    }
+    Ok(accounts)
 }

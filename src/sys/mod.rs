@@ -109,6 +109,7 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
             "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP".into(),
         );
         subscribe(Service::Claims("LIST"), "$SYS.REQ.CLAIMS.LIST".into());
+        subscribe(Service::Claims("DELETE"), "$SYS.REQ.CLAIMS.DELETE".into());
     }
     let sys = Sys {
         shared: shared.clone(),

@@ -32,7 +32,7 @@ pub(super) enum Answer {
     /// claims list).
     Document(serde_json::Value),
     /// A refused claims request: `{"server":..,"error":{"account":..,"code":500,..}}`.
-    ClaimError(String, String),
+    ClaimError(Option<String>, String),
 }
 
 impl Sys {
@@ -66,7 +66,7 @@ impl Sys {
                 data: None,
                 statsz: None,
                 error: Some(ApiError {
-                    account: Some(acc),
+                    account: acc,
                     code: 500,
                     description,
                 }),

@@ -41,6 +41,7 @@ use super::transport::{ReadHalf, FIRST_PING_INTERVAL};
 use super::websocket::Upgrade;
 use crate::state::Shared;
 
+mod callout;
 mod open;
 mod traced;
 pub use open::serve;
@@ -94,6 +95,9 @@ struct Client {
     trace: bool,
     /// What the WebSocket upgrade settled, for a WebSocket client.
     websocket: Option<Upgrade>,
+    /// A CONNECT an auth callout service is deciding: the read loop asks the service before
+    /// it handles anything after it.
+    callout: Option<callout::Pending>,
 }
 
 impl Client {
@@ -127,6 +131,7 @@ impl Client {
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
             websocket: None,
+            callout: None,
         }
     }
 
@@ -139,7 +144,7 @@ impl Client {
         tokio::pin!(auth_deadline);
 
         let mut input = ReadBuffer::default();
-        let reason = loop {
+        let reason = 'session: loop {
             let result = tokio::select! {
                 biased;
                 _ = self.conn.outbound.reader_wakeup() => {
@@ -150,7 +155,21 @@ impl Client {
                     Ok(_) => {
                         self.live.last_in = Instant::now();
                         self.refresh();
-                        let result = self.process(&mut input.buf);
+                        let mut result = self.process(&mut input.buf);
+                        while result.is_ok() && self.callout.is_some() {
+                            // nats-server's read loop waits for the service too.
+                            result = match self.run_callout().await {
+                                Some(verdict) => verdict,
+                                None => break 'session self
+                                    .conn
+                                    .outbound
+                                    .close_reason()
+                                    .unwrap_or(CloseReason::ServerShutdown),
+                            };
+                            if result.is_ok() {
+                                result = self.process(&mut input.buf);
+                            }
+                        }
                         // Once per read batch: what monitoring reads of this connection.
                         self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
@@ -252,6 +271,9 @@ impl Client {
                         }
                         self.report(&err);
                         self.send_err(&err);
+                    }
+                    if self.callout.is_some() {
+                        break Ok(());
                     }
                 }
                 Ok(None) => break Ok(()),
@@ -402,17 +424,45 @@ impl Client {
             credentials.token = credentials.token.or_else(|| cookie(&upgrade.cookie_token));
             credentials.jwt = credentials.jwt.or_else(|| cookie(&upgrade.cookie_jwt));
         }
-        let user =
-            crate::security::authenticate(server, &credentials, &self.desc, Some(self.addr.ip()));
+        let (user, plan) =
+            crate::security::judge(server, &credentials, &self.desc, Some(self.addr.ip()));
+        if let Some(plan) = plan {
+            // The service decides; the rest of the batch waits for it (`read_loop`).
+            self.callout = Some(callout::Pending {
+                plan,
+                opts,
+                credentials,
+                jwt_passed: user.is_some_and(|u| u.jwt.is_some()),
+            });
+            return Ok(());
+        }
         let Some(user) = user else {
-            // nats-server names who failed: `authentication error - User "a"` (or `Nkey`).
-            self.auth_failure = match (&credentials.nkey, &credentials.user) {
-                (Some(nkey), _) if server.nonce_required() => format!(" - Nkey {nkey:?}"),
-                (_, Some(user)) => format!(" - User {user:?}"),
-                _ => String::new(),
-            };
-            return Err(ProtocolError::AuthorizationViolation);
+            return Err(self.refused(&credentials));
         };
+        self.finish_connect(opts, credentials, user, false)
+    }
+
+    /// A refused CONNECT: nats-server names who failed in the log line that follows
+    /// (`authentication error - User "a"`, or `Nkey`).
+    fn refused(&mut self, credentials: &auth::Credentials) -> ProtocolError {
+        self.auth_failure = match (&credentials.nkey, &credentials.user) {
+            (Some(nkey), _) if self.server.nonce_required() => format!(" - Nkey {nkey:?}"),
+            (_, Some(user)) => format!(" - User {user:?}"),
+            _ => String::new(),
+        };
+        ProtocolError::AuthorizationViolation
+    }
+
+    /// CONNECT once the user is known: binds it, checks the account's room and the options,
+    /// and answers. `via_callout`: an auth callout service admitted the user (its credentials
+    /// are not checked again on reload, as the service is not asked again).
+    fn finish_connect(
+        &mut self,
+        opts: ConnectOptions,
+        credentials: auth::Credentials,
+        user: auth::Authorized,
+        via_callout: bool,
+    ) -> Result<(), ProtocolError> {
         if user.jwt.is_some() {
             // A JWT user is its public key, as nats-server shows it.
             let mut meta = self.conn.meta();
@@ -450,7 +500,9 @@ impl Client {
             self.shared.client_connected(&self.conn);
         }
         self.conn.headers.store(opts.headers, Ordering::Relaxed);
-        self.shared.set_credentials(self.conn.cid, credentials);
+        if !via_callout {
+            self.shared.set_credentials(self.conn.cid, credentials);
+        }
         if opts.protocol < 1 {
             self.conn.set_async_info(false);
         }
