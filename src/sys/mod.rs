@@ -9,6 +9,7 @@
 
 mod claims;
 pub mod events;
+mod jsz;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -38,8 +39,8 @@ const STATSZ_INTERVAL: Duration = Duration::from_secs(10);
 const CONNS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The server endpoints, answered on `$SYS.REQ.SERVER.PING.<X>` and `$SYS.REQ.SERVER.<id>.<X>`.
-const SERVER_ENDPOINTS: [&str; 7] = [
-    "VARZ", "CONNZ", "SUBSZ", "HEALTHZ", "STATSZ", "IDZ", "ACCOUNTZ",
+const SERVER_ENDPOINTS: [&str; 8] = [
+    "VARZ", "CONNZ", "SUBSZ", "HEALTHZ", "STATSZ", "IDZ", "ACCOUNTZ", "JSZ",
 ];
 
 /// The account endpoints, answered on `$SYS.REQ.ACCOUNT.<acc>.<X>`.
@@ -216,15 +217,7 @@ impl Sys {
 
     /// Publishes `payload` on `subject` in `account` (the system account for events).
     fn send(&self, account: &Account, subject: &str, payload: &[u8]) {
-        let mut out = Deliveries::default();
-        let msg = Message {
-            subject: subject.as_bytes(),
-            reply: None,
-            header_len: None,
-            message: payload,
-        };
-        deliver::publish(account, &msg, &mut out);
-        out.flush(None);
+        send(account, subject, payload);
     }
 
     /// Whether anyone in the system account subscribes to `subject` (an event nobody takes is
@@ -244,4 +237,17 @@ impl Sys {
             }
         }
     }
+}
+
+/// Publishes `payload` on `subject` in `account`.
+fn send(account: &Account, subject: &str, payload: &[u8]) {
+    let mut out = Deliveries::default();
+    let msg = Message {
+        subject: subject.as_bytes(),
+        reply: None,
+        header_len: None,
+        message: payload,
+    };
+    deliver::publish(account, &msg, &mut out);
+    out.flush(None);
 }
