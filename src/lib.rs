@@ -46,7 +46,8 @@
 //!   live page (compiled in) and its once-a-second sampler, ring of history and event stream.
 //! - [`sys`]: the system account's services (`$SYS.REQ.*` requests answered with the monitor's
 //!   documents) and events (client CONNECT/DISCONNECT, account connection counts, `STATSZ`),
-//!   one task fed by `state::events`.
+//!   one task fed by `state::events`; the `JSZ` requests, whose detail the JetStream task
+//!   gives, are answered from a task of their own.
 //! - [`jetstream`]: JetStream on one server: its configuration resolved at start (store
 //!   directory, limits) and what it logs; a pure core ([`jetstream::store`] behind the
 //!   `StreamStore` trait with the memory store, [`jetstream::stream`], [`jetstream::consumer`]

@@ -833,6 +833,17 @@ async fn pull_max_bytes_side_by_side_with_nats_server() {
         );
         assert_eq!(ours, theirs, "{body}");
     }
+    // A batch done with bytes to spare: the message, then "409 Batch Completed".
+    for client in [&tern, &ns] {
+        client.request("s.d", "0123456789".into()).await.unwrap();
+    }
+    let body = r#"{"batch":1,"max_bytes":500}"#;
+    let (ours, theirs) = (
+        pull(&tern, next, body, 2).await,
+        pull(&ns, next, body, 2).await,
+    );
+    assert_eq!(ours, theirs, "{body}");
+    assert!(ours[1].contains("409"), "{ours:?}");
     // A request still waiting when the next message does not fit it: 409, and the message
     // (a redelivery here) goes to the request after it.
     let mut seen = Vec::new();
@@ -903,6 +914,73 @@ async fn pull_max_bytes_side_by_side_with_nats_server() {
         }
     }
     assert_eq!(got, 2);
+}
+
+/// A consumer's limits on pull requests (`max_batch`, `max_expires`, `max_bytes`): how they are
+/// kept and shown, and the `409 Exceeded ...` a request past one gets; side by side with
+/// nats-server.
+#[tokio::test]
+async fn consumer_pull_limits_side_by_side_with_nats_server() {
+    let (_servers, tern, ns) = side_by_side("js-pull-limits").await;
+    let create = |name: &str, config: &str| {
+        (
+            format!("$JS.API.CONSUMER.CREATE.L.{name}"),
+            format!(r#"{{"stream_name":"L","config":{{"durable_name":"{name}",{config}}}}}"#),
+        )
+    };
+    let mut calls = vec![(
+        "$JS.API.STREAM.CREATE.L".to_string(),
+        r#"{"name":"L","subjects":["l"],"storage":"memory"}"#.to_string(),
+    )];
+    for (name, config) in [
+        (
+            "A",
+            r#""ack_policy":"explicit","max_batch":2,"max_expires":1500000000,"max_bytes":1000"#,
+        ),
+        ("N", r#""max_batch":-3,"max_expires":-1,"max_bytes":-5"#),
+        (
+            "P",
+            r#""deliver_subject":"dl","max_batch":4,"max_bytes":50"#,
+        ),
+        ("E", r#""max_expires":1000"#),
+        // An update may change them.
+        (
+            "A",
+            r#""ack_policy":"explicit","max_batch":3,"max_expires":1500000000,"max_bytes":1000"#,
+        ),
+    ] {
+        calls.push(create(name, config));
+    }
+    let calls: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|(s, b)| (s.as_str(), b.as_str()))
+        .collect();
+    same_answers(&tern, &ns, &calls).await;
+    for client in [&tern, &ns] {
+        for _ in 0..4 {
+            client.request("l", "0123456789".into()).await.unwrap();
+        }
+    }
+    let next = "$JS.API.CONSUMER.MSG.NEXT.L.A";
+    for (body, n) in [
+        (r#"{"batch":4}"#, 1),
+        ("9", 1),
+        (r#"{"batch":1,"expires":2000000000}"#, 1),
+        (r#"{"batch":1,"max_bytes":2000}"#, 1),
+        (r#"{"batch":1,"expires":1500000000,"max_bytes":1000}"#, 2),
+        (r#"{"batch":3,"no_wait":true}"#, 3),
+    ] {
+        let (ours, theirs) = (
+            pull(&tern, next, body, n).await,
+            pull(&ns, next, body, n).await,
+        );
+        assert_eq!(ours, theirs, "{body}");
+    }
+    let (ours, theirs) = (
+        call(&tern, "$JS.API.CONSUMER.INFO.L.A", "").await,
+        call(&ns, "$JS.API.CONSUMER.INFO.L.A", "").await,
+    );
+    assert_eq!(ours, theirs);
 }
 
 #[tokio::test]

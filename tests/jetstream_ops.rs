@@ -360,6 +360,127 @@ async fn jsz_and_varz_side_by_side_with_nats_server() {
     assert_eq!(documents[0].1, documents[1].1);
 }
 
+/// A system account beside an account with JetStream (A) and one without (B).
+const WITH_SYSTEM: &str = "accounts {
+  SYS { users: [{user: sys, password: sys}] }
+  A { jetstream: enabled, users: [{user: a, password: a}] }
+  B { users: [{user: b, password: b}] }
+}
+system_account: SYS";
+
+/// A `$SYS.REQ.*.JSZ` answer as a client of the system account gets it.
+async fn sys_jsz(client: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let msg = client
+        .request(subject.to_string(), body.to_string().into())
+        .await
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+/// What of a `JSZ` answer the same calls make the same on both servers: the error, the shape
+/// of its data and the counts in it (an account's detail counted as `/jsz` counts its
+/// `account_details`).
+fn jsz_answer(answer: &Value, account: bool) -> Vec<Value> {
+    let data = &answer["data"];
+    let mut out = vec![answer["error"].clone(), serde_json::json!(json_shape(data))];
+    match account {
+        true if !data.is_null() => out.extend(jsz_counts(&serde_json::json!({
+            "account_details": [data.clone()]
+        }))),
+        true => {}
+        false => out.extend(jsz_counts(data)),
+    }
+    out
+}
+
+/// `$SYS.REQ.SERVER.PING.JSZ`, `$SYS.REQ.SERVER.<id>.JSZ` (the `/jsz` document, with the
+/// detail the body's `JSzOptions` ask for) and `$SYS.REQ.ACCOUNT.<acc>.JSZ` (one account's
+/// detail, or the error for an account without JetStream or unknown): the same as nats-server's.
+#[tokio::test]
+async fn system_jsz_requests_side_by_side_with_nats_server() {
+    use Step::*;
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-sys-jsz");
+    let script = [
+        Call(
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        ),
+        Call("s.a", "one"),
+        Call(
+            "$JS.API.CONSUMER.CREATE.S.C",
+            r#"{"stream_name":"S","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        ),
+        Call(
+            "$JS.API.STREAM.CREATE.F",
+            r#"{"name":"F","subjects":["f"]}"#,
+        ),
+        Call("f", "on disk"),
+    ];
+    let mut servers = Vec::new();
+    for (name, binary) in [("tern", scratch.nats_server()), ("ref", reference)] {
+        let (process, addr, _) = start_js_server_with(&binary, &scratch.0.join(name), WITH_SYSTEM);
+        let user = |u: &str| async_nats::ConnectOptions::with_user_and_password(u.into(), u.into());
+        let a = user("a").connect(&addr).await.unwrap();
+        run_script(&a, &script).await;
+        let sys = user("sys").connect(&addr).await.unwrap();
+        let id = sys_jsz(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        servers.push((process, sys, id));
+    }
+    let requests = [
+        ("$SYS.REQ.SERVER.PING.JSZ", "", false),
+        ("$SYS.REQ.SERVER.PING.JSZ", r#"{"accounts":true}"#, false),
+        (
+            "$SYS.REQ.SERVER.PING.JSZ",
+            r#"{"streams":true,"consumer":true,"config":true}"#,
+            false,
+        ),
+        (
+            "$SYS.REQ.SERVER.PING.JSZ",
+            r#"{"account":"A","streams":true}"#,
+            false,
+        ),
+        ("$SYS.REQ.SERVER.PING.JSZ", "not json", false),
+        ("$SYS.REQ.SERVER.<id>.JSZ", r#"{"consumer":true}"#, false),
+        ("$SYS.REQ.ACCOUNT.A.JSZ", "", true),
+        (
+            "$SYS.REQ.ACCOUNT.A.JSZ",
+            r#"{"streams":true,"consumer":true,"config":true}"#,
+            true,
+        ),
+        ("$SYS.REQ.ACCOUNT.A.JSZ", r#"{"consumer":true}"#, true),
+        ("$SYS.REQ.ACCOUNT.B.JSZ", "", true),
+        ("$SYS.REQ.ACCOUNT.NOPE.JSZ", "", true),
+        ("$SYS.REQ.ACCOUNT.A.JSZ", "xyz", true),
+    ];
+    let ask = |server: usize, subject: &str, body: &str, account: bool| {
+        let (_, sys, id) = &servers[server];
+        let subject = subject.replace("<id>", id);
+        let (sys, id, body) = (sys.clone(), id.clone(), body.to_string());
+        async move {
+            let answer = sys_jsz(&sys, &subject, &body).await;
+            assert!(answer["server"]["id"] == id.as_str(), "{answer}");
+            jsz_answer(&answer, account)
+        }
+    };
+    for (subject, body, account) in requests {
+        let theirs = ask(1, subject, body, account).await;
+        // tern's totals follow its JetStream task by a moment.
+        let mut ours = ask(0, subject, body, account).await;
+        for _ in 0..40 {
+            if ours == theirs {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            ours = ask(0, subject, body, account).await;
+        }
+        assert_eq!(ours, theirs, "{subject} {body}");
+    }
+}
+
 /// Two accounts with JetStream limits: the limits in `$JS.API.INFO`, and each refused
 /// stream, consumer and message with nats-server's error.
 const LIMITED: &str = "accounts {

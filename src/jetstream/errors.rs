@@ -34,6 +34,21 @@ impl ApiError {
         ApiError::new(400, 10025, format!("invalid JSON: {why}"))
     }
 
+    /// 10109: a publish, purge or message delete on a sealed stream.
+    pub fn sealed() -> ApiError {
+        ApiError::new(400, 10109, "invalid operation on sealed stream".into())
+    }
+
+    /// 10052 for an update that clears a one-way flag, in nats-server's words ("can not
+    /// unseal a sealed stream", ...).
+    pub fn one_way(what: &str) -> ApiError {
+        ApiError::new(
+            500,
+            10052,
+            format!("stream configuration update can not {what}"),
+        )
+    }
+
     /// 10003: "bad request".
     pub fn bad_request() -> ApiError {
         ApiError::new(400, 10003, "bad request".into())

@@ -24,6 +24,10 @@ use crate::state::Shared;
 /// How often `max_age` is applied, and consumers redeliver and expire pull requests.
 const EXPIRE_EVERY: Duration = Duration::from_millis(50);
 
+/// Inputs handled in a row, once one has come, before the totals and advisories are brought
+/// up to date and new messages offered to the consumers: what publishers have queued meanwhile.
+const BATCH: usize = 256;
+
 /// What the subscriptions hand to the task.
 #[derive(Debug)]
 enum Input {
@@ -201,6 +205,8 @@ struct Enabled {
     /// The account's sublist generation when push consumers were last told who listens on
     /// their deliver subjects (`None`: tell them again).
     interest_generation: Option<u64>,
+    /// Messages were stored since the consumers last looked: they may take them.
+    stored: bool,
 }
 
 /// JetStream subscribed in every account and not yet running.
@@ -277,6 +283,13 @@ impl Service {
                 input = self.rx.recv() => match input {
                     Some(input) => {
                         self.handle(input);
+                        for _ in 1..BATCH {
+                            match self.rx.try_recv() {
+                                Ok(input) => self.handle(input),
+                                Err(_) => break,
+                            }
+                        }
+                        self.offer_stored();
                         self.publish_advisories();
                         self.report_stats();
                     }
@@ -371,11 +384,25 @@ impl Service {
                 consumers: HashMap::new(),
                 directs: HashMap::new(),
                 interest_generation: None,
+                stored: false,
             };
             enabled.sync_captures(&self.tx);
             self.accounts.insert(account.name.clone(), enabled);
         }
         Ok(())
+    }
+
+    /// Lets the consumers of each account that stored messages take them (waiting pull
+    /// requests, push consumers).
+    fn offer_stored(&mut self) {
+        for enabled in self.accounts.values_mut() {
+            if std::mem::take(&mut enabled.stored) {
+                let now = now();
+                enabled.refresh_interest(now);
+                let actions = enabled.js.tick(now);
+                enabled.perform(actions);
+            }
+        }
     }
 
     /// Publishes each account's advisories to whoever listens.
@@ -493,11 +520,9 @@ impl Service {
                 if let (Some(reply), false) = (reply, no_ack) {
                     send(&enabled.account, &reply, &ack);
                 }
-                // Waiting pull requests and push consumers may take the new message.
-                let now = now();
-                enabled.refresh_interest(now);
-                let actions = enabled.js.tick(now);
-                enabled.perform(actions);
+                // Waiting pull requests and push consumers may take the new message, once
+                // the batch it came in is stored (`offer_stored`).
+                enabled.stored = true;
             }
             Input::Next {
                 account,

@@ -242,7 +242,6 @@ impl StreamConfig {
         for (flag, what) in [
             (self.allow_msg_ttl, "allow_msg_ttl"),
             (self.mirror_direct, "mirror_direct"),
-            (self.sealed, "sealed"),
         ] {
             if flag {
                 return Err(tern_lacks(what));
@@ -570,6 +569,9 @@ impl Stream {
         data: Bytes,
         now: i64,
     ) -> Result<PubOutcome, ApiError> {
+        if self.config.sealed {
+            return Err(ApiError::sealed());
+        }
         self.prune_msg_ids(now);
         let value = |name: &str| header_value(&header, name);
         if let Some(expected) = value("Nats-Expected-Stream") {

@@ -124,22 +124,27 @@ fn detail(req: &Request) -> Result<Option<JszDetail>, Response> {
 
 /// The `/jsz` response.
 pub async fn jsz(shared: &Shared, req: &Request) -> Response {
-    let detail = match detail(req) {
-        Ok(detail) => detail,
-        Err(response) => return response,
-    };
+    match detail(req) {
+        Ok(detail) => super::json(&build(shared, detail).await),
+        Err(response) => response,
+    }
+}
+
+/// The `/jsz` document, with each account's `detail` when asked (the system account's `JSZ`
+/// requests answer with it too).
+pub async fn build(shared: &Shared, detail: Option<JszDetail>) -> Jsz {
     let config = shared.jetstream.config();
     let enabled = config.is_some();
     let totals = shared.jetstream.stats();
-    let account_details = match (&detail, enabled) {
+    let account_details = match (detail, enabled) {
         (Some(detail), true) => shared
             .jetstream
-            .account_details(detail.clone())
+            .account_details(detail)
             .await
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    let jsz = Jsz {
+    Jsz {
         stats: stats(&totals, config.as_ref()),
         server_id: shared.server_id.clone(),
         now: rfc3339(SystemTime::now()),
@@ -154,6 +159,5 @@ pub async fn jsz(shared: &Shared, req: &Request) -> Response {
         bytes: totals.bytes,
         account_details,
         total: totals.accounts,
-    };
-    super::json(&jsz)
+    }
 }

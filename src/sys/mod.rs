@@ -10,6 +10,7 @@
 mod claims;
 pub mod events;
 mod remote;
+mod jsz;
 pub mod services;
 mod trace;
 
@@ -40,8 +41,8 @@ const STATSZ_INTERVAL: Duration = Duration::from_secs(10);
 const CONNS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The server endpoints, answered on `$SYS.REQ.SERVER.PING.<X>` and `$SYS.REQ.SERVER.<id>.<X>`.
-const SERVER_ENDPOINTS: [&str; 7] = [
-    "VARZ", "CONNZ", "SUBSZ", "HEALTHZ", "STATSZ", "IDZ", "ACCOUNTZ",
+const SERVER_ENDPOINTS: [&str; 8] = [
+    "VARZ", "CONNZ", "SUBSZ", "HEALTHZ", "STATSZ", "IDZ", "ACCOUNTZ", "JSZ",
 ];
 
 /// The account endpoints, answered on `$SYS.REQ.ACCOUNT.<acc>.<X>`.
@@ -232,24 +233,12 @@ impl Sys {
 
     /// Publishes `payload` on `subject` in `account` (the system account for events).
     fn send(&self, account: &Account, subject: &str, payload: &[u8]) {
-        Self::publish(account, subject, None, payload);
+        send(account, subject, payload);
     }
 
     /// Publishes a request from the system account whose answers go to `reply`.
     fn send_request(&self, subject: &str, reply: &str, payload: &[u8]) {
-        Self::publish(&self.system, subject, Some(reply.as_bytes()), payload);
-    }
-
-    fn publish(account: &Account, subject: &str, reply: Option<&[u8]>, payload: &[u8]) {
-        let mut out = Deliveries::default();
-        let msg = Message {
-            subject: subject.as_bytes(),
-            reply,
-            header_len: None,
-            message: payload,
-        };
-        deliver::publish(account, &msg, &mut out);
-        out.flush(None);
+        publish(&self.system, subject, Some(reply.as_bytes()), payload);
     }
 
     /// Whether anyone in the system account subscribes to `subject` (an event nobody takes is
@@ -269,4 +258,22 @@ impl Sys {
             }
         }
     }
+}
+
+/// Publishes `payload` on `subject` in `account`.
+fn send(account: &Account, subject: &str, payload: &[u8]) {
+    publish(account, subject, None, payload);
+}
+
+/// Publishes `payload` on `subject` in `account`, answers going to `reply`.
+fn publish(account: &Account, subject: &str, reply: Option<&[u8]>, payload: &[u8]) {
+    let mut out = Deliveries::default();
+    let msg = Message {
+        subject: subject.as_bytes(),
+        reply,
+        header_len: None,
+        message: payload,
+    };
+    deliver::publish(account, &msg, &mut out);
+    out.flush(None);
 }

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{ApiError, Envelope, Sys};
+use super::jsz::{self, JszOptions, Later};
+use super::{ApiError, Envelope, ServerInfo, Sys};
 use crate::monitor::accountz::{self, AccountStatzOptions, AccountzOptions};
 use crate::monitor::connz::{self, ConnzOptions};
 use crate::monitor::subsz::{self, SubszOptions};
@@ -33,6 +34,9 @@ pub(super) enum Answer {
     Document(serde_json::Value),
     /// A refused claims request: `{"server":..,"error":{"account":..,"code":500,..}}`.
     ClaimError(Option<String>, String),
+    /// Built on a task of its own, then sent as the answer it turns out to be (`JSZ`, whose
+    /// detail the JetStream task gives).
+    Later(Later),
 }
 
 impl Sys {
@@ -57,47 +61,19 @@ impl Sys {
                 return;
             }
         };
-        let payload = match answer {
-            Answer::Nothing => return,
-            Answer::Raw(bytes) => Some(bytes),
-            Answer::Document(value) => serde_json::to_vec(&value).ok(),
-            Answer::ClaimError(acc, description) => Sys::encode(&Envelope {
-                server: self.server_info(),
-                data: None,
-                statsz: None,
-                error: Some(ApiError {
-                    account: acc,
-                    code: 500,
-                    description,
-                }),
-            }),
-            Answer::Bare(value) => Sys::encode(&value),
-            Answer::Data(data) => Sys::encode(&Envelope {
-                server: self.server_info(),
-                data: Some(data),
-                statsz: None,
-                error: None,
-            }),
-            Answer::Statsz(statsz) => Sys::encode(&Envelope {
-                server: self.server_info(),
-                data: None,
-                statsz: Some(statsz),
-                error: None,
-            }),
-            Answer::Error(code, description) => Sys::encode(&Envelope {
-                server: self.server_info(),
-                // nats-server leaves `data` out only when the request could not be read.
-                data: (code != 400).then_some(serde_json::Value::Null),
-                statsz: None,
-                error: Some(ApiError {
-                    account: None,
-                    code,
-                    description,
-                }),
-            }),
-        };
-        if let Some(payload) = payload {
-            self.send(&account, &String::from_utf8_lossy(&req.reply), &payload);
+        let reply = String::from_utf8_lossy(&req.reply).into_owned();
+        if let Answer::Later(later) = answer {
+            // Numbered now, in the order the requests came.
+            let server = self.server_info();
+            tokio::spawn(async move {
+                if let Some(payload) = encode(later.await, || server) {
+                    super::send(&account, &reply, &payload);
+                }
+            });
+            return;
+        }
+        if let Some(payload) = encode(answer, || self.server_info()) {
+            super::send(&account, &reply, &payload);
         }
     }
 
@@ -123,6 +99,10 @@ impl Sys {
             })),
             "ACCOUNTZ" => match options::<AccountzOptions>(body) {
                 Ok(opts) => document(accountz::build_accountz(&shared, &opts)),
+                Err(answer) => answer,
+            },
+            "JSZ" => match options::<JszOptions>(body) {
+                Ok(opts) => Answer::Later(jsz::server(shared, opts)),
                 Err(answer) => answer,
             },
             _ => Answer::Nothing,
@@ -181,7 +161,10 @@ impl Sys {
                 }
                 Err(answer) => answer,
             },
-            "JSZ" => Answer::Error(500, "jetstream not enabled".into()),
+            "JSZ" => match options::<JszOptions>(body) {
+                Ok(opts) => Answer::Later(jsz::account(shared, acc.to_string(), opts)),
+                Err(answer) => answer,
+            },
             // `$SYS.REQ.USER.<acc>.INFO` asked directly, not through the import that says who
             // asks: nats-server answers for nobody.
             "USER" => Answer::Data(serde_json::json!({"user": "", "account": ""})),
@@ -210,6 +193,50 @@ impl Sys {
     }
 }
 
+/// The bytes of `answer`, with the sender block `server` gives where the answer has one;
+/// nothing for [`Answer::Nothing`] (or a [`Answer::Later`], which is never encoded itself).
+fn encode(answer: Answer, server: impl FnOnce() -> ServerInfo) -> Option<Vec<u8>> {
+    match answer {
+        Answer::Nothing | Answer::Later(_) => None,
+        Answer::Raw(bytes) => Some(bytes),
+        Answer::Document(value) => serde_json::to_vec(&value).ok(),
+        Answer::ClaimError(acc, description) => Sys::encode(&Envelope {
+            server: server(),
+            data: None,
+            statsz: None,
+            error: Some(ApiError {
+                account: acc,
+                code: 500,
+                description,
+            }),
+        }),
+        Answer::Bare(value) => Sys::encode(&value),
+        Answer::Data(data) => Sys::encode(&Envelope {
+            server: server(),
+            data: Some(data),
+            statsz: None,
+            error: None,
+        }),
+        Answer::Statsz(statsz) => Sys::encode(&Envelope {
+            server: server(),
+            data: None,
+            statsz: Some(statsz),
+            error: None,
+        }),
+        Answer::Error(code, description) => Sys::encode(&Envelope {
+            server: server(),
+            // nats-server leaves `data` out only when the request could not be read.
+            data: (code != 400).then_some(serde_json::Value::Null),
+            statsz: None,
+            error: Some(ApiError {
+                account: None,
+                code,
+                description,
+            }),
+        }),
+    }
+}
+
 /// A monitor document, or its error as a 500.
 fn document<T: Serialize>(built: Result<T, String>) -> Answer {
     match built {
@@ -218,7 +245,7 @@ fn document<T: Serialize>(built: Result<T, String>) -> Answer {
     }
 }
 
-fn to_value(doc: &impl Serialize) -> serde_json::Value {
+pub(super) fn to_value(doc: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(doc).unwrap_or(serde_json::Value::Null)
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{parse, stream_info, time, AccountJs, MsgGetRequest, LIST_LIMIT, NAMES_LIMIT};
 use crate::jetstream::errors::ApiError;
-use crate::jetstream::stream::{Retention, Storage, Stream, StreamConfig};
+use crate::jetstream::stream::{Discard, Retention, Storage, Stream, StreamConfig};
 use crate::proto::subject;
 
 impl AccountJs {
@@ -54,6 +54,13 @@ impl AccountJs {
 
     pub(super) fn create(&mut self, name: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
         let config = Self::config_from(name, body)?;
+        if config.sealed {
+            return Err(ApiError::new(
+                500,
+                10052,
+                "stream configuration for create can not be sealed".into(),
+            ));
+        }
         if let Some(existing) = self.streams.get(name) {
             if !existing.config.same_as(&config) {
                 return Err(ApiError::new(
@@ -77,29 +84,50 @@ impl AccountJs {
     }
 
     pub(super) fn update(&mut self, name: &str, body: &[u8], now: i64) -> Result<Value, ApiError> {
-        let config = Self::config_from(name, body)?;
+        let mut config = Self::config_from(name, body)?;
         let existing = self
             .streams
             .get(name)
             .ok_or_else(ApiError::stream_not_found)?;
+        let old = &existing.config;
+        if old.storage != config.storage {
+            return Err(ApiError::one_way("change storage type"));
+        }
         let work_queue = |c: &StreamConfig| c.retention == Retention::WorkQueue;
-        if work_queue(&existing.config) != work_queue(&config) {
-            return Err(ApiError::new(
-                500,
-                10052,
-                "stream configuration update can not change retention policy to/from workqueue"
-                    .into(),
+        if work_queue(old) != work_queue(&config) {
+            return Err(ApiError::one_way(
+                "change retention policy to/from workqueue",
             ));
         }
-        if existing.config.storage != config.storage {
-            return Err(ApiError::new(
-                500,
-                10052,
-                "stream configuration update can not change storage type".into(),
-            ));
+        // One-way flags, checked in nats-server's order.
+        for (was, is, what) in [
+            (old.sealed, config.sealed, "unseal a sealed stream"),
+            (
+                old.deny_delete,
+                config.deny_delete,
+                "cancel deny message deletes",
+            ),
+            (old.deny_purge, config.deny_purge, "cancel deny purge"),
+        ] {
+            if was && !is {
+                return Err(ApiError::one_way(what));
+            }
+        }
+        // Sealing keeps every message: no more removals by age, by limits or on request.
+        if config.sealed {
+            config.max_age = 0;
+            config.discard = Discard::New;
+            config.deny_delete = true;
+            config.deny_purge = true;
+            config.allow_rollup_hdrs = false;
         }
         self.check_overlap(&config)?;
         self.check_stream_limits(&config, true)?;
+        if let (Storage::File, Some((dir, _))) = (config.storage, &self.disk) {
+            let created = existing.created;
+            super::write_meta(&dir.join(name), created, &config)
+                .map_err(|e| ApiError::new(500, 10049, e.to_string()))?;
+        }
         let stream = self
             .streams
             .get_mut(name)
@@ -209,6 +237,9 @@ impl AccountJs {
             .streams
             .get_mut(name)
             .ok_or_else(ApiError::stream_not_found)?;
+        if stream.config.sealed {
+            return Err(ApiError::sealed());
+        }
         if stream.config.deny_purge {
             return Err(ApiError::new(
                 500,
@@ -252,6 +283,9 @@ impl AccountJs {
         let delete: Delete = parse(body)?;
         if delete.seq == 0 {
             return Err(ApiError::bad_request());
+        }
+        if stream.config.sealed {
+            return Err(ApiError::sealed());
         }
         if stream.config.deny_delete {
             return Err(ApiError::new(

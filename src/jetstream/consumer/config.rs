@@ -129,6 +129,15 @@ pub struct ConsumerConfig {
     /// `headers_only`: deliver headers and `Nats-Msg-Size`, no payload.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub headers_only: bool,
+    /// `max_batch`: the largest `batch` a pull request may ask for (0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_batch: i64,
+    /// `max_expires`: the longest `expires` a pull request may ask for, in nanoseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_expires: i64,
+    /// `max_bytes`: the largest `max_bytes` a pull request may ask for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_bytes: i64,
     /// `deliver_subject`: set for a push consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliver_subject: Option<String>,
@@ -155,14 +164,8 @@ pub struct ConsumerConfig {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
-/// Request fields refused when set: priority groups, pause, pull limits.
-const NOT_YET: [&str; 5] = [
-    "priority_groups",
-    "priority_policy",
-    "pause_until",
-    "max_batch",
-    "max_expires",
-];
+/// Request fields refused when set: priority groups, pause.
+const NOT_YET: [&str; 3] = ["priority_groups", "priority_policy", "pause_until"];
 
 impl ConsumerConfig {
     /// Applies nats-server's defaults (`setConsumerConfigDefaults`), checks the result as it
@@ -195,6 +198,14 @@ impl ConsumerConfig {
             self.max_ack_pending = -1;
         }
         self.idle_heartbeat = self.idle_heartbeat.max(0);
+        // A negative pull limit is no limit.
+        for limit in [
+            &mut self.max_batch,
+            &mut self.max_expires,
+            &mut self.max_bytes,
+        ] {
+            *limit = (*limit).max(0);
+        }
         self.inactive_threshold = self.inactive_threshold.max(0);
         if !self.is_push() && self.max_waiting == 0 {
             self.max_waiting = DEFAULT_MAX_WAITING;
@@ -348,6 +359,9 @@ impl ConsumerConfig {
         }
         if self.flow_control && self.idle_heartbeat == 0 {
             return bad(10108, "consumer with flow control also needs heartbeats");
+        }
+        if self.max_expires > 0 && self.max_expires < 1_000_000 {
+            return bad(10115, "consumer max request expires needs to be >= 1ms");
         }
         Ok(())
     }

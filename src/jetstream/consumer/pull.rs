@@ -96,6 +96,9 @@ impl Consumer {
         if request.batch <= 0 {
             request.batch = 1;
         }
+        if let Some(exceeded) = self.exceeded_limit(&request) {
+            return status(format!("NATS/1.0 409 Exceeded {exceeded}\r\n\r\n"));
+        }
         if self.waiting.len() as i64 >= self.config.max_waiting {
             return status("NATS/1.0 409 Exceeded MaxWaiting\r\n\r\n".into());
         }
@@ -110,6 +113,26 @@ impl Consumer {
             next_heartbeat: now + request.idle_heartbeat,
         });
         self.dispatch(store, now)
+    }
+
+    /// The consumer's pull limit `request` goes past (`max_batch`, `max_expires`,
+    /// `max_bytes`), as nats-server names it after "Exceeded".
+    fn exceeded_limit(&self, request: &PullRequest) -> Option<String> {
+        let config = &self.config;
+        if config.max_batch > 0 && request.batch > config.max_batch {
+            return Some(format!("MaxRequestBatch of {}", config.max_batch));
+        }
+        if config.max_expires > 0 && request.expires > config.max_expires {
+            let limit = std::time::Duration::from_nanos(config.max_expires as u64);
+            return Some(format!(
+                "MaxRequestExpires of {}",
+                crate::monitor::go_duration(limit)
+            ));
+        }
+        if config.max_bytes > 0 && request.max_bytes > config.max_bytes {
+            return Some(format!("MaxRequestMaxBytes of {}", config.max_bytes));
+        }
+        None
     }
 
     /// Hands messages to waiting requests: redeliveries first, then new messages, while
@@ -133,6 +156,17 @@ impl Consumer {
                 front.delivered_any = true;
                 front.next_heartbeat = now + front.heartbeat;
                 if front.left <= 0 {
+                    // A batch done with bytes to spare says so (its bytes ran out exactly,
+                    // it ends without a word).
+                    if front.bytes > 0 {
+                        out.push(Action::Status {
+                            to: front.reply.clone(),
+                            header: format!(
+                                "NATS/1.0 409 Batch Completed\r\nNats-Pending-Messages: 0\r\nNats-Pending-Bytes: {}\r\n\r\n",
+                                front.bytes
+                            ),
+                        });
+                    }
                     self.waiting.pop_front();
                 }
             }
