@@ -27,6 +27,7 @@
 //! 65,536) itself, and the servers inherit it. Where the hard limit is lower, run the bench
 //! under `bash -c 'ulimit -n 65536; cargo bench --bench loadgen -- --quick'` as root.
 
+mod conn;
 mod scenarios;
 mod selftest;
 mod server;

@@ -2,8 +2,8 @@
 //! error when a message was lost, duplicated or reordered, a read timed out or the server
 //! misbehaved (the scenario is then FAILED for that server).
 
+use crate::wire::Conn;
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::server::Server;
 use crate::wire::{
-    await_interest, barrier, connect, connect_as, is_timeout, numbers, parse_sid, wait_pong,
-    Checker, Frame, Publisher, Reader,
+    await_interest, barrier, connect, connect_as, connect_to, is_timeout, numbers, parse_sid,
+    wait_pong, Checker, Frame, Publisher, Reader,
 };
 
 /// Which way a metric is better.
@@ -219,8 +219,30 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
         "cluster A -> B: request/reply, 1 requester",
         |s, scale| request_latency_across(s, scale, node_b(s)?),
     ));
+    // WebSocket clients (masked frames, one per 64 KiB write) on both sides.
+    for (size, subs) in [(16, 1), (1024, 1), (16, 4)] {
+        let fan_of = Fan {
+            size,
+            subs,
+            ws: true,
+            ..Fan::default()
+        };
+        let name = match subs {
+            1 => format!("websocket: 1:1 {}", size_name(size)),
+            n => format!("websocket: fan-out 1 -> {n}, {}", size_name(size)),
+        };
+        list.push(Scenario {
+            config: Some(WEBSOCKET_CONFIG),
+            ..scenario(name, move |s, scale| {
+                fan(s, scale, fan_of).map(|f| f.metrics)
+            })
+        });
+    }
     list
 }
+
+/// A plain `ws://` listener on a port of the server's choosing (read from its log).
+const WEBSOCKET_CONFIG: &str = r#"websocket { listen: "127.0.0.1:-1", no_tls: true }"#;
 
 const DISTINCT_QUICK: usize = 100_000;
 const DISTINCT_FULL: usize = 1_000_000;
@@ -287,6 +309,8 @@ struct Fan {
     count: usize,
     /// Publishers on node A of a cluster, every other connection on node B.
     across: bool,
+    /// Publishers and subscribers are WebSocket clients (of the `websocket` listener).
+    ws: bool,
 }
 
 impl Default for Fan {
@@ -300,6 +324,7 @@ impl Default for Fan {
             churn: false,
             count: 0,
             across: false,
+            ws: false,
         }
     }
 }
@@ -314,14 +339,14 @@ struct FanResult {
 /// Starts a thread that reads `expected` messages on `stream`, checking per publisher that
 /// each arrives once and in order, then makes sure no further message follows; returns when
 /// the last expected message arrived.
-pub fn receiver(stream: TcpStream, expected: usize) -> JoinHandle<Result<Instant, String>> {
+pub fn receiver(stream: Conn, expected: usize) -> JoinHandle<Result<Instant, String>> {
     routed_receiver(stream, expected, None)
 }
 
 /// `receiver`, and with `Some(n)` also checks that message `seq` came on sid `seq % n + 1`
 /// (the subscription of the subject it was published to, see `publish_to_each`).
 fn routed_receiver(
-    stream: TcpStream,
+    stream: Conn,
     expected: usize,
     subjects: Option<usize>,
 ) -> JoinHandle<Result<Instant, String>> {
@@ -361,10 +386,16 @@ fn routed_receiver(
 
 fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     assert!(!fan.same_conn || (fan.pubs == 1 && fan.subs == 1 && !fan.across));
+    let pub_port = match fan.ws {
+        true => server
+            .ws_port
+            .ok_or("a WebSocket scenario without a websocket listener")?,
+        false => server.port,
+    };
     let sub_port = if fan.across {
         node_b(server)?
     } else {
-        server.port
+        pub_port
     };
     let count = if fan.count > 0 {
         fan.count
@@ -377,7 +408,7 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     let mut receivers = Vec::new();
     let mut same = None;
     for i in 0..fan.subs {
-        let mut conn = connect(sub_port).map_err(io)?;
+        let mut conn = connect_to(sub_port, fan.ws).map_err(io)?;
         conn.write_all(b"SUB bench.fan 1\r\n").map_err(io)?;
         barrier(&mut conn).map_err(io)?;
         if fan.across {
@@ -408,7 +439,7 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
         let conn = match same.take() {
             Some(conn) => conn,
             None => {
-                let mut conn = connect(server.port).map_err(io)?;
+                let mut conn = connect_to(pub_port, fan.ws).map_err(io)?;
                 barrier(&mut conn).map_err(io)?;
                 conn
             }
@@ -782,7 +813,7 @@ fn request_throughput_as(server: &Server, scale: Scale, responder_user: Option<&
 
 /// Subscribes `subjects` (sids 1, 2, ...) on one new connection; returns the connection and
 /// how long the server took to take them all.
-fn subscribe_all(port: u16, subjects: &[String]) -> Result<(TcpStream, Duration), String> {
+fn subscribe_all(port: u16, subjects: &[String]) -> Result<(Conn, Duration), String> {
     let mut conn = connect(port).map_err(io)?;
     barrier(&mut conn).map_err(io)?;
     let mut batches = Vec::new();
@@ -806,7 +837,7 @@ fn subscribe_all(port: u16, subjects: &[String]) -> Result<(TcpStream, Duration)
 /// has received them all, checked for order, loss and duplicates.
 fn publish_to_each(
     port: u16,
-    sub: TcpStream,
+    sub: Conn,
     subjects: &[String],
     rounds: usize,
 ) -> Result<Duration, String> {
@@ -887,7 +918,7 @@ fn idle_connections(server: &Server, _scale: Scale) -> Outcome {
     // up, so that the rate is the server's rather than one client's round trips.
     let connecting: Vec<_> = (0..threads)
         .map(|t| {
-            std::thread::spawn(move || -> Result<Vec<TcpStream>, String> {
+            std::thread::spawn(move || -> Result<Vec<Conn>, String> {
                 let mine = n / threads + usize::from(t < n % threads);
                 let mut conns = Vec::with_capacity(mine);
                 for _ in 0..mine {

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::scenarios::{check_queue, receiver};
-use crate::wire::Checker;
+use crate::wire::{Checker, Conn};
 
 fn payload(id: u32, seq: u32) -> Vec<u8> {
     let mut p = id.to_le_bytes().to_vec();
@@ -49,6 +49,7 @@ fn receiver_verdict(messages: &[(u32, u32)], expected: usize) -> Result<(), Stri
         Ok(())
     });
     let client = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let client = Conn::from(client);
     client
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;

@@ -26,6 +26,8 @@ pub struct Server {
     nodes: Vec<Node>,
     /// The client port of the only node, or of node A in a cluster.
     pub port: u16,
+    /// The WebSocket port of the only node, when its configuration has a `websocket` block.
+    pub ws_port: Option<u16>,
 }
 
 /// One server process.
@@ -44,6 +46,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The log line that gives a node's route address (nats-server's and tern's alike).
 const ROUTE_LISTENING: &str = "Listening for route connections on ";
+/// The log line that gives a node's WebSocket address (`ws://host:port`).
+const WS_LISTENING: &str = "Listening for websocket clients on ws://";
 
 extern "C" {
     /// glibc's `prctl(2)`; std links the C library already.
@@ -65,8 +69,19 @@ impl Server {
     /// to `log`, and waits until it accepts connections.
     pub fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Server, String> {
         let node = Node::start(target, log, config)?;
+        let ws_port = match config {
+            Some(config) if config.contains("websocket") => {
+                let addr = node.logged_address(target, log, WS_LISTENING)?;
+                let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+                Some(
+                    port.ok_or_else(|| format!("{}: bad websocket address {addr:?}", target.name))?,
+                )
+            }
+            _ => None,
+        };
         Ok(Server {
             port: node.port,
+            ws_port,
             nodes: vec![node],
         })
     }
@@ -89,7 +104,7 @@ impl Server {
                 "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\" }}\n"
             )),
         )?;
-        let route = a.route_address(target, &log_a)?;
+        let route = a.logged_address(target, &log_a, ROUTE_LISTENING)?;
         let b = Node::start(
             target,
             &log_b,
@@ -100,6 +115,7 @@ impl Server {
         )?;
         let server = Server {
             port: a.port,
+            ws_port: None,
             nodes: vec![a, b],
         };
         let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
@@ -190,14 +206,14 @@ impl Node {
         Ok(node)
     }
 
-    /// The `host:port` this node logged it listens on for routes.
-    fn route_address(&self, target: &Target, log: &Path) -> Result<String, String> {
+    /// The `host:port` this node logged after `marker` (the route or WebSocket listener's).
+    fn logged_address(&self, target: &Target, log: &Path, marker: &str) -> Result<String, String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let found = text
                 .lines()
-                .find_map(|l| l.split_once(ROUTE_LISTENING))
+                .find_map(|l| l.split_once(marker))
                 .map(|(_, addr)| addr.trim().to_string());
             if let Some(addr) = found {
                 return Ok(addr);
@@ -206,10 +222,7 @@ impl Node {
                 return Err(format!("{} exited at start", target.name));
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "{} logged no route address ({ROUTE_LISTENING:?})",
-                    target.name
-                ));
+                return Err(format!("{} logged no address ({marker:?})", target.name));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

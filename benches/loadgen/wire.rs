@@ -4,10 +4,11 @@
 //! message arrives exactly once and in order.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use memchr::memchr;
+
+pub use crate::conn::Conn;
 
 /// How long any single read or write may block before the scenario is declared failed.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,14 +20,24 @@ const WRITE_CHUNK: usize = 64 * 1024;
 const MAX_PUBLISHERS: usize = 4096;
 
 /// Opens a client connection: reads INFO, sends a quiet CONNECT. Reads and writes time out.
-pub fn connect(port: u16) -> io::Result<TcpStream> {
+pub fn connect(port: u16) -> io::Result<Conn> {
     connect_as(port, None)
 }
 
+/// As [`connect`], over WebSocket (`port` is the WebSocket listener's) when `ws` is set.
+pub fn connect_to(port: u16, ws: bool) -> io::Result<Conn> {
+    match ws {
+        true => login(Conn::websocket(port)?, None),
+        false => connect(port),
+    }
+}
+
 /// As [`connect`], logging in as `user` (whose password is its name) when given.
-pub fn connect_as(port: u16, user: Option<&str>) -> io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_nodelay(true)?;
+pub fn connect_as(port: u16, user: Option<&str>) -> io::Result<Conn> {
+    login(Conn::tcp(port)?, user)
+}
+
+fn login(mut stream: Conn, user: Option<&str>) -> io::Result<Conn> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     // The server sends INFO and then nothing until the client speaks, so one line is all
@@ -62,13 +73,13 @@ pub fn connect_as(port: u16, user: Option<&str>) -> io::Result<TcpStream> {
 /// Sends PING and waits for the PONG on a connection that receives nothing else (answering the
 /// server's own PINGs and skipping INFO, which nats-server 2.12+ sends right after the first
 /// PONG; a MSG or -ERR is an error).
-pub fn barrier(stream: &mut TcpStream) -> io::Result<()> {
+pub fn barrier(stream: &mut Conn) -> io::Result<()> {
     stream.write_all(b"PING\r\n")?;
     wait_pong(stream)
 }
 
 /// The second half of `barrier`, for a PING already sent.
-pub fn wait_pong(stream: &mut TcpStream) -> io::Result<()> {
+pub fn wait_pong(stream: &mut Conn) -> io::Result<()> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
     let mut ponged = false;
@@ -119,7 +130,7 @@ const PROBE_SID: &str = "999999999";
 /// probe and reads up to a PONG, so that no probe follows. Gives up after `within`. Nothing
 /// else may be delivered to `sub` meanwhile.
 pub fn await_interest(
-    sub: &mut TcpStream,
+    sub: &mut Conn,
     from_port: u16,
     subject: &str,
     within: Duration,
@@ -244,7 +255,7 @@ impl Publisher {
     }
 
     /// Sends the next `count` messages, in writes of about 64 KiB.
-    pub fn send(&mut self, stream: &mut TcpStream, count: usize) -> io::Result<()> {
+    pub fn send(&mut self, stream: &mut Conn, count: usize) -> io::Result<()> {
         let mut left = count;
         while left > 0 {
             let first = self.next;
@@ -291,14 +302,14 @@ pub enum Frame<'a> {
 /// Parses what a connection receives, in place, answering the server's PINGs. `-ERR` from the
 /// server is an error.
 pub struct Reader {
-    stream: TcpStream,
+    stream: Conn,
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl Reader {
-    pub fn new(stream: TcpStream) -> Reader {
+    pub fn new(stream: Conn) -> Reader {
         Reader {
             stream,
             buf: vec![0; 256 * 1024],

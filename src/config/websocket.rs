@@ -17,8 +17,8 @@ pub struct WebSocketOptions {
     pub host: String,
     /// Listen port; 0 picks a random one (`-1` in the file).
     pub port: u16,
-    /// `advertise`: `host:port` told to clients in `ws_connect_urls` (read; tern has no gossip
-    /// of WebSocket URLs yet).
+    /// `advertise`: the `host:port` routes gossip as this server's WebSocket URL
+    /// (`ws_connect_urls`), told to WebSocket clients in `connect_urls`.
     pub advertise: Option<String>,
     /// `no_tls`: plain `ws://` (nats-server refuses a block with neither this nor `tls`).
     pub no_tls: bool,

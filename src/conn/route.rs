@@ -37,7 +37,7 @@ use crate::proto::protocol;
 use crate::proto::route::{self as wire, Interest, PeerInfo, RouteConnect, RouteOp};
 use crate::proto::subject;
 use crate::security::tls::{self as security_tls, CertIdentity, HandshakeError, RouteTls};
-use crate::state::cluster::{route_auth_error, route_authorized, RouteLink};
+use crate::state::cluster::{route_auth_error, route_authorized, AnnouncedUrls, RouteLink};
 use crate::state::Shared;
 
 /// nats-server sends a route its first PING after about a second (`firstPingInterval`).
@@ -177,9 +177,9 @@ struct Session {
     /// The peer's id, when this connection was refused as a duplicate of a live route (or as
     /// this server itself).
     duplicate: Option<String>,
-    /// The peer's client URLs, counted in our clients' `connect_urls` until the route closes
-    /// or the peer enters lame duck mode.
-    peer_urls: Vec<String>,
+    /// The peer's client and WebSocket URLs, counted in our clients' `connect_urls` until the
+    /// route closes or the peer enters lame duck mode.
+    peer_urls: AnnouncedUrls,
     /// Interest the peer sent before its INFO, applied once the route registers.
     early: Vec<EarlyInterest>,
     /// The peer's server name, from its first INFO.
@@ -228,7 +228,7 @@ impl Session {
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
             duplicate: None,
-            peer_urls: Vec::new(),
+            peer_urls: AnnouncedUrls::default(),
             early: Vec::new(),
             remote_name: String::new(),
             cert: None,
@@ -688,7 +688,10 @@ impl Session {
         self.shared.set_route_link(&route, link);
         self.shared.route_registered(&route, &info);
         if !info.ldm {
-            self.peer_urls = info.connect_urls.clone();
+            self.peer_urls = AnnouncedUrls {
+                clients: info.connect_urls.clone(),
+                websocket: info.ws_connect_urls.clone(),
+            };
             self.shared.add_peer_urls(&self.peer_urls);
         }
         // The whole of our interest, every account.

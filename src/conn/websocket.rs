@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::{debug, error};
 
@@ -55,6 +55,8 @@ pub struct Upgrade {
     pub cookie_pass: Option<String>,
     pub cookie_token: Option<String>,
     pub cookie_jwt: Option<String>,
+    /// The names in the client's verified TLS certificate (`wss`), for `verify_and_map`.
+    pub cert: Option<Arc<tls::CertIdentity>>,
 }
 
 /// Reads and answers the HTTP upgrade on `stream`. A refused request gets the HTTP error
@@ -148,6 +150,7 @@ where
         cookie_pass: cookie(&opts.pass_cookie),
         cookie_token: cookie(&opts.token_cookie),
         cookie_jwt: cookie(&opts.jwt_cookie),
+        cert: None,
     })
 }
 
@@ -263,7 +266,6 @@ pub fn split(
         inner: read,
         raw: BytesMut::new(),
         decoded: BytesMut::new(),
-        scratch: Vec::new(),
         decoder: Decoder::new(!upgrade.no_masking),
         link: link.clone(),
         conn: conn.clone(),
@@ -299,7 +301,6 @@ pub struct WsReader {
     raw: BytesMut,
     /// NATS bytes decoded and not yet handed out.
     decoded: BytesMut,
-    scratch: Vec<u8>,
     decoder: Decoder,
     link: Arc<Mutex<Link>>,
     conn: Arc<Connection>,
@@ -324,16 +325,18 @@ impl AsyncRead for WsReader {
             if this.ended {
                 return Poll::Ready(Ok(()));
             }
+            // Straight into the raw buffer, at most what the caller has room for.
             let want = buf.remaining().clamp(512, 64 * 1024);
-            if this.scratch.len() < want {
-                this.scratch.resize(want, 0);
-            }
-            let mut read = ReadBuf::new(&mut this.scratch[..want]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            this.raw.reserve(want);
+            let mut room = (&mut this.raw).limit(want);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut room
+            ))?;
+            if n == 0 {
                 return Poll::Ready(Ok(()));
             }
-            this.raw.extend_from_slice(read.filled());
             let mut controls = Vec::new();
             let result = this
                 .decoder
@@ -482,8 +485,28 @@ impl AsyncWrite for WsWriter {
             let deflater = this.deflater.get_or_insert_with(ws::new_deflater);
             ws::encode_compressed(deflater, &mut this.framed, buf, this.max_frame)
                 .map_err(io::Error::other)?;
-        } else {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if !this.framed.is_empty() || this.max_frame.is_some_and(|max| buf.len() > max) {
             ws::encode_binary(&mut this.framed, buf, this.max_frame);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        // One frame written from `buf` itself: only what the socket does not take now is
+        // copied, to be written first next time.
+        let mut header = [0u8; ws::MAX_HEADER];
+        let h = ws::binary_header(&mut header, buf.len());
+        let slices = [io::IoSlice::new(&header[..h]), io::IoSlice::new(buf)];
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, &slices) {
+            Poll::Ready(Ok(n)) if n < h => {
+                this.framed.extend_from_slice(&header[n..h]);
+                this.framed.extend_from_slice(buf);
+            }
+            Poll::Ready(Ok(n)) => this.framed.extend_from_slice(&buf[n - h..]),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.framed.extend_from_slice(&header[..h]);
+                this.framed.extend_from_slice(buf);
+            }
         }
         Poll::Ready(Ok(buf.len()))
     }
@@ -569,9 +592,22 @@ pub async fn serve(
                     return;
                 }
             };
-            let Some(upgrade) = upgrade_within(&mut stream, &wso, true, addr).await else {
+            let session = stream.get_ref().1;
+            if let Some(tls_opts) = &wso.tls {
+                if !transport::is_pinned(session, tls_opts, &addr.to_string()) {
+                    error!("{addr} - TLS handshake error: certificate not pinned");
+                    return;
+                }
+            }
+            let cert = session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|c| tls::CertIdentity::from_der(c))
+                .map(Arc::new);
+            let Some(mut upgrade) = upgrade_within(&mut stream, &wso, true, addr).await else {
                 return;
             };
+            upgrade.cert = cert;
             (transport::split_tls(stream), upgrade)
         }
     };

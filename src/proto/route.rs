@@ -450,6 +450,9 @@ pub struct RouteInfo {
     /// This server's client URLs (`host:port`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,
+    /// This server's WebSocket URLs (`host:port`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ws_connect_urls: Vec<String>,
     /// Lame duck mode: sent once, when this server enters it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ldm: bool,
@@ -519,6 +522,9 @@ pub struct PeerInfo {
     /// Its client URLs.
     #[serde(default)]
     pub connect_urls: Vec<String>,
+    /// Its WebSocket URLs.
+    #[serde(default)]
+    pub ws_connect_urls: Vec<String>,
     /// A connection dedicated to one account (pooling): tern takes none.
     #[serde(default)]
     pub route_account: String,

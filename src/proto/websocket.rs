@@ -264,10 +264,19 @@ fn parse_header(raw: &[u8]) -> Result<Option<Header>, FrameError> {
     }))
 }
 
-/// XORs `data` with `key`, starting at `pos` in the key.
+/// XORs `data` with `key`, starting at `pos` in the key: eight bytes at a time, with the key
+/// rotated to `pos` and doubled into one word.
 pub fn mask(key: &[u8; 4], pos: usize, data: &mut [u8]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b ^= key[(pos + i) & 3];
+    let k: [u8; 4] = std::array::from_fn(|i| key[(pos + i) & 3]);
+    let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= k[i & 3];
     }
 }
 
@@ -304,7 +313,7 @@ pub fn close_payload(status: u16, body: &str) -> Vec<u8> {
 
 /// Appends a frame header (servers never mask).
 pub fn encode_header(
-    out: &mut BytesMut,
+    out: &mut impl BufMut,
     first: bool,
     fin: bool,
     compressed: bool,
@@ -331,6 +340,17 @@ pub fn encode_header(
         }
     }
 }
+
+/// The header of one final, uncompressed binary frame of `len` bytes, in `out`; returns its
+/// length.
+pub fn binary_header(out: &mut [u8; MAX_HEADER], len: usize) -> usize {
+    let mut rest = &mut out[..];
+    encode_header(&mut rest, true, true, false, OP_BINARY, len);
+    MAX_HEADER - rest.len()
+}
+
+/// The longest header a server writes (no mask): 2 bytes and a 64-bit length.
+pub const MAX_HEADER: usize = 10;
 
 /// Appends one whole control frame.
 pub fn encode_control(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
@@ -636,6 +656,35 @@ mod tests {
         mask(&key, 0, &mut p);
         out.extend_from_slice(&p);
         out.to_vec()
+    }
+
+    #[test]
+    fn masking_word_at_a_time_matches_the_rfc_rule() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let data: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        for pos in 0..4 {
+            for len in [0, 1, 7, 8, 9, 31, 300] {
+                let mut fast = data[..len].to_vec();
+                mask(&key, pos, &mut fast);
+                // "octet i of the transformed data is the XOR of octet i of the original data
+                // with octet at index i modulo 4 of the masking key" (5.3)
+                let slow: Vec<u8> = (0..len).map(|i| data[i] ^ key[(pos + i) % 4]).collect();
+                assert_eq!(fast, slow, "pos {pos}, len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn binary_headers_by_length() {
+        let mut out = [0u8; MAX_HEADER];
+        for (len, want) in [
+            (5, &[0x82, 5][..]),
+            (126, &[0x82, 126, 0, 126][..]),
+            (70_000, &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70][..]),
+        ] {
+            let n = binary_header(&mut out, len);
+            assert_eq!(&out[..n], want, "{len}");
+        }
     }
 
     #[test]

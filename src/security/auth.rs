@@ -165,7 +165,13 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
             });
         }
     }
-    if opts.tls.as_ref().is_some_and(|t| t.verify_and_map) {
+    // WebSocket clients are mapped by the `websocket { tls }` block's `verify_and_map`, others
+    // by the client port's (nats-server's `tlsMap`).
+    let tls = match creds.websocket {
+        true => opts.websocket.as_ref().and_then(|w| w.tls.as_ref()),
+        false => opts.tls.as_ref(),
+    };
+    if tls.is_some_and(|t| t.verify_and_map) {
         // The verified certificate is the credential: one of its SANs or its subject must be
         // a configured user name; CONNECT's user and password play no part.
         let cert = creds.cert.as_ref()?;

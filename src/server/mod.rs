@@ -153,6 +153,13 @@ impl Server {
             shared.set_websocket_addr(addr);
         }
         shared.set_client_urls(client_urls(&shared.opts().host, addr));
+        if let (Some(ws), Some(addr)) = (&shared.opts().websocket, websocket_addr) {
+            let urls = match &ws.advertise {
+                Some(advertise) => vec![advertise.clone()],
+                None => client_urls(&ws.host, addr),
+            };
+            shared.set_websocket_urls(urls);
+        }
         let jetstream_service = match &jetstream {
             Some(config) => Some(
                 jetstream::service::start(&shared, config)
@@ -359,8 +366,8 @@ async fn run_websocket(
     }
 }
 
-/// This server's client URLs as peers tell their clients (`connect_urls`): the listen address,
-/// or every interface's for a wildcard one.
+/// This server's client (or WebSocket) URLs as peers tell their clients (`connect_urls`): the
+/// listen address, or every interface's for a wildcard one.
 fn client_urls(host: &str, addr: SocketAddr) -> Vec<String> {
     let port = addr.port();
     match host {

@@ -35,8 +35,13 @@ pub struct ClusterState {
     dialing: Mutex<HashSet<String>>,
     /// This server's client URLs (`host:port`), as told to routes and clients.
     client_urls: Mutex<Vec<String>>,
+    /// This server's WebSocket URLs (`host:port`), as told to routes and WebSocket clients.
+    websocket_urls: Mutex<Vec<String>>,
     /// The route peers' client URLs, as told to clients.
     peer_urls: Mutex<PeerUrls>,
+    /// The route peers' WebSocket URLs (`ws_connect_urls` of their INFO), as told to
+    /// WebSocket clients.
+    peer_websocket_urls: Mutex<PeerUrls>,
     /// The route TLS, when `cluster { tls }` is configured (fixed: it cannot be reloaded).
     tls: OnceLock<RouteTls>,
     /// How each registered route came to be, by its connection's cid: what a reload checks
@@ -61,8 +66,16 @@ pub enum RouteLink {
     },
 }
 
-/// The route peers' client URLs, each counted once per route that announced it (nats-server's
-/// `refCountedUrlSet`), in the order they were first announced.
+/// The URLs one route peer announced: its client URLs (`connect_urls`) and its WebSocket
+/// URLs (`ws_connect_urls`).
+#[derive(Debug, Clone, Default)]
+pub struct AnnouncedUrls {
+    pub clients: Vec<String>,
+    pub websocket: Vec<String>,
+}
+
+/// The route peers' client (or WebSocket) URLs, each counted once per route that announced it
+/// (nats-server's `refCountedUrlSet`), in the order they were first announced.
 #[derive(Debug, Default)]
 struct PeerUrls {
     /// Set by the first peer URL: until then clients are told no `connect_urls` at all, as
@@ -81,7 +94,9 @@ impl Default for ClusterState {
             dial_rx: Mutex::new(Some(dial_rx)),
             dialing: Mutex::new(HashSet::new()),
             client_urls: Mutex::new(Vec::new()),
+            websocket_urls: Mutex::new(Vec::new()),
             peer_urls: Mutex::new(PeerUrls::default()),
+            peer_websocket_urls: Mutex::new(PeerUrls::default()),
             tls: OnceLock::new(),
             links: Mutex::new(HashMap::new()),
         }
@@ -156,85 +171,75 @@ impl Shared {
 
     /// This server's client URLs.
     pub fn client_urls(&self) -> Vec<String> {
-        self.cluster
-            .client_urls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.cluster.client_urls).clone()
     }
 
     /// Records this server's client URLs (the server layer knows the interfaces).
     pub fn set_client_urls(&self, urls: Vec<String>) {
-        *self
-            .cluster
-            .client_urls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = urls;
+        *lock(&self.cluster.client_urls) = urls;
+    }
+
+    /// This server's WebSocket URLs.
+    pub fn websocket_urls(&self) -> Vec<String> {
+        lock(&self.cluster.websocket_urls).clone()
+    }
+
+    /// Records this server's WebSocket URLs.
+    pub fn set_websocket_urls(&self, urls: Vec<String>) {
+        *lock(&self.cluster.websocket_urls) = urls;
     }
 
     /// The `connect_urls` of the INFO clients are sent: our own client URLs, then every route
     /// peer's; only the peers' in lame duck mode; none before the first peer announced any.
     pub fn connect_urls(&self) -> Vec<String> {
+        self.urls_for_clients(self.client_urls(), &self.cluster.peer_urls)
+    }
+
+    /// The `connect_urls` of the INFO WebSocket clients are sent, as nats-server fills it: the
+    /// cluster's WebSocket URLs, by the same rules as [`Shared::connect_urls`].
+    pub fn websocket_connect_urls(&self) -> Vec<String> {
+        self.urls_for_clients(self.websocket_urls(), &self.cluster.peer_websocket_urls)
+    }
+
+    fn urls_for_clients(&self, own: Vec<String>, peers: &Mutex<PeerUrls>) -> Vec<String> {
         let lame_duck = self.in_lame_duck_mode();
-        let peers = self.peer_urls();
+        let peers = lock(peers);
         if !peers.announced && !lame_duck {
             return Vec::new();
         }
         let own = match lame_duck {
             true => Vec::new(),
-            false => self.client_urls(),
+            false => own,
         };
         own.into_iter()
             .chain(peers.urls.iter().map(|(url, _)| url.clone()))
             .collect()
     }
 
-    /// A route peer announced its client URLs (`connect_urls` of its INFO): clients that take
-    /// asynchronous INFO are told when that adds a URL. Not with `cluster.no_advertise`, nor
-    /// in lame duck mode (nats-server's `addConnectURLsAndSendINFOToClients`).
-    pub fn add_peer_urls(&self, urls: &[String]) {
+    /// A route peer announced its client and WebSocket URLs (`connect_urls` and
+    /// `ws_connect_urls` of its INFO): clients that take asynchronous INFO are told when that
+    /// adds a URL. Not with `cluster.no_advertise`, nor in lame duck mode (nats-server's
+    /// `addConnectURLsAndSendINFOToClients`).
+    pub fn add_peer_urls(&self, urls: &AnnouncedUrls) {
         if self.in_lame_duck_mode() || self.no_advertise() {
             return;
         }
-        let mut changed = false;
-        {
-            let mut peers = self.peer_urls();
-            for url in urls {
-                match peers.urls.iter_mut().find(|(u, _)| u == url) {
-                    Some((_, count)) => *count += 1,
-                    None => {
-                        peers.urls.push((url.clone(), 1));
-                        changed = true;
-                    }
-                }
-            }
-            peers.announced |= changed;
-        }
-        if changed {
+        let clients = add_urls(&self.cluster.peer_urls, &urls.clients);
+        let websocket = add_urls(&self.cluster.peer_websocket_urls, &urls.websocket);
+        if clients || websocket {
             self.push_client_info();
         }
     }
 
-    /// A route peer's client URLs are gone (the route closed, or its server entered lame duck
-    /// mode): clients are told when that removes a URL.
-    pub fn remove_peer_urls(&self, urls: &[String]) {
+    /// A route peer's URLs are gone (the route closed, or its server entered lame duck mode):
+    /// clients are told when that removes a URL.
+    pub fn remove_peer_urls(&self, urls: &AnnouncedUrls) {
         if self.in_lame_duck_mode() || self.no_advertise() {
             return;
         }
-        let mut changed = false;
-        {
-            let mut peers = self.peer_urls();
-            for url in urls {
-                if let Some(i) = peers.urls.iter().position(|(u, _)| u == url) {
-                    peers.urls[i].1 -= 1;
-                    if peers.urls[i].1 == 0 {
-                        peers.urls.remove(i);
-                        changed = true;
-                    }
-                }
-            }
-        }
-        if changed {
+        let clients = remove_urls(&self.cluster.peer_urls, &urls.clients);
+        let websocket = remove_urls(&self.cluster.peer_websocket_urls, &urls.websocket);
+        if clients || websocket {
             self.push_client_info();
         }
     }
@@ -284,6 +289,10 @@ impl Shared {
                 true => Vec::new(),
                 false => self.client_urls(),
             },
+            ws_connect_urls: match cluster.no_advertise {
+                true => Vec::new(),
+                false => self.websocket_urls(),
+            },
             compression: "off".to_string(),
             import: cluster.import.as_ref().map(permission_json),
             export: cluster.export.as_ref().map(permission_json),
@@ -307,13 +316,6 @@ impl Shared {
 
     fn no_advertise(&self) -> bool {
         self.opts().cluster.as_ref().is_some_and(|c| c.no_advertise)
-    }
-
-    fn peer_urls(&self) -> std::sync::MutexGuard<'_, PeerUrls> {
-        self.cluster
-            .peer_urls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The routes to dial (learned by gossip, or added by a reload) and how many more attempts
@@ -395,6 +397,7 @@ impl Shared {
             ip: Some(ip),
             cluster: info.cluster.clone(),
             connect_urls: info.connect_urls.clone(),
+            ws_connect_urls: info.ws_connect_urls.clone(),
             compression: "off".to_string(),
             lnoc: true,
             lnocu: true,
@@ -558,6 +561,43 @@ pub fn permission_json(perm: &SubjectPermission) -> PermissionJson {
         allow: perm.allow.iter().flatten().map(text).collect(),
         deny: perm.deny.iter().map(text).collect(),
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts `urls` into `set` once more; true if that added a URL.
+fn add_urls(set: &Mutex<PeerUrls>, urls: &[String]) -> bool {
+    let mut peers = lock(set);
+    let mut changed = false;
+    for url in urls {
+        match peers.urls.iter_mut().find(|(u, _)| u == url) {
+            Some((_, count)) => *count += 1,
+            None => {
+                peers.urls.push((url.clone(), 1));
+                changed = true;
+            }
+        }
+    }
+    peers.announced |= changed;
+    changed
+}
+
+/// Counts `urls` out of `set` once; true if that removed a URL.
+fn remove_urls(set: &Mutex<PeerUrls>, urls: &[String]) -> bool {
+    let mut peers = lock(set);
+    let mut changed = false;
+    for url in urls {
+        if let Some(i) = peers.urls.iter().position(|(u, _)| u == url) {
+            peers.urls[i].1 -= 1;
+            if peers.urls[i].1 == 0 {
+                peers.urls.remove(i);
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 #[cfg(test)]

@@ -254,23 +254,20 @@ impl Shared {
     }
 
     /// The INFO a WebSocket client is sent: the WebSocket listener's host and port, its TLS,
-    /// the block's own authorization, and no `connect_urls` (nats-server gives WebSocket
-    /// clients the cluster's WebSocket URLs there, which tern does not gossip).
+    /// the block's own authorization, and the cluster's WebSocket URLs as `connect_urls`.
     pub fn websocket_info(&self, cid: u64, client: SocketAddr) -> Info {
         let mut info = self.info(cid, client);
         let opts = self.opts();
         if let Some(ws) = &opts.websocket {
             info.host = ws.host.clone();
             info.port = self.websocket_addr().map_or(ws.port, |a| a.port());
+            // As nats-server 2.15.1 fills them: both TLS flags from the WebSocket listener,
+            // `tls_verify` left as the client port's.
             info.tls_required = ws.tls.is_some();
-            info.tls_available = false;
-            info.tls_verify = ws
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.verify || t.verify_and_map);
+            info.tls_available = ws.tls.is_some();
             info.auth_required |= ws.auth_override();
         }
-        info.connect_urls = Vec::new();
+        info.connect_urls = self.websocket_connect_urls();
         info
     }
 

@@ -153,6 +153,7 @@ pub(in crate::conn) async fn serve_upgraded(
     info.nonce = nonce.clone();
     let mut client = Client::new(shared.clone(), conn.clone(), conn.addr);
     client.nonce = nonce;
+    client.cert = upgrade.cert.clone();
     client.websocket = Some(upgrade);
     client.push(|b| info.encode(b));
     shared
