@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod conf;
 pub mod jetstream;
+pub mod leafnode;
 pub mod operator;
 pub mod options;
 mod url;

@@ -4,7 +4,9 @@
 
 pub mod cache;
 pub mod client;
+pub mod leaf;
 pub mod liveness;
+mod peer;
 pub mod reader;
 pub mod route;
 pub mod trace;

@@ -10,6 +10,7 @@ pub mod accountz;
 pub mod connz;
 pub mod http;
 pub mod jsz;
+pub mod leafz;
 mod metrics;
 mod routez;
 pub mod subsz;
@@ -119,6 +120,7 @@ pub async fn handle(shared: &Shared, req: &Request) -> Response {
         "/connz" => "/connz",
         "/subsz" | "/subscriptionsz" => "/subsz",
         "/routez" => "/routez",
+        "/leafz" => "/leafz",
         "/accountz" => "/accountz",
         "/accstatz" => "/accstatz",
         "/jsz" => "/jsz",
@@ -139,6 +141,7 @@ pub async fn handle(shared: &Shared, req: &Request) -> Response {
         "/connz" => connz::connz(shared, req),
         "/subsz" => subsz::subsz(shared, req),
         "/routez" => routez::routez(shared, req),
+        "/leafz" => leafz::leafz(shared, req),
         "/accountz" => accountz::accountz(shared, req),
         "/accstatz" => accountz::accstatz(shared, req),
         "/jsz" => jsz::jsz(shared, req).await,
