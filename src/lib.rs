@@ -7,7 +7,8 @@
 //!
 //! - [`proto`]: the wire as pure functions (no tokio, sockets or clock): [`proto::subject`]
 //!   rules, [`proto::error`] (every `-ERR` text and whether it closes the connection), the
-//!   client [`proto::parser`] and [`proto::protocol`] encoders, INFO and CONNECT, and
+//!   client [`proto::parser`] and [`proto::protocol`] encoders, INFO and CONNECT, the route
+//!   ([`proto::route`]) and leafnode ([`proto::leaf`]) frames, and
 //!   [`proto::websocket`] (RFC 6455 frames, the upgrade request and its answers,
 //!   permessage-deflate).
 //! - [`engine`]: routing. [`engine::account`] (each account's sublist and generation, its
@@ -18,10 +19,13 @@
 //!   (a client as other connections see it), [`engine::outbound`] (pending bytes, writer
 //!   wake-up, slow-consumer budget), [`engine::router`] (accounts and live connections),
 //!   [`engine::route`] (a route as a delivery target, and the local interest routes are told
-//!   of), [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
+//!   of), [`engine::leaf`] (a leafnode connection as a delivery target bound to one account,
+//!   and what interest it hears of), [`engine::permissions`], [`engine::stats`],
+//!   [`engine::sublist`] (the trie).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
 //!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
-//!   [`config::cluster`] (the `cluster` block and flags, route URLs) and
+//!   [`config::cluster`] (the `cluster` block and flags, route URLs),
+//!   [`config::leafnode`] (the `leafnodes` block and its remotes) and
 //!   [`config::websocket`] its meaning,
 //!   [`config::cli`] nats-server's command line.
 //! - [`security`]: [`security::auth`] (who may connect, as which user of which account),
@@ -29,7 +33,8 @@
 //!   [`security::callout`] (auth callout requests and the judging of their responses) and
 //!   [`security::tls`] (the one place rustls configurations are built; certificate names).
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
-//!   identity, TLS configuration), reload, [`state::accounts`] (accounts, imports and the
+//!   identity, TLS configuration), reload, [`state::leafnode`] (the leafnode port and live
+//!   leafnode connections), [`state::accounts`] (accounts, imports and the
 //!   system account put in force at start and on reload), and [`state::jetstream`]
 //!   (JetStream's configuration and totals, filled in by the JetStream task, and the queries
 //!   through which the monitor asks it for detail: the monitor reads JetStream without
@@ -39,8 +44,9 @@
 //!   turn frames into the byte stream the client session reads and writes), [`conn::writer`],
 //!   [`conn::liveness`] (PINGs), [`conn::cache`] (match and permission caches),
 //!   [`conn::trace`], and the kinds of connection, each with its
-//!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
-//!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
+//!   own op set: [`conn::client`] (the client protocol), [`conn::route`] (another server of
+//!   the cluster, [`proto::route`]) and [`conn::leaf`] (a leafnode, hub or spoke,
+//!   [`proto::leaf`]); routes and leafnodes share one read loop.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`];
 //!   [`monitor::jsz`] shows JetStream from [`state::jetstream`]; [`monitor::dashboard`] is the
 //!   live page (compiled in) and its once-a-second sampler, ring of history and event stream.

@@ -290,6 +290,13 @@ async fn serve(
             warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
         }
     }
+    if let (Some(leaf), Some(addr)) = (&shared.opts().leafnodes, shared.leaf_addr()) {
+        info!(
+            "Listening for leafnode connections on {}:{}",
+            host_for_log(&leaf.host),
+            addr.port()
+        );
+    }
     let addr = server.local_addr();
     info!(
         "Listening for client connections on {}:{}",

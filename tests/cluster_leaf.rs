@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{node_with, until_routed, Node, SETTLE, TERN};
+use common::cluster::{
+    exactly_once, node_with, publish_numbered, until_routed, Node, SETTLE, TERN,
+};
 use common::process::{reference_server, Process, Scratch};
 use futures::StreamExt;
 
@@ -53,38 +55,6 @@ fn after(text: &str, marker: &str) -> String {
 
 async fn connect(addr: &str) -> async_nats::Client {
     async_nats::connect(format!("nats://{addr}")).await.unwrap()
-}
-
-/// Publishes `0`, `1`, ... `count - 1` on `subject` and flushes.
-async fn publish_numbered(publisher: &async_nats::Client, subject: &str, count: u32) {
-    for n in 0..count {
-        publisher
-            .publish(subject.to_string(), n.to_string().into())
-            .await
-            .unwrap();
-    }
-    publisher.flush().await.unwrap();
-}
-
-/// `count` numbered messages from `publisher` on `subject` reach `sub` once each, in order,
-/// and nothing more comes.
-async fn exactly_once(
-    publisher: &async_nats::Client,
-    sub: &mut async_nats::Subscriber,
-    subject: &str,
-    count: u32,
-) {
-    until_routed(publisher, sub, subject).await;
-    publish_numbered(publisher, subject, count).await;
-    for n in 0..count {
-        let msg = tokio::time::timeout(SETTLE, sub.next())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(msg.payload, n.to_string(), "{subject}");
-    }
-    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
-    assert!(extra.is_err(), "{subject}: a duplicate arrived: {extra:?}");
 }
 
 /// A queue group with members on `members` gets each of `count` messages from `publisher`

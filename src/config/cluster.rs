@@ -235,7 +235,7 @@ impl ClusterOptions {
                         _ => vec![go_string(field)?],
                     }
                 }
-                "compression" => c.compression = compression(field)?,
+                "compression" => c.compression = compression_mode(field)?,
                 "ping_interval" => {
                     let interval = go_duration(field, "ping_interval", warnings)?;
                     c.ping_interval = if interval > ROUTE_MAX_PING_INTERVAL {
@@ -378,16 +378,19 @@ pub fn routes_from_str(text: &str) -> Result<Vec<RouteUrl>, String> {
 
 /// What nats-server refuses about the cluster only when it starts (not with `-t`).
 pub fn check_at_start(cluster: &ClusterOptions) -> Result<(), String> {
-    if !COMPRESSION_MODES.contains(&cluster.compression.to_ascii_lowercase().as_str()) {
-        return Err(format!(
-            "unsupported compression mode {:?}",
-            cluster.compression
-        ));
-    }
+    check_compression(&cluster.compression)?;
     if cluster.name.as_deref().is_some_and(|n| n.contains(' ')) {
         return Err("cluster name cannot contain spaces".into());
     }
     Ok(())
+}
+
+/// A compression mode nats-server knows (`validateAndNormalizeCompressionOption`).
+pub fn check_compression(mode: &str) -> Result<(), String> {
+    match COMPRESSION_MODES.contains(&mode.to_ascii_lowercase().as_str()) {
+        true => Ok(()),
+        false => Err(format!("unsupported compression mode {mode:?}")),
+    }
 }
 
 /// A cluster port as nats-server takes it: -1 for a random one (0 here), 0 for none.
@@ -547,7 +550,7 @@ fn go_text(v: &Value) -> String {
 
 /// `compression`: a mode, a boolean, or `{ mode, rtt_thresholds }` (`parseCompression`). The
 /// mode is checked when the server starts, as nats-server checks it.
-fn compression(entry: &Entry) -> Result<String, ConfError> {
+pub(super) fn compression_mode(entry: &Entry) -> Result<String, ConfError> {
     match &entry.value.kind {
         Kind::String(mode) => Ok(mode.clone()),
         Kind::Bool(true) => Ok("s2_fast".into()),

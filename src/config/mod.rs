@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod conf;
 pub mod jetstream;
+pub mod leafnode;
 pub mod operator;
 pub mod options;
 mod url;

@@ -97,6 +97,9 @@ pub struct Options {
     /// Clustering (`cluster { ... }`, `--cluster`, `--routes`, ...); `None` when no cluster port
     /// is configured, as nats-server then runs no cluster.
     pub cluster: Option<ClusterOptions>,
+    /// Leafnodes (`leafnodes { ... }`): the port leafnodes attach to, and the hubs this server
+    /// attaches to; `None` without the block.
+    pub leafnodes: Option<super::leafnode::LeafnodeOptions>,
     /// JetStream (`jetstream { ... }`, `-js`); `None` when it is off.
     pub jetstream: Option<super::jetstream::JetStreamOptions>,
     /// Operator mode: trusted operators, the account resolver and its accounts.
@@ -239,6 +242,7 @@ impl Default for Options {
             system_account: None,
             no_system_account: false,
             cluster: None,
+            leafnodes: None,
             jetstream: None,
             operator: Default::default(),
             auth_callout: None,
@@ -399,7 +403,7 @@ impl Options {
             "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
             "leafnodes" | "leaf" => {
                 super::websocket::leafnode_ws_remote(entry)?;
-                warnings.push(ignored(entry, "not supported by tern yet"));
+                self.leafnodes = Some(super::leafnode::LeafnodeOptions::parse(entry, warnings)?);
             }
             "gateway"
             | "mqtt"
@@ -809,9 +813,8 @@ mod tests {
              jetstream { store_dir: /tmp/js }\nhttp: 127.0.0.1:-1\n",
         )
         .unwrap();
-        // The cluster and jetstream blocks are read now (`config::cluster`, `config::jetstream`).
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("\"leafnodes\""));
+        // The cluster, leafnodes and jetstream blocks are read now.
+        assert!(warnings.is_empty(), "{warnings:?}");
         // Unsafe without: an error.
         assert!(options("allow_non_tls: true").unwrap().0.allow_non_tls);
         let (o, _) = options("port: 1\ntls { cert_file: nope.pem, key_file: nope.key }").unwrap();

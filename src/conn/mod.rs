@@ -4,8 +4,10 @@
 
 pub mod cache;
 pub mod client;
+pub mod leaf;
 pub mod liveness;
 pub mod msgtrace;
+mod peer;
 pub mod reader;
 pub mod route;
 pub mod trace;

@@ -15,13 +15,12 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, trace};
 
 use super::cache::MatchCache;
 use super::liveness::Liveness;
 use super::msgtrace::FromRoute;
-use super::reader::ReadBuffer;
+use super::peer::{self, PeerSession};
 use super::transport::{self, ReadHalf, WriteHalf};
 use super::writer::write_loop;
 use crate::config::cluster::{ClusterOptions, RouteUrl};
@@ -29,7 +28,7 @@ use crate::engine::account::{Account, Matches};
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::msgtrace;
-use crate::engine::outbound::{Appended, CloseReason};
+use crate::engine::outbound::CloseReason;
 use crate::engine::permissions;
 use crate::engine::route::{export_permissions, Route};
 use crate::proto::error::ProtocolError;
@@ -40,8 +39,6 @@ use crate::security::tls::{self as security_tls, CertIdentity, HandshakeError, R
 use crate::state::cluster::{route_auth_error, route_authorized, AnnouncedUrls, RouteLink};
 use crate::state::Shared;
 
-/// nats-server sends a route its first PING after about a second (`firstPingInterval`).
-const FIRST_PING: Duration = Duration::from_secs(1);
 /// The largest routed message taken. nats-server does not hold routes to its own
 /// `max_payload` (a peer's may be larger); tern bounds them generously instead, above any
 /// `max_payload` seen in practice.
@@ -278,7 +275,7 @@ impl Session {
         self.shared
             .tasks
             .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
-        let reason = self.read_loop(reader, &cluster).await;
+        let reason = peer::read_loop(&mut self, reader, cluster.auth_timeout).await;
         self.finish(reason)
     }
 
@@ -326,84 +323,6 @@ impl Session {
 
     fn cluster(&self) -> ClusterOptions {
         self.shared.opts().cluster.clone().unwrap_or_default()
-    }
-
-    async fn read_loop(&mut self, mut reader: ReadHalf, cluster: &ClusterOptions) -> CloseReason {
-        let opts = self.shared.opts();
-        let (interval, ping_max) = (opts.route_ping_interval(), opts.route_ping_max());
-        let mut ping = tokio::time::interval_at(Instant::now() + FIRST_PING, interval);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let auth_deadline = tokio::time::sleep(cluster.auth_timeout);
-        tokio::pin!(auth_deadline);
-        let mut input = ReadBuffer::default();
-        loop {
-            let result = tokio::select! {
-                biased;
-                _ = self.conn.outbound.reader_wakeup() => {
-                    return self.conn.outbound.close_reason().unwrap_or(CloseReason::ServerShutdown);
-                }
-                read = input.read(&mut reader) => match read {
-                    Ok(0) => return CloseReason::ClientClosed,
-                    Ok(_) => {
-                        self.live.last_in = Instant::now();
-                        self.trace = tracing::enabled!(tracing::Level::TRACE);
-                        self.out.trace = self.trace;
-                        let result = self.process(&mut input.buf);
-                        self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
-                        result
-                    }
-                    Err(_) => return CloseReason::ReadError,
-                },
-                _ = ping.tick() => {
-                    match self.live.on_timer(interval, ping_max, &self.desc) {
-                        Ok(true) => {
-                            self.push(|b| b.extend_from_slice(protocol::PING));
-                            Ok(())
-                        }
-                        Ok(false) => Ok(()),
-                        Err(err) => Err(err),
-                    }
-                }
-                _ = &mut auth_deadline, if !self.connected => {
-                    Err(ProtocolError::AuthenticationTimeout)
-                }
-            };
-            self.out.flush(Some(&self.conn));
-            if let Err(err) = result {
-                return self.fail(err);
-            }
-            if !self.out.backlogged.is_empty() {
-                let backlogged = std::mem::take(&mut self.out.backlogged);
-                for conn in &backlogged {
-                    conn.outbound.wait_for_room().await;
-                }
-                input.paused();
-            } else if input.yield_due() {
-                input.paused();
-                tokio::task::yield_now().await;
-            }
-            input.settle();
-        }
-    }
-
-    /// Handles every whole operation in `buf`.
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        let opts = self.shared.opts();
-        let mut consumed = 0;
-        let result = loop {
-            match wire::parse(&buf[consumed..], opts.max_control_line, ROUTE_MAX_PAYLOAD) {
-                Ok(Some((op, n))) => {
-                    consumed += n;
-                    if let Err(err) = self.handle(op) {
-                        break Err(err);
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(err) => break Err(err),
-            }
-        };
-        buf.advance(consumed);
-        result
     }
 
     fn handle(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
@@ -474,6 +393,8 @@ impl Session {
                     header_len: m.header_len,
                     message: m.message,
                 };
+                self.out.from_route = true;
+                self.out.leaf_origin = m.origin.map(bytes::Bytes::copy_from_slice);
                 let traced = m
                     .header_len
                     .is_some_and(|h| msgtrace::requested(&m.message[..h]))
@@ -481,6 +402,8 @@ impl Session {
                 if !traced {
                     deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
                 }
+                self.out.from_route = false;
+                self.out.leaf_origin = None;
                 Ok(())
             }
         }
@@ -728,34 +651,6 @@ impl Session {
         self.accounts.get_mut(name)
     }
 
-    fn push(&mut self, encode: impl FnOnce(&mut BytesMut)) {
-        if self.conn.outbound.append(None, encode) == Appended::ScheduleFlush {
-            self.out.to_flush.push(self.conn.clone());
-        }
-    }
-
-    /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
-    fn fail(&mut self, err: ProtocolError) -> CloseReason {
-        // A duplicate of a live route (or a route to this server) closes quietly.
-        if self.duplicate.is_some() {
-            return CloseReason::DuplicateRoute;
-        }
-        match &err {
-            ProtocolError::Malformed(why) => debug!("{} - {why}", self.desc),
-            other => error!("{} - {}", self.desc, other),
-        }
-        if let Some(text) = err.client_text() {
-            self.push(|b| protocol::encode_err(b, &text));
-        }
-        self.out.flush(Some(&self.conn));
-        match err {
-            ProtocolError::AuthorizationViolation => CloseReason::AuthenticationViolation,
-            ProtocolError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
-            ProtocolError::StaleConnection => CloseReason::StaleConnection,
-            _ => CloseReason::ProtocolViolation,
-        }
-    }
-
     /// Closes the connection and forgets the route and its interest.
     fn finish(mut self, reason: CloseReason) -> Option<String> {
         self.conn.outbound.close(reason, true);
@@ -780,6 +675,66 @@ impl Session {
             reason.as_str()
         );
         self.duplicate.take()
+    }
+}
+
+impl PeerSession for Session {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn conn(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    fn desc(&self) -> &str {
+        &self.desc
+    }
+
+    fn live(&mut self) -> &mut Liveness {
+        &mut self.live
+    }
+
+    fn out(&mut self) -> &mut Deliveries {
+        &mut self.out
+    }
+
+    fn in_counts(&self) -> (u64, u64) {
+        (self.in_msgs, self.in_bytes)
+    }
+
+    fn awaiting(&self) -> Option<ProtocolError> {
+        (!self.connected).then_some(ProtocolError::AuthenticationTimeout)
+    }
+
+    /// Handles every whole operation in `buf`.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.trace = self.out.trace;
+        let opts = self.shared.opts();
+        let mut consumed = 0;
+        let result = loop {
+            match wire::parse(&buf[consumed..], opts.max_control_line, ROUTE_MAX_PAYLOAD) {
+                Ok(Some((op, n))) => {
+                    consumed += n;
+                    if let Err(err) = self.handle(op) {
+                        break Err(err);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        buf.advance(consumed);
+        result
+    }
+
+    /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
+    fn fail(&mut self, err: ProtocolError) -> CloseReason {
+        // A duplicate of a live route (or a route to this server) closes quietly.
+        if self.duplicate.is_some() {
+            return CloseReason::DuplicateRoute;
+        }
+        peer::close_with_error(self, err)
     }
 }
 

@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::deliver::{self, Deliveries, Message};
+use super::leaf::Leaf;
 use super::mapping::Mapping;
 use super::route::{self, LocalInterest, Route, Routes};
 use super::stats::SubSnapshot;
 use super::sublist::{Sublist, SublistResult};
 use super::subscription::{Internal, Subscription, Target};
+use crate::proto::leaf as leaf_wire;
 
 /// A match result shared by the sublist and the publishers' caches.
 pub type Matches = Arc<SublistResult<Subscription>>;
@@ -104,6 +106,12 @@ pub struct Account {
     /// Held while routes are told of a change, so that they hear changes in order; taken
     /// before a route's outbound lock.
     interest: Mutex<LocalInterest>,
+    /// The leafnode connections bound to this account. Held while one is told of a change of
+    /// interest (and while one that attaches is told of all of it), so that each hears every
+    /// change once and in order; taken before the sublist lock.
+    leafs: Mutex<Vec<Arc<Leaf>>>,
+    /// `$LDS.<random>`: this account's loop detection subject.
+    loop_subject: OnceLock<String>,
 }
 
 /// Responses owed through service imports.
@@ -126,6 +134,17 @@ struct Response {
     /// When the request was forwarded or, for stream and chunked responses, last answered:
     /// as in nats-server, the threshold is the longest silence a response may follow.
     touched: Instant,
+}
+
+/// Tells each leafnode in `leafs` of subscriptions added or removed.
+fn tell_leafs(leafs: &[Arc<Leaf>], subs: &[&Arc<Subscription>], added: bool) {
+    for leaf in leafs {
+        leaf.send(|b| {
+            for sub in subs {
+                leaf.count(sub, added, b);
+            }
+        });
+    }
 }
 
 /// Counts of sublist operations (`/subsz`).
@@ -178,6 +197,8 @@ impl Account {
             routes,
             route_queue_subs: AtomicUsize::new(0),
             interest: Mutex::new(LocalInterest::default()),
+            leafs: Mutex::new(Vec::new()),
+            loop_subject: OnceLock::new(),
             name: name.into(),
             sublist: RwLock::new(Sublist::new()),
             generation: AtomicU64::new(0),
@@ -224,10 +245,17 @@ impl Account {
     /// Adds a subscription to the sublist.
     pub fn subscribe(&self, sub: Arc<Subscription>) {
         self.track_interest(&sub, true);
+        let leafs = self.leafs();
         let mut sublist = self.sublist_mut();
-        sublist.insert(&sub.subject.clone(), sub.queue.clone().as_deref(), sub);
+        sublist.insert(
+            &sub.subject.clone(),
+            sub.queue.clone().as_deref(),
+            sub.clone(),
+        );
         self.generation.fetch_add(1, Ordering::Release);
         self.stats.inserts.fetch_add(1, Ordering::Relaxed);
+        drop(sublist);
+        tell_leafs(&leafs, &[&sub], true);
     }
 
     /// Removes a subscription from the sublist (once; later calls do nothing).
@@ -235,11 +263,14 @@ impl Account {
         if sub.closed.swap(true, Ordering::Relaxed) {
             return;
         }
+        let leafs = self.leafs();
         let mut sublist = self.sublist_mut();
         sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
         self.generation.fetch_add(1, Ordering::Release);
         self.stats.removes.fetch_add(1, Ordering::Relaxed);
         drop(sublist);
+        tell_leafs(&leafs, &[sub], false);
+        drop(leafs);
         self.track_interest(sub, false);
     }
 
@@ -249,6 +280,7 @@ impl Account {
             return;
         }
         let mut removed = Vec::new();
+        let leafs = self.leafs();
         let mut sublist = self.sublist_mut();
         for sub in subs {
             if !sub.closed.swap(true, Ordering::Relaxed) {
@@ -259,6 +291,8 @@ impl Account {
         }
         self.generation.fetch_add(1, Ordering::Release);
         drop(sublist);
+        tell_leafs(&leafs, &removed, false);
+        drop(leafs);
         // As nats-server closes a client: plain subscriptions one by one, then each queue
         // group once, with its weight after all of the connection's members left.
         let (queued, plain): (Vec<_>, Vec<_>) =
@@ -332,6 +366,42 @@ impl Account {
                 count,
             );
         }
+    }
+
+    /// This account's loop detection subject (`$LDS.<random>`): told to every leafnode; one
+    /// that comes back from a leafnode is a loop.
+    pub fn loop_subject(&self) -> &str {
+        self.loop_subject
+            .get_or_init(|| format!("{}{}", leaf_wire::LOOP_DETECTION_PREFIX, random_token(22)))
+    }
+
+    /// A leafnode connection bound to this account starts hearing of its interest: all of it
+    /// now (with the loop detection subject), then every change.
+    pub fn attach_leaf(&self, leaf: &Arc<Leaf>) {
+        let mut leafs = self.leafs();
+        let all = self.sublist.read().unwrap_or_else(|p| p.into_inner()).all();
+        let subject = self.loop_subject().to_string();
+        leaf.send(|b| {
+            for sub in &all {
+                leaf.count(sub, true, b);
+            }
+            leaf_wire::encode_sub(b, subject.as_bytes(), None);
+        });
+        leafs.push(leaf.clone());
+    }
+
+    /// A leafnode connection closed.
+    pub fn detach_leaf(&self, leaf: &Arc<Leaf>) {
+        self.leafs().retain(|l| !Arc::ptr_eq(l, leaf));
+    }
+
+    /// How many leafnode connections are bound to this account.
+    pub fn leaf_count(&self) -> usize {
+        self.leafs().len()
+    }
+
+    fn leafs(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Leaf>>> {
+        self.leafs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether some route has a queue subscription here (queue members are then weighed).

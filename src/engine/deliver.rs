@@ -10,11 +10,13 @@ use tracing::trace;
 
 use super::account::{Account, Matches};
 use super::connection::Connection;
+use super::leaf::Leaf;
 use super::msgtrace::{self, MsgTrace};
 use super::outbound::Appended;
 use super::route::Route;
 use super::sublist::QueueGroup;
 use super::subscription::{Subscription, Target};
+use crate::proto::leaf as leaf_wire;
 use crate::proto::protocol;
 use crate::proto::route as route_wire;
 
@@ -56,6 +58,11 @@ pub struct Deliveries {
     hops: u8,
     /// The message came from a route: it goes to no route (one hop).
     pub from_route: bool,
+    /// The message came from this leafnode connection.
+    pub from_leaf: Option<Arc<Leaf>>,
+    /// The leaf cluster the message came from (a leafnode's, or a route's `LMSG`): it goes
+    /// to no leafnode of that cluster, and to routes as `LMSG` with it.
+    pub leaf_origin: Option<bytes::Bytes>,
 }
 
 impl Deliveries {
@@ -132,17 +139,55 @@ pub fn deliver_all(
 ) -> bool {
     // The common case, plain local subscribers only, takes no more than this loop.
     let mut delivered = false;
-    let mut routes = false;
+    let mut peers = false;
     for sub in &matches.psubs {
         match &sub.target {
-            Target::Route(_) => routes = true,
+            Target::Route(_) | Target::Leaf(_) => peers = true,
             _ => delivered |= deliver(account, sub, msg, out, skip),
         }
     }
-    if matches.qsubs.is_empty() && (!routes || out.from_route) {
+    if matches.qsubs.is_empty() && !peers {
         return delivered;
     }
-    deliver_groups_and_routes(account, matches, msg, out, skip, routes) | delivered
+    deliver_groups_and_routes(account, matches, msg, out, skip, peers) | delivered
+}
+
+/// Whether a message goes on to routes: not one from a route (one hop), nor one from our hub
+/// (each server of a cluster has its own link to it).
+fn to_routes(out: &Deliveries) -> bool {
+    !out.from_route && !out.from_leaf.as_ref().is_some_and(|l| l.spoke)
+}
+
+/// Whether a message goes on to `leaf` (see `Leaf::takes_from`).
+fn to_leaf(leaf: &Leaf, msg: &Message<'_>, out: &Deliveries) -> bool {
+    leaf.takes_from(
+        out.from_route,
+        out.from_leaf.as_deref(),
+        out.leaf_origin.as_deref(),
+        msg.subject,
+    )
+}
+
+/// Notes the route and leafnode subscriptions among `psubs` that take the message.
+fn note_peers<'m>(
+    psubs: &'m [Arc<Subscription>],
+    msg: &Message<'_>,
+    out: &Deliveries,
+    frames: &mut SmallVec<[PeerFrame<'m>; 2]>,
+) {
+    let routes = to_routes(out);
+    for sub in psubs {
+        if sub.closed.load(Ordering::Relaxed) {
+            continue;
+        }
+        match &sub.target {
+            Target::Route(route) if routes => PeerFrame::note(frames, Peer::Route(route), None),
+            Target::Leaf(leaf) if to_leaf(leaf, msg, out) => {
+                PeerFrame::note(frames, Peer::Leaf(leaf), None)
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The rest of [`deliver_all`]: one member of each queue group, and one frame per route for
@@ -153,18 +198,12 @@ fn deliver_groups_and_routes(
     msg: &Message<'_>,
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
-    routes: bool,
+    peers: bool,
 ) -> bool {
     let mut delivered = false;
-    let mut frames: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
-    if routes && !out.from_route {
-        for sub in &matches.psubs {
-            if let Target::Route(route) = &sub.target {
-                if !sub.closed.load(Ordering::Relaxed) {
-                    RouteFrame::note(&mut frames, route, None);
-                }
-            }
-        }
+    let mut frames: SmallVec<[PeerFrame<'_>; 2]> = SmallVec::new();
+    if peers {
+        note_peers(&matches.psubs, msg, out, &mut frames);
     }
     for group in &matches.qsubs {
         delivered |= deliver_queue(account, group, msg, out, skip, &mut frames);
@@ -175,13 +214,15 @@ fn deliver_groups_and_routes(
     delivered
 }
 
-/// Delivers a message that came from a route: to every local plain subscriber, and to one
-/// local member of each queue group the sender named (and no other group). Plain interest
-/// behind routes gets nothing (one hop); a named group with no member here that takes it goes
-/// on to a member behind a route, even the route it came from, as nats-server does
-/// (`processMsgResults` keeps such a member as `rsub`): the sender's view of the group was
-/// stale, and dropping would lose the message. A JetStream push delivery (`$JS.ACK.…@subject`
-/// reply) reaches local subscribers on the subject after the `@`. True when anyone took it.
+/// Delivers a message that came from a route (`out.from_route`) or a leafnode
+/// (`out.from_leaf`): to every local plain subscriber, to the leafnodes (and, from a leafnode
+/// whose hub we are, the routes) that take it, and to one member of each queue group the
+/// sender named (and no other group), a local one first. A named group with no member here
+/// that takes it goes on to a member behind a route, even the route it came from, as
+/// nats-server does (`processMsgResults` keeps such a member as `rsub`): the sender's view of
+/// the group was stale, and dropping would lose the message. A JetStream push delivery
+/// (`$JS.ACK.…@subject` reply) reaches local subscribers on the subject after the `@`. True
+/// when anyone took it.
 pub fn deliver_routed(
     account: &Account,
     matches: &Matches,
@@ -189,7 +230,6 @@ pub fn deliver_routed(
     queues: &[u8],
     out: &mut Deliveries,
 ) -> bool {
-    out.from_route = true;
     let mut delivered = false;
     // Local subscribers of a JetStream push delivery get it on the subject its reply carries.
     let split = msg.reply.and_then(route_wire::js_ack_delivery);
@@ -201,20 +241,27 @@ pub fn deliver_routed(
         },
         None => *msg,
     };
+    let mut peers = false;
     for sub in &matches.psubs {
-        if !matches!(sub.target, Target::Route(_)) {
-            delivered |= deliver(account, sub, &local, out, None);
+        match &sub.target {
+            Target::Route(_) | Target::Leaf(_) => peers = true,
+            _ => delivered |= deliver(account, sub, &local, out, None),
         }
     }
+    let mut frames: SmallVec<[PeerFrame<'_>; 2]> = SmallVec::new();
+    if peers {
+        note_peers(&matches.psubs, msg, out, &mut frames);
+    }
     if !queues.is_empty() {
-        let mut routes: SmallVec<[RouteFrame<'_>; 2]> = SmallVec::new();
         for group in &matches.qsubs {
             if !route_wire::queue_names(queues).any(|q| q == &*group.name) {
                 continue;
             }
-            // With `from_route`, only members here are tried.
-            if deliver_queue(account, group, &local, out, None, &mut routes) {
+            if deliver_queue(account, group, &local, out, None, &mut frames) {
                 delivered = true;
+                continue;
+            }
+            if !out.from_route {
                 continue;
             }
             let behind_route = group.members.iter().find_map(|m| match &m.target {
@@ -227,14 +274,13 @@ pub fn deliver_routed(
                 _ => None,
             });
             if let Some(route) = behind_route {
-                RouteFrame::note(&mut routes, route, Some(&group.name));
+                PeerFrame::note(&mut frames, Peer::Route(route), Some(&group.name));
             }
         }
-        for frame in routes {
-            delivered |= frame.send(account, msg, out);
-        }
     }
-    out.from_route = false;
+    for frame in frames {
+        delivered |= frame.send(account, msg, out);
+    }
     delivered
 }
 
@@ -247,7 +293,7 @@ fn deliver_queue<'m>(
     msg: &Message<'_>,
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
-    routes: &mut SmallVec<[RouteFrame<'m>; 2]>,
+    routes: &mut SmallVec<[PeerFrame<'m>; 2]>,
 ) -> bool {
     let n = group.members.len();
     if n == 0 {
@@ -259,6 +305,9 @@ fn deliver_queue<'m>(
         Target::Route(_) => s.weight.load(Ordering::Relaxed) as usize,
         _ => 1,
     };
+    let to_routes = to_routes(out);
+    // A leafnode's member is taken only when no other member is (local members first).
+    let mut leaf_member: Option<&'m Arc<Leaf>> = None;
     // Without routes' members every member weighs 1: no need to look at each.
     let (total, uniform) = match account.has_route_queue_subs() {
         true => group.members.iter().fold((0, true), |(total, uniform), s| {
@@ -292,11 +341,19 @@ fn deliver_queue<'m>(
         let member = &group.members[(start + i) % n];
         match &member.target {
             Target::Route(route) => {
-                if out.from_route || member.closed.load(Ordering::Relaxed) || weight(member) == 0 {
+                if !to_routes || member.closed.load(Ordering::Relaxed) || weight(member) == 0 {
                     continue;
                 }
-                RouteFrame::note(routes, route, Some(&group.name));
+                PeerFrame::note(routes, Peer::Route(route), Some(&group.name));
                 return true;
+            }
+            Target::Leaf(leaf) => {
+                if leaf_member.is_none()
+                    && !member.closed.load(Ordering::Relaxed)
+                    && to_leaf(leaf, msg, out)
+                {
+                    leaf_member = Some(leaf);
+                }
             }
             _ => {
                 if deliver(account, member, msg, out, skip) {
@@ -305,27 +362,49 @@ fn deliver_queue<'m>(
             }
         }
     }
-    false
+    match leaf_member {
+        Some(leaf) => {
+            PeerFrame::note(routes, Peer::Leaf(leaf), Some(&group.name));
+            true
+        }
+        None => false,
+    }
 }
 
-/// What one route gets for one message: whether a plain subscription wanted it, and the queue
-/// groups it was chosen for.
-struct RouteFrame<'m> {
-    route: &'m Arc<Route>,
+/// A server a message is forwarded to: over a route or a leafnode connection.
+#[derive(Clone, Copy)]
+enum Peer<'m> {
+    Route(&'m Arc<Route>),
+    Leaf(&'m Arc<Leaf>),
+}
+
+impl Peer<'_> {
+    fn conn(&self) -> &Arc<Connection> {
+        match self {
+            Peer::Route(route) => &route.conn,
+            Peer::Leaf(leaf) => &leaf.conn,
+        }
+    }
+
+    fn same(&self, other: &Peer<'_>) -> bool {
+        Arc::ptr_eq(self.conn(), other.conn())
+    }
+}
+
+/// What one route or leafnode gets for one message: whether a plain subscription wanted it,
+/// and the queue groups it was chosen for.
+struct PeerFrame<'m> {
+    to: Peer<'m>,
     queues: SmallVec<[&'m [u8]; 4]>,
 }
 
-impl<'m> RouteFrame<'m> {
-    fn note(
-        frames: &mut SmallVec<[RouteFrame<'m>; 2]>,
-        route: &'m Arc<Route>,
-        queue: Option<&'m [u8]>,
-    ) {
-        let frame = match frames.iter_mut().position(|f| Arc::ptr_eq(f.route, route)) {
+impl<'m> PeerFrame<'m> {
+    fn note(frames: &mut SmallVec<[PeerFrame<'m>; 2]>, to: Peer<'m>, queue: Option<&'m [u8]>) {
+        let frame = match frames.iter_mut().position(|f| f.to.same(&to)) {
             Some(at) => &mut frames[at],
             None => {
-                frames.push(RouteFrame {
-                    route,
+                frames.push(PeerFrame {
+                    to,
                     queues: SmallVec::new(),
                 });
                 let last = frames.len() - 1;
@@ -345,35 +424,49 @@ impl<'m> RouteFrame<'m> {
                 return self.send_traced(account, msg, out, trace);
             }
         }
-        let to = &self.route.conn;
+        let to = self.to.conn();
         if !to.may_receive(msg.subject) {
             return false;
         }
-        // A peer whose INFO said `headers: false` gets RMSG with the payload alone, as
-        // nats-server sends it.
+        // A peer whose INFO said `headers: false` gets the payload alone, as nats-server
+        // sends it.
         let (header_len, message) = match msg.header_len {
             Some(h) if !to.headers.load(Ordering::Relaxed) => (None, &msg.message[h..]),
             header_len => (header_len, msg.message),
         };
-        let appended = to.outbound.append(Some(message.len()), |b| {
-            route_wire::encode_msg(
-                b,
-                account.name.as_bytes(),
-                msg.subject,
-                msg.reply,
-                &self.queues,
-                header_len,
-                message,
-            )
-        });
-        // A publisher outrunning a route waits for it, as for a subscriber (see
+        let frame = route_wire::Frame {
+            subject: msg.subject,
+            reply: msg.reply,
+            queues: &self.queues,
+            header_len,
+            message,
+        };
+        let name = account.name.as_bytes();
+        let appended =
+            to.outbound
+                .append(Some(message.len()), |b| match (self.to, &out.leaf_origin) {
+                    (Peer::Leaf(_), _) => leaf_wire::encode_msg(b, &frame),
+                    (Peer::Route(_), Some(origin)) => {
+                        route_wire::encode_origin_msg(b, origin, name, &frame)
+                    }
+                    (Peer::Route(_), None) => route_wire::encode_msg(
+                        b,
+                        name,
+                        msg.subject,
+                        msg.reply,
+                        &self.queues,
+                        header_len,
+                        message,
+                    ),
+                });
+        // A publisher outrunning a peer waits for it, as for a subscriber (see
         // `Outbound::wait_for_room`): a route is paced, never left to overflow.
         out.appended(appended, to);
         true
     }
 }
 
-impl RouteFrame<'_> {
+impl PeerFrame<'_> {
     /// Sends a traced message on as the next hop (`Nats-Trace-Hop`), and notes the egress.
     #[cold]
     fn send_traced(
@@ -383,10 +476,13 @@ impl RouteFrame<'_> {
         out: &mut Deliveries,
         mut trace: Box<MsgTrace>,
     ) -> bool {
-        let to = &self.route.conn;
-        let name = self.route.remote_name.clone();
+        let to = self.to.conn();
+        let (kind, name) = match self.to {
+            Peer::Route(route) => (msgtrace::kind::ROUTER, route.remote_name.clone()),
+            Peer::Leaf(leaf) => (msgtrace::kind::LEAF, leaf.remote_name.clone()),
+        };
         if !to.may_receive(msg.subject) {
-            trace.route_egress(to.cid, name, None, Some(msgtrace::error::PUB_VIOLATION));
+            trace.peer_egress(kind, to.cid, name, None, Some(msgtrace::error::PUB_VIOLATION));
             out.msg_trace = Some(trace);
             return false;
         }
@@ -404,7 +500,7 @@ impl RouteFrame<'_> {
         out.trace = trace.log;
         let sent = self.send(account, &hopped, out);
         out.trace = true;
-        trace.route_egress(to.cid, name, Some(hop), None);
+        trace.peer_egress(kind, to.cid, name, Some(hop), None);
         out.msg_trace = Some(trace);
         sent
     }
@@ -421,8 +517,8 @@ pub fn deliver(
 ) -> bool {
     match &sub.target {
         Target::Client(to) => deliver_to_client(account, sub, to, msg, out, skip),
-        // Routes are reached through `deliver_all`, one frame per route per message.
-        Target::Route(_) => false,
+        // Routes and leafnodes are reached through `deliver_all`, one frame per message.
+        Target::Route(_) | Target::Leaf(_) => false,
         Target::Internal(internal) => {
             // A trace-only message reaches no service, stream or import.
             if out.trace && out.msg_trace.as_ref().is_some_and(|t| t.only) {

@@ -6,6 +6,7 @@ pub mod account;
 pub mod connection;
 pub mod deliver;
 pub mod import;
+pub mod leaf;
 pub mod mapping;
 pub mod msgtrace;
 pub mod outbound;

@@ -33,6 +33,8 @@ pub mod kind {
     pub const CLIENT: u8 = 0;
     /// A route to another server of the cluster.
     pub const ROUTER: u8 = 1;
+    /// A leafnode connection.
+    pub const LEAF: u8 = 4;
 }
 
 /// Egress errors, in nats-server's words.
@@ -246,9 +248,10 @@ impl MsgTrace {
         }
     }
 
-    /// Notes a delivery to a route, as hop `hop` (or why there was none).
-    pub fn route_egress(
+    /// Notes a delivery to a route or leafnode (`kind`), as hop `hop` (or why there was none).
+    pub fn peer_egress(
         &mut self,
+        kind: u8,
         cid: u64,
         name: String,
         hop: Option<String>,
@@ -256,7 +259,7 @@ impl MsgTrace {
     ) {
         self.events.push(TraceEvent::Egress {
             at: SystemTime::now(),
-            kind: kind::ROUTER,
+            kind,
             cid,
             name,
             hop,

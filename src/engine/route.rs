@@ -210,12 +210,14 @@ impl Route {
             existing.weight.store(interest.weight, Ordering::Relaxed);
             return;
         }
-        let sub = Arc::new(Subscription::with_target(
+        let mut sub = Subscription::with_target(
             Target::Route(self.clone()),
             key.2.clone(),
             key.3.clone(),
             Bytes::new(),
-        ));
+        );
+        sub.origin = key.1.clone();
+        let sub = Arc::new(sub);
         sub.weight.store(interest.weight, Ordering::Relaxed);
         remote.insert(key, sub.clone());
         account.subscribe(sub);

@@ -131,6 +131,29 @@ impl<T> Sublist<T> {
     pub fn is_empty(&self) -> bool {
         self.root.is_empty()
     }
+
+    /// Every subscription held, plain and queued.
+    pub fn all(&self) -> Vec<Arc<T>> {
+        fn walk<T>(level: &Level<T>, out: &mut Vec<Arc<T>>) {
+            let nodes = level
+                .literals
+                .values()
+                .chain(level.pwc.as_deref())
+                .chain(level.fwc.as_deref());
+            for node in nodes {
+                out.extend(node.psubs.iter().cloned());
+                for group in &node.qsubs {
+                    out.extend(group.members.iter().cloned());
+                }
+                if let Some(next) = &node.next {
+                    walk(next, out);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(self.count);
+        walk(&self.root, &mut out);
+        out
+    }
 }
 
 fn match_level<'s, T, I>(level: &Level<T>, mut tokens: I, result: &mut SublistResult<T>)

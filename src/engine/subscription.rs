@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::connection::Connection;
 use super::deliver::{Deliveries, Message};
+use super::leaf::Leaf;
 use super::route::Route;
 use super::stats::SubSnapshot;
 
@@ -22,6 +23,8 @@ pub enum Target {
     Internal(Arc<dyn Internal>),
     /// Another server of the cluster: one `RMSG` per message (see `deliver::deliver_all`).
     Route(Arc<Route>),
+    /// A leafnode connection: one `LMSG` per message.
+    Leaf(Arc<Leaf>),
 }
 
 /// A subscriber inside the server. `deliver` runs on the publisher's task, inline: it hands
@@ -59,6 +62,9 @@ pub struct Subscription {
     /// How many members a route's queue subscription stands for (1 for everyone else): the
     /// cluster-wide choice of a queue member weighs it this many times.
     pub weight: AtomicU32,
+    /// The leaf cluster the interest comes from (a leafnode's, or a route's `LS+`): no leaf of
+    /// that cluster hears of it.
+    pub origin: Option<Bytes>,
 }
 
 impl Subscription {
@@ -88,6 +94,7 @@ impl Subscription {
             delivered: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             weight: AtomicU32::new(1),
+            origin: None,
         }
     }
 
@@ -108,6 +115,7 @@ impl Subscription {
             cid: match &self.target {
                 Target::Client(conn) => conn.cid,
                 Target::Route(route) => route.conn.cid,
+                Target::Leaf(leaf) => leaf.conn.cid,
                 Target::Internal(_) => 0,
             },
         }
@@ -119,7 +127,7 @@ impl Subscription {
         match &self.target {
             Target::Client(_) => true,
             Target::Internal(internal) => internal.announced(),
-            Target::Route(_) => false,
+            Target::Route(_) | Target::Leaf(_) => false,
         }
     }
 
@@ -127,7 +135,7 @@ impl Subscription {
     pub fn client(&self) -> Option<&Arc<Connection>> {
         match &self.target {
             Target::Client(conn) => Some(conn),
-            Target::Internal(_) | Target::Route(_) => None,
+            Target::Internal(_) | Target::Route(_) | Target::Leaf(_) => None,
         }
     }
 

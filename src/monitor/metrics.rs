@@ -103,7 +103,7 @@ pub async fn metrics(shared: &Shared) -> Response {
             "leafnodes",
             Gauge,
             v.leafnodes as f64,
-            "Leaf node connections (always 0).",
+            "Leaf node connections.",
         ),
         ("mem", Gauge, v.mem as f64, "Resident memory in bytes."),
         (

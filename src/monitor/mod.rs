@@ -12,6 +12,7 @@ pub mod connz;
 pub mod dashboard;
 pub mod http;
 pub mod jsz;
+pub mod leafz;
 mod metrics;
 mod routez;
 pub mod subsz;
@@ -138,6 +139,7 @@ pub async fn handle(shared: &Shared, dashboard: &Dashboard, req: &Request) -> Re
         "/connz" => "/connz",
         "/subsz" | "/subscriptionsz" => "/subsz",
         "/routez" => "/routez",
+        "/leafz" => "/leafz",
         "/accountz" => "/accountz",
         "/accstatz" => "/accstatz",
         "/jsz" => "/jsz",
@@ -160,6 +162,7 @@ pub async fn handle(shared: &Shared, dashboard: &Dashboard, req: &Request) -> Re
         "/connz" => connz::connz(shared, req),
         "/subsz" => subsz::subsz(shared, req),
         "/routez" => routez::routez(shared, req),
+        "/leafz" => leafz::leafz(shared, req),
         "/accountz" => accountz::accountz(shared, req),
         "/accstatz" => accountz::accstatz(shared, req),
         "/jsz" => jsz::jsz(shared, req).await,

@@ -305,7 +305,7 @@ pub fn build(shared: &Shared) -> Varz {
         // One connection per server: as many routes as remote servers.
         routes: shared.router.routes().all().len() as u64,
         remotes: shared.router.routes().all().len() as u64,
-        leafnodes: 0,
+        leafnodes: shared.leafnode.leafs.len() as u64,
         in_msgs: totals.in_msgs,
         in_bytes: totals.in_bytes,
         in_client_msgs: totals.in_msgs,

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod jwt;
+pub mod leaf;
 pub mod parser;
 pub mod protocol;
 pub mod route;

@@ -108,11 +108,21 @@ pub fn queue_names(queues: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub const CONTROL_LINE_FACTOR: usize = 16;
 
 /// Parses one route operation from the start of `buf`: `Ok(None)` when more bytes are needed.
-pub fn parse<'a>(
-    buf: &'a [u8],
+pub fn parse(
+    buf: &[u8],
     max_control_line: usize,
     max_payload: usize,
-) -> Result<Option<(RouteOp<'a>, usize)>, ProtocolError> {
+) -> Result<Option<(RouteOp<'_>, usize)>, ProtocolError> {
+    parse_for(buf, max_control_line, max_payload, false)
+}
+
+/// Parses one leafnode operation (`proto::leaf`): the same frames without account or origin.
+pub(crate) fn parse_for(
+    buf: &[u8],
+    max_control_line: usize,
+    max_payload: usize,
+    leaf: bool,
+) -> Result<Option<(RouteOp<'_>, usize)>, ProtocolError> {
     let limit = max_control_line.saturating_mul(CONTROL_LINE_FACTOR);
     let scan = &buf[..buf.len().min(limit.saturating_add(64))];
     let Some(newline) = memchr(b'\n', scan) else {
@@ -162,11 +172,24 @@ pub fn parse<'a>(
         b"CONNECT" => RouteOp::Connect(rest),
         // nats-server's parser reads a client's SUB/UNSUB on a route as RS+/RS- (so `SUB foo 1`
         // is interest in subject `1` of account `foo`) and a PUB as a message of no account.
+        b"LS+" if leaf => RouteOp::Sub(leaf_interest(rest, true)?),
+        b"LS-" if leaf => RouteOp::Unsub(leaf_interest(rest, false)?),
+        b"RS+" | b"RS-" | b"RMSG" | b"SUB" | b"UNSUB" | b"PUB" if leaf => {
+            return Err(ProtocolError::UnknownOperation)
+        }
         b"RS+" | b"LS+" | b"SUB" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
         b"RS-" | b"LS-" | b"UNSUB" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
         b"RMSG" | b"HMSG" | b"LMSG" | b"PUB" => {
             let parsed = match upper.as_slice() {
                 b"PUB" => client_pub(rest),
+                op if leaf => {
+                    let form = MsgForm {
+                        origin: false,
+                        account: false,
+                        headers: op == b"HMSG",
+                    };
+                    msg_args(rest, form)
+                }
                 _ => routed(rest, &upper)?,
             };
             let Some((msg, size)) = parsed else {
@@ -248,35 +271,83 @@ fn interest(rest: &[u8], leaf: bool, add: bool) -> Result<Interest<'_>, Protocol
     })
 }
 
+/// A leafnode's `LS+ subj [queue weight]` / `LS- subj [queue]`: no account, no origin.
+fn leaf_interest(rest: &[u8], add: bool) -> Result<Interest<'_>, ProtocolError> {
+    let err = ProtocolError::Malformed(match add {
+        true => "processLeafSub Parse Error",
+        false => "processLeafUnsub Parse Error",
+    });
+    let args: SmallVec<[&[u8]; 4]> = split(rest).collect();
+    let (subject, queue, weight) = match (add, &args[..]) {
+        (_, [subject]) => (*subject, None, 1),
+        (true, [subject, queue, weight]) => {
+            (*subject, Some(*queue), parse_u32(weight).unwrap_or(0))
+        }
+        (false, [subject, queue]) => (*subject, Some(*queue), 1),
+        _ => return Err(err),
+    };
+    Ok(Interest {
+        origin: None,
+        account: &rest[..0],
+        subject,
+        queue,
+        weight,
+    })
+}
+
 /// The arguments of `RMSG`/`HMSG`/`LMSG` and the size of what follows.
 fn routed<'a>(rest: &'a [u8], op: &[u8]) -> Result<Option<(RoutedMsg<'a>, usize)>, ProtocolError> {
-    let args: SmallVec<[&[u8]; 8]> = split(rest).collect();
-    let (origin, args) = match op {
-        b"LMSG" => match args.split_first() {
-            Some((origin, rest)) => (Some(*origin), rest),
-            None => return Ok(None),
-        },
-        _ => (None, &args[..]),
+    // (Kept fallible for the route parser's shape.)
+    let form = MsgForm {
+        origin: op == b"LMSG",
+        account: true,
+        headers: op != b"RMSG",
     };
-    let headers = op != b"RMSG";
-    let sizes = if headers { 2 } else { 1 };
-    if args.len() < 2 + sizes {
-        return Ok(None);
+    Ok(msg_args(rest, form))
+}
+
+/// Which arguments a message frame has before its subject, and whether it has a header size:
+/// routes name the account (and, for `LMSG`, the origin); leafnodes neither.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MsgForm {
+    pub origin: bool,
+    pub account: bool,
+    pub headers: bool,
+}
+
+/// The arguments of a message frame in `form` and the size of what follows; `None` when they
+/// do not parse.
+pub(crate) fn msg_args(rest: &[u8], form: MsgForm) -> Option<(RoutedMsg<'_>, usize)> {
+    let args: SmallVec<[&[u8]; 8]> = split(rest).collect();
+    let (origin, args) = match form.origin {
+        true => {
+            let (origin, rest) = args.split_first()?;
+            (Some(*origin), rest)
+        }
+        false => (None, &args[..]),
+    };
+    let (account, args) = match form.account {
+        true => {
+            let (account, rest) = args.split_first()?;
+            (*account, rest)
+        }
+        false => (&rest[..0], args),
+    };
+    let sizes = if form.headers { 2 } else { 1 };
+    if args.len() < 1 + sizes {
+        return None;
     }
-    let (account, subject) = (args[0], args[1]);
-    let middle = &args[2..args.len() - sizes];
-    let (header_len, size) = if headers {
+    let subject = args[0];
+    let middle = &args[1..args.len() - sizes];
+    let (header_len, size) = if form.headers {
         let header = parse_size(args[args.len() - 2]);
         let total = parse_size(args[args.len() - 1]);
         match (header, total) {
             (Some(h), Some(t)) if h <= t => (Some(h), t),
-            _ => return Ok(None),
+            _ => return None,
         }
     } else {
-        match parse_size(args[args.len() - 1]) {
-            Some(t) => (None, t),
-            None => return Ok(None),
-        }
+        (None, parse_size(args[args.len() - 1])?)
     };
     // `LMSG` always carries a header size, 0 when there are no headers.
     let header_len = header_len.filter(|&h| h > 0);
@@ -285,7 +356,7 @@ fn routed<'a>(rest: &'a [u8], op: &[u8]) -> Result<Option<(RoutedMsg<'a>, usize)
         [reply] => (Some(*reply), &[]),
         [b"+", reply, queues @ ..] if !queues.is_empty() => (Some(*reply), queues),
         [b"|", queues @ ..] if !queues.is_empty() => (None, queues),
-        _ => return Ok(None),
+        _ => return None,
     };
     let queues = match (queues.first(), queues.last()) {
         (Some(first), Some(last)) => span(rest, first, last),
@@ -300,7 +371,7 @@ fn routed<'a>(rest: &'a [u8], op: &[u8]) -> Result<Option<(RoutedMsg<'a>, usize)
         header_len,
         message: &[],
     };
-    Ok(Some((msg, size)))
+    Some((msg, size))
 }
 
 /// The part of `all` from the start of `first` to the end of `last` (both sub-slices of it).
@@ -311,12 +382,12 @@ fn span<'a>(all: &'a [u8], first: &[u8], last: &[u8]) -> &'a [u8] {
     &all[start..end]
 }
 
-fn split(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn split(rest: &[u8]) -> impl Iterator<Item = &[u8]> {
     rest.split(|&b| b == b' ' || b == b'\t')
         .filter(|a| !a.is_empty())
 }
 
-fn trim(args: &[u8]) -> &[u8] {
+pub(crate) fn trim(args: &[u8]) -> &[u8] {
     let start = args
         .iter()
         .position(|&b| b != b' ' && b != b'\t')
@@ -324,7 +395,7 @@ fn trim(args: &[u8]) -> &[u8] {
     &args[start..]
 }
 
-fn parse_size(digits: &[u8]) -> Option<usize> {
+pub(crate) fn parse_size(digits: &[u8]) -> Option<usize> {
     if digits.is_empty() || digits.len() > 9 {
         return None;
     }
@@ -333,7 +404,7 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
     })
 }
 
-fn parse_u32(digits: &[u8]) -> Option<u32> {
+pub(crate) fn parse_u32(digits: &[u8]) -> Option<u32> {
     parse_size(digits).and_then(|n| u32::try_from(n).ok())
 }
 
@@ -376,16 +447,56 @@ pub fn encode_msg(
     header_len: Option<usize>,
     message: &[u8],
 ) {
-    out.reserve(account.len() + subject.len() + message.len() + 48);
-    out.put_slice(if header_len.is_some() {
-        b"HMSG "
+    let op: &[u8] = if header_len.is_some() {
+        b"HMSG"
     } else {
-        b"RMSG "
-    });
-    out.put_slice(account);
+        b"RMSG"
+    };
+    let frame = Frame {
+        subject,
+        reply,
+        queues,
+        header_len,
+        message,
+    };
+    encode_frame(out, op, &[account], &frame, false);
+}
+
+/// `LMSG <origin> <acc> <subject> [...] <hdr> <size>\r\n`: a message that came from the leaf
+/// cluster `origin`, to a route (the header size is there even when 0).
+pub fn encode_origin_msg(out: &mut BytesMut, origin: &[u8], account: &[u8], frame: &Frame<'_>) {
+    encode_frame(out, b"LMSG", &[origin, account], frame, true);
+}
+
+/// One message as a frame carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    /// The queue groups the receiver was chosen for.
+    pub queues: &'a [&'a [u8]],
+    pub header_len: Option<usize>,
+    pub message: &'a [u8],
+}
+
+/// `<op> <lead>... <subject> [<reply> | + <reply> <q>... | | <q>...] [<hdr>] <size>\r\n` and
+/// the message; `always_hdr` writes a header size of 0 for a message without headers.
+pub(crate) fn encode_frame(
+    out: &mut BytesMut,
+    op: &[u8],
+    lead: &[&[u8]],
+    f: &Frame<'_>,
+    always_hdr: bool,
+) {
+    out.reserve(f.subject.len() + f.message.len() + 64);
+    out.put_slice(op);
+    for arg in lead {
+        out.put_u8(b' ');
+        out.put_slice(arg);
+    }
     out.put_u8(b' ');
-    out.put_slice(subject);
-    match (reply, queues.is_empty()) {
+    out.put_slice(f.subject);
+    match (f.reply, f.queues.is_empty()) {
         (Some(reply), true) => {
             out.put_u8(b' ');
             out.put_slice(reply);
@@ -397,16 +508,17 @@ pub fn encode_msg(
         (None, false) => out.put_slice(b" |"),
         (None, true) => {}
     }
-    for queue in queues {
+    for queue in f.queues {
         out.put_u8(b' ');
         out.put_slice(queue);
     }
-    let sizes = match header_len {
-        Some(h) => format!(" {h} {}\r\n", message.len()),
-        None => format!(" {}\r\n", message.len()),
+    let sizes = match (f.header_len, always_hdr) {
+        (Some(h), _) => format!(" {h} {}\r\n", f.message.len()),
+        (None, true) => format!(" 0 {}\r\n", f.message.len()),
+        (None, false) => format!(" {}\r\n", f.message.len()),
     };
     out.put_slice(sizes.as_bytes());
-    out.put_slice(message);
+    out.put_slice(f.message);
     out.put_slice(b"\r\n");
 }
 

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Options;
-use crate::conn::{client, route, websocket};
+use crate::conn::{client, leaf as leaf_conn, route, websocket};
 use crate::engine::outbound::CloseReason;
 use crate::jetstream;
 use crate::monitor;
@@ -46,6 +46,8 @@ pub struct Server {
     listener: TcpListener,
     /// The cluster port's listener, when the server is in a cluster.
     routes: Option<TcpListener>,
+    /// The leafnode port's listener, when `leafnodes` has a port.
+    leafnodes: Option<TcpListener>,
     /// The WebSocket listener and its TLS, when `websocket` is configured.
     websocket: Option<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     monitor: Option<TcpListener>,
@@ -142,12 +144,30 @@ impl Server {
             Some(cluster) => Some(listen(&cluster.host, cluster.port).await?),
             None => None,
         };
+        let leafnodes = match opts.leafnodes.as_ref().filter(|l| l.listens) {
+            Some(leaf) => Some(listen(&leaf.host, leaf.port).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "Error listening on leafnode port: {} - listen tcp {}:{}: bind: {}",
+                        leaf.port,
+                        leaf.host,
+                        leaf.port,
+                        crate::monitor::os_error_text(&e)
+                    ),
+                )
+            })?),
+            None => None,
+        };
         let shared = Shared::new(opts, addr, monitor_addr, monitor_tls.is_some(), tls.clients)
             .map_err(fatal)?;
         shared.set_route_tls(tls.routes);
         let shared = Arc::new(shared);
         if let Some(routes) = &routes {
             shared.set_cluster_addr(routes.local_addr()?);
+        }
+        if let Some(leafnodes) = &leafnodes {
+            shared.set_leaf_addr(leafnodes.local_addr()?);
         }
         if let Some(addr) = websocket_addr {
             shared.set_websocket_addr(addr);
@@ -173,6 +193,7 @@ impl Server {
             shared,
             listener,
             routes,
+            leafnodes,
             websocket,
             monitor,
             monitor_tls,
@@ -213,6 +234,7 @@ impl Server {
             system_services,
             listener,
             routes,
+            leafnodes,
             websocket,
             monitor,
             monitor_tls,
@@ -220,6 +242,11 @@ impl Server {
             jetstream_service,
         } = self;
         let cluster = routes.map(|l| tokio::spawn(run_cluster(l, shared.clone())));
+        let leafs = shared
+            .opts()
+            .leafnodes
+            .is_some()
+            .then(|| tokio::spawn(run_leafnodes(leafnodes, shared.clone())));
         let websocket =
             websocket.map(|(l, tls)| tokio::spawn(run_websocket(l, tls, shared.clone())));
         let monitor = monitor.map(|l| tokio::spawn(monitor::run(l, shared.clone(), monitor_tls)));
@@ -274,6 +301,9 @@ impl Server {
                 for route in shared.router.routes().all() {
                     route.conn.outbound.close(CloseReason::ServerShutdown, true);
                 }
+                for leaf in shared.leafnode.leafs.all() {
+                    leaf.conn.outbound.close(CloseReason::ServerShutdown, true);
+                }
                 // Closed again now and then: a connection accepted just before the listener
                 // closed may register after the first round. Closing twice does nothing.
                 let recheck = tokio::time::sleep(SHUTDOWN_RECLOSE_EVERY);
@@ -295,6 +325,9 @@ impl Server {
         }
         if let Some(cluster) = cluster {
             cluster.abort();
+        }
+        if let Some(leafs) = leafs {
+            leafs.abort();
         }
         info!("Server Exiting..");
     }
@@ -343,6 +376,37 @@ async fn run_cluster(listener: TcpListener, shared: Arc<Shared>) {
                 dialers.spawn(route::solicit(shared.clone(), url, retries));
             }
             Some(_) = dialers.join_next(), if !dialers.is_empty() => {}
+        }
+    }
+}
+
+/// Leafnodes: accepts them on the leafnode port (when there is one) and dials every remote
+/// that is not `disabled` (for ever), until aborted.
+async fn run_leafnodes(listener: Option<TcpListener>, shared: Arc<Shared>) {
+    let opts = shared.opts();
+    let Some(leaf) = opts.leafnodes.clone() else {
+        return;
+    };
+    let mut dialers = tokio::task::JoinSet::new();
+    for remote in leaf.remotes.iter().filter(|r| !r.disabled) {
+        dialers.spawn(leaf_conn::solicit(shared.clone(), remote.clone()));
+    }
+    let Some(listener) = listener else {
+        while dialers.join_next().await.is_some() {}
+        return;
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+                shared
+                    .tasks
+                    .spawn(leaf_conn::accept(shared.clone(), stream, addr));
+            }
+            Err(err) => {
+                error!("Error accepting leafnode connection: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

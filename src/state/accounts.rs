@@ -55,6 +55,7 @@ pub fn check(opts: &Options) -> Result<(), String> {
         crate::config::cluster::check_at_start(cluster)?;
     }
     crate::config::websocket::check_at_start(opts)?;
+    crate::config::leafnode::check_at_start(opts)?;
     if let Some(user) = opts.no_auth_user.as_deref() {
         let known = opts
             .users

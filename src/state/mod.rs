@@ -27,6 +27,7 @@ pub mod accounts;
 pub mod cluster;
 pub mod events;
 pub mod jetstream;
+pub mod leafnode;
 
 /// Whether `conn` is bound to `user`'s account.
 fn bound_to(conn: &Connection, user: &auth::Authorized) -> bool {
@@ -73,6 +74,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// The cluster: our route address, client URLs for peers, gossiped routes to dial.
     pub cluster: cluster::ClusterState,
+    /// Leafnodes: the leafnode port's address and the live leafnode connections.
+    pub leafnode: leafnode::LeafState,
     /// Wakes the accept loop to enter lame duck mode.
     lame_duck: Notify,
     /// Set once lame duck mode has begun (`/healthz` then reports not ready).
@@ -152,6 +155,7 @@ impl Shared {
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
             cluster: cluster::ClusterState::default(),
+            leafnode: leafnode::LeafState::default(),
             sys,
             jetstream: jetstream::JetStreamState::default(),
         })

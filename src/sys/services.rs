@@ -2,8 +2,6 @@
 //! the monitor's field names (an empty body asks for the defaults), and the answer is the
 //! monitor's document in nats-server's envelope.
 
-use std::time::SystemTime;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -12,7 +10,7 @@ use super::{ApiError, Envelope, ServerInfo, Sys};
 use crate::monitor::accountz::{self, AccountStatzOptions, AccountzOptions};
 use crate::monitor::connz::{self, ConnzOptions};
 use crate::monitor::subsz::{self, SubszOptions};
-use crate::monitor::{rfc3339, varz};
+use crate::monitor::varz;
 use crate::state::events::{Service, SysRequest};
 
 /// What a request is answered with.
@@ -168,12 +166,12 @@ impl Sys {
             // `$SYS.REQ.USER.<acc>.INFO` asked directly, not through the import that says who
             // asks: nats-server answers for nobody.
             "USER" => Answer::Data(serde_json::json!({"user": "", "account": ""})),
-            "LEAFZ" => Answer::Data(serde_json::json!({
-                "server_id": shared.server_id,
-                "now": rfc3339(SystemTime::now()),
-                "leafnodes": 0,
-                "leafs": [],
-            })),
+            "LEAFZ" => {
+                let account = (acc != "PING").then_some(acc);
+                Answer::Data(to_value(&crate::monitor::leafz::document(
+                    &shared, false, account,
+                )))
+            }
             _ => Answer::Nothing,
         }
     }

@@ -170,6 +170,38 @@ pub async fn until_routed(
     {}
 }
 
+/// Publishes `0`, `1`, ... `count - 1` on `subject` and flushes.
+pub async fn publish_numbered(publisher: &async_nats::Client, subject: &str, count: u32) {
+    for n in 0..count {
+        publisher
+            .publish(subject.to_string(), n.to_string().into())
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+}
+
+/// `count` numbered messages from `publisher` on `subject` reach `sub` once each, in order,
+/// and nothing more comes.
+pub async fn exactly_once(
+    publisher: &async_nats::Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &str,
+    count: u32,
+) {
+    until_routed(publisher, sub, subject).await;
+    publish_numbered(publisher, subject, count).await;
+    for n in 0..count {
+        let msg = tokio::time::timeout(SETTLE, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload, n.to_string(), "{subject}");
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+    assert!(extra.is_err(), "{subject}: a duplicate arrived: {extra:?}");
+}
+
 /// The JSON document at `path` of `node`'s monitor.
 pub fn monitor_json(node: &Node, path: &str) -> serde_json::Value {
     let addr = node.monitor.as_deref().expect("a node with a monitor");

@@ -1,0 +1,551 @@
+//! The leafnode kind of connection (`proto::leaf`): another server attached to this one's
+//! leafnode port (we are its hub, unless its CONNECT says it is the hub), or a hub this
+//! server dialed as one of its `remotes` (we are its spoke, unless the remote says `hub`).
+//!
+//! The hub sends INFO in plaintext at once; the dialer answers with CONNECT. Both then bind
+//! the connection to one local account and send the interest the other end is to hear of
+//! (see `engine::leaf`), with this account's loop detection subject (`$LDS.<random>`): a
+//! server that hears its own back closes the link as a loop, and a dialer told so waits 30 s
+//! before dialing again. Remotes are dialed again after every close, each URL in turn.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::net::TcpStream;
+use tracing::{debug, error, info, trace};
+
+use super::cache::MatchCache;
+use super::liveness::Liveness;
+use super::peer::{self, PeerSession};
+use super::transport;
+use super::writer::write_loop;
+use crate::config::cluster::DEFAULT_AUTH_TIMEOUT;
+use crate::config::leafnode::{LeafUrl, RemoteLeaf};
+use crate::engine::account::Account;
+use crate::engine::connection::Connection;
+use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::leaf::Leaf;
+use crate::engine::outbound::CloseReason;
+use crate::proto::error::ProtocolError;
+use crate::proto::leaf::{self as wire, LeafConnect, LeafInfo};
+use crate::proto::protocol;
+use crate::proto::route::RouteOp;
+use crate::proto::subject;
+use crate::security::auth;
+use crate::state::Shared;
+
+/// How long a dial may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a dialer told of a loop waits before dialing again (`leafNodeReconnectAfterPermViolation`
+/// and loops alike in nats-server).
+pub const LOOP_DELAY: Duration = Duration::from_secs(30);
+/// The largest message taken from a leafnode: as for routes, bounded generously.
+const LEAF_MAX_PAYLOAD: usize = 64 << 20;
+
+/// Serves one connection accepted on the leafnode port until it closes.
+pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let session = Session::new(shared, addr, None);
+    info!("{} - Leafnode connection created", session.desc);
+    session.run(stream).await;
+}
+
+/// Dials one remote and keeps it attached: its URLs in turn, again after every close, every
+/// `reconnect_interval` (30 s after the hub said the link makes a loop), until the server stops.
+pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
+    if remote.urls.is_empty() {
+        return;
+    }
+    let mut next = 0usize;
+    let mut failures = 0u32;
+    loop {
+        if shared.stopping() {
+            return;
+        }
+        let url = remote.urls[next % remote.urls.len()].clone();
+        next += 1;
+        debug!(
+            "Trying to connect as leafnode to remote server on {:?}",
+            url.url
+        );
+        let mut delay = shared
+            .opts()
+            .leafnodes
+            .as_ref()
+            .map_or(crate::config::leafnode::DEFAULT_RECONNECT, |l| {
+                l.reconnect_interval
+            });
+        match dial(&url).await {
+            Some((stream, addr)) => {
+                failures = 0;
+                let session = Session::new(shared.clone(), addr, Some((remote.clone(), url)));
+                if session.run(stream).await == Ending::Loop {
+                    delay = LOOP_DELAY;
+                }
+            }
+            None => {
+                failures += 1;
+                let text = format!(
+                    "Error trying to connect as leafnode to remote server {:?} (attempt {failures}): dial tcp {}:{}: connect: connection refused",
+                    url.url, url.host, url.port
+                );
+                match failures {
+                    1 => error!("{text}"),
+                    _ => debug!("{text}"),
+                }
+            }
+        }
+        if shared.stopping() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn dial(url: &LeafUrl) -> Option<(TcpStream, SocketAddr)> {
+    let connect = TcpStream::connect((url.host.as_str(), url.port));
+    let stream = tokio::time::timeout(DIAL_TIMEOUT, connect)
+        .await
+        .ok()?
+        .ok()?;
+    let addr = stream.peer_addr().ok()?;
+    let _ = stream.set_nodelay(true);
+    Some((stream, addr))
+}
+
+/// How a session ended, for the dialer.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    Closed,
+    /// The hub found the link makes a loop.
+    Loop,
+}
+
+/// One leafnode connection's reading side.
+struct Session {
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    desc: String,
+    /// The remote and URL we dialed; `None` for an accepted connection.
+    solicited: Option<(RemoteLeaf, LeafUrl)>,
+    /// The nonce our INFO carried (accepted connections).
+    nonce: Option<String>,
+    /// Registered once CONNECT (accepted) or the hub's INFO (dialed) arrived.
+    leaf: Option<Arc<Leaf>>,
+    live: Liveness,
+    out: Deliveries,
+    cache: MatchCache,
+    in_msgs: u64,
+    in_bytes: u64,
+    trace: bool,
+    ending: Ending,
+}
+
+impl Session {
+    fn new(
+        shared: Arc<Shared>,
+        addr: SocketAddr,
+        solicited: Option<(RemoteLeaf, LeafUrl)>,
+    ) -> Session {
+        let cid = shared.router.next_cid();
+        let desc = format!("{addr} - lid:{cid}");
+        let conn = Arc::new(Connection::new(
+            cid,
+            shared.opts().max_pending,
+            &desc,
+            addr,
+            shared.router.global().clone(),
+        ));
+        conn.outbound
+            .set_patience(shared.opts().route_write_deadline());
+        conn.headers.store(true, Ordering::Relaxed);
+        Session {
+            conn,
+            desc,
+            solicited,
+            nonce: None,
+            leaf: None,
+            live: Liveness::default(),
+            out: Deliveries::default(),
+            cache: MatchCache::default(),
+            in_msgs: 0,
+            in_bytes: 0,
+            trace: tracing::enabled!(tracing::Level::TRACE),
+            ending: Ending::Closed,
+            shared,
+        }
+    }
+
+    async fn run(mut self, stream: TcpStream) -> Ending {
+        let (reader, writer) = transport::split_plain(stream);
+        if self.solicited.is_none() {
+            self.nonce = auth::new_nonce();
+            let info = self.shared.leaf_info(self.conn.cid, self.nonce.clone());
+            self.push(|b| info.encode(b));
+        }
+        self.shared
+            .tasks
+            .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
+        let opts = self.shared.opts();
+        let deadline = match &self.solicited {
+            Some((remote, _)) => remote.first_info_timeout,
+            None => opts
+                .leafnodes
+                .as_ref()
+                .map_or(DEFAULT_AUTH_TIMEOUT, |l| l.auth_timeout),
+        };
+        let reason = peer::read_loop(&mut self, reader, deadline).await;
+        self.finish(reason)
+    }
+
+    fn handle(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
+        if self.trace {
+            trace_op(&self.desc, &op);
+        }
+        if self.leaf.is_none() {
+            return match (op, self.solicited.is_some()) {
+                (RouteOp::Connect(json), false) => self.handle_connect(json),
+                (RouteOp::Info(json), true) => self.handle_hub_info(json),
+                (RouteOp::Err(text), _) => self.handle_err(text),
+                (RouteOp::Ping, _) => {
+                    self.push(|b| b.extend_from_slice(protocol::PONG));
+                    Ok(())
+                }
+                // The hub takes nothing before CONNECT.
+                (_, false) => Err(ProtocolError::AuthorizationViolation),
+                (_, true) => Ok(()),
+            };
+        }
+        match op {
+            RouteOp::Connect(_) | RouteOp::Info(_) | RouteOp::Ok => Ok(()),
+            RouteOp::Ping => {
+                self.push(|b| b.extend_from_slice(protocol::PONG));
+                Ok(())
+            }
+            RouteOp::Pong => {
+                if let Some(rtt) = self.live.on_pong() {
+                    self.conn.stats.set_rtt(rtt);
+                }
+                Ok(())
+            }
+            RouteOp::Err(text) => self.handle_err(text),
+            RouteOp::Sub(interest) => {
+                let Some(leaf) = self.leaf.clone() else {
+                    return Ok(());
+                };
+                if interest.subject == leaf.account.loop_subject().as_bytes() {
+                    return Err(loop_detected(&leaf.account.name));
+                }
+                if !subject::is_valid_filter(interest.subject) {
+                    self.push(|b| protocol::encode_err(b, "Invalid Subscription"));
+                    return Ok(());
+                }
+                leaf.add_interest(&interest);
+                Ok(())
+            }
+            RouteOp::Unsub(interest) => {
+                if let Some(leaf) = &self.leaf {
+                    leaf.remove_interest(&interest);
+                }
+                Ok(())
+            }
+            RouteOp::Msg(m) => {
+                self.in_msgs += 1;
+                self.in_bytes += m.message.len() as u64;
+                let Some(leaf) = self.leaf.clone() else {
+                    return Ok(());
+                };
+                // `deny_imports`: not taken from the other end.
+                if !leaf.imports(m.subject) {
+                    return Ok(());
+                }
+                let account = leaf.account.clone();
+                let matches = self.cache.lookup(&account, m.subject);
+                let msg = Message {
+                    subject: m.subject,
+                    reply: m.reply,
+                    header_len: m.header_len,
+                    message: m.message,
+                };
+                self.out.leaf_origin = Some(leaf.remote_cluster.clone());
+                self.out.from_leaf = Some(leaf);
+                deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                self.out.from_leaf = None;
+                self.out.leaf_origin = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// `-ERR` from the other end: it closes; a loop makes the dialer wait.
+    fn handle_err(&mut self, text: &[u8]) -> Result<(), ProtocolError> {
+        let text = String::from_utf8_lossy(text);
+        error!("{} - Leafnode Error {text}", self.desc);
+        if text.contains("Loop detected") {
+            self.ending = Ending::Loop;
+        }
+        Err(ProtocolError::Malformed("leafnode error"))
+    }
+
+    /// The other end's CONNECT, on an accepted connection: who it is, which account it binds.
+    fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        let Ok(connect) = serde_json::from_slice::<LeafConnect>(json) else {
+            return Err(ProtocolError::Malformed("invalid CONNECT JSON"));
+        };
+        if !connect.lang.is_empty() {
+            return Err(ProtocolError::Refused(
+                "Attempted To Connect To Leafnode Port".into(),
+            ));
+        }
+        let account = self.authorize(&connect)?;
+        let ours = self.shared.leaf_cluster_name();
+        let clustered = self
+            .shared
+            .opts()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.name.is_some());
+        if clustered && connect.cluster == ours {
+            return Err(ProtocolError::Refused(
+                "Leafnode has same cluster name as the hub".into(),
+            ));
+        }
+        let cluster = match connect.cluster.is_empty() {
+            true => connect.name.clone(),
+            false => connect.cluster.clone(),
+        };
+        let leaf = Leaf::new(
+            self.conn.clone(),
+            account,
+            &connect.server_id,
+            &connect.name,
+            &cluster,
+            &connect.remote_account,
+            false,
+            connect.hub,
+            (&[], &[]),
+        );
+        self.register(leaf);
+        Ok(())
+    }
+
+    /// Checks the CONNECT credentials: the `leafnodes` block's user or users when it has any,
+    /// else the server's own users; returns the account the connection is bound to.
+    fn authorize(&mut self, connect: &LeafConnect) -> Result<Arc<Account>, ProtocolError> {
+        let opts = self.shared.opts();
+        let leaf = opts.leafnodes.clone().unwrap_or_default();
+        let user = connect.user.as_deref();
+        let pass = connect.pass.as_deref().unwrap_or_default();
+        let name = if let Some(want) = &leaf.username {
+            let ok = user == Some(want.as_str())
+                && auth::check_secret(pass, leaf.password.as_deref().unwrap_or_default());
+            ok.then(|| leaf.account.clone()).ok_or(())
+        } else if !leaf.users.is_empty() {
+            leaf.users
+                .iter()
+                .find(|u| Some(u.user.as_str()) == user && auth::check_secret(pass, &u.password))
+                .map(|u| u.account.clone().or_else(|| leaf.account.clone()))
+                .ok_or(())
+        } else if opts.auth_required() {
+            let creds = auth::Credentials {
+                user: connect.user.clone(),
+                pass: connect.pass.clone(),
+                token: connect.auth_token.clone(),
+                nonce: self.nonce.clone(),
+                ..auth::Credentials::default()
+            };
+            auth::authenticate(&opts, &creds)
+                .map(|a| (!a.account.is_empty()).then_some(a.account))
+                .ok_or(())
+        } else {
+            Ok(leaf.account.clone())
+        };
+        let Ok(name) = name else {
+            match user {
+                Some(user) => error!("{} - authentication error - User {user:?}", self.desc),
+                None => error!("{} - authentication error", self.desc),
+            }
+            return Err(ProtocolError::AuthorizationViolation);
+        };
+        let name = name.unwrap_or_else(|| crate::engine::account::GLOBAL_ACCOUNT.to_string());
+        self.shared
+            .router
+            .account(&name)
+            .ok_or(ProtocolError::AuthorizationViolation)
+    }
+
+    /// The hub's INFO, on a dialed connection: CONNECT back, and the link is up.
+    fn handle_hub_info(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        let Ok(info) = serde_json::from_slice::<LeafInfo>(json) else {
+            return Err(ProtocolError::Malformed("invalid INFO JSON"));
+        };
+        let Some((remote, url)) = self.solicited.clone() else {
+            return Ok(());
+        };
+        let name = remote.account.clone().unwrap_or_else(|| "$G".to_string());
+        let Some(account) = self.shared.router.account(&name) else {
+            return Err(ProtocolError::Malformed("unknown local account"));
+        };
+        let connect = LeafConnect {
+            version: protocol::NATS_SERVER_VERSION.to_string(),
+            user: url.username.clone(),
+            pass: url.password.clone(),
+            server_id: self.shared.server_id.clone(),
+            name: self.shared.server_name.clone(),
+            cluster: self.shared.leaf_cluster_name(),
+            headers: true,
+            hub: remote.hub,
+            remote_account: name,
+            protocol: 1,
+            ..LeafConnect::default()
+        };
+        self.push(|b| connect.encode(b));
+        let cluster = match info.cluster.is_empty() {
+            true => info.server_name.clone(),
+            false => info.cluster.clone(),
+        };
+        let leaf = Leaf::new(
+            self.conn.clone(),
+            account,
+            &info.server_id,
+            &info.server_name,
+            &cluster,
+            "",
+            true,
+            !remote.hub,
+            (&remote.deny_exports, &remote.deny_imports),
+        );
+        info!(
+            "{} - Leafnode connection created for account: {} ",
+            self.desc, leaf.account.name
+        );
+        self.register(leaf);
+        Ok(())
+    }
+
+    /// The link is up: bound to its account, told of the interest it is to hear of.
+    fn register(&mut self, leaf: Leaf) {
+        let leaf = Arc::new(leaf);
+        self.conn.bind_account(leaf.account.clone());
+        self.desc = format!("{} - {:?}", self.desc, leaf.remote_name);
+        self.conn.set_desc(&self.desc);
+        self.shared.leafnode.leafs.add(leaf.clone());
+        leaf.account.attach_leaf(&leaf);
+        self.leaf = Some(leaf);
+    }
+
+    /// Closes the connection and forgets the leaf and its interest.
+    fn finish(mut self, reason: CloseReason) -> Ending {
+        self.conn.outbound.close(reason, true);
+        self.out.flush(Some(&self.conn));
+        if let Some(leaf) = self.leaf.take() {
+            self.shared.leafnode.leafs.remove(&leaf);
+            leaf.account.detach_leaf(&leaf);
+            leaf.purge();
+        }
+        info!(
+            "{} - Leafnode connection closed: {}",
+            self.desc,
+            reason.as_str()
+        );
+        self.ending
+    }
+}
+
+/// The error a server sends when a leafnode tells it its own loop detection subject.
+fn loop_detected(account: &str) -> ProtocolError {
+    ProtocolError::Refused(
+        format!(
+            "Loop detected for leafnode account={account:?}. Delaying attempt to reconnect for {}s",
+            LOOP_DELAY.as_secs()
+        )
+        .into(),
+    )
+}
+
+impl PeerSession for Session {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn conn(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    fn desc(&self) -> &str {
+        &self.desc
+    }
+
+    fn live(&mut self) -> &mut Liveness {
+        &mut self.live
+    }
+
+    fn out(&mut self) -> &mut Deliveries {
+        &mut self.out
+    }
+
+    fn in_counts(&self) -> (u64, u64) {
+        (self.in_msgs, self.in_bytes)
+    }
+
+    fn awaiting(&self) -> Option<ProtocolError> {
+        match (&self.leaf, &self.solicited) {
+            (Some(_), _) => None,
+            (None, Some(_)) => Some(ProtocolError::Malformed("no INFO from the hub in time")),
+            (None, None) => Some(ProtocolError::AuthenticationTimeout),
+        }
+    }
+
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.trace = self.out.trace;
+        let opts = self.shared.opts();
+        let mut consumed = 0;
+        let result = loop {
+            match wire::parse(&buf[consumed..], opts.max_control_line, LEAF_MAX_PAYLOAD) {
+                Ok(Some((op, n))) => {
+                    consumed += n;
+                    if let Err(err) = self.handle(op) {
+                        break Err(err);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        buf.advance(consumed);
+        result
+    }
+
+    /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
+    fn fail(&mut self, err: ProtocolError) -> CloseReason {
+        peer::close_with_error(self, err)
+    }
+}
+
+fn trace_op(desc: &str, op: &RouteOp<'_>) {
+    let lossy = String::from_utf8_lossy;
+    match op {
+        RouteOp::Sub(i) => trace!(
+            "{desc} - <<- [LS+ {}{}]",
+            lossy(i.subject),
+            i.queue
+                .map(|q| format!(" {} {}", lossy(q), i.weight))
+                .unwrap_or_default()
+        ),
+        RouteOp::Unsub(i) => trace!("{desc} - <<- [LS- {}]", lossy(i.subject)),
+        RouteOp::Msg(m) => trace!(
+            "{desc} - <<- [LMSG {} {}]",
+            lossy(m.subject),
+            m.message.len()
+        ),
+        RouteOp::Connect(json) => trace!("{desc} - <<- [CONNECT {}]", lossy(json)),
+        RouteOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
+        RouteOp::Ping => trace!("{desc} - <<- [PING]"),
+        RouteOp::Pong => trace!("{desc} - <<- [PONG]"),
+        RouteOp::Ok => trace!("{desc} - <<- [OK]"),
+        RouteOp::Err(text) => trace!("{desc} - <<- [-ERR {}]", lossy(text)),
+    }
+}

@@ -1,0 +1,456 @@
+//! Leafnodes between separate server processes, tern and nats-server 2.15.1 in every pairing
+//! (the nats-server pair is the reference the others are held to): a hub H with a leafnode
+//! port and a leaf L that dials it. Real clients on each side exchange messages both ways:
+//! plain subscriptions, queue groups that prefer their local members, request/reply and
+//! headers. Then what a tern leaf does when its hub goes away (reconnect with its interest,
+//! failover to the next URL), loops, deny rules and account binding.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{exactly_once, until_routed, SETTLE, TERN};
+use common::process::{http_get, json_shape, monitor_addr, reference_server, Process, Scratch};
+use futures::StreamExt;
+
+/// One server process.
+struct Srv {
+    process: Process,
+    /// Client `host:port`.
+    client: String,
+    /// Leafnode `host:port`, when it listens for leafnodes.
+    leaf: Option<String>,
+    log: std::path::PathBuf,
+}
+
+/// Starts `binary` as server `name` with `config` (beyond its client port and name).
+fn start(scratch: &Scratch, binary: &Path, name: &str, config: &str) -> Srv {
+    let file = scratch.0.join(format!("{name}.conf"));
+    std::fs::write(
+        &file,
+        format!("listen: 127.0.0.1:-1\nserver_name: {name}\n{config}\n"),
+    )
+    .unwrap();
+    let log = scratch.0.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let (process, text) = Process::start(
+        Command::new(binary)
+            .arg("-c")
+            .arg(&file)
+            .arg("-l")
+            .arg(&log),
+        &log,
+    );
+    let after = |marker: &str| {
+        let line = text.lines().find(|l| l.contains(marker))?;
+        Some(line.rsplit(' ').next()?.trim().to_string())
+    };
+    Srv {
+        process,
+        client: after("Listening for client connections on ").unwrap(),
+        leaf: after("Listening for leafnode connections on "),
+        log,
+    }
+}
+
+/// A hub listening for leafnodes on a random port.
+fn hub(scratch: &Scratch, binary: &Path, name: &str, extra: &str) -> Srv {
+    start(
+        scratch,
+        binary,
+        name,
+        &format!("leafnodes {{ listen: \"127.0.0.1:-1\" }}\n{extra}"),
+    )
+}
+
+/// A leaf dialing `hubs` (leafnode `host:port`s, tried in turn).
+fn leaf(scratch: &Scratch, binary: &Path, name: &str, hubs: &[&str], remote: &str) -> Srv {
+    let urls: Vec<String> = hubs.iter().map(|h| format!("\"nats://{h}\"")).collect();
+    start(
+        scratch,
+        binary,
+        name,
+        &format!(
+            "leafnodes {{ reconnect_interval: \"250ms\", remotes: [ {{ urls: [{}] {remote} }} ] }}",
+            urls.join(", ")
+        ),
+    )
+}
+
+async fn connect(srv: &Srv) -> async_nats::Client {
+    async_nats::connect(format!("nats://{}", srv.client))
+        .await
+        .unwrap()
+}
+
+/// Everything a user does across the link between `hub` and `leaf`, both ways.
+async fn exchange(hub: &Srv, leaf: &Srv) {
+    let h = connect(hub).await;
+    let l = connect(leaf).await;
+    for (from, to, name) in [(&h, &l, "down"), (&l, &h, "up")] {
+        // Plain subscriptions, exactly once.
+        let subject = format!("plain.{name}");
+        let mut sub = to.subscribe(subject.clone()).await.unwrap();
+        to.flush().await.unwrap();
+        exactly_once(from, &mut sub, &subject, 50).await;
+
+        // Headers cross intact.
+        let subject = format!("hdr.{name}");
+        let mut sub = to.subscribe(subject.clone()).await.unwrap();
+        to.flush().await.unwrap();
+        until_routed(from, &mut sub, &subject).await;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("X-Leaf", "yes");
+        from.publish_with_headers(subject.clone(), headers, "with headers".into())
+            .await
+            .unwrap();
+        let msg = tokio::time::timeout(SETTLE, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload, "with headers");
+        let got = msg.headers.expect("headers");
+        assert_eq!(got.get("X-Leaf").map(|v| v.as_str()), Some("yes"));
+
+        // Request/reply: the responder on the other side, its reply comes back.
+        let subject = format!("svc.{name}");
+        let mut service = to.subscribe(subject.clone()).await.unwrap();
+        to.flush().await.unwrap();
+        until_routed(from, &mut service, &subject).await;
+        let responder = to.clone();
+        let task = tokio::spawn(async move {
+            if let Some(req) = service.next().await {
+                let reply = req.reply.expect("a reply subject");
+                responder.publish(reply, "pong".into()).await.unwrap();
+                responder.flush().await.unwrap();
+            }
+        });
+        let answer = tokio::time::timeout(SETTLE, from.request(subject, "ping".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.payload, "pong");
+        task.await.unwrap();
+
+        // A queue group with a member on each side: the publisher's side takes every message.
+        let subject = format!("work.{name}");
+        let mut near = from
+            .queue_subscribe(subject.clone(), "workers".into())
+            .await
+            .unwrap();
+        let mut far = to
+            .queue_subscribe(subject.clone(), "workers".into())
+            .await
+            .unwrap();
+        from.flush().await.unwrap();
+        to.flush().await.unwrap();
+        // The far member's interest has arrived once a plain probe sent after it does.
+        let probe = format!("{subject}.probe");
+        let mut probe_sub = to.subscribe(probe.clone()).await.unwrap();
+        to.flush().await.unwrap();
+        until_routed(from, &mut probe_sub, &probe).await;
+        for n in 0..20u32 {
+            from.publish(subject.clone(), n.to_string().into())
+                .await
+                .unwrap();
+        }
+        from.flush().await.unwrap();
+        for n in 0..20u32 {
+            let msg = tokio::time::timeout(SETTLE, near.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(msg.payload, n.to_string());
+        }
+        let stray = tokio::time::timeout(Duration::from_millis(300), far.next()).await;
+        assert!(stray.is_err(), "{subject}: the remote member got one");
+        // With the near member gone, the far one takes them.
+        near.unsubscribe().await.unwrap();
+        from.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        from.publish(subject.clone(), "over".into()).await.unwrap();
+        from.flush().await.unwrap();
+        let msg = tokio::time::timeout(SETTLE, far.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload, "over");
+    }
+}
+
+async fn pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
+    let scratch = Scratch::new(name);
+    let h = hub(&scratch, hub_binary, "H", "");
+    let l = leaf(
+        &scratch,
+        leaf_binary,
+        "L",
+        &[h.leaf.as_deref().unwrap()],
+        "",
+    );
+    exchange(&h, &l).await;
+}
+
+#[tokio::test]
+async fn nats_server_leaf_on_a_tern_hub() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    pairing(Path::new(TERN), &reference, "leaf-ns-on-tern").await;
+}
+
+#[tokio::test]
+async fn tern_leaf_on_a_nats_server_hub() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    pairing(&reference, Path::new(TERN), "leaf-tern-on-ns").await;
+}
+
+#[tokio::test]
+async fn tern_leaf_on_a_tern_hub() {
+    pairing(Path::new(TERN), Path::new(TERN), "leaf-tern-on-tern").await;
+}
+
+/// The reference pairing: the same exchange holds between two nats-servers.
+#[tokio::test]
+async fn nats_server_leaf_on_a_nats_server_hub() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    pairing(&reference, &reference, "leaf-ns-on-ns").await;
+}
+
+/// A tern leaf whose hub goes away dials it again and tells it all of its interest: a
+/// subscription made before the hub restarted still gets the hub's messages.
+#[tokio::test]
+async fn a_leaf_that_reconnects_keeps_its_interest() {
+    for hub_binary in [Some(TERN.into()), reference_server()]
+        .into_iter()
+        .flatten()
+    {
+        let scratch = Scratch::new("leaf-reconnect");
+        let mut h = hub(&scratch, &hub_binary, "H", "");
+        let port = h.leaf.clone().unwrap();
+        let l = leaf(&scratch, Path::new(TERN), "L", &[&port], "");
+        let lc = connect(&l).await;
+        let mut sub = lc.subscribe("kept").await.unwrap();
+        lc.flush().await.unwrap();
+        {
+            let hc = connect(&h).await;
+            until_routed(&hc, &mut sub, "kept").await;
+        }
+        drop(h.process);
+        // The same leafnode port again.
+        let hub_port = port.rsplit(':').next().unwrap();
+        h = start(
+            &scratch,
+            &hub_binary,
+            "H2",
+            &format!("leafnodes {{ listen: \"127.0.0.1:{hub_port}\" }}"),
+        );
+        let hc = connect(&h).await;
+        exactly_once(&hc, &mut sub, "kept", 10).await;
+    }
+}
+
+/// A tern leaf with two hub URLs moves to the second when the first goes away.
+#[tokio::test]
+async fn a_leaf_fails_over_to_the_next_url() {
+    let scratch = Scratch::new("leaf-failover");
+    let reference = reference_server();
+    let second_binary = reference.as_deref().unwrap_or(Path::new(TERN));
+    let first = hub(&scratch, Path::new(TERN), "H1", "");
+    let second = hub(&scratch, second_binary, "H2", "");
+    let l = leaf(
+        &scratch,
+        Path::new(TERN),
+        "L",
+        &[
+            first.leaf.as_deref().unwrap(),
+            second.leaf.as_deref().unwrap(),
+        ],
+        "",
+    );
+    let lc = connect(&l).await;
+    let mut sub = lc.subscribe("moved").await.unwrap();
+    lc.flush().await.unwrap();
+    let c1 = connect(&first).await;
+    until_routed(&c1, &mut sub, "moved").await;
+    drop(first.process);
+    let c2 = connect(&second).await;
+    exactly_once(&c2, &mut sub, "moved", 10).await;
+}
+
+/// A port free on loopback now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Three servers each the hub of the next (A dials C, B dials A, C dials B) make a loop: a
+/// hub's loop detection subject travels around and comes back to it, and it refuses the link
+/// with nats-server's error. One of the three is nats-server, so each side sees the other's.
+#[tokio::test]
+async fn a_loop_is_detected() {
+    let scratch = Scratch::new("leaf-loop");
+    let ports = [free_port(), free_port(), free_port()];
+    let conf = |own: u16, hub: u16| {
+        format!(
+            "leafnodes {{ listen: \"127.0.0.1:{own}\", reconnect_interval: \"250ms\", \
+             remotes: [ {{ url: \"nats://127.0.0.1:{hub}\" }} ] }}"
+        )
+    };
+    let third = reference_server().unwrap_or_else(|| TERN.into());
+    let a = start(&scratch, Path::new(TERN), "A", &conf(ports[0], ports[2]));
+    let b = start(&scratch, Path::new(TERN), "B", &conf(ports[1], ports[0]));
+    let c = start(&scratch, &third, "C", &conf(ports[2], ports[1]));
+    let logs = [&a.log, &b.log, &c.log];
+    let found = common::cluster::converge(&true, || {
+        logs.iter().any(|log| {
+            std::fs::read_to_string(log).unwrap_or_default().contains(
+                "Loop detected for leafnode account=\"$G\". Delaying attempt to reconnect for 30s",
+            )
+        })
+    });
+    let text: Vec<String> = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+        .collect();
+    assert!(found, "no loop reported:\n{}", text.join("\n----\n"));
+}
+
+/// `deny_exports` keeps a leaf's messages on those subjects home; `deny_imports` keeps the
+/// hub's away; the rest crosses.
+#[tokio::test]
+async fn deny_rules_hold_in_both_directions() {
+    let scratch = Scratch::new("leaf-deny");
+    let h = hub(&scratch, Path::new(TERN), "H", "");
+    let l = leaf(
+        &scratch,
+        Path::new(TERN),
+        "L",
+        &[h.leaf.as_deref().unwrap()],
+        ", deny_exports: [\"secret.>\"], deny_imports: \"private.*\"",
+    );
+    let hc = connect(&h).await;
+    let lc = connect(&l).await;
+    // Allowed subjects cross both ways.
+    let mut up = hc.subscribe("open.up").await.unwrap();
+    let mut secret = hc.subscribe("secret.x").await.unwrap();
+    hc.flush().await.unwrap();
+    until_routed(&lc, &mut up, "open.up").await;
+    let mut down = lc.subscribe("open.down").await.unwrap();
+    let mut private = lc.subscribe("private.x").await.unwrap();
+    lc.flush().await.unwrap();
+    until_routed(&hc, &mut down, "open.down").await;
+    lc.publish("secret.x", "no".into()).await.unwrap();
+    lc.flush().await.unwrap();
+    hc.publish("private.x", "no".into()).await.unwrap();
+    hc.flush().await.unwrap();
+    let leaked = tokio::time::timeout(Duration::from_millis(500), secret.next()).await;
+    assert!(leaked.is_err(), "deny_exports let one through");
+    let leaked = tokio::time::timeout(Duration::from_millis(500), private.next()).await;
+    assert!(leaked.is_err(), "deny_imports let one through");
+}
+
+/// A leaf user bound to an account on the hub reaches that account's clients only; the
+/// remote's `account` binds the leaf side's account.
+#[tokio::test]
+async fn leaf_users_and_remotes_bind_accounts() {
+    for hub_binary in [Some(TERN.into()), reference_server()]
+        .into_iter()
+        .flatten()
+    {
+        let scratch = Scratch::new("leaf-accounts");
+        let h = start(
+            &scratch,
+            &hub_binary,
+            "H",
+            "accounts { A { users: [ {user: a, password: a} ] }, B { users: [ {user: b, password: b} ] } }\n\
+             leafnodes { listen: \"127.0.0.1:-1\", \
+             authorization { users: [ {user: leaf, password: pw, account: A} ] } }",
+        );
+        let port = h.leaf.clone().unwrap();
+        let l = start(
+            &scratch,
+            Path::new(TERN),
+            "L",
+            &format!(
+                "accounts {{ X {{ users: [ {{user: x, password: x}} ] }} }}\n\
+                 leafnodes {{ remotes: [ {{ url: \"nats://leaf:pw@{port}\", account: X }} ] }}"
+            ),
+        );
+        let user = |srv: &Srv, user: &str| {
+            let url = format!("nats://{}", srv.client);
+            let user = user.to_string();
+            async move {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), user)
+                    .connect(url)
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = user(&h, "a").await;
+        let b = user(&h, "b").await;
+        let x = user(&l, "x").await;
+        let mut in_x = x.subscribe("acct").await.unwrap();
+        x.flush().await.unwrap();
+        exactly_once(&a, &mut in_x, "acct", 5).await;
+        b.publish("acct", "from B".into()).await.unwrap();
+        b.flush().await.unwrap();
+        let stray = tokio::time::timeout(Duration::from_millis(500), in_x.next()).await;
+        assert!(stray.is_err(), "account B reached the leaf");
+    }
+}
+
+/// The hub's `/leafz`, `/varz` and `/accountz` show the link with nats-server's fields and
+/// counts, tern beside nats-server as the hub of a nats-server leaf.
+#[tokio::test]
+async fn monitoring_shows_the_link_as_nats_server_does() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let mut shapes = Vec::new();
+    for hub_binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-monitor");
+        let h = hub(&scratch, hub_binary, "H", "http: 127.0.0.1:-1");
+        let monitor = monitor_addr(&std::fs::read_to_string(&h.log).unwrap()).unwrap();
+        let l = leaf(&scratch, &reference, "L", &[h.leaf.as_deref().unwrap()], "");
+        let lc = connect(&l).await;
+        let mut sub = lc.subscribe("seen").await.unwrap();
+        lc.flush().await.unwrap();
+        until_routed(&connect(&h).await, &mut sub, "seen").await;
+        let get = |path: &str| -> serde_json::Value {
+            let (status, body) = http_get(&monitor, path).unwrap();
+            assert_eq!(status, 200, "{path}");
+            serde_json::from_str(&body).unwrap()
+        };
+        let leafz = get("/leafz");
+        assert_eq!(leafz["leafnodes"], 1, "{leafz}");
+        let link = &leafz["leafs"][0];
+        assert_eq!(link["name"], "L");
+        assert_eq!(link["account"], "$G");
+        assert_eq!(link["is_spoke"], false);
+        assert!(link["subscriptions"].as_u64().unwrap() >= 1, "{leafz}");
+        assert!(link["out_msgs"].as_u64().unwrap() >= 1, "{leafz}");
+        assert_eq!(get("/varz")["leafnodes"], 1);
+        let accounts = get("/accstatz?unused=1");
+        let global = accounts["account_statz"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["acc"] == "$G")
+            .cloned()
+            .unwrap();
+        assert_eq!(global["leafnodes"], 1, "{accounts}");
+        let mut shape = json_shape(&leafz);
+        // The compression a nats-server hub negotiated, and the round trip once measured.
+        shape.retain(|f| !f.contains("compression") && !f.contains("rtt"));
+        shapes.push(shape);
+        drop(l);
+    }
+    assert_eq!(shapes[0], shapes[1]);
+}
