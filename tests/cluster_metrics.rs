@@ -88,7 +88,9 @@ async fn routes_in_metrics_match_routez() {
             false => ("in_msgs", "out_msgs"),
         };
         assert!(route[out].as_u64().unwrap() >= 10, "{routez}");
-        assert_eq!(route[inbound], 0, "{routez}");
+        // The other way only the system account's events cross (each node's per-account
+        // connection counts, which the other node counts against account limits).
+        assert!(route[inbound].as_u64().unwrap() < 10, "{routez}");
         assert!(route["out_bytes"].as_u64().unwrap() + route["in_bytes"].as_u64().unwrap() >= 50);
         let uptime = format!("gnatsd_routez_route_uptime_seconds{{{server},rid=\"{rid}\"}}");
         assert!(all.contains_key(&uptime), "{text}");

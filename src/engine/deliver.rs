@@ -482,7 +482,13 @@ impl PeerFrame<'_> {
             Peer::Leaf(leaf) => (msgtrace::kind::LEAF, leaf.remote_name.clone()),
         };
         if !to.may_receive(msg.subject) {
-            trace.peer_egress(kind, to.cid, name, None, Some(msgtrace::error::PUB_VIOLATION));
+            trace.peer_egress(
+                kind,
+                to.cid,
+                name,
+                None,
+                Some(msgtrace::error::PUB_VIOLATION),
+            );
             out.msg_trace = Some(trace);
             return false;
         }

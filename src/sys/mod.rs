@@ -9,8 +9,8 @@
 
 mod claims;
 pub mod events;
-mod remote;
 mod jsz;
+mod remote;
 pub mod services;
 mod trace;
 
