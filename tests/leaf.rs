@@ -8,10 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{exactly_once, until_routed, SETTLE, TERN};
+use common::cluster::{exactly_once, logged_addr, standalone, until_routed, SETTLE, TERN};
 use common::process::{http_get, json_shape, monitor_addr, reference_server, Process, Scratch};
 use futures::StreamExt;
 
@@ -27,31 +26,12 @@ struct Srv {
 
 /// Starts `binary` as server `name` with `config` (beyond its client port and name).
 fn start(scratch: &Scratch, binary: &Path, name: &str, config: &str) -> Srv {
-    let file = scratch.0.join(format!("{name}.conf"));
-    std::fs::write(
-        &file,
-        format!("listen: 127.0.0.1:-1\nserver_name: {name}\n{config}\n"),
-    )
-    .unwrap();
-    let log = scratch.0.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    let (process, text) = Process::start(
-        Command::new(binary)
-            .arg("-c")
-            .arg(&file)
-            .arg("-l")
-            .arg(&log),
-        &log,
-    );
-    let after = |marker: &str| {
-        let line = text.lines().find(|l| l.contains(marker))?;
-        Some(line.rsplit(' ').next()?.trim().to_string())
-    };
+    let (process, text) = standalone(scratch, binary, name, config);
     Srv {
         process,
-        client: after("Listening for client connections on ").unwrap(),
-        leaf: after("Listening for leafnode connections on "),
-        log,
+        client: logged_addr(&text, "Listening for client connections on ").unwrap(),
+        leaf: logged_addr(&text, "Listening for leafnode connections on "),
+        log: scratch.0.join(format!("{name}.log")),
     }
 }
 
