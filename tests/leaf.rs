@@ -434,3 +434,76 @@ async fn monitoring_shows_the_link_as_nats_server_does() {
     }
     assert_eq!(shapes[0], shapes[1]);
 }
+
+/// What a server answers on its leafnode port to `input` (INFO and `LS+` lines left out: they
+/// carry ids and the server's own imports), until it closes or goes quiet.
+fn answer(addr: &str, input: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    stream.write_all(input.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    let mut lines: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with("INFO ") && !l.starts_with("LS+ "))
+        .collect();
+    if closed {
+        lines.push("<closed>");
+    }
+    lines.join("|")
+}
+
+/// Bad input on the leafnode port gets nats-server's answer and close decision: a client's
+/// CONNECT, bad credentials, the hub's own cluster name, anything before CONNECT, client
+/// operations and malformed interest after it.
+#[tokio::test]
+async fn bad_input_on_the_leafnode_port_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let inputs = [
+        "CONNECT {\"lang\":\"go\",\"verbose\":false,\"user\":\"leaf\",\"pass\":\"pw\"}\r\nPING\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"bad\",\"name\":\"X\",\"cluster\":\"X\"}\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"C1\"}\r\n",
+        "PING\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"X\"}\r\nSUB foo 1\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"X\"}\r\nLS+ foo q\r\nPING\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"X\"}\r\nLS+ foo\r\nLMSG foo 2\r\nhi\r\nPING\r\n",
+    ];
+    let mut answers = Vec::new();
+    for binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-bad-input");
+        let port = free_port();
+        let h = start(
+            &scratch,
+            binary,
+            "H",
+            &format!(
+                "cluster {{ name: C1, listen: \"127.0.0.1:-1\" }}\n\
+                 leafnodes {{ listen: \"127.0.0.1:{port}\", \
+                 authorization {{ user: leaf, password: pw }} }}"
+            ),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        answers.push(inputs.map(|input| answer(&addr, input)));
+        drop(h);
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        assert_eq!(answers[0][i], answers[1][i], "{input:?}");
+    }
+    assert_eq!(
+        answers[1][0],
+        "-ERR 'attempted to connect to leaf node port'|<closed>"
+    );
+}
