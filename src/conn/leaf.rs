@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace};
 
@@ -426,26 +425,6 @@ impl Session {
         Ok(())
     }
 
-    /// Handles every whole operation in `buf`.
-    fn process_ops(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        let opts = self.shared.opts();
-        let mut consumed = 0;
-        let result = loop {
-            match wire::parse(&buf[consumed..], opts.max_control_line, LEAF_MAX_PAYLOAD) {
-                Ok(Some((op, n))) => {
-                    consumed += n;
-                    if let Err(err) = self.handle(op) {
-                        break Err(err);
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(err) => break Err(err),
-            }
-        };
-        buf.advance(consumed);
-        result
-    }
-
     /// The link is up: bound to its account, told of the interest it is to hear of.
     fn register(&mut self, leaf: Leaf) {
         let leaf = Arc::new(leaf);
@@ -519,16 +498,20 @@ impl PeerSession for Session {
         }
     }
 
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        self.trace = self.out.trace;
-        let result = self.process_ops(buf);
+    fn parse_op<'b>(&self, buf: &'b [u8]) -> Result<Option<(RouteOp<'b>, usize)>, ProtocolError> {
+        let parsed = wire::parse(buf, self.shared.opts().max_control_line, LEAF_MAX_PAYLOAD);
         // nats-server closes a leafnode that sends a client's operation without a word.
-        match result {
+        match parsed {
             Err(ProtocolError::UnknownOperation) if self.leaf.is_some() => {
                 Err(ProtocolError::Malformed("unknown leafnode operation"))
             }
             other => other,
         }
+    }
+
+    fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
+        self.trace = self.out.trace;
+        self.handle(op)
     }
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
