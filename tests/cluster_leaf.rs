@@ -7,11 +7,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{
-    exactly_once, node_with, publish_numbered, until_routed, Node, SETTLE, TERN,
+    exactly_once, logged_addr, node_with, publish_numbered, standalone, until_routed, Node, SETTLE,
+    TERN,
 };
 use common::process::{reference_server, Process, Scratch};
 use futures::StreamExt;
@@ -23,24 +23,8 @@ struct Leaf {
 }
 
 fn leaf(scratch: &Scratch, binary: &Path, hub_leaf: &str) -> Leaf {
-    let config = scratch.0.join("L.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:-1\nserver_name: L\n\
-             leafnodes {{ remotes: [{{ url: \"nats-leaf://{hub_leaf}\" }}] }}\n"
-        ),
-    )
-    .unwrap();
-    let log = scratch.0.join("L.log");
-    let (process, text) = Process::start(
-        Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("-l")
-            .arg(&log),
-        &log,
-    );
+    let config = format!("leafnodes {{ remotes: [{{ url: \"nats-leaf://{hub_leaf}\" }}] }}");
+    let (process, text) = standalone(scratch, binary, "L", &config);
     Leaf {
         _process: process,
         client: after(&text, "Listening for client connections on "),
@@ -49,8 +33,7 @@ fn leaf(scratch: &Scratch, binary: &Path, hub_leaf: &str) -> Leaf {
 
 /// The last word of the log line containing `marker`.
 fn after(text: &str, marker: &str) -> String {
-    let line = text.lines().find(|l| l.contains(marker)).unwrap();
-    line.rsplit(' ').next().unwrap().trim().to_string()
+    logged_addr(text, marker).unwrap()
 }
 
 async fn connect(addr: &str) -> async_nats::Client {

@@ -8,10 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{exactly_once, until_routed, SETTLE, TERN};
+use common::cluster::{exactly_once, logged_addr, standalone, until_routed, SETTLE, TERN};
 use common::process::{http_get, json_shape, monitor_addr, reference_server, Process, Scratch};
 use futures::StreamExt;
 
@@ -27,31 +26,12 @@ struct Srv {
 
 /// Starts `binary` as server `name` with `config` (beyond its client port and name).
 fn start(scratch: &Scratch, binary: &Path, name: &str, config: &str) -> Srv {
-    let file = scratch.0.join(format!("{name}.conf"));
-    std::fs::write(
-        &file,
-        format!("listen: 127.0.0.1:-1\nserver_name: {name}\n{config}\n"),
-    )
-    .unwrap();
-    let log = scratch.0.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    let (process, text) = Process::start(
-        Command::new(binary)
-            .arg("-c")
-            .arg(&file)
-            .arg("-l")
-            .arg(&log),
-        &log,
-    );
-    let after = |marker: &str| {
-        let line = text.lines().find(|l| l.contains(marker))?;
-        Some(line.rsplit(' ').next()?.trim().to_string())
-    };
+    let (process, text) = standalone(scratch, binary, name, config);
     Srv {
         process,
-        client: after("Listening for client connections on ").unwrap(),
-        leaf: after("Listening for leafnode connections on "),
-        log,
+        client: logged_addr(&text, "Listening for client connections on ").unwrap(),
+        leaf: logged_addr(&text, "Listening for leafnode connections on "),
+        log: scratch.0.join(format!("{name}.log")),
     }
 }
 
@@ -453,4 +433,77 @@ async fn monitoring_shows_the_link_as_nats_server_does() {
         drop(l);
     }
     assert_eq!(shapes[0], shapes[1]);
+}
+
+/// What a server answers on its leafnode port to `input` (INFO and `LS+` lines left out: they
+/// carry ids and the server's own imports), until it closes or goes quiet.
+fn answer(addr: &str, input: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    stream.write_all(input.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    let mut lines: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with("INFO ") && !l.starts_with("LS+ "))
+        .collect();
+    if closed {
+        lines.push("<closed>");
+    }
+    lines.join("|")
+}
+
+/// Bad input on the leafnode port gets nats-server's answer and close decision: a client's
+/// CONNECT, bad credentials, the hub's own cluster name, anything before CONNECT, client
+/// operations and malformed interest after it.
+#[tokio::test]
+async fn bad_input_on_the_leafnode_port_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let inputs = [
+        "CONNECT {\"lang\":\"go\",\"verbose\":false,\"user\":\"leaf\",\"pass\":\"pw\"}\r\nPING\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"bad\",\"name\":\"X\",\"cluster\":\"X\"}\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"C1\"}\r\n",
+        "PING\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"X\"}\r\nSUB foo 1\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"X\"}\r\nLS+ foo q\r\nPING\r\n",
+        "CONNECT {\"user\":\"leaf\",\"pass\":\"pw\",\"name\":\"X\",\"cluster\":\"X\"}\r\nLS+ foo\r\nLMSG foo 2\r\nhi\r\nPING\r\n",
+    ];
+    let mut answers = Vec::new();
+    for binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-bad-input");
+        let port = free_port();
+        let h = start(
+            &scratch,
+            binary,
+            "H",
+            &format!(
+                "cluster {{ name: C1, listen: \"127.0.0.1:-1\" }}\n\
+                 leafnodes {{ listen: \"127.0.0.1:{port}\", \
+                 authorization {{ user: leaf, password: pw }} }}"
+            ),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        answers.push(inputs.map(|input| answer(&addr, input)));
+        drop(h);
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        assert_eq!(answers[0][i], answers[1][i], "{input:?}");
+    }
+    assert_eq!(
+        answers[1][0],
+        "-ERR 'attempted to connect to leaf node port'|<closed>"
+    );
 }

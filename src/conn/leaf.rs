@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace};
 
@@ -210,7 +209,7 @@ impl Session {
                 (RouteOp::Connect(json), false) => self.handle_connect(json),
                 (RouteOp::Info(json), true) => self.handle_hub_info(json),
                 (RouteOp::Err(text), _) => self.handle_err(text),
-                (RouteOp::Ping, _) => {
+                (RouteOp::Ping, true) => {
                     self.push(|b| b.extend_from_slice(protocol::PONG));
                     Ok(())
                 }
@@ -297,7 +296,7 @@ impl Session {
         };
         if !connect.lang.is_empty() {
             return Err(ProtocolError::Refused(
-                "Attempted To Connect To Leafnode Port".into(),
+                "attempted to connect to leaf node port".into(),
             ));
         }
         let account = self.authorize(&connect)?;
@@ -310,7 +309,7 @@ impl Session {
             .is_some_and(|c| c.name.is_some());
         if clustered && connect.cluster == ours {
             return Err(ProtocolError::Refused(
-                "Leafnode has same cluster name as the hub".into(),
+                "remote leafnode has same cluster name".into(),
             ));
         }
         let cluster = match connect.cluster.is_empty() {
@@ -499,24 +498,20 @@ impl PeerSession for Session {
         }
     }
 
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        self.trace = self.out.trace;
-        let opts = self.shared.opts();
-        let mut consumed = 0;
-        let result = loop {
-            match wire::parse(&buf[consumed..], opts.max_control_line, LEAF_MAX_PAYLOAD) {
-                Ok(Some((op, n))) => {
-                    consumed += n;
-                    if let Err(err) = self.handle(op) {
-                        break Err(err);
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(err) => break Err(err),
+    fn parse_op<'b>(&self, buf: &'b [u8]) -> Result<Option<(RouteOp<'b>, usize)>, ProtocolError> {
+        let parsed = wire::parse(buf, self.shared.opts().max_control_line, LEAF_MAX_PAYLOAD);
+        // nats-server closes a leafnode that sends a client's operation without a word.
+        match parsed {
+            Err(ProtocolError::UnknownOperation) if self.leaf.is_some() => {
+                Err(ProtocolError::Malformed("unknown leafnode operation"))
             }
-        };
-        buf.advance(consumed);
-        result
+            other => other,
+        }
+    }
+
+    fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
+        self.trace = self.out.trace;
+        self.handle(op)
     }
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.

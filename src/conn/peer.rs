@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error};
 
@@ -18,6 +18,7 @@ use crate::engine::deliver::Deliveries;
 use crate::engine::outbound::{Appended, CloseReason};
 use crate::proto::error::ProtocolError;
 use crate::proto::protocol;
+use crate::proto::route::RouteOp;
 use crate::state::Shared;
 
 /// nats-server sends a server connection its first PING after about a second
@@ -33,8 +34,29 @@ pub(super) trait PeerSession {
     fn out(&mut self) -> &mut Deliveries;
     /// Messages and bytes read so far.
     fn in_counts(&self) -> (u64, u64);
+    /// Parses one operation from the start of `buf` (`Ok(None)`: more bytes needed).
+    fn parse_op<'b>(&self, buf: &'b [u8]) -> Result<Option<(RouteOp<'b>, usize)>, ProtocolError>;
+    /// Handles one operation.
+    fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError>;
+
     /// Handles every whole operation in `buf` (consuming them).
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError>;
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        let mut consumed = 0;
+        let result = loop {
+            match self.parse_op(&buf[consumed..]) {
+                Ok(Some((op, n))) => {
+                    consumed += n;
+                    if let Err(err) = self.handle_op(op) {
+                        break Err(err);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        buf.advance(consumed);
+        result
+    }
     /// The first-operation deadline still applies (no CONNECT or INFO yet), and what passing
     /// it is.
     fn awaiting(&self) -> Option<ProtocolError>;

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace};
 
@@ -707,25 +706,13 @@ impl PeerSession for Session {
         (!self.connected).then_some(ProtocolError::AuthenticationTimeout)
     }
 
-    /// Handles every whole operation in `buf`.
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+    fn parse_op<'b>(&self, buf: &'b [u8]) -> Result<Option<(RouteOp<'b>, usize)>, ProtocolError> {
+        wire::parse(buf, self.shared.opts().max_control_line, ROUTE_MAX_PAYLOAD)
+    }
+
+    fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
         self.trace = self.out.trace;
-        let opts = self.shared.opts();
-        let mut consumed = 0;
-        let result = loop {
-            match wire::parse(&buf[consumed..], opts.max_control_line, ROUTE_MAX_PAYLOAD) {
-                Ok(Some((op, n))) => {
-                    consumed += n;
-                    if let Err(err) = self.handle(op) {
-                        break Err(err);
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(err) => break Err(err),
-            }
-        };
-        buf.advance(consumed);
-        result
+        self.handle(op)
     }
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.

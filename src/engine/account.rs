@@ -112,6 +112,9 @@ pub struct Account {
     leafs: Mutex<Vec<Arc<Leaf>>>,
     /// `$LDS.<random>`: this account's loop detection subject.
     loop_subject: OnceLock<String>,
+    /// The interest of the leafnodes whose hub we are, by their cluster: routes hear of it as
+    /// leaf-origin interest (`LS+ <origin> <acc> ...`). Held while routes are told of a change.
+    leaf_interest: Mutex<HashMap<Bytes, LocalInterest>>,
 }
 
 /// Responses owed through service imports.
@@ -199,6 +202,7 @@ impl Account {
             interest: Mutex::new(LocalInterest::default()),
             leafs: Mutex::new(Vec::new()),
             loop_subject: OnceLock::new(),
+            leaf_interest: Mutex::new(HashMap::new()),
             name: name.into(),
             sublist: RwLock::new(Sublist::new()),
             generation: AtomicU64::new(0),
@@ -295,8 +299,9 @@ impl Account {
         drop(leafs);
         // As nats-server closes a client: plain subscriptions one by one, then each queue
         // group once, with its weight after all of the connection's members left.
-        let (queued, plain): (Vec<_>, Vec<_>) =
-            removed.into_iter().partition(|s| s.queue.is_some());
+        let (queued, plain): (Vec<_>, Vec<_>) = removed
+            .into_iter()
+            .partition(|s| s.queue.is_some() && !matches!(s.target, Target::Leaf(_)));
         for sub in plain {
             self.track_interest(sub, false);
         }
@@ -348,6 +353,13 @@ impl Account {
                 true => self.route_queue_subs.fetch_add(1, Ordering::Relaxed),
                 false => self.route_queue_subs.fetch_sub(1, Ordering::Relaxed),
             };
+        }
+        if let Target::Leaf(leaf) = &sub.target {
+            // A spoke's interest stays with us (its hub links each server on its own).
+            if !leaf.spoke {
+                self.track_leaf_interest(sub, &leaf.remote_cluster, added);
+            }
+            return;
         }
         if !sub.announced() {
             return;
@@ -404,6 +416,27 @@ impl Account {
         self.leafs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts a subscription of a leafnode whose hub we are in the leaf-origin interest routes
+    /// hear of, and tells them when it changes (`LS+`/`LS-` with the leaf's cluster).
+    fn track_leaf_interest(&self, sub: &Subscription, origin: &Bytes, added: bool) {
+        let mut all = self.leaf_interest.lock().unwrap_or_else(|p| p.into_inner());
+        let interest = all.entry(origin.clone()).or_default();
+        let change = match added {
+            true => interest.add(&sub.subject, &sub.queue),
+            false => interest.remove(&sub.subject, &sub.queue),
+        };
+        if let Some(count) = change {
+            route::announce_leaf(
+                &self.routes,
+                origin,
+                self.name.as_bytes(),
+                &sub.subject,
+                sub.queue.as_deref(),
+                count,
+            );
+        }
+    }
+
     /// Whether some route has a queue subscription here (queue members are then weighed).
     #[inline]
     pub fn has_route_queue_subs(&self) -> bool {
@@ -419,6 +452,11 @@ impl Account {
     pub fn send_interest(&self, route: &Route) {
         let interest = self.interest.lock().unwrap_or_else(|p| p.into_inner());
         interest.send_all(self.name.as_bytes(), route);
+        drop(interest);
+        let leafs = self.leaf_interest.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, interest) in leafs.iter() {
+            interest.send_all_from(origin, self.name.as_bytes(), route);
+        }
     }
 
     /// The current generation: read before `matches` so that a result is never cached under a

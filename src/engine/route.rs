@@ -416,6 +416,47 @@ impl LocalInterest {
     }
 }
 
+impl LocalInterest {
+    /// Sends all of it to a route that just registered, as interest of the leaf cluster
+    /// `origin` (`LS+ <origin> <acc> ...`).
+    pub fn send_all_from(&self, origin: &[u8], account: &[u8], route: &Route) {
+        if self.counts.is_empty() {
+            return;
+        }
+        route.send(|b| {
+            for ((subject, queue), count) in &self.counts {
+                if route.imports(subject) {
+                    let queue = queue.as_ref().map(|q| (&q[..], *count));
+                    wire::encode_leaf_sub(b, origin, account, subject, queue);
+                }
+            }
+        });
+    }
+}
+
+/// Tells every route of a change in the interest of the leaf cluster `origin` in `account`.
+pub fn announce_leaf(
+    routes: &Routes,
+    origin: &[u8],
+    account: &[u8],
+    subject: &[u8],
+    queue: Option<&[u8]>,
+    count: u32,
+) {
+    for route in routes.all() {
+        if !route.imports(subject) {
+            continue;
+        }
+        route.send(|b| match (count, queue) {
+            (0, queue) => wire::encode_leaf_unsub(b, origin, account, subject, queue),
+            (n, Some(queue)) => {
+                wire::encode_leaf_sub(b, origin, account, subject, Some((queue, n)))
+            }
+            (_, None) => wire::encode_leaf_sub(b, origin, account, subject, None),
+        });
+    }
+}
+
 /// Tells every route of a change in `account`'s local interest (see [`LocalInterest`]).
 pub fn announce(routes: &Routes, account: &[u8], subject: &[u8], queue: Option<&[u8]>, count: u32) {
     for route in routes.all() {

@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::error::ProtocolError;
-use crate::proto::route::{encode_frame, parse_for, Frame, RouteOp};
+use crate::proto::route::{encode_frame, encode_interest, parse_for, Frame, RouteOp};
 
 /// The prefix of the subject each server subscribes to in every account it links by leafnode:
 /// one that comes back over another leafnode is a loop.
@@ -31,25 +31,12 @@ pub fn parse(
 
 /// `LS+ <subject>[ <queue> <weight>]\r\n`
 pub fn encode_sub(out: &mut BytesMut, subject: &[u8], queue: Option<(&[u8], u32)>) {
-    out.put_slice(b"LS+ ");
-    out.put_slice(subject);
-    if let Some((queue, weight)) = queue {
-        out.put_u8(b' ');
-        out.put_slice(queue);
-        out.put_slice(format!(" {weight}").as_bytes());
-    }
-    out.put_slice(b"\r\n");
+    encode_interest(out, b"LS+", &[subject], queue.map(|(q, w)| (q, Some(w))));
 }
 
 /// `LS- <subject>[ <queue>]\r\n`
 pub fn encode_unsub(out: &mut BytesMut, subject: &[u8], queue: Option<&[u8]>) {
-    out.put_slice(b"LS- ");
-    out.put_slice(subject);
-    if let Some(queue) = queue {
-        out.put_u8(b' ');
-        out.put_slice(queue);
-    }
-    out.put_slice(b"\r\n");
+    encode_interest(out, b"LS-", &[subject], queue.map(|q| (q, None)));
 }
 
 /// `LMSG`, or `HMSG` with headers: one frame per leafnode per message.

@@ -410,27 +410,66 @@ pub(crate) fn parse_u32(digits: &[u8]) -> Option<u32> {
 
 /// `RS+ <acc> <subject>[ <queue> <weight>]\r\n`
 pub fn encode_sub(out: &mut BytesMut, account: &[u8], subject: &[u8], queue: Option<(&[u8], u32)>) {
-    out.put_slice(b"RS+ ");
-    out.put_slice(account);
-    out.put_u8(b' ');
-    out.put_slice(subject);
-    if let Some((queue, weight)) = queue {
-        out.put_u8(b' ');
-        out.put_slice(queue);
-        out.put_slice(format!(" {weight}").as_bytes());
-    }
-    out.put_slice(b"\r\n");
+    encode_interest(
+        out,
+        b"RS+",
+        &[account, subject],
+        queue.map(|(q, w)| (q, Some(w))),
+    );
 }
 
 /// `RS- <acc> <subject>[ <queue>]\r\n`
 pub fn encode_unsub(out: &mut BytesMut, account: &[u8], subject: &[u8], queue: Option<&[u8]>) {
-    out.put_slice(b"RS- ");
-    out.put_slice(account);
-    out.put_u8(b' ');
-    out.put_slice(subject);
-    if let Some(queue) = queue {
+    encode_interest(out, b"RS-", &[account, subject], queue.map(|q| (q, None)));
+}
+
+/// `LS+ <origin> <acc> <subject>[ <queue> <weight>]\r\n`: interest of the leaf cluster
+/// `origin`.
+pub fn encode_leaf_sub(
+    out: &mut BytesMut,
+    origin: &[u8],
+    account: &[u8],
+    subject: &[u8],
+    queue: Option<(&[u8], u32)>,
+) {
+    let queue = queue.map(|(q, w)| (q, Some(w)));
+    encode_interest(out, b"LS+", &[origin, account, subject], queue);
+}
+
+/// `LS- <origin> <acc> <subject>[ <queue>]\r\n`
+pub fn encode_leaf_unsub(
+    out: &mut BytesMut,
+    origin: &[u8],
+    account: &[u8],
+    subject: &[u8],
+    queue: Option<&[u8]>,
+) {
+    encode_interest(
+        out,
+        b"LS-",
+        &[origin, account, subject],
+        queue.map(|q| (q, None)),
+    );
+}
+
+/// `<op> <args>...[ <queue>[ <weight>]]\r\n`
+pub(crate) fn encode_interest(
+    out: &mut BytesMut,
+    op: &[u8],
+    args: &[&[u8]],
+    queue: Option<(&[u8], Option<u32>)>,
+) {
+    out.put_slice(op);
+    for arg in args {
+        out.put_u8(b' ');
+        out.put_slice(arg);
+    }
+    if let Some((queue, weight)) = queue {
         out.put_u8(b' ');
         out.put_slice(queue);
+        if let Some(weight) = weight {
+            out.put_slice(format!(" {weight}").as_bytes());
+        }
     }
     out.put_slice(b"\r\n");
 }

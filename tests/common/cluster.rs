@@ -202,6 +202,48 @@ pub async fn exactly_once(
     assert!(extra.is_err(), "{subject}: a duplicate arrived: {extra:?}");
 }
 
+/// Starts `binary` as the stand-alone server `name` (random client port) with `config`,
+/// logging to `<name>.log` in `scratch`; returns it with its log so far.
+pub fn standalone(scratch: &Scratch, binary: &Path, name: &str, config: &str) -> (Process, String) {
+    let file = scratch.0.join(format!("{name}.conf"));
+    std::fs::write(
+        &file,
+        format!("listen: 127.0.0.1:-1\nserver_name: {name}\n{config}\n"),
+    )
+    .unwrap();
+    let log = scratch.0.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    Process::start(
+        Command::new(binary)
+            .arg("-c")
+            .arg(&file)
+            .arg("-l")
+            .arg(&log),
+        &log,
+    )
+}
+
+/// The last word of the first log line containing `marker` (an address the server listens on).
+pub fn logged_addr(text: &str, marker: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.contains(marker))?;
+    Some(line.rsplit(' ').next()?.trim().to_string())
+}
+
+/// `x` and `y` (clients of two servers) each get `count` messages from the other, exactly once.
+pub async fn exchange_both_ways(
+    x: &async_nats::Client,
+    y: &async_nats::Client,
+    tag: &str,
+    count: u32,
+) {
+    for (from, to, way) in [(x, y, "xy"), (y, x, "yx")] {
+        let subject = format!("{tag}.{way}");
+        let mut sub = to.subscribe(subject.clone()).await.unwrap();
+        to.flush().await.unwrap();
+        exactly_once(from, &mut sub, &subject, count).await;
+    }
+}
+
 /// The JSON document at `path` of `node`'s monitor.
 pub fn monitor_json(node: &Node, path: &str) -> serde_json::Value {
     let addr = node.monitor.as_deref().expect("a node with a monitor");
