@@ -1052,6 +1052,15 @@ async fn websocket_urls_cross_a_mixed_cluster() {
     // Before any route: no `connect_urls`, as nats-server.
     assert_eq!(ws_connect_urls(&ws_a).await, Vec::<String>::new());
     assert_eq!(route_ws_urls(&a.route), serde_json::json!([ws_a]));
+    // A WebSocket client that takes asynchronous INFO is told when the peer's URL comes.
+    let mut early = Ws::connect(&ws_a, "").await;
+    early.info().await;
+    early
+        .send(&binary(
+            b"CONNECT {\"verbose\":false,\"protocol\":1}\r\nPING\r\n",
+        ))
+        .await;
+    early.nats_until("PONG\r\n", &mut Vec::new()).await;
     let b = node_with(&scratch, &reference, "B", &[&a], ws);
     let ws_b = ws_listen_addr(&scratch, "B");
     assert_eq!(route_ws_urls(&b.route), serde_json::json!([ws_b]));
@@ -1071,6 +1080,10 @@ async fn websocket_urls_cross_a_mixed_cluster() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let pushed = early.nats_until("\r\n", &mut Vec::new()).await;
+    let pushed: serde_json::Value =
+        serde_json::from_str(pushed.trim().strip_prefix("INFO ").expect("INFO")).unwrap();
+    assert_eq!(pushed["connect_urls"], serde_json::json!(want_a));
     // TCP clients are told the client URLs only.
     let raw = common::Raw::connect(a.client.parse().unwrap()).await;
     let urls = raw.info["connect_urls"].to_string();
