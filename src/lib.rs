@@ -18,7 +18,9 @@
 //!   (a client as other connections see it), [`engine::outbound`] (pending bytes, writer
 //!   wake-up, slow-consumer budget), [`engine::router`] (accounts and live connections),
 //!   [`engine::route`] (a route as a delivery target, and the local interest routes are told
-//!   of), [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie).
+//!   of), [`engine::permissions`], [`engine::stats`], [`engine::sublist`] (the trie),
+//!   [`engine::msgtrace`] (message tracing: what a `Nats-Trace-Dest` message asks for and the
+//!   events gathered while it is delivered; `sys` publishes them).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
 //!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
 //!   [`config::cluster`] (the `cluster` block and flags, route URLs) and
@@ -37,7 +39,8 @@
 //!   the TLS listener's opening), [`conn::websocket`] (the upgrade, and the `Ws` halves that
 //!   turn frames into the byte stream the client session reads and writes), [`conn::writer`],
 //!   [`conn::liveness`] (PINGs), [`conn::cache`] (match and permission caches),
-//!   [`conn::trace`], and the kinds of connection, each with its
+//!   [`conn::trace`] (`-V`), [`conn::msgtrace`] (traced messages from routes), and the kinds
+//!   of connection, each with its
 //!   own op set: [`conn::client`] (the client protocol) and [`conn::route`] (another server of
 //!   the cluster, [`proto::route`]); leafnodes will be a kind beside them.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`];
