@@ -21,7 +21,9 @@
 //!   [`engine::route`] (a route as a delivery target, and the local interest routes are told
 //!   of), [`engine::leaf`] (a leafnode connection as a delivery target bound to one account,
 //!   and what interest it hears of), [`engine::permissions`], [`engine::stats`],
-//!   [`engine::sublist`] (the trie).
+//!   [`engine::sublist`] (the trie), [`engine::msgtrace`] (message tracing: what a
+//!   `Nats-Trace-Dest` message asks for and the events gathered while it is delivered; `sys`
+//!   publishes them).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
 //!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
 //!   [`config::cluster`] (the `cluster` block and flags, route URLs),
@@ -43,10 +45,10 @@
 //!   the TLS listener's opening), [`conn::websocket`] (the upgrade, and the `Ws` halves that
 //!   turn frames into the byte stream the client session reads and writes), [`conn::writer`],
 //!   [`conn::liveness`] (PINGs), [`conn::cache`] (match and permission caches),
-//!   [`conn::trace`], and the kinds of connection, each with its
-//!   own op set: [`conn::client`] (the client protocol), [`conn::route`] (another server of
-//!   the cluster, [`proto::route`]) and [`conn::leaf`] (a leafnode, hub or spoke,
-//!   [`proto::leaf`]); routes and leafnodes share one read loop.
+//!   [`conn::trace`] (`-V`), [`conn::msgtrace`] (traced messages from routes), and the kinds
+//!   of connection, each with its own op set: [`conn::client`] (the client protocol),
+//!   [`conn::route`] (another server of the cluster, [`proto::route`]) and [`conn::leaf`] (a
+//!   leafnode, hub or spoke, [`proto::leaf`]); routes and leafnodes share one read loop.
 //! - [`monitor`]: the HTTP monitoring endpoints and `/metrics`, over [`monitor::http`];
 //!   [`monitor::jsz`] shows JetStream from [`state::jetstream`]; [`monitor::dashboard`] is the
 //!   live page (compiled in) and its once-a-second sampler, ring of history and event stream.

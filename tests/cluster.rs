@@ -200,10 +200,7 @@ fn route_port_refuses_as_nats_server() {
         serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
     assert_eq!(info["cluster"], "C1");
     assert_eq!(info["compression"], "off");
-    assert_eq!(
-        info["proto"], 3,
-        "message tracing understood, as from nats-server 2.15.1"
-    );
+    assert_eq!(info["proto"], 2);
     assert!(info.get("route_pool_size").is_none(), "{info}");
 }
 

@@ -424,6 +424,12 @@ impl<'m> PeerFrame<'m> {
                 return self.send_traced(account, msg, out, trace);
             }
         }
+        self.send_frame(account, msg, out)
+    }
+
+    /// [`PeerFrame::send`] without the check for a traced message.
+    #[inline(always)]
+    fn send_frame(&self, account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let to = self.to.conn();
         if !to.may_receive(msg.subject) {
             return false;
@@ -503,9 +509,7 @@ impl PeerFrame<'_> {
             message: &message,
             ..*msg
         };
-        out.trace = trace.log;
-        let sent = self.send(account, &hopped, out);
-        out.trace = true;
+        let sent = self.send_frame(account, &hopped, out);
         trace.peer_egress(kind, to.cid, name, Some(hop), None);
         out.msg_trace = Some(trace);
         sent
@@ -554,6 +558,21 @@ fn deliver_to_client(
     if out.trace {
         return deliver_observed(account, sub, to, msg, out, skip);
     }
+    append_to_client(account, sub, to, msg, out, skip)
+}
+
+/// The delivery itself. Kept apart from [`deliver_to_client`]'s check so that the observed
+/// path calls it without recursing (a recursive `deliver_to_client` would not be inlined
+/// into the publish loop).
+#[inline(always)]
+fn append_to_client(
+    account: &Account,
+    sub: &Arc<Subscription>,
+    to: &Arc<Connection>,
+    msg: &Message<'_>,
+    out: &mut Deliveries,
+    skip: Option<&Arc<Connection>>,
+) -> bool {
     if skip.is_some_and(|skip| Arc::ptr_eq(to, skip)) {
         return false;
     }
@@ -600,6 +619,7 @@ fn deliver_to_client(
 /// [`deliver_to_client`] watched: logged for `-V`, noted in the message's trace (and held
 /// back from applications for a trace-only message).
 #[cold]
+#[inline(never)]
 fn deliver_observed(
     account: &Account,
     sub: &Arc<Subscription>,
@@ -608,42 +628,35 @@ fn deliver_observed(
     out: &mut Deliveries,
     skip: Option<&Arc<Connection>>,
 ) -> bool {
-    let Some(mut trace) = out.msg_trace.take() else {
-        out.trace = false;
-        let took = deliver_to_client(account, sub, to, msg, out, skip);
-        out.trace = true;
-        if took {
-            trace_delivery(sub, to, msg);
-        }
-        return took;
+    let trace = out.msg_trace.take();
+    let refused = match trace {
+        None => None,
+        Some(_) if skip.is_some_and(|skip| Arc::ptr_eq(to, skip)) => Some(msgtrace::error::NO_ECHO),
+        Some(_) if !to.may_receive(msg.subject) => Some(msgtrace::error::SUB_DENY),
+        Some(_) => None,
     };
-    let refused = if skip.is_some_and(|skip| Arc::ptr_eq(to, skip)) {
-        Some(msgtrace::error::NO_ECHO)
-    } else if !to.may_receive(msg.subject) {
-        Some(msgtrace::error::SUB_DENY)
-    } else {
-        None
-    };
+    let only = trace.as_ref().is_some_and(|t| t.only);
     let took = match refused {
         Some(_) => false,
-        None if trace.only => true,
-        None => {
-            out.trace = trace.log;
-            let took = deliver_to_client(account, sub, to, msg, out, skip);
-            out.trace = true;
-            took
-        }
+        None if only => true,
+        None => append_to_client(account, sub, to, msg, out, skip),
     };
-    let error = refused.or((!took).then_some(msgtrace::error::CLIENT_CLOSED));
-    trace.client_egress(
-        to.cid,
-        to.meta().name,
-        &to.account().name,
-        &sub.subject,
-        sub.queue.as_deref(),
-        error,
-    );
-    out.msg_trace = Some(trace);
+    // Protocol tracing (`-V`) logs what was really sent.
+    if took && !only && trace.as_ref().map_or(true, |t| t.log) {
+        trace_delivery(sub, to, msg);
+    }
+    if let Some(mut trace) = trace {
+        let error = refused.or((!took).then_some(msgtrace::error::CLIENT_CLOSED));
+        trace.client_egress(
+            to.cid,
+            to.meta().name,
+            &to.account().name,
+            &sub.subject,
+            sub.queue.as_deref(),
+            error,
+        );
+        out.msg_trace = Some(trace);
+    }
     took
 }
 

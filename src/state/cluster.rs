@@ -268,9 +268,7 @@ impl Shared {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
             version: crate::proto::protocol::NATS_SERVER_VERSION.to_string(),
-            // 3: message tracing understood (nats-server's `MsgTraceProto`); a 2.15.1 peer
-            // sends a traced trace-only message on only to a route that says so.
-            proto: 3,
+            proto: 2,
             go: "tern".to_string(),
             host: cluster.host.clone(),
             port: self.cluster_addr().map_or(cluster.port, |a| a.port()),
@@ -387,7 +385,7 @@ impl Shared {
             server_id: info.server_id.clone(),
             server_name: info.server_name.clone(),
             version: crate::proto::protocol::NATS_SERVER_VERSION.to_string(),
-            proto: 3,
+            proto: 2,
             go: "tern".to_string(),
             host: info.host.clone(),
             port: info.port,

@@ -614,16 +614,6 @@ impl Client {
                 return self.route_traced(subject, reply, h, message);
             }
         }
-        self.route_untraced(subject, reply, header_len, message);
-    }
-
-    pub(super) fn route_untraced(
-        &mut self,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        header_len: Option<usize>,
-        message: &[u8],
-    ) {
         let mapped = self.account.map_subject(subject);
         let subject = mapped.as_deref().unwrap_or(subject);
         let matches = self.cache.lookup(&self.account, subject);

@@ -20,24 +20,21 @@ impl Client {
         header_len: usize,
         message: &[u8],
     ) {
-        let Some(mut trace) = MsgTrace::from_headers(
+        // A destination that is not a publish subject: delivered untraced (held back, with
+        // no event, when trace-only).
+        let mut trace = MsgTrace::from_headers(
             &message[..header_len],
             message.len(),
             self.account.clone(),
             self.out.trace,
-        ) else {
-            return self.route_untraced(subject, reply, Some(header_len), message);
-        };
-        let name = self.conn.meta().name;
-        trace.ingress(
-            kind::CLIENT,
-            self.conn.cid,
-            name,
-            &self.account.name,
-            subject,
         );
+        let name = self.conn.meta().name;
+        let account = &self.account.name;
+        if let Some(trace) = &mut trace {
+            trace.ingress(kind::CLIENT, self.conn.cid, name, account, subject);
+        }
         let mapped = self.account.map_subject(subject);
-        if let Some(to) = &mapped {
+        if let (Some(trace), Some(to)) = (&mut trace, &mapped) {
             trace.mapped(to);
         }
         let subject = mapped.as_deref().unwrap_or(subject);
@@ -48,11 +45,13 @@ impl Client {
             header_len: Some(header_len),
             message,
         };
-        let only = trace.only;
+        let only = trace.as_ref().is_some_and(|t| t.only);
         let skip = (!self.opts.echo).then_some(&self.conn);
         let log = self.out.trace;
-        self.out.trace = true;
-        self.out.msg_trace = Some(Box::new(trace));
+        if let Some(trace) = trace {
+            self.out.trace = true;
+            self.out.msg_trace = Some(Box::new(trace));
+        }
         let delivered = deliver::deliver_all(&self.account, &matches, &msg, &mut self.out, skip);
         self.out.trace = log;
         let trace = self.out.msg_trace.take();
