@@ -1025,3 +1025,71 @@ async fn full_resolver_deletes_accounts_the_operator_names() {
         }
     }
 }
+
+/// Scoped signing keys' templates expanded per user as nats-server expands them: the user's
+/// name, key and tags, the account's name and tags; a deny list that cannot be expanded for a
+/// user refuses it, an allow list that expands to nothing denies everything.
+#[test]
+fn scoped_key_templates_expand_per_user() {
+    let operator = KeyPair::new_operator();
+    let (system, account, scoped) = (
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+    );
+    let account_jwt_t = account_jwt(
+        &operator,
+        &account,
+        "T",
+        json!({"tags": ["region:eu"], "signing_keys": [{
+            "kind": "user_scope", "key": scoped.public_key(), "role": "templated",
+            "template": {"pub": {"allow": ["u.{{name()}}.>", "d.{{tag(dept)}}",
+                                           "acc.{{account-name()}}.{{account-tag(region)}}",
+                                           "k.{{subject()}}"]},
+                         "sub": {"allow": ["in.{{tag(team)}}"], "deny": ["s.{{tag(level)}}"]},
+                         "subs": -1, "data": -1, "payload": -1}}]}),
+    );
+    let config = format!(
+        "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+         {sys}: {}\n  {t}: {account_jwt_t}\n}}\n",
+        operator_jwt(&operator, &system.public_key()),
+        account_jwt(&operator, &system, "SYS", json!({})),
+        sys = system.public_key(),
+        t = account.public_key(),
+    );
+    let pair = start_pair("operator-templates", &config);
+    let scoped_user = |name: &str, tags: serde_json::Value| {
+        let key = KeyPair::new_user();
+        let mut claims = json!({"sub": key.public_key(), "name": name,
+            "nats": {"issuer_account": account.public_key(), "tags": tags,
+                     "type": "user", "version": 2}});
+        claims["nats"]["pub"] = json!({});
+        let jwt = common::jwt::sign(claims, &scoped);
+        (jwt, key)
+    };
+    let (alice, alice_key) = scoped_user("alice", json!(["dept:a", "level:1"]));
+    let script = format!(
+        "PUB u.alice.x 0\r\n\r\nPUB u.bob.x 0\r\n\r\nPUB d.a 0\r\n\r\nPUB d.b 0\r\n\r\n\
+         PUB acc.T.eu 0\r\n\r\nPUB k.{} 0\r\n\r\nSUB in.x 1\r\nSUB s.1 2\r\n",
+        alice_key.public_key()
+    );
+    let seen = same(&pair, "alice", |addr| {
+        session(addr, Some(&alice), Some(&alice_key), &script)
+    });
+    assert_eq!(
+        seen,
+        [
+            "-ERR 'Permissions Violation for Publish to \"u.bob.x\"'",
+            "-ERR 'Permissions Violation for Publish to \"d.b\"'",
+            "-ERR 'Permissions Violation for Subscription to \"in.x\"'",
+            "-ERR 'Permissions Violation for Subscription to \"s.1\"'",
+            "PONG"
+        ]
+    );
+    // No `level` tag: the deny list cannot be expanded.
+    let (bob, bob_key) = scoped_user("bob", json!(["dept:b", "team:x"]));
+    let seen = same(&pair, "bob", |addr| {
+        session(addr, Some(&bob), Some(&bob_key), "")
+    });
+    assert_eq!(seen, [VIOLATION]);
+}

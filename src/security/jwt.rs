@@ -90,7 +90,9 @@ pub fn authenticate(
     if scope.is_some() && !has_empty_permissions(&user.nats) {
         return refuse("User JWT is not valid: scoped users require no permissions or limits set");
     }
-    let grant = Grant::of(&user, Some(claims), scope.map(|t| t.as_ref()));
+    let Some(grant) = Grant::of(&user, Some(claims), scope.map(|t| t.as_ref())) else {
+        return refuse("User JWT generated invalid permissions");
+    };
     let bearer = grant.bearer;
     if bearer && claims.nats.limits.disallow_bearer {
         return refuse("Account does not allow bearer token");
@@ -158,13 +160,21 @@ pub(super) struct Grant {
 impl Grant {
     /// What `user` gets in the account of `account` (none in configuration mode), through
     /// the scoped signing key's `template` when one signed it.
+    /// `None` when the template expands to an invalid subject in a deny list.
     pub fn of(
         user: &UserClaims,
         account: Option<&jwt::AccountClaims>,
         template: Option<&jwt::ScopeTemplate>,
-    ) -> Grant {
+    ) -> Option<Grant> {
+        let expanded;
         let (mut perms, limits, bearer) = match template {
-            Some(t) => (&t.permissions, t.limits, t.bearer_token),
+            Some(t) => {
+                expanded = match account {
+                    Some(account) => super::template::expand(&t.permissions, user, account)?,
+                    None => t.permissions.clone(),
+                };
+                (&expanded, t.limits, t.bearer_token)
+            }
             None => (
                 &user.nats.permissions,
                 user.nats.limits,
@@ -184,7 +194,7 @@ impl Grant {
             ),
             None => (limits.payload, limits.subs, jwt::NO_LIMIT),
         };
-        Grant {
+        Some(Grant {
             permissions: permissions_of(perms),
             limits: Limits {
                 payload,
@@ -192,7 +202,7 @@ impl Grant {
                 conn,
             },
             bearer,
-        }
+        })
     }
 }
 
