@@ -1093,3 +1093,55 @@ fn scoped_key_templates_expand_per_user() {
     });
     assert_eq!(seen, [VIOLATION]);
 }
+
+/// `/accountz?acc=<key>` shows a JWT account as nats-server does: its JWT, who signed it, its
+/// name and tags, the decoded claims and the revoked users.
+#[test]
+fn accountz_shows_jwt_details() {
+    let world = World::new();
+    let pair = start_pair("operator-accountz", &world.config);
+    let mut details = Vec::new();
+    let user = KeyPair::new_user();
+    let jwt = user_jwt(&world.a, &user, json!({}), json!({}));
+    for ((_, _, addr), monitor) in pair.servers.iter().zip(&pair.monitors) {
+        // nats-server loads a memory resolver's account when it is first used.
+        let _client = logged_in(addr, &jwt, &user, json!({}));
+        let path = format!("/accountz?acc={}", world.a.public_key());
+        let (status, body) = http_get(monitor, &path).unwrap();
+        assert_eq!(status, 200);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        details.push(doc["account_detail"].clone());
+    }
+    let tern = &details[0];
+    assert_eq!(tern["name_tag"], "A");
+    assert_eq!(tern["issuer_key"], json!(world.operator.public_key()));
+    assert_eq!(tern["decoded_jwt"]["sub"], json!(world.a.public_key()));
+    assert_eq!(
+        tern["revoked_user"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [&world.revoked.public_key()]
+    );
+    for other in &details[1..] {
+        for key in [
+            "account_name",
+            "jwt",
+            "issuer_key",
+            "name_tag",
+            "tags",
+            "decoded_jwt",
+            "revoked_user",
+            "exports",
+            "expired",
+            "complete",
+        ] {
+            assert_eq!(
+                tern[key], other[key],
+                "{key}: {}\n{}",
+                tern[key], other[key]
+            );
+        }
+    }
+}
