@@ -225,6 +225,14 @@ fn same<T: PartialEq + std::fmt::Debug>(pair: &Pair, what: &str, check: impl Fn(
 
 const VIOLATION: &str = "-ERR 'Authorization Violation'";
 
+/// A connect-time window of twenty minutes around now in a zone `offset` seconds ahead of UTC
+/// (kept within the day).
+fn around(offset: i64) -> serde_json::Value {
+    let day = (now() + offset).rem_euclid(86_400);
+    let clock = |s: i64| format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+    json!({"start": clock((day - 600).max(0)), "end": clock((day + 600).min(86_399))})
+}
+
 #[test]
 fn who_gets_in_as_nats_server_decides() {
     let world = World::new();
@@ -334,6 +342,34 @@ fn who_gets_in_as_nats_server_decides() {
             ),
             Some(&user),
             true,
+        ),
+        (
+            "inside its hours in Tokyo",
+            plain(
+                json!({"times": [around(9 * 3600)], "times_location": "Asia/Tokyo"}),
+                json!({}),
+            ),
+            Some(&user),
+            true,
+        ),
+        (
+            "inside its hours in UTC, not in Tokyo",
+            plain(
+                json!({"times": [around(0)], "times_location": "Asia/Tokyo"}),
+                json!({}),
+            ),
+            Some(&user),
+            false,
+        ),
+        (
+            "hours in an unknown zone",
+            plain(
+                json!({"times": [{"start": "00:00:00", "end": "23:59:59"}],
+                       "times_location": "Nowhere/Atlantis"}),
+                json!({}),
+            ),
+            Some(&user),
+            false,
         ),
         (
             "garbage",
