@@ -1146,7 +1146,12 @@ fn accountz_shows_jwt_details() {
         let (status, body) = http_get(monitor, &path).unwrap();
         assert_eq!(status, 200);
         let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-        details.push(doc["account_detail"].clone());
+        let mut detail = doc["account_detail"].clone();
+        // nats-server lists exports in no fixed order.
+        if let Some(exports) = detail["exports"].as_array_mut() {
+            exports.sort_by_key(|e| e["subject"].to_string());
+        }
+        details.push(detail);
     }
     let tern = &details[0];
     assert_eq!(tern["name_tag"], "A");
