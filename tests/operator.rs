@@ -237,6 +237,14 @@ fn same<T: PartialEq + std::fmt::Debug>(pair: &Pair, what: &str, check: impl Fn(
 
 const VIOLATION: &str = "-ERR 'Authorization Violation'";
 
+/// A connect-time window of twenty minutes around now in a zone `offset` seconds ahead of UTC
+/// (kept within the day).
+fn around(offset: i64) -> serde_json::Value {
+    let day = (now() + offset).rem_euclid(86_400);
+    let clock = |s: i64| format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+    json!({"start": clock((day - 600).max(0)), "end": clock((day + 600).min(86_399))})
+}
+
 #[test]
 fn who_gets_in_as_nats_server_decides() {
     let world = World::new();
@@ -346,6 +354,34 @@ fn who_gets_in_as_nats_server_decides() {
             ),
             Some(&user),
             true,
+        ),
+        (
+            "inside its hours in Tokyo",
+            plain(
+                json!({"times": [around(9 * 3600)], "times_location": "Asia/Tokyo"}),
+                json!({}),
+            ),
+            Some(&user),
+            true,
+        ),
+        (
+            "inside its hours in UTC, not in Tokyo",
+            plain(
+                json!({"times": [around(0)], "times_location": "Asia/Tokyo"}),
+                json!({}),
+            ),
+            Some(&user),
+            false,
+        ),
+        (
+            "hours in an unknown zone",
+            plain(
+                json!({"times": [{"start": "00:00:00", "end": "23:59:59"}],
+                       "times_location": "Nowhere/Atlantis"}),
+                json!({}),
+            ),
+            Some(&user),
+            false,
         ),
         (
             "garbage",
@@ -1270,6 +1306,131 @@ async fn full_resolver_deletes_accounts_the_operator_names() {
         assert_eq!(tern.len(), other.len());
         for (i, (a, b)) in tern.iter().zip(other).enumerate() {
             assert_eq!(a, b, "step {i}: tern and {who} differ");
+        }
+    }
+}
+
+/// Scoped signing keys' templates expanded per user as nats-server expands them: the user's
+/// name, key and tags, the account's name and tags; a deny list that cannot be expanded for a
+/// user refuses it, an allow list that expands to nothing denies everything.
+#[test]
+fn scoped_key_templates_expand_per_user() {
+    let operator = KeyPair::new_operator();
+    let (system, account, scoped) = (
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+    );
+    let account_jwt_t = account_jwt(
+        &operator,
+        &account,
+        "T",
+        json!({"tags": ["region:eu"], "signing_keys": [{
+            "kind": "user_scope", "key": scoped.public_key(), "role": "templated",
+            "template": {"pub": {"allow": ["u.{{name()}}.>", "d.{{tag(dept)}}",
+                                           "acc.{{account-name()}}.{{account-tag(region)}}",
+                                           "k.{{subject()}}"]},
+                         "sub": {"allow": ["in.{{tag(team)}}"], "deny": ["s.{{tag(level)}}"]},
+                         "subs": -1, "data": -1, "payload": -1}}]}),
+    );
+    let config = format!(
+        "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
+         {sys}: {}\n  {t}: {account_jwt_t}\n}}\n",
+        operator_jwt(&operator, &system.public_key()),
+        account_jwt(&operator, &system, "SYS", json!({})),
+        sys = system.public_key(),
+        t = account.public_key(),
+    );
+    let pair = start_pair("operator-templates", &config);
+    let scoped_user = |name: &str, tags: serde_json::Value| {
+        let key = KeyPair::new_user();
+        let mut claims = json!({"sub": key.public_key(), "name": name,
+            "nats": {"issuer_account": account.public_key(), "tags": tags,
+                     "type": "user", "version": 2}});
+        claims["nats"]["pub"] = json!({});
+        let jwt = common::jwt::sign(claims, &scoped);
+        (jwt, key)
+    };
+    let (alice, alice_key) = scoped_user("alice", json!(["dept:a", "level:1"]));
+    let script = format!(
+        "PUB u.alice.x 0\r\n\r\nPUB u.bob.x 0\r\n\r\nPUB d.a 0\r\n\r\nPUB d.b 0\r\n\r\n\
+         PUB acc.T.eu 0\r\n\r\nPUB k.{} 0\r\n\r\nSUB in.x 1\r\nSUB s.1 2\r\n",
+        alice_key.public_key()
+    );
+    let seen = same(&pair, "alice", |addr| {
+        session(addr, Some(&alice), Some(&alice_key), &script)
+    });
+    assert_eq!(
+        seen,
+        [
+            "-ERR 'Permissions Violation for Publish to \"u.bob.x\"'",
+            "-ERR 'Permissions Violation for Publish to \"d.b\"'",
+            "-ERR 'Permissions Violation for Subscription to \"in.x\"'",
+            "-ERR 'Permissions Violation for Subscription to \"s.1\"'",
+            "PONG"
+        ]
+    );
+    // No `level` tag: the deny list cannot be expanded.
+    let (bob, bob_key) = scoped_user("bob", json!(["dept:b", "team:x"]));
+    let seen = same(&pair, "bob", |addr| {
+        session(addr, Some(&bob), Some(&bob_key), "")
+    });
+    assert_eq!(seen, [VIOLATION]);
+}
+
+/// `/accountz?acc=<key>` shows a JWT account as nats-server does: its JWT, who signed it, its
+/// name and tags, the decoded claims and the revoked users.
+#[test]
+fn accountz_shows_jwt_details() {
+    let world = World::new();
+    let pair = start_pair("operator-accountz", &world.config);
+    let mut details = Vec::new();
+    let user = KeyPair::new_user();
+    let jwt = user_jwt(&world.a, &user, json!({}), json!({}));
+    for ((_, _, addr), monitor) in pair.servers.iter().zip(&pair.monitors) {
+        // nats-server loads a memory resolver's account when it is first used.
+        let _client = logged_in(addr, &jwt, &user, json!({}));
+        let path = format!("/accountz?acc={}", world.a.public_key());
+        let (status, body) = http_get(monitor, &path).unwrap();
+        assert_eq!(status, 200);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut detail = doc["account_detail"].clone();
+        // nats-server lists exports in no fixed order.
+        if let Some(exports) = detail["exports"].as_array_mut() {
+            exports.sort_by_key(|e| e["subject"].to_string());
+        }
+        details.push(detail);
+    }
+    let tern = &details[0];
+    assert_eq!(tern["name_tag"], "A");
+    assert_eq!(tern["issuer_key"], json!(world.operator.public_key()));
+    assert_eq!(tern["decoded_jwt"]["sub"], json!(world.a.public_key()));
+    assert_eq!(
+        tern["revoked_user"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [&world.revoked.public_key()]
+    );
+    for other in &details[1..] {
+        for key in [
+            "account_name",
+            "jwt",
+            "issuer_key",
+            "name_tag",
+            "tags",
+            "decoded_jwt",
+            "revoked_user",
+            "exports",
+            "expired",
+            "complete",
+        ] {
+            assert_eq!(
+                tern[key], other[key],
+                "{key}: {}\n{}",
+                tern[key], other[key]
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,17 @@ pub struct AccountDetail {
     exports: Vec<ExportInfo>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     imports: Vec<ImportInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer_key: Option<String>,
     name_tag: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decoded_jwt: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    revoked_user: std::collections::BTreeMap<String, String>,
     sublist_stats: SublistStats,
 }
 
@@ -62,6 +72,8 @@ struct ExportInfo {
     subject: String,
     #[serde(rename = "type")]
     flow: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    token_req: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_type: Option<&'static str>,
 }
@@ -225,6 +237,8 @@ pub fn account_detail(shared: &Shared, account: &Account) -> AccountDetail {
     let config = opts.accounts.iter().find(|a| *a.name == *account.name);
     let system = system_account_name(&opts);
     let is_system = account.is_system.load(Ordering::Relaxed);
+    // Operator mode: the account's JWT.
+    let jwt_account = opts.operator.account(&account.name);
     let mut exports: Vec<ExportInfo> = Vec::new();
     if is_system {
         // What nats-server's system account exports to every account.
@@ -237,6 +251,7 @@ pub fn account_detail(shared: &Shared, account: &Account) -> AccountDetail {
             exports.push(ExportInfo {
                 subject: subject.into(),
                 flow: "service",
+                token_req: false,
                 response_type: Some(kind),
             });
         }
@@ -245,6 +260,7 @@ pub fn account_detail(shared: &Shared, account: &Account) -> AccountDetail {
         exports.push(ExportInfo {
             subject: export.subject.clone(),
             flow: export.flow.as_str(),
+            token_req: export.accounts.is_some() && jwt_account.is_some(),
             response_type: (export.flow == Flow::Service)
                 .then_some(response_type_name(export.response_type)),
         });
@@ -303,8 +319,80 @@ pub fn account_detail(shared: &Shared, account: &Account) -> AccountDetail {
         subscriptions,
         exports,
         imports,
-        name_tag: account.name.to_string(),
+        jwt: jwt_account.map(|a| a.jwt.clone()),
+        issuer_key: jwt_account.map(|a| a.claims.iss.clone()),
+        name_tag: jwt_account
+            .map(|a| a.claims.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| account.name.to_string()),
+        tags: jwt_account
+            .map(|a| a.claims.nats.tags.clone())
+            .unwrap_or_default(),
+        decoded_jwt: jwt_account.and_then(|a| decoded(&a.jwt)),
+        revoked_user: jwt_account
+            .map(|a| {
+                let at = |secs: i64| {
+                    let secs = u64::try_from(secs).unwrap_or_default();
+                    rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+                };
+                a.claims
+                    .nats
+                    .revocations
+                    .iter()
+                    .map(|(key, &secs)| (key.clone(), at(secs)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         sublist_stats: sublist_stats(account.sublist_counts(), subscriptions),
+    }
+}
+
+/// An account JWT's claims as nats-server shows them (`decoded_jwt`): as signed, with the
+/// fields nats-jwt always writes when it encodes them again.
+fn decoded(token: &str) -> Option<serde_json::Value> {
+    let mut claims = crate::proto::jwt::claims_json(token)?;
+    let nats = claims.get_mut("nats")?.as_object_mut()?;
+    nats.entry("authorization")
+        .or_insert_with(|| serde_json::json!({}));
+    let perms = nats
+        .entry("default_permissions")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(perms) = perms.as_object_mut() {
+        perms.entry("pub").or_insert_with(|| serde_json::json!({}));
+        perms.entry("sub").or_insert_with(|| serde_json::json!({}));
+    }
+    let keys = nats.get_mut("signing_keys").and_then(|k| k.as_array_mut());
+    // nats-jwt keeps signing keys in a map: they come out in key order.
+    let key_of = |k: &serde_json::Value| {
+        k.as_str()
+            .or_else(|| k.get("key").and_then(|k| k.as_str()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    if let Some(keys) = keys {
+        keys.sort_by_key(key_of);
+    }
+    for key in nats
+        .get_mut("signing_keys")
+        .and_then(|k| k.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(scoped) = key.as_object_mut() {
+            scoped
+                .entry("description")
+                .or_insert_with(|| serde_json::json!(""));
+        }
+    }
+    Some(claims)
+}
+
+/// A time to the second, as Go marshals a `time.Time` without fraction (`...T19:45:12Z`).
+fn rfc3339_seconds(t: SystemTime) -> String {
+    let text = rfc3339(t);
+    match text.split_once('.') {
+        Some((seconds, _)) => format!("{seconds}Z"),
+        None => text,
     }
 }
 

@@ -656,6 +656,11 @@ pub fn encode(mut claims: serde_json::Value, signer: &nkeys::KeyPair, now: i64) 
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
+/// The claims of `token` as JSON, unchecked (for display: `/accountz`'s `decoded_jwt`).
+pub fn claims_json(token: &str) -> Option<serde_json::Value> {
+    json_part(token.trim().split('.').nth(1)?).ok()
+}
+
 /// RFC 4648 base32 without padding (Go's `base32.StdEncoding.WithPadding(NoPadding)`).
 fn base32(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

@@ -281,7 +281,9 @@ pub fn admit(j: &Judge, body: &[u8]) -> Result<Authorized, String> {
                 }
             }
         };
-        Grant::of(&user, Some(claims), template)
+        Grant::of(&user, Some(claims), template).ok_or(
+            "User JWT generated invalid permissions: generated invalid subject".to_string(),
+        )?
     } else {
         if !(j.account_exists)(&placement) {
             return Err(format!(
@@ -289,7 +291,7 @@ pub fn admit(j: &Judge, body: &[u8]) -> Result<Authorized, String> {
                  {account:?}: account missing"
             ));
         }
-        Grant::of(&user, None, None)
+        Grant::of(&user, None, None).ok_or("User JWT generated invalid permissions".to_string())?
     };
     let name_tag = if j.plan.operator {
         j.opts

@@ -90,7 +90,9 @@ pub fn authenticate(
     if scope.is_some() && !has_empty_permissions(&user.nats) {
         return refuse("User JWT is not valid: scoped users require no permissions or limits set");
     }
-    let grant = Grant::of(&user, Some(claims), scope.map(|t| t.as_ref()));
+    let Some(grant) = Grant::of(&user, Some(claims), scope.map(|t| t.as_ref())) else {
+        return refuse("User JWT generated invalid permissions");
+    };
     let bearer = grant.bearer;
     if bearer && claims.nats.limits.disallow_bearer {
         return refuse("Account does not allow bearer token");
@@ -158,13 +160,21 @@ pub(super) struct Grant {
 impl Grant {
     /// What `user` gets in the account of `account` (none in configuration mode), through
     /// the scoped signing key's `template` when one signed it.
+    /// `None` when the template expands to an invalid subject in a deny list.
     pub fn of(
         user: &UserClaims,
         account: Option<&jwt::AccountClaims>,
         template: Option<&jwt::ScopeTemplate>,
-    ) -> Grant {
+    ) -> Option<Grant> {
+        let expanded;
         let (mut perms, limits, bearer) = match template {
-            Some(t) => (&t.permissions, t.limits, t.bearer_token),
+            Some(t) => {
+                expanded = match account {
+                    Some(account) => super::template::expand(&t.permissions, user, account)?,
+                    None => t.permissions.clone(),
+                };
+                (&expanded, t.limits, t.bearer_token)
+            }
             None => (
                 &user.nats.permissions,
                 user.nats.limits,
@@ -184,7 +194,7 @@ impl Grant {
             ),
             None => (limits.payload, limits.subs, jwt::NO_LIMIT),
         };
-        Grant {
+        Some(Grant {
             permissions: permissions_of(perms),
             limits: Limits {
                 payload,
@@ -192,23 +202,24 @@ impl Grant {
                 conn,
             },
             bearer,
-        }
+        })
     }
 }
 
 /// Whether the user may connect now by its `times` windows (`"HH:MM:SS"` start and end), and
-/// for how many seconds more; `Some(None)` without windows. Windows are read in UTC; a named
-/// `times_location` other than UTC refuses (tern carries no time zone database). As in
+/// for how many seconds more; `Some(None)` without windows. Windows are read in the
+/// `times_location` zone (UTC, tern's local time, when unset); an unknown zone refuses. As in
 /// nats-server (`validateTimes`), a window whose end is before its start runs from its start
 /// today to its end tomorrow.
 pub(super) fn within_times(user: &jwt::User, now: i64) -> Option<Option<i64>> {
     if user.times.is_empty() {
         return Some(None);
     }
-    if !matches!(user.times_location.as_str(), "" | "UTC" | "Etc/UTC") {
-        return None;
-    }
-    let day = now.rem_euclid(86_400);
+    let offset = match user.times_location.as_str() {
+        "" | "UTC" | "Local" => 0,
+        zone => zone_offset(zone, now)?,
+    };
+    let day = (now + offset).rem_euclid(86_400);
     user.times.iter().find_map(|range| {
         let (start, end) = (seconds_of_day(&range.start)?, seconds_of_day(&range.end)?);
         if start > end {
@@ -217,6 +228,21 @@ pub(super) fn within_times(user: &jwt::User, now: i64) -> Option<Option<i64>> {
             (start < day && day < end).then_some(Some(end - day))
         }
     })
+}
+
+/// The offset from UTC, in seconds, of the IANA time zone `zone` at `now`, read from the
+/// system's tz database; `None` when there is no such zone (the user is refused, as
+/// nats-server refuses it when `time.LoadLocation` fails). Names that would leave the database
+/// directory are refused as Go refuses them.
+fn zone_offset(zone: &str, now: i64) -> Option<i64> {
+    if zone.starts_with('/') || zone.starts_with('\\') || zone.contains("..") {
+        return None;
+    }
+    let path = std::path::Path::new("/usr/share/zoneinfo").join(zone);
+    let bytes = std::fs::read(path).ok()?;
+    let tz = tz::TimeZone::from_tz_data(&bytes).ok()?;
+    let local = tz.find_local_time_type(now).ok()?;
+    Some(i64::from(local.ut_offset()))
 }
 
 /// `"HH:MM:SS"` as seconds after midnight.
@@ -422,13 +448,16 @@ mod tests {
             within_times(&user(&[("9:00", "17:00:00")], ""), at(12, 0)),
             None
         );
-        assert_eq!(
-            within_times(
-                &user(&[("09:00:00", "17:00:00")], "Europe/Paris"),
-                at(12, 0)
-            ),
-            None
-        );
+        // Tokyo is nine hours ahead: noon UTC is 21:00 there.
+        let tokyo = user(&[("20:00:00", "22:00:00")], "Asia/Tokyo");
+        assert_eq!(within_times(&tokyo, at(12, 0)), Some(Some(3600)));
+        assert_eq!(within_times(&tokyo, at(20, 30)), None);
+        for nowhere in ["Nowhere/Atlantis", "../../etc/passwd", "/etc/localtime"] {
+            assert_eq!(
+                within_times(&user(&[("00:00:01", "23:59:59")], nowhere), at(12, 0)),
+                None
+            );
+        }
     }
 
     #[test]

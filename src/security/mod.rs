@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod callout;
 pub mod jwt;
+mod template;
 pub mod tls;
 
 use std::net::IpAddr;
