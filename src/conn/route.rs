@@ -456,23 +456,28 @@ impl Session {
                 if self.route.is_none() {
                     return Ok(());
                 }
-                let Some((account, cache)) = self.account_entry(m.account) else {
+                if !self.accounts.contains_key(m.account) && self.account_entry(m.account).is_none()
+                {
                     debug!(
                         "{} - Unknown account {:?} for routed message",
                         self.desc,
                         String::from_utf8_lossy(m.account)
                     );
                     return Ok(());
+                }
+                // Borrowed from the map beside `self.out` (no reference count taken per
+                // message).
+                let Some((account, cache)) = self.accounts.get_mut(m.account) else {
+                    return Ok(());
                 };
-                let account = account.clone();
-                let matches = cache.lookup(&account, m.subject);
+                let matches = cache.lookup(account, m.subject);
                 let msg = Message {
                     subject: m.subject,
                     reply: m.reply,
                     header_len: m.header_len,
                     message: m.message,
                 };
-                deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                deliver::deliver_routed(account, &matches, &msg, m.queues, &mut self.out);
                 Ok(())
             }
         }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::proto::error::ProtocolError;
+use crate::proto::protocol::put_decimal;
 
 /// One operation received on a route. Slices borrow from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,13 +133,23 @@ pub fn parse<'a>(
     if rest.len() > limit {
         return Err(ProtocolError::MaxControlLine);
     }
-    let upper = name.to_ascii_uppercase();
+    // Upper-cased on the stack: every known name fits, a longer one is unknown anyway (a
+    // `to_ascii_uppercase` here was an allocation per routed message).
+    let mut folded = [0u8; 8];
+    let upper: &[u8] = match folded.get_mut(..name.len()) {
+        Some(room) => {
+            room.copy_from_slice(name);
+            room.make_ascii_uppercase();
+            room
+        }
+        None => name,
+    };
     // nats-server's parser wants a space after the name of an operation with arguments: a bare
     // `RS+` is an unknown operation, not bad arguments.
     let bare = line.len() == name.len();
     if bare
         && matches!(
-            upper.as_slice(),
+            upper,
             b"RS+"
                 | b"LS+"
                 | b"RS-"
@@ -153,7 +164,7 @@ pub fn parse<'a>(
     {
         return Err(ProtocolError::UnknownOperation);
     }
-    let op = match upper.as_slice() {
+    let op = match upper {
         b"PING" => RouteOp::Ping,
         b"PONG" => RouteOp::Pong,
         b"+OK" => RouteOp::Ok,
@@ -165,9 +176,9 @@ pub fn parse<'a>(
         b"RS+" | b"LS+" | b"SUB" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
         b"RS-" | b"LS-" | b"UNSUB" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
         b"RMSG" | b"HMSG" | b"LMSG" | b"PUB" => {
-            let parsed = match upper.as_slice() {
+            let parsed = match upper {
                 b"PUB" => client_pub(rest),
-                _ => routed(rest, &upper)?,
+                _ => routed(rest, upper)?,
             };
             let Some((msg, size)) = parsed else {
                 return Err(ProtocolError::Malformed("processRoutedMsgArgs Parse Error"));
@@ -401,11 +412,14 @@ pub fn encode_msg(
         out.put_u8(b' ');
         out.put_slice(queue);
     }
-    let sizes = match header_len {
-        Some(h) => format!(" {h} {}\r\n", message.len()),
-        None => format!(" {}\r\n", message.len()),
-    };
-    out.put_slice(sizes.as_bytes());
+    // Digits written in place: a `format!` here was an allocation per routed message.
+    if let Some(h) = header_len {
+        out.put_u8(b' ');
+        put_decimal(out, h);
+    }
+    out.put_u8(b' ');
+    put_decimal(out, message.len());
+    out.put_slice(b"\r\n");
     out.put_slice(message);
     out.put_slice(b"\r\n");
 }
@@ -723,6 +737,24 @@ mod tests {
             assert_eq!(parse(&whole[..cut], 4096, 1 << 20), Ok(None), "{cut}");
         }
         assert!(parse(b"RMSG $G foo\r\n", 4096, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn operation_names_in_any_case() {
+        // nats-server's parser takes every letter in either case.
+        let RouteOp::Msg(m) = one(b"rMsG $G foo 2\r\nhi\r\n") else {
+            panic!()
+        };
+        assert_eq!((m.subject, m.message), (&b"foo"[..], &b"hi"[..]));
+        assert!(matches!(one(b"ping\r\n"), RouteOp::Ping));
+        assert!(matches!(one(b"Connect {}\r\n"), RouteOp::Connect(b"{}")));
+        // Longer than any operation (and than the stack buffer the name is folded in).
+        for unknown in [&b"PINGPONG\r\n"[..], b"RMSGRMSGRMSG $G foo 2\r\nhi\r\n"] {
+            assert_eq!(
+                parse(unknown, 4096, 1 << 20),
+                Err(ProtocolError::UnknownOperation)
+            );
+        }
     }
 
     #[test]
