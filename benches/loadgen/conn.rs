@@ -36,16 +36,13 @@ struct Frames {
 impl Conn {
     /// A plain TCP connection.
     pub fn tcp(port: u16) -> io::Result<Conn> {
-        let tcp = TcpStream::connect(("127.0.0.1", port))?;
-        tcp.set_nodelay(true)?;
+        let tcp = crate::wire::dial(port)?;
         Ok(Conn { tcp, ws: None })
     }
 
     /// A WebSocket connection: the HTTP upgrade, checked for `101`.
     pub fn websocket(port: u16) -> io::Result<Conn> {
-        let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
-        tcp.set_nodelay(true)?;
-        tcp.set_read_timeout(Some(crate::wire::IO_TIMEOUT))?;
+        let mut tcp = crate::wire::dial(port)?;
         write!(
             tcp,
             "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\

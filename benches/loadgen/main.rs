@@ -3,10 +3,25 @@
 //! ```text
 //! cargo build --release --bin tern
 //! cargo bench --bench loadgen -- [--quick] [--rounds N] [--only SUBSTRING]...
-//!     [--tern PATH] [--nats PATH] [--nats-old PATH|none] [--timeout SECS] [--list]
+//!     [--tern PATH] [--nats PATH] [--nats-old PATH|none] [--no-relay] [--timeout SECS] [--list]
+//!     [--sweep] [--write 64k,256k] [--sockbuf default,4m] [--sndbuf ..] [--rcvbuf ..]
+//!     [--pubs 1,2] [--cachegrind]
 //! cargo bench --bench loadgen -- --only cluster   # the two-node cluster scenarios
 //! cargo bench --bench loadgen -- --self-test   # the checks catch loss, duplicates, reordering
 //! ```
+//!
+//! The generator's own settings (`wire::Tune`): bytes per publishing write, `SO_SNDBUF` and
+//! `SO_RCVBUF` of every connection it opens, and how many connections share one publisher's
+//! messages. Given more than one value (or `--sweep`), every combination runs on every server
+//! and each server is shown at its best, the setting that gave it listed below the table. The
+//! defaults are what got the most out of nats-server.
+//!
+//! Every run also reports the generator's own CPU time and its busiest thread's share of a
+//! core (`usage.rs`); runs where a generator thread was saturated are listed as
+//! generator-bound. The `relay` column (`relay.rs`, this binary re-run as a trivial byte
+//! copier) is the ceiling of the 1:1 scenarios. `--cachegrind` runs the servers under
+//! valgrind's cachegrind and reports instructions per message, a figure a busy machine does
+//! not move.
 //!
 //! Every scenario runs against each server in turn (A/B/C, A/B/C, ... for `--rounds` rounds,
 //! at least 3), each run on a freshly started server process on a free loopback port, killed
@@ -28,9 +43,12 @@
 //! under `bash -c 'ulimit -n 65536; cargo bench --bench loadgen -- --quick'` as root.
 
 mod conn;
+mod relay;
+mod report;
 mod scenarios;
 mod selftest;
 mod server;
+mod usage;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -40,8 +58,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use report::{print_generator_bound, print_settings, print_table, Results, ScenarioResults};
 use scenarios::{Better, Metric, Scale, Scenario};
 use server::{Server, Target};
+use wire::Tune;
 
 /// How long one run may take before it is FAILED (the server is then killed).
 const QUICK_RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,14 +74,52 @@ struct Args {
     tern: PathBuf,
     nats: Option<PathBuf>,
     nats_old: Option<PathBuf>,
+    relay: bool,
     timeout: Option<Duration>,
     list: bool,
     self_test: bool,
+    sweep: bool,
+    write: Vec<usize>,
+    sockbuf: Vec<usize>,
+    sndbuf: Vec<usize>,
+    rcvbuf: Vec<usize>,
+    pubs: Vec<usize>,
+    cachegrind: bool,
 }
 
 const USAGE: &str = "usage: cargo bench --bench loadgen -- [--quick] [--rounds N (>= 3)] \
-[--only SUBSTRING]... [--tern PATH] [--nats PATH] [--nats-old PATH|none] [--timeout SECS] \
-[--list] [--self-test]";
+[--only SUBSTRING]... [--tern PATH] [--nats PATH] [--nats-old PATH|none] [--no-relay] \
+[--timeout SECS] [--list] [--self-test] [--sweep] [--write SIZES] [--sockbuf SIZES] \
+[--sndbuf SIZES] [--rcvbuf SIZES] [--pubs COUNTS] [--cachegrind]
+SIZES: comma-separated, e.g. 64k,256k,1m (0 or default: the kernel's own buffer size).
+More than one value anywhere, or --sweep, runs every combination on every server and reports \
+each server's best (--sweep fills the lists not given with write 64k,256k,1m, sockbuf \
+default,4m, pubs 1,2).
+--cachegrind runs every server under `valgrind --tool=cachegrind` and reports the instructions \
+it executed per message (less an idle start and stop), robust to a busy machine; use --quick.";
+
+/// `64k` -> 65536; `default` -> 0.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_lowercase();
+    if t == "default" {
+        return Ok(0);
+    }
+    let (digits, unit) = match t.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => match t.strip_suffix('m') {
+            Some(d) => (d, 1 << 20),
+            None => (t.as_str(), 1),
+        },
+    };
+    digits
+        .parse::<usize>()
+        .map(|n| n * unit)
+        .map_err(|_| format!("not a size: {text:?}"))
+}
+
+fn parse_list(text: &str) -> Result<Vec<usize>, String> {
+    text.split(',').map(parse_size).collect()
+}
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -71,9 +129,17 @@ fn parse_args() -> Result<Args, String> {
         tern: PathBuf::from("target/release/tern"),
         nats: None,
         nats_old: Some(PathBuf::from("/usr/sbin/nats-server")),
+        relay: true,
         timeout: None,
         list: false,
         self_test: false,
+        sweep: false,
+        write: Vec::new(),
+        sockbuf: Vec::new(),
+        sndbuf: Vec::new(),
+        rcvbuf: Vec::new(),
+        pubs: Vec::new(),
+        cachegrind: false,
     };
     let mut explicit_old = false;
     let mut it = std::env::args().skip(1);
@@ -83,6 +149,14 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--list" => args.list = true,
             "--self-test" => args.self_test = true,
+            "--sweep" => args.sweep = true,
+            "--no-relay" => args.relay = false,
+            "--cachegrind" => args.cachegrind = true,
+            "--write" => args.write = parse_list(&value("--write")?)?,
+            "--sockbuf" => args.sockbuf = parse_list(&value("--sockbuf")?)?,
+            "--sndbuf" => args.sndbuf = parse_list(&value("--sndbuf")?)?,
+            "--rcvbuf" => args.rcvbuf = parse_list(&value("--rcvbuf")?)?,
+            "--pubs" => args.pubs = parse_list(&value("--pubs")?)?,
             "--rounds" => {
                 args.rounds = value("--rounds")?
                     .parse()
@@ -114,7 +188,63 @@ fn parse_args() -> Result<Args, String> {
     if !explicit_old && !args.nats_old.as_deref().is_some_and(Path::exists) {
         args.nats_old = None;
     }
+    if args.pubs.contains(&0) || args.write.contains(&0) {
+        return Err("--pubs and --write take values above 0".into());
+    }
     Ok(args)
+}
+
+/// Every combination of the tuning lists (with `--sweep`, the lists not given take the sweep's
+/// small default set; otherwise `Tune::DEFAULT`'s value).
+fn settings(args: &Args) -> Vec<Tune> {
+    let d = Tune::DEFAULT;
+    let or = |list: &[usize], sweep: &[usize], default: usize| -> Vec<usize> {
+        match (list.is_empty(), args.sweep) {
+            (false, _) => list.to_vec(),
+            (true, true) => sweep.to_vec(),
+            (true, false) => vec![default],
+        }
+    };
+    let write = or(&args.write, &[64 << 10, 256 << 10, 1 << 20], d.write);
+    let pubs = or(&args.pubs, &[1, 2], d.pubs);
+    // Socket buffers: `--sockbuf` values set both; `--sndbuf` x `--rcvbuf` otherwise.
+    let buffers: Vec<(usize, usize)> = if !args.sndbuf.is_empty() || !args.rcvbuf.is_empty() {
+        let snd = or(&args.sndbuf, &[], d.sndbuf);
+        let rcv = or(&args.rcvbuf, &[], d.rcvbuf);
+        let snd = if snd.is_empty() { vec![d.sndbuf] } else { snd };
+        let rcv = if rcv.is_empty() { vec![d.rcvbuf] } else { rcv };
+        snd.iter()
+            .flat_map(|&s| rcv.iter().map(move |&r| (s, r)))
+            .collect()
+    } else {
+        or(&args.sockbuf, &[0, 4 << 20], d.sndbuf)
+            .into_iter()
+            .map(|b| {
+                (
+                    b,
+                    if args.sockbuf.is_empty() && !args.sweep {
+                        d.rcvbuf
+                    } else {
+                        b
+                    },
+                )
+            })
+            .collect()
+    };
+    let mut all = Vec::new();
+    for &w in &write {
+        for &(sndbuf, rcvbuf) in &buffers {
+            for &p in &pubs {
+                all.push(Tune {
+                    write: w,
+                    sndbuf,
+                    rcvbuf,
+                    pubs: p,
+                });
+            }
+        }
+    }
+    all
 }
 
 /// The nats-server binary to use: `--nats`, else `NATS_SERVER_BIN`, else `nats-server` on
@@ -155,6 +285,10 @@ fn nats_name(binary: &Path) -> String {
         .ok()
         .and_then(|out| {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.contains("nats-server") {
+                // Another tern build, say: named after its file.
+                return Some(binary.file_name()?.to_string_lossy().into_owned());
+            }
             let version = text.split_whitespace().last()?.trim_start_matches('v');
             Some(format!("nats-server {version}"))
         })
@@ -170,14 +304,8 @@ fn targets(args: &Args) -> Result<Vec<Target>, String> {
     }
     let nats = find_nats(args.nats.clone())?;
     let mut list = vec![
-        Target {
-            name: "tern".into(),
-            binary: args.tern.clone(),
-        },
-        Target {
-            name: nats_name(&nats),
-            binary: nats.clone(),
-        },
+        Target::server("tern", &args.tern),
+        Target::server(&nats_name(&nats), &nats),
     ];
     if let Some(old) = &args.nats_old {
         let same = std::fs::canonicalize(old).ok() == std::fs::canonicalize(&nats).ok();
@@ -186,11 +314,23 @@ fn targets(args: &Args) -> Result<Vec<Target>, String> {
             if name == list[1].name {
                 name.push_str(" (old)");
             }
-            list.push(Target {
-                name,
-                binary: old.clone(),
-            });
+            list.push(Target::server(&name, old));
         }
+    }
+    if args.cachegrind {
+        for t in &mut list {
+            t.cachegrind = true;
+        }
+    }
+    if args.relay && !args.cachegrind {
+        let me = std::env::current_exe().map_err(|e| format!("the relay: {e}"))?;
+        list.push(Target {
+            name: "relay".into(),
+            binary: me,
+            args: vec!["--relay-serve".into()],
+            relay: true,
+            cachegrind: false,
+        });
     }
     Ok(list)
 }
@@ -221,6 +361,7 @@ fn run_once(
             return Run { outcome: Err(e) };
         }
     };
+    let sampler = usage::Sampler::start();
     let (tx, rx) = mpsc::channel();
     let run = scenario.run.clone();
     let on_thread = server.clone();
@@ -228,7 +369,10 @@ fn run_once(
         let outcome = run(&on_thread, scale);
         let _ = tx.send(outcome);
     });
-    let outcome = match rx.recv_timeout(timeout) {
+    let mut return_err = None;
+    let received = rx.recv_timeout(timeout);
+    let used = sampler.finish();
+    let outcome = match received {
         Ok(Ok(mut metrics)) => {
             if server.is_running() {
                 let both = if server.node_count() > 1 {
@@ -246,6 +390,32 @@ fn run_once(
                     server.peak_rss_kib() as f64 / 1024.0,
                     "MiB",
                 ));
+                if target.cachegrind {
+                    let published = metrics
+                        .iter()
+                        .find(|m| m.name == scenarios::PUBLISHED)
+                        .map(|m| m.value);
+                    match (server.instructions(), published) {
+                        (Some(total), Some(n)) if n > 0.0 => {
+                            let idle = idle_instructions(target, log);
+                            metrics.push(scenarios_metric(
+                                "server instructions per message published",
+                                (total - idle).max(0.0) / n,
+                                "instr",
+                            ));
+                        }
+                        (None, _) => return_err = Some("no cachegrind count".to_string()),
+                        _ => {}
+                    }
+                }
+                metrics.push(Metric {
+                    better: Better::Info,
+                    ..scenarios_metric(GENERATOR_CPU, used.cpu_seconds, "s")
+                });
+                metrics.push(Metric {
+                    better: Better::Info,
+                    ..scenarios_metric(GENERATOR_BUSIEST, used.busiest * 100.0, "% of a core")
+                });
                 Ok(metrics)
             } else {
                 Err("the server exited during the run".to_string())
@@ -265,8 +435,38 @@ fn run_once(
     // returns at once.
     server.kill();
     let _ = worker.join();
+    let outcome = match return_err {
+        Some(e) => Err(e),
+        None => outcome,
+    };
     Run { outcome }
 }
+
+/// Instructions a server executes to start, take one connection's CONNECT and PING, and stop
+/// (under cachegrind), measured once per binary: subtracted from a run's count.
+fn idle_instructions(target: &Target, log: &Path) -> f64 {
+    static IDLE: std::sync::Mutex<Vec<(PathBuf, f64)>> = std::sync::Mutex::new(Vec::new());
+    let mut known = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, n)) = known.iter().find(|(b, _)| *b == target.binary) {
+        return *n;
+    }
+    let idle_log = log.with_file_name(format!("{}-idle.log", slug(&target.name)));
+    let n = Server::start(target, &idle_log, None)
+        .ok()
+        .and_then(|server| {
+            let mut conn = wire::connect(server.port).ok()?;
+            wire::barrier(&mut conn).ok()?;
+            drop(conn);
+            server.instructions()
+        })
+        .unwrap_or(0.0);
+    let _ = std::fs::remove_file(&idle_log);
+    known.push((target.binary.clone(), n));
+    n
+}
+
+const GENERATOR_CPU: &str = "generator CPU time";
+const GENERATOR_BUSIEST: &str = "generator's busiest thread";
 
 fn scenarios_metric(name: &str, value: f64, unit: &'static str) -> Metric {
     Metric {
@@ -274,64 +474,6 @@ fn scenarios_metric(name: &str, value: f64, unit: &'static str) -> Metric {
         value,
         unit,
         better: Better::Lower,
-    }
-}
-
-/// Per server: the metrics' values over the rounds, or why the scenario FAILED.
-#[derive(Default)]
-struct Results {
-    /// Metric name -> values, in the order metrics were first seen.
-    values: Vec<(String, &'static str, Better, Vec<f64>)>,
-    failed: Option<String>,
-}
-
-impl Results {
-    fn add(&mut self, metrics: Vec<Metric>) {
-        for m in metrics {
-            match self.values.iter_mut().find(|(name, ..)| *name == m.name) {
-                Some((.., values)) => values.push(m.value),
-                None => self.values.push((m.name, m.unit, m.better, vec![m.value])),
-            }
-        }
-    }
-
-    fn median(&self, name: &str) -> Option<f64> {
-        let (.., values) = self.values.iter().find(|(n, ..)| n == name)?;
-        let mut v = values.clone();
-        v.sort_by(f64::total_cmp);
-        let mid = v.len() / 2;
-        Some(if v.len() % 2 == 0 {
-            (v[mid - 1] + v[mid]) / 2.0
-        } else {
-            v[mid]
-        })
-    }
-}
-
-fn format_value(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1000.0 {
-        let digits = format!("{:.0}", a);
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        if v < 0.0 {
-            format!("-{out}")
-        } else {
-            out
-        }
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
     }
 }
 
@@ -346,6 +488,14 @@ fn slug(name: &str) -> String {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--relay-serve") {
+        if let Err(e) = relay::serve(&argv[2..]) {
+            eprintln!("relay: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
@@ -377,13 +527,17 @@ fn main() {
         eprintln!("no scenario matches --only {:?}", args.only);
         std::process::exit(2);
     }
-    let targets = match targets(&args) {
+    let mut targets = match targets(&args) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);
         }
     };
+    if !scenarios.iter().any(|s| s.relay) {
+        targets.retain(|t| !t.relay);
+    }
+    let settings = settings(&args);
     let open_files = server::raise_open_files(65_536);
     if open_files < 12_000 {
         eprintln!(
@@ -400,72 +554,102 @@ fn main() {
     let _ = std::fs::create_dir_all(&log_dir);
 
     let wall = Instant::now();
-    // Scenario index -> server index -> results.
-    let mut table: Vec<Vec<Results>> = Vec::new();
+    let mut table: Vec<ScenarioResults> = Vec::new();
+    // (scenario, server) -> what failed, per setting.
     let mut failures: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
     for (si, scenario) in scenarios.iter().enumerate() {
-        let mut per_server: Vec<Results> = targets.iter().map(|_| Results::default()).collect();
+        let mut results = ScenarioResults {
+            per: targets
+                .iter()
+                .map(|_| settings.iter().map(|_| Results::default()).collect())
+                .collect(),
+        };
         for round in 0..args.rounds {
             for (ti, target) in targets.iter().enumerate() {
-                if per_server[ti].failed.is_some() {
+                if target.relay && !scenario.relay {
                     continue;
                 }
-                let log = log_dir.join(format!(
-                    "{}-{}-r{}.log",
-                    slug(&target.name),
-                    slug(&scenario.name),
-                    round + 1
-                ));
-                let logs = if scenario.cluster {
-                    server::cluster_logs(&log).to_vec()
-                } else {
-                    vec![log.clone()]
-                };
-                let shown = logs
-                    .iter()
-                    .map(|l| l.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let started = Instant::now();
-                let run = run_once(target, scenario, scale, timeout, &log);
-                let took = started.elapsed();
-                match run.outcome {
-                    Ok(metrics) => {
-                        eprintln!(
-                            "[{:>5.1}s] {} | {} | round {}: ok in {:.2}s",
-                            wall.elapsed().as_secs_f64(),
-                            scenario.name,
-                            target.name,
-                            round + 1,
-                            took.as_secs_f64()
-                        );
-                        for log in &logs {
-                            let _ = std::fs::remove_file(log);
-                        }
-                        per_server[ti].add(metrics);
+                for (k, tune) in settings.iter().enumerate() {
+                    // The relay has one publisher whatever the setting says.
+                    if results.per[ti][k].failed.is_some() || (target.relay && tune.pubs > 1) {
+                        continue;
                     }
-                    Err(e) => {
-                        eprintln!(
-                            "[{:>5.1}s] {} | {} | round {}: FAILED: {e} (server log {shown})",
-                            wall.elapsed().as_secs_f64(),
-                            scenario.name,
-                            target.name,
-                            round + 1,
-                        );
-                        failures
-                            .entry((si, ti))
-                            .or_default()
-                            .push(format!("round {}: {e} (server log: {shown})", round + 1,));
-                        per_server[ti].failed = Some(e);
+                    wire::set_tune(*tune);
+                    let setting = if settings.len() > 1 {
+                        format!(" | {}", tune.describe())
+                    } else {
+                        String::new()
+                    };
+                    let log = log_dir.join(format!(
+                        "{}-{}-r{}{}.log",
+                        slug(&target.name),
+                        slug(&scenario.name),
+                        round + 1,
+                        if settings.len() > 1 {
+                            format!("-s{k}")
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    let logs = if scenario.cluster {
+                        server::cluster_logs(&log).to_vec()
+                    } else {
+                        vec![log.clone()]
+                    };
+                    let shown = logs
+                        .iter()
+                        .map(|l| l.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let started = Instant::now();
+                    let run = run_once(target, scenario, scale, timeout, &log);
+                    let took = started.elapsed();
+                    match run.outcome {
+                        Ok(metrics) => {
+                            eprintln!(
+                                "[{:>5.1}s] {} | {}{setting} | round {}: ok in {:.2}s",
+                                wall.elapsed().as_secs_f64(),
+                                scenario.name,
+                                target.name,
+                                round + 1,
+                                took.as_secs_f64()
+                            );
+                            for log in &logs {
+                                let _ = std::fs::remove_file(log);
+                            }
+                            results.per[ti][k].add(metrics);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "[{:>5.1}s] {} | {}{setting} | round {}: FAILED: {e} (server \
+                                 log {shown})",
+                                wall.elapsed().as_secs_f64(),
+                                scenario.name,
+                                target.name,
+                                round + 1,
+                            );
+                            failures.entry((si, ti)).or_default().push(format!(
+                                "round {}{setting}: {e} (server log: {shown})",
+                                round + 1,
+                            ));
+                            results.per[ti][k].failed = Some(e);
+                        }
                     }
                 }
             }
         }
-        table.push(per_server);
+        table.push(results);
     }
     let wall_time = wall.elapsed();
 
     print_table(&args, &targets, &scenarios, &table);
+    print_generator_bound(&targets, &scenarios, &table);
+    if settings.len() > 1 {
+        print_settings(&targets, &scenarios, &table, &settings);
+    } else {
+        println!();
+        println!("Generator setting: {}.", settings[0].describe());
+    }
     if !failures.is_empty() {
         println!();
         println!("Failures:");
@@ -480,90 +664,11 @@ fn main() {
     }
     println!();
     println!(
-        "Total wall time: {:.1} s ({} scenarios x {} servers x {} rounds)",
+        "Total wall time: {:.1} s ({} scenarios x {} servers x {} settings x {} rounds)",
         wall_time.as_secs_f64(),
         scenarios.len(),
         targets.len(),
+        settings.len(),
         args.rounds
     );
-}
-
-fn print_table(args: &Args, targets: &[Target], scenarios: &[Scenario], table: &[Vec<Results>]) {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "Load generator, {} mode, {} rounds interleaved per scenario, medians, {cores} cores.",
-        if args.quick { "--quick" } else { "full" },
-        args.rounds
-    );
-    for t in targets {
-        println!("- {}: {}", t.name, t.binary.display());
-    }
-    println!(
-        "\"tern vs X\" is tern/X for higher-is-better metrics and X/tern for lower-is-better \
-         ones: above 1 means tern is better."
-    );
-    println!();
-    let mut header = "| scenario | metric | unit |".to_string();
-    let mut rule = "|---|---|---|".to_string();
-    for (i, t) in targets.iter().enumerate() {
-        header.push_str(&format!(" {} |", t.name));
-        rule.push_str("---:|");
-        if i > 0 {
-            header.push_str(&format!(
-                " tern vs {} |",
-                t.name.trim_start_matches("nats-server ")
-            ));
-            rule.push_str("---:|");
-        }
-    }
-    println!("{header}");
-    println!("{rule}");
-    for (scenario, per_server) in scenarios.iter().zip(table) {
-        // Metric names in first-seen order over all servers.
-        let mut names: Vec<(String, &'static str, Better)> = Vec::new();
-        for r in per_server {
-            for (name, unit, better, _) in &r.values {
-                if !names.iter().any(|(n, ..)| n == name) {
-                    names.push((name.clone(), unit, *better));
-                }
-            }
-        }
-        if names.is_empty() {
-            names.push(("(all runs)".into(), "", Better::Higher));
-        }
-        for (row, (name, unit, better)) in names.iter().enumerate() {
-            let label = if row == 0 { scenario.name.as_str() } else { "" };
-            let mut line = format!("| {label} | {name} | {unit} |");
-            let value = |r: &Results| -> Option<f64> {
-                if r.failed.is_some() {
-                    None
-                } else {
-                    r.median(name)
-                }
-            };
-            let tern = value(&per_server[0]);
-            for (i, r) in per_server.iter().enumerate() {
-                let cell = match (&r.failed, value(r)) {
-                    (Some(_), _) => "FAILED".to_string(),
-                    (None, Some(v)) => format_value(v),
-                    (None, None) => "-".to_string(),
-                };
-                line.push_str(&format!(" {cell} |"));
-                if i > 0 {
-                    let ratio = match (tern, value(r)) {
-                        (Some(t), Some(o)) if t > 0.0 && o > 0.0 => {
-                            let x = match better {
-                                Better::Higher => t / o,
-                                Better::Lower => o / t,
-                            };
-                            format!("{x:.2}x")
-                        }
-                        _ => "-".to_string(),
-                    };
-                    line.push_str(&format!(" {ratio} |"));
-                }
-            }
-            println!("{line}");
-        }
-    }
 }

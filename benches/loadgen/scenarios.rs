@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::server::Server;
 use crate::wire::{
-    await_interest, barrier, connect, connect_as, connect_to, is_timeout, numbers, parse_sid,
+    await_interest, barrier, connect, connect_as, connect_to, is_timeout, numbers, parse_sid, tune,
     wait_pong, Checker, Frame, Publisher, Reader,
 };
 
@@ -20,6 +20,8 @@ use crate::wire::{
 pub enum Better {
     Higher,
     Lower,
+    /// Shown for each server, not compared (the generator's own CPU, say).
+    Info,
 }
 
 /// One number a scenario reports.
@@ -41,6 +43,13 @@ fn metric(name: impl Into<String>, value: f64, unit: &'static str, better: Bette
 }
 
 pub type Outcome = Result<Vec<Metric>, String>;
+
+/// The metric that tells how many messages a run published (for per-message figures).
+pub const PUBLISHED: &str = "messages published";
+
+fn published(n: usize) -> Metric {
+    metric(PUBLISHED, n as f64, "msgs", Better::Info)
+}
 
 /// Sizes of a run: `quick` keeps the whole table under two minutes on two cores.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +85,8 @@ pub struct Scenario {
     /// Run against a cluster of two nodes of the same binary, A and B (B routing to A),
     /// rather than one server.
     pub cluster: bool,
+    /// Also run against the relay (`relay.rs`), the ceiling: a 1:1 scenario.
+    pub relay: bool,
 }
 
 fn scenario(
@@ -87,6 +98,7 @@ fn scenario(
         run: Arc::new(run),
         config: None,
         cluster: false,
+        relay: false,
     }
 }
 
@@ -136,10 +148,13 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
             same_conn: same,
             ..Fan::default()
         };
-        list.push(scenario(
-            format!("1:1 {}, {how}", size_name(size)),
-            move |s, scale| fan(s, scale, fan_of).map(|f| f.metrics),
-        ));
+        list.push(Scenario {
+            relay: !same,
+            ..scenario(
+                format!("1:1 {}, {how}", size_name(size)),
+                move |s, scale| fan(s, scale, fan_of).map(|f| f.metrics),
+            )
+        });
     }
     for subs in [4, 16] {
         let fan_of = Fan {
@@ -178,10 +193,12 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
             size,
             ..Fan::default()
         };
-        list.push(scenario(
-            format!("1:1 {}", size_name(size)),
-            move |s, scale| fan(s, scale, fan_of).map(|f| f.metrics),
-        ));
+        list.push(Scenario {
+            relay: true,
+            ..scenario(format!("1:1 {}", size_name(size)), move |s, scale| {
+                fan(s, scale, fan_of).map(|f| f.metrics)
+            })
+        });
     }
     list.push(scenario(
         "stuck subscriber beside a fast one, 1 KB",
@@ -267,15 +284,36 @@ fn join<T>(handle: JoinHandle<Result<T, String>>, what: &str) -> Result<T, Strin
     handle.join().map_err(|_| format!("{what} panicked"))?
 }
 
+/// Publishes `count` messages of `size` bytes split over the tuning's number of publishing
+/// connections (each its own thread, its own publisher id), with no subscriber.
 fn pub_only(server: &Server, scale: Scale, size: usize) -> Outcome {
     let count = scale.count(size, 1_500_000, 10_000_000);
-    let mut conn = connect(server.port).map_err(io)?;
-    barrier(&mut conn).map_err(io)?;
-    let mut publisher = Publisher::new(0, "bench.pub", None, size);
+    let pubs = tune().pubs;
+    let mut conns = Vec::new();
+    for id in 0..pubs {
+        let mut conn = connect(server.port).map_err(io)?;
+        barrier(&mut conn).map_err(io)?;
+        let share = count / pubs + usize::from(id < count % pubs);
+        conns.push((
+            conn,
+            Publisher::new(id as u32, "bench.pub", None, size),
+            share,
+        ));
+    }
     let start = Instant::now();
-    publisher.send(&mut conn, count).map_err(io)?;
-    // The PONG comes once the server has read everything before the PING.
-    barrier(&mut conn).map_err(io)?;
+    let senders: Vec<_> = conns
+        .into_iter()
+        .map(|(mut conn, mut publisher, share)| {
+            std::thread::spawn(move || -> Result<(), String> {
+                publisher.send(&mut conn, share).map_err(io)?;
+                // The PONG comes once the server has read everything before the PING.
+                barrier(&mut conn).map_err(io)
+            })
+        })
+        .collect();
+    for sender in senders {
+        join(sender, "publisher")?;
+    }
     let elapsed = start.elapsed();
     let mut metrics = vec![metric(
         "msgs/s",
@@ -291,6 +329,7 @@ fn pub_only(server: &Server, scale: Scale, size: usize) -> Outcome {
             Better::Higher,
         ));
     }
+    metrics.push(published(count));
     Ok(metrics)
 }
 
@@ -384,8 +423,22 @@ fn routed_receiver(
     })
 }
 
+/// Messages per publisher of `fan` (as if `fan.pubs` published).
+fn fan_count(scale: Scale, fan: Fan) -> usize {
+    if fan.count > 0 {
+        fan.count
+    } else {
+        let per = scale.count(fan.size, 500_000, 5_000_000);
+        // Keep the deliveries, not only the publishes, within the run's budget.
+        (per / fan.subs.max(fan.pubs).div_ceil(2)).max(32)
+    }
+}
+
 fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     assert!(!fan.same_conn || (fan.pubs == 1 && fan.subs == 1 && !fan.across));
+    if server.relay {
+        return relay_fan(server, scale, fan);
+    }
     let pub_port = match fan.ws {
         true => server
             .ws_port
@@ -397,14 +450,13 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     } else {
         pub_port
     };
-    let count = if fan.count > 0 {
-        fan.count
+    let expected = fan_count(scale, fan) * fan.pubs;
+    // One publisher's messages may be split over the tuning's number of connections.
+    let pubs = if fan.pubs == 1 && !fan.same_conn {
+        tune().pubs
     } else {
-        let per = scale.count(fan.size, 500_000, 5_000_000);
-        // Keep the deliveries, not only the publishes, within the run's budget.
-        (per / fan.subs.max(fan.pubs).div_ceil(2)).max(32)
+        fan.pubs
     };
-    let expected = count * fan.pubs;
     let mut receivers = Vec::new();
     let mut same = None;
     for i in 0..fan.subs {
@@ -435,7 +487,7 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
         None
     };
     let mut publishers = Vec::new();
-    for id in 0..fan.pubs {
+    for id in 0..pubs {
         let conn = match same.take() {
             Some(conn) => conn,
             None => {
@@ -444,14 +496,16 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
                 conn
             }
         };
-        publishers.push((conn, Publisher::new(id as u32, "bench.fan", None, fan.size)));
+        let share = expected / pubs + usize::from(id < expected % pubs);
+        let publisher = Publisher::new(id as u32, "bench.fan", None, fan.size);
+        publishers.push((conn, publisher, share));
     }
     let start = Instant::now();
     let senders: Vec<_> = publishers
         .into_iter()
-        .map(|(mut conn, mut publisher)| {
+        .map(|(mut conn, mut publisher, share)| {
             std::thread::spawn(move || {
-                publisher.send(&mut conn, count).map_err(io)?;
+                publisher.send(&mut conn, share).map_err(io)?;
                 Ok(conn)
             })
         })
@@ -479,22 +533,81 @@ fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
     if let Some(e) = failure {
         return Err(e);
     }
-    let elapsed = last - start;
-    let delivered = expected * fan.subs;
+    Ok(fan_result(
+        expected,
+        expected * fan.subs,
+        fan.size,
+        last - start,
+        churn_rate,
+    ))
+}
+
+/// What a fan run gives: `published` messages, `delivered` in all, of `size` bytes, the last
+/// delivered `elapsed` after the first was sent.
+fn fan_result(
+    published_count: usize,
+    delivered: usize,
+    size: usize,
+    elapsed: Duration,
+    churn_rate: f64,
+) -> FanResult {
     let rate = per_second(delivered, elapsed);
-    Ok(FanResult {
+    FanResult {
         metrics: vec![
             metric("msgs/s delivered", rate, "msg/s", Better::Higher),
             metric(
                 "MB/s delivered",
-                per_second(delivered * fan.size, elapsed) / 1e6,
+                per_second(delivered * size, elapsed) / 1e6,
                 "MB/s",
                 Better::Higher,
             ),
+            published(published_count),
         ],
         delivered_per_second: rate,
         churn_rate,
-    })
+    }
+}
+
+/// `fan` through the relay: one subscriber, one publisher sending MSG frames that the relay
+/// passes on unparsed; the subscriber checks them as against a server, then sees the relay
+/// close the connection (after the publisher closed its own).
+fn relay_fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
+    if fan.subs != 1 || fan.pubs != 1 || fan.same_conn || fan.across || fan.stuck || fan.churn {
+        return Err("the relay runs plain 1:1 scenarios only".into());
+    }
+    let expected = fan_count(scale, fan);
+    let mut sub = Conn::tcp(server.port).map_err(io)?;
+    sub.write_all(b"SUB\n").map_err(io)?;
+    let mut ok = [0u8; 3];
+    std::io::Read::read_exact(&mut sub, &mut ok).map_err(io)?;
+    if &ok != b"OK\n" {
+        return Err(format!("the relay answered {ok:?}"));
+    }
+    let receiver = std::thread::spawn(move || -> Result<Instant, String> {
+        let mut reader = Reader::new(sub);
+        let mut checker = Checker::default();
+        while (checker.count as usize) < expected {
+            match reader
+                .next()
+                .map_err(|e| format!("after {}: {e}", checker.count))?
+            {
+                Frame::Msg { payload, .. } => checker.check(payload)?,
+                Frame::Pong | Frame::Other => return Err("the relay sent a non-MSG line".into()),
+            }
+        }
+        let last = Instant::now();
+        reader.expect_end()?;
+        Ok(last)
+    });
+    let mut conn = Conn::tcp(server.port).map_err(io)?;
+    conn.write_all(b"PUB\n").map_err(io)?;
+    let mut publisher = Publisher::relayed(0, "bench.fan", fan.size);
+    let start = Instant::now();
+    let sent = publisher.send(&mut conn, expected).map_err(io);
+    drop(conn);
+    let last = join(receiver, "subscriber")?;
+    sent?;
+    Ok(fan_result(expected, expected, fan.size, last - start, 0.0))
 }
 
 /// SUB and UNSUB pairs per batch of the churn connection.

@@ -18,6 +18,26 @@ use std::time::{Duration, Instant};
 pub struct Target {
     pub name: String,
     pub binary: PathBuf,
+    /// Arguments before the address flags (`--relay-serve` for the relay).
+    pub args: Vec<String>,
+    /// The relay (`relay.rs`), not a NATS server: runs only the scenarios that support it.
+    pub relay: bool,
+    /// Run under `valgrind --tool=cachegrind` to count the instructions it executes (see
+    /// `Server::instructions`).
+    pub cachegrind: bool,
+}
+
+impl Target {
+    /// A NATS server binary, named `name` in the table.
+    pub fn server(name: &str, binary: &Path) -> Target {
+        Target {
+            name: name.into(),
+            binary: binary.into(),
+            args: Vec::new(),
+            relay: false,
+            cachegrind: false,
+        }
+    }
 }
 
 /// A server under test: one process, or a cluster of two processes of the same binary (node A
@@ -28,6 +48,8 @@ pub struct Server {
     pub port: u16,
     /// The WebSocket port of the only node, when its configuration has a `websocket` block.
     pub ws_port: Option<u16>,
+    /// The relay rather than a NATS server (see `relay.rs`).
+    pub relay: bool,
 }
 
 /// One server process.
@@ -35,6 +57,8 @@ struct Node {
     child: Mutex<Child>,
     pid: u32,
     port: u16,
+    /// Where cachegrind writes its counts, when run under it.
+    cachegrind_out: Option<PathBuf>,
 }
 
 /// Clock ticks per second for /proc/<pid>/stat times (`getconf CLK_TCK` is 100 on Linux).
@@ -83,6 +107,7 @@ impl Server {
             port: node.port,
             ws_port,
             nodes: vec![node],
+            relay: target.relay,
         })
     }
 
@@ -117,6 +142,7 @@ impl Server {
             port: a.port,
             ws_port: None,
             nodes: vec![a, b],
+            relay: target.relay,
         };
         let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
         crate::wire::await_interest(&mut probe, server.port, "loadgen.route.up", START_TIMEOUT)
@@ -140,6 +166,32 @@ impl Server {
         for node in &self.nodes {
             node.kill();
         }
+    }
+
+    /// Under cachegrind: stops every process with SIGTERM (a clean shutdown, after which
+    /// cachegrind writes its counts) and returns the instructions they executed in all.
+    pub fn instructions(&self) -> Option<f64> {
+        let mut total = 0.0;
+        for node in &self.nodes {
+            let out = node.cachegrind_out.as_ref()?;
+            let _ = Command::new("kill")
+                .args(["-TERM", &node.pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while node.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let text = std::fs::read_to_string(out).ok()?;
+            let _ = std::fs::remove_file(out);
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix("summary:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()?;
+        }
+        Some(total)
     }
 
     /// True while no process has exited.
@@ -167,7 +219,19 @@ impl Node {
     fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Node, String> {
         let port = free_port()?;
         let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut command = Command::new(&target.binary);
+        let cachegrind_out = target.cachegrind.then(|| log.with_extension("cg"));
+        let mut command = match &cachegrind_out {
+            Some(out) => {
+                let _ = std::fs::remove_file(out);
+                let mut c = Command::new("valgrind");
+                c.args(["--tool=cachegrind", "--cache-sim=no"])
+                    .arg(format!("--cachegrind-out-file={}", out.display()))
+                    .arg(&target.binary);
+                c
+            }
+            None => Command::new(&target.binary),
+        };
+        command.args(&target.args);
         if let Some(config) = config {
             let path = log.with_extension("conf");
             std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -192,8 +256,9 @@ impl Node {
             pid: child.id(),
             child: Mutex::new(child),
             port,
+            cachegrind_out,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT * if target.cachegrind { 6 } else { 1 };
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = node.child().try_wait() {
                 return Err(format!("{} exited at start: {status}", target.name));

@@ -4,17 +4,116 @@
 //! message arrives exactly once and in order.
 
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use memchr::memchr;
+use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::conn::Conn;
 
 /// How long any single read or write may block before the scenario is declared failed.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes per write: about what a fast client library flushes at once.
-const WRITE_CHUNK: usize = 64 * 1024;
+/// How the generator drives a server: bytes per publishing write, the socket buffer sizes
+/// of every connection it opens, and how many connections share a scenario's publishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tune {
+    pub write: usize,
+    /// `SO_SNDBUF` / `SO_RCVBUF` asked for (0: the kernel's default, autotuned).
+    pub sndbuf: usize,
+    pub rcvbuf: usize,
+    pub pubs: usize,
+}
+
+impl Tune {
+    /// The defaults: what got the most out of nats-server 2.15.1 in a sweep on this machine
+    /// (BENCHMARKS.md, third session): 256 KiB writes and 4 MiB socket buffers on both sides
+    /// (the kernel's autotuning stays at a few hundred KiB for a loopback publisher), one
+    /// publishing connection.
+    pub const DEFAULT: Tune = Tune {
+        write: 256 * 1024,
+        sndbuf: 4 << 20,
+        rcvbuf: 4 << 20,
+        pubs: 1,
+    };
+
+    /// `write 256K, sndbuf default, rcvbuf 4M, 1 pub`.
+    pub fn describe(&self) -> String {
+        let buf = |b: usize| {
+            if b == 0 {
+                "default".to_string()
+            } else {
+                size_text(b)
+            }
+        };
+        format!(
+            "write {}, sndbuf {}, rcvbuf {}, {} pub{}",
+            size_text(self.write),
+            buf(self.sndbuf),
+            buf(self.rcvbuf),
+            self.pubs,
+            if self.pubs == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// `64K`, `4M`, `100`.
+pub fn size_text(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{}M", n >> 20)
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{}K", n >> 10)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The tuning of the run in progress. The generator runs one scenario on one server at a
+/// time, so one setting in force at a time is all there is.
+static WRITE: AtomicUsize = AtomicUsize::new(Tune::DEFAULT.write);
+static SNDBUF: AtomicUsize = AtomicUsize::new(Tune::DEFAULT.sndbuf);
+static RCVBUF: AtomicUsize = AtomicUsize::new(Tune::DEFAULT.rcvbuf);
+static PUBS: AtomicUsize = AtomicUsize::new(Tune::DEFAULT.pubs);
+
+/// Puts `tune` in force for the connections and publishers made from now on.
+pub fn set_tune(tune: Tune) {
+    WRITE.store(tune.write.max(1), Ordering::Relaxed);
+    SNDBUF.store(tune.sndbuf, Ordering::Relaxed);
+    RCVBUF.store(tune.rcvbuf, Ordering::Relaxed);
+    PUBS.store(tune.pubs.max(1), Ordering::Relaxed);
+}
+
+/// The tuning in force.
+pub fn tune() -> Tune {
+    Tune {
+        write: WRITE.load(Ordering::Relaxed),
+        sndbuf: SNDBUF.load(Ordering::Relaxed),
+        rcvbuf: RCVBUF.load(Ordering::Relaxed),
+        pubs: PUBS.load(Ordering::Relaxed),
+    }
+}
+
+/// A TCP connection to `port` on loopback with the socket buffer sizes in force (set before
+/// connecting, so that the window scale agreed at the handshake fits them), no Nagle, and
+/// read and write timeouts.
+pub fn dial(port: u16) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    let t = tune();
+    if t.sndbuf > 0 {
+        socket.set_send_buffer_size(t.sndbuf)?;
+    }
+    if t.rcvbuf > 0 {
+        socket.set_recv_buffer_size(t.rcvbuf)?;
+    }
+    socket.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
 
 /// Publisher ids above this are taken for corrupt payloads rather than grown into.
 const MAX_PUBLISHERS: usize = 4096;
@@ -211,6 +310,8 @@ pub struct Publisher {
     /// The frame of the cycle to send next.
     next: usize,
     numbered: bool,
+    /// Bytes per write (about).
+    chunk: usize,
 }
 
 impl Publisher {
@@ -220,8 +321,19 @@ impl Publisher {
             Some(reply) => format!("PUB {subject} {reply} {size}\r\n"),
             None => format!("PUB {subject} {size}\r\n"),
         };
+        Publisher::repeating(id, head, size)
+    }
+
+    /// Frames that are MSG frames already (sid 1), for the relay, which passes bytes through
+    /// unparsed: the subscriber reads what the publisher wrote.
+    pub fn relayed(id: u32, subject: &str, size: usize) -> Publisher {
+        Publisher::repeating(id, format!("MSG {subject} 1 {size}\r\n"), size)
+    }
+
+    /// One write's worth of copies of the frame with the head `head`.
+    fn repeating(id: u32, head: String, size: usize) -> Publisher {
         let frame_len = head.len() + size + 2;
-        let copies = (WRITE_CHUNK / frame_len).max(1);
+        let copies = (tune().write / frame_len).max(1);
         Publisher::build(id, size, (0..copies).map(|_| head.clone()))
     }
 
@@ -251,10 +363,11 @@ impl Publisher {
             frames,
             next: 0,
             numbered: size >= 8,
+            chunk: tune().write,
         }
     }
 
-    /// Sends the next `count` messages, in writes of about 64 KiB.
+    /// Sends the next `count` messages, in writes of about the tuning's write size.
     pub fn send(&mut self, stream: &mut Conn, count: usize) -> io::Result<()> {
         let mut left = count;
         while left > 0 {
@@ -274,9 +387,7 @@ impl Publisher {
                 self.seq = self.seq.wrapping_add(1);
                 left -= 1;
                 last += 1;
-                if left == 0
-                    || last == self.frames.len()
-                    || self.frames[last].1 - from > WRITE_CHUNK
+                if left == 0 || last == self.frames.len() || self.frames[last].1 - from > self.chunk
                 {
                     break;
                 }
@@ -434,6 +545,27 @@ impl Reader {
                     ))
                 }
                 Frame::Other => {}
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// For the relay: after the last expected message the connection must end (the relay
+    /// closes it once the publisher has closed its own); a message before that is one too
+    /// many.
+    pub fn expect_end(&mut self) -> Result<(), String> {
+        loop {
+            match self.next() {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(format!("waiting for the relay to close: {e}")),
+                Ok(Frame::Msg { payload, .. }) => {
+                    return Err(format!(
+                        "an extra message after the last expected one: {}",
+                        describe(payload)
+                    ))
+                }
+                Ok(_) => {}
             }
         }
     }

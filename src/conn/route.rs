@@ -23,7 +23,7 @@ use super::peer::{self, PeerSession};
 use super::transport::{self, ReadHalf, WriteHalf};
 use super::writer::write_loop;
 use crate::config::cluster::{ClusterOptions, RouteUrl};
-use crate::engine::account::{Account, Matches};
+use crate::engine::account::Account;
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::msgtrace;
@@ -376,16 +376,21 @@ impl Session {
                 if self.route.is_none() {
                     return Ok(());
                 }
-                let Some((account, cache)) = self.account_entry(m.account) else {
+                if !self.accounts.contains_key(m.account) && self.account_entry(m.account).is_none()
+                {
                     debug!(
                         "{} - Unknown account {:?} for routed message",
                         self.desc,
                         String::from_utf8_lossy(m.account)
                     );
                     return Ok(());
+                }
+                // Borrowed from the map beside `self.out` (no reference count taken per
+                // message).
+                let Some((account, cache)) = self.accounts.get_mut(m.account) else {
+                    return Ok(());
                 };
-                let account = account.clone();
-                let matches = cache.lookup(&account, m.subject);
+                let matches = cache.lookup(account, m.subject);
                 let msg = Message {
                     subject: m.subject,
                     reply: m.reply,
@@ -397,38 +402,26 @@ impl Session {
                 let traced = m
                     .header_len
                     .is_some_and(|h| msgtrace::requested(&m.message[..h]))
-                    && self.deliver_traced(&account, &matches, &msg, m.queues);
+                    && super::msgtrace::deliver_routed(
+                        &self.shared,
+                        FromRoute {
+                            cid: self.conn.cid,
+                            name: &self.remote_name,
+                        },
+                        account,
+                        &matches,
+                        &msg,
+                        m.queues,
+                        &mut self.out,
+                    );
                 if !traced {
-                    deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                    deliver::deliver_routed(account, &matches, &msg, m.queues, &mut self.out);
                 }
                 self.out.from_route = false;
                 self.out.leaf_origin = None;
                 Ok(())
             }
         }
-    }
-
-    #[cold]
-    fn deliver_traced(
-        &mut self,
-        account: &Arc<Account>,
-        matches: &Matches,
-        msg: &Message<'_>,
-        queues: &[u8],
-    ) -> bool {
-        let from = FromRoute {
-            cid: self.conn.cid,
-            name: &self.remote_name,
-        };
-        super::msgtrace::deliver_routed(
-            &self.shared,
-            from,
-            account,
-            matches,
-            msg,
-            queues,
-            &mut self.out,
-        )
     }
 
     /// Adds or removes the peer's interest; kept until the route registers when it comes

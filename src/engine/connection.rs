@@ -197,12 +197,20 @@ impl Connection {
     }
 
     /// Whether a message on `subject` may be delivered here. One load for connections without
-    /// a subscribe deny list.
-    #[inline]
+    /// a subscribe deny list; always inlined into the delivery loop (left to the compiler, it
+    /// became a call per delivery once the crate grew: cachegrind counted the 1 -> 4 fan-out
+    /// 7% more instructions per message, with `Outbound::append` and `Deliveries::appended`
+    /// out of line too).
+    #[inline(always)]
     pub fn may_receive(&self, subject: &[u8]) -> bool {
         if self.perm_flags.load(Ordering::Acquire) & FILTER_DELIVERIES == 0 {
             return true;
         }
+        self.may_receive_filtered(subject)
+    }
+
+    #[inline(never)]
+    fn may_receive_filtered(&self, subject: &[u8]) -> bool {
         match self.permissions() {
             Some(p) => p.may_receive(subject),
             None => true,

@@ -67,7 +67,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// Notes what appending to `to` asked for: a flush to schedule, a backlog to wait for.
-    #[inline]
+    #[inline(always)]
     fn appended(&mut self, appended: Appended, to: &Arc<Connection>) {
         if appended == Appended::ScheduleFlush {
             self.to_flush.push(to.clone());

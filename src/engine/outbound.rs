@@ -214,6 +214,7 @@ impl Outbound {
     /// `size` payload bytes (headers included, as nats-server counts `out_bytes`).
     /// Over `max_pending` the connection becomes a slow consumer: it is closed at once and
     /// nothing more is queued, so the producer never waits for it.
+    #[inline(always)]
     pub fn append(&self, msg: Option<usize>, encode: impl FnOnce(&mut BytesMut)) -> Appended {
         let mut state = self.lock();
         if state.closed.is_some() {
@@ -229,14 +230,7 @@ impl Outbound {
         encode(&mut state.pending);
         if state.in_flight + state.full_bytes + state.pending.len() > self.max_pending {
             state.pending.truncate(before);
-            state.closed = Some(Closed {
-                reason: CloseReason::SlowConsumerPendingBytes,
-                flush: false,
-            });
-            drop(state);
-            self.writer.notify_one();
-            self.reader.notify_one();
-            self.abort.notify_one();
+            self.cut_slow_consumer(state);
             return Appended::Dropped;
         }
         if let Some(size) = msg {
@@ -250,6 +244,21 @@ impl Outbound {
             state.flush_scheduled = true;
             Appended::ScheduleFlush
         }
+    }
+
+    /// Closes the connection as a slow consumer (out of line: `append` is inlined into every
+    /// delivery).
+    #[cold]
+    #[inline(never)]
+    fn cut_slow_consumer(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        state.closed = Some(Closed {
+            reason: CloseReason::SlowConsumerPendingBytes,
+            flush: false,
+        });
+        drop(state);
+        self.writer.notify_one();
+        self.reader.notify_one();
+        self.abort.notify_one();
     }
 
     /// The backlog past which publishers wait: a sixteenth of `max_pending` (4 MiB by default),

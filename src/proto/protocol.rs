@@ -301,7 +301,7 @@ fn put_head(out: &mut BytesMut, subject: &[u8], sid: &[u8], reply: Option<&[u8]>
 }
 
 /// Writes `n` in decimal without going through `fmt` (this runs once per delivered message).
-fn put_decimal(out: &mut BytesMut, mut n: usize) {
+pub(crate) fn put_decimal(out: &mut BytesMut, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

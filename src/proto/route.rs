@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::proto::error::ProtocolError;
+use crate::proto::protocol::put_decimal;
 
 /// One operation received on a route. Slices borrow from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,13 +143,23 @@ pub(crate) fn parse_for(
     if rest.len() > limit {
         return Err(ProtocolError::MaxControlLine);
     }
-    let upper = name.to_ascii_uppercase();
+    // Upper-cased on the stack: every known name fits, a longer one is unknown anyway (a
+    // `to_ascii_uppercase` here was an allocation per routed message).
+    let mut folded = [0u8; 8];
+    let upper: &[u8] = match folded.get_mut(..name.len()) {
+        Some(room) => {
+            room.copy_from_slice(name);
+            room.make_ascii_uppercase();
+            room
+        }
+        None => name,
+    };
     // nats-server's parser wants a space after the name of an operation with arguments: a bare
     // `RS+` is an unknown operation, not bad arguments.
     let bare = line.len() == name.len();
     if bare
         && matches!(
-            upper.as_slice(),
+            upper,
             b"RS+"
                 | b"LS+"
                 | b"RS-"
@@ -163,7 +174,7 @@ pub(crate) fn parse_for(
     {
         return Err(ProtocolError::UnknownOperation);
     }
-    let op = match upper.as_slice() {
+    let op = match upper {
         b"PING" => RouteOp::Ping,
         b"PONG" => RouteOp::Pong,
         b"+OK" => RouteOp::Ok,
@@ -180,7 +191,7 @@ pub(crate) fn parse_for(
         b"RS+" | b"LS+" | b"SUB" => RouteOp::Sub(interest(rest, upper[0] == b'L', true)?),
         b"RS-" | b"LS-" | b"UNSUB" => RouteOp::Unsub(interest(rest, upper[0] == b'L', false)?),
         b"RMSG" | b"HMSG" | b"LMSG" | b"PUB" => {
-            let parsed = match upper.as_slice() {
+            let parsed = match upper {
                 b"PUB" => client_pub(rest),
                 op if leaf => {
                     let form = MsgForm {
@@ -190,7 +201,7 @@ pub(crate) fn parse_for(
                     };
                     msg_args(rest, form)
                 }
-                _ => routed(rest, &upper)?,
+                _ => routed(rest, upper)?,
             };
             let Some((msg, size)) = parsed else {
                 return Err(ProtocolError::Malformed("processRoutedMsgArgs Parse Error"));
@@ -551,12 +562,18 @@ pub(crate) fn encode_frame(
         out.put_u8(b' ');
         out.put_slice(queue);
     }
-    let sizes = match (f.header_len, always_hdr) {
-        (Some(h), _) => format!(" {h} {}\r\n", f.message.len()),
-        (None, true) => format!(" 0 {}\r\n", f.message.len()),
-        (None, false) => format!(" {}\r\n", f.message.len()),
-    };
-    out.put_slice(sizes.as_bytes());
+    // Digits written in place: a `format!` here was an allocation per routed message.
+    match (f.header_len, always_hdr) {
+        (Some(h), _) => {
+            out.put_u8(b' ');
+            put_decimal(out, h);
+        }
+        (None, true) => out.put_slice(b" 0"),
+        (None, false) => {}
+    }
+    out.put_u8(b' ');
+    put_decimal(out, f.message.len());
+    out.put_slice(b"\r\n");
     out.put_slice(f.message);
     out.put_slice(b"\r\n");
 }
@@ -880,6 +897,24 @@ mod tests {
             assert_eq!(parse(&whole[..cut], 4096, 1 << 20), Ok(None), "{cut}");
         }
         assert!(parse(b"RMSG $G foo\r\n", 4096, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn operation_names_in_any_case() {
+        // nats-server's parser takes every letter in either case.
+        let RouteOp::Msg(m) = one(b"rMsG $G foo 2\r\nhi\r\n") else {
+            panic!()
+        };
+        assert_eq!((m.subject, m.message), (&b"foo"[..], &b"hi"[..]));
+        assert!(matches!(one(b"ping\r\n"), RouteOp::Ping));
+        assert!(matches!(one(b"Connect {}\r\n"), RouteOp::Connect(b"{}")));
+        // Longer than any operation (and than the stack buffer the name is folded in).
+        for unknown in [&b"PINGPONG\r\n"[..], b"RMSGRMSGRMSG $G foo 2\r\nhi\r\n"] {
+            assert_eq!(
+                parse(unknown, 4096, 1 << 20),
+                Err(ProtocolError::UnknownOperation)
+            );
+        }
     }
 
     #[test]
