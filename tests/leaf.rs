@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{exactly_once, logged_addr, standalone, until_routed, SETTLE, TERN};
+use common::pki::Pki;
 use common::process::{http_get, json_shape, monitor_addr, reference_server, Process, Scratch};
 use futures::StreamExt;
 
@@ -201,6 +202,59 @@ async fn nats_server_leaf_on_a_nats_server_hub() {
         return;
     };
     pairing(&reference, &reference, "leaf-ns-on-ns").await;
+}
+
+/// Leaf TLS: the hub's `leafnodes { tls }` (INFO in plaintext with `tls_required`, then the
+/// handshake) and the remote's `tls` block with a `tls://` URL; the hub asks for and checks
+/// the leaf's certificate. The other end is nats-server in the mixed pairings, so a link that
+/// skipped TLS on either side would not come up.
+async fn tls_pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
+    let scratch = Scratch::new(name);
+    let pki = Pki::new(&format!("{name}-pki"));
+    let tls = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, timeout: 2 }}",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let h = start(
+        &scratch,
+        hub_binary,
+        "H",
+        &format!(
+            "leafnodes {{ listen: \"127.0.0.1:-1\", {} }}",
+            tls.replace("timeout: 2", "timeout: 2, verify: true")
+        ),
+    );
+    let hub_addr = h.leaf.clone().unwrap();
+    let l = start(
+        &scratch,
+        leaf_binary,
+        "L",
+        &format!(
+            "leafnodes {{ reconnect_interval: \"250ms\", remotes: [ {{ urls: [\"tls://{hub_addr}\"], {tls} }} ] }}"
+        ),
+    );
+    exchange(&h, &l).await;
+}
+
+#[tokio::test]
+async fn tern_leaf_on_a_nats_server_hub_over_tls() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    tls_pairing(&reference, Path::new(TERN), "leaf-tls-tern-on-ns").await;
+}
+
+#[tokio::test]
+async fn nats_server_leaf_on_a_tern_hub_over_tls() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    tls_pairing(Path::new(TERN), &reference, "leaf-tls-ns-on-tern").await;
+}
+
+#[tokio::test]
+async fn tern_leaf_on_a_tern_hub_over_tls() {
+    tls_pairing(Path::new(TERN), Path::new(TERN), "leaf-tls-tern-on-tern").await;
 }
 
 /// A tern leaf whose hub goes away dials it again and tells it all of its interest: a
