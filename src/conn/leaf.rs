@@ -472,10 +472,14 @@ impl Session {
                 user: connect.user.clone(),
                 pass: connect.pass.clone(),
                 token: connect.auth_token.clone(),
+                nkey: connect.nkey.clone(),
+                sig: connect.sig.clone(),
+                jwt: connect.jwt.clone(),
                 nonce: self.nonce.clone(),
                 ..auth::Credentials::default()
             };
-            auth::authenticate(&opts, &creds)
+            // In operator mode: the user JWT and the signed nonce, as for a client.
+            crate::security::authenticate(&opts, &creds, &self.desc, Some(self.conn.addr.ip()))
                 .map(|a| (!a.account.is_empty()).then_some(a.account))
                 .ok_or(())
         } else {
@@ -507,8 +511,29 @@ impl Session {
         let Some(account) = self.shared.router.account(&name) else {
             return Err(ProtocolError::Malformed("unknown local account"));
         };
+        // A `.creds` remote: its JWT, and the hub's nonce signed with its seed.
+        let (jwt, sig) = match &remote.credentials {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let nonce = info.nonce.clone().unwrap_or_default();
+                match auth::sign_with_creds(&text, &nonce) {
+                    Some((jwt, sig)) => (Some(jwt), Some(sig)),
+                    None => {
+                        error!(
+                            "{} - Error reading credentials file {:?}",
+                            self.desc,
+                            path.display()
+                        );
+                        return Err(ProtocolError::Malformed("unusable credentials file"));
+                    }
+                }
+            }
+            None => (None, None),
+        };
         let connect = LeafConnect {
             version: protocol::NATS_SERVER_VERSION.to_string(),
+            jwt,
+            sig,
             user: url.username.clone(),
             pass: url.password.clone(),
             server_id: self.shared.server_id.clone(),
