@@ -336,6 +336,43 @@ async fn a_nats_server_leaf_with_credentials_on_an_operator_mode_tern_hub() {
     credentials_pairing(Path::new(TERN), &reference, "leaf-creds-ns-on-tern").await;
 }
 
+/// A remote with `nkey` (a user seed) signs the hub's nonce; the hub knows the user by its
+/// public key. nats-server and tern in turn as the hub.
+#[tokio::test]
+async fn a_tern_leaf_with_an_nkey_joins_its_hub() {
+    for hub_binary in [Some(TERN.into()), reference_server()]
+        .into_iter()
+        .flatten()
+    {
+        let scratch = Scratch::new("leaf-nkey");
+        let user = KeyPair::new_user();
+        let h = hub(
+            &scratch,
+            &hub_binary,
+            "H",
+            &format!(
+                "authorization {{ users: [ {{ nkey: {} }} ] }}",
+                user.public_key()
+            ),
+        );
+        let l = leaf(
+            &scratch,
+            Path::new(TERN),
+            "L",
+            &[h.leaf.as_deref().unwrap()],
+            &format!(", nkey: {}", user.seed().unwrap()),
+        );
+        let hub_client = async_nats::ConnectOptions::with_nkey(user.seed().unwrap())
+            .connect(h.client.as_str())
+            .await
+            .unwrap();
+        let leaf_client = connect(&l).await;
+        let mut sub = leaf_client.subscribe("nkey.down").await.unwrap();
+        leaf_client.flush().await.unwrap();
+        exactly_once(&hub_client, &mut sub, "nkey.down", 20).await;
+    }
+}
+
 /// A tern leaf whose hub goes away dials it again and tells it all of its interest: a
 /// subscription made before the hub restarted still gets the hub's messages.
 #[tokio::test]

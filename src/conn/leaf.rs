@@ -530,9 +530,21 @@ impl Session {
             }
             None => (None, None),
         };
+        // An `nkey` remote: its public key, and the nonce signed with the seed.
+        let (nkey, sig) = match (&remote.nkey, sig) {
+            (Some(seed), None) => {
+                let nonce = info.nonce.clone().unwrap_or_default();
+                match auth::sign_with_seed(seed, &nonce) {
+                    Some((nkey, sig)) => (Some(nkey), Some(sig)),
+                    None => return Err(ProtocolError::Malformed("invalid nkey seed")),
+                }
+            }
+            (_, sig) => (None, sig),
+        };
         let connect = LeafConnect {
             version: protocol::NATS_SERVER_VERSION.to_string(),
             jwt,
+            nkey,
             sig,
             user: url.username.clone(),
             pass: url.password.clone(),
