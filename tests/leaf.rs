@@ -11,8 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{exactly_once, logged_addr, standalone, until_routed, SETTLE, TERN};
+use common::jwt::{account_jwt, creds, operator_jwt, user_jwt};
+use common::pki::Pki;
 use common::process::{http_get, json_shape, monitor_addr, reference_server, Process, Scratch};
 use futures::StreamExt;
+use nkeys::KeyPair;
+use serde_json::json;
 
 /// One server process.
 struct Srv {
@@ -201,6 +205,172 @@ async fn nats_server_leaf_on_a_nats_server_hub() {
         return;
     };
     pairing(&reference, &reference, "leaf-ns-on-ns").await;
+}
+
+/// Leaf TLS: the hub's `leafnodes { tls }` (INFO in plaintext with `tls_required`, then the
+/// handshake) and the remote's `tls` block with a `tls://` URL; the hub asks for and checks
+/// the leaf's certificate. The other end is nats-server in the mixed pairings, so a link that
+/// skipped TLS on either side would not come up.
+async fn tls_pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
+    let scratch = Scratch::new(name);
+    let pki = Pki::new(&format!("{name}-pki"));
+    let tls = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, timeout: 2 }}",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let h = start(
+        &scratch,
+        hub_binary,
+        "H",
+        &format!(
+            "leafnodes {{ listen: \"127.0.0.1:-1\", {} }}",
+            tls.replace("timeout: 2", "timeout: 2, verify: true")
+        ),
+    );
+    let hub_addr = h.leaf.clone().unwrap();
+    let l = start(
+        &scratch,
+        leaf_binary,
+        "L",
+        &format!(
+            "leafnodes {{ reconnect_interval: \"250ms\", remotes: [ {{ urls: [\"tls://{hub_addr}\"], {tls} }} ] }}"
+        ),
+    );
+    exchange(&h, &l).await;
+}
+
+#[tokio::test]
+async fn tern_leaf_on_a_nats_server_hub_over_tls() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    tls_pairing(&reference, Path::new(TERN), "leaf-tls-tern-on-ns").await;
+}
+
+#[tokio::test]
+async fn nats_server_leaf_on_a_tern_hub_over_tls() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    tls_pairing(Path::new(TERN), &reference, "leaf-tls-ns-on-tern").await;
+}
+
+#[tokio::test]
+async fn tern_leaf_on_a_tern_hub_over_tls() {
+    tls_pairing(Path::new(TERN), Path::new(TERN), "leaf-tls-tern-on-tern").await;
+}
+
+/// A remote with `credentials` (a `.creds` file) attached to a hub in operator mode: the leaf
+/// sends the user JWT and signs the hub's nonce with the seed; the link binds the user's
+/// account on the hub, and messages cross both ways.
+async fn credentials_pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
+    let scratch = Scratch::new(name);
+    let operator = KeyPair::new_operator();
+    let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+    let creds_file = |name: &str| {
+        let user = KeyPair::new_user();
+        let path = scratch.0.join(format!("{name}.creds"));
+        let jwt = user_jwt(&account, &user, json!({}), json!({}));
+        std::fs::write(&path, creds(&jwt, &user)).unwrap();
+        path
+    };
+    let (leaf_creds, client_creds) = (creds_file("leaf"), creds_file("client"));
+    let h = start(
+        &scratch,
+        hub_binary,
+        "H",
+        &format!(
+            "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload {{\n  {sys}: {}\n  {acc}: {}\n}}\n\
+             leafnodes {{ listen: \"127.0.0.1:-1\" }}",
+            operator_jwt(&operator, &system.public_key()),
+            account_jwt(&operator, &system, "SYS", json!({})),
+            account_jwt(&operator, &account, "A", json!({})),
+            sys = system.public_key(),
+            acc = account.public_key(),
+        ),
+    );
+    let l = leaf(
+        &scratch,
+        leaf_binary,
+        "L",
+        &[h.leaf.as_deref().unwrap()],
+        &format!(", credentials: {leaf_creds:?}"),
+    );
+    let hub_client = async_nats::ConnectOptions::with_credentials_file(client_creds)
+        .await
+        .unwrap()
+        .connect(h.client.as_str())
+        .await
+        .unwrap();
+    let leaf_client = connect(&l).await;
+    for (from, to, name) in [
+        (&hub_client, &leaf_client, "down"),
+        (&leaf_client, &hub_client, "up"),
+    ] {
+        let subject = format!("creds.{name}");
+        let mut sub = to.subscribe(subject.clone()).await.unwrap();
+        to.flush().await.unwrap();
+        exactly_once(from, &mut sub, &subject, 20).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tern_leaf_with_credentials_on_an_operator_mode_nats_server_hub() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    credentials_pairing(&reference, Path::new(TERN), "leaf-creds-ns").await;
+}
+
+#[tokio::test]
+async fn a_tern_leaf_with_credentials_on_an_operator_mode_tern_hub() {
+    credentials_pairing(Path::new(TERN), Path::new(TERN), "leaf-creds-tern").await;
+}
+
+#[tokio::test]
+async fn a_nats_server_leaf_with_credentials_on_an_operator_mode_tern_hub() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    credentials_pairing(Path::new(TERN), &reference, "leaf-creds-ns-on-tern").await;
+}
+
+/// A remote with `nkey` (a user seed) signs the hub's nonce; the hub knows the user by its
+/// public key. nats-server and tern in turn as the hub.
+#[tokio::test]
+async fn a_tern_leaf_with_an_nkey_joins_its_hub() {
+    for hub_binary in [Some(TERN.into()), reference_server()]
+        .into_iter()
+        .flatten()
+    {
+        let scratch = Scratch::new("leaf-nkey");
+        let user = KeyPair::new_user();
+        let h = hub(
+            &scratch,
+            &hub_binary,
+            "H",
+            &format!(
+                "authorization {{ users: [ {{ nkey: {} }} ] }}",
+                user.public_key()
+            ),
+        );
+        let l = leaf(
+            &scratch,
+            Path::new(TERN),
+            "L",
+            &[h.leaf.as_deref().unwrap()],
+            &format!(", nkey: {}", user.seed().unwrap()),
+        );
+        let hub_client = async_nats::ConnectOptions::with_nkey(user.seed().unwrap())
+            .connect(h.client.as_str())
+            .await
+            .unwrap();
+        let leaf_client = connect(&l).await;
+        let mut sub = leaf_client.subscribe("nkey.down").await.unwrap();
+        leaf_client.flush().await.unwrap();
+        exactly_once(&hub_client, &mut sub, "nkey.down", 20).await;
+    }
 }
 
 /// A tern leaf whose hub goes away dials it again and tells it all of its interest: a

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace};
 
@@ -34,6 +35,7 @@ use crate::proto::protocol;
 use crate::proto::route::RouteOp;
 use crate::proto::subject;
 use crate::security::auth;
+use crate::security::tls::{self as security_tls, HandshakeError};
 use crate::state::Shared;
 
 /// How long a dial may take.
@@ -102,6 +104,21 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
         }
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Reads the hub's first line (its INFO) byte by byte, so that nothing after it (the TLS
+/// handshake) is taken: without its `\r\n`.
+async fn info_line(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if line.len() > 64 * 1024 || stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        line.push(byte[0]);
+    }
+    line.truncate(line.len() - 2);
+    Some(line)
 }
 
 async fn dial(url: &LeafUrl) -> Option<(TcpStream, SocketAddr)> {
@@ -179,12 +196,14 @@ impl Session {
     }
 
     async fn run(mut self, stream: TcpStream) -> Ending {
-        let (reader, writer) = transport::split_plain(stream);
-        if self.solicited.is_none() {
-            self.nonce = auth::new_nonce();
-            let info = self.shared.leaf_info(self.conn.cid, self.nonce.clone());
-            self.push(|b| info.encode(b));
-        }
+        let upgraded = match self.solicited.is_some() {
+            true => self.dialed_transport(stream).await,
+            false => self.accepted_transport(stream).await,
+        };
+        let (reader, writer) = match upgraded {
+            Ok(halves) => halves,
+            Err(reason) => return self.finish(reason),
+        };
         self.shared
             .tasks
             .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
@@ -198,6 +217,106 @@ impl Session {
         };
         let reason = peer::read_loop(&mut self, reader, deadline).await;
         self.finish(reason)
+    }
+
+    /// The hub's side: INFO in plaintext (saying `tls_required` when the leafnode port has a
+    /// `tls` block), then the TLS handshake as its server.
+    async fn accepted_transport(
+        &mut self,
+        stream: TcpStream,
+    ) -> Result<(transport::ReadHalf, transport::WriteHalf), CloseReason> {
+        self.nonce = auth::new_nonce();
+        let mut info = self.shared.leaf_info(self.conn.cid, self.nonce.clone());
+        let tls = self
+            .shared
+            .opts()
+            .leafnodes
+            .as_ref()
+            .and_then(|l| l.tls.clone());
+        let Some(tls) = tls else {
+            self.push(|b| info.encode(b));
+            return Ok(transport::split_plain(stream));
+        };
+        info.tls_required = true;
+        let mut line = bytes::BytesMut::new();
+        info.encode(&mut line);
+        let config = security_tls::server_config(&tls).map_err(|why| {
+            error!("{} - TLS leafnode handshake error: {why}", self.desc);
+            CloseReason::TlsHandshakeFailure
+        })?;
+        debug!("{} - Starting TLS leafnode server handshake", self.desc);
+        match security_tls::accept(config, stream, Some(&line), tls.timeout).await {
+            Ok(stream) => {
+                if !transport::is_pinned(stream.get_ref().1, &tls, &self.desc) {
+                    return Err(CloseReason::TlsHandshakeFailure);
+                }
+                transport::log_handshake(&self.desc, stream.get_ref().1);
+                Ok(transport::split_tls(stream))
+            }
+            Err(err) => Err(self.handshake_failed(err)),
+        }
+    }
+
+    /// The dialer's side: the hub's INFO is read in plaintext; when it says `tls_required`, or
+    /// the remote has a `tls` block or a `tls://` URL, the TLS handshake follows (as its
+    /// client, expecting the certificate of the host dialed), then the INFO is answered.
+    async fn dialed_transport(
+        &mut self,
+        mut stream: TcpStream,
+    ) -> Result<(transport::ReadHalf, transport::WriteHalf), CloseReason> {
+        let Some((remote, url)) = self.solicited.clone() else {
+            return Ok(transport::split_plain(stream));
+        };
+        let line =
+            match tokio::time::timeout(remote.first_info_timeout, info_line(&mut stream)).await {
+                Ok(Some(line)) => line,
+                _ => return Err(CloseReason::ReadError),
+            };
+        let Some(json) = line.strip_prefix(b"INFO ".as_slice()) else {
+            return Err(CloseReason::ReadError);
+        };
+        let tls_required = serde_json::from_slice::<LeafInfo>(json)
+            .map(|info| info.tls_required)
+            .unwrap_or(false);
+        let halves = match (remote.tls.clone(), tls_required || url.tls) {
+            (None, false) => transport::split_plain(stream),
+            (tls, _) => {
+                let tls = tls.unwrap_or_default();
+                let config = security_tls::client_config(&tls).map_err(|why| {
+                    error!("{} - TLS leafnode handshake error: {why}", self.desc);
+                    CloseReason::TlsHandshakeFailure
+                })?;
+                debug!("{} - Starting TLS leafnode client handshake", self.desc);
+                let upgrade = security_tls::connect(config, stream, &url.host, tls.timeout);
+                match upgrade.await {
+                    Ok(stream) => {
+                        if !transport::is_pinned(stream.get_ref().1, &tls, &self.desc) {
+                            return Err(CloseReason::TlsHandshakeFailure);
+                        }
+                        transport::log_handshake(&self.desc, stream.get_ref().1);
+                        transport::split_tls_dialed(stream)
+                    }
+                    Err(err) => return Err(self.handshake_failed(err)),
+                }
+            }
+        };
+        if self.trace {
+            trace_op(&self.desc, &RouteOp::Info(json));
+        }
+        if let Err(err) = self.handle_hub_info(json) {
+            error!("{} - {err}", self.desc);
+            return Err(CloseReason::ProtocolViolation);
+        }
+        Ok(halves)
+    }
+
+    fn handshake_failed(&self, err: HandshakeError) -> CloseReason {
+        error!("{} - TLS leafnode handshake error: {err}", self.desc);
+        info!(
+            "{} - Leafnode connection closed: TLS Handshake Failure",
+            self.desc
+        );
+        CloseReason::TlsHandshakeFailure
     }
 
     fn handle(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
@@ -353,10 +472,14 @@ impl Session {
                 user: connect.user.clone(),
                 pass: connect.pass.clone(),
                 token: connect.auth_token.clone(),
+                nkey: connect.nkey.clone(),
+                sig: connect.sig.clone(),
+                jwt: connect.jwt.clone(),
                 nonce: self.nonce.clone(),
                 ..auth::Credentials::default()
             };
-            auth::authenticate(&opts, &creds)
+            // In operator mode: the user JWT and the signed nonce, as for a client.
+            crate::security::authenticate(&opts, &creds, &self.desc, Some(self.conn.addr.ip()))
                 .map(|a| (!a.account.is_empty()).then_some(a.account))
                 .ok_or(())
         } else {
@@ -388,8 +511,41 @@ impl Session {
         let Some(account) = self.shared.router.account(&name) else {
             return Err(ProtocolError::Malformed("unknown local account"));
         };
+        // A `.creds` remote: its JWT, and the hub's nonce signed with its seed.
+        let (jwt, sig) = match &remote.credentials {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let nonce = info.nonce.clone().unwrap_or_default();
+                match auth::sign_with_creds(&text, &nonce) {
+                    Some((jwt, sig)) => (Some(jwt), Some(sig)),
+                    None => {
+                        error!(
+                            "{} - Error reading credentials file {:?}",
+                            self.desc,
+                            path.display()
+                        );
+                        return Err(ProtocolError::Malformed("unusable credentials file"));
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        // An `nkey` remote: its public key, and the nonce signed with the seed.
+        let (nkey, sig) = match (&remote.nkey, sig) {
+            (Some(seed), None) => {
+                let nonce = info.nonce.clone().unwrap_or_default();
+                match auth::sign_with_seed(seed, &nonce) {
+                    Some((nkey, sig)) => (Some(nkey), Some(sig)),
+                    None => return Err(ProtocolError::Malformed("invalid nkey seed")),
+                }
+            }
+            (_, sig) => (None, sig),
+        };
         let connect = LeafConnect {
             version: protocol::NATS_SERVER_VERSION.to_string(),
+            jwt,
+            nkey,
+            sig,
             user: url.username.clone(),
             pass: url.password.clone(),
             server_id: self.shared.server_id.clone(),

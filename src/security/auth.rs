@@ -356,6 +356,33 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
+/// A remote's `nkey` (a user seed): its public key and the nonce signed with it (base64url).
+pub fn sign_with_seed(seed: &str, nonce: &str) -> Option<(String, String)> {
+    let key = nkeys::KeyPair::from_seed(seed.trim()).ok()?;
+    let sig = key.sign(nonce.as_bytes()).ok()?;
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig);
+    Some((key.public_key(), sig))
+}
+
+/// What a dialing server sends a hub that asked for a signed nonce: from a `.creds` file's
+/// text, its user JWT and the nonce signed with its seed (base64url, as clients send `sig`).
+/// `None` when the text has no JWT or no valid user seed.
+pub fn sign_with_creds(creds: &str, nonce: &str) -> Option<(String, String)> {
+    let jwt = crate::proto::jwt::jwt_in_text(creds)?.to_string();
+    let seed = creds
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("SU") && !line.contains(' '))?;
+    let key = nkeys::KeyPair::from_seed(seed).ok()?;
+    let sig = key.sign(nonce.as_bytes()).ok()?;
+    use base64::Engine;
+    Some((
+        jwt,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

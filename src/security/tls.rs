@@ -111,6 +111,20 @@ impl ServerTls {
 /// Builds both ends of the route TLS from the `cluster { tls }` block.
 fn route_tls(opts: &TlsOptions) -> Result<RouteTls, String> {
     let server = server_config(opts)?;
+    if opts.cert_file.is_none() || opts.key_file.is_none() {
+        return Err("TLS Server certificate must be present and valid".into());
+    }
+    Ok(RouteTls {
+        server,
+        client: client_config(opts)?,
+        timeout: opts.timeout,
+    })
+}
+
+/// The TLS client side of a `tls { }` block, for connections this server dials (routes, leafnode
+/// remotes): the other end's certificate is checked against `ca_file` (unless `insecure`), and
+/// the block's certificate, if any, is presented when asked for.
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(protocol_versions(opts)?)
@@ -134,19 +148,13 @@ fn route_tls(opts: &TlsOptions) -> Result<RouteTls, String> {
             builder.with_root_certificates(roots)
         }
     };
-    // `server_config` read and checked the pair already.
-    let (cert_file, key_file) = match (&opts.cert_file, &opts.key_file) {
-        (Some(cert), Some(key)) => (cert, key),
-        _ => return Err("TLS Server certificate must be present and valid".into()),
+    let client = match (&opts.cert_file, &opts.key_file) {
+        (Some(cert_file), Some(key_file)) => builder
+            .with_client_auth_cert(read_certs(cert_file)?, read_key(key_file)?)
+            .map_err(|e| format!("error parsing X509 certificate/key pair: tls: {e}"))?,
+        _ => builder.with_no_client_auth(),
     };
-    let client = builder
-        .with_client_auth_cert(read_certs(cert_file)?, read_key(key_file)?)
-        .map_err(|e| format!("error parsing X509 certificate/key pair: tls: {e}"))?;
-    Ok(RouteTls {
-        server,
-        client: Arc::new(client),
-        timeout: opts.timeout,
-    })
+    Ok(Arc::new(client))
 }
 
 /// `insecure`: any certificate the acceptor presents is taken (its signatures are still
