@@ -148,7 +148,7 @@ impl AccountJs {
             let (store, _) = FileStore::open(&stream_dir, sync_always)?;
             let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
             stream.enforce_limits_on_recover(now);
-            stream.rebuild_msg_ids(now);
+            stream.recovered();
             let name = stream.config.name.clone();
             let obs = stream_dir.join(OBS);
             if obs.is_dir() {
