@@ -5,6 +5,7 @@
 //! cargo bench --bench loadgen -- [--quick] [--rounds N] [--only SUBSTRING]...
 //!     [--tern PATH] [--nats PATH] [--nats-old PATH|none] [--timeout SECS] [--list]
 //! cargo bench --bench loadgen -- --only cluster   # the two-node cluster scenarios
+//! cargo bench --bench loadgen -- --only js --nats-old none   # JetStream (jetstream.rs)
 //! cargo bench --bench loadgen -- --self-test   # the checks catch loss, duplicates, reordering
 //! ```
 //!
@@ -27,6 +28,7 @@
 //! 65,536) itself, and the servers inherit it. Where the hard limit is lower, run the bench
 //! under `bash -c 'ulimit -n 65536; cargo bench --bench loadgen -- --quick'` as root.
 
+mod jetstream;
 mod scenarios;
 mod selftest;
 mod server;
@@ -209,10 +211,15 @@ fn run_once(
     timeout: Duration,
     log: &Path,
 ) -> Run {
+    // A JetStream scenario's store directory, beside the log, empty at start and removed after.
+    let store = scenario.jetstream.then(|| log.with_extension("store"));
+    if let Some(store) = &store {
+        let _ = std::fs::remove_dir_all(store);
+    }
     let started = if scenario.cluster {
         Server::start_cluster(target, log, scenario.config)
     } else {
-        Server::start(target, log, scenario.config)
+        Server::start(target, log, scenario.config, store.as_deref())
     };
     let server = match started {
         Ok(server) => Arc::new(server),
@@ -264,6 +271,9 @@ fn run_once(
     // returns at once.
     server.kill();
     let _ = worker.join();
+    if let Some(store) = &store {
+        let _ = std::fs::remove_dir_all(store);
+    }
     Run { outcome }
 }
 

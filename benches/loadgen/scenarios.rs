@@ -31,7 +31,7 @@ pub struct Metric {
     pub better: Better,
 }
 
-fn metric(name: impl Into<String>, value: f64, unit: &'static str, better: Better) -> Metric {
+pub fn metric(name: impl Into<String>, value: f64, unit: &'static str, better: Better) -> Metric {
     Metric {
         name: name.into(),
         value,
@@ -49,7 +49,7 @@ pub struct Scale {
 }
 
 impl Scale {
-    fn pick(self, quick: usize, full: usize) -> usize {
+    pub fn pick(self, quick: usize, full: usize) -> usize {
         if self.quick {
             quick
         } else {
@@ -76,9 +76,11 @@ pub struct Scenario {
     /// Run against a cluster of two nodes of the same binary, A and B (B routing to A),
     /// rather than one server.
     pub cluster: bool,
+    /// Run with JetStream on (`-js`), on a fresh store directory (`server.store`).
+    pub jetstream: bool,
 }
 
-fn scenario(
+pub fn scenario(
     name: impl Into<String>,
     run: impl Fn(&Server, Scale) -> Outcome + Send + Sync + 'static,
 ) -> Scenario {
@@ -87,6 +89,7 @@ fn scenario(
         run: Arc::new(run),
         config: None,
         cluster: false,
+        jetstream: false,
     }
 }
 
@@ -219,13 +222,14 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
         "cluster A -> B: request/reply, 1 requester",
         |s, scale| request_latency_across(s, scale, node_b(s)?),
     ));
+    list.extend(crate::jetstream::all(scale));
     list
 }
 
 const DISTINCT_QUICK: usize = 100_000;
 const DISTINCT_FULL: usize = 1_000_000;
 
-fn size_name(size: usize) -> String {
+pub fn size_name(size: usize) -> String {
     match size {
         s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MB", s >> 20),
         s if s >= 1024 && s % 1024 == 0 => format!("{} KB", s >> 10),
@@ -233,7 +237,7 @@ fn size_name(size: usize) -> String {
     }
 }
 
-fn io(e: std::io::Error) -> String {
+pub fn io(e: std::io::Error) -> String {
     e.to_string()
 }
 

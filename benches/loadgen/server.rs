@@ -5,12 +5,14 @@
 //! panic), and asks the kernel to SIGKILL it should the load generator die first
 //! (`PR_SET_PDEATHSIG`), so no server outlives the generator.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which binary and how to name it in the table.
@@ -26,13 +28,21 @@ pub struct Server {
     nodes: Vec<Node>,
     /// The client port of the only node, or of node A in a cluster.
     pub port: u16,
+    /// JetStream's store directory (`-sd`), when it runs with JetStream.
+    pub store: Option<PathBuf>,
 }
 
 /// One server process.
 struct Node {
     child: Mutex<Child>,
-    pid: u32,
+    pid: AtomicU32,
     port: u16,
+    /// How it was started, for [`Server::kill9_and_restart`].
+    binary: PathBuf,
+    args: Vec<OsString>,
+    /// A restarted process's parent thread (`PR_SET_PDEATHSIG` fires when the thread that
+    /// spawned it exits, not the process), kept until the process is killed.
+    keeper: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 /// Clock ticks per second for /proc/<pid>/stat times (`getconf CLK_TCK` is 100 on Linux).
@@ -61,14 +71,49 @@ pub fn cluster_logs(log: &Path) -> [PathBuf; 2] {
 
 impl Server {
     /// Starts `target` on a free loopback port, with the configuration file `config` if
-    /// given (written beside `log`; the address flags override it), its standard error going
-    /// to `log`, and waits until it accepts connections.
-    pub fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Server, String> {
-        let node = Node::start(target, log, config)?;
+    /// given (written beside `log`; the address flags override it), with JetStream on
+    /// (`-js -sd <store>`) when `store` is given, its standard error going to `log`, and waits
+    /// until it accepts connections.
+    pub fn start(
+        target: &Target,
+        log: &Path,
+        config: Option<&str>,
+        store: Option<&Path>,
+    ) -> Result<Server, String> {
+        let node = Node::start(target, log, config, store)?;
         Ok(Server {
             port: node.port,
             nodes: vec![node],
+            store: store.map(Path::to_path_buf),
         })
+    }
+
+    /// Kills the only process with SIGKILL (`kill -9`) and starts the same binary again with
+    /// the same arguments (port, store directory), its standard error going to `log`; returns
+    /// when the new process was spawned, without waiting for it to accept connections.
+    pub fn kill9_and_restart(&self, log: &Path) -> Result<Instant, String> {
+        let [node] = self.nodes.as_slice() else {
+            return Err("kill -9 and restart of a cluster".into());
+        };
+        node.kill();
+        let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut command = Command::new(&node.binary);
+        command.args(&node.args);
+        let spawned = Instant::now();
+        // Spawned by a thread that lives until the node is killed, not by the scenario's.
+        let (child_tx, child_rx) = mpsc::channel();
+        let (keeper, until_killed) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = child_tx.send(spawn(command, stderr));
+            let _ = until_killed.recv();
+        });
+        let child = child_rx
+            .recv()
+            .map_err(|_| "the restarting thread died".to_string())??;
+        node.pid.store(child.id(), Ordering::Relaxed);
+        *node.child() = child;
+        *node.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
+        Ok(spawned)
     }
 
     /// Starts a cluster of two `target` processes on free loopback ports, node A and then
@@ -88,6 +133,7 @@ impl Server {
             Some(&format!(
                 "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\" }}\n"
             )),
+            None,
         )?;
         let route = a.route_address(target, &log_a)?;
         let b = Node::start(
@@ -97,10 +143,12 @@ impl Server {
                 "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\", \
                  routes: [\"nats-route://{route}\"] }}\n"
             )),
+            None,
         )?;
         let server = Server {
             port: a.port,
             nodes: vec![a, b],
+            store: None,
         };
         let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
         crate::wire::await_interest(&mut probe, server.port, "loadgen.route.up", START_TIMEOUT)
@@ -148,34 +196,35 @@ impl Server {
 }
 
 impl Node {
-    fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Node, String> {
+    fn start(
+        target: &Target,
+        log: &Path,
+        config: Option<&str>,
+        store: Option<&Path>,
+    ) -> Result<Node, String> {
         let port = free_port()?;
         let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut command = Command::new(&target.binary);
+        let mut args: Vec<OsString> = Vec::new();
         if let Some(config) = config {
             let path = log.with_extension("conf");
             std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-            command.arg("-c").arg(path);
+            args.extend(["-c".into(), path.into()]);
         }
-        command
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        // SAFETY: between fork and exec only the async-signal-safe prctl call runs.
-        unsafe {
-            command.pre_exec(|| {
-                prctl(PR_SET_PDEATHSIG, SIGKILL as std::ffi::c_ulong);
-                Ok(())
-            });
+        if let Some(store) = store {
+            args.extend(["-js".into(), "-sd".into(), store.into()]);
         }
-        let child = command
-            .spawn()
+        args.extend(["-a", "127.0.0.1", "-p", &port.to_string()].map(OsString::from));
+        let mut command = Command::new(&target.binary);
+        command.args(&args);
+        let child = spawn(command, stderr)
             .map_err(|e| format!("cannot start {}: {e}", target.binary.display()))?;
         let node = Node {
-            pid: child.id(),
+            pid: AtomicU32::new(child.id()),
             child: Mutex::new(child),
             port,
+            binary: target.binary.clone(),
+            args,
+            keeper: Mutex::new(None),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -223,6 +272,7 @@ impl Node {
         let mut child = self.child();
         let _ = child.kill();
         let _ = child.wait();
+        self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn is_running(&self) -> bool {
@@ -230,7 +280,8 @@ impl Node {
     }
 
     fn proc_file(&self, name: &str) -> String {
-        std::fs::read_to_string(Path::new("/proc").join(self.pid.to_string()).join(name))
+        let pid = self.pid.load(Ordering::Relaxed);
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join(name))
             .unwrap_or_default()
     }
 
@@ -263,6 +314,23 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns `command` with no standard input or output and standard error to `stderr`, to be
+/// SIGKILLed should the load generator die first.
+fn spawn(mut command: Command, stderr: File) -> Result<Child, String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    // SAFETY: between fork and exec only the async-signal-safe prctl call runs.
+    unsafe {
+        command.pre_exec(|| {
+            prctl(PR_SET_PDEATHSIG, SIGKILL as std::ffi::c_ulong);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| e.to_string())
 }
 
 fn free_port() -> Result<u16, String> {
