@@ -376,6 +376,17 @@ impl AccountJs {
         Some((no_ack, serde_json::to_vec(&ack).unwrap_or_default()))
     }
 
+    /// The reply to a publish whose write failed after it was taken (a group commit).
+    pub fn failed_pub_ack(stream: &str, err: ApiError) -> Response {
+        let ack = PubAck {
+            error: Some(err),
+            stream,
+            seq: 0,
+            duplicate: false,
+        };
+        serde_json::to_vec(&ack).unwrap_or_default()
+    }
+
     /// Applies `max_age` at `now` to every stream.
     pub fn expire(&mut self, now: i64) {
         for stream in self.streams.values_mut() {

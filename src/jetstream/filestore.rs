@@ -90,6 +90,10 @@ pub struct FileStore {
     syncing: Option<JoinHandle<()>>,
     /// The compaction in progress.
     compaction: Option<Compaction>,
+    /// Whether records are held in `pending` until [`StreamStore::commit`] (a group commit).
+    deferring: bool,
+    /// Records taken while deferring, not yet written.
+    pending: Vec<u8>,
     #[cfg(test)]
     faults: Faults,
 }
@@ -164,6 +168,8 @@ impl FileStore {
             broken: None,
             syncing: None,
             compaction: None,
+            deferring: false,
+            pending: Vec::new(),
             #[cfg(test)]
             faults: Faults::default(),
         };
@@ -186,22 +192,32 @@ impl FileStore {
         self.len
     }
 
-    /// Appends one record; on failure the log is as it was.
+    /// Appends one record (to `pending` while deferring); on failure the log is as it was.
     fn append(&mut self, body: &[u8]) -> io::Result<()> {
         if let Some(why) = &self.broken {
             return Err(io::Error::other(why.clone()));
         }
-        let record = frame(body);
+        if self.deferring {
+            push_frame(&mut self.pending, body);
+            return Ok(());
+        }
+        self.write_out(&frame(body))?;
+        self.poll_compaction();
+        Ok(())
+    }
+
+    /// Writes whole records with one `write(2)` (then fdatasync with `sync_interval:
+    /// always`); on failure the log is cut back to where it was.
+    fn write_out(&mut self, records: &[u8]) -> io::Result<()> {
         let written = self
-            .write_record(&record)
+            .write_record(records)
             .and_then(|()| match self.sync_always {
                 true => self.log.sync_data(),
                 false => Ok(()),
             });
         match written {
             Ok(()) => {
-                self.len += record.len() as u64;
-                self.poll_compaction();
+                self.len += records.len() as u64;
                 Ok(())
             }
             Err(err) => {
@@ -224,6 +240,27 @@ impl FileStore {
                     self.broken = Some(err.to_string());
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// After a group write failed: the index is read back from the log, which holds none of
+    /// the records taken since the group began.
+    fn reload_index(&mut self) {
+        let mut bytes = vec![0; self.len as usize];
+        match self.log.read_exact_at(&mut bytes, 0) {
+            Ok(()) => {
+                let found = replay(&bytes);
+                self.index = found.index;
+                self.live = found.live;
+            }
+            Err(err) => {
+                tracing::error!(
+                    "Filestore [{}] could not read its log back ({err}): no more writes until \
+                     restarted",
+                    self.name
+                );
+                self.broken = Some(err.to_string());
             }
         }
     }
@@ -255,6 +292,10 @@ impl FileStore {
     /// [`COMPACT_MIN_DEAD`] bytes.
     fn maybe_compact(&mut self) {
         let dead = self.len.saturating_sub(self.live);
+        // While records wait for a group write, the index holds messages the log does not.
+        if self.deferring {
+            return;
+        }
         if self.compaction.is_none() && dead >= COMPACT_MIN_DEAD && dead > self.len / 2 {
             self.start_compaction();
         }
@@ -424,6 +465,33 @@ impl StreamStore for FileStore {
         self.index.num_pending(filter, start)
     }
 
+    fn defer_writes(&mut self) {
+        self.deferring = true;
+    }
+
+    /// Writes the records taken since [`StreamStore::defer_writes`] with one `write(2)`. On
+    /// failure none of them is in the log, and the index is read back from it.
+    fn commit(&mut self) -> io::Result<()> {
+        self.deferring = false;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let written = match &self.broken {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => self.write_out(&pending),
+        };
+        self.pending = pending;
+        self.pending.clear();
+        if let Err(err) = written {
+            self.reload_index();
+            return Err(err);
+        }
+        self.poll_compaction();
+        self.maybe_compact();
+        Ok(())
+    }
+
     /// Starts an fsync of the log on a thread of its own (one at a time), so that the task
     /// storing messages does not wait for the disk; a failure is logged there.
     fn sync(&mut self) -> io::Result<()> {
@@ -551,10 +619,15 @@ fn frame_at(bytes: &[u8], at: usize) -> Frame<'_> {
 /// Frames a record body: its length, the body, its checksum.
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(body.len() + FRAME);
-    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    record.extend_from_slice(body);
-    record.extend_from_slice(&fnv1a64(body).to_le_bytes());
+    push_frame(&mut record, body);
     record
+}
+
+/// Appends a framed record to `out`.
+fn push_frame(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&fnv1a64(body).to_le_bytes());
 }
 
 /// A message record's body; an error when a length does not fit its field.
@@ -924,6 +997,44 @@ mod tests {
         assert_eq!(cut, 0);
         let data: Vec<Bytes> = msgs_of(&s).into_iter().map(|m| m.2).collect();
         assert_eq!(data, ["one", "three"]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_group_is_written_at_commit_and_a_failed_one_leaves_the_store_as_it_was() {
+        let d = dir("group");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        put(&mut s, "a", "one", 1);
+        let len = s.log_len();
+        s.defer_writes();
+        put(&mut s, "a", "two", 2);
+        put(&mut s, "b", "three", 3);
+        assert!(s.remove_msg(1));
+        // Taken (the index has them), not yet in the log.
+        assert_eq!(s.state().messages, 2);
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), len);
+        s.commit().unwrap();
+        let after = (msgs_of(&s), s.state());
+        assert_eq!(s.log_len(), std::fs::metadata(d.join(LOG)).unwrap().len());
+        let s = reopened_the_same(s, &d);
+        assert_eq!(msgs_of(&s), after.0);
+
+        // A group whose write fails part way: none of it is kept, in the log or the index.
+        let mut s = s;
+        let before = (msgs_of(&s), s.state(), s.log_len(), s.live);
+        s.defer_writes();
+        put(&mut s, "a", "lost", 4);
+        assert!(s.remove_msg(2));
+        s.skip_msg(5).unwrap();
+        s.faults.fail_next_write = Some(30);
+        let err = s.commit().unwrap_err();
+        assert!(err.to_string().ends_with("file too large"), "{err}");
+        assert_eq!((msgs_of(&s), s.state(), s.log_len(), s.live), before);
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), before.2);
+        // Writes go on, and the next message takes the sequence the lost one had.
+        assert_eq!(put(&mut s, "c", "four", 6), 4);
+        let s = reopened_the_same(s, &d);
+        assert_eq!(s.load_msg(4).unwrap().data, "four");
         std::fs::remove_dir_all(d).unwrap();
     }
 

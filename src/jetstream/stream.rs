@@ -397,6 +397,25 @@ impl Stream {
         }
     }
 
+    /// Holds the store's writes until [`Stream::commit`] (a group of publishes written at
+    /// once).
+    pub fn defer_writes(&mut self) {
+        self.store.defer_writes();
+    }
+
+    /// Writes what the store held since [`Stream::defer_writes`]. On failure the store is
+    /// back as it was before, and what was derived from the messages lost is read again
+    /// from it when next needed (the duplicate window, the consumers' pending counts).
+    pub fn commit(&mut self) -> Result<(), ApiError> {
+        self.store.commit().map_err(|err| {
+            self.msg_ids_unread = true;
+            for consumer in self.consumers.values_mut() {
+                consumer.forget_pending_count();
+            }
+            store_failed(&err.to_string())
+        })
+    }
+
     /// Syncs the store to disk (file streams).
     pub fn sync(&mut self) -> std::io::Result<()> {
         self.store.sync()
