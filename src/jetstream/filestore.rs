@@ -37,8 +37,10 @@
 //! more than half of it and more than 1 MiB, the log is rewritten: a thread writes the
 //! messages held (and the last sequence) to `msgs.log.new` and fsyncs it, while publishing
 //! carries on into the old log; then what was appended meanwhile is copied over, the new file
-//! is fsynced and renamed onto `msgs.log`, and the directory is fsynced. A process killed at
-//! any point leaves either the old log (and a `msgs.log.new`, removed on open) or the new one.
+//! is fsynced and renamed onto `msgs.log`, and the directory is fsynced (publishing waits for
+//! a compaction that fell 2 MiB behind it, so that the log stays bounded when messages come
+//! faster than the disk syncs). A process killed at any point leaves either the old log (and
+//! a `msgs.log.new`, removed on open) or the new one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -66,6 +68,10 @@ pub const META: &str = "meta.json";
 
 /// Dead records are compacted away once they take more than half of the log and this much.
 pub const COMPACT_MIN_DEAD: u64 = 1 << 20;
+
+/// A compaction is waited for once this much was appended since it started: publishing
+/// faster than the disk syncs the new log would otherwise grow the log without bound.
+pub const COMPACT_MAX_BEHIND: u64 = 2 << 20;
 
 /// A record's length prefix and checksum.
 const FRAME: usize = 4 + 8;
@@ -327,13 +333,12 @@ impl FileStore {
         }
     }
 
-    /// Finishes the compaction in progress if its thread is done.
+    /// Finishes the compaction in progress if its thread is done, or waits for it when it
+    /// fell [`COMPACT_MAX_BEHIND`] behind what is appended.
     fn poll_compaction(&mut self) {
-        if self
-            .compaction
-            .as_ref()
-            .is_some_and(|c| c.writer.is_finished())
-        {
+        if self.compaction.as_ref().is_some_and(|c| {
+            c.writer.is_finished() || self.len.saturating_sub(c.mark) >= COMPACT_MAX_BEHIND
+        }) {
             self.wait_for_compaction();
         }
     }
