@@ -8,25 +8,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectStore};
 use async_nats::jetstream::stream::StorageType;
-use common::jetstream::{call, start_js_server};
-use common::process::{reference_server, Scratch};
+use common::jetstream::{call, start_js_server, transcripts_side_by_side};
+use common::process::Scratch;
 use common::WAIT;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
-
-/// The same scenario's transcript from tern and from nats-server 2.15.1, each with JetStream
-/// in its own directory under a scratch directory named `name`.
-async fn side_by_side<F, Fut>(name: &str, scenario: F) -> (Vec<String>, Vec<String>)
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Vec<String>>,
-{
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new(name);
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    (scenario(tern_addr).await, scenario(ns_addr).await)
-}
 
 fn assert_same(ours: &[String], theirs: &[String]) {
     for (a, b) in ours.iter().zip(theirs) {
@@ -165,7 +151,7 @@ async fn object_store_transcript(addr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn object_store_watch_links_and_seal_side_by_side_with_nats_server() {
-    let (ours, theirs) = side_by_side("js-obj-cmp", |addr| async move {
+    let (ours, theirs) = transcripts_side_by_side("js-obj-cmp", |addr| async move {
         object_store_transcript(&addr).await
     })
     .await;
@@ -249,11 +235,12 @@ async fn seal_transcript(addr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn sealed_streams_side_by_side_with_nats_server() {
-    let (ours, theirs) = side_by_side(
-        "js-seal-cmp",
-        |addr| async move { seal_transcript(&addr).await },
-    )
-    .await;
+    let (ours, theirs) =
+        transcripts_side_by_side(
+            "js-seal-cmp",
+            |addr| async move { seal_transcript(&addr).await },
+        )
+        .await;
     assert_same(&ours, &theirs);
 }
 

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::jetstream::{call, start_js_server};
-use common::process::{json_shape, reference_server, Scratch};
+use common::jetstream::{call, start_js_server, transcripts_side_by_side};
+use common::process::{json_shape, Scratch};
 use common::{Raw, WAIT};
 use serde_json::Value;
 
@@ -280,23 +280,9 @@ async fn push_transcript(addr: &str) -> Vec<String> {
     out
 }
 
-/// The same scenario's transcript from tern and from nats-server 2.15.1, each with JetStream
-/// in its own directory under a scratch directory named `name`.
-async fn side_by_side<F, Fut>(name: &str, scenario: F) -> (Vec<String>, Vec<String>)
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Vec<String>>,
-{
-    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
-    let scratch = Scratch::new(name);
-    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
-    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
-    (scenario(tern_addr).await, scenario(ns_addr).await)
-}
-
 #[tokio::test]
 async fn push_consumers_side_by_side_with_nats_server() {
-    let (ours, theirs) = side_by_side("js-push-shapes", |addr| async move {
+    let (ours, theirs) = transcripts_side_by_side("js-push-shapes", |addr| async move {
         push_transcript(&addr).await
     })
     .await;
@@ -777,7 +763,7 @@ async fn key_value_transcript(addr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn key_value_watchers_side_by_side_with_nats_server() {
-    let (ours, theirs) = side_by_side("js-push-kv-cmp", |addr| async move {
+    let (ours, theirs) = transcripts_side_by_side("js-push-kv-cmp", |addr| async move {
         key_value_transcript(&addr).await
     })
     .await;

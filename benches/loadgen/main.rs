@@ -7,6 +7,7 @@
 //!     [--sweep] [--write 64k,256k] [--sockbuf default,4m] [--sndbuf ..] [--rcvbuf ..]
 //!     [--pubs 1,2] [--cachegrind]
 //! cargo bench --bench loadgen -- --only cluster   # the two-node cluster scenarios
+//! cargo bench --bench loadgen -- --only js --nats-old none   # JetStream (jetstream.rs)
 //! cargo bench --bench loadgen -- --self-test   # the checks catch loss, duplicates, reordering
 //! ```
 //!
@@ -43,6 +44,7 @@
 //! under `bash -c 'ulimit -n 65536; cargo bench --bench loadgen -- --quick'` as root.
 
 mod conn;
+mod jetstream;
 mod relay;
 mod report;
 mod scenarios;
@@ -350,10 +352,15 @@ fn run_once(
     timeout: Duration,
     log: &Path,
 ) -> Run {
+    // A JetStream scenario's store directory, beside the log, empty at start and removed after.
+    let store = scenario.jetstream.then(|| log.with_extension("store"));
+    if let Some(store) = &store {
+        let _ = std::fs::remove_dir_all(store);
+    }
     let started = if scenario.cluster {
         Server::start_cluster(target, log, scenario.config)
     } else {
-        Server::start(target, log, scenario.config)
+        Server::start(target, log, scenario.config, store.as_deref())
     };
     let server = match started {
         Ok(server) => Arc::new(server),
@@ -439,6 +446,9 @@ fn run_once(
         Some(e) => Err(e),
         None => outcome,
     };
+    if let Some(store) = &store {
+        let _ = std::fs::remove_dir_all(store);
+    }
     Run { outcome }
 }
 
@@ -451,7 +461,7 @@ fn idle_instructions(target: &Target, log: &Path) -> f64 {
         return *n;
     }
     let idle_log = log.with_file_name(format!("{}-idle.log", slug(&target.name)));
-    let n = Server::start(target, &idle_log, None)
+    let n = Server::start(target, &idle_log, None, None)
         .ok()
         .and_then(|server| {
             let mut conn = wire::connect(server.port).ok()?;

@@ -33,7 +33,7 @@ pub struct Metric {
     pub better: Better,
 }
 
-fn metric(name: impl Into<String>, value: f64, unit: &'static str, better: Better) -> Metric {
+pub fn metric(name: impl Into<String>, value: f64, unit: &'static str, better: Better) -> Metric {
     Metric {
         name: name.into(),
         value,
@@ -58,7 +58,7 @@ pub struct Scale {
 }
 
 impl Scale {
-    fn pick(self, quick: usize, full: usize) -> usize {
+    pub fn pick(self, quick: usize, full: usize) -> usize {
         if self.quick {
             quick
         } else {
@@ -87,9 +87,11 @@ pub struct Scenario {
     pub cluster: bool,
     /// Also run against the relay (`relay.rs`), the ceiling: a 1:1 scenario.
     pub relay: bool,
+    /// Run with JetStream on (`-js`), on a fresh store directory (`server.store`).
+    pub jetstream: bool,
 }
 
-fn scenario(
+pub fn scenario(
     name: impl Into<String>,
     run: impl Fn(&Server, Scale) -> Outcome + Send + Sync + 'static,
 ) -> Scenario {
@@ -99,6 +101,7 @@ fn scenario(
         config: None,
         cluster: false,
         relay: false,
+        jetstream: false,
     }
 }
 
@@ -255,6 +258,7 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
             })
         });
     }
+    list.extend(crate::jetstream::all(scale));
     list
 }
 
@@ -264,7 +268,7 @@ const WEBSOCKET_CONFIG: &str = r#"websocket { listen: "127.0.0.1:-1", no_tls: tr
 const DISTINCT_QUICK: usize = 100_000;
 const DISTINCT_FULL: usize = 1_000_000;
 
-fn size_name(size: usize) -> String {
+pub fn size_name(size: usize) -> String {
     match size {
         s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MB", s >> 20),
         s if s >= 1024 && s % 1024 == 0 => format!("{} KB", s >> 10),
@@ -272,7 +276,7 @@ fn size_name(size: usize) -> String {
     }
 }
 
-fn io(e: std::io::Error) -> String {
+pub fn io(e: std::io::Error) -> String {
     e.to_string()
 }
 

@@ -5,12 +5,14 @@
 //! panic), and asks the kernel to SIGKILL it should the load generator die first
 //! (`PR_SET_PDEATHSIG`), so no server outlives the generator.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which binary and how to name it in the table.
@@ -50,15 +52,23 @@ pub struct Server {
     pub ws_port: Option<u16>,
     /// The relay rather than a NATS server (see `relay.rs`).
     pub relay: bool,
+    /// JetStream's store directory (`-sd`), when it runs with JetStream.
+    pub store: Option<PathBuf>,
 }
 
 /// One server process.
 struct Node {
     child: Mutex<Child>,
-    pid: u32,
+    pid: AtomicU32,
     port: u16,
     /// Where cachegrind writes its counts, when run under it.
     cachegrind_out: Option<PathBuf>,
+    /// How it was started, for [`Server::kill9_and_restart`].
+    binary: PathBuf,
+    args: Vec<OsString>,
+    /// A restarted process's parent thread (`PR_SET_PDEATHSIG` fires when the thread that
+    /// spawned it exits, not the process), kept until the process is killed.
+    keeper: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 /// Clock ticks per second for /proc/<pid>/stat times (`getconf CLK_TCK` is 100 on Linux).
@@ -89,10 +99,16 @@ pub fn cluster_logs(log: &Path) -> [PathBuf; 2] {
 
 impl Server {
     /// Starts `target` on a free loopback port, with the configuration file `config` if
-    /// given (written beside `log`; the address flags override it), its standard error going
-    /// to `log`, and waits until it accepts connections.
-    pub fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Server, String> {
-        let node = Node::start(target, log, config)?;
+    /// given (written beside `log`; the address flags override it), with JetStream on
+    /// (`-js -sd <store>`) when `store` is given, its standard error going to `log`, and waits
+    /// until it accepts connections.
+    pub fn start(
+        target: &Target,
+        log: &Path,
+        config: Option<&str>,
+        store: Option<&Path>,
+    ) -> Result<Server, String> {
+        let node = Node::start(target, log, config, store)?;
         let ws_port = match config {
             Some(config) if config.contains("websocket") => {
                 let addr = node.logged_address(target, log, WS_LISTENING)?;
@@ -108,7 +124,36 @@ impl Server {
             ws_port,
             nodes: vec![node],
             relay: target.relay,
+            store: store.map(Path::to_path_buf),
         })
+    }
+
+    /// Kills the only process with SIGKILL (`kill -9`) and starts the same binary again with
+    /// the same arguments (port, store directory), its standard error going to `log`; returns
+    /// when the new process was spawned, without waiting for it to accept connections.
+    pub fn kill9_and_restart(&self, log: &Path) -> Result<Instant, String> {
+        let [node] = self.nodes.as_slice() else {
+            return Err("kill -9 and restart of a cluster".into());
+        };
+        node.kill();
+        let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut command = Command::new(&node.binary);
+        command.args(&node.args);
+        let spawned = Instant::now();
+        // Spawned by a thread that lives until the node is killed, not by the scenario's.
+        let (child_tx, child_rx) = mpsc::channel();
+        let (keeper, until_killed) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = child_tx.send(spawn(command, stderr));
+            let _ = until_killed.recv();
+        });
+        let child = child_rx
+            .recv()
+            .map_err(|_| "the restarting thread died".to_string())??;
+        node.pid.store(child.id(), Ordering::Relaxed);
+        *node.child() = child;
+        *node.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
+        Ok(spawned)
     }
 
     /// Starts a cluster of two `target` processes on free loopback ports, node A and then
@@ -128,6 +173,7 @@ impl Server {
             Some(&format!(
                 "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\" }}\n"
             )),
+            None,
         )?;
         let route = a.logged_address(target, &log_a, ROUTE_LISTENING)?;
         let b = Node::start(
@@ -137,12 +183,14 @@ impl Server {
                 "{config}\ncluster {{ name: loadgen, listen: \"127.0.0.1:-1\", \
                  routes: [\"nats-route://{route}\"] }}\n"
             )),
+            None,
         )?;
         let server = Server {
             port: a.port,
             ws_port: None,
             nodes: vec![a, b],
             relay: target.relay,
+            store: None,
         };
         let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
         crate::wire::await_interest(&mut probe, server.port, "loadgen.route.up", START_TIMEOUT)
@@ -175,7 +223,7 @@ impl Server {
         for node in &self.nodes {
             let out = node.cachegrind_out.as_ref()?;
             let _ = Command::new("kill")
-                .args(["-TERM", &node.pid.to_string()])
+                .args(["-TERM", &node.pid.load(Ordering::Relaxed).to_string()])
                 .status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while node.is_running() && Instant::now() < deadline {
@@ -216,10 +264,25 @@ impl Server {
 }
 
 impl Node {
-    fn start(target: &Target, log: &Path, config: Option<&str>) -> Result<Node, String> {
+    fn start(
+        target: &Target,
+        log: &Path,
+        config: Option<&str>,
+        store: Option<&Path>,
+    ) -> Result<Node, String> {
         let port = free_port()?;
         let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let cachegrind_out = target.cachegrind.then(|| log.with_extension("cg"));
+        let mut args: Vec<OsString> = target.args.iter().map(OsString::from).collect();
+        if let Some(config) = config {
+            let path = log.with_extension("conf");
+            std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+            args.extend(["-c".into(), path.into()]);
+        }
+        if let Some(store) = store {
+            args.extend(["-js".into(), "-sd".into(), store.into()]);
+        }
+        args.extend(["-a", "127.0.0.1", "-p", &port.to_string()].map(OsString::from));
         let mut command = match &cachegrind_out {
             Some(out) => {
                 let _ = std::fs::remove_file(out);
@@ -231,32 +294,17 @@ impl Node {
             }
             None => Command::new(&target.binary),
         };
-        command.args(&target.args);
-        if let Some(config) = config {
-            let path = log.with_extension("conf");
-            std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-            command.arg("-c").arg(path);
-        }
-        command
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        // SAFETY: between fork and exec only the async-signal-safe prctl call runs.
-        unsafe {
-            command.pre_exec(|| {
-                prctl(PR_SET_PDEATHSIG, SIGKILL as std::ffi::c_ulong);
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
+        command.args(&args);
+        let child = spawn(command, stderr)
             .map_err(|e| format!("cannot start {}: {e}", target.binary.display()))?;
         let node = Node {
-            pid: child.id(),
+            pid: AtomicU32::new(child.id()),
             child: Mutex::new(child),
             port,
             cachegrind_out,
+            binary: target.binary.clone(),
+            args,
+            keeper: Mutex::new(None),
         };
         let deadline = Instant::now() + START_TIMEOUT * if target.cachegrind { 6 } else { 1 };
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -301,6 +349,7 @@ impl Node {
         let mut child = self.child();
         let _ = child.kill();
         let _ = child.wait();
+        self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn is_running(&self) -> bool {
@@ -308,7 +357,8 @@ impl Node {
     }
 
     fn proc_file(&self, name: &str) -> String {
-        std::fs::read_to_string(Path::new("/proc").join(self.pid.to_string()).join(name))
+        let pid = self.pid.load(Ordering::Relaxed);
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join(name))
             .unwrap_or_default()
     }
 
@@ -341,6 +391,23 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns `command` with no standard input or output and standard error to `stderr`, to be
+/// SIGKILLed should the load generator die first.
+fn spawn(mut command: Command, stderr: File) -> Result<Child, String> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    // SAFETY: between fork and exec only the async-signal-safe prctl call runs.
+    unsafe {
+        command.pre_exec(|| {
+            prctl(PR_SET_PDEATHSIG, SIGKILL as std::ffi::c_ulong);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| e.to_string())
 }
 
 fn free_port() -> Result<u16, String> {

@@ -401,9 +401,11 @@ impl Publisher {
 
 /// One thing the server sent.
 pub enum Frame<'a> {
+    /// A MSG, or an HMSG (`headers` is then its header block, else empty).
     Msg {
         sid: &'a [u8],
         reply: Option<&'a [u8]>,
+        headers: &'a [u8],
         payload: &'a [u8],
     },
     Pong,
@@ -469,8 +471,15 @@ impl Reader {
                 continue;
             };
             let line = trim_line(&window[..=nl]);
-            if let Some(args) = line.strip_prefix(b"MSG ") {
-                let mut tokens = [&b""[..]; 4];
+            // `MSG <subject> <sid> [reply] <size>` or `HMSG <subject> <sid> [reply] <header
+            // size> <total size>`.
+            let (args, skip, fields) = match line {
+                l if l.starts_with(b"MSG ") => (&l[4..], 4, 3),
+                l if l.starts_with(b"HMSG ") => (&l[5..], 5, 4),
+                _ => (&b""[..], 0, 0),
+            };
+            if fields > 0 {
+                let mut tokens = [&b""[..]; 5];
                 let mut n = 0;
                 for token in args.split(|&b| b == b' ' || b == b'\t') {
                     if token.is_empty() {
@@ -482,10 +491,16 @@ impl Reader {
                     tokens[n] = token;
                     n += 1;
                 }
-                if n < 3 {
+                if n < fields || n > fields + 1 {
                     return Err(bad_line(line));
                 }
                 let size = parse_size(tokens[n - 1]).ok_or_else(|| bad_line(line))?;
+                let header_size = match fields {
+                    4 => parse_size(tokens[n - 2])
+                        .filter(|h| *h <= size)
+                        .ok_or_else(|| bad_line(line))?,
+                    _ => 0,
+                };
                 let total = nl + 1 + size + 2;
                 if window.len() < total {
                     self.fill()?;
@@ -498,16 +513,18 @@ impl Reader {
                 let frame = self.start;
                 self.start += total;
                 let window = &self.buf[frame..frame + total];
-                let mut args = window[4..line_len]
+                let mut args = window[skip..line_len]
                     .split(|&b| b == b' ' || b == b'\t')
                     .filter(|a| !a.is_empty());
                 let _subject = args.next();
                 let sid = args.next().unwrap_or_default();
-                let reply = if n == 4 { args.next() } else { None };
-                let payload = &window[head_len..head_len + size];
+                let reply = if n > fields { args.next() } else { None };
+                let headers = &window[head_len..head_len + header_size];
+                let payload = &window[head_len + header_size..head_len + size];
                 return Ok(Frame::Msg {
                     sid,
                     reply,
+                    headers,
                     payload,
                 });
             }

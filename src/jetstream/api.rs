@@ -148,7 +148,7 @@ impl AccountJs {
             let (store, _) = FileStore::open(&stream_dir, sync_always)?;
             let mut stream = Stream::new(meta.config, Box::new(store), meta.created);
             stream.enforce_limits_on_recover(now);
-            stream.rebuild_msg_ids(now);
+            stream.recovered();
             let name = stream.config.name.clone();
             let obs = stream_dir.join(OBS);
             if obs.is_dir() {
@@ -374,6 +374,17 @@ impl AccountJs {
             },
         };
         Some((no_ack, serde_json::to_vec(&ack).unwrap_or_default()))
+    }
+
+    /// The reply to a publish whose write failed after it was taken (a group commit).
+    pub fn failed_pub_ack(stream: &str, err: ApiError) -> Response {
+        let ack = PubAck {
+            error: Some(err),
+            stream,
+            seq: 0,
+            duplicate: false,
+        };
+        serde_json::to_vec(&ack).unwrap_or_default()
     }
 
     /// Applies `max_age` at `now` to every stream.

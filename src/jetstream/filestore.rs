@@ -4,16 +4,21 @@
 //!
 //! `<store_dir>/jetstream/<account>/streams/<stream>/` holds `meta.json` (configuration and
 //! creation time, replaced atomically: written to a temporary file, then renamed) and
-//! `msgs.log`, a sequence of records, little-endian:
+//! `msgs.log`: the 8 bytes [`MAGIC`] (format version 2), then a sequence of records,
+//! little-endian:
 //!
 //! ```text
-//! body_len u32 | body | fnv1a64(body) u64
+//! body_len u32 | body | crc32(body) u32                (CRC-32/ISO-HDLC, as zlib's crc32)
 //! body = 1 u8 | seq u64 | ts i64 | subj_len u16 | subj | hdr_len u32 | hdr | data   (message)
 //!      | 2 u8 | seq u64                                                          (removal)
 //!      | 3 u8 | last_seq u64                        (purge: every message up to last_seq)
 //!      | 4 u8 | seq u64 | ts i64          (the last sequence given: one a message did not take,
 //!                                         interest retention; or the last one, after compaction)
 //! ```
+//!
+//! A log without the header is in format 1, the first one: the same records, each closed
+//! by the FNV-1a 64-bit hash of its body (8 bytes) instead. It is read as such, then
+//! rewritten in the current format when opened (as a compaction does).
 //!
 //! Durability. A message's record is `write(2)`-n before `store_msg` returns, so the PubAck
 //! follows it and a killed process loses no acknowledged message; with `sync_interval:
@@ -37,8 +42,10 @@
 //! more than half of it and more than 1 MiB, the log is rewritten: a thread writes the
 //! messages held (and the last sequence) to `msgs.log.new` and fsyncs it, while publishing
 //! carries on into the old log; then what was appended meanwhile is copied over, the new file
-//! is fsynced and renamed onto `msgs.log`, and the directory is fsynced. A process killed at
-//! any point leaves either the old log (and a `msgs.log.new`, removed on open) or the new one.
+//! is fsynced and renamed onto `msgs.log`, and the directory is fsynced (publishing waits for
+//! a compaction that fell 2 MiB behind it, so that the log stays bounded when messages come
+//! faster than the disk syncs). A process killed at any point leaves either the old log (and
+//! a `msgs.log.new`, removed on open) or the new one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -67,8 +74,39 @@ pub const META: &str = "meta.json";
 /// Dead records are compacted away once they take more than half of the log and this much.
 pub const COMPACT_MIN_DEAD: u64 = 1 << 20;
 
-/// A record's length prefix and checksum.
-const FRAME: usize = 4 + 8;
+/// A compaction is waited for once this much was appended since it started: publishing
+/// faster than the disk syncs the new log would otherwise grow the log without bound.
+pub const COMPACT_MAX_BEHIND: u64 = 2 << 20;
+
+/// The first bytes of a log in the current format: format 2.
+pub const MAGIC: [u8; 8] = *b"TRNLOG\x00\x02";
+
+/// How a log's records are closed: by which checksum (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The first format: no header, FNV-1a 64 bits.
+    V1,
+    /// [`MAGIC`], then records closed by their CRC-32.
+    V2,
+}
+
+impl Format {
+    /// The bytes of a record's length prefix and checksum.
+    fn frame(self) -> usize {
+        match self {
+            Format::V1 => 4 + 8,
+            Format::V2 => 4 + 4,
+        }
+    }
+
+    /// Whether `sum` (the bytes closing a record) is `body`'s checksum.
+    fn verifies(self, body: &[u8], sum: &[u8]) -> bool {
+        match self {
+            Format::V1 => sum == fnv1a64(body).to_le_bytes(),
+            Format::V2 => sum == crc32fast::hash(body).to_le_bytes(),
+        }
+    }
+}
 
 /// Messages in an append-only file, indexed in memory.
 #[derive(Debug)]
@@ -80,6 +118,8 @@ pub struct FileStore {
     /// The stream's name (its directory's), for log lines.
     name: String,
     sync_always: bool,
+    /// The log's format: [`Format::V2`] unless an old log could not be rewritten.
+    format: Format,
     /// Bytes in the log.
     len: u64,
     /// Bytes of the records of the messages held; the rest of the log is dead.
@@ -90,6 +130,10 @@ pub struct FileStore {
     syncing: Option<JoinHandle<()>>,
     /// The compaction in progress.
     compaction: Option<Compaction>,
+    /// Whether records are held in `pending` until [`StreamStore::commit`] (a group commit).
+    deferring: bool,
+    /// Records taken while deferring, not yet written.
+    pending: Vec<u8>,
     #[cfg(test)]
     faults: Faults,
 }
@@ -115,6 +159,8 @@ pub struct Replay {
     pub lost: u64,
     /// Bytes of the records of the messages held.
     pub live: u64,
+    /// The log's format.
+    pub format: Format,
 }
 
 impl FileStore {
@@ -140,7 +186,7 @@ impl FileStore {
             .open(&path)?;
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes)?;
-        let found = replay(&bytes);
+        let mut found = replay(&bytes);
         let cut = (bytes.len() - found.good) as u64;
         drop(bytes);
         if cut > 0 {
@@ -152,6 +198,13 @@ impl FileStore {
                 found.index.state().last_seq
             );
         }
+        // Nothing in it (new, or cut to nothing): a log in the current format.
+        let upgrade = found.format == Format::V1 && found.good > 0;
+        if found.good == 0 {
+            log.write_all(&MAGIC)?;
+            found.good = MAGIC.len();
+            found.format = Format::V2;
+        }
         let mut store = FileStore {
             index: found.index,
             log,
@@ -159,11 +212,14 @@ impl FileStore {
             path,
             name,
             sync_always,
+            format: found.format,
             len: found.good as u64,
             live: found.live,
             broken: None,
             syncing: None,
             compaction: None,
+            deferring: false,
+            pending: Vec::new(),
             #[cfg(test)]
             faults: Faults::default(),
         };
@@ -177,6 +233,11 @@ impl FileStore {
             // Rewritten without them, so that they are not met again.
             store.start_compaction();
             store.wait_for_compaction();
+        } else if upgrade {
+            // A log of the first format is rewritten in the current one.
+            store.start_compaction();
+            store.wait_for_compaction();
+            tracing::debug!("Filestore [{}] rewrote its log in format 2", store.name);
         }
         Ok((store, cut))
     }
@@ -186,22 +247,32 @@ impl FileStore {
         self.len
     }
 
-    /// Appends one record; on failure the log is as it was.
+    /// Appends one record (to `pending` while deferring); on failure the log is as it was.
     fn append(&mut self, body: &[u8]) -> io::Result<()> {
         if let Some(why) = &self.broken {
             return Err(io::Error::other(why.clone()));
         }
-        let record = frame(body);
+        if self.deferring {
+            push_frame(&mut self.pending, body, self.format);
+            return Ok(());
+        }
+        self.write_out(&frame(body, self.format))?;
+        self.poll_compaction();
+        Ok(())
+    }
+
+    /// Writes whole records with one `write(2)` (then fdatasync with `sync_interval:
+    /// always`); on failure the log is cut back to where it was.
+    fn write_out(&mut self, records: &[u8]) -> io::Result<()> {
         let written = self
-            .write_record(&record)
+            .write_record(records)
             .and_then(|()| match self.sync_always {
                 true => self.log.sync_data(),
                 false => Ok(()),
             });
         match written {
             Ok(()) => {
-                self.len += record.len() as u64;
-                self.poll_compaction();
+                self.len += records.len() as u64;
                 Ok(())
             }
             Err(err) => {
@@ -224,6 +295,27 @@ impl FileStore {
                     self.broken = Some(err.to_string());
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// After a group write failed: the index is read back from the log, which holds none of
+    /// the records taken since the group began.
+    fn reload_index(&mut self) {
+        let mut bytes = vec![0; self.len as usize];
+        match self.log.read_exact_at(&mut bytes, 0) {
+            Ok(()) => {
+                let found = replay(&bytes);
+                self.index = found.index;
+                self.live = found.live;
+            }
+            Err(err) => {
+                tracing::error!(
+                    "Filestore [{}] could not read its log back ({err}): no more writes until \
+                     restarted",
+                    self.name
+                );
+                self.broken = Some(err.to_string());
             }
         }
     }
@@ -255,6 +347,10 @@ impl FileStore {
     /// [`COMPACT_MIN_DEAD`] bytes.
     fn maybe_compact(&mut self) {
         let dead = self.len.saturating_sub(self.live);
+        // While records wait for a group write, the index holds messages the log does not.
+        if self.deferring {
+            return;
+        }
         if self.compaction.is_none() && dead >= COMPACT_MIN_DEAD && dead > self.len / 2 {
             self.start_compaction();
         }
@@ -286,13 +382,12 @@ impl FileStore {
         }
     }
 
-    /// Finishes the compaction in progress if its thread is done.
+    /// Finishes the compaction in progress if its thread is done, or waits for it when it
+    /// fell [`COMPACT_MAX_BEHIND`] behind what is appended.
     fn poll_compaction(&mut self) {
-        if self
-            .compaction
-            .as_ref()
-            .is_some_and(|c| c.writer.is_finished())
-        {
+        if self.compaction.as_ref().is_some_and(|c| {
+            c.writer.is_finished() || self.len.saturating_sub(c.mark) >= COMPACT_MAX_BEHIND
+        }) {
             self.wait_for_compaction();
         }
     }
@@ -319,6 +414,9 @@ impl FileStore {
         let mut new = OpenOptions::new().read(true).append(true).open(&tmp)?;
         let mut tail = vec![0; (self.len - compaction.mark) as usize];
         self.log.read_exact_at(&mut tail, compaction.mark)?;
+        if self.format != Format::V2 {
+            tail = reframe(&tail, self.format);
+        }
         new.write_all(&tail)?;
         new.sync_all()?;
         #[cfg(test)]
@@ -330,6 +428,10 @@ impl FileStore {
         let before = self.len;
         self.len = new.metadata()?.len();
         self.log = new;
+        if self.format != Format::V2 {
+            self.format = Format::V2;
+            self.live = live_bytes(&self.index, Format::V2);
+        }
         tracing::debug!(
             "Filestore [{}] compacted its log from {before} to {} bytes",
             self.name,
@@ -355,7 +457,7 @@ impl StreamStore for FileStore {
         let seq = self.index.state().last_seq + 1;
         let body = msg_body(seq, ts, subject, &header, &data)?;
         self.append(&body)?;
-        self.live += (body.len() + FRAME) as u64;
+        self.live += (body.len() + self.format.frame()) as u64;
         self.index.store_msg(subject, header, data, ts)
     }
 
@@ -389,7 +491,7 @@ impl StreamStore for FileStore {
             return false;
         };
         self.index.remove_msg(seq);
-        self.live = self.live.saturating_sub(record_size(&msg));
+        self.live = self.live.saturating_sub(record_size(&msg, self.format));
         let mut body = vec![REMOVE];
         body.extend_from_slice(&seq.to_le_bytes());
         self.append_or_log(&body);
@@ -424,6 +526,33 @@ impl StreamStore for FileStore {
         self.index.num_pending(filter, start)
     }
 
+    fn defer_writes(&mut self) {
+        self.deferring = true;
+    }
+
+    /// Writes the records taken since [`StreamStore::defer_writes`] with one `write(2)`. On
+    /// failure none of them is in the log, and the index is read back from it.
+    fn commit(&mut self) -> io::Result<()> {
+        self.deferring = false;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let written = match &self.broken {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => self.write_out(&pending),
+        };
+        self.pending = pending;
+        self.pending.clear();
+        if let Err(err) = written {
+            self.reload_index();
+            return Err(err);
+        }
+        self.poll_compaction();
+        self.maybe_compact();
+        Ok(())
+    }
+
     /// Starts an fsync of the log on a thread of its own (one at a time), so that the task
     /// storing messages does not wait for the disk; a failure is logged there.
     fn sync(&mut self) -> io::Result<()> {
@@ -454,17 +583,21 @@ impl StreamStore for FileStore {
 /// Replays a log: applies every record it can read to a new index (see the module's
 /// documentation for what is cut and what is skipped). Pure, so that it can be fuzzed.
 pub fn replay(bytes: &[u8]) -> Replay {
+    let (format, mut at) = match bytes.starts_with(&MAGIC) {
+        true => (Format::V2, MAGIC.len()),
+        false => (Format::V1, 0),
+    };
     let mut found = Replay {
         index: MemoryStore::with_file_sizes(),
         good: 0,
         skipped: 0,
         lost: 0,
         live: 0,
+        format,
     };
-    let mut at = 0;
     let mut after_corrupt = false;
     while at < bytes.len() {
-        match frame_at(bytes, at) {
+        match frame_at(bytes, at, format) {
             Frame::Whole(body, next) => {
                 match apply(body, &mut found.index) {
                     Some(gap) => {
@@ -477,7 +610,7 @@ pub fn replay(bytes: &[u8]) -> Replay {
                 after_corrupt = false;
                 at = next;
             }
-            Frame::Corrupt(next) if matches!(frame_at(bytes, next), Frame::Whole(..)) => {
+            Frame::Corrupt(next) if matches!(frame_at(bytes, next, format), Frame::Whole(..)) => {
                 found.skipped += 1;
                 after_corrupt = true;
                 at = next;
@@ -486,8 +619,24 @@ pub fn replay(bytes: &[u8]) -> Replay {
         }
     }
     found.good = at;
-    found.live = all_msgs(&found.index).iter().map(record_size).sum();
+    found.live = live_bytes(&found.index, format);
     found
+}
+
+/// Bytes the records of the messages held take in a log of `format`.
+fn live_bytes(index: &MemoryStore, format: Format) -> u64 {
+    all_msgs(index).iter().map(|m| record_size(m, format)).sum()
+}
+
+/// The records of a log of `format` (whole ones, as written), framed as the current format.
+fn reframe(records: &[u8], format: Format) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut at = 0;
+    while let Frame::Whole(body, next) = frame_at(records, at, format) {
+        push_frame(&mut out, body, Format::V2);
+        at = next;
+    }
+    out
 }
 
 /// Writes a log holding `msgs` and remembering `last_seq` (given at `last_ts`): what a
@@ -498,14 +647,15 @@ pub fn write_snapshot(
     last_seq: u64,
     last_ts: i64,
 ) -> io::Result<()> {
+    out.write_all(&MAGIC)?;
     for msg in msgs {
         let body = msg_body(msg.seq, msg.ts, &msg.subject, &msg.header, &msg.data)?;
-        out.write_all(&frame(&body))?;
+        out.write_all(&frame(&body, Format::V2))?;
     }
     let mut body = vec![SEQ];
     body.extend_from_slice(&last_seq.to_le_bytes());
     body.extend_from_slice(&last_ts.to_le_bytes());
-    out.write_all(&frame(&body))?;
+    out.write_all(&frame(&body, Format::V2))?;
     out.flush()
 }
 
@@ -530,31 +680,37 @@ enum Frame<'a> {
     Torn,
 }
 
-fn frame_at(bytes: &[u8], at: usize) -> Frame<'_> {
+fn frame_at(bytes: &[u8], at: usize, format: Format) -> Frame<'_> {
     let Some(len) = bytes.get(at..at.saturating_add(4)) else {
         return Frame::Torn;
     };
     let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let end = at.saturating_add(FRAME).saturating_add(len);
+    let end = at.saturating_add(format.frame()).saturating_add(len);
     if end > bytes.len() {
         return Frame::Torn;
     }
     let body = &bytes[at + 4..at + 4 + len];
-    let mut sum = [0; 8];
-    sum.copy_from_slice(&bytes[end - 8..end]);
-    match fnv1a64(body) == u64::from_le_bytes(sum) {
+    match format.verifies(body, &bytes[at + 4 + len..end]) {
         true => Frame::Whole(body, end),
         false => Frame::Corrupt(end),
     }
 }
 
 /// Frames a record body: its length, the body, its checksum.
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(body.len() + FRAME);
-    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    record.extend_from_slice(body);
-    record.extend_from_slice(&fnv1a64(body).to_le_bytes());
+fn frame(body: &[u8], format: Format) -> Vec<u8> {
+    let mut record = Vec::with_capacity(body.len() + format.frame());
+    push_frame(&mut record, body, format);
     record
+}
+
+/// Appends a framed record to `out`.
+fn push_frame(out: &mut Vec<u8>, body: &[u8], format: Format) {
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    match format {
+        Format::V1 => out.extend_from_slice(&fnv1a64(body).to_le_bytes()),
+        Format::V2 => out.extend_from_slice(&crc32fast::hash(body).to_le_bytes()),
+    }
 }
 
 /// A message record's body; an error when a length does not fit its field.
@@ -575,8 +731,8 @@ fn msg_body(seq: u64, ts: i64, subject: &str, header: &[u8], data: &[u8]) -> io:
 }
 
 /// The bytes a message's record takes in the log.
-fn record_size(msg: &StoredMsg) -> u64 {
-    (FRAME + 23 + msg.subject.len() + msg.header.len() + msg.data.len()) as u64
+fn record_size(msg: &StoredMsg, format: Format) -> u64 {
+    (format.frame() + 23 + msg.subject.len() + msg.header.len() + msg.data.len()) as u64
 }
 
 /// Applies one whole record; `None` when it makes no sense (it is then skipped), else how
@@ -637,7 +793,7 @@ fn apply(body: &[u8], index: &mut MemoryStore) -> Option<u64> {
     }
 }
 
-/// FNV-1a, 64 bits: enough to tell a torn or garbled record from a whole one.
+/// FNV-1a, 64 bits: the first format's checksum.
 fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -767,8 +923,8 @@ mod tests {
         let len = std::fs::metadata(&log).unwrap().len();
         // Every cut through the second record loses it and only it.
         let whole = std::fs::read(&log).unwrap();
-        // The two records are the same size.
-        let first_len = whole.len() / 2;
+        // The two records, after the header, are the same size.
+        let first_len = MAGIC.len() + (whole.len() - MAGIC.len()) / 2;
         for keep in first_len as u64..len {
             std::fs::write(&log, &whole[..keep as usize]).unwrap();
             let (mut s, cut) = FileStore::open(&d, false).unwrap();
@@ -796,9 +952,10 @@ mod tests {
 
     /// The offset of each record in a log.
     fn offsets(log: &[u8]) -> Vec<usize> {
-        let mut at = 0;
+        assert!(log.starts_with(&MAGIC));
+        let mut at = MAGIC.len();
         let mut out = Vec::new();
-        while let Frame::Whole(_, next) = frame_at(log, at) {
+        while let Frame::Whole(_, next) = frame_at(log, at, Format::V2) {
             out.push(at);
             at = next;
         }
@@ -823,8 +980,13 @@ mod tests {
             std::fs::write(d.join(LOG), &whole[..keep]).unwrap();
             let (s, cut) = FileStore::open(&d, false).unwrap();
             let records = ends.iter().filter(|&&end| end <= keep).count();
-            let good = records.checked_sub(1).map_or(0, |i| ends[i]);
-            assert_eq!(cut as usize, keep - good, "kept {keep}");
+            let good = records.checked_sub(1).map_or(MAGIC.len(), |i| ends[i]);
+            // A torn header is cut off and written again.
+            let torn = match keep < MAGIC.len() {
+                true => keep,
+                false => keep - good,
+            };
+            assert_eq!(cut as usize, torn, "kept {keep}");
             assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), good as u64);
             // Records 0..20 are messages 1..=20; record 20 removes message 4.
             let msgs = records.min(20) as u64;
@@ -846,7 +1008,7 @@ mod tests {
         let mut log = std::fs::read(d.join(LOG)).unwrap();
         let starts = offsets(&log);
         // A byte of message 3's payload flips: its checksum fails, its length is intact.
-        log[starts[3] - 9] ^= 0x55;
+        log[starts[3] - 5] ^= 0x55;
         std::fs::write(d.join(LOG), &log).unwrap();
         let (mut s, cut) = FileStore::open(&d, false).unwrap();
         assert_eq!(cut, 0);
@@ -927,6 +1089,108 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    #[test]
+    fn a_group_is_written_at_commit_and_a_failed_one_leaves_the_store_as_it_was() {
+        let d = dir("group");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        put(&mut s, "a", "one", 1);
+        let len = s.log_len();
+        s.defer_writes();
+        put(&mut s, "a", "two", 2);
+        put(&mut s, "b", "three", 3);
+        assert!(s.remove_msg(1));
+        // Taken (the index has them), not yet in the log.
+        assert_eq!(s.state().messages, 2);
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), len);
+        s.commit().unwrap();
+        let after = (msgs_of(&s), s.state());
+        assert_eq!(s.log_len(), std::fs::metadata(d.join(LOG)).unwrap().len());
+        let s = reopened_the_same(s, &d);
+        assert_eq!(msgs_of(&s), after.0);
+
+        // A group whose write fails part way: none of it is kept, in the log or the index.
+        let mut s = s;
+        let before = (msgs_of(&s), s.state(), s.log_len(), s.live);
+        s.defer_writes();
+        put(&mut s, "a", "lost", 4);
+        assert!(s.remove_msg(2));
+        s.skip_msg(5).unwrap();
+        s.faults.fail_next_write = Some(30);
+        let err = s.commit().unwrap_err();
+        assert!(err.to_string().ends_with("file too large"), "{err}");
+        assert_eq!((msgs_of(&s), s.state(), s.log_len(), s.live), before);
+        assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), before.2);
+        // Writes go on, and the next message takes the sequence the lost one had.
+        assert_eq!(put(&mut s, "c", "four", 6), 4);
+        let s = reopened_the_same(s, &d);
+        assert_eq!(s.load_msg(4).unwrap().data, "four");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// A record of the first format, framed by hand: length, body, FNV-1a 64 of the body.
+    fn v1_record(body: &[u8]) -> Vec<u8> {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in body {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(body);
+        out.extend_from_slice(&hash.to_le_bytes());
+        out
+    }
+
+    fn v1_msg(seq: u64, ts: i64, subject: &str, header: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut body = vec![MSG];
+        body.extend_from_slice(&seq.to_le_bytes());
+        body.extend_from_slice(&ts.to_le_bytes());
+        body.extend_from_slice(&(subject.len() as u16).to_le_bytes());
+        body.extend_from_slice(subject.as_bytes());
+        body.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        body.extend_from_slice(header);
+        body.extend_from_slice(data);
+        v1_record(&body)
+    }
+
+    #[test]
+    fn a_log_of_the_first_format_recovers_and_is_rewritten_in_the_current_one() {
+        let d = dir("format-1");
+        std::fs::create_dir_all(&d).unwrap();
+        let hdr = b"NATS/1.0\r\nX: 1\r\n\r\n";
+        let mut log = Vec::new();
+        log.extend(v1_msg(1, 10, "a.one", b"", b"first"));
+        log.extend(v1_msg(2, 20, "a.two", hdr, &[0, 255, 7]));
+        log.extend(v1_msg(3, 30, "b", b"", b""));
+        let mut remove = vec![REMOVE];
+        remove.extend_from_slice(&1u64.to_le_bytes());
+        log.extend(v1_record(&remove));
+        let mut skip = vec![SEQ];
+        skip.extend_from_slice(&4u64.to_le_bytes());
+        skip.extend_from_slice(&40i64.to_le_bytes());
+        log.extend(v1_record(&skip));
+        std::fs::write(d.join(LOG), &log).unwrap();
+
+        let (mut s, cut) = FileStore::open(&d, false).unwrap();
+        assert_eq!(cut, 0);
+        let state = s.state();
+        assert_eq!((state.messages, state.first_seq, state.last_seq), (2, 2, 4));
+        assert_eq!(state.last_ts, 40);
+        let two = s.load_msg(2).unwrap();
+        assert_eq!((two.subject.as_str(), two.ts), ("a.two", 20));
+        assert_eq!(
+            (&two.header[..], &two.data[..]),
+            (&hdr[..], &[0u8, 255, 7][..])
+        );
+        assert_eq!(s.load_msg(3).unwrap().data, "");
+        // Rewritten in format 2 on open: what follows is appended in it.
+        assert!(std::fs::read(d.join(LOG)).unwrap().starts_with(&MAGIC));
+        assert_eq!(s.format, Format::V2);
+        assert_eq!(put(&mut s, "c", "next", 50), 5);
+        let s = reopened_the_same(s, &d);
+        assert_eq!(s.load_msg(5).unwrap().data, "next");
+        assert_eq!(s.log_len(), std::fs::metadata(d.join(LOG)).unwrap().len());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
     /// Fills a store until its removals call for a compaction, keeping every tenth message.
     fn churn(s: &mut FileStore) {
         let payload = Bytes::from(vec![b'p'; 1000]);
@@ -987,11 +1251,27 @@ mod tests {
                 break;
             }
         }
-        // Each removal makes a 1036-byte record dead and adds a 21-byte one: past half the
-        // log after 990, past 1 MiB (1,048,576 bytes) after 993.
-        assert_eq!(started, Some(993));
+        // After the 8-byte header, each removal makes a 1032-byte record dead and adds a
+        // 17-byte one: past half the log after 992, past 1 MiB (1,048,576 bytes) after 1000.
+        assert_eq!(started, Some(1000));
         s.wait_for_compaction();
         reopened_the_same(s, &d);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_reopened_store_compacts_too() {
+        let d = dir("compact-reopened");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        churn(&mut s);
+        s.wait_for_compaction();
+        drop(s);
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        for _ in 0..4 {
+            churn(&mut s);
+        }
+        s.wait_for_compaction();
+        assert!(s.log_len() < 4 << 20, "{}", s.log_len());
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -1006,8 +1286,8 @@ mod tests {
         s.remove_msg(2500);
         s.start_compaction();
         s.wait_for_compaction();
-        // Only the messages held are left, and the record of the last sequence (12 + 17).
-        assert_eq!(s.log_len(), s.live + 29);
+        // Only the header, the messages held and the record of the last sequence (8 + 17).
+        assert_eq!(s.log_len(), MAGIC.len() as u64 + s.live + 25);
         assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), s.log_len());
         let bytes_per_msg = s.log_len() / s.state().messages;
         eprintln!("disk bytes per 1000-byte message after compaction: {bytes_per_msg}");
@@ -1099,6 +1379,6 @@ mod tests {
         assert_eq!((back.good, back.skipped), (bytes.len(), 0));
         assert_eq!(back.index.state(), state);
         assert_eq!(all_msgs(&back.index), all_msgs(&index));
-        assert_eq!(back.live, bytes.len() as u64 - 29);
+        assert_eq!(back.live, bytes.len() as u64 - 33);
     }
 }

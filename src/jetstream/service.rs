@@ -225,6 +225,17 @@ pub struct Service {
     /// The monitor's requests for each account's detail (`/jsz`).
     jsz: UnboundedReceiver<JszQuery>,
     accounts: BTreeMap<Arc<str>, Enabled>,
+    /// The replies to publishes taken since the last group commit ([`Service::commit`]).
+    held_acks: Vec<HeldAck>,
+}
+
+/// A publish's reply held until its stream's records are written.
+struct HeldAck {
+    account: Arc<str>,
+    stream: Arc<str>,
+    /// Where the reply goes; none when nobody is to hear of it.
+    reply: Option<Bytes>,
+    ack: super::api::Response,
 }
 
 /// Subscribes `$JS.API.>` in every account but the system account (so that requests are
@@ -255,6 +266,7 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
         rx,
         jsz,
         accounts: BTreeMap::new(),
+        held_acks: Vec::new(),
     };
     service.sync_accounts()?;
     service.report_stats();
@@ -282,13 +294,14 @@ impl Service {
                 }
                 input = self.rx.recv() => match input {
                     Some(input) => {
-                        self.handle(input);
+                        self.take(input);
                         for _ in 1..BATCH {
                             match self.rx.try_recv() {
-                                Ok(input) => self.handle(input),
+                                Ok(input) => self.take(input),
                                 Err(_) => break,
                             }
                         }
+                        self.commit();
                         self.offer_stored();
                         self.publish_advisories();
                         self.report_stats();
@@ -443,6 +456,58 @@ impl Service {
             .collect()
     }
 
+    /// Handles one input of a batch. Publishes are group-committed: their records are
+    /// written together when the batch ends or when anything else comes (which may read or
+    /// answer about what they stored), and only then acknowledged.
+    fn take(&mut self, input: Input) {
+        if !matches!(input, Input::Publish { .. }) {
+            self.commit();
+        }
+        self.handle(input);
+    }
+
+    /// Writes the records of the publishes taken since the last call, one `write(2)` per
+    /// stream, then sends their replies: each PubAck once its message is in the log, or
+    /// JetStream's store failure when the write failed (none of the group is then kept).
+    fn commit(&mut self) {
+        if self.held_acks.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held_acks);
+        let mut committed: Vec<(&str, &str, Option<super::errors::ApiError>)> = Vec::new();
+        for ack in &held {
+            if committed
+                .iter()
+                .any(|(a, s, _)| *a == &*ack.account && *s == &*ack.stream)
+            {
+                continue;
+            }
+            let failed = self
+                .accounts
+                .get_mut(&ack.account)
+                .and_then(|enabled| enabled.js.streams.get_mut(&*ack.stream))
+                .and_then(|stream| stream.commit().err());
+            committed.push((&ack.account, &ack.stream, failed));
+        }
+        for ack in &held {
+            let (Some(reply), Some(enabled)) = (&ack.reply, self.accounts.get(&ack.account)) else {
+                continue;
+            };
+            let failed = committed
+                .iter()
+                .find(|(a, s, _)| *a == &*ack.account && *s == &*ack.stream)
+                .and_then(|(_, _, failed)| failed.clone());
+            match failed {
+                Some(err) => send(
+                    &enabled.account,
+                    reply,
+                    &AccountJs::failed_pub_ack(&ack.stream, err),
+                ),
+                None => send(&enabled.account, reply, &ack.ack),
+            }
+        }
+    }
+
     fn handle(&mut self, input: Input) {
         match input {
             Input::Api {
@@ -512,17 +577,24 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
+                if let Some(s) = enabled.js.streams.get_mut(&*stream) {
+                    s.defer_writes();
+                }
                 let Some((no_ack, ack)) =
                     enabled.js.publish(&stream, &subject, header, data, now())
                 else {
                     return;
                 };
-                if let (Some(reply), false) = (reply, no_ack) {
-                    send(&enabled.account, &reply, &ack);
-                }
-                // Waiting pull requests and push consumers may take the new message, once
-                // the batch it came in is stored (`offer_stored`).
                 enabled.stored = true;
+                // Sent once the group is written ([`Service::commit`]).
+                self.held_acks.push(HeldAck {
+                    account,
+                    stream,
+                    reply: reply.filter(|_| !no_ack),
+                    ack,
+                });
+                // Waiting pull requests and push consumers may take the new message (set
+                // above), once the batch it came in is stored (`offer_stored`).
             }
             Input::Next {
                 account,

@@ -74,6 +74,17 @@ pub trait StreamStore: Send {
     fn load_next_msg(&self, filter: &str, start: u64) -> Option<StoredMsg>;
     /// How many messages at or after `start` match `filter`.
     fn num_pending(&self, filter: &str, start: u64) -> u64;
+    /// Holds the records of what is stored or removed from now on until [`commit`], which
+    /// writes them together (a group commit); nothing to do in memory.
+    ///
+    /// [`commit`]: StreamStore::commit
+    fn defer_writes(&mut self) {}
+    /// Writes what was held since [`StreamStore::defer_writes`] (with `write(2)`, so that
+    /// it survives the process). On failure none of it is kept: the store is as it was
+    /// before `defer_writes`.
+    fn commit(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Makes what was written durable (fsync); nothing to do in memory.
     fn sync(&mut self) -> std::io::Result<()> {
         Ok(())

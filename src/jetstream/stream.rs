@@ -327,6 +327,9 @@ pub struct Stream {
     /// The `Nats-Msg-Id` of the last message stored, empty when it had none
     /// (`Nats-Expected-Last-Msg-Id` compares with it).
     last_msg_id: String,
+    /// The three above are still to be read from the store (a recovered stream: as
+    /// nats-server, they are rebuilt when a publish first needs them, not at start).
+    msg_ids_unread: bool,
     /// Its consumers by name.
     pub consumers: BTreeMap<String, Consumer>,
 }
@@ -350,6 +353,7 @@ impl Stream {
             msg_ids: HashMap::new(),
             msg_id_times: VecDeque::new(),
             last_msg_id: String::new(),
+            msg_ids_unread: false,
             consumers: BTreeMap::new(),
         }
     }
@@ -364,9 +368,18 @@ impl Stream {
         self.store.as_ref()
     }
 
+    /// A stream recovered from its store: the duplicate window and the last message id are
+    /// read from the store when a publish first asks for them.
+    pub fn recovered(&mut self) {
+        self.msg_ids_unread = true;
+    }
+
     /// After recovery: the `Nats-Msg-Id`s of messages still within the duplicate window at
     /// `now`, and the last message's id, as nats-server's `rebuildDedupe`.
-    pub fn rebuild_msg_ids(&mut self, now: i64) {
+    fn rebuild_msg_ids(&mut self, now: i64) {
+        self.msg_ids.clear();
+        self.msg_id_times.clear();
+        self.last_msg_id.clear();
         let state = self.store.state();
         let mut seq = state.first_seq;
         while let Some(msg) = self.store.load_next_msg(">", seq) {
@@ -382,6 +395,25 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// Holds the store's writes until [`Stream::commit`] (a group of publishes written at
+    /// once).
+    pub fn defer_writes(&mut self) {
+        self.store.defer_writes();
+    }
+
+    /// Writes what the store held since [`Stream::defer_writes`]. On failure the store is
+    /// back as it was before, and what was derived from the messages lost is read again
+    /// from it when next needed (the duplicate window, the consumers' pending counts).
+    pub fn commit(&mut self) -> Result<(), ApiError> {
+        self.store.commit().map_err(|err| {
+            self.msg_ids_unread = true;
+            for consumer in self.consumers.values_mut() {
+                consumer.forget_pending_count();
+            }
+            store_failed(&err.to_string())
+        })
     }
 
     /// Syncs the store to disk (file streams).
@@ -603,12 +635,17 @@ impl Stream {
             }
         }
         let msg_id = value("Nats-Msg-Id").filter(|id| !id.is_empty());
+        let expected_last_id = value("Nats-Expected-Last-Msg-Id");
+        if self.msg_ids_unread && (msg_id.is_some() || expected_last_id.is_some()) {
+            self.msg_ids_unread = false;
+            self.rebuild_msg_ids(now);
+        }
         if let Some(id) = &msg_id {
             if let Some(seq) = self.msg_ids.get(id.as_str()) {
                 return Ok(PubOutcome::Duplicate(*seq));
             }
         }
-        if let Some(expected) = value("Nats-Expected-Last-Msg-Id") {
+        if let Some(expected) = expected_last_id {
             let last = self.last_msg_id.as_str();
             if expected != last {
                 return Err(ApiError::new(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::process::{start_with_ports, Process};
+use super::process::{reference_server, start_with_ports, Process, Scratch};
 
 /// Starts `binary` with JetStream (its store under `dir`) on random ports; returns the process
 /// and its client address.
@@ -105,4 +105,18 @@ pub fn raw_reply(msg: &async_nats::Message) -> String {
         "{status:?} {headers:?} {:?}",
         String::from_utf8_lossy(&msg.payload)
     )
+}
+
+/// The same scenario's transcript from tern and from nats-server 2.15.1, each with JetStream
+/// in its own directory under a scratch directory named `name`.
+pub async fn transcripts_side_by_side<F, Fut>(name: &str, scenario: F) -> (Vec<String>, Vec<String>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new(name);
+    let (_tern, tern_addr) = start_js_server(&scratch.nats_server(), &scratch.0.join("tern"));
+    let (_ns, ns_addr) = start_js_server(&reference, &scratch.0.join("ref"));
+    (scenario(tern_addr).await, scenario(ns_addr).await)
 }
