@@ -934,7 +934,8 @@ async fn full_resolver_takes_updates_through_the_system_account() {
 }
 
 /// A server of a two-node cluster in operator mode: `config` plus a cluster block listening
-/// on `route_port` and routing to `routes`.
+/// on `route_port` and routing to `routes`; `None` when it could not take its ports (another
+/// test took `route_port` between [`free_port`] and the start: the caller picks new ones).
 fn cluster_node(
     scratch: &Scratch,
     binary: &Path,
@@ -942,12 +943,12 @@ fn cluster_node(
     config: &str,
     route_port: u16,
     routes: &[u16],
-) -> (Process, String) {
+) -> Option<(Process, String)> {
     let routes: Vec<String> = routes
         .iter()
         .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
         .collect();
-    let file = scratch.0.join(format!("{name}.conf"));
+    let file = scratch.0.join(format!("{name}-{route_port}.conf"));
     std::fs::write(
         &file,
         format!(
@@ -957,17 +958,37 @@ fn cluster_node(
         ),
     )
     .unwrap();
-    let log = scratch.0.join(format!("{name}.log"));
-    let (process, text) = Process::start(
-        std::process::Command::new(binary)
-            .arg("-c")
-            .arg(&file)
-            .arg("-l")
-            .arg(&log),
-        &log,
-    );
+    let log = scratch.0.join(format!("{name}-{route_port}.log"));
+    let child = std::process::Command::new(binary)
+        .arg("-c")
+        .arg(&file)
+        .arg("-l")
+        .arg(&log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let process = Process(child);
+    let text = common::process::wait_for_log(&log, "Server is ready or [FTL]", |t| {
+        t.contains("Server is ready") || t.contains("[FTL]")
+    });
+    if !text.contains("Server is ready") {
+        return None;
+    }
     let port = common::process::listening_port(&text).unwrap();
-    (process, format!("127.0.0.1:{port}"))
+    Some((process, format!("127.0.0.1:{port}")))
+}
+
+/// Runs `start` with two free ports until it succeeds (a port found free may be taken by
+/// another test before a server binds it).
+fn with_free_ports<T>(mut start: impl FnMut(u16, u16) -> Option<T>) -> T {
+    for _ in 0..5 {
+        if let Some(started) = start(free_port(), free_port()) {
+            return started;
+        }
+    }
+    panic!("no free ports in five tries");
 }
 
 fn free_port() -> u16 {
@@ -1035,9 +1056,13 @@ fn account_connection_limit_counts_the_whole_cluster() {
     for (a_bin, b_bin) in pairings {
         let tag = format!("A {} / B {}", a_bin.display(), b_bin.display());
         let scratch = Scratch::new("operator-cluster-conns");
-        let (a_port, b_port) = (free_port(), free_port());
-        let (_a, a) = cluster_node(&scratch, &a_bin, "A", &config, a_port, &[]);
-        let (_b, b) = cluster_node(&scratch, &b_bin, "B", &config, b_port, &[a_port]);
+        let ((_a, a), (_b, b)) = with_free_ports(|a_port, b_port| {
+            let a = cluster_node(&scratch, &a_bin, "A", &config, a_port, &[])?;
+            Some((
+                a,
+                cluster_node(&scratch, &b_bin, "B", &config, b_port, &[a_port])?,
+            ))
+        });
         // The route and the system account's interest across it.
         std::thread::sleep(Duration::from_secs(2));
         let mut on_a = logged_in(&a, &jwt, &user, json!({}));
@@ -1066,11 +1091,13 @@ fn account_connection_limit_counts_the_whole_cluster() {
         // client's own admission there, C refuses it outright and B, never hearing of it,
         // keeps both. Either outcome keeps the cluster within the limit.)
         let scratch = Scratch::new("operator-cluster-over");
-        let (b_port, c_port) = (free_port(), free_port());
-        let (_b, b) = cluster_node(&scratch, &b_bin, "B", &config, b_port, &[c_port]);
-        let mut older = logged_in(&b, &jwt, &user, json!({}));
-        let mut newer = logged_in(&b, &jwt, &user, json!({}));
-        let (_c, c) = cluster_node(&scratch, &a_bin, "C", &config, c_port, &[]);
+        let ((_b, _), (_c, c), mut older, mut newer) = with_free_ports(|b_port, c_port| {
+            let (b_process, b) = cluster_node(&scratch, &b_bin, "B", &config, b_port, &[c_port])?;
+            let older = logged_in(&b, &jwt, &user, json!({}));
+            let newer = logged_in(&b, &jwt, &user, json!({}));
+            let c = cluster_node(&scratch, &a_bin, "C", &config, c_port, &[])?;
+            Some(((b_process, b), c, older, newer))
+        });
         std::thread::sleep(Duration::from_secs(3));
         match try_login(&c, &jwt, &user, json!({})) {
             Ok(mut on_c) => {
@@ -1116,7 +1143,8 @@ fn remote_counts_come_and_go_with_their_servers() {
     for binary in binaries {
         let tag = binary.display().to_string();
         let scratch = Scratch::new("operator-remote-counts");
-        let (server, addr) = cluster_node(&scratch, &binary, "S", &config, free_port(), &[]);
+        let (server, addr) =
+            with_free_ports(|port, _| cluster_node(&scratch, &binary, "S", &config, port, &[]));
         let mut sys = logged_in(&addr, &admin_jwt, &admin, json!({}));
         let fake = "NDFAKESERVERFORTHECOUNTSTESTXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
         let conns = json!({"server": {"name": "fake", "host": "127.0.0.1", "id": fake,
