@@ -233,10 +233,7 @@ async fn serve(
     let ports_dir = opts.ports_file_dir.clone();
     let server = match Server::bind_with(opts, tls).await {
         Ok(server) => server,
-        Err(err)
-            if err.to_string().starts_with("Can't start monitoring:")
-                || err.to_string().starts_with(server::JETSTREAM_START_ERROR) =>
-        {
+        Err(err) if server::StartError::text(&err).is_some() => {
             error!(target: FATAL, "{err}");
             return ExitCode::FAILURE;
         }

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::process::{
-    http_get, listening_port, monitor_addr, read_line, run, wait_for_log, Process, Scratch, WAIT,
+    http_get, listening_port, monitor_addr, read_line, reference_server, run, wait_for_log,
+    Process, Scratch, WAIT,
 };
 
 #[test]
@@ -177,20 +178,51 @@ fn sigint_flushes_and_exits_zero_logging_to_stderr() {
     assert_eq!(stdout, "", "nothing goes to stdout");
 }
 
+/// The fatal line of a server that could not bind one of its ports (the part after `[FTL] `).
+fn fatal_line(program: &Path, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert_eq!(out.status.code(), Some(1), "{}", program.display());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|line| line.split_once("[FTL] ").map(|(_, text)| text.to_string()));
+    line.unwrap_or_else(|| panic!("no fatal line from {}: {stderr}", program.display()))
+}
+
+/// A busy client, route or leafnode port stops the server with nats-server's line for that port.
 #[test]
-fn a_busy_port_is_a_fatal_error() {
+fn a_busy_port_is_a_fatal_error_worded_as_nats_servers() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = run(
-        Path::new(env!("CARGO_BIN_EXE_tern")),
-        &["-a", "127.0.0.1", "-p", &port],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("[FTL] Error listening on port: 127.0.0.1:"),
-        "{stderr}"
-    );
+    let scratch = Scratch::new("busy-port");
+    let leaf_conf = scratch.0.join("leaf.conf");
+    std::fs::write(
+        &leaf_conf,
+        format!("leafnodes {{ listen: 127.0.0.1:{port} }}\n"),
+    )
+    .unwrap();
+    let route = format!("nats://127.0.0.1:{port}");
+    let cases: [Vec<&str>; 3] = [
+        vec!["-a", "127.0.0.1", "-p", &port],
+        vec!["-a", "127.0.0.1", "-p", "-1", "--cluster", &route],
+        vec![
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "-c",
+            leaf_conf.to_str().unwrap(),
+        ],
+    ];
+    let tern = Path::new(env!("CARGO_BIN_EXE_tern"));
+    for args in cases {
+        let theirs = match reference_server() {
+            Some(reference) => fatal_line(&reference, &args),
+            None => continue,
+        };
+        assert!(theirs.contains(&port), "{theirs}");
+        assert_eq!(fatal_line(tern, &args), theirs, "{args:?}");
+    }
 }
 
 /// What the nats.py harness does: `-m`, then poll `GET /varz` until it answers 200, then read

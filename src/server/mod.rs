@@ -29,6 +29,41 @@ pub const MONITOR_BIND_ERROR: &str = "Can't start monitoring: can't listen to th
 /// The start of nats-server's fatal error when JetStream cannot run.
 pub const JETSTREAM_START_ERROR: &str = "Can't start JetStream";
 
+/// A start-up failure whose text is the whole fatal log line, worded as nats-server words it
+/// (`Error listening on router port: ...`). Carried inside the `io::Error` that
+/// [`Server::bind`] returns; [`StartError::text`] finds it.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl StartError {
+    fn error(text: String) -> io::Error {
+        io::Error::other(StartError(text))
+    }
+
+    /// The fatal line for `err` when it is a [`StartError`].
+    pub fn text(err: &io::Error) -> Option<&str> {
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<StartError>())
+            .map(|start| start.0.as_str())
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// `listen tcp HOST:PORT: bind: <why>`, Go's text for a failed bind.
+fn bind_error_text(host: &str, port: u16, err: &io::Error) -> String {
+    format!(
+        "listen tcp {host}:{port}: bind: {}",
+        crate::monitor::os_error_text(err)
+    )
+}
+
 /// How long shutdown waits for connections to flush what is queued to them.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,7 +105,7 @@ impl Server {
 
     /// As [`Server::bind`], with the TLS configurations already built from `opts`.
     pub async fn bind_with(opts: Options, tls: ServerTls) -> io::Result<Server> {
-        let fatal = |text: String| io::Error::new(io::ErrorKind::InvalidInput, text);
+        let fatal = StartError::error;
         let monitor_tls = match (opts.http_port, opts.https_port, &tls.monitor) {
             (0, 0, _) => None,
             (http, https, _) if http != 0 && https != 0 => {
@@ -105,13 +140,10 @@ impl Server {
                 // -1 is a random port.
                 let port = u16::try_from(port.max(0)).map_err(io::Error::other)?;
                 Some(listen(host, port).await.map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "{MONITOR_BIND_ERROR}: listen tcp {host}:{port}: bind: {}",
-                            crate::monitor::os_error_text(&e)
-                        ),
-                    )
+                    fatal(format!(
+                        "{MONITOR_BIND_ERROR}: {}",
+                        bind_error_text(host, port, &e)
+                    ))
                 })?)
             }
         };
@@ -120,15 +152,10 @@ impl Server {
         let websocket = match &opts.websocket {
             Some(ws) => {
                 let listener = listen(&ws.host, ws.port).await.map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "Unable to listen for websocket connections: listen tcp {}:{}: bind: {}",
-                            ws.host,
-                            ws.port,
-                            crate::monitor::os_error_text(&e)
-                        ),
-                    )
+                    fatal(format!(
+                        "Unable to listen for websocket connections: {}",
+                        bind_error_text(&ws.host, ws.port, &e)
+                    ))
                 })?;
                 Some((listener, tls.websocket.clone()))
             }
@@ -138,24 +165,31 @@ impl Server {
             .as_ref()
             .map(|(l, _)| l.local_addr())
             .transpose()?;
-        let listener = listen(&opts.host, opts.port).await?;
+        let listener = listen(&opts.host, opts.port).await.map_err(|e| {
+            let (host, port) = (&opts.host, opts.port);
+            fatal(format!(
+                "Error listening on port: {host}:{port}, \"{}\"",
+                bind_error_text(host, port, &e)
+            ))
+        })?;
         let addr = listener.local_addr()?;
         let routes = match &opts.cluster {
-            Some(cluster) => Some(listen(&cluster.host, cluster.port).await?),
+            Some(cluster) => Some(listen(&cluster.host, cluster.port).await.map_err(|e| {
+                fatal(format!(
+                    "Error listening on router port: {} - {}",
+                    cluster.port,
+                    bind_error_text(&cluster.host, cluster.port, &e)
+                ))
+            })?),
             None => None,
         };
         let leafnodes = match opts.leafnodes.as_ref().filter(|l| l.listens) {
             Some(leaf) => Some(listen(&leaf.host, leaf.port).await.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "Error listening on leafnode port: {} - listen tcp {}:{}: bind: {}",
-                        leaf.port,
-                        leaf.host,
-                        leaf.port,
-                        crate::monitor::os_error_text(&e)
-                    ),
-                )
+                fatal(format!(
+                    "Error listening on leafnode port: {} - {}",
+                    leaf.port,
+                    bind_error_text(&leaf.host, leaf.port, &e)
+                ))
             })?),
             None => None,
         };
