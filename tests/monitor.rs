@@ -449,6 +449,19 @@ async fn close_reasons_slow_consumer_and_stale() {
     assert_eq!(varz["slow_consumer_stats"]["clients"], 1);
     assert_eq!(varz["stale_connections"], 2, "{all:#}");
     assert_eq!(varz["stale_connection_stats"]["clients"], 2);
+    // The account's statistics outlive its connections, as nats-server's do: the slow
+    // consumer and the publisher's messages are still counted with every client gone.
+    let accstatz = json(monitor, "/accstatz?unused=1").await;
+    let global = accstatz["account_statz"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["acc"] == "$G")
+        .expect("$G listed");
+    assert_eq!(global["conns"], 0, "{global:#}");
+    assert_eq!(global["slow_consumers"], 1, "{global:#}");
+    assert_eq!(global["received"]["msgs"], 10, "{global:#}");
+    assert_eq!(global["received"]["bytes"], 10_000, "{global:#}");
     let closed = json(monitor, "/connz?state=closed&sort=reason").await;
     let slow_entry = closed["connections"]
         .as_array()

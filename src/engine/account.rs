@@ -18,8 +18,9 @@ use bytes::Bytes;
 use super::deliver::{self, Deliveries, Message};
 use super::leaf::Leaf;
 use super::mapping::Mapping;
+use super::outbound::CloseReason;
 use super::route::{self, LocalInterest, Route, Routes};
-use super::stats::SubSnapshot;
+use super::stats::{Counts, SubSnapshot, Totals};
 use super::sublist::{Sublist, SublistResult};
 use super::subscription::{Internal, Subscription, Target};
 use crate::proto::leaf as leaf_wire;
@@ -86,6 +87,9 @@ pub struct Account {
     /// server id; and their sum, read at every CONNECT of a limited account.
     remote_servers: Mutex<HashMap<String, usize>>,
     remote_clients: AtomicUsize,
+    /// The final counters of this account's closed connections and how many were closed as
+    /// slow consumers: nats-server's account statistics outlive the connections.
+    closed: Mutex<Totals>,
     /// The internal subscriptions imports installed (here and in other accounts), so that a
     /// reload can take them out. Guards only the list.
     import_subs: Mutex<Vec<(Weak<Account>, Arc<Subscription>)>>,
@@ -212,6 +216,7 @@ impl Account {
             clients: AtomicUsize::new(0),
             remote_servers: Mutex::new(HashMap::new()),
             remote_clients: AtomicUsize::new(0),
+            closed: Mutex::new(Totals::default()),
             import_subs: Mutex::new(Vec::new()),
             responses: Mutex::new(Responses::default()),
             reply_prefix: format!("{SERVICE_REPLY_PREFIX}{}.", random_token(6)),
@@ -242,6 +247,17 @@ impl Account {
     }
 
     /// Client connections in this account on the other servers of the cluster.
+    /// Adds a closed connection's final counters (and its close reason) to the account's.
+    pub fn add_closed(&self, counts: Counts, reason: Option<CloseReason>) {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        closed.add_closed(counts, reason);
+    }
+
+    /// The counters of the account's closed connections.
+    pub fn closed_totals(&self) -> Totals {
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn remote_clients(&self) -> usize {
         self.remote_clients.load(Ordering::Relaxed)
     }

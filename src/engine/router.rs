@@ -130,11 +130,16 @@ impl Router {
     pub fn remove_connection(&self, conn: &Connection) {
         let counts = conn.counts();
         let reason = conn.outbound.close_reason();
-        {
+        let removed = {
             let mut live = self.connections();
-            if live.by_cid.remove(&conn.cid).is_some() {
+            let removed = live.by_cid.remove(&conn.cid).is_some();
+            if removed {
                 live.closed.add_closed(counts, reason);
             }
+            removed
+        };
+        if removed {
+            conn.account().add_closed(counts, reason);
         }
         conn.unbind_account();
         let subs: Vec<Arc<Subscription>> = conn.subs().drain().map(|(_, s)| s).collect();

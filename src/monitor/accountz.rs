@@ -420,11 +420,19 @@ pub fn build_accstatz(shared: &Shared, opts: &AccountStatzOptions) -> Accstatz {
     }
 }
 
-/// One account's counters: its live clients' messages (tern keeps no per-account totals of
-/// closed connections).
+/// One account's counters: its live and closed connections' messages, and its slow consumers.
 pub fn account_stat(shared: &Shared, account: &Account) -> AccountStat {
-    let mut sent = DataStats::default();
-    let mut received = DataStats::default();
+    let closed = account.closed_totals();
+    let mut sent = DataStats {
+        msgs: closed.out_msgs,
+        bytes: closed.out_bytes,
+        ..DataStats::default()
+    };
+    let mut received = DataStats {
+        msgs: closed.in_msgs,
+        bytes: closed.in_bytes,
+        ..DataStats::default()
+    };
     for conn in shared.router.connections_snapshot() {
         if *conn.account().name == *account.name {
             let counts = conn.counts();
@@ -444,6 +452,6 @@ pub fn account_stat(shared: &Shared, account: &Account) -> AccountStat {
         num_subscriptions: account.subscription_count(),
         sent,
         received,
-        slow_consumers: 0,
+        slow_consumers: closed.slow_consumers,
     }
 }
