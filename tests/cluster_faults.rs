@@ -63,18 +63,14 @@ async fn a_killed_node_loses_nothing_between_the_others() {
     let n2 = node(&scratch, &tern, "T2", &[&n1]);
     let mut n3 = node(&scratch, &tern, "T3", &[&n1]);
 
-    let c3 = client(&n3).await;
+    // The client of T3 fails over to the nodes its INFO named (`connect_urls`); async-nats
+    // reads them at connect only, so it connects once T3 has been told of every node.
+    let c3 = told_of_every_node(&n3, 3).await;
     let mut dead_sub = c3.subscribe("dead.sub").await.unwrap();
     c3.flush().await.unwrap();
     let c1 = client(&n1).await;
     let c2 = client(&n2).await;
     until_routed(&c1, &mut dead_sub, "dead.sub").await;
-    // The client of T3 has been told of every node.
-    let deadline = Instant::now() + SETTLE;
-    while c3.server_info().connect_urls.len() < 3 {
-        assert!(Instant::now() < deadline, "{:?}", c3.server_info());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let mut forth = c2.subscribe("live.forth").await.unwrap();
     let mut back = c1.subscribe("live.back").await.unwrap();
@@ -130,6 +126,21 @@ async fn a_killed_node_loses_nothing_between_the_others() {
         "reconnected to {now_on}"
     );
     until_routed(&c2, &mut dead_sub, "dead.sub").await;
+}
+
+/// A client of `node` whose INFO named `nodes` client URLs: reconnects until the node has
+/// heard of the whole mesh.
+async fn told_of_every_node(node: &Node, nodes: usize) -> async_nats::Client {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let c = client(node).await;
+        if c.server_info().connect_urls.len() >= nodes {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "{:?}", c.server_info());
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A TCP proxy that can cut every connection through it and refuse new ones until restored.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, error, info};
@@ -47,6 +47,10 @@ pub struct ClusterState {
     /// How each registered route came to be, by its connection's cid: what a reload checks
     /// it against (its URL may leave `routes`, its credentials may no longer pass).
     links: Mutex<HashMap<u64, RouteLink>>,
+    /// Held while an INFO carrying `connect_urls` is built and queued: a client's first INFO
+    /// (built by its reader) and a push to all clients (built by a route's reader) are queued
+    /// in the order they were built, so a client's last INFO is never the older one.
+    info_order: Mutex<()>,
 }
 
 /// A route to dial and how many more attempts it gets (`None`: for ever).
@@ -99,6 +103,7 @@ impl Default for ClusterState {
             peer_websocket_urls: Mutex::new(PeerUrls::default()),
             tls: OnceLock::new(),
             links: Mutex::new(HashMap::new()),
+            info_order: Mutex::new(()),
         }
     }
 }
@@ -189,6 +194,12 @@ impl Shared {
         *lock(&self.cluster.websocket_urls) = urls;
     }
 
+    /// Held while an INFO that clients keep (`connect_urls`) is built and queued; see
+    /// `ClusterState::info_order`.
+    pub fn info_order(&self) -> MutexGuard<'_, ()> {
+        lock(&self.cluster.info_order)
+    }
+
     /// The `connect_urls` of the INFO clients are sent: our own client URLs, then every route
     /// peer's; only the peers' in lame duck mode; none before the first peer announced any.
     pub fn connect_urls(&self) -> Vec<String> {
@@ -247,6 +258,7 @@ impl Shared {
     /// Sends the current INFO to every client that takes asynchronous INFO (CONNECT
     /// `protocol` 1, first PONG sent: nats-server's `sendAsyncInfoToClients`).
     pub fn push_client_info(&self) {
+        let _order = self.info_order();
         for conn in self.router.connections_snapshot() {
             if conn.async_info() {
                 let info = match conn.is_websocket() {
@@ -561,7 +573,7 @@ pub fn permission_json(perm: &SubjectPermission) -> PermissionJson {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -365,6 +365,8 @@ impl Client {
                     // nats-server (2.12+) follows the first PONG after CONNECT with an INFO
                     // naming the account the connection is bound to.
                     self.connect_info_sent = true;
+                    let shared = self.shared.clone();
+                    let _order = shared.info_order();
                     // From now on it is told of changes (`connect_urls`, lame duck mode).
                     self.conn.set_async_info(true);
                     let mut info = self.shared.info(self.conn.cid, self.addr);
