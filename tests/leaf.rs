@@ -677,3 +677,64 @@ async fn bad_input_on_the_leafnode_port_as_nats_server() {
         "-ERR 'attempted to connect to leaf node port'|<closed>"
     );
 }
+
+/// `min_version` on the leafnode port: a leafnode whose CONNECT says an older version gets the
+/// INFO that acknowledges its CONNECT, then nats-server's `-ERR`, and is closed as `Minimum
+/// Version Required`; the dialer waits 5 s longer before dialing again. tern and nats-server
+/// as the hub, each with the other as the leaf; a version that is new enough links.
+#[tokio::test]
+async fn min_version_refuses_older_leafnodes_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let hello = "CONNECT {\"version\":\"2.15.1\",\"name\":\"X\",\"cluster\":\"X\"}\r\nPING\r\n";
+    let mut answers = Vec::new();
+    for (hub_binary, leaf_binary) in [
+        (Path::new(TERN), &*reference),
+        (&*reference, Path::new(TERN)),
+    ] {
+        let scratch = Scratch::new("leaf-min-version");
+        let refusing = start(
+            &scratch,
+            hub_binary,
+            "R",
+            "leafnodes { listen: \"127.0.0.1:-1\", min_version: \"2.99.0\" }",
+        );
+        let addr = refusing.leaf.clone().unwrap();
+        answers.push(answer(&addr, hello));
+        common::process::wait_for_log(&refusing.log, "the close", |t| {
+            t.contains("Leafnode connection closed: Minimum Version Required")
+        });
+        // The other kind of server as the refused leaf: it says why and waits.
+        let l = leaf(&scratch, leaf_binary, "L", &[&addr], "");
+        common::process::wait_for_log(&l.log, "the delay", |t| {
+            t.contains(
+                "Leafnode connection dropped due to minimum version requirement. \
+                 Delaying attempt to reconnect for 5s",
+            )
+        });
+        // A hub whose minimum the leaf meets links as usual.
+        let new_enough = start(
+            &scratch,
+            hub_binary,
+            "N",
+            "leafnodes { listen: \"127.0.0.1:-1\", min_version: \"2.10.0\" }",
+        );
+        let l2 = leaf(
+            &scratch,
+            leaf_binary,
+            "L2",
+            &[new_enough.leaf.as_deref().unwrap()],
+            "",
+        );
+        let lc = connect(&l2).await;
+        let mut sub = lc.subscribe("fresh").await.unwrap();
+        lc.flush().await.unwrap();
+        exactly_once(&connect(&new_enough).await, &mut sub, "fresh", 5).await;
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(
+        answers[1],
+        "-ERR 'connection rejected since minimum version required is \"2.99.0\"'|<closed>"
+    );
+}

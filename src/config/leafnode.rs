@@ -434,6 +434,15 @@ pub fn parse_semver(text: &str) -> Option<(u64, u64, u64)> {
     Some(version)
 }
 
+/// Whether `version` (a leafnode's CONNECT) is at least `min` (`versionAtLeast`): a version
+/// that cannot be read is not.
+pub fn version_at_least(version: &str, min: &str) -> bool {
+    match (parse_semver(version), parse_semver(min)) {
+        (Some(version), Some(min)) => version >= min,
+        _ => false,
+    }
+}
+
 fn expand_home(path: &str) -> String {
     match (path.strip_prefix("~/"), std::env::var("HOME")) {
         (Some(rest), Ok(home)) => format!("{home}/{rest}"),
@@ -596,6 +605,16 @@ mod tests {
             "accounts { A {} }\nleafnodes { remotes: [ { url: \"nats://h:1\", account: A } ] }"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn versions_compare_as_nats_server_compares_them() {
+        assert!(version_at_least("2.15.1", "2.15.1"));
+        assert!(version_at_least("v2.16.0-beta.1", "2.15.9"));
+        assert!(version_at_least("3.0.0", "2.99.99"));
+        assert!(!version_at_least("2.9.10", "2.10.0"));
+        assert!(!version_at_least("", "2.8.0"));
+        assert!(!version_at_least("bad", "2.8.0"));
     }
 
     #[test]

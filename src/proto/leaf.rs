@@ -85,6 +85,12 @@ pub struct LeafInfo {
     /// Never compressed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub compression: String,
+    /// Sent once the hub has taken the leafnode's CONNECT (`sendPermsAndAccountInfo`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connect_info: bool,
+    /// The hub's account the connection is bound to (with `connect_info`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remote_account: String,
     /// Where leafnodes may attach to this hub's cluster.
     #[serde(default)]
     pub leafnode_urls: Vec<String>,
