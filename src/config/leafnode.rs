@@ -96,6 +96,10 @@ pub struct RemoteLeaf {
     pub first_info_timeout: Duration,
     /// Not dialed.
     pub disabled: bool,
+    /// `isolate_leafnode_interest`: the hub hears of no interest from our other leafnodes.
+    pub isolate: bool,
+    /// `request_isolation`: asks the hub to tell us of no interest from its other leafnodes.
+    pub request_isolation: bool,
 }
 
 /// A remote's URL.
@@ -342,15 +346,15 @@ fn remote(item: &Value, warnings: &mut Vec<String>) -> Result<RemoteLeaf, ConfEr
                 r.first_info_timeout = go_duration(field, "first_info_timeout", warnings)?
             }
             "disabled" => r.disabled = go_bool(field)?,
+            "isolate_leafnode_interest" | "isolate" => r.isolate = go_bool(field)?,
+            "request_isolation" => r.request_isolation = go_bool(field)?,
             "ws_compression"
             | "websocket_compression"
             | "ws_no_masking"
             | "websocket_no_masking"
             | "proxy"
             | "jetstream_cluster_migrate"
-            | "jetstream_cluster_migrate_delay"
-            | "local_isolation"
-            | "request_isolation" => {
+            | "jetstream_cluster_migrate_delay" => {
                 warnings.push(ignored(field, "not supported by tern yet"));
             }
             _ if field.referenced => {}
@@ -501,7 +505,8 @@ mod tests {
              reconnect_interval: \"2s\"\n\
              remotes: [ { urls: [\"nats://u:p@h1:1\", \"nats://h2\"], account: A, hub: true,\n\
                deny_imports: [\"a.>\"], deny_exports: \"b\", compression: false,\n\
-               first_info_timeout: \"3s\", disabled: true, credentials: \"/x.creds\" } ]\n}",
+               first_info_timeout: \"3s\", disabled: true, credentials: \"/x.creds\",\n\
+               isolate: true, request_isolation: true } ]\n}",
         );
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!((l.host.as_str(), l.port, l.listens), ("127.0.0.1", 0, true));
@@ -522,7 +527,7 @@ mod tests {
             ("h1", 1, Some("u"))
         );
         assert_eq!(r.urls[1].port, DEFAULT_LEAFNODE_PORT);
-        assert!(r.hub && r.disabled);
+        assert!(r.hub && r.disabled && r.isolate && r.request_isolation);
         assert_eq!(r.deny_imports, ["a.>"]);
         assert_eq!(r.deny_exports, ["b"]);
         assert_eq!(r.compression, "off");
@@ -567,6 +572,10 @@ mod tests {
             (
                 "leafnodes { remotes: [ { url: \"nats://a:1\", foo: 1 } ] }",
                 "test.conf:1:44: unknown field \"foo\"",
+            ),
+            (
+                "leafnodes { remotes: [ { url: \"nats://a:1\", local_isolation: true } ] }",
+                "test.conf:1:44: unknown field \"local_isolation\"",
             ),
             (
                 "leafnodes { remotes: [ { url: \"x y://a\" } ] }",

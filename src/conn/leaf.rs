@@ -469,7 +469,7 @@ impl Session {
             true => connect.name.clone(),
             false => connect.cluster.clone(),
         };
-        let leaf = Leaf::new(
+        let mut leaf = Leaf::new(
             self.conn.clone(),
             account,
             &connect.server_id,
@@ -480,6 +480,7 @@ impl Session {
             connect.hub,
             (&[], &[]),
         );
+        leaf.isolated = connect.isolate || opts.leafnodes.as_ref().is_some_and(|l| l.isolate);
         self.register(leaf);
         Ok(())
     }
@@ -602,6 +603,7 @@ impl Session {
             cluster: self.shared.leaf_cluster_name(),
             headers: true,
             hub: remote.hub,
+            isolate: remote.request_isolation,
             remote_account: name,
             protocol: 1,
             ..LeafConnect::default()
@@ -611,7 +613,7 @@ impl Session {
             true => info.server_name.clone(),
             false => info.cluster.clone(),
         };
-        let leaf = Leaf::new(
+        let mut leaf = Leaf::new(
             self.conn.clone(),
             account,
             &info.server_id,
@@ -622,6 +624,8 @@ impl Session {
             !remote.hub,
             (&remote.deny_exports, &remote.deny_imports),
         );
+        let opts = self.shared.opts();
+        leaf.isolated = remote.isolate || opts.leafnodes.as_ref().is_some_and(|l| l.isolate);
         info!(
             "{} - Leafnode connection created for account: {} ",
             self.desc, leaf.account.name

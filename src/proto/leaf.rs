@@ -141,6 +141,10 @@ pub struct LeafConnect {
     /// The sender is the hub of this connection (its remote said `hub: true`).
     #[serde(default, rename = "is_hub", skip_serializing_if = "std::ops::Not::not")]
     pub hub: bool,
+    /// The sender asks to hear of no interest that came from other leafnodes (its remote's
+    /// `request_isolation`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolate: bool,
     /// The account the sender binds (told for the hub's logs and checks).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub remote_account: String,
