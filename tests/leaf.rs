@@ -677,3 +677,217 @@ async fn bad_input_on_the_leafnode_port_as_nats_server() {
         "-ERR 'attempted to connect to leaf node port'|<closed>"
     );
 }
+
+/// `min_version` on the leafnode port: a leafnode whose CONNECT says an older version gets the
+/// INFO that acknowledges its CONNECT, then nats-server's `-ERR`, and is closed as `Minimum
+/// Version Required`; the dialer waits 5 s longer before dialing again. tern and nats-server
+/// as the hub, each with the other as the leaf; a version that is new enough links.
+#[tokio::test]
+async fn min_version_refuses_older_leafnodes_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let hello = "CONNECT {\"version\":\"2.15.1\",\"name\":\"X\",\"cluster\":\"X\"}\r\nPING\r\n";
+    let mut answers = Vec::new();
+    for (hub_binary, leaf_binary) in [
+        (Path::new(TERN), &*reference),
+        (&*reference, Path::new(TERN)),
+    ] {
+        let scratch = Scratch::new("leaf-min-version");
+        let refusing = start(
+            &scratch,
+            hub_binary,
+            "R",
+            "leafnodes { listen: \"127.0.0.1:-1\", min_version: \"2.99.0\" }",
+        );
+        let addr = refusing.leaf.clone().unwrap();
+        answers.push(answer(&addr, hello));
+        common::process::wait_for_log(&refusing.log, "the close", |t| {
+            t.contains("Leafnode connection closed: Minimum Version Required")
+        });
+        // The other kind of server as the refused leaf: it says why and waits.
+        let l = leaf(&scratch, leaf_binary, "L", &[&addr], "");
+        common::process::wait_for_log(&l.log, "the delay", |t| {
+            t.contains(
+                "Leafnode connection dropped due to minimum version requirement. \
+                 Delaying attempt to reconnect for 5s",
+            )
+        });
+        // A hub whose minimum the leaf meets links as usual.
+        let new_enough = start(
+            &scratch,
+            hub_binary,
+            "N",
+            "leafnodes { listen: \"127.0.0.1:-1\", min_version: \"2.10.0\" }",
+        );
+        let l2 = leaf(
+            &scratch,
+            leaf_binary,
+            "L2",
+            &[new_enough.leaf.as_deref().unwrap()],
+            "",
+        );
+        let lc = connect(&l2).await;
+        let mut sub = lc.subscribe("fresh").await.unwrap();
+        lc.flush().await.unwrap();
+        exactly_once(&connect(&new_enough).await, &mut sub, "fresh", 5).await;
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(
+        answers[1],
+        "-ERR 'connection rejected since minimum version required is \"2.99.0\"'|<closed>"
+    );
+}
+
+/// What `srv`'s hub told it: the `from.*` subjects and loop detection subjects (as `$LDS`) of
+/// its one leafnode connection in `/leafz?subs=1`.
+fn told(srv: &Srv) -> Vec<String> {
+    let leafz = leafz(srv);
+    let mut subjects: Vec<String> = leafz["leafs"][0]["subscriptions_list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .filter_map(|s| match s.starts_with("$LDS.") {
+            true => Some("$LDS".to_string()),
+            false => s.starts_with("from.").then(|| s.to_string()),
+        })
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// `srv`'s `/leafz?subs=1`.
+fn leafz(srv: &Srv) -> serde_json::Value {
+    let monitor = monitor_addr(&std::fs::read_to_string(&srv.log).unwrap()).unwrap();
+    match http_get(&monitor, "/leafz?subs=1") {
+        Some((200, body)) => serde_json::from_str(&body).unwrap(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// How many of `srv`'s leafnode connections have told it of `from.<their name>`.
+fn heard_from_each(srv: &Srv) -> usize {
+    let leafz = leafz(srv);
+    let leafs = leafz["leafs"].as_array().cloned().unwrap_or_default();
+    leafs
+        .iter()
+        .filter(|l| {
+            let subject = format!("from.{}", l["name"].as_str().unwrap_or_default());
+            l["subscriptions_list"]
+                .as_array()
+                .is_some_and(|subs| subs.iter().any(|s| s.as_str() == Some(&*subject)))
+        })
+        .count()
+}
+
+/// `isolate_leafnode_interest`, as nats-server 2.15.1 has it. H is the hub of L1 and L2 and a
+/// leaf of T, each server has a client subscribed to `from.<its name>`, and the links come up
+/// in turn: H to T, then L1, then L2. In the leafnodes block, it isolates every leafnode
+/// connection of H: none hears of interest from another leafnode. On a remote (H's to T) it
+/// isolates that connection; a remote's `request_isolation` (L1's, a tern leaf) asks its hub to
+/// isolate it. Loop detection subjects already there when an isolated link to a hub comes up
+/// are told all the same (the last case, where T comes up last). tern and nats-server in turn
+/// as H.
+#[tokio::test]
+async fn isolate_leafnode_interest_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let told_h = vec!["$LDS".to_string(), "from.H".to_string()];
+    let mut every_lds = vec!["$LDS".to_string(); 3];
+    every_lds.push("from.H".into());
+    let mut everything = every_lds.clone();
+    everything.extend(["from.L1".to_string(), "from.T".to_string()]);
+    let cases = [
+        // (H's leafnodes block beyond its port, L1's remote, T comes up last, what L1, L2 and
+        // T are told)
+        (
+            "isolate_leafnode_interest: true, remotes: [ { url: \"nats://T\" } ]",
+            "",
+            false,
+            [told_h.clone(), told_h.clone(), told_h.clone()],
+        ),
+        (
+            "remotes: [ { url: \"nats://T\", isolate: true } ]",
+            ", request_isolation: true",
+            false,
+            [told_h.clone(), everything, told_h.clone()],
+        ),
+        (
+            "isolate: true, remotes: [ { url: \"nats://T\" } ]",
+            "",
+            true,
+            [told_h.clone(), told_h.clone(), every_lds],
+        ),
+    ];
+    for hub_binary in [Path::new(TERN), reference.as_path()] {
+        for (hub_block, l1_remote, top_last, want) in &cases {
+            let scratch = Scratch::new("leaf-isolate");
+            let top_port = free_port();
+            let top_url = format!("nats://127.0.0.1:{top_port}");
+            let start_top = || {
+                start(
+                    &scratch,
+                    &reference,
+                    "T",
+                    &format!(
+                        "http: 127.0.0.1:-1\nleafnodes {{ listen: \"127.0.0.1:{top_port}\" }}"
+                    ),
+                )
+            };
+            let mut top = (!top_last).then(start_top);
+            let h = start(
+                &scratch,
+                hub_binary,
+                "H",
+                &format!(
+                    "http: 127.0.0.1:-1\nleafnodes {{ listen: \"127.0.0.1:-1\", \
+                     reconnect_interval: \"250ms\", {} }}",
+                    hub_block.replace("nats://T", &top_url)
+                ),
+            );
+            let links = |n: usize| {
+                let got = common::cluster::converge(&n, || {
+                    leafz(&h)["leafs"].as_array().map_or(0, |l| l.len())
+                });
+                assert_eq!(got, n, "H's leafnode links");
+            };
+            links(usize::from(!top_last));
+            let port = h.leaf.clone().unwrap();
+            let spoke = |name: &str, binary: &Path, remote: &str| {
+                start(
+                    &scratch,
+                    binary,
+                    name,
+                    &format!(
+                        "http: 127.0.0.1:-1\nleafnodes {{ reconnect_interval: \"250ms\", \
+                         remotes: [ {{ url: \"nats://{port}\" {remote} }} ] }}"
+                    ),
+                )
+            };
+            let l1 = spoke("L1", Path::new(TERN), l1_remote);
+            links(1 + usize::from(!top_last));
+            let l2 = spoke("L2", &reference, "");
+            links(2 + usize::from(!top_last));
+            let top = top.take().unwrap_or_else(start_top);
+            links(3);
+            let mut clients = Vec::new();
+            for (srv, name) in [(&h, "H"), (&l1, "L1"), (&l2, "L2"), (&top, "T")] {
+                let client = connect(srv).await;
+                let sub = client.subscribe(format!("from.{name}")).await.unwrap();
+                client.flush().await.unwrap();
+                clients.push((client, sub));
+            }
+            // H has heard of every other server's interest: what it passes on has gone too.
+            assert_eq!(common::cluster::converge(&3, || heard_from_each(&h)), 3);
+            assert_eq!(common::cluster::converge(&1, || heard_from_each(&top)), 1);
+            std::thread::sleep(Duration::from_millis(500));
+            let snapshot = || [told(&l1), told(&l2), told(&top)];
+            let got = common::cluster::converge(want, snapshot);
+            assert_eq!(&got, want, "{hub_binary:?} with {hub_block}");
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(&snapshot(), want, "{hub_binary:?} with {hub_block}");
+        }
+    }
+}

@@ -96,6 +96,10 @@ pub struct RemoteLeaf {
     pub first_info_timeout: Duration,
     /// Not dialed.
     pub disabled: bool,
+    /// `isolate_leafnode_interest`: the hub hears of no interest from our other leafnodes.
+    pub isolate: bool,
+    /// `request_isolation`: asks the hub to tell us of no interest from its other leafnodes.
+    pub request_isolation: bool,
 }
 
 /// A remote's URL.
@@ -342,15 +346,15 @@ fn remote(item: &Value, warnings: &mut Vec<String>) -> Result<RemoteLeaf, ConfEr
                 r.first_info_timeout = go_duration(field, "first_info_timeout", warnings)?
             }
             "disabled" => r.disabled = go_bool(field)?,
+            "isolate_leafnode_interest" | "isolate" => r.isolate = go_bool(field)?,
+            "request_isolation" => r.request_isolation = go_bool(field)?,
             "ws_compression"
             | "websocket_compression"
             | "ws_no_masking"
             | "websocket_no_masking"
             | "proxy"
             | "jetstream_cluster_migrate"
-            | "jetstream_cluster_migrate_delay"
-            | "local_isolation"
-            | "request_isolation" => {
+            | "jetstream_cluster_migrate_delay" => {
                 warnings.push(ignored(field, "not supported by tern yet"));
             }
             _ if field.referenced => {}
@@ -434,6 +438,15 @@ pub fn parse_semver(text: &str) -> Option<(u64, u64, u64)> {
     Some(version)
 }
 
+/// Whether `version` (a leafnode's CONNECT) is at least `min` (`versionAtLeast`): a version
+/// that cannot be read is not.
+pub fn version_at_least(version: &str, min: &str) -> bool {
+    match (parse_semver(version), parse_semver(min)) {
+        (Some(version), Some(min)) => version >= min,
+        _ => false,
+    }
+}
+
 fn expand_home(path: &str) -> String {
     match (path.strip_prefix("~/"), std::env::var("HOME")) {
         (Some(rest), Ok(home)) => format!("{home}/{rest}"),
@@ -492,7 +505,8 @@ mod tests {
              reconnect_interval: \"2s\"\n\
              remotes: [ { urls: [\"nats://u:p@h1:1\", \"nats://h2\"], account: A, hub: true,\n\
                deny_imports: [\"a.>\"], deny_exports: \"b\", compression: false,\n\
-               first_info_timeout: \"3s\", disabled: true, credentials: \"/x.creds\" } ]\n}",
+               first_info_timeout: \"3s\", disabled: true, credentials: \"/x.creds\",\n\
+               isolate: true, request_isolation: true } ]\n}",
         );
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!((l.host.as_str(), l.port, l.listens), ("127.0.0.1", 0, true));
@@ -513,7 +527,7 @@ mod tests {
             ("h1", 1, Some("u"))
         );
         assert_eq!(r.urls[1].port, DEFAULT_LEAFNODE_PORT);
-        assert!(r.hub && r.disabled);
+        assert!(r.hub && r.disabled && r.isolate && r.request_isolation);
         assert_eq!(r.deny_imports, ["a.>"]);
         assert_eq!(r.deny_exports, ["b"]);
         assert_eq!(r.compression, "off");
@@ -560,6 +574,10 @@ mod tests {
                 "test.conf:1:44: unknown field \"foo\"",
             ),
             (
+                "leafnodes { remotes: [ { url: \"nats://a:1\", local_isolation: true } ] }",
+                "test.conf:1:44: unknown field \"local_isolation\"",
+            ),
+            (
                 "leafnodes { remotes: [ { url: \"x y://a\" } ] }",
                 "test.conf:1:25: error parsing leafnode url [\"x y://a\"]",
             ),
@@ -596,6 +614,16 @@ mod tests {
             "accounts { A {} }\nleafnodes { remotes: [ { url: \"nats://h:1\", account: A } ] }"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn versions_compare_as_nats_server_compares_them() {
+        assert!(version_at_least("2.15.1", "2.15.1"));
+        assert!(version_at_least("v2.16.0-beta.1", "2.15.9"));
+        assert!(version_at_least("3.0.0", "2.99.99"));
+        assert!(!version_at_least("2.9.10", "2.10.0"));
+        assert!(!version_at_least("", "2.8.0"));
+        assert!(!version_at_least("bad", "2.8.0"));
     }
 
     #[test]

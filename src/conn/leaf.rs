@@ -23,7 +23,7 @@ use super::peer::{self, PeerSession};
 use super::transport;
 use super::writer::write_loop;
 use crate::config::cluster::DEFAULT_AUTH_TIMEOUT;
-use crate::config::leafnode::{LeafUrl, RemoteLeaf};
+use crate::config::leafnode::{version_at_least, LeafUrl, RemoteLeaf};
 use crate::engine::account::Account;
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
@@ -43,6 +43,10 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a dialer told of a loop waits before dialing again (`leafNodeReconnectAfterPermViolation`
 /// and loops alike in nats-server).
 pub const LOOP_DELAY: Duration = Duration::from_secs(30);
+/// How long a dialer whose hub has its cluster's name waits before dialing again.
+const SAME_CLUSTER_DELAY: Duration = Duration::from_secs(30);
+/// How long a dialer older than its hub's `min_version` waits before dialing again.
+const MIN_VERSION_DELAY: Duration = Duration::from_secs(5);
 /// The largest message taken from a leafnode: as for routes, bounded generously.
 const LEAF_MAX_PAYLOAD: usize = 64 << 20;
 
@@ -83,8 +87,9 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
             Some((stream, addr)) => {
                 failures = 0;
                 let session = Session::new(shared.clone(), addr, Some((remote.clone(), url)));
-                if session.run(stream).await == Ending::Loop {
-                    delay = LOOP_DELAY;
+                // The hub's reason to refuse us, on top of the interval (`connDelay`).
+                if let Ending::Delay(extra) = session.run(stream).await {
+                    delay += extra;
                 }
             }
             None => {
@@ -136,8 +141,9 @@ async fn dial(url: &LeafUrl) -> Option<(TcpStream, SocketAddr)> {
 #[derive(Debug, PartialEq, Eq)]
 enum Ending {
     Closed,
-    /// The hub found the link makes a loop.
-    Loop,
+    /// The hub refused the link (a loop, our cluster's name, our version): wait this much
+    /// longer before dialing again.
+    Delay(Duration),
 }
 
 /// One leafnode connection's reading side.
@@ -158,6 +164,8 @@ struct Session {
     in_bytes: u64,
     trace: bool,
     ending: Ending,
+    /// Why the connection closes when an error says more than its kind (`fail`).
+    close_as: Option<CloseReason>,
 }
 
 impl Session {
@@ -191,6 +199,7 @@ impl Session {
             in_bytes: 0,
             trace: tracing::enabled!(tracing::Level::TRACE),
             ending: Ending::Closed,
+            close_as: None,
             shared,
         }
     }
@@ -398,12 +407,32 @@ impl Session {
         }
     }
 
-    /// `-ERR` from the other end: it closes; a loop makes the dialer wait.
+    /// `-ERR` from the other end: it closes; a loop, our cluster's name or our version make
+    /// the dialer wait (`leafProcessErr`).
     fn handle_err(&mut self, text: &[u8]) -> Result<(), ProtocolError> {
         let text = String::from_utf8_lossy(text);
         error!("{} - Leafnode Error {text}", self.desc);
-        if text.contains("Loop detected") {
-            self.ending = Ending::Loop;
+        let delay = if text.contains("Loop detected") {
+            LOOP_DELAY
+        } else if text.contains("remote leafnode has same cluster name") {
+            error!(
+                "{} - Leafnode connection dropped with same cluster name error. Delaying attempt to reconnect for {}s",
+                self.desc,
+                SAME_CLUSTER_DELAY.as_secs()
+            );
+            SAME_CLUSTER_DELAY
+        } else if text.contains("connection rejected since minimum version required") {
+            error!(
+                "{} - Leafnode connection dropped due to minimum version requirement. Delaying attempt to reconnect for {}s",
+                self.desc,
+                MIN_VERSION_DELAY.as_secs()
+            );
+            MIN_VERSION_DELAY
+        } else {
+            return Err(ProtocolError::Malformed("leafnode error"));
+        };
+        if self.solicited.is_some() {
+            self.ending = Ending::Delay(delay);
         }
         Err(ProtocolError::Malformed("leafnode error"))
     }
@@ -431,11 +460,16 @@ impl Session {
                 "remote leafnode has same cluster name".into(),
             ));
         }
+        let opts = self.shared.opts();
+        let min_version = opts.leafnodes.as_ref().and_then(|l| l.min_version.clone());
+        if let Some(min) = min_version.filter(|min| !version_at_least(&connect.version, min)) {
+            return Err(self.refuse_version(&account, &min));
+        }
         let cluster = match connect.cluster.is_empty() {
             true => connect.name.clone(),
             false => connect.cluster.clone(),
         };
-        let leaf = Leaf::new(
+        let mut leaf = Leaf::new(
             self.conn.clone(),
             account,
             &connect.server_id,
@@ -446,8 +480,24 @@ impl Session {
             connect.hub,
             (&[], &[]),
         );
+        leaf.isolated = connect.isolate || opts.leafnodes.as_ref().is_some_and(|l| l.isolate);
         self.register(leaf);
         Ok(())
+    }
+
+    /// Refuses a leafnode older than `min_version` as nats-server does: the INFO that
+    /// acknowledges its CONNECT (so that it does not wait for one), then the `-ERR`, and the
+    /// connection closes.
+    fn refuse_version(&mut self, account: &Account, min: &str) -> ProtocolError {
+        let mut info = self.shared.leaf_info(self.conn.cid, None);
+        info.connect_info = true;
+        info.remote_account = account.name.to_string();
+        self.push(|b| info.encode(b));
+        let text = format!("connection rejected since minimum version required is {min:?}");
+        self.push(|b| protocol::encode_err(b, &text));
+        error!("{} - {text} - Account:{}", self.desc, account.name);
+        self.close_as = Some(CloseReason::MinimumVersionRequired);
+        ProtocolError::Malformed("leafnode below the minimum version")
     }
 
     /// Checks the CONNECT credentials: the `leafnodes` block's user or users when it has any,
@@ -553,6 +603,7 @@ impl Session {
             cluster: self.shared.leaf_cluster_name(),
             headers: true,
             hub: remote.hub,
+            isolate: remote.request_isolation,
             remote_account: name,
             protocol: 1,
             ..LeafConnect::default()
@@ -562,7 +613,7 @@ impl Session {
             true => info.server_name.clone(),
             false => info.cluster.clone(),
         };
-        let leaf = Leaf::new(
+        let mut leaf = Leaf::new(
             self.conn.clone(),
             account,
             &info.server_id,
@@ -573,6 +624,8 @@ impl Session {
             !remote.hub,
             (&remote.deny_exports, &remote.deny_imports),
         );
+        let opts = self.shared.opts();
+        leaf.isolated = remote.isolate || opts.leafnodes.as_ref().is_some_and(|l| l.isolate);
         info!(
             "{} - Leafnode connection created for account: {} ",
             self.desc, leaf.account.name
@@ -672,7 +725,8 @@ impl PeerSession for Session {
 
     /// Sends the error's `-ERR` (if it has one) and logs it; the connection then closes.
     fn fail(&mut self, err: ProtocolError) -> CloseReason {
-        peer::close_with_error(self, err)
+        let reason = peer::close_with_error(self, err);
+        self.close_as.take().unwrap_or(reason)
     }
 }
 

@@ -468,7 +468,9 @@ fn close_status(reason: CloseReason) -> Option<u16> {
         | TlsHandshakeFailure
         | ProtocolViolation => return None,
         // Route reasons, never a WebSocket client's: nats-server's default.
-        NoRespondersRequiresHeaders | DuplicateRoute => ws::CLOSE_INTERNAL_ERROR,
+        NoRespondersRequiresHeaders | DuplicateRoute | MinimumVersionRequired => {
+            ws::CLOSE_INTERNAL_ERROR
+        }
     })
 }
 

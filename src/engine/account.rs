@@ -411,7 +411,7 @@ impl Account {
         let subject = self.loop_subject().to_string();
         leaf.send(|b| {
             for sub in &all {
-                leaf.count(sub, true, b);
+                leaf.count_initial(sub, b);
             }
             leaf_wire::encode_sub(b, subject.as_bytes(), None);
         });

@@ -62,6 +62,12 @@ pub struct Leaf {
     closed: AtomicBool,
     /// Subscriptions the other end has with us (for monitoring).
     pub remote_subs: AtomicU32,
+    /// `isolate_leafnode_interest` (our `leafnodes` block's, or the remote's that we dialed),
+    /// or asked for by the other end (`request_isolation`): the other end hears of no interest
+    /// that came from a leafnode (ours, or a route's leaf-origin interest). As in nats-server
+    /// 2.15.1, loop detection subjects already there when the link comes up are told all the
+    /// same when the other end is our hub; later ones are not.
+    pub isolated: bool,
 }
 
 /// A subject and queue group.
@@ -108,6 +114,7 @@ impl Leaf {
             told: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             remote_subs: AtomicU32::new(0),
+            isolated: false,
         }
     }
 
@@ -239,8 +246,9 @@ impl Leaf {
             .collect()
     }
 
-    /// Whether this leaf hears of `sub` (see the module's rules).
-    fn hears_of(&self, sub: &Subscription) -> bool {
+    /// Whether this leaf hears of `sub` (see the module's rules); `any_loop_detection`: of a
+    /// loop detection subject even when isolated.
+    fn hears_of(&self, sub: &Subscription, any_loop_detection: bool) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -261,6 +269,14 @@ impl Leaf {
                 }
             }
         }
+        let leaf_origin = match &sub.target {
+            Target::Leaf(_) => true,
+            Target::Route(_) => sub.origin.is_some(),
+            Target::Client(_) | Target::Internal(_) => false,
+        };
+        if leaf_origin && self.isolated && !(loop_detection && any_loop_detection) {
+            return false;
+        }
         if sub
             .origin
             .as_ref()
@@ -274,7 +290,17 @@ impl Leaf {
     /// Counts `sub` in (`added`) or out of what this leaf was told, into `out` the `LS+`/`LS-`
     /// that follows. Called under the account's leaf list lock.
     pub(crate) fn count(&self, sub: &Subscription, added: bool, out: &mut BytesMut) {
-        if !self.hears_of(sub) {
+        // A loop detection subject told when the link came up is taken back all the same.
+        self.tally(sub, added, !added, out);
+    }
+
+    /// Counts in `sub`, one of the account's subscriptions when the link comes up.
+    pub(crate) fn count_initial(&self, sub: &Subscription, out: &mut BytesMut) {
+        self.tally(sub, true, self.spoke, out);
+    }
+
+    fn tally(&self, sub: &Subscription, added: bool, any_loop_detection: bool, out: &mut BytesMut) {
+        if !self.hears_of(sub, any_loop_detection) {
             return;
         }
         let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());

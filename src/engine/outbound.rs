@@ -67,6 +67,8 @@ pub enum CloseReason {
     RouteRemoved,
     /// A second route to a server already routed, or a route to this server itself.
     DuplicateRoute,
+    /// A leafnode older than the leafnode port's `min_version`.
+    MinimumVersionRequired,
 }
 
 impl CloseReason {
@@ -94,6 +96,7 @@ impl CloseReason {
             CloseReason::TlsHandshakeFailure => "TLS Handshake Failure",
             CloseReason::RouteRemoved => "Route Removed",
             CloseReason::DuplicateRoute => "Duplicate Route",
+            CloseReason::MinimumVersionRequired => "Minimum Version Required",
         }
     }
 }

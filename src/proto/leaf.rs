@@ -85,6 +85,12 @@ pub struct LeafInfo {
     /// Never compressed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub compression: String,
+    /// Sent once the hub has taken the leafnode's CONNECT (`sendPermsAndAccountInfo`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connect_info: bool,
+    /// The hub's account the connection is bound to (with `connect_info`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remote_account: String,
     /// Where leafnodes may attach to this hub's cluster.
     #[serde(default)]
     pub leafnode_urls: Vec<String>,
@@ -135,6 +141,10 @@ pub struct LeafConnect {
     /// The sender is the hub of this connection (its remote said `hub: true`).
     #[serde(default, rename = "is_hub", skip_serializing_if = "std::ops::Not::not")]
     pub hub: bool,
+    /// The sender asks to hear of no interest that came from other leafnodes (its remote's
+    /// `request_isolation`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolate: bool,
     /// The account the sender binds (told for the hub's logs and checks).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub remote_account: String,

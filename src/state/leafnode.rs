@@ -72,6 +72,8 @@ impl Shared {
             nonce: auth_required.then_some(nonce).flatten(),
             cluster: self.leaf_cluster_name(),
             compression: "off".into(),
+            connect_info: false,
+            remote_account: String::new(),
             leafnode_urls: match leaf.no_advertise {
                 true => Vec::new(),
                 false => vec![url],
