@@ -10,7 +10,7 @@
 //!   client [`proto::parser`] and [`proto::protocol`] encoders, INFO and CONNECT, the route
 //!   ([`proto::route`]) and leafnode ([`proto::leaf`]) frames, and
 //!   [`proto::websocket`] (RFC 6455 frames, the upgrade request and its answers,
-//!   permessage-deflate).
+//!   permessage-deflate) with [`proto::websocket_client`] (a leafnode remote's side of it).
 //! - [`engine`]: routing. [`engine::account`] (each account's sublist and generation, its
 //!   mappings and the service responses it owes), [`engine::subscription`] (a subscription
 //!   delivers to a target: a client, or an internal callback), [`engine::deliver`] (publish is

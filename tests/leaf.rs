@@ -10,7 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::{exactly_once, logged_addr, standalone, until_routed, SETTLE, TERN};
+use common::cluster::{
+    exactly_once, logged_addr, request_across, standalone, until_routed, SETTLE, TERN,
+};
 use common::jwt::{account_jwt, creds, operator_jwt, user_jwt};
 use common::pki::Pki;
 use common::process::{http_get, json_shape, monitor_addr, reference_server, Process, Scratch};
@@ -99,24 +101,7 @@ async fn exchange(hub: &Srv, leaf: &Srv) {
         assert_eq!(got.get("X-Leaf").map(|v| v.as_str()), Some("yes"));
 
         // Request/reply: the responder on the other side, its reply comes back.
-        let subject = format!("svc.{name}");
-        let mut service = to.subscribe(subject.clone()).await.unwrap();
-        to.flush().await.unwrap();
-        until_routed(from, &mut service, &subject).await;
-        let responder = to.clone();
-        let task = tokio::spawn(async move {
-            if let Some(req) = service.next().await {
-                let reply = req.reply.expect("a reply subject");
-                responder.publish(reply, "pong".into()).await.unwrap();
-                responder.flush().await.unwrap();
-            }
-        });
-        let answer = tokio::time::timeout(SETTLE, from.request(subject, "ping".into()))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(answer.payload, "pong");
-        task.await.unwrap();
+        request_across(from, to, &format!("svc.{name}")).await;
 
         // A queue group with a member on each side: the publisher's side takes every message.
         let subject = format!("work.{name}");

@@ -1177,3 +1177,37 @@ async fn wss_verify_and_map_and_pinned_certs_as_nats_server() {
     assert_eq!(wss_outcome(&ws_addr, &pki, frames).await, "closed");
     server.shutdown().await;
 }
+
+/// `verify_and_map` on the WebSocket listener takes the user from the certificate (alice), and
+/// CONNECT's user name does not change it; but its password is checked against the mapped
+/// user's, as nats-server 2.15.1 checks it: a CONNECT naming bob with bob's password is refused
+/// (alice has none), one naming an unknown user without a password gets in as alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_verify_and_map_checks_the_mapped_users_password_as_nats_server() {
+    let pki = Pki::new("ws-tls-map-pass");
+    let config = format!(
+        "authorization {{ users: [{{user: \"alice@example.com\", \
+         permissions: {{publish: \"allowed\"}}}}, {{user: bob, password: pw}}] }}\n\
+         websocket {{ listen: \"127.0.0.1:-1\", tls {{ cert_file: {:?}, key_file: {:?}, \
+         ca_file: {:?}, verify_and_map: true }} }}",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let after_connect = "\r\nPUB denied 1\r\nx\r\nPING\r\n";
+    let refused = "HTTP/1.1 101 Switching Protocols | tls_required, tls_available | \
+                   -ERR 'Authorization Violation'\r\n<opcode 8><closed>";
+    let as_alice = "HTTP/1.1 101 Switching Protocols | tls_required, tls_available | \
+                    -ERR 'Permissions Violation for Publish to \"denied\"'\r\nPONG\r\n";
+    let cases = [
+        (r#"{"verbose":false,"user":"bob","pass":"pw"}"#, refused),
+        (r#"{"verbose":false,"pass":"pw"}"#, refused),
+        (r#"{"verbose":false,"user":"nobody"}"#, as_alice),
+        (r#"{"verbose":false,"user":"bob"}"#, as_alice),
+    ];
+    for server in both("tls-map-pass", &config) {
+        for (connect, want) in cases {
+            let frames = format!("CONNECT {connect}{after_connect}");
+            let outcome = wss_outcome(&server.ws, &pki, frames.as_bytes()).await;
+            assert_eq!(outcome, want, "{} with {connect}", server.name);
+        }
+    }
+}

@@ -100,6 +100,10 @@ pub struct RemoteLeaf {
     pub isolate: bool,
     /// `request_isolation`: asks the hub to tell us of no interest from its other leafnodes.
     pub request_isolation: bool,
+    /// `ws_compression`: offer permessage-deflate to a hub dialed over WebSocket.
+    pub ws_compression: bool,
+    /// `ws_no_masking`: ask a hub dialed over WebSocket to take unmasked frames.
+    pub ws_no_masking: bool,
 }
 
 /// A remote's URL.
@@ -111,8 +115,10 @@ pub struct LeafUrl {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// `tls://`: TLS without a `tls` block.
+    /// `tls://` or `wss://`: TLS without a `tls` block.
     pub tls: bool,
+    /// `ws://` or `wss://`: the hub's WebSocket listener, not its leafnode port.
+    pub ws: bool,
 }
 
 impl Default for LeafnodeOptions {
@@ -348,11 +354,9 @@ fn remote(item: &Value, warnings: &mut Vec<String>) -> Result<RemoteLeaf, ConfEr
             "disabled" => r.disabled = go_bool(field)?,
             "isolate_leafnode_interest" | "isolate" => r.isolate = go_bool(field)?,
             "request_isolation" => r.request_isolation = go_bool(field)?,
-            "ws_compression"
-            | "websocket_compression"
-            | "ws_no_masking"
-            | "websocket_no_masking"
-            | "proxy"
+            "ws_compression" | "websocket_compression" => r.ws_compression = go_bool(field)?,
+            "ws_no_masking" | "websocket_no_masking" => r.ws_no_masking = go_bool(field)?,
+            "proxy"
             | "jetstream_cluster_migrate"
             | "jetstream_cluster_migrate_delay" => {
                 warnings.push(ignored(field, "not supported by tern yet"));
@@ -369,7 +373,15 @@ pub fn leaf_url(text: &str) -> Result<LeafUrl, String> {
     let trimmed = text.trim();
     let url =
         route_url(trimmed).map_err(|_| format!("error parsing leafnode url [{trimmed:?}]"))?;
-    let tls = url.url.to_ascii_lowercase().starts_with("tls://");
+    let scheme = url
+        .url
+        .split("://")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    // nats-server's `isWSURL` and `isWSSURL` look at the scheme's first letters.
+    let ws = scheme.starts_with("ws");
+    let tls = scheme == "tls" || scheme.starts_with("wss");
     Ok(LeafUrl {
         url: url.url,
         host: url.host,
@@ -380,7 +392,25 @@ pub fn leaf_url(text: &str) -> Result<LeafUrl, String> {
         username: url.username,
         password: url.password,
         tls,
+        ws,
     })
+}
+
+impl LeafUrl {
+    /// The URL as nats-server logs it: a password replaced with `xxxxx`.
+    pub fn redacted(&self) -> String {
+        match &self.password {
+            Some(password) => self.url.replacen(&format!(":{password}@"), ":xxxxx@", 1),
+            None => self.url.clone(),
+        }
+    }
+
+    /// The URL's path (`""` when it has none).
+    pub fn path(&self) -> &str {
+        let rest = self.url.split_once("://").map_or("", |(_, rest)| rest);
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        rest.find('/').map_or("", |at| &rest[at..])
+    }
 }
 
 /// `deny_imports`/`deny_exports`: a subject or a list of them.
@@ -459,6 +489,20 @@ pub fn check_at_start(opts: &super::Options) -> Result<(), String> {
     let Some(l) = &opts.leafnodes else {
         return Ok(());
     };
+    for remote in &l.remotes {
+        if remote.urls.iter().any(|u| u.ws != remote.urls[0].ws) {
+            let urls: Vec<String> = remote
+                .urls
+                .iter()
+                .map(|u| format!("{:?}", u.redacted()))
+                .collect();
+            return Err(format!(
+                "remote leaf node configuration cannot have a mix of websocket and \
+                 non-websocket urls: [{}]",
+                urls.join(" ")
+            ));
+        }
+    }
     let modes = std::iter::once(&l.compression).chain(l.remotes.iter().map(|r| &r.compression));
     for mode in modes {
         super::cluster::check_compression(mode)?;
@@ -614,6 +658,38 @@ mod tests {
             "accounts { A {} }\nleafnodes { remotes: [ { url: \"nats://h:1\", account: A } ] }"
         )
         .is_ok());
+    }
+
+    /// The remote's WebSocket options, the URL schemes, and nats-server's refusal of a remote
+    /// that mixes WebSocket and other URLs (its text as nats-server 2.15.1 prints it).
+    #[test]
+    fn remotes_over_websocket() {
+        let (l, warnings) = leaf(
+            "leafnodes { remotes: [ { urls: [\"wss://h:443/p\", \"ws://u:pw@h\"], \
+             ws_compression: true, websocket_no_masking: true } ] }",
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let r = &l.remotes[0];
+        assert!(r.ws_compression && r.ws_no_masking);
+        let [wss, ws] = &r.urls[..] else {
+            panic!("two URLs")
+        };
+        assert!(wss.ws && wss.tls && wss.port == 443 && wss.path() == "/p");
+        assert!(ws.ws && !ws.tls && ws.port == DEFAULT_LEAFNODE_PORT && ws.path().is_empty());
+        assert_eq!(ws.redacted(), "ws://u:xxxxx@h");
+        assert_eq!(
+            error("leafnodes { remotes: [ { url: \"ws://h\", ws_compression: 1 } ] }"),
+            "test.conf:1:40: interface conversion: interface {} is int64, not bool"
+        );
+        let check = |text: &str| check_at_start(&options(text).unwrap().0);
+        assert_eq!(
+            check(
+                "leafnodes { remotes: [ { urls: [\"ws://u:p@127.0.0.1:1\", \"nats://127.0.0.1:2\"] } ] }"
+            )
+            .unwrap_err(),
+            "remote leaf node configuration cannot have a mix of websocket and non-websocket \
+             urls: [\"ws://u:xxxxx@127.0.0.1:1\" \"nats://127.0.0.1:2\"]"
+        );
     }
 
     #[test]

@@ -402,7 +402,6 @@ impl Options {
             // blocks in every configuration they write.
             "jetstream" => self.jetstream = super::jetstream::parse_jetstream(entry, warnings)?,
             "leafnodes" | "leaf" => {
-                super::websocket::leafnode_ws_remote(entry)?;
                 self.leafnodes = Some(super::leafnode::LeafnodeOptions::parse(entry, warnings)?);
             }
             "gateway"

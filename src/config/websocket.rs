@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::cluster::{
     at, auth_timeout, conversion, go_bool, go_duration, go_int, go_string, listen,
 };
-use super::conf::{ConfError, Entry, Kind, Value};
+use super::conf::{ConfError, Entry, Kind};
 use super::options::{unknown_field, TlsOptions};
 use super::users::{go_type, tls_block};
 
@@ -210,52 +210,6 @@ fn authorization(w: &mut WebSocketOptions, entry: &Entry) -> Result<(), ConfErro
     Ok(())
 }
 
-/// A `ws://` or `wss://` URL among the `leafnodes` block's `remotes`: leafnodes are not served
-/// yet, and one over WebSocket must not pass for a warning about the whole block.
-pub(super) fn leafnode_ws_remote(entry: &Entry) -> Result<(), ConfError> {
-    let Kind::Map(fields) = &entry.value.kind else {
-        return Ok(());
-    };
-    let remotes = fields
-        .iter()
-        .filter(|f| f.key.eq_ignore_ascii_case("remotes"))
-        .filter_map(|f| match &f.value.kind {
-            Kind::Array(items) => Some(items),
-            _ => None,
-        })
-        .flatten();
-    for remote in remotes {
-        let Kind::Map(remote) = &remote.kind else {
-            continue;
-        };
-        for field in remote {
-            if !matches!(field.key.to_ascii_lowercase().as_str(), "url" | "urls") {
-                continue;
-            }
-            let urls: Vec<&Value> = match &field.value.kind {
-                Kind::Array(items) => items.iter().collect(),
-                _ => vec![&field.value],
-            };
-            for url in urls {
-                let Kind::String(text) = &url.kind else {
-                    continue;
-                };
-                let lower = text.to_ascii_lowercase();
-                if lower.starts_with("ws://") || lower.starts_with("wss://") {
-                    return Err(at(
-                        field,
-                        format!(
-                            "leafnode remote {text:?}: leafnode connections over WebSocket are \
-                             not supported by tern yet"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// What nats-server refuses about the block only when it starts.
 pub fn check_at_start(opts: &super::Options) -> Result<(), String> {
     let Some(w) = &opts.websocket else {
@@ -341,16 +295,6 @@ mod tests {
             error("websocket { port: 8080, authorization { users: [] } }"),
             "test.conf:1:40: unknown field \"users\""
         );
-    }
-
-    #[test]
-    fn leafnode_remotes_over_websocket_are_refused() {
-        assert_eq!(
-            error("leafnodes { remotes: [ { url: \"nats://a:7422\" }, { urls: [\"wss://h:443\"] } ] }"),
-            "test.conf:1:51: leafnode remote \"wss://h:443\": leafnode connections over \
-             WebSocket are not supported by tern yet"
-        );
-        assert!(options("leafnodes { remotes: [ { url: \"nats://a:7422\" } ] }").is_ok());
     }
 
     #[test]

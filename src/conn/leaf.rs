@@ -7,6 +7,10 @@
 //! (see `engine::leaf`), with this account's loop detection subject (`$LDS.<random>`): a
 //! server that hears its own back closes the link as a loop, and a dialer told so waits 30 s
 //! before dialing again. Remotes are dialed again after every close, each URL in turn.
+//!
+//! Over WebSocket (`conn::websocket`), a leafnode arrives on the WebSocket listener with a
+//! request for `/leafnode`, and a remote with a `ws://` or `wss://` URL dials the hub's
+//! WebSocket listener: TLS first for `wss://`, then the upgrade, and INFO comes in a frame.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -21,6 +25,7 @@ use super::cache::MatchCache;
 use super::liveness::Liveness;
 use super::peer::{self, PeerSession};
 use super::transport;
+use super::websocket::{self, Upgrade};
 use super::writer::write_loop;
 use crate::config::cluster::DEFAULT_AUTH_TIMEOUT;
 use crate::config::leafnode::{version_at_least, LeafUrl, RemoteLeaf};
@@ -58,6 +63,37 @@ pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     session.run(stream).await;
 }
 
+/// Serves a leafnode connection that came in on the WebSocket listener (upgraded, over TLS
+/// for `wss`): INFO in a frame, then the same session as on the leafnode port.
+pub async fn accept_websocket(
+    shared: Arc<Shared>,
+    (read, write): (transport::ReadHalf, transport::WriteHalf),
+    addr: SocketAddr,
+    upgrade: Upgrade,
+) {
+    let mut session = Session::new(shared, addr, None).over_websocket();
+    info!("{} - Leafnode connection created", session.desc);
+    debug!(
+        "{} - Leafnode compression={}",
+        session.desc, upgrade.compress
+    );
+    let halves = websocket::split(read, write, session.conn.clone(), &upgrade);
+    session.nonce = auth::new_nonce();
+    let mut info = session
+        .shared
+        .leaf_info(session.conn.cid, session.nonce.clone());
+    // nats-server says so when its leafnode port has TLS; over WebSocket, the listener's TLS
+    // (if any) is already done and the dialer does not start another.
+    info.tls_required = session
+        .shared
+        .opts()
+        .leafnodes
+        .as_ref()
+        .is_some_and(|l| l.tls.is_some());
+    session.push(|b| info.encode(b));
+    session.serve(halves).await;
+}
+
 /// Dials one remote and keeps it attached: its URLs in turn, again after every close, every
 /// `reconnect_interval` (30 s after the hub said the link makes a loop), until the server stops.
 pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
@@ -86,7 +122,11 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
         match dial(&url).await {
             Some((stream, addr)) => {
                 failures = 0;
-                let session = Session::new(shared.clone(), addr, Some((remote.clone(), url)));
+                let ws = url.ws;
+                let mut session = Session::new(shared.clone(), addr, Some((remote.clone(), url)));
+                if ws {
+                    session = session.over_websocket();
+                }
                 // The hub's reason to refuse us, on top of the interval (`connDelay`).
                 if let Ending::Delay(extra) = session.run(stream).await {
                     delay += extra;
@@ -204,15 +244,29 @@ impl Session {
         }
     }
 
+    /// A leafnode over WebSocket: `lid_ws:` in the log prefix, as nats-server writes it.
+    fn over_websocket(mut self) -> Session {
+        self.desc = self.desc.replace(" - lid:", " - lid_ws:");
+        self.conn.set_desc(&self.desc);
+        self
+    }
+
     async fn run(mut self, stream: TcpStream) -> Ending {
         let upgraded = match self.solicited.is_some() {
             true => self.dialed_transport(stream).await,
             false => self.accepted_transport(stream).await,
         };
-        let (reader, writer) = match upgraded {
-            Ok(halves) => halves,
-            Err(reason) => return self.finish(reason),
-        };
+        match upgraded {
+            Ok(halves) => self.serve(halves).await,
+            Err(reason) => self.finish(reason),
+        }
+    }
+
+    /// Runs the session over its transport until it closes.
+    async fn serve(
+        mut self,
+        (reader, writer): (transport::ReadHalf, transport::WriteHalf),
+    ) -> Ending {
         self.shared
             .tasks
             .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
@@ -276,6 +330,9 @@ impl Session {
         let Some((remote, url)) = self.solicited.clone() else {
             return Ok(transport::split_plain(stream));
         };
+        if url.ws {
+            return self.dialed_websocket(stream, &remote, &url).await;
+        }
         let line =
             match tokio::time::timeout(remote.first_info_timeout, info_line(&mut stream)).await {
                 Ok(Some(line)) => line,
@@ -287,27 +344,9 @@ impl Session {
         let tls_required = serde_json::from_slice::<LeafInfo>(json)
             .map(|info| info.tls_required)
             .unwrap_or(false);
-        let halves = match (remote.tls.clone(), tls_required || url.tls) {
-            (None, false) => transport::split_plain(stream),
-            (tls, _) => {
-                let tls = tls.unwrap_or_default();
-                let config = security_tls::client_config(&tls).map_err(|why| {
-                    error!("{} - TLS leafnode handshake error: {why}", self.desc);
-                    CloseReason::TlsHandshakeFailure
-                })?;
-                debug!("{} - Starting TLS leafnode client handshake", self.desc);
-                let upgrade = security_tls::connect(config, stream, &url.host, tls.timeout);
-                match upgrade.await {
-                    Ok(stream) => {
-                        if !transport::is_pinned(stream.get_ref().1, &tls, &self.desc) {
-                            return Err(CloseReason::TlsHandshakeFailure);
-                        }
-                        transport::log_handshake(&self.desc, stream.get_ref().1);
-                        transport::split_tls_dialed(stream)
-                    }
-                    Err(err) => return Err(self.handshake_failed(err)),
-                }
-            }
+        let halves = match remote.tls.is_some() || tls_required || url.tls {
+            false => transport::split_plain(stream),
+            true => transport::split_tls_dialed(self.tls_client(stream, &remote, &url).await?),
         };
         if self.trace {
             trace_op(&self.desc, &RouteOp::Info(json));
@@ -317,6 +356,66 @@ impl Session {
             return Err(CloseReason::ProtocolViolation);
         }
         Ok(halves)
+    }
+
+    /// The TLS handshake as the hub's client, expecting the certificate of the host dialed.
+    async fn tls_client(
+        &self,
+        stream: TcpStream,
+        remote: &RemoteLeaf,
+        url: &LeafUrl,
+    ) -> Result<transport::DialedStream, CloseReason> {
+        let tls = remote.tls.clone().unwrap_or_default();
+        let config = security_tls::client_config(&tls).map_err(|why| {
+            error!("{} - TLS leafnode handshake error: {why}", self.desc);
+            CloseReason::TlsHandshakeFailure
+        })?;
+        debug!("{} - Starting TLS leafnode client handshake", self.desc);
+        match security_tls::connect(config, stream, &url.host, tls.timeout).await {
+            Ok(stream) => {
+                if !transport::is_pinned(stream.get_ref().1, &tls, &self.desc) {
+                    return Err(CloseReason::TlsHandshakeFailure);
+                }
+                transport::log_handshake(&self.desc, stream.get_ref().1);
+                Ok(stream)
+            }
+            Err(err) => Err(self.handshake_failed(err)),
+        }
+    }
+
+    /// The dialer's side over WebSocket: TLS first for `wss://` (or a `tls` block), then the
+    /// upgrade on the hub's WebSocket listener. The hub's INFO arrives in a frame, for the
+    /// read loop.
+    async fn dialed_websocket(
+        &mut self,
+        stream: TcpStream,
+        remote: &RemoteLeaf,
+        url: &LeafUrl,
+    ) -> Result<(transport::ReadHalf, transport::WriteHalf), CloseReason> {
+        let host = match url.host.contains(':') {
+            true => format!("[{}]:{}", url.host, url.port),
+            false => format!("{}:{}", url.host, url.port),
+        };
+        let path = crate::proto::websocket_client::leaf_path(url.path());
+        let conn = self.conn.clone();
+        let upgraded = match remote.tls.is_some() || url.tls {
+            false => {
+                let split = transport::split_plain;
+                websocket::dial_upgrade(stream, split, conn, &host, &path, remote).await
+            }
+            true => {
+                let stream = self.tls_client(stream, remote, url).await?;
+                let split = transport::split_tls_dialed;
+                websocket::dial_upgrade(stream, split, conn, &host, &path, remote).await
+            }
+        };
+        upgraded.map_err(|why| {
+            error!(
+                "{} - Error soliciting websocket connection: {why}",
+                self.desc
+            );
+            CloseReason::ReadError
+        })
     }
 
     fn handshake_failed(&self, err: HandshakeError) -> CloseReason {

@@ -9,6 +9,10 @@
 //! Error`, logged as nats-server logs it). When the server closes the connection it sends the
 //! close frame nats-server sends for that reason (none for read, write and slow consumer
 //! errors).
+//!
+//! A leafnode rides the same halves: a request for the `/leafnode` path on the WebSocket
+//! listener is a leafnode connection (`conn::leaf`), and a leafnode remote with a `ws://` or
+//! `wss://` URL dials with [`dial_upgrade`] and sends masked frames, as a client does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,10 +29,12 @@ use tokio::net::TcpStream;
 
 use super::client;
 use super::transport::{self, ReadHalf, WriteHalf};
+use crate::config::leafnode::RemoteLeaf;
 use crate::config::websocket::WebSocketOptions;
 use crate::engine::connection::Connection;
 use crate::engine::outbound::CloseReason;
 use crate::proto::websocket::{self as ws, Control, Decoder, Request};
+use crate::proto::websocket_client as wsc;
 use crate::security::tls;
 use crate::state::Shared;
 
@@ -41,8 +47,16 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub struct Upgrade {
     /// permessage-deflate is on.
     pub compress: bool,
-    /// The client said `Nats-No-Masking: true`.
+    /// Frames from the other end need no mask: the client said `Nats-No-Masking: true`, or
+    /// we dialed (a server never masks).
     pub no_masking: bool,
+    /// Our frames are masked, as a client's must be (a leafnode remote, unless the hub agreed
+    /// to `Nats-No-Masking`).
+    pub mask_writes: bool,
+    /// The request's path starts with `/leafnode`: a leafnode connection, not a client.
+    pub leaf: bool,
+    /// Bytes read past the hub's answer (the dialer's side): the first frames.
+    pub leftover: BytesMut,
     /// A browser (`User-Agent: Mozilla/...`): frames of at most 4 KiB.
     pub browser: bool,
     /// A Safari browser with compression: compressed messages are not fragmented.
@@ -132,12 +146,16 @@ where
         .flush()
         .await
         .map_err(|e| Some(format!("websocket handshake error: {e}")))?;
+    let leaf = request.path.starts_with(wsc::LEAF_PATH);
     let agent = request.header("User-Agent").unwrap_or_default();
-    let browser = agent.starts_with("Mozilla/");
+    let browser = !leaf && agent.starts_with("Mozilla/");
     let cookie = |name: &Option<String>| name.as_deref().and_then(|n| request.cookie(n));
     Ok(Upgrade {
         compress,
         no_masking,
+        mask_writes: false,
+        leaf,
+        leftover: BytesMut::new(),
         browser,
         no_compressed_fragments: browser
             && compress
@@ -152,6 +170,73 @@ where
         cookie_jwt: cookie(&opts.jwt_cookie),
         cert: None,
     })
+}
+
+/// The dialer's side of the upgrade (a leafnode `remote` with a `ws://` or `wss://` URL), on
+/// a plain or TLS stream (`split` makes its halves): the request for `path` on `host`, the
+/// hub's answer read within the remote's `first_info_timeout`, then WebSocket halves for
+/// `conn`. `Err` is the reason nats-server logs (`Error soliciting websocket connection`).
+pub async fn dial_upgrade<S>(
+    mut stream: S,
+    split_stream: fn(S) -> (ReadHalf, WriteHalf),
+    conn: Arc<Connection>,
+    host: &str,
+    path: &str,
+    remote: &RemoteLeaf,
+) -> Result<(ReadHalf, WriteHalf), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut random = [0u8; 16];
+    {
+        use ring::rand::SecureRandom;
+        if ring::rand::SystemRandom::new().fill(&mut random).is_err() {
+            random = fastrand::u128(..).to_ne_bytes();
+        }
+    }
+    let key = wsc::challenge_key(random);
+    let (compress, no_masking) = (remote.ws_compression, remote.ws_no_masking);
+    let request = wsc::encode_request(host, path, &key, compress, no_masking);
+    let exchange = async {
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            if let Some((answer, head)) = wsc::check_answer(&buf, &key, compress, no_masking)? {
+                let _ = buf.split_to(head);
+                return Ok(Upgrade {
+                    compress: answer.compress,
+                    no_masking: true,
+                    mask_writes: answer.mask,
+                    leftover: buf,
+                    ..Upgrade::default()
+                });
+            }
+            if buf.len() > MAX_REQUEST {
+                return Err("malformed HTTP response: too long".into());
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err("unexpected EOF".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let upgrade = match tokio::time::timeout(remote.first_info_timeout, exchange).await {
+        Ok(result) => result?,
+        Err(_) => return Err("i/o timeout".into()),
+    };
+    debug!(
+        "{} - Leafnode compression={} masking={}",
+        conn.desc(),
+        upgrade.compress,
+        upgrade.mask_writes
+    );
+    let (read, write) = split_stream(stream);
+    Ok(split(read, write, conn, &upgrade))
 }
 
 /// nats-server's `checkOrigin`: no `Origin` (or `Sec-WebSocket-Origin`) passes; otherwise it
@@ -249,6 +334,8 @@ fn http_date(time: std::time::SystemTime) -> String {
 struct Link {
     /// Pongs (whole frames) to send before the next data.
     control: BytesMut,
+    /// Control frames are masked (our side dialed).
+    mask: bool,
     /// The close frame's payload to send last, once one is decided (a client's close echoed,
     /// or a protocol error).
     close: Option<Vec<u8>>,
@@ -261,16 +348,24 @@ pub fn split(
     conn: Arc<Connection>,
     upgrade: &Upgrade,
 ) -> (ReadHalf, WriteHalf) {
-    let link = Arc::new(Mutex::new(Link::default()));
-    let reader = WsReader {
+    let link = Arc::new(Mutex::new(Link {
+        mask: upgrade.mask_writes,
+        ..Link::default()
+    }));
+    let mut reader = WsReader {
         inner: read,
-        raw: BytesMut::new(),
+        raw: upgrade.leftover.clone(),
         decoded: BytesMut::new(),
         decoder: Decoder::new(!upgrade.no_masking),
         link: link.clone(),
         conn: conn.clone(),
         ended: false,
     };
+    // Frames that came with the hub's answer: decoded now, since the reader decodes only
+    // after reading. Frames that break the rules end the stream at once.
+    if !reader.raw.is_empty() && reader.decode_raw().is_err() {
+        reader.ended = true;
+    }
     let max_frame = match (
         upgrade.browser,
         upgrade.compress && upgrade.no_compressed_fragments,
@@ -284,6 +379,7 @@ pub fn split(
         compress: upgrade.compress,
         deflater: None,
         max_frame,
+        mask: upgrade.mask_writes,
         link,
         conn,
         close_queued: false,
@@ -337,14 +433,7 @@ impl AsyncRead for WsReader {
             if n == 0 {
                 return Poll::Ready(Ok(()));
             }
-            let mut controls = Vec::new();
-            let result = this
-                .decoder
-                .decode(&mut this.raw, &mut this.decoded, &mut controls);
-            this.handle(controls);
-            if let Err(ws::FrameError(why)) = result {
-                error!("{} - read error: {why}", this.conn.desc());
-                this.lock_link().close = Some(ws::close_payload(ws::CLOSE_PROTOCOL_ERROR, &why));
+            if let Err(why) = this.decode_raw() {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
             }
         }
@@ -354,6 +443,21 @@ impl AsyncRead for WsReader {
 impl WsReader {
     fn lock_link(&self) -> std::sync::MutexGuard<'_, Link> {
         self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decodes what `raw` holds; a frame-level violation is logged and queues the 1002 close.
+    fn decode_raw(&mut self) -> Result<(), String> {
+        let mut controls = Vec::new();
+        let result = self
+            .decoder
+            .decode(&mut self.raw, &mut self.decoded, &mut controls);
+        self.handle(controls);
+        let Err(ws::FrameError(why)) = result else {
+            return Ok(());
+        };
+        error!("{} - read error: {why}", self.conn.desc());
+        self.lock_link().close = Some(ws::close_payload(ws::CLOSE_PROTOCOL_ERROR, &why));
+        Err(why)
     }
 
     /// Queues the answers to control frames and wakes the writer to send them.
@@ -366,7 +470,8 @@ impl WsReader {
         for control in controls {
             match control {
                 Control::Ping(payload) => {
-                    ws::encode_control(&mut link.control, ws::OP_PONG, &payload)
+                    let mask = link.mask;
+                    encode_control(&mut link.control, ws::OP_PONG, &payload, mask)
                 }
                 Control::Close(payload) => {
                     link.close.get_or_insert(payload);
@@ -388,6 +493,8 @@ pub struct WsWriter {
     /// Made at the first compressed write, then reused.
     deflater: Option<flate2::Compress>,
     max_frame: Option<usize>,
+    /// Frames are masked (our side dialed).
+    mask: bool,
     link: Arc<Mutex<Link>>,
     conn: Arc<Connection>,
     close_queued: bool,
@@ -438,8 +545,19 @@ impl WsWriter {
             close_status(reason).map(|status| ws::close_payload(status, reason.as_str()))
         });
         if let Some(payload) = payload {
-            ws::encode_control(&mut self.framed, ws::OP_CLOSE, &payload);
+            encode_control(&mut self.framed, ws::OP_CLOSE, &payload, self.mask);
         }
+    }
+}
+
+/// Appends one control frame, masked with a random key when `mask` is set.
+fn encode_control(out: &mut BytesMut, opcode: u8, payload: &[u8], mask: bool) {
+    match mask {
+        true => {
+            let key = fastrand::u32(..).to_ne_bytes();
+            wsc::encode_masked(out, true, true, false, opcode, payload, key)
+        }
+        false => ws::encode_control(out, opcode, payload),
     }
 }
 
@@ -483,6 +601,29 @@ impl AsyncWrite for WsWriter {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         this.take_control();
+        if this.mask {
+            // A dialer's frames: masked, so copied.
+            let compress = this.compress && buf.len() > ws::COMPRESS_THRESHOLD;
+            let compressed = match compress {
+                true => {
+                    let deflater = this.deflater.get_or_insert_with(ws::new_deflater);
+                    Some(ws::deflate_message(deflater, buf).map_err(io::Error::other)?)
+                }
+                false => None,
+            };
+            let payload = compressed.as_deref().unwrap_or(buf);
+            let key = fastrand::u32(..).to_ne_bytes();
+            wsc::encode_masked(
+                &mut this.framed,
+                true,
+                true,
+                compress,
+                ws::OP_BINARY,
+                payload,
+                key,
+            );
+            return Poll::Ready(Ok(buf.len()));
+        }
         if this.compress && buf.len() > ws::COMPRESS_THRESHOLD {
             let deflater = this.deflater.get_or_insert_with(ws::new_deflater);
             ws::encode_compressed(deflater, &mut this.framed, buf, this.max_frame)
@@ -613,6 +754,19 @@ pub async fn serve(
             (transport::split_tls(stream), upgrade)
         }
     };
+    if upgrade.leaf {
+        // nats-server takes leafnodes here only when it listens for them on a leafnode port,
+        // and otherwise closes the upgraded connection without a word.
+        if !opts.leafnodes.as_ref().is_some_and(|l| l.listens) {
+            error!("Not configured to accept leaf node connections");
+            return;
+        }
+        if !shared.stopping() {
+            let session = super::leaf::accept_websocket(shared.clone(), halves, addr, upgrade);
+            shared.tasks.spawn(session);
+        }
+        return;
+    }
     let cid = shared.router.next_cid();
     let desc = match upgrade.forwarded_for {
         Some(ip) => format!("{ip}/{addr} - wid:{cid}"),

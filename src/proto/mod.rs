@@ -9,3 +9,4 @@ pub mod protocol;
 pub mod route;
 pub mod subject;
 pub mod websocket;
+pub mod websocket_client;

@@ -1,7 +1,8 @@
 //! WebSocket (RFC 6455) as pure functions, as nats-server 2.15.1 speaks it to clients: the
 //! upgrade request and its answers, the frame decoder that turns a client's frames into the
 //! byte stream the NATS parser reads, the frame encoder, close payloads, and permessage-deflate
-//! (RFC 7692, without context takeover either way). No sockets and no clock.
+//! (RFC 7692, without context takeover either way). No sockets and no clock. The client's side
+//! (a leafnode remote dialing a hub) is [`super::websocket_client`].
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -390,13 +391,7 @@ pub fn encode_compressed(
     data: &[u8],
     max_frame: Option<usize>,
 ) -> Result<(), String> {
-    deflater.reset();
-    let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-    deflate_all(deflater, data, &mut compressed)?;
-    // RFC 7692 7.2.1: the sync flush's empty block is left off.
-    if compressed.ends_with(&DEFLATE_TAIL) {
-        compressed.truncate(compressed.len() - 4);
-    }
+    let compressed = deflate_message(deflater, data)?;
     match max_frame {
         Some(max) if compressed.len() > max => {
             let pieces = compressed.chunks(max).count();
@@ -411,6 +406,18 @@ pub fn encode_compressed(
         }
     }
     Ok(())
+}
+
+/// `data` compressed as one message's payload (no context takeover), its tail left off.
+pub fn deflate_message(deflater: &mut flate2::Compress, data: &[u8]) -> Result<Vec<u8>, String> {
+    deflater.reset();
+    let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
+    deflate_all(deflater, data, &mut compressed)?;
+    // RFC 7692 7.2.1: the sync flush's empty block is left off.
+    if compressed.ends_with(&DEFLATE_TAIL) {
+        compressed.truncate(compressed.len() - 4);
+    }
+    Ok(compressed)
 }
 
 fn deflate_all(

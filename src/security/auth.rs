@@ -172,14 +172,22 @@ pub fn authenticate(opts: &Options, creds: &Credentials) -> Option<Authorized> {
         false => opts.tls.as_ref(),
     };
     if tls.is_some_and(|t| t.verify_and_map) {
-        // The verified certificate is the credential: one of its SANs or its subject must be
-        // a configured user name; CONNECT's user and password play no part.
+        // The verified certificate names the user: one of its SANs or its subject must be a
+        // configured user name. CONNECT's user name is ignored (with nats-server's warning),
+        // but its password is still checked against the mapped user's, as nats-server does:
+        // a mapped user without a password takes a CONNECT without one.
         let cert = creds.cert.as_ref()?;
         let user = opts
             .users
             .iter()
             .find(|u| u.nkey.is_none() && cert.is(&u.name))
             .filter(|u| u.allows(creds.kind()))?;
+        if let Some(named) = &creds.user {
+            tracing::warn!("User {named:?} found in connect proto, but user required from cert");
+        }
+        if !check_secret(creds.pass.as_deref().unwrap_or_default(), &user.password) {
+            return None;
+        }
         return Some(Authorized {
             user: Some(user.name.clone()),
             permissions: user.permissions.clone(),
@@ -466,6 +474,10 @@ mod tests {
         let mut no_cert = with(&[]);
         no_cert.cert = None;
         assert!(!ok(&opts, &no_cert));
+        // The mapped user's password (none here) is still checked.
+        let mut with_pass = with(&[("CN", "alice"), ("O", "tern")]);
+        with_pass.pass = Some("x".into());
+        assert!(!ok(&opts, &with_pass));
     }
 
     #[test]

@@ -170,6 +170,28 @@ pub async fn until_routed(
     {}
 }
 
+/// A request from `from` is answered by a responder on `to` (subscribed to `subject` once
+/// its interest has reached `from`'s side), and the reply comes back.
+pub async fn request_across(from: &async_nats::Client, to: &async_nats::Client, subject: &str) {
+    let mut service = to.subscribe(subject.to_string()).await.unwrap();
+    to.flush().await.unwrap();
+    until_routed(from, &mut service, subject).await;
+    let responder = to.clone();
+    let task = tokio::spawn(async move {
+        if let Some(req) = service.next().await {
+            let reply = req.reply.expect("a reply subject");
+            responder.publish(reply, "pong".into()).await.unwrap();
+            responder.flush().await.unwrap();
+        }
+    });
+    let answer = tokio::time::timeout(SETTLE, from.request(subject.to_string(), "ping".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.payload, "pong");
+    task.await.unwrap();
+}
+
 /// Publishes `0`, `1`, ... `count - 1` on `subject` and flushes.
 pub async fn publish_numbered(publisher: &async_nats::Client, subject: &str, count: u32) {
     for n in 0..count {
