@@ -69,8 +69,12 @@ impl Server {
     }
 
     /// As [`Server::bind`], with the TLS configurations already built from `opts`.
-    pub async fn bind_with(opts: Options, tls: ServerTls) -> io::Result<Server> {
+    pub async fn bind_with(mut opts: Options, tls: ServerTls) -> io::Result<Server> {
         let fatal = |text: String| io::Error::new(io::ErrorKind::InvalidInput, text);
+        // The URL resolver's account server must answer; the system account is fetched.
+        crate::state::resolver::prepare(&mut opts)
+            .await
+            .map_err(fatal)?;
         let monitor_tls = match (opts.http_port, opts.https_port, &tls.monitor) {
             (0, 0, _) => None,
             (http, https, _) if http != 0 && https != 0 => {
