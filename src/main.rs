@@ -237,6 +237,12 @@ async fn serve(
             error!(target: FATAL, "{err}");
             return ExitCode::FAILURE;
         }
+        // The URL resolver's account server did not answer: nats-server refuses to start
+        // before it logs anything.
+        Err(err) if err.to_string().starts_with("could not fetch") => {
+            eprintln!("{program}: {err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => {
             error!(target: FATAL, "Error listening on port: {host}:{port}, \"{err}\"");
             return ExitCode::FAILURE;
@@ -415,7 +421,11 @@ fn reload(shared: &Shared, run: &Run, log: &LogControl) {
     let result = run.options(&mut warnings).and_then(|opts| {
         let levels = (opts.debug, opts.trace, opts.logtime);
         let log_file = opts.log_file.clone();
-        shared.reload(opts)?;
+        shared.update_accounts(|old| {
+            let mut opts = opts;
+            tern::config::operator::keep_fetched(old, &mut opts);
+            Ok((opts, ()))
+        })?;
         log.set(levels.0, levels.1, levels.2);
         log.set_file(log_file.as_deref())
             .map_err(|e| format!("cannot open log file: {e}"))

@@ -34,11 +34,14 @@ pub struct TrustedOperator {
 pub enum Resolver {
     /// `MEMORY`: the preloaded accounts, fixed until a reload.
     Memory,
-    /// `URL(...)`: an account server (not supported by tern yet).
+    /// `URL(...)`: an account server, asked `GET <url><account key>` for an account the
+    /// server does not know yet; the URL as given, ending with `/`.
     Url(String),
-    /// `{ type: full | cache, dir, allow_delete, ... }`: account JWTs stored in a directory,
-    /// one `<account key>.jwt` file each, updated through the system account (`full`; `cache`
-    /// is not supported by tern yet).
+    /// `{ type: full | cache, dir, ... }`: account JWTs stored in a directory, one
+    /// `<account key>.jwt` file each, updated through the system account. An account not in
+    /// the directory is asked of the other servers (`$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`).
+    /// `full` keeps every account and answers those lookups; `cache` keeps at most `limit`
+    /// (the least recently used go first), each for `ttl` when set.
     Dir {
         /// `full` or `cache`.
         kind: String,
@@ -46,7 +49,30 @@ pub enum Resolver {
         dir: std::path::PathBuf,
         /// `allow_delete`.
         allow_delete: bool,
+        /// `limit`: how many JWTs the directory keeps (0: no limit, for `full`).
+        limit: i64,
+        /// `ttl` (`cache`): how long a JWT stays after it was last stored or looked up; zero
+        /// keeps it until the JWT itself expires.
+        ttl: Duration,
+        /// `timeout`: how long a lookup waits for the other servers.
+        timeout: Duration,
     },
+}
+
+/// nats-server's `DEFAULT_ACCOUNT_FETCH_TIMEOUT`: how long an account fetch (URL or lookup
+/// through the system account) may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_millis(1900);
+
+impl Resolver {
+    /// Whether accounts the server does not know are fetched when a client needs them.
+    pub fn fetches(&self) -> bool {
+        !matches!(self, Resolver::Memory)
+    }
+
+    /// The cache resolver's directory.
+    pub fn is_cache(&self) -> bool {
+        matches!(self, Resolver::Dir { kind, .. } if kind == "cache")
+    }
 }
 
 /// A verified account JWT.
@@ -70,6 +96,8 @@ pub struct OperatorOptions {
     pub trusted_keys: Vec<String>,
     /// `resolver`.
     pub resolver: Option<Resolver>,
+    /// `resolver_tls`: how the URL resolver checks an `https` account server.
+    pub resolver_tls: Option<super::options::TlsOptions>,
     /// `resolver_preload`: account public key -> JWT, in file order, with their positions.
     pub preload: Vec<(String, String, Pos)>,
     /// The preloaded accounts, verified, by public key.
@@ -159,49 +187,97 @@ pub(super) fn parse_trusted(v: &Value) -> Result<Vec<String>, ConfError> {
     Ok(keys)
 }
 
-/// `resolver: MEMORY | URL(url) | { type, dir, ... }`.
+/// `resolver: MEMORY | URL(url) | { type, dir, ... }`, checked as nats-server checks it.
 pub(super) fn parse_resolver(v: &Value) -> Result<Resolver, ConfError> {
+    let fail = |message: String| ConfError {
+        pos: v.pos.clone(),
+        message,
+    };
+    let unknown = || {
+        fail(
+            "error parsing account resolver, should be MEM or  URL(\"url\") or a map containing \
+             dir and type state=[FULL|CACHE])"
+                .into(),
+        )
+    };
     match &v.kind {
         Kind::String(text) => {
-            let upper = text.to_ascii_uppercase();
-            if upper == "MEM" || upper == "MEMORY" {
+            let upper = text.trim().to_ascii_uppercase();
+            if upper.starts_with("MEM") {
                 Ok(Resolver::Memory)
-            } else if upper.starts_with("URL(") && text.ends_with(')') {
-                Ok(Resolver::Url(text[4..text.len() - 1].trim().to_string()))
+            } else if upper.starts_with("URL(") && text.trim().ends_with(')') {
+                let text = text.trim();
+                let url = text[4..text.len() - 1].trim().trim_matches('"').trim();
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(fail(format!(
+                        "error parsing account resolver url {url:?}: tern fetches accounts \
+                         over http and https only"
+                    )));
+                }
+                let mut url = url.to_string();
+                if !url.ends_with('/') {
+                    url.push('/');
+                }
+                Ok(Resolver::Url(url))
             } else {
-                Err(ConfError {
-                    pos: v.pos.clone(),
-                    message: format!("resolver not supported: {text:?}"),
-                })
+                Err(unknown())
             }
         }
         Kind::Map(map) => {
-            let kind = map
-                .iter()
-                .find(|e| e.key.eq_ignore_ascii_case("type"))
-                .map(|e| string(&e.value))
-                .transpose()?
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            match kind.as_str() {
-                "full" | "cache" => {
-                    let field = |name: &str| map.iter().find(|e| e.key.eq_ignore_ascii_case(name));
-                    let dir = field("dir").map(|e| string(&e.value)).transpose()?;
-                    let allow_delete = field("allow_delete")
-                        .map(|e| super::options::boolean(&e.value))
-                        .transpose()?
-                        .unwrap_or(false);
-                    Ok(Resolver::Dir {
-                        kind,
-                        dir: dir.unwrap_or_default().into(),
-                        allow_delete,
+            let field = |name: &str| map.iter().find(|e| e.key.eq_ignore_ascii_case(name));
+            let text = |name: &str| field(name).map(|e| string(&e.value)).transpose();
+            let duration = |name: &str| -> Result<Option<Duration>, ConfError> {
+                let Some(e) = field(name) else {
+                    return Ok(None);
+                };
+                let text = string(&e.value)?;
+                super::options::parse_duration(&text)
+                    .map(Some)
+                    .ok_or_else(|| ConfError {
+                        pos: e.value.pos.clone(),
+                        message: format!("time: invalid duration {text:?}"),
                     })
+            };
+            let kind = text("type")?.unwrap_or_default().to_ascii_lowercase();
+            let dir = text("dir")?.unwrap_or_default();
+            let allow_delete = field("allow_delete")
+                .map(|e| super::options::boolean(&e.value))
+                .transpose()?
+                .unwrap_or(false);
+            let limit = field("limit")
+                .map(|e| super::options::int(&e.value))
+                .transpose()?
+                .unwrap_or(0);
+            let ttl = duration("ttl")?.unwrap_or_default();
+            let interval = duration("interval")?.unwrap_or_default();
+            let timeout = duration("timeout")?;
+            if dir.is_empty() {
+                return Err(fail(
+                    "dir has no value and needs to point to a directory".into(),
+                ));
+            }
+            if std::fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+                return Err(fail("dir needs to point to an accessible directory".into()));
+            }
+            match kind.as_str() {
+                "cache" if !interval.is_zero() => Err(fail("CACHE does not accept sync".into())),
+                "cache" if allow_delete => Err(fail("CACHE does not accept allow_delete".into())),
+                "full" if !ttl.is_zero() => Err(fail("FULL does not accept ttl".into())),
+                _ if timeout.is_some_and(|t| t.is_zero()) => {
+                    Err(fail("Fetch timeout 0s is too smal".into()))
                 }
-                "mem" | "memory" => Ok(Resolver::Memory),
-                _ => Err(ConfError {
-                    pos: v.pos.clone(),
-                    message: format!("resolver type {kind:?} not supported"),
+                "full" | "cache" => Ok(Resolver::Dir {
+                    limit: match (kind.as_str(), limit) {
+                        ("cache", l) if l <= 0 => 1_000,
+                        (_, l) => l.max(0),
+                    },
+                    kind,
+                    dir: dir.into(),
+                    allow_delete,
+                    ttl,
+                    timeout: timeout.unwrap_or(FETCH_TIMEOUT),
                 }),
+                _ => Err(unknown()),
             }
         }
         _ => Err(bad(v, "resolver")),
@@ -232,6 +308,17 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
         },
         message: message.to_string(),
     };
+    if op.resolver.is_none() && op.operators.len() == 1 {
+        // An operator naming its account server stands for `resolver: URL(<it>/accounts)`
+        // (what `nsc push` uses).
+        let server = op.operators[0].claims.nats.account_server_url.trim();
+        if server.starts_with("http://") || server.starts_with("https://") {
+            op.resolver = Some(Resolver::Url(format!(
+                "{}/accounts/",
+                server.trim_end_matches('/')
+            )));
+        }
+    }
     if op.resolver.is_none() {
         return Err(whole(
             "operators require an account resolver to be configured",
@@ -251,15 +338,6 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
         return Err(whole(
             "conflicting options for 'TrustedKeys' and 'TrustedOperators'",
         ));
-    }
-    match &op.resolver {
-        Some(Resolver::Url(_)) => return Err(whole("resolver: URL is not supported by tern yet")),
-        Some(Resolver::Dir { kind, .. }) if kind != "full" => {
-            return Err(whole(&format!(
-                "resolver type {kind:?} is not supported by tern yet"
-            )))
-        }
-        _ => {}
     }
     let mut accounts = BTreeMap::new();
     // The full resolver's directory: what earlier updates stored (a file that does not hold
@@ -315,6 +393,26 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
     Ok(())
 }
 
+/// A reloaded configuration keeps the accounts its resolver fetched or took updates for
+/// while the server ran (nats-server's accounts outlive a reload); the file's own stay as
+/// the file says.
+pub fn keep_fetched(old: &Options, new: &mut Options) {
+    if !new
+        .operator
+        .resolver
+        .as_ref()
+        .is_some_and(Resolver::fetches)
+    {
+        return;
+    }
+    for (key, account) in &old.operator.accounts {
+        if !new.operator.accounts.contains_key(key) {
+            new.operator.accounts.insert(key.clone(), account.clone());
+        }
+    }
+    expand(new);
+}
+
 /// The configured accounts from the verified account JWTs (after accounts were removed from
 /// [`OperatorOptions::accounts`]).
 pub fn expand_accounts(opts: &mut Options) {
@@ -349,8 +447,8 @@ fn verify(op: &OperatorOptions, key: &str, token: &str) -> Result<AccountJwt, St
     })
 }
 
-/// The `<key>.jwt` files of a full resolver's directory.
-fn stored_jwts(dir: &Path) -> Vec<(String, String)> {
+/// The `<key>.jwt` files of a resolver's directory, with what each holds, by key.
+pub fn stored_jwts(dir: &Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

@@ -453,6 +453,9 @@ impl Options {
                 self.operator.resolver = Some(super::operator::parse_resolver(v)?)
             }
             "resolver_preload" => self.operator.preload = super::operator::parse_preload(v)?,
+            "resolver_tls" => {
+                self.operator.resolver_tls = Some(super::users::tls_block(v, warnings)?)
+            }
             // Running without these would weaken security or change who may do what.
             "ocsp" | "default_permissions" | "proxies" => {
                 return Err(ConfError {

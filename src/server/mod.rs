@@ -104,8 +104,13 @@ impl Server {
     }
 
     /// As [`Server::bind`], with the TLS configurations already built from `opts`.
-    pub async fn bind_with(opts: Options, tls: ServerTls) -> io::Result<Server> {
+    pub async fn bind_with(mut opts: Options, tls: ServerTls) -> io::Result<Server> {
         let fatal = StartError::error;
+        // The URL resolver's account server must answer; the system account is fetched. Its
+        // failure is printed before any log line (main), as nats-server does.
+        crate::state::resolver::prepare(&mut opts)
+            .await
+            .map_err(|text| io::Error::new(io::ErrorKind::InvalidInput, text))?;
         let monitor_tls = match (opts.http_port, opts.https_port, &tls.monitor) {
             (0, 0, _) => None,
             (http, https, _) if http != 0 && https != 0 => {

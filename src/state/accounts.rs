@@ -69,7 +69,11 @@ pub fn check(opts: &Options) -> Result<(), String> {
         }
     }
     if let Some(name) = opts.system_account.as_deref() {
-        let configured = name == SYSTEM_ACCOUNT || opts.accounts.iter().any(|a| a.name == name);
+        // A resolver that fetches accounts gives the system account when the server starts
+        // (`resolver::prepare`).
+        let fetched = opts.operator.resolver.as_ref().is_some_and(|r| r.fetches());
+        let configured =
+            name == SYSTEM_ACCOUNT || fetched || opts.accounts.iter().any(|a| a.name == name);
         if !configured && !opts.no_system_account {
             return Err("error resolving system account: account missing".into());
         }

@@ -28,6 +28,8 @@ pub mod cluster;
 pub mod events;
 pub mod jetstream;
 pub mod leafnode;
+pub mod resolver;
+mod web;
 
 /// Whether `conn` is bound to `user`'s account.
 fn bound_to(conn: &Connection, user: &auth::Authorized) -> bool {
@@ -106,6 +108,10 @@ pub struct Shared {
     pub sys: SysChannel,
     /// JetStream's configuration and totals for the monitor, set by JetStream when it runs.
     pub jetstream: jetstream::JetStreamState,
+    /// The account resolver's directory, as the `cache` resolver tracks it; and the lock
+    /// taken around every change of the operator-mode accounts in force (see
+    /// [`Shared::update_accounts`]), so two changes never build on the same old options.
+    pub resolver: resolver::ResolverState,
 }
 
 impl Shared {
@@ -154,6 +160,7 @@ impl Shared {
             monitor: MonitorState::default(),
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
+            resolver: resolver::ResolverState::default(),
             cluster: cluster::ClusterState::default(),
             leafnode: leafnode::LeafState::default(),
             sys,

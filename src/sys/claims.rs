@@ -1,62 +1,74 @@
-//! The full account resolver's requests (`resolver { type: full, dir }`), as nats-server
-//! answers them: account JWTs pushed at run time through the system account are checked,
-//! stored in the directory (one `<account>.jwt` file each) and put in force at once: new
-//! accounts exist, changed ones take their new exports, imports, limits and revocations (the
-//! connected clients are checked again, as on a reload).
+//! The account resolvers' requests, as nats-server answers them. The full resolver
+//! (`resolver { type: full, dir }`) checks account JWTs pushed at run time through the system
+//! account, stores them in the directory (one `<account>.jwt` file each) and puts them in
+//! force at once: new accounts exist, changed ones take their new exports, imports, limits and
+//! revocations (the connected clients are checked again, as on a reload). The cache resolver
+//! (`type: cache`) takes updates of the accounts it has only, and answers no lookups; the
+//! memory and URL resolvers take updates of known accounts on `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.
+//! UPDATE` (and the older `$SYS.ACCOUNT.<acc>.CLAIMS.UPDATE`) without storing them.
 
 use std::path::{Path, PathBuf};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::services::Answer;
 use super::Sys;
 use crate::config::operator::{self, Resolver};
 use crate::state::events::SysRequest;
+use crate::state::resolver::{self, file};
 use crate::state::Shared;
 
-/// The full resolver's directory, when the server runs one.
-pub(super) fn directory(shared: &Shared) -> Option<PathBuf> {
+/// The full or cache resolver's directory and kind, when the server runs one.
+pub(super) fn directory(shared: &Shared) -> Option<(PathBuf, String)> {
     match &shared.opts().operator.resolver {
-        Some(Resolver::Dir { kind, dir, .. }) if kind == "full" => Some(dir.clone()),
+        Some(Resolver::Dir { kind, dir, .. }) => Some((dir.clone(), kind.clone())),
         _ => None,
     }
 }
 
 /// Makes the directory and stores in it the accounts known at start that it does not hold
 /// yet (the preloaded ones), as nats-server does; logs where it is.
-pub(super) fn prepare(shared: &Shared, dir: &Path) {
+pub(super) fn prepare(shared: &Shared, dir: &Path, kind: &str) {
     if let Err(err) = std::fs::create_dir_all(dir) {
         error!("Error creating jwt directory {}: {err}", dir.display());
         return;
     }
-    info!("Managing all jwt in exclusive directory {}", dir.display());
+    match kind {
+        "cache" => info!("Managing some jwt in exclusive directory {}", dir.display()),
+        _ => info!("Managing all jwt in exclusive directory {}", dir.display()),
+    }
     for (key, account) in &shared.opts().operator.accounts {
         let path = file(dir, key);
-        if !path.exists() {
+        if !path.exists() && !account.jwt.is_empty() {
             if let Err(err) = std::fs::write(&path, &account.jwt) {
                 warn!("Error storing account jwt {}: {err}", path.display());
             }
         }
     }
-}
-
-fn file(dir: &Path, key: &str) -> PathBuf {
-    dir.join(format!("{key}.jwt"))
+    if kind == "cache" {
+        resolver::index_directory(shared, dir);
+    }
 }
 
 impl Sys {
-    /// `UPDATE`, `LOOKUP` or `LIST`.
+    /// `UPDATE`, `LOOKUP`, `LIST` or `DELETE`.
     pub(super) fn claims(&mut self, op: &str, req: &SysRequest) -> Answer {
-        let Some(dir) = directory(&self.shared) else {
-            return Answer::Nothing;
-        };
-        // `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.<OP>` names the account; the short forms do not.
+        // `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.<OP>` (or `$SYS.ACCOUNT.<acc>.CLAIMS.UPDATE`) names
+        // the account; the short forms do not.
         let subject = String::from_utf8_lossy(&req.subject);
         let named = subject
             .strip_prefix("$SYS.REQ.ACCOUNT.")
+            .or_else(|| subject.strip_prefix("$SYS.ACCOUNT."))
             .and_then(|rest| rest.split('.').next())
             .map(str::to_string);
+        let Some((dir, kind)) = directory(&self.shared) else {
+            return match op {
+                "UPDATE" => self.update_known(&req.body, named.as_deref().unwrap_or_default()),
+                _ => Answer::Nothing,
+            };
+        };
         match op {
+            "UPDATE" if kind == "cache" => self.update_cache(&dir, &req.body, named.as_deref()),
             "UPDATE" => self.update(&dir, &req.body, named.as_deref()),
             "LOOKUP" => {
                 let key = named.unwrap_or_default();
@@ -75,20 +87,89 @@ impl Sys {
             }
             "DELETE" => self.delete(&dir, &req.body),
             "LIST" => {
-                let mut keys: Vec<String> = self
-                    .shared
-                    .opts()
-                    .operator
-                    .accounts
-                    .keys()
-                    .cloned()
-                    .collect();
+                let mut keys: Vec<String> = match kind.as_str() {
+                    "cache" => resolver::cached(&self.shared),
+                    _ => self
+                        .shared
+                        .opts()
+                        .operator
+                        .accounts
+                        .keys()
+                        .cloned()
+                        .collect(),
+                };
                 keys.sort();
                 let server = serde_json::to_value(self.server_info()).unwrap_or_default();
                 Answer::Document(serde_json::json!({"data": keys, "server": server}))
             }
             _ => Answer::Nothing,
         }
+    }
+
+    /// An update with the memory or URL resolver: an account in force takes it (nothing is
+    /// stored); one that is not is skipped.
+    fn update_known(&mut self, body: &[u8], key: &str) -> Answer {
+        let token = String::from_utf8_lossy(body);
+        let refused = |why: String| {
+            error!("jwt update resulted in error - {key} - {why}");
+            Answer::ClaimError(
+                Some(key.to_string()),
+                format!("jwt update resulted in error - {why}"),
+            )
+        };
+        if token.trim().is_empty() {
+            return refused("request body is empty".into());
+        }
+        let claims: crate::proto::jwt::AccountClaims =
+            match crate::proto::jwt::decode(token.trim(), crate::proto::jwt::Kind::Account) {
+                Ok(claims) => claims,
+                Err(e) => return refused(e.to_string()),
+            };
+        if claims.sub != key {
+            return refused("subject does not match jwt content".into());
+        }
+        if !self.shared.opts().operator.accounts.contains_key(key) {
+            return done(key, "jwt update skipped");
+        }
+        let applied = self.shared.update_accounts(|opts| {
+            operator::with_update(opts, &token, Some(key)).map_err(|(_, why)| why)
+        });
+        match applied {
+            Ok(_) => done(key, "jwt updated"),
+            Err(why) => refused(why),
+        }
+    }
+
+    /// An update with the cache resolver: only an account it has takes it.
+    fn update_cache(&mut self, dir: &Path, body: &[u8], named: Option<&str>) -> Answer {
+        let token = String::from_utf8_lossy(body);
+        let refused = |acc: &str, why: String| {
+            error!("jwt update cache resulted in error - {acc} - {why}");
+            Answer::ClaimError(
+                Some(acc.to_string()),
+                format!("jwt update cache resulted in error - {why}"),
+            )
+        };
+        let claims: crate::proto::jwt::AccountClaims =
+            match crate::proto::jwt::decode(token.trim(), crate::proto::jwt::Kind::Account) {
+                Ok(claims) => claims,
+                Err(e) => return refused(named.unwrap_or("n/a"), e.to_string()),
+            };
+        let key = named.unwrap_or(&claims.sub).to_string();
+        if claims.sub != key {
+            return refused(&key, "subject does not match jwt content".into());
+        }
+        if !self.shared.opts().operator.accounts.contains_key(&key) {
+            return done(&key, "jwt update cache skipped");
+        }
+        let applied = self.shared.update_accounts(|opts| {
+            operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
+        });
+        if let Err(why) = applied {
+            return refused(&key, why);
+        }
+        resolver::store(&self.shared, dir, &key, &token);
+        done(&key, "jwt updated cache")
     }
 
     /// `$SYS.REQ.CLAIMS.DELETE`: a JWT the operator signs for itself, listing the accounts
@@ -106,13 +187,9 @@ impl Sys {
                 )
             }
         };
-        let mut new = (*opts).clone();
         for key in &accounts {
             let _ = std::fs::remove_file(file(dir, key));
-            new.operator.accounts.remove(key);
-            new.operator.preload.retain(|(k, _, _)| k != key);
         }
-        operator::expand_accounts(&mut new);
         for conn in self.shared.router.connections_snapshot() {
             if accounts.iter().any(|k| **k == *conn.account().name) {
                 conn.outbound.append(None, |b| {
@@ -124,7 +201,16 @@ impl Sys {
                 );
             }
         }
-        if let Err(why) = self.shared.reload(new) {
+        let removed = self.shared.update_accounts(|opts| {
+            let mut new = opts.clone();
+            for key in &accounts {
+                new.operator.accounts.remove(key);
+                new.operator.preload.retain(|(k, _, _)| k != key);
+            }
+            operator::expand_accounts(&mut new);
+            Ok((new, ()))
+        });
+        if let Err(why) = removed {
             error!("Failed to delete accounts: {why}");
         }
         Answer::Data(serde_json::json!({
@@ -140,22 +226,27 @@ impl Sys {
             error!("jwt update resulted in error - {acc} - {why}");
             Answer::ClaimError(Some(acc), format!("jwt update resulted in error - {why}"))
         };
-        let (new, key) = match operator::with_update(&opts, &token, named) {
-            Ok(done) => done,
+        let key = match operator::with_update(&opts, &token, named) {
+            Ok((_, key)) => key,
             Err((acc, why)) => return refused(acc, why),
         };
         if let Err(err) = std::fs::write(file(dir, &key), token.trim()) {
             return refused(key, err.to_string());
         }
-        if let Err(why) = self.shared.reload(new) {
+        let applied = self.shared.update_accounts(|opts| {
+            operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
+        });
+        if let Err(why) = applied {
             return refused(key, why);
         }
-        Answer::Data(serde_json::json!({
-            "account": key,
-            "code": 200,
-            "message": "jwt updated",
-        }))
+        done(&key, "jwt updated")
     }
+}
+
+/// A claims update's success, logged at debug level as nats-server logs it.
+fn done(key: &str, message: &str) -> Answer {
+    debug!("{message} - {key}");
+    Answer::Data(serde_json::json!({"account": key, "code": 200, "message": message}))
 }
 
 /// A delete request checked as nats-server checks it: the accounts it names; or who signed

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
+use crate::config::operator::Resolver;
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::monitor::rfc3339;
@@ -98,19 +99,40 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
             subscribe(service, subject);
         }
     }
-    if let Some(dir) = claims::directory(shared) {
-        claims::prepare(shared, &dir);
-        subscribe(Service::Claims("UPDATE"), "$SYS.REQ.CLAIMS.UPDATE".into());
-        subscribe(
-            Service::Claims("UPDATE"),
-            "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE".into(),
-        );
-        subscribe(
-            Service::Claims("LOOKUP"),
-            "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP".into(),
-        );
-        subscribe(Service::Claims("LIST"), "$SYS.REQ.CLAIMS.LIST".into());
-        subscribe(Service::Claims("DELETE"), "$SYS.REQ.CLAIMS.DELETE".into());
+    match claims::directory(shared) {
+        Some((dir, kind)) => {
+            claims::prepare(shared, &dir, &kind);
+            subscribe(Service::Claims("UPDATE"), "$SYS.REQ.CLAIMS.UPDATE".into());
+            for subject in [
+                "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+                "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
+            ] {
+                subscribe(Service::Claims("UPDATE"), subject.into());
+            }
+            if kind == "full" {
+                subscribe(
+                    Service::Claims("LOOKUP"),
+                    "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP".into(),
+                );
+            }
+            subscribe(Service::Claims("LIST"), "$SYS.REQ.CLAIMS.LIST".into());
+            subscribe(Service::Claims("DELETE"), "$SYS.REQ.CLAIMS.DELETE".into());
+            if let Some(Resolver::Dir { ttl, .. }) = &shared.opts().operator.resolver {
+                if kind == "cache" {
+                    expire_cached(shared.clone(), dir, *ttl);
+                }
+            }
+        }
+        // The memory and URL resolvers take updates of the accounts in force.
+        None if shared.opts().operator.enabled() => {
+            for subject in [
+                "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE",
+                "$SYS.ACCOUNT.*.CLAIMS.UPDATE",
+            ] {
+                subscribe(Service::Claims("UPDATE"), subject.into());
+            }
+        }
+        None => {}
     }
     let sys = Sys {
         shared: shared.clone(),
@@ -119,6 +141,25 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
         tracked: Default::default(),
     };
     Some(Services { sys, inputs })
+}
+
+/// The cache resolver's sweep: removes the JWT files whose time is up, every
+/// `resolver::expire_every(ttl)`, until the server stops.
+fn expire_cached(shared: Arc<Shared>, dir: std::path::PathBuf, ttl: std::time::Duration) {
+    let every = crate::state::resolver::expire_every(ttl);
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            crate::state::resolver::expire(&shared, &dir);
+        }
+    });
 }
 
 /// The services' state: what they publish from, and the sequence of what they sent.

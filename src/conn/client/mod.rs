@@ -98,6 +98,17 @@ struct Client {
     /// A CONNECT an auth callout service is deciding: the read loop asks the service before
     /// it handles anything after it.
     callout: Option<callout::Pending>,
+    /// A CONNECT whose user's account the server does not know yet: the read loop has the
+    /// resolver fetch it, then handles the CONNECT again (once), before anything after it.
+    fetch: Option<PendingFetch>,
+}
+
+/// A CONNECT waiting for its account to be fetched.
+struct PendingFetch {
+    /// The account's public key.
+    account: String,
+    /// The CONNECT's JSON, handled again once the fetch is over.
+    json: Vec<u8>,
 }
 
 impl Client {
@@ -132,6 +143,7 @@ impl Client {
             trace: tracing::enabled!(tracing::Level::TRACE),
             websocket: None,
             callout: None,
+            fetch: None,
         }
     }
 
@@ -156,7 +168,15 @@ impl Client {
                         self.live.last_in = Instant::now();
                         self.refresh();
                         let mut result = self.process(&mut input.buf);
-                        while result.is_ok() && self.callout.is_some() {
+                        while result.is_ok() && (self.callout.is_some() || self.fetch.is_some()) {
+                            if let Some(fetch) = self.fetch.take() {
+                                // nats-server's read loop waits for the fetch too.
+                                result = self.run_fetch(fetch).await;
+                                if result.is_ok() && self.callout.is_none() {
+                                    result = self.process(&mut input.buf);
+                                }
+                                continue;
+                            }
                             // nats-server's read loop waits for the service too.
                             result = match self.run_callout().await {
                                 Some(verdict) => verdict,
@@ -272,7 +292,7 @@ impl Client {
                         self.report(&err);
                         self.send_err(&err);
                     }
-                    if self.callout.is_some() {
+                    if self.callout.is_some() || self.fetch.is_some() {
                         break Ok(());
                     }
                 }
@@ -396,7 +416,38 @@ impl Client {
         }
     }
 
+    /// Has the resolver fetch the pending CONNECT's account, then handles the CONNECT again.
+    async fn run_fetch(&mut self, fetch: PendingFetch) -> Result<(), ProtocolError> {
+        if let Err(why) = crate::state::resolver::fetch(&self.shared, &fetch.account).await {
+            debug!("{} - Account JWT lookup error: {why}", self.desc);
+        }
+        self.refresh();
+        self.connect_with(&fetch.json, false)
+    }
+
+    /// The account of CONNECT's user JWT, when the server must fetch it first: operator
+    /// mode with a resolver that fetches, and an account not in force.
+    fn account_to_fetch(&self, credentials: &auth::Credentials) -> Option<String> {
+        let op = &self.server.operator;
+        if !op.resolver.as_ref().is_some_and(|r| r.fetches()) {
+            return None;
+        }
+        let token = credentials.jwt.as_deref().filter(|t| !t.is_empty())?;
+        let user: crate::proto::jwt::UserClaims =
+            crate::proto::jwt::decode(token, crate::proto::jwt::Kind::User).ok()?;
+        let account = match user.nats.issuer_account.as_str() {
+            "" => user.iss,
+            account => account.to_string(),
+        };
+        (!op.accounts.contains_key(&account)).then_some(account)
+    }
+
     fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
+        self.connect_with(json, true)
+    }
+
+    /// CONNECT: `may_fetch` when its user's account may still be fetched first.
+    fn connect_with(&mut self, json: &[u8], may_fetch: bool) -> Result<(), ProtocolError> {
         if self.conn.stats.rtt().is_none() {
             // nats-server's first RTT estimate: from accepting the connection to its CONNECT.
             self.conn.stats.set_rtt(self.conn.stats.age());
@@ -413,7 +464,6 @@ impl Client {
             user: opts.user.clone().filter(|u| !u.is_empty()),
             jwt: None,
         });
-        let server = &self.server;
         let mut credentials = auth::Credentials::from_connect(&opts);
         credentials.nonce = self.nonce.clone();
         credentials.cert = self.cert.clone();
@@ -426,6 +476,16 @@ impl Client {
             credentials.token = credentials.token.or_else(|| cookie(&upgrade.cookie_token));
             credentials.jwt = credentials.jwt.or_else(|| cookie(&upgrade.cookie_jwt));
         }
+        if may_fetch {
+            if let Some(account) = self.account_to_fetch(&credentials) {
+                self.fetch = Some(PendingFetch {
+                    account,
+                    json: json.to_vec(),
+                });
+                return Ok(());
+            }
+        }
+        let server = &self.server;
         let (user, plan) =
             crate::security::judge(server, &credentials, &self.desc, Some(self.addr.ip()));
         if let Some(plan) = plan {

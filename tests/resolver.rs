@@ -1,0 +1,403 @@
+//! Account resolvers that fetch accounts when a client needs them, side by side with
+//! nats-server 2.15.1: the URL resolver (`resolver: URL(...)`, asking an account server
+//! written here) and the cache resolver (`resolver { type: cache }`, asking a full resolver
+//! of its cluster through the system account).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::jwt::{account_jwt, creds, now, operator_jwt, user_jwt};
+use common::process::{reference_server, start_with_ports, Scratch};
+use futures::StreamExt;
+use nkeys::KeyPair;
+use serde_json::{json, Value};
+
+/// What the account server answers for a path.
+#[derive(Clone)]
+enum Reply {
+    Body(String),
+    /// The body, after this long.
+    Slow(Duration),
+}
+
+/// A tiny HTTP account server on a thread of its own: `GET <path>` answered from its table
+/// (`404 Not Found` for the rest), each request remembered. Stopped when dropped.
+struct AccountServer {
+    addr: String,
+    table: Arc<Mutex<HashMap<String, Reply>>>,
+    hits: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AccountServer {
+    fn start() -> AccountServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let table: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (table, hits, stop) = (table.clone(), hits.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let (table, hits) = (table.clone(), hits.clone());
+                            std::thread::spawn(move || answer(stream, &table, &hits));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        AccountServer {
+            addr,
+            table,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/jwt/v1/accounts/", self.addr)
+    }
+
+    fn serve(&self, path: &str, reply: Reply) {
+        self.table.lock().unwrap().insert(path.to_string(), reply);
+    }
+
+    fn serve_account(&self, key: &str, jwt: &str) {
+        self.serve(&format!("/jwt/v1/accounts/{key}"), Reply::Body(jwt.into()));
+    }
+
+    /// How many times `path` was asked for.
+    fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| *h == path)
+            .count()
+    }
+}
+
+impl Drop for AccountServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One request on `stream`, answered from `table` (bounded: 5 s to read it).
+fn answer(mut stream: TcpStream, table: &Mutex<HashMap<String, Reply>>, hits: &Mutex<Vec<String>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+    hits.lock().unwrap().push(path.clone());
+    let reply = table.lock().unwrap().get(&path).cloned();
+    let (status, body) = match reply {
+        Some(Reply::Body(body)) => ("200 OK", body),
+        Some(Reply::Slow(delay)) => {
+            std::thread::sleep(delay);
+            ("200 OK", String::new())
+        }
+        None => ("404 Not Found", "404 page not found\n".to_string()),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// The servers to run: tern, and nats-server when it is installed.
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    let mut binaries: Vec<(&str, PathBuf)> = vec![("tern", env!("CARGO_BIN_EXE_tern").into())];
+    if let Some(reference) = reference_server() {
+        binaries.push(("nats-server", reference));
+    }
+    binaries
+}
+
+/// A client logged in with `creds`, or the kind of error its CONNECT got.
+async fn login(addr: &str, creds: &str) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::with_credentials(creds)
+        .unwrap()
+        .max_reconnects(Some(1))
+        .connect(format!("nats://{addr}"))
+        .await
+        .map_err(|e| format!("{:?}", e.kind()))
+}
+
+/// Whether `client` gets a message it sends itself (it is connected and may use its account).
+async fn works(client: &async_nats::Client) -> bool {
+    let subject = format!("check.{}", fastrand::u32(..));
+    let Ok(mut sub) = client.subscribe(subject.clone()).await else {
+        return false;
+    };
+    if client.publish(subject, "x".into()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), sub.next()).await,
+        Ok(Some(_))
+    )
+}
+
+/// Every answer to `body` on `subject` from the system account within half a second (each
+/// server of a cluster answers), without their `server` part, sorted.
+async fn ask_all(sys: &async_nats::Client, subject: &str, body: &str) -> Vec<Value> {
+    let inbox = sys.new_inbox();
+    let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
+    sys.publish_with_reply(subject.to_string(), inbox, body.to_string().into())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+        let mut value: Value = serde_json::from_slice(&msg.payload)
+            .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&msg.payload) }));
+        if let Some(map) = value.as_object_mut() {
+            map.remove("server");
+        }
+        if let Some(keys) = value["data"].as_array_mut() {
+            keys.sort_by_key(|k| k.to_string());
+        }
+        answers.push(value);
+    }
+    answers.sort_by_key(|v| v.to_string());
+    answers
+}
+
+/// An operator, its system account and account A, with a user of each.
+struct World {
+    operator: KeyPair,
+    system: KeyPair,
+    a: KeyPair,
+    sys_creds: String,
+    user: KeyPair,
+    a_creds: String,
+}
+
+impl World {
+    fn new() -> World {
+        let operator = KeyPair::new_operator();
+        let (system, a) = (KeyPair::new_account(), KeyPair::new_account());
+        let (sys_user, user) = (KeyPair::new_user(), KeyPair::new_user());
+        World {
+            sys_creds: creds(
+                &user_jwt(&system, &sys_user, json!({}), json!({})),
+                &sys_user,
+            ),
+            a_creds: creds(&user_jwt(&a, &user, json!({}), json!({})), &user),
+            operator,
+            system,
+            a,
+            user,
+        }
+    }
+
+    fn operator_line(&self) -> String {
+        format!(
+            "operator: {}\nsystem_account: {}\n",
+            operator_jwt(&self.operator, &self.system.public_key()),
+            self.system.public_key()
+        )
+    }
+
+    fn account(&self, account: &KeyPair, name: &str, extra: Value) -> String {
+        account_jwt(&self.operator, account, name, extra)
+    }
+}
+
+/// A config file `name` in `dir` holding `text`.
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn url_resolver_fetches_accounts_from_the_account_server() {
+    let world = World::new();
+    let scratch = Scratch::new("resolver-url");
+    let stranger = KeyPair::new_account();
+    let stranger_user = KeyPair::new_user();
+    let stranger_creds = creds(
+        &user_jwt(&stranger, &stranger_user, json!({}), json!({})),
+        &stranger_user,
+    );
+    let slow = KeyPair::new_account();
+    let slow_user = KeyPair::new_user();
+    let slow_creds = creds(
+        &user_jwt(&slow, &slow_user, json!({}), json!({})),
+        &slow_user,
+    );
+    let a_path = format!("/jwt/v1/accounts/{}", world.a.public_key());
+    let mut transcripts = Vec::new();
+    for (who, binary) in binaries() {
+        let accounts = AccountServer::start();
+        accounts.serve("/jwt/v1/accounts/", Reply::Body(String::new()));
+        accounts.serve_account(
+            &world.system.public_key(),
+            &world.account(&world.system, "SYS", json!({})),
+        );
+        accounts.serve_account(
+            &world.a.public_key(),
+            &world.account(&world.a, "A", json!({})),
+        );
+        accounts.serve(
+            &format!("/jwt/v1/accounts/{}", slow.public_key()),
+            Reply::Slow(Duration::from_secs(3)),
+        );
+        let dir = scratch.0.join(who);
+        let config = write_config(
+            &dir,
+            "url.conf",
+            &format!(
+                "{}resolver: URL({:?})\n",
+                world.operator_line(),
+                accounts.url()
+            ),
+        );
+        let (process, addr, _) = start_with_ports(&binary, &config, &dir.join("ports"));
+        let mut t: Vec<Value> = Vec::new();
+        // At start: the account server was asked whether it answers, then for the system
+        // account.
+        t.push(json!(accounts.hits("/jwt/v1/accounts/")));
+        let sys = login(&addr, &world.sys_creds).await.unwrap();
+        // A is fetched when its user connects, once.
+        let user = login(&addr, &world.a_creds).await.unwrap();
+        t.push(json!(works(&user).await));
+        let again = login(&addr, &world.a_creds).await.unwrap();
+        t.push(json!(accounts.hits(&a_path)));
+        drop(again);
+        // An account the server does not know (404), and one it is too slow to give.
+        t.push(json!(login(&addr, &stranger_creds).await.err()));
+        let started = Instant::now();
+        t.push(json!(login(&addr, &slow_creds).await.err()));
+        t.push(json!(started.elapsed() < Duration::from_secs(3)));
+        // A new JWT on the account server changes nothing until it is pushed.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let revoking = world.account(
+            &world.a,
+            "A",
+            json!({"revocations": {world.user.public_key(): now()}}),
+        );
+        accounts.serve_account(&world.a.public_key(), &revoking);
+        t.push(json!(works(&user).await));
+        let key = world.a.public_key();
+        let update = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE");
+        t.push(json!(ask_all(&sys, &update, &revoking).await));
+        let mut closed = false;
+        for _ in 0..50 {
+            if user.connection_state() != async_nats::connection::State::Connected {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        t.push(json!(closed));
+        t.push(json!(login(&addr, &world.a_creds).await.err()));
+        // An account the server has not fetched is not updated.
+        let other = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", stranger.public_key());
+        let stranger_jwt = world.account(&stranger, "S", json!({}));
+        t.push(json!(ask_all(&sys, &other, &stranger_jwt).await));
+        t.push(json!(ask_all(&sys, &update, "garbage").await));
+        // A reload keeps what was fetched: A is not asked for again.
+        let before = accounts.hits(&a_path);
+        process.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let other_user = KeyPair::new_user();
+        let other_creds = creds(
+            &user_jwt(&world.a, &other_user, json!({}), json!({})),
+            &other_user,
+        );
+        t.push(json!(login(&addr, &other_creds).await.is_ok()));
+        t.push(json!(accounts.hits(&a_path) - before));
+        drop(process);
+        transcripts.push((who, t));
+    }
+    let (_, tern) = &transcripts[0];
+    assert_eq!(
+        tern[0],
+        json!(1),
+        "the account server is asked once at start"
+    );
+    assert_eq!(tern[1], json!(true));
+    assert_eq!(tern[2], json!(1), "A is fetched once");
+    assert_eq!(tern[3], json!("AuthorizationViolation"));
+    assert_eq!(tern[4], json!("AuthorizationViolation"));
+    assert_eq!(tern[6], json!(true), "not fetched again before the push");
+    assert_eq!(tern[8], json!(true), "the revoked user is closed");
+    for (who, other) in &transcripts[1..] {
+        for (i, (a, b)) in tern.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: tern and {who} differ");
+        }
+    }
+}
+
+#[test]
+fn url_resolver_needs_its_account_server_at_start() {
+    let world = World::new();
+    let scratch = Scratch::new("resolver-url-down");
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/jwt/v1/accounts/");
+    let config = write_config(
+        &scratch.0,
+        "down.conf",
+        &format!(
+            "{}resolver: URL({url:?})\nlisten: 127.0.0.1:-1\n",
+            world.operator_line()
+        ),
+    );
+    let mut errors = Vec::new();
+    for (who, binary) in binaries() {
+        let out = common::process::run(&binary, &["-c", config.to_str().unwrap()]);
+        assert!(
+            !out.status.success(),
+            "{who} started without its account server"
+        );
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.contains("could not fetch"))
+            .unwrap_or_else(|| panic!("{who}: {text}"))
+            .to_string();
+        // From the error on: `could not fetch <"url">: Get "url": dial tcp ...`.
+        errors.push(line[line.find("could not fetch").unwrap()..].to_string());
+    }
+    for other in &errors[1..] {
+        assert_eq!(&errors[0], other);
+    }
+    assert!(errors[0].starts_with(&format!("could not fetch <{url:?}>: Get {url:?}: dial tcp")));
+}
