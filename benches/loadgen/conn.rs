@@ -1,7 +1,8 @@
-//! A client connection as the generator sees it: plain TCP, or WebSocket (RFC 6455) over TCP
-//! as a browser client speaks it: each write goes out as one masked binary frame (so a 64 KiB
-//! batch of PUBs is one frame), and reads hand back the payloads of the server's frames as one
-//! byte stream, answering its pings.
+//! A client connection as the generator sees it: plain TCP, TLS over TCP once the server's
+//! INFO asks for it (`tls.rs`), or WebSocket (RFC 6455) over TCP as a browser client speaks it:
+//! each write goes out as one masked binary frame (so a 64 KiB batch of PUBs is one frame), and
+//! reads hand back the payloads of the server's frames as one byte stream, answering its
+//! pings.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -20,6 +21,7 @@ const MASK_KEY: [u8; 4] = [0x5a, 0x13, 0xc7, 0x81];
 pub struct Conn {
     tcp: TcpStream,
     ws: Option<Box<Frames>>,
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 /// The WebSocket state of one direction's user: frames read and not yet handed out, and the
@@ -37,7 +39,27 @@ impl Conn {
     /// A plain TCP connection.
     pub fn tcp(port: u16) -> io::Result<Conn> {
         let tcp = crate::wire::dial(port)?;
-        Ok(Conn { tcp, ws: None })
+        Ok(Conn::from(tcp))
+    }
+
+    /// Turns a plain connection into a TLS one: the handshake (`tls::client`'s pinned
+    /// protocol, suite and key exchange), checked for what was negotiated.
+    pub fn start_tls(&mut self) -> io::Result<()> {
+        if self.ws.is_some() || self.tls.is_some() {
+            return Err(io::Error::other("TLS over WebSocket or TLS"));
+        }
+        let mut tls = crate::tls::client()?;
+        while tls.is_handshaking() {
+            tls.complete_io(&mut self.tcp)?;
+        }
+        crate::tls::check_negotiated(&tls)?;
+        self.tls = Some(Box::new(tls));
+        Ok(())
+    }
+
+    /// Whether this connection runs TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// A WebSocket connection: the HTTP upgrade, checked for `101`.
@@ -74,6 +96,7 @@ impl Conn {
         Ok(Conn {
             tcp,
             ws: Some(Box::new(frames)),
+            tls: None,
         })
     }
 
@@ -81,7 +104,12 @@ impl Conn {
     /// starts at a frame boundary: only clone one whose reads have ended at one (after a PONG,
     /// say), and read on one handle only.
     pub fn try_clone(&self) -> io::Result<Conn> {
+        if self.tls.is_some() {
+            // Two handles cannot share one TLS session's state.
+            return Err(io::Error::other("a TLS connection cannot be cloned"));
+        }
         Ok(Conn {
+            tls: None,
             tcp: self.tcp.try_clone()?,
             ws: self.ws.as_ref().map(|f| {
                 Box::new(Frames {
@@ -107,12 +135,19 @@ impl Conn {
 impl From<TcpStream> for Conn {
     /// A plain connection already open.
     fn from(tcp: TcpStream) -> Conn {
-        Conn { tcp, ws: None }
+        Conn {
+            tcp,
+            ws: None,
+            tls: None,
+        }
     }
 }
 
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return rustls::Stream::new(tls, &mut self.tcp).read(buf);
+        }
         let Some(frames) = self.ws.as_deref_mut() else {
             return self.tcp.read(buf);
         };
@@ -167,6 +202,9 @@ impl Read for Conn {
 impl Write for Conn {
     /// Over WebSocket, all of `buf` goes out as one frame.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return rustls::Stream::new(tls, &mut self.tcp).write(buf);
+        }
         match self.ws.as_deref_mut() {
             None => self.tcp.write(buf),
             Some(frames) => {
@@ -177,6 +215,9 @@ impl Write for Conn {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return rustls::Stream::new(tls, &mut self.tcp).flush();
+        }
         self.tcp.flush()
     }
 }

@@ -9,6 +9,8 @@
 //! cargo bench --bench loadgen -- --only cluster   # the two-node cluster scenarios
 //! cargo bench --bench loadgen -- --only js --nats-old none   # JetStream (jetstream.rs)
 //! cargo bench --bench loadgen -- --self-test   # the checks catch loss, duplicates, reordering
+//! cargo bench --bench loadgen -- --only tls     # over TLS (tls.rs: pinned suite, certs made here)
+//! cargo bench --bench loadgen -- --only many --only cores --only "paced churn"   # scaling.rs
 //! ```
 //!
 //! The generator's own settings (`wire::Tune`): bytes per publishing write, `SO_SNDBUF` and
@@ -31,6 +33,12 @@
 //! duplicates or reorders a message, times out, or whose server dies marks the scenario FAILED
 //! for that server, and no number is reported for it.
 //!
+//! The `tls:` scenarios run every server with the same certificate (made at run time) and
+//! every client offering only TLS 1.3, TLS_AES_128_GCM_SHA256 and X25519 (`tls.rs`). The
+//! `cores 1:` / `cores 2:` scenarios start the server under `taskset -c 1` / `taskset -c 0,1`
+//! (tern's tokio and Go's runtime both size their thread pools from the affinity mask) and
+//! the report adds each server's two-core over one-core ratio.
+//!
 //! The `cluster A -> B` scenarios run each server as a cluster of two processes of the same
 //! binary (tern with tern, nats-server with nats-server, each with its default route settings):
 //! node A, then node B routing to A (A's route port read from its log), used once a message
@@ -44,12 +52,15 @@
 //! under `bash -c 'ulimit -n 65536; cargo bench --bench loadgen -- --quick'` as root.
 
 mod conn;
+mod fan;
 mod jetstream;
 mod relay;
 mod report;
+mod scaling;
 mod scenarios;
 mod selftest;
 mod server;
+mod tls;
 mod usage;
 mod wire;
 
@@ -60,7 +71,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use report::{print_generator_bound, print_settings, print_table, Results, ScenarioResults};
+use report::{
+    print_core_scaling, print_generator_bound, print_settings, print_table, Results,
+    ScenarioResults,
+};
 use scenarios::{Better, Metric, Scale, Scenario};
 use server::{Server, Target};
 use wire::Tune;
@@ -332,6 +346,7 @@ fn targets(args: &Args) -> Result<Vec<Target>, String> {
             args: vec!["--relay-serve".into()],
             relay: true,
             cachegrind: false,
+            cpus: None,
         });
     }
     Ok(list)
@@ -357,11 +372,22 @@ fn run_once(
     if let Some(store) = &store {
         let _ = std::fs::remove_dir_all(store);
     }
-    let started = if scenario.cluster {
-        Server::start_cluster(target, log, scenario.config)
-    } else {
-        Server::start(target, log, scenario.config, store.as_deref())
+    let config = match (scenario.tls, scenario.config) {
+        (false, config) => Ok(config.map(String::from)),
+        (true, config) => tls::server_block()
+            .map(|block| Some(format!("{}\n{block}", config.unwrap_or_default()))),
     };
+    let target = &Target {
+        cpus: scenario.cpus,
+        ..target.clone()
+    };
+    let started = config.and_then(|config| {
+        if scenario.cluster {
+            Server::start_cluster(target, log, config.as_deref())
+        } else {
+            Server::start(target, log, config.as_deref(), store.as_deref())
+        }
+    });
     let server = match started {
         Ok(server) => Arc::new(server),
         Err(e) => {
@@ -653,6 +679,7 @@ fn main() {
     let wall_time = wall.elapsed();
 
     print_table(&args, &targets, &scenarios, &table);
+    print_core_scaling(&targets, &scenarios, &table);
     print_generator_bound(&targets, &scenarios, &table);
     if settings.len() > 1 {
         print_settings(&targets, &scenarios, &table, &settings);

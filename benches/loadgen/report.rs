@@ -270,3 +270,45 @@ pub fn print_table(
         }
     }
 }
+
+/// For each workload run both on one core and on two (`cores 1:` / `cores 2:`): per server,
+/// its first metric on two cores over one (the median of each).
+pub fn print_core_scaling(targets: &[Target], scenarios: &[Scenario], table: &[ScenarioResults]) {
+    let pairs = crate::scaling::core_pairs(scenarios);
+    if pairs.is_empty() {
+        return;
+    }
+    println!();
+    println!("Scaling from one core to two (the server pinned with taskset; first metric, 2 cores / 1 core):");
+    println!();
+    let mut header = "| workload | metric |".to_string();
+    let mut rule = "|---|---|".to_string();
+    for t in targets.iter().filter(|t| !t.relay) {
+        header.push_str(&format!(" {} |", t.name));
+        rule.push_str("---:|");
+    }
+    println!("{header}");
+    println!("{rule}");
+    for (workload, one, two) in pairs {
+        let mut metric_name = String::new();
+        let mut line = String::new();
+        for (ti, _) in targets.iter().enumerate().filter(|(_, t)| !t.relay) {
+            let (r1, r2) = (table[one].shown(ti), table[two].shown(ti));
+            let first = r1.values.first().map(|(name, ..)| name.clone());
+            let cell = match (&r1.failed, &r2.failed, first) {
+                (None, None, Some(name)) => {
+                    metric_name = name.clone();
+                    match (r1.median(&name), r2.median(&name)) {
+                        (Some(a), Some(b)) if a > 0.0 => {
+                            format!("{} -> {} ({:.2}x)", format_value(a), format_value(b), b / a)
+                        }
+                        _ => "-".to_string(),
+                    }
+                }
+                _ => "FAILED".to_string(),
+            };
+            line.push_str(&format!(" {cell} |"));
+        }
+        println!("| {workload} | {metric_name} |{line}");
+    }
+}

@@ -2,17 +2,17 @@
 //! error when a message was lost, duplicated or reordered, a read timed out or the server
 //! misbehaved (the scenario is then FAILED for that server).
 
-use crate::wire::Conn;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::fan::{churn, fan, routed_receiver, stuck_neighbour, Churn, Fan, Via};
 use crate::server::Server;
 use crate::wire::{
-    await_interest, barrier, connect, connect_as, connect_to, is_timeout, numbers, parse_sid, tune,
-    wait_pong, Checker, Frame, Publisher, Reader,
+    await_interest, barrier, connect, connect_as, is_timeout, numbers, tune, wait_pong, Conn,
+    Frame, Publisher, Reader,
 };
 
 /// Which way a metric is better.
@@ -47,7 +47,7 @@ pub type Outcome = Result<Vec<Metric>, String>;
 /// The metric that tells how many messages a run published (for per-message figures).
 pub const PUBLISHED: &str = "messages published";
 
-fn published(n: usize) -> Metric {
+pub fn published(n: usize) -> Metric {
     metric(PUBLISHED, n as f64, "msgs", Better::Info)
 }
 
@@ -68,7 +68,7 @@ impl Scale {
 
     /// How many messages of `size` bytes make a run of reasonable length: `quick` or `full`,
     /// but no more payload than 64 MiB (quick) or 1 GiB (full).
-    fn count(self, size: usize, quick: usize, full: usize) -> usize {
+    pub fn count(self, size: usize, quick: usize, full: usize) -> usize {
         let budget = self.pick(64 << 20, 1 << 30);
         self.pick(quick, full).min(budget / size.max(16)).max(32)
     }
@@ -89,6 +89,10 @@ pub struct Scenario {
     pub relay: bool,
     /// Run with JetStream on (`-js`), on a fresh store directory (`server.store`).
     pub jetstream: bool,
+    /// Run with the `tls` block of `tls.rs` (clients must then speak TLS).
+    pub tls: bool,
+    /// Run the server pinned to these CPUs (`taskset -c`), e.g. `"1"` or `"0,1"`.
+    pub cpus: Option<&'static str>,
 }
 
 pub fn scenario(
@@ -102,6 +106,8 @@ pub fn scenario(
         cluster: false,
         relay: false,
         jetstream: false,
+        tls: false,
+        cpus: None,
     }
 }
 
@@ -117,10 +123,10 @@ fn cluster_scenario(
 }
 
 /// How long interest may take to cross the route in a cluster scenario.
-const INTEREST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const INTEREST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Node B's client port.
-fn node_b(server: &Server) -> Result<u16, String> {
+pub fn node_b(server: &Server) -> Result<u16, String> {
     if server.node_count() < 2 {
         return Err("a cluster scenario on a single server".into());
     }
@@ -207,7 +213,10 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
         "stuck subscriber beside a fast one, 1 KB",
         stuck_neighbour,
     ));
-    list.push(scenario("subscription churn while publishing, 16 B", churn));
+    list.push(scenario(
+        "subscription churn while publishing, 16 B",
+        |s, scale| churn(s, scale, Churn::Free),
+    ));
     let distinct = scale.pick(DISTINCT_QUICK, DISTINCT_FULL);
     list.push(scenario(
         format!("{}k distinct subjects", distinct / 1000),
@@ -244,7 +253,7 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
         let fan_of = Fan {
             size,
             subs,
-            ws: true,
+            via: Via::Ws,
             ..Fan::default()
         };
         let name = match subs {
@@ -258,6 +267,8 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
             })
         });
     }
+    list.extend(crate::tls::all());
+    list.extend(crate::scaling::all());
     list.extend(crate::jetstream::all(scale));
     list
 }
@@ -280,11 +291,11 @@ pub fn io(e: std::io::Error) -> String {
     e.to_string()
 }
 
-fn per_second(n: usize, elapsed: Duration) -> f64 {
+pub fn per_second(n: usize, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-fn join<T>(handle: JoinHandle<Result<T, String>>, what: &str) -> Result<T, String> {
+pub fn join<T>(handle: JoinHandle<Result<T, String>>, what: &str) -> Result<T, String> {
     handle.join().map_err(|_| format!("{what} panicked"))?
 }
 
@@ -335,313 +346,6 @@ fn pub_only(server: &Server, scale: Scale, size: usize) -> Outcome {
     }
     metrics.push(published(count));
     Ok(metrics)
-}
-
-#[derive(Clone, Copy)]
-struct Fan {
-    size: usize,
-    pubs: usize,
-    subs: usize,
-    /// One connection both subscribes and publishes (needs `pubs == subs == 1`).
-    same_conn: bool,
-    /// Also subscribe a connection that never reads.
-    stuck: bool,
-    /// Subscribe and unsubscribe continuously on another connection meanwhile.
-    churn: bool,
-    /// Messages per publisher (0: chosen by size).
-    count: usize,
-    /// Publishers on node A of a cluster, every other connection on node B.
-    across: bool,
-    /// Publishers and subscribers are WebSocket clients (of the `websocket` listener).
-    ws: bool,
-}
-
-impl Default for Fan {
-    fn default() -> Self {
-        Fan {
-            size: 16,
-            pubs: 1,
-            subs: 1,
-            same_conn: false,
-            stuck: false,
-            churn: false,
-            count: 0,
-            across: false,
-            ws: false,
-        }
-    }
-}
-
-struct FanResult {
-    metrics: Vec<Metric>,
-    delivered_per_second: f64,
-    /// SUB + UNSUB pairs per second the churn connection got through.
-    churn_rate: f64,
-}
-
-/// Starts a thread that reads `expected` messages on `stream`, checking per publisher that
-/// each arrives once and in order, then makes sure no further message follows; returns when
-/// the last expected message arrived.
-pub fn receiver(stream: Conn, expected: usize) -> JoinHandle<Result<Instant, String>> {
-    routed_receiver(stream, expected, None)
-}
-
-/// `receiver`, and with `Some(n)` also checks that message `seq` came on sid `seq % n + 1`
-/// (the subscription of the subject it was published to, see `publish_to_each`).
-fn routed_receiver(
-    stream: Conn,
-    expected: usize,
-    subjects: Option<usize>,
-) -> JoinHandle<Result<Instant, String>> {
-    std::thread::spawn(move || {
-        let mut reader = Reader::new(stream);
-        let mut checker = Checker::default();
-        while (checker.count as usize) < expected {
-            let frame = reader.next().map_err(|e| {
-                let e = if is_timeout(&e) {
-                    "read timed out (a message lost?)".to_string()
-                } else {
-                    e.to_string()
-                };
-                format!("after {} of {expected} messages: {e}", checker.count)
-            })?;
-            match frame {
-                Frame::Msg { payload, sid, .. } => {
-                    checker.check(payload)?;
-                    if let (Some(n), Some((_, seq))) = (subjects, numbers(payload)) {
-                        let want = seq as usize % n + 1;
-                        if parse_sid(sid) != Some(want) {
-                            return Err(format!(
-                                "message {seq} delivered on sid {:?}, expected {want}",
-                                String::from_utf8_lossy(sid)
-                            ));
-                        }
-                    }
-                }
-                Frame::Pong | Frame::Other => {}
-            }
-        }
-        let last = Instant::now();
-        reader.expect_no_more()?;
-        Ok(last)
-    })
-}
-
-/// Messages per publisher of `fan` (as if `fan.pubs` published).
-fn fan_count(scale: Scale, fan: Fan) -> usize {
-    if fan.count > 0 {
-        fan.count
-    } else {
-        let per = scale.count(fan.size, 500_000, 5_000_000);
-        // Keep the deliveries, not only the publishes, within the run's budget.
-        (per / fan.subs.max(fan.pubs).div_ceil(2)).max(32)
-    }
-}
-
-fn fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
-    assert!(!fan.same_conn || (fan.pubs == 1 && fan.subs == 1 && !fan.across));
-    if server.relay {
-        return relay_fan(server, scale, fan);
-    }
-    let pub_port = match fan.ws {
-        true => server
-            .ws_port
-            .ok_or("a WebSocket scenario without a websocket listener")?,
-        false => server.port,
-    };
-    let sub_port = if fan.across {
-        node_b(server)?
-    } else {
-        pub_port
-    };
-    let expected = fan_count(scale, fan) * fan.pubs;
-    // One publisher's messages may be split over the tuning's number of connections.
-    let pubs = if fan.pubs == 1 && !fan.same_conn {
-        tune().pubs
-    } else {
-        fan.pubs
-    };
-    let mut receivers = Vec::new();
-    let mut same = None;
-    for i in 0..fan.subs {
-        let mut conn = connect_to(sub_port, fan.ws).map_err(io)?;
-        conn.write_all(b"SUB bench.fan 1\r\n").map_err(io)?;
-        barrier(&mut conn).map_err(io)?;
-        if fan.across {
-            let probe = format!("bench.probe.sub{i}");
-            await_interest(&mut conn, server.port, &probe, INTEREST_TIMEOUT)?;
-        }
-        if fan.same_conn {
-            same = Some(conn.try_clone().map_err(io)?);
-        }
-        receivers.push(receiver(conn, expected));
-    }
-    let _stuck = if fan.stuck {
-        let mut conn = connect(sub_port).map_err(io)?;
-        conn.write_all(b"SUB bench.fan 9\r\n").map_err(io)?;
-        barrier(&mut conn).map_err(io)?;
-        Some(conn)
-    } else {
-        None
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let churner = if fan.churn {
-        Some(start_churn(sub_port, stop.clone())?)
-    } else {
-        None
-    };
-    let mut publishers = Vec::new();
-    for id in 0..pubs {
-        let conn = match same.take() {
-            Some(conn) => conn,
-            None => {
-                let mut conn = connect_to(pub_port, fan.ws).map_err(io)?;
-                barrier(&mut conn).map_err(io)?;
-                conn
-            }
-        };
-        let share = expected / pubs + usize::from(id < expected % pubs);
-        let publisher = Publisher::new(id as u32, "bench.fan", None, fan.size);
-        publishers.push((conn, publisher, share));
-    }
-    let start = Instant::now();
-    let senders: Vec<_> = publishers
-        .into_iter()
-        .map(|(mut conn, mut publisher, share)| {
-            std::thread::spawn(move || {
-                publisher.send(&mut conn, share).map_err(io)?;
-                Ok(conn)
-            })
-        })
-        .collect();
-    let mut held = Vec::new();
-    let mut failure = None;
-    for sender in senders {
-        match join(sender, "publisher") {
-            Ok(conn) => held.push(conn),
-            Err(e) => failure = failure.or(Some(format!("publishing: {e}"))),
-        }
-    }
-    let mut last = start;
-    for receiver in receivers {
-        match join(receiver, "subscriber") {
-            Ok(at) => last = last.max(at),
-            Err(e) => failure = failure.or(Some(e)),
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    let churn_rate = match churner {
-        Some(churner) => join(churner, "churn")?,
-        None => 0.0,
-    };
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(fan_result(
-        expected,
-        expected * fan.subs,
-        fan.size,
-        last - start,
-        churn_rate,
-    ))
-}
-
-/// What a fan run gives: `published` messages, `delivered` in all, of `size` bytes, the last
-/// delivered `elapsed` after the first was sent.
-fn fan_result(
-    published_count: usize,
-    delivered: usize,
-    size: usize,
-    elapsed: Duration,
-    churn_rate: f64,
-) -> FanResult {
-    let rate = per_second(delivered, elapsed);
-    FanResult {
-        metrics: vec![
-            metric("msgs/s delivered", rate, "msg/s", Better::Higher),
-            metric(
-                "MB/s delivered",
-                per_second(delivered * size, elapsed) / 1e6,
-                "MB/s",
-                Better::Higher,
-            ),
-            published(published_count),
-        ],
-        delivered_per_second: rate,
-        churn_rate,
-    }
-}
-
-/// `fan` through the relay: one subscriber, one publisher sending MSG frames that the relay
-/// passes on unparsed; the subscriber checks them as against a server, then sees the relay
-/// close the connection (after the publisher closed its own).
-fn relay_fan(server: &Server, scale: Scale, fan: Fan) -> Result<FanResult, String> {
-    if fan.subs != 1 || fan.pubs != 1 || fan.same_conn || fan.across || fan.stuck || fan.churn {
-        return Err("the relay runs plain 1:1 scenarios only".into());
-    }
-    let expected = fan_count(scale, fan);
-    let mut sub = Conn::tcp(server.port).map_err(io)?;
-    sub.write_all(b"SUB\n").map_err(io)?;
-    let mut ok = [0u8; 3];
-    std::io::Read::read_exact(&mut sub, &mut ok).map_err(io)?;
-    if &ok != b"OK\n" {
-        return Err(format!("the relay answered {ok:?}"));
-    }
-    let receiver = std::thread::spawn(move || -> Result<Instant, String> {
-        let mut reader = Reader::new(sub);
-        let mut checker = Checker::default();
-        while (checker.count as usize) < expected {
-            match reader
-                .next()
-                .map_err(|e| format!("after {}: {e}", checker.count))?
-            {
-                Frame::Msg { payload, .. } => checker.check(payload)?,
-                Frame::Pong | Frame::Other => return Err("the relay sent a non-MSG line".into()),
-            }
-        }
-        let last = Instant::now();
-        reader.expect_end()?;
-        Ok(last)
-    });
-    let mut conn = Conn::tcp(server.port).map_err(io)?;
-    conn.write_all(b"PUB\n").map_err(io)?;
-    let mut publisher = Publisher::relayed(0, "bench.fan", fan.size);
-    let start = Instant::now();
-    let sent = publisher.send(&mut conn, expected).map_err(io);
-    drop(conn);
-    let last = join(receiver, "subscriber")?;
-    sent?;
-    Ok(fan_result(expected, expected, fan.size, last - start, 0.0))
-}
-
-/// SUB and UNSUB pairs per batch of the churn connection.
-const CHURN_BATCH: u64 = 100;
-
-/// Subscribes and unsubscribes continuously (a batch of 100 pairs, a PING round trip, a
-/// millisecond's pause) until `stop`; returns the pairs per second it got through.
-fn start_churn(
-    port: u16,
-    stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<Result<f64, String>>, String> {
-    let mut conn = connect(port).map_err(io)?;
-    barrier(&mut conn).map_err(io)?;
-    Ok(std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut round = 0u64;
-        let mut batch = String::new();
-        while !stop.load(Ordering::Relaxed) {
-            batch.clear();
-            for i in 0..CHURN_BATCH {
-                let sid = round * CHURN_BATCH + i;
-                batch.push_str(&format!("SUB churn.{sid}.x {sid}\r\nUNSUB {sid}\r\n"));
-            }
-            conn.write_all(batch.as_bytes()).map_err(io)?;
-            barrier(&mut conn).map_err(|e| format!("churn: {e}"))?;
-            round += 1;
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(per_second((round * CHURN_BATCH) as usize, start.elapsed()))
-    }))
 }
 
 fn queue_group(server: &Server, scale: Scale) -> Outcome {
@@ -1078,96 +782,6 @@ fn idle_connections(server: &Server, _scale: Scale) -> Outcome {
             before as f64 / 1024.0,
             "MiB",
             Better::Lower,
-        ),
-    ])
-}
-
-/// Runs `calm`, then `disturbed`, then `calm` again on the same server; returns the disturbed
-/// run and its throughput over the calm runs' mean (so that warming up favours neither).
-fn against_calm(
-    server: &Server,
-    scale: Scale,
-    calm: Fan,
-    disturbed: Fan,
-) -> Result<(FanResult, f64), String> {
-    let before = fan(server, scale, calm)?;
-    let with = fan(server, scale, disturbed)?;
-    let after = fan(server, scale, calm)?;
-    let calm_rate = (before.delivered_per_second + after.delivered_per_second) / 2.0;
-    let ratio = with.delivered_per_second / calm_rate;
-    Ok((with, ratio))
-}
-
-fn stuck_neighbour(server: &Server, scale: Scale) -> Outcome {
-    // A full run passes the 64 MiB pending limit of tern and nats-server, so the stuck
-    // subscriber becomes a slow consumer on the way (nats-server first stalls the publisher
-    // once the stuck one holds more than half of it, until its 10 s write deadline cuts the
-    // stuck one off: a full run takes about 10 s there). The quick run stays under half.
-    let count = scale.pick(30_000, 150_000);
-    let calm = Fan {
-        size: 1024,
-        count,
-        ..Fan::default()
-    };
-    let (with, ratio) = against_calm(
-        server,
-        scale,
-        calm,
-        Fan {
-            stuck: true,
-            ..calm
-        },
-    )?;
-    Ok(vec![
-        metric(
-            "fast sub msgs/s, stuck one beside",
-            with.delivered_per_second,
-            "msg/s",
-            Better::Higher,
-        ),
-        metric(
-            "vs without the stuck one (target >= 0.9)",
-            ratio,
-            "x",
-            Better::Higher,
-        ),
-    ])
-}
-
-fn churn(server: &Server, scale: Scale) -> Outcome {
-    let count = scale.pick(500_000, 5_000_000);
-    let calm = Fan {
-        size: 16,
-        count,
-        ..Fan::default()
-    };
-    let (with, ratio) = against_calm(
-        server,
-        scale,
-        calm,
-        Fan {
-            churn: true,
-            ..calm
-        },
-    )?;
-    Ok(vec![
-        metric(
-            "msgs/s with churn",
-            with.delivered_per_second,
-            "msg/s",
-            Better::Higher,
-        ),
-        metric(
-            "vs without churn (target >= 0.9)",
-            ratio,
-            "x",
-            Better::Higher,
-        ),
-        metric(
-            "SUB+UNSUB pairs/s meanwhile",
-            with.churn_rate,
-            "pairs/s",
-            Better::Higher,
         ),
     ])
 }

@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use crate::scenarios::{check_queue, receiver};
+use crate::fan::receiver;
+use crate::scenarios::check_queue;
 use crate::wire::{Checker, Conn};
 
 fn payload(id: u32, seq: u32) -> Vec<u8> {

@@ -27,6 +27,9 @@ pub struct Target {
     /// Run under `valgrind --tool=cachegrind` to count the instructions it executes (see
     /// `Server::instructions`).
     pub cachegrind: bool,
+    /// Pin the process to these CPUs (`taskset -c <cpus>`, which execs the server in place:
+    /// the PID measured is the server's).
+    pub cpus: Option<&'static str>,
 }
 
 impl Target {
@@ -38,6 +41,7 @@ impl Target {
             args: Vec::new(),
             relay: false,
             cachegrind: false,
+            cpus: None,
         }
     }
 }
@@ -292,7 +296,14 @@ impl Node {
                     .arg(&target.binary);
                 c
             }
-            None => Command::new(&target.binary),
+            None => match target.cpus {
+                Some(cpus) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", cpus]).arg(&target.binary);
+                    c
+                }
+                None => Command::new(&target.binary),
+            },
         };
         command.args(&args);
         let child = spawn(command, stderr)

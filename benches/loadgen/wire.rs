@@ -123,11 +123,28 @@ pub fn connect(port: u16) -> io::Result<Conn> {
     connect_as(port, None)
 }
 
-/// As [`connect`], over WebSocket (`port` is the WebSocket listener's) when `ws` is set.
-pub fn connect_to(port: u16, ws: bool) -> io::Result<Conn> {
-    match ws {
-        true => login(Conn::websocket(port)?, None),
-        false => connect(port),
+/// How a scenario's clients connect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Tcp,
+    /// WebSocket clients of the `websocket` listener.
+    Ws,
+    /// TLS clients (`tls.rs`: the pinned protocol, cipher suite and key exchange).
+    Tls,
+}
+
+/// As [`connect`], over WebSocket (`port` is then the WebSocket listener's) or TLS.
+pub fn connect_to(port: u16, via: Via) -> io::Result<Conn> {
+    match via {
+        Via::Tcp => connect(port),
+        Via::Ws => login(Conn::websocket(port)?, None),
+        Via::Tls => {
+            let conn = connect(port)?;
+            match conn.is_tls() {
+                true => Ok(conn),
+                false => Err(io::Error::other("the server did not ask for TLS")),
+            }
+        }
     }
 }
 
@@ -158,6 +175,10 @@ fn login(mut stream: Conn, user: Option<&str>) -> io::Result<Conn> {
             "expected a lone INFO line, got {:?}",
             String::from_utf8_lossy(&info)
         )));
+    }
+    // A server that requires TLS waits for the client's handshake after its INFO.
+    if memchr::memmem::find(&info, b"\"tls_required\":true").is_some() {
+        stream.start_tls()?;
     }
     let login = user
         .map(|u| format!(",\"user\":\"{u}\",\"pass\":\"{u}\""))
