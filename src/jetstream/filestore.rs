@@ -1,6 +1,9 @@
 //! A stream's messages on disk: [`FileStore`], an append-only log beside the stream's
-//! configuration, behind the same [`StreamStore`] trait as the memory store (which it keeps
-//! as its index: every message of a file stream is also held in memory).
+//! configuration, behind the same [`StreamStore`] trait as the memory store. Only an index
+//! of the messages is held in memory ([`Index`]: sequence, place in the log, time, subject);
+//! payloads are read back from the log when asked for, through a small cache of the log's
+//! most recent bytes and of the last regions read (so that consumers reading the tail, or
+//! reading on in order, rarely go to the disk).
 //!
 //! `<store_dir>/jetstream/<account>/streams/<stream>/` holds `meta.json` (configuration and
 //! creation time, replaced atomically: written to a temporary file, then renamed) and
@@ -28,7 +31,8 @@
 //! publisher gets the error; if even that fails, the store refuses every later write until
 //! it is reopened, so that nothing is ever appended after a torn record.
 //!
-//! Recovery. On open the log is replayed, record by record:
+//! Recovery. On open the log is replayed, record by record, through one buffer, into the
+//! index (see [`super::filelog`]):
 //! - a torn last record (one that does not fit in the file, or whose checksum fails and which
 //!   ends the file) is cut off: it was being written when the process died, and was never
 //!   acknowledged;
@@ -38,29 +42,35 @@
 //! - anything else unreadable ends the log: it is cut there, with a warning (nats-server cuts
 //!   a block at its first bad record the same way).
 //!
+//! A message read back later is checked again (length and checksum); one that fails is
+//! logged and not served.
+//!
 //! Compaction. Removals and purges only append, so the log holds dead records; when they take
-//! more than half of it and more than 1 MiB, the log is rewritten: a thread writes the
-//! messages held (and the last sequence) to `msgs.log.new` and fsyncs it, while publishing
-//! carries on into the old log; then what was appended meanwhile is copied over, the new file
-//! is fsynced and renamed onto `msgs.log`, and the directory is fsynced (publishing waits for
-//! a compaction that fell 2 MiB behind it, so that the log stays bounded when messages come
-//! faster than the disk syncs). A process killed at any point leaves either the old log (and
-//! a `msgs.log.new`, removed on open) or the new one.
+//! more than half of it and more than 1 MiB, the log is rewritten: a thread copies the records
+//! of the messages held (and the last sequence) to `msgs.log.new` and fsyncs it, while
+//! publishing carries on into the old log; then what was appended meanwhile is copied over,
+//! the new file is fsynced and renamed onto `msgs.log`, the directory is fsynced and the index
+//! is pointed at the new places (publishing waits for a compaction that fell 2 MiB behind it,
+//! so that the log stays bounded when messages come faster than the disk syncs). A process
+//! killed at any point leaves either the old log (and a `msgs.log.new`, removed on open) or
+//! the new one.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
-use super::store::{MemoryStore, StoreState, StoredMsg, StreamStore};
-
-const MSG: u8 = 1;
-const REMOVE: u8 = 2;
-const PURGE: u8 = 3;
-const SEQ: u8 = 4;
+use super::fileindex::{Entry, Index};
+use super::filelog::{
+    push_frame, push_msg, read_record, reframe, replay_from, seq_record, FileSource, PURGE, REMOVE,
+    SEQ,
+};
+pub use super::filelog::{replay, write_snapshot, Format, Replay, MAGIC};
+use super::store::{MsgMeta, StoreState, StoredMsg, StreamStore};
 
 /// The log file's name in a stream's directory.
 pub const LOG: &str = "msgs.log";
@@ -78,40 +88,20 @@ pub const COMPACT_MIN_DEAD: u64 = 1 << 20;
 /// faster than the disk syncs the new log would otherwise grow the log without bound.
 pub const COMPACT_MAX_BEHIND: u64 = 2 << 20;
 
-/// The first bytes of a log in the current format: format 2.
-pub const MAGIC: [u8; 8] = *b"TRNLOG\x00\x02";
+/// The most recent bytes of the log kept in memory: at most this much.
+const TAIL_MAX: usize = 256 << 10;
 
-/// How a log's records are closed: by which checksum (see the module's documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The first format: no header, FNV-1a 64 bits.
-    V1,
-    /// [`MAGIC`], then records closed by their CRC-32.
-    V2,
-}
+/// How much of the log one read from disk takes (what follows the record asked for is read
+/// too, for whoever reads on in order).
+const WINDOW: usize = 64 << 10;
 
-impl Format {
-    /// The bytes of a record's length prefix and checksum.
-    fn frame(self) -> usize {
-        match self {
-            Format::V1 => 4 + 8,
-            Format::V2 => 4 + 4,
-        }
-    }
+/// How many such regions are kept.
+const WINDOWS: usize = 2;
 
-    /// Whether `sum` (the bytes closing a record) is `body`'s checksum.
-    fn verifies(self, body: &[u8], sum: &[u8]) -> bool {
-        match self {
-            Format::V1 => sum == fnv1a64(body).to_le_bytes(),
-            Format::V2 => sum == crc32fast::hash(body).to_le_bytes(),
-        }
-    }
-}
-
-/// Messages in an append-only file, indexed in memory.
+/// A stream's messages: an append-only file, indexed in memory.
 #[derive(Debug)]
 pub struct FileStore {
-    index: MemoryStore,
+    index: Index,
     log: File,
     dir: PathBuf,
     path: PathBuf,
@@ -122,8 +112,6 @@ pub struct FileStore {
     format: Format,
     /// Bytes in the log.
     len: u64,
-    /// Bytes of the records of the messages held; the rest of the log is dead.
-    live: u64,
     /// Why nothing more may be written: a failed append could not be undone.
     broken: Option<String>,
     /// The last `sync_interval` fsync, running on its own thread.
@@ -132,35 +120,93 @@ pub struct FileStore {
     compaction: Option<Compaction>,
     /// Whether records are held in `pending` until [`StreamStore::commit`] (a group commit).
     deferring: bool,
-    /// Records taken while deferring, not yet written.
+    /// Records taken, not yet written (while deferring, or being written).
     pending: Vec<u8>,
+    /// Recent bytes of the log, and the last regions read from it.
+    cache: RefCell<ReadCache>,
     #[cfg(test)]
     faults: Faults,
 }
 
-/// A compaction in progress: the thread writing the messages held when it started, and the
-/// log's length then (what follows is copied over when it is done).
+/// A compaction in progress: the thread copying the records of the messages held when it
+/// started (it gives back their entries), and the log's length then (what follows is copied
+/// over when it is done).
 #[derive(Debug)]
 struct Compaction {
     mark: u64,
-    writer: JoinHandle<io::Result<()>>,
+    writer: JoinHandle<io::Result<Vec<Entry>>>,
 }
 
-/// What replaying a log found ([`replay`]).
-#[derive(Debug)]
-pub struct Replay {
-    /// The messages, as the log leaves them.
-    pub index: MemoryStore,
-    /// How many bytes of the log were read as records; what follows is cut off.
-    pub good: usize,
-    /// Records skipped: corrupt ones whose framing held, and whole ones that made no sense.
-    pub skipped: u64,
-    /// Sequences missing right after a corrupt record (lost with it).
-    pub lost: u64,
-    /// Bytes of the records of the messages held.
-    pub live: u64,
-    /// The log's format.
-    pub format: Format,
+/// Parts of the log held in memory: its last bytes (up to [`TAIL_MAX`], ending where the log
+/// ends) and the last [`WINDOWS`] regions read from disk.
+#[derive(Debug, Default)]
+struct ReadCache {
+    tail_start: u64,
+    tail: Vec<u8>,
+    windows: [(u64, Vec<u8>); WINDOWS],
+    /// The window to replace next.
+    victim: usize,
+}
+
+impl ReadCache {
+    /// Bytes just appended at `offset` (where the log ended).
+    fn appended(&mut self, offset: u64, bytes: &[u8]) {
+        if self.tail_start + self.tail.len() as u64 != offset {
+            self.tail.clear();
+            self.tail_start = offset;
+        }
+        if bytes.len() >= TAIL_MAX {
+            self.tail.clear();
+            self.tail_start = offset;
+            return;
+        }
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > TAIL_MAX {
+            let drop = self.tail.len() - TAIL_MAX / 2;
+            self.tail.drain(..drop);
+            self.tail_start += drop as u64;
+        }
+    }
+
+    /// Forgets everything (the log was replaced).
+    fn clear(&mut self) {
+        *self = ReadCache::default();
+    }
+
+    /// The `len` bytes at `offset` of `log` (which has `total` bytes), from memory if they
+    /// are there, else read from disk with what follows them.
+    fn read(&mut self, log: &File, offset: u64, len: usize, total: u64) -> io::Result<&[u8]> {
+        let end = offset + len as u64;
+        if offset >= self.tail_start && end <= self.tail_start + self.tail.len() as u64 {
+            let at = (offset - self.tail_start) as usize;
+            return Ok(&self.tail[at..at + len]);
+        }
+        let hit = self.windows.iter().position(|(start, bytes)| {
+            offset >= *start && end <= start + bytes.len() as u64 && !bytes.is_empty()
+        });
+        let slot = match hit {
+            Some(slot) => slot,
+            None => {
+                let slot = self.victim;
+                let want = (len.max(WINDOW) as u64).min(total.saturating_sub(offset)) as usize;
+                if want < len {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                let (start, bytes) = &mut self.windows[slot];
+                bytes.resize(want, 0);
+                if let Err(err) = log.read_exact_at(bytes, offset) {
+                    bytes.clear();
+                    return Err(err);
+                }
+                *start = offset;
+                slot
+            }
+        };
+        self.victim = (slot + 1) % WINDOWS;
+        let (start, bytes) = &self.windows[slot];
+        let at = (offset - start) as usize;
+        Ok(&bytes[at..at + len])
+    }
 }
 
 impl FileStore {
@@ -184,13 +230,11 @@ impl FileStore {
             .read(true)
             .append(true)
             .open(&path)?;
-        let mut bytes = Vec::new();
-        log.read_to_end(&mut bytes)?;
-        let mut found = replay(&bytes);
-        let cut = (bytes.len() - found.good) as u64;
-        drop(bytes);
+        let total = log.metadata()?.len();
+        let mut found = replay_from(&mut FileSource::new(&log, total))?;
+        let cut = total - found.good;
         if cut > 0 {
-            log.set_len(found.good as u64)?;
+            log.set_len(found.good)?;
             log.sync_all()?;
             tracing::warn!(
                 "Filestore [{name}] cut {cut} bytes of a torn or corrupt record off the end of \
@@ -202,8 +246,9 @@ impl FileStore {
         let upgrade = found.format == Format::V1 && found.good > 0;
         if found.good == 0 {
             log.write_all(&MAGIC)?;
-            found.good = MAGIC.len();
+            found.good = MAGIC.len() as u64;
             found.format = Format::V2;
+            found.index = Index::new(Format::V2.frame());
         }
         let mut store = FileStore {
             index: found.index,
@@ -213,13 +258,13 @@ impl FileStore {
             name,
             sync_always,
             format: found.format,
-            len: found.good as u64,
-            live: found.live,
+            len: found.good,
             broken: None,
             syncing: None,
             compaction: None,
             deferring: false,
             pending: Vec::new(),
+            cache: RefCell::default(),
             #[cfg(test)]
             faults: Faults::default(),
         };
@@ -247,18 +292,41 @@ impl FileStore {
         self.len
     }
 
-    /// Appends one record (to `pending` while deferring); on failure the log is as it was.
+    /// Bytes of the records of the messages held; the rest of the log is dead.
+    fn live(&self) -> u64 {
+        self.index.live_bytes()
+    }
+
+    /// Where the next record taken will start in the log.
+    fn next_offset(&self) -> u64 {
+        self.len + self.pending.len() as u64
+    }
+
+    /// Takes one record (held in `pending` while deferring, else written at once); on
+    /// failure the log is as it was.
     fn append(&mut self, body: &[u8]) -> io::Result<()> {
         if let Some(why) = &self.broken {
             return Err(io::Error::other(why.clone()));
         }
-        if self.deferring {
-            push_frame(&mut self.pending, body, self.format);
+        push_frame(&mut self.pending, body, self.format);
+        self.write_pending()
+    }
+
+    /// Unless deferring, writes what is pending; on failure it is dropped and the log is as
+    /// it was.
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.deferring || self.pending.is_empty() {
             return Ok(());
         }
-        self.write_out(&frame(body, self.format))?;
-        self.poll_compaction();
-        Ok(())
+        let mut pending = std::mem::take(&mut self.pending);
+        let offset = self.len;
+        let written = self.write_out(&pending);
+        if written.is_ok() {
+            self.cache.get_mut().appended(offset, &pending);
+        }
+        pending.clear();
+        self.pending = pending;
+        written
     }
 
     /// Writes whole records with one `write(2)` (then fdatasync with `sync_interval:
@@ -302,13 +370,9 @@ impl FileStore {
     /// After a group write failed: the index is read back from the log, which holds none of
     /// the records taken since the group began.
     fn reload_index(&mut self) {
-        let mut bytes = vec![0; self.len as usize];
-        match self.log.read_exact_at(&mut bytes, 0) {
-            Ok(()) => {
-                let found = replay(&bytes);
-                self.index = found.index;
-                self.live = found.live;
-            }
+        self.cache.get_mut().clear();
+        match replay_from(&mut FileSource::new(&self.log, self.len)) {
+            Ok(found) => self.index = found.index,
             Err(err) => {
                 tracing::error!(
                     "Filestore [{}] could not read its log back ({err}): no more writes until \
@@ -343,10 +407,56 @@ impl FileStore {
         }
     }
 
+    /// The message of `entry`, read from the log (or what is pending); `None`, logged, when
+    /// it cannot be read or does not check out.
+    fn load(&self, entry: Entry) -> Option<StoredMsg> {
+        let len = entry.len as usize;
+        let msg = match entry.offset.checked_sub(self.len) {
+            Some(at) => {
+                let at = at as usize;
+                let record = self.pending.get(at..at + len)?;
+                read_record(record, self.format)
+            }
+            None => {
+                let mut cache = self.cache.borrow_mut();
+                match cache.read(&self.log, entry.offset, len, self.len) {
+                    Ok(record) => read_record(record, self.format),
+                    Err(err) => {
+                        tracing::error!(
+                            "Filestore [{}] reading message {}: {err}",
+                            self.name,
+                            entry.seq
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if msg.as_ref().map(|m| m.seq) != Some(entry.seq) {
+            tracing::error!(
+                "Filestore [{}] message {} is corrupt in its log (offset {})",
+                self.name,
+                entry.seq,
+                entry.offset
+            );
+            return None;
+        }
+        msg
+    }
+
+    /// What the index knows of `entry`'s message.
+    fn meta(&self, entry: Entry) -> MsgMeta {
+        MsgMeta {
+            seq: entry.seq,
+            ts: entry.ts,
+            subject: self.index.subject(entry.subject_id()).to_string(),
+        }
+    }
+
     /// Starts a compaction when dead records take more than half of the log and at least
     /// [`COMPACT_MIN_DEAD`] bytes.
     fn maybe_compact(&mut self) {
-        let dead = self.len.saturating_sub(self.live);
+        let dead = self.len.saturating_sub(self.live());
         // While records wait for a group write, the index holds messages the log does not.
         if self.deferring {
             return;
@@ -356,20 +466,32 @@ impl FileStore {
         }
     }
 
-    /// Starts writing the messages held to [`COMPACTING`] on a thread of its own.
+    /// Starts copying the records of the messages held to [`COMPACTING`] on a thread of its
+    /// own.
     fn start_compaction(&mut self) {
         if self.broken.is_some() || self.compaction.is_some() {
             return;
         }
-        let msgs = all_msgs(&self.index);
+        let snapshot: Vec<Entry> = self.index.iter().copied().collect();
         let state = self.index.state();
         let tmp = self.dir.join(COMPACTING);
+        let format = self.format;
+        let log = match self.log.try_clone() {
+            Ok(log) => log,
+            Err(err) => {
+                tracing::error!("Filestore [{}] compacting: {err}", self.name);
+                return;
+            }
+        };
         let writer = std::thread::Builder::new()
             .name("tern-compact".into())
             .spawn(move || {
-                let mut out = BufWriter::new(File::create(&tmp)?);
-                write_snapshot(&mut out, &msgs, state.last_seq, state.last_ts)?;
-                out.into_inner().map_err(|e| e.into_error())?.sync_all()
+                let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+                out.write_all(&MAGIC)?;
+                copy_records(&log, &snapshot, format, &mut out)?;
+                out.write_all(&seq_record(state.last_seq, state.last_ts))?;
+                out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                Ok(snapshot)
             });
         match writer {
             Ok(writer) => {
@@ -404,14 +526,15 @@ impl FileStore {
     }
 
     /// Copies what was appended since the compaction started to the new log, syncs it and
-    /// renames it onto the old one.
+    /// renames it onto the old one, then points the index at the new places.
     fn finish_compaction(&mut self, compaction: Compaction) -> io::Result<()> {
-        compaction
+        let snapshot = compaction
             .writer
             .join()
             .map_err(|_| io::Error::other("the compaction thread panicked"))??;
         let tmp = self.dir.join(COMPACTING);
         let mut new = OpenOptions::new().read(true).append(true).open(&tmp)?;
+        let moved = new.metadata()?.len();
         let mut tail = vec![0; (self.len - compaction.mark) as usize];
         self.log.read_exact_at(&mut tail, compaction.mark)?;
         if self.format != Format::V2 {
@@ -428,9 +551,14 @@ impl FileStore {
         let before = self.len;
         self.len = new.metadata()?.len();
         self.log = new;
-        if self.format != Format::V2 {
+        self.cache.get_mut().clear();
+        if self.format == Format::V2 {
+            self.index
+                .relocate(&snapshot, MAGIC.len() as u64, compaction.mark, moved);
+        } else {
+            // Every record changed size: the index is read again from the new log.
             self.format = Format::V2;
-            self.live = live_bytes(&self.index, Format::V2);
+            self.index = replay_from(&mut FileSource::new(&self.log, self.len))?.index;
         }
         tracing::debug!(
             "Filestore [{}] compacted its log from {before} to {} bytes",
@@ -438,6 +566,13 @@ impl FileStore {
             self.len
         );
         Ok(())
+    }
+
+    /// Runs what may follow a write: a compaction that is done is put in place, one that is
+    /// due is started.
+    fn after_write(&mut self) {
+        self.poll_compaction();
+        self.maybe_compact();
     }
 }
 
@@ -454,11 +589,23 @@ impl Drop for FileStore {
 
 impl StreamStore for FileStore {
     fn store_msg(&mut self, subject: &str, header: Bytes, data: Bytes, ts: i64) -> io::Result<u64> {
+        if let Some(why) = &self.broken {
+            return Err(io::Error::other(why.clone()));
+        }
         let seq = self.index.state().last_seq + 1;
-        let body = msg_body(seq, ts, subject, &header, &data)?;
-        self.append(&body)?;
-        self.live += (body.len() + self.format.frame()) as u64;
-        self.index.store_msg(subject, header, data, ts)
+        let offset = self.next_offset();
+        let len = push_msg(
+            &mut self.pending,
+            self.format,
+            (seq, ts, subject),
+            &header,
+            &data,
+        )?;
+        self.write_pending()?;
+        self.index
+            .push(seq, ts, subject, header.len(), offset, len as u32);
+        self.poll_compaction();
+        Ok(seq)
     }
 
     fn skip_msg(&mut self, ts: i64) -> io::Result<u64> {
@@ -467,19 +614,28 @@ impl StreamStore for FileStore {
         body.extend_from_slice(&seq.to_le_bytes());
         body.extend_from_slice(&ts.to_le_bytes());
         self.append(&body)?;
-        self.index.skip_msg(ts)
+        self.poll_compaction();
+        Ok(self.index.skip(ts))
     }
 
     fn load_msg(&self, seq: u64) -> Option<StoredMsg> {
-        self.index.load_msg(seq)
+        self.load(self.index.entry(seq)?)
+    }
+
+    fn load_meta(&self, seq: u64) -> Option<MsgMeta> {
+        Some(self.meta(self.index.entry(seq)?))
     }
 
     fn load_last_msg(&self, subject: &str) -> Option<StoredMsg> {
-        self.index.load_last_msg(subject)
+        self.load_msg(self.index.last_for_subject(subject)?)
+    }
+
+    fn load_last_seq(&self, subject: &str) -> Option<u64> {
+        self.index.last_for_subject(subject)
     }
 
     fn first_seq_for_subject(&self, subject: &str) -> Option<u64> {
-        self.index.first_seq_for_subject(subject)
+        self.index.first_for_subject(subject)
     }
 
     fn subject_total(&self, subject: &str) -> u64 {
@@ -487,15 +643,13 @@ impl StreamStore for FileStore {
     }
 
     fn remove_msg(&mut self, seq: u64) -> bool {
-        let Some(msg) = self.index.load_msg(seq) else {
+        if self.index.remove(seq).is_none() {
             return false;
-        };
-        self.index.remove_msg(seq);
-        self.live = self.live.saturating_sub(record_size(&msg, self.format));
+        }
         let mut body = vec![REMOVE];
         body.extend_from_slice(&seq.to_le_bytes());
         self.append_or_log(&body);
-        self.maybe_compact();
+        self.after_write();
         true
     }
 
@@ -504,9 +658,8 @@ impl StreamStore for FileStore {
         let mut body = vec![PURGE];
         body.extend_from_slice(&last.to_le_bytes());
         self.append_or_log(&body);
-        self.live = 0;
         let purged = self.index.purge();
-        self.maybe_compact();
+        self.after_write();
         purged
     }
 
@@ -515,11 +668,15 @@ impl StreamStore for FileStore {
     }
 
     fn msg_size(&self, subject: &str, header: &[u8], data: &[u8]) -> u64 {
-        self.index.msg_size(subject, header, data)
+        Index::msg_size(subject.len(), header.len(), data.len())
     }
 
     fn load_next_msg(&self, filter: &str, start: u64) -> Option<StoredMsg> {
-        self.index.load_next_msg(filter, start)
+        self.load(self.index.next_matching(filter, start)?)
+    }
+
+    fn load_next_meta(&self, filter: &str, start: u64) -> Option<MsgMeta> {
+        Some(self.meta(self.index.next_matching(filter, start)?))
     }
 
     fn num_pending(&self, filter: &str, start: u64) -> u64 {
@@ -537,19 +694,16 @@ impl StreamStore for FileStore {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
         let written = match &self.broken {
             Some(why) => Err(io::Error::other(why.clone())),
-            None => self.write_out(&pending),
+            None => self.write_pending(),
         };
-        self.pending = pending;
-        self.pending.clear();
         if let Err(err) = written {
+            self.pending.clear();
             self.reload_index();
             return Err(err);
         }
-        self.poll_compaction();
-        self.maybe_compact();
+        self.after_write();
         Ok(())
     }
 
@@ -580,227 +734,32 @@ impl StreamStore for FileStore {
     }
 }
 
-/// Replays a log: applies every record it can read to a new index (see the module's
-/// documentation for what is cut and what is skipped). Pure, so that it can be fuzzed.
-pub fn replay(bytes: &[u8]) -> Replay {
-    let (format, mut at) = match bytes.starts_with(&MAGIC) {
-        true => (Format::V2, MAGIC.len()),
-        false => (Format::V1, 0),
-    };
-    let mut found = Replay {
-        index: MemoryStore::with_file_sizes(),
-        good: 0,
-        skipped: 0,
-        lost: 0,
-        live: 0,
-        format,
-    };
-    let mut after_corrupt = false;
-    while at < bytes.len() {
-        match frame_at(bytes, at, format) {
-            Frame::Whole(body, next) => {
-                match apply(body, &mut found.index) {
-                    Some(gap) => {
-                        if after_corrupt {
-                            found.lost += gap;
-                        }
-                    }
-                    None => found.skipped += 1,
-                }
-                after_corrupt = false;
-                at = next;
-            }
-            Frame::Corrupt(next) if matches!(frame_at(bytes, next, format), Frame::Whole(..)) => {
-                found.skipped += 1;
-                after_corrupt = true;
-                at = next;
-            }
-            Frame::Corrupt(_) | Frame::Torn => break,
-        }
-    }
-    found.good = at;
-    found.live = live_bytes(&found.index, format);
-    found
-}
-
-/// Bytes the records of the messages held take in a log of `format`.
-fn live_bytes(index: &MemoryStore, format: Format) -> u64 {
-    all_msgs(index).iter().map(|m| record_size(m, format)).sum()
-}
-
-/// The records of a log of `format` (whole ones, as written), framed as the current format.
-fn reframe(records: &[u8], format: Format) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.len());
-    let mut at = 0;
-    while let Frame::Whole(body, next) = frame_at(records, at, format) {
-        push_frame(&mut out, body, Format::V2);
-        at = next;
-    }
-    out
-}
-
-/// Writes a log holding `msgs` and remembering `last_seq` (given at `last_ts`): what a
-/// compaction writes, and what replaying it gives back.
-pub fn write_snapshot(
+/// Copies the records of `entries` (in order) from `log` to `out`, reading runs of
+/// neighbouring records at once; records of the first format are framed anew.
+fn copy_records(
+    log: &File,
+    entries: &[Entry],
+    format: Format,
     out: &mut impl Write,
-    msgs: &[StoredMsg],
-    last_seq: u64,
-    last_ts: i64,
 ) -> io::Result<()> {
-    out.write_all(&MAGIC)?;
-    for msg in msgs {
-        let body = msg_body(msg.seq, msg.ts, &msg.subject, &msg.header, &msg.data)?;
-        out.write_all(&frame(&body, Format::V2))?;
-    }
-    let mut body = vec![SEQ];
-    body.extend_from_slice(&last_seq.to_le_bytes());
-    body.extend_from_slice(&last_ts.to_le_bytes());
-    out.write_all(&frame(&body, Format::V2))?;
-    out.flush()
-}
-
-/// Every message of `index`, in order.
-pub fn all_msgs(index: &MemoryStore) -> Vec<StoredMsg> {
-    let mut msgs = Vec::new();
-    let mut next = 0;
-    while let Some(msg) = index.load_next_msg(">", next) {
-        next = msg.seq + 1;
-        msgs.push(msg);
-    }
-    msgs
-}
-
-/// A record as it is read back.
-enum Frame<'a> {
-    /// Its body (checksum verified) and where the next record starts.
-    Whole(&'a [u8], usize),
-    /// Its checksum fails; where the next record would start.
-    Corrupt(usize),
-    /// It does not fit in what is left.
-    Torn,
-}
-
-fn frame_at(bytes: &[u8], at: usize, format: Format) -> Frame<'_> {
-    let Some(len) = bytes.get(at..at.saturating_add(4)) else {
-        return Frame::Torn;
-    };
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let end = at.saturating_add(format.frame()).saturating_add(len);
-    if end > bytes.len() {
-        return Frame::Torn;
-    }
-    let body = &bytes[at + 4..at + 4 + len];
-    match format.verifies(body, &bytes[at + 4 + len..end]) {
-        true => Frame::Whole(body, end),
-        false => Frame::Corrupt(end),
-    }
-}
-
-/// Frames a record body: its length, the body, its checksum.
-fn frame(body: &[u8], format: Format) -> Vec<u8> {
-    let mut record = Vec::with_capacity(body.len() + format.frame());
-    push_frame(&mut record, body, format);
-    record
-}
-
-/// Appends a framed record to `out`.
-fn push_frame(out: &mut Vec<u8>, body: &[u8], format: Format) {
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body);
-    match format {
-        Format::V1 => out.extend_from_slice(&fnv1a64(body).to_le_bytes()),
-        Format::V2 => out.extend_from_slice(&crc32fast::hash(body).to_le_bytes()),
-    }
-}
-
-/// A message record's body; an error when a length does not fit its field.
-fn msg_body(seq: u64, ts: i64, subject: &str, header: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
-    let subj_len = u16::try_from(subject.len()).map_err(io::Error::other)?;
-    let hdr_len = u32::try_from(header.len()).map_err(io::Error::other)?;
-    let mut body = Vec::with_capacity(23 + subject.len() + header.len() + data.len());
-    body.push(MSG);
-    body.extend_from_slice(&seq.to_le_bytes());
-    body.extend_from_slice(&ts.to_le_bytes());
-    body.extend_from_slice(&subj_len.to_le_bytes());
-    body.extend_from_slice(subject.as_bytes());
-    body.extend_from_slice(&hdr_len.to_le_bytes());
-    body.extend_from_slice(header);
-    body.extend_from_slice(data);
-    u32::try_from(body.len()).map_err(io::Error::other)?;
-    Ok(body)
-}
-
-/// The bytes a message's record takes in the log.
-fn record_size(msg: &StoredMsg, format: Format) -> u64 {
-    (format.frame() + 23 + msg.subject.len() + msg.header.len() + msg.data.len()) as u64
-}
-
-/// Applies one whole record; `None` when it makes no sense (it is then skipped), else how
-/// many sequences it jumped over (a message record after a gap).
-fn apply(body: &[u8], index: &mut MemoryStore) -> Option<u64> {
-    let u64_at = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?))
-    };
-    let last_seq = index.state().last_seq;
-    match *body.first()? {
-        MSG => {
-            let seq = u64_at(1)?;
-            let ts = u64_at(9)? as i64;
-            let subj_len = u16::from_le_bytes(body.get(17..19)?.try_into().ok()?) as usize;
-            let subject = std::str::from_utf8(body.get(19..19 + subj_len)?).ok()?;
-            let at = 19 + subj_len;
-            let hdr_len = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
-            let header = body.get(at + 4..(at + 4).checked_add(hdr_len)?)?;
-            let data = body.get(at + 4 + hdr_len..)?;
-            // Sequences only go up; a gap is what a compaction (or a lost record) left.
-            if seq <= last_seq || seq == u64::MAX {
-                return None;
-            }
-            index.skip_to(seq - 1, ts);
-            index
-                .store_msg(
-                    subject,
-                    Bytes::copy_from_slice(header),
-                    Bytes::copy_from_slice(data),
-                    ts,
-                )
-                .ok()?;
-            Some(seq - last_seq - 1)
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let start = entries[i].offset;
+        let mut end = start + u64::from(entries[i].len);
+        i += 1;
+        while i < entries.len() && entries[i].offset == end && end - start < (1 << 20) {
+            end += u64::from(entries[i].len);
+            i += 1;
         }
-        REMOVE if body.len() == 9 => {
-            index.remove_msg(u64_at(1)?);
-            Some(0)
+        buf.resize((end - start) as usize, 0);
+        log.read_exact_at(&mut buf, start)?;
+        match format {
+            Format::V2 => out.write_all(&buf)?,
+            Format::V1 => out.write_all(&reframe(&buf, format))?,
         }
-        PURGE if body.len() == 9 => {
-            // Every message up to `last` goes, and sequences carry on after it.
-            let last = u64_at(1)?;
-            if last >= last_seq {
-                index.purge();
-                let last_ts = index.state().last_ts;
-                index.skip_to(last, last_ts);
-            } else {
-                while let Some(msg) = index.load_next_msg(">", 0).filter(|m| m.seq <= last) {
-                    index.remove_msg(msg.seq);
-                }
-            }
-            Some(0)
-        }
-        SEQ if body.len() == 17 => {
-            index.skip_to(u64_at(1)?, u64_at(9)? as i64);
-            Some(0)
-        }
-        _ => None,
     }
-}
-
-/// FNV-1a, 64 bits: the first format's checksum.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    Ok(())
 }
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, then renamed; with
@@ -836,7 +795,14 @@ struct Faults {
 
 #[cfg(test)]
 mod tests {
+    use super::super::filelog::{frame_at, Frame, Slice, MSG};
+    use super::super::store::MemoryStore;
     use super::*;
+
+    /// Every message held, read back from the log.
+    fn all_msgs(s: &FileStore) -> Vec<StoredMsg> {
+        s.index.iter().map(|e| s.load(*e).unwrap()).collect()
+    }
 
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tern-fs-{name}-{}", std::process::id()));
@@ -944,7 +910,7 @@ mod tests {
     }
 
     fn msgs_of(s: &FileStore) -> Vec<(u64, String, Bytes)> {
-        all_msgs(&s.index)
+        all_msgs(s)
             .into_iter()
             .map(|m| (m.seq, m.subject, m.data))
             .collect()
@@ -953,10 +919,11 @@ mod tests {
     /// The offset of each record in a log.
     fn offsets(log: &[u8]) -> Vec<usize> {
         assert!(log.starts_with(&MAGIC));
-        let mut at = MAGIC.len();
+        let mut at = MAGIC.len() as u64;
         let mut out = Vec::new();
-        while let Frame::Whole(_, next) = frame_at(log, at, Format::V2) {
-            out.push(at);
+        let mut src = Slice(log);
+        while let Ok(Frame::Whole(_, next)) = frame_at(&mut src, at, Format::V2) {
+            out.push(at as usize);
             at = next;
         }
         out
@@ -1110,7 +1077,7 @@ mod tests {
 
         // A group whose write fails part way: none of it is kept, in the log or the index.
         let mut s = s;
-        let before = (msgs_of(&s), s.state(), s.log_len(), s.live);
+        let before = (msgs_of(&s), s.state(), s.log_len(), s.live());
         s.defer_writes();
         put(&mut s, "a", "lost", 4);
         assert!(s.remove_msg(2));
@@ -1118,7 +1085,7 @@ mod tests {
         s.faults.fail_next_write = Some(30);
         let err = s.commit().unwrap_err();
         assert!(err.to_string().ends_with("file too large"), "{err}");
-        assert_eq!((msgs_of(&s), s.state(), s.log_len(), s.live), before);
+        assert_eq!((msgs_of(&s), s.state(), s.log_len(), s.live()), before);
         assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), before.2);
         // Writes go on, and the next message takes the sequence the lost one had.
         assert_eq!(put(&mut s, "c", "four", 6), 4);
@@ -1237,7 +1204,7 @@ mod tests {
         }
         let mut started = None;
         for seq in 1..=2000 {
-            let dead = s.len - s.live;
+            let dead = s.len - s.live();
             assert!(
                 s.compaction.is_none(),
                 "started early, {dead} dead of {}",
@@ -1246,7 +1213,7 @@ mod tests {
             s.remove_msg(seq);
             if s.compaction.is_some() {
                 started = Some(seq);
-                let dead = s.len - s.live;
+                let dead = s.len - s.live();
                 assert!(dead >= COMPACT_MIN_DEAD && dead > s.len / 2);
                 break;
             }
@@ -1287,7 +1254,7 @@ mod tests {
         s.start_compaction();
         s.wait_for_compaction();
         // Only the header, the messages held and the record of the last sequence (8 + 17).
-        assert_eq!(s.log_len(), MAGIC.len() as u64 + s.live + 25);
+        assert_eq!(s.log_len(), MAGIC.len() as u64 + s.live() + 25);
         assert_eq!(std::fs::metadata(d.join(LOG)).unwrap().len(), s.log_len());
         let bytes_per_msg = s.log_len() / s.state().messages;
         eprintln!("disk bytes per 1000-byte message after compaction: {bytes_per_msg}");
@@ -1357,28 +1324,99 @@ mod tests {
     }
 
     #[test]
+    fn payloads_are_read_from_the_log_and_checked_again() {
+        let d = dir("read-back");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        // Far more than the cache holds: most reads go to the disk.
+        for n in 0..3000u64 {
+            let data = Bytes::from(format!("{n:0>1000}"));
+            let subject = ["r.a", "r.b", "r.c"][n as usize % 3];
+            s.store_msg(subject, Bytes::new(), data, n as i64).unwrap();
+        }
+        drop(s);
+        let (s, _) = FileStore::open(&d, false).unwrap();
+        for seq in (1..=3000u64).rev().step_by(7).chain(1..=3000) {
+            let msg = s.load_msg(seq).unwrap();
+            assert_eq!(msg.data, format!("{:0>1000}", seq - 1), "{seq}");
+            assert_eq!(msg.subject, ["r.a", "r.b", "r.c"][(seq - 1) as usize % 3]);
+        }
+        assert_eq!(s.load_last_msg("r.b").unwrap().seq, 2999);
+        assert_eq!(s.load_next_msg("r.c", 1000).unwrap().seq, 1002);
+        assert_eq!(s.load_next_meta("r.*", 3000).unwrap().subject, "r.c");
+        // A byte of message 10's payload flips on disk: it is not served, the rest is.
+        let at = s.index.entry(10).unwrap().offset + 100;
+        drop(s);
+        let log = OpenOptions::new().write(true).open(d.join(LOG)).unwrap();
+        log.write_all_at(b"X", at).unwrap();
+        let (s, cut) = FileStore::open(&d, false).unwrap();
+        assert_eq!(cut, 0);
+        // Replay skipped it (and the log was rewritten without it).
+        assert!(s.load_msg(10).is_none());
+        assert_eq!(s.load_msg(11).unwrap().seq, 11);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_record_that_goes_bad_after_the_open_is_not_served() {
+        let d = dir("bad-later");
+        let (mut s, _) = FileStore::open(&d, false).unwrap();
+        for n in 0..1000u64 {
+            let data = Bytes::from(vec![b'd'; 1000]);
+            s.store_msg("b", Bytes::new(), data, n as i64).unwrap();
+        }
+        drop(s);
+        let (s, _) = FileStore::open(&d, false).unwrap();
+        let at = s.index.entry(3).unwrap().offset + 50;
+        let log = OpenOptions::new().write(true).open(d.join(LOG)).unwrap();
+        log.write_all_at(b"X", at).unwrap();
+        assert!(s.load_msg(3).is_none());
+        assert_eq!(s.load_msg(4).unwrap().data.len(), 1000);
+        assert_eq!(s.load_meta(3).unwrap().seq, 3, "the index still has it");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn an_index_entry_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
     fn replay_of_a_snapshot_is_the_same_store() {
-        let mut index = MemoryStore::with_file_sizes();
+        let mut mem = MemoryStore::new();
         for n in 1..=5 {
-            index
-                .store_msg(
-                    "s",
-                    Bytes::from_static(b"NATS/1.0\r\n\r\n"),
-                    Bytes::new(),
-                    n,
-                )
+            let header = Bytes::from_static(b"NATS/1.0\r\n\r\n");
+            mem.store_msg("s", header, Bytes::from(vec![n as u8; n]), n as i64)
                 .unwrap();
         }
-        index.remove_msg(1);
-        index.remove_msg(3);
-        index.remove_msg(5);
+        mem.remove_msg(1);
+        mem.remove_msg(3);
+        mem.remove_msg(5);
+        let mut msgs = Vec::new();
+        while let Some(m) = mem.load_next_msg(">", msgs.last().map_or(0, |m: &StoredMsg| m.seq + 1))
+        {
+            msgs.push(m);
+        }
         let mut bytes = Vec::new();
-        let state = index.state();
-        write_snapshot(&mut bytes, &all_msgs(&index), state.last_seq, state.last_ts).unwrap();
+        let state = mem.state();
+        write_snapshot(&mut bytes, &msgs, state.last_seq, state.last_ts).unwrap();
         let back = replay(&bytes);
-        assert_eq!((back.good, back.skipped), (bytes.len(), 0));
-        assert_eq!(back.index.state(), state);
-        assert_eq!(all_msgs(&back.index), all_msgs(&index));
-        assert_eq!(back.live, bytes.len() as u64 - 33);
+        assert_eq!((back.good, back.skipped), (bytes.len() as u64, 0));
+        assert_eq!(back.messages(&bytes), msgs);
+        let again = back.index.state();
+        assert_eq!(
+            (
+                again.messages,
+                again.first_seq,
+                again.last_seq,
+                again.last_ts
+            ),
+            (2, 2, 5, 5)
+        );
+        let sizes: u64 = msgs
+            .iter()
+            .map(|m| Index::msg_size(m.subject.len(), m.header.len(), m.data.len()))
+            .sum();
+        assert_eq!(again.bytes, sizes);
+        assert_eq!(back.index.live_bytes(), bytes.len() as u64 - 33);
     }
 }

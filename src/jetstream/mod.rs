@@ -10,6 +10,8 @@ pub mod advisory;
 pub mod api;
 pub mod consumer;
 pub mod errors;
+pub mod fileindex;
+pub mod filelog;
 pub mod filestore;
 pub mod service;
 pub mod store;

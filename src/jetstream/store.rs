@@ -21,6 +21,27 @@ pub struct StoredMsg {
     pub ts: i64,
 }
 
+/// What a store knows of a message without reading its headers and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsgMeta {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// When it was stored, in nanoseconds since the Unix epoch.
+    pub ts: i64,
+    /// The subject it was published to.
+    pub subject: String,
+}
+
+impl From<StoredMsg> for MsgMeta {
+    fn from(msg: StoredMsg) -> MsgMeta {
+        MsgMeta {
+            seq: msg.seq,
+            ts: msg.ts,
+            subject: msg.subject,
+        }
+    }
+}
+
 /// A store's totals (nats-server's `StreamState`, the part tern keeps).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreState {
@@ -56,8 +77,17 @@ pub trait StreamStore: Send {
     fn skip_msg(&mut self, ts: i64) -> std::io::Result<u64>;
     /// The message at `seq`, if it is held.
     fn load_msg(&self, seq: u64) -> Option<StoredMsg>;
+    /// The sequence, time and subject of the message at `seq`, if it is held (a file store
+    /// answers from its index, without reading the message).
+    fn load_meta(&self, seq: u64) -> Option<MsgMeta> {
+        self.load_msg(seq).map(MsgMeta::from)
+    }
     /// The last message held for `subject`.
     fn load_last_msg(&self, subject: &str) -> Option<StoredMsg>;
+    /// The sequence of the last message held for `subject`.
+    fn load_last_seq(&self, subject: &str) -> Option<u64> {
+        self.load_last_msg(subject).map(|m| m.seq)
+    }
     /// The first sequence held for `subject`.
     fn first_seq_for_subject(&self, subject: &str) -> Option<u64>;
     /// Messages held for `subject`.
@@ -72,6 +102,10 @@ pub trait StreamStore: Send {
     fn msg_size(&self, subject: &str, header: &[u8], data: &[u8]) -> u64;
     /// The first message at or after `start` whose subject matches `filter` (`>` for all).
     fn load_next_msg(&self, filter: &str, start: u64) -> Option<StoredMsg>;
+    /// As [`StreamStore::load_next_msg`], only the sequence, time and subject.
+    fn load_next_meta(&self, filter: &str, start: u64) -> Option<MsgMeta> {
+        self.load_next_msg(filter, start).map(MsgMeta::from)
+    }
     /// How many messages at or after `start` match `filter`.
     fn num_pending(&self, filter: &str, start: u64) -> u64;
     /// Holds the records of what is stored or removed from now on until [`commit`], which
@@ -99,33 +133,12 @@ pub struct MemoryStore {
     bytes: u64,
     last_seq: u64,
     last_ts: i64,
-    /// Count sizes as the file store does (it keeps its index in a memory store).
-    file_sizes: bool,
 }
 
 impl MemoryStore {
     /// An empty store whose first message will be sequence 1.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
-    }
-
-    /// As `new`, counting each message's size as nats-server's file store does.
-    pub fn with_file_sizes() -> MemoryStore {
-        MemoryStore {
-            file_sizes: true,
-            ..MemoryStore::default()
-        }
-    }
-
-    /// Moves the last sequence given to `last_seq` (stored at `last_ts`) without storing
-    /// anything: the sequences skipped are as if stored and removed. A file store rebuilding
-    /// its index uses it for what its log no longer holds; nothing happens unless `last_seq`
-    /// is past the current last sequence.
-    pub fn skip_to(&mut self, last_seq: u64, last_ts: i64) {
-        if last_seq > self.last_seq {
-            self.last_seq = last_seq;
-            self.last_ts = last_ts;
-        }
     }
 }
 
@@ -171,6 +184,10 @@ impl StreamStore for MemoryStore {
     fn load_last_msg(&self, subject: &str) -> Option<StoredMsg> {
         let seq = self.subjects.get(subject)?.last()?;
         self.load_msg(*seq)
+    }
+
+    fn load_last_seq(&self, subject: &str) -> Option<u64> {
+        self.subjects.get(subject)?.last().copied()
     }
 
     fn first_seq_for_subject(&self, subject: &str) -> Option<u64> {
@@ -243,17 +260,8 @@ impl StreamStore for MemoryStore {
             .count() as u64
     }
 
-    /// nats-server's `memStoreMsgSizeRaw`: subject, headers and payload, plus 16; or, with
-    /// `file_sizes`, its `fileStoreMsgSizeRaw`: 22 + subject + payload + 8, plus 4 + headers
-    /// when there are headers.
+    /// nats-server's `memStoreMsgSizeRaw`: subject, headers and payload, plus 16.
     fn msg_size(&self, subject: &str, header: &[u8], data: &[u8]) -> u64 {
-        if self.file_sizes {
-            let hdr = match header.len() {
-                0 => 0,
-                n => 4 + n,
-            };
-            return (22 + subject.len() + hdr + data.len() + 8) as u64;
-        }
         (subject.len() + header.len() + data.len() + 16) as u64
     }
 }

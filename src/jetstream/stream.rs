@@ -381,7 +381,14 @@ impl Stream {
         self.msg_id_times.clear();
         self.last_msg_id.clear();
         let state = self.store.state();
+        // Only what is still within the window is read whole, and the last message.
         let mut seq = state.first_seq;
+        while let Some(meta) = self.store.load_next_meta(">", seq) {
+            if now - meta.ts < self.config.duplicate_window || meta.seq == state.last_seq {
+                break;
+            }
+            seq = meta.seq + 1;
+        }
         while let Some(msg) = self.store.load_next_msg(">", seq) {
             seq = msg.seq + 1;
             let id = header_value(&msg.header, "Nats-Msg-Id").filter(|id| !id.is_empty());
@@ -470,7 +477,7 @@ impl Stream {
             }
             Retention::Interest => {
                 for seq in acked {
-                    let Some(msg) = self.store.load_msg(seq) else {
+                    let Some(msg) = self.store.load_meta(seq) else {
                         continue;
                     };
                     if !self.held(seq, &msg.subject) {
@@ -504,7 +511,7 @@ impl Stream {
         }
         let mut next = 0;
         let mut unheld = Vec::new();
-        while let Some(msg) = self.store.load_next_msg(gone.config.filter(), next) {
+        while let Some(msg) = self.store.load_next_meta(gone.config.filter(), next) {
             next = msg.seq + 1;
             if gone.needs_ack(msg.seq, &msg.subject) && !self.held(msg.seq, &msg.subject) {
                 unheld.push(msg.seq);
@@ -549,7 +556,7 @@ impl Stream {
 
     /// Removes the message at `seq`, telling the consumers; false when it is not there.
     fn remove(&mut self, seq: u64) -> bool {
-        let Some(msg) = self.store.load_msg(seq) else {
+        let Some(msg) = self.store.load_meta(seq) else {
             return false;
         };
         if !self.store.remove_msg(seq) {
@@ -571,7 +578,7 @@ impl Stream {
         let filter = if filter.is_empty() { ">" } else { filter };
         let mut matching = Vec::new();
         let mut next = 0;
-        while let Some(msg) = self.store.load_next_msg(filter, next) {
+        while let Some(msg) = self.store.load_next_meta(filter, next) {
             if seq > 0 && msg.seq >= seq {
                 break;
             }
@@ -623,7 +630,7 @@ impl Stream {
             ));
         }
         if let Some(expected) = value("Nats-Expected-Last-Subject-Sequence") {
-            let last = self.store.load_last_msg(subject).map_or(0, |m| m.seq);
+            let last = self.store.load_last_seq(subject).unwrap_or(0);
             if expected.parse::<u64>().ok() != Some(last) {
                 return Err(wrong_last_sequence(last));
             }

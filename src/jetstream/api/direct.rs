@@ -131,9 +131,9 @@ fn multi_last(stream: &str, store: &dyn StreamStore, get: &MsgGetRequest) -> Vec
         0 => store.state().last_seq,
         n => n,
     };
-    let mut lasts: std::collections::BTreeMap<String, StoredMsg> = Default::default();
+    let mut lasts: std::collections::HashMap<String, u64> = Default::default();
     let mut next = 0;
-    while let Some(msg) = store.load_next_msg(">", next) {
+    while let Some(msg) = store.load_next_meta(">", next) {
         if msg.seq > up_to {
             break;
         }
@@ -143,11 +143,12 @@ fn multi_last(stream: &str, store: &dyn StreamStore, get: &MsgGetRequest) -> Vec
             .iter()
             .any(|f| crate::proto::subject::matches(f.as_bytes(), msg.subject.as_bytes()));
         if wanted {
-            lasts.insert(msg.subject.clone(), msg);
+            lasts.insert(msg.subject, msg.seq);
         }
     }
-    let mut msgs: Vec<StoredMsg> = lasts.into_values().collect();
-    msgs.sort_by_key(|m| m.seq);
+    let mut seqs: Vec<u64> = lasts.into_values().collect();
+    seqs.sort_unstable();
+    let msgs: Vec<StoredMsg> = seqs.into_iter().filter_map(|s| store.load_msg(s)).collect();
     if msgs.is_empty() {
         return vec![(b"NATS/1.0 404 No Results\r\n\r\n".to_vec(), Bytes::new())];
     }

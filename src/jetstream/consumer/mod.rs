@@ -673,14 +673,14 @@ fn headers_only(header: &[u8], size: usize) -> Bytes {
 /// The last message matching `filter`.
 fn last_matching(store: &dyn StreamStore, filter: &str) -> Option<u64> {
     if !crate::proto::subject::has_wildcard(filter.as_bytes()) {
-        return store.load_last_msg(filter).map(|m| m.seq);
+        return store.load_last_seq(filter);
     }
     let state = store.state();
     (state.first_seq..=state.last_seq)
         .rev()
         .find_map(|seq| {
             store
-                .load_msg(seq)
+                .load_meta(seq)
                 .filter(|m| crate::proto::subject::matches(filter.as_bytes(), m.subject.as_bytes()))
         })
         .map(|m| m.seq)
@@ -698,7 +698,7 @@ fn last_per_subject(store: &dyn StreamStore, filters: &[String]) -> Vec<u64> {
     let mut last: HashMap<String, u64> = HashMap::new();
     for filter in filters {
         let mut seq = 0;
-        while let Some(msg) = store.load_next_msg(filter, seq) {
+        while let Some(msg) = store.load_next_meta(filter, seq) {
             seq = msg.seq + 1;
             last.insert(msg.subject, msg.seq);
         }
@@ -712,7 +712,7 @@ fn last_per_subject(store: &dyn StreamStore, filters: &[String]) -> Vec<u64> {
 fn seq_from_time(store: &dyn StreamStore, time: i64) -> u64 {
     let state = store.state();
     let mut seq = state.first_seq;
-    while let Some(msg) = store.load_next_msg(">", seq) {
+    while let Some(msg) = store.load_next_meta(">", seq) {
         if msg.ts >= time {
             return msg.seq;
         }
