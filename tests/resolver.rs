@@ -167,17 +167,52 @@ async fn works(client: &async_nats::Client) -> bool {
     )
 }
 
-/// Every answer to `body` on `subject` from the system account within half a second (each
-/// server of a cluster answers), without their `server` part, sorted.
-async fn ask_all(sys: &async_nats::Client, subject: &str, body: &str) -> Vec<Value> {
+/// Whether each server's claims list (`$SYS.REQ.CLAIMS.LIST`) names account `key`, sorted.
+async fn listing(sys: &async_nats::Client, key: &str) -> Vec<bool> {
+    let mut names: Vec<bool> = ask_all(sys, "$SYS.REQ.CLAIMS.LIST", "", 2)
+        .await
+        .iter()
+        .map(|answer| {
+            answer["data"]
+                .as_array()
+                .is_some_and(|keys| keys.iter().any(|k| k == key))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether `client` loses its connection within 2.5 s.
+async fn cut_off(client: &async_nats::Client) -> bool {
+    for _ in 0..50 {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The answers to `body` on `subject` from the system account (each server of a cluster
+/// answers): `expected` of them, or those that came within 3 s; without their `server` part,
+/// sorted.
+async fn ask_all(
+    sys: &async_nats::Client,
+    subject: &str,
+    body: &str,
+    expected: usize,
+) -> Vec<Value> {
     let inbox = sys.new_inbox();
     let mut sub = sys.subscribe(inbox.clone()).await.unwrap();
     sys.publish_with_reply(subject.to_string(), inbox, body.to_string().into())
         .await
         .unwrap();
     let mut answers = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while answers.len() < expected {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await else {
+            break;
+        };
         let mut value: Value = serde_json::from_slice(&msg.payload)
             .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&msg.payload) }));
         if let Some(map) = value.as_object_mut() {
@@ -312,22 +347,14 @@ async fn url_resolver_fetches_accounts_from_the_account_server() {
         t.push(json!(works(&user).await));
         let key = world.a.public_key();
         let update = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE");
-        t.push(json!(ask_all(&sys, &update, &revoking).await));
-        let mut closed = false;
-        for _ in 0..50 {
-            if user.connection_state() != async_nats::connection::State::Connected {
-                closed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        t.push(json!(closed));
+        t.push(json!(ask_all(&sys, &update, &revoking, 1).await));
+        t.push(json!(cut_off(&user).await));
         t.push(json!(login(&addr, &world.a_creds).await.err()));
         // An account the server has not fetched is not updated.
         let other = format!("$SYS.ACCOUNT.{}.CLAIMS.UPDATE", stranger.public_key());
         let stranger_jwt = world.account(&stranger, "S", json!({}));
-        t.push(json!(ask_all(&sys, &other, &stranger_jwt).await));
-        t.push(json!(ask_all(&sys, &update, "garbage").await));
+        t.push(json!(ask_all(&sys, &other, &stranger_jwt, 1).await));
+        t.push(json!(ask_all(&sys, &update, "garbage", 1).await));
         // A reload keeps what was fetched: A is not asked for again.
         let before = accounts.hits(&a_path);
         process.signal("HUP");
@@ -400,4 +427,133 @@ fn url_resolver_needs_its_account_server_at_start() {
         assert_eq!(&errors[0], other);
     }
     assert!(errors[0].starts_with(&format!("could not fetch <{url:?}>: Get {url:?}: dial tcp")));
+}
+
+/// A full resolver and a cache resolver routed together; the cache has the system account
+/// only and fetches the rest from the full one. Each pairing runs the same steps: tern with
+/// tern, nats-server with nats-server, and a tern cache beside a nats-server full resolver.
+#[tokio::test]
+async fn cache_resolver_fetches_from_its_cluster() {
+    let world = World::new();
+    let stranger = KeyPair::new_account();
+    let stranger_user = KeyPair::new_user();
+    let stranger_creds = creds(
+        &user_jwt(&stranger, &stranger_user, json!({}), json!({})),
+        &stranger_user,
+    );
+    let sys_jwt = world.account(&world.system, "SYS", json!({}));
+    let a_jwt = world.account(&world.a, "A", json!({}));
+    let tern: PathBuf = env!("CARGO_BIN_EXE_tern").into();
+    let mut pairings = vec![("tern+tern", tern.clone(), tern.clone())];
+    if let Some(reference) = reference_server() {
+        pairings.push(("nats+nats", reference.clone(), reference.clone()));
+        pairings.push(("nats-full+tern-cache", reference, tern));
+    }
+    let mut transcripts = Vec::new();
+    for (who, full_bin, cache_bin) in pairings {
+        let scratch = Scratch::new(&format!("resolver-cache-{who}"));
+        let (full_dir, cache_dir) = (scratch.0.join("full-jwt"), scratch.0.join("cache-jwt"));
+        let full = format!(
+            "{}resolver {{ type: full, dir: '{}' }}\nresolver_preload {{\n  {}: {sys_jwt}\n  \
+             {}: {a_jwt}\n}}\n",
+            world.operator_line(),
+            full_dir.display(),
+            world.system.public_key(),
+            world.a.public_key(),
+        );
+        let cache = format!(
+            "{}resolver {{ type: cache, dir: '{}', ttl: 2s }}\nresolver_preload {{\n  {}: \
+             {sys_jwt}\n}}\n",
+            world.operator_line(),
+            cache_dir.display(),
+            world.system.public_key(),
+        );
+        let ((_full, _), (_cache, addr)) = common::cluster::with_free_ports(|f_port, c_port| {
+            let f = common::cluster::cluster_node(&scratch, &full_bin, "F", &full, f_port, &[])?;
+            let c = common::cluster::cluster_node(
+                &scratch,
+                &cache_bin,
+                "C",
+                &cache,
+                c_port,
+                &[f_port],
+            )?;
+            Some((f, c))
+        });
+        let sys = login(&addr, &world.sys_creds).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ask_all(&sys, "$SYS.REQ.SERVER.PING", "", 2).await.len() < 2 {
+            assert!(Instant::now() < deadline, "{who}: no route");
+        }
+        let key = world.a.public_key();
+        let cached = cache_dir.join(format!("{key}.jwt"));
+        let mut t: Vec<Value> = Vec::new();
+        // A is not in the cache: asked of the full resolver when its user connects.
+        t.push(json!(cached.exists()));
+        let user = match login(&addr, &world.a_creds).await {
+            Ok(user) => user,
+            Err(e) => {
+                for entry in std::fs::read_dir(&scratch.0).unwrap().flatten() {
+                    if entry.path().extension().is_some_and(|x| x == "log") {
+                        eprintln!("{}", std::fs::read_to_string(entry.path()).unwrap());
+                    }
+                }
+                panic!("{who}: {e}");
+            }
+        };
+        t.push(json!(works(&user).await));
+        t.push(json!(cached.exists()));
+        t.push(json!(listing(&sys, &key).await));
+        t.push(json!(login(&addr, &stranger_creds).await.err()));
+        // An update reaches both: the full resolver stores it, the cache takes it (A is in
+        // force there) and cuts the revoked user.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let revoking = world.account(
+            &world.a,
+            "A",
+            json!({"revocations": {world.user.public_key(): now()}}),
+        );
+        let update = format!("$SYS.REQ.ACCOUNT.{key}.CLAIMS.UPDATE");
+        t.push(json!(ask_all(&sys, &update, &revoking, 2).await));
+        t.push(json!(cut_off(&user).await));
+        // An account the cache does not have is not taken.
+        let stranger_jwt = world.account(&stranger, "S", json!({}));
+        t.push(json!(
+            ask_all(&sys, "$SYS.REQ.CLAIMS.UPDATE", &stranger_jwt, 2).await
+        ));
+        // The ttl passes: the files leave the cache, the accounts stay in force.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while cached.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        t.push(json!(cached.exists()));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        t.push(json!(listing(&sys, &key).await));
+        let later = KeyPair::new_user();
+        let later_creds = creds(&user_jwt(&world.a, &later, json!({}), json!({})), &later);
+        let later = login(&addr, &later_creds).await;
+        t.push(json!(match &later {
+            Ok(client) => works(client).await,
+            Err(_) => false,
+        }));
+        transcripts.push((who, t));
+    }
+    let (_, first) = &transcripts[0];
+    assert_eq!(first[0], json!(false));
+    assert_eq!(first[1], json!(true), "A fetched from the full resolver");
+    assert_eq!(first[2], json!(true), "and kept in the cache's directory");
+    assert_eq!(first[4], json!("AuthorizationViolation"));
+    assert_eq!(first[6], json!(true), "the revoked user is closed");
+    assert_eq!(first[3], json!([true, true]));
+    assert_eq!(first[8], json!(false), "the ttl removes the file");
+    assert_eq!(
+        first[9],
+        json!([false, true]),
+        "and the cache's list no longer names A"
+    );
+    for (who, other) in &transcripts[1..] {
+        for (i, (a, b)) in first.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: {} and {who} differ", transcripts[0].0);
+        }
+    }
 }

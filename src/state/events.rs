@@ -171,7 +171,7 @@ impl Internal for Endpoint {
     fn announced(&self) -> bool {
         matches!(
             self.service,
-            Service::Server(_) | Service::Account(_) | Service::Remote(_)
+            Service::Server(_) | Service::Account(_) | Service::Remote(_) | Service::Claims(_)
         )
     }
 }

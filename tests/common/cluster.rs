@@ -285,3 +285,69 @@ pub fn converge<T: PartialEq>(want: &T, mut probe: impl FnMut() -> T) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A server of a two-node cluster in operator mode: `config` plus a cluster block listening
+/// on `route_port` and routing to `routes`; `None` when it could not take its ports (another
+/// test took `route_port` between [`free_port`] and the start: the caller picks new ones).
+pub fn cluster_node(
+    scratch: &Scratch,
+    binary: &Path,
+    name: &str,
+    config: &str,
+    route_port: u16,
+    routes: &[u16],
+) -> Option<(Process, String)> {
+    let routes: Vec<String> = routes
+        .iter()
+        .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+        .collect();
+    let file = scratch.0.join(format!("{name}-{route_port}.conf"));
+    std::fs::write(
+        &file,
+        format!(
+            "listen: 127.0.0.1:-1\nserver_name: {name}\n{config}\ncluster {{ name: C, listen: \
+             127.0.0.1:{route_port}, routes: [{}] }}\n",
+            routes.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = scratch.0.join(format!("{name}-{route_port}.log"));
+    let child = std::process::Command::new(binary)
+        .arg("-c")
+        .arg(&file)
+        .arg("-l")
+        .arg(&log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let process = Process(child);
+    let text = wait_for_log(&log, "Server is ready or [FTL]", |t| {
+        t.contains("Server is ready") || t.contains("[FTL]")
+    });
+    if !text.contains("Server is ready") {
+        return None;
+    }
+    let port = super::process::listening_port(&text).unwrap();
+    Some((process, format!("127.0.0.1:{port}")))
+}
+
+/// Runs `start` with two free ports until it succeeds (a port found free may be taken by
+/// another test before a server binds it).
+pub fn with_free_ports<T>(mut start: impl FnMut(u16, u16) -> Option<T>) -> T {
+    for _ in 0..5 {
+        if let Some(started) = start(free_port(), free_port()) {
+            return started;
+        }
+    }
+    panic!("no free ports in five tries");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
