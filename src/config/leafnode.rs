@@ -356,9 +356,7 @@ fn remote(item: &Value, warnings: &mut Vec<String>) -> Result<RemoteLeaf, ConfEr
             "request_isolation" => r.request_isolation = go_bool(field)?,
             "ws_compression" | "websocket_compression" => r.ws_compression = go_bool(field)?,
             "ws_no_masking" | "websocket_no_masking" => r.ws_no_masking = go_bool(field)?,
-            "proxy"
-            | "jetstream_cluster_migrate"
-            | "jetstream_cluster_migrate_delay" => {
+            "proxy" | "jetstream_cluster_migrate" | "jetstream_cluster_migrate_delay" => {
                 warnings.push(ignored(field, "not supported by tern yet"));
             }
             _ if field.referenced => {}
