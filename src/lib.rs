@@ -61,7 +61,9 @@
 //!   `StreamStore` trait with the memory store, [`jetstream::stream`], [`jetstream::consumer`]
 //!   (pull and push consumers), [`jetstream::api`]) that takes time as input,
 //!   [`jetstream::filestore`] (the append-only file store: recovery, compaction, background
-//!   fsync), and [`jetstream::service`], the task behind its internal subscriptions.
+//!   fsync; its log format and replay in [`jetstream::filelog`], the in-memory index of its
+//!   messages in [`jetstream::fileindex`]), and [`jetstream::service`], the task behind its
+//!   internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`tools`] (a top layer beside `server`, which it does not use): the client tools of
 //!   `tern pub|sub|req|reply|bench|server|trace`, a small NATS client of their own

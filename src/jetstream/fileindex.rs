@@ -77,6 +77,9 @@ struct Subjects {
     ids: HashMap<Arc<str>, u32>,
     info: Vec<SubjectInfo>,
     free: Vec<u32>,
+    /// The id last added to: a stream's messages often come in runs of one subject, which
+    /// then costs a comparison rather than a hash (replaying a log, most of all).
+    recent: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -124,6 +127,11 @@ impl Index {
             last_ts: self.last_ts,
             num_subjects: self.subjects.ids.len() as u64,
         }
+    }
+
+    /// The last sequence given.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// The bytes the records of the messages held take in the log.
@@ -442,7 +450,11 @@ impl Subjects {
 
     /// Counts a message at `seq` (the last one) under `subject`, returning its id.
     fn add(&mut self, subject: &str, seq: u64) -> u32 {
-        if let Some(&id) = self.ids.get(subject) {
+        let recent = self
+            .recent
+            .filter(|&id| &*self.info[id as usize].name == subject);
+        if let Some(id) = recent.or_else(|| self.ids.get(subject).copied()) {
+            self.recent = Some(id);
             let info = &mut self.info[id as usize];
             info.total += 1;
             info.last.set(seq);
@@ -473,6 +485,7 @@ impl Subjects {
             }
         };
         self.ids.insert(name, id);
+        self.recent = Some(id);
         id
     }
 
@@ -481,6 +494,9 @@ impl Subjects {
         let info = &mut self.info[id as usize];
         info.total -= 1;
         if info.total == 0 {
+            if self.recent == Some(id) {
+                self.recent = None;
+            }
             let name = std::mem::replace(&mut info.name, Arc::from(""));
             self.ids.remove(&name);
             self.free.push(id);

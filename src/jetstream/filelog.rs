@@ -290,7 +290,7 @@ fn u64_at(body: &[u8], at: usize) -> Option<u64> {
 /// makes no sense (it is then skipped), else how many sequences it jumped over (a message
 /// record after a gap).
 fn apply(body: &[u8], index: &mut Index, offset: u64, len: u32) -> Option<u64> {
-    let last_seq = index.state().last_seq;
+    let last_seq = index.last_seq();
     match *body.first()? {
         MSG => {
             let msg = MsgRecord::parse(body)?;

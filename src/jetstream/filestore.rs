@@ -592,7 +592,7 @@ impl StreamStore for FileStore {
         if let Some(why) = &self.broken {
             return Err(io::Error::other(why.clone()));
         }
-        let seq = self.index.state().last_seq + 1;
+        let seq = self.index.last_seq() + 1;
         let offset = self.next_offset();
         let len = push_msg(
             &mut self.pending,
@@ -609,7 +609,7 @@ impl StreamStore for FileStore {
     }
 
     fn skip_msg(&mut self, ts: i64) -> io::Result<u64> {
-        let seq = self.index.state().last_seq + 1;
+        let seq = self.index.last_seq() + 1;
         let mut body = vec![SEQ];
         body.extend_from_slice(&seq.to_le_bytes());
         body.extend_from_slice(&ts.to_le_bytes());

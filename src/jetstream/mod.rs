@@ -4,7 +4,8 @@
 //! publishing into it, [`consumer`]: pull and push consumers, [`api`]: one account's `$JS.API`
 //! requests (consumer requests and direct gets in its submodules), [`errors`],
 //! [`advisory`]: what `$JS.EVENT.ADVISORY.>` announces), the file
-//! store ([`filestore`]) and the task that runs it all ([`service`]).
+//! store ([`filestore`], with its log format in [`filelog`] and its in-memory index in
+//! [`fileindex`]) and the task that runs it all ([`service`]).
 
 pub mod advisory;
 pub mod api;
