@@ -389,8 +389,8 @@ fn start_paced_churn(
     let mut conn = connect(port).map_err(io)?;
     barrier(&mut conn).map_err(io)?;
     let answered = Arc::new(AtomicU64::new(0));
-    // The number of PONGs after which the reading thread returns (set once the last PING is
-    // about to go out).
+    // The number of PONGs after which the reading thread returns (set before the last PING
+    // goes out).
     let last = Arc::new(AtomicU64::new(u64::MAX));
     let pongs = {
         let (answered, last) = (answered.clone(), last.clone());
@@ -431,8 +431,10 @@ fn start_paced_churn(
         }
         let elapsed = start.elapsed();
         let done = answered.load(Ordering::Acquire);
-        // Read up to the last PONG, so that nothing is left unanswered behind the run.
-        last.store(sent, Ordering::Release);
+        // One more PING, whose PONG ends the reading thread however far it had got (it may
+        // already wait for a PONG that no batch will bring).
+        last.store(sent + 1, Ordering::Release);
+        conn.write_all(b"PING\r\n").map_err(io)?;
         join(pongs, "churn reader")?;
         Ok(per_second((done * per_batch) as usize, elapsed))
     }))
