@@ -12,8 +12,8 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::Value;
 
-use common::cluster::{node, node_with, until_routed, Node, SETTLE, TERN};
-use common::process::{reference_server, Scratch};
+use common::cluster::{logged_addr, node, node_with, standalone, until_routed, Node, SETTLE, TERN};
+use common::process::{reference_server, Process, Scratch};
 
 /// How long to wait to be sure that nothing more arrives.
 const QUIET: Duration = Duration::from_millis(400);
@@ -28,9 +28,13 @@ fn scratch() -> Scratch {
 }
 
 async fn named(node: &Node, name: &str) -> async_nats::Client {
+    client_at(&node.client, name).await
+}
+
+async fn client_at(addr: &str, name: &str) -> async_nats::Client {
     async_nats::ConnectOptions::new()
         .name(name)
-        .connect(format!("nats://{}", node.client))
+        .connect(format!("nats://{addr}"))
         .await
         .unwrap()
 }
@@ -53,7 +57,7 @@ fn normalise(mut event: Value) -> Value {
     for e in events.iter_mut() {
         let e = e.as_object_mut().unwrap();
         assert!(e.remove("ts").unwrap().is_string());
-        if e["type"] != "sm" {
+        if e["type"] == "in" || e["type"] == "eg" {
             assert!(e.remove("cid").unwrap().is_u64());
         }
     }
@@ -174,14 +178,21 @@ async fn two_nodes(a_binary: &Path, b_binary: &Path, only: bool) -> Vec<Value> {
     let scratch = scratch();
     let a = node(&scratch, a_binary, "A", &[]);
     let b = node(&scratch, b_binary, "B", &[&a]);
-    let local = named(&a, "local").await;
+    across(&a.client, &b.client, only).await
+}
+
+/// With servers `from` and `to` (client `host:port`s) connected: a traced message published
+/// on `from`, with a subscriber on each; both servers' events, normalised.
+async fn across(from: &str, to: &str, only: bool) -> Vec<Value> {
+    let local = client_at(from, "local").await;
     let mut local_sub = local.subscribe("orders.*").await.unwrap();
-    let remote = named(&b, "remote").await;
+    let remote = client_at(to, "remote").await;
     let mut remote_sub = remote.subscribe("orders.*").await.unwrap();
-    let tracer = named(&a, "tracer").await;
+    let tracer = client_at(from, "tracer").await;
     let mut trace_sub = tracer.subscribe("trace.out").await.unwrap();
     tracer.flush().await.unwrap();
-    // Interest has crossed both ways: B's subscriber seen on A, A's trace subscriber on B.
+    // Interest has crossed both ways: the remote subscriber seen on `from`, the trace
+    // subscriber on `to`.
     until_routed(&tracer, &mut remote_sub, "orders.probe").await;
     until_routed(&remote, &mut trace_sub, "trace.out").await;
     while tokio::time::timeout(QUIET, local_sub.next()).await.is_ok() {}
@@ -199,7 +210,7 @@ async fn two_nodes(a_binary: &Path, b_binary: &Path, only: bool) -> Vec<Value> {
         assert_eq!(local_sub.next().await.unwrap().payload, "hello");
         let msg = remote_sub.next().await.unwrap();
         assert_eq!(msg.payload, "hello");
-        // The remote subscriber sees the hop header the route added.
+        // The remote subscriber sees the hop header the route or leafnode added.
         let hop = msg.headers.as_ref().and_then(|h| h.get("Nats-Trace-Hop"));
         assert_eq!(hop.map(|v| v.as_str()), Some("1"));
     }
@@ -299,5 +310,223 @@ async fn a_refused_publish_is_traced_with_its_error() {
     assert_eq!(tern["events"].as_array().unwrap().len(), 1);
     if let Some(reference) = reference_server() {
         assert_eq!(tern, refused(&reference).await);
+    }
+}
+
+/// Accounts A (exporting a stream and a service) and B (importing both).
+const ACCOUNTS: &str = "accounts {
+  A: { users: [{user: a, password: a}], exports: [{stream: \"s.>\"}, {service: \"svc.>\"}] }
+  B: { users: [{user: b, password: b}], imports: [
+    {stream: {account: A, subject: \"s.>\"}, prefix: imp},
+    {service: {account: A, subject: \"svc.>\"}, to: \"q.>\"}] }
+}";
+
+async fn user(node: &Node, user: &str, name: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .name(name)
+        .connect(format!("nats://{}", node.client))
+        .await
+        .unwrap()
+}
+
+/// A traced message through a stream import (published in A, received in B) and a request
+/// through a service import (published in B, answered in A), delivered and trace-only.
+async fn imports(binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let server = node_with(&scratch, binary, "A", &[], ACCOUNTS);
+    let a = user(&server, "a", "in-a").await;
+    let b = user(&server, "b", "in-b").await;
+    let mut imported = b.subscribe("imp.s.>").await.unwrap();
+    let mut service = a.subscribe("svc.>").await.unwrap();
+    let mut trace_a = a.subscribe("trace.a").await.unwrap();
+    let mut trace_b = b.subscribe("trace.b").await.unwrap();
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let mut out = Vec::new();
+    for only in [false, true] {
+        let mut headers = trace_headers(only);
+        headers.insert("Nats-Trace-Dest", "trace.a");
+        a.publish_with_headers("s.x", headers.clone(), "hi".into())
+            .await
+            .unwrap();
+        a.flush().await.unwrap();
+        let got = events(&mut trace_a).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        out.extend(got.into_iter().map(normalise));
+        headers.insert("Nats-Trace-Dest", "trace.b");
+        b.publish_with_reply_and_headers("q.y", "answer.here", headers, "req".into())
+            .await
+            .unwrap();
+        b.flush().await.unwrap();
+        let got = events(&mut trace_b).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        out.extend(got.into_iter().map(normalise));
+        if only {
+            silent(&mut imported, "a trace-only stream import").await;
+            silent(&mut service, "a trace-only service import").await;
+        } else {
+            let msg = imported.next().await.unwrap();
+            assert_eq!(msg.subject.as_str(), "imp.s.x");
+            let dest = msg.headers.as_ref().and_then(|h| h.get("Nats-Trace-Dest"));
+            assert_eq!(dest.map(|v| v.as_str()), Some("trace.a"));
+            // The responder gets the request with its trace turned off.
+            let request = service.next().await.unwrap();
+            assert_eq!(request.subject.as_str(), "svc.y");
+            let dest = request
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Trace-Dest"));
+            assert_eq!(dest.map(|v| v.as_str()), Some("trace disabled"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn imports_trace_as_nats_server_does() {
+    let tern = imports(Path::new(TERN)).await;
+    let types = |e: &Value| -> Vec<String> {
+        e["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(types(&tern[0]), ["in", "se"], "{}", tern[0]);
+    assert_eq!(tern[0]["events"][1]["to"], "imp.s.x");
+    assert_eq!(types(&tern[1]), ["in", "si"], "{}", tern[1]);
+    assert_eq!(tern[1]["events"][1]["from"], "q.y");
+    assert_eq!(tern[1]["events"][1]["to"], "svc.y");
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, imports(&reference).await);
+    }
+}
+
+/// A traced message stored by a stream, then a trace-only one (not stored): the `js` event.
+async fn stored(binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let store = scratch.0.join("js");
+    let (_server, text) = standalone(
+        &scratch,
+        binary,
+        "A",
+        &format!("jetstream {{ store_dir: '{}' }}", store.display()),
+    );
+    let addr = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let client = client_at(&addr, "tracer").await;
+    let config = r#"{"name":"ORD","subjects":["orders.>"],"storage":"memory"}"#;
+    let created = client
+        .request("$JS.API.STREAM.CREATE.ORD", config.into())
+        .await
+        .unwrap();
+    assert!(!created.payload.is_empty());
+    let mut trace_sub = client.subscribe("trace.out").await.unwrap();
+    let mut acks = client.subscribe("acks").await.unwrap();
+    client.flush().await.unwrap();
+    let mut out = Vec::new();
+    for only in [false, true] {
+        client
+            .publish_with_reply_and_headers("orders.new", "acks", trace_headers(only), "o".into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let got = events(&mut trace_sub).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        out.extend(got.into_iter().map(normalise));
+        match only {
+            true => silent(&mut acks, "a trace-only publish to a stream").await,
+            false => {
+                let ack: Value =
+                    serde_json::from_slice(&acks.next().await.unwrap().payload).unwrap();
+                assert_eq!(ack["seq"], 1, "{ack}");
+            }
+        }
+    }
+    let info = client
+        .request("$JS.API.STREAM.INFO.ORD", "".into())
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(
+        info["state"]["messages"], 1,
+        "the trace-only message was not stored"
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_stream_traces_as_nats_server_does() {
+    let tern = stored(Path::new(TERN)).await;
+    let js = &tern[0]["events"][1];
+    assert_eq!(js["type"], "js", "{}", tern[0]);
+    assert_eq!(js["stream"], "ORD");
+    assert_eq!(js["subject"], "orders.new");
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, stored(&reference).await);
+    }
+}
+
+/// A hub H and its leafnode L; a traced message published on one (`up`: on L) with a
+/// subscriber on each: both servers' events, normalised.
+async fn over_leaf(hub_binary: &Path, leaf_binary: &Path, up: bool, only: bool) -> Vec<Value> {
+    let scratch = scratch();
+    let (_hub, text) = standalone(
+        &scratch,
+        hub_binary,
+        "H",
+        "leafnodes { listen: \"127.0.0.1:-1\" }",
+    );
+    let hub = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let hub_leaf = logged_addr(&text, "Listening for leafnode connections on ").unwrap();
+    let (_leaf, text): (Process, String) = standalone(
+        &scratch,
+        leaf_binary,
+        "L",
+        &format!(
+            "leafnodes {{ reconnect_interval: \"250ms\", remotes: [ {{ urls: [\"nats://{hub_leaf}\"] }} ] }}"
+        ),
+    );
+    let leaf = logged_addr(&text, "Listening for client connections on ").unwrap();
+    match up {
+        true => across(&leaf, &hub, only).await,
+        false => across(&hub, &leaf, only).await,
+    }
+}
+
+#[tokio::test]
+async fn leafnodes_trace_as_nats_server_does() {
+    let tern = PathBuf::from(TERN);
+    let reference = reference_server();
+    for up in [false, true] {
+        for only in [false, true] {
+            let all_tern = over_leaf(&tern, &tern, up, only).await;
+            assert_eq!(all_tern.len(), 2, "one event per server: {all_tern:?}");
+            let egress = all_tern[0]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["kind"] == 4)
+                .cloned()
+                .unwrap();
+            assert_eq!(egress["hop"], "1", "{egress}");
+            assert_eq!(all_tern[1]["events"][0]["kind"], 4);
+            let Some(reference) = &reference else {
+                continue;
+            };
+            let tag = format!("up {up}, trace-only {only}");
+            let expected = over_leaf(reference, reference, up, only).await;
+            assert_eq!(all_tern, expected, "tern pair vs nats-server pair, {tag}");
+            assert_eq!(
+                over_leaf(&tern, reference, up, only).await,
+                expected,
+                "tern hub, nats-server leaf, {tag}"
+            );
+            assert_eq!(
+                over_leaf(reference, &tern, up, only).await,
+                expected,
+                "nats-server hub, tern leaf, {tag}"
+            );
+        }
     }
 }

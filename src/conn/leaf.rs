@@ -33,6 +33,7 @@ use crate::engine::account::Account;
 use crate::engine::connection::Connection;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::leaf::Leaf;
+use crate::engine::msgtrace;
 use crate::engine::outbound::CloseReason;
 use crate::proto::error::ProtocolError;
 use crate::proto::leaf::{self as wire, LeafConnect, LeafInfo};
@@ -497,8 +498,28 @@ impl Session {
                     message: m.message,
                 };
                 self.out.leaf_origin = Some(leaf.remote_cluster.clone());
+                let name = leaf.remote_name.clone();
+                let from = super::msgtrace::FromRoute {
+                    kind: msgtrace::kind::LEAF,
+                    cid: self.conn.cid,
+                    name: &name,
+                };
                 self.out.from_leaf = Some(leaf);
-                deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                let traced = m
+                    .header_len
+                    .is_some_and(|h| msgtrace::requested(&m.message[..h]))
+                    && super::msgtrace::deliver_routed(
+                        &self.shared,
+                        from,
+                        &account,
+                        &matches,
+                        &msg,
+                        m.queues,
+                        &mut self.out,
+                    );
+                if !traced {
+                    deliver::deliver_routed(&account, &matches, &msg, m.queues, &mut self.out);
+                }
                 self.out.from_leaf = None;
                 self.out.leaf_origin = None;
                 Ok(())
@@ -704,7 +725,8 @@ impl Session {
             hub: remote.hub,
             isolate: remote.request_isolation,
             remote_account: name,
-            protocol: 1,
+            // 3: understands message tracing, as nats-server 2.11+ says.
+            protocol: 3,
             ..LeafConnect::default()
         };
         self.push(|b| connect.encode(b));

@@ -1,16 +1,20 @@
-//! Traced messages (`Nats-Trace-Dest`) arriving over a route: delivered as any routed message,
-//! with each delivery noted, and the event (this server's hop) handed to the system services.
+//! Traced messages (`Nats-Trace-Dest`) arriving over a route or a leafnode connection: delivered
+//! as any routed message, with each delivery noted, and the event (this server's hop) handed
+//! to the system services.
 
 use std::sync::Arc;
 
 use crate::engine::account::{Account, Matches};
 use crate::engine::deliver::{self, Deliveries, Message};
-use crate::engine::msgtrace::{kind, MsgTrace};
+use crate::engine::msgtrace::MsgTrace;
 use crate::state::events::SysInput;
 use crate::state::Shared;
 
-/// The route a traced message came over: its cid and the peer's server name.
+/// The route or leafnode connection a traced message came over: its kind, cid and the peer's
+/// server name.
 pub struct FromRoute<'a> {
+    /// [`kind::ROUTER`] or [`kind::LEAF`].
+    pub kind: u8,
     /// The route connection's cid.
     pub cid: u64,
     /// The peer's server name.
@@ -39,7 +43,7 @@ pub fn deliver_routed(
         return false;
     };
     trace.ingress(
-        kind::ROUTER,
+        from.kind,
         from.cid,
         from.name.to_string(),
         &account.name,
@@ -50,8 +54,8 @@ pub fn deliver_routed(
     out.msg_trace = Some(Box::new(trace));
     deliver::deliver_routed(account, matches, msg, queues, out);
     out.trace = log;
-    if let Some(trace) = out.msg_trace.take().filter(|t| t.has_dest()) {
-        shared.sys.send(SysInput::Trace(trace));
+    if let Some(trace) = out.msg_trace.take() {
+        trace.finish(|t| shared.sys.send(SysInput::Trace(t)));
     }
     true
 }

@@ -405,6 +405,7 @@ impl Session {
                     && super::msgtrace::deliver_routed(
                         &self.shared,
                         FromRoute {
+                            kind: msgtrace::kind::ROUTER,
                             cid: self.conn.cid,
                             name: &self.remote_name,
                         },

@@ -109,6 +109,18 @@ pub fn publish(account: &Account, msg: &Message<'_>, out: &mut Deliveries) -> bo
     delivered
 }
 
+/// Runs `f` with the message's trace set aside: nats-server notes no delivery past an
+/// import in the trace (only the `se`/`si` event).
+pub fn untraced<R>(out: &mut Deliveries, f: impl FnOnce(&mut Deliveries) -> R) -> R {
+    let trace = out.msg_trace.take();
+    let observe = out.trace;
+    out.trace = trace.as_ref().map_or(observe, |t| t.log);
+    let result = f(out);
+    out.trace = observe;
+    out.msg_trace = trace;
+    result
+}
+
 /// Publishes in `account` a message routed by `route_by` but presented with its own subject
 /// (`msg.subject`): how JetStream hands a stored message to a pull request's reply subject,
 /// which subscribers see under the subject it was stored with. No mappings apply. JetStream
@@ -530,8 +542,10 @@ pub fn deliver(
         // Routes and leafnodes are reached through `deliver_all`, one frame per message.
         Target::Route(_) | Target::Leaf(_) => false,
         Target::Internal(internal) => {
-            // A trace-only message reaches no service, stream or import.
+            // A trace-only message reaches no service, stream or import (an import notes
+            // where it would have gone).
             if out.trace && out.msg_trace.as_ref().is_some_and(|t| t.only) {
+                internal.trace_only(msg, out);
                 return false;
             }
             let Some(last) = sub.claim_delivery() else {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::account::{Account, ResponseType};
 use super::deliver::{self, Deliveries, Message};
 use super::mapping::Transform;
+use super::msgtrace;
 use super::subscription::{Internal, Subscription};
 
 /// A stream import's subscription in the exporting account.
@@ -21,27 +22,47 @@ pub struct StreamImport {
     pub to: Option<Transform>,
 }
 
+impl StreamImport {
+    /// The subject in the importing account, when it changes.
+    fn rewrite(&self, subject: &[u8]) -> Option<Vec<u8>> {
+        match (&self.prefix, &self.to) {
+            (Some(prefix), _) => {
+                let mut s = Vec::with_capacity(prefix.len() + 1 + subject.len());
+                s.extend_from_slice(prefix.as_bytes());
+                s.push(b'.');
+                s.extend_from_slice(subject);
+                Some(s)
+            }
+            (None, Some(to)) => to.apply(subject),
+            (None, None) => None,
+        }
+    }
+}
+
 impl Internal for StreamImport {
     fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let Some(importer) = self.importer.upgrade() else {
             return false;
         };
-        let subject = match (&self.prefix, &self.to) {
-            (Some(prefix), _) => {
-                let mut s = Vec::with_capacity(prefix.len() + 1 + msg.subject.len());
-                s.extend_from_slice(prefix.as_bytes());
-                s.push(b'.');
-                s.extend_from_slice(msg.subject);
-                Some(s)
-            }
-            (None, Some(to)) => to.apply(msg.subject),
-            (None, None) => None,
-        };
+        let subject = self.rewrite(msg.subject);
         let msg = match &subject {
             Some(subject) => Message { subject, ..*msg },
             None => *msg,
         };
+        if out.trace {
+            if let Some(trace) = out.msg_trace.as_mut() {
+                trace.stream_export(&importer.name, msg.subject);
+                return deliver::untraced(out, |out| deliver::publish(&importer, &msg, out));
+            }
+        }
         deliver::publish(&importer, &msg, out)
+    }
+
+    fn trace_only(&self, msg: &Message<'_>, out: &mut Deliveries) {
+        if let (Some(importer), Some(trace)) = (self.importer.upgrade(), out.msg_trace.as_mut()) {
+            let subject = self.rewrite(msg.subject);
+            trace.stream_export(&importer.name, subject.as_deref().unwrap_or(msg.subject));
+        }
     }
 }
 
@@ -63,6 +84,27 @@ pub struct ServiceImport {
 impl Internal for ServiceImport {
     fn deliver(&self, _sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool {
         let subject = self.to.as_ref().and_then(|t| t.apply(msg.subject));
+        // A traced request is noted and passed on with its trace turned off, as nats-server
+        // does: the responder's side is not traced.
+        let mut untraced = None;
+        if out.trace {
+            if let (Some(trace), Some(h)) = (out.msg_trace.as_mut(), msg.header_len) {
+                let to = subject.as_deref().unwrap_or(msg.subject);
+                trace.service_import(&self.exporter.name, msg.subject, to);
+                let mut message = msgtrace::with_dest(&msg.message[..h], msgtrace::TRACE_DISABLED);
+                let header_len = message.len();
+                message.extend_from_slice(&msg.message[h..]);
+                untraced = Some((header_len, message));
+            }
+        }
+        let msg = match &untraced {
+            Some((header_len, message)) => Message {
+                header_len: Some(*header_len),
+                message,
+                ..*msg
+            },
+            None => *msg,
+        };
         let reply = match (msg.reply, self.importer.upgrade()) {
             (Some(reply), Some(importer)) => {
                 Some(
@@ -113,6 +155,19 @@ impl Internal for ServiceImport {
             header_len: Some(header_len),
             message: &with_header,
         };
-        deliver::publish(&self.exporter, &request, out)
+        match untraced {
+            Some(_) => {
+                deliver::untraced(out, |out| deliver::publish(&self.exporter, &request, out))
+            }
+            None => deliver::publish(&self.exporter, &request, out),
+        }
+    }
+
+    fn trace_only(&self, msg: &Message<'_>, out: &mut Deliveries) {
+        if let Some(trace) = out.msg_trace.as_mut() {
+            let subject = self.to.as_ref().and_then(|t| t.apply(msg.subject));
+            let to = subject.as_deref().unwrap_or(msg.subject);
+            trace.service_import(&self.exporter.name, msg.subject, to);
+        }
     }
 }

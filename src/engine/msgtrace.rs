@@ -11,7 +11,7 @@
 //! the message is delivered; the system services put the server block on them and publish
 //! them (see `sys::trace`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -26,6 +26,9 @@ pub const TRACE_DEST: &str = "Nats-Trace-Dest";
 pub const TRACE_ONLY: &str = "Nats-Trace-Only";
 /// The header a route egress sets, so the next server's event can be linked to this one.
 pub const TRACE_HOP: &str = "Nats-Trace-Hop";
+/// The `Nats-Trace-Dest` value that turns tracing off (not a subject): what nats-server puts
+/// in a request passed on by a service import.
+pub const TRACE_DISABLED: &str = "trace disabled";
 
 /// Connection kinds as nats-server numbers them in trace events.
 pub mod kind {
@@ -70,6 +73,38 @@ pub struct MsgTrace {
     pub events: Vec<TraceEvent>,
     /// The `-V` protocol tracing flag the delivery had before the trace took it over.
     pub(crate) log: bool,
+    /// The stream storing the message, which reports last (see [`MsgTrace::finish`]).
+    js: Option<Arc<JsTrace>>,
+}
+
+/// The meeting point of a traced message's delivery and the stream that stores it: whichever
+/// finishes second sends the event, as nats-server sends one event, with JetStream's outcome.
+#[derive(Debug, Default)]
+pub struct JsTrace(Mutex<JsTraceState>);
+
+#[derive(Debug, Default)]
+struct JsTraceState {
+    /// The trace, once its delivery finished.
+    trace: Option<Box<MsgTrace>>,
+    /// The stream's outcome, once it stored (or refused) the message: the subject stored, or
+    /// the error.
+    outcome: Option<Result<String, String>>,
+}
+
+impl JsTrace {
+    /// The stream stored the message on `outcome`'s subject (or refused it with its error):
+    /// the event goes to `send` now if the delivery is over, or when it is.
+    pub fn stored(&self, outcome: Result<String, String>, send: impl FnOnce(Box<MsgTrace>)) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match state.trace.take() {
+            Some(mut trace) => {
+                drop(state);
+                trace.jetstream_outcome(outcome);
+                send(trace);
+            }
+            None => state.outcome = Some(outcome),
+        }
+    }
 }
 
 /// One thing that happened to a traced message.
@@ -97,6 +132,37 @@ pub enum TraceEvent {
         /// When.
         at: SystemTime,
         /// The subject after the mapping.
+        to: String,
+    },
+    /// A stream import took it into another account (`se`).
+    StreamExport {
+        /// When.
+        at: SystemTime,
+        /// The importing account.
+        account: String,
+        /// Its subject there.
+        to: String,
+    },
+    /// A stream captured it (`js`).
+    JetStream {
+        /// When (updated when the stream is done).
+        at: SystemTime,
+        /// The stream's name.
+        stream: String,
+        /// The subject it was stored with.
+        subject: Option<String>,
+        /// Why it was not stored.
+        error: Option<String>,
+    },
+    /// A service import passed it on to the exporting account (`si`).
+    ServiceImport {
+        /// When.
+        at: SystemTime,
+        /// The exporting account.
+        account: String,
+        /// The subject in the importing account.
+        from: String,
+        /// The subject in the exporting account.
         to: String,
     },
     /// It went out, or would have (`eg`).
@@ -150,6 +216,9 @@ impl MsgTrace {
                 .map(String::as_str)
         };
         let dest = first(TRACE_DEST)?.to_string();
+        if dest == TRACE_DISABLED {
+            return None;
+        }
         let only = matches!(
             first(TRACE_ONLY).map(str::to_ascii_lowercase).as_deref(),
             Some("1" | "true" | "on")
@@ -169,6 +238,7 @@ impl MsgTrace {
             hops: 0,
             events: Vec::new(),
             log,
+            js: None,
         })
     }
 
@@ -203,6 +273,84 @@ impl MsgTrace {
             at: SystemTime::now(),
             to: String::from_utf8_lossy(to).into_owned(),
         });
+    }
+
+    /// Notes that a stream import took the message into `account` as `to`.
+    pub fn stream_export(&mut self, account: &str, to: &[u8]) {
+        self.events.push(TraceEvent::StreamExport {
+            at: SystemTime::now(),
+            account: account.to_string(),
+            to: String::from_utf8_lossy(to).into_owned(),
+        });
+    }
+
+    /// Notes that a service import passed the message on to `account`, from `from` to `to`.
+    pub fn service_import(&mut self, account: &str, from: &[u8], to: &[u8]) {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        self.events.push(TraceEvent::ServiceImport {
+            at: SystemTime::now(),
+            account: account.to_string(),
+            from: lossy(from),
+            to: lossy(to),
+        });
+    }
+
+    /// Notes that `stream` captured a trace-only message published to `subject` (not stored).
+    pub fn jetstream_only(&mut self, stream: &str, subject: &[u8]) {
+        self.events.push(TraceEvent::JetStream {
+            at: SystemTime::now(),
+            stream: stream.to_string(),
+            subject: Some(String::from_utf8_lossy(subject).into_owned()),
+            error: None,
+        });
+    }
+
+    /// Notes that `stream` takes the message to store it; the event waits for its outcome,
+    /// given to the returned meeting point.
+    pub fn jetstream(&mut self, stream: &str) -> Arc<JsTrace> {
+        self.events.push(TraceEvent::JetStream {
+            at: SystemTime::now(),
+            stream: stream.to_string(),
+            subject: None,
+            error: None,
+        });
+        self.js.get_or_insert_with(Default::default).clone()
+    }
+
+    fn jetstream_outcome(&mut self, outcome: Result<String, String>) {
+        let last = self.events.iter_mut().rev().find_map(|e| match e {
+            TraceEvent::JetStream {
+                at, subject, error, ..
+            } => Some((at, subject, error)),
+            _ => None,
+        });
+        if let Some((at, subject, error)) = last {
+            *at = SystemTime::now();
+            match outcome {
+                Ok(stored) => *subject = Some(stored),
+                Err(why) => *error = Some(why),
+            }
+        }
+    }
+
+    /// Hands the finished trace to `send`; when a stream is still storing the message, the
+    /// stream sends it once done ([`JsTrace::stored`]). Nothing without a destination.
+    pub fn finish(mut self: Box<Self>, send: impl FnOnce(Box<MsgTrace>)) {
+        if !self.has_dest() {
+            return;
+        }
+        let Some(js) = self.js.take() else {
+            return send(self);
+        };
+        let mut state = js.0.lock().unwrap_or_else(|p| p.into_inner());
+        match state.outcome.take() {
+            Some(outcome) => {
+                drop(state);
+                self.jetstream_outcome(outcome);
+                send(self);
+            }
+            None => state.trace = Some(self),
+        }
     }
 
     /// The account the message came in on, as the ingress event names it.
@@ -271,23 +419,42 @@ impl MsgTrace {
     }
 }
 
-/// The header block with `Nats-Trace-Hop: <hop>` in place of any it had.
+/// The header block with `Nats-Trace-Hop: <hop>` in place of any it had (at the end).
 pub fn with_hop(header_block: &[u8], hop: &str) -> Bytes {
-    let mut out = Vec::with_capacity(header_block.len() + TRACE_HOP.len() + hop.len() + 4);
+    Bytes::from(set_header(header_block, TRACE_HOP, hop, false))
+}
+
+/// The header block with its `Nats-Trace-Dest` value replaced by `dest`, in its place.
+pub fn with_dest(header_block: &[u8], dest: &str) -> Vec<u8> {
+    set_header(header_block, TRACE_DEST, dest, true)
+}
+
+/// The header block with `name: value`: in place of the line it had (`in_place`), or, without
+/// it, at the end.
+fn set_header(header_block: &[u8], name: &str, value: &str, in_place: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header_block.len() + name.len() + value.len() + 4);
     let body = header_block
         .strip_suffix(b"\r\n\r\n")
         .unwrap_or(header_block);
+    let line_of =
+        |out: &mut Vec<u8>| out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let name = line.split(|&b| b == b':').next().unwrap_or_default();
-        if i > 0 && name.trim_ascii() == TRACE_HOP.as_bytes() {
+        let key = line.split(|&b| b == b':').next().unwrap_or_default();
+        if i > 0 && key.trim_ascii() == name.as_bytes() {
+            if in_place {
+                line_of(&mut out);
+            }
             continue;
         }
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("{TRACE_HOP}: {hop}\r\n\r\n").as_bytes());
-    Bytes::from(out)
+    if !in_place {
+        line_of(&mut out);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// `Name: value` lines after the status line: names kept as written, values trimmed, repeated
@@ -349,5 +516,11 @@ mod tests {
             &rewritten[..],
             b"NATS/1.0\r\nNats-Trace-Dest: t\r\nNats-Trace-Hop: 1.2\r\n\r\n"
         );
+        let disabled = with_dest(block, TRACE_DISABLED);
+        assert_eq!(
+            &disabled[..],
+            b"NATS/1.0\r\nNats-Trace-Dest: trace disabled\r\nNats-Trace-Hop: 1\r\n\r\n"
+        );
+        assert!(MsgTrace::from_headers(&disabled, 1, account(), false).is_none());
     }
 }

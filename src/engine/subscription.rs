@@ -34,6 +34,10 @@ pub trait Internal: Send + Sync + fmt::Debug {
     /// Takes one message; true when it reached someone.
     fn deliver(&self, sub: &Subscription, msg: &Message<'_>, out: &mut Deliveries) -> bool;
 
+    /// A trace-only message (`Nats-Trace-Only`) reaching this subscriber: notes in
+    /// `out.msg_trace` what it would have done (an import's `se`/`si` event), and does nothing.
+    fn trace_only(&self, _msg: &Message<'_>, _out: &mut Deliveries) {}
+
     /// Whether routes are told of this subscription, as of a client's. nats-server tells them
     /// of the system account's own services (so that every server of the cluster answers
     /// `$SYS.REQ.SERVER.PING`), not of imports' subscriptions.

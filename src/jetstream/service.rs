@@ -16,8 +16,10 @@ use super::api::{AccountJs, API_PREFIX};
 use super::consumer::{AckPolicy, Action};
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::msgtrace::JsTrace;
 use crate::engine::stats::ConnSnapshot;
 use crate::engine::subscription::{Internal, Subscription};
+use crate::state::events::SysInput;
 use crate::state::jetstream::{JetStreamConfig, JetStreamStats, JszQuery};
 use crate::state::Shared;
 
@@ -79,6 +81,8 @@ enum Input {
         reply: Option<Bytes>,
         header: Bytes,
         data: Bytes,
+        /// A traced message (`Nats-Trace-Dest`): where the stream's outcome goes.
+        trace: Option<Arc<JsTrace>>,
     },
 }
 
@@ -186,9 +190,19 @@ impl Internal for Inbox {
                 reply,
                 header: Bytes::copy_from_slice(header),
                 data: Bytes::copy_from_slice(data),
+                trace: match out.msg_trace.as_mut() {
+                    Some(trace) if out.trace => Some(trace.jetstream(stream)),
+                    _ => None,
+                },
             },
         };
         self.tx.send(input).is_ok()
+    }
+
+    fn trace_only(&self, msg: &Message<'_>, out: &mut Deliveries) {
+        if let (Role::Stream(stream), Some(trace)) = (&self.role, out.msg_trace.as_mut()) {
+            trace.jetstream_only(stream, msg.subject);
+        }
     }
 }
 
@@ -572,6 +586,7 @@ impl Service {
                 reply,
                 header,
                 data,
+                trace,
             } => {
                 let Some(enabled) = self.accounts.get_mut(&account) else {
                     return;
@@ -585,6 +600,12 @@ impl Service {
                 else {
                     return;
                 };
+                if let Some(trace) = trace {
+                    let shared = &self.shared;
+                    trace.stored(stored_or_error(&subject, &ack), |t| {
+                        shared.sys.send(SysInput::Trace(t))
+                    });
+                }
                 enabled.stored = true;
                 // Sent once the group is written ([`Service::commit`]).
                 self.held_acks.push(HeldAck {
@@ -917,4 +938,14 @@ fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// A traced message's outcome in the stream, from its PubAck: the subject stored, or the
+/// error's description.
+fn stored_or_error(subject: &str, ack: &[u8]) -> Result<String, String> {
+    let ack: serde_json::Value = serde_json::from_slice(ack).unwrap_or_default();
+    match ack["error"]["description"].as_str() {
+        Some(why) => Err(why.to_string()),
+        None => Ok(subject.to_string()),
+    }
 }

@@ -60,7 +60,8 @@ impl Shared {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
             version: crate::proto::protocol::NATS_SERVER_VERSION.to_string(),
-            proto: 2,
+            // 3: understands message tracing (nats-server then sends trace-only messages on).
+            proto: 3,
             go: "tern".into(),
             host: leaf.host.clone(),
             port,

@@ -43,6 +43,22 @@ fn event_json(event: &TraceEvent) -> Value {
         } => json!({"type": "in", "ts": rfc3339(*at), "kind": kind, "cid": cid,
                     "name": name, "acc": account, "subj": subject, "error": error}),
         TraceEvent::Mapping { at, to } => json!({"type": "sm", "ts": rfc3339(*at), "to": to}),
+        TraceEvent::StreamExport { at, account, to } => {
+            json!({"type": "se", "ts": rfc3339(*at), "acc": account, "to": to})
+        }
+        TraceEvent::JetStream {
+            at,
+            stream,
+            subject,
+            error,
+        } => json!({"type": "js", "ts": rfc3339(*at), "stream": stream, "subject": subject,
+                    "error": error}),
+        TraceEvent::ServiceImport {
+            at,
+            account,
+            from,
+            to,
+        } => json!({"type": "si", "ts": rfc3339(*at), "acc": account, "from": from, "to": to}),
         TraceEvent::Egress {
             at,
             kind,

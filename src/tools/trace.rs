@@ -213,7 +213,12 @@ fn print_event(hop: &str, event: &Value) {
         };
         println!("{pad}  {line}{error}");
     }
-    if !event_list(event).iter().any(|e| e["type"] == "eg") {
+    // A stream or an import took it on: it went somewhere.
+    let onward = ["eg", "se", "si", "js"];
+    if !event_list(event)
+        .iter()
+        .any(|e| onward.iter().any(|t| e["type"] == *t))
+    {
         println!("{pad}  (no subscriber: the message went nowhere from here)");
     }
 }

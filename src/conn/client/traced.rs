@@ -60,8 +60,8 @@ impl Client {
                 self.send_no_responders(subject, reply);
             }
         }
-        if let Some(trace) = trace.filter(|t| t.has_dest()) {
-            self.shared.sys.send(SysInput::Trace(trace));
+        if let Some(trace) = trace {
+            trace.finish(|t| self.shared.sys.send(SysInput::Trace(t)));
         }
     }
 
