@@ -79,6 +79,8 @@ struct Client {
     expiry_armed: bool,
     /// The names in the client's verified TLS certificate, for `verify_and_map`.
     cert: Option<Arc<tls::CertIdentity>>,
+    /// The client's TLS session (version, cipher, certificates), for auth callout requests.
+    tls_session: Option<Arc<tls::SessionInfo>>,
     /// Who a refused CONNECT claimed to be, for the log line.
     auth_failure: String,
     /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
@@ -134,6 +136,7 @@ impl Client {
             expiry_armed: false,
             auth_failure: String::new(),
             cert: None,
+            tls_session: None,
             pub_cache: HashMap::default(),
             out: Deliveries::default(),
             live: Liveness::default(),
