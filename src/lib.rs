@@ -37,7 +37,10 @@
 //! - [`state`]: [`state::Shared`], what every connection shares (options in force, router,
 //!   identity, TLS configuration), reload, [`state::leafnode`] (the leafnode port and live
 //!   leafnode connections), [`state::accounts`] (accounts, imports and the
-//!   system account put in force at start and on reload), and [`state::jetstream`]
+//!   system account put in force at start and on reload), [`state::resolver`] (operator-mode
+//!   accounts fetched when a client needs them: from an account server over HTTP, or from the
+//!   cluster's full resolvers through the system account; the cache resolver's directory),
+//!   and [`state::jetstream`]
 //!   (JetStream's configuration and totals, filled in by the JetStream task, and the queries
 //!   through which the monitor asks it for detail: the monitor reads JetStream without
 //!   depending on it).

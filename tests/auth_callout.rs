@@ -529,3 +529,90 @@ async fn operator_mode_callout_with_sealed_requests() {
         );
     }
 }
+
+/// A client connecting over TLS with a verified certificate: the request's `client_tls`
+/// holds the TLS version, the cipher suite and the verified chain (the client's certificate,
+/// then the CA's, in PEM), as nats-server fills it.
+#[tokio::test]
+async fn callout_requests_carry_the_clients_tls() {
+    let pki = common::pki::Pki::new("callout-tls");
+    let scratch = Scratch::new("callout-tls-servers");
+    let issuer = KeyPair::new_account();
+    let config = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n\
+         accounts {{\n  AUTH {{ users: [{{user: auth, password: pw}}] }}\n  APP {{}}\n}}\n\
+         authorization {{\n  auth_callout {{\n    issuer: {}\n    auth_users: [auth]\n    \
+         account: AUTH\n  }}\n}}\n",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display(),
+        issuer.public_key()
+    );
+    let tls_client = |opts: async_nats::ConnectOptions| {
+        opts.require_tls(true)
+            .add_root_certificates(pki.ca.clone())
+            .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+    };
+    let mut seen = Vec::new();
+    for server in &start_both(&scratch, &config) {
+        let url = format!("tls://{}", server.addr);
+        let auth = tls_client(async_nats::ConnectOptions::with_user_and_password(
+            "auth".into(),
+            "pw".into(),
+        ))
+        .connect(&url)
+        .await
+        .unwrap();
+        let keys = Keys {
+            issuer: issuer.seed().unwrap(),
+            user_signer: None,
+            xkey: None,
+        };
+        let svc = service(auth, keys, |_| Verdict::Admit {
+            aud: Some("APP".into()),
+            nats: json!({}),
+            name: "alice",
+        })
+        .await;
+        let alice = tls_client(async_nats::ConnectOptions::with_user_and_password(
+            "alice".into(),
+            "x".into(),
+        ))
+        .connect(&url)
+        .await;
+        assert!(alice.is_ok(), "{}: {alice:?}", server.who);
+        let request = svc.requests.lock().unwrap()[0].clone();
+        let mut client_tls = request["nats"]["client_tls"].clone();
+        // The suite is named as Go names it; which one is agreed depends on the server's
+        // preferences (rustls' and Go's differ), so only its form is compared.
+        let cipher = client_tls["cipher"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            [
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_CHACHA20_POLY1305_SHA256"
+            ]
+            .contains(&cipher.as_str()),
+            "{}: {cipher}",
+            server.who
+        );
+        client_tls["cipher"] = json!("a TLS 1.3 suite");
+        seen.push((server.who, client_tls));
+    }
+    let client_tls = same_everywhere(seen);
+    assert_eq!(client_tls["version"], "1.3");
+    let chain: Vec<String> = client_tls["verified_chains"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[0].trim(), read(&pki.client_cert).trim());
+    assert_eq!(chain[1].trim(), read(&pki.ca).trim());
+    assert!(client_tls.get("certs").is_none());
+}

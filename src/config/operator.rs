@@ -68,11 +68,6 @@ impl Resolver {
     pub fn fetches(&self) -> bool {
         !matches!(self, Resolver::Memory)
     }
-
-    /// The cache resolver's directory.
-    pub fn is_cache(&self) -> bool {
-        matches!(self, Resolver::Dir { kind, .. } if kind == "cache")
-    }
 }
 
 /// A verified account JWT.

@@ -125,6 +125,27 @@ pub struct Client<'a> {
     pub jwt_name: Option<(&'a str, &'a [String])>,
     /// Who CONNECT claims to be (nats-server's `getRawAuthUser`).
     pub user: &'a str,
+    /// The client's TLS connection, when it connected over TLS.
+    pub tls: Option<ClientTls>,
+}
+
+/// `client_tls` of a request: the client's TLS version and cipher suite, and its certificates
+/// (PEM): the verified chains (leaf first, ending with the trusted root) when the server
+/// verified them, else the certificates as presented.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClientTls {
+    /// `1.2` or `1.3`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// The cipher suite by Go's name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cipher: String,
+    /// The certificates presented, when not verified.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<String>,
+    /// The verified chains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verified_chains: Vec<Vec<String>>,
 }
 
 /// The request for `client` under `plan`: the payload (the signed JWT, sealed when the plan
@@ -180,13 +201,16 @@ pub fn request(
         optional(&mut info, "nonce", client.nonce.unwrap_or_default());
     }
     let expires = now + i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX / 2);
-    let claims = json!({
+    let mut claims = json!({
         "aud": "nats-authorization-request",
         "exp": expires,
         "sub": plan.issuer,
         "nats": {"server_id": server_id, "user_nkey": user_key, "client_info": info,
                  "connect_opts": connect, "type": "authorization_request", "version": 2},
     });
+    if let Some(tls) = &client.tls {
+        claims["nats"]["client_tls"] = json!(tls);
+    }
     let token = jwt::encode(claims, server.key, now);
     match &plan.xkey {
         None => Ok((token.into_bytes(), None)),

@@ -326,6 +326,74 @@ pub fn pinned_key_id(cert: &[u8]) -> Option<String> {
     Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A client's TLS session as the server keeps it for the auth callout's `client_tls`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    /// The protocol version (`1.3`).
+    pub version: String,
+    /// The cipher suite by Go's name.
+    pub cipher: String,
+    /// The certificates the client presented, leaf first (DER).
+    pub peer_certs: Vec<Vec<u8>>,
+}
+
+impl SessionInfo {
+    /// What `session` settled.
+    pub fn of(session: &rustls::CommonState) -> SessionInfo {
+        SessionInfo {
+            version: session
+                .protocol_version()
+                .map(|v| version_name(v).to_string())
+                .unwrap_or_default(),
+            cipher: session
+                .negotiated_cipher_suite()
+                .map(|s| suite_name(s.suite()))
+                .unwrap_or_default(),
+            peer_certs: session
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The chain `presented` (leaf first) was verified along, as Go's `VerifiedChains` has it:
+/// the presented certificates, then the trusted root among `roots` that issued the last one.
+pub fn verified_chain(presented: &[Vec<u8>], roots: &[CertificateDer<'_>]) -> Vec<Vec<u8>> {
+    let mut chain = presented.to_vec();
+    let issuer = presented
+        .last()
+        .and_then(|last| x509_cert::Certificate::from_der(last).ok())
+        .map(|last| last.tbs_certificate.issuer);
+    let subject_of = |der: &[u8]| {
+        x509_cert::Certificate::from_der(der)
+            .ok()
+            .map(|c| c.tbs_certificate.subject)
+    };
+    let root = roots.iter().find(|root| {
+        issuer.is_some()
+            && subject_of(root.as_ref()) == issuer
+            && !presented.iter().any(|p| p.as_slice() == root.as_ref())
+    });
+    if let Some(root) = root {
+        chain.push(root.to_vec());
+    }
+    chain
+}
+
+/// A DER certificate as PEM, as Go's `pem.EncodeToMemory` writes it (64-column lines).
+pub fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// A protocol version as nats-server logs it (`1.3`).
 pub fn version_name(version: rustls::ProtocolVersion) -> &'static str {
     match version {

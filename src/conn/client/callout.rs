@@ -17,6 +17,31 @@ use crate::proto::jwt;
 use crate::proto::protocol::ConnectOptions;
 use crate::security::auth;
 use crate::security::callout::{self, Judge, Plan, Server};
+use crate::security::tls;
+
+/// `client_tls` for a client of `session`: its certificates as verified against the
+/// configured CA (`tls { verify: true }`), else as presented.
+fn client_tls(session: &tls::SessionInfo, opts: &crate::config::Options) -> callout::ClientTls {
+    let verified = opts.tls.as_ref().filter(|t| t.verify || t.verify_and_map);
+    let mut out = callout::ClientTls {
+        version: session.version.clone(),
+        cipher: session.cipher.clone(),
+        ..Default::default()
+    };
+    match verified {
+        Some(t) if !session.peer_certs.is_empty() => {
+            let roots = t
+                .ca_file
+                .as_deref()
+                .and_then(|f| tls::read_certs(f).ok())
+                .unwrap_or_default();
+            let chain = tls::verified_chain(&session.peer_certs, &roots);
+            out.verified_chains = vec![chain.iter().map(|c| tls::pem(c)).collect()];
+        }
+        _ => out.certs = session.peer_certs.iter().map(|c| tls::pem(c)).collect(),
+    }
+    out
+}
 
 /// A CONNECT waiting for a callout service.
 pub(super) struct Pending {
@@ -105,6 +130,10 @@ impl Client {
                 .as_ref()
                 .map(|u| (u.name.as_str(), u.nats.tags.as_slice())),
             user: callout::raw_auth_user(creds, own_jwt.as_ref().map(|u| u.sub.as_str())),
+            tls: self
+                .tls_session
+                .as_deref()
+                .map(|session| client_tls(session, &opts)),
         };
         let timeout = opts.auth_timeout();
         let now = crate::config::operator::unix_now();

@@ -42,6 +42,7 @@ use super::websocket::Upgrade;
 use crate::state::Shared;
 
 mod callout;
+mod fetch;
 mod open;
 mod traced;
 pub use open::serve;
@@ -79,6 +80,8 @@ struct Client {
     expiry_armed: bool,
     /// The names in the client's verified TLS certificate, for `verify_and_map`.
     cert: Option<Arc<tls::CertIdentity>>,
+    /// The client's TLS session (version, cipher, certificates), for auth callout requests.
+    tls_session: Option<Arc<tls::SessionInfo>>,
     /// Who a refused CONNECT claimed to be, for the log line.
     auth_failure: String,
     /// Publish decisions by subject, for `perms` (nats-server's `pcache`).
@@ -100,15 +103,7 @@ struct Client {
     callout: Option<callout::Pending>,
     /// A CONNECT whose user's account the server does not know yet: the read loop has the
     /// resolver fetch it, then handles the CONNECT again (once), before anything after it.
-    fetch: Option<PendingFetch>,
-}
-
-/// A CONNECT waiting for its account to be fetched.
-struct PendingFetch {
-    /// The account's public key.
-    account: String,
-    /// The CONNECT's JSON, handled again once the fetch is over.
-    json: Vec<u8>,
+    fetch: Option<fetch::PendingFetch>,
 }
 
 impl Client {
@@ -134,6 +129,7 @@ impl Client {
             expiry_armed: false,
             auth_failure: String::new(),
             cert: None,
+            tls_session: None,
             pub_cache: HashMap::default(),
             out: Deliveries::default(),
             live: Liveness::default(),
@@ -416,32 +412,6 @@ impl Client {
         }
     }
 
-    /// Has the resolver fetch the pending CONNECT's account, then handles the CONNECT again.
-    async fn run_fetch(&mut self, fetch: PendingFetch) -> Result<(), ProtocolError> {
-        if let Err(why) = crate::state::resolver::fetch(&self.shared, &fetch.account).await {
-            debug!("{} - Account JWT lookup error: {why}", self.desc);
-        }
-        self.refresh();
-        self.connect_with(&fetch.json, false)
-    }
-
-    /// The account of CONNECT's user JWT, when the server must fetch it first: operator
-    /// mode with a resolver that fetches, and an account not in force.
-    fn account_to_fetch(&self, credentials: &auth::Credentials) -> Option<String> {
-        let op = &self.server.operator;
-        if !op.resolver.as_ref().is_some_and(|r| r.fetches()) {
-            return None;
-        }
-        let token = credentials.jwt.as_deref().filter(|t| !t.is_empty())?;
-        let user: crate::proto::jwt::UserClaims =
-            crate::proto::jwt::decode(token, crate::proto::jwt::Kind::User).ok()?;
-        let account = match user.nats.issuer_account.as_str() {
-            "" => user.iss,
-            account => account.to_string(),
-        };
-        (!op.accounts.contains_key(&account)).then_some(account)
-    }
-
     fn handle_connect(&mut self, json: &[u8]) -> Result<(), ProtocolError> {
         self.connect_with(json, true)
     }
@@ -478,7 +448,7 @@ impl Client {
         }
         if may_fetch {
             if let Some(account) = self.account_to_fetch(&credentials) {
-                self.fetch = Some(PendingFetch {
+                self.fetch = Some(fetch::PendingFetch {
                     account,
                     json: json.to_vec(),
                 });

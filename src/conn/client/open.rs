@@ -67,6 +67,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
 
     let mut info_sent = false;
     let mut cert = None;
+    let mut tls_session = None;
     // When the PING and authorization timers start: after the handshake, as in nats-server, or
     // from INFO for a client that stayed in plaintext under `allow_non_tls`.
     let mut timers_from = None;
@@ -96,6 +97,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                     // both tls_required and tls_available).
                     info.tls_required = true;
                     transport::log_handshake(&desc, stream.get_ref().1);
+                    tls_session = Some(Arc::new(tls::SessionInfo::of(stream.get_ref().1)));
                     cert = stream
                         .get_ref()
                         .1
@@ -118,6 +120,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let mut client = Client::new(shared.clone(), conn.clone(), addr);
     client.nonce = nonce;
     client.cert = cert;
+    client.tls_session = tls_session;
     if let Some(from) = timers_from {
         client.started = from;
     }
