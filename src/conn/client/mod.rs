@@ -616,7 +616,6 @@ impl Client {
         }
         let mapped = self.account.map_subject(subject);
         let subject = mapped.as_deref().unwrap_or(subject);
-        let matches = self.cache.lookup(&self.account, subject);
         let msg = Message {
             subject,
             reply,
@@ -624,7 +623,10 @@ impl Client {
             message,
         };
         let skip = (!self.opts.echo).then_some(&self.conn);
-        let delivered = deliver::deliver_all(&self.account, &matches, &msg, &mut self.out, skip);
+        let (account, out) = (&self.account, &mut self.out);
+        let delivered = self.cache.with(account, subject, |matches| {
+            deliver::deliver_all(account, matches, &msg, out, skip)
+        });
         if !delivered && self.opts.no_responders {
             if let Some(reply) = reply {
                 self.send_no_responders(subject, reply);
