@@ -121,6 +121,9 @@ pub struct Outbound {
     /// (`STUCK_AFTER` for clients; longer for a route, which carries every account's traffic
     /// and whose loss would drop it all, as nats-server stalls publishers behind a route).
     stuck_after: std::sync::atomic::AtomicU64,
+    /// A route or leafnode: its publishers always wait for it when it is backlogged (see
+    /// `Deliveries::pacing`).
+    paces_always: AtomicBool,
 }
 
 /// A publisher that finds a subscriber backlogged waits for it while its writer makes
@@ -200,14 +203,22 @@ impl Outbound {
             backlogged: AtomicBool::new(false),
             max_pending,
             stuck_after: std::sync::atomic::AtomicU64::new(STUCK_AFTER.as_millis() as u64),
+            paces_always: AtomicBool::new(false),
         }
     }
 
     /// Publishers wait up to `patience` for this connection's writer before taking it as
-    /// stuck (routes: a peer that is busy, not gone, must pace its publishers).
+    /// stuck, and wait for it whenever it is backlogged (routes and leafnodes: a peer that is
+    /// busy, not gone, must pace its publishers).
     pub fn set_patience(&self, patience: Duration) {
         self.stuck_after
             .store(patience.as_millis() as u64, Ordering::Relaxed);
+        self.paces_always.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether publishers always wait for this connection when it is backlogged (a peer).
+    pub fn paces_always(&self) -> bool {
+        self.paces_always.load(Ordering::Relaxed)
     }
 
     /// Appends one frame written by `encode`; `Some(size)` counts it as a delivered message of

@@ -198,6 +198,7 @@ impl Client {
                 self.fail(err);
                 break reason;
             }
+            self.out.pacing();
             if !self.out.backlogged.is_empty() {
                 // Pace this publisher to the subscribers it is outrunning (see `wait_for_room`).
                 let backlogged = std::mem::take(&mut self.out.backlogged);
