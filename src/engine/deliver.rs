@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use smallvec::SmallVec;
 use tracing::trace;
 
@@ -66,6 +67,9 @@ pub struct Deliveries {
     /// The leaf cluster the message came from (a leafnode's, or a route's `LMSG`): it goes
     /// to no leafnode of that cluster, and to routes as `LMSG` with it.
     pub leaf_origin: Option<bytes::Bytes>,
+    /// The frame the message being published was read in, when its payload is large enough
+    /// to be shared with subscribers instead of copied (see [`Deliveries::shared_part`]).
+    pub shared: Option<Bytes>,
 }
 
 impl Deliveries {
@@ -107,6 +111,16 @@ impl Deliveries {
             return;
         }
         self.backlogged.retain(|c| c.outbound.paces_always());
+    }
+
+    /// `part` and the CRLF after it as a slice of the shared frame, when `part` lies in it
+    /// (a message rewritten on its way, by an import or a trace, does not).
+    #[cold]
+    fn shared_part(&self, part: &[u8]) -> Option<Bytes> {
+        let frame = self.shared.as_ref()?;
+        let start = (part.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+        let end = start + part.len() + 2;
+        (end <= frame.len() && &frame[end - 2..end] == b"\r\n").then(|| frame.slice(start..end))
     }
 
     /// Wakes the writers this batch appended to; true if any was not `own`'s.
@@ -621,6 +635,7 @@ fn append_to_client(
         to.record_reply(reply);
     }
     let appended = match header_len {
+        _ if out.shared.is_some() => append_shared(sub, to, msg, out),
         Some(header_len) if to.headers.load(Ordering::Relaxed) => {
             to.outbound.append(Some(message.len()), |b| {
                 protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
@@ -643,6 +658,45 @@ fn append_to_client(
         }
     }
     appended != Appended::Dropped
+}
+
+/// Appends a MSG/HMSG whose payload is shared with the read buffer it came in (a large one):
+/// only the control line is copied. Falls back to a copy when the message is not the one read.
+#[inline(never)]
+fn append_shared(
+    sub: &Subscription,
+    to: &Connection,
+    msg: &Message<'_>,
+    out: &Deliveries,
+) -> Appended {
+    let Message {
+        subject,
+        reply,
+        header_len,
+        message,
+    } = *msg;
+    let sid = &sub.sid;
+    match header_len {
+        Some(h) if to.headers.load(Ordering::Relaxed) => match out.shared_part(message) {
+            Some(part) => to.outbound.append_shared(message.len(), part, |b| {
+                protocol::encode_hmsg_head(b, subject, sid, reply, h, message.len())
+            }),
+            None => to.outbound.append(Some(message.len()), |b| {
+                protocol::encode_hmsg(b, subject, sid, reply, h, message)
+            }),
+        },
+        _ => {
+            let payload = &message[header_len.unwrap_or(0)..];
+            match out.shared_part(payload) {
+                Some(part) => to.outbound.append_shared(payload.len(), part, |b| {
+                    protocol::encode_msg_head(b, subject, sid, reply, payload.len())
+                }),
+                None => to.outbound.append(Some(payload.len()), |b| {
+                    protocol::encode_msg(b, subject, sid, reply, payload)
+                }),
+            }
+        }
+    }
 }
 
 /// [`deliver_to_client`] watched: logged for `-V`, noted in the message's trace (and held

@@ -98,6 +98,9 @@ struct Client {
     /// A CONNECT an auth callout service is deciding: the read loop asks the service before
     /// it handles anything after it.
     callout: Option<callout::Pending>,
+    /// The length of the PUB the unparsed input starts with, when its control line is here
+    /// and its payload is not (0: none): the reader makes room for it.
+    awaited: usize,
 }
 
 impl Client {
@@ -132,6 +135,7 @@ impl Client {
             trace: tracing::enabled!(tracing::Level::TRACE),
             websocket: None,
             callout: None,
+            awaited: 0,
         }
     }
 
@@ -155,6 +159,7 @@ impl Client {
                     Ok(_) => {
                         self.live.last_in = Instant::now();
                         self.refresh();
+                        self.awaited = 0;
                         let mut result = self.process(&mut input.buf);
                         while result.is_ok() && self.callout.is_some() {
                             // nats-server's read loop waits for the service too.
@@ -170,6 +175,7 @@ impl Client {
                                 result = self.process(&mut input.buf);
                             }
                         }
+                        input.expect_frame(self.awaited);
                         // Once per read batch: what monitoring reads of this connection.
                         self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
@@ -253,7 +259,20 @@ impl Client {
             if self.awaiting_auth() && first.is_some_and(|b| !b.eq_ignore_ascii_case(&b'c')) {
                 break Err(ProtocolError::AuthorizationViolation);
             }
-            match parser::parse(&buf[consumed..], &limits) {
+            // A large payload is handed to subscribers as a slice of the read buffer, not
+            // copied: its frame is split off the buffer (and parsed again from there).
+            let frame: Bytes;
+            let parsed = match parser::parse(&buf[consumed..], &limits) {
+                Ok(Some((op, n))) if shares_payload(&op) => {
+                    buf.advance(consumed);
+                    consumed = 0;
+                    frame = buf.split_to(n).freeze();
+                    self.out.shared = Some(frame.clone());
+                    parser::parse(&frame, &limits).map(|op| op.map(|(op, _)| (op, 0)))
+                }
+                parsed => parsed,
+            };
+            match parsed {
                 Ok(Some((op, n))) => {
                     if self.trace {
                         trace_in(&self.desc, &op);
@@ -273,15 +292,20 @@ impl Client {
                         self.report(&err);
                         self.send_err(&err);
                     }
+                    self.out.shared = None;
                     if self.callout.is_some() {
                         break Ok(());
                     }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => {
+                    self.awaited = parser::frame_len(&buf[consumed..], &limits).unwrap_or(0);
+                    break Ok(());
+                }
                 Err(err) => break Err(err),
             }
         };
         buf.advance(consumed);
+        self.out.shared = None;
         result
     }
 
@@ -857,6 +881,19 @@ impl Client {
             self.desc,
             reason.as_str()
         );
+    }
+}
+
+/// Payloads from this size on are shared with subscribers rather than copied into each one's
+/// queue (a reference-counted slice of the read buffer, written with a vectored write).
+const SHARE_PAYLOAD_FROM: usize = 16 * 1024;
+
+/// Whether `op` is a PUB or HPUB whose payload is worth sharing.
+fn shares_payload(op: &ClientOp<'_>) -> bool {
+    match op {
+        ClientOp::Pub { payload, .. } => payload.len() >= SHARE_PAYLOAD_FROM,
+        ClientOp::HPub { message, .. } => message.len() >= SHARE_PAYLOAD_FROM,
+        _ => false,
     }
 }
 
