@@ -80,13 +80,17 @@
 //! operation in it; subjects and payloads are slices of that buffer. For a PUB it looks the subject up in
 //! its own match cache (valid while its account's generation number is unchanged, so the common
 //! case takes no shared lock), then appends `MSG ...` with a copy of the payload to each
-//! subscriber's outbound buffer under that subscriber's short mutex, picking one random member
-//! per queue group. Each subscriber touched is remembered once; when the whole read has been
+//! subscriber's outbound buffer under that subscriber's short mutex (the frame built on the
+//! stack and appended in one piece), picking one random member per queue group. A payload of
+//! 16 KiB or more is not copied: its frame is split off the read buffer and each subscriber
+//! queues a reference-counted slice of it, written with a vectored write. Each subscriber touched is remembered once; when the whole read has been
 //! handled their writers are woken, and each writer swaps its buffer out and writes it with one
 //! call. A subscriber whose queued bytes (including those its writer is still writing) pass
 //! `max_pending` is closed as a slow consumer at once; a publisher outrunning a subscriber that
 //! still reads waits for it once its backlog passes `max_pending / 16` (fan-in), but never for
-//! one whose writer has stopped making progress (`Outbound::wait_for_room`). A writer that falls
+//! one whose writer has stopped making progress (`Outbound::wait_for_room`), nor for a client
+//! falling behind beside another it feeds that keeps up (`Deliveries::pacing`; a backlogged
+//! route or leafnode is always waited for). A writer that falls
 //! behind is handed whole 256 KiB chunks rather than one buffer regrown by
 //! doubling. A publisher yields to the writers it woke after every MiB it reads, since a task
 //! woken from a tokio worker cannot be stolen by the other worker until the waker yields.

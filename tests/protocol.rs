@@ -301,6 +301,83 @@ async fn no_responders_status_matches_nats_server() {
         .await;
 }
 
+/// Large payloads reach subscribers as slices of the publisher's read buffer rather than
+/// copies (with vectored writes): every subscriber must still get exactly the frame a copy
+/// gives, with or without headers, beside small messages in the same reads, and a payload
+/// split across many reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_reach_every_subscriber_byte_for_byte() {
+    let server = TestServer::start().await;
+    let mut with = server.raw().await;
+    with.send("CONNECT {\"headers\":true,\"verbose\":false}\r\nSUB big.* 1\r\n")
+        .await;
+    with.expect_before_pong("").await;
+    let mut without = server.raw().await;
+    without.send(format!("{QUIET}SUB big.x 2\r\n")).await;
+    without.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher
+        .send("CONNECT {\"headers\":true,\"verbose\":false}\r\n")
+        .await;
+
+    // Payloads whose bytes differ along their length, so a slice taken at the wrong place
+    // shows.
+    let payload = |len: usize, seed: usize| -> String {
+        (0..len)
+            .map(|i| char::from(b'a' + ((i / 7 + seed) % 26) as u8))
+            .collect()
+    };
+    let mut input = String::new();
+    let (mut to_with, mut to_without) = (String::new(), String::new());
+    for (n, len) in [20_000usize, 16_384, 100_000, 3, 1_048_576, 65_536]
+        .iter()
+        .enumerate()
+    {
+        let p = payload(*len, n);
+        input.push_str(&format!(
+            "PUB big.x r.{n} {len}\r\n{p}\r\nPUB big.x 1\r\n{n}\r\n"
+        ));
+        to_with.push_str(&format!(
+            "MSG big.x 1 r.{n} {len}\r\n{p}\r\nMSG big.x 1 1\r\n{n}\r\n"
+        ));
+        to_without.push_str(&format!(
+            "MSG big.x 2 r.{n} {len}\r\n{p}\r\nMSG big.x 2 1\r\n{n}\r\n"
+        ));
+    }
+    let headers = "NATS/1.0\r\nA: B\r\n\r\n";
+    let body = payload(40_000, 9);
+    let total = headers.len() + body.len();
+    input.push_str(&format!(
+        "HPUB big.x {} {total}\r\n{headers}{body}\r\n",
+        headers.len()
+    ));
+    to_with.push_str(&format!(
+        "HMSG big.x 1 {} {total}\r\n{headers}{body}\r\n",
+        headers.len()
+    ));
+    to_without.push_str(&format!("MSG big.x 2 {}\r\n{body}\r\n", body.len()));
+
+    // Sent in pieces that cut the large frames in odd places.
+    let reader_with = tokio::spawn(async move {
+        with.expect(to_with).await;
+        with.expect_before_pong("").await;
+    });
+    let reader_without = tokio::spawn(async move {
+        without.expect(to_without).await;
+        without.expect_before_pong("").await;
+    });
+    for piece in input.as_bytes().chunks(48_611) {
+        publisher.send(piece).await;
+    }
+    publisher.expect_before_pong("").await;
+    for reader in [reader_with, reader_without] {
+        tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn headers_are_stripped_for_subscribers_without_them() {
     let server = TestServer::start().await;

@@ -55,14 +55,34 @@ pub struct MatchCache {
 impl MatchCache {
     #[inline]
     pub fn lookup(&mut self, account: &Account, subject: &[u8]) -> Matches {
+        self.with(account, subject, Matches::clone)
+    }
+
+    /// Runs `f` on the match result for `subject`, borrowed from the cache: no reference
+    /// count taken and dropped per message, as [`MatchCache::lookup`] does.
+    #[inline]
+    pub fn with<R>(
+        &mut self,
+        account: &Account,
+        subject: &[u8],
+        f: impl FnOnce(&Matches) -> R,
+    ) -> R {
         let generation = account.generation();
         if generation != self.generation {
             self.entries.clear();
             self.generation = generation;
         } else if let Some(found) = self.entries.get(subject) {
-            return found.clone();
+            return f(found);
         }
         let found = account.matches(subject);
+        let result = f(&found);
+        self.insert(subject, found);
+        result
+    }
+
+    /// Caches a match result fetched from the account.
+    #[inline(never)]
+    fn insert(&mut self, subject: &[u8], found: Matches) {
         if self.entries.len() >= MATCH_CACHE_SIZE {
             // Drop every other entry (an arbitrary half, as the table orders them): one pass
             // per MATCH_CACHE_SIZE / 2 misses and no allocation, where evicting a few keys at
@@ -74,7 +94,6 @@ impl MatchCache {
                 keep
             });
         }
-        self.entries.insert(subject.into(), found.clone());
-        found
+        self.entries.insert(subject.into(), found);
     }
 }

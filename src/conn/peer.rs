@@ -124,6 +124,7 @@ pub(super) async fn read_loop<S: PeerSession>(
         if let Err(err) = result {
             return session.fail(err);
         }
+        session.out().pacing();
         if !session.out().backlogged.is_empty() {
             let backlogged = std::mem::take(&mut session.out().backlogged);
             for other in &backlogged {

@@ -21,6 +21,9 @@ pub struct ReadBuffer {
     pub buf: BytesMut,
     read_size: usize,
     since_yield: usize,
+    /// The length of the large frame `buf` starts with and does not hold whole yet (0: none):
+    /// the next read makes room for all of it and may fill it (see `expect_frame`).
+    frame: usize,
 }
 
 impl Default for ReadBuffer {
@@ -29,6 +32,7 @@ impl Default for ReadBuffer {
             buf: BytesMut::with_capacity(MIN_READ),
             read_size: MIN_READ,
             since_yield: 0,
+            frame: 0,
         }
     }
 }
@@ -39,16 +43,28 @@ impl ReadBuffer {
     /// subscribers' writers get a turn (an unbounded read let a 1 MiB publisher queue 64 MiB to
     /// a subscriber that was keeping up, and cut it as slow). Cancel-safe.
     pub async fn read(&mut self, reader: &mut ReadHalf) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
+        // The rest of a large frame is read whole when it is there (it is one message to
+        // deliver, whatever its size), into room made for it at once: growing by doubling, a
+        // 1 MiB payload was copied about twice more on its way through.
+        let rest = self.frame.saturating_sub(self.buf.len());
+        let want = self.read_size.max(rest);
+        if self.buf.capacity() - self.buf.len() < want.min(self.read_size) / 2 || rest > 0 {
+            self.buf.reserve(want);
         }
-        let mut room = (&mut self.buf).limit(self.read_size);
+        let mut room = (&mut self.buf).limit(want);
         let n = reader.read_buf(&mut room).await?;
         self.since_yield += n;
         if n >= self.read_size && self.read_size < MAX_READ {
             self.read_size *= 2;
         }
         Ok(n)
+    }
+
+    /// The unparsed input starts with a frame of `len` bytes, not all here yet (0: nothing
+    /// large awaited). Only frames larger than a read are worth it.
+    #[inline]
+    pub fn expect_frame(&mut self, len: usize) {
+        self.frame = if len > MAX_READ { len } else { 0 };
     }
 
     /// Whether the publisher has read a MiB since it last waited or yielded: a writer woken

@@ -390,7 +390,6 @@ impl Session {
                 let Some((account, cache)) = self.accounts.get_mut(m.account) else {
                     return Ok(());
                 };
-                let matches = cache.lookup(account, m.subject);
                 let msg = Message {
                     subject: m.subject,
                     reply: m.reply,
@@ -399,25 +398,23 @@ impl Session {
                 };
                 self.out.from_route = true;
                 self.out.leaf_origin = m.origin.map(bytes::Bytes::copy_from_slice);
-                let traced = m
-                    .header_len
-                    .is_some_and(|h| msgtrace::requested(&m.message[..h]))
-                    && super::msgtrace::deliver_routed(
-                        &self.shared,
-                        FromRoute {
-                            kind: msgtrace::kind::ROUTER,
-                            cid: self.conn.cid,
-                            name: &self.remote_name,
-                        },
-                        account,
-                        &matches,
-                        &msg,
-                        m.queues,
-                        &mut self.out,
-                    );
-                if !traced {
-                    deliver::deliver_routed(account, &matches, &msg, m.queues, &mut self.out);
-                }
+                let (out, shared) = (&mut self.out, &self.shared);
+                let from = FromRoute {
+                    kind: msgtrace::kind::ROUTER,
+                    cid: self.conn.cid,
+                    name: &self.remote_name,
+                };
+                cache.with(account, m.subject, |matches| {
+                    let traced = m
+                        .header_len
+                        .is_some_and(|h| msgtrace::requested(&m.message[..h]))
+                        && super::msgtrace::deliver_routed(
+                            shared, from, account, matches, &msg, m.queues, out,
+                        );
+                    if !traced {
+                        deliver::deliver_routed(account, matches, &msg, m.queues, out);
+                    }
+                });
                 self.out.from_route = false;
                 self.out.leaf_origin = None;
                 Ok(())

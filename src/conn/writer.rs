@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 
@@ -60,12 +63,7 @@ pub async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: 
         };
         if write {
             let write = async {
-                for chunk in &chunks {
-                    writer.write_all(chunk).await?;
-                    conn.outbound.wrote(chunk.len());
-                }
-                writer.write_all(&batch).await?;
-                conn.outbound.wrote(batch.len());
+                write_all(&mut writer, &chunks, &batch, &conn).await?;
                 // A no-op on plain TCP; pushes out what rustls holds back on TLS.
                 writer.flush().await
             };
@@ -105,4 +103,69 @@ pub async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: 
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+}
+
+/// The most pieces one vectored write is given.
+const MAX_IOVECS: usize = 64;
+
+/// Writes `pieces`, then `last`, with vectored writes (shared payloads and the control lines
+/// between them go out together), telling the outbound queue what each write took.
+async fn write_all(
+    writer: &mut WriteHalf,
+    pieces: &[Bytes],
+    last: &[u8],
+    conn: &Connection,
+) -> std::io::Result<()> {
+    // The next piece to write (`pieces.len()`: `last`) and how much of it is written.
+    let (mut at, mut offset) = (0, 0);
+    loop {
+        let mut slices: SmallVec<[IoSlice<'_>; MAX_IOVECS]> = SmallVec::new();
+        let rest = pieces[at..]
+            .iter()
+            .map(|p| &p[..])
+            .chain(std::iter::once(last));
+        for (i, piece) in rest.enumerate() {
+            let piece = if i == 0 { &piece[offset..] } else { piece };
+            if !piece.is_empty() {
+                slices.push(IoSlice::new(piece));
+            }
+            if slices.len() == MAX_IOVECS {
+                break;
+            }
+        }
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let mut n = match slices.len() {
+            1 => writer.write(&slices[0]).await?,
+            _ => writer.write_vectored(&slices).await?,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        conn.outbound.wrote(n);
+        // Move past what was written.
+        let piece_len = |i: usize| pieces.get(i).map_or(last.len(), |p| p.len());
+        while n > 0 {
+            let len = piece_len(at) - offset;
+            if n < len {
+                offset += n;
+                break;
+            }
+            n -= len;
+            if at == pieces.len() {
+                return Ok(());
+            }
+            at += 1;
+            offset = 0;
+        }
+        // Skip what is written or empty.
+        while at < pieces.len() && piece_len(at) == offset {
+            at += 1;
+            offset = 0;
+        }
+        if at == pieces.len() && offset == last.len() {
+            return Ok(());
+        }
+    }
 }

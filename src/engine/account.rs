@@ -555,6 +555,13 @@ impl Account {
         if !self.has_mappings.load(Ordering::Acquire) {
             return None;
         }
+        self.map_subject_listed(subject)
+    }
+
+    /// [`Account::map_subject`] once the account has mappings (out of line: the check above
+    /// runs on every publish).
+    #[inline(never)]
+    fn map_subject_listed(&self, subject: &[u8]) -> Option<Vec<u8>> {
         let mappings = self
             .mappings
             .read()

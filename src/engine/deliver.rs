@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use smallvec::SmallVec;
 use tracing::trace;
 
@@ -44,6 +45,9 @@ pub struct Deliveries {
     pub to_flush: Vec<Arc<Connection>>,
     /// Subscribers found backlogged (`Outbound::wait_for_room`).
     pub backlogged: Vec<Arc<Connection>>,
+    /// The address of the last connection this batch appended to that was not backlogged
+    /// then (0: none): compared only, never dereferenced (see [`Deliveries::pacing`]).
+    keeping_up: usize,
     /// Observe every delivery: `-V` protocol tracing, or a traced message (`msg_trace`). One
     /// flag, so that the common delivery checks nothing more.
     pub trace: bool,
@@ -63,6 +67,9 @@ pub struct Deliveries {
     /// The leaf cluster the message came from (a leafnode's, or a route's `LMSG`): it goes
     /// to no leafnode of that cluster, and to routes as `LMSG` with it.
     pub leaf_origin: Option<bytes::Bytes>,
+    /// The frame the message being published was read in, when its payload is large enough
+    /// to be shared with subscribers instead of copied (see [`Deliveries::shared_part`]).
+    pub shared: Option<Bytes>,
 }
 
 impl Deliveries {
@@ -72,12 +79,48 @@ impl Deliveries {
         if appended == Appended::ScheduleFlush {
             self.to_flush.push(to.clone());
         }
-        if appended != Appended::Dropped
-            && to.outbound.is_backlogged()
-            && !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to))
-        {
+        if appended == Appended::Dropped {
+            return;
+        }
+        if !to.outbound.is_backlogged() {
+            self.keeping_up = Arc::as_ptr(to) as usize;
+        } else if !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to)) {
             self.backlogged.push(to.clone());
         }
+    }
+
+    /// After a batch: keeps in `backlogged` only the connections its publisher must wait for,
+    /// and starts the next batch's record. A backlogged route or leafnode is always waited for
+    /// (it carries everyone's traffic: paced, never left to overflow). A backlogged client is
+    /// waited for only when no other connection the batch reached is keeping up: fan-in (the
+    /// publishers' only subscriber reads, just slower than they write) paces the publishers,
+    /// while a subscriber that falls behind beside one keeping up does not hold the publisher
+    /// and the fast one back; it is left to `max_pending` (a stuck subscriber cost the fast
+    /// one beside it the whole `STUCK_AFTER` wait, 50 ms, before).
+    pub fn pacing(&mut self) {
+        let keeping_up = std::mem::take(&mut self.keeping_up);
+        if self.backlogged.is_empty() || keeping_up == 0 {
+            return;
+        }
+        if self
+            .backlogged
+            .iter()
+            .any(|c| Arc::as_ptr(c) as usize == keeping_up)
+        {
+            // It fell behind later in the batch: nobody else is known to keep up.
+            return;
+        }
+        self.backlogged.retain(|c| c.outbound.paces_always());
+    }
+
+    /// `part` and the CRLF after it as a slice of the shared frame, when `part` lies in it
+    /// (a message rewritten on its way, by an import or a trace, does not).
+    #[cold]
+    fn shared_part(&self, part: &[u8]) -> Option<Bytes> {
+        let frame = self.shared.as_ref()?;
+        let start = (part.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+        let end = start + part.len() + 2;
+        (end <= frame.len() && &frame[end - 2..end] == b"\r\n").then(|| frame.slice(start..end))
     }
 
     /// Wakes the writers this batch appended to; true if any was not `own`'s.
@@ -606,6 +649,7 @@ fn append_to_client(
         to.record_reply(reply);
     }
     let appended = match header_len {
+        _ if out.shared.is_some() => append_shared(sub, to, msg, out),
         Some(header_len) if to.headers.load(Ordering::Relaxed) => {
             to.outbound.append(Some(message.len()), |b| {
                 protocol::encode_hmsg(b, subject, &sub.sid, reply, header_len, message)
@@ -628,6 +672,45 @@ fn append_to_client(
         }
     }
     appended != Appended::Dropped
+}
+
+/// Appends a MSG/HMSG whose payload is shared with the read buffer it came in (a large one):
+/// only the control line is copied. Falls back to a copy when the message is not the one read.
+#[inline(never)]
+fn append_shared(
+    sub: &Subscription,
+    to: &Connection,
+    msg: &Message<'_>,
+    out: &Deliveries,
+) -> Appended {
+    let Message {
+        subject,
+        reply,
+        header_len,
+        message,
+    } = *msg;
+    let sid = &sub.sid;
+    match header_len {
+        Some(h) if to.headers.load(Ordering::Relaxed) => match out.shared_part(message) {
+            Some(part) => to.outbound.append_shared(message.len(), part, |b| {
+                protocol::encode_hmsg_head(b, subject, sid, reply, h, message.len())
+            }),
+            None => to.outbound.append(Some(message.len()), |b| {
+                protocol::encode_hmsg(b, subject, sid, reply, h, message)
+            }),
+        },
+        _ => {
+            let payload = &message[header_len.unwrap_or(0)..];
+            match out.shared_part(payload) {
+                Some(part) => to.outbound.append_shared(payload.len(), part, |b| {
+                    protocol::encode_msg_head(b, subject, sid, reply, payload.len())
+                }),
+                None => to.outbound.append(Some(payload.len()), |b| {
+                    protocol::encode_msg(b, subject, sid, reply, payload)
+                }),
+            }
+        }
+    }
 }
 
 /// [`deliver_to_client`] watched: logged for `-V`, noted in the message's trace (and held
@@ -690,5 +773,82 @@ fn trace_delivery(sub: &Subscription, to: &Connection, msg: &Message<'_>) {
         }
         Some(h) => trace!("{desc} - ->> [MSG {subject} {sid}{reply} {}]", len - h),
         None => trace!("{desc} - ->> [MSG {subject} {sid}{reply} {len}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(cid: u64) -> Arc<Connection> {
+        let account = Arc::new(Account::new("$G"));
+        let addr = "127.0.0.1:1".parse().unwrap();
+        // Backlogged past 100 bytes (a sixteenth of max_pending).
+        Arc::new(Connection::new(cid, 1600, "test", addr, account))
+    }
+
+    fn deliver(out: &mut Deliveries, to: &Arc<Connection>, bytes: usize) {
+        let appended = to
+            .outbound
+            .append(Some(bytes), |b| b.extend_from_slice(&vec![b'x'; bytes]));
+        out.appended(appended, to);
+    }
+
+    fn waits_for(out: &Deliveries) -> Vec<u64> {
+        out.backlogged.iter().map(|c| c.cid).collect()
+    }
+
+    #[test]
+    fn a_publisher_waits_for_a_backlogged_subscriber_only_when_none_keeps_up() {
+        // Fan-in: the only subscriber is behind; the publisher waits for it.
+        let (slow, fast) = (conn(1), conn(2));
+        let mut out = Deliveries::default();
+        deliver(&mut out, &slow, 200);
+        out.pacing();
+        assert_eq!(waits_for(&out), [1]);
+
+        // Beside a subscriber keeping up (before or after it in the batch), it does not.
+        for fast_first in [false, true] {
+            let mut out = Deliveries::default();
+            if fast_first {
+                deliver(&mut out, &fast, 10);
+            }
+            deliver(&mut out, &slow, 10);
+            if !fast_first {
+                deliver(&mut out, &fast, 10);
+            }
+            out.pacing();
+            assert_eq!(
+                waits_for(&out),
+                Vec::<u64>::new(),
+                "fast first: {fast_first}"
+            );
+        }
+
+        // One that fell behind during the batch was keeping up only itself: waited for.
+        let lagging = conn(3);
+        let mut out = Deliveries::default();
+        deliver(&mut out, &lagging, 10);
+        deliver(&mut out, &lagging, 200);
+        out.pacing();
+        assert_eq!(waits_for(&out), [3]);
+        // The record starts over with each batch.
+        out.backlogged.clear();
+        deliver(&mut out, &slow, 10);
+        out.pacing();
+        assert_eq!(waits_for(&out), [1]);
+    }
+
+    #[test]
+    fn a_backlogged_route_is_always_waited_for() {
+        let (route, fast) = (conn(1), conn(2));
+        route
+            .outbound
+            .set_patience(std::time::Duration::from_secs(1));
+        let mut out = Deliveries::default();
+        deliver(&mut out, &route, 200);
+        deliver(&mut out, &fast, 10);
+        out.pacing();
+        assert_eq!(waits_for(&out), [1]);
     }
 }

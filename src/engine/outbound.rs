@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// Why a connection was closed; shown in logs (and later in `/connz`).
@@ -124,6 +124,9 @@ pub struct Outbound {
     /// (`STUCK_AFTER` for clients; longer for a route, which carries every account's traffic
     /// and whose loss would drop it all, as nats-server stalls publishers behind a route).
     stuck_after: std::sync::atomic::AtomicU64,
+    /// A route or leafnode: its publishers always wait for it when it is backlogged (see
+    /// `Deliveries::pacing`).
+    paces_always: AtomicBool,
 }
 
 /// A publisher that finds a subscriber backlogged waits for it while its writer makes
@@ -143,8 +146,9 @@ const CHUNK: usize = 256 * 1024;
 struct State {
     /// The buffer being appended to.
     pending: BytesMut,
-    /// Earlier full buffers, oldest first, while the writer is behind.
-    full: Vec<BytesMut>,
+    /// Earlier full buffers, oldest first, while the writer is behind, and the pieces of
+    /// frames whose payloads are shared (`append_shared`).
+    full: Vec<Bytes>,
     /// Bytes in `full`.
     full_bytes: usize,
     /// Bytes the writer took and has not finished writing: they still count against
@@ -203,14 +207,22 @@ impl Outbound {
             backlogged: AtomicBool::new(false),
             max_pending,
             stuck_after: std::sync::atomic::AtomicU64::new(STUCK_AFTER.as_millis() as u64),
+            paces_always: AtomicBool::new(false),
         }
     }
 
     /// Publishers wait up to `patience` for this connection's writer before taking it as
-    /// stuck (routes: a peer that is busy, not gone, must pace its publishers).
+    /// stuck, and wait for it whenever it is backlogged (routes and leafnodes: a peer that is
+    /// busy, not gone, must pace its publishers).
     pub fn set_patience(&self, patience: Duration) {
         self.stuck_after
             .store(patience.as_millis() as u64, Ordering::Relaxed);
+        self.paces_always.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether publishers always wait for this connection when it is backlogged (a peer).
+    pub fn paces_always(&self) -> bool {
+        self.paces_always.load(Ordering::Relaxed)
     }
 
     /// Appends one frame written by `encode`; `Some(size)` counts it as a delivered message of
@@ -227,7 +239,7 @@ impl Outbound {
         if state.pending.len() >= CHUNK && room < msg.unwrap_or(0) + FRAME_OVERHEAD {
             let chunk = std::mem::replace(&mut state.pending, BytesMut::with_capacity(CHUNK));
             state.full_bytes += chunk.len();
-            state.full.push(chunk);
+            state.full.push(chunk.freeze());
         }
         let before = state.pending.len();
         encode(&mut state.pending);
@@ -240,6 +252,44 @@ impl Outbound {
             state.out_msgs += 1;
             state.out_bytes += size as u64;
         }
+        self.note_backlog(&state);
+        if state.flush_scheduled {
+            Appended::Queued
+        } else {
+            state.flush_scheduled = true;
+            Appended::ScheduleFlush
+        }
+    }
+
+    /// Appends a frame whose control line `encode` writes and whose payload, CRLF included,
+    /// is `payload`, shared rather than copied (a large message, a slice of the publisher's
+    /// read buffer). Counted as a delivered message of `size` bytes.
+    pub fn append_shared(
+        &self,
+        size: usize,
+        payload: Bytes,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Appended {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return Appended::Dropped;
+        }
+        let before = state.pending.len();
+        encode(&mut state.pending);
+        let queued = state.in_flight + state.full_bytes + state.pending.len() + payload.len();
+        if queued > self.max_pending {
+            state.pending.truncate(before);
+            self.cut_slow_consumer(state);
+            return Appended::Dropped;
+        }
+        // What is pending goes first, as one piece; then the payload. The pending buffer keeps
+        // the rest of its room for what follows.
+        let head = state.pending.split().freeze();
+        state.full_bytes += head.len() + payload.len();
+        state.full.push(head);
+        state.full.push(payload);
+        state.out_msgs += 1;
+        state.out_bytes += size as u64;
         self.note_backlog(&state);
         if state.flush_scheduled {
             Appended::Queued
@@ -346,7 +396,7 @@ impl Outbound {
 
     /// Swaps everything pending out: earlier full buffers into `chunks` (oldest first; write
     /// them before `into`), the current one into `into`. Both must be empty.
-    pub fn take(&self, into: &mut BytesMut, chunks: &mut Vec<BytesMut>) -> Take {
+    pub fn take(&self, into: &mut BytesMut, chunks: &mut Vec<Bytes>) -> Take {
         let mut state = self.lock();
         std::mem::swap(&mut state.pending, into);
         std::mem::swap(&mut state.full, chunks);
@@ -504,12 +554,13 @@ mod tests {
         assert!(chunks.len() >= 2, "full chunks set aside");
         for chunk in &chunks {
             // Filled to at least CHUNK, never grown past twice that.
-            assert!(chunk.len() >= CHUNK && chunk.capacity() <= 2 * CHUNK);
+            assert!(chunk.len() >= CHUNK && chunk.len() <= 2 * CHUNK);
         }
         // Every frame, in order, across the chunks and the last buffer.
         let all: Vec<u8> = chunks
             .iter()
-            .chain(std::iter::once(&last))
+            .map(|c| &c[..])
+            .chain(std::iter::once(&last[..]))
             .flat_map(|c| c.iter().copied())
             .collect();
         assert_eq!(all.len(), 5 * CHUNK / 1000 * 1000);
@@ -525,6 +576,41 @@ mod tests {
             out.take(&mut BytesMut::new(), &mut chunks),
             Take::Idle
         ));
+    }
+
+    #[test]
+    fn shared_payloads_go_out_in_order_and_count_against_max_pending() {
+        let out = Outbound::new(100);
+        out.append(Some(1), |b| b.extend_from_slice(b"a"));
+        let payload = Bytes::from_static(b"payload\r\n");
+        assert_eq!(
+            out.append_shared(7, payload.clone(), |b| b.extend_from_slice(b"head ")),
+            Appended::Queued
+        );
+        out.append(Some(1), |b| b.extend_from_slice(b"z"));
+        assert_eq!(out.pending_bytes(), 1 + 5 + 9 + 1);
+        assert_eq!(out.out_stats(), (3, 9));
+        let (mut last, mut chunks) = (BytesMut::new(), Vec::new());
+        assert!(matches!(out.take(&mut last, &mut chunks), Take::Write));
+        let all: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .chain(last.iter().copied())
+            .collect();
+        assert_eq!(all, b"ahead payload\r\nz");
+        // The payload itself was queued, not a copy of it.
+        assert!(chunks.iter().any(|c| c.as_ptr() == payload.as_ptr()));
+        out.written();
+        // Over the budget with the payload: a slow consumer, nothing queued.
+        let big = Bytes::from(vec![b'x'; 99]);
+        assert_eq!(
+            out.append_shared(97, big, |b| b.extend_from_slice(b"MSG ")),
+            Appended::Dropped
+        );
+        assert_eq!(
+            out.close_reason(),
+            Some(CloseReason::SlowConsumerPendingBytes)
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::proto::error::ProtocolError;
-use crate::proto::protocol::put_decimal;
+use crate::proto::protocol::{put_decimal, put_frame, Head, Sink, DECIMAL_MAX};
 
 /// One operation received on a route. Slices borrow from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -538,44 +538,81 @@ pub(crate) fn encode_frame(
     f: &Frame<'_>,
     always_hdr: bool,
 ) {
-    out.reserve(f.subject.len() + f.message.len() + 64);
-    out.put_slice(op);
-    for arg in lead {
-        out.put_u8(b' ');
-        out.put_slice(arg);
+    let head = FrameHead {
+        op,
+        lead,
+        f,
+        always_hdr,
+    };
+    put_frame(out, &head, f.message);
+}
+
+/// The control line [`encode_frame`] writes.
+struct FrameHead<'a> {
+    op: &'a [u8],
+    lead: &'a [&'a [u8]],
+    f: &'a Frame<'a>,
+    always_hdr: bool,
+}
+
+impl Head for FrameHead<'_> {
+    #[inline(always)]
+    fn bound(&self) -> usize {
+        let f = self.f;
+        let lead: usize = self.lead.iter().map(|a| a.len() + 1).sum();
+        let queues: usize = f.queues.iter().map(|q| q.len() + 1).sum();
+        let reply = f.reply.map_or(0, <[u8]>::len);
+        self.op.len()
+            + lead
+            + 1
+            + f.subject.len()
+            + 3
+            + reply
+            + 2
+            + queues
+            + 2 * (DECIMAL_MAX + 1)
+            + 2
     }
-    out.put_u8(b' ');
-    out.put_slice(f.subject);
-    match (f.reply, f.queues.is_empty()) {
-        (Some(reply), true) => {
-            out.put_u8(b' ');
-            out.put_slice(reply);
+
+    #[inline(always)]
+    fn write<S: Sink>(&self, out: &mut S) {
+        let f = self.f;
+        out.put(self.op);
+        for arg in self.lead {
+            out.put(b" ");
+            out.put(arg);
         }
-        (Some(reply), false) => {
-            out.put_slice(b" + ");
-            out.put_slice(reply);
+        out.put(b" ");
+        out.put(f.subject);
+        match (f.reply, f.queues.is_empty()) {
+            (Some(reply), true) => {
+                out.put(b" ");
+                out.put(reply);
+            }
+            (Some(reply), false) => {
+                out.put(b" + ");
+                out.put(reply);
+            }
+            (None, false) => out.put(b" |"),
+            (None, true) => {}
         }
-        (None, false) => out.put_slice(b" |"),
-        (None, true) => {}
-    }
-    for queue in f.queues {
-        out.put_u8(b' ');
-        out.put_slice(queue);
-    }
-    // Digits written in place: a `format!` here was an allocation per routed message.
-    match (f.header_len, always_hdr) {
-        (Some(h), _) => {
-            out.put_u8(b' ');
-            put_decimal(out, h);
+        for queue in f.queues {
+            out.put(b" ");
+            out.put(queue);
         }
-        (None, true) => out.put_slice(b" 0"),
-        (None, false) => {}
+        // Digits written in place: a `format!` here was an allocation per routed message.
+        match (f.header_len, self.always_hdr) {
+            (Some(h), _) => {
+                out.put(b" ");
+                put_decimal(out, h);
+            }
+            (None, true) => out.put(b" 0"),
+            (None, false) => {}
+        }
+        out.put(b" ");
+        put_decimal(out, f.message.len());
+        out.put(b"\r\n");
     }
-    out.put_u8(b' ');
-    put_decimal(out, f.message.len());
-    out.put_slice(b"\r\n");
-    out.put_slice(f.message);
-    out.put_slice(b"\r\n");
 }
 
 /// The INFO a route sends, in nats-server's field order, as a peer without pooling or

@@ -104,6 +104,9 @@ struct Client {
     /// A CONNECT whose user's account the server does not know yet: the read loop has the
     /// resolver fetch it, then handles the CONNECT again (once), before anything after it.
     fetch: Option<fetch::PendingFetch>,
+    /// The length of the PUB the unparsed input starts with, when its control line is here
+    /// and its payload is not (0: none): the reader makes room for it.
+    awaited: usize,
 }
 
 impl Client {
@@ -140,6 +143,7 @@ impl Client {
             websocket: None,
             callout: None,
             fetch: None,
+            awaited: 0,
         }
     }
 
@@ -163,6 +167,7 @@ impl Client {
                     Ok(_) => {
                         self.live.last_in = Instant::now();
                         self.refresh();
+                        self.awaited = 0;
                         let mut result = self.process(&mut input.buf);
                         while result.is_ok() && (self.callout.is_some() || self.fetch.is_some()) {
                             if let Some(fetch) = self.fetch.take() {
@@ -186,6 +191,7 @@ impl Client {
                                 result = self.process(&mut input.buf);
                             }
                         }
+                        input.expect_frame(self.awaited);
                         // Once per read batch: what monitoring reads of this connection.
                         self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
@@ -214,6 +220,7 @@ impl Client {
                 self.fail(err);
                 break reason;
             }
+            self.out.pacing();
             if !self.out.backlogged.is_empty() {
                 // Pace this publisher to the subscribers it is outrunning (see `wait_for_room`).
                 let backlogged = std::mem::take(&mut self.out.backlogged);
@@ -268,7 +275,20 @@ impl Client {
             if self.awaiting_auth() && first.is_some_and(|b| !b.eq_ignore_ascii_case(&b'c')) {
                 break Err(ProtocolError::AuthorizationViolation);
             }
-            match parser::parse(&buf[consumed..], &limits) {
+            // A large payload is handed to subscribers as a slice of the read buffer, not
+            // copied: its frame is split off the buffer (and parsed again from there).
+            let frame: Bytes;
+            let parsed = match parser::parse(&buf[consumed..], &limits) {
+                Ok(Some((op, n))) if shares_payload(&op) => {
+                    buf.advance(consumed);
+                    consumed = 0;
+                    frame = buf.split_to(n).freeze();
+                    self.out.shared = Some(frame.clone());
+                    parser::parse(&frame, &limits).map(|op| op.map(|(op, _)| (op, 0)))
+                }
+                parsed => parsed,
+            };
+            match parsed {
                 Ok(Some((op, n))) => {
                     if self.trace {
                         trace_in(&self.desc, &op);
@@ -288,15 +308,20 @@ impl Client {
                         self.report(&err);
                         self.send_err(&err);
                     }
+                    self.out.shared = None;
                     if self.callout.is_some() || self.fetch.is_some() {
                         break Ok(());
                     }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => {
+                    self.awaited = parser::frame_len(&buf[consumed..], &limits).unwrap_or(0);
+                    break Ok(());
+                }
                 Err(err) => break Err(err),
             }
         };
         buf.advance(consumed);
+        self.out.shared = None;
         result
     }
 
@@ -648,7 +673,6 @@ impl Client {
         }
         let mapped = self.account.map_subject(subject);
         let subject = mapped.as_deref().unwrap_or(subject);
-        let matches = self.cache.lookup(&self.account, subject);
         let msg = Message {
             subject,
             reply,
@@ -656,7 +680,10 @@ impl Client {
             message,
         };
         let skip = (!self.opts.echo).then_some(&self.conn);
-        let delivered = deliver::deliver_all(&self.account, &matches, &msg, &mut self.out, skip);
+        let (account, out) = (&self.account, &mut self.out);
+        let delivered = self.cache.with(account, subject, |matches| {
+            deliver::deliver_all(account, matches, &msg, out, skip)
+        });
         if !delivered && self.opts.no_responders {
             if let Some(reply) = reply {
                 self.send_no_responders(subject, reply);
@@ -886,6 +913,19 @@ impl Client {
             self.desc,
             reason.as_str()
         );
+    }
+}
+
+/// Payloads from this size on are shared with subscribers rather than copied into each one's
+/// queue (a reference-counted slice of the read buffer, written with a vectored write).
+const SHARE_PAYLOAD_FROM: usize = 16 * 1024;
+
+/// Whether `op` is a PUB or HPUB whose payload is worth sharing.
+fn shares_payload(op: &ClientOp<'_>) -> bool {
+    match op {
+        ClientOp::Pub { payload, .. } => payload.len() >= SHARE_PAYLOAD_FROM,
+        ClientOp::HPub { message, .. } => message.len() >= SHARE_PAYLOAD_FROM,
+        _ => false,
     }
 }
 
