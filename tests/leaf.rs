@@ -891,3 +891,65 @@ async fn isolate_leafnode_interest_as_nats_server() {
         }
     }
 }
+
+/// `/varz`'s `leaf` object with the same `leafnodes` block (the bound port, the TLS
+/// certificate's expiry that tern does not show left out), tern beside nats-server: the
+/// leafnode port's host, port, timeouts and TLS, each remote's account, URLs, TLS timeout and
+/// deny rules, and the cluster's write deadline.
+#[tokio::test]
+async fn varz_shows_the_leafnode_options_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let pki = Pki::new("leaf-varz-pki");
+    let certs = format!(
+        "cert_file: {:?}, key_file: {:?}",
+        pki.server_cert, pki.server_key
+    );
+    let configs = [
+        "leafnodes { listen: \"127.0.0.1:-1\" }".to_string(),
+        format!(
+            "cluster {{ name: C, listen: \"127.0.0.1:-1\", write_deadline: \"7s\" }}\n\
+             leafnodes {{ listen: \"127.0.0.1:-1\", compression: off, \
+             authorization {{ user: a, password: b, timeout: 3 }}, \
+             tls {{ {certs}, ca_file: {:?}, verify: true, timeout: 4 }}, \
+             remotes: [ {{ urls: [\"nats://u:p@127.0.0.1:1\", \"tls://h2:1\", \"nats://h3\"], \
+             deny_imports: [\"a.>\"], deny_exports: \"b\", tls {{ timeout: 6 }} }}, \
+             {{ url: \"nats://127.0.0.1:2\" }} ] }}",
+            pki.ca
+        ),
+        format!(
+            "accounts {{ A {{}} }}\nleafnodes {{ port: -1, host: 127.0.0.1, tls {{ {certs} }}, \
+             remotes: [ {{ url: \"nats://127.0.0.1:1\", account: A, tls {{ {certs} }} }} ] }}"
+        ),
+        "accounts { A {} }\nleafnodes { remotes: [ { url: \"nats://127.0.0.1:1\", account: A } ] }"
+            .to_string(),
+    ];
+    for config in &configs {
+        let mut seen = Vec::new();
+        for binary in [Path::new(TERN), reference.as_path()] {
+            let scratch = Scratch::new("leaf-varz");
+            let srv = start(
+                &scratch,
+                binary,
+                "V",
+                &format!("http: 127.0.0.1:-1\n{config}"),
+            );
+            let monitor = monitor_addr(&std::fs::read_to_string(&srv.log).unwrap()).unwrap();
+            let (status, body) = http_get(&monitor, "/varz").unwrap();
+            assert_eq!(status, 200);
+            let varz: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let mut leaf = varz["leaf"].clone();
+            let object = leaf.as_object_mut().unwrap();
+            object.remove("tls_cert_not_after");
+            let port = object.remove("port").map(|p| p.to_string());
+            let bound = srv
+                .leaf
+                .as_ref()
+                .map(|a| a.rsplit(':').next().unwrap().to_string());
+            assert_eq!(port, bound, "{binary:?}: {leaf}");
+            seen.push(leaf);
+        }
+        assert_eq!(seen[0], seen[1], "tern, then nats-server, with {config}");
+    }
+}
