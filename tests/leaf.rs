@@ -953,3 +953,54 @@ async fn varz_shows_the_leafnode_options_as_nats_server() {
         assert_eq!(seen[0], seen[1], "tern, then nats-server, with {config}");
     }
 }
+
+/// `authorization { nkey, account }` in the leafnodes block: a remote with that user's `nkey`
+/// seed signs the hub's nonce and is bound to the account; a CONNECT without the signature, or
+/// with a user and password only, is refused as nats-server refuses it. tern and nats-server
+/// in turn as the hub, each with both as the leaf.
+#[tokio::test]
+async fn a_leaf_nkey_in_the_leafnodes_block_binds_its_account() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let user = KeyPair::new_user();
+    let inputs = [
+        format!(
+            "CONNECT {{\"name\":\"X\",\"cluster\":\"X\",\"nkey\":\"{}\",\"sig\":\"AAAA\"}}\r\nPING\r\n",
+            user.public_key()
+        ),
+        "CONNECT {\"name\":\"X\",\"cluster\":\"X\",\"user\":\"a\",\"pass\":\"a\"}\r\nPING\r\n".into(),
+    ];
+    let mut answers = Vec::new();
+    for hub_binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-block-nkey");
+        let h = start(
+            &scratch,
+            hub_binary,
+            "H",
+            &format!(
+                "accounts {{ A {{ users: [ {{user: a, password: a}} ] }} }}\n\
+                 leafnodes {{ listen: \"127.0.0.1:-1\", \
+                 authorization {{ nkey: {}, account: A }} }}",
+                user.public_key()
+            ),
+        );
+        let addr = h.leaf.clone().unwrap();
+        answers.push(inputs.clone().map(|input| answer(&addr, &input)));
+        let a = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+            .connect(h.client.as_str())
+            .await
+            .unwrap();
+        for (n, leaf_binary) in [Path::new(TERN), reference.as_path()].iter().enumerate() {
+            let name = format!("L{n}");
+            let remote = format!(", nkey: {}", user.seed().unwrap());
+            let l = leaf(&scratch, leaf_binary, &name, &[&addr], &remote);
+            let lc = connect(&l).await;
+            let mut sub = lc.subscribe("in.a").await.unwrap();
+            lc.flush().await.unwrap();
+            exactly_once(&a, &mut sub, "in.a", 5).await;
+        }
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1][0], "-ERR 'Authorization Violation'|<closed>");
+}

@@ -500,8 +500,8 @@ impl Session {
         ProtocolError::Malformed("leafnode below the minimum version")
     }
 
-    /// Checks the CONNECT credentials: the `leafnodes` block's user or users when it has any,
-    /// else the server's own users; returns the account the connection is bound to.
+    /// Checks the CONNECT credentials: the `leafnodes` block's user, nkey or users when it has
+    /// any, else the server's own users; returns the account the connection is bound to.
     fn authorize(&mut self, connect: &LeafConnect) -> Result<Arc<Account>, ProtocolError> {
         let opts = self.shared.opts();
         let leaf = opts.leafnodes.clone().unwrap_or_default();
@@ -510,6 +510,14 @@ impl Session {
         let name = if let Some(want) = &leaf.username {
             let ok = user == Some(want.as_str())
                 && auth::check_secret(pass, leaf.password.as_deref().unwrap_or_default());
+            ok.then(|| leaf.account.clone()).ok_or(())
+        } else if let Some(want) = &leaf.nkey {
+            // The nkey, and the nonce of our INFO signed with its seed.
+            let ok = connect.nkey.as_deref() == Some(want.as_str())
+                && connect
+                    .sig
+                    .as_deref()
+                    .is_some_and(|sig| auth::verify_signature(want, sig, self.nonce.as_deref()));
             ok.then(|| leaf.account.clone()).ok_or(())
         } else if !leaf.users.is_empty() {
             leaf.users
@@ -536,9 +544,12 @@ impl Session {
             Ok(leaf.account.clone())
         };
         let Ok(name) = name else {
-            match user {
-                Some(user) => error!("{} - authentication error - User {user:?}", self.desc),
-                None => error!("{} - authentication error", self.desc),
+            match (&connect.nkey, user) {
+                (Some(nkey), _) => error!("{} - authentication error - Nkey {nkey:?}", self.desc),
+                (None, Some(user)) => {
+                    error!("{} - authentication error - User {user:?}", self.desc)
+                }
+                (None, None) => error!("{} - authentication error", self.desc),
             }
             return Err(ProtocolError::AuthorizationViolation);
         };

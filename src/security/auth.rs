@@ -303,7 +303,7 @@ fn verify_nonce(nkey: &str, creds: &Credentials) -> bool {
 }
 
 /// Whether `sig` (base64url or standard base64) is `nkey`'s signature of `nonce`.
-pub(super) fn verify_signature(nkey: &str, sig: &str, nonce: Option<&str>) -> bool {
+pub fn verify_signature(nkey: &str, sig: &str, nonce: Option<&str>) -> bool {
     let Some(nonce) = nonce else {
         return false;
     };
