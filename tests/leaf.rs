@@ -1004,3 +1004,57 @@ async fn a_leaf_nkey_in_the_leafnodes_block_binds_its_account() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[1][0], "-ERR 'Authorization Violation'|<closed>");
 }
+
+/// A remote's `first_info_timeout`: a "hub" that takes the connection and says nothing is
+/// left once that long has passed (closed as a read error, then dialed again); a `disabled`
+/// remote is never dialed. tern beside nats-server as the leaf, with the same log lines.
+#[tokio::test]
+async fn first_info_timeout_and_disabled_remotes_as_nats_server() {
+    use std::io::Read;
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    for binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-first-info");
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ignored = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ignored.set_nonblocking(true).unwrap();
+        let l = start(
+            &scratch,
+            binary,
+            "L",
+            &format!(
+                "leafnodes {{ reconnect_interval: \"250ms\", remotes: [ \
+                 {{ url: \"nats://{}\", first_info_timeout: \"3s\" }}, \
+                 {{ url: \"nats://{}\", disabled: true }} ] }}",
+                silent.local_addr().unwrap(),
+                ignored.local_addr().unwrap()
+            ),
+        );
+        let (mut stream, _) = silent.accept().unwrap();
+        let accepted = std::time::Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // The leaf sends nothing before the hub's INFO, and hangs up when it gives up on it.
+        assert_eq!(stream.read(&mut buf).unwrap_or(usize::MAX), 0, "{binary:?}");
+        let waited = accepted.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1),
+            "{binary:?} gave up after {waited:?}"
+        );
+        // It dials again; the disabled remote, never.
+        let _again = silent.accept().unwrap();
+        assert!(
+            ignored.accept().is_err(),
+            "{binary:?} dialed a disabled remote"
+        );
+        let log = std::fs::read_to_string(&l.log).unwrap();
+        assert!(
+            log.contains("Leafnode connection created for account: $G")
+                && log.contains("Leafnode connection closed: Read Error"),
+            "{binary:?}:\n{log}"
+        );
+    }
+}

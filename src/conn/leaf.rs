@@ -72,10 +72,12 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
         }
         let url = remote.urls[next % remote.urls.len()].clone();
         next += 1;
-        debug!(
-            "Trying to connect as leafnode to remote server on {:?}",
-            url.url
-        );
+        // As nats-server names it (Go's `URL.Host`).
+        let host = match url.host.contains(':') {
+            true => format!("[{}]:{}", url.host, url.port),
+            false => format!("{}:{}", url.host, url.port),
+        };
+        debug!("Trying to connect as leafnode to remote server on {host:?}");
         let mut delay = shared
             .opts()
             .leafnodes
@@ -87,6 +89,11 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
             Some((stream, addr)) => {
                 failures = 0;
                 let session = Session::new(shared.clone(), addr, Some((remote.clone(), url)));
+                info!(
+                    "{} - Leafnode connection created for account: {} ",
+                    session.desc,
+                    remote.account.as_deref().unwrap_or("$G")
+                );
                 // The hub's reason to refuse us, on top of the interval (`connDelay`).
                 if let Ending::Delay(extra) = session.run(stream).await {
                     delay += extra;
@@ -95,8 +102,7 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
             None => {
                 failures += 1;
                 let text = format!(
-                    "Error trying to connect as leafnode to remote server {:?} (attempt {failures}): dial tcp {}:{}: connect: connection refused",
-                    url.url, url.host, url.port
+                    "Error trying to connect as leafnode to remote server {host:?} (attempt {failures}): dial tcp {host}: connect: connection refused",
                 );
                 match failures {
                     1 => error!("{text}"),
@@ -637,10 +643,6 @@ impl Session {
         );
         let opts = self.shared.opts();
         leaf.isolated = remote.isolate || opts.leafnodes.as_ref().is_some_and(|l| l.isolate);
-        info!(
-            "{} - Leafnode connection created for account: {} ",
-            self.desc, leaf.account.name
-        );
         self.register(leaf);
         Ok(())
     }
