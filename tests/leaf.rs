@@ -1059,3 +1059,89 @@ async fn first_info_timeout_and_disabled_remotes_as_nats_server() {
         );
     }
 }
+
+/// An account JWT's `limits.leaf` on an operator-mode hub: a leafnode past the account's
+/// allowance is refused as nats-server refuses it, the ones within it link; a user JWT whose
+/// `allowed_connection_types` leaves out `LEAFNODE` cannot link at all.
+#[tokio::test]
+async fn account_jwt_leaf_limit_and_connection_types_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    for hub_binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-jwt-limit");
+        let operator = KeyPair::new_operator();
+        let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+        let creds_file = |name: &str, types: serde_json::Value| {
+            let user = KeyPair::new_user();
+            let path = scratch.0.join(format!("{name}.creds"));
+            let jwt = user_jwt(&account, &user, types, json!({}));
+            std::fs::write(&path, creds(&jwt, &user)).unwrap();
+            path
+        };
+        let mut limits = common::jwt::open_limits();
+        limits["leaf"] = json!(1);
+        let h = start(
+            &scratch,
+            hub_binary,
+            "H",
+            &format!(
+                "http: 127.0.0.1:-1\noperator: {}\nsystem_account: {sys}\nresolver: MEMORY\n\
+                 resolver_preload {{\n  {sys}: {}\n  {acc}: {}\n}}\n\
+                 leafnodes {{ listen: \"127.0.0.1:-1\" }}",
+                operator_jwt(&operator, &system.public_key()),
+                account_jwt(&operator, &system, "SYS", json!({})),
+                account_jwt(&operator, &account, "A", json!({"limits": limits})),
+                sys = system.public_key(),
+                acc = account.public_key(),
+            ),
+        );
+        let port = h.leaf.clone().unwrap();
+        let remote = |path: &Path| format!(", credentials: {path:?}");
+        let first = leaf(
+            &scratch,
+            Path::new(TERN),
+            "L1",
+            &[&port],
+            &remote(&creds_file("l1", json!({}))),
+        );
+        let lc = connect(&first).await;
+        let mut sub = lc.subscribe("within").await.unwrap();
+        lc.flush().await.unwrap();
+        let hc = async_nats::ConnectOptions::with_credentials_file(creds_file("c", json!({})))
+            .await
+            .unwrap()
+            .connect(h.client.as_str())
+            .await
+            .unwrap();
+        until_routed(&hc, &mut sub, "within").await;
+        let second = leaf(
+            &scratch,
+            &reference,
+            "L2",
+            &[&port],
+            &remote(&creds_file("l2", json!({}))),
+        );
+        let standard = json!({"allowed_connection_types": ["STANDARD"]});
+        let third = leaf(
+            &scratch,
+            &reference,
+            "L3",
+            &[&port],
+            &remote(&creds_file("l3", standard)),
+        );
+        for want in [
+            "- maximum account active connections exceeded",
+            "Leafnode connection closed: Maximum Account Connections Exceeded",
+            "- authentication error",
+            "Leafnode connection closed: Authentication Failure",
+        ] {
+            common::process::wait_for_log(&h.log, want, |t| t.contains(want));
+        }
+        // The leaf within the allowance is still linked.
+        exactly_once(&hc, &mut sub, "within", 5).await;
+        let leafz = leafz(&h);
+        assert_eq!(leafz["leafnodes"], 1, "{hub_binary:?}: {leafz}");
+        drop((second, third));
+    }
+}

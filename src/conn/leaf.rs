@@ -540,6 +540,7 @@ impl Session {
                 sig: connect.sig.clone(),
                 jwt: connect.jwt.clone(),
                 nonce: self.nonce.clone(),
+                leafnode: true,
                 ..auth::Credentials::default()
             };
             // In operator mode: the user JWT and the signed nonce, as for a client.
@@ -560,10 +561,25 @@ impl Session {
             return Err(ProtocolError::AuthorizationViolation);
         };
         let name = name.unwrap_or_else(|| crate::engine::account::GLOBAL_ACCOUNT.to_string());
-        self.shared
+        let account = self
+            .shared
             .router
             .account(&name)
-            .ok_or(ProtocolError::AuthorizationViolation)
+            .ok_or(ProtocolError::AuthorizationViolation)?;
+        // The account JWT's `limits.leaf`: how many leafnodes the account may have.
+        let limit = opts
+            .operator
+            .account(&name)
+            .map(|a| a.claims.nats.limits.leaf);
+        if let Some(limit) = limit.and_then(|l| usize::try_from(l).ok()) {
+            if account.leaf_count() >= limit {
+                // nats-server logs it twice: once as it refuses, once as it closes.
+                error!("{} - {}", self.desc, ProtocolError::MaxAccountConnections);
+                self.close_as = Some(CloseReason::MaxAccountConnectionsExceeded);
+                return Err(ProtocolError::MaxAccountConnections);
+            }
+        }
+        Ok(account)
     }
 
     /// The hub's INFO, on a dialed connection: CONNECT back, and the link is up.
