@@ -876,3 +876,257 @@ async fn isolate_leafnode_interest_as_nats_server() {
         }
     }
 }
+
+/// `/varz`'s `leaf` object with the same `leafnodes` block (the bound port, the TLS
+/// certificate's expiry that tern does not show left out), tern beside nats-server: the
+/// leafnode port's host, port, timeouts and TLS, each remote's account, URLs, TLS timeout and
+/// deny rules, and the cluster's write deadline.
+#[tokio::test]
+async fn varz_shows_the_leafnode_options_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let pki = Pki::new("leaf-varz-pki");
+    let certs = format!(
+        "cert_file: {:?}, key_file: {:?}",
+        pki.server_cert, pki.server_key
+    );
+    let configs = [
+        "leafnodes { listen: \"127.0.0.1:-1\" }".to_string(),
+        format!(
+            "cluster {{ name: C, listen: \"127.0.0.1:-1\", write_deadline: \"7s\" }}\n\
+             leafnodes {{ listen: \"127.0.0.1:-1\", compression: off, \
+             authorization {{ user: a, password: b, timeout: 3 }}, \
+             tls {{ {certs}, ca_file: {:?}, verify: true, timeout: 4 }}, \
+             remotes: [ {{ urls: [\"nats://u:p@127.0.0.1:1\", \"tls://h2:1\", \"nats://h3\"], \
+             deny_imports: [\"a.>\"], deny_exports: \"b\", tls {{ timeout: 6 }} }}, \
+             {{ url: \"nats://127.0.0.1:2\" }} ] }}",
+            pki.ca
+        ),
+        format!(
+            "accounts {{ A {{}} }}\nleafnodes {{ port: -1, host: 127.0.0.1, tls {{ {certs} }}, \
+             remotes: [ {{ url: \"nats://127.0.0.1:1\", account: A, tls {{ {certs} }} }} ] }}"
+        ),
+        "accounts { A {} }\nleafnodes { remotes: [ { url: \"nats://127.0.0.1:1\", account: A } ] }"
+            .to_string(),
+    ];
+    for config in &configs {
+        let mut seen = Vec::new();
+        for binary in [Path::new(TERN), reference.as_path()] {
+            let scratch = Scratch::new("leaf-varz");
+            let srv = start(
+                &scratch,
+                binary,
+                "V",
+                &format!("http: 127.0.0.1:-1\n{config}"),
+            );
+            let monitor = monitor_addr(&std::fs::read_to_string(&srv.log).unwrap()).unwrap();
+            let (status, body) = http_get(&monitor, "/varz").unwrap();
+            assert_eq!(status, 200);
+            let varz: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let mut leaf = varz["leaf"].clone();
+            let object = leaf.as_object_mut().unwrap();
+            object.remove("tls_cert_not_after");
+            let port = object.remove("port").map(|p| p.to_string());
+            let bound = srv
+                .leaf
+                .as_ref()
+                .map(|a| a.rsplit(':').next().unwrap().to_string());
+            assert_eq!(port, bound, "{binary:?}: {leaf}");
+            seen.push(leaf);
+        }
+        assert_eq!(seen[0], seen[1], "tern, then nats-server, with {config}");
+    }
+}
+
+/// `authorization { nkey, account }` in the leafnodes block: a remote with that user's `nkey`
+/// seed signs the hub's nonce and is bound to the account; a CONNECT without the signature, or
+/// with a user and password only, is refused as nats-server refuses it. tern and nats-server
+/// in turn as the hub, each with both as the leaf.
+#[tokio::test]
+async fn a_leaf_nkey_in_the_leafnodes_block_binds_its_account() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let user = KeyPair::new_user();
+    let inputs = [
+        format!(
+            "CONNECT {{\"name\":\"X\",\"cluster\":\"X\",\"nkey\":\"{}\",\"sig\":\"AAAA\"}}\r\nPING\r\n",
+            user.public_key()
+        ),
+        "CONNECT {\"name\":\"X\",\"cluster\":\"X\",\"user\":\"a\",\"pass\":\"a\"}\r\nPING\r\n".into(),
+    ];
+    let mut answers = Vec::new();
+    for hub_binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-block-nkey");
+        let h = start(
+            &scratch,
+            hub_binary,
+            "H",
+            &format!(
+                "accounts {{ A {{ users: [ {{user: a, password: a}} ] }} }}\n\
+                 leafnodes {{ listen: \"127.0.0.1:-1\", \
+                 authorization {{ nkey: {}, account: A }} }}",
+                user.public_key()
+            ),
+        );
+        let addr = h.leaf.clone().unwrap();
+        answers.push(inputs.clone().map(|input| answer(&addr, &input)));
+        let a = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+            .connect(h.client.as_str())
+            .await
+            .unwrap();
+        for (n, leaf_binary) in [Path::new(TERN), reference.as_path()].iter().enumerate() {
+            let name = format!("L{n}");
+            let remote = format!(", nkey: {}", user.seed().unwrap());
+            let l = leaf(&scratch, leaf_binary, &name, &[&addr], &remote);
+            let lc = connect(&l).await;
+            let mut sub = lc.subscribe("in.a").await.unwrap();
+            lc.flush().await.unwrap();
+            exactly_once(&a, &mut sub, "in.a", 5).await;
+        }
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1][0], "-ERR 'Authorization Violation'|<closed>");
+}
+
+/// A remote's `first_info_timeout`: a "hub" that takes the connection and says nothing is
+/// left once that long has passed (closed as a read error, then dialed again); a `disabled`
+/// remote is never dialed. tern beside nats-server as the leaf, with the same log lines.
+#[tokio::test]
+async fn first_info_timeout_and_disabled_remotes_as_nats_server() {
+    use std::io::Read;
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    for binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-first-info");
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ignored = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ignored.set_nonblocking(true).unwrap();
+        let l = start(
+            &scratch,
+            binary,
+            "L",
+            &format!(
+                "leafnodes {{ reconnect_interval: \"250ms\", remotes: [ \
+                 {{ url: \"nats://{}\", first_info_timeout: \"3s\" }}, \
+                 {{ url: \"nats://{}\", disabled: true }} ] }}",
+                silent.local_addr().unwrap(),
+                ignored.local_addr().unwrap()
+            ),
+        );
+        let (mut stream, _) = silent.accept().unwrap();
+        let accepted = std::time::Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // The leaf sends nothing before the hub's INFO, and hangs up when it gives up on it.
+        assert_eq!(stream.read(&mut buf).unwrap_or(usize::MAX), 0, "{binary:?}");
+        let waited = accepted.elapsed();
+        assert!(
+            // Longer than the default (1 s).
+            waited >= Duration::from_secs(2),
+            "{binary:?} gave up after {waited:?}"
+        );
+        // It dials again; the disabled remote, never.
+        let _again = silent.accept().unwrap();
+        assert!(
+            ignored.accept().is_err(),
+            "{binary:?} dialed a disabled remote"
+        );
+        let log = std::fs::read_to_string(&l.log).unwrap();
+        assert!(
+            log.contains("Leafnode connection created for account: $G")
+                && log.contains("Leafnode connection closed: Read Error"),
+            "{binary:?}:\n{log}"
+        );
+    }
+}
+
+/// An account JWT's `limits.leaf` on an operator-mode hub: a leafnode past the account's
+/// allowance is refused as nats-server refuses it, the ones within it link; a user JWT whose
+/// `allowed_connection_types` leaves out `LEAFNODE` cannot link at all.
+#[tokio::test]
+async fn account_jwt_leaf_limit_and_connection_types_as_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    for hub_binary in [Path::new(TERN), reference.as_path()] {
+        let scratch = Scratch::new("leaf-jwt-limit");
+        let operator = KeyPair::new_operator();
+        let (system, account) = (KeyPair::new_account(), KeyPair::new_account());
+        let creds_file = |name: &str, types: serde_json::Value| {
+            let user = KeyPair::new_user();
+            let path = scratch.0.join(format!("{name}.creds"));
+            let jwt = user_jwt(&account, &user, types, json!({}));
+            std::fs::write(&path, creds(&jwt, &user)).unwrap();
+            path
+        };
+        let mut limits = common::jwt::open_limits();
+        limits["leaf"] = json!(1);
+        let h = start(
+            &scratch,
+            hub_binary,
+            "H",
+            &format!(
+                "http: 127.0.0.1:-1\noperator: {}\nsystem_account: {sys}\nresolver: MEMORY\n\
+                 resolver_preload {{\n  {sys}: {}\n  {acc}: {}\n}}\n\
+                 leafnodes {{ listen: \"127.0.0.1:-1\" }}",
+                operator_jwt(&operator, &system.public_key()),
+                account_jwt(&operator, &system, "SYS", json!({})),
+                account_jwt(&operator, &account, "A", json!({"limits": limits})),
+                sys = system.public_key(),
+                acc = account.public_key(),
+            ),
+        );
+        let port = h.leaf.clone().unwrap();
+        let remote = |path: &Path| format!(", credentials: {path:?}");
+        let first = leaf(
+            &scratch,
+            Path::new(TERN),
+            "L1",
+            &[&port],
+            &remote(&creds_file("l1", json!({}))),
+        );
+        let lc = connect(&first).await;
+        let mut sub = lc.subscribe("within").await.unwrap();
+        lc.flush().await.unwrap();
+        let hc = async_nats::ConnectOptions::with_credentials_file(creds_file("c", json!({})))
+            .await
+            .unwrap()
+            .connect(h.client.as_str())
+            .await
+            .unwrap();
+        until_routed(&hc, &mut sub, "within").await;
+        let second = leaf(
+            &scratch,
+            &reference,
+            "L2",
+            &[&port],
+            &remote(&creds_file("l2", json!({}))),
+        );
+        let standard = json!({"allowed_connection_types": ["STANDARD"]});
+        let third = leaf(
+            &scratch,
+            &reference,
+            "L3",
+            &[&port],
+            &remote(&creds_file("l3", standard)),
+        );
+        for want in [
+            "- maximum account active connections exceeded",
+            "Leafnode connection closed: Maximum Account Connections Exceeded",
+            "- authentication error",
+            "Leafnode connection closed: Authentication Failure",
+        ] {
+            common::process::wait_for_log(&h.log, want, |t| t.contains(want));
+        }
+        // The leaf within the allowance is still linked.
+        exactly_once(&hc, &mut sub, "within", 5).await;
+        let leafz = leafz(&h);
+        assert_eq!(leafz["leafnodes"], 1, "{hub_binary:?}: {leafz}");
+        drop((second, third));
+    }
+}

@@ -41,6 +41,9 @@ pub struct LeafnodeOptions {
     /// `authorization { user, password }`: the one leafnode user.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `authorization { nkey }`: the one leafnode user's public nkey (a user name and
+    /// password, when there are both, are asked for instead).
+    pub nkey: Option<String>,
     /// `authorization { users }`: leafnode users, each bound to an account.
     pub users: Vec<LeafUser>,
     /// `authorization { account }`: the account leafnodes without their own are bound to.
@@ -131,6 +134,7 @@ impl Default for LeafnodeOptions {
             no_advertise: false,
             username: None,
             password: None,
+            nkey: None,
             users: Vec::new(),
             account: None,
             auth_timeout: super::cluster::DEFAULT_AUTH_TIMEOUT,
@@ -235,7 +239,7 @@ impl LeafnodeOptions {
         Ok(l)
     }
 
-    /// `authorization { user, password, users, account, timeout }`.
+    /// `authorization { user, password, nkey, users, account, timeout }`.
     fn authorization(&mut self, entry: &Entry) -> Result<Option<Duration>, ConfError> {
         let Kind::Map(fields) = &entry.value.kind else {
             return Err(conversion(entry, "map[string]interface {}"));
@@ -245,6 +249,16 @@ impl LeafnodeOptions {
             match field.key.to_ascii_lowercase().as_str() {
                 "user" | "username" => self.username = Some(go_string(field)?),
                 "pass" | "password" => self.password = Some(go_string(field)?),
+                "nkey" => {
+                    let key = go_string(field)?;
+                    if !key.starts_with('U') || nkeys::KeyPair::from_public_key(&key).is_err() {
+                        return Err(at(
+                            field,
+                            "Not a valid public nkey for leafnode authorization".into(),
+                        ));
+                    }
+                    self.nkey = Some(key);
+                }
                 "timeout" => timeout = Some(super::cluster::auth_timeout(field)?),
                 "account" => self.account = Some(go_string(field)?),
                 "users" => {
@@ -263,6 +277,12 @@ impl LeafnodeOptions {
             return Err(at(
                 entry,
                 "can not have a single user/pass and a users array".into(),
+            ));
+        }
+        if self.nkey.is_some() && !self.users.is_empty() {
+            return Err(at(
+                entry,
+                "can not have a single nkey and a users array".into(),
             ));
         }
         Ok(timeout)
@@ -602,6 +622,14 @@ mod tests {
             (
                 "leafnodes { authorization { user: a, password: b, token: x } }",
                 "test.conf:1:50: unknown field \"token\"",
+            ),
+            (
+                "leafnodes { port: -1, authorization { nkey: UBAD } }",
+                "test.conf:1:38: Not a valid public nkey for leafnode authorization",
+            ),
+            (
+                "leafnodes { port: -1, authorization { nkey: UABCGPT5LRGUOAEE5PWIV66S4L4OQWT46EANYYPYP5DLVWNDYQHM33NH, users: [ {user: c, password: b} ] } }",
+                "test.conf:1:22: can not have a single nkey and a users array",
             ),
             (
                 "leafnodes { min_version: \"2.7.0\" }",

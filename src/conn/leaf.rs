@@ -109,10 +109,12 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
         }
         let url = remote.urls[next % remote.urls.len()].clone();
         next += 1;
-        debug!(
-            "Trying to connect as leafnode to remote server on {:?}",
-            url.url
-        );
+        // As nats-server names it (Go's `URL.Host`).
+        let host = match url.host.contains(':') {
+            true => format!("[{}]:{}", url.host, url.port),
+            false => format!("{}:{}", url.host, url.port),
+        };
+        debug!("Trying to connect as leafnode to remote server on {host:?}");
         let mut delay = shared
             .opts()
             .leafnodes
@@ -128,6 +130,11 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
                 if ws {
                     session = session.over_websocket();
                 }
+                info!(
+                    "{} - Leafnode connection created for account: {} ",
+                    session.desc,
+                    remote.account.as_deref().unwrap_or("$G")
+                );
                 // The hub's reason to refuse us, on top of the interval (`connDelay`).
                 if let Ending::Delay(extra) = session.run(stream).await {
                     delay += extra;
@@ -136,8 +143,7 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
             None => {
                 failures += 1;
                 let text = format!(
-                    "Error trying to connect as leafnode to remote server {:?} (attempt {failures}): dial tcp {}:{}: connect: connection refused",
-                    url.url, url.host, url.port
+                    "Error trying to connect as leafnode to remote server {host:?} (attempt {failures}): dial tcp {host}: connect: connection refused",
                 );
                 match failures {
                     1 => error!("{text}"),
@@ -620,8 +626,8 @@ impl Session {
         ProtocolError::Malformed("leafnode below the minimum version")
     }
 
-    /// Checks the CONNECT credentials: the `leafnodes` block's user or users when it has any,
-    /// else the server's own users; returns the account the connection is bound to.
+    /// Checks the CONNECT credentials: the `leafnodes` block's user, nkey or users when it has
+    /// any, else the server's own users; returns the account the connection is bound to.
     fn authorize(&mut self, connect: &LeafConnect) -> Result<Arc<Account>, ProtocolError> {
         let opts = self.shared.opts();
         let leaf = opts.leafnodes.clone().unwrap_or_default();
@@ -630,6 +636,14 @@ impl Session {
         let name = if let Some(want) = &leaf.username {
             let ok = user == Some(want.as_str())
                 && auth::check_secret(pass, leaf.password.as_deref().unwrap_or_default());
+            ok.then(|| leaf.account.clone()).ok_or(())
+        } else if let Some(want) = &leaf.nkey {
+            // The nkey, and the nonce of our INFO signed with its seed.
+            let ok = connect.nkey.as_deref() == Some(want.as_str())
+                && connect
+                    .sig
+                    .as_deref()
+                    .is_some_and(|sig| auth::verify_signature(want, sig, self.nonce.as_deref()));
             ok.then(|| leaf.account.clone()).ok_or(())
         } else if !leaf.users.is_empty() {
             leaf.users
@@ -646,6 +660,7 @@ impl Session {
                 sig: connect.sig.clone(),
                 jwt: connect.jwt.clone(),
                 nonce: self.nonce.clone(),
+                leafnode: true,
                 ..auth::Credentials::default()
             };
             // In operator mode: the user JWT and the signed nonce, as for a client.
@@ -656,17 +671,35 @@ impl Session {
             Ok(leaf.account.clone())
         };
         let Ok(name) = name else {
-            match user {
-                Some(user) => error!("{} - authentication error - User {user:?}", self.desc),
-                None => error!("{} - authentication error", self.desc),
+            match (&connect.nkey, user) {
+                (Some(nkey), _) => error!("{} - authentication error - Nkey {nkey:?}", self.desc),
+                (None, Some(user)) => {
+                    error!("{} - authentication error - User {user:?}", self.desc)
+                }
+                (None, None) => error!("{} - authentication error", self.desc),
             }
             return Err(ProtocolError::AuthorizationViolation);
         };
         let name = name.unwrap_or_else(|| crate::engine::account::GLOBAL_ACCOUNT.to_string());
-        self.shared
+        let account = self
+            .shared
             .router
             .account(&name)
-            .ok_or(ProtocolError::AuthorizationViolation)
+            .ok_or(ProtocolError::AuthorizationViolation)?;
+        // The account JWT's `limits.leaf`: how many leafnodes the account may have.
+        let limit = opts
+            .operator
+            .account(&name)
+            .map(|a| a.claims.nats.limits.leaf);
+        if let Some(limit) = limit.and_then(|l| usize::try_from(l).ok()) {
+            if account.leaf_count() >= limit {
+                // nats-server logs it twice: once as it refuses, once as it closes.
+                error!("{} - {}", self.desc, ProtocolError::MaxAccountConnections);
+                self.close_as = Some(CloseReason::MaxAccountConnectionsExceeded);
+                return Err(ProtocolError::MaxAccountConnections);
+            }
+        }
+        Ok(account)
     }
 
     /// The hub's INFO, on a dialed connection: CONNECT back, and the link is up.
@@ -747,10 +780,6 @@ impl Session {
         );
         let opts = self.shared.opts();
         leaf.isolated = remote.isolate || opts.leafnodes.as_ref().is_some_and(|l| l.isolate);
-        info!(
-            "{} - Leafnode connection created for account: {} ",
-            self.desc, leaf.account.name
-        );
         self.register(leaf);
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! `/varz`: the server's identity, limits and counters, with nats-server's field names and
 //! units (durations in nanoseconds, timeouts in seconds, times in RFC 3339). The `cluster`
-//! object shows the cluster options as nats-server shows them; features tern does not have
-//! (gateway, leaf nodes, JetStream, ...) are reported as nats-server reports them when they are
-//! off.
+//! object shows the cluster options as nats-server shows them, `leaf` the leafnode options;
+//! features tern does not have (gateway, MQTT) are reported as nats-server reports them when
+//! they are off.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct Varz {
     pub max_pending: usize,
     pub cluster: ClusterVarz,
     pub gateway: WriteDeadlineVarz,
-    pub leaf: WriteDeadlineVarz,
+    pub leaf: super::leafz::LeafVarz,
     pub mqtt: Empty,
     pub websocket: WebSocketVarz,
     pub jetstream: JetStreamField,
@@ -271,7 +271,7 @@ pub fn build(shared: &Shared) -> Varz {
             ..cluster(&opts)
         },
         gateway: cluster_write_deadline(&opts),
-        leaf: cluster_write_deadline(&opts),
+        leaf: super::leafz::varz(&opts, shared.leaf_addr().map(|a| a.port())),
         mqtt: Empty {},
         websocket: websocket(&opts, shared.websocket_addr().map(|a| a.port())),
         jetstream: match super::jsz::varz(shared) {
@@ -363,7 +363,7 @@ pub fn cluster(opts: &Options) -> ClusterVarz {
 }
 
 /// `gateway` and `leaf`, with the cluster's write deadline as nats-server shows it there.
-fn cluster_write_deadline(opts: &Options) -> WriteDeadlineVarz {
+pub(super) fn cluster_write_deadline(opts: &Options) -> WriteDeadlineVarz {
     let cluster = opts.cluster.as_ref();
     WriteDeadlineVarz {
         write_deadline: cluster

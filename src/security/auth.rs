@@ -37,6 +37,9 @@ pub struct Credentials {
     /// credentials and `no_auth_user` apply when it sets any, and users must allow
     /// `WEBSOCKET` connections.
     pub websocket: bool,
+    /// The connection is a leafnode (not from CONNECT): users must allow `LEAFNODE`
+    /// (`LEAFNODE_WS` over WebSocket) connections.
+    pub leafnode: bool,
 }
 
 impl Credentials {
@@ -52,15 +55,17 @@ impl Credentials {
             nonce: None,
             cert: None,
             websocket: false,
+            leafnode: false,
         }
     }
 
     /// The connection type users' `allowed_connection_types` are checked against.
-    fn kind(&self) -> &'static str {
-        if self.websocket {
-            "WEBSOCKET"
-        } else {
-            "STANDARD"
+    pub fn kind(&self) -> &'static str {
+        match (self.leafnode, self.websocket) {
+            (true, true) => "LEAFNODE_WS",
+            (true, false) => "LEAFNODE",
+            (false, true) => "WEBSOCKET",
+            (false, false) => "STANDARD",
         }
     }
 
@@ -311,7 +316,7 @@ fn verify_nonce(nkey: &str, creds: &Credentials) -> bool {
 }
 
 /// Whether `sig` (base64url or standard base64) is `nkey`'s signature of `nonce`.
-pub(super) fn verify_signature(nkey: &str, sig: &str, nonce: Option<&str>) -> bool {
+pub fn verify_signature(nkey: &str, sig: &str, nonce: Option<&str>) -> bool {
     let Some(nonce) = nonce else {
         return false;
     };

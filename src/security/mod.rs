@@ -37,11 +37,7 @@ pub fn judge(
             desc,
             ip,
             now: crate::config::operator::unix_now(),
-            connection_type: if creds.websocket {
-                "WEBSOCKET"
-            } else {
-                "STANDARD"
-            },
+            connection_type: creds.kind(),
         };
         jwt::authenticate(&opts.operator, creds, &cx, &mut found)
     } else {

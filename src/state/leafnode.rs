@@ -54,8 +54,10 @@ impl Shared {
                 format!("{host}:{port}")
             }
         };
-        let auth_required =
-            leaf.username.is_some() || !leaf.users.is_empty() || opts.auth_required();
+        let auth_required = leaf.username.is_some()
+            || leaf.nkey.is_some()
+            || !leaf.users.is_empty()
+            || opts.auth_required();
         LeafInfo {
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
