@@ -197,6 +197,18 @@ async fn nats_server_leaf_on_a_nats_server_hub() {
 /// the leaf's certificate. The other end is nats-server in the mixed pairings, so a link that
 /// skipped TLS on either side would not come up.
 async fn tls_pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
+    tls_first_pairing(hub_binary, leaf_binary, name, "", "").await;
+}
+
+/// As [`tls_pairing`], with `hub_first` and `leaf_first` added to the hub's and the remote's
+/// `tls` blocks (`handshake_first` settings).
+async fn tls_first_pairing(
+    hub_binary: &Path,
+    leaf_binary: &Path,
+    name: &str,
+    hub_first: &str,
+    leaf_first: &str,
+) {
     let scratch = Scratch::new(name);
     let pki = Pki::new(&format!("{name}-pki"));
     let tls = format!(
@@ -209,10 +221,14 @@ async fn tls_pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
         "H",
         &format!(
             "leafnodes {{ listen: \"127.0.0.1:-1\", {} }}",
-            tls.replace("timeout: 2", "timeout: 2, verify: true")
+            tls.replace(
+                "timeout: 2",
+                &format!("timeout: 2, verify: true{hub_first}")
+            )
         ),
     );
     let hub_addr = h.leaf.clone().unwrap();
+    let tls = tls.replace("timeout: 2", &format!("timeout: 2{leaf_first}"));
     let l = start(
         &scratch,
         leaf_binary,
@@ -222,6 +238,37 @@ async fn tls_pairing(hub_binary: &Path, leaf_binary: &Path, name: &str) {
         ),
     );
     exchange(&h, &l).await;
+}
+
+/// `handshake_first` on both sides: the leaf starts the TLS handshake as soon as it has
+/// dialed, the hub sends its INFO over TLS; nats-server on the other side in both roles.
+#[tokio::test]
+async fn handshake_first_on_both_sides_with_nats_server() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let first = ", handshake_first: true";
+    let tern = Path::new(TERN);
+    tls_first_pairing(&reference, tern, "leaf-tls1-tern-on-ns", first, first).await;
+    tls_first_pairing(tern, &reference, "leaf-tls1-ns-on-tern", first, first).await;
+    tls_first_pairing(tern, tern, "leaf-tls1-tern-on-tern", first, first).await;
+}
+
+/// A hub with `handshake_first` and a fallback delay takes a leaf that waits for the INFO (it
+/// sends the INFO in plaintext once the delay has passed in silence) and one that starts
+/// with TLS; nats-server's hub does the same with tern's leaf.
+#[tokio::test]
+async fn handshake_first_fallback_takes_either_kind_of_leaf() {
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let fallback = ", handshake_first: \"300ms\"";
+    let tern = Path::new(TERN);
+    tls_first_pairing(tern, &reference, "leaf-tlsfb-ns-on-tern", fallback, "").await;
+    tls_first_pairing(tern, tern, "leaf-tlsfb-tern-on-tern", fallback, "").await;
+    let first = ", handshake_first: true";
+    tls_first_pairing(tern, &reference, "leaf-tlsfb1-ns-on-tern", fallback, first).await;
+    tls_first_pairing(&reference, tern, "leaf-tlsfb-tern-on-ns", fallback, "").await;
 }
 
 #[tokio::test]

@@ -340,8 +340,16 @@ async fn imports(binary: &Path) -> Vec<Value> {
     let mut service = a.subscribe("svc.>").await.unwrap();
     let mut trace_a = a.subscribe("trace.a").await.unwrap();
     let mut trace_b = b.subscribe("trace.b").await.unwrap();
-    a.flush().await.unwrap();
-    b.flush().await.unwrap();
+    // async-nats' flush only writes: a message each sends itself proves the server has
+    // taken every subscription before it.
+    for (client, subject) in [(&a, "synced.a"), (&b, "synced.b")] {
+        let mut echo = client.subscribe(subject).await.unwrap();
+        client.publish(subject, "".into()).await.unwrap();
+        tokio::time::timeout(SETTLE, echo.next())
+            .await
+            .expect("subscriptions taken")
+            .unwrap();
+    }
     let mut out = Vec::new();
     for only in [false, true] {
         let mut headers = trace_headers(only);
@@ -365,12 +373,18 @@ async fn imports(binary: &Path) -> Vec<Value> {
             silent(&mut imported, "a trace-only stream import").await;
             silent(&mut service, "a trace-only service import").await;
         } else {
-            let msg = imported.next().await.unwrap();
+            let msg = tokio::time::timeout(SETTLE, imported.next())
+                .await
+                .expect("the stream import delivered")
+                .unwrap();
             assert_eq!(msg.subject.as_str(), "imp.s.x");
             let dest = msg.headers.as_ref().and_then(|h| h.get("Nats-Trace-Dest"));
             assert_eq!(dest.map(|v| v.as_str()), Some("trace.a"));
             // The responder gets the request with its trace turned off.
-            let request = service.next().await.unwrap();
+            let request = tokio::time::timeout(SETTLE, service.next())
+                .await
+                .expect("the service import delivered")
+                .unwrap();
             assert_eq!(request.subject.as_str(), "svc.y");
             let dest = request
                 .headers

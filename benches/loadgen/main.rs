@@ -7,6 +7,7 @@
 //!     [--sweep] [--write 64k,256k] [--sockbuf default,4m] [--sndbuf ..] [--rcvbuf ..]
 //!     [--pubs 1,2] [--cachegrind]
 //! cargo bench --bench loadgen -- --only cluster   # the two-node cluster scenarios
+//! cargo bench --bench loadgen -- --only leafnode  # a hub and its leafnode, both directions
 //! cargo bench --bench loadgen -- --only js --nats-old none   # JetStream (jetstream.rs)
 //! cargo bench --bench loadgen -- --self-test   # the checks catch loss, duplicates, reordering
 //! cargo bench --bench loadgen -- --only tls     # over TLS (tls.rs: pinned suite, certs made here)
@@ -384,6 +385,8 @@ fn run_once(
     let started = config.and_then(|config| {
         if scenario.cluster {
             Server::start_cluster(target, log, config.as_deref())
+        } else if let Some(a_is_leaf) = scenario.leaf {
+            Server::start_leaf(target, log, config.as_deref(), a_is_leaf)
         } else {
             Server::start(target, log, config.as_deref(), store.as_deref())
         }
@@ -627,7 +630,7 @@ fn main() {
                             String::new()
                         }
                     ));
-                    let logs = if scenario.cluster {
+                    let logs = if scenario.cluster || scenario.leaf.is_some() {
                         server::cluster_logs(&log).to_vec()
                     } else {
                         vec![log.clone()]

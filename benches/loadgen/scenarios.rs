@@ -85,6 +85,10 @@ pub struct Scenario {
     /// Run against a cluster of two nodes of the same binary, A and B (B routing to A),
     /// rather than one server.
     pub cluster: bool,
+    /// Run against a hub and a leafnode of the same binary (the leaf dialing the hub) rather
+    /// than one server: `Some(true)` makes node A (the publishers' side) the leaf,
+    /// `Some(false)` the hub.
+    pub leaf: Option<bool>,
     /// Also run against the relay (`relay.rs`), the ceiling: a 1:1 scenario.
     pub relay: bool,
     /// Run with JetStream on (`-js`), on a fresh store directory (`server.store`).
@@ -104,6 +108,7 @@ pub fn scenario(
         run: Arc::new(run),
         config: None,
         cluster: false,
+        leaf: None,
         relay: false,
         jetstream: false,
         tls: false,
@@ -118,6 +123,19 @@ fn cluster_scenario(
 ) -> Scenario {
     Scenario {
         cluster: true,
+        ..scenario(name, run)
+    }
+}
+
+/// A scenario on a hub and its leafnode: node A (`server.port`, the publishers' side) is the
+/// leaf when `a_is_leaf`, node B (`node_b(server)`) the other.
+fn leaf_scenario(
+    name: impl Into<String>,
+    a_is_leaf: bool,
+    run: impl Fn(&Server, Scale) -> Outcome + Send + Sync + 'static,
+) -> Scenario {
+    Scenario {
+        leaf: Some(a_is_leaf),
         ..scenario(name, run)
     }
 }
@@ -248,6 +266,22 @@ pub fn all(scale: Scale) -> Vec<Scenario> {
         "cluster A -> B: request/reply, 1 requester",
         |s, scale| request_latency_across(s, scale, node_b(s)?),
     ));
+    // A hub and its leafnode, the same binary: publishers on one, subscribers on the other,
+    // so every message crosses the leafnode connection (LMSG), in both directions.
+    for (a_is_leaf, name) in [(true, "leaf -> hub"), (false, "hub -> leaf")] {
+        for size in [16, 1024] {
+            let fan_of = Fan {
+                size,
+                across: true,
+                ..Fan::default()
+            };
+            list.push(leaf_scenario(
+                format!("leafnode {name}: 1:1 {}", size_name(size)),
+                a_is_leaf,
+                move |s, scale| fan(s, scale, fan_of).map(|f| f.metrics),
+            ));
+        }
+    }
     // WebSocket clients (masked frames, one per 64 KiB write) on both sides.
     for (size, subs) in [(16, 1), (1024, 1), (16, 4)] {
         let fan_of = Fan {

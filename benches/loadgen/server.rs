@@ -84,6 +84,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The log line that gives a node's route address (nats-server's and tern's alike).
 const ROUTE_LISTENING: &str = "Listening for route connections on ";
+/// The log line that gives a node's leafnode address (nats-server's and tern's alike).
+const LEAF_LISTENING: &str = "Listening for leafnode connections on ";
 /// The log line that gives a node's WebSocket address (`ws://host:port`).
 const WS_LISTENING: &str = "Listening for websocket clients on ws://";
 
@@ -199,6 +201,64 @@ impl Server {
         let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
         crate::wire::await_interest(&mut probe, server.port, "loadgen.route.up", START_TIMEOUT)
             .map_err(|e| format!("{}: the route from B to A: {e}", target.name))?;
+        Ok(server)
+    }
+
+    /// Starts a hub and a leafnode of `target` on free loopback ports (the leaf dialing the
+    /// hub, both with `config` if any), logging to `cluster_logs(log)` (A, then B); node A,
+    /// the publishers' side, is the leaf when `a_is_leaf`. Returns once a message published on
+    /// A reaches a subscription on B (the link is up, interest flows).
+    pub fn start_leaf(
+        target: &Target,
+        log: &Path,
+        config: Option<&str>,
+        a_is_leaf: bool,
+    ) -> Result<Server, String> {
+        let [log_a, log_b] = cluster_logs(log);
+        let (hub_log, leaf_log) = match a_is_leaf {
+            true => (log_b, log_a),
+            false => (log_a, log_b),
+        };
+        let config = config.unwrap_or_default();
+        // nats-server 2.10+ frames a leafnode link for S2 by default (`s2_auto`, which at
+        // loopback round trips sends uncompressed data in S2 frames): `off` drives it at its
+        // best, and is what tern does anyway. 2.9 has no leafnode compression and refuses the
+        // key.
+        let compression = match target.name.starts_with("nats-server 2.9.") {
+            true => "",
+            false => ", compression: off",
+        };
+        let hub = Node::start(
+            target,
+            &hub_log,
+            Some(&format!(
+                "{config}\nleafnodes {{ listen: \"127.0.0.1:-1\"{compression} }}\n"
+            )),
+            None,
+        )?;
+        let addr = hub.logged_address(target, &hub_log, LEAF_LISTENING)?;
+        let leaf = Node::start(
+            target,
+            &leaf_log,
+            Some(&format!(
+                "{config}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://{addr}\"{compression} }} ] }}\n"
+            )),
+            None,
+        )?;
+        let nodes = match a_is_leaf {
+            true => vec![leaf, hub],
+            false => vec![hub, leaf],
+        };
+        let server = Server {
+            port: nodes[0].port,
+            ws_port: None,
+            nodes,
+            relay: target.relay,
+            store: None,
+        };
+        let mut probe = crate::wire::connect(server.node_port(1)).map_err(|e| e.to_string())?;
+        crate::wire::await_interest(&mut probe, server.port, "loadgen.leaf.up", START_TIMEOUT)
+            .map_err(|e| format!("{}: the leafnode link: {e}", target.name))?;
         Ok(server)
     }
 

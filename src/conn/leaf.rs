@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tracing::{debug, error, info, trace};
 
@@ -160,7 +160,7 @@ pub async fn solicit(shared: Arc<Shared>, remote: RemoteLeaf) {
 
 /// Reads the hub's first line (its INFO) byte by byte, so that nothing after it (the TLS
 /// handshake) is taken: without its `\r\n`.
-async fn info_line(stream: &mut TcpStream) -> Option<Vec<u8>> {
+async fn info_line(stream: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
@@ -314,13 +314,25 @@ impl Session {
             error!("{} - TLS leafnode handshake error: {why}", self.desc);
             CloseReason::TlsHandshakeFailure
         })?;
+        // `handshake_first`: the handshake before INFO, which then goes over TLS; with a
+        // fallback delay, a leaf that sends nothing for that long gets the plaintext INFO
+        // first after all (nats-server's `tlsFirstFallback`).
+        let tls_first = tls.handshake_first
+            && match tls.handshake_first_fallback {
+                Some(delay) => security_tls::first_byte(&stream, delay).await.is_some(),
+                None => true,
+            };
+        let plain_info = (!tls_first).then_some(&line[..]);
         debug!("{} - Starting TLS leafnode server handshake", self.desc);
-        match security_tls::accept(config, stream, Some(&line), tls.timeout).await {
+        match security_tls::accept(config, stream, plain_info, tls.timeout).await {
             Ok(stream) => {
                 if !transport::is_pinned(stream.get_ref().1, &tls, &self.desc) {
                     return Err(CloseReason::TlsHandshakeFailure);
                 }
                 transport::log_handshake(&self.desc, stream.get_ref().1);
+                if tls_first {
+                    self.push(|b| b.extend_from_slice(&line));
+                }
                 Ok(transport::split_tls(stream))
             }
             Err(err) => Err(self.handshake_failed(err)),
@@ -340,11 +352,15 @@ impl Session {
         if url.ws {
             return self.dialed_websocket(stream, &remote, &url).await;
         }
-        let line =
-            match tokio::time::timeout(remote.first_info_timeout, info_line(&mut stream)).await {
-                Ok(Some(line)) => line,
-                _ => return Err(CloseReason::ReadError),
-            };
+        // The remote's `tls { handshake_first }`: the handshake before the hub's INFO, which
+        // then comes over TLS (the hub must do the same).
+        if remote.tls.as_ref().is_some_and(|t| t.handshake_first) {
+            let mut stream = self.tls_client(stream, &remote, &url).await?;
+            let line = self.hub_info_line(&remote, &mut stream).await?;
+            self.first_hub_info(&line)?;
+            return Ok(transport::split_tls_dialed(stream));
+        }
+        let line = self.hub_info_line(&remote, &mut stream).await?;
         let Some(json) = line.strip_prefix(b"INFO ".as_slice()) else {
             return Err(CloseReason::ReadError);
         };
@@ -355,6 +371,27 @@ impl Session {
             false => transport::split_plain(stream),
             true => transport::split_tls_dialed(self.tls_client(stream, &remote, &url).await?),
         };
+        self.first_hub_info(&line)?;
+        Ok(halves)
+    }
+
+    /// The hub's first line, within the remote's `first_info_timeout`.
+    async fn hub_info_line(
+        &self,
+        remote: &RemoteLeaf,
+        stream: &mut (impl AsyncRead + Unpin),
+    ) -> Result<Vec<u8>, CloseReason> {
+        match tokio::time::timeout(remote.first_info_timeout, info_line(stream)).await {
+            Ok(Some(line)) => Ok(line),
+            _ => Err(CloseReason::ReadError),
+        }
+    }
+
+    /// Handles the hub's first line, which must be its INFO.
+    fn first_hub_info(&mut self, line: &[u8]) -> Result<(), CloseReason> {
+        let Some(json) = line.strip_prefix(b"INFO ".as_slice()) else {
+            return Err(CloseReason::ReadError);
+        };
         if self.trace {
             trace_op(&self.desc, &RouteOp::Info(json));
         }
@@ -362,7 +399,7 @@ impl Session {
             error!("{} - {err}", self.desc);
             return Err(CloseReason::ProtocolViolation);
         }
-        Ok(halves)
+        Ok(())
     }
 
     /// The TLS handshake as the hub's client, expecting the certificate of the host dialed.
