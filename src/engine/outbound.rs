@@ -252,13 +252,7 @@ impl Outbound {
             state.out_msgs += 1;
             state.out_bytes += size as u64;
         }
-        self.note_backlog(&state);
-        if state.flush_scheduled {
-            Appended::Queued
-        } else {
-            state.flush_scheduled = true;
-            Appended::ScheduleFlush
-        }
+        self.appended(&mut state)
     }
 
     /// Appends a frame whose control line `encode` writes and whose payload, CRLF included,
@@ -290,13 +284,7 @@ impl Outbound {
         state.full.push(payload);
         state.out_msgs += 1;
         state.out_bytes += size as u64;
-        self.note_backlog(&state);
-        if state.flush_scheduled {
-            Appended::Queued
-        } else {
-            state.flush_scheduled = true;
-            Appended::ScheduleFlush
-        }
+        self.appended(&mut state)
     }
 
     /// Closes the connection as a slow consumer (out of line: `append` is inlined into every
@@ -324,6 +312,19 @@ impl Outbound {
     /// Whether publishers should wait for this connection after their batch (a cheap load).
     pub fn is_backlogged(&self) -> bool {
         self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// After an append: the backlog noted, and whether the caller must wake the writer (the
+    /// first append since its last flush).
+    #[inline(always)]
+    fn appended(&self, state: &mut State) -> Appended {
+        self.note_backlog(state);
+        if state.flush_scheduled {
+            Appended::Queued
+        } else {
+            state.flush_scheduled = true;
+            Appended::ScheduleFlush
+        }
     }
 
     fn note_backlog(&self, state: &State) {
