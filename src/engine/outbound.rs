@@ -252,7 +252,13 @@ impl Outbound {
             state.out_msgs += 1;
             state.out_bytes += size as u64;
         }
-        self.appended(&mut state)
+        self.note_backlog(&state);
+        if state.flush_scheduled {
+            Appended::Queued
+        } else {
+            state.flush_scheduled = true;
+            Appended::ScheduleFlush
+        }
     }
 
     /// Appends a frame whose control line `encode` writes and whose payload, CRLF included,
@@ -284,7 +290,13 @@ impl Outbound {
         state.full.push(payload);
         state.out_msgs += 1;
         state.out_bytes += size as u64;
-        self.appended(&mut state)
+        self.note_backlog(&state);
+        if state.flush_scheduled {
+            Appended::Queued
+        } else {
+            state.flush_scheduled = true;
+            Appended::ScheduleFlush
+        }
     }
 
     /// Closes the connection as a slow consumer (out of line: `append` is inlined into every
@@ -312,19 +324,6 @@ impl Outbound {
     /// Whether publishers should wait for this connection after their batch (a cheap load).
     pub fn is_backlogged(&self) -> bool {
         self.backlogged.load(Ordering::Relaxed)
-    }
-
-    /// After an append: the backlog noted, and whether the caller must wake the writer (the
-    /// first append since its last flush).
-    #[inline(always)]
-    fn appended(&self, state: &mut State) -> Appended {
-        self.note_backlog(state);
-        if state.flush_scheduled {
-            Appended::Queued
-        } else {
-            state.flush_scheduled = true;
-            Appended::ScheduleFlush
-        }
     }
 
     fn note_backlog(&self, state: &State) {
