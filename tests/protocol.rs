@@ -676,17 +676,23 @@ async fn unanswered_pings_make_a_stale_connection() {
         ..Default::default()
     })
     .await;
+    // Real time passes between the jumps (connecting, reading) and counts on the server's
+    // clock too, so the quiet checks jump to a point measured from before the connection
+    // (which the server's own start can only follow) instead of by a fixed step: under load the
+    // real time spent could otherwise carry the clock past a PING.
+    let t0 = tokio::time::Instant::now();
+    let jump_to = |at: Duration| jump(at.saturating_sub(t0.elapsed()));
     let mut c = server.raw().await;
     // The first PING comes after 2 s (nats-server's first client ping), then one per interval;
     // the third tick finds ping_max (2) PINGs unanswered. The client must stay silent, so the
     // quiet stretches are checked by waiting instead of with a PING.
-    jump(Duration::from_millis(1900)).await;
+    jump_to(Duration::from_millis(1800)).await;
     c.expect_nothing_for(Duration::from_millis(100)).await;
     jump(Duration::from_millis(200)).await;
     c.expect("PING\r\n").await;
-    jump(Duration::from_secs(59)).await;
+    jump_to(Duration::from_millis(61_800)).await;
     c.expect_nothing_for(Duration::from_millis(100)).await;
-    jump(Duration::from_secs(1)).await;
+    jump(Duration::from_millis(200)).await;
     c.expect("PING\r\n").await;
     jump(Duration::from_secs(60)).await;
     c.expect_closed_after("-ERR 'Stale Connection'\r\n").await;
