@@ -786,6 +786,52 @@ async fn consumer_api_side_by_side_with_nats_server() {
     }
 }
 
+/// Requests about what a single server has not got: leaders and peers (clustered JetStream)
+/// and priority groups (`CONSUMER.UNPIN`), each answered with nats-server's error in its
+/// order of checks (body, group name, stream, consumer, group).
+const CLUSTERED_AND_UNPIN_CALLS: &[(&str, &str)] = &[
+    (
+        "$JS.API.STREAM.CREATE.U",
+        r#"{"name":"U","subjects":["u.*"],"storage":"memory"}"#,
+    ),
+    (
+        "$JS.API.CONSUMER.DURABLE.CREATE.U.D",
+        r#"{"stream_name":"U","config":{"durable_name":"D","ack_policy":"explicit"}}"#,
+    ),
+    ("$JS.API.STREAM.LEADER.STEPDOWN.U", ""),
+    ("$JS.API.STREAM.LEADER.STEPDOWN.NOPE", ""),
+    ("$JS.API.STREAM.PEER.REMOVE.U", r#"{"peer":"x"}"#),
+    ("$JS.API.CONSUMER.LEADER.STEPDOWN.U.D", ""),
+    ("$JS.API.CONSUMER.LEADER.STEPDOWN.U.NOPE", ""),
+    ("$JS.API.CONSUMER.UNPIN.U.D", ""),
+    ("$JS.API.CONSUMER.UNPIN.U.D", "{"),
+    ("$JS.API.CONSUMER.UNPIN.NOPE.D", ""),
+    ("$JS.API.CONSUMER.UNPIN.U.D", "{}"),
+    ("$JS.API.CONSUMER.UNPIN.U.D", "null"),
+    ("$JS.API.CONSUMER.UNPIN.U.D", r#"{"group":null}"#),
+    ("$JS.API.CONSUMER.UNPIN.NOPE.D", r#"{"group":""}"#),
+    ("$JS.API.CONSUMER.UNPIN.NOPE.D", r#"{"group":"bad.name"}"#),
+    (
+        "$JS.API.CONSUMER.UNPIN.U.D",
+        r#"{"group":"ABCDEFGHIJKLMNOPQ"}"#,
+    ),
+    ("$JS.API.CONSUMER.UNPIN.U.D", r#"{"group":"a+b"}"#),
+    ("$JS.API.CONSUMER.UNPIN.NOPE.D", r#"{"group":"g"}"#),
+    ("$JS.API.CONSUMER.UNPIN.U.NOPE", r#"{"group":"g"}"#),
+    ("$JS.API.CONSUMER.UNPIN.U.D", r#"{"group":"a/b=c_d-e"}"#),
+    (
+        "$JS.API.CONSUMER.UNPIN.U.D",
+        r#"{"group":"ABCDEFGHIJKLMNOP","x":1}"#,
+    ),
+    ("$JS.API.INFO", ""),
+];
+
+#[tokio::test]
+async fn clustered_and_unpin_requests_side_by_side_with_nats_server() {
+    let (_servers, tern, ns) = side_by_side("js-unpin").await;
+    same_answers(&tern, &ns, CLUSTERED_AND_UNPIN_CALLS).await;
+}
+
 /// `max_bytes` in pull requests: what a delivery weighs (subject, ack reply, headers,
 /// payload), the `409` that ends a request the next message does not fit, a request that
 /// ends silently when its bytes run out exactly, no limit when negative, and a redelivery

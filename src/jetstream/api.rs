@@ -47,6 +47,10 @@ fn kind_of(tokens: &[&str]) -> Option<&'static str> {
         ["CONSUMER", "DELETE", _, _] => "consumer_delete_response",
         ["CONSUMER", "NAMES", _] => "consumer_names_response",
         ["CONSUMER", "LIST", _] => "consumer_list_response",
+        ["CONSUMER", "UNPIN", _, _] => "consumer_unpin_response",
+        ["STREAM", "LEADER", "STEPDOWN", _] => "stream_leader_stepdown_response",
+        ["STREAM", "PEER", "REMOVE", _] => "stream_remove_peer_response",
+        ["CONSUMER", "LEADER", "STEPDOWN", _, _] => "consumer_leader_stepdown_response",
         _ => return None,
     })
 }
@@ -276,6 +280,20 @@ impl AccountJs {
                 "consumer_list_response",
                 self.consumer_list(stream, body, now),
             ),
+            ["CONSUMER", "UNPIN", stream, name] => (
+                "consumer_unpin_response",
+                self.consumer_unpin(stream, name, body),
+            ),
+            // Leaders and peers exist only in clustered JetStream, which a single server
+            // answers with 10010 whatever the stream or consumer, as nats-server does.
+            ["STREAM", "LEADER", "STEPDOWN", _]
+            | ["STREAM", "PEER", "REMOVE", _]
+            | ["CONSUMER", "LEADER", "STEPDOWN", _, _] => {
+                let kind = kind_of(&tokens)?;
+                let error =
+                    ApiError::new(503, 10010, "JetStream clustering support required".into());
+                (kind, Err(error))
+            }
             _ => return None,
         };
         Some(self.respond(kind, result))

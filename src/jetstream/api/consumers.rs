@@ -159,6 +159,55 @@ impl AccountJs {
         Ok(Value::Object(consumer_info(stream, name, now, true)))
     }
 
+    /// `CONSUMER.UNPIN`: releases the client pinned to a priority group. tern's consumers have
+    /// no priority groups, so once the request, the stream and the consumer check out, the
+    /// group is one the consumer does not have; the checks come in nats-server's order.
+    pub(super) fn consumer_unpin(
+        &self,
+        stream: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        #[derive(Deserialize, Default)]
+        struct Unpin {
+            #[serde(default)]
+            group: String,
+        }
+        // nats-server reads this body with json.Unmarshal, whose words for a short body are
+        // not those of the decoder the other requests use.
+        let request: Option<Unpin> = parse(body).map_err(|e| match e.description.as_str() {
+            "invalid JSON: unexpected EOF" => {
+                ApiError::invalid_json("unexpected end of JSON input")
+            }
+            _ => e,
+        })?;
+        let group = request.unwrap_or_default().group;
+        if group.is_empty() {
+            return Err(ApiError::invalid_json("consumer group not specified"));
+        }
+        if !valid_group_name(&group) {
+            return Err(ApiError::new(
+                400,
+                10162,
+                "Valid priority group name must match A-Z, a-z, 0-9, -_/=)+ and may not exceed \
+                 16 characters"
+                    .into(),
+            ));
+        }
+        let stream = self
+            .streams
+            .get(stream)
+            .ok_or_else(ApiError::stream_not_found)?;
+        if !stream.consumers.contains_key(name) {
+            return Err(consumer_not_found());
+        }
+        Err(ApiError::new(
+            400,
+            10160,
+            "Provided priority group does not exist for this consumer".into(),
+        ))
+    }
+
     pub(super) fn consumer_delete(&mut self, owner: &str, name: &str) -> Result<Value, ApiError> {
         let stream = self
             .streams
@@ -300,6 +349,14 @@ fn work_queue_check(stream: &Stream, name: &str, config: &ConsumerConfig) -> Res
         return invalid(10100, "filtered consumer not unique on workqueue stream");
     }
     Ok(())
+}
+
+/// nats-server's priority group names: 1 to 16 of `A-Z a-z 0-9 - _ / =`.
+fn valid_group_name(group: &str) -> bool {
+    (1..=16).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_/=".contains(&b))
 }
 
 fn consumer_not_found() -> ApiError {
