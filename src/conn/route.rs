@@ -583,7 +583,7 @@ impl Session {
             );
             return Err(ProtocolError::Malformed("cluster name conflict"));
         }
-        let route = Route::new(
+        let mut route = Route::new(
             self.conn.clone(),
             &info.server_id,
             &info.server_name,
@@ -591,6 +591,7 @@ impl Session {
             self.shared.route_permissions(),
         );
         route.set_peer_permissions((info.import.clone(), info.export.clone()));
+        route.traces = info.proto >= wire::ROUTE_PROTO;
         let route = Arc::new(route);
         if !self.shared.router.routes().add(route.clone()) {
             debug!(
