@@ -193,14 +193,18 @@ fn route_port_refuses_as_nats_server() {
         assert_eq!(errs(&t.route), errs(&a.route), "{send}");
     }
     // The INFO a route gets first: the fields a 2.15.1 peer reads.
-    let mut stream = BufReader::new(TcpStream::connect(&t.route).unwrap());
-    let mut line = String::new();
-    stream.read_line(&mut line).unwrap();
-    let info: serde_json::Value =
-        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap();
+    let info = |route: &str| -> serde_json::Value {
+        let mut stream = BufReader::new(TcpStream::connect(route).unwrap());
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap().trim()).unwrap()
+    };
+    let (info, reference) = (info(&t.route), info(&a.route));
     assert_eq!(info["cluster"], "C1");
     assert_eq!(info["compression"], "off");
-    assert_eq!(info["proto"], 2);
+    // `MsgTraceProto`, as nats-server says.
+    assert_eq!(info["proto"], 3);
+    assert_eq!(info["proto"], reference["proto"]);
     assert!(info.get("route_pool_size").is_none(), "{info}");
 }
 

@@ -120,8 +120,9 @@ async fn removed_and_added_route(x_binary: &Path, p_binary: &Path, tag: &str) {
 
 /// `p` dials `x` with the route credentials X requires; a reload of X changes the password:
 /// X closes the route with `Authorization Violation` and refuses P's redials, until P is
-/// reloaded with the new password.
-async fn changed_route_password(x_binary: &Path, p_binary: &Path, tag: &str) {
+/// reloaded with the new password. Returns how many route connections X accepted in the
+/// 1.5 s after it first refused P (`None` when X dials P back and the two stay connected).
+async fn changed_route_password(x_binary: &Path, p_binary: &Path, tag: &str) -> Option<usize> {
     let scratch = Scratch::new(&format!("reload-auth-{tag}"));
     let x = node_routed(
         &scratch,
@@ -144,8 +145,12 @@ async fn changed_route_password(x_binary: &Path, p_binary: &Path, tag: &str) {
     });
     // nats-server (X) dials back a peer without route pooling (tern) whose route it lost:
     // that route needs no credentials, so the two stay connected.
+    let created = |t: &str| t.matches("Route connection created").count();
+    let mut redials = None;
     if tag != "nats-tern" {
+        let before = created(&log_text(&scratch, &x));
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        redials = Some(created(&log_text(&scratch, &x)) - before);
         assert!(
             !reaches(&x, &p, "refused.x").await,
             "{tag}: the route stayed"
@@ -164,6 +169,7 @@ async fn changed_route_password(x_binary: &Path, p_binary: &Path, tag: &str) {
     reload(&scratch, &p, |t| t.replace(&with("old"), &with("new")));
     until_connected(&x, &p, &format!("again.x.{tag}")).await;
     until_connected(&p, &x, &format!("again.p.{tag}")).await;
+    redials
 }
 
 fn binaries() -> Option<[(PathBuf, PathBuf, &'static str); 4]> {
@@ -192,9 +198,17 @@ async fn reload_of_route_authorization_closes_routes_as_nats_server() {
     let Some(runs) = binaries() else {
         return;
     };
+    let mut redials = std::collections::BTreeMap::new();
     for (x, p, tag) in &runs {
-        changed_route_password(x, p, tag).await;
+        redials.insert(*tag, changed_route_password(x, p, tag).await);
     }
+    // A refused nats-server peer redials about once a second per route connection it had (3
+    // pooled and `$SYS`'s with a nats-server seed), not thousands of times a second: a tern
+    // seed draws no more redials than a nats-server seed does, give or take.
+    let (Some(tern), Some(nats)) = (redials["tern-nats"], redials["nats-nats"]) else {
+        panic!("{redials:?}");
+    };
+    assert!(tern <= 2 * nats.max(4), "{redials:?}");
 }
 
 /// X's cluster permissions before the reload, and after (both lists change).

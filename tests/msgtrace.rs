@@ -93,6 +93,24 @@ async fn events(sub: &mut async_nats::Subscriber) -> Vec<Value> {
     got
 }
 
+/// Publishes a traced message (trace-only with `only`) on `subject`; the one event it made,
+/// normalised.
+async fn publish_traced(
+    tracer: &async_nats::Client,
+    trace_sub: &mut async_nats::Subscriber,
+    subject: &str,
+    only: bool,
+) -> Value {
+    tracer
+        .publish_with_headers(subject.to_string(), trace_headers(only), "hello".into())
+        .await
+        .unwrap();
+    tracer.flush().await.unwrap();
+    let mut got = events(trace_sub).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    normalise(got.remove(0))
+}
+
 /// Nothing arrives on `sub` for [`QUIET`].
 async fn silent(sub: &mut async_nats::Subscriber, what: &str) {
     let got = tokio::time::timeout(QUIET, sub.next()).await;
@@ -128,13 +146,7 @@ async fn single_server(binary: &Path) -> Vec<Value> {
     }
     let mut out = Vec::new();
     for only in [false, true] {
-        tracer
-            .publish_with_headers("orders.in", trace_headers(only), "hello".into())
-            .await
-            .unwrap();
-        tracer.flush().await.unwrap();
-        let got = events(&mut trace_sub).await;
-        assert_eq!(got.len(), 1, "{got:?}");
+        let event = publish_traced(&tracer, &mut trace_sub, "orders.in", only).await;
         if only {
             silent(&mut plain_sub, "a trace-only plain subscriber").await;
             silent(&mut queue_sub, "a trace-only queue member").await;
@@ -143,7 +155,7 @@ async fn single_server(binary: &Path) -> Vec<Value> {
             assert_eq!(msg.subject.as_str(), "orders.mapped");
             let _ = queue_sub.next().await.unwrap();
         }
-        out.extend(got.into_iter().map(normalise));
+        out.push(event);
     }
     // A message without the header is not traced.
     tracer.publish("orders.in", "plain".into()).await.unwrap();
@@ -246,30 +258,99 @@ async fn a_mixed_cluster_traces_as_one() {
             expected,
             "tern -> nats-server"
         );
-        // tern's route INFO says protocol 2 (3, nats-server's "understands message tracing",
-        // upsets nats-server's handling of a route re-formed after a reload: see
-        // tests/cluster_reload.rs). So nats-server marks its route egress to tern as not
-        // supporting tracing and sends a trace-only message no further; a delivered one still
-        // carries its trace headers, and tern reports its hop as nats-server would.
-        let from_nats = two_nodes(&reference, &tern, only).await;
-        let route = from_nats[0]["events"]
+        // tern's route INFO says protocol 3 (`MsgTraceProto`): nats-server sends it
+        // trace-only messages too, and its events are nats-server's.
+        assert_eq!(
+            two_nodes(&reference, &tern, only).await,
+            expected,
+            "nats-server -> tern"
+        );
+    }
+}
+
+/// A route peer older than message tracing (its INFO says `proto` 2) with interest in
+/// `orders.*`, on a server of `binary`: a traced message published there, delivered then
+/// trace-only. Returns, for each, the frames the peer got and the server's event.
+async fn to_an_older_peer(binary: &Path) -> Vec<(Vec<String>, Value)> {
+    let scratch = scratch();
+    let server = node(&scratch, binary, "A", &[]);
+    let mut peer = common::Raw::connect(server.route.parse().unwrap()).await;
+    peer.send(
+        "CONNECT {\"echo\":true,\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\
+         \"headers\":true,\"name\":\"NOLD\",\"cluster\":\"C1\",\"lnoc\":true,\"lnocu\":true}\r\n\
+         INFO {\"server_id\":\"NOLD\",\"server_name\":\"OLD\",\"version\":\"2.10.0\",\"proto\":2,\
+         \"go\":\"fake\",\"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\
+         \"max_payload\":1048576,\"cluster\":\"C1\",\"compression\":\"off\",\"lnoc\":true,\
+         \"lnocu\":true}\r\nRS+ $G orders.*\r\n",
+    )
+    .await;
+    let tracer = named(&server, "tracer").await;
+    let mut trace_sub = tracer.subscribe("trace.out").await.unwrap();
+    tracer.flush().await.unwrap();
+    // The server has the peer's interest once it answers a PING sent after it.
+    route_frames(&mut peer).await;
+    let mut out = Vec::new();
+    for only in [false, true] {
+        let event = publish_traced(&tracer, &mut trace_sub, "orders.new", only).await;
+        out.push((route_frames(&mut peer).await, event));
+    }
+    out
+}
+
+/// The messages a raw route connection got until the PONG to a PING it sends now (interest
+/// and PINGs passed over), each frame as its lines.
+async fn route_frames(peer: &mut common::Raw) -> Vec<String> {
+    peer.send("PING\r\n").await;
+    let mut frames = Vec::new();
+    loop {
+        let line = peer.read_line().await;
+        let op = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match op.as_str() {
+            "PONG" => return frames,
+            "RMSG" | "HMSG" => {
+                let size: usize = line.split_whitespace().last().unwrap().parse().unwrap();
+                let mut frame = line.clone();
+                while frame.len() < line.len() + size + 2 {
+                    frame.push_str(&peer.read_line().await);
+                }
+                frames.push(frame);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_route_peer_older_than_tracing_is_traced_as_by_nats_server() {
+    let tern = to_an_older_peer(Path::new(TERN)).await;
+    // Delivered, with its hop, the event saying no event comes from there; trace-only: not
+    // sent, the hop counted all the same.
+    assert_eq!(tern[0].0.len(), 1, "{tern:?}");
+    assert!(tern[0].0[0].contains("Nats-Trace-Hop: 1\r\n"), "{tern:?}");
+    assert!(tern[1].0.is_empty(), "{tern:?}");
+    for (i, error) in [
+        "Message delivered but remote does not support message tracing so no trace event \
+         generated from there",
+        "Not delivered because remote does not support message tracing",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let event = &tern[i].1;
+        let egress = event["events"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["kind"] == 1)
-            .cloned()
-            .unwrap();
-        assert!(
-            route["error"]
-                .as_str()
-                .unwrap()
-                .contains("does not support message tracing"),
-            "{route}"
-        );
-        match only {
-            true => assert_eq!(from_nats.len(), 1, "{from_nats:?}"),
-            false => assert_eq!(from_nats[1..], expected[1..], "nats-server -> tern"),
-        }
+            .find(|e| e["kind"] == 1);
+        assert_eq!(egress.unwrap()["error"], *error, "{event}");
+        assert_eq!(egress.unwrap()["hop"], "1", "{event}");
+    }
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, to_an_older_peer(&reference).await);
     }
 }
 

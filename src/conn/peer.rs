@@ -60,6 +60,12 @@ pub(super) trait PeerSession {
     /// The first-operation deadline still applies (no CONNECT or INFO yet), and what passing
     /// it is.
     fn awaiting(&self) -> Option<ProtocolError>;
+    /// How long after the start [`PeerSession::grace_passed`] is due, while it is.
+    fn info_grace(&self) -> Option<Duration> {
+        None
+    }
+    /// The grace of [`PeerSession::info_grace`] passed.
+    fn grace_passed(&mut self) {}
     /// Sends the error's `-ERR`, logs it; returns why the connection closes.
     fn fail(&mut self, err: ProtocolError) -> CloseReason;
 
@@ -85,6 +91,8 @@ pub(super) async fn read_loop<S: PeerSession>(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(deadline);
     tokio::pin!(deadline);
+    let grace = tokio::time::sleep(session.info_grace().unwrap_or_default());
+    tokio::pin!(grace);
     let mut input = ReadBuffer::default();
     let conn = session.conn().clone();
     loop {
@@ -117,6 +125,10 @@ pub(super) async fn read_loop<S: PeerSession>(
                     Ok(false) => Ok(()),
                     Err(err) => Err(err),
                 }
+            }
+            _ = &mut grace, if session.info_grace().is_some() => {
+                session.grace_passed();
+                Ok(())
             }
             _ = &mut deadline, if waiting.is_some() => Err(waiting.unwrap_or(ProtocolError::AuthenticationTimeout)),
         };

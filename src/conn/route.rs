@@ -48,6 +48,13 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// The longest wait between attempts with `connect_backoff`.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long an accepted connection holds its INFO for the dialer's CONNECT (which a dialer
+/// sends at once): a peer that is refused never sees our INFO. A 2.15 dialer that read it
+/// registers the route, and when a route to a server without pooling closes it dials again
+/// at once besides its one-second reconnect (`removeRoute`), so refusing it after our INFO
+/// has it redial thousands of times a second. Past this, INFO goes out anyway (a client on
+/// the route port waits for it).
+const INFO_GRACE: Duration = Duration::from_millis(250);
 
 /// Serves one connection accepted on the cluster port until it closes.
 pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
@@ -157,6 +164,8 @@ struct Session {
     solicited: Option<RouteUrl>,
     /// The peer's CONNECT was accepted (dialed routes need none).
     connected: bool,
+    /// Our INFO is queued (an accepted connection holds it until the peer's CONNECT passed).
+    info_sent: bool,
     /// The peer's CONNECT asked for `+OK` after each operation.
     verbose: bool,
     /// The `user` and `pass` of the peer's CONNECT, re-checked by a reload.
@@ -213,6 +222,7 @@ impl Session {
             conn,
             desc,
             connected: solicited.is_some(),
+            info_sent: false,
             verbose: false,
             credentials: (None, None),
             solicited,
@@ -253,7 +263,8 @@ impl Session {
             },
         };
         let cluster = self.cluster();
-        // The dialer speaks first with CONNECT; both send INFO at once.
+        // The dialer speaks first with CONNECT, then INFO; the acceptor sends its INFO once
+        // that CONNECT passed (or after `INFO_GRACE`).
         if let Some(url) = &self.solicited {
             let connect = RouteConnect {
                 echo: true,
@@ -268,14 +279,22 @@ impl Session {
                 ..RouteConnect::default()
             };
             self.push(|b| connect.encode(b));
+            self.send_info();
         }
-        let info = self.shared.route_info();
-        self.push(|b| info.encode(b));
         self.shared
             .tasks
             .spawn(write_loop(self.shared.clone(), self.conn.clone(), writer));
         let reason = peer::read_loop(&mut self, reader, cluster.auth_timeout).await;
         self.finish(reason)
+    }
+
+    /// Queues our route INFO, once.
+    fn send_info(&mut self) {
+        if !self.info_sent {
+            self.info_sent = true;
+            let info = self.shared.route_info();
+            self.push(|b| info.encode(b));
+        }
     }
 
     /// Routes are TLS first: the acceptor handshakes as a TLS server and the dialer as a TLS
@@ -488,7 +507,8 @@ impl Session {
             connect.pass.as_deref(),
             self.cert.as_ref(),
         ) {
-            route_auth_error(&self.desc, connect.user.as_deref());
+            // Logged with the user by `fail`.
+            self.credentials.0 = connect.user;
             return Err(ProtocolError::AuthorizationViolation);
         }
         let ours = cluster.name.unwrap_or_default();
@@ -504,6 +524,7 @@ impl Session {
         self.connected = true;
         self.verbose = connect.verbose;
         self.credentials = (connect.user, connect.pass);
+        self.send_info();
         Ok(())
     }
 
@@ -562,7 +583,7 @@ impl Session {
             );
             return Err(ProtocolError::Malformed("cluster name conflict"));
         }
-        let route = Route::new(
+        let mut route = Route::new(
             self.conn.clone(),
             &info.server_id,
             &info.server_name,
@@ -570,6 +591,7 @@ impl Session {
             self.shared.route_permissions(),
         );
         route.set_peer_permissions((info.import.clone(), info.export.clone()));
+        route.traces = info.proto >= wire::ROUTE_PROTO;
         let route = Arc::new(route);
         if !self.shared.router.routes().add(route.clone()) {
             debug!(
@@ -697,6 +719,14 @@ impl PeerSession for Session {
         (!self.connected).then_some(ProtocolError::AuthenticationTimeout)
     }
 
+    fn info_grace(&self) -> Option<Duration> {
+        (!self.info_sent).then_some(INFO_GRACE)
+    }
+
+    fn grace_passed(&mut self) {
+        self.send_info();
+    }
+
     fn parse_op<'b>(&self, buf: &'b [u8]) -> Result<Option<(RouteOp<'b>, usize)>, ProtocolError> {
         wire::parse(buf, self.shared.opts().max_control_line, ROUTE_MAX_PAYLOAD)
     }
@@ -711,6 +741,16 @@ impl PeerSession for Session {
         // A duplicate of a live route (or a route to this server) closes quietly.
         if self.duplicate.is_some() {
             return CloseReason::DuplicateRoute;
+        }
+        // nats-server's `authViolation`: one line naming the user, then the -ERR.
+        if let ProtocolError::AuthorizationViolation = err {
+            route_auth_error(&self.desc, self.credentials.0.as_deref());
+            if self.trace {
+                trace!("{} - ->> [-ERR {err}]", self.desc);
+            }
+            self.push(|b| protocol::encode_err(b, &err.to_string()));
+            self.out.flush(Some(&self.conn));
+            return CloseReason::AuthenticationViolation;
         }
         peer::close_with_error(self, err)
     }
@@ -741,7 +781,10 @@ fn trace_op(desc: &str, op: &RouteOp<'_>) {
             lossy(m.subject),
             m.message.len()
         ),
-        RouteOp::Connect(json) => trace!("{desc} - <<- [CONNECT {}]", lossy(json)),
+        RouteOp::Connect(json) => trace!(
+            "{desc} - <<- [CONNECT {}]",
+            super::trace::redact_secrets(&lossy(json))
+        ),
         RouteOp::Info(json) => trace!("{desc} - <<- [INFO {}]", lossy(json)),
         RouteOp::Ping => trace!("{desc} - <<- [PING]"),
         RouteOp::Pong => trace!("{desc} - <<- [PONG]"),

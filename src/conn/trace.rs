@@ -67,7 +67,7 @@ pub fn trace_in(desc: &str, op: &ClientOp<'_>) {
 
 /// CONNECT's JSON with the values of `pass`, `auth_token`, `nkey` and `sig` replaced by
 /// `[REDACTED]`, as nats-server traces it.
-fn redact_secrets(json: &str) -> String {
+pub(super) fn redact_secrets(json: &str) -> String {
     let mut out = json.to_string();
     for key in ["\"pass\"", "\"auth_token\"", "\"nkey\"", "\"sig\""] {
         let mut from = 0;

@@ -554,6 +554,15 @@ impl PeerFrame<'_> {
             return false;
         }
         let hop = trace.next_hop();
+        // A peer older than message tracing gets no trace-only message, and sends no event
+        // for the one it is given (nats-server's `msgTraceSupport`); the hop is counted.
+        let unsupported = matches!(self.to, Peer::Route(route) if !route.traces);
+        if unsupported && trace.only {
+            let why = Some(msgtrace::error::ONLY_NO_SUPPORT);
+            trace.peer_egress(kind, to.cid, name, Some(hop), why);
+            out.msg_trace = Some(trace);
+            return false;
+        }
         let header_len = msg.header_len.unwrap_or(0);
         let block = msgtrace::with_hop(&msg.message[..header_len], &hop);
         let mut message = Vec::with_capacity(block.len() + msg.message.len() - header_len);
@@ -565,7 +574,8 @@ impl PeerFrame<'_> {
             ..*msg
         };
         let sent = self.send_frame(account, &hopped, out);
-        trace.peer_egress(kind, to.cid, name, Some(hop), None);
+        let why = unsupported.then_some(msgtrace::error::NO_SUPPORT);
+        trace.peer_egress(kind, to.cid, name, Some(hop), why);
         out.msg_trace = Some(trace);
         sent
     }

@@ -50,6 +50,12 @@ pub mod error {
     pub const CLIENT_CLOSED: &str = "Not delivered because client is closed";
     /// A route's export permissions deny the subject.
     pub const PUB_VIOLATION: &str = "Not delivered because publish denied for this subject";
+    /// A trace-only message is not sent to a route whose peer does not trace (`proto` < 3).
+    pub const ONLY_NO_SUPPORT: &str =
+        "Not delivered because remote does not support message tracing";
+    /// A message sent to a route whose peer does not trace (`proto` < 3).
+    pub const NO_SUPPORT: &str = "Message delivered but remote does not support message \
+        tracing so no trace event generated from there";
 }
 
 /// The trace of one message through this server.

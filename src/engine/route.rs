@@ -32,6 +32,9 @@ pub struct Route {
     pub remote_name: String,
     /// We dialed it (rather than it us).
     pub solicited: bool,
+    /// The peer traces messages (its INFO said `proto` 3, `MsgTraceProto`, or more): a
+    /// trace-only message is sent to it, and not to an older peer.
+    pub traces: bool,
     /// `cluster { permissions }` as nats-server puts them on each route: `import` as the
     /// publish list (the interest we tell the peer of), `export` as the subscribe list (the
     /// peer's interest we take, hence the messages we send it). `None` for no restriction.
@@ -66,6 +69,7 @@ impl Route {
             remote_id: remote_id.to_string(),
             remote_name: remote_name.to_string(),
             solicited,
+            traces: true,
             permissions: RwLock::new(permissions),
             peer_permissions: Mutex::new((None, None)),
             remote: Mutex::new(HashMap::new()),

@@ -615,9 +615,15 @@ impl Head for FrameHead<'_> {
     }
 }
 
+/// The route protocol tern speaks: `MsgTraceProto` (3), which adds to `RouteProtoV2`'s
+/// accounts the promise to trace messages: a traced message (`Nats-Trace-Dest`) is passed
+/// on with its `Nats-Trace-Hop`, a `Nats-Trace-Only` one too (delivered to no client), and
+/// each server it reaches publishes its own event.
+pub const ROUTE_PROTO: u8 = 3;
+
 /// The INFO a route sends, in nats-server's field order, as a peer without pooling or
-/// compression (`compression: "off"`, no `route_pool_size`) and without message tracing
-/// (`proto` 2). Unknown fields of the peer's INFO are ignored when read ([`PeerInfo`]).
+/// compression (`compression: "off"`, no `route_pool_size`) that traces messages
+/// ([`ROUTE_PROTO`]). Unknown fields of the peer's INFO are ignored when read ([`PeerInfo`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RouteInfo {
     /// This server's id.
@@ -626,7 +632,7 @@ pub struct RouteInfo {
     pub server_name: String,
     /// The nats-server version tern speaks for.
     pub version: String,
-    /// `RouteProtoV2`.
+    /// [`ROUTE_PROTO`] (ours), or a gossiped server's own.
     pub proto: u8,
     /// What built the server.
     pub go: String,
@@ -718,6 +724,9 @@ pub struct PeerInfo {
     /// The cluster listen port.
     #[serde(default)]
     pub port: u16,
+    /// Its route protocol: 3 (`MsgTraceProto`) and up trace messages.
+    #[serde(default)]
+    pub proto: u8,
     /// `nats-route://host:port/` to reach it (advertised, or filled in by gossip).
     #[serde(default)]
     pub ip: String,
