@@ -557,3 +557,248 @@ async fn cache_resolver_fetches_from_its_cluster() {
         }
     }
 }
+
+/// The JWT files of a resolver directory: account key -> JWT.
+fn stored(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let key = name.strip_suffix(".jwt")?.to_string();
+                    Some((key, std::fs::read_to_string(e.path()).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two full resolvers with `interval: 1s`. The first takes an update of A and a new account
+/// B while the second is not running; the second holds C, which the first never heard of,
+/// and A's older JWT. Once routed, both directories end up the same (A's JWT issued last, B
+/// and C on both) and B's users get in on the second. Run for tern+tern, nats-server pairs,
+/// and both mixed pairs, with the same outcome.
+#[tokio::test]
+async fn full_resolvers_sync_their_directories_every_interval() {
+    let world = World::new();
+    let (b, c) = (KeyPair::new_account(), KeyPair::new_account());
+    let b_user = KeyPair::new_user();
+    let b_creds = creds(&user_jwt(&b, &b_user, json!({}), json!({})), &b_user);
+    let sys_jwt = world.account(&world.system, "SYS", json!({}));
+    let old_a = world.account(&world.a, "A", json!({}));
+    let c_jwt = world.account(&c, "C", json!({}));
+    let tern: PathBuf = env!("CARGO_BIN_EXE_tern").into();
+    let mut pairings = vec![("tern+tern", tern.clone(), tern.clone())];
+    if let Some(reference) = reference_server() {
+        pairings.push(("nats+nats", reference.clone(), reference.clone()));
+        pairings.push(("tern+nats", tern.clone(), reference.clone()));
+        pairings.push(("nats+tern", reference, tern));
+    }
+    let mut transcripts = Vec::new();
+    for (who, first_bin, second_bin) in pairings {
+        let scratch = Scratch::new(&format!("resolver-sync-{who}"));
+        let (d1, d2) = (scratch.0.join("one-jwt"), scratch.0.join("two-jwt"));
+        let config = |dir: &Path, preload: &[(&KeyPair, &str)]| {
+            let lines: Vec<String> = preload
+                .iter()
+                .map(|(k, jwt)| format!("  {}: {jwt}\n", k.public_key()))
+                .collect();
+            format!(
+                "{}resolver {{ type: full, dir: '{}', interval: 1s }}\nresolver_preload {{\n{}}}\n",
+                world.operator_line(),
+                dir.display(),
+                lines.concat()
+            )
+        };
+        let one = config(&d1, &[(&world.system, &sys_jwt), (&world.a, &old_a)]);
+        let two = config(
+            &d2,
+            &[(&world.system, &sys_jwt), (&world.a, &old_a), (&c, &c_jwt)],
+        );
+        let (p1, p2) = (common::cluster::free_port(), common::cluster::free_port());
+        let (_first, addr1) =
+            common::cluster::cluster_node(&scratch, &first_bin, "ONE", &one, p1, &[])
+                .expect("ONE starts");
+        let sys = login(&addr1, &world.sys_creds).await.unwrap();
+        // Issued a second later than the JWT the second node holds.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let new_a = world.account(&world.a, "A", json!({"tags": ["new"]}));
+        let b_jwt = world.account(&b, "B", json!({}));
+        let mut t: Vec<Value> = Vec::new();
+        for jwt in [&new_a, &b_jwt] {
+            t.push(json!(ask_all(&sys, "$SYS.REQ.CLAIMS.UPDATE", jwt, 1).await));
+        }
+        let (_second, addr2) =
+            common::cluster::cluster_node(&scratch, &second_bin, "TWO", &two, p2, &[p1])
+                .expect("TWO starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (stored(&d1) != stored(&d2) || stored(&d1).len() < 4) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (one, two) = (stored(&d1), stored(&d2));
+        t.push(json!(one == two));
+        t.push(json!(one.len()));
+        t.push(json!(two.get(&world.a.public_key()) == Some(&new_a)));
+        t.push(json!(two.get(&b.public_key()) == Some(&b_jwt)));
+        t.push(json!(one.get(&c.public_key()) == Some(&c_jwt)));
+        // B is in force on the second node.
+        let user = login(&addr2, &b_creds).await;
+        t.push(json!(match &user {
+            Ok(client) => works(client).await,
+            Err(e) => {
+                eprintln!("{who}: {e}");
+                false
+            }
+        }));
+        transcripts.push((who, t));
+    }
+    let (_, first) = &transcripts[0];
+    assert_eq!(first[2], json!(true), "the directories are the same");
+    assert_eq!(first[3], json!(4));
+    assert_eq!(first[4], json!(true), "the newer A wins");
+    assert_eq!(first[7], json!(true), "B's user gets in on the second node");
+    for (who, other) in &transcripts[1..] {
+        for (i, (a, b)) in first.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: {} and {who} differ", transcripts[0].0);
+        }
+    }
+}
+
+/// `limit` on a full resolver: the directory keeps at most that many JWTs (the preloaded
+/// system account is one); a new account beyond it is refused with nats-server's error,
+/// while an account already stored still takes updates.
+#[tokio::test]
+async fn full_resolver_limit_refuses_new_accounts() {
+    let world = World::new();
+    let b = KeyPair::new_account();
+    let sys_jwt = world.account(&world.system, "SYS", json!({}));
+    let mut transcripts = Vec::new();
+    for (who, binary) in binaries() {
+        let scratch = Scratch::new(&format!("resolver-limit-{who}"));
+        let dir = scratch.0.join("jwt");
+        let config = write_config(
+            &scratch.0,
+            "limit.conf",
+            &format!(
+                "{}resolver {{ type: full, dir: '{}', limit: 2 }}\nresolver_preload {{\n  {}: \
+                 {sys_jwt}\n}}\nlisten: 127.0.0.1:-1\n",
+                world.operator_line(),
+                dir.display(),
+                world.system.public_key(),
+            ),
+        );
+        let (_process, addr, _) = start_with_ports(&binary, &config, &scratch.0.join("ports"));
+        let sys = login(&addr, &world.sys_creds).await.unwrap();
+        let mut t: Vec<Value> = Vec::new();
+        let a_jwt = world.account(&world.a, "A", json!({}));
+        t.push(json!(
+            ask_all(&sys, "$SYS.REQ.CLAIMS.UPDATE", &a_jwt, 1).await
+        ));
+        let b_jwt = world.account(&b, "B", json!({}));
+        t.push(json!(
+            ask_all(&sys, "$SYS.REQ.CLAIMS.UPDATE", &b_jwt, 1).await
+        ));
+        let b_update = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", b.public_key());
+        t.push(json!(ask_all(&sys, &b_update, &b_jwt, 1).await));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let a_again = world.account(&world.a, "A", json!({"tags": ["again"]}));
+        t.push(json!(
+            ask_all(&sys, "$SYS.REQ.CLAIMS.UPDATE", &a_again, 1).await
+        ));
+        t.push(json!(stored(&dir).len()));
+        t.push(json!(listing(&sys, &b.public_key()).await));
+        transcripts.push((who, t));
+    }
+    let (_, tern) = &transcripts[0];
+    assert_eq!(
+        tern[1][0]["error"]["description"],
+        json!("jwt update resulted in error - jwt store is full")
+    );
+    assert_eq!(tern[4], json!(2));
+    for (who, other) in &transcripts[1..] {
+        for (i, (a, b)) in tern.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: tern and {who} differ");
+        }
+    }
+}
+
+/// `resolver_pinned_accounts`: only users of the listed accounts (and of the system
+/// account) get in; the others are refused as nats-server refuses them, with its debug
+/// line. A key that is not an account's stops the server with nats-server's error.
+#[tokio::test]
+async fn pinned_accounts_alone_may_connect() {
+    let world = World::new();
+    let b = KeyPair::new_account();
+    let b_user = KeyPair::new_user();
+    let b_creds = creds(&user_jwt(&b, &b_user, json!({}), json!({})), &b_user);
+    let preload = format!(
+        "resolver: MEMORY\nresolver_preload {{\n  {}: {}\n  {}: {}\n  {}: {}\n}}\n",
+        world.system.public_key(),
+        world.account(&world.system, "SYS", json!({})),
+        world.a.public_key(),
+        world.account(&world.a, "A", json!({})),
+        b.public_key(),
+        world.account(&b, "B", json!({})),
+    );
+    let mut transcripts = Vec::new();
+    for (who, binary) in binaries() {
+        let scratch = Scratch::new(&format!("resolver-pinned-{who}"));
+        let config = write_config(
+            &scratch.0,
+            "pinned.conf",
+            &format!(
+                "{}{preload}resolver_pinned_accounts: [{}]\nlisten: 127.0.0.1:-1\ndebug: true\n\
+                 log_file: '{}'\n",
+                world.operator_line(),
+                world.a.public_key(),
+                scratch.0.join("pinned.log").display(),
+            ),
+        );
+        let (process, addr, _) = start_with_ports(&binary, &config, &scratch.0.join("ports"));
+        let mut t: Vec<Value> = Vec::new();
+        let a = login(&addr, &world.a_creds).await;
+        t.push(json!(match &a {
+            Ok(client) => works(client).await,
+            Err(e) => json!(e) == json!(""),
+        }));
+        t.push(json!(login(&addr, &world.sys_creds).await.is_ok()));
+        t.push(json!(login(&addr, &b_creds).await.err()));
+        drop(process);
+        let log = std::fs::read_to_string(scratch.0.join("pinned.log")).unwrap_or_default();
+        let wanted = format!(
+            "Account {} not listed as operator pinned account",
+            b.public_key()
+        );
+        t.push(json!(log.contains(&wanted)));
+        // A key that is not an account's.
+        let bad = write_config(
+            &scratch.0,
+            "bad.conf",
+            &format!(
+                "{}{preload}resolver_pinned_accounts: [{}]\nlisten: 127.0.0.1:-1\n",
+                world.operator_line(),
+                world.user.public_key(),
+            ),
+        );
+        let out = common::process::run(&binary, &["-c", bad.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        let wanted = format!(
+            "pinned account key {:?} is not a valid public account nkey",
+            world.user.public_key()
+        );
+        t.push(json!([out.status.success(), text.contains(&wanted)]));
+        transcripts.push((who, t));
+    }
+    let (_, tern) = &transcripts[0];
+    assert_eq!(tern[0], json!(true), "A is pinned");
+    assert_eq!(tern[1], json!(true), "the system account is always pinned");
+    assert_eq!(tern[2], json!("AuthorizationViolation"));
+    assert_eq!(tern[3], json!(true), "the debug line names B");
+    assert_eq!(tern[4], json!([false, true]));
+    for (who, other) in &transcripts[1..] {
+        for (i, (a, b)) in tern.iter().zip(other).enumerate() {
+            assert_eq!(a, b, "step {i}: tern and {who} differ");
+        }
+    }
+}

@@ -25,6 +25,7 @@ use events::{SysChannel, SysInput};
 
 pub mod accounts;
 pub mod cluster;
+pub mod dirstore;
 pub mod events;
 pub mod jetstream;
 pub mod leafnode;
