@@ -134,7 +134,7 @@ impl Sys {
         if !self.shared.opts().operator.accounts.contains_key(key) {
             return done(key, "jwt update skipped");
         }
-        let applied = self.shared.update_accounts(|opts| {
+        let applied = self.shared.change_accounts(|opts| {
             operator::with_update(opts, &token, Some(key)).map_err(|(_, why)| why)
         });
         match applied {
@@ -165,7 +165,7 @@ impl Sys {
         if !self.shared.opts().operator.accounts.contains_key(&key) {
             return done(&key, "jwt update cache skipped");
         }
-        let applied = self.shared.update_accounts(|opts| {
+        let applied = self.shared.change_accounts(|opts| {
             operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
         });
         if let Err(why) = applied {
@@ -204,7 +204,7 @@ impl Sys {
                 );
             }
         }
-        let removed = self.shared.update_accounts(|opts| {
+        let removed = self.shared.change_accounts(|opts| {
             let mut new = opts.clone();
             for key in &accounts {
                 new.operator.accounts.remove(key);
@@ -239,7 +239,7 @@ impl Sys {
         if let Err(err) = std::fs::write(file(dir, &key), token.trim()) {
             return refused(key, err.to_string());
         }
-        let applied = self.shared.update_accounts(|opts| {
+        let applied = self.shared.change_accounts(|opts| {
             operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
         });
         if let Err(why) = applied {
@@ -318,7 +318,7 @@ impl Sys {
                 error!("DirResolver - Merging resulted in error: {why}");
                 return Answer::Nothing;
             }
-            let applied = self.shared.update_accounts(|opts| {
+            let applied = self.shared.change_accounts(|opts| {
                 operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
             });
             if let Err(why) = applied {
