@@ -56,6 +56,9 @@ pub enum Resolver {
         ttl: Duration,
         /// `timeout`: how long a lookup waits for the other servers.
         timeout: Duration,
+        /// `interval` (`full`): how often the directory is compared with the other servers'
+        /// (one minute unless given).
+        interval: Duration,
     },
 }
 
@@ -97,6 +100,9 @@ pub struct OperatorOptions {
     pub preload: Vec<(String, String, Pos)>,
     /// The preloaded accounts, verified, by public key.
     pub accounts: BTreeMap<String, AccountJwt>,
+    /// `resolver_pinned_accounts`: when not empty, the only accounts whose users may connect
+    /// (the system account is added to them).
+    pub pinned: std::collections::BTreeSet<String>,
 }
 
 impl OperatorOptions {
@@ -271,11 +277,49 @@ pub(super) fn parse_resolver(v: &Value) -> Result<Resolver, ConfError> {
                     allow_delete,
                     ttl,
                     timeout: timeout.unwrap_or(FETCH_TIMEOUT),
+                    interval: match interval.is_zero() {
+                        true => Duration::from_secs(60),
+                        false => interval,
+                    },
                 }),
                 _ => Err(unknown()),
             }
         }
         _ => Err(bad(v, "resolver")),
+    }
+}
+
+/// `resolver_pinned_accounts: [<account key>, ...]` (or one key).
+pub(super) fn parse_pinned(v: &Value) -> Result<std::collections::BTreeSet<String>, ConfError> {
+    let unsupported = |v: &Value, in_array: &str| ConfError {
+        pos: v.pos.clone(),
+        message: format!(
+            "error parsing resolver_pinned_accounts: unsupported type{in_array} {}",
+            go_type(v)
+        ),
+    };
+    match &v.kind {
+        Kind::String(key) => Ok([key.clone()].into()),
+        Kind::Array(items) => items
+            .iter()
+            .map(|item| match &item.kind {
+                Kind::String(key) => Ok(key.clone()),
+                _ => Err(unsupported(item, " in array")),
+            })
+            .collect(),
+        _ => Err(unsupported(v, "")),
+    }
+}
+
+/// The Go type nats-server's config parser gives a value, for its error messages.
+fn go_type(v: &Value) -> &'static str {
+    match &v.kind {
+        Kind::String(_) => "string",
+        Kind::Int(_) => "int64",
+        Kind::Float(_) => "float64",
+        Kind::Bool(_) => "bool",
+        Kind::Array(_) => "[]interface {}",
+        _ => "map[string]interface {}",
     }
 }
 
@@ -333,6 +377,22 @@ pub(super) fn check_and_expand(opts: &mut Options, file: &Pos) -> Result<(), Con
         return Err(whole(
             "conflicting options for 'TrustedKeys' and 'TrustedOperators'",
         ));
+    }
+    for key in &op.pinned {
+        if !key.starts_with('A') || nkeys::KeyPair::from_public_key(key).is_err() {
+            return Err(whole(&format!(
+                "pinned account key {key:?} is not a valid public account nkey"
+            )));
+        }
+    }
+    if !op.pinned.is_empty() {
+        // The operator's system account may always connect.
+        let from_operator = op.operators.first().map(|o| &o.claims.nats.system_account);
+        if let Some(system) = opts.system_account.as_ref().or(from_operator) {
+            if !system.is_empty() {
+                op.pinned.insert(system.clone());
+            }
+        }
     }
     let mut accounts = BTreeMap::new();
     // The full resolver's directory: what earlier updates stored (a file that does not hold

@@ -453,6 +453,7 @@ impl Options {
                 self.operator.resolver = Some(super::operator::parse_resolver(v)?)
             }
             "resolver_preload" => self.operator.preload = super::operator::parse_preload(v)?,
+            "resolver_pinned_accounts" => self.operator.pinned = super::operator::parse_pinned(v)?,
             "resolver_tls" => {
                 self.operator.resolver_tls = Some(super::users::tls_block(v, warnings)?)
             }

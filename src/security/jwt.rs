@@ -63,6 +63,11 @@ pub fn authenticate(
         "" => user.iss.as_str(),
         account => account,
     };
+    if !op.pinned.is_empty() && !op.pinned.contains(issuer) {
+        return refuse(&format!(
+            "Account {issuer} not listed as operator pinned account"
+        ));
+    }
     let Some(account) = op.account(issuer) else {
         return refuse(if op.accounts.contains_key(issuer) {
             "Account JWT lookup error: account validation failed"

@@ -48,7 +48,9 @@ pub enum Service {
     UserInfo,
     /// The full account resolver's requests: `UPDATE` (`$SYS.REQ.CLAIMS.UPDATE`,
     /// `$SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE`), `LOOKUP` (`$SYS.REQ.ACCOUNT.<acc>.CLAIMS.LOOKUP`)
-    /// `LIST` (`$SYS.REQ.CLAIMS.LIST`) and `DELETE` (`$SYS.REQ.CLAIMS.DELETE`).
+    /// `LIST` (`$SYS.REQ.CLAIMS.LIST`), `DELETE` (`$SYS.REQ.CLAIMS.DELETE`), `PACK`
+    /// (`$SYS.REQ.CLAIMS.PACK`: another server's directory digest) and `MERGE` (the packs
+    /// other servers send back to this one's).
     Claims(&'static str),
     /// Another server's connection counts: `CONNS` (`$SYS.SERVER.ACCOUNT.<acc>.CONNS`, and the
     /// answers to this server's requests for them) and `SHUTDOWN` (`$SYS.SERVER.<id>.SHUTDOWN`).
@@ -148,7 +150,7 @@ impl Internal for Endpoint {
         // Other servers' events have none and need none.
         let reply = match (msg.reply, self.service) {
             (Some(reply), _) => reply,
-            (None, Service::Remote(_)) => &[][..],
+            (None, Service::Remote(_) | Service::Claims("MERGE")) => &[][..],
             (None, _) => return true,
         };
         if self.running.load(Ordering::Acquire) {

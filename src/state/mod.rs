@@ -25,6 +25,7 @@ use events::{SysChannel, SysInput};
 
 pub mod accounts;
 pub mod cluster;
+pub mod dirstore;
 pub mod events;
 pub mod jetstream;
 pub mod leafnode;
@@ -112,6 +113,9 @@ pub struct Shared {
     /// taken around every change of the operator-mode accounts in force (see
     /// [`Shared::update_accounts`]), so two changes never build on the same old options.
     pub resolver: resolver::ResolverState,
+    /// How many times a connected client's credentials were checked again (by a reload or
+    /// an account update).
+    pub rechecked: AtomicU64,
 }
 
 impl Shared {
@@ -161,6 +165,7 @@ impl Shared {
             tls: RwLock::new(tls),
             sessions: Mutex::new(HashMap::new()),
             resolver: resolver::ResolverState::default(),
+            rechecked: AtomicU64::new(0),
             cluster: cluster::ClusterState::default(),
             leafnode: leafnode::LeafState::default(),
             sys,
@@ -349,6 +354,31 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = SystemTime::now();
         self.reload_cluster(&old, &new);
+        self.recheck_clients(&new, None);
+        Ok(())
+    }
+
+    /// Puts in force operator-mode accounts that were fetched, pushed or merged (`new` differs
+    /// from the options in force only in its accounts): the accounts are installed, and only
+    /// the clients of the accounts in `changed` are checked again, as nats-server applies an
+    /// account JWT to that account alone. Nothing else of a reload happens.
+    pub fn put_accounts_in_force(
+        &self,
+        new: Options,
+        changed: &std::collections::BTreeSet<String>,
+    ) -> Result<(), String> {
+        accounts::install(&self.router, &new, &self.sys)?;
+        let new = Arc::new(new);
+        *self.opts.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        self.opts_generation.fetch_add(1, Ordering::Release);
+        self.recheck_clients(&new, Some(changed));
+        Ok(())
+    }
+
+    /// Checks the connected clients' credentials again against `new` (only those of the
+    /// accounts in `only`, when given): those that no longer pass are disconnected, the
+    /// others take their new permissions. A client whose account is gone is closed.
+    fn recheck_clients(&self, new: &Options, only: Option<&std::collections::BTreeSet<String>>) {
         for conn in self.router.connections_snapshot() {
             let account = conn.account();
             if self
@@ -360,11 +390,15 @@ impl Shared {
                 conn.outbound.close(CloseReason::ClientClosed, true);
                 continue;
             }
+            if only.is_some_and(|only| !only.contains(&*account.name)) {
+                continue;
+            }
+            self.rechecked.fetch_add(1, Ordering::Relaxed);
             let Some(credentials) = self.credentials(conn.cid) else {
                 continue;
             };
             match crate::security::authenticate(
-                &new,
+                new,
                 &credentials,
                 &conn.desc(),
                 Some(conn.addr.ip()),
@@ -406,7 +440,6 @@ impl Shared {
         // Readers pick up their connection's new permissions when they see the generation
         // change, so bump it again now that every connection's are in place.
         self.opts_generation.fetch_add(1, Ordering::Release);
-        Ok(())
     }
 
     /// Puts reloaded permissions in force on an open connection and removes the subscriptions

@@ -14,7 +14,7 @@
 //! when no resolver can give it at start, is a stand-in without a JWT (nats-server's
 //! temporary system account) until an update brings the real one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -58,21 +58,51 @@ struct CacheEntry {
 }
 
 impl Shared {
-    /// Changes the operator-mode accounts in force: `change` builds new options from those in
-    /// force (and something to hand back), which are then put in force as a reload would.
-    /// Changes are made one at a time.
+    /// Puts new options in force as a reload does (every client checked again), one change
+    /// of the accounts in force at a time: `change` builds them from those in force (and
+    /// something to hand back).
     pub fn update_accounts<T>(
         &self,
         change: impl FnOnce(&Options) -> Result<(Options, T), String>,
     ) -> Result<T, String> {
-        let _one_at_a_time = self
+        self.one_at_a_time(|| {
+            let (new, out) = change(&self.opts())?;
+            self.reload(new)?;
+            Ok(out)
+        })
+    }
+
+    /// Changes the operator-mode accounts in force (a fetch, a pushed or merged JWT, a
+    /// deletion): `change` builds new options from those in force, differing in their
+    /// accounts only. The accounts are put in force, and only the clients of the accounts
+    /// whose JWT changed (or that are gone) are checked again, as nats-server applies an
+    /// account JWT to that account alone.
+    pub fn change_accounts<T>(
+        &self,
+        change: impl FnOnce(&Options) -> Result<(Options, T), String>,
+    ) -> Result<T, String> {
+        self.one_at_a_time(|| {
+            let old = self.opts();
+            let (new, out) = change(&old)?;
+            let (before, after) = (&old.operator.accounts, &new.operator.accounts);
+            let changed: BTreeSet<String> = before
+                .iter()
+                .filter(|(key, account)| after.get(*key).map_or(true, |a| a.jwt != account.jwt))
+                .map(|(key, _)| key.clone())
+                .collect();
+            self.put_accounts_in_force(new, &changed)?;
+            Ok(out)
+        })
+    }
+
+    /// Runs `apply` while no other change of the accounts in force is made.
+    fn one_at_a_time<T>(&self, apply: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+        let _guard = self
             .resolver
             .updates
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let (new, out) = change(&self.opts())?;
-        self.reload(new)?;
-        Ok(out)
+        apply()
     }
 }
 
@@ -185,7 +215,7 @@ pub async fn fetch(shared: &Shared, key: &str) -> Result<(), String> {
         }
         fetched.push((next, token));
     }
-    let stored = shared.update_accounts(|old| {
+    let stored = shared.change_accounts(|old| {
         let mut new = old.clone();
         let mut stored = Vec::new();
         for (k, token) in &fetched {

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::services::Answer;
 use super::Sys;
 use crate::config::operator::{self, Resolver};
+use crate::state::dirstore;
 use crate::state::events::SysRequest;
 use crate::state::resolver::{self, file};
 use crate::state::Shared;
@@ -86,6 +87,8 @@ impl Sys {
                 )
             }
             "DELETE" => self.delete(&dir, &req.body),
+            "PACK" => self.answer_digest(&dir, &req.body, &req.reply),
+            "MERGE" => self.merge(&dir, &req.body),
             "LIST" => {
                 let mut keys: Vec<String> = match kind.as_str() {
                     "cache" => resolver::cached(&self.shared),
@@ -131,7 +134,7 @@ impl Sys {
         if !self.shared.opts().operator.accounts.contains_key(key) {
             return done(key, "jwt update skipped");
         }
-        let applied = self.shared.update_accounts(|opts| {
+        let applied = self.shared.change_accounts(|opts| {
             operator::with_update(opts, &token, Some(key)).map_err(|(_, why)| why)
         });
         match applied {
@@ -162,7 +165,7 @@ impl Sys {
         if !self.shared.opts().operator.accounts.contains_key(&key) {
             return done(&key, "jwt update cache skipped");
         }
-        let applied = self.shared.update_accounts(|opts| {
+        let applied = self.shared.change_accounts(|opts| {
             operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
         });
         if let Err(why) = applied {
@@ -201,7 +204,7 @@ impl Sys {
                 );
             }
         }
-        let removed = self.shared.update_accounts(|opts| {
+        let removed = self.shared.change_accounts(|opts| {
             let mut new = opts.clone();
             for key in &accounts {
                 new.operator.accounts.remove(key);
@@ -230,16 +233,112 @@ impl Sys {
             Ok((_, key)) => key,
             Err((acc, why)) => return refused(acc, why),
         };
+        if let Err(why) = dirstore::has_room(dir, &key, limit(&opts)) {
+            return refused(key, why);
+        }
         if let Err(err) = std::fs::write(file(dir, &key), token.trim()) {
             return refused(key, err.to_string());
         }
-        let applied = self.shared.update_accounts(|opts| {
+        let applied = self.shared.change_accounts(|opts| {
             operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
         });
         if let Err(why) = applied {
             return refused(key, why);
         }
         done(&key, "jwt updated")
+    }
+}
+
+impl Sys {
+    /// Every `interval`: sends the directory's digest to the other full resolvers of the
+    /// cluster; one of them answers with its pack when theirs differs.
+    pub(super) fn send_digest(&mut self) {
+        let (Some((dir, _)), Some(inbox)) = (directory(&self.shared), self.pack_inbox.clone())
+        else {
+            return;
+        };
+        let digest = dirstore::digest(&dir);
+        debug!(
+            "DirResolver - Checking store state: {}",
+            dirstore::hex(&digest)
+        );
+        self.send_request("$SYS.REQ.CLAIMS.PACK", &inbox, &digest);
+    }
+
+    /// `$SYS.REQ.CLAIMS.PACK`: another server's digest. The same as ours: an empty answer;
+    /// otherwise every JWT, one `<account>|<jwt>` message each, then an empty one.
+    fn answer_digest(&mut self, dir: &Path, theirs: &[u8], reply: &[u8]) -> Answer {
+        let reply = String::from_utf8_lossy(reply).into_owned();
+        let ours = dirstore::digest(dir);
+        if theirs == ours {
+            debug!(
+                "DirResolver - Pack request matches hash {}",
+                dirstore::hex(&ours)
+            );
+        } else {
+            for line in dirstore::pack(dir, operator::unix_now()) {
+                self.send(&self.system, &reply, line.as_bytes());
+            }
+            debug!(
+                "DirResolver - Pack request hash {} - finished responding with hash {}",
+                dirstore::hex(theirs),
+                dirstore::hex(&ours)
+            );
+        }
+        self.send(&self.system, &reply, &[]);
+        Answer::Nothing
+    }
+
+    /// Another server's pack: each JWT issued after the one stored here (or for an account
+    /// not stored here) is stored and put in force, as an update would be.
+    fn merge(&mut self, dir: &Path, body: &[u8]) -> Answer {
+        if body.is_empty() {
+            debug!(
+                "DirResolver - Merging finished and resulting in: {}",
+                dirstore::hex(&dirstore::digest(dir))
+            );
+            return Answer::Nothing;
+        }
+        let before = dirstore::digest(dir);
+        let lines = match dirstore::parse_pack(&String::from_utf8_lossy(body)) {
+            Ok(lines) => lines,
+            Err(why) => {
+                error!("DirResolver - Merging resulted in error: {why}");
+                return Answer::Nothing;
+            }
+        };
+        for (key, token) in lines {
+            let stored = std::fs::read_to_string(file(dir, &key)).ok();
+            if !dirstore::is_newer(&token, stored.as_deref()) {
+                continue;
+            }
+            let written = dirstore::has_room(dir, &key, limit(&self.shared.opts()))
+                .and_then(|()| std::fs::write(file(dir, &key), &token).map_err(|e| e.to_string()));
+            if let Err(why) = written {
+                error!("DirResolver - Merging resulted in error: {why}");
+                return Answer::Nothing;
+            }
+            let applied = self.shared.change_accounts(|opts| {
+                operator::with_update(opts, &token, Some(&key)).map_err(|(_, why)| why)
+            });
+            if let Err(why) = applied {
+                error!("DirResolver - Update for account {key:?} resulted in error {why}");
+            }
+        }
+        debug!(
+            "DirResolver - Merging succeeded and changed {} to {}",
+            dirstore::hex(&before),
+            dirstore::hex(&dirstore::digest(dir))
+        );
+        Answer::Nothing
+    }
+}
+
+/// The full resolver's `limit` (0: none).
+fn limit(opts: &crate::config::Options) -> i64 {
+    match &opts.operator.resolver {
+        Some(Resolver::Dir { kind, limit, .. }) if kind == "full" => *limit,
+        _ => 0,
     }
 }
 

@@ -24,8 +24,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 use crate::config::operator::Resolver;
-use crate::engine::account::Account;
+use crate::engine::account::{random_token, Account};
 use crate::engine::deliver::{self, Deliveries, Message};
+use crate::engine::subscription::Subscription;
 use crate::monitor::rfc3339;
 use crate::proto::protocol;
 use crate::state::events::{Service, SysInput};
@@ -99,6 +100,7 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
             subscribe(service, subject);
         }
     }
+    let mut pack_inbox = None;
     match claims::directory(shared) {
         Some((dir, kind)) => {
             claims::prepare(shared, &dir, &kind);
@@ -114,6 +116,16 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
                     Service::Claims("LOOKUP"),
                     "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP".into(),
                 );
+                // One server of the cluster answers each digest (nats-server's queue group).
+                let responder = shared.sys.endpoint(Service::Claims("PACK"), &name);
+                system.subscribe(Arc::new(Subscription::internal(
+                    responder,
+                    "$SYS.REQ.CLAIMS.PACK",
+                    Some("responder"),
+                )));
+                let inbox = format!("$SYS._INBOX.{}.{}", random_token(8), random_token(8));
+                subscribe(Service::Claims("MERGE"), inbox.clone());
+                pack_inbox = Some(inbox);
             }
             subscribe(Service::Claims("LIST"), "$SYS.REQ.CLAIMS.LIST".into());
             subscribe(Service::Claims("DELETE"), "$SYS.REQ.CLAIMS.DELETE".into());
@@ -139,6 +151,7 @@ pub fn start(shared: &Arc<Shared>) -> Option<Services> {
         system,
         seq: 0,
         tracked: Default::default(),
+        pack_inbox,
     };
     Some(Services { sys, inputs })
 }
@@ -170,6 +183,8 @@ struct Sys {
     seq: u64,
     /// Accounts whose connection counts were asked of the other servers.
     tracked: std::collections::HashSet<Arc<str>>,
+    /// Where the other servers send their packs (the full resolver's sync).
+    pack_inbox: Option<String>,
 }
 
 /// Who sends, in every event and response: nats-server's `ServerInfo`.
@@ -221,6 +236,13 @@ impl Sys {
         tokio::pin!(statsz);
         let mut conns =
             tokio::time::interval_at(tokio::time::Instant::now() + CONNS_INTERVAL, CONNS_INTERVAL);
+        // The full resolver's sync: its directory digest goes out every `interval`.
+        let sync_every = match &self.shared.opts().operator.resolver {
+            Some(Resolver::Dir { interval, .. }) if self.pack_inbox.is_some() => *interval,
+            _ => Duration::from_secs(24 * 3600),
+        };
+        let mut sync =
+            tokio::time::interval_at(tokio::time::Instant::now() + sync_every, sync_every);
         loop {
             tokio::select! {
                 input = inputs.recv() => match input {
@@ -239,6 +261,7 @@ impl Sys {
                     statsz_every = (statsz_every * 2).min(STATSZ_INTERVAL);
                     statsz.as_mut().reset(tokio::time::Instant::now() + statsz_every);
                 }
+                _ = sync.tick(), if self.pack_inbox.is_some() => self.send_digest(),
                 _ = conns.tick() => {
                     for account in self.shared.router.accounts() {
                         if account.clients.load(Ordering::Relaxed) > 0 {

@@ -41,6 +41,8 @@ impl Client {
             "" => user.iss,
             account => account.to_string(),
         };
-        (!op.accounts.contains_key(&account)).then_some(account)
+        // An account that is not pinned is refused before it is looked up.
+        let pinned = op.pinned.is_empty() || op.pinned.contains(&account);
+        (pinned && !op.accounts.contains_key(&account)).then_some(account)
     }
 }
