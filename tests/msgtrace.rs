@@ -976,3 +976,44 @@ fn msg_trace_configuration_errors_as_nats_server() {
         }
     }
 }
+
+/// Traced publishes refused before delivery: to subjects the server keeps (`$NRG.` outside the
+/// system account, `_GR_.`) and with a reserved reply; and the same publishes untraced.
+async fn refused_publishes(binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let (_server, text) = standalone(&scratch, binary, "A", W3C_ACCOUNTS);
+    let addr = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let mut sub = raw_user(&addr, "a", "sub", &[">"]).await;
+    let mut publisher = raw_user(&addr, "a", "pub", &[]).await;
+    let mut out = Vec::new();
+    for script in [
+        hpub("$NRG.x", &[("Nats-Trace-Dest", "trace.out")]),
+        hpub("_GR_.x", &[("Nats-Trace-Dest", "trace.out")]),
+        hpub("o.x", &[("Nats-Trace-Dest", "$NRG.t")]),
+        hpub("o.x", &[("Nats-Trace-Dest", "trace.out")]).replace("HPUB o.x", "HPUB o.x _R_.x"),
+        "PUB $NRG.x 2\r\nhi\r\nPING\r\n".to_string(),
+        "PUB _GR_.x 2\r\nhi\r\nPING\r\n".to_string(),
+    ] {
+        publisher.send(&script).await;
+        let errors = until_pong(&mut publisher).await;
+        let got = arrivals(&mut sub).await;
+        out.push(json!({"script": script, "errors": errors, "got": got}));
+    }
+    out
+}
+
+#[tokio::test]
+async fn refused_publishes_as_nats_server() {
+    let tern = refused_publishes(Path::new(TERN)).await;
+    assert_eq!(
+        tern[0]["errors"],
+        json!(["-ERR 'Permissions Violation for Publish to \"$NRG.x\"'\r\n"])
+    );
+    assert_eq!(
+        tern[0]["got"][0]["event"]["events"][0]["error"],
+        "Permissions Violation for Publish to \"$NRG.x\""
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, refused_publishes(&reference).await);
+    }
+}
