@@ -22,11 +22,12 @@
 //!   of), [`engine::leaf`] (a leafnode connection as a delivery target bound to one account,
 //!   and what interest it hears of), [`engine::permissions`], [`engine::stats`],
 //!   [`engine::sublist`] (the trie), [`engine::msgtrace`] (message tracing: what a
-//!   `Nats-Trace-Dest` message asks for and the events gathered while it is delivered; `sys`
-//!   publishes them).
+//!   `Nats-Trace-Dest` message, or a sampled `traceparent` in an account with `msg_trace`,
+//!   asks for and the events gathered while it is delivered; `sys` publishes them).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
 //!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
-//!   [`config::cluster`] (the `cluster` block and flags, route URLs),
+//!   [`config::cluster`] (the `cluster` block and flags, route URLs), [`config::msgtrace`]
+//!   (an account's `msg_trace`),
 //!   [`config::leafnode`] (the `leafnodes` block and its remotes) and
 //!   [`config::websocket`] its meaning,
 //!   [`config::cli`] nats-server's command line.

@@ -1,6 +1,7 @@
-//! Message tracing (`Nats-Trace-Dest`): the trace events tern publishes, compared with those
-//! of nats-server 2.15.1 for the same publish (ids and times normalised away), on one server
-//! and across a two-node cluster of every mix of tern and nats-server.
+//! Message tracing (`Nats-Trace-Dest`, and W3C `traceparent` with an account's `msg_trace`):
+//! the trace events tern publishes, compared with those of nats-server 2.15.1 for the same
+//! publish (ids and times normalised away), on one server and across a two-node cluster of
+//! every mix of tern and nats-server; accounts from the configuration file and from JWTs.
 
 mod common;
 
@@ -10,10 +11,13 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
-use serde_json::Value;
+use nkeys::KeyPair;
+use serde_json::{json, Value};
 
 use common::cluster::{logged_addr, node, node_with, standalone, until_routed, Node, SETTLE, TERN};
+use common::jwt::{account_jwt, creds, memory_resolver_config, user_jwt};
 use common::process::{reference_server, Process, Scratch};
+use common::Raw;
 
 /// How long to wait to be sure that nothing more arrives.
 const QUIET: Duration = Duration::from_millis(400);
@@ -623,5 +627,474 @@ async fn leafnodes_trace_as_nats_server_does() {
                 "nats-server hub, tern leaf, {tag}"
             );
         }
+    }
+}
+
+/// A sampled W3C trace context (flags `01`).
+const SAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// Account A traces `traceparent` messages to `acc.trace` (sampling 100%), C to the same
+/// subject with the string form (sampling not set), N not at all; user `p` of A may publish
+/// only to `o.>`.
+const W3C_ACCOUNTS: &str = "accounts {
+  A: { users: [{user: a, password: a},
+               {user: p, password: p, permissions: {publish: {allow: [\"o.>\"]}}}],
+       msg_trace: { dest: acc.trace, sampling: 100 } }
+  C: { users: [{user: c, password: c}], msg_trace: acc.trace }
+  N: { users: [{user: n, password: n}] }
+}";
+
+/// A raw connection as `user` (whose password is its name), called `name`, subscribed to
+/// `subjects` (sids 1, 2, ...) once the server has answered.
+async fn raw_user(addr: &str, user: &str, name: &str, subjects: &[&str]) -> Raw {
+    let mut raw = Raw::connect(addr.parse().unwrap()).await;
+    let connect = json!({"verbose": false, "pedantic": false, "headers": true,
+                         "no_responders": true, "name": name, "user": user, "pass": user,
+                         "protocol": 1});
+    let mut script = format!("CONNECT {connect}\r\n");
+    for (sid, subject) in subjects.iter().enumerate() {
+        script += &format!("SUB {subject} {}\r\n", sid + 1);
+    }
+    raw.send(script + "PING\r\n").await;
+    until_pong(&mut raw).await;
+    raw
+}
+
+/// The lines before the next PONG, INFO and PING left out.
+async fn until_pong(raw: &mut Raw) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = raw.read_line().await;
+        match line.as_str() {
+            "PONG\r\n" => return lines,
+            "PING\r\n" => {}
+            l if l.starts_with("INFO ") => {}
+            _ => lines.push(line),
+        }
+    }
+}
+
+/// An HPUB of `hi` to `subject` with `headers`, and a PING.
+fn hpub(subject: &str, headers: &[(&str, &str)]) -> String {
+    let mut block = "NATS/1.0\r\n".to_string();
+    for (name, value) in headers {
+        block += &format!("{name}: {value}\r\n");
+    }
+    block += "\r\n";
+    let size = block.len() + 2;
+    format!(
+        "HPUB {subject} {} {size}\r\n{block}hi\r\nPING\r\n",
+        block.len()
+    )
+}
+
+/// What arrives on `raw` until it is quiet: deliveries as they are, trace events normalised;
+/// sorted (the order of a delivery and an event is not part of the format).
+async fn arrivals(raw: &mut Raw) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(frame) = tokio::time::timeout(QUIET, raw.read_frame()).await {
+        let (line, body) = frame.split_once("\r\n").unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[0] {
+            "HMSG" | "MSG" if words[1].contains("trace") => {
+                let event: Value = serde_json::from_str(body.trim_end()).unwrap();
+                out.push(json!({"event on": words[1], "event": normalise(event)}));
+            }
+            "HMSG" | "MSG" => out.push(json!({"delivered": frame})),
+            _ => {}
+        }
+    }
+    out.sort_by_key(|v| v.to_string());
+    out
+}
+
+/// Publishes with each kind of `traceparent` as users of A, C and N, and with a destination
+/// user `p` may not publish to: per publish, the publisher's errors and what a subscriber to
+/// the subject and to both trace destinations got.
+async fn w3c(binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let (_server, text) = standalone(&scratch, binary, "A", W3C_ACCOUNTS);
+    let addr = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let unsampled = SAMPLED.replace("-01", "-00");
+    let high_flags = SAMPLED.replace("-01", "-ff");
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("sampled", vec![("traceparent", SAMPLED), ("App-Id", "7")]),
+        ("any case", vec![("TraceParent", SAMPLED)]),
+        ("unsampled", vec![("traceparent", unsampled.as_str())]),
+        (
+            "flags not an int8",
+            vec![("traceparent", high_flags.as_str())],
+        ),
+        (
+            "three fields",
+            vec![("traceparent", "00-0af7651916cd43dd-01")],
+        ),
+        (
+            "Nats-Trace-Dest wins",
+            vec![("traceparent", SAMPLED), ("Nats-Trace-Dest", "trace.out")],
+        ),
+        (
+            "trace-only not read",
+            vec![("traceparent", SAMPLED), ("Nats-Trace-Only", "true")],
+        ),
+        (
+            "disabled",
+            vec![
+                ("traceparent", SAMPLED),
+                ("Nats-Trace-Dest", "trace disabled"),
+            ],
+        ),
+        ("empty value", vec![("Empty", ""), ("traceparent", SAMPLED)]),
+    ];
+    let mut out = Vec::new();
+    for user in ["a", "c", "n"] {
+        let mut sub = raw_user(&addr, user, "sub", &["o.>", "acc.trace", "trace.out"]).await;
+        let mut publisher = raw_user(&addr, user, "pub", &[]).await;
+        for (case, headers) in &cases {
+            publisher.send(hpub("o.x", headers)).await;
+            let errors = until_pong(&mut publisher).await;
+            let got = arrivals(&mut sub).await;
+            out.push(json!({"user": user, "case": case, "errors": errors, "got": got}));
+        }
+    }
+    let mut sub = raw_user(&addr, "a", "sub", &["o.>", "acc.trace", "trace.out"]).await;
+    let mut limited = raw_user(&addr, "p", "limited", &[]).await;
+    for headers in [
+        vec![("traceparent", SAMPLED)],
+        vec![("Nats-Trace-Dest", "trace.out")],
+    ] {
+        limited.send(hpub("o.x", &headers)).await;
+        let errors = until_pong(&mut limited).await;
+        let got = arrivals(&mut sub).await;
+        out.push(
+            json!({"user": "p", "headers": format!("{headers:?}"), "errors": errors,
+                        "got": got}),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn traceparent_traces_as_nats_server_does() {
+    let tern = w3c(Path::new(TERN)).await;
+    let find = |user: &str, case: &str| {
+        tern.iter()
+            .find(|o| o["user"] == user && o["case"] == case)
+            .unwrap()
+            .clone()
+    };
+    let events = |o: &Value| -> Vec<Value> {
+        o["got"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g.get("event").is_some())
+            .cloned()
+            .collect()
+    };
+    // The shape on its own: a sampled message is traced to the account's destination.
+    let sampled = events(&find("a", "sampled"));
+    assert_eq!(sampled.len(), 1, "{sampled:?}");
+    assert_eq!(sampled[0]["event on"], "acc.trace");
+    let event = &sampled[0]["event"];
+    assert_eq!(event["request"]["header"]["traceparent"][0], SAMPLED);
+    assert_eq!(event["events"][0]["name"], "pub");
+    assert_eq!(events(&find("c", "sampled")).len(), 1);
+    assert!(events(&find("n", "sampled")).is_empty());
+    assert!(events(&find("a", "unsampled")).is_empty());
+    assert_eq!(
+        events(&find("a", "Nats-Trace-Dest wins"))[0]["event on"],
+        "trace.out"
+    );
+    // A destination the publisher may not publish to refuses the message.
+    let limited = tern.iter().find(|o| o["user"] == "p").unwrap();
+    assert_eq!(
+        limited["errors"],
+        json!(["-ERR 'Permissions Violation for Publish to \"acc.trace\"'\r\n"])
+    );
+    assert_eq!(limited["got"], json!([]));
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let expected = w3c(&reference).await;
+    for (got, want) in tern.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+    assert_eq!(tern.len(), expected.len());
+}
+
+/// 60 sampled messages in an account that traces 1% of them: how many were traced, and the
+/// distinct deliveries of the others (marked not to be traced further on).
+async fn sampling_one_percent(binary: &Path) -> (usize, Vec<String>) {
+    let scratch = scratch();
+    let config = "accounts { S: { users: [{user: s, password: s}], \
+                  msg_trace: { dest: acc.trace, sampling: \"1%\" } } }";
+    let (_server, text) = standalone(&scratch, binary, "A", config);
+    let addr = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let mut sub = raw_user(&addr, "s", "sub", &["o.>", "acc.trace"]).await;
+    let mut publisher = raw_user(&addr, "s", "pub", &[]).await;
+    let mut script = String::new();
+    for _ in 0..60 {
+        script += &hpub("o.x", &[("traceparent", SAMPLED)]);
+    }
+    publisher.send(script).await;
+    for _ in 0..60 {
+        assert!(until_pong(&mut publisher).await.is_empty());
+    }
+    let got = arrivals(&mut sub).await;
+    let traced = got.iter().filter(|g| g.get("event").is_some()).count();
+    let delivered: Vec<&str> = got.iter().filter_map(|g| g["delivered"].as_str()).collect();
+    assert_eq!(delivered.len(), 60, "every message is delivered");
+    let mut untraced: Vec<String> = delivered
+        .iter()
+        .filter(|d| d.contains("trace disabled"))
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(untraced.len(), 60 - traced);
+    untraced.dedup();
+    (traced, untraced)
+}
+
+#[tokio::test]
+async fn sampling_traces_a_share_and_marks_the_rest() {
+    let block =
+        format!("NATS/1.0\r\ntraceparent: {SAMPLED}\r\nNats-Trace-Dest: trace disabled\r\n\r\n");
+    let want = format!(
+        "HMSG o.x 1 {} {}\r\n{block}hi\r\n",
+        block.len(),
+        block.len() + 2
+    );
+    let mut binaries = vec![PathBuf::from(TERN)];
+    binaries.extend(reference_server());
+    for binary in binaries {
+        let (traced, untraced) = sampling_one_percent(&binary).await;
+        // 2% expected (a draw in 0..100 at most 1): more than 20 of 60 does not happen.
+        assert!(traced < 20, "{}: {traced} traced", binary.display());
+        assert_eq!(untraced, vec![want.clone()], "{}", binary.display());
+    }
+}
+
+/// Account A (on every server) traces `traceparent` messages to `acc.trace`.
+const A_TRACED: &str = "accounts { A: { users: [{user: a, password: a}], \
+                        msg_trace: { dest: acc.trace } } }";
+
+async fn user_at(addr: &str, name: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .name(name)
+        .connect(format!("nats://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// A sampled `traceparent` message published on node A of a two-node cluster, a subscriber on
+/// each node: both servers' events, normalised.
+async fn traceparent_two_nodes(a_binary: &Path, b_binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let a = node_with(&scratch, a_binary, "A", &[], A_TRACED);
+    let b = node_with(&scratch, b_binary, "B", &[&a], A_TRACED);
+    let local = user_at(&a.client, "local").await;
+    let mut local_sub = local.subscribe("orders.*").await.unwrap();
+    let remote = user_at(&b.client, "remote").await;
+    let mut remote_sub = remote.subscribe("orders.*").await.unwrap();
+    let tracer = user_at(&a.client, "tracer").await;
+    let mut trace_sub = tracer.subscribe("acc.trace").await.unwrap();
+    tracer.flush().await.unwrap();
+    until_routed(&tracer, &mut remote_sub, "orders.probe").await;
+    until_routed(&remote, &mut trace_sub, "acc.trace").await;
+    while tokio::time::timeout(QUIET, local_sub.next()).await.is_ok() {}
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", SAMPLED);
+    tracer
+        .publish_with_headers("orders.new", headers, "hello".into())
+        .await
+        .unwrap();
+    tracer.flush().await.unwrap();
+    let got = events(&mut trace_sub).await;
+    assert_eq!(local_sub.next().await.unwrap().payload, "hello");
+    let msg = remote_sub.next().await.unwrap();
+    let hop = msg.headers.as_ref().and_then(|h| h.get("Nats-Trace-Hop"));
+    assert_eq!(hop.map(|v| v.as_str()), Some("1"));
+    got.into_iter().map(normalise).collect()
+}
+
+#[tokio::test]
+async fn traceparent_crosses_a_cluster_as_with_nats_server() {
+    let tern = PathBuf::from(TERN);
+    let all_tern = traceparent_two_nodes(&tern, &tern).await;
+    assert_eq!(all_tern.len(), 2, "one event per server: {all_tern:?}");
+    assert_eq!(all_tern[1]["events"][0]["kind"], 1);
+    assert_eq!(all_tern[1]["request"]["header"]["traceparent"][0], SAMPLED);
+    let Some(reference) = reference_server() else {
+        return;
+    };
+    let expected = traceparent_two_nodes(&reference, &reference).await;
+    assert_eq!(all_tern, expected, "tern cluster vs nats-server cluster");
+    assert_eq!(
+        traceparent_two_nodes(&tern, &reference).await,
+        expected,
+        "tern -> nats-server"
+    );
+    // nats-server sees tern's route as not understanding tracing (protocol 2, see above): its
+    // egress says so, and tern still reports its hop.
+    let from_nats = traceparent_two_nodes(&reference, &tern).await;
+    assert_eq!(from_nats[1..], expected[1..], "nats-server -> tern");
+}
+
+/// Operator mode: account A's JWT traces to `acc.trace`; account B's JWT has a trace
+/// destination with a wildcard (nats-jwt refuses it). Per server: A's event for a sampled
+/// message, and whether a user of B could connect.
+async fn jwt_traced(binary: &Path, dir: &Path, config: &str) -> (Vec<Value>, bool) {
+    let scratch = scratch();
+    let (_server, text) = standalone(&scratch, binary, "J", config);
+    let addr = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let connect = |name: &str| {
+        let path = dir.join(format!("{name}.creds"));
+        let url = format!("nats://{addr}");
+        async move {
+            async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .unwrap()
+                .name("pub")
+                .connect(url)
+                .await
+        }
+    };
+    let a = connect("a").await.unwrap();
+    let mut trace_sub = a.subscribe("acc.trace").await.unwrap();
+    let mut sub = a.subscribe("o.>").await.unwrap();
+    a.flush().await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", SAMPLED);
+    a.publish_with_headers("o.x", headers, "hi".into())
+        .await
+        .unwrap();
+    a.flush().await.unwrap();
+    let got = events(&mut trace_sub).await;
+    assert_eq!(sub.next().await.unwrap().payload, "hi");
+    let b = tokio::time::timeout(Duration::from_secs(3), async {
+        let b = connect("b").await.ok()?;
+        b.flush().await.ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .is_some();
+    (got.into_iter().map(normalise).collect(), b)
+}
+
+#[tokio::test]
+async fn jwt_accounts_trace_as_nats_server_does() {
+    let operator = KeyPair::new_operator();
+    let system = KeyPair::new_account();
+    let (a, b) = (KeyPair::new_account(), KeyPair::new_account());
+    let a_jwt = account_jwt(
+        &operator,
+        &a,
+        "A",
+        json!({"trace": {"dest": "acc.trace", "sampling": 100}}),
+    );
+    let b_jwt = account_jwt(&operator, &b, "B", json!({"trace": {"dest": "acc.*"}}));
+    let config = memory_resolver_config(&operator, &system, &[(&a, &a_jwt), (&b, &b_jwt)]);
+    let dir = scratch();
+    for (name, account) in [("a", &a), ("b", &b)] {
+        let user = KeyPair::new_user();
+        let text = creds(&user_jwt(account, &user, json!({}), json!({})), &user);
+        std::fs::write(dir.0.join(format!("{name}.creds")), text).unwrap();
+    }
+    let tern = jwt_traced(Path::new(TERN), &dir.0, &config).await;
+    assert_eq!(tern.0.len(), 1, "{:?}", tern.0);
+    assert_eq!(tern.0[0]["events"][0]["acc"], a.public_key());
+    assert!(
+        !tern.1,
+        "an account JWT with a wildcard trace destination is refused"
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, jwt_traced(&reference, &dir.0, &config).await);
+    }
+}
+
+/// `msg_trace` errors: tern refuses what nats-server refuses, with the same words.
+#[test]
+fn msg_trace_configuration_errors_as_nats_server() {
+    let scratch = scratch();
+    for (i, trace) in [
+        "\"t.*\"",
+        "{dest: t.x, sampling: 0}",
+        "{dest: t.x, sampling: \"150%\"}",
+        "{dest: t.x, sampling: \"abc\"}",
+        "{dest: t.x, sampling: 1.5}",
+        "{dest: 5}",
+        "{dest: t.x, foo: 1}",
+        "true",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = scratch.0.join(format!("bad{i}.conf"));
+        std::fs::write(
+            &file,
+            format!("accounts {{\n  A: {{\n    msg_trace: {trace}\n  }}\n}}\n"),
+        )
+        .unwrap();
+        let run = |binary: &Path| {
+            let out = std::process::Command::new(binary)
+                .arg("-c")
+                .arg(&file)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            (
+                out.status.success(),
+                text.replace(&*binary.to_string_lossy(), ""),
+            )
+        };
+        let (ok, text) = run(Path::new(TERN));
+        assert!(!ok && text.contains("bad"), "{trace}: {text}");
+        if let Some(reference) = reference_server() {
+            let (_, want) = run(&reference);
+            let strip = |t: &str| t.split_once(": ").map(|(_, r)| r.trim().to_string());
+            assert_eq!(strip(&text), strip(&want), "{trace}");
+        }
+    }
+}
+
+/// Traced publishes refused before delivery: to subjects the server keeps (`$NRG.` outside the
+/// system account, `_GR_.`) and with a reserved reply; and the same publishes untraced.
+async fn refused_publishes(binary: &Path) -> Vec<Value> {
+    let scratch = scratch();
+    let (_server, text) = standalone(&scratch, binary, "A", W3C_ACCOUNTS);
+    let addr = logged_addr(&text, "Listening for client connections on ").unwrap();
+    let mut sub = raw_user(&addr, "a", "sub", &[">"]).await;
+    let mut publisher = raw_user(&addr, "a", "pub", &[]).await;
+    let mut out = Vec::new();
+    for script in [
+        hpub("$NRG.x", &[("Nats-Trace-Dest", "trace.out")]),
+        hpub("_GR_.x", &[("Nats-Trace-Dest", "trace.out")]),
+        hpub("o.x", &[("Nats-Trace-Dest", "$NRG.t")]),
+        hpub("o.x", &[("Nats-Trace-Dest", "trace.out")]).replace("HPUB o.x", "HPUB o.x _R_.x"),
+        "PUB $NRG.x 2\r\nhi\r\nPING\r\n".to_string(),
+        "PUB _GR_.x 2\r\nhi\r\nPING\r\n".to_string(),
+    ] {
+        publisher.send(&script).await;
+        let errors = until_pong(&mut publisher).await;
+        let got = arrivals(&mut sub).await;
+        out.push(json!({"script": script, "errors": errors, "got": got}));
+    }
+    out
+}
+
+#[tokio::test]
+async fn refused_publishes_as_nats_server() {
+    let tern = refused_publishes(Path::new(TERN)).await;
+    assert_eq!(
+        tern[0]["errors"],
+        json!(["-ERR 'Permissions Violation for Publish to \"$NRG.x\"'\r\n"])
+    );
+    assert_eq!(
+        tern[0]["got"][0]["event"]["events"][0]["error"],
+        "Permissions Violation for Publish to \"$NRG.x\""
+    );
+    if let Some(reference) = reference_server() {
+        assert_eq!(tern, refused_publishes(&reference).await);
     }
 }

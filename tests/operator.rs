@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::cluster::{cluster_node, with_free_ports};
-use common::jwt::{account_jwt, creds, now, operator_jwt, user_jwt};
+use common::jwt::{account_jwt, creds, memory_resolver_config, now, operator_jwt, user_jwt};
 use common::process::{http_get, json_shape, reference_server, start_with_ports, Process, Scratch};
 use nkeys::KeyPair;
 use serde_json::json;
@@ -80,15 +80,7 @@ impl World {
                  "token": forged}
             ]}),
         );
-        let sys_jwt = account_jwt(&operator, &system, "SYS", json!({}));
-        let config = format!(
-            "operator: {op}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n  \
-             {sys}: {sys_jwt}\n  {a}: {a_jwt}\n  {b}: {b_jwt}\n}}\n",
-            op = operator_jwt(&operator, &system.public_key()),
-            sys = system.public_key(),
-            a = a.public_key(),
-            b = b.public_key(),
-        );
+        let config = memory_resolver_config(&operator, &system, &[(&a, &a_jwt), (&b, &b_jwt)]);
         World {
             operator,
             a,

@@ -10,6 +10,7 @@ use super::options::{self, Options, User};
 use super::users;
 use crate::engine::account::{ResponseType, DEFAULT_RESPONSE_THRESHOLD, GLOBAL_ACCOUNT};
 use crate::engine::mapping::{Mapping, Transform};
+use crate::engine::msgtrace::AccountTrace;
 use crate::engine::permissions::Permissions;
 use crate::proto::subject;
 
@@ -29,6 +30,8 @@ pub struct AccountConfig {
     pub jetstream: bool,
     /// The limits of its `jetstream { ... }` block (none for `jetstream: enabled`).
     pub jetstream_limits: JetStreamLimits,
+    /// `msg_trace`: where messages with a sampled W3C `traceparent` are traced.
+    pub msg_trace: Option<AccountTrace>,
 }
 
 /// An account's JetStream limits (nats-server's `JetStreamAccountLimits`); -1 is no limit.
@@ -201,7 +204,8 @@ impl MappingConfig {
     }
 }
 
-/// Reads `accounts { NAME: { users, exports, imports, mappings, default_permissions } }`;
+/// Reads `accounts { NAME: { users, exports, imports, mappings, default_permissions, jetstream,
+/// msg_trace } }`;
 /// the users go to `users`, bound to their account.
 pub fn parse_accounts(
     v: &Value,
@@ -227,6 +231,7 @@ pub fn parse_accounts(
             mappings: Vec::new(),
             jetstream: false,
             jetstream_limits: JetStreamLimits::default(),
+            msg_trace: None,
         };
         let Kind::Map(fields) = &entry.value.kind else {
             // `accounts { A: {} }` and a bare name both make an empty account.
@@ -268,6 +273,7 @@ pub fn parse_accounts(
                         _ => return Err(options::bad(v, "jetstream")),
                     }
                 }
+                "msg_trace" => account.msg_trace = super::msgtrace::parse(field, warnings)?,
                 "limits" | "nkey" => {
                     warnings.push(options::ignored(field, "not supported by tern yet"))
                 }

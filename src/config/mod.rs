@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod conf;
 pub mod jetstream;
 pub mod leafnode;
+pub mod msgtrace;
 pub mod operator;
 pub mod options;
 mod url;

@@ -17,6 +17,7 @@ use super::accounts::{AccountConfig, Export, Flow, Import, MappingConfig};
 use super::conf::{ConfError, Entry, Kind, Pos, Value};
 use super::options::{bad, string, Options};
 use crate::engine::account::{ResponseType, DEFAULT_RESPONSE_THRESHOLD};
+use crate::engine::msgtrace::AccountTrace;
 use crate::proto::jwt::{self, AccountClaims, OperatorClaims};
 use crate::proto::subject;
 
@@ -635,6 +636,15 @@ fn account_config(claims: &AccountClaims, all: &BTreeMap<String, AccountJwt>) ->
         })
         .filter(|m| !m.destinations.is_empty())
         .collect();
+    // nats-server traces only to a valid publish subject (nats-jwt lets `a..b` through).
+    let msg_trace = nats
+        .trace
+        .as_ref()
+        .filter(|t| subject::is_valid_literal(t.dest.as_bytes()))
+        .map(|t| AccountTrace {
+            dest: t.dest.clone(),
+            sampling: u8::try_from(t.sampling).unwrap_or(100),
+        });
     AccountConfig {
         name: claims.sub.clone(),
         exports,
@@ -642,13 +652,20 @@ fn account_config(claims: &AccountClaims, all: &BTreeMap<String, AccountJwt>) ->
         mappings,
         jetstream: false,
         jetstream_limits: Default::default(),
+        msg_trace,
     }
 }
 
-/// The blocking problems nats-jwt's `AccountClaims.Validate` reports for its imports: an
-/// unknown import type, an activation token that does not decode, or one for another type.
+/// The blocking problems nats-jwt's `AccountClaims.Validate` reports for its message trace
+/// block and its imports: an unknown import type, an activation token that does not decode,
+/// or one for another type.
 fn validation_issues(claims: &AccountClaims) -> Vec<String> {
-    let mut issues = Vec::new();
+    let mut issues = claims
+        .nats
+        .trace
+        .as_ref()
+        .map(|t| t.issues())
+        .unwrap_or_default();
     for import in &claims.nats.imports {
         if flow(&import.kind).is_none() {
             issues.push(format!("invalid import type: {:?}", import.kind));

@@ -546,11 +546,12 @@ impl Session {
                     kind: msgtrace::kind::LEAF,
                     cid: self.conn.cid,
                     name: &name,
+                    desc: &self.desc,
                 };
                 self.out.from_leaf = Some(leaf);
                 let traced = m
                     .header_len
-                    .is_some_and(|h| msgtrace::requested(&m.message[..h]))
+                    .is_some_and(|h| msgtrace::requested(&m.message[..h], &account))
                     && super::msgtrace::deliver_routed(
                         &self.shared,
                         from,

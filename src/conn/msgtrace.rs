@@ -1,12 +1,15 @@
-//! Traced messages (`Nats-Trace-Dest`) arriving over a route or a leafnode connection: delivered
-//! as any routed message, with each delivery noted, and the event (this server's hop) handed
-//! to the system services.
+//! Traced messages (`Nats-Trace-Dest`, or a sampled `traceparent` in an account with
+//! `msg_trace`) arriving over a route or a leafnode connection: delivered as any routed
+//! message, with each delivery noted, and the event (this server's hop) handed to the system
+//! services.
 
 use std::sync::Arc;
 
+use tracing::error;
+
 use crate::engine::account::{Account, Matches};
 use crate::engine::deliver::{self, Deliveries, Message};
-use crate::engine::msgtrace::MsgTrace;
+use crate::engine::msgtrace::{self, MsgTrace, Request};
 use crate::state::events::SysInput;
 use crate::state::Shared;
 
@@ -19,11 +22,13 @@ pub struct FromRoute<'a> {
     pub cid: u64,
     /// The peer's server name.
     pub name: &'a str,
+    /// The connection's log prefix.
+    pub desc: &'a str,
 }
 
-/// Delivers a routed message whose headers ask for a trace, as
-/// [`deliver::deliver_routed`] does, and sends this server's trace event. False when the
-/// headers did not hold a usable trace request (the caller delivers it plainly).
+/// Delivers a routed message whose headers may ask for a trace (see [`msgtrace::requested`]),
+/// as [`deliver::deliver_routed`] does, and sends this server's trace event. False when the
+/// headers asked for nothing (the caller delivers it plainly).
 pub fn deliver_routed(
     shared: &Shared,
     from: FromRoute<'_>,
@@ -37,10 +42,26 @@ pub fn deliver_routed(
         return false;
     };
     let block = &msg.message[..header_len];
-    let Some(mut trace) =
-        MsgTrace::from_headers(block, msg.message.len(), account.clone(), out.trace)
-    else {
-        return false;
+    let (request, why) = MsgTrace::request(block, msg.message.len(), account, out.trace, false);
+    if let Some(why) = why {
+        error!("{} - {why}", from.desc);
+    }
+    let mut trace = match request {
+        Request::None => return false,
+        Request::Drop => return true,
+        Request::Disable => {
+            let mut disabled = msgtrace::disabled(block);
+            let disabled_len = disabled.len();
+            disabled.extend_from_slice(&msg.message[header_len..]);
+            let msg = Message {
+                header_len: Some(disabled_len),
+                message: &disabled,
+                ..*msg
+            };
+            deliver::deliver_routed(account, matches, &msg, queues, out);
+            return true;
+        }
+        Request::Trace(trace) => trace,
     };
     trace.ingress(
         from.kind,
@@ -51,7 +72,7 @@ pub fn deliver_routed(
     );
     let log = out.trace;
     out.trace = true;
-    out.msg_trace = Some(Box::new(trace));
+    out.msg_trace = Some(trace);
     deliver::deliver_routed(account, matches, msg, queues, out);
     out.trace = log;
     if let Some(trace) = out.msg_trace.take() {

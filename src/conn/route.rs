@@ -422,11 +422,12 @@ impl Session {
                     kind: msgtrace::kind::ROUTER,
                     cid: self.conn.cid,
                     name: &self.remote_name,
+                    desc: &self.desc,
                 };
                 cache.with(account, m.subject, |matches| {
                     let traced = m
                         .header_len
-                        .is_some_and(|h| msgtrace::requested(&m.message[..h]))
+                        .is_some_and(|h| msgtrace::requested(&m.message[..h], account))
                         && super::msgtrace::deliver_routed(
                             shared, from, account, matches, &msg, m.queues, out,
                         );

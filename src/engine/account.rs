@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::deliver::{self, Deliveries, Message};
 use super::leaf::Leaf;
 use super::mapping::Mapping;
+use super::msgtrace::AccountTrace;
 use super::outbound::CloseReason;
 use super::route::{self, LocalInterest, Route, Routes};
 use super::stats::{Counts, SubSnapshot, Totals};
@@ -80,6 +81,12 @@ pub struct Account {
     has_mappings: AtomicBool,
     /// Subject mappings, tried in order. Guards only the `Arc`.
     mappings: RwLock<Arc<[Mapping]>>,
+    /// Set when `msg_trace` names a destination: only then is a header block searched for a
+    /// W3C `traceparent`.
+    has_msg_trace: AtomicBool,
+    /// `msg_trace`: where messages carrying a sampled `traceparent` are traced. Guards only
+    /// the `Arc`.
+    msg_trace: RwLock<Option<Arc<AccountTrace>>>,
     /// Live client connections bound to the account.
     pub clients: AtomicUsize,
     /// The account's client connections on other servers of the cluster, as their
@@ -213,6 +220,8 @@ impl Account {
             stats: SublistStats::default(),
             has_mappings: AtomicBool::new(false),
             mappings: RwLock::new(Arc::from(Vec::new())),
+            has_msg_trace: AtomicBool::new(false),
+            msg_trace: RwLock::new(None),
             clients: AtomicUsize::new(0),
             remote_servers: Mutex::new(HashMap::new()),
             remote_clients: AtomicUsize::new(0),
@@ -547,6 +556,28 @@ impl Account {
         let empty = mappings.is_empty();
         *self.mappings.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(mappings);
         self.has_mappings.store(!empty, Ordering::Release);
+    }
+
+    /// Puts the account's `msg_trace` in force (at start and on reload).
+    pub fn set_msg_trace(&self, trace: Option<AccountTrace>) {
+        let on = trace.is_some();
+        *self.msg_trace.write().unwrap_or_else(|p| p.into_inner()) = trace.map(Arc::new);
+        self.has_msg_trace.store(on, Ordering::Release);
+    }
+
+    /// Whether `msg_trace` names a destination (one load: checked for every message with
+    /// headers).
+    #[inline]
+    pub fn has_msg_trace(&self) -> bool {
+        self.has_msg_trace.load(Ordering::Acquire)
+    }
+
+    /// The account's `msg_trace`, if any.
+    pub fn msg_trace(&self) -> Option<Arc<AccountTrace>> {
+        self.msg_trace
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The subject a publish to `subject` goes to, when a mapping applies.

@@ -512,9 +512,56 @@ pub struct Account {
     pub mappings: BTreeMap<String, Vec<MappingDestination>>,
     /// Auth callout: the users of this account that are its service, when set.
     pub authorization: ExternalAuthorization,
+    /// Where messages with a sampled W3C `traceparent` are traced (nats-jwt's `MsgTrace`).
+    pub trace: Option<MsgTrace>,
     /// Tags (`key:value` or plain).
     #[serde(deserialize_with = "null_as_empty")]
     pub tags: Vec<String>,
+}
+
+/// `trace` of an account JWT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct MsgTrace {
+    /// The subject trace events are published to.
+    pub dest: String,
+    /// Percent of the messages traced, 1 to 100 (0, not set: 100).
+    pub sampling: i64,
+}
+
+impl MsgTrace {
+    /// nats-jwt's checks of the block, in its words.
+    pub fn issues(&self) -> Vec<String> {
+        let mut issues = Vec::new();
+        let dest = &self.dest;
+        if dest.is_empty() {
+            issues.push("the account Trace.Destination subject cannot be empty".to_string());
+        } else if dest.contains(' ') {
+            issues.push(format!(
+                "the account Trace.Destination subject {dest:?} cannot have spaces"
+            ));
+        }
+        // nats-jwt's `HasWildCards`: a wildcard token at the start or end, or `.*.` inside.
+        let wildcard = dest.ends_with(".>")
+            || dest.contains(".*.")
+            || dest.ends_with(".*")
+            || dest.starts_with("*.")
+            || dest == "*"
+            || dest == ">";
+        if wildcard {
+            issues.push(format!(
+                "the account Trace.Destination subject {dest:?} is not a valid publish subject"
+            ));
+        }
+        if !(0..=100).contains(&self.sampling) {
+            issues.push(format!(
+                "the account Trace.Sampling value '{}' is not valid, should be in the range \
+                 [1..100]",
+                self.sampling
+            ));
+        }
+        issues
+    }
 }
 
 /// `authorization` of an account JWT: the account runs an auth callout service, and its

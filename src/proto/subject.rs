@@ -47,6 +47,14 @@ pub fn is_reserved_reply(reply: &[u8]) -> bool {
     }
 }
 
+/// True when a client may not publish to `subject`, whatever its permissions: nats-server keeps
+/// `_GR_.` (gateway replies) for itself, and `$NRG.` (Raft traffic) for the system account
+/// (`system`). Case-sensitive.
+pub fn is_reserved_publish(subject: &[u8], system: bool) -> bool {
+    (subject.len() > 5 && subject.starts_with(b"_GR_."))
+        || (!system && subject.starts_with(b"$NRG."))
+}
+
 /// True when `subject` is a valid filter that contains no wildcard token: what a publish subject
 /// must be in pedantic mode (`IsValidLiteralSubject`).
 pub fn is_valid_literal(subject: &[u8]) -> bool {

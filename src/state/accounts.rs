@@ -111,6 +111,11 @@ pub fn install(router: &Router, opts: &Options, sys: &SysChannel) -> Result<(), 
     router
         .global()
         .set_mappings(opts.mappings.iter().map(|m| m.build()).collect());
+    for name in &wanted {
+        let config = opts.accounts.iter().find(|a| a.name == *name);
+        let trace = config.and_then(|a| a.msg_trace.clone());
+        router.account_or_new(name).set_msg_trace(trace);
+    }
     for config in &opts.accounts {
         let account = router.account_or_new(&config.name);
         account.set_mappings(config.mappings.iter().map(|m| m.build()).collect());

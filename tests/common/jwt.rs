@@ -55,6 +55,27 @@ pub fn account_jwt(operator: &KeyPair, account: &KeyPair, name: &str, extra: Val
     )
 }
 
+/// A server configuration trusting `operator` with `system` as system account and a memory
+/// resolver preloaded with the system account's JWT and `accounts` (key pair, JWT).
+pub fn memory_resolver_config(
+    operator: &KeyPair,
+    system: &KeyPair,
+    accounts: &[(&KeyPair, &str)],
+) -> String {
+    let sys = system.public_key();
+    let mut preload = format!(
+        "  {sys}: {}\n",
+        account_jwt(operator, system, "SYS", json!({}))
+    );
+    for (account, jwt) in accounts {
+        preload += &format!("  {}: {jwt}\n", account.public_key());
+    }
+    format!(
+        "operator: {}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload {{\n{preload}}}\n",
+        operator_jwt(operator, &sys)
+    )
+}
+
 /// A user JWT for `user` signed by `issuer`; `extra` is merged into `nats`, `claims` into the
 /// top level (`exp`, `nbf`, `iat`).
 pub fn user_jwt(issuer: &KeyPair, user: &KeyPair, extra: Value, claims: Value) -> String {

@@ -211,6 +211,22 @@ impl Raw {
         self.buf.clear();
     }
 
+    /// Reads one line, and for a MSG/HMSG line its payload too; returns them raw.
+    pub async fn read_frame(&mut self) -> String {
+        let line = self.read_line().await;
+        if !(line.starts_with("MSG ") || line.starts_with("HMSG ")) {
+            return line;
+        }
+        let size: usize = line
+            .split_whitespace()
+            .last()
+            .and_then(|s| s.parse().ok())
+            .expect("size");
+        self.fill(size + 2).await;
+        let body: Vec<u8> = self.buf.drain(..size + 2).collect();
+        format!("{line}{}", String::from_utf8_lossy(&body))
+    }
+
     /// Reads until `n` complete MSG/HMSG frames are buffered; returns them raw. The server's
     /// own PINGs (its first comes two seconds after the connection) are passed over.
     pub async fn read_msgs(&mut self, n: usize) -> Vec<String> {

@@ -638,22 +638,46 @@ impl Client {
             // nats-server reports the bad subject and still routes the message.
             self.send_err(&ProtocolError::InvalidPublishSubject);
         }
-        if let Some(perms) = &self.perms {
-            if !publish_allowed(&mut self.pub_cache, perms, &self.conn, subject) {
-                let err = ProtocolError::PublishViolation(Bytes::copy_from_slice(subject));
-                if let Some(h) = header_len.filter(|&h| msgtrace::requested(&message[..h])) {
-                    self.trace_refused(subject, &message[..h], message.len(), &err);
-                }
-                return Err(err);
-            }
+        // Only a message with headers can ask for a trace.
+        if let Some(h) = header_len.filter(|&h| msgtrace::requested(&message[..h], &self.account)) {
+            return self.handle_traced_pub(subject, reply, h, message);
+        }
+        self.check_publish(subject, reply)?;
+        self.send_ok();
+        self.route(subject, reply, header_len, message);
+        Ok(())
+    }
+
+    /// What a publish must pass before it is delivered: the subject is neither one the server
+    /// keeps for itself nor denied by the client's permissions, and the reply is not reserved.
+    #[inline]
+    fn check_publish(&mut self, subject: &[u8], reply: Option<&[u8]>) -> Result<(), ProtocolError> {
+        if self.publish_refused(subject) {
+            return Err(ProtocolError::PublishViolation(Bytes::copy_from_slice(
+                subject,
+            )));
         }
         // Only a reply starting with `_` or `$` costs more than this branch.
         if let Some(reply) = reply.filter(|r| subject::is_reserved_reply(r)) {
             return Err(ProtocolError::ReplyViolation(Bytes::copy_from_slice(reply)));
         }
-        self.send_ok();
-        self.route(subject, reply, header_len, message);
         Ok(())
+    }
+
+    /// Whether the client may not publish to `subject`: the server keeps it (see
+    /// [`subject::is_reserved_publish`]) or the client's permissions deny it.
+    #[inline]
+    fn publish_refused(&mut self, subject: &[u8]) -> bool {
+        let system = || self.account.is_system.load(Ordering::Relaxed);
+        if matches!(subject.first(), Some(b'_' | b'$'))
+            && subject::is_reserved_publish(subject, system())
+        {
+            return true;
+        }
+        match &self.perms {
+            Some(perms) => !publish_allowed(&mut self.pub_cache, perms, &self.conn, subject),
+            None => false,
+        }
     }
 
     /// Delivers one message to every matching subscription and one member of each queue group
@@ -665,12 +689,6 @@ impl Client {
         header_len: Option<usize>,
         message: &[u8],
     ) {
-        // Only a message with headers can ask for a trace.
-        if let Some(h) = header_len {
-            if msgtrace::requested(&message[..h]) {
-                return self.route_traced(subject, reply, h, message);
-            }
-        }
         let mapped = self.account.map_subject(subject);
         let subject = mapped.as_deref().unwrap_or(subject);
         let msg = Message {
