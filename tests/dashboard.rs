@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::pki::Pki;
 use common::process::{http_get, start_with_ports, Process, Scratch};
-use common::{TestServer, WAIT};
+use common::{Raw, TestServer, WAIT};
 use futures::StreamExt;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -192,6 +192,44 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         let _ = tokio::time::timeout(WAIT, self.task).await;
     }
+}
+
+/// A connection closed as stale is an event on the page: the sample counts it, as `/varz`
+/// does, and names the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_connection_shows_as_an_event() {
+    let server = TestServer::with(monitored(Options {
+        ping_interval: Duration::from_millis(200),
+        ping_max: 1,
+        ..Options::default()
+    }))
+    .await;
+    let monitor = server.monitor.unwrap();
+    let tcp = TcpStream::connect(monitor).await.unwrap();
+    let mut events = Events::open(tcp, "/dashboard/events").await;
+    let (name, _) = events.next().await;
+    assert_eq!(name, "history");
+    // A client that never answers the server's PINGs.
+    let mut silent = Raw::connect(server.addr).await;
+    silent
+        .send("CONNECT {\"verbose\":false,\"name\":\"silent\"}\r\n")
+        .await;
+    let mut seen = None;
+    for _ in 0..10 {
+        let tick = events.tick().await;
+        if let Some(closed) = tick["closed"].as_array().filter(|c| !c.is_empty()) {
+            seen = Some((
+                tick["sample"]["stale_connections"].clone(),
+                closed[0].clone(),
+            ));
+            break;
+        }
+    }
+    let (count, event) = seen.expect("the stale connection shown within ten samples");
+    assert_eq!(count, 1);
+    assert_eq!(event["reason"], "Stale Connection", "{event}");
+    assert_eq!(event["name"], "silent");
+    assert_eq!(varz(monitor).await["stale_connections"], 1);
 }
 
 /// `/` gives nats-server's page of links to a client that does not ask for HTML, and the

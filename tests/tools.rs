@@ -188,7 +188,17 @@ fn pub_and_sub_with_headers_on_both_servers() {
         ]);
         assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
         assert_eq!(ran.stdout, "Published 5 bytes to \"orders.new\"\n");
-        let ran = tool(&["pub", "orders.old", "x", "--count", "2", "--server", &url]);
+        let ran = tool(&[
+            "pub",
+            "orders.old",
+            "x",
+            "--count",
+            "2",
+            "--sleep",
+            "20ms",
+            "--server",
+            &url,
+        ]);
         assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
         let got = finish(sub, Duration::from_secs(10));
         assert_eq!(got.code, 0, "{}: {}", target.name, got.stderr);
