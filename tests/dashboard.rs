@@ -232,6 +232,52 @@ async fn a_stale_connection_shows_as_an_event() {
     assert_eq!(varz(monitor).await["stale_connections"], 1);
 }
 
+/// A subscriber cut as a slow consumer is an event on the page too: the sample counts it, as
+/// `/varz` does, and the event names the connection and nats-server's close reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_shows_as_an_event() {
+    let server = TestServer::with(monitored(Options {
+        max_pending: 4096,
+        ..Options::default()
+    }))
+    .await;
+    let monitor = server.monitor.unwrap();
+    let tcp = TcpStream::connect(monitor).await.unwrap();
+    let mut events = Events::open(tcp, "/dashboard/events").await;
+    let (name, _) = events.next().await;
+    assert_eq!(name, "history");
+    // A subscriber that never reads. The server's writer runs beside the publisher's reader
+    // here, so the burst must also outgrow what the kernel's socket buffers take (a few MiB
+    // on loopback) before its max_pending is passed: 32 MiB.
+    let mut slow = Raw::connect(server.addr).await;
+    slow.send("CONNECT {\"verbose\":false,\"name\":\"slow\"}\r\nSUB big 1\r\n")
+        .await;
+    slow.expect_before_pong("").await;
+    let mut publisher = Raw::connect(server.addr).await;
+    publisher.send("CONNECT {\"verbose\":false}\r\n").await;
+    let payload = "x".repeat(1000);
+    let burst: String = (0..32 * 1024)
+        .map(|_| format!("PUB big 1000\r\n{payload}\r\n"))
+        .collect();
+    publisher.send(burst).await;
+    let mut seen = None;
+    for _ in 0..10 {
+        let tick = events.tick().await;
+        if let Some(closed) = tick["closed"].as_array().filter(|c| !c.is_empty()) {
+            seen = Some((tick["sample"]["slow_consumers"].clone(), closed[0].clone()));
+            break;
+        }
+    }
+    let slow_consumers = varz(monitor).await["slow_consumers"].clone();
+    let (count, event) = seen.unwrap_or_else(|| {
+        panic!("the slow consumer not shown within ten samples; /varz: {slow_consumers}")
+    });
+    assert_eq!(count, 1);
+    assert_eq!(event["reason"], "Slow Consumer (Pending Bytes)", "{event}");
+    assert_eq!(event["name"], "slow");
+    assert_eq!(varz(monitor).await["slow_consumers"], 1);
+}
+
 /// `/` gives nats-server's page of links to a client that does not ask for HTML, and the
 /// dashboard to a browser; `/dashboard` is the dashboard for anyone; both are small.
 #[tokio::test]
