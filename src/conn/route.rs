@@ -1,8 +1,9 @@
 //! The route kind of connection: another server of the cluster, speaking the route protocol
 //! (`proto::route`) as nats-server 2.15.1 does with a peer that does not pool routes.
 //!
-//! Both ends send INFO at once (the acceptor without waiting for the peer's: 2.15 dialers
-//! delay theirs until they have read it); the dialer sends CONNECT first. A route is
+//! The dialer sends CONNECT and INFO at once; the acceptor sends its INFO as soon as that
+//! CONNECT has passed (without waiting for the peer's INFO: 2.15 dialers delay theirs until
+//! they have read ours), so a refused peer never registers the route. A route is
 //! registered only when the peer's INFO arrives, keyed by its server id: a second connection
 //! to the same server is closed and the first kept. Once registered, each side sends its whole
 //! interest (`RS+` for every account), then changes as they happen; a closed route's interest
