@@ -645,15 +645,8 @@ async fn full_resolvers_sync_their_directories_every_interval() {
     let sys_jwt = world.account(&world.system, "SYS", json!({}));
     let old_a = world.account(&world.a, "A", json!({}));
     let c_jwt = world.account(&c, "C", json!({}));
-    let tern: PathBuf = env!("CARGO_BIN_EXE_tern").into();
-    let mut pairings = vec![("tern+tern", tern.clone(), tern.clone())];
-    if let Some(reference) = reference_server() {
-        pairings.push(("nats+nats", reference.clone(), reference.clone()));
-        pairings.push(("tern+nats", tern.clone(), reference.clone()));
-        pairings.push(("nats+tern", reference, tern));
-    }
     let mut transcripts = Vec::new();
-    for (who, first_bin, second_bin) in pairings {
+    for (who, first_bin, second_bin) in common::cluster::pairings() {
         let scratch = Scratch::new(&format!("resolver-sync-{who}"));
         let (d1, d2) = (scratch.0.join("one-jwt"), scratch.0.join("two-jwt"));
         let config = |dir: &Path, preload: &[(&KeyPair, &str)]| {
