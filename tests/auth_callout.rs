@@ -616,3 +616,70 @@ async fn callout_requests_carry_the_clients_tls() {
     assert_eq!(chain[1].trim(), read(&pki.ca).trim());
     assert!(client_tls.get("certs").is_none());
 }
+
+/// The callout service connected to the other server of a two-node cluster: the request
+/// crosses the route to it and its answer comes back to the server the client is on. Every
+/// pairing (tern+tern, nats-server pairs, and both mixed ones) gives the same outcomes.
+#[tokio::test]
+async fn callout_service_on_another_cluster_node() {
+    let issuer = KeyPair::new_account();
+    let config = format!(
+        "accounts {{\n  AUTH {{ users: [{{user: auth, password: pw}}] }}\n  APP {{}}\n}}\n\
+         authorization {{\n  timeout: 2\n  auth_callout {{\n    issuer: {}\n    \
+         auth_users: [auth]\n    account: AUTH\n  }}\n}}\n",
+        issuer.public_key()
+    );
+    let mut results = Vec::new();
+    for (who, client_bin, service_bin) in common::cluster::pairings() {
+        let scratch = Scratch::new(&format!("callout-cluster-{who}"));
+        let ((_one, client_addr), (_two, service_addr)) =
+            common::cluster::with_free_ports(|p1, p2| {
+                let one =
+                    common::cluster::cluster_node(&scratch, &client_bin, "ONE", &config, p1, &[])?;
+                let two = common::cluster::cluster_node(
+                    &scratch,
+                    &service_bin,
+                    "TWO",
+                    &config,
+                    p2,
+                    &[p1],
+                )?;
+                Some((one, two))
+            });
+        let auth = |addr: String| async move {
+            async_nats::ConnectOptions::with_user_and_password("auth".into(), "pw".into())
+                .connect(addr)
+                .await
+                .unwrap()
+        };
+        let keys = Keys {
+            issuer: issuer.seed().unwrap(),
+            user_signer: None,
+            xkey: None,
+        };
+        let svc = service(auth(service_addr.clone()).await, keys, |claims| {
+            verdict(claims, Some("APP"), Verdict::Refuse("no"))
+        })
+        .await;
+        // Routed: a request from the first node is answered on the second (the service
+        // subscribed before, so its interest is there too).
+        let (near, far) = (
+            auth(client_addr.clone()).await,
+            auth(service_addr.clone()).await,
+        );
+        common::cluster::request_across(&near, &far, "probe").await;
+        let mut seen = Vec::new();
+        for user in ["alice", "bob"] {
+            let connect = json!({"user": user, "pass": "x"});
+            seen.push(attempt(&client_addr, connect, "PUB a.x 0\r\n\r\n").await);
+        }
+        let served = svc.requests.lock().unwrap().len();
+        results.push((who, (seen, served >= 2)));
+    }
+    let (seen, served) = same_everywhere(results);
+    assert!(served, "the service got the requests");
+    assert!(
+        seen[0].last().is_some_and(|l| l == "PONG"),
+        "alice is admitted: {seen:?}"
+    );
+}

@@ -89,6 +89,8 @@ pub struct Varz {
     pub feature_flags: BTreeMap<&'static str, bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_account: Option<String>,
+    #[serde(skip_serializing_if = "is_none_counted")]
+    pub pinned_account_fails: u64,
     pub slow_consumer_stats: KindStats,
     pub stale_connection_stats: KindStats,
     pub disk_io_wait_stats: DiskIoWaitStats,
@@ -160,6 +162,11 @@ pub struct WebSocketVarz {
     pub allowed_origins: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub compression: bool,
+}
+
+/// Left out when nothing was counted (Go's `omitempty`).
+fn is_none_counted(count: &u64) -> bool {
+    *count == 0
 }
 
 fn is_zero(port: &u16) -> bool {
@@ -325,6 +332,10 @@ pub fn build(shared: &Shared) -> Varz {
         tags: opts.server_tags.clone(),
         feature_flags: feature_flags(),
         system_account: crate::state::accounts::system_account_name(&opts).map(String::from),
+        pinned_account_fails: shared
+            .monitor
+            .pinned_fails
+            .load(std::sync::atomic::Ordering::Relaxed),
         slow_consumer_stats: KindStats {
             clients: totals.slow_consumers,
             ..KindStats::default()

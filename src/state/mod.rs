@@ -48,6 +48,9 @@ pub struct MonitorState {
     pub requests: Mutex<BTreeMap<&'static str, u64>>,
     /// The previous CPU-time sample, for `cpu` as a percentage since then.
     pub cpu_sample: Mutex<Option<(Instant, f64)>>,
+    /// Users refused because their account is not in `resolver_pinned_accounts`
+    /// (`pinned_account_fails`).
+    pub pinned_fails: AtomicU64,
 }
 
 /// State every connection shares.

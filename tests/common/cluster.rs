@@ -351,3 +351,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The two-server pairings a mixed-cluster test runs: tern with tern and, when nats-server
+/// is installed, nats-server with nats-server and each mixed pair (first server, second).
+pub fn pairings() -> Vec<(&'static str, std::path::PathBuf, std::path::PathBuf)> {
+    let tern: std::path::PathBuf = env!("CARGO_BIN_EXE_tern").into();
+    let mut pairings = vec![("tern+tern", tern.clone(), tern.clone())];
+    if let Some(reference) = super::process::reference_server() {
+        pairings.push(("nats+nats", reference.clone(), reference.clone()));
+        pairings.push(("tern+nats", tern.clone(), reference.clone()));
+        pairings.push(("nats+tern", reference, tern));
+    }
+    pairings
+}

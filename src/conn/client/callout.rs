@@ -68,6 +68,12 @@ impl Internal for Reply {
         }
         true
     }
+
+    /// The service may be connected to another server of the cluster: its answer must find
+    /// its way back here.
+    fn announced(&self) -> bool {
+        true
+    }
 }
 
 impl Client {

@@ -34,15 +34,27 @@ impl Client {
         if !op.resolver.as_ref().is_some_and(|r| r.fetches()) {
             return None;
         }
-        let token = credentials.jwt.as_deref().filter(|t| !t.is_empty())?;
-        let user: crate::proto::jwt::UserClaims =
-            crate::proto::jwt::decode(token, crate::proto::jwt::Kind::User).ok()?;
-        let account = match user.nats.issuer_account.as_str() {
-            "" => user.iss,
-            account => account.to_string(),
-        };
+        let account = user_account(credentials)?;
         // An account that is not pinned is refused before it is looked up.
         let pinned = op.pinned.is_empty() || op.pinned.contains(&account);
         (pinned && !op.accounts.contains_key(&account)).then_some(account)
     }
+
+    /// Whether a refused CONNECT was refused for its account not being pinned
+    /// (`resolver_pinned_accounts`), which `/varz` counts.
+    pub(super) fn not_pinned(&self, credentials: &auth::Credentials) -> bool {
+        let pinned = &self.server.operator.pinned;
+        !pinned.is_empty() && user_account(credentials).is_some_and(|a| !pinned.contains(&a))
+    }
+}
+
+/// The account of CONNECT's user JWT: the issuer, or the account it signs for.
+fn user_account(credentials: &auth::Credentials) -> Option<String> {
+    let token = credentials.jwt.as_deref().filter(|t| !t.is_empty())?;
+    let user: crate::proto::jwt::UserClaims =
+        crate::proto::jwt::decode(token, crate::proto::jwt::Kind::User).ok()?;
+    Some(match user.nats.issuer_account.as_str() {
+        "" => user.iss,
+        account => account.to_string(),
+    })
 }

@@ -494,6 +494,12 @@ impl Client {
             return Ok(());
         }
         let Some(user) = user else {
+            if self.not_pinned(&credentials) {
+                self.shared
+                    .monitor
+                    .pinned_fails
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             return Err(self.refused(&credentials));
         };
         self.finish_connect(opts, credentials, user, false)
