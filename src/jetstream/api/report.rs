@@ -54,7 +54,7 @@ impl AccountJs {
         account.insert("ha_assets".into(), json!(0));
         account.insert(
             "api".into(),
-            json!({"level": 0, "total": self.total, "errors": self.errors}),
+            json!({"level": crate::jetstream::API_LEVEL, "total": self.total, "errors": self.errors}),
         );
         if detail.streams || detail.consumers {
             let streams: Vec<Value> = self
