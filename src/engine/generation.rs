@@ -122,20 +122,25 @@ impl Generations {
                 .all(|&b| self.buckets[b as usize].load(Ordering::Acquire) <= base)
     }
 
-    /// The bucket a change of `filter` marks.
+    /// The bucket a change of `filter` marks. One pass over the bytes, as [`Generations::stamp`]
+    /// hashes a subject (this runs under the sublist's write lock at every SUB and UNSUB).
     fn bucket_of_filter(&self, filter: &[u8]) -> usize {
         let mut hash = self.seed;
-        for (i, token) in filter.split(|&b| b == SEPARATOR).enumerate() {
-            if token == PWC || token == FWC {
-                // The literal prefix ends before this token (the empty one at the start).
-                return bucket(hash, PREFIX_TAG) as usize;
+        // The hash of the tokens before the current one (the prefix a wildcard there ends).
+        let mut prefix = self.seed;
+        let mut token_start = true;
+        for (i, &b) in filter.iter().enumerate() {
+            if token_start
+                && (b == PWC[0] || b == FWC[0])
+                && filter.get(i + 1).map_or(true, |&next| next == SEPARATOR)
+            {
+                return bucket(prefix, PREFIX_TAG) as usize;
             }
-            if i > 0 {
-                hash = fnv(hash, SEPARATOR);
+            token_start = b == SEPARATOR;
+            if token_start {
+                prefix = hash;
             }
-            for &b in token {
-                hash = fnv(hash, b);
-            }
+            hash = fnv(hash, b);
         }
         bucket(hash, EXACT_TAG) as usize
     }
