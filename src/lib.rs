@@ -21,7 +21,9 @@
 //!   [`engine::route`] (a route as a delivery target, and the local interest routes are told
 //!   of), [`engine::leaf`] (a leafnode connection as a delivery target bound to one account,
 //!   and what interest it hears of), [`engine::permissions`], [`engine::stats`],
-//!   [`engine::sublist`] (the trie), [`engine::msgtrace`] (message tracing: what a
+//!   [`engine::sublist`] (the trie), [`engine::generation`] (per-region generation numbers that
+//!   tell a publisher's cached match whether a SUB/UNSUB could have changed it),
+//!   [`engine::msgtrace`] (message tracing: what a
 //!   `Nats-Trace-Dest` message, or a sampled `traceparent` in an account with `msg_trace`,
 //!   asks for and the events gathered while it is delivered; `sys` publishes them).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
@@ -79,8 +81,10 @@
 //!
 //! A connection's reader fills its buffer with one read of up to 64 KiB and parses every whole
 //! operation in it; subjects and payloads are slices of that buffer. For a PUB it looks the subject up in
-//! its own match cache (valid while its account's generation number is unchanged, so the common
-//! case takes no shared lock), then appends `MSG ...` with a copy of the payload to each
+//! its own match cache (valid while no SUB or UNSUB that could match the subject happened
+//! since: one load of the account's generation number while nothing changed, the subject's
+//! generation buckets otherwise; so the common case takes no shared lock, churn elsewhere
+//! included), then appends `MSG ...` with a copy of the payload to each
 //! subscriber's outbound buffer under that subscriber's short mutex (the frame built on the
 //! stack and appended in one piece), picking one random member per queue group. A payload of
 //! 16 KiB or more is not copied: its frame is split off the read buffer and each subscriber

@@ -146,6 +146,18 @@ async fn pedantic_reports_bad_publish_subjects_and_still_routes() {
     quiet.expect_before_pong("MSG foo* 1 1\r\ny\r\n").await;
 }
 
+/// The sids of the next `n` messages, sorted.
+async fn read_sids(sub: &mut common::Raw, n: usize) -> Vec<String> {
+    let mut sids: Vec<String> = sub
+        .read_msgs(n)
+        .await
+        .iter()
+        .map(|m| m.split_whitespace().nth(2).unwrap().to_string())
+        .collect();
+    sids.sort();
+    sids
+}
+
 #[tokio::test]
 async fn every_wildcard_shape() {
     let server = TestServer::start().await;
@@ -170,14 +182,7 @@ async fn every_wildcard_shape() {
     for (subject, sids) in cases {
         publisher.send(format!("PUB {subject} 2\r\nhi\r\n")).await;
         publisher.expect_before_pong("").await;
-        let mut got: Vec<String> = sub
-            .read_msgs(sids.len())
-            .await
-            .iter()
-            .map(|m| m.split_whitespace().nth(2).unwrap().to_string())
-            .collect();
-        got.sort();
-        assert_eq!(got, *sids, "{subject}");
+        assert_eq!(read_sids(&mut sub, sids.len()).await, *sids, "{subject}");
         sub.expect_before_pong("").await;
     }
 }
@@ -1086,4 +1091,65 @@ async fn a_panicked_connection_task_is_not_waited_for() {
     server.shutdown().await;
     client.expect_closed_after_pings("", true).await;
     assert!(shared.tasks.is_closed() && shared.tasks.is_empty());
+}
+
+/// A publisher's cached match for its subject follows every SUB and UNSUB that can match it,
+/// wildcards included, and keeps its result through changes that cannot: after each change
+/// the next publish reaches exactly the subscriptions whose filters match, on tern and on
+/// nats-server 2.15.1 alike.
+#[tokio::test]
+async fn a_publisher_follows_every_matching_subscription_change() {
+    let tern = TestServer::start().await;
+    let mut servers = vec![("tern", tern.addr)];
+    let scratch = common::process::Scratch::new("cached-matches");
+    let log = scratch.0.join("nats-server.log");
+    let _reference = common::reference::nats_server().map(|binary| {
+        let (process, text) = common::process::Process::start(
+            std::process::Command::new(binary)
+                .args(["-a", "127.0.0.1", "-p", "-1", "-l"])
+                .arg(&log),
+            &log,
+        );
+        let port = common::process::listening_port(&text).expect("nats-server port");
+        servers.push(("nats-server", ([127, 0, 0, 1], port).into()));
+        process
+    });
+    // (change on the subscriber's connection, the sids a publish to orders.eu.new reaches)
+    let steps: &[(&str, &[&str])] = &[
+        ("SUB orders.eu.new 1", &["1"]),
+        ("SUB orders.us.new 2", &["1"]),
+        ("SUB orders.eu 3", &["1"]),
+        ("SUB orders.eu.new.x 4", &["1"]),
+        ("SUB orders.*.new 5", &["1", "5"]),
+        ("SUB orders.> 6", &["1", "5", "6"]),
+        ("SUB *.eu.* 7", &["1", "5", "6", "7"]),
+        ("SUB > 8", &["1", "5", "6", "7", "8"]),
+        ("SUB orders.eu.* q 9", &["1", "5", "6", "7", "8", "9"]),
+        ("UNSUB 2", &["1", "5", "6", "7", "8", "9"]),
+        ("UNSUB 6", &["1", "5", "7", "8", "9"]),
+        ("UNSUB 1", &["5", "7", "8", "9"]),
+        ("UNSUB 8", &["5", "7", "9"]),
+        ("UNSUB 5\r\nUNSUB 7\r\nUNSUB 9", &[]),
+        ("SUB orders.eu.new 10", &["10"]),
+    ];
+    for (name, addr) in servers {
+        let mut sub = common::Raw::connect(addr).await;
+        sub.send(QUIET).await;
+        let mut publisher = common::Raw::connect(addr).await;
+        publisher.send(QUIET).await;
+        // Cached before any subscription exists.
+        publisher.send("PUB orders.eu.new 2\r\nhi\r\n").await;
+        publisher.expect_before_pong("").await;
+        for (change, sids) in steps {
+            sub.send(format!("{change}\r\n")).await;
+            sub.expect_before_pong("").await;
+            publisher.send("PUB orders.eu.new 2\r\nhi\r\n").await;
+            publisher.expect_before_pong("").await;
+            let got = read_sids(&mut sub, sids.len()).await;
+            let mut want: Vec<String> = sids.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            assert_eq!(got, want, "{name} after {change:?}");
+            sub.expect_before_pong("").await;
+        }
+    }
 }

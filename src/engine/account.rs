@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::deliver::{self, Deliveries, Message};
+use super::generation::{Generations, Stamp};
 use super::leaf::Leaf;
 use super::mapping::Mapping;
 use super::msgtrace::AccountTrace;
@@ -72,9 +73,10 @@ pub struct Account {
     /// Every subscription in this account. Read-locked on a cache miss, write-locked by SUB
     /// and UNSUB; never held together with a connection's `subs` lock or an outbound lock.
     sublist: RwLock<Sublist<Subscription>>,
-    /// Bumped (inside the write lock) by every change of the sublist; a cached match result is
-    /// valid while the generation it was computed under is current.
-    generation: AtomicU64,
+    /// Moved (inside the write lock) by every change of the sublist, account-wide and in the
+    /// bucket of the filter changed: a cached match result is valid while no bucket of its
+    /// subject moved past the generation it was computed under.
+    generations: Generations,
     /// Sublist statistics for `/subsz`, changed under the sublist lock or on a cache miss.
     stats: SublistStats,
     /// Set when `mappings` is not empty: a publisher without mappings pays one load.
@@ -216,7 +218,7 @@ impl Account {
             leaf_interest: Mutex::new(HashMap::new()),
             name: name.into(),
             sublist: RwLock::new(Sublist::new()),
-            generation: AtomicU64::new(0),
+            generations: Generations::default(),
             stats: SublistStats::default(),
             has_mappings: AtomicBool::new(false),
             mappings: RwLock::new(Arc::from(Vec::new())),
@@ -276,12 +278,8 @@ impl Account {
         self.track_interest(&sub, true);
         let leafs = self.leafs();
         let mut sublist = self.sublist_mut();
-        sublist.insert(
-            &sub.subject.clone(),
-            sub.queue.clone().as_deref(),
-            sub.clone(),
-        );
-        self.generation.fetch_add(1, Ordering::Release);
+        sublist.insert(&sub.subject, sub.queue.as_deref(), sub.clone());
+        self.generations.changed([&sub.subject[..]]);
         self.stats.inserts.fetch_add(1, Ordering::Relaxed);
         drop(sublist);
         tell_leafs(&leafs, &[&sub], true);
@@ -295,7 +293,7 @@ impl Account {
         let leafs = self.leafs();
         let mut sublist = self.sublist_mut();
         sublist.remove(&sub.subject, sub.queue.as_deref(), sub);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.generations.changed([&sub.subject[..]]);
         self.stats.removes.fetch_add(1, Ordering::Relaxed);
         drop(sublist);
         tell_leafs(&leafs, &[sub], false);
@@ -318,7 +316,8 @@ impl Account {
                 removed.push(sub);
             }
         }
-        self.generation.fetch_add(1, Ordering::Release);
+        self.generations
+            .changed(removed.iter().map(|sub| &sub.subject[..]));
         drop(sublist);
         tell_leafs(&leafs, &removed, false);
         drop(leafs);
@@ -485,10 +484,22 @@ impl Account {
     }
 
     /// The current generation: read before `matches` so that a result is never cached under a
-    /// generation newer than the state it saw.
+    /// generation newer than the state it saw. It moves at every change of the sublist.
     #[inline]
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.generations.current()
+    }
+
+    /// The generation buckets a publish to the literal `subject` depends on.
+    pub fn stamp(&self, subject: &[u8]) -> Stamp {
+        self.generations.stamp(subject)
+    }
+
+    /// True when no change of the sublist since generation `base` could alter the match
+    /// result of the subject `stamp` was made for.
+    #[inline]
+    pub fn unchanged_since(&self, stamp: &Stamp, base: u64) -> bool {
+        self.generations.unchanged_since(stamp, base)
     }
 
     /// Every subscription matching the literal `subject`.

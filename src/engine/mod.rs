@@ -5,6 +5,7 @@
 pub mod account;
 pub mod connection;
 pub mod deliver;
+pub mod generation;
 pub mod import;
 pub mod leaf;
 pub mod mapping;

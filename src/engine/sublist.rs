@@ -108,8 +108,10 @@ impl<T> Sublist<T> {
     /// Removes `sub` (by identity) from under `subject` and `queue`; prunes what is left empty.
     /// Returns whether it was there.
     pub fn remove(&mut self, subject: &[u8], queue: Option<&[u8]>, sub: &Arc<T>) -> bool {
-        let tokens: Vec<&[u8]> = subject.split(|&b| b == SEPARATOR).collect();
-        let removed = self.root.remove(&tokens, queue, sub);
+        // Walked with the tokens' iterator: no token list allocated under the write lock.
+        let removed = self
+            .root
+            .remove(subject.split(|&b| b == SEPARATOR), queue, sub);
         if removed {
             self.count -= 1;
         }
@@ -234,19 +236,22 @@ impl<T> Level<T> {
         }
     }
 
-    fn remove(&mut self, tokens: &[&[u8]], queue: Option<&[u8]>, sub: &Arc<T>) -> bool {
-        let Some((token, rest)) = tokens.split_first() else {
+    fn remove<'s, I>(&mut self, mut tokens: I, queue: Option<&[u8]>, sub: &Arc<T>) -> bool
+    where
+        I: Iterator<Item = &'s [u8]> + Clone,
+    {
+        let Some(token) = tokens.next() else {
             return false;
         };
         let Some(node) = self.child_mut(token) else {
             return false;
         };
-        let removed = if rest.is_empty() {
+        let removed = if tokens.clone().next().is_none() {
             node.remove(queue, sub)
         } else {
             match node.next.as_deref_mut() {
                 Some(next) => {
-                    let removed = next.remove(rest, queue, sub);
+                    let removed = next.remove(tokens, queue, sub);
                     if next.is_empty() {
                         node.next = None;
                     }
@@ -330,7 +335,7 @@ fn remove_by_identity<T>(subs: &mut Vec<Arc<T>>, sub: &Arc<T>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::proto::subject;
     use proptest::prelude::*;
@@ -458,7 +463,8 @@ mod tests {
         Match(String),
     }
 
-    fn token() -> impl Strategy<Value = String> {
+    /// A token of a small alphabet, so that random subjects and filters meet.
+    pub(crate) fn token() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("a".to_string()),
             Just("b".to_string()),
@@ -470,7 +476,8 @@ mod tests {
         prop::collection::vec(token(), 1..5).prop_map(|t| t.join("."))
     }
 
-    fn filter() -> impl Strategy<Value = String> {
+    /// A filter of 1-4 such tokens or `*`, half of them ending in `>`.
+    pub(crate) fn filter() -> impl Strategy<Value = String> {
         let tok = prop_oneof![4 => token(), 1 => Just("*".to_string())];
         (prop::collection::vec(tok, 1..5), any::<bool>()).prop_map(|(mut t, fwc)| {
             if fwc {

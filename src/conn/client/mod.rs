@@ -590,6 +590,8 @@ impl Client {
             self.conn.stats.rtt().unwrap_or_default(),
         ));
         self.account = account;
+        // Cached results (and their generations) belong to the account they came from.
+        self.cache = MatchCache::default();
         self.conn.set_permissions(user.permissions.clone());
         self.perms = user.permissions.clone();
         self.pub_cache.clear();
