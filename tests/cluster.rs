@@ -409,3 +409,157 @@ async fn a_fast_publisher_is_paced_by_the_route_not_cut() {
     }
     sending.await.unwrap();
 }
+
+/// A payload that tells where every byte of it came from: sender `tag`, message `n`, offset.
+fn large_payload(tag: u8, n: usize, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| tag ^ (n as u8).wrapping_mul(31) ^ (i as u8) ^ ((i >> 8) as u8))
+        .collect()
+}
+
+/// Large messages (16 KiB and up: shared with the read buffer on tern rather than copied, on
+/// the route and leafnode paths as on the client path) cross a route, a route to a
+/// nats-server node, and a leafnode, in both directions and forwarded from one kind of server
+/// connection to another, with and without headers, to a queue group with a reply: every one
+/// arrives whole, byte for byte, in order.
+#[tokio::test]
+async fn large_messages_cross_routes_and_leafnodes_whole() {
+    let scratch = Scratch::new("cluster-large");
+    let tern = PathBuf::from(TERN);
+    let a = node_with(
+        &scratch,
+        &tern,
+        "LA",
+        &[],
+        "leafnodes { listen: \"127.0.0.1:-1\" }",
+    );
+    let b = node(&scratch, &tern, "LB", &[&a]);
+    // A nats-server node in the cluster reads tern's frames, and sends its own.
+    let reference = reference_server().map(|r| node(&scratch, &r, "LN", &[&a]));
+    let a_log = std::fs::read_to_string(scratch.0.join("LA.log")).unwrap();
+    let a_leaf =
+        common::cluster::logged_addr(&a_log, "Listening for leafnode connections on ").unwrap();
+    let (_leaf, leaf_log) = common::cluster::standalone(
+        &scratch,
+        &tern,
+        "LL",
+        &format!("leafnodes {{ remotes: [{{ url: \"nats-leaf://{a_leaf}\" }}] }}"),
+    );
+    let leaf_client =
+        common::cluster::logged_addr(&leaf_log, "Listening for client connections on ").unwrap();
+    let mut clients = vec![
+        ("A", client(&a).await),
+        ("B", client(&b).await),
+        (
+            "L",
+            async_nats::connect(format!("nats://{leaf_client}"))
+                .await
+                .unwrap(),
+        ),
+    ];
+    if let Some(n) = &reference {
+        clients.push(("N", client(n).await));
+    }
+    let sizes = [16 * 1024, 64 * 1024 + 3, 1_000_000];
+    // Publishers behind a route (B), behind the leafnode (L) and, when there is one, on the
+    // nats-server node: each message reaches the others through A, read from one server
+    // connection and written to another.
+    for from in ["B", "L", "N"] {
+        let Some(publisher) = clients
+            .iter()
+            .find(|(n, _)| *n == from)
+            .map(|(_, c)| c.clone())
+        else {
+            continue;
+        };
+        let subject = format!("big.{from}");
+        let mut subs = Vec::new();
+        for (name, c) in clients.iter().filter(|(n, _)| *n != from) {
+            let sub = c.subscribe(subject.clone()).await.unwrap();
+            let probe = format!("{subject}.probe.{name}");
+            let mut probed = c.subscribe(probe.clone()).await.unwrap();
+            c.flush().await.unwrap();
+            until_routed(&publisher, &mut probed, &probe).await;
+            subs.push((*name, sub));
+        }
+        let tag = from.as_bytes()[0];
+        let mut n = 0;
+        for size in sizes {
+            for with_headers in [false, true] {
+                let payload = large_payload(tag, n, size);
+                if with_headers {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("X-N", n.to_string().as_str());
+                    publisher
+                        .publish_with_headers(subject.clone(), headers, payload.into())
+                        .await
+                        .unwrap();
+                } else {
+                    publisher
+                        .publish(subject.clone(), payload.into())
+                        .await
+                        .unwrap();
+                }
+                n += 1;
+            }
+        }
+        publisher.flush().await.unwrap();
+        for (name, sub) in &mut subs {
+            let mut n = 0;
+            for size in sizes {
+                for with_headers in [false, true] {
+                    let msg = tokio::time::timeout(SETTLE, sub.next())
+                        .await
+                        .unwrap_or_else(|_| panic!("{from} -> {name}: message {n} never came"))
+                        .unwrap();
+                    assert_eq!(msg.payload.len(), size, "{from} -> {name}: message {n}");
+                    assert!(
+                        msg.payload == large_payload(tag, n, size),
+                        "{from} -> {name}: message {n} arrived altered"
+                    );
+                    let header = msg.headers.as_ref().and_then(|h| h.get("X-N"));
+                    match with_headers {
+                        true => assert_eq!(header.map(|v| v.to_string()), Some(n.to_string())),
+                        false => assert!(header.is_none(), "{from} -> {name}: {n}"),
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+    // A request to a queue group whose only member is behind the route (`RMSG` with `+ reply
+    // group`), from behind the leafnode, answered with a large reply.
+    let responder = clients[1].1.clone();
+    let mut service = responder
+        .queue_subscribe("big.service", "workers".into())
+        .await
+        .unwrap();
+    let mut probed = responder.subscribe("big.service.probe").await.unwrap();
+    responder.flush().await.unwrap();
+    let requester = clients[2].1.clone();
+    until_routed(&requester, &mut probed, "big.service.probe").await;
+    let task = tokio::spawn(async move {
+        let req = service.next().await.unwrap();
+        assert!(
+            req.payload == large_payload(b'q', 0, 200_000),
+            "request altered"
+        );
+        responder
+            .publish(req.reply.unwrap(), large_payload(b'r', 0, 300_000).into())
+            .await
+            .unwrap();
+        responder.flush().await.unwrap();
+    });
+    let answer = tokio::time::timeout(
+        SETTLE,
+        requester.request("big.service", large_payload(b'q', 0, 200_000).into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        answer.payload == large_payload(b'r', 0, 300_000),
+        "reply altered"
+    );
+    task.await.unwrap();
+}

@@ -906,6 +906,10 @@ impl PeerSession for Session {
         }
     }
 
+    fn frame_len(&self, buf: &[u8]) -> Option<usize> {
+        wire::frame_len(buf)
+    }
+
     fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
         self.trace = self.out.trace;
         self.handle(op)

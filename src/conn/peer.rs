@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error};
 
 use super::liveness::Liveness;
-use super::reader::ReadBuffer;
+use super::reader::{ReadBuffer, SHARE_PAYLOAD_FROM};
 use super::transport::ReadHalf;
 use crate::engine::connection::Connection;
 use crate::engine::deliver::Deliveries;
@@ -36,24 +36,45 @@ pub(super) trait PeerSession {
     fn in_counts(&self) -> (u64, u64);
     /// Parses one operation from the start of `buf` (`Ok(None)`: more bytes needed).
     fn parse_op<'b>(&self, buf: &'b [u8]) -> Result<Option<(RouteOp<'b>, usize)>, ProtocolError>;
+    /// The whole length of the message frame `buf` starts with, once its control line is
+    /// there (`None`: not a message, or not known yet).
+    fn frame_len(&self, buf: &[u8]) -> Option<usize>;
     /// Handles one operation.
     fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError>;
 
-    /// Handles every whole operation in `buf` (consuming them).
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+    /// Handles every whole operation in `buf` (consuming them); returns the length of the
+    /// message frame left partly read at its start (0: none), for the reader to make room for.
+    /// A large payload is handed to subscribers (and on to other peers) as a slice of the read
+    /// buffer, not copied: its frame is split off the buffer and parsed again from there, as
+    /// on the client path.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ProtocolError> {
         let mut consumed = 0;
         let result = loop {
-            match self.parse_op(&buf[consumed..]) {
+            let frame: Bytes;
+            let parsed = match self.parse_op(&buf[consumed..]) {
+                Ok(Some((RouteOp::Msg(m), n))) if m.message.len() >= SHARE_PAYLOAD_FROM => {
+                    buf.advance(consumed);
+                    consumed = 0;
+                    frame = buf.split_to(n).freeze();
+                    self.out().shared = Some(frame.clone());
+                    self.parse_op(&frame).map(|op| op.map(|(op, _)| (op, 0)))
+                }
+                parsed => parsed,
+            };
+            match parsed {
                 Ok(Some((op, n))) => {
                     consumed += n;
-                    if let Err(err) = self.handle_op(op) {
+                    let handled = self.handle_op(op);
+                    self.out().shared = None;
+                    if let Err(err) = handled {
                         break Err(err);
                     }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => break Ok(self.frame_len(&buf[consumed..]).unwrap_or(0)),
                 Err(err) => break Err(err),
             }
         };
+        self.out().shared = None;
         buf.advance(consumed);
         result
     }
@@ -93,7 +114,7 @@ pub(super) async fn read_loop<S: PeerSession>(
     tokio::pin!(deadline);
     let grace = tokio::time::sleep(session.info_grace().unwrap_or_default());
     tokio::pin!(grace);
-    let mut input = ReadBuffer::default();
+    let mut input = ReadBuffer::for_peer();
     let conn = session.conn().clone();
     loop {
         let waiting = session.awaiting();
@@ -111,7 +132,7 @@ pub(super) async fn read_loop<S: PeerSession>(
                     let result = session.process(&mut input.buf);
                     let (msgs, bytes) = session.in_counts();
                     conn.stats.publish(msgs, bytes, now.into_std());
-                    result
+                    result.map(|awaited| input.expect_frame(awaited))
                 }
                 Err(_) => return CloseReason::ReadError,
             },

@@ -1,6 +1,7 @@
 //! The reading side every connection shares: a buffer that starts small, doubles while reads
-//! fill it (up to 64 KiB per read), is given back after a burst, and tells its publisher when
-//! it has read enough without pause that the writers it woke should get a turn.
+//! fill it (up to 64 KiB per read for a client, 256 KiB for a route or leafnode), is given
+//! back after a burst, and tells its publisher when it has read enough without pause that the
+//! writers it woke should get a turn.
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -9,10 +10,20 @@ use super::transport::ReadHalf;
 
 /// Smallest read buffer; it doubles while reads fill it (nats-server starts at 512 bytes too).
 const MIN_READ: usize = 512;
-/// Largest single read.
+/// Largest single read of a client.
 pub const MAX_READ: usize = 64 * 1024;
+/// Largest single read of a route or leafnode connection: a few carry everyone's traffic, in
+/// the large batches the other server's writer sends, and each read costs a system call and
+/// the kernel's acknowledgement work (a tenth of a route reader's time at 64 KiB, 1 KB
+/// messages).
+pub const PEER_MAX_READ: usize = 256 * 1024;
 /// A publisher yields to the writers it woke after reading this much (see `yield_due`).
 const YIELD_AFTER: usize = 1024 * 1024;
+
+/// Payloads from this size on are shared with subscribers rather than copied into each one's
+/// queue (a reference-counted slice of the read buffer, written with a vectored write): by
+/// clients, routes and leafnodes alike.
+pub const SHARE_PAYLOAD_FROM: usize = 16 * 1024;
 
 /// One connection's input buffer.
 #[derive(Debug)]
@@ -20,6 +31,8 @@ pub struct ReadBuffer {
     /// Bytes read and not yet parsed.
     pub buf: BytesMut,
     read_size: usize,
+    /// The largest read (`MAX_READ` or `PEER_MAX_READ`).
+    max_read: usize,
     since_yield: usize,
     /// The length of the large frame `buf` starts with and does not hold whole yet (0: none):
     /// the next read makes room for all of it and may fill it (see `expect_frame`).
@@ -31,6 +44,7 @@ impl Default for ReadBuffer {
         ReadBuffer {
             buf: BytesMut::with_capacity(MIN_READ),
             read_size: MIN_READ,
+            max_read: MAX_READ,
             since_yield: 0,
             frame: 0,
         }
@@ -38,10 +52,18 @@ impl Default for ReadBuffer {
 }
 
 impl ReadBuffer {
+    /// A route's or leafnode's input buffer: reads up to `PEER_MAX_READ`.
+    pub fn for_peer() -> Self {
+        ReadBuffer {
+            max_read: PEER_MAX_READ,
+            ..ReadBuffer::default()
+        }
+    }
+
     /// Reads once from `reader`: at most the current read size even when a large message grew
-    /// the buffer, so one read never hands a publisher more than 64 KiB to deliver before the
-    /// subscribers' writers get a turn (an unbounded read let a 1 MiB publisher queue 64 MiB to
-    /// a subscriber that was keeping up, and cut it as slow). Cancel-safe.
+    /// the buffer, so one read never hands a publisher more than its largest read to deliver
+    /// before the subscribers' writers get a turn (an unbounded read let a 1 MiB publisher
+    /// queue 64 MiB to a subscriber that was keeping up, and cut it as slow). Cancel-safe.
     pub async fn read(&mut self, reader: &mut ReadHalf) -> std::io::Result<usize> {
         // The rest of a large frame is read whole when it is there (it is one message to
         // deliver, whatever its size), into room made for it at once: growing by doubling, a
@@ -54,7 +76,7 @@ impl ReadBuffer {
         let mut room = (&mut self.buf).limit(want);
         let n = reader.read_buf(&mut room).await?;
         self.since_yield += n;
-        if n >= self.read_size && self.read_size < MAX_READ {
+        if n >= self.read_size && self.read_size < self.max_read {
             self.read_size *= 2;
         }
         Ok(n)
@@ -64,7 +86,7 @@ impl ReadBuffer {
     /// large awaited). Only frames larger than a read are worth it.
     #[inline]
     pub fn expect_frame(&mut self, len: usize) {
-        self.frame = if len > MAX_READ { len } else { 0 };
+        self.frame = if len > self.max_read { len } else { 0 };
     }
 
     /// Whether the publisher has read a MiB since it last waited or yielded: a writer woken
@@ -85,8 +107,11 @@ impl ReadBuffer {
     /// small.
     #[inline]
     pub fn settle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 2 * MAX_READ {
-            *self = ReadBuffer::default();
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.max_read {
+            *self = ReadBuffer {
+                max_read: self.max_read,
+                ..ReadBuffer::default()
+            };
         }
     }
 }

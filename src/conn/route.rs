@@ -733,6 +733,10 @@ impl PeerSession for Session {
         wire::parse(buf, self.shared.opts().max_control_line, ROUTE_MAX_PAYLOAD)
     }
 
+    fn frame_len(&self, buf: &[u8]) -> Option<usize> {
+        wire::frame_len(buf)
+    }
+
     fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError> {
         self.trace = self.out.trace;
         self.handle(op)

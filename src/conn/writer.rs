@@ -91,7 +91,7 @@ pub async fn write_loop(shared: Arc<Shared>, conn: Arc<Connection>, mut writer: 
                 }
             }
         }
-        chunks.clear();
+        conn.outbound.recycle(&mut chunks);
         batch.clear();
         // While busy the two buffers (this one and the pending one) trade places at every
         // write, so neither is reallocated; only an outsized one is dropped at once.

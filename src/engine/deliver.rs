@@ -503,6 +503,12 @@ impl<'m> PeerFrame<'m> {
             message,
         };
         let name = account.name.as_bytes();
+        if out.shared.is_some() {
+            if let Some(appended) = self.send_shared(name, &frame, out) {
+                out.appended(appended, to);
+                return true;
+            }
+        }
         let appended =
             to.outbound
                 .append(Some(message.len()), |b| match (self.to, &out.leaf_origin) {
@@ -528,6 +534,29 @@ impl<'m> PeerFrame<'m> {
 }
 
 impl PeerFrame<'_> {
+    /// Queues a frame whose payload is shared with the read buffer it came in (a large one):
+    /// only the control line is copied. `None` when the message is not the one read (an
+    /// import or a trace rewrote it): the caller copies it.
+    #[inline(never)]
+    fn send_shared(
+        &self,
+        account: &[u8],
+        frame: &route_wire::Frame<'_>,
+        out: &Deliveries,
+    ) -> Option<Appended> {
+        let part = out.shared_part(frame.message)?;
+        let to = self.to.conn();
+        Some(to.outbound.append_shared(frame.message.len(), part, |b| {
+            match (self.to, &out.leaf_origin) {
+                (Peer::Leaf(_), _) => leaf_wire::encode_msg_head(b, frame),
+                (Peer::Route(_), Some(origin)) => {
+                    route_wire::encode_origin_msg_head(b, origin, account, frame)
+                }
+                (Peer::Route(_), None) => route_wire::encode_msg_head(b, account, frame),
+            }
+        }))
+    }
+
     /// Sends a traced message on as the next hop (`Nats-Trace-Hop`), and notes the egress.
     #[cold]
     fn send_traced(

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 /// Why a connection was closed; shown in logs (and later in `/connz`).
@@ -142,6 +143,9 @@ const FRAME_OVERHEAD: usize = 512;
 /// Once the pending buffer holds this much, a new one is started rather than growing it.
 const CHUNK: usize = 256 * 1024;
 
+/// How many written chunks a connection keeps for reuse (see `Outbound::recycle`).
+const SPARE_CHUNKS: usize = 4;
+
 #[derive(Debug, Default)]
 struct State {
     /// The buffer being appended to.
@@ -151,6 +155,11 @@ struct State {
     full: Vec<Bytes>,
     /// Bytes in `full`.
     full_bytes: usize,
+    /// Empty chunks the writer has finished with, reused before allocating new ones: a
+    /// publisher that reads faster than this connection's writer gets a turn fills a chunk or
+    /// more per batch, and fresh chunks cost a page fault every 4 KiB and an unmap when freed
+    /// (about a tenth of both nodes' time on the cluster route path, 1:1 1 KB).
+    spare: Vec<BytesMut>,
     /// Bytes the writer took and has not finished writing: they still count against
     /// `max_pending`, as in nats-server, so a stuck subscriber holds at most that much.
     in_flight: usize,
@@ -237,7 +246,11 @@ impl Outbound {
         }
         let room = state.pending.capacity() - state.pending.len();
         if state.pending.len() >= CHUNK && room < msg.unwrap_or(0) + FRAME_OVERHEAD {
-            let chunk = std::mem::replace(&mut state.pending, BytesMut::with_capacity(CHUNK));
+            let next = state
+                .spare
+                .pop()
+                .unwrap_or_else(|| BytesMut::with_capacity(CHUNK));
+            let chunk = std::mem::replace(&mut state.pending, next);
             state.full_bytes += chunk.len();
             state.full.push(chunk.freeze());
         }
@@ -412,13 +425,41 @@ impl Outbound {
         }
     }
 
-    /// Drops the pending buffer's memory if nothing is pending and it has grown past `limit`
-    /// (called by an idle writer).
+    /// The writer has written `chunks` (what `take` gave it): the whole chunks among them that
+    /// nothing else holds any more are kept, emptied, for reuse (up to `SPARE_CHUNKS`); the
+    /// rest is dropped. Leaves `chunks` empty.
+    pub fn recycle(&self, chunks: &mut Vec<Bytes>) {
+        let mut reusable: SmallVec<[BytesMut; SPARE_CHUNKS]> = SmallVec::new();
+        for chunk in chunks.drain(..) {
+            if reusable.len() == SPARE_CHUNKS {
+                break;
+            }
+            // A shared payload or a control line split off `pending` is usually still held
+            // elsewhere (not unique); one that is, or whose size is not a chunk's, goes.
+            if let Ok(mut chunk) = chunk.try_into_mut() {
+                if (CHUNK..=2 * CHUNK).contains(&chunk.capacity()) {
+                    chunk.clear();
+                    reusable.push(chunk);
+                }
+            }
+        }
+        if reusable.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        let fits = reusable.len().min(SPARE_CHUNKS - state.spare.len());
+        state.spare.extend(reusable.drain(..fits));
+        // What did not fit is freed after the lock is released (`state` goes first).
+    }
+
+    /// Drops the pending buffer's memory if nothing is pending and it has grown past `limit`,
+    /// and every spare chunk (called by an idle writer).
     pub fn release_idle_buffer(&self, limit: usize) {
         let mut state = self.lock();
         if state.pending.is_empty() && state.pending.capacity() > limit {
             state.pending = BytesMut::new();
         }
+        state.spare = Vec::new();
     }
 
     /// The writer has written everything it took.
@@ -576,6 +617,59 @@ mod tests {
             out.take(&mut BytesMut::new(), &mut chunks),
             Take::Idle
         ));
+    }
+
+    #[test]
+    fn written_chunks_are_reused_and_given_back_when_idle() {
+        let out = Outbound::new(64 * CHUNK);
+        let frame = vec![b'x'; 1000];
+        let fill = |out: &Outbound, first: u8| {
+            for i in 0..(5 * CHUNK / 1000) {
+                out.append(Some(1000), |b| {
+                    b.extend_from_slice(&[first.wrapping_add(i as u8)]);
+                    b.extend_from_slice(&frame[1..]);
+                });
+            }
+        };
+        fill(&out, 0);
+        let (mut last, mut chunks) = (BytesMut::new(), Vec::new());
+        assert!(matches!(out.take(&mut last, &mut chunks), Take::Write));
+        assert!(chunks.len() >= 2);
+        let written: Vec<*const u8> = chunks.iter().map(|c| c.as_ptr()).collect();
+        // A chunk still held elsewhere (a shared payload, say) is not reused.
+        let held = chunks[0].clone();
+        out.written();
+        out.recycle(&mut chunks);
+        assert!(chunks.is_empty());
+        last.clear();
+        // The next chunks set aside are the written ones, emptied, and carry only new frames.
+        fill(&out, 100);
+        let mut again = Vec::new();
+        assert!(matches!(out.take(&mut last, &mut again), Take::Write));
+        let reused = again
+            .iter()
+            .filter(|c| written[1..].contains(&c.as_ptr()))
+            .count();
+        assert!(reused >= 1, "no chunk reused");
+        assert!(again.iter().all(|c| c.as_ptr() != held.as_ptr()));
+        let all: Vec<u8> = again
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&last[..]))
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        assert_eq!(all.len(), 5 * CHUNK / 1000 * 1000);
+        for (i, frame) in all.chunks(1000).enumerate() {
+            assert_eq!(frame[0], 100u8.wrapping_add(i as u8));
+        }
+        out.written();
+        out.recycle(&mut again);
+        assert!(!out.lock().spare.is_empty());
+        out.release_idle_buffer(0);
+        assert!(
+            out.lock().spare.is_empty(),
+            "an idle connection keeps no spare chunk"
+        );
     }
 
     #[test]

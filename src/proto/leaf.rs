@@ -13,7 +13,9 @@ use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::error::ProtocolError;
-use crate::proto::route::{encode_frame, encode_interest, parse_for, Frame, RouteOp};
+use crate::proto::route::{
+    encode_frame, encode_frame_head, encode_interest, frame_len_for, parse_for, Frame, RouteOp,
+};
 
 /// The prefix of the subject each server subscribes to in every account it links by leafnode:
 /// one that comes back over another leafnode is a loop.
@@ -46,6 +48,22 @@ pub fn encode_msg(out: &mut BytesMut, frame: &Frame<'_>) {
         None => b"LMSG",
     };
     encode_frame(out, op, &[], frame, false);
+}
+
+/// The control line of [`encode_msg`], for a message whose payload (and CRLF) the caller
+/// sends on its own.
+pub fn encode_msg_head(out: &mut BytesMut, frame: &Frame<'_>) {
+    let op: &[u8] = match frame.header_len {
+        Some(_) => b"HMSG",
+        None => b"LMSG",
+    };
+    encode_frame_head(out, op, &[], frame, false);
+}
+
+/// The whole length of the `LMSG`/`HMSG` frame `buf` starts with, once its control line is
+/// there (see `route::frame_len`).
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    frame_len_for(buf, true)
 }
 
 /// The INFO a hub sends on its leafnode port. A 2.15 spoke wants a `client_id` and a

@@ -117,6 +117,12 @@ pub fn parse(
     parse_for(buf, max_control_line, max_payload, false)
 }
 
+/// The whole length of the `RMSG`/`HMSG`/`LMSG` frame `buf` starts with, once its control
+/// line is there: what a reader waiting for the rest should make room for.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    frame_len_for(buf, false)
+}
+
 /// Parses one leafnode operation (`proto::leaf`): the same frames without account or origin.
 pub(crate) fn parse_for(
     buf: &[u8],
@@ -222,6 +228,39 @@ pub(crate) fn parse_for(
         _ => return Err(ProtocolError::UnknownOperation),
     };
     Ok(Some((op, line_end)))
+}
+
+/// The whole length of the message frame (`RMSG`, `HMSG`, `LMSG`; for a leafnode `LMSG`,
+/// `HMSG`) that `buf` starts with, once its control line is there: how much the reader should
+/// make room for. `None` for anything else, or a control line that does not parse.
+pub(crate) fn frame_len_for(buf: &[u8], leaf: bool) -> Option<usize> {
+    let newline = memchr(b'\n', buf)?;
+    let line = buf[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..newline]);
+    let at = line.iter().position(|&b| b == b' ' || b == b'\t')?;
+    let (name, rest) = (&line[..at], trim(&line[at..]));
+    let is = |op: &[u8]| name.eq_ignore_ascii_case(op);
+    let form = match (leaf, is(b"RMSG"), is(b"HMSG"), is(b"LMSG")) {
+        (false, true, _, _) => MsgForm {
+            origin: false,
+            account: true,
+            headers: false,
+        },
+        (_, _, true, _) => MsgForm {
+            origin: false,
+            account: !leaf,
+            headers: true,
+        },
+        (_, _, _, true) => MsgForm {
+            origin: !leaf,
+            account: !leaf,
+            headers: !leaf,
+        },
+        _ => return None,
+    };
+    let (_, size) = msg_args(rest, form)?;
+    Some(newline + 1 + size + 2)
 }
 
 /// `PUB subj [reply] size` on a route: a message of no account, which no one gets.
@@ -512,6 +551,27 @@ pub fn encode_msg(
     encode_frame(out, op, &[account], &frame, false);
 }
 
+/// The control line of [`encode_msg`], for a message whose payload (and CRLF) the caller
+/// sends on its own.
+pub fn encode_msg_head(out: &mut BytesMut, account: &[u8], frame: &Frame<'_>) {
+    let op: &[u8] = match frame.header_len {
+        Some(_) => b"HMSG",
+        None => b"RMSG",
+    };
+    encode_frame_head(out, op, &[account], frame, false);
+}
+
+/// The control line of [`encode_origin_msg`], for a message whose payload (and CRLF) the
+/// caller sends on its own.
+pub fn encode_origin_msg_head(
+    out: &mut BytesMut,
+    origin: &[u8],
+    account: &[u8],
+    frame: &Frame<'_>,
+) {
+    encode_frame_head(out, b"LMSG", &[origin, account], frame, true);
+}
+
 /// `LMSG <origin> <acc> <subject> [...] <hdr> <size>\r\n`: a message that came from the leaf
 /// cluster `origin`, to a route (the header size is there even when 0).
 pub fn encode_origin_msg(out: &mut BytesMut, origin: &[u8], account: &[u8], frame: &Frame<'_>) {
@@ -538,13 +598,42 @@ pub(crate) fn encode_frame(
     f: &Frame<'_>,
     always_hdr: bool,
 ) {
+    frame_parts(out, op, lead, f, always_hdr, true);
+}
+
+/// The control line alone of what [`encode_frame`] writes (the size is `f.message`'s).
+pub(crate) fn encode_frame_head(
+    out: &mut BytesMut,
+    op: &[u8],
+    lead: &[&[u8]],
+    f: &Frame<'_>,
+    always_hdr: bool,
+) {
+    frame_parts(out, op, lead, f, always_hdr, false);
+}
+
+/// [`encode_frame`], or its control line alone without `body`.
+#[inline(always)]
+fn frame_parts(
+    out: &mut BytesMut,
+    op: &[u8],
+    lead: &[&[u8]],
+    f: &Frame<'_>,
+    always_hdr: bool,
+    body: bool,
+) {
     let head = FrameHead {
         op,
         lead,
         f,
         always_hdr,
     };
-    put_frame(out, &head, f.message);
+    if body {
+        put_frame(out, &head, f.message);
+    } else {
+        out.reserve(head.bound());
+        head.write(out);
+    }
 }
 
 /// The control line [`encode_frame`] writes.

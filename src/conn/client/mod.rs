@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use super::cache::{publish_allowed, MatchCache};
 use super::liveness::Liveness;
-use super::reader::ReadBuffer;
+use super::reader::{ReadBuffer, SHARE_PAYLOAD_FROM};
 use super::trace::trace_in;
 use super::transport::{ReadHalf, FIRST_PING_INTERVAL};
 use super::websocket::Upgrade;
@@ -941,10 +941,6 @@ impl Client {
         );
     }
 }
-
-/// Payloads from this size on are shared with subscribers rather than copied into each one's
-/// queue (a reference-counted slice of the read buffer, written with a vectored write).
-const SHARE_PAYLOAD_FROM: usize = 16 * 1024;
 
 /// Whether `op` is a PUB or HPUB whose payload is worth sharing.
 fn shares_payload(op: &ClientOp<'_>) -> bool {
