@@ -1,4 +1,4 @@
-//! Client tools in the server's binary: `tern pub|sub|req|reply|bench|server|trace`, for
+//! Client tools in the server's binary: `tern pub|sub|req|reply|bench|server|trace|kv|stream`, for
 //! debugging where the Go `nats` CLI is not at hand. They are plain NATS clients and work
 //! against any server (tern or nats-server).
 //!
@@ -9,6 +9,9 @@ pub mod args;
 pub mod bench;
 pub mod client;
 pub mod commands;
+pub mod jsapi;
+pub mod kv;
+pub mod stream;
 pub mod trace;
 pub mod wire;
 
@@ -17,7 +20,9 @@ use std::process::ExitCode;
 use args::Args;
 
 /// The tools, by the name that selects them.
-pub const TOOLS: &[&str] = &["pub", "sub", "req", "reply", "bench", "server", "trace"];
+pub const TOOLS: &[&str] = &[
+    "pub", "sub", "req", "reply", "bench", "server", "trace", "kv", "stream",
+];
 
 /// Whether `first` (the first argument after the program name) names a tool.
 pub fn is_tool(first: &str) -> bool {
@@ -59,6 +64,8 @@ pub fn run(tool: &str, rest: &[String]) -> ExitCode {
             "server" => commands::server(rest).await,
             "bench" => bench::run(rest).await,
             "trace" => trace::run(rest).await,
+            "kv" => kv::run(rest).await,
+            "stream" => stream::run(rest).await,
             _ => Err(format!("unknown tool {tool:?}")),
         }
     });
