@@ -380,6 +380,34 @@ fn bad_input_is_one_line_and_a_failure_exit() {
 }
 
 #[test]
+fn a_closed_stdout_ends_a_tool_quietly() {
+    let scratch = Scratch::new("tools-pipe");
+    let target = targets(&scratch, CONFIG).remove(0);
+    let url = target.url("app");
+    let mut sub = listening(&["sub", "p", "-s", &url]);
+    // The reader of the tool's output goes away (`tern sub p | head -1`).
+    drop(sub.stdout.take());
+    let ran = tool(&["pub", "p", "x", "--count", "100", "-s", &url]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = sub.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "tern sub still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    sub.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn a_server_flag_is_never_a_tool() {
     // `-p` and friends still go to the server's command line, and an unknown word is still
     // the server's error, not a tool's.

@@ -47,6 +47,7 @@ Connection options (as the `nats` CLI names them):
 
 /// Runs tool `tool` with the arguments after its name; prints one line on error.
 pub fn run(tool: &str, rest: &[String]) -> ExitCode {
+    quiet_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,6 +80,23 @@ pub fn run(tool: &str, rest: &[String]) -> ExitCode {
         }
         Err(err) => fail(tool, &err),
     }
+}
+
+/// `tern sub x | head -1`: once the reader of stdout has gone, printing fails; end the tool
+/// there quietly with the status a shell gives a process killed by SIGPIPE (as the Go `nats`
+/// CLI ends), instead of a panic and its backtrace.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map_or("", String::as_str);
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// How a tool ended well.
