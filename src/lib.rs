@@ -72,8 +72,9 @@
 //!   internal subscriptions.
 //! - [`server`]: listeners, the accept loop, lame duck mode, shutdown, the ports file.
 //! - [`tools`] (a top layer beside `server`, which it does not use): the client tools of
-//!   `tern pub|sub|req|reply|bench|server|trace`, a small NATS client of their own
-//!   ([`tools::client`], [`tools::wire`]) that works against tern and nats-server alike.
+//!   `tern pub|sub|req|reply|bench|server|trace|kv|stream`, a small NATS client of their own
+//!   ([`tools::client`], [`tools::wire`]) that works against tern and nats-server alike, and
+//!   the JetStream API requests of `kv` and `stream` over it ([`tools::jsapi`]).
 //! - [`logging`] (a leaf used by `main.rs` and the monitor): nats-server's log line format.
 //! - `main.rs`: the command line, logging set-up, signals.
 //!

@@ -1,8 +1,9 @@
-//! The client tools (`tern pub|sub|req|reply|bench|server|trace`) run as the built binary
+//! The client tools (`tern pub|sub|req|reply|bench|server|trace|kv|stream`) run as the built binary
 //! against tern and against nats-server 2.15.1: they are clients, and must work with both.
 
 mod common;
 
+use std::future::IntoFuture;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -52,6 +53,23 @@ fn targets(scratch: &Scratch, config: &str) -> Vec<Target> {
     binaries
         .into_iter()
         .map(|(name, binary)| start(scratch, name, &binary, &conf))
+        .collect()
+}
+
+/// tern, then nats-server 2.15.1, each with JetStream in its own store directory.
+fn js_targets(scratch: &Scratch) -> Vec<Target> {
+    let mut binaries = vec![("tern", PathBuf::from(TERN))];
+    if let Some(reference) = reference_server() {
+        binaries.push(("nats-server", reference));
+    }
+    binaries
+        .into_iter()
+        .map(|(name, binary)| {
+            let store = scratch.0.join(format!("{name}-js"));
+            let conf = scratch.0.join(format!("{name}.conf"));
+            std::fs::write(&conf, format!("jetstream {{ store_dir: {store:?} }}\n")).unwrap();
+            start(scratch, name, &binary, &conf)
+        })
         .collect()
 }
 
@@ -139,7 +157,9 @@ fn listening(args: &[&str]) -> Child {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(
-        line.starts_with("Subscribing on") || line.starts_with("Listening on"),
+        ["Subscribing on", "Listening on", "Watching bucket"]
+            .iter()
+            .any(|p| line.starts_with(p)),
         "{args:?}: {line}"
     );
     // Keep the rest of stderr readable by `finish`.
@@ -360,6 +380,34 @@ fn bad_input_is_one_line_and_a_failure_exit() {
 }
 
 #[test]
+fn a_closed_stdout_ends_a_tool_quietly() {
+    let scratch = Scratch::new("tools-pipe");
+    let target = targets(&scratch, CONFIG).remove(0);
+    let url = target.url("app");
+    let mut sub = listening(&["sub", "p", "-s", &url]);
+    // The reader of the tool's output goes away (`tern sub p | head -1`).
+    drop(sub.stdout.take());
+    let ran = tool(&["pub", "p", "x", "--count", "100", "-s", &url]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = sub.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "tern sub still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    sub.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn a_server_flag_is_never_a_tool() {
     // `-p` and friends still go to the server's command line, and an unknown word is still
     // the server's error, not a tool's.
@@ -516,5 +564,283 @@ fn tls_with_a_ca_and_a_client_certificate() {
             .concat(),
         );
         assert_one_line_error(&ran, "TLS handshake");
+    }
+}
+
+/// A runtime for the async-nats client that checks what the tools did.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn kv_tools_and_an_async_nats_client_agree_on_both_servers() {
+    let scratch = Scratch::new("tools-kv");
+    let rt = runtime();
+    for target in js_targets(&scratch) {
+        let url = format!("nats://127.0.0.1:{}", target.port);
+        let s = ["-s", url.as_str()];
+        let kv_tool = |args: &[&str]| tool(&[&["kv"][..], args, &s].concat());
+        let ran = kv_tool(&["add", "cfg", "--history", "5"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(ran.stdout.contains("History: 5"), "{}", ran.stdout);
+        let ran = kv_tool(&["put", "cfg", "app.color", "blue"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert_eq!(ran.stdout, "cfg > app.color revision 1\n");
+
+        // A real client reads what the tool wrote, and writes what the tool reads.
+        let client = rt.block_on(async_nats::connect(&url)).unwrap();
+        let js = async_nats::jetstream::new(client);
+        let kv = rt.block_on(js.get_key_value("cfg")).unwrap();
+        let got = rt.block_on(kv.get("app.color")).unwrap();
+        assert_eq!(got.as_deref(), Some(&b"blue"[..]), "{}", target.name);
+        rt.block_on(kv.put("app.size", "10".into())).unwrap();
+        rt.block_on(kv.put("app.color", "green".into())).unwrap();
+        let ran = kv_tool(&["get", "cfg", "app.color", "--raw"]);
+        assert_eq!(ran.stdout, "green\n", "{}: {}", target.name, ran.stderr);
+        let ran = kv_tool(&["get", "cfg", "app.size"]);
+        assert!(
+            ran.stdout
+                .starts_with("cfg > app.size revision: 2 created @ ")
+                && ran.stdout.ends_with("\n\n10\n"),
+            "{}",
+            ran.stdout
+        );
+        let ran = kv_tool(&["get", "cfg", "app.size", "--json"]);
+        let doc: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(doc["subject"], "$KV.cfg.app.size");
+        assert_eq!(doc["data"], "MTA=", "{}", target.name);
+
+        let ran = kv_tool(&["del", "cfg", "app.size"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert_eq!(rt.block_on(kv.get("app.size")).unwrap(), None);
+        assert_one_line_error(&kv_tool(&["get", "cfg", "app.size"]), "not found");
+
+        let ran = kv_tool(&["ls"]);
+        assert!(
+            ran.stdout.lines().nth(1).unwrap_or("").starts_with("cfg "),
+            "{}",
+            ran.stdout
+        );
+        let ran = kv_tool(&["ls", "--json"]);
+        let buckets: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(buckets[0]["config"]["name"], "KV_cfg", "{}", target.name);
+        assert_eq!(
+            kv_tool(&["ls", "cfg"]).stdout,
+            "app.color\n",
+            "{}",
+            target.name
+        );
+
+        let ran = kv_tool(&["history", "cfg", "app.color", "--json"]);
+        let history: Value = serde_json::from_str(&ran.stdout).unwrap();
+        let values: Vec<(u64, &str)> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["revision"].as_u64().unwrap(),
+                    e["value"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(values, [(1, "blue"), (3, "green")], "{}", target.name);
+        let entries = rt.block_on(kv.entry("app.color")).unwrap().unwrap();
+        assert_eq!(entries.revision, 3);
+
+        // The latest value of each key (the delete too), then a change made by async-nats.
+        let watch = listening(&["kv", "watch", "cfg", "--count", "3", "--json", "-s", &url]);
+        rt.block_on(kv.put("app.new", "x".into())).unwrap();
+        let got = finish(watch, Duration::from_secs(10));
+        assert_eq!(got.code, 0, "{}: {}", target.name, got.stderr);
+        let seen: Vec<(String, String, String)> = json_lines(&got.stdout)
+            .iter()
+            .map(|e| {
+                let text = |k: &str| e[k].as_str().unwrap().to_string();
+                (text("key"), text("operation"), text("value"))
+            })
+            .collect();
+        let expected = [
+            ("app.color", "PUT", "green"),
+            ("app.size", "DEL", ""),
+            ("app.new", "PUT", "x"),
+        ];
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(seen, expected, "{}", target.name);
+        let ran = tool(&["kv", "watch", "cfg", "app.new", "--count", "1", "-s", &url]);
+        assert!(
+            ran.stdout.ends_with("] PUT cfg > app.new: x\n"),
+            "{}",
+            ran.stdout
+        );
+    }
+}
+
+#[test]
+fn stream_tools_and_an_async_nats_client_agree_on_both_servers() {
+    let scratch = Scratch::new("tools-stream");
+    let rt = runtime();
+    for target in js_targets(&scratch) {
+        let url = format!("nats://127.0.0.1:{}", target.port);
+        let s = ["-s", url.as_str()];
+        let stream_tool = |args: &[&str]| tool(&[&["stream"][..], args, &s].concat());
+        let ran = stream_tool(&[
+            "add",
+            "ORDERS",
+            "--subjects",
+            "orders.*,ship.>",
+            "--storage",
+            "memory",
+        ]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(
+            ran.stdout.starts_with("Stream ORDERS was created"),
+            "{}",
+            ran.stdout
+        );
+
+        let client = rt.block_on(async_nats::connect(&url)).unwrap();
+        let js = async_nats::jetstream::new(client);
+        for (subject, body) in [("orders.new", "one"), ("ship.a.b", "two")] {
+            let ack = rt.block_on(js.publish(subject, body.into())).unwrap();
+            rt.block_on(ack.into_future()).unwrap();
+        }
+        let mut stream = rt.block_on(js.get_stream("ORDERS")).unwrap();
+        let info = rt.block_on(stream.info()).unwrap().clone();
+        assert_eq!(
+            info.config.subjects,
+            ["orders.*", "ship.>"],
+            "{}",
+            target.name
+        );
+        assert_eq!(
+            info.config.storage,
+            async_nats::jetstream::stream::StorageType::Memory
+        );
+
+        let ran = stream_tool(&["ls"]);
+        let row = ran
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("ORDERS "))
+            .unwrap_or_default();
+        assert!(
+            row.contains(" 2 ") && row.ends_with("orders.*, ship.>"),
+            "{}",
+            ran.stdout
+        );
+        let ran = stream_tool(&["ls", "--json"]);
+        let list: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(list[0]["config"]["name"], "ORDERS");
+        let ran = stream_tool(&["info", "ORDERS", "--json"]);
+        let doc: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(doc["state"]["messages"], info.state.messages);
+        assert_eq!(doc["state"]["last_seq"], 2, "{}", target.name);
+        let ran = stream_tool(&["info", "ORDERS"]);
+        assert!(
+            ran.stdout.contains("Messages: 2") && ran.stdout.contains("Storage: memory"),
+            "{}",
+            ran.stdout
+        );
+
+        let ran = stream_tool(&["get", "ORDERS", "2"]);
+        assert!(
+            ran.stdout.starts_with("Item: ORDERS#2 received ")
+                && ran.stdout.contains("on Subject ship.a.b"),
+            "{}",
+            ran.stdout
+        );
+        assert!(ran.stdout.ends_with("\n\ntwo\n"), "{}", ran.stdout);
+        let ran = stream_tool(&["get", "ORDERS", "--last-for", "orders.new", "--json"]);
+        let doc: Value = serde_json::from_str(&ran.stdout).unwrap();
+        assert_eq!(doc["message"]["seq"], 1, "{}", target.name);
+        assert_one_line_error(&stream_tool(&["get", "ORDERS", "9"]), "no message found");
+
+        let ran = stream_tool(&["purge", "ORDERS", "--subject", "orders.*"]);
+        assert_eq!(
+            ran.stdout, "Purged 1 messages from stream ORDERS\n",
+            "{}",
+            target.name
+        );
+        let info = rt.block_on(stream.info()).unwrap();
+        assert_eq!(info.state.messages, 1);
+        let ran = stream_tool(&["rm", "ORDERS"]);
+        assert_eq!(ran.code, 0, "{}: {}", target.name, ran.stderr);
+        assert!(
+            rt.block_on(js.get_stream("ORDERS")).is_err(),
+            "{}",
+            target.name
+        );
+        assert_one_line_error(&stream_tool(&["info", "ORDERS"]), "stream not found");
+        assert_eq!(stream_tool(&["ls"]).stdout, "No streams defined\n");
+    }
+}
+
+#[test]
+fn kv_and_stream_bad_input_is_one_line_and_a_failure_exit() {
+    let scratch = Scratch::new("tools-js-bad");
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let nowhere = format!("nats://{free}");
+    assert_one_line_error(&tool(&["kv", "ls", "-s", &nowhere]), "cannot connect");
+    assert_one_line_error(&tool(&["stream", "ls", "-s", &nowhere]), "cannot connect");
+    assert_one_line_error(&tool(&["kv", "add", "a.b"]), "invalid bucket name");
+    assert_one_line_error(&tool(&["kv", "put", "b", ".k", "v"]), "invalid key");
+    assert_one_line_error(&tool(&["kv", "watch", "b", "a b"]), "invalid key");
+    assert_one_line_error(&tool(&["kv", "add", "b", "--history", "65"]), "--history");
+    assert_one_line_error(&tool(&["kv", "frob"]), "unknown kv command");
+    assert_one_line_error(&tool(&["stream", "add", "a b"]), "invalid stream name");
+    assert_one_line_error(
+        &tool(&["stream", "add", "S", "--storage", "disk"]),
+        "--storage",
+    );
+    assert_one_line_error(
+        &tool(&["stream", "get", "S", "-s", &nowhere]),
+        "cannot connect",
+    );
+    // Servers without JetStream.
+    for target in targets(&scratch, CONFIG) {
+        let url = target.url("app");
+        let ran = tool(&["kv", "ls", "-s", &url]);
+        assert_one_line_error(&ran, "JetStream is not enabled");
+        let ran = tool(&["stream", "info", "S", "-s", &url]);
+        assert_one_line_error(&ran, "JetStream is not enabled");
+    }
+    // No such bucket, key or stream.
+    let scratch = Scratch::new("tools-js-bad-js");
+    for target in js_targets(&scratch) {
+        let url = format!("nats://127.0.0.1:{}", target.port);
+        for args in [
+            &["kv", "get", "none", "k"][..],
+            &["kv", "put", "none", "k", "v"],
+            &["kv", "del", "none", "k"],
+            &["kv", "ls", "none"],
+            &["kv", "watch", "none"],
+            &["kv", "history", "none", "k"],
+        ] {
+            let ran = tool(&[args, &["-s", url.as_str()]].concat());
+            assert_one_line_error(&ran, "bucket \"none\" not found");
+        }
+        assert_eq!(tool(&["kv", "add", "b", "-s", &url]).code, 0);
+        assert_one_line_error(
+            &tool(&["kv", "get", "b", "k", "-s", &url]),
+            "key \"k\" not found",
+        );
+        assert_one_line_error(
+            &tool(&["kv", "history", "b", "k", "-s", &url]),
+            "key \"k\" not found",
+        );
+        for args in [&["rm", "S"][..], &["purge", "S"], &["get", "S", "1"]] {
+            let ran = tool(&[&["stream"][..], args, &["-s", url.as_str()]].concat());
+            assert_one_line_error(&ran, "stream not found");
+        }
     }
 }

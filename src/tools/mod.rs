@@ -1,4 +1,4 @@
-//! Client tools in the server's binary: `tern pub|sub|req|reply|bench|server|trace`, for
+//! Client tools in the server's binary: `tern pub|sub|req|reply|bench|server|trace|kv|stream`, for
 //! debugging where the Go `nats` CLI is not at hand. They are plain NATS clients and work
 //! against any server (tern or nats-server).
 //!
@@ -9,6 +9,9 @@ pub mod args;
 pub mod bench;
 pub mod client;
 pub mod commands;
+pub mod jsapi;
+pub mod kv;
+pub mod stream;
 pub mod trace;
 pub mod wire;
 
@@ -17,7 +20,9 @@ use std::process::ExitCode;
 use args::Args;
 
 /// The tools, by the name that selects them.
-pub const TOOLS: &[&str] = &["pub", "sub", "req", "reply", "bench", "server", "trace"];
+pub const TOOLS: &[&str] = &[
+    "pub", "sub", "req", "reply", "bench", "server", "trace", "kv", "stream",
+];
 
 /// Whether `first` (the first argument after the program name) names a tool.
 pub fn is_tool(first: &str) -> bool {
@@ -42,6 +47,7 @@ Connection options (as the `nats` CLI names them):
 
 /// Runs tool `tool` with the arguments after its name; prints one line on error.
 pub fn run(tool: &str, rest: &[String]) -> ExitCode {
+    quiet_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,6 +65,8 @@ pub fn run(tool: &str, rest: &[String]) -> ExitCode {
             "server" => commands::server(rest).await,
             "bench" => bench::run(rest).await,
             "trace" => trace::run(rest).await,
+            "kv" => kv::run(rest).await,
+            "stream" => stream::run(rest).await,
             _ => Err(format!("unknown tool {tool:?}")),
         }
     });
@@ -72,6 +80,23 @@ pub fn run(tool: &str, rest: &[String]) -> ExitCode {
         }
         Err(err) => fail(tool, &err),
     }
+}
+
+/// `tern sub x | head -1`: once the reader of stdout has gone, printing fails; end the tool
+/// there quietly with the status a shell gives a process killed by SIGPIPE (as the Go `nats`
+/// CLI ends), instead of a panic and its backtrace.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map_or("", String::as_str);
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// How a tool ended well.
