@@ -826,6 +826,57 @@ const CLUSTERED_AND_UNPIN_CALLS: &[(&str, &str)] = &[
     ("$JS.API.INFO", ""),
 ];
 
+/// `discard_new_per_subject`: its configuration errors, and a subject at its
+/// `max_msgs_per_subject` refusing the next message while other subjects still take theirs.
+const DISCARD_NEW_PER_SUBJECT_CALLS: &[(&str, &str)] = &[
+    (
+        "$JS.API.STREAM.CREATE.P",
+        r#"{"name":"P","subjects":["p.*"],"storage":"memory","discard_new_per_subject":true,"max_msgs_per_subject":2}"#,
+    ),
+    (
+        "$JS.API.STREAM.CREATE.P",
+        r#"{"name":"P","subjects":["p.*"],"storage":"memory","discard_new_per_subject":true,"discard":"new"}"#,
+    ),
+    (
+        "$JS.API.STREAM.CREATE.P",
+        r#"{"name":"P","subjects":["p.*"],"storage":"file","discard_new_per_subject":true,"discard":"new","max_msgs_per_subject":2,"max_msgs":4}"#,
+    ),
+    ("p.a", "1"),
+    ("p.a", "2"),
+    ("p.a", "3"),
+    ("p.b", "4"),
+    ("p.b", "5"),
+    ("p.c", "6"),
+    ("$JS.API.STREAM.INFO.P", ""),
+    ("$JS.API.STREAM.MSG.DELETE.P", r#"{"seq":1}"#),
+    ("p.a", "7"),
+    ("p.a", "8"),
+    (
+        "$JS.API.STREAM.UPDATE.P",
+        r#"{"name":"P","subjects":["p.*"],"storage":"file","discard":"new","max_msgs_per_subject":2,"max_msgs":4}"#,
+    ),
+    ("p.a", "9"),
+    ("$JS.API.STREAM.INFO.P", ""),
+    // `discard: new` with a full stream: a subject at its limit replaces its oldest message,
+    // which makes room for a new one no larger than it.
+    (
+        "$JS.API.STREAM.CREATE.Q",
+        r#"{"name":"Q","subjects":["q.*"],"storage":"memory","discard":"new","max_msgs_per_subject":1,"max_bytes":60}"#,
+    ),
+    ("q.a", "xxxxxxxxxx"),
+    ("q.b", "xxxxxxxxxx"),
+    ("q.c", "x"),
+    ("q.a", "yyyyy"),
+    ("q.a", "zzzzzzzzzzzzzzzzzzzz"),
+    ("$JS.API.STREAM.INFO.Q", ""),
+];
+
+#[tokio::test]
+async fn discard_new_per_subject_side_by_side_with_nats_server() {
+    let (_servers, tern, ns) = side_by_side("js-discard-per-subject").await;
+    same_answers(&tern, &ns, DISCARD_NEW_PER_SUBJECT_CALLS).await;
+}
+
 #[tokio::test]
 async fn clustered_and_unpin_requests_side_by_side_with_nats_server() {
     let (_servers, tern, ns) = side_by_side("js-unpin").await;

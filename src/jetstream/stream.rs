@@ -99,6 +99,10 @@ pub struct StreamConfig {
     /// `discard`.
     #[serde(default)]
     pub discard: Discard,
+    /// `discard_new_per_subject`: with `discard: new`, a subject at `max_msgs_per_subject`
+    /// refuses new messages instead of dropping its oldest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discard_new_per_subject: bool,
     /// `storage`.
     #[serde(default)]
     pub storage: Storage,
@@ -148,7 +152,7 @@ pub struct StreamConfig {
 
 /// The request fields tern refuses when they are set to something other than null, false, 0 or
 /// empty: accepting them would store the stream without what they ask for.
-const NOT_YET: [&str; 13] = [
+const NOT_YET: [&str; 12] = [
     "allow_atomic",
     "allow_msg_counter",
     "allow_msg_schedules",
@@ -159,7 +163,6 @@ const NOT_YET: [&str; 13] = [
     "republish",
     "subject_transform",
     "first_seq",
-    "discard_new_per_subject",
     "subject_delete_marker_ttl",
     "placement",
 ];
@@ -216,6 +219,18 @@ impl StreamConfig {
         }
         if self.deny_purge && self.allow_rollup_hdrs {
             return Err(invalid("roll-ups require the purge permission"));
+        }
+        if self.discard_new_per_subject {
+            if self.discard != Discard::New {
+                return Err(invalid(
+                    "discard new per subject requires discard new policy to be set",
+                ));
+            }
+            if self.max_msgs_per_subject <= 0 {
+                return Err(invalid(
+                    "discard new per subject requires max msgs per subject > 0",
+                ));
+            }
         }
         if self.subjects.is_empty() {
             self.subjects = vec![self.name.clone()];
@@ -699,13 +714,35 @@ impl Stream {
             return Ok(PubOutcome::Stored(seq));
         }
         if self.config.discard == Discard::New {
+            // nats-server checks the subject's limit before the stream's. A subject at its
+            // limit gives up its oldest message for the new one, so then the stream's count
+            // does not grow, and its bytes only if that oldest is smaller than the new.
+            let per_subject = self.config.max_msgs_per_subject;
+            let at_subject_limit =
+                per_subject > 0 && self.store.subject_total(subject) as i64 >= per_subject;
+            if self.config.discard_new_per_subject && at_subject_limit {
+                return Err(store_failed("maximum messages per subject exceeded"));
+            }
             let state = self.store.state();
-            if self.config.max_msgs > 0 && state.messages as i64 >= self.config.max_msgs {
+            if self.config.max_msgs > 0
+                && state.messages as i64 >= self.config.max_msgs
+                && !at_subject_limit
+            {
                 return Err(store_failed("maximum messages exceeded"));
             }
             let new = self.store.msg_size(subject, &header, &data) as i64;
             if self.config.max_bytes > 0 && state.bytes as i64 + new > self.config.max_bytes {
-                return Err(store_failed("maximum bytes exceeded"));
+                let replaced = match at_subject_limit {
+                    true => self
+                        .store
+                        .first_seq_for_subject(subject)
+                        .and_then(|seq| self.store.load_msg(seq))
+                        .map(|m| self.store.msg_size(&m.subject, &m.header, &m.data) as i64),
+                    false => None,
+                };
+                if replaced.map_or(true, |old| old < new) {
+                    return Err(store_failed("maximum bytes exceeded"));
+                }
             }
         }
         let seq = self
