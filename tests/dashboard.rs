@@ -194,6 +194,29 @@ impl Load {
     }
 }
 
+impl Events<TcpStream> {
+    /// The dashboard's event stream at `monitor`, past its opening `history` event.
+    async fn after_history(monitor: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(monitor).await.unwrap();
+        let mut events = Events::open(tcp, "/dashboard/events").await;
+        let (name, _) = events.next().await;
+        assert_eq!(name, "history");
+        events
+    }
+
+    /// Within ten samples, the first that shows a closed connection: its `counter` and the
+    /// newest closed event.
+    async fn first_closed(&mut self, counter: &str) -> Option<(Value, Value)> {
+        for _ in 0..10 {
+            let tick = self.tick().await;
+            if let Some(closed) = tick["closed"].as_array().filter(|c| !c.is_empty()) {
+                return Some((tick["sample"][counter].clone(), closed[0].clone()));
+            }
+        }
+        None
+    }
+}
+
 /// A connection closed as stale is an event on the page: the sample counts it, as `/varz`
 /// does, and names the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,26 +228,13 @@ async fn a_stale_connection_shows_as_an_event() {
     }))
     .await;
     let monitor = server.monitor.unwrap();
-    let tcp = TcpStream::connect(monitor).await.unwrap();
-    let mut events = Events::open(tcp, "/dashboard/events").await;
-    let (name, _) = events.next().await;
-    assert_eq!(name, "history");
+    let mut events = Events::after_history(monitor).await;
     // A client that never answers the server's PINGs.
     let mut silent = Raw::connect(server.addr).await;
     silent
         .send("CONNECT {\"verbose\":false,\"name\":\"silent\"}\r\n")
         .await;
-    let mut seen = None;
-    for _ in 0..10 {
-        let tick = events.tick().await;
-        if let Some(closed) = tick["closed"].as_array().filter(|c| !c.is_empty()) {
-            seen = Some((
-                tick["sample"]["stale_connections"].clone(),
-                closed[0].clone(),
-            ));
-            break;
-        }
-    }
+    let seen = events.first_closed("stale_connections").await;
     let (count, event) = seen.expect("the stale connection shown within ten samples");
     assert_eq!(count, 1);
     assert_eq!(event["reason"], "Stale Connection", "{event}");
@@ -242,10 +252,7 @@ async fn a_slow_consumer_shows_as_an_event() {
     }))
     .await;
     let monitor = server.monitor.unwrap();
-    let tcp = TcpStream::connect(monitor).await.unwrap();
-    let mut events = Events::open(tcp, "/dashboard/events").await;
-    let (name, _) = events.next().await;
-    assert_eq!(name, "history");
+    let mut events = Events::after_history(monitor).await;
     // A subscriber that never reads. The server's writer runs beside the publisher's reader
     // here, so the burst must also outgrow what the kernel's socket buffers take (a few MiB
     // on loopback) before its max_pending is passed: 32 MiB.
@@ -260,14 +267,7 @@ async fn a_slow_consumer_shows_as_an_event() {
         .map(|_| format!("PUB big 1000\r\n{payload}\r\n"))
         .collect();
     publisher.send(burst).await;
-    let mut seen = None;
-    for _ in 0..10 {
-        let tick = events.tick().await;
-        if let Some(closed) = tick["closed"].as_array().filter(|c| !c.is_empty()) {
-            seen = Some((tick["sample"]["slow_consumers"].clone(), closed[0].clone()));
-            break;
-        }
-    }
+    let seen = events.first_closed("slow_consumers").await;
     let slow_consumers = varz(monitor).await["slow_consumers"].clone();
     let (count, event) = seen.unwrap_or_else(|| {
         panic!("the slow consumer not shown within ten samples; /varz: {slow_consumers}")

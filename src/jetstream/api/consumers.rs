@@ -143,12 +143,8 @@ impl AccountJs {
         Ok(Value::Object(consumer_info(stream, &name, now, true)))
     }
 
-    pub(super) fn consumer_info(
-        &self,
-        stream: &str,
-        name: &str,
-        now: i64,
-    ) -> Result<Value, ApiError> {
+    /// The stream `stream` if it holds the consumer `name`; nats-server's 10059 or 10014.
+    fn stream_with_consumer(&self, stream: &str, name: &str) -> Result<&Stream, ApiError> {
         let stream = self
             .streams
             .get(stream)
@@ -156,6 +152,16 @@ impl AccountJs {
         if !stream.consumers.contains_key(name) {
             return Err(consumer_not_found());
         }
+        Ok(stream)
+    }
+
+    pub(super) fn consumer_info(
+        &self,
+        stream: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<Value, ApiError> {
+        let stream = self.stream_with_consumer(stream, name)?;
         Ok(Value::Object(consumer_info(stream, name, now, true)))
     }
 
@@ -194,13 +200,7 @@ impl AccountJs {
                     .into(),
             ));
         }
-        let stream = self
-            .streams
-            .get(stream)
-            .ok_or_else(ApiError::stream_not_found)?;
-        if !stream.consumers.contains_key(name) {
-            return Err(consumer_not_found());
-        }
+        self.stream_with_consumer(stream, name)?;
         Err(ApiError::new(
             400,
             10160,
