@@ -677,6 +677,9 @@ fn main() {
                 }
             }
         }
+        for line in report::scenario_rows(&targets, scenario, &results) {
+            eprintln!("{line}");
+        }
         table.push(results);
     }
     let wall_time = wall.elapsed();

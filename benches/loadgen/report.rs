@@ -223,6 +223,21 @@ pub fn print_table(
     println!("{header}");
     println!("{rule}");
     for (scenario, results) in scenarios.iter().zip(table) {
+        for line in scenario_rows(targets, scenario, results) {
+            println!("{line}");
+        }
+    }
+}
+
+/// The table rows of one scenario, one line each (also printed to stderr as each scenario
+/// finishes, so a run cut off by a timeout keeps what it measured).
+pub fn scenario_rows(
+    targets: &[Target],
+    scenario: &Scenario,
+    results: &ScenarioResults,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    {
         let per_server: Vec<&Results> = (0..targets.len()).map(|ti| results.shown(ti)).collect();
         // Metric names in first-seen order over all servers.
         let mut names: Vec<(String, &'static str, Better)> = Vec::new();
@@ -266,9 +281,10 @@ pub fn print_table(
                     line.push_str(&format!(" {ratio} |"));
                 }
             }
-            println!("{line}");
+            lines.push(line);
         }
     }
+    lines
 }
 
 /// For each workload run both on one core and on two (`cores 1:` / `cores 2:`): per server,
