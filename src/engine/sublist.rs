@@ -6,11 +6,24 @@
 //! subscription of a node prunes the node and every level left empty above it, so the trie never
 //! keeps memory for subjects nobody subscribes to.
 //!
+//! Built for cheap SUB and UNSUB as much as for matching (a client churning subscriptions
+//! inserts and prunes a branch per pair): a level with one literal child holds it without a map
+//! (most levels of most subjects have one child), a node's next level and its first plain
+//! subscription live inside it, and tokens of up to [`INLINE_TOKEN`] bytes are keys without an
+//! allocation. Subscribing to `churn.<n>.x` beside other `churn.<m>.x` allocates once in the
+//! trie (the `x` node), where a map per level cost five allocations and a hasher seed.
+//!
 //! The trie is generic over the subscription type and compares subscriptions by `Arc` identity,
 //! so it knows nothing about connections and is tested against a brute-force matcher alone.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::mem;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use crate::proto::subject::{FWC, PWC, SEPARATOR};
 
@@ -51,21 +64,61 @@ impl<T> SublistResult<T> {
 pub struct Sublist<T> {
     root: Level<T>,
     count: usize,
+    store: Store<T>,
 }
 
-type TokenMap<T> = HashMap<Box<[u8]>, Node<T>, ahash::RandomState>;
+/// What inserting and pruning draw on besides the levels themselves.
+#[derive(Debug)]
+struct Store<T> {
+    /// The seed of every level's map, cloned into each: a fresh one per level cost more than
+    /// the rest of an insert. Random per trie, as subjects come from clients.
+    hasher: ahash::RandomState,
+    /// Boxes of pruned single children, empty, for the next ones: a client subscribing and
+    /// unsubscribing a subject nobody else has prunes and grows the same branch every time.
+    spares: Vec<Box<(Token, Node<T>)>>,
+}
+
+/// Most spare single-child boxes a trie keeps (a branch of this many levels is regrown
+/// without allocating).
+const SPARES: usize = 8;
+
+/// Longest token held inline as a key (a 22-character NUID fits).
+pub const INLINE_TOKEN: usize = 22;
+
+/// A literal token as a key of a level: inline up to [`INLINE_TOKEN`] bytes, boxed beyond.
+/// Hashes and compares as its bytes, so a level's map is searched with a `&[u8]`.
+#[derive(Clone)]
+enum Token {
+    Inline { len: u8, bytes: [u8; INLINE_TOKEN] },
+    Heap(Box<[u8]>),
+}
+
+type TokenMap<T> = HashMap<Token, Node<T>, ahash::RandomState>;
 
 #[derive(Debug)]
 struct Level<T> {
-    literals: TokenMap<T>,
+    literals: Literals<T>,
     pwc: Option<Box<Node<T>>>,
     fwc: Option<Box<Node<T>>>,
 }
 
+/// A level's literal children.
+#[derive(Debug)]
+enum Literals<T> {
+    None,
+    /// A single child, found by comparing its token.
+    One(Box<(Token, Node<T>)>),
+    /// Two or more, or fewer after removals: a map stays one until its last child leaves, so a
+    /// level that goes back and forth between one and two children does not build a map and
+    /// drop it every time.
+    Many(Box<TokenMap<T>>),
+}
+
 #[derive(Debug)]
 struct Node<T> {
-    next: Option<Box<Level<T>>>,
-    psubs: Vec<Arc<T>>,
+    /// The level below (empty at the end of every filter but longer ones').
+    next: Level<T>,
+    psubs: SmallVec<[Arc<T>; 1]>,
     qsubs: Vec<QueueGroup<T>>,
 }
 
@@ -74,6 +127,10 @@ impl<T> Default for Sublist<T> {
         Sublist {
             root: Level::new(),
             count: 0,
+            store: Store {
+                hasher: ahash::RandomState::new(),
+                spares: Vec::new(),
+            },
         }
     }
 }
@@ -95,13 +152,13 @@ impl<T> Sublist<T> {
         let mut tokens = subject.split(|&b| b == SEPARATOR).peekable();
         loop {
             let token = tokens.next().unwrap_or_default();
-            let node = level.child_or_insert(token);
+            let node = level.child_or_insert(token, &mut self.store);
             if tokens.peek().is_none() {
                 node.add(queue, sub);
                 self.count += 1;
                 return;
             }
-            level = node.next.get_or_insert_with(|| Box::new(Level::new()));
+            level = &mut node.next;
         }
     }
 
@@ -109,9 +166,8 @@ impl<T> Sublist<T> {
     /// Returns whether it was there.
     pub fn remove(&mut self, subject: &[u8], queue: Option<&[u8]>, sub: &Arc<T>) -> bool {
         // Walked with the tokens' iterator: no token list allocated under the write lock.
-        let removed = self
-            .root
-            .remove(subject.split(|&b| b == SEPARATOR), queue, sub);
+        let tokens = subject.split(|&b| b == SEPARATOR);
+        let removed = self.root.remove(tokens, queue, sub, &mut self.store);
         if removed {
             self.count -= 1;
         }
@@ -137,19 +193,12 @@ impl<T> Sublist<T> {
     /// Every subscription held, plain and queued.
     pub fn all(&self) -> Vec<Arc<T>> {
         fn walk<T>(level: &Level<T>, out: &mut Vec<Arc<T>>) {
-            let nodes = level
-                .literals
-                .values()
-                .chain(level.pwc.as_deref())
-                .chain(level.fwc.as_deref());
-            for node in nodes {
+            for node in level.children() {
                 out.extend(node.psubs.iter().cloned());
                 for group in &node.qsubs {
                     out.extend(group.members.iter().cloned());
                 }
-                if let Some(next) = &node.next {
-                    walk(next, out);
-                }
+                walk(&node.next, out);
             }
         }
         let mut out = Vec::with_capacity(self.count);
@@ -171,48 +220,98 @@ where
         if let Some(pwc) = &level.pwc {
             if last {
                 pwc.add_to(result);
-            } else if let Some(next) = &pwc.next {
-                match_level(next, tokens.clone(), result);
+            } else if !pwc.next.is_empty() {
+                match_level(&pwc.next, tokens.clone(), result);
             }
         }
-        let Some(node) = level.literals.get(token) else {
+        let Some(node) = level.literal(token) else {
             return;
         };
         if last {
             node.add_to(result);
             return;
         }
-        match &node.next {
-            Some(next) => level = next,
-            None => return,
-        }
+        level = &node.next;
     }
 }
 
 impl<T> Level<T> {
     fn new() -> Self {
         Level {
-            literals: HashMap::default(),
+            literals: Literals::None,
             pwc: None,
             fwc: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.literals.is_empty() && self.pwc.is_none() && self.fwc.is_none()
+        matches!(self.literals, Literals::None) && self.pwc.is_none() && self.fwc.is_none()
     }
 
-    fn child_or_insert(&mut self, token: &[u8]) -> &mut Node<T> {
+    /// The literal child `token`.
+    #[inline]
+    fn literal(&self, token: &[u8]) -> Option<&Node<T>> {
+        match &self.literals {
+            Literals::None => None,
+            Literals::One(one) => (one.0.as_bytes() == token).then_some(&one.1),
+            Literals::Many(map) => map.get(token),
+        }
+    }
+
+    /// Every child: literal ones, then `*`, then `>`.
+    fn children(&self) -> impl Iterator<Item = &Node<T>> {
+        let (one, many) = match &self.literals {
+            Literals::None => (None, None),
+            Literals::One(one) => (Some(&one.1), None),
+            Literals::Many(map) => (None, Some(map.values())),
+        };
+        one.into_iter()
+            .chain(many.into_iter().flatten())
+            .chain(self.pwc.as_deref())
+            .chain(self.fwc.as_deref())
+    }
+
+    fn child_or_insert(&mut self, token: &[u8], store: &mut Store<T>) -> &mut Node<T> {
         if token == PWC {
-            self.pwc.get_or_insert_with(|| Box::new(Node::new()))
-        } else if token == FWC {
-            self.fwc.get_or_insert_with(|| Box::new(Node::new()))
-        } else {
-            // Look up before inserting so the common case allocates no key.
-            if !self.literals.contains_key(token) {
-                self.literals.insert(token.into(), Node::new());
+            return self.pwc.get_or_insert_with(|| Box::new(Node::new()));
+        }
+        if token == FWC {
+            return self.fwc.get_or_insert_with(|| Box::new(Node::new()));
+        }
+        let found = match &self.literals {
+            Literals::None => false,
+            Literals::One(one) => one.0.as_bytes() == token,
+            // Found or added with one lookup.
+            Literals::Many(_) => true,
+        };
+        if !found {
+            return self.insert_literal(token, store);
+        }
+        match self.literals {
+            Literals::Many(ref mut map) => map_child(map, token),
+            Literals::One(ref mut one) => &mut one.1,
+            Literals::None => self.insert_literal(token, store),
+        }
+    }
+
+    /// Adds the literal child `token`, absent so far: the level's only child, or one more in
+    /// its map (made now if the level had one child).
+    fn insert_literal(&mut self, token: &[u8], store: &mut Store<T>) -> &mut Node<T> {
+        self.literals = match mem::replace(&mut self.literals, Literals::None) {
+            Literals::None => Literals::One(store.single(token)),
+            Literals::One(one) => {
+                let (key, node) = *one;
+                let mut map = TokenMap::with_capacity_and_hasher(2, store.hasher.clone());
+                map.insert(key, node);
+                Literals::Many(Box::new(map))
             }
-            self.literals.get_mut(token).expect("inserted above")
+            many => many,
+        };
+        match &mut self.literals {
+            // Only a level that had no child is left with one.
+            Literals::One(one) => &mut one.1,
+            Literals::Many(map) => map_child(map, token),
+            Literals::None => unreachable!("a child was added above"),
         }
     }
 
@@ -222,21 +321,45 @@ impl<T> Level<T> {
         } else if token == FWC {
             self.fwc.as_deref_mut()
         } else {
-            self.literals.get_mut(token)
+            match &mut self.literals {
+                Literals::None => None,
+                Literals::One(one) => (one.0.as_bytes() == token).then_some(&mut one.1),
+                Literals::Many(map) => map.get_mut(token),
+            }
         }
     }
 
-    fn remove_child(&mut self, token: &[u8]) {
+    /// Prunes the child `token`, left empty.
+    fn remove_child(&mut self, token: &[u8], store: &mut Store<T>) {
         if token == PWC {
             self.pwc = None;
         } else if token == FWC {
             self.fwc = None;
         } else {
-            self.literals.remove(token);
+            match &mut self.literals {
+                Literals::One(one) if one.0.as_bytes() == token => {
+                    if let Literals::One(one) = mem::replace(&mut self.literals, Literals::None) {
+                        store.keep(one);
+                    }
+                }
+                Literals::Many(map) => {
+                    map.remove(token);
+                    if map.is_empty() {
+                        self.literals = Literals::None;
+                    }
+                }
+                Literals::One(_) | Literals::None => {}
+            }
         }
     }
 
-    fn remove<'s, I>(&mut self, mut tokens: I, queue: Option<&[u8]>, sub: &Arc<T>) -> bool
+    fn remove<'s, I>(
+        &mut self,
+        mut tokens: I,
+        queue: Option<&[u8]>,
+        sub: &Arc<T>,
+        store: &mut Store<T>,
+    ) -> bool
     where
         I: Iterator<Item = &'s [u8]> + Clone,
     {
@@ -249,35 +372,60 @@ impl<T> Level<T> {
         let removed = if tokens.clone().next().is_none() {
             node.remove(queue, sub)
         } else {
-            match node.next.as_deref_mut() {
-                Some(next) => {
-                    let removed = next.remove(tokens, queue, sub);
-                    if next.is_empty() {
-                        node.next = None;
-                    }
-                    removed
-                }
-                None => false,
-            }
+            node.next.remove(tokens, queue, sub, store)
         };
         if node.is_empty() {
-            self.remove_child(token);
+            self.remove_child(token, store);
         }
         removed
     }
 }
 
+impl<T> Store<T> {
+    /// A box holding a new empty child `token`: a spare one if there is one.
+    fn single(&mut self, token: &[u8]) -> Box<(Token, Node<T>)> {
+        match self.spares.pop() {
+            Some(mut one) => {
+                one.0 = Token::new(token);
+                one
+            }
+            None => Box::new((Token::new(token), Node::new())),
+        }
+    }
+
+    /// Keeps the box of a pruned (so empty) single child for [`Store::single`], if there is
+    /// room.
+    fn keep(&mut self, one: Box<(Token, Node<T>)>) {
+        if self.spares.len() < SPARES && one.1.is_empty() {
+            self.spares.push(one);
+        }
+    }
+}
+
+/// The child `token` of a level's map, added if absent.
+fn map_child<'m, T>(map: &'m mut TokenMap<T>, token: &[u8]) -> &'m mut Node<T> {
+    if token.len() <= INLINE_TOKEN {
+        // The key costs no allocation: one lookup whether the child is there or not.
+        return map.entry(Token::new(token)).or_insert_with(Node::new);
+    }
+    // A long token: looked up first so that finding it allocates nothing.
+    if !map.contains_key(token) {
+        map.insert(Token::new(token), Node::new());
+    }
+    map.get_mut(token).expect("inserted above")
+}
+
 impl<T> Node<T> {
     fn new() -> Self {
         Node {
-            next: None,
-            psubs: Vec::new(),
+            next: Level::new(),
+            psubs: SmallVec::new(),
             qsubs: Vec::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.next.is_none() && self.psubs.is_empty() && self.qsubs.is_empty()
+        self.next.is_empty() && self.psubs.is_empty() && self.qsubs.is_empty()
     }
 
     fn add(&mut self, queue: Option<&[u8]>, sub: Arc<T>) {
@@ -295,16 +443,26 @@ impl<T> Node<T> {
 
     fn remove(&mut self, queue: Option<&[u8]>, sub: &Arc<T>) -> bool {
         match queue {
-            None => remove_by_identity(&mut self.psubs, sub),
+            None => match position_of(&self.psubs, sub) {
+                Some(at) => {
+                    self.psubs.swap_remove(at);
+                    true
+                }
+                None => false,
+            },
             Some(name) => {
                 let Some(at) = self.qsubs.iter().position(|g| &*g.name == name) else {
                     return false;
                 };
-                let removed = remove_by_identity(&mut self.qsubs[at].members, sub);
-                if self.qsubs[at].members.is_empty() {
+                let members = &mut self.qsubs[at].members;
+                let Some(member) = position_of(members, sub) else {
+                    return false;
+                };
+                members.swap_remove(member);
+                if members.is_empty() {
                     self.qsubs.swap_remove(at);
                 }
-                removed
+                true
             }
         }
     }
@@ -324,13 +482,56 @@ impl<T> Node<T> {
     }
 }
 
-fn remove_by_identity<T>(subs: &mut Vec<Arc<T>>, sub: &Arc<T>) -> bool {
-    match subs.iter().position(|s| Arc::ptr_eq(s, sub)) {
-        Some(at) => {
-            subs.swap_remove(at);
-            true
+fn position_of<T>(subs: &[Arc<T>], sub: &Arc<T>) -> Option<usize> {
+    subs.iter().position(|s| Arc::ptr_eq(s, sub))
+}
+
+impl Token {
+    fn new(token: &[u8]) -> Token {
+        if token.len() > INLINE_TOKEN {
+            return Token::Heap(token.into());
         }
-        None => false,
+        let mut bytes = [0; INLINE_TOKEN];
+        bytes[..token.len()].copy_from_slice(token);
+        Token::Inline {
+            len: token.len() as u8,
+            bytes,
+        }
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Token::Inline { len, bytes } => &bytes[..*len as usize],
+            Token::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Token {}
+
+// As its bytes: `Borrow<[u8]>` requires a token and its bytes to hash the same.
+impl Hash for Token {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for Token {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
     }
 }
 
@@ -456,6 +657,91 @@ pub(crate) mod tests {
         assert_eq!(s.matches(b"foo").psubs.len(), 1);
     }
 
+    /// Checks that no empty node or map is kept anywhere, and returns how many levels hold
+    /// their literal children inline and how many in a map.
+    fn check_pruned<T>(level: &Level<T>) -> (usize, usize) {
+        let mut counts = match &level.literals {
+            Literals::None => (0, 0),
+            Literals::One(_) => (1, 0),
+            Literals::Many(map) => {
+                assert!(!map.is_empty(), "an empty map is kept");
+                (0, 1)
+            }
+        };
+        for node in level.children() {
+            assert!(!node.is_empty(), "an empty node is kept");
+            let (one, many) = check_pruned(&node.next);
+            counts.0 += one;
+            counts.1 += many;
+        }
+        counts
+    }
+
+    #[test]
+    fn one_child_is_inline_until_a_second_arrives() {
+        let mut s = Sublist::new();
+        let (x, y, z) = (Arc::new(1), Arc::new(2), Arc::new(3));
+        s.insert(b"a.x", None, x.clone());
+        // The root and `a`'s level each hold one child, without a map.
+        assert_eq!(check_pruned(&s.root), (2, 0));
+        s.insert(b"a.y", None, y.clone());
+        assert_eq!(check_pruned(&s.root), (1, 1));
+        s.insert(b"a.z", None, z.clone());
+        assert_eq!(check_pruned(&s.root), (1, 1));
+        assert!(s.remove(b"a.x", None, &x));
+        assert!(s.remove(b"a.z", None, &z));
+        // A map stays one until it is empty (no map built and dropped per SUB + UNSUB of a
+        // level going between one and two children).
+        assert_eq!(check_pruned(&s.root), (1, 1));
+        assert_eq!(ids(&s.matches(b"a.y").psubs), BTreeSet::from([2]));
+        assert!(s.matches(b"a.x").is_empty());
+        assert!(s.remove(b"a.y", None, &y));
+        assert!(s.is_empty());
+        // The root's single child `a` was pruned, its box kept for the next one.
+        assert_eq!(s.store.spares.len(), 1);
+        // Emptied, the level starts over with one inline child.
+        s.insert(b"a.y", None, y.clone());
+        assert_eq!(s.store.spares.len(), 0);
+        assert_eq!(check_pruned(&s.root), (2, 0));
+        assert_eq!(ids(&s.matches(b"a.y").psubs), BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn long_tokens_are_keys_too() {
+        let mut s = Sublist::new();
+        let inline = "n".repeat(INLINE_TOKEN);
+        let long = "n".repeat(INLINE_TOKEN + 1);
+        let longer = "n".repeat(200);
+        let filters = [
+            format!("{inline}.x"),
+            format!("{long}.x"),
+            format!("{longer}.x"),
+            format!("a.{long}"),
+            format!("a.{inline}"),
+            format!("*.{long}"),
+        ];
+        for (i, f) in filters.iter().enumerate() {
+            s.insert(f.as_bytes(), None, Arc::new(i as u32));
+            // Inserting an existing token again (the map's lookup-first path for long ones).
+            s.insert(f.as_bytes(), None, Arc::new(100 + i as u32));
+        }
+        for (i, f) in filters.iter().enumerate().filter(|(_, f)| !f.contains('*')) {
+            let want: BTreeSet<u32> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| subject::matches(g.as_bytes(), f.as_bytes()))
+                .flat_map(|(j, _)| [j as u32, 100 + j as u32])
+                .collect();
+            assert!(want.contains(&(i as u32)));
+            assert_eq!(ids(&s.matches(f.as_bytes()).psubs), want, "{f}");
+        }
+        for sub in s.all() {
+            let f = &filters[*sub as usize % 100];
+            assert!(s.remove(f.as_bytes(), None, &sub), "{f}");
+        }
+        assert!(s.is_empty(), "levels left behind: {s:?}");
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Insert(String, Option<String>),
@@ -464,11 +750,14 @@ pub(crate) mod tests {
     }
 
     /// A token of a small alphabet, so that random subjects and filters meet.
+    /// Two of them as long as the longest inline key and one longer (kept on the heap).
     pub(crate) fn token() -> impl Strategy<Value = String> {
         prop_oneof![
-            Just("a".to_string()),
-            Just("b".to_string()),
-            Just("c".to_string())
+            3 => Just("a".to_string()),
+            3 => Just("b".to_string()),
+            3 => Just("c".to_string()),
+            1 => Just("d".repeat(INLINE_TOKEN)),
+            1 => Just("e".repeat(INLINE_TOKEN + 1)),
         ]
     }
 
@@ -538,6 +827,8 @@ pub(crate) mod tests {
                     }
                 }
                 prop_assert_eq!(trie.count(), model.len());
+                // Levels promoted to maps and pruned again leave nothing empty behind.
+                check_pruned(&trie.root);
             }
             for (f, q, sub) in model.drain(..) {
                 prop_assert!(trie.remove(f.as_bytes(), q.as_deref().map(str::as_bytes), &sub));

@@ -46,6 +46,22 @@ pub trait Internal: Send + Sync + fmt::Debug {
     }
 }
 
+/// Longest text (subject, sid and queue group together) of a client's subscription kept in
+/// one allocation with its `Bytes` header (two beyond).
+const INLINE_TEXT: usize = 64;
+
+/// A client subscription's subject, sid and queue group, back to back.
+struct InlineText {
+    len: usize,
+    bytes: [u8; INLINE_TEXT],
+}
+
+impl AsRef<[u8]> for InlineText {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// One SUB: who subscribed, to what, and its auto-unsubscribe state.
 #[derive(Debug)]
 pub struct Subscription {
@@ -72,9 +88,26 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// A new, open subscription of a client.
-    pub fn new(conn: Arc<Connection>, subject: Bytes, queue: Option<Bytes>, sid: Bytes) -> Self {
-        Self::with_target(Target::Client(conn), subject, queue, sid)
+    /// A new, open subscription of a client (its SUB). The subject, queue group and sid share
+    /// one buffer (one allocation for all three up to [`INLINE_TEXT`] bytes), so cloning the sid as the
+    /// key of the connection's sid map costs no allocation either.
+    pub fn new(conn: Arc<Connection>, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Self {
+        let queue_text = queue.unwrap_or_default();
+        let sid_end = subject.len() + sid.len();
+        let len = sid_end + queue_text.len();
+        let text = if len <= INLINE_TEXT {
+            let mut bytes = [0; INLINE_TEXT];
+            bytes[..subject.len()].copy_from_slice(subject);
+            bytes[subject.len()..sid_end].copy_from_slice(sid);
+            bytes[sid_end..len].copy_from_slice(queue_text);
+            Bytes::from_owner(InlineText { len, bytes })
+        } else {
+            Bytes::from_owner([subject, sid, queue_text].concat())
+        };
+        let mut rest = text;
+        let subject = rest.split_to(subject.len());
+        let sid = rest.split_to(sid.len());
+        Self::with_target(Target::Client(conn), subject, queue.map(|_| rest), sid)
     }
 
     /// A new, open subscription of the server itself.
@@ -158,5 +191,40 @@ impl Subscription {
             return None;
         }
         Some(n == max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::account::Account;
+
+    #[test]
+    fn a_client_subscription_keeps_its_three_texts_apart() {
+        let account = Arc::new(Account::new("A"));
+        let addr = "127.0.0.1:4222".parse().expect("an address");
+        let conn = Arc::new(Connection::new(1, 1 << 20, "test", addr, account));
+        let long = "x".repeat(100);
+        let cases = [
+            ("foo.bar", None, "1"),
+            ("foo.*", Some("workers"), "22"),
+            (">", Some("q"), "sid"),
+            (&long[..], Some(&long[..90]), &long[..80]),
+        ];
+        for (subject, queue, sid) in cases {
+            let sub = Subscription::new(
+                conn.clone(),
+                subject.as_bytes(),
+                queue.map(str::as_bytes),
+                sid.as_bytes(),
+            );
+            assert_eq!(&sub.subject[..], subject.as_bytes());
+            assert_eq!(sub.queue.as_deref(), queue.map(str::as_bytes));
+            assert_eq!(&sub.sid[..], sid.as_bytes());
+            // The sid outlives the subscription (as a key of the sid map may).
+            let sid_key = sub.sid.clone();
+            drop(sub);
+            assert_eq!(&sid_key[..], sid.as_bytes());
+        }
     }
 }

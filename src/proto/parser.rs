@@ -262,6 +262,13 @@ fn recognize(line: &[u8]) -> Result<(Op, &[u8]), ProtocolError> {
     if line.len() > 4 && &line[..4] == b"PUB " {
         return Ok((Op::Pub, trim_blanks(&line[4..])));
     }
+    // Then SUB and UNSUB, which a client churning subscriptions sends as often.
+    if line.len() > 4 && &line[..4] == b"SUB " {
+        return Ok((Op::Sub, trim_blanks(&line[4..])));
+    }
+    if line.len() > 6 && &line[..6] == b"UNSUB " {
+        return Ok((Op::Unsub, trim_blanks(&line[6..])));
+    }
     for (name, op) in PREFIX_OPS {
         if starts_with_ignore_case(line, name) {
             return Ok((op, trim_blanks(&line[name.len()..])));
@@ -336,6 +343,32 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
     })
 }
 
+/// Where the first blank at or after `at` is (`bytes.len()` if none): eight bytes at a time,
+/// since every PUB, SUB and UNSUB has an argument or two of ten bytes or more.
+#[inline]
+fn blank_from(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each zero byte of `v` is set; bytes above a zero one may be flagged too,
+    // so only the lowest flag is exact, and it is the one used.
+    let zeros = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let blanks =
+            zeros(word ^ (ONES * u64::from(b' '))) | zeros(word ^ (ONES * u64::from(b'\t')));
+        if blanks != 0 {
+            return at + (blanks.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < bytes.len() && !is_blank(bytes[at]) {
+        at += 1;
+    }
+    at
+}
+
 /// Up to five blank-separated arguments; more than five is reported as six so that every
 /// operation's arity check fails.
 struct Args<'a> {
@@ -360,9 +393,7 @@ impl<'a> Args<'a> {
                 return args;
             }
             let from = at;
-            while at < rest.len() && !is_blank(rest[at]) {
-                at += 1;
-            }
+            at = blank_from(rest, at);
             if !args.push(&rest[from..at]) {
                 return args;
             }
@@ -391,6 +422,28 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::default()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Arguments split eight bytes at a time are the blank-separated words.
+        #[test]
+        fn arguments_are_the_blank_separated_words(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"ab \t\r\x0c.\x89\xa0\x01".to_vec()),
+                0..40,
+            )
+        ) {
+            let words: Vec<&[u8]> = bytes.split(|&b| is_blank(b)).filter(|w| !w.is_empty()).collect();
+            let args = Args::split(&bytes);
+            if words.len() <= 5 {
+                proptest::prop_assert_eq!(args.as_slice(), &words[..]);
+            } else {
+                proptest::prop_assert_eq!(args.as_slice().len(), 6);
+                proptest::prop_assert_eq!(&args.as_slice()[..5], &words[..5]);
+            }
+        }
     }
 
     #[test]

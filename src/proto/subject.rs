@@ -20,17 +20,21 @@ fn is_space(b: u8) -> bool {
 /// True when `subject` is a valid subscription filter: non-empty tokens, no whitespace, and `>`
 /// only as the last token. Wildcards are allowed.
 pub fn is_valid_filter(subject: &[u8]) -> bool {
-    if subject.is_empty() {
-        return false;
-    }
-    let mut saw_fwc = false;
-    for token in subject.split(|&b| b == SEPARATOR) {
-        if token.is_empty() || saw_fwc || token.iter().any(|&b| is_space(b)) {
+    // One pass over the bytes (every SUB's subject): `start` is where the current token began.
+    let mut start = 0;
+    for (i, &b) in subject.iter().enumerate() {
+        if b == SEPARATOR {
+            // An empty token, or `>` before the last one.
+            if i == start || &subject[start..i] == FWC {
+                return false;
+            }
+            start = i + 1;
+        } else if is_space(b) {
             return false;
         }
-        saw_fwc = token == FWC;
     }
-    true
+    // The last token (the only one of a subject without separators) is not empty.
+    start < subject.len()
 }
 
 /// True when a client may not use `reply` as a PUB's reply subject, whatever its permissions:
@@ -210,6 +214,31 @@ mod tests {
         }
         for s in invalid {
             assert!(!is_valid_filter(s.as_bytes()), "{s:?} should be invalid");
+        }
+    }
+
+    /// The definition, token by token.
+    fn is_valid_filter_by_tokens(subject: &[u8]) -> bool {
+        let tokens: Vec<&[u8]> = subject.split(|&b| b == SEPARATOR).collect();
+        !subject.is_empty()
+            && tokens.iter().enumerate().all(|(i, t)| {
+                !t.is_empty()
+                    && !t.iter().any(|&b| is_space(b))
+                    && (*t != FWC || i == tokens.len() - 1)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn one_pass_validation_agrees_with_the_definition(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"ab.*> \t\r".to_vec()),
+                0..12,
+            )
+        ) {
+            proptest::prop_assert_eq!(is_valid_filter(&bytes), is_valid_filter_by_tokens(&bytes));
         }
     }
 

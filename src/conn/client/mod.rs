@@ -8,6 +8,7 @@
 //! batch (see `outbound`). Match results come from a per-connection cache that is valid while
 //! the router's generation number is unchanged, so the common case takes no shared lock.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -752,28 +753,26 @@ impl Client {
                 self.conn.enable_delivery_filter();
             }
         }
-        let sub = {
+        // Made before the sid map is locked (and dropped in the rare case the sid is taken).
+        let sub = Arc::new(Subscription::new(self.conn.clone(), subject, queue, sid));
+        {
             let mut subs = self.conn.subs();
             let max = self.max_subs();
             if max.is_some_and(|max| subs.len() >= max) {
                 return Err(ProtocolError::MaxSubscriptions);
             }
-            if subs.contains_key(sid) {
-                // nats-server ignores a SUB that reuses a live sid.
-                drop(subs);
-                self.send_ok();
-                return Ok(());
+            match subs.entry(sub.sid.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(sub.clone());
+                }
+                Entry::Occupied(_) => {
+                    // nats-server ignores a SUB that reuses a live sid.
+                    drop(subs);
+                    self.send_ok();
+                    return Ok(());
+                }
             }
-            let sid = Bytes::copy_from_slice(sid);
-            let sub = Arc::new(Subscription::new(
-                self.conn.clone(),
-                Bytes::copy_from_slice(subject),
-                queue.map(Bytes::copy_from_slice),
-                sid.clone(),
-            ));
-            subs.insert(sid, sub.clone());
-            sub
-        };
+        }
         self.account.subscribe(sub);
         self.send_ok();
         Ok(())
@@ -782,15 +781,18 @@ impl Client {
     fn handle_unsub(&mut self, sid: &[u8], max: Option<u64>) -> Result<(), ProtocolError> {
         let removed = {
             let mut subs = self.conn.subs();
-            match subs.get(sid) {
+            // Taken out at once (one lookup in the common case) and put back when it is to
+            // end after more messages.
+            match subs.remove(sid) {
                 Some(sub) => {
                     let delivered = sub.delivered.load(Ordering::Relaxed);
                     match max {
                         Some(max) if max > delivered => {
                             sub.max.store(max, Ordering::Relaxed);
+                            subs.insert(sub.sid.clone(), sub);
                             None
                         }
-                        _ => subs.remove(sid),
+                        _ => Some(sub),
                     }
                 }
                 None => None,

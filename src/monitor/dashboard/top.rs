@@ -155,12 +155,7 @@ mod tests {
     }
 
     fn subscribe(conn: &Arc<Connection>, subject: &'static str, sid: &'static str) {
-        let sub = Subscription::new(
-            conn.clone(),
-            Bytes::from_static(subject.as_bytes()),
-            None,
-            Bytes::from_static(sid.as_bytes()),
-        );
+        let sub = Subscription::new(conn.clone(), subject.as_bytes(), None, sid.as_bytes());
         conn.subs()
             .insert(Bytes::from_static(sid.as_bytes()), Arc::new(sub));
     }
