@@ -42,20 +42,20 @@ pub(super) trait PeerSession {
     /// Handles one operation.
     fn handle_op(&mut self, op: RouteOp<'_>) -> Result<(), ProtocolError>;
 
-    /// Handles every whole operation in `buf` (consuming them); returns the length of the
+    /// Handles every whole operation in `input` (consuming them); returns the length of the
     /// message frame left partly read at its start (0: none), for the reader to make room for.
     /// A large payload is handed to subscribers (and on to other peers) as a slice of the read
     /// buffer, not copied: its frame is split off the buffer and parsed again from there, as
     /// on the client path.
-    fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ProtocolError> {
+    fn process(&mut self, input: &mut ReadBuffer) -> Result<usize, ProtocolError> {
         let mut consumed = 0;
         let result = loop {
             let frame: Bytes;
-            let parsed = match self.parse_op(&buf[consumed..]) {
+            let parsed = match self.parse_op(&input.buf[consumed..]) {
                 Ok(Some((RouteOp::Msg(m), n))) if m.message.len() >= SHARE_PAYLOAD_FROM => {
-                    buf.advance(consumed);
+                    input.buf.advance(consumed);
                     consumed = 0;
-                    frame = buf.split_to(n).freeze();
+                    frame = input.split_frame(n);
                     self.out().shared = Some(frame.clone());
                     self.parse_op(&frame).map(|op| op.map(|(op, _)| (op, 0)))
                 }
@@ -70,12 +70,12 @@ pub(super) trait PeerSession {
                         break Err(err);
                     }
                 }
-                Ok(None) => break Ok(self.frame_len(&buf[consumed..]).unwrap_or(0)),
+                Ok(None) => break Ok(self.frame_len(&input.buf[consumed..]).unwrap_or(0)),
                 Err(err) => break Err(err),
             }
         };
         self.out().shared = None;
-        buf.advance(consumed);
+        input.buf.advance(consumed);
         result
     }
     /// The first-operation deadline still applies (no CONNECT or INFO yet), and what passing
@@ -129,7 +129,7 @@ pub(super) async fn read_loop<S: PeerSession>(
                     let now = Instant::now();
                     session.live().last_in = now;
                     session.out().trace = tracing::enabled!(tracing::Level::TRACE);
-                    let result = session.process(&mut input.buf);
+                    let result = session.process(&mut input);
                     let (msgs, bytes) = session.in_counts();
                     conn.stats.publish(msgs, bytes, now.into_std());
                     result.map(|awaited| input.expect_frame(awaited))

@@ -169,13 +169,13 @@ impl Client {
                         self.live.last_in = Instant::now();
                         self.refresh();
                         self.awaited = 0;
-                        let mut result = self.process(&mut input.buf);
+                        let mut result = self.process(&mut input);
                         while result.is_ok() && (self.callout.is_some() || self.fetch.is_some()) {
                             if let Some(fetch) = self.fetch.take() {
                                 // nats-server's read loop waits for the fetch too.
                                 result = self.run_fetch(fetch).await;
                                 if result.is_ok() && self.callout.is_none() {
-                                    result = self.process(&mut input.buf);
+                                    result = self.process(&mut input);
                                 }
                                 continue;
                             }
@@ -189,7 +189,7 @@ impl Client {
                                     .unwrap_or(CloseReason::ServerShutdown),
                             };
                             if result.is_ok() {
-                                result = self.process(&mut input.buf);
+                                result = self.process(&mut input);
                             }
                         }
                         input.expect_frame(self.awaited);
@@ -262,8 +262,8 @@ impl Client {
         self.out.trace = self.trace;
     }
 
-    /// Parses and handles every whole operation in `buf`, leaving a partial one for later.
-    fn process(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+    /// Parses and handles every whole operation in the input, leaving a partial one for later.
+    fn process(&mut self, input: &mut ReadBuffer) -> Result<(), ProtocolError> {
         let mut limits = parser::Limits {
             max_control_line: self.server.max_control_line,
             max_payload: self.max_payload(),
@@ -272,18 +272,18 @@ impl Client {
         let result = loop {
             // With auth required, nats-server refuses anything but CONNECT from its first byte
             // on: even an unknown operation is an authorization violation.
-            let first = buf[consumed..].first();
+            let first = input.buf[consumed..].first();
             if self.awaiting_auth() && first.is_some_and(|b| !b.eq_ignore_ascii_case(&b'c')) {
                 break Err(ProtocolError::AuthorizationViolation);
             }
             // A large payload is handed to subscribers as a slice of the read buffer, not
             // copied: its frame is split off the buffer (and parsed again from there).
             let frame: Bytes;
-            let parsed = match parser::parse(&buf[consumed..], &limits) {
+            let parsed = match parser::parse(&input.buf[consumed..], &limits) {
                 Ok(Some((op, n))) if shares_payload(&op) => {
-                    buf.advance(consumed);
+                    input.buf.advance(consumed);
                     consumed = 0;
-                    frame = buf.split_to(n).freeze();
+                    frame = input.split_frame(n);
                     self.out.shared = Some(frame.clone());
                     parser::parse(&frame, &limits).map(|op| op.map(|(op, _)| (op, 0)))
                 }
@@ -315,13 +315,13 @@ impl Client {
                     }
                 }
                 Ok(None) => {
-                    self.awaited = parser::frame_len(&buf[consumed..], &limits).unwrap_or(0);
+                    self.awaited = parser::frame_len(&input.buf[consumed..], &limits).unwrap_or(0);
                     break Ok(());
                 }
                 Err(err) => break Err(err),
             }
         };
-        buf.advance(consumed);
+        input.buf.advance(consumed);
         self.out.shared = None;
         result
     }
