@@ -30,6 +30,10 @@ const EXPIRE_EVERY: Duration = Duration::from_millis(50);
 /// up to date and new messages offered to the consumers: what publishers have queued meanwhile.
 const BATCH: usize = 256;
 
+/// Bytes of consumer messages appended to the clients before their writers are woken, when a
+/// pull batch is larger: the writer starts on them while the rest is appended.
+const WAKE_EVERY: usize = 256 * 1024;
+
 /// What the subscriptions hand to the task.
 #[derive(Debug)]
 enum Input {
@@ -642,6 +646,7 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
+                let mut out = Deliveries::default();
                 for (header, data) in enabled.js.direct_get(&stream, &subject, &body) {
                     let mut message = header.clone();
                     message.extend_from_slice(&data);
@@ -651,10 +656,9 @@ impl Service {
                         header_len: Some(header.len()),
                         message: &message,
                     };
-                    let mut out = Deliveries::default();
                     deliver::publish(&enabled.account, &msg, &mut out);
-                    out.flush(None);
                 }
+                out.flush(None);
             }
             Input::FlowControl {
                 account,
@@ -720,10 +724,17 @@ impl Service {
 
 impl Enabled {
     /// Sends what the consumers asked for: messages presented with their stored subject and
-    /// routed to the pull request's reply subject, and status messages.
+    /// routed to the pull request's reply subject, and status messages. The writers are woken
+    /// once, after the last (or each [`WAKE_EVERY`] bytes of messages): a pull batch goes out
+    /// in one write, not one per message.
     fn perform(&self, actions: Vec<Action>) {
+        let mut out = Deliveries::default();
+        let mut unflushed = 0;
         for action in actions {
-            let mut out = Deliveries::default();
+            if unflushed >= WAKE_EVERY {
+                out.flush(None);
+                unflushed = 0;
+            }
             match action {
                 Action::Deliver {
                     to,
@@ -732,14 +743,24 @@ impl Enabled {
                     header,
                     data,
                 } => {
-                    let mut message = Vec::with_capacity(header.len() + data.len());
-                    message.extend_from_slice(&header);
-                    message.extend_from_slice(&data);
+                    // Without headers the payload goes as it is, not copied.
+                    let joined;
+                    let message: &[u8] = match header.is_empty() {
+                        true => &data,
+                        false => {
+                            let mut both = Vec::with_capacity(header.len() + data.len());
+                            both.extend_from_slice(&header);
+                            both.extend_from_slice(&data);
+                            joined = both;
+                            &joined
+                        }
+                    };
+                    unflushed += message.len() + subject.len() + ack.len();
                     let msg = Message {
                         subject: subject.as_bytes(),
                         reply: Some(ack.as_bytes()),
                         header_len: (!header.is_empty()).then_some(header.len()),
-                        message: &message,
+                        message,
                     };
                     deliver::publish_presented(&self.account, to.as_bytes(), &msg, &mut out);
                 }
@@ -762,8 +783,8 @@ impl Enabled {
                     deliver::publish(&self.account, &msg, &mut out);
                 }
             }
-            out.flush(None);
         }
+        out.flush(None);
     }
 
     /// Tells each push consumer whether someone listens on its deliver subject (a member of

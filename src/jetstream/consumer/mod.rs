@@ -459,19 +459,11 @@ impl Consumer {
         }
     }
 
-    /// Delivers `msg` (for the `dc`th time) to `to`: records it as delivered and, unless
-    /// nothing is acknowledged, as pending until `ack_wait` (or the backoff for this delivery)
-    /// has passed.
-    fn deliver(
-        &mut self,
-        msg: StoredMsg,
-        dc: u64,
-        to: String,
-        store: &dyn StreamStore,
-        now: i64,
-    ) -> Action {
+    /// Delivers `msg` (for the `dc`th time) to `to` with its ack reply subject `ack` (from
+    /// [`Consumer::ack_reply`], just before): records it as delivered and, unless nothing is
+    /// acknowledged, as pending until `ack_wait` (or the backoff for this delivery) has passed.
+    fn deliver(&mut self, msg: StoredMsg, dc: u64, to: String, ack: String, now: i64) -> Action {
         let sseq = msg.seq;
-        let ack = self.ack_reply(&msg, dc, store);
         let cseq = self.delivered.0 + 1;
         self.delivered = (cseq, self.delivered.1.max(sseq));
         self.dirty = true;
@@ -520,12 +512,12 @@ impl Consumer {
 
     /// What the next delivery of `msg` weighs as nats-server counts it against a pull
     /// request's `max_bytes`: subject, ack reply, headers and payload as delivered.
-    fn delivery_size(&self, msg: &StoredMsg, dc: u64, store: &dyn StreamStore) -> i64 {
+    fn delivery_size(&self, msg: &StoredMsg, ack: &str) -> i64 {
         let body = match self.config.headers_only {
             true => headers_only(&msg.header, msg.data.len()).len(),
             false => msg.header.len() + msg.data.len(),
         };
-        (msg.subject.len() + self.ack_reply(msg, dc, store).len() + body) as i64
+        (msg.subject.len() + ack.len() + body) as i64
     }
 
     /// Undoes [`Consumer::next_message`] for a message no request could take: it is the next

@@ -145,12 +145,13 @@ impl Consumer {
             let Some((msg, dc, from)) = self.next_message(store) else {
                 break;
             };
-            let size = self.delivery_size(&msg, dc, store);
+            let ack = self.ack_reply(&msg, dc, store);
+            let size = self.delivery_size(&msg, &ack);
             let Some(reply) = self.fitting_request(size, &mut out) else {
                 self.put_back(msg.seq, dc, from);
                 break;
             };
-            out.push(self.deliver(msg, dc, reply, store, now));
+            out.push(self.deliver(msg, dc, reply, ack, now));
             if let Some(front) = self.waiting.front_mut() {
                 front.left -= 1;
                 front.delivered_any = true;

@@ -141,7 +141,8 @@ impl Consumer {
             let Some((msg, dc, _)) = self.next_message(store) else {
                 break;
             };
-            let action = self.deliver(msg, dc, to.clone(), store, now);
+            let ack = self.ack_reply(&msg, dc, store);
+            let action = self.deliver(msg, dc, to.clone(), ack, now);
             // nats-server counts subject, reply, headers and payload.
             let size = match &action {
                 Action::Deliver {
