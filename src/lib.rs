@@ -25,7 +25,9 @@
 //!   tell a publisher's cached match whether a SUB/UNSUB could have changed it),
 //!   [`engine::msgtrace`] (message tracing: what a
 //!   `Nats-Trace-Dest` message, or a sampled `traceparent` in an account with `msg_trace`,
-//!   asks for and the events gathered while it is delivered; `sys` publishes them).
+//!   asks for and the events gathered while it is delivered; `sys` publishes them),
+//!   [`engine::stage`] (what an internal subscriber puts off until its publisher's batch
+//!   ends: JetStream's inboxes hand their task each batch whole).
 //! - [`config`]: options as plain data with nats-server's defaults: [`config::conf`] reads the
 //!   file's syntax, [`config::options`], [`config::users`], [`config::accounts`] and
 //!   [`config::cluster`] (the `cluster` block and flags, route URLs), [`config::msgtrace`]

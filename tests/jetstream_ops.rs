@@ -6,6 +6,7 @@ mod common;
 use common::cluster::converge;
 use common::jetstream::{call, raw_reply, start_js_server, start_js_server_with, write_js_config};
 use common::process::{http_get, json_shape, reference_server, start_with_ports, Scratch, WAIT};
+use common::Raw;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -915,4 +916,103 @@ async fn metrics_carry_jsz_streams_and_consumers() {
     // Something to see: one acknowledged, one pending again, one never delivered.
     assert_eq!(value("jetstream_consumer_num_ack_pending", label), 1.0);
     assert_eq!(value("jetstream_consumer_num_pending", label), 1.0);
+}
+
+/// The subject, reply subject (its timestamp and pending count left out, for a consumer's
+/// `$JS.ACK.` subject) and payload of each raw MSG frame.
+fn frames_shown(frames: &[String]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|frame| {
+            let (line, payload) = frame.split_once("\r\n").unwrap();
+            let fields: Vec<&str> = line.split(' ').collect();
+            let reply = match fields.len() {
+                5 => fields[3].split('.').take(7).collect::<Vec<_>>().join("."),
+                _ => String::new(),
+            };
+            format!("{} {reply} {}", fields[1], payload.trim_end())
+        })
+        .collect()
+}
+
+/// What a client sees when it pipelines: 300 publishes in one write get their PubAcks in
+/// order, each on its own reply subject; a pull of 100 gets them in order; 100 double acks
+/// in one write are each confirmed, in order. The JetStream task sends what one batch of
+/// its inputs produced with one wake-up of each writer: this is what must not change.
+async fn pipelined_transcript(addr: String) -> Vec<String> {
+    /// A request on the raw connection, answered on `api`.
+    async fn api(raw: &mut Raw, subject: &str, body: &str) -> String {
+        raw.send(format!("PUB {subject} api {}\r\n{body}\r\n", body.len()))
+            .await;
+        raw.read_msgs(1).await.remove(0)
+    }
+    let mut raw = Raw::connect(addr.parse().unwrap()).await;
+    raw.send(
+        "CONNECT {\"verbose\":false,\"headers\":true}\r\n\
+         SUB api 1\r\nSUB ack.* 2\r\nSUB pull 3\r\nSUB dack.* 4\r\n",
+    )
+    .await;
+    let mut out = Vec::new();
+    let created = api(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.PIPE",
+        r#"{"name":"PIPE","subjects":["pipe"],"storage":"file"}"#,
+    )
+    .await;
+    assert!(!created.contains("\"error\""), "{created}");
+    let mut publishes = String::new();
+    for n in 1..=300 {
+        let payload = format!("message {n}");
+        publishes.push_str(&format!(
+            "PUB pipe ack.{n} {}\r\n{payload}\r\n",
+            payload.len()
+        ));
+    }
+    raw.send(publishes).await;
+    out.extend(frames_shown(&raw.read_msgs(300).await));
+    let created = api(
+        &mut raw,
+        "$JS.API.CONSUMER.CREATE.PIPE.C",
+        r#"{"stream_name":"PIPE","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+    )
+    .await;
+    assert!(!created.contains("\"error\""), "{created}");
+    raw.send("PUB $JS.API.CONSUMER.MSG.NEXT.PIPE.C pull 13\r\n{\"batch\":100}\r\n")
+        .await;
+    let delivered = raw.read_msgs(100).await;
+    out.extend(frames_shown(&delivered));
+    let mut acks = String::new();
+    for (n, frame) in delivered.iter().enumerate() {
+        let reply = frame
+            .split("\r\n")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(3)
+            .unwrap();
+        acks.push_str(&format!("PUB {reply} dack.{n} 4\r\n+ACK\r\n"));
+    }
+    raw.send(acks).await;
+    out.extend(frames_shown(&raw.read_msgs(100).await));
+    let info = api(&mut raw, "$JS.API.CONSUMER.INFO.PIPE.C", "").await;
+    let (_, json) = info.split_once("\r\n").unwrap();
+    let info: Value = serde_json::from_str(json.trim_end()).unwrap();
+    out.push(format!(
+        "ack floor {} pending {}",
+        info["ack_floor"]["stream_seq"], info["num_ack_pending"]
+    ));
+    out
+}
+
+#[tokio::test]
+async fn pipelined_acks_and_pulls_in_order_side_by_side_with_nats_server() {
+    let (ours, theirs) =
+        common::jetstream::transcripts_side_by_side("js-pipelined", pipelined_transcript).await;
+    assert_eq!(ours.len(), 501);
+    for (n, line) in ours.iter().take(300).enumerate() {
+        let seq = n + 1;
+        let want = format!("ack.{seq}  {{\"stream\":\"PIPE\",\"seq\":{seq}}}");
+        assert_eq!(line, &want);
+    }
+    assert_eq!(ours, theirs);
 }

@@ -70,6 +70,8 @@ pub struct Deliveries {
     /// The frame the message being published was read in, when its payload is large enough
     /// to be shared with subscribers instead of copied (see [`Deliveries::shared_part`]).
     pub shared: Option<Bytes>,
+    /// Internal subscribers' stages this batch put something in, released by `flush`.
+    pub staged: super::stage::Staged,
 }
 
 impl Deliveries {
@@ -123,8 +125,10 @@ impl Deliveries {
         (end <= frame.len() && &frame[end - 2..end] == b"\r\n").then(|| frame.slice(start..end))
     }
 
-    /// Wakes the writers this batch appended to; true if any was not `own`'s.
+    /// Hands what this batch staged to the internal subscribers behind it, and wakes the
+    /// writers it appended to; true if any was not `own`'s.
     pub fn flush(&mut self, own: Option<&Arc<Connection>>) -> bool {
+        self.staged.release();
         let mut others = false;
         for conn in self.to_flush.drain(..) {
             others |= !own.is_some_and(|own| Arc::ptr_eq(&conn, own));

@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod permissions;
 pub mod route;
 pub mod router;
+pub mod stage;
 pub mod stats;
 pub mod sublist;
 pub mod subscription;

@@ -1,6 +1,8 @@
 //! JetStream's task: the internal subscriptions (`$JS.API.>` in every account, and each
-//! stream's subjects) copy what they receive into one channel, and one task answers the
-//! requests and stores the messages, then publishes the responses and PubAcks in the account.
+//! stream's subjects) copy what they receive into one staging area, handed to one task as a
+//! whole at the end of each publisher's batch; the task answers the requests and stores the
+//! messages, then publishes the responses and PubAcks in the account, waking each client's
+//! writer once for all it sent in a batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -17,6 +19,7 @@ use super::consumer::{AckPolicy, Action};
 use crate::engine::account::Account;
 use crate::engine::deliver::{self, Deliveries, Message};
 use crate::engine::msgtrace::JsTrace;
+use crate::engine::stage::Stage;
 use crate::engine::stats::ConnSnapshot;
 use crate::engine::subscription::{Internal, Subscription};
 use crate::state::events::SysInput;
@@ -26,8 +29,9 @@ use crate::state::Shared;
 /// How often `max_age` is applied, and consumers redeliver and expire pull requests.
 const EXPIRE_EVERY: Duration = Duration::from_millis(50);
 
-/// Inputs handled in a row, once one has come, before the totals and advisories are brought
-/// up to date and new messages offered to the consumers: what publishers have queued meanwhile.
+/// Inputs handled in a row, once some have come, before the totals and advisories are brought
+/// up to date and new messages offered to the consumers: what publishers have queued meanwhile
+/// (whole batches: this many, or a little more).
 const BATCH: usize = 256;
 
 /// Bytes of consumer messages appended to the clients before their writers are woken, when a
@@ -113,11 +117,32 @@ const DIRECT_PREFIX: &[u8] = b"$JS.API.DIRECT.GET.";
 /// request for a consumer that does not exist gets no responders, as from nats-server.
 const NEXT_PREFIX: &[u8] = b"$JS.API.CONSUMER.MSG.NEXT.";
 
-/// An internal subscriber: copies the message into the channel (it runs on the publisher's
-/// task, so it must not do the work itself).
+/// What every inbox receives, staged until the publisher's batch ends, then handed to the
+/// task in one piece (see [`crate::engine::stage`]). One for all of the task's inboxes, so
+/// that what a publisher sends reaches the task in the order it was sent, whichever
+/// subscriptions it matched.
+#[derive(Debug)]
+struct Staging {
+    inputs: std::sync::Mutex<Vec<Input>>,
+    tx: UnboundedSender<Vec<Input>>,
+}
+
+impl Stage for Staging {
+    fn release(&self) {
+        // Sent under the lock: two publishers releasing at once must not reorder what either
+        // staged.
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        if !inputs.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut *inputs));
+        }
+    }
+}
+
+/// An internal subscriber: copies the message into the staging area (it runs on the
+/// publisher's task, so it must not do the work itself).
 #[derive(Debug)]
 struct Inbox {
-    tx: UnboundedSender<Input>,
+    staging: Arc<Staging>,
     account: Arc<str>,
     role: Role,
 }
@@ -126,13 +151,13 @@ impl Inbox {
     /// A subscription of `account` to `subject` that hands what it gets to the service as
     /// `role`.
     fn subscription(
-        tx: &UnboundedSender<Input>,
+        staging: &Arc<Staging>,
         account: &Arc<str>,
         role: Role,
         subject: &str,
     ) -> Arc<Subscription> {
         let inbox = Inbox {
-            tx: tx.clone(),
+            staging: staging.clone(),
             account: account.clone(),
             role,
         };
@@ -200,7 +225,16 @@ impl Internal for Inbox {
                 },
             },
         };
-        self.tx.send(input).is_ok()
+        if self.staging.tx.is_closed() {
+            return false;
+        }
+        self.staging
+            .inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(input);
+        out.staged.note(&self.staging);
+        true
     }
 
     fn trace_only(&self, msg: &Message<'_>, out: &mut Deliveries) {
@@ -238,13 +272,18 @@ pub struct Service {
     opts_generation: u64,
     /// How often file streams are synced (`sync_interval`).
     sync_every: Duration,
-    tx: UnboundedSender<Input>,
-    rx: UnboundedReceiver<Input>,
+    staging: Arc<Staging>,
+    rx: UnboundedReceiver<Vec<Input>>,
     /// The monitor's requests for each account's detail (`/jsz`).
     jsz: UnboundedReceiver<JszQuery>,
     accounts: BTreeMap<Arc<str>, Enabled>,
     /// The replies to publishes taken since the last group commit ([`Service::commit`]).
     held_acks: Vec<HeldAck>,
+    /// What the current batch of inputs sent (responses, PubAcks, messages to consumers):
+    /// the writers it appended to are woken once, when the batch ends or a group of PubAcks
+    /// is out ([`Service::flush`]), not once per message (so that a client gets a batch's
+    /// PubAcks or a pull request's messages in one write, not one each).
+    out: Deliveries,
 }
 
 /// A publish's reply held until its stream's records are written.
@@ -280,11 +319,15 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
         sync_always: config.sync_always,
         opts_generation: shared.opts_generation(),
         sync_every: config.sync_interval.max(Duration::from_millis(10)),
-        tx,
+        staging: Arc::new(Staging {
+            inputs: std::sync::Mutex::new(Vec::new()),
+            tx,
+        }),
         rx,
         jsz,
         accounts: BTreeMap::new(),
         held_acks: Vec::new(),
+        out: Deliveries::default(),
     };
     service.sync_accounts()?;
     service.report_stats();
@@ -310,18 +353,21 @@ impl Service {
                         enabled.js.sync();
                     }
                 }
-                input = self.rx.recv() => match input {
-                    Some(input) => {
-                        self.take(input);
-                        for _ in 1..BATCH {
-                            match self.rx.try_recv() {
-                                Ok(input) => self.take(input),
-                                Err(_) => break,
-                            }
+                inputs = self.rx.recv() => match inputs {
+                    Some(inputs) => {
+                        let mut taken = inputs.len();
+                        inputs.into_iter().for_each(|input| self.take(input));
+                        while taken < BATCH {
+                            let Ok(inputs) = self.rx.try_recv() else {
+                                break;
+                            };
+                            taken += inputs.len();
+                            inputs.into_iter().for_each(|input| self.take(input));
                         }
                         self.commit();
                         self.offer_stored();
                         self.publish_advisories();
+                        self.flush();
                         self.report_stats();
                     }
                     None => break,
@@ -342,11 +388,12 @@ impl Service {
                         enabled.js.expire(now);
                         enabled.refresh_interest(now);
                         let actions = enabled.js.tick(now);
-                        enabled.perform(actions);
-                        enabled.sync_captures(&self.tx);
+                        enabled.perform(actions, &mut self.out);
+                        enabled.sync_captures(&self.staging);
                         enabled.js.persist_consumers();
                     }
                     self.publish_advisories();
+                    self.flush();
                     self.report_stats();
                 }
             }
@@ -398,12 +445,12 @@ impl Service {
             };
             if let Some(known) = self.accounts.get_mut(name) {
                 known.js = js;
-                known.sync_captures(&self.tx);
+                known.sync_captures(&self.staging);
                 continue;
             }
             let subject = format!("{API_PREFIX}>");
             account.subscribe(Inbox::subscription(
-                &self.tx,
+                &self.staging,
                 &account.name,
                 Role::Api,
                 &subject,
@@ -417,7 +464,7 @@ impl Service {
                 interest_generation: None,
                 stored: false,
             };
-            enabled.sync_captures(&self.tx);
+            enabled.sync_captures(&self.staging);
             self.accounts.insert(account.name.clone(), enabled);
         }
         Ok(())
@@ -431,9 +478,16 @@ impl Service {
                 let now = now();
                 enabled.refresh_interest(now);
                 let actions = enabled.js.tick(now);
-                enabled.perform(actions);
+                enabled.perform(actions, &mut self.out);
             }
         }
+    }
+
+    /// Wakes the writers of the connections sent to since the last call.
+    fn flush(&mut self) {
+        self.out.flush(None);
+        // Nobody waits for a backlogged client here: it is left to `max_pending`.
+        self.out.backlogged.clear();
     }
 
     /// Publishes each account's advisories to whoever listens.
@@ -443,7 +497,7 @@ impl Service {
                 let subject = advisory.subject();
                 if has_interest(&enabled.account, &subject) {
                     let body = advisory.encode(&new_id(), &super::api::time(now()));
-                    send(&enabled.account, subject.as_bytes(), &body);
+                    send(&enabled.account, subject.as_bytes(), &body, &mut self.out);
                 }
             }
         }
@@ -487,6 +541,7 @@ impl Service {
     /// Writes the records of the publishes taken since the last call, one `write(2)` per
     /// stream, then sends their replies: each PubAck once its message is in the log, or
     /// JetStream's store failure when the write failed (none of the group is then kept).
+    /// The group's PubAcks go out together (one wake-up of each publisher's writer).
     fn commit(&mut self) {
         if self.held_acks.is_empty() {
             return;
@@ -520,10 +575,12 @@ impl Service {
                     &enabled.account,
                     reply,
                     &AccountJs::failed_pub_ack(&ack.stream, err),
+                    &mut self.out,
                 ),
-                None => send(&enabled.account, reply, &ack.ack),
+                None => send(&enabled.account, reply, &ack.ack, &mut self.out),
             }
         }
+        self.flush();
     }
 
     fn handle(&mut self, input: Input) {
@@ -550,11 +607,11 @@ impl Service {
                 else {
                     return;
                 };
-                enabled.sync_captures(&self.tx);
+                enabled.sync_captures(&self.staging);
                 // A consumer created is on disk before the client hears of it.
                 enabled.js.persist_consumers();
                 if let Some(reply) = reply {
-                    send(&enabled.account, &reply, &response);
+                    send(&enabled.account, &reply, &response, &mut self.out);
                 }
                 if has_interest(&enabled.account, API_AUDIT) {
                     let client = publisher
@@ -573,7 +630,12 @@ impl Service {
                         response: &String::from_utf8_lossy(&response),
                     };
                     let audit = serde_json::to_vec(&audit).unwrap_or_default();
-                    send(&enabled.account, API_AUDIT.as_bytes(), &audit);
+                    send(
+                        &enabled.account,
+                        API_AUDIT.as_bytes(),
+                        &audit,
+                        &mut self.out,
+                    );
                 }
                 let mut actions = enabled.js.take_actions();
                 // A push consumer created or changed delivers at once to whoever listens.
@@ -581,7 +643,7 @@ impl Service {
                 let now = now();
                 enabled.refresh_interest(now);
                 actions.extend(enabled.js.tick(now));
-                enabled.perform(actions);
+                enabled.perform(actions, &mut self.out);
             }
             Input::Publish {
                 account,
@@ -633,7 +695,7 @@ impl Service {
                 };
                 let reply = String::from_utf8_lossy(&reply);
                 let actions = enabled.js.pull(&stream, &consumer, &reply, &body, now());
-                enabled.perform(actions);
+                enabled.perform(actions, &mut self.out);
             }
             Input::Direct {
                 account,
@@ -646,7 +708,6 @@ impl Service {
                     return;
                 };
                 let subject = String::from_utf8_lossy(&subject);
-                let mut out = Deliveries::default();
                 for (header, data) in enabled.js.direct_get(&stream, &subject, &body) {
                     let mut message = header.clone();
                     message.extend_from_slice(&data);
@@ -656,9 +717,8 @@ impl Service {
                         header_len: Some(header.len()),
                         message: &message,
                     };
-                    deliver::publish(&enabled.account, &msg, &mut out);
+                    deliver::publish(&enabled.account, &msg, &mut self.out);
                 }
-                out.flush(None);
             }
             Input::FlowControl {
                 account,
@@ -682,7 +742,7 @@ impl Service {
                         })
                     })
                     .unwrap_or_default();
-                enabled.perform(actions);
+                enabled.perform(actions, &mut self.out);
             }
             Input::Ack {
                 account,
@@ -712,11 +772,11 @@ impl Service {
                     // has been processed and, for a file stream, written.
                     (Some(reply), None) => {
                         enabled.js.persist_consumers();
-                        send(&enabled.account, &reply, b"");
+                        send(&enabled.account, &reply, b"", &mut self.out);
                     }
                     (None, _) => {}
                 }
-                enabled.perform(actions);
+                enabled.perform(actions, &mut self.out);
             }
         }
     }
@@ -724,11 +784,10 @@ impl Service {
 
 impl Enabled {
     /// Sends what the consumers asked for: messages presented with their stored subject and
-    /// routed to the pull request's reply subject, and status messages. The writers are woken
-    /// once, after the last (or each [`WAKE_EVERY`] bytes of messages): a pull batch goes out
-    /// in one write, not one per message.
-    fn perform(&self, actions: Vec<Action>) {
-        let mut out = Deliveries::default();
+    /// routed to the pull request's reply subject, and status messages, into `out`. Its
+    /// writers are woken when the batch ends, or each [`WAKE_EVERY`] bytes of messages when a
+    /// pull batch is larger: a pull batch goes out in one write, not one per message.
+    fn perform(&self, actions: Vec<Action>, out: &mut Deliveries) {
         let mut unflushed = 0;
         for action in actions {
             if unflushed >= WAKE_EVERY {
@@ -762,7 +821,7 @@ impl Enabled {
                         header_len: (!header.is_empty()).then_some(header.len()),
                         message,
                     };
-                    deliver::publish_presented(&self.account, to.as_bytes(), &msg, &mut out);
+                    deliver::publish_presented(&self.account, to.as_bytes(), &msg, out);
                 }
                 Action::FlowControl { to, reply, header } => {
                     let msg = Message {
@@ -771,7 +830,7 @@ impl Enabled {
                         header_len: Some(header.len()),
                         message: header.as_bytes(),
                     };
-                    deliver::publish(&self.account, &msg, &mut out);
+                    deliver::publish(&self.account, &msg, out);
                 }
                 Action::Status { to, header } => {
                     let msg = Message {
@@ -780,11 +839,10 @@ impl Enabled {
                         header_len: Some(header.len()),
                         message: header.as_bytes(),
                     };
-                    deliver::publish(&self.account, &msg, &mut out);
+                    deliver::publish(&self.account, &msg, out);
                 }
             }
         }
-        out.flush(None);
     }
 
     /// Tells each push consumer whether someone listens on its deliver subject (a member of
@@ -812,7 +870,7 @@ impl Enabled {
 
     /// Subscribes the subjects of new or changed streams and unsubscribes those of deleted
     /// or changed ones.
-    fn sync_captures(&mut self, tx: &UnboundedSender<Input>) {
+    fn sync_captures(&mut self, staging: &Arc<Staging>) {
         let wanted = self.js.captures();
         let account = &self.account;
         self.captures.retain(|name, (subjects, subs)| {
@@ -831,7 +889,7 @@ impl Enabled {
                 .iter()
                 .map(|subject| {
                     let role = Role::Stream(stream.clone());
-                    Inbox::subscription(tx, &self.account.name, role, subject)
+                    Inbox::subscription(staging, &self.account.name, role, subject)
                 })
                 .collect();
             for sub in &subs {
@@ -859,7 +917,7 @@ impl Enabled {
             .iter()
             .map(|subject| {
                 let role = Role::Direct(stream.clone());
-                Inbox::subscription(tx, &self.account.name, role, subject)
+                Inbox::subscription(staging, &self.account.name, role, subject)
             })
             .collect();
             for sub in &subs {
@@ -882,7 +940,7 @@ impl Enabled {
             }
             let (s, c): (Arc<str>, Arc<str>) = (stream.as_str().into(), consumer.as_str().into());
             let internal = |role: Role, subject: String| {
-                Inbox::subscription(tx, &self.account.name, role, &subject)
+                Inbox::subscription(staging, &self.account.name, role, &subject)
             };
             let mut subs = vec![internal(
                 Role::Next(s.clone(), c.clone()),
@@ -941,17 +999,15 @@ fn audit_client(conn: &ConnSnapshot, server: &str) -> AuditClient {
     }
 }
 
-/// Publishes `payload` to `subject` in `account`.
-fn send(account: &Account, subject: &[u8], payload: &[u8]) {
-    let mut out = Deliveries::default();
+/// Publishes `payload` to `subject` in `account`, into `out` (see [`Service::flush`]).
+fn send(account: &Account, subject: &[u8], payload: &[u8], out: &mut Deliveries) {
     let msg = Message {
         subject,
         reply: None,
         header_len: None,
         message: payload,
     };
-    deliver::publish(account, &msg, &mut out);
-    out.flush(None);
+    deliver::publish(account, &msg, out);
 }
 
 /// Now, in nanoseconds since the Unix epoch: the clock is read here, at the edge.
