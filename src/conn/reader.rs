@@ -121,18 +121,16 @@ impl ReadBuffer {
                 room: rest,
             };
         }
-        if self.stride > 0 && self.buf.is_empty() {
-            // Right after large frames: room for whole frames like the last one, as many as
-            // fit twice the read size (at least one). One that large is read a read's worth
-            // at a time (its control line then tells the rest), into room for all of it.
+        if self.stride > 0 && self.stride <= 4 * self.max_read && self.buf.is_empty() {
+            // Right after large frames: room for, and a read of, whole frames like the last
+            // one, as many as fit twice the read size (at least one). Frames larger still
+            // (1 MiB) start with an ordinary read; their control line then tells the rest.
             let frames = (2 * self.read_size / self.stride).max(1);
             let whole = self.stride * frames;
-            let want = if self.stride > 4 * self.max_read {
-                self.read_size
-            } else {
-                whole
+            return Plan {
+                want: whole,
+                room: whole,
             };
-            return Plan { want, room: whole };
         }
         // Otherwise a read's worth, in the room left when at least half of it is.
         Plan {
@@ -236,6 +234,15 @@ mod tests {
         out
     }
 
+    /// The frames of the given payload sizes (with headers or not), one after the other.
+    fn stream(sizes: &[(usize, bool)]) -> Vec<u8> {
+        sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &(size, headers))| frame(i, size, headers))
+            .collect()
+    }
+
     /// Reads `pieces` to the end as a client connection does (large frames split off and kept,
     /// as subscribers' queues keep them); returns each message's subject and body.
     fn read_all(pieces: Vec<Vec<u8>>) -> (Messages, ReadBuffer) {
@@ -287,11 +294,7 @@ mod tests {
             (0, false),
             (20_000, false),
         ];
-        let stream: Vec<u8> = sizes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &(size, headers))| frame(i, size, headers))
-            .collect();
+        let stream = stream(&sizes);
         let want = expected(&stream);
         assert_eq!(want.len(), sizes.len());
         for (i, &(size, headers)) in sizes.iter().enumerate() {
@@ -335,11 +338,7 @@ mod tests {
             ),
             cuts in prop::collection::vec(1usize..90_000, 1..12),
         ) {
-            let stream: Vec<u8> = frames
-                .iter()
-                .enumerate()
-                .flat_map(|(i, &(size, headers))| frame(i, size, headers))
-                .collect();
+            let stream = stream(&frames);
             let want = expected(&stream);
             prop_assert_eq!(want.len(), frames.len());
             let mut pieces = Vec::new();
