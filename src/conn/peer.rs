@@ -159,10 +159,7 @@ pub(super) async fn read_loop<S: PeerSession>(
         }
         session.out().pacing();
         if !session.out().backlogged.is_empty() {
-            let backlogged = std::mem::take(&mut session.out().backlogged);
-            for other in &backlogged {
-                other.outbound.wait_for_room().await;
-            }
+            session.out().wait_for_backlogged().await;
             input.paused();
         } else if input.yield_due() {
             input.paused();

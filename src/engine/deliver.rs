@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -13,7 +14,7 @@ use super::account::{Account, Matches};
 use super::connection::Connection;
 use super::leaf::Leaf;
 use super::msgtrace::{self, MsgTrace};
-use super::outbound::Appended;
+use super::outbound::{Appended, Room};
 use super::route::Route;
 use super::sublist::QueueGroup;
 use super::subscription::{Subscription, Target};
@@ -113,6 +114,33 @@ impl Deliveries {
             return;
         }
         self.backlogged.retain(|c| c.outbound.paces_always());
+    }
+
+    /// Waits for the connections `pacing` left in `backlogged` (`Outbound::wait_for_room`),
+    /// those whose writer progressed most recently first, and leaves the list empty. Once one
+    /// of them has caught up, a client that has written nothing since the waits began is not
+    /// waited for: it is the stuck one beside one keeping up, left to `max_pending`, as when
+    /// the other was under its limit in the batch (`pacing`). Waiting for it as well cost the
+    /// fast subscriber beside a stuck one the whole `STUCK_AFTER` wait, twice per run, while
+    /// its own writer and reader sat idle. A client still writing is waited for (fan-in to
+    /// several slow readers stays paced), and so is a route or leafnode.
+    pub async fn wait_for_backlogged(&mut self) {
+        let mut backlogged = std::mem::take(&mut self.backlogged);
+        if backlogged.len() > 1 {
+            // Most recent progress first; `None` (never wrote) last.
+            backlogged.sort_by_key(|c| std::cmp::Reverse(c.outbound.progressed()));
+        }
+        let began = Instant::now();
+        let mut caught_up = false;
+        for conn in &backlogged {
+            let idle = conn.outbound.progressed().map_or(true, |at| at < began);
+            if caught_up && idle && !conn.outbound.paces_always() {
+                continue;
+            }
+            caught_up |= conn.outbound.wait_for_room().await == Room::Drained;
+        }
+        backlogged.clear();
+        self.backlogged = backlogged;
     }
 
     /// `part` and the CRLF after it as a slice of the shared frame, when `part` lies in it
@@ -880,6 +908,79 @@ mod tests {
         deliver(&mut out, &slow, 10);
         out.pacing();
         assert_eq!(waits_for(&out), [1]);
+    }
+
+    /// Lets `conn`'s writer write everything queued, as a subscriber reading would.
+    fn drain(conn: &Connection) {
+        let (mut batch, mut chunks) = (bytes::BytesMut::new(), Vec::new());
+        conn.outbound.take(&mut batch, &mut chunks);
+        let n = batch.len() + chunks.iter().map(|c| c.len()).sum::<usize>();
+        conn.outbound.wrote(n);
+        conn.outbound.written();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_subscriber_is_not_waited_for_once_the_fast_one_beside_it_caught_up() {
+        let (stuck, fast) = (conn(1), conn(2));
+        // The fast one has written before; the stuck one never has.
+        deliver(&mut Deliveries::default(), &fast, 10);
+        drain(&fast);
+        let mut out = Deliveries::default();
+        // Both backlogged in the same batch (the stuck one first): the publisher waits.
+        deliver(&mut out, &stuck, 200);
+        deliver(&mut out, &fast, 200);
+        out.pacing();
+        assert_eq!(waits_for(&out), [1, 2]);
+        let reader = tokio::spawn({
+            let fast = fast.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                drain(&fast);
+            }
+        });
+        out.wait_for_backlogged().await;
+        reader.await.unwrap();
+        assert!(out.backlogged.is_empty());
+        assert!(!fast.outbound.is_backlogged());
+        // Not waited for: had the publisher waited its `STUCK_AFTER` for it, it would now be
+        // marked stuck, which clears its backlogged flag.
+        assert!(stuck.outbound.is_backlogged());
+        assert!(!stuck.outbound.is_closed());
+
+        // Alone (fan-in), it is waited for, and taken as stuck after that wait.
+        deliver(&mut out, &stuck, 10);
+        out.pacing();
+        assert_eq!(waits_for(&out), [1]);
+        out.wait_for_backlogged().await;
+        assert!(!stuck.outbound.is_backlogged());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_subscriber_still_writing_is_waited_for_beside_one_that_caught_up() {
+        let (slow, fast) = (conn(1), conn(2));
+        let mut out = Deliveries::default();
+        deliver(&mut out, &fast, 200);
+        deliver(&mut out, &slow, 200);
+        out.pacing();
+        let readers = tokio::spawn({
+            let (slow, fast) = (slow.clone(), fast.clone());
+            async move {
+                // Both read: the fast one all at once, the slow one a little at a time.
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                let (mut batch, mut chunks) = (bytes::BytesMut::new(), Vec::new());
+                slow.outbound.take(&mut batch, &mut chunks);
+                slow.outbound.wrote(50);
+                drain(&fast);
+                for _ in 0..3 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    slow.outbound.wrote(50);
+                }
+            }
+        });
+        out.wait_for_backlogged().await;
+        // The publisher went on only once the slow one was back under its limit.
+        assert!(slow.outbound.pending_bytes() <= 100);
+        readers.await.unwrap();
     }
 
     #[test]

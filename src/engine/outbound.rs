@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -165,6 +165,8 @@ struct State {
     in_flight: usize,
     /// A publisher waited `STUCK_AFTER` for the writer without progress; cleared by progress.
     stuck: bool,
+    /// When the writer last wrote anything (`wrote`); `None` before its first write.
+    progressed: Option<Instant>,
     /// A producer has taken on waking the writer for what is pending.
     flush_scheduled: bool,
     closed: Option<Closed>,
@@ -188,6 +190,17 @@ pub enum Appended {
     Queued,
     /// Not appended: the connection is closed, or just became a slow consumer.
     Dropped,
+}
+
+/// Why `Outbound::wait_for_room` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// The backlog is back under the limit: the subscriber keeps up.
+    Drained,
+    /// The writer made no progress for the publisher's patience (now or in an earlier wait).
+    Stuck,
+    /// The connection is closed.
+    Closed,
 }
 
 /// What the writer got from `take`.
@@ -353,6 +366,7 @@ impl Outbound {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(n);
         state.stuck = false;
+        state.progressed = Some(Instant::now());
         self.note_backlog(&state);
         drop(state);
         self.drained.notify_waiters();
@@ -363,7 +377,7 @@ impl Outbound {
     /// reads, only slower than its publishers write (fan-in), paces them, as nats-server's
     /// stall does, instead of being cut as a slow consumer; one that has stopped reading costs
     /// its publishers one such wait, then is left to `max_pending`.
-    pub async fn wait_for_room(&self) {
+    pub async fn wait_for_room(&self) -> Room {
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
@@ -371,8 +385,14 @@ impl Outbound {
             {
                 let state = self.lock();
                 let queued = state.in_flight + state.full_bytes + state.pending.len();
-                if state.closed.is_some() || state.stuck || queued <= self.backlog_limit() {
-                    return;
+                if state.closed.is_some() {
+                    return Room::Closed;
+                }
+                if state.stuck {
+                    return Room::Stuck;
+                }
+                if queued <= self.backlog_limit() {
+                    return Room::Drained;
                 }
             }
             let patience = Duration::from_millis(self.stuck_after.load(Ordering::Relaxed));
@@ -380,9 +400,14 @@ impl Outbound {
                 let mut state = self.lock();
                 state.stuck = true;
                 self.note_backlog(&state);
-                return;
+                return Room::Stuck;
             }
         }
+    }
+
+    /// When the writer last wrote anything, if it ever did.
+    pub fn progressed(&self) -> Option<Instant> {
+        self.lock().progressed
     }
 
     /// Wakes the writer: called once per read batch by the producer that scheduled the flush.

@@ -224,12 +224,7 @@ impl Client {
             self.out.pacing();
             if !self.out.backlogged.is_empty() {
                 // Pace this publisher to the subscribers it is outrunning (see `wait_for_room`).
-                let backlogged = std::mem::take(&mut self.out.backlogged);
-                for conn in &backlogged {
-                    conn.outbound.wait_for_room().await;
-                }
-                self.out.backlogged = backlogged;
-                self.out.backlogged.clear();
+                self.out.wait_for_backlogged().await;
                 input.paused();
             } else if woke_others && input.yield_due() {
                 input.paused();
