@@ -205,9 +205,9 @@ fn router(c: &mut Criterion) {
     let subscribe = |subject: String, sid: usize| {
         router.subscribe(Arc::new(Subscription::new(
             conn.clone(),
-            Bytes::from(subject),
+            subject.as_bytes(),
             None,
-            Bytes::from(sid.to_string()),
+            sid.to_string().as_bytes(),
         )));
     };
     for i in 0..10_000 {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use tern::conn::cache::MatchCache;
@@ -89,9 +89,9 @@ fn connection(account: &Arc<Account>, cid: u64) -> Arc<Connection> {
 fn subscription(conn: &Arc<Connection>, subject: String, sid: usize) -> Arc<Subscription> {
     Arc::new(Subscription::new(
         conn.clone(),
-        Bytes::from(subject),
+        subject.as_bytes(),
         None,
-        Bytes::from(sid.to_string()),
+        sid.to_string().as_bytes(),
     ))
 }
 
