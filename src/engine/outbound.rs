@@ -531,6 +531,8 @@ impl Outbound {
         (state.out_msgs, state.out_bytes)
     }
 
+    // Inlined into every delivery (left to the compiler, it was not once other modules grew).
+    #[inline]
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the buffer in a state worse than
         // partially written, so a poisoned lock is still usable.

@@ -75,6 +75,8 @@ struct Store<T> {
     hasher: ahash::RandomState,
     /// Boxes of pruned single children, empty, for the next ones: a client subscribing and
     /// unsubscribing a subject nobody else has prunes and grows the same branch every time.
+    // Boxed on purpose: the boxes themselves are what is reused.
+    #[allow(clippy::vec_box)]
     spares: Vec<Box<(Token, Node<T>)>>,
 }
 
