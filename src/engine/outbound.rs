@@ -546,6 +546,16 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    /// What a writer would send: the set-aside chunks, then the last buffer, as one run.
+    fn taken(chunks: &[Bytes], last: &BytesMut) -> Vec<u8> {
+        chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&last[..]))
+            .flat_map(|c| c.iter().copied())
+            .collect()
+    }
+
     #[test]
     fn first_append_schedules_the_flush_and_take_resets_it() {
         let out = Outbound::new(1024);
@@ -625,12 +635,7 @@ mod tests {
             assert!(chunk.len() >= CHUNK && chunk.len() <= 2 * CHUNK);
         }
         // Every frame, in order, across the chunks and the last buffer.
-        let all: Vec<u8> = chunks
-            .iter()
-            .map(|c| &c[..])
-            .chain(std::iter::once(&last[..]))
-            .flat_map(|c| c.iter().copied())
-            .collect();
+        let all = taken(&chunks, &last);
         assert_eq!(all.len(), 5 * CHUNK / 1000 * 1000);
         for (i, frame) in all.chunks(1000).enumerate() {
             assert_eq!(frame[0], i as u8);
@@ -679,12 +684,7 @@ mod tests {
             .count();
         assert!(reused >= 1, "no chunk reused");
         assert!(again.iter().all(|c| c.as_ptr() != held.as_ptr()));
-        let all: Vec<u8> = again
-            .iter()
-            .map(|c| &c[..])
-            .chain(std::iter::once(&last[..]))
-            .flat_map(|c| c.iter().copied())
-            .collect();
+        let all = taken(&again, &last);
         assert_eq!(all.len(), 5 * CHUNK / 1000 * 1000);
         for (i, frame) in all.chunks(1000).enumerate() {
             assert_eq!(frame[0], 100u8.wrapping_add(i as u8));
