@@ -75,8 +75,10 @@ fn main() -> ExitCode {
         warn!("{warning}");
     }
     raise_open_file_limit();
+    tern::conn::idle::start(tern::conn::idle::budget_from_env());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(tern::conn::idle::before_park)
         .build()
     {
         Ok(rt) => rt,

@@ -59,6 +59,7 @@ const LEAF_MAX_PAYLOAD: usize = 64 << 20;
 /// Serves one connection accepted on the leafnode port until it closes.
 pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    crate::conn::idle::watch(&stream);
     let session = Session::new(shared, addr, None);
     info!("{} - Leafnode connection created", session.desc);
     session.run(stream).await;
@@ -181,6 +182,7 @@ async fn dial(url: &LeafUrl) -> Option<(TcpStream, SocketAddr)> {
         .ok()?;
     let addr = stream.peer_addr().ok()?;
     let _ = stream.set_nodelay(true);
+    crate::conn::idle::watch(&stream);
     Some((stream, addr))
 }
 

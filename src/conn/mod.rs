@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod idle;
 pub mod leaf;
 pub mod liveness;
 pub mod msgtrace;

@@ -60,6 +60,7 @@ const INFO_GRACE: Duration = Duration::from_millis(250);
 /// Serves one connection accepted on the cluster port until it closes.
 pub async fn accept(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    crate::conn::idle::watch(&stream);
     let session = Session::new(shared, addr, None);
     info!("{} - Route connection created", session.desc);
     session.run(stream).await;
@@ -153,6 +154,7 @@ async fn dial(url: &RouteUrl) -> Option<(TcpStream, SocketAddr)> {
         .ok()?;
     let addr = stream.peer_addr().ok()?;
     let _ = stream.set_nodelay(true);
+    crate::conn::idle::watch(&stream);
     Some((stream, addr))
 }
 

@@ -715,6 +715,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let _ = stream.set_nodelay(true);
+    crate::conn::idle::watch(&stream);
     let opts = shared.opts();
     let Some(wso) = opts.websocket.clone() else {
         return;

@@ -23,6 +23,7 @@ use crate::state::Shared;
 /// Serves one accepted TCP connection until it closes.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    crate::conn::idle::watch(&stream);
     let cid = shared.router.next_cid();
     let opts = shared.opts();
     let conn = Arc::new(Connection::new(
