@@ -79,9 +79,13 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(tern::conn::idle::before_park)
+        .on_thread_unpark(tern::conn::idle::after_unpark)
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => {
+            tern::conn::idle::set_workers(rt.metrics().num_workers());
+            rt
+        }
         Err(err) => {
             error!(target: FATAL, "Error starting runtime: {err}");
             return ExitCode::FAILURE;

@@ -11,16 +11,19 @@
 //! on the CPU it last ran on when that one is idle). nats-server has the same cost but hides
 //! part of it: Go's scheduler spins before it sleeps.
 //!
-//! So before a tokio worker parks ([`before_park`], `on_thread_park`), one worker at a time
-//! polls a second epoll set, of every client, route and leafnode socket, until data arrives or
-//! the budget (`TERN_IDLE_SPIN_US`, 50 µs by default, 0 to turn it off) runs out, yielding its
-//! CPU between polls so a runnable thread there (say, the client) is never kept waiting. When
-//! data arrives the worker parks on tokio's own epoll set, which has the event already, and
-//! does not sleep. The set is edge-triggered: only data that arrives during the spin ends it,
+//! So before a tokio worker parks ([`before_park`], `on_thread_park`), the last worker to run
+//! out of work polls a second epoll set, of every client, route and leafnode socket, until data
+//! arrives, another worker wakes, or the budget (`TERN_IDLE_SPIN_US`, 50 µs by default, 0 to
+//! turn it off) runs out, yielding its CPU between polls so a runnable thread there (say, the
+//! client) is never kept waiting. When data arrives the worker parks on tokio's own epoll set,
+//! which has the event already, and does not sleep. Only the last one spins: while another
+//! worker runs, it may hand this one tasks, and tokio's wake-up for them is not something the
+//! spin can see, so a spinning worker would leave them waiting out the budget. The set is edge-triggered: only data that arrives during the spin ends it,
 //! not data a paused reader has left unread. The kernel drops a socket from it when the socket
 //! closes.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,10 @@ struct Watch {
     poll: Mutex<(Poll, Events)>,
     registry: Registry,
     budget: Duration,
+    /// The runtime's worker threads ([`set_workers`]); none spins until it is known.
+    workers: AtomicUsize,
+    /// Workers between `on_thread_park` and `on_thread_unpark`.
+    idle: AtomicUsize,
 }
 
 static WATCH: OnceLock<Watch> = OnceLock::new();
@@ -63,7 +70,23 @@ pub fn start(budget: Duration) {
         poll: Mutex::new((poll, Events::with_capacity(64))),
         registry,
         budget,
+        workers: AtomicUsize::new(usize::MAX),
+        idle: AtomicUsize::new(0),
     });
+}
+
+/// Tells the watch how many worker threads the runtime has (once it is built).
+pub fn set_workers(workers: usize) {
+    if let Some(watch) = WATCH.get() {
+        watch.workers.store(workers, Ordering::Relaxed);
+    }
+}
+
+/// `on_thread_unpark`: the worker is back at work.
+pub fn after_unpark() {
+    if let Some(watch) = WATCH.get() {
+        watch.idle.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Adds a connection's socket to the set (nothing when the watch is off).
@@ -76,12 +99,16 @@ pub fn watch(socket: &impl AsRawFd) {
     }
 }
 
-/// `on_thread_park`: spins until a watched socket has new data or the budget is spent; returns
-/// at once when the watch is off or another worker is already spinning.
+/// `on_thread_park`: when this is the last worker to go idle, spins until a watched socket has
+/// new data, another worker wakes, or the budget is spent; returns at once otherwise.
 pub fn before_park() {
     let Some(watch) = WATCH.get() else {
         return;
     };
+    let workers = watch.workers.load(Ordering::Relaxed);
+    if watch.idle.fetch_add(1, Ordering::Relaxed) + 1 < workers {
+        return;
+    }
     let Ok(mut guard) = watch.poll.try_lock() else {
         return;
     };
@@ -96,7 +123,7 @@ pub fn before_park() {
             Ok(()) => {}
             Err(_) => return,
         }
-        if Instant::now() >= until {
+        if Instant::now() >= until || watch.idle.load(Ordering::Relaxed) < workers {
             return;
         }
     }
@@ -114,6 +141,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         start(Duration::from_secs(30));
+        set_workers(1);
         watch(&server);
         client.write_all(b"PING\r\n").unwrap();
         // The data arrived before the spin: the spin drains that edge and waits for a new
@@ -127,6 +155,7 @@ mod tests {
         let started = Instant::now();
         before_park();
         let spun = started.elapsed();
+        after_unpark();
         let _client = sender.join().unwrap();
         assert!(
             spun >= Duration::from_millis(40),
