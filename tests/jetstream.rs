@@ -425,6 +425,73 @@ async fn async_nats_jetstream_client_streams() {
     assert!(js.get_stream("ORDERS").await.is_err());
 }
 
+/// A memory stream with limits retention has its payloads packed into shared chunks as they
+/// are read; every payload and header must come back byte for byte, across chunk boundaries,
+/// after the oldest were dropped, and after an update that stops the packing.
+#[tokio::test]
+async fn memory_stream_payloads_come_back_byte_for_byte() {
+    use async_nats::jetstream::{self, stream};
+
+    let scratch = Scratch::new("js-packed");
+    let (_tern, addr) = start_js_server(&scratch.nats_server(), &scratch.0);
+    let client = async_nats::connect(&addr).await.unwrap();
+    let js = jetstream::new(client);
+    let mut config = stream::Config {
+        name: "PACKED".into(),
+        subjects: vec!["packed.>".into()],
+        storage: stream::StorageType::Memory,
+        max_messages: 150,
+        ..Default::default()
+    };
+    let stream = js.create_stream(config.clone()).await.unwrap();
+    // Sizes around the packing limit (4 KiB) and enough of ~1 KiB to fill several 64 KiB chunks.
+    let sizes = [0usize, 1, 100, 1000, 4095, 4096, 4097, 20_000];
+    let payload = |n: u64| -> Vec<u8> {
+        let size = sizes[n as usize % sizes.len()].max(if n % 3 == 0 { 1000 } else { 0 });
+        (0..size).map(|i| (i as u64 * 31 + n) as u8).collect()
+    };
+    let publish = |n: u64| {
+        let js = js.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            if n % 2 == 0 {
+                headers.insert("Order", n.to_string().as_str());
+            }
+            js.publish_with_headers(format!("packed.{}", n % 7), headers, payload(n).into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    for n in 1..=400u64 {
+        assert_eq!(publish(n).await, n);
+    }
+    // Per-subject history: no longer packed; the packed ones stay readable.
+    config.max_messages_per_subject = 100;
+    js.update_stream(config).await.unwrap();
+    for n in 401..=450u64 {
+        assert_eq!(publish(n).await, n);
+    }
+    let info = js.get_stream("PACKED").await.unwrap().cached_info().clone();
+    assert_eq!(
+        (
+            info.state.first_sequence,
+            info.state.last_sequence,
+            info.state.messages
+        ),
+        (301, 450, 150)
+    );
+    for n in 301..=450u64 {
+        let msg = stream.get_raw_message(n).await.unwrap();
+        assert_eq!(msg.subject.as_str(), format!("packed.{}", n % 7));
+        assert_eq!(&msg.payload[..], &payload(n)[..], "payload of {n}");
+        let order = msg.headers.get("Order").map(|v| v.to_string());
+        assert_eq!(order, (n % 2 == 0).then(|| n.to_string()), "header of {n}");
+    }
+}
+
 #[tokio::test]
 async fn async_nats_pull_consumers() {
     use async_nats::jetstream::{self, consumer::pull, stream, AckKind};

@@ -567,11 +567,15 @@ impl AccountJs {
             .collect()
     }
 
-    /// Each stream's name and subjects, for the subscriptions that capture them.
-    pub fn captures(&self) -> BTreeMap<String, Vec<String>> {
+    /// Each stream's name and subjects, for the subscriptions that capture them, and whether
+    /// its messages may be packed together as they come in ([`StreamConfig::drops_in_order`]).
+    pub fn captures(&self) -> BTreeMap<String, (Vec<String>, bool)> {
         self.streams
             .iter()
-            .map(|(name, s)| (name.clone(), s.config.subjects.clone()))
+            .map(|(name, s)| {
+                let capture = (s.config.subjects.clone(), s.config.drops_in_order());
+                (name.clone(), capture)
+            })
             .collect()
     }
 

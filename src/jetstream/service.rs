@@ -5,7 +5,7 @@
 //! writer once for all it sent in a batch.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,7 +98,9 @@ enum Input {
 #[derive(Debug)]
 enum Role {
     Api,
-    Stream(Arc<str>),
+    /// A stream's subjects, and whether its payloads may be packed ([`Deliveries::pack`]),
+    /// which follows the stream's configuration.
+    Stream(Arc<str>, Arc<AtomicBool>),
     /// A consumer's `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
     Next(Arc<str>, Arc<str>),
     /// A consumer's `$JS.ACK.<stream>.<consumer>.>`.
@@ -212,18 +214,24 @@ impl Internal for Inbox {
                 body: Bytes::copy_from_slice(data),
                 publisher: out.publisher,
             },
-            Role::Stream(stream) => Input::Publish {
-                account: self.account.clone(),
-                stream: stream.clone(),
-                subject,
-                reply,
-                header: Bytes::copy_from_slice(header),
-                data: Bytes::copy_from_slice(data),
-                trace: match out.msg_trace.as_mut() {
-                    Some(trace) if out.trace => Some(trace.jetstream(stream)),
-                    _ => None,
-                },
-            },
+            Role::Stream(stream, pack) => {
+                let (header, data) = match pack.load(Ordering::Relaxed) {
+                    true => (out.pack(header), out.pack(data)),
+                    false => (Bytes::copy_from_slice(header), Bytes::copy_from_slice(data)),
+                };
+                Input::Publish {
+                    account: self.account.clone(),
+                    stream: stream.clone(),
+                    subject,
+                    reply,
+                    header,
+                    data,
+                    trace: match out.msg_trace.as_mut() {
+                        Some(trace) if out.trace => Some(trace.jetstream(stream)),
+                        _ => None,
+                    },
+                }
+            }
         };
         if self.staging.tx.is_closed() {
             return false;
@@ -238,18 +246,22 @@ impl Internal for Inbox {
     }
 
     fn trace_only(&self, msg: &Message<'_>, out: &mut Deliveries) {
-        if let (Role::Stream(stream), Some(trace)) = (&self.role, out.msg_trace.as_mut()) {
+        if let (Role::Stream(stream, _), Some(trace)) = (&self.role, out.msg_trace.as_mut()) {
             trace.jetstream_only(stream, msg.subject);
         }
     }
 }
 
+/// A stream's subjects, whether its payloads are packed, and the subscriptions made for them.
+type Capture = (Vec<String>, Arc<AtomicBool>, Vec<Arc<Subscription>>);
+
 /// One account's JetStream with the subscriptions capturing its streams.
 struct Enabled {
     account: Arc<Account>,
     js: AccountJs,
-    /// Each stream's subscriptions, with the subjects they were made for.
-    captures: HashMap<String, (Vec<String>, Vec<Arc<Subscription>>)>,
+    /// Each stream's subscriptions, with the subjects they were made for and whether its
+    /// payloads may be packed (shared with the subscriptions, updated with the stream).
+    captures: HashMap<String, Capture>,
     /// Each consumer's subscriptions (pull requests and acks), by (stream, consumer).
     consumers: HashMap<(String, String), Vec<Arc<Subscription>>>,
     /// The direct get subscriptions of streams that allow them.
@@ -873,29 +885,35 @@ impl Enabled {
     fn sync_captures(&mut self, staging: &Arc<Staging>) {
         let wanted = self.js.captures();
         let account = &self.account;
-        self.captures.retain(|name, (subjects, subs)| {
-            let keep = wanted.get(name) == Some(subjects);
-            if !keep {
+        self.captures.retain(|name, (subjects, pack, subs)| {
+            let Some((wanted_subjects, wanted_pack)) = wanted.get(name) else {
                 account.unsubscribe_all(subs);
+                return false;
+            };
+            if wanted_subjects != subjects {
+                account.unsubscribe_all(subs);
+                return false;
             }
-            keep
+            pack.store(*wanted_pack, Ordering::Relaxed);
+            true
         });
-        for (name, subjects) in wanted {
+        for (name, (subjects, pack)) in wanted {
             if self.captures.contains_key(&name) {
                 continue;
             }
             let stream: Arc<str> = name.as_str().into();
+            let pack = Arc::new(AtomicBool::new(pack));
             let subs: Vec<Arc<Subscription>> = subjects
                 .iter()
                 .map(|subject| {
-                    let role = Role::Stream(stream.clone());
+                    let role = Role::Stream(stream.clone(), pack.clone());
                     Inbox::subscription(staging, &self.account.name, role, subject)
                 })
                 .collect();
             for sub in &subs {
                 self.account.subscribe(sub.clone());
             }
-            self.captures.insert(name, (subjects, subs));
+            self.captures.insert(name, (subjects, pack, subs));
         }
         let direct = self.js.direct_streams();
         self.directs.retain(|name, subs| {

@@ -154,10 +154,15 @@ impl StreamStore for MemoryStore {
         self.last_ts = ts;
         let seq = self.last_seq;
         self.bytes += self.msg_size(subject, &header, &data);
-        self.subjects
-            .entry(subject.to_string())
-            .or_default()
-            .insert(seq);
+        match self.subjects.get_mut(subject) {
+            Some(seqs) => {
+                seqs.insert(seq);
+            }
+            None => {
+                self.subjects
+                    .insert(subject.to_string(), BTreeSet::from([seq]));
+            }
+        }
         self.msgs.insert(
             seq,
             StoredMsg {

@@ -168,6 +168,19 @@ const NOT_YET: [&str; 12] = [
 ];
 
 impl StreamConfig {
+    /// Whether the stream keeps its messages in memory and lets them go in about the order they
+    /// came: limits retention, no per-subject limit and no rollups, so only the stream's own
+    /// limits (oldest first) and the rare explicit delete remove one. Such a stream's payloads
+    /// are packed into shared chunks as they are read ([`crate::engine::deliver::Deliveries::pack`]):
+    /// a chunk is freed once all its messages are, which for a key-value bucket (per-subject
+    /// history) or a work queue (acks in any order) could hold a chunk per live message.
+    pub fn drops_in_order(&self) -> bool {
+        self.storage == Storage::Memory
+            && self.retention == Retention::Limits
+            && self.max_msgs_per_subject <= 0
+            && !self.allow_rollup_hdrs
+    }
+
     /// Applies nats-server's defaults (`checkStreamCfg`) and refuses what is invalid or what
     /// tern cannot do yet.
     pub fn normalize(mut self) -> Result<StreamConfig, ApiError> {
@@ -856,6 +869,9 @@ fn store_failed(why: &str) -> ApiError {
 
 /// The value of header `name` (case-insensitive) in a `NATS/1.0` header block.
 pub fn header_value(header: &[u8], name: &str) -> Option<String> {
+    if header.is_empty() {
+        return None;
+    }
     let text = std::str::from_utf8(header).ok()?;
     text.split("\r\n").skip(1).find_map(|line| {
         let (key, value) = line.split_once(':')?;
@@ -910,6 +926,26 @@ mod tests {
         assert_eq!(json["retention"], "limits");
         assert_eq!(json["metadata"]["_nats.req.level"], "0");
         assert!(json.get("no_ack").is_none());
+    }
+
+    #[test]
+    fn only_memory_streams_that_drop_in_order_are_packed() {
+        let packed = |json: &str| config(json).drops_in_order();
+        assert!(packed(r#"{"name":"S","storage":"memory","max_msgs":10}"#));
+        assert!(!packed(r#"{"name":"S","storage":"file"}"#));
+        // A key-value bucket's shape: history per key, rollups.
+        assert!(!packed(
+            r#"{"name":"KV_b","storage":"memory","max_msgs_per_subject":1}"#
+        ));
+        assert!(!packed(
+            r#"{"name":"S","storage":"memory","allow_rollup_hdrs":true}"#
+        ));
+        assert!(!packed(
+            r#"{"name":"S","storage":"memory","retention":"workqueue"}"#
+        ));
+        assert!(!packed(
+            r#"{"name":"S","storage":"memory","retention":"interest"}"#
+        ));
     }
 
     #[test]
