@@ -4,7 +4,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -14,7 +13,7 @@ use super::account::{Account, Matches};
 use super::connection::Connection;
 use super::leaf::Leaf;
 use super::msgtrace::{self, MsgTrace};
-use super::outbound::{Appended, Room};
+use super::outbound::{Appended, Pace, Room};
 use super::route::Route;
 use super::sublist::QueueGroup;
 use super::subscription::{Subscription, Target};
@@ -92,10 +91,12 @@ impl Deliveries {
         if appended == Appended::Dropped {
             return;
         }
-        if !to.outbound.is_backlogged() {
-            self.keeping_up = Arc::as_ptr(to) as usize;
-        } else if !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to)) {
-            self.backlogged.push(to.clone());
+        match to.outbound.pace() {
+            Pace::KeepingUp => self.keeping_up = Arc::as_ptr(to) as usize,
+            Pace::Backlogged if !self.backlogged.iter().any(|c| Arc::ptr_eq(c, to)) => {
+                self.backlogged.push(to.clone())
+            }
+            Pace::Backlogged | Pace::Behind => {}
         }
     }
 
@@ -124,27 +125,26 @@ impl Deliveries {
     }
 
     /// Waits for the connections `pacing` left in `backlogged` (`Outbound::wait_for_room`),
-    /// those whose writer progressed most recently first, and leaves the list empty. Once one
-    /// of them has caught up, a client that has written nothing since the waits began is not
-    /// waited for: it is the stuck one beside one keeping up, left to `max_pending`, as when
-    /// the other was under its limit in the batch (`pacing`). Waiting for it as well cost the
-    /// fast subscriber beside a stuck one the whole `STUCK_AFTER` wait, twice per run, while
-    /// its own writer and reader sat idle. A client still writing is waited for (fan-in to
-    /// several slow readers stays paced), and so is a route or leafnode.
+    /// all at once, and leaves the list empty. While none has caught up, each is waited for
+    /// as alone (fan-in: the subscriber paces its publishers). Once one has, the other clients
+    /// get `GRACE` more to catch up too (fan-out to several slow readers stays paced: one
+    /// near its limit drains a batch well within it), and those more than twice their backlog
+    /// limit behind (`Outbound::far_behind`) none: they are marked lagging
+    /// (`Outbound::set_lagging`), so that nobody waits for them until they are back under
+    /// their limit by themselves, and `max_pending` decides. A stuck subscriber beside a fast
+    /// one so no longer holds the publisher and the fast one back. Waiting for each in turn
+    /// did: a stuck reader's socket still takes bytes now and then as the kernel's buffers
+    /// grow, and its waits (33, 51 and 90 ms in one run of 360 ms) were the whole gap between
+    /// the fast subscriber's rate with and without it. A route or leafnode is always waited
+    /// for.
     pub async fn wait_for_backlogged(&mut self) {
         let mut backlogged = std::mem::take(&mut self.backlogged);
-        if backlogged.len() > 1 {
-            // Most recent progress first; `None` (never wrote) last.
-            backlogged.sort_by_key(|c| std::cmp::Reverse(c.outbound.progressed()));
-        }
-        let began = Instant::now();
-        let mut caught_up = false;
-        for conn in &backlogged {
-            let idle = conn.outbound.progressed().map_or(true, |at| at < began);
-            if caught_up && idle && !conn.outbound.paces_always() {
-                continue;
+        match backlogged.as_slice() {
+            [] => {}
+            [one] => {
+                one.outbound.wait_for_room().await;
             }
-            caught_up |= conn.outbound.wait_for_room().await == Room::Drained;
+            several => wait_beside(several).await,
         }
         backlogged.clear();
         self.backlogged = backlogged;
@@ -191,6 +191,67 @@ impl Deliveries {
             conn.outbound.wake_writer();
         }
         others
+    }
+}
+
+/// How long clients backlogged beside one that caught up get to catch up too
+/// (`Deliveries::wait_for_backlogged`): a reader near its limit drains a batch in well under
+/// this; nats-server, too, stalls a publisher at most a few milliseconds per read.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// One wait of `wait_beside`.
+type RoomWait<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Room> + Send + 'a>>;
+
+/// `Deliveries::wait_for_backlogged` for several connections at once.
+async fn wait_beside(conns: &[Arc<Connection>]) {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut waits: Vec<(&Arc<Connection>, RoomWait<'_>)> = conns
+        .iter()
+        .map(|c| (c, Box::pin(c.outbound.wait_for_room()) as RoomWait<'_>))
+        .collect();
+    // Armed when the first one catches up; `over` once it ran out.
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut over = false;
+    let lagging = |conn: &Arc<Connection>| {
+        conn.outbound.set_lagging();
+        false
+    };
+    loop {
+        if grace.is_some() || over {
+            waits.retain(|(conn, _)| {
+                conn.outbound.paces_always() || !conn.outbound.far_behind() || lagging(conn)
+            });
+        }
+        if waits.is_empty() {
+            return;
+        }
+        let next = std::future::poll_fn(|cx| {
+            for (i, (_, wait)) in waits.iter_mut().enumerate() {
+                if let Poll::Ready(room) = wait.as_mut().poll(cx) {
+                    return Poll::Ready(Some((i, room)));
+                }
+            }
+            match grace.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match next {
+            Some((i, room)) => {
+                drop(waits.swap_remove(i));
+                if room == Room::Drained && grace.is_none() && !over {
+                    grace = Some(Box::pin(tokio::time::sleep(GRACE)));
+                }
+            }
+            // The grace is over: only peers are waited for from now on. The clients left are
+            // not marked: the next batch that finds them backlogged waits for them again.
+            None => {
+                waits.retain(|(conn, _)| conn.outbound.paces_always());
+                (grace, over) = (None, true);
+            }
+        }
     }
 }
 
@@ -999,49 +1060,105 @@ mod tests {
                 drain(&fast);
             }
         });
+        let began = tokio::time::Instant::now();
         out.wait_for_backlogged().await;
         reader.await.unwrap();
+        // Back once the fast one drained and the grace ran out, not after the stuck one's
+        // `STUCK_AFTER`.
+        let waited = began.elapsed();
+        assert!(waited >= std::time::Duration::from_millis(5) + GRACE);
+        assert!(waited < std::time::Duration::from_millis(6) + GRACE);
         assert!(out.backlogged.is_empty());
-        assert!(!fast.outbound.is_backlogged());
-        // Not waited for: had the publisher waited its `STUCK_AFTER` for it, it would now be
-        // marked stuck, which clears its backlogged flag.
-        assert!(stuck.outbound.is_backlogged());
+        assert_eq!(fast.outbound.pace(), Pace::KeepingUp);
+        assert_eq!(stuck.outbound.pace(), Pace::Backlogged);
         assert!(!stuck.outbound.is_closed());
-
-        // Alone (fan-in), it is waited for, and taken as stuck after that wait.
-        deliver(&mut out, &stuck, 10);
-        out.pacing();
-        assert_eq!(waits_for(&out), [1]);
-        out.wait_for_backlogged().await;
-        assert!(!stuck.outbound.is_backlogged());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_slow_subscriber_still_writing_is_waited_for_beside_one_that_caught_up() {
-        let (slow, fast) = (conn(1), conn(2));
+    async fn a_slow_subscriber_is_waited_for_beside_one_that_caught_up_only_for_a_grace() {
+        for (every_ms, waited) in [(1, true), (20, false)] {
+            let (slow, fast) = (conn(1), conn(2));
+            let mut out = Deliveries::default();
+            deliver(&mut out, &fast, 200);
+            deliver(&mut out, &slow, 200);
+            out.pacing();
+            let readers = tokio::spawn({
+                let (slow, fast) = (slow.clone(), fast.clone());
+                async move {
+                    // Both read: the fast one all at once, the slow one a little at a time.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    let (mut batch, mut chunks) = (bytes::BytesMut::new(), Vec::new());
+                    slow.outbound.take(&mut batch, &mut chunks);
+                    slow.outbound.wrote(50);
+                    drain(&fast);
+                    for _ in 0..3 {
+                        tokio::time::sleep(std::time::Duration::from_millis(every_ms)).await;
+                        slow.outbound.wrote(50);
+                    }
+                }
+            });
+            out.wait_for_backlogged().await;
+            if waited {
+                // It caught up within the grace: the publisher went on only then.
+                assert!(slow.outbound.pending_bytes() <= 100);
+                assert_eq!(slow.outbound.pace(), Pace::KeepingUp);
+            } else {
+                // Too slow for the grace: not waited for any longer this time.
+                assert!(slow.outbound.pending_bytes() > 100);
+                assert_eq!(slow.outbound.pace(), Pace::Backlogged);
+            }
+            readers.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_far_behind_is_not_waited_for_beside_one_that_caught_up() {
+        let (stuck, fast) = (conn(1), conn(2));
         let mut out = Deliveries::default();
         deliver(&mut out, &fast, 200);
-        deliver(&mut out, &slow, 200);
+        // More than twice the backlog limit (100) behind.
+        deliver(&mut out, &stuck, 450);
         out.pacing();
         let readers = tokio::spawn({
-            let (slow, fast) = (slow.clone(), fast.clone());
+            let (stuck, fast) = (stuck.clone(), fast.clone());
             async move {
-                // Both read: the fast one all at once, the slow one a little at a time.
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                // The stuck one's socket still takes a little now and then.
                 let (mut batch, mut chunks) = (bytes::BytesMut::new(), Vec::new());
-                slow.outbound.take(&mut batch, &mut chunks);
-                slow.outbound.wrote(50);
+                stuck.outbound.take(&mut batch, &mut chunks);
+                stuck.outbound.wrote(10);
                 drain(&fast);
                 for _ in 0..3 {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    slow.outbound.wrote(50);
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    stuck.outbound.wrote(10);
                 }
             }
         });
+        let began = tokio::time::Instant::now();
         out.wait_for_backlogged().await;
-        // The publisher went on only once the slow one was back under its limit.
-        assert!(slow.outbound.pending_bytes() <= 100);
+        // Back as soon as the fast one drained (not after the grace), the stuck one still far
+        // behind and lagging.
+        assert!(began.elapsed() < std::time::Duration::from_millis(2));
+        assert!(stuck.outbound.pending_bytes() > 400);
+        // Lagging: nobody waits for it, and it does not count as keeping up.
+        assert_eq!(stuck.outbound.pace(), Pace::Behind);
         readers.await.unwrap();
+
+        // Neither alone nor beside the fast one, until its writer brings it back under its
+        // limit: then it is waited for again.
+        deliver(&mut out, &stuck, 10);
+        out.pacing();
+        assert!(waits_for(&out).is_empty());
+        deliver(&mut out, &fast, 200);
+        out.pacing();
+        assert_eq!(waits_for(&out), [2]);
+        out.backlogged.clear();
+        drain(&fast);
+        drain(&stuck);
+        assert_eq!(stuck.outbound.pace(), Pace::KeepingUp);
+        deliver(&mut out, &stuck, 200);
+        out.pacing();
+        assert_eq!(waits_for(&out), [1]);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! load generator's stuck-subscriber scenario, growing by doubling spent about a quarter of
 //! the server's time in page faults and reallocation copies.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -116,10 +116,9 @@ pub struct Outbound {
     abort: Notify,
     /// Wakes publishers waiting for this connection's backlog to shrink (`wait_for_room`).
     drained: Notify,
-    /// More than `backlog_limit()` is queued and the writer is still making progress:
-    /// publishers should wait for it (see `wait_for_room`). Read without the lock on every
-    /// delivery; written under it.
-    backlogged: AtomicBool,
+    /// The connection's [`Pace`], as a `u8`: read without the lock on every delivery,
+    /// written under it.
+    pace: AtomicU8,
     max_pending: usize,
     /// How long a publisher waits for the writer to make progress before taking it as stuck
     /// (`STUCK_AFTER` for clients; longer for a route, which carries every account's traffic
@@ -165,6 +164,9 @@ struct State {
     in_flight: usize,
     /// A publisher waited `STUCK_AFTER` for the writer without progress; cleared by progress.
     stuck: bool,
+    /// It stayed backlogged beside a connection that caught up (`Outbound::set_lagging`):
+    /// publishers do not wait for it until it is back under its backlog limit by itself.
+    lagging: bool,
     /// When the writer last wrote anything (`wrote`); `None` before its first write.
     progressed: Option<Instant>,
     /// A producer has taken on waking the writer for what is pending.
@@ -190,6 +192,21 @@ pub enum Appended {
     Queued,
     /// Not appended: the connection is closed, or just became a slow consumer.
     Dropped,
+}
+
+/// How a connection keeps up with what is queued for it (`Outbound::pace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Pace {
+    /// At most its backlog limit is queued.
+    KeepingUp = 0,
+    /// More is queued and its writer is making progress: publishers wait for it (see
+    /// `Outbound::wait_for_room`).
+    Backlogged = 1,
+    /// More is queued and it is taken as stuck (no progress for a publisher's patience) or
+    /// lagging behind a connection that caught up (`Outbound::set_lagging`): nobody waits
+    /// for it, and it does not count as keeping up either.
+    Behind = 2,
 }
 
 /// Why `Outbound::wait_for_room` returned.
@@ -226,7 +243,7 @@ impl Outbound {
             reader: Notify::new(),
             abort: Notify::new(),
             drained: Notify::new(),
-            backlogged: AtomicBool::new(false),
+            pace: AtomicU8::new(Pace::KeepingUp as u8),
             max_pending,
             stuck_after: std::sync::atomic::AtomicU64::new(STUCK_AFTER.as_millis() as u64),
             paces_always: AtomicBool::new(false),
@@ -349,14 +366,28 @@ impl Outbound {
 
     /// Whether publishers should wait for this connection after their batch (a cheap load).
     pub fn is_backlogged(&self) -> bool {
-        self.backlogged.load(Ordering::Relaxed)
+        self.pace() == Pace::Backlogged
+    }
+
+    /// How this connection keeps up with what is queued for it (a cheap load).
+    #[inline(always)]
+    pub fn pace(&self) -> Pace {
+        match self.pace.load(Ordering::Relaxed) {
+            0 => Pace::KeepingUp,
+            1 => Pace::Backlogged,
+            _ => Pace::Behind,
+        }
     }
 
     fn note_backlog(&self, state: &State) {
         let queued = state.in_flight + state.full_bytes + state.pending.len();
-        let backlogged = !state.stuck && queued > self.backlog_limit();
-        if self.backlogged.load(Ordering::Relaxed) != backlogged {
-            self.backlogged.store(backlogged, Ordering::Relaxed);
+        let pace = match queued > self.backlog_limit() {
+            false => Pace::KeepingUp,
+            true if state.stuck || state.lagging => Pace::Behind,
+            true => Pace::Backlogged,
+        } as u8;
+        if self.pace.load(Ordering::Relaxed) != pace {
+            self.pace.store(pace, Ordering::Relaxed);
         }
     }
 
@@ -366,6 +397,11 @@ impl Outbound {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(n);
         state.stuck = false;
+        if state.lagging
+            && state.in_flight + state.full_bytes + state.pending.len() <= self.backlog_limit()
+        {
+            state.lagging = false;
+        }
         state.progressed = Some(Instant::now());
         self.note_backlog(&state);
         drop(state);
@@ -517,6 +553,21 @@ impl Outbound {
     /// True once the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
+    }
+
+    /// Marks the connection as lagging behind one that caught up: not backlogged, so that no
+    /// publisher waits for it, until its writer has brought it back under the backlog limit.
+    /// Left to `max_pending` meanwhile.
+    pub fn set_lagging(&self) {
+        let mut state = self.lock();
+        state.lagging = true;
+        self.note_backlog(&state);
+    }
+
+    /// Whether more than twice the backlog limit is queued: a subscriber this far behind
+    /// one that caught up is not keeping pace with it (see `Deliveries::wait_for_backlogged`).
+    pub fn far_behind(&self) -> bool {
+        self.pending_bytes() > 2 * self.backlog_limit()
     }
 
     /// Bytes queued and not yet taken by the writer.
