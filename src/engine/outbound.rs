@@ -555,13 +555,15 @@ impl Outbound {
         self.lock().closed.is_some()
     }
 
-    /// Marks the connection as lagging behind one that caught up: not backlogged, so that no
-    /// publisher waits for it, until its writer has brought it back under the backlog limit.
-    /// Left to `max_pending` meanwhile.
+    /// Marks the connection as lagging behind one that caught up, if it is still over its
+    /// backlog limit: not backlogged, so that no publisher waits for it, until its writer has
+    /// brought it back under the limit. Left to `max_pending` meanwhile.
     pub fn set_lagging(&self) {
         let mut state = self.lock();
-        state.lagging = true;
-        self.note_backlog(&state);
+        if state.in_flight + state.full_bytes + state.pending.len() > self.backlog_limit() {
+            state.lagging = true;
+            self.note_backlog(&state);
+        }
     }
 
     /// Whether more than twice the backlog limit is queued: a subscriber this far behind
