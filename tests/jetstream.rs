@@ -1528,3 +1528,138 @@ async fn system_events_say_jetstream_is_on() {
     let json: Value = serde_json::from_slice(&msg.payload).unwrap();
     assert_eq!(json["server"]["jetstream"], true, "{json}");
 }
+
+/// `jetstream { domain: hub }`: the start-up line, INFO, the API under `$JS.hub.API.>`, the
+/// PubAck and account info naming the domain, `/varz`, and an async-nats context bound to the
+/// domain, side by side with nats-server 2.15.1; and the same refusal of a domain that cannot
+/// go into a subject.
+#[tokio::test]
+async fn domain_side_by_side_with_nats_server() {
+    let reference = reference_server().expect("nats-server 2.15.1 on PATH");
+    let scratch = Scratch::new("js-domain");
+    let start = |binary: &Path, name: &str| {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("js.conf");
+        let store = dir.join("store");
+        std::fs::write(
+            &config,
+            format!(
+                "jetstream {{ store_dir: '{}', domain: hub }}\n",
+                store.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("server.log");
+        let (process, text) = Process::start(
+            Command::new(binary)
+                .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-l"])
+                .arg(&log)
+                .arg("-c")
+                .arg(&config),
+            &log,
+        );
+        let port = listening_port(&text).expect("listening line");
+        let monitor = common::process::monitor_addr(&text).expect("monitor line");
+        (process, text, port, monitor)
+    };
+    let (_tern, tern_log, tern_port, tern_monitor) = start(&scratch.nats_server(), "tern");
+    let (_ns, ns_log, ns_port, ns_monitor) = start(&reference, "ref");
+
+    let lines = |log: &str, name: &str| -> Vec<String> {
+        jetstream_lines(log)
+            .into_iter()
+            .map(|l| l.replace(&scratch.0.join(name).display().to_string(), "DIR"))
+            .map(|l| l.replace("API Level:       0", "API Level:       N"))
+            .map(|l| l.replace("API Level:       5", "API Level:       N"))
+            .collect()
+    };
+    let tern_lines = lines(&tern_log, "tern");
+    assert!(tern_lines.contains(&"  Domain:          hub".to_string()));
+    assert_eq!(tern_lines, lines(&ns_log, "ref"));
+
+    let mut answers = Vec::new();
+    for (port, monitor) in [(tern_port, &tern_monitor), (ns_port, &ns_monitor)] {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let info = read_line(&mut BufReader::new(stream));
+        assert!(
+            info.contains(r#""client_ip":"127.0.0.1","domain":"hub""#),
+            "{info}"
+        );
+
+        let client = async_nats::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let account = call(&client, "$JS.hub.API.INFO", "").await;
+        assert_eq!(account["domain"], "hub", "{account}");
+        let created = call(
+            &client,
+            "$JS.hub.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"],"storage":"memory"}"#,
+        )
+        .await;
+        assert!(created.get("error").is_none(), "{created}");
+        let mut acks = Vec::new();
+        for id in ["1", "1", ""] {
+            let mut headers = async_nats::HeaderMap::new();
+            if !id.is_empty() {
+                headers.insert("Nats-Msg-Id", id);
+            }
+            let msg = client
+                .request_with_headers("s.x", headers, "hello".into())
+                .await
+                .unwrap();
+            acks.push(String::from_utf8_lossy(&msg.payload).into_owned());
+        }
+        // A refused publish names no domain, as nats-server's.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Stream", "T");
+        let refused = client
+            .request_with_headers("s.x", headers, "x".into())
+            .await
+            .unwrap();
+        acks.push(String::from_utf8_lossy(&refused.payload).into_owned());
+
+        // A client bound to the domain.
+        let js = async_nats::jetstream::with_domain(client.clone(), "hub");
+        let ack = js
+            .publish("s.y", "bound".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!((ack.sequence, ack.domain.as_str()), (3, "hub"));
+        let info = js.get_stream("S").await.unwrap().cached_info().clone();
+        assert_eq!(info.state.messages, 3);
+
+        let (_, varz) = common::process::http_get(monitor, "/varz").unwrap();
+        let varz: Value = serde_json::from_str(&varz).unwrap();
+        assert_eq!(varz["jetstream"]["config"]["domain"], "hub", "{varz}");
+        answers.push((account, acks));
+    }
+    let (tern_answers, ns_answers) = (&answers[0], &answers[1]);
+    assert_eq!(
+        tern_answers.1[0],
+        r#"{"stream":"S","domain":"hub","seq":1}"#
+    );
+    assert_eq!(tern_answers.1, ns_answers.1);
+    assert_eq!(tern_answers.0, ns_answers.0);
+
+    // A domain that cannot go into a subject.
+    let config = scratch.0.join("bad.conf");
+    std::fs::write(&config, "jetstream { domain: \"a.b\" }\n").unwrap();
+    for binary in [scratch.nats_server(), reference.clone()] {
+        let out = run(&binary, &["-p", "-1", "-c", config.to_str().unwrap()]);
+        assert_ne!(out.status.code(), Some(0));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("invalid domain name: may not contain ., * or >"),
+            "{binary:?}: {said}"
+        );
+    }
+}

@@ -27,6 +27,20 @@ pub struct JetStreamOptions {
     pub sync_interval: Option<Duration>,
     /// `sync_interval: always`.
     pub sync_always: bool,
+    /// `domain`: the JetStream domain; its API is also served as `$JS.<domain>.API.>`.
+    pub domain: Option<String>,
+}
+
+impl JetStreamOptions {
+    /// The account mapping a domain brings, `$JS.<domain>.API.>` to `$JS.API.>`, as
+    /// nats-server adds it to the accounts.
+    pub fn domain_mapping(&self) -> Option<super::accounts::MappingConfig> {
+        let domain = self.domain.as_deref()?;
+        Some(super::accounts::MappingConfig {
+            source: format!("$JS.{domain}.API.>"),
+            destinations: vec![("$JS.API.>".to_string(), 100)],
+        })
+    }
 }
 
 impl JetStreamOptions {
@@ -70,6 +84,18 @@ pub fn parse_jetstream(
             }
             "max_file_store" | "max_file" => js.max_store = Some(options::int(v)?),
             "strict" => js.strict = options::boolean(v)?,
+            "domain" => {
+                let domain = options::string(v)?;
+                // nats-server's check (`validateJetStreamOptions`): the domain goes into
+                // subjects.
+                if domain.contains(['.', '*', '>']) {
+                    return Err(ConfError {
+                        pos: field.pos.clone(),
+                        message: "invalid domain name: may not contain ., * or >".into(),
+                    });
+                }
+                js.domain = (!domain.is_empty()).then_some(domain);
+            }
             "enabled" | "enable" => enabled = options::boolean(v)?,
             "sync_interval" | "sync" => match &v.kind {
                 Kind::String(s) if s.eq_ignore_ascii_case("always") => {
@@ -87,15 +113,14 @@ pub fn parse_jetstream(
             | "extension_hint" => {
                 warnings.push(options::ignored(field, "not supported by tern yet"));
             }
-            // Running without these would store what the operator asked to be encrypted,
-            // name the server into a domain clients would not see, or drop account limits.
+            // Running without these would store what the operator asked to be encrypted, or
+            // drop account limits.
             "key"
             | "ek"
             | "encryption_key"
             | "prev_key"
             | "prev_encryption_key"
             | "cipher"
-            | "domain"
             | "limits"
             | "tpm" => {
                 return Err(ConfError {
@@ -151,12 +176,35 @@ mod tests {
     }
 
     #[test]
+    fn a_domain_maps_its_api_subjects() {
+        let js = options("jetstream { domain: hub }")
+            .unwrap()
+            .0
+            .jetstream
+            .unwrap();
+        assert_eq!(js.domain.as_deref(), Some("hub"));
+        let mapping = js.domain_mapping().unwrap();
+        assert_eq!(mapping.source, "$JS.hub.API.>");
+        assert_eq!(mapping.destinations, [("$JS.API.>".to_string(), 100)]);
+        assert!(options("jetstream: enabled")
+            .unwrap()
+            .0
+            .jetstream
+            .unwrap()
+            .domain_mapping()
+            .is_none());
+    }
+
+    #[test]
     fn unknown_and_unsupported_fields_are_refused() {
         assert_eq!(
             error("jetstream { foo: 1 }"),
             "test.conf:1:12: unknown field \"foo\""
         );
-        assert!(error("jetstream { domain: hub }").contains("not supported by tern yet"));
+        assert!(error("jetstream { limits: {} }").contains("not supported by tern yet"));
+        assert!(error("jetstream { domain: \"a.b\" }")
+            .contains("invalid domain name: may not contain ., * or >"));
+        assert!(error("jetstream { domain: \"a>\" }").contains("invalid domain name"));
         assert!(error("jetstream: maybe").contains("invalid value"));
     }
 }

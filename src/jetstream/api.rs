@@ -91,6 +91,8 @@ pub struct AccountJs {
     advisories: Vec<Advisory>,
     /// The account's limits (its `jetstream { ... }` block).
     pub limits: crate::config::accounts::JetStreamLimits,
+    /// The server's JetStream `domain`, named in PubAcks and account info.
+    pub domain: Option<std::sync::Arc<str>>,
 }
 
 /// What `meta.json` holds.
@@ -353,7 +355,7 @@ impl AccountJs {
     }
 
     /// Stores a message published to `subject`, which `stream` captures; the PubAck JSON
-    /// (`{"stream":..,"seq":..}`, with `"duplicate":true`, or with an error and seq 0).
+    /// (`{"stream":..,"seq":..}`, with `"duplicate": true`, or with an error and seq 0).
     pub fn publish(
         &mut self,
         stream: &str,
@@ -372,35 +374,39 @@ impl AccountJs {
             None => s.process_publish(subject, header, data, now),
         };
         let ack = match outcome {
-            Ok(PubOutcome::Stored(seq)) => PubAck {
-                error: None,
-                stream,
-                seq,
-                duplicate: false,
-            },
-            Ok(PubOutcome::Duplicate(seq)) => PubAck {
-                error: None,
-                stream,
-                seq,
-                duplicate: true,
-            },
-            Err(err) => PubAck {
-                error: Some(err),
-                stream,
-                seq: 0,
-                duplicate: false,
-            },
+            Ok(PubOutcome::Stored(seq)) => self.pub_ack(stream, seq, false),
+            Ok(PubOutcome::Duplicate(seq)) => self.pub_ack(stream, seq, true),
+            Err(err) => Self::failed_pub_ack(stream, err),
         };
-        Some((no_ack, serde_json::to_vec(&ack).unwrap_or_default()))
+        Some((no_ack, ack))
+    }
+
+    /// A PubAck for `seq`, written as nats-server writes it (by hand, not by its JSON
+    /// encoder): `{"stream":"S","domain":"D","seq":N}`, the domain only when the server has
+    /// one, and `,"duplicate": true` (with its space) for a duplicate.
+    fn pub_ack(&self, stream: &str, seq: u64, duplicate: bool) -> Response {
+        use std::io::Write;
+        let mut ack = Vec::with_capacity(48 + stream.len());
+        ack.extend_from_slice(b"{\"stream\":");
+        let _ = serde_json::to_writer(&mut ack, stream);
+        if let Some(domain) = &self.domain {
+            ack.extend_from_slice(b",\"domain\":");
+            let _ = serde_json::to_writer(&mut ack, &**domain);
+        }
+        let _ = write!(ack, ",\"seq\":{seq}");
+        if duplicate {
+            ack.extend_from_slice(b",\"duplicate\": true");
+        }
+        ack.push(b'}');
+        ack
     }
 
     /// The reply to a publish whose write failed after it was taken (a group commit).
     pub fn failed_pub_ack(stream: &str, err: ApiError) -> Response {
         let ack = PubAck {
-            error: Some(err),
+            error: err,
             stream,
             seq: 0,
-            duplicate: false,
         };
         serde_json::to_vec(&ack).unwrap_or_default()
     }
@@ -592,7 +598,7 @@ impl AccountJs {
             .filter(|s| s.config.storage == Storage::File)
             .map(|s| s.state().bytes)
             .sum();
-        json!({
+        let mut info = json!({
             "memory": memory,
             "storage": storage,
             "reserved_memory": self.reserved(Storage::Memory, None),
@@ -601,7 +607,11 @@ impl AccountJs {
             "consumers": self.streams.values().map(|s| s.consumers.len()).sum::<usize>(),
             "limits": self.limits_json(),
             "api": {"level": super::API_LEVEL, "total": self.total, "errors": self.errors}
-        })
+        });
+        if let Some(domain) = &self.domain {
+            info["domain"] = json!(&**domain);
+        }
+        info
     }
 }
 
@@ -644,15 +654,12 @@ fn write_meta(dir: &std::path::Path, created: i64, config: &StreamConfig) -> std
     super::filestore::write_atomically(&dir.join(super::filestore::META), &meta, true)
 }
 
-/// The reply to a publish, in nats-server's field order.
+/// The reply to a publish refused, in nats-server's field order (no domain, as there).
 #[derive(Serialize)]
 struct PubAck<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ApiError>,
+    error: ApiError,
     stream: &'a str,
     seq: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    duplicate: bool,
 }
 
 /// nats-server's `StreamInfo` fields for `stream` at `now`: `config` (with the dynamic

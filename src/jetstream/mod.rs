@@ -50,6 +50,8 @@ pub struct Config {
     pub sync_always: bool,
     /// Otherwise, how often they are fsynced (`sync_interval`, 2 minutes).
     pub sync_interval: std::time::Duration,
+    /// `domain`.
+    pub domain: Option<String>,
     /// How long resolving took (creating the store directory, measuring memory and disk),
     /// for the "Took ... to start JetStream" line.
     pub start_took: std::time::Duration,
@@ -83,6 +85,7 @@ impl Config {
             strict: js.strict,
             sync_always: js.sync_always,
             sync_interval: js.sync_interval.unwrap_or(DEFAULT_SYNC_INTERVAL),
+            domain: js.domain.clone(),
             start_took: started.elapsed(),
         })
     }
@@ -113,6 +116,9 @@ impl Config {
             "  Store Directory: \"{}\"",
             self.store_dir.display()
         ));
+        if let Some(domain) = &self.domain {
+            lines.push(format!("  Domain:          {domain}"));
+        }
         lines.push(format!("  API Level:       {API_LEVEL}"));
         lines.push("-------------------------------------------".into());
         lines

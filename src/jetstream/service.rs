@@ -284,6 +284,8 @@ pub struct Service {
     opts_generation: u64,
     /// How often file streams are synced (`sync_interval`).
     sync_every: Duration,
+    /// The JetStream `domain`, for PubAcks and account info.
+    domain: Option<Arc<str>>,
     staging: Arc<Staging>,
     rx: UnboundedReceiver<Vec<Input>>,
     /// The monitor's requests for each account's detail (`/jsz`).
@@ -320,6 +322,7 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
             store_dir: config.store_dir.display().to_string(),
             sync_interval: config.sync_interval.as_nanos() as u64,
             sync_always: config.sync_always,
+            domain: config.domain.clone().unwrap_or_default(),
             strict: config.strict,
             api_level: super::API_LEVEL,
         },
@@ -331,6 +334,7 @@ pub fn start(shared: &Arc<Shared>, config: &super::Config) -> std::io::Result<Se
         sync_always: config.sync_always,
         opts_generation: shared.opts_generation(),
         sync_every: config.sync_interval.max(Duration::from_millis(10)),
+        domain: config.domain.as_deref().map(Arc::from),
         staging: Arc::new(Staging {
             inputs: std::sync::Mutex::new(Vec::new()),
             tx,
@@ -451,6 +455,7 @@ impl Service {
                     tracing::info!("  {line} in account '{name}'");
                 }
                 js.limits = limits;
+                js.domain = self.domain.clone();
                 js
             } else {
                 AccountJs::disabled()

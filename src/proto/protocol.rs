@@ -60,6 +60,9 @@ pub struct Info {
     pub client_id: u64,
     /// The connection's remote address.
     pub client_ip: String,
+    /// The JetStream domain, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// The random challenge an nkey user signs in CONNECT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,

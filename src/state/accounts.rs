@@ -108,9 +108,16 @@ pub fn install(router: &Router, opts: &Options, sys: &SysChannel) -> Result<(), 
             .is_system
             .store(Some(*name) == system, Ordering::Relaxed);
     }
-    router
-        .global()
-        .set_mappings(opts.mappings.iter().map(|m| m.build()).collect());
+    // A JetStream domain maps `$JS.<domain>.API.>` to `$JS.API.>` in every account.
+    let domain = opts.jetstream.as_ref().and_then(|js| js.domain_mapping());
+    let with_domain = |mappings: &[crate::config::accounts::MappingConfig]| {
+        mappings
+            .iter()
+            .chain(domain.as_ref())
+            .map(|m| m.build())
+            .collect()
+    };
+    router.global().set_mappings(with_domain(&opts.mappings));
     for name in &wanted {
         let config = opts.accounts.iter().find(|a| a.name == *name);
         let trace = config.and_then(|a| a.msg_trace.clone());
@@ -118,7 +125,7 @@ pub fn install(router: &Router, opts: &Options, sys: &SysChannel) -> Result<(), 
     }
     for config in &opts.accounts {
         let account = router.account_or_new(&config.name);
-        account.set_mappings(config.mappings.iter().map(|m| m.build()).collect());
+        account.set_mappings(with_domain(&config.mappings));
     }
     for config in &opts.accounts {
         let importer = router.account_or_new(&config.name);

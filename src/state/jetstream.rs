@@ -29,6 +29,9 @@ pub struct JetStreamConfig {
     /// `sync_interval: always`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sync_always: bool,
+    /// `domain`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub domain: String,
     /// `strict`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub strict: bool,

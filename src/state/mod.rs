@@ -261,6 +261,7 @@ impl Shared {
             jetstream: opts.jetstream.is_some(),
             client_id: cid,
             client_ip: client.ip().to_string(),
+            domain: opts.jetstream.as_ref().and_then(|js| js.domain.clone()),
             nonce: None,
             cluster: opts.cluster.as_ref().and_then(|c| c.name.clone()),
             connect_urls: self.connect_urls(),
