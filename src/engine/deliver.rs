@@ -202,6 +202,14 @@ const GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 /// One wait of `wait_beside`.
 type RoomWait<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Room> + Send + 'a>>;
 
+/// Where `wait_beside` is: nobody has caught up yet, one has and the others have `GRACE`,
+/// or the grace ran out and only peers are waited for.
+enum Phase {
+    Waiting,
+    Grace(std::pin::Pin<Box<tokio::time::Sleep>>),
+    PeersOnly,
+}
+
 /// `Deliveries::wait_for_backlogged` for several connections at once.
 async fn wait_beside(conns: &[Arc<Connection>]) {
     use std::future::Future;
@@ -210,17 +218,16 @@ async fn wait_beside(conns: &[Arc<Connection>]) {
         .iter()
         .map(|c| (c, Box::pin(c.outbound.wait_for_room()) as RoomWait<'_>))
         .collect();
-    // Armed when the first one catches up; `over` once it ran out.
-    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let mut over = false;
-    let lagging = |conn: &Arc<Connection>| {
-        conn.outbound.set_lagging();
-        false
-    };
+    let mut phase = Phase::Waiting;
     loop {
-        if grace.is_some() || over {
+        if !matches!(phase, Phase::Waiting) {
+            // Beside one that caught up, a client far behind is left to `max_pending`.
             waits.retain(|(conn, _)| {
-                conn.outbound.paces_always() || !conn.outbound.far_behind() || lagging(conn)
+                let keep = conn.outbound.paces_always() || !conn.outbound.far_behind();
+                if !keep {
+                    conn.outbound.set_lagging();
+                }
+                keep
             });
         }
         if waits.is_empty() {
@@ -232,8 +239,8 @@ async fn wait_beside(conns: &[Arc<Connection>]) {
                     return Poll::Ready(Some((i, room)));
                 }
             }
-            match grace.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(None),
+            match &mut phase {
+                Phase::Grace(sleep) => sleep.as_mut().poll(cx).map(|()| None),
                 _ => Poll::Pending,
             }
         })
@@ -241,15 +248,15 @@ async fn wait_beside(conns: &[Arc<Connection>]) {
         match next {
             Some((i, room)) => {
                 drop(waits.swap_remove(i));
-                if room == Room::Drained && grace.is_none() && !over {
-                    grace = Some(Box::pin(tokio::time::sleep(GRACE)));
+                if room == Room::Drained && matches!(phase, Phase::Waiting) {
+                    phase = Phase::Grace(Box::pin(tokio::time::sleep(GRACE)));
                 }
             }
             // The grace is over: only peers are waited for from now on. The clients left are
             // not marked: the next batch that finds them backlogged waits for them again.
             None => {
                 waits.retain(|(conn, _)| conn.outbound.paces_always());
-                (grace, over) = (None, true);
+                phase = Phase::PeersOnly;
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -167,8 +167,6 @@ struct State {
     /// It stayed backlogged beside a connection that caught up (`Outbound::set_lagging`):
     /// publishers do not wait for it until it is back under its backlog limit by itself.
     lagging: bool,
-    /// When the writer last wrote anything (`wrote`); `None` before its first write.
-    progressed: Option<Instant>,
     /// A producer has taken on waking the writer for what is pending.
     flush_scheduled: bool,
     closed: Option<Closed>,
@@ -364,11 +362,6 @@ impl Outbound {
         self.max_pending / 16
     }
 
-    /// Whether publishers should wait for this connection after their batch (a cheap load).
-    pub fn is_backlogged(&self) -> bool {
-        self.pace() == Pace::Backlogged
-    }
-
     /// How this connection keeps up with what is queued for it (a cheap load).
     #[inline(always)]
     pub fn pace(&self) -> Pace {
@@ -402,7 +395,6 @@ impl Outbound {
         {
             state.lagging = false;
         }
-        state.progressed = Some(Instant::now());
         self.note_backlog(&state);
         drop(state);
         self.drained.notify_waiters();
@@ -439,11 +431,6 @@ impl Outbound {
                 return Room::Stuck;
             }
         }
-    }
-
-    /// When the writer last wrote anything, if it ever did.
-    pub fn progressed(&self) -> Option<Instant> {
-        self.lock().progressed
     }
 
     /// Wakes the writer: called once per read batch by the producer that scheduled the flush.
