@@ -383,6 +383,37 @@ async fn large_payloads_reach_every_subscriber_byte_for_byte() {
     }
 }
 
+/// While a publisher streams large frames, tern keeps its socket from waking a worker on every
+/// arrival (`ReadHalf::hush` raises the socket's low-water mark) until a read finds it empty.
+/// Whatever comes after, however small and however late, must still be read: a lone PING
+/// after a pause, and the last bytes of a large frame sent on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_input_after_large_frames_is_still_read() {
+    let server = TestServer::start().await;
+    let mut sub = server.raw().await;
+    sub.send(format!("{QUIET}SUB big 1\r\n")).await;
+    sub.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+
+    let body = "y".repeat(65_536);
+    let frame = format!("PUB big {}\r\n{body}\r\n", body.len());
+    let delivered = format!("MSG big 1 {}\r\n{body}\r\n", body.len());
+    publisher.send(frame.repeat(8)).await;
+    sub.expect(delivered.repeat(8)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Six bytes, far below the raised mark.
+    publisher.expect_before_pong("").await;
+
+    // A large frame whose last ten bytes come 100 ms after the rest.
+    let (most, last) = frame.split_at(frame.len() - 10);
+    publisher.send(most).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher.send(last).await;
+    sub.expect(&delivered).await;
+    publisher.expect_before_pong("").await;
+}
+
 #[tokio::test]
 async fn headers_are_stripped_for_subscribers_without_them() {
     let server = TestServer::start().await;

@@ -139,6 +139,18 @@ impl ReadBuffer {
         }
     }
 
+    /// Whether the reader is streaming large frames: in the middle of one, or right after one.
+    #[inline]
+    pub fn streaming_large(&self) -> bool {
+        self.frame >= SHARE_PAYLOAD_FROM || self.stride >= SHARE_PAYLOAD_FROM
+    }
+
+    /// The bytes of the large frame the input starts with that have not arrived yet (0: none).
+    #[inline]
+    pub fn frame_rest(&self) -> usize {
+        self.frame.saturating_sub(self.buf.len())
+    }
+
     /// Splits the whole frame of `len` bytes the unparsed input starts with off the buffer, to
     /// be shared with its subscribers; the next read expects more like it.
     pub fn split_frame(&mut self, len: usize) -> Bytes {

@@ -108,7 +108,7 @@ pub async fn negotiate(
 /// The reading half of a connection.
 pub enum ReadHalf {
     /// Plain TCP.
-    Plain(OwnedReadHalf),
+    Plain(PlainRead),
     /// TLS, accepted.
     Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
     /// TLS, dialed (a route we solicited).
@@ -129,6 +129,83 @@ pub enum WriteHalf {
     Ws(Box<super::websocket::WsWriter>),
 }
 
+/// Plain TCP's reading half, which can ask the kernel not to report it readable while its
+/// reader is busy reading it anyway (see [`ReadHalf::hush`]).
+pub struct PlainRead {
+    half: OwnedReadHalf,
+    /// The socket's `SO_RCVLOWAT` as last set: 1 (the kernel's default), `HUSHED`, or the
+    /// rest of a large frame being waited for.
+    lowat: libc::c_int,
+    /// What the mark drops to when a hushed read finds nothing (see [`ReadHalf::hush`]).
+    wake_at: libc::c_int,
+}
+
+/// The mark while hushed; the kernel caps it at half the largest receive buffer (3 MiB by
+/// default), and `tcp_epollin_ready` still reports a socket whose buffer or window is nearly
+/// full, so a hushed socket cannot stall its sender.
+const HUSHED: libc::c_int = libc::c_int::MAX;
+
+impl PlainRead {
+    fn new(half: OwnedReadHalf) -> Self {
+        PlainRead {
+            half,
+            lowat: 1,
+            wake_at: 1,
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.half).poll_read(cx, buf);
+        if polled.is_pending() && self.lowat == HUSHED {
+            // The read found nothing and its waker is registered: from now on the bytes the
+            // reader waits for must wake it. Lowering the mark makes the kernel report at once
+            // what arrived while it was raised (`tcp_set_rcvlowat` calls `tcp_data_ready`).
+            self.set_lowat(self.wake_at);
+        }
+        polled
+    }
+
+    /// Sets `SO_RCVLOWAT`: the bytes the socket must hold before epoll reports it readable
+    /// (reads are not affected: a non-blocking read returns what there is). A closing peer is
+    /// reported whatever the mark.
+    fn set_lowat(&mut self, bytes: libc::c_int) {
+        use std::os::fd::AsRawFd;
+        self.lowat = bytes;
+        let fd = self.half.as_ref().as_raw_fd();
+        // SAFETY: `fd` is the stream's own open socket, borrowed for the call; setsockopt
+        // reads exactly `size_of::<c_int>()` bytes from `bytes`, a live local, and writes
+        // nothing.
+        let _ = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+}
+
+impl ReadHalf {
+    /// The reader streams large frames and reads again without waiting: until a read finds
+    /// the socket empty, data arriving meanwhile need not wake anyone (plain TCP only; the
+    /// others ignore it). Without it, every segment that arrives while one worker reads the
+    /// socket wakes the worker parked in epoll, only for it to find the reader running.
+    /// `rest` is what the reader still lacks of a large frame (0: none): when it must wait,
+    /// it is woken once that much has come rather than at every segment of it.
+    pub fn hush(&mut self, rest: usize) {
+        if let ReadHalf::Plain(r) = self {
+            r.wake_at = libc::c_int::try_from(rest)
+                .unwrap_or(HUSHED - 1)
+                .clamp(1, HUSHED - 1);
+            if r.lowat != HUSHED {
+                r.set_lowat(HUSHED);
+            }
+        }
+    }
+}
+
 impl WriteHalf {
     /// Whether bytes of the transport's own (WebSocket pongs) wait for a flush.
     pub fn has_control(&self) -> bool {
@@ -145,7 +222,7 @@ pub type DialedStream = tokio_rustls::client::TlsStream<TcpStream>;
 /// Splits a plain connection.
 pub fn split_plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
     let (r, w) = stream.into_split();
-    (ReadHalf::Plain(r), WriteHalf::Plain(w))
+    (ReadHalf::Plain(PlainRead::new(r)), WriteHalf::Plain(w))
 }
 
 /// Splits a TLS connection.
@@ -183,7 +260,7 @@ impl AsyncRead for ReadHalf {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Plain(r) => r.poll_read(cx, buf),
             ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::TlsDialed(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Ws(r) => Pin::new(r.as_mut()).poll_read(cx, buf),

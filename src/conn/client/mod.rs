@@ -193,6 +193,9 @@ impl Client {
                             }
                         }
                         input.expect_frame(self.awaited);
+                        if input.streaming_large() {
+                            reader.hush(input.frame_rest());
+                        }
                         // Once per read batch: what monitoring reads of this connection.
                         self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
