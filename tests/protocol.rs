@@ -383,18 +383,30 @@ async fn large_payloads_reach_every_subscriber_byte_for_byte() {
     }
 }
 
-/// While a publisher streams large frames, tern keeps its socket from waking a worker on every
-/// arrival (`ReadHalf::hush` raises the socket's low-water mark) until a read finds it empty.
-/// Whatever comes after, however small and however late, must still be read: a lone PING
-/// after a pause, and the last bytes of a large frame sent on their own.
+/// While a publisher streams (reads come back full, or large frames arrive), tern keeps its
+/// socket from waking a worker on every arrival (`ReadHalf::hush` raises the socket's
+/// low-water mark) until a read finds it empty. Whatever comes after, however small and
+/// however late, must still be read: a lone PING after a pause, after a burst of small
+/// messages and after large frames, and the last bytes of a large frame sent on their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_input_after_large_frames_is_still_read() {
+async fn small_input_after_a_stream_is_still_read() {
     let server = TestServer::start().await;
     let mut sub = server.raw().await;
     sub.send(format!("{QUIET}SUB big 1\r\n")).await;
     sub.expect_before_pong("").await;
     let mut publisher = server.raw().await;
     publisher.send(QUIET).await;
+
+    // 300 KB of small messages in one write: the reads fill up.
+    let (mut burst, mut delivered) = (String::new(), String::new());
+    for n in 0..20_000 {
+        burst.push_str(&format!("PUB big {}\r\n{n}\r\n", n.to_string().len()));
+        delivered.push_str(&format!("MSG big 1 {}\r\n{n}\r\n", n.to_string().len()));
+    }
+    publisher.send(&burst).await;
+    sub.expect(&delivered).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher.expect_before_pong("").await;
 
     let body = "y".repeat(65_536);
     let frame = format!("PUB big {}\r\n{body}\r\n", body.len());

@@ -132,7 +132,11 @@ pub(super) async fn read_loop<S: PeerSession>(
                     let result = session.process(&mut input);
                     let (msgs, bytes) = session.in_counts();
                     conn.stats.publish(msgs, bytes, now.into_std());
-                    result.map(|awaited| input.expect_frame(awaited))
+                    let result = result.map(|awaited| input.expect_frame(awaited));
+                    if input.streaming() {
+                        reader.hush(input.frame_rest());
+                    }
+                    result
                 }
                 Err(_) => return CloseReason::ReadError,
             },

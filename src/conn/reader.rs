@@ -46,6 +46,8 @@ pub struct ReadBuffer {
     /// The length of the last frame split off since the last read (0: none): the next read,
     /// at a frame boundary, expects more of the same (see `split_frame`).
     stride: usize,
+    /// The last read returned all it asked for: more is likely waiting.
+    full: bool,
     /// Reads that had to make room with a partial frame in the buffer (moving or copying it).
     #[cfg(test)]
     moved: usize,
@@ -60,6 +62,7 @@ impl Default for ReadBuffer {
             since_yield: 0,
             frame: 0,
             stride: 0,
+            full: false,
             #[cfg(test)]
             moved: 0,
         }
@@ -102,6 +105,7 @@ impl ReadBuffer {
         let mut room = (&mut self.buf).limit(plan.want);
         let n = reader.read_buf(&mut room).await?;
         self.stride = 0;
+        self.full = n == plan.want;
         self.since_yield += n;
         if n >= self.read_size && self.read_size < self.max_read {
             self.read_size *= 2;
@@ -139,10 +143,11 @@ impl ReadBuffer {
         }
     }
 
-    /// Whether the reader is streaming large frames: in the middle of one, or right after one.
+    /// Whether the reader is streaming: its last read filled all it asked for (more is likely
+    /// waiting), or it is in the middle of a large frame, or right after one.
     #[inline]
-    pub fn streaming_large(&self) -> bool {
-        self.frame >= SHARE_PAYLOAD_FROM || self.stride >= SHARE_PAYLOAD_FROM
+    pub fn streaming(&self) -> bool {
+        self.full || self.frame >= SHARE_PAYLOAD_FROM || self.stride >= SHARE_PAYLOAD_FROM
     }
 
     /// The bytes of the large frame the input starts with that have not arrived yet (0: none).

@@ -188,9 +188,9 @@ impl PlainRead {
 }
 
 impl ReadHalf {
-    /// The reader streams large frames and reads again without waiting: until a read finds
-    /// the socket empty, data arriving meanwhile need not wake anyone (plain TCP only; the
-    /// others ignore it). Without it, every segment that arrives while one worker reads the
+    /// The reader is streaming (see `ReadBuffer::streaming`) and reads again without waiting:
+    /// until a read finds the socket empty, data arriving meanwhile need not wake anyone
+    /// (plain TCP only; the others ignore it). Without it, every segment that arrives while one worker reads the
     /// socket wakes the worker parked in epoll, only for it to find the reader running.
     /// `rest` is what the reader still lacks of a large frame (0: none): when it must wait,
     /// it is woken once that much has come rather than at every segment of it.

@@ -193,7 +193,7 @@ impl Client {
                             }
                         }
                         input.expect_frame(self.awaited);
-                        if input.streaming_large() {
+                        if input.streaming() {
                             reader.hush(input.frame_rest());
                         }
                         // Once per read batch: what monitoring reads of this connection.
