@@ -303,6 +303,38 @@ mod tests {
     }
 
     #[test]
+    fn streaming_is_a_full_read_or_a_large_frame() {
+        let limits = Limits::default();
+        let read = |input: &mut ReadBuffer, reader: &mut Pieces| {
+            futures::executor::block_on(input.read(reader)).expect("read")
+        };
+
+        // A read that fills all it asked for (the first asks for MIN_READ): more is waiting.
+        let mut input = ReadBuffer::default();
+        let mut reader = Pieces(vec![vec![b'x'; MIN_READ]].into());
+        assert_eq!(read(&mut input, &mut reader), MIN_READ);
+        assert!(input.streaming());
+        // One that came back short, with no large frame: not streaming.
+        input.buf.clear();
+        let mut reader = Pieces(vec![b"PING\r\n".to_vec()].into());
+        read(&mut input, &mut reader);
+        assert!(!input.streaming());
+        assert_eq!(input.frame_rest(), 0);
+
+        // Half of a large frame: streaming, and the rest is what it still lacks.
+        let whole = frame(0, 64 * 1024, false);
+        let half = whole.len() / 2;
+        let mut input = ReadBuffer::default();
+        let mut reader = Pieces(vec![whole[..100].to_vec(), whole[100..half].to_vec()].into());
+        read(&mut input, &mut reader);
+        input.expect_frame(parser::frame_len(&input.buf, &limits).unwrap_or(0));
+        read(&mut input, &mut reader);
+        assert_eq!(input.buf.len(), half);
+        assert!(input.streaming());
+        assert_eq!(input.frame_rest(), whole.len() - half);
+    }
+
+    #[test]
     fn frames_cut_at_every_byte_parse_the_same() {
         let sizes = [
             (3, false),

@@ -169,32 +169,62 @@ impl PlainRead {
     /// (reads are not affected: a non-blocking read returns what there is). A closing peer is
     /// reported whatever the mark.
     fn set_lowat(&mut self, bytes: libc::c_int) {
-        use std::os::fd::AsRawFd;
         self.lowat = bytes;
-        let fd = self.half.as_ref().as_raw_fd();
-        // SAFETY: `fd` is the stream's own open socket, borrowed for the call; setsockopt
-        // reads exactly `size_of::<c_int>()` bytes from `bytes`, a live local, and writes
-        // nothing.
-        let _ = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = self.half.as_ref().as_raw_fd();
+            // SAFETY: `fd` is the stream's own open socket, borrowed for the call; setsockopt
+            // reads exactly `size_of::<c_int>()` bytes from `bytes`, a live local, and writes
+            // nothing.
+            let _ = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
     }
+}
+
+/// Whether this kernel reports a socket at once when its mark is lowered below what it already
+/// holds (Linux 4.18 on: `tcp_set_rcvlowat` calls `tcp_data_ready`). Without that a hushed
+/// reader could sleep through what came while it was hushed, so elsewhere `hush` does nothing.
+fn hush_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        cfg!(target_os = "linux")
+            && std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .and_then(|release| release_at_least(&release, (4, 18)))
+                .unwrap_or(false)
+    })
+}
+
+/// Whether a kernel release string (`6.18.44-fc-v1098`) is at least `major.minor`; `None` when
+/// it does not start with two numbers.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> Option<bool> {
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit());
+    let got: u32 = numbers.next()?.parse().ok()?;
+    let got_minor: u32 = numbers.next()?.parse().ok()?;
+    Some((got, got_minor) >= (major, minor))
 }
 
 impl ReadHalf {
     /// The reader is streaming (see `ReadBuffer::streaming`) and reads again without waiting:
     /// until a read finds the socket empty, data arriving meanwhile need not wake anyone
-    /// (plain TCP only; the others ignore it). Without it, every segment that arrives while one worker reads the
-    /// socket wakes the worker parked in epoll, only for it to find the reader running.
+    /// (plain TCP on Linux only; the others ignore it). Without it, every segment that arrives
+    /// while one worker reads the socket wakes the worker parked in epoll, only for it to find
+    /// the reader running.
     /// `rest` is what the reader still lacks of a large frame (0: none): when it must wait,
     /// it is woken once that much has come rather than at every segment of it.
     pub fn hush(&mut self, rest: usize) {
+        if !hush_supported() {
+            return;
+        }
         if let ReadHalf::Plain(r) = self {
             r.wake_at = libc::c_int::try_from(rest)
                 .unwrap_or(HUSHED - 1)
@@ -320,5 +350,24 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::TlsDialed(w) => w.is_write_vectored(),
             WriteHalf::Ws(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_at_least;
+
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert_eq!(release_at_least("6.18.44-fc-v1098\n", (4, 18)), Some(true));
+        assert_eq!(
+            release_at_least("4.18.0-553.el8_10.x86_64", (4, 18)),
+            Some(true)
+        );
+        assert_eq!(release_at_least("4.9.337", (4, 18)), Some(false));
+        assert_eq!(release_at_least("3.10.0-1160.el7", (4, 18)), Some(false));
+        assert_eq!(release_at_least("5.0", (4, 18)), Some(true));
+        assert_eq!(release_at_least("garbage", (4, 18)), None);
+        assert_eq!(release_at_least("6", (4, 18)), None);
     }
 }
