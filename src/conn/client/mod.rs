@@ -173,14 +173,18 @@ impl Client {
                         while result.is_ok() && (self.callout.is_some() || self.fetch.is_some()) {
                             if let Some(fetch) = self.fetch.take() {
                                 // nats-server's read loop waits for the fetch too.
-                                result = self.run_fetch(fetch).await;
+                                // Boxed, as the callout below: rare, and their futures (an
+                                // HTTP client over TLS) would otherwise sit inline in every
+                                // connection's task, idle ones too (20 KiB a connection
+                                // instead of 7).
+                                result = Box::pin(self.run_fetch(fetch)).await;
                                 if result.is_ok() && self.callout.is_none() {
                                     result = self.process(&mut input);
                                 }
                                 continue;
                             }
                             // nats-server's read loop waits for the service too.
-                            result = match self.run_callout().await {
+                            result = match Box::pin(self.run_callout()).await {
                                 Some(verdict) => verdict,
                                 None => break 'session self
                                     .conn
