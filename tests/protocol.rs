@@ -383,6 +383,16 @@ async fn large_payloads_reach_every_subscriber_byte_for_byte() {
     }
 }
 
+/// A quiet subscriber to `big` (sid 1), ready, and a quiet publisher.
+async fn big_subscriber_and_publisher(server: &TestServer) -> (common::Raw, common::Raw) {
+    let mut sub = server.raw().await;
+    sub.send(format!("{QUIET}SUB big 1\r\n")).await;
+    sub.expect_before_pong("").await;
+    let mut publisher = server.raw().await;
+    publisher.send(QUIET).await;
+    (sub, publisher)
+}
+
 /// While a publisher streams (reads come back full, or large frames arrive), tern keeps its
 /// socket from waking a worker on every arrival (`ReadHalf::hush` raises the socket's
 /// low-water mark) until a read finds it empty. Whatever comes after, however small and
@@ -391,11 +401,7 @@ async fn large_payloads_reach_every_subscriber_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_input_after_a_stream_is_still_read() {
     let server = TestServer::start().await;
-    let mut sub = server.raw().await;
-    sub.send(format!("{QUIET}SUB big 1\r\n")).await;
-    sub.expect_before_pong("").await;
-    let mut publisher = server.raw().await;
-    publisher.send(QUIET).await;
+    let (mut sub, mut publisher) = big_subscriber_and_publisher(&server).await;
 
     // 300 KB of small messages in one write: the reads fill up.
     let (mut burst, mut delivered) = (String::new(), String::new());
@@ -890,11 +896,7 @@ async fn slow_consumer_is_cut_without_slowing_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_keeping_up_with_1_mib_messages_is_not_cut() {
     let server = TestServer::start().await;
-    let mut sub = server.raw().await;
-    sub.send(format!("{QUIET}SUB big 1\r\n")).await;
-    sub.expect_before_pong("").await;
-    let mut publisher = server.raw().await;
-    publisher.send(QUIET).await;
+    let (mut sub, mut publisher) = big_subscriber_and_publisher(&server).await;
     let size = 1024 * 1024;
     let count = 192;
     let frame_len = format!("MSG big 1 {size}\r\n").len() + size + 2;
