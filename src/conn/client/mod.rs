@@ -101,7 +101,7 @@ struct Client {
     websocket: Option<Upgrade>,
     /// A CONNECT an auth callout service is deciding: the read loop asks the service before
     /// it handles anything after it.
-    callout: Option<callout::Pending>,
+    callout: Option<Box<callout::Pending>>,
     /// A CONNECT whose user's account the server does not know yet: the read loop has the
     /// resolver fetch it, then handles the CONNECT again (once), before anything after it.
     fetch: Option<fetch::PendingFetch>,
@@ -488,12 +488,13 @@ impl Client {
             crate::security::judge(server, &credentials, &self.desc, Some(self.addr.ip()));
         if let Some(plan) = plan {
             // The service decides; the rest of the batch waits for it (`read_loop`).
-            self.callout = Some(callout::Pending {
+            // Boxed: 500 bytes every connection would otherwise carry for a rare moment.
+            self.callout = Some(Box::new(callout::Pending {
                 plan,
                 opts,
                 credentials,
                 jwt_passed: user.is_some_and(|u| u.jwt.is_some()),
-            });
+            }));
             return Ok(());
         }
         let Some(user) = user else {
