@@ -133,9 +133,7 @@ pub(super) async fn read_loop<S: PeerSession>(
                     let (msgs, bytes) = session.in_counts();
                     conn.stats.publish(msgs, bytes, now.into_std());
                     let result = result.map(|awaited| input.expect_frame(awaited));
-                    if input.streaming() {
-                        reader.hush(input.frame_rest());
-                    }
+                    reader.hush_if_streaming(&input);
                     result
                 }
                 Err(_) => return CloseReason::ReadError,

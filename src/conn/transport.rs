@@ -214,6 +214,14 @@ fn release_at_least(release: &str, (major, minor): (u32, u32)) -> Option<bool> {
 }
 
 impl ReadHalf {
+    /// After a read batch: hushes the socket while `input` is streaming (see [`Self::hush`]).
+    #[inline]
+    pub fn hush_if_streaming(&mut self, input: &super::reader::ReadBuffer) {
+        if input.streaming() {
+            self.hush(input.frame_rest());
+        }
+    }
+
     /// The reader is streaming (see `ReadBuffer::streaming`) and reads again without waiting:
     /// until a read finds the socket empty, data arriving meanwhile need not wake anyone
     /// (plain TCP on Linux only; the others ignore it). Without it, every segment that arrives

@@ -197,9 +197,7 @@ impl Client {
                             }
                         }
                         input.expect_frame(self.awaited);
-                        if input.streaming() {
-                            reader.hush(input.frame_rest());
-                        }
+                        reader.hush_if_streaming(&input);
                         // Once per read batch: what monitoring reads of this connection.
                         self.conn.stats.publish(self.in_msgs, self.in_bytes, self.live.last_in.into_std());
                         result
